@@ -1,0 +1,646 @@
+//! The durable journal: everything that enters or leaves the gateway is committed here first.
+//!
+//! One writer thread owns the SQLite connection and applies requests in group-commit batches:
+//! whatever is queued when it wakes (up to `journal.max_batch`) goes into one transaction, and
+//! each requester is answered only after that transaction commits. The [`JournalWriter`] actor
+//! is the typed front door; it forwards each request to the thread and hands back the receipt.
+//!
+//! **Invariant:** nothing is acknowledged to a sender before the commit that holds it returns.
+//! **Invariant:** pending, in-flight and dead rows are never deleted; only delivered rows are
+//! pruned.
+
+pub mod store;
+
+use crate::metrics::METRICS;
+use actix::prelude::*;
+use rand::RngExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+pub use store::{OpenOptions, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the journal could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error(
+        "journal {path} has schema version {found}, newer than this build supports ({supported}); install a clinic-gateway at least as new as the one that wrote it"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The configured size limit is reached; the item was not accepted.
+    #[error(
+        "journal full: {used} bytes used of {limit} allowed; the item was not accepted, retry later"
+    )]
+    Full { used: u64, limit: u64 },
+    /// The disk under the journal has no room; the item was not accepted.
+    #[error("journal disk full: the item was not accepted, retry later")]
+    DiskFull,
+    #[error("journal storage error: {0}")]
+    Sqlite(String),
+    #[error("journal data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("journal writer has stopped")]
+    Closed,
+}
+
+impl JournalError {
+    /// True when the sender should try again later (the item was not accepted, nothing is
+    /// wrong with it).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Full { .. } | Self::DiskFull | Self::Closed | Self::Sqlite(_)
+        )
+    }
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => JournalError::DiskFull,
+            _ => JournalError::Sqlite(e.to_string()),
+        }
+    }
+}
+
+/// An item entering the gateway, with the destinations it must reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewItem {
+    /// Who sent it (e.g. `hl7:LAB`, `api`, `gateway`).
+    pub source: String,
+    /// The sender's id for it (e.g. MSH-10); a resend of the same id is answered, not re-processed.
+    pub source_id: Option<String>,
+    /// Event kind, used in topics (e.g. `gateway.started`).
+    pub kind: String,
+    /// Ordering key: items with the same key reach each destination in order.
+    pub key: String,
+    /// Payload schema name and version (e.g. `clinic-gateway/actor-state@1`).
+    pub schema: String,
+    /// The payload as JSON bytes.
+    pub payload: Vec<u8>,
+    /// The answer given to the sender, stored so a resend gets the same answer.
+    pub reply: Option<Vec<u8>>,
+    /// When it happened, in ms since the epoch; default: when committed.
+    pub occurred_at: Option<i64>,
+    pub destinations: Vec<String>,
+}
+
+/// Proof that an item is committed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    pub inbound_id: i64,
+    pub event_id: uuid::Uuid,
+    /// The same `(source, source_id)` was committed before; this is that first receipt.
+    pub duplicate: bool,
+    #[serde(skip)]
+    pub reply: Option<Vec<u8>>,
+}
+
+/// An outbox row handed to a connector for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: String,
+    /// This attempt's number, from 1.
+    pub attempts: u32,
+    pub event_id: String,
+    pub kind: String,
+    pub schema: String,
+    pub payload: Vec<u8>,
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub destination: String,
+    pub key: String,
+    pub kind: String,
+    pub event_id: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub dead_since: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DestinationStats {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    /// Last update of the oldest pending row (ms since the epoch).
+    pub oldest_pending_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub destinations: BTreeMap<String, DestinationStats>,
+    pub inbound_items: u64,
+    pub used_bytes: u64,
+    pub file_bytes: u64,
+    pub max_bytes: u64,
+    pub schema_version: i64,
+}
+
+/// Retry schedule of one destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Delay before the attempt after `attempts` failed ones: doubling from `initial`, capped at
+    /// `max`, then spread over its upper half so that rows failed together do not retry together.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+        let capped = exp.min(self.max);
+        let half = capped / 2;
+        half + half.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+impl From<&crate::config::DestinationConfig> for RetryPolicy {
+    fn from(d: &crate::config::DestinationConfig) -> Self {
+        RetryPolicy {
+            max_attempts: d.max_attempts,
+            initial: Duration::from_millis(d.backoff_initial_ms),
+            max: Duration::from_millis(d.backoff_max_ms),
+        }
+    }
+}
+
+/// Writer settings that a config reload may change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub max_bytes: u64,
+    pub retention: Duration,
+    pub max_batch: usize,
+    pub policies: BTreeMap<String, RetryPolicy>,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Settings {
+            max_bytes: c.journal.max_bytes,
+            retention: Duration::from_secs(c.journal.retention_hours * 3600),
+            max_batch: c.journal.max_batch,
+            policies: c
+                .destinations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+        }
+    }
+
+    fn policy(&self, destination: &str) -> RetryPolicy {
+        self.policies
+            .get(destination)
+            .cloned()
+            .unwrap_or_else(|| (&crate::config::DestinationConfig::default()).into())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+
+/// Commit an inbound item; answered with its [`Receipt`] once durable.
+#[derive(Debug)]
+pub struct Append(pub NewItem);
+/// Take up to `limit` deliverable rows of a destination (they become in-flight).
+#[derive(Debug)]
+pub struct Claim {
+    pub destination: String,
+    pub limit: usize,
+}
+/// These in-flight rows reached their destination.
+#[derive(Debug)]
+pub struct Delivered(pub Vec<i64>);
+/// These in-flight rows failed (`ids: None`: every in-flight row of the destination).
+#[derive(Debug)]
+pub struct Failed {
+    pub destination: String,
+    pub ids: Option<Vec<i64>>,
+    pub error: String,
+}
+#[derive(Debug)]
+pub struct ListDead {
+    pub destination: Option<String>,
+    pub limit: usize,
+}
+/// Put dead letters back in line (one row, or all of a destination); audited with `by`.
+#[derive(Debug)]
+pub struct Replay {
+    pub destination: String,
+    pub id: Option<i64>,
+    pub by: String,
+}
+#[derive(Debug)]
+pub struct GetStats;
+#[derive(Debug)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+/// Answered once the writer has gone round its loop: proof of life for the watchdog.
+#[derive(Debug)]
+pub struct Ping;
+#[derive(Debug)]
+pub struct Reconfigure(pub Settings);
+/// Finish queued work, checkpoint the WAL and stop the writer thread.
+#[derive(Debug)]
+pub struct Close;
+
+/// What the writer thread receives.
+#[derive(Debug)]
+pub enum Command {
+    Append(Append, Reply<Receipt>),
+    Claim(Claim, Reply<Vec<OutboxRow>>),
+    Delivered(Delivered, Reply<usize>),
+    Failed(Failed, Reply<(usize, usize)>),
+    ListDead(ListDead, Reply<Vec<DeadLetter>>),
+    Replay(Replay, Reply<usize>),
+    Stats(GetStats, Reply<Stats>),
+    Audit(AuditRecord, Reply<()>),
+    Ping(Ping, Reply<()>),
+    Reconfigure(Reconfigure, Reply<()>),
+    Close(Close, Reply<()>),
+}
+
+/// A journal request: an actix message answered by the writer thread.
+pub trait Request: Message<Result = Result<Self::Output, JournalError>> + Send + 'static {
+    type Output: Send + 'static;
+    fn into_command(self, reply: Reply<Self::Output>) -> Command;
+}
+
+macro_rules! requests {
+    ($($msg:ident => $variant:ident : $out:ty),* $(,)?) => {$(
+        impl Message for $msg {
+            type Result = Result<$out, JournalError>;
+        }
+        impl Request for $msg {
+            type Output = $out;
+            fn into_command(self, reply: Reply<$out>) -> Command {
+                Command::$variant(self, reply)
+            }
+        }
+    )*};
+}
+
+requests! {
+    Append => Append: Receipt,
+    Claim => Claim: Vec<OutboxRow>,
+    Delivered => Delivered: usize,
+    Failed => Failed: (usize, usize),
+    ListDead => ListDead: Vec<DeadLetter>,
+    Replay => Replay: usize,
+    GetStats => Stats: Stats,
+    AuditRecord => Audit: (),
+    Ping => Ping: (),
+    Reconfigure => Reconfigure: (),
+    Close => Close: (),
+}
+
+/// The actor every other part of the gateway sends journal requests to.
+pub struct JournalWriter {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Actor for JournalWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Producers wait on the writer's channel, not on the mailbox; a small mailbox would
+        // serialise them before they could be batched together.
+        ctx.set_mailbox_capacity(65_536);
+    }
+}
+
+impl<R: Request> Handler<R> for JournalWriter {
+    type Result = ResponseFuture<Result<R::Output, JournalError>>;
+
+    fn handle(&mut self, msg: R, _: &mut Context<Self>) -> Self::Result {
+        let tx = self.tx.clone();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(msg.into_command(reply))
+                .await
+                .map_err(|_| JournalError::Closed)?;
+            rx.await.map_err(|_| JournalError::Closed)?
+        })
+    }
+}
+
+/// Sends a request and flattens the mailbox error into [`JournalError::Closed`].
+pub async fn ask<R: Request>(addr: &Addr<JournalWriter>, msg: R) -> Result<R::Output, JournalError>
+where
+    JournalWriter: Handler<R>,
+{
+    addr.send(msg).await.map_err(|_| JournalError::Closed)?
+}
+
+impl JournalWriter {
+    /// Starts the writer thread on an opened store and the actor in front of it. The returned
+    /// handle finishes after [`Close`] (or once every sender is gone).
+    pub fn start(
+        mut store: Store,
+        settings: Settings,
+    ) -> Result<(Addr<JournalWriter>, std::thread::JoinHandle<()>), JournalError> {
+        let recovered = store.recover_in_flight(now_ms())?;
+        if recovered > 0 {
+            tracing::info!(
+                rows = recovered,
+                "in-flight rows from the last run put back in line"
+            );
+        }
+        let (tx, rx) = mpsc::channel(65_536);
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || Writer::new(store, settings).run(rx))
+            .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
+        Ok((JournalWriter { tx }.start(), thread))
+    }
+}
+
+/// Called once the batch's fate is known: `Some(error)` when the whole batch was rolled back.
+type Done = Box<dyn FnOnce(Option<&JournalError>) + Send>;
+
+fn done<T: Send + 'static>(reply: Reply<T>, result: Result<T, JournalError>) -> Done {
+    Box::new(move |batch_error| {
+        let _ = reply.send(match batch_error {
+            Some(e) => Err(e.clone()),
+            None => result,
+        });
+    })
+}
+
+struct Writer {
+    store: Store,
+    settings: Settings,
+    last_prune: Instant,
+}
+
+/// How often delivered rows past retention are pruned, and how many per pass.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_LIMIT: usize = 50_000;
+
+impl Writer {
+    fn new(store: Store, settings: Settings) -> Self {
+        Writer {
+            store,
+            settings,
+            last_prune: Instant::now(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.settings.max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.settings.max_batch {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let closing = self.execute(&mut batch);
+            if let Some(reply) = closing {
+                if let Err(e) = self.store.checkpoint() {
+                    tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL is replayed at next start");
+                }
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            if self.last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune(now_ms() - self.settings.retention.as_millis() as i64);
+            }
+        }
+        let _ = self.store.checkpoint();
+    }
+
+    fn prune(&mut self, cutoff: i64) {
+        self.last_prune = Instant::now();
+        match self.store.with_batch(|b| b.prune(cutoff, PRUNE_LIMIT)) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned delivered rows"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+
+    /// Space check for a batch holding appends: when the limit is reached, delivered rows are
+    /// pruned early (oldest first) before anything is refused.
+    fn refusal(&mut self) -> Option<JournalError> {
+        let limit = self.settings.max_bytes;
+        let used = match self.store.used_bytes() {
+            Ok(u) => u,
+            Err(e) => return Some(e),
+        };
+        if used < limit {
+            return None;
+        }
+        self.prune(now_ms());
+        match self.store.used_bytes() {
+            Ok(used) if used >= limit => Some(JournalError::Full { used, limit }),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Applies one batch in one transaction and answers everyone after the commit. Returns the
+    /// reply of a `Close` request, if the batch held one.
+    fn execute(&mut self, batch: &mut Vec<Command>) -> Option<Reply<()>> {
+        let now = now_ms();
+        let refused = if batch.iter().any(|c| matches!(c, Command::Append(..))) {
+            self.refusal()
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
+        let mut closing = None;
+        let mut abort: Option<JournalError> = None;
+        let mut appended = 0u64;
+        let mut counts = Outcome::default();
+        let mut tx = match self.store.begin() {
+            Ok(tx) => tx,
+            Err(e) => {
+                for c in batch.drain(..) {
+                    fail(c, &e);
+                }
+                return None;
+            }
+        };
+        for command in batch.drain(..) {
+            if abort.is_some() {
+                dones.push(Box::new(move |e| {
+                    if let Some(e) = e {
+                        fail(command, e)
+                    }
+                }));
+                continue;
+            }
+            let d = match command {
+                Command::Append(Append(item), reply) => {
+                    let r = match &refused {
+                        Some(e) => Err(e.clone()),
+                        None => tx.append(&item, now).inspect(|r| {
+                            if !r.duplicate {
+                                appended += 1;
+                            }
+                        }),
+                    };
+                    if let (Err(e), None) = (&r, &refused) {
+                        abort = Some(e.clone());
+                    }
+                    done(reply, r)
+                }
+                Command::Claim(Claim { destination, limit }, reply) => {
+                    let r = tx.claim(&destination, limit, now);
+                    abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::Delivered(Delivered(ids), reply) => {
+                    let r = tx.delivered(&ids, now);
+                    if let Ok(n) = &r {
+                        counts.delivered += *n as u64;
+                    }
+                    abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::Failed(
+                    Failed {
+                        destination,
+                        ids,
+                        error,
+                    },
+                    reply,
+                ) => {
+                    let policy = self.settings.policy(&destination);
+                    let r = match ids {
+                        Some(ids) => tx.failed(&ids, &error, &policy, now),
+                        None => tx
+                            .in_flight(&destination)
+                            .and_then(|ids| tx.failed(&ids, &error, &policy, now)),
+                    };
+                    if let Ok((retry, dead)) = &r {
+                        counts.retries += *retry as u64;
+                        counts.dead += *dead as u64;
+                    }
+                    abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::ListDead(ListDead { destination, limit }, reply) => {
+                    let r = tx.dead_letters(destination.as_deref(), limit);
+                    done(reply, r)
+                }
+                Command::Replay(
+                    Replay {
+                        destination,
+                        id,
+                        by,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.replay(&destination, id, &by, now);
+                    abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::Stats(GetStats, reply) => {
+                    let r = tx.stats().map(|mut s| {
+                        s.max_bytes = self.settings.max_bytes;
+                        s
+                    });
+                    done(reply, r)
+                }
+                Command::Audit(
+                    AuditRecord {
+                        actor,
+                        action,
+                        detail,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.audit(&actor, &action, &detail, now);
+                    abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::Ping(Ping, reply) => done(reply, Ok(())),
+                Command::Reconfigure(Reconfigure(settings), reply) => {
+                    self.settings = settings;
+                    done(reply, Ok(()))
+                }
+                Command::Close(Close, reply) => {
+                    closing = Some(reply);
+                    continue;
+                }
+            };
+            dones.push(d);
+        }
+        let outcome = match abort {
+            Some(e) => {
+                drop(tx);
+                Some(e)
+            }
+            None => tx.commit().err(),
+        };
+        match &outcome {
+            None => {
+                METRICS.commit_latency.observe(started.elapsed());
+                METRICS.journal_appends.add(appended);
+                METRICS.deliveries.add(counts.delivered);
+                METRICS.retries.add(counts.retries);
+                METRICS.dead_letters.add(counts.dead);
+            }
+            Some(e) => {
+                tracing::error!(error = %e, "journal batch rolled back; every request in it was refused")
+            }
+        }
+        for d in dones {
+            d(outcome.as_ref());
+        }
+        closing
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    delivered: u64,
+    retries: u64,
+    dead: u64,
+}
+
+fn fail(command: Command, e: &JournalError) {
+    let e = e.clone();
+    match command {
+        Command::Append(_, r) => drop(r.send(Err(e))),
+        Command::Claim(_, r) => drop(r.send(Err(e))),
+        Command::Delivered(_, r) => drop(r.send(Err(e))),
+        Command::Failed(_, r) => drop(r.send(Err(e))),
+        Command::ListDead(_, r) => drop(r.send(Err(e))),
+        Command::Replay(_, r) => drop(r.send(Err(e))),
+        Command::Stats(_, r) => drop(r.send(Err(e))),
+        Command::Audit(_, r) => drop(r.send(Err(e))),
+        Command::Ping(_, r) => drop(r.send(Err(e))),
+        Command::Reconfigure(_, r) => drop(r.send(Err(e))),
+        Command::Close(_, r) => drop(r.send(Err(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,596 @@
+//! Every SQL statement of the gateway, each behind a documented function.
+//!
+//! `Store` owns one SQLite connection. In the daemon exactly one `Store` writes (the journal
+//! writer thread); the CLI opens its own for `dlq` and `journal stats`, relying on WAL and a busy
+//! timeout to share the file. Nothing outside this module builds SQL.
+
+use super::{
+    DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, Stats,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// `PRAGMA application_id` of a clinic-gateway journal ("CGJ1"), so a foreign SQLite file is
+/// refused instead of being migrated into.
+const APPLICATION_ID: i32 = 0x43474a31;
+
+/// Schema migrations; the journal's `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE inbound (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    source_id   TEXT,
+    kind        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    schema      TEXT    NOT NULL,
+    payload     BLOB    NOT NULL,
+    reply       BLOB,
+    occurred_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX inbound_source_id ON inbound(source, source_id) WHERE source_id IS NOT NULL;
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    inbound_id      INTEGER NOT NULL,
+    destination     TEXT    NOT NULL,
+    key             TEXT    NOT NULL,
+    state           INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_state ON outbox(state, destination, id);
+CREATE INDEX outbox_waiting ON outbox(destination, next_attempt_at) WHERE state = 0;
+CREATE INDEX outbox_inbound ON outbox(inbound_id);
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    detail TEXT    NOT NULL
+);
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What the operator is told whenever an existing journal cannot be used.
+const LEFT_UNTOUCHED: &str = "the file is left untouched: move it aside and restore it from backup, or start with an empty journal";
+
+/// Name of a stored outbox state: 0 pending, 1 in flight, 2 delivered, 3 dead.
+fn state_name(v: i64) -> &'static str {
+    match v {
+        0 => "pending",
+        1 => "in_flight",
+        2 => "delivered",
+        _ => "dead",
+    }
+}
+
+/// How a journal file is opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Key for an encrypted (SQLCipher) journal.
+    pub key: Option<String>,
+    /// Run `PRAGMA quick_check` before use (the daemon does; the CLI skips it).
+    pub verify: bool,
+    /// Create the file when it does not exist (only the daemon does).
+    pub create: bool,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
+    JournalError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (or, with `create`, creates) the journal, checks that it is intact and ours, and
+    /// applies pending migrations. Never recreates a file it cannot read.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, JournalError> {
+        let exists = path.exists();
+        if !exists {
+            let wal = path.with_extension("db-wal");
+            if wal.exists() {
+                return Err(io_err(
+                    path,
+                    format!(
+                        "the file is missing but its write-ahead log {} exists",
+                        wal.display()
+                    ),
+                ));
+            }
+            if !opts.create {
+                return Err(io_err(path, "no journal at this path"));
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io_err(path, e))?;
+            }
+        }
+        let flags = if exists {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| io_err(path, e))?;
+        if let Some(key) = &opts.key {
+            apply_key(&conn, key).map_err(|e| io_err(path, e))?;
+        }
+        let corrupt = |e: rusqlite::Error| {
+            io_err(
+                path,
+                format!("not a readable clinic-gateway journal ({e}); {LEFT_UNTOUCHED}"),
+            )
+        };
+        conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
+        // WAL lets the CLI and status readers run beside the single writer. FULL syncs the WAL on
+        // every commit: an acknowledgement follows a commit that survives power loss. NORMAL
+        // would only lose the last commits on power loss, but those were already acknowledged.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(io_err(
+                path,
+                format!("cannot switch to WAL mode (got {mode})"),
+            ));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")
+            .map_err(corrupt)?;
+        if exists && opts.verify {
+            let result: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(corrupt)?;
+            if result != "ok" {
+                return Err(io_err(
+                    path,
+                    format!("integrity check failed ({result}); {LEFT_UNTOUCHED}"),
+                ));
+            }
+        }
+        let app_id: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if app_id != APPLICATION_ID && (app_id != 0 || tables != 0) {
+            return Err(io_err(
+                path,
+                "this SQLite file is not a clinic-gateway journal",
+            ));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let mut store = Store { conn };
+        store
+            .migrate(version)
+            .map_err(|e| io_err(path, format!("migration failed: {e}")))?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, from: i64) -> rusqlite::Result<()> {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the journal's live pages occupy (free pages left by pruning are reused first).
+    pub fn used_bytes(&self) -> Result<u64, JournalError> {
+        let (pages, free, size): (i64, i64, i64) = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(((pages - free).max(0) * size) as u64)
+    }
+
+    /// Starts a transaction for one group-commit batch.
+    pub fn begin(&mut self) -> Result<Batch<'_>, JournalError> {
+        Ok(Batch {
+            tx: self.conn.transaction()?,
+        })
+    }
+
+    /// Makes every in-flight row pending again: after a crash nothing is in flight any more.
+    /// The attempt that was under way stays counted.
+    pub fn recover_in_flight(&mut self, now: i64) -> Result<usize, JournalError> {
+        Ok(self.conn.execute(
+            "UPDATE outbox SET state = 0, next_attempt_at = ?1, updated_at = ?1 WHERE state = 1",
+            [now],
+        )?)
+    }
+
+    /// Copies the write-ahead log into the main file and empties it, for a clean shutdown.
+    pub fn checkpoint(&self) -> Result<(), JournalError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Runs `f` in its own transaction (for CLI operations outside the writer thread).
+    pub fn with_batch<T>(
+        &mut self,
+        f: impl FnOnce(&mut Batch<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut batch = self.begin()?;
+        let out = f(&mut batch)?;
+        batch.commit()?;
+        Ok(out)
+    }
+}
+
+#[cfg(not(feature = "sqlcipher"))]
+fn apply_key(_conn: &Connection, _key: &str) -> Result<(), String> {
+    Err("journal.key_file is set but this build has no SQLCipher support".into())
+}
+
+#[cfg(feature = "sqlcipher")]
+fn apply_key(conn: &Connection, key: &str) -> Result<(), String> {
+    conn.pragma_update(None, "key", key)
+        .map_err(|e| e.to_string())
+}
+
+/// One open transaction: the writer applies a whole batch of requests in one of these.
+pub struct Batch<'c> {
+    tx: Transaction<'c>,
+}
+
+impl Batch<'_> {
+    pub fn commit(self) -> Result<(), JournalError> {
+        Ok(self.tx.commit()?)
+    }
+
+    /// Commits an inbound item and one pending outbox row per destination, or, when the same
+    /// `(source, source_id)` was committed before, returns that first receipt unchanged.
+    pub fn append(&mut self, item: &NewItem, now: i64) -> Result<Receipt, JournalError> {
+        if let Some(source_id) = &item.source_id {
+            let found = self
+                .tx
+                .prepare_cached(
+                    "SELECT id, event_id, reply FROM inbound WHERE source = ?1 AND source_id = ?2",
+                )?
+                .query_row(params![item.source, source_id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((id, event_id, reply)) = found {
+                return Ok(Receipt {
+                    inbound_id: id,
+                    event_id: event_id.parse().map_err(|_| {
+                        JournalError::Corrupt(format!("inbound {id} has a bad event id"))
+                    })?,
+                    duplicate: true,
+                    reply,
+                });
+            }
+        }
+        let event_id = uuid::Uuid::now_v7();
+        self.tx
+            .prepare_cached(
+                "INSERT INTO inbound (event_id, source, source_id, kind, key, schema, payload, reply, occurred_at, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                event_id.to_string(),
+                item.source,
+                item.source_id,
+                item.kind,
+                item.key,
+                item.schema,
+                item.payload,
+                item.reply,
+                item.occurred_at.unwrap_or(now),
+                now
+            ])?;
+        let inbound_id = self.tx.last_insert_rowid();
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO outbox (inbound_id, destination, key, state, next_attempt_at, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+        )?;
+        for destination in &item.destinations {
+            insert.execute(params![inbound_id, destination, item.key, now])?;
+        }
+        Ok(Receipt {
+            inbound_id,
+            event_id,
+            duplicate: false,
+            reply: item.reply.clone(),
+        })
+    }
+
+    /// Moves up to `limit` rows of `destination` to in-flight, oldest first, skipping every key
+    /// whose earliest pending row waits for a retry: a key's rows go out in order, other keys
+    /// flow meanwhile.
+    pub fn claim(
+        &mut self,
+        destination: &str,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
+        let rows: Vec<OutboxRow> = self
+            .tx
+            .prepare_cached(
+                "SELECT o.id, o.key, o.attempts, i.event_id, i.kind, i.schema, i.payload, i.occurred_at
+                   FROM outbox o JOIN inbound i ON i.id = o.inbound_id
+                  WHERE o.state = 0 AND o.destination = ?1
+                    AND o.key NOT IN (SELECT key FROM outbox
+                                       WHERE state = 0 AND destination = ?1 AND next_attempt_at > ?2)
+                  ORDER BY o.id LIMIT ?3",
+            )?
+            .query_map(params![destination, now, limit as i64], |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    attempts: r.get::<_, u32>(2)? + 1,
+                    event_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    schema: r.get(5)?,
+                    payload: r.get(6)?,
+                    occurred_at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut update = self.tx.prepare_cached(
+            "UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+        )?;
+        for row in &rows {
+            update.execute(params![row.id, now])?;
+        }
+        Ok(rows)
+    }
+
+    /// Marks in-flight rows delivered. Rows not in flight (e.g. replayed meanwhile) are left.
+    pub fn delivered(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
+        let mut update = self
+            .tx
+            .prepare_cached("UPDATE outbox SET state = 2, last_error = NULL, updated_at = ?2 WHERE id = ?1 AND state = 1")?;
+        let mut n = 0;
+        for id in ids {
+            n += update.execute(params![id, now])?;
+        }
+        Ok(n)
+    }
+
+    /// Records a failed attempt for in-flight rows: back to pending after a backoff, or dead
+    /// once the destination's attempts are used up. Returns (retrying, dead).
+    pub fn failed(
+        &mut self,
+        ids: &[i64],
+        error: &str,
+        policy: &RetryPolicy,
+        now: i64,
+    ) -> Result<(usize, usize), JournalError> {
+        let mut get = self
+            .tx
+            .prepare_cached("SELECT attempts FROM outbox WHERE id = ?1 AND state = 1")?;
+        let mut retry = self.tx.prepare_cached(
+            "UPDATE outbox SET state = 0, next_attempt_at = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+        )?;
+        let mut dead = self.tx.prepare_cached(
+            "UPDATE outbox SET state = 3, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+        )?;
+        let (mut n_retry, mut n_dead) = (0, 0);
+        for id in ids {
+            let Some(attempts) = get.query_row([id], |r| r.get::<_, u32>(0)).optional()? else {
+                continue;
+            };
+            if attempts >= policy.max_attempts {
+                dead.execute(params![id, error, now])?;
+                n_dead += 1;
+            } else {
+                let delay = policy.backoff(attempts).as_millis() as i64;
+                retry.execute(params![id, now + delay, error, now])?;
+                n_retry += 1;
+            }
+        }
+        Ok((n_retry, n_dead))
+    }
+
+    /// Every in-flight row of a destination, oldest first (what a lost connection leaves behind).
+    pub fn in_flight(&mut self, destination: &str) -> Result<Vec<i64>, JournalError> {
+        let ids = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM outbox WHERE state = 1 AND destination = ?1 ORDER BY id",
+            )?
+            .query_map([destination], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Dead letters, newest first, optionally of one destination.
+    pub fn dead_letters(
+        &mut self,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT o.id, o.destination, o.key, o.attempts, o.last_error, o.updated_at, i.kind, i.event_id
+                   FROM outbox o JOIN inbound i ON i.id = o.inbound_id
+                  WHERE o.state = 3 AND (?1 IS NULL OR o.destination = ?1)
+                  ORDER BY o.id DESC LIMIT ?2",
+            )?
+            .query_map(params![destination, limit as i64], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    destination: r.get(1)?,
+                    key: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    dead_since: r.get(5)?,
+                    kind: r.get(6)?,
+                    event_id: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Puts dead letters back in line with fresh attempts: one row, or every dead row of a
+    /// destination. Each replay is audited with who asked. Returns the rows replayed.
+    pub fn replay(
+        &mut self,
+        destination: &str,
+        id: Option<i64>,
+        by: &str,
+        now: i64,
+    ) -> Result<usize, JournalError> {
+        let n = match id {
+            Some(id) => self.tx.execute(
+                "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = ?3, updated_at = ?3
+                  WHERE id = ?1 AND destination = ?2 AND state = 3",
+                params![id, destination, now],
+            )?,
+            None => self.tx.execute(
+                "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = ?2, updated_at = ?2
+                  WHERE destination = ?1 AND state = 3",
+                params![destination, now],
+            )?,
+        };
+        let what = match id {
+            Some(id) => format!("row {id}"),
+            None => "all".to_string(),
+        };
+        self.audit(
+            by,
+            "dlq-replay",
+            &format!("destination={destination} {what} replayed={n}"),
+            now,
+        )?;
+        Ok(n)
+    }
+
+    /// Appends an audit record.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![now, actor, action, detail])?;
+        Ok(())
+    }
+
+    /// The most recent audit records, newest first: (at, actor, action, detail).
+    pub fn audit_log(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String, String)>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            )?
+            .query_map([limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Row counts per destination and state, and the journal's totals.
+    pub fn stats(&mut self) -> Result<Stats, JournalError> {
+        let mut destinations: BTreeMap<String, DestinationStats> = BTreeMap::new();
+        let mut q = self.tx.prepare_cached(
+            "SELECT destination, state, count(*), min(updated_at) FROM outbox WHERE state IN (0, 1, 3) GROUP BY destination, state",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let d = destinations.entry(r.get(0)?).or_default();
+            let n = r.get::<_, i64>(2)? as u64;
+            match r.get::<_, i64>(1)? {
+                0 => {
+                    d.pending = n;
+                    d.oldest_pending_at = r.get(3)?;
+                }
+                1 => d.in_flight = n,
+                _ => d.dead = n,
+            }
+        }
+        drop(rows);
+        drop(q);
+        let inbound = self
+            .tx
+            .query_row("SELECT count(*) FROM inbound", [], |r| r.get::<_, i64>(0))?
+            as u64;
+        let (pages, free, size): (i64, i64, i64) = self.tx.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(Stats {
+            destinations,
+            inbound_items: inbound,
+            used_bytes: ((pages - free).max(0) * size) as u64,
+            file_bytes: (pages * size) as u64,
+            schema_version: SCHEMA_VERSION,
+            max_bytes: 0,
+        })
+    }
+
+    /// Deletes delivered rows committed before `cutoff`, and inbound items left with no outbox
+    /// row, at most `limit` of each. Pending, in-flight and dead rows are never pruned.
+    pub fn prune(&mut self, cutoff: i64, limit: usize) -> Result<usize, JournalError> {
+        let outbox = self.tx.execute(
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox WHERE state = 2 AND updated_at < ?1 ORDER BY id LIMIT ?2)",
+            params![cutoff, limit as i64],
+        )?;
+        let inbound = self.tx.execute(
+            "DELETE FROM inbound WHERE id IN (
+                 SELECT i.id FROM inbound i
+                  WHERE i.received_at < ?1
+                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.inbound_id = i.id)
+                  ORDER BY i.id LIMIT ?2)",
+            params![cutoff, limit as i64],
+        )?;
+        Ok(outbox + inbound)
+    }
+
+    /// State name of one outbox row, for tests and the CLI.
+    pub fn row_state(&mut self, id: i64) -> Result<Option<&'static str>, JournalError> {
+        Ok(self
+            .tx
+            .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .map(state_name))
+    }
+}

@@ -1,0 +1,274 @@
+use super::*;
+use std::path::Path;
+
+fn item(key: &str, source_id: Option<&str>) -> NewItem {
+    NewItem {
+        source: "test".into(),
+        source_id: source_id.map(str::to_string),
+        kind: "test.event".into(),
+        key: key.into(),
+        schema: "test@1".into(),
+        payload: br#"{"n":1}"#.to_vec(),
+        reply: Some(b"ACK".to_vec()),
+        occurred_at: None,
+        destinations: vec!["cloud".into()],
+    }
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(
+        path,
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        },
+    )
+    .expect("open")
+}
+
+fn policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial: Duration::from_millis(1000),
+        max: Duration::from_millis(8000),
+    }
+}
+
+/// Appends `keys` in order and returns the outbox ids.
+fn check_append(store: &mut Store, keys: &[&str]) -> Vec<i64> {
+    store
+        .with_batch(|b| {
+            keys.iter()
+                .map(|k| b.append(&item(k, None), 1_000).map(|r| r.inbound_id))
+                .collect()
+        })
+        .expect("append")
+}
+
+fn claimed_keys(store: &mut Store, now: i64) -> Vec<(i64, String)> {
+    store
+        .with_batch(|b| b.claim("cloud", 100, now))
+        .expect("claim")
+        .into_iter()
+        .map(|r| (r.id, r.key))
+        .collect()
+}
+
+#[test]
+fn key_waits_while_its_head_retries_and_other_keys_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["a", "b", "a", "b"]);
+    let first = claimed_keys(&mut s, 1_000);
+    assert_eq!(first.len(), 4);
+    // The first "a" fails; the rest were delivered except the second "a" which is put back.
+    s.with_batch(|b| {
+        b.delivered(&[2, 4], 1_001)?;
+        b.failed(&[1, 3], "broker gone", &policy(5), 1_001)
+    })
+    .expect("settle");
+    // Both "a" rows wait; a new "b" and a new "c" flow.
+    check_append(&mut s, &["b", "c", "a"]);
+    let next = claimed_keys(&mut s, 1_002);
+    assert_eq!(
+        next.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    // After the backoff (at most `max`), the "a" rows come in their original order.
+    let later = claimed_keys(&mut s, 1_001 + 10_000);
+    assert_eq!(
+        later.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 3, 7]
+    );
+}
+
+#[test]
+fn dead_letter_after_max_attempts_and_replay_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["k"]);
+    let mut now = 1_000;
+    for attempt in 1..=3 {
+        let rows = s.with_batch(|b| b.claim("cloud", 10, now)).expect("claim");
+        assert_eq!(rows.len(), 1, "attempt {attempt}");
+        assert_eq!(rows[0].attempts, attempt);
+        s.with_batch(|b| b.failed(&[rows[0].id], "refused", &policy(3), now))
+            .expect("fail");
+        now += 100_000;
+    }
+    let dead = s
+        .with_batch(|b| b.dead_letters(Some("cloud"), 10))
+        .expect("dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error, "refused");
+    assert_eq!(dead[0].attempts, 3);
+    // A dead head no longer holds its key back.
+    check_append(&mut s, &["k"]);
+    assert_eq!(claimed_keys(&mut s, now), [(2, "k".to_string())]);
+    let n = s
+        .with_batch(|b| b.replay("cloud", Some(dead[0].id), "cli:test", now))
+        .expect("replay");
+    assert_eq!(n, 1);
+    assert_eq!(claimed_keys(&mut s, now), [(1, "k".to_string())]);
+    let audit = s.with_batch(|b| b.audit_log(10)).expect("audit");
+    assert_eq!(audit[0].1, "cli:test");
+    assert_eq!(audit[0].2, "dlq-replay");
+    assert!(audit[0].3.contains("row 1"), "{audit:?}");
+}
+
+#[test]
+fn resend_of_a_source_id_gets_the_first_receipt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    let (a, b) = s
+        .with_batch(|b| {
+            Ok((
+                b.append(&item("p1", Some("MSG1")), 1)?,
+                b.append(&item("p1", Some("MSG1")), 2)?,
+            ))
+        })
+        .expect("append");
+    assert!(!a.duplicate);
+    assert!(b.duplicate);
+    assert_eq!(a.event_id, b.event_id);
+    assert_eq!(b.reply.as_deref(), Some(&b"ACK"[..]));
+    assert_eq!(claimed_keys(&mut s, 10).len(), 1, "processed once");
+}
+
+#[test]
+fn in_flight_rows_are_put_back_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let mut s = open(&path);
+    check_append(&mut s, &["a", "b"]);
+    assert_eq!(claimed_keys(&mut s, 1_000).len(), 2);
+    drop(s);
+    let mut s = open(&path);
+    assert_eq!(s.recover_in_flight(1_001).expect("recover"), 2);
+    assert_eq!(claimed_keys(&mut s, 1_001).len(), 2);
+}
+
+#[test]
+fn pruning_keeps_everything_not_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["a", "b", "c"]);
+    claimed_keys(&mut s, 1_000);
+    s.with_batch(|b| {
+        b.delivered(&[1], 1_000)?;
+        b.failed(&[2], "x", &policy(1), 1_000)
+    })
+    .expect("settle");
+    let pruned = s.with_batch(|b| b.prune(5_000, 100)).expect("prune");
+    assert_eq!(pruned, 2, "the delivered outbox row and its inbound item");
+    let mut states = Vec::new();
+    for id in 1..=3 {
+        states.push(s.with_batch(|b| b.row_state(id)).expect("state"));
+    }
+    assert_eq!(states, [None, Some("dead"), Some("in_flight")]);
+}
+
+#[test]
+fn newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    drop(open(&path));
+    let c = rusqlite::Connection::open(&path).expect("raw open");
+    c.pragma_update(None, "user_version", 99).expect("bump");
+    drop(c);
+    let err = Store::open(
+        &path,
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(err, JournalError::TooNew { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer than this build supports"));
+}
+
+#[test]
+fn foreign_or_garbage_files_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
+    let err = Store::open(
+        &garbage,
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("left untouched"), "{err}");
+    assert_eq!(std::fs::read(&garbage).expect("read"), vec![0x5a; 8192]);
+
+    let foreign = dir.path().join("foreign.db");
+    let c = rusqlite::Connection::open(&foreign).expect("raw open");
+    c.execute_batch("CREATE TABLE patients (id INTEGER)")
+        .expect("create");
+    drop(c);
+    let err = Store::open(
+        &foreign,
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("not a clinic-gateway journal"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let store = open(&path);
+    let settings = Settings {
+        max_bytes: 256 * 1024,
+        retention: Duration::from_secs(3600),
+        max_batch: 64,
+        policies: BTreeMap::new(),
+    };
+    let acked = actix::System::new().block_on(async move {
+        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
+        let mut acked = 0u64;
+        let mut refusal = None;
+        for i in 0..10_000 {
+            let mut it = item("k", Some(&format!("id-{i}")));
+            it.payload = vec![b'x'; 512];
+            match ask(&addr, Append(it)).await {
+                Ok(_) => acked += 1,
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refusal.expect("the journal filled up");
+        assert!(matches!(e, JournalError::Full { .. }), "{e}");
+        assert!(e.to_string().contains("not accepted"));
+        ask(&addr, Close).await.expect("close");
+        acked
+    });
+    let mut s = open(&path);
+    let stats = s.with_batch(|b| b.stats()).expect("stats");
+    assert_eq!(
+        stats.destinations["cloud"].pending, acked,
+        "every acknowledged item is kept"
+    );
+}

@@ -1,0 +1,10 @@
+//! clinic-gateway: the on-premise edge daemon between a clinic's waiting queue, its building
+//! systems and its upstream services. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod journal;
+pub mod metrics;
+pub mod supervisor;
+
+/// The destination name of the cloud relay.
+pub const CLOUD: &str = "cloud";
