@@ -350,7 +350,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         Ok(c) => c,
         Err(e) => {
             // `deny_unknown_fields` stops at the first unknown key; say which one by its line.
-            problems.push(locator.from_toml_error(&e));
+            problems.push(locator.problem_from_toml(&e));
             return Err(ConfigError { problems });
         }
     };
@@ -524,7 +524,7 @@ impl Locator {
         }
     }
 
-    fn from_toml_error(&self, e: &toml::de::Error) -> Problem {
+    fn problem_from_toml(&self, e: &toml::de::Error) -> Problem {
         let message = e.message().trim().to_string();
         let line = e.span().map(|s| self.line_of(s.start)).unwrap_or(0);
         Problem {
@@ -590,7 +590,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err = check("[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"x\"\n").unwrap_err();
+        let err =
+            check("[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"x\"\n").expect_err("refused");
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(err[0].starts_with("t.toml:5: web.bindd: "), "{err:?}");
         assert!(err[0].contains("unknown field"), "{err:?}");
@@ -598,8 +599,8 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named_with_its_line() {
-        let err =
-            check("[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"big\"\n").unwrap_err();
+        let err = check("[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"big\"\n")
+            .expect_err("refused");
         assert!(
             err[0].starts_with("t.toml:4: journal.max_bytes: "),
             "{err:?}"
@@ -613,7 +614,7 @@ mod tests {
             "[gateway]\nfacility_id = \"bad id\"\n[relay]\nhost = \"h\"\ninflight_window = 0\n\
              [relay.tls]\nca_file = \"/nonexistent/ca.pem\"\n",
         )
-        .unwrap_err();
+        .expect_err("refused");
         assert_eq!(err.len(), 3, "{err:?}");
         assert!(err[0].starts_with("t.toml:2: gateway.facility_id: "));
         assert!(err[1].starts_with("t.toml:5: relay.inflight_window: "));
@@ -622,7 +623,7 @@ mod tests {
 
     #[test]
     fn syntax_error_has_a_line() {
-        let err = check("[gateway]\nfacility_id = \n").unwrap_err();
+        let err = check("[gateway]\nfacility_id = \n").expect_err("refused");
         assert!(err[0].starts_with("t.toml:2: "), "{err:?}");
     }
 }

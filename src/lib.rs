@@ -2,9 +2,13 @@
 //! systems and its upstream services. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod daemon;
 pub mod journal;
 pub mod metrics;
+pub mod notify;
+pub mod relay;
 pub mod supervisor;
+pub mod web;
 
 /// The destination name of the cloud relay.
 pub const CLOUD: &str = "cloud";

@@ -1,3 +1,300 @@
-fn main() {
-    println!("Hello, world!");
+//! The `clinic-gateway` command: the daemon and its operator tools.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use clinic_gateway::config::{self, Config};
+use clinic_gateway::journal::{OpenOptions, Stats, Store, now_ms};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const DEFAULT_CONFIG: &str = "/etc/clinic-gateway/gateway.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "clinic-gateway",
+    version,
+    about = "Clinic edge gateway daemon and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a configuration file; prints every problem as file:line: key: message (exit 2).
+    CheckConfig { path: PathBuf },
+    /// Ask the running daemon how it is.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Dead letters: list or replay.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCmd,
+    },
+    /// The journal file.
+    Journal {
+        #[command(subcommand)]
+        action: JournalCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// List dead letters, newest first.
+    List {
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Put dead letters back in line (audited).
+    Replay {
+        #[arg(long)]
+        destination: String,
+        /// One dead letter, by row id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every dead letter of the destination.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCmd {
+    /// Sizes and backlog per destination.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// Exit status for an invalid configuration.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clinic-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Under systemd the journal timestamps every line already.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run { config } => {
+            if let Err(code) = load(&config) {
+                return Ok(code);
+            }
+            clinic_gateway::daemon::run(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CheckConfig { path } => Ok(match load(&path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        }),
+        Cmd::Status { json, config } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            status(&c, json)
+        }
+        Cmd::Dlq {
+            action:
+                DlqCmd::List {
+                    destination,
+                    limit,
+                    json,
+                    config,
+                },
+        } => {
+            let Some(mut store) = open(&config)? else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let rows = store.with_batch(|b| b.dead_letters(destination.as_deref(), limit))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:>8}  {:<14} {:<28} {:>8}  last error",
+                    "row", "destination", "kind", "attempts"
+                );
+                for r in rows {
+                    println!(
+                        "{:>8}  {:<14} {:<28} {:>8}  {}",
+                        r.id, r.destination, r.kind, r.attempts, r.last_error
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dlq {
+            action:
+                DlqCmd::Replay {
+                    destination,
+                    id,
+                    all,
+                    config,
+                },
+        } => {
+            let Some(mut store) = open(&config)? else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let who = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".into());
+            let id = if all { None } else { id };
+            let n = store
+                .with_batch(|b| b.replay(&destination, id, &format!("cli:{who}"), now_ms()))?;
+            println!("replayed {n} dead letter(s) of {destination}");
+            if n == 0 && id.is_some() {
+                bail!("no dead letter with that row id for {destination}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Journal {
+            action: JournalCmd::Stats { json, config },
+        } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let mut store = Store::open(&c.journal_path(), &options(&c)?)?;
+            let mut stats = store.with_batch(|b| b.stats())?;
+            stats.max_bytes = c.journal.max_bytes;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print_stats(&c.journal_path(), &stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn options(c: &Config) -> anyhow::Result<OpenOptions> {
+    let key = match &c.journal.key_file {
+        Some(p) => Some(
+            std::fs::read_to_string(c.resolve(p))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(OpenOptions {
+        key,
+        verify: false,
+        create: false,
+    })
+}
+
+fn open(config: &Path) -> anyhow::Result<Option<Store>> {
+    let Ok(c) = load(config) else { return Ok(None) };
+    Ok(Some(Store::open(&c.journal_path(), &options(&c)?)?))
+}
+
+fn print_stats(path: &Path, s: &Stats) {
+    println!("journal {}", path.display());
+    println!("  schema version {}", s.schema_version);
+    println!(
+        "  {} MiB used of {} MiB allowed (file {} MiB)",
+        s.used_bytes >> 20,
+        s.max_bytes >> 20,
+        s.file_bytes >> 20
+    );
+    println!("  {} inbound items kept", s.inbound_items);
+    for (dest, d) in &s.destinations {
+        println!(
+            "  {dest}: {} pending, {} in flight, {} dead",
+            d.pending, d.in_flight, d.dead
+        );
+    }
+}
+
+fn status(c: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let url = format!("http://{}/api/v1/status", c.web.bind);
+    let body: serde_json::Value = ureq::get(&url)
+        .call()
+        .with_context(|| format!("the daemon does not answer at {url}"))?
+        .body_mut()
+        .read_json()
+        .context("the daemon's answer is not JSON")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+        println!(
+            "{} ({}), version {}, up {} s",
+            s(&body["status"]),
+            s(&body["facility"]),
+            s(&body["version"]),
+            body["uptime_s"]
+        );
+        for a in body["actors"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<16} {:<10} restarts {:<3} {}",
+                s(&a["name"]),
+                s(&a["state"]),
+                a["restarts"],
+                s(&a["last_error"])
+            );
+        }
+        if let Ok(stats) = serde_json::from_value::<Stats>(body["journal"].clone()) {
+            print_stats(Path::new("(daemon)"), &stats);
+        }
+    }
+    Ok(if body["status"] == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

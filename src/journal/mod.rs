@@ -14,12 +14,13 @@ pub mod store;
 use crate::metrics::METRICS;
 use actix::prelude::*;
 use rand::RngExt;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 pub use store::{OpenOptions, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why the journal could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,7 +130,7 @@ pub struct DeadLetter {
     pub dead_since: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStats {
     pub pending: u64,
     pub in_flight: u64,
@@ -138,7 +139,7 @@ pub struct DestinationStats {
     pub oldest_pending_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub destinations: BTreeMap<String, DestinationStats>,
     pub inbound_items: u64,
@@ -208,6 +209,14 @@ impl Settings {
             .cloned()
             .unwrap_or_else(|| (&crate::config::DestinationConfig::default()).into())
     }
+}
+
+/// Woken after a commit that made rows of a destination deliverable (new items, replays), so its
+/// connector need not poll.
+pub fn outbox_signal(destination: &str) -> Arc<Notify> {
+    static SIGNALS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
+    let mut signals = SIGNALS.lock().unwrap_or_else(|p| p.into_inner());
+    signals.entry(destination.to_string()).or_default().clone()
 }
 
 pub fn now_ms() -> i64 {
@@ -477,6 +486,7 @@ impl Writer {
         let mut abort: Option<JournalError> = None;
         let mut appended = 0u64;
         let mut counts = Outcome::default();
+        let mut woken: BTreeSet<String> = BTreeSet::new();
         let mut tx = match self.store.begin() {
             Ok(tx) => tx,
             Err(e) => {
@@ -502,6 +512,7 @@ impl Writer {
                         None => tx.append(&item, now).inspect(|r| {
                             if !r.duplicate {
                                 appended += 1;
+                                woken.extend(item.destinations.iter().cloned());
                             }
                         }),
                     };
@@ -558,6 +569,7 @@ impl Writer {
                     reply,
                 ) => {
                     let r = tx.replay(&destination, id, &by, now);
+                    woken.insert(destination);
                     abort = r.as_ref().err().cloned();
                     done(reply, r)
                 }
@@ -606,6 +618,9 @@ impl Writer {
                 METRICS.deliveries.add(counts.delivered);
                 METRICS.retries.add(counts.retries);
                 METRICS.dead_letters.add(counts.dead);
+                for destination in &woken {
+                    outbox_signal(destination).notify_one();
+                }
             }
             Some(e) => {
                 tracing::error!(error = %e, "journal batch rolled back; every request in it was refused")

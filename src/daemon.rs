@@ -1,0 +1,292 @@
+//! The daemon's life: open the journal, start the supervisor and its children, serve the status
+//! page, tell systemd, reload on SIGHUP or command, and shut down cleanly on SIGTERM.
+
+use crate::config::{self, Config};
+use crate::journal::{
+    self, Append, AuditRecord, Close, JournalWriter, OpenOptions, Ping, Reconfigure, Settings,
+    Store,
+};
+use crate::notify;
+use crate::relay::RelaySpawn;
+use crate::supervisor::{StartChild, StopAll, StopChild, Supervisor, gateway_event};
+use crate::web;
+use actix::prelude::*;
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The supervisor's name for the cloud relay.
+pub const RELAY: &str = "cloud-relay";
+
+/// Re-read the configuration file; an invalid one is refused and the running one kept.
+/// Answers a summary of what changed, or every problem found.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<serde_json::Value, String>")]
+pub struct ReloadConfig {
+    /// Who asked (`signal:SIGHUP`, `web:...`, `cloud:<request id>`), for the audit log.
+    pub by: String,
+}
+
+/// The running configuration and the actors it drives.
+pub struct Gateway {
+    path: PathBuf,
+    config: Config,
+    journal: Addr<JournalWriter>,
+    supervisor: Addr<Supervisor>,
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+}
+
+/// The relay child for a configuration, if it has a `[relay]` table.
+fn relay_spawn(
+    c: &Config,
+    journal: &Addr<JournalWriter>,
+    control: Recipient<ReloadConfig>,
+) -> Result<Option<RelaySpawn>, String> {
+    let Some(relay) = &c.relay else {
+        return Ok(None);
+    };
+    let tls = match &relay.tls {
+        Some(t) => {
+            Some(crate::relay::tls::client_config(t, |p| c.resolve(p)).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let password = match &relay.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(c.resolve(p))
+                .map_err(|e| format!("relay.password_file: {e}"))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(Some(RelaySpawn {
+        config: relay.clone(),
+        facility: c.gateway.facility_id.clone(),
+        tls,
+        password,
+        journal: journal.clone(),
+        control: Some(control),
+    }))
+}
+
+impl Handler<ReloadConfig> for Gateway {
+    type Result = Result<serde_json::Value, String>;
+
+    fn handle(&mut self, msg: ReloadConfig, ctx: &mut Context<Self>) -> Self::Result {
+        notify::reloading();
+        let result = self.reload(&msg.by, ctx);
+        let detail = match &result {
+            Ok(v) => format!("by={} ok {v}", msg.by),
+            Err(e) => format!("by={} refused: {}", msg.by, e.replace('\n', "; ")),
+        };
+        let action = if result.is_ok() {
+            "config-reload"
+        } else {
+            "config-reload-refused"
+        };
+        let journal = self.journal.clone();
+        actix::spawn(async move {
+            let _ = journal::ask(
+                &journal,
+                AuditRecord {
+                    actor: "gateway".into(),
+                    action: action.into(),
+                    detail,
+                },
+            )
+            .await;
+        });
+        notify::ready(match &result {
+            Ok(_) => "running; configuration reloaded",
+            Err(_) => "running; new configuration refused, previous one kept",
+        });
+        result
+    }
+}
+
+impl Gateway {
+    fn reload(&mut self, by: &str, ctx: &mut Context<Self>) -> Result<serde_json::Value, String> {
+        let new = config::load(&self.path).map_err(|e| {
+            tracing::error!(problems = %e.to_string().replace('\n', "; "), "new configuration refused; the running one is kept");
+            e.to_string()
+        })?;
+        let old = &self.config;
+        let mut applied = Vec::new();
+        let mut needs_restart = Vec::new();
+        if Settings::from_config(&new) != Settings::from_config(old) {
+            self.journal
+                .do_send(Reconfigure(Settings::from_config(&new)));
+            applied.push("journal");
+        }
+        if new.relay != old.relay || new.gateway.facility_id != old.gateway.facility_id {
+            match relay_spawn(&new, &self.journal, ctx.address().recipient())? {
+                Some(spawn) => self.supervisor.do_send(StartChild {
+                    name: RELAY.into(),
+                    spawn: Box::new(spawn),
+                }),
+                None => self.supervisor.do_send(StopChild(RELAY.into())),
+            }
+            applied.push("relay");
+        }
+        if new.supervisor != old.supervisor {
+            needs_restart.push("supervisor");
+        }
+        if new.web != old.web {
+            needs_restart.push("web.bind");
+        }
+        if new.journal_path() != old.journal_path() || new.journal.key_file != old.journal.key_file
+        {
+            needs_restart.push("journal location or key");
+        }
+        let summary = serde_json::json!({ "applied": applied, "needs_restart": needs_restart });
+        tracing::info!(by, %summary, "configuration reloaded");
+        self.journal.do_send(Append(gateway_event(
+            "gateway.config_reloaded",
+            "gateway",
+            serde_json::json!({ "by": by, "applied": applied, "needs_restart": needs_restart }),
+        )));
+        self.config = new;
+        Ok(summary)
+    }
+}
+
+fn read_key(c: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &c.journal.key_file else {
+        return Ok(None);
+    };
+    let path = c.resolve(path);
+    let key = std::fs::read_to_string(&path)
+        .with_context(|| format!("journal.key_file {}", path.display()))?;
+    Ok(Some(key.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    actix::System::new().block_on(serve(path.to_path_buf(), config))
+}
+
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let journal_path = config.journal_path();
+    let store = Store::open(
+        &journal_path,
+        &OpenOptions {
+            key: read_key(&config)?,
+            verify: true,
+            create: true,
+        },
+    )?;
+    let (journal, writer) = JournalWriter::start(store, Settings::from_config(&config))?;
+    let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
+    let gateway = Gateway {
+        path: path.clone(),
+        config: config.clone(),
+        journal: journal.clone(),
+        supervisor: supervisor.clone(),
+    }
+    .start();
+    journal::ask(
+        &journal,
+        Append(gateway_event(
+            "gateway.started",
+            "gateway",
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+        )),
+    )
+    .await?;
+    if let Some(spawn) =
+        relay_spawn(&config, &journal, gateway.clone().recipient()).map_err(anyhow::Error::msg)?
+    {
+        supervisor
+            .send(StartChild {
+                name: RELAY.into(),
+                spawn: Box::new(spawn),
+            })
+            .await?;
+    }
+    let state = web::AppState {
+        journal: journal.clone(),
+        supervisor: supervisor.clone(),
+        gateway: gateway.clone(),
+        facility: config.gateway.facility_id.clone(),
+        started_at: journal::now_ms(),
+    };
+    let server = web::server(config.web.bind, state)
+        .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;
+    let server_handle = server.handle();
+    actix::spawn(server);
+    tracing::info!(
+        facility = %config.gateway.facility_id,
+        journal = %journal_path.display(),
+        web = %config.web.bind,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "clinic-gateway ready"
+    );
+    notify::ready("running");
+    actix::spawn(heartbeat(journal.clone(), config.heartbeat()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = gateway.send(ReloadConfig { by: "signal:SIGHUP".into() }).await;
+            }
+        }
+    }
+
+    tracing::info!("stopping: no new input, flushing the journal");
+    notify::stopping();
+    let shutdown = async {
+        // Stop taking input first: requests under way still get their receipts.
+        server_handle.stop(true).await;
+        supervisor.send(StopAll).await.ok();
+        journal::ask(&journal, Close).await
+    };
+    match tokio::time::timeout(Duration::from_secs(9), shutdown).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "journal close failed; its WAL is replayed at next start")
+        }
+        Err(_) => tracing::warn!("clean shutdown took too long; committed data is safe in the WAL"),
+    }
+    drop(journal);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Proves the journal writer answers, and only then pets the systemd watchdog.
+async fn heartbeat(journal: Addr<JournalWriter>, every: Duration) {
+    let period = match notify::watchdog_interval() {
+        Some(w) => (w / 2).min(every),
+        None => every,
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(period, journal::ask(&journal, Ping)).await {
+            Ok(Ok(())) => {
+                notify::watchdog();
+                if let Ok(stats) = journal::ask(&journal, journal::GetStats).await {
+                    let (pending, dead) = stats.destinations.values().fold((0, 0), |(p, d), s| {
+                        (p + s.pending + s.in_flight, d + s.dead)
+                    });
+                    notify::status(&format!(
+                        "running; {pending} outbound waiting, {dead} dead letters"
+                    ));
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "journal writer failed its heartbeat"),
+            Err(_) => tracing::error!("journal writer did not answer its heartbeat in time"),
+        }
+    }
+}

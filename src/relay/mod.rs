@@ -1,0 +1,440 @@
+//! The cloud relay: publishes the journal's `cloud` outbox to the cloud broker over MQTT (TLS,
+//! optionally mutual) and takes commands from it.
+//!
+//! Each connection is a fresh rumqttc session. Rows are claimed from the journal in order, up to
+//! a window of unacknowledged publishes, and marked delivered only on their PUBACK. When the
+//! connection drops, every row still in flight goes back to the journal as a failed attempt and
+//! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
+//! so the journal stays the only source of truth.
+//!
+//! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
+
+pub mod protocol;
+pub mod tls;
+
+use crate::config::RelayConfig;
+use crate::daemon::ReloadConfig;
+use crate::journal::{self, AuditRecord, Claim, Delivered, Failed, JournalWriter, Replay};
+use crate::metrics::METRICS;
+use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use actix::prelude::*;
+use protocol::{Command, Topics};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// Everything a relay needs, fixed for the life of one relay actor.
+#[derive(Clone)]
+pub struct RelaySpawn {
+    pub config: RelayConfig,
+    pub facility: String,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub password: Option<String>,
+    pub journal: Addr<JournalWriter>,
+    pub control: Option<Recipient<ReloadConfig>>,
+}
+
+impl Spawn for RelaySpawn {
+    fn kind(&self) -> &'static str {
+        "cloud-relay"
+    }
+
+    fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (done_tx, done) = oneshot::channel();
+        let arbiter = Arbiter::new();
+        let relay = Relay {
+            spawn: self.clone(),
+            name: name.to_string(),
+            supervisor,
+            shutdown: Some(shutdown_rx),
+            done: Some(done_tx),
+        };
+        Relay::start_in_arbiter(&arbiter.handle(), move |_| relay);
+        Box::new(RelayHandle {
+            shutdown,
+            done,
+            arbiter,
+        })
+    }
+}
+
+struct RelayHandle {
+    shutdown: watch::Sender<bool>,
+    done: oneshot::Receiver<()>,
+    arbiter: Arbiter,
+}
+
+impl Running for RelayHandle {
+    fn stop(self: Box<Self>) -> StopFuture {
+        Box::pin(async move {
+            let _ = self.shutdown.send(true);
+            // Publishing "offline" and waiting for the last PUBACKs is bounded inside the relay.
+            let _ = tokio::time::timeout(Duration::from_secs(6), self.done).await;
+            self.arbiter.stop();
+        })
+    }
+}
+
+/// The relay actor; its work is one long-running task in its own arbiter (thread).
+pub struct Relay {
+    spawn: RelaySpawn,
+    name: String,
+    supervisor: Addr<Supervisor>,
+    shutdown: Option<watch::Receiver<bool>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for Relay {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(shutdown) = self.shutdown.take() else {
+            return;
+        };
+        let link = Link {
+            spawn: self.spawn.clone(),
+            topics: Topics::new(&self.spawn.facility),
+            name: self.name.clone(),
+            supervisor: self.supervisor.clone(),
+        };
+        ctx.spawn(link.run(shutdown).into_actor(self).map(|_, act, ctx| {
+            if let Some(done) = act.done.take() {
+                let _ = done.send(());
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+/// How one connection ended.
+enum SessionEnd {
+    /// Asked to stop; "offline" was published and the connection closed cleanly.
+    Shutdown,
+    /// The connection failed or was lost, with the reason.
+    Lost(String),
+}
+
+struct Link {
+    spawn: RelaySpawn,
+    topics: Topics,
+    name: String,
+    supervisor: Addr<Supervisor>,
+}
+
+/// Rows delivered are reported to the journal in batches of this many (or sooner, on a tick).
+const ACK_BATCH: usize = 512;
+
+impl Link {
+    fn report(&self, state: HealthState, error: Option<String>) {
+        self.supervisor.do_send(ReportHealth {
+            name: self.name.clone(),
+            state,
+            error,
+        });
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.spawn.config;
+        let mut failures = 0u32;
+        loop {
+            match self.session(&mut shutdown, &mut failures).await {
+                SessionEnd::Shutdown => return,
+                SessionEnd::Lost(error) => {
+                    failures += 1;
+                    tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
+                    self.report(HealthState::Degraded, Some(error.clone()));
+                    let failed = Failed {
+                        destination: crate::CLOUD.into(),
+                        ids: None,
+                        error: format!("connection lost before PUBACK: {error}"),
+                    };
+                    if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
+                        tracing::error!(error = %e, "cannot put in-flight rows back in line");
+                    }
+                    let initial = Duration::from_millis(cfg.reconnect_initial_ms);
+                    let delay = initial
+                        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+                        .min(Duration::from_millis(cfg.reconnect_max_ms));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let cfg = &self.spawn.config;
+        let client_id = cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("clinic-gateway-{}", self.spawn.facility));
+        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+        opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
+            .set_clean_session(true)
+            .set_inflight(cfg.inflight_window)
+            .set_max_packet_size(4 << 20, 4 << 20)
+            .set_last_will(LastWill::new(
+                self.topics.status(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(tls) = &self.spawn.tls {
+            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
+        if let (Some(user), Some(password)) = (&cfg.username, &self.spawn.password) {
+            opts.set_credentials(user.clone(), password.clone());
+        }
+        opts
+    }
+
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        failures: &mut u32,
+    ) -> SessionEnd {
+        let window = self.spawn.config.inflight_window as usize;
+        let (client, mut el) = AsyncClient::new(self.options(), window + 64);
+        tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(15), el.poll()) => match r {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
+                Ok(Ok(other)) => return SessionEnd::Lost(format!("unexpected first packet {other:?}")),
+                Ok(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                Err(_) => return SessionEnd::Lost("no CONNACK within 15 s".into()),
+            },
+            _ = shutdown.changed() => return SessionEnd::Shutdown,
+        }
+        *failures = 0;
+        METRICS.relay_connects.add(1);
+        tracing::info!(broker = %self.spawn.config.host, port = self.spawn.config.port, "cloud relay connected");
+        self.report(HealthState::Healthy, None);
+
+        let mut s = Session {
+            client,
+            expect: VecDeque::new(),
+            in_flight: HashMap::new(),
+            acked: Vec::new(),
+        };
+        if let Err(e) = s.publish(self.topics.status(), true, b"online".to_vec(), None) {
+            return SessionEnd::Lost(e);
+        }
+        if let Err(e) = s
+            .client
+            .try_subscribe(self.topics.commands(), QoS::AtLeastOnce)
+        {
+            return SessionEnd::Lost(e.to_string());
+        }
+        let signal = journal::outbox_signal(crate::CLOUD);
+        let mut flush = tokio::time::interval(Duration::from_millis(10));
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut idle = false;
+        loop {
+            let outstanding = s.expect.len() + s.in_flight.len();
+            if !idle && outstanding <= window / 2 {
+                let claim = Claim {
+                    destination: crate::CLOUD.into(),
+                    limit: window - outstanding,
+                };
+                match journal::ask(&self.spawn.journal, claim).await {
+                    Ok(rows) if rows.is_empty() => idle = true,
+                    Ok(rows) => {
+                        for row in rows {
+                            let payload = protocol::envelope(&self.spawn.facility, &row);
+                            if let Err(e) = s.publish(
+                                self.topics.event(&row.kind),
+                                false,
+                                payload,
+                                Some(row.id),
+                            ) {
+                                return SessionEnd::Lost(e);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim cloud rows");
+                        idle = true;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.close(&mut s, &mut el).await;
+                    return SessionEnd::Shutdown;
+                }
+                ev = el.poll() => match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(name) = self.topics.command_name(&p.topic) {
+                            let reply = self.command(name, &p.payload).await;
+                            if let Err(e) = s.publish(self.topics.reply(name), false, reply, None) {
+                                return SessionEnd::Lost(e);
+                            }
+                        }
+                    }
+                    Ok(ev) => s.on_event(ev),
+                    Err(e) => {
+                        self.settle(&mut s).await;
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                },
+                _ = signal.notified(), if idle => idle = false,
+                _ = retry.tick(), if idle => idle = false,
+                _ = flush.tick(), if !s.acked.is_empty() => self.settle(&mut s).await,
+            }
+            if s.acked.len() >= ACK_BATCH {
+                self.settle(&mut s).await;
+            }
+        }
+    }
+
+    /// Marks acknowledged rows delivered.
+    async fn settle(&self, s: &mut Session) {
+        if s.acked.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut s.acked);
+        let n = ids.len() as u64;
+        match journal::ask(&self.spawn.journal, Delivered(ids)).await {
+            Ok(_) => METRICS.relay_published.add(n),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mark cloud rows delivered; they will be sent again")
+            }
+        }
+    }
+
+    /// Clean shutdown: say "offline", wait (bounded) for outstanding PUBACKs, disconnect.
+    async fn close(&self, s: &mut Session, el: &mut EventLoop) {
+        let _ = s.publish(self.topics.status(), true, b"offline".to_vec(), None);
+        let drain = async {
+            while !(s.expect.is_empty() && s.in_flight.is_empty()) {
+                match el.poll().await {
+                    Ok(ev) => s.on_event(ev),
+                    Err(_) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+        self.settle(s).await;
+        if s.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(ev) = el.poll().await {
+                    if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Validates, audits and carries out a command; returns the reply payload.
+    async fn command(&self, name: &str, payload: &[u8]) -> Vec<u8> {
+        METRICS.commands_received.add(1);
+        let journal = &self.spawn.journal;
+        let audit = |action: &str, detail: String| AuditRecord {
+            actor: "cloud".into(),
+            action: action.into(),
+            detail,
+        };
+        let request = match protocol::parse_command(name, payload) {
+            Ok(r) => r,
+            Err(refusal) => {
+                METRICS.commands_refused.add(1);
+                tracing::warn!(command = name, reason = %refusal, "cloud command refused");
+                let detail = format!(
+                    "{name} request_id={:?} refused: {refusal}",
+                    refusal.request_id
+                );
+                let _ = journal::ask(journal, audit("command-refused", detail)).await;
+                return protocol::reply(refusal.request_id.as_deref(), Err(refusal.message));
+            }
+        };
+        let result = match request.command {
+            Command::DlqReplay { destination, id } => {
+                let by = format!("cloud:{}", request.request_id);
+                journal::ask(
+                    journal,
+                    Replay {
+                        destination,
+                        id,
+                        by,
+                    },
+                )
+                .await
+                .map(|n| serde_json::json!({ "replayed": n }))
+                .map_err(|e| e.to_string())
+            }
+            Command::ReloadConfig => match &self.spawn.control {
+                Some(control) => control
+                    .send(ReloadConfig {
+                        by: format!("cloud:{}", request.request_id),
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("the gateway is shutting down".into())),
+                None => Err("reload is not available".into()),
+            },
+        };
+        let detail = format!(
+            "{name} request_id={} {}",
+            request.request_id,
+            match &result {
+                Ok(v) => format!("ok {v}"),
+                Err(e) => format!("failed: {e}"),
+            }
+        );
+        let _ = journal::ask(journal, audit("command", detail)).await;
+        protocol::reply(Some(&request.request_id), result)
+    }
+}
+
+/// The bookkeeping of one connection.
+struct Session {
+    client: AsyncClient,
+    /// Publishes handed to rumqttc, in order, not yet given a packet id: the outbox row each
+    /// carries (`None` for status and replies). rumqttc sends requests in order, so the n-th
+    /// `Outgoing::Publish` is the n-th entry here.
+    expect: VecDeque<Option<i64>>,
+    /// Packet id → outbox row, awaiting PUBACK.
+    in_flight: HashMap<u16, i64>,
+    /// Rows PUBACKed, not yet marked delivered.
+    acked: Vec<i64>,
+}
+
+impl Session {
+    fn publish(
+        &mut self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+        row: Option<i64>,
+    ) -> Result<(), String> {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+            .map_err(|e| format!("cannot queue a publish: {e}"))?;
+        self.expect.push_back(row);
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some(row)) = self.expect.pop_front() {
+                    self.in_flight.insert(pkid, row);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(row) = self.in_flight.remove(&ack.pkid) {
+                    self.acked.push(row);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The cloud topic contract, pure: topic names, the event envelope, and command parsing.
+//!
+//! ```text
+//! clinic/{facility}/events/{kind}      gateway → cloud, QoS 1, JSON envelope
+//! clinic/{facility}/status             gateway → cloud, retained "online" / "offline" (last will)
+//! clinic/{facility}/commands/{name}    cloud → gateway, QoS 1, JSON {"request_id", ...}
+//! clinic/{facility}/replies/{name}     gateway → cloud, QoS 1, JSON {"request_id", "ok", ...}
+//! ```
+
+use crate::journal::OutboxRow;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Topic names of one facility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(facility: &str) -> Self {
+        Topics {
+            prefix: format!("clinic/{facility}"),
+        }
+    }
+    pub fn event(&self, kind: &str) -> String {
+        format!("{}/events/{kind}", self.prefix)
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+    pub fn commands(&self) -> String {
+        format!("{}/commands/+", self.prefix)
+    }
+    pub fn reply(&self, name: &str) -> String {
+        format!("{}/replies/{name}", self.prefix)
+    }
+    /// The command name of a topic under `commands/`, if it is one.
+    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/commands/")
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    facility: &'a str,
+    kind: &'a str,
+    key: &'a str,
+    occurred_at: String,
+    schema: &'a str,
+    payload: &'a RawValue,
+}
+
+/// The JSON envelope of an outbox row. A payload that is not JSON (it should always be; the
+/// journal only takes JSON) is sent as a JSON string rather than dropped.
+pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&row.payload);
+    let quoted;
+    let payload: &RawValue = match serde_json::from_str::<&RawValue>(&text) {
+        Ok(raw) => raw,
+        Err(_) => {
+            quoted = serde_json::value::to_raw_value(&text).unwrap_or_default();
+            &quoted
+        }
+    };
+    let occurred =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.occurred_at.max(0) as u64);
+    let env = Envelope {
+        id: &row.event_id,
+        facility,
+        kind: &row.kind,
+        key: &row.key,
+        occurred_at: humantime::format_rfc3339_millis(occurred).to_string(),
+        schema: &row.schema,
+        payload,
+    };
+    serde_json::to_vec(&env).unwrap_or_default()
+}
+
+/// A command from the cloud, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Put dead letters of `destination` back in line: one row, or all of them.
+    DlqReplay {
+        destination: String,
+        id: Option<i64>,
+    },
+    /// Re-read the configuration file; an invalid one is refused and the old one kept.
+    ReloadConfig,
+}
+
+/// A command with the request id its reply must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub name: String,
+    pub request_id: String,
+    pub command: Command,
+}
+
+/// Why a command was refused. The reply carries `request_id` when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub name: String,
+    pub request_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlqReplayArgs {
+    request_id: String,
+    destination: String,
+    #[serde(default)]
+    id: Option<i64>,
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadArgs {
+    request_id: String,
+}
+
+/// Largest command payload accepted; anything bigger is not a command of ours.
+const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// Parses and validates a command received on `commands/{name}`.
+pub fn parse_command(name: &str, payload: &[u8]) -> Result<Request, Refusal> {
+    let refuse = |request_id: Option<String>, message: String| Refusal {
+        name: name.to_string(),
+        request_id,
+        message,
+    };
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(
+            None,
+            format!("payload larger than {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| refuse(None, format!("payload is not JSON: {e}")))?;
+    let request_id = value
+        .get("request_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let bad = |e: serde_json::Error| refuse(request_id.clone(), format!("invalid arguments: {e}"));
+    let (request_id, command) = match name {
+        "dlq-replay" => {
+            let a: DlqReplayArgs = serde_json::from_value(value).map_err(bad)?;
+            match (a.id, a.all) {
+                (Some(_), true) => {
+                    return Err(refuse(
+                        Some(a.request_id),
+                        "give either \"id\" or \"all\": true, not both".into(),
+                    ));
+                }
+                (None, false) => {
+                    return Err(refuse(
+                        Some(a.request_id),
+                        "give \"id\" (one dead letter) or \"all\": true".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if a.destination.is_empty() {
+                return Err(refuse(
+                    Some(a.request_id),
+                    "\"destination\" must not be empty".into(),
+                ));
+            }
+            (
+                a.request_id,
+                Command::DlqReplay {
+                    destination: a.destination,
+                    id: a.id,
+                },
+            )
+        }
+        "reload-config" => {
+            let a: ReloadArgs = serde_json::from_value(value).map_err(bad)?;
+            (a.request_id, Command::ReloadConfig)
+        }
+        other => return Err(refuse(request_id, format!("unknown command {other:?}"))),
+    };
+    if request_id.is_empty() || request_id.len() > 128 {
+        return Err(refuse(
+            None,
+            "\"request_id\" must be 1 to 128 characters".into(),
+        ));
+    }
+    Ok(Request {
+        name: name.to_string(),
+        request_id,
+        command,
+    })
+}
+
+/// The reply to a command.
+pub fn reply(request_id: Option<&str>, result: Result<serde_json::Value, String>) -> Vec<u8> {
+    let body = match result {
+        Ok(detail) => serde_json::json!({ "request_id": request_id, "ok": true, "result": detail }),
+        Err(error) => serde_json::json!({ "request_id": request_id, "ok": false, "error": error }),
+    };
+    body.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, payload: &str) -> Result<Command, String> {
+        parse_command(name, payload.as_bytes())
+            .map(|r| r.command)
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn commands_are_validated() {
+        assert_eq!(
+            check(
+                "dlq-replay",
+                r#"{"request_id":"r1","destination":"cloud","id":4}"#
+            ),
+            Ok(Command::DlqReplay {
+                destination: "cloud".into(),
+                id: Some(4)
+            })
+        );
+        assert_eq!(
+            check(
+                "dlq-replay",
+                r#"{"request_id":"r1","destination":"cloud","all":true}"#
+            ),
+            Ok(Command::DlqReplay {
+                destination: "cloud".into(),
+                id: None
+            })
+        );
+        assert_eq!(
+            check("reload-config", r#"{"request_id":"r2"}"#),
+            Ok(Command::ReloadConfig)
+        );
+        let refused = [
+            (
+                "dlq-replay",
+                r#"{"request_id":"r1","destination":"cloud"}"#,
+                "give \"id\"",
+            ),
+            (
+                "dlq-replay",
+                r#"{"request_id":"r1","destination":"cloud","id":"x"}"#,
+                "invalid arguments",
+            ),
+            (
+                "dlq-replay",
+                r#"{"request_id":"r1","destination":"cloud","all":true,"id":1}"#,
+                "not both",
+            ),
+            (
+                "reload-config",
+                r#"{"request_id":"r2","force":true}"#,
+                "unknown field",
+            ),
+            ("reload-config", r#"{}"#, "missing field"),
+            ("reboot", r#"{"request_id":"r3"}"#, "unknown command"),
+            ("reload-config", "\u{1}garbage", "not JSON"),
+        ];
+        for (name, payload, expected) in refused {
+            let e = check(name, payload).expect_err(payload);
+            assert!(e.contains(expected), "{payload}: {e}");
+        }
+        let e = parse_command("reboot", br#"{"request_id":"r3"}"#).expect_err("refused");
+        assert_eq!(
+            e.request_id.as_deref(),
+            Some("r3"),
+            "the reply names the request"
+        );
+    }
+
+    #[test]
+    fn envelope_carries_the_contract_fields() {
+        let row = OutboxRow {
+            id: 1,
+            key: "patient-7".into(),
+            attempts: 1,
+            event_id: "0190c7a8-0000-7000-8000-000000000001".into(),
+            kind: "gateway.started".into(),
+            schema: "clinic-gateway/gateway.started@1".into(),
+            payload: br#"{"version":"0.1.0"}"#.to_vec(),
+            occurred_at: 1_700_000_000_123,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "0190c7a8-0000-7000-8000-000000000001",
+                "facility": "clinic-1",
+                "kind": "gateway.started",
+                "key": "patient-7",
+                "occurred_at": "2023-11-14T22:13:20.123Z",
+                "schema": "clinic-gateway/gateway.started@1",
+                "payload": {"version": "0.1.0"}
+            })
+        );
+    }
+
+    #[test]
+    fn topics_follow_the_contract() {
+        let t = Topics::new("clinic-1");
+        assert_eq!(
+            t.event("gateway.started"),
+            "clinic/clinic-1/events/gateway.started"
+        );
+        assert_eq!(t.status(), "clinic/clinic-1/status");
+        assert_eq!(
+            t.command_name("clinic/clinic-1/commands/dlq-replay"),
+            Some("dlq-replay")
+        );
+        assert_eq!(t.command_name("clinic/other/commands/dlq-replay"), None);
+    }
+}

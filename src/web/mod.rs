@@ -1,0 +1,325 @@
+//! The local status page and JSON API (actix-web), bound to loopback by default.
+//!
+//! `GET /` is the staff page; `/api/v1/*` the JSON API; `/metrics` the Prometheus scrape.
+//! `POST /api/v1/events` is the generic inbound path: an item is committed to the journal
+//! before it is acknowledged.
+//!
+//! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
+//! payloads or ordering keys (a key may be a patient id).
+
+mod page;
+
+use crate::daemon::{Gateway, ReloadConfig};
+use crate::journal::{
+    self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
+};
+use crate::metrics::{self, METRICS};
+use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub journal: Addr<JournalWriter>,
+    pub supervisor: Addr<Supervisor>,
+    pub gateway: Addr<Gateway>,
+    pub facility: String,
+    pub started_at: i64,
+}
+
+/// Builds the HTTP server on `bind`; the caller runs it.
+pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_EVENT_BYTES)
+                    .error_handler(|e, _| {
+                        let body = json!({ "error": e.to_string() });
+                        actix_web::error::InternalError::from_response(
+                            e,
+                            HttpResponse::BadRequest().json(body),
+                        )
+                        .into()
+                    }),
+            )
+            .route("/", web::get().to(page::index))
+            .route("/dlq/replay", web::post().to(page::replay_form))
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/api/v1/health", web::get().to(health))
+            .route("/api/v1/actors", web::get().to(actors))
+            .route("/api/v1/backlog", web::get().to(backlog))
+            .route("/api/v1/status", web::get().to(status))
+            .route("/api/v1/dlq", web::get().to(dlq_list))
+            .route("/api/v1/dlq/replay", web::post().to(dlq_replay))
+            .route("/api/v1/events", web::post().to(ingest))
+            .route("/api/v1/reload", web::post().to(reload))
+    })
+    .workers(1)
+    .shutdown_timeout(2)
+    .bind(bind)?
+    .run())
+}
+
+/// Largest inbound item accepted over the API.
+const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+fn journal_error(e: JournalError) -> HttpResponse {
+    let status = match e {
+        JournalError::Full { .. } | JournalError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    HttpResponse::build(status)
+        .json(json!({ "error": e.to_string(), "retryable": e.is_retryable() }))
+}
+
+/// Refuses cross-site form posts: a page from elsewhere must not replay dead letters through a
+/// staff member's browser.
+fn same_origin(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
+    match (
+        headers.get("origin").and_then(|v| v.to_str().ok()),
+        headers.get("host").and_then(|v| v.to_str().ok()),
+    ) {
+        (Some(origin), Some(host)) => origin.strip_prefix("http://") == Some(host),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+async fn actor_list(s: &AppState) -> Vec<ActorHealth> {
+    s.supervisor.send(GetHealth).await.unwrap_or_default()
+}
+
+/// `ok` when every actor is healthy, `degraded` when one is not, `down` when the journal does
+/// not answer.
+fn overall(actors: &[ActorHealth], journal_ok: bool) -> &'static str {
+    if !journal_ok {
+        "down"
+    } else if actors.iter().all(|a| a.state == HealthState::Healthy) {
+        "ok"
+    } else {
+        "degraded"
+    }
+}
+
+async fn health(s: web::Data<AppState>) -> HttpResponse {
+    let journal_ok = journal::ask(&s.journal, journal::Ping).await.is_ok();
+    let actors = actor_list(&s).await;
+    let status = overall(&actors, journal_ok);
+    let body = json!({
+        "status": status,
+        "facility": s.facility,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": (journal::now_ms() - s.started_at) / 1000,
+        "journal": if journal_ok { "ok" } else { "not answering" },
+    });
+    let code = if journal_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(code).json(body)
+}
+
+async fn actors(s: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(actor_list(&s).await)
+}
+
+async fn backlog(s: web::Data<AppState>) -> HttpResponse {
+    match journal::ask(&s.journal, GetStats).await {
+        Ok(stats) => HttpResponse::Ok().json(stats),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// Health, actors and backlog in one answer, for `clinic-gateway status`.
+async fn status(s: web::Data<AppState>) -> HttpResponse {
+    let actors = actor_list(&s).await;
+    let stats = journal::ask(&s.journal, GetStats).await;
+    let body = json!({
+        "status": overall(&actors, stats.is_ok()),
+        "facility": s.facility,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": (journal::now_ms() - s.started_at) / 1000,
+        "actors": actors,
+        "journal": stats.map_err(|e| e.to_string()).map_or_else(|e| json!({ "error": e }), |s| json!(s)),
+    });
+    HttpResponse::Ok().json(body)
+}
+
+async fn metrics_text(s: web::Data<AppState>) -> HttpResponse {
+    let mut backlog = Vec::new();
+    if let Ok(stats) = journal::ask(&s.journal, GetStats).await {
+        for (dest, d) in stats.destinations {
+            backlog.push((dest.clone(), "pending", d.pending));
+            backlog.push((dest.clone(), "in_flight", d.in_flight));
+            backlog.push((dest, "dead", d.dead));
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics::render(&backlog))
+}
+
+#[derive(Deserialize)]
+struct DlqQuery {
+    destination: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dlq_list(s: web::Data<AppState>, q: web::Query<DlqQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    let msg = ListDead {
+        destination: q.destination,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    match journal::ask(&s.journal, msg).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    destination: String,
+    #[serde(default)]
+    id: Option<i64>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn dlq_replay(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<ReplayBody>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    let b = body.into_inner();
+    if b.id.is_some() == b.all {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "give either \"id\" or \"all\": true" }));
+    }
+    let by = format!("api:{}", peer(&req));
+    match journal::ask(
+        &s.journal,
+        Replay {
+            destination: b.destination,
+            id: b.id,
+            by,
+        },
+    )
+    .await
+    {
+        Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    match s.gateway.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
+        Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
+        Ok(Err(problems)) => HttpResponse::UnprocessableEntity()
+            .json(json!({ "error": "configuration refused; the running one is kept", "problems": problems.lines().collect::<Vec<_>>() })),
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({ "error": "shutting down" })),
+    }
+}
+
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// An inbound item as posted to `/api/v1/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    /// The sending system (e.g. `kiosk-1`).
+    source: String,
+    /// The sender's unique id for this item; a resend with the same id is not processed twice.
+    id: Option<String>,
+    kind: String,
+    key: String,
+    payload: serde_json::Value,
+    /// When it happened (RFC 3339); default: now.
+    occurred_at: Option<String>,
+}
+
+fn token_ok(s: &str, max: usize, extra: &[char]) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+/// Checks an inbound item; the message says which field is wrong.
+fn validate(e: &EventIn) -> Result<Option<i64>, String> {
+    if !token_ok(&e.source, 64, &['-', '_', '.', ':']) {
+        return Err("\"source\": 1 to 64 letters, digits, '-', '_', '.', ':'".into());
+    }
+    if let Some(id) = &e.id {
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err("\"id\": 1 to 128 printable characters".into());
+        }
+    }
+    // The kind becomes an MQTT topic level: no '/', '+', '#'.
+    if !token_ok(&e.kind, 64, &['-', '_', '.']) {
+        return Err("\"kind\": 1 to 64 letters, digits, '-', '_', '.'".into());
+    }
+    if e.key.is_empty() || e.key.len() > 128 || e.key.chars().any(char::is_control) {
+        return Err("\"key\": 1 to 128 printable characters".into());
+    }
+    match &e.occurred_at {
+        None => Ok(None),
+        Some(t) => humantime::parse_rfc3339_weak(t)
+            .map_err(|err| format!("\"occurred_at\": not an RFC 3339 time ({err})"))
+            .and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| Some(d.as_millis() as i64))
+                    .map_err(|_| "\"occurred_at\": before 1970".into())
+            }),
+    }
+}
+
+async fn ingest(s: web::Data<AppState>, body: web::Json<EventIn>) -> HttpResponse {
+    let e = body.into_inner();
+    let occurred_at = match validate(&e) {
+        Ok(t) => t,
+        Err(msg) => return HttpResponse::BadRequest().json(json!({ "error": msg })),
+    };
+    let item = NewItem {
+        source: format!("api:{}", e.source),
+        source_id: e.id,
+        kind: e.kind.clone(),
+        key: e.key,
+        schema: format!("{}@1", e.kind),
+        payload: e.payload.to_string().into_bytes(),
+        reply: None,
+        occurred_at,
+        destinations: vec![crate::CLOUD.into()],
+    };
+    match journal::ask(&s.journal, Append(item)).await {
+        Ok(r) => HttpResponse::Accepted()
+            .json(json!({ "event_id": r.event_id, "duplicate": r.duplicate })),
+        Err(e) => {
+            METRICS.inbound_refused.add(1);
+            tracing::warn!(error = %e, "inbound item refused");
+            journal_error(e)
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
+
+use super::{AppState, actor_list, overall, peer, same_origin};
+use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
+use crate::supervisor::ActorHealth;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// "3 min ago" style age of a millisecond timestamp.
+fn age(now: i64, at: i64) -> String {
+    let s = ((now - at) / 1000).max(0);
+    match s {
+        0..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f6f7f9}\
+h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}\
+table{border-collapse:collapse;background:#fff;min-width:40rem}th,td{padding:.45rem .7rem;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}\
+th{background:#eef1f5;font-weight:600}.badge{display:inline-block;padding:.1rem .55rem;border-radius:1rem;font-weight:600;font-size:.9rem}\
+.healthy,.ok{background:#d8f3e1;color:#11623a}.starting{background:#e3ecfb;color:#1d4a8f}.degraded{background:#fff1cc;color:#7a5300}\
+.down{background:#fbdede;color:#8f1d1d}.muted{color:#687083}.err{color:#8f1d1d;max-width:36rem}\
+button{padding:.3rem .8rem;border-radius:.3rem;border:1px solid #1d4a8f;background:#1d4a8f;color:#fff;cursor:pointer}\
+.bar{background:#e3e6eb;border-radius:.3rem;height:.8rem;width:20rem}.bar>div{background:#1d4a8f;height:100%;border-radius:.3rem}";
+
+pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
+    let actors = actor_list(&s).await;
+    let stats = journal::ask(&s.journal, GetStats).await;
+    let dead = journal::ask(
+        &s.journal,
+        ListDead {
+            destination: None,
+            limit: 50,
+        },
+    )
+    .await
+    .unwrap_or_default();
+    let html = render(
+        &s.facility,
+        &actors,
+        stats.as_ref().ok(),
+        &dead,
+        journal::now_ms(),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html)
+}
+
+fn render(
+    facility: &str,
+    actors: &[ActorHealth],
+    stats: Option<&Stats>,
+    dead: &[DeadLetter],
+    now: i64,
+) -> String {
+    let status = overall(actors, stats.is_some());
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>\
+         <meta name=viewport content=\"width=device-width\"><title>clinic-gateway: {f}</title><style>{STYLE}</style></head><body>\
+         <h1>clinic-gateway <span class=muted>{f}</span></h1>\
+         <p>Overall: <span class=\"badge {status}\">{status}</span> <span class=muted>version {v}; refreshes every 10 s</span></p>",
+        f = esc(facility),
+        v = env!("CARGO_PKG_VERSION"),
+    );
+    h.push_str("<h2>Devices and connectors</h2><table><tr><th>Name</th><th>Kind</th><th>State</th><th>Since</th><th>Restarts</th><th>Last error</th></tr>");
+    if actors.is_empty() {
+        h.push_str("<tr><td colspan=6 class=muted>None configured.</td></tr>");
+    }
+    for a in actors {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td><span class=\"badge {st}\">{st}</span></td><td>{}</td><td>{}</td><td class=err>{}</td></tr>",
+            esc(&a.name),
+            esc(&a.kind),
+            age(now, a.since),
+            a.restarts,
+            esc(a.last_error.as_deref().unwrap_or("")),
+            st = a.state.as_str(),
+        );
+    }
+    h.push_str("</table><h2>Outbound backlog</h2>");
+    match stats {
+        None => h.push_str("<p class=err>The journal does not answer.</p>"),
+        Some(st) => {
+            h.push_str("<table><tr><th>Destination</th><th>Waiting</th><th>Sending</th><th>Dead letters</th><th>Oldest waiting</th></tr>");
+            if st.destinations.is_empty() {
+                h.push_str("<tr><td colspan=5 class=muted>Nothing waiting.</td></tr>");
+            }
+            for (name, d) in &st.destinations {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(name),
+                    d.pending,
+                    d.in_flight,
+                    d.dead,
+                    d.oldest_pending_at.map(|t| age(now, t)).unwrap_or_default()
+                );
+            }
+            let pct = (st.used_bytes * 100)
+                .checked_div(st.max_bytes)
+                .unwrap_or(0)
+                .min(100);
+            let _ = write!(
+                h,
+                "</table><p>Journal: {} MiB used of {} MiB ({pct} %)</p><div class=bar><div style=\"width:{pct}%\"></div></div>",
+                st.used_bytes >> 20,
+                st.max_bytes >> 20
+            );
+        }
+    }
+    h.push_str("<h2>Dead letters</h2>");
+    if dead.is_empty() {
+        h.push_str("<p class=muted>None.</p>");
+    } else {
+        h.push_str("<table><tr><th>Row</th><th>Destination</th><th>Kind</th><th>Attempts</th><th>Last error</th><th>Dead since</th><th></th></tr>");
+        for d in dead {
+            let _ = write!(
+                h,
+                "<tr><td>{id}</td><td>{dest}</td><td>{}</td><td>{}</td><td class=err>{}</td><td>{}</td>\
+                 <td><form method=post action=/dlq/replay><input type=hidden name=destination value=\"{dest}\">\
+                 <input type=hidden name=id value={id}><button>Replay</button></form></td></tr>",
+                esc(&d.kind),
+                d.attempts,
+                esc(&d.last_error),
+                age(now, d.dead_since),
+                id = d.id,
+                dest = esc(&d.destination),
+            );
+        }
+        h.push_str("</table>");
+        let mut destinations: Vec<&str> = dead.iter().map(|d| d.destination.as_str()).collect();
+        destinations.sort_unstable();
+        destinations.dedup();
+        for dest in destinations {
+            let _ = write!(
+                h,
+                "<form method=post action=/dlq/replay style=\"margin-top:.6rem\"><input type=hidden name=destination value=\"{d}\">\
+                 <button>Replay all dead letters for {d}</button></form>",
+                d = esc(dest)
+            );
+        }
+    }
+    h.push_str("</body></html>");
+    h
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReplayForm {
+    destination: String,
+    id: Option<i64>,
+}
+
+pub(super) async fn replay_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<ReplayForm>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().body("cross-site request refused");
+    }
+    let f = form.into_inner();
+    let by = format!("web:{}", peer(&req));
+    if let Err(e) = journal::ask(
+        &s.journal,
+        Replay {
+            destination: f.destination,
+            id: f.id,
+            by,
+        },
+    )
+    .await
+    {
+        return HttpResponse::ServiceUnavailable().body(format!("replay failed: {e}"));
+    }
+    HttpResponse::SeeOther()
+        .insert_header(("location", "/"))
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::HealthState;
+
+    #[test]
+    fn page_escapes_and_never_shows_keys() {
+        let actors = vec![ActorHealth {
+            name: "cloud-relay".into(),
+            kind: "cloud-relay".into(),
+            state: HealthState::Degraded,
+            last_error: Some("<script>x</script>".into()),
+            restarts: 2,
+            since: 0,
+        }];
+        let dead = vec![DeadLetter {
+            id: 7,
+            destination: "cloud".into(),
+            key: "patient-SECRET".into(),
+            kind: "queue.checked_in".into(),
+            event_id: "e".into(),
+            attempts: 20,
+            last_error: "refused".into(),
+            dead_since: 0,
+        }];
+        let html = render("clinic-1", &actors, Some(&Stats::default()), &dead, 120_000);
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(!html.contains("<script>"));
+        assert!(!html.contains("patient-SECRET"));
+        assert!(html.contains("badge degraded"));
+        assert!(html.contains("name=id value=7"));
+        assert!(html.contains("Replay all dead letters for cloud"));
+    }
+}
