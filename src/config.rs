@@ -177,6 +177,10 @@ pub struct RelayConfig {
     /// Cap of the reconnect delay.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Largest event envelope published; a bigger one becomes a dead letter at once instead of
+    /// breaking the connection for everything behind it.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// Broker user name, if the broker asks for one.
     #[serde(default)]
     pub username: Option<String>,
@@ -270,6 +274,9 @@ fn default_keep_alive_secs() -> u64 {
 fn default_inflight_window() -> u16 {
     500
 }
+fn default_max_message_bytes() -> usize {
+    1 << 20
+}
 fn default_reconnect_initial_ms() -> u64 {
     500
 }
@@ -360,6 +367,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     config.source = path.to_path_buf();
     validate(&config, &locator, &mut problems);
     if problems.is_empty() {
+        // The files exist; now check that they hold what TLS needs.
+        if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref()) {
+            if let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p)) {
+                problems.push(locator.problem(e.key, &e.message));
+            }
+        }
+    }
+    if problems.is_empty() {
         Ok(config)
     } else {
         Err(ConfigError { problems })
@@ -413,6 +428,12 @@ fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
         }
         if r.inflight_window == 0 {
             bad("relay.inflight_window", "must be at least 1".into());
+        }
+        if !(256..=(64 << 20)).contains(&r.max_message_bytes) {
+            bad(
+                "relay.max_message_bytes",
+                "must be between 256 and 67108864".into(),
+            );
         }
         if r.keep_alive_secs < 5 {
             bad("relay.keep_alive_secs", "must be at least 5".into());

@@ -246,6 +246,8 @@ pub struct Failed {
     pub destination: String,
     pub ids: Option<Vec<i64>>,
     pub error: String,
+    /// Retrying cannot help (the destination refused the item itself): dead letter at once.
+    pub permanent: bool,
 }
 #[derive(Debug)]
 pub struct ListDead {
@@ -267,6 +269,21 @@ pub struct AuditRecord {
     pub action: String,
     pub detail: String,
 }
+/// The most recent audit records, newest first.
+#[derive(Debug)]
+pub struct ListAudit {
+    pub limit: usize,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+}
+
 /// Answered once the writer has gone round its loop: proof of life for the watchdog.
 #[derive(Debug)]
 pub struct Ping;
@@ -287,6 +304,7 @@ pub enum Command {
     Replay(Replay, Reply<usize>),
     Stats(GetStats, Reply<Stats>),
     Audit(AuditRecord, Reply<()>),
+    ListAudit(ListAudit, Reply<Vec<AuditEntry>>),
     Ping(Ping, Reply<()>),
     Reconfigure(Reconfigure, Reply<()>),
     Close(Close, Reply<()>),
@@ -321,6 +339,7 @@ requests! {
     Replay => Replay: usize,
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
+    ListAudit => ListAudit: Vec<AuditEntry>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -539,10 +558,14 @@ impl Writer {
                         destination,
                         ids,
                         error,
+                        permanent,
                     },
                     reply,
                 ) => {
-                    let policy = self.settings.policy(&destination);
+                    let mut policy = self.settings.policy(&destination);
+                    if permanent {
+                        policy.max_attempts = 0;
+                    }
                     let r = match ids {
                         Some(ids) => tx.failed(&ids, &error, &policy, now),
                         None => tx
@@ -590,6 +613,10 @@ impl Writer {
                 ) => {
                     let r = tx.audit(&actor, &action, &detail, now);
                     abort = r.as_ref().err().cloned();
+                    done(reply, r)
+                }
+                Command::ListAudit(ListAudit { limit }, reply) => {
+                    let r = tx.audit_log(limit);
                     done(reply, r)
                 }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
@@ -651,6 +678,7 @@ fn fail(command: Command, e: &JournalError) {
         Command::Replay(_, r) => drop(r.send(Err(e))),
         Command::Stats(_, r) => drop(r.send(Err(e))),
         Command::Audit(_, r) => drop(r.send(Err(e))),
+        Command::ListAudit(_, r) => drop(r.send(Err(e))),
         Command::Ping(_, r) => drop(r.send(Err(e))),
         Command::Reconfigure(_, r) => drop(r.send(Err(e))),
         Command::Close(_, r) => drop(r.send(Err(e))),

@@ -5,7 +5,8 @@
 //! timeout to share the file. Nothing outside this module builds SQL.
 
 use super::{
-    DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, Stats,
+    AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
+    RetryPolicy, Stats,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
@@ -507,18 +508,20 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// The most recent audit records, newest first: (at, actor, action, detail).
-    pub fn audit_log(
-        &mut self,
-        limit: usize,
-    ) -> Result<Vec<(i64, String, String, String)>, JournalError> {
+    /// The most recent audit records, newest first.
+    pub fn audit_log(&mut self, limit: usize) -> Result<Vec<AuditEntry>, JournalError> {
         let rows = self
             .tx
             .prepare_cached(
                 "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1",
             )?
             .query_map([limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
             })?
             .collect::<Result<_, _>>()?;
         Ok(rows)

@@ -150,6 +150,7 @@ impl Link {
                         destination: crate::CLOUD.into(),
                         ids: None,
                         error: format!("connection lost before PUBACK: {error}"),
+                        permanent: false,
                     };
                     if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
                         tracing::error!(error = %e, "cannot put in-flight rows back in line");
@@ -177,7 +178,8 @@ impl Link {
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
             .set_clean_session(true)
             .set_inflight(cfg.inflight_window)
-            .set_max_packet_size(4 << 20, 4 << 20)
+            // Room for the largest envelope plus the topic and MQTT header.
+            .set_max_packet_size(cfg.max_message_bytes + 4096, cfg.max_message_bytes + 4096)
             .set_last_will(LastWill::new(
                 self.topics.status(),
                 "offline",
@@ -247,6 +249,10 @@ impl Link {
                     Ok(rows) => {
                         for row in rows {
                             let payload = protocol::envelope(&self.spawn.facility, &row);
+                            if payload.len() > self.spawn.config.max_message_bytes {
+                                self.refuse_oversized(row.id, payload.len()).await;
+                                continue;
+                            }
                             if let Err(e) = s.publish(
                                 self.topics.event(&row.kind),
                                 false,
@@ -291,6 +297,27 @@ impl Link {
             if s.acked.len() >= ACK_BATCH {
                 self.settle(&mut s).await;
             }
+        }
+    }
+
+    /// An envelope the broker would refuse cannot be helped by retrying: dead letter at once,
+    /// so the rest of its key and every other key keep flowing.
+    async fn refuse_oversized(&self, id: i64, bytes: usize) {
+        let limit = self.spawn.config.max_message_bytes;
+        tracing::warn!(
+            row = id,
+            bytes,
+            limit,
+            "event larger than relay.max_message_bytes; dead-lettered"
+        );
+        let failed = Failed {
+            destination: crate::CLOUD.into(),
+            ids: Some(vec![id]),
+            error: format!("envelope of {bytes} bytes exceeds relay.max_message_bytes ({limit})"),
+            permanent: true,
+        };
+        if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
+            tracing::error!(error = %e, "cannot dead-letter an oversized event");
         }
     }
 

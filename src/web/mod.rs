@@ -59,6 +59,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/api/v1/dlq/replay", web::post().to(dlq_replay))
             .route("/api/v1/events", web::post().to(ingest))
             .route("/api/v1/reload", web::post().to(reload))
+            .route("/api/v1/audit", web::get().to(audit))
     })
     .workers(1)
     .shutdown_timeout(2)
@@ -223,6 +224,19 @@ async fn dlq_replay(
     .await
     {
         Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(s: web::Data<AppState>, q: web::Query<AuditQuery>) -> HttpResponse {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match journal::ask(&s.journal, journal::ListAudit { limit }).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => journal_error(e),
     }
 }

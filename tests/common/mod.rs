@@ -1,0 +1,458 @@
+//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, and the
+//! gateway binary itself. Each is killed when dropped. A peer that cannot start fails the test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Certificates for a TLS broker and a gateway client, made with openssl.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn generate(dir: &Path) -> Certs {
+        let run = |args: &str| {
+            let ok = Command::new("sh")
+                .arg("-c")
+                .arg(format!("cd {} && {args}", dir.display()))
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed (scripts/test-deps.sh)")
+                .success();
+            assert!(ok, "openssl failed: {args}");
+        };
+        run(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=test-ca -keyout ca.key -out ca.crt",
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        run(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr",
+        );
+        run(
+            "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile server.ext -out server.crt",
+        );
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("ext");
+        run(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN=gateway -keyout client.key -out client.csr",
+        );
+        run(
+            "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile client.ext -out client.crt",
+        );
+        run(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=other-ca -keyout other.key -out other-ca.crt",
+        );
+        Certs {
+            dir: dir.to_path_buf(),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A Mosquitto broker on a loopback port, persisting sessions so that a restart keeps the
+/// consumer's subscription and queued messages.
+pub struct Broker {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    tls: Option<(PathBuf, bool)>,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Self::launch(dir, None)
+    }
+
+    /// A TLS-only broker; with `require_client_cert`, mutual TLS.
+    pub fn start_tls(dir: &Path, certs: &Certs, require_client_cert: bool) -> Broker {
+        Self::launch(dir, Some((certs.dir.clone(), require_client_cert)))
+    }
+
+    fn launch(dir: &Path, tls: Option<(PathBuf, bool)>) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            tls,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn restart(&mut self) {
+        let mut conf = format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n\
+             autosave_interval 0\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n\
+             log_type error\nlog_type warning\nlog_type notice\nlistener {port} 127.0.0.1\n",
+            dir = self.dir.display(),
+            port = self.port,
+        );
+        if unsafe_is_root() {
+            conf.push_str("user root\n");
+        }
+        if let Some((certs, require)) = &self.tls {
+            conf.push_str(&format!(
+                "cafile {c}/ca.crt\ncertfile {c}/server.crt\nkeyfile {c}/server.key\nrequire_certificate {require}\n",
+                c = certs.display()
+            ));
+        }
+        let path = self.dir.join("mosquitto.conf");
+        std::fs::write(&path, conf).expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (scripts/test-deps.sh)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("mosquitto to listen", Duration::from_secs(10), || {
+            port_open(port).then_some(())
+        });
+    }
+
+    /// Stops the broker the way an operator would (SIGTERM: it saves its sessions).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false)
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One message seen by the consumer.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: String,
+}
+
+/// A `mosquitto_sub` consumer with a persistent QoS 1 session, collecting every message.
+pub struct Consumer {
+    child: Child,
+    pub messages: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Consumer {
+    pub fn start(broker: &Broker, filter: &str) -> Consumer {
+        Self::start_with(broker, filter, &[])
+    }
+
+    pub fn start_with(broker: &Broker, filter: &str, extra: &[&str]) -> Consumer {
+        let probe = format!("probe/{}", free_port());
+        let port = broker.port.to_string();
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                filter,
+                "-t",
+                &probe,
+                "-q",
+                "1",
+                "-v",
+            ])
+            .args(["-c", "-i", &format!("consumer-{}", free_port())])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub must be installed (scripts/test-deps.sh)");
+        let out = child.stdout.take().expect("stdout");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let (topic, payload) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                sink.lock().expect("lock").push(Received {
+                    topic: topic.into(),
+                    payload: payload.into(),
+                });
+            }
+        });
+        let c = Consumer { child, messages };
+        // Subscribed once a probe published after start comes back.
+        wait_for(
+            "the consumer's subscription",
+            Duration::from_secs(10),
+            || {
+                let _ = Command::new("mosquitto_pub")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-t",
+                        &probe,
+                        "-m",
+                        "probe",
+                        "-q",
+                        "1",
+                    ])
+                    .args(extra)
+                    .stderr(Stdio::null())
+                    .status();
+                c.snapshot().iter().any(|m| m.topic == probe).then_some(())
+            },
+        );
+        c
+    }
+
+    pub fn snapshot(&self) -> Vec<Received> {
+        self.messages.lock().expect("lock").clone()
+    }
+
+    /// Event envelopes received so far, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.snapshot()
+            .into_iter()
+            .filter(|m| m.topic.contains("/events/"))
+            .map(|m| serde_json::from_str(&m.payload).expect("envelope is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gateway binary running on a config written into a temporary directory.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub web: u16,
+    child: Option<Child>,
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clinic-gateway")
+}
+
+/// A config for a test: `extra` is appended (relay, destinations, ...).
+pub fn config_text(dir: &Path, web: u16, extra: &str) -> String {
+    format!(
+        "[gateway]\nfacility_id = \"test-clinic\"\ndata_dir = \"{}\"\nheartbeat_ms = 200\n\n[web]\nbind = \"127.0.0.1:{web}\"\n\n{extra}",
+        dir.join("data").display()
+    )
+}
+
+/// The `[relay]` table for a plain broker, with fast reconnects.
+pub fn relay_table(broker: &Broker) -> String {
+    format!(
+        "[relay]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\nkeep_alive_secs = 5\n",
+        broker.port
+    )
+}
+
+impl Gateway {
+    pub fn new(dir: &Path, extra: &str) -> Gateway {
+        let web = free_port();
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, config_text(dir, web, extra)).expect("write config");
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            web,
+            child: None,
+            log: dir.join("gateway.log"),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Starts the daemon and waits until its API answers.
+    pub fn start(&mut self) {
+        self.spawn();
+        let port = self.web;
+        let log = self.log.clone();
+        let child = self.child.as_mut().expect("child");
+        wait_for("the gateway's API", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gateway exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            ureq::get(&format!("http://127.0.0.1:{port}/api/v1/health"))
+                .call()
+                .ok()
+                .map(|_| ())
+        });
+    }
+
+    /// Starts the daemon without waiting.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log);
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn gateway"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to end; returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("the gateway to exit", limit, || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        status.code()
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.web)
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        ureq::get(&self.url(path))
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_json()
+            .expect("json")
+    }
+
+    /// Posts an inbound item; returns the HTTP status and body.
+    pub fn post_event(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        post(&self.url("/api/v1/events"), body)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this gateway's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("cli")
+    }
+}
+
+pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    match agent.post(url).send_json(body) {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let v = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+            (status, v)
+        }
+        Err(e) => (0, serde_json::json!({ "transport_error": e.to_string() })),
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

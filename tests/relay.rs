@@ -1,0 +1,374 @@
+//! The cloud relay against a real Mosquitto on loopback.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+fn event(i: usize, key: &str) -> Value {
+    json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": "test.seq", "key": key, "payload": { "n": i } })
+}
+
+fn n_of(e: &Value) -> Option<u64> {
+    e["payload"]["n"].as_u64()
+}
+
+fn relay_state(gw: &Gateway) -> (String, String) {
+    let actors = gw.get_json("/api/v1/actors");
+    let relay = actors
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "cloud-relay").cloned())
+        .expect("relay actor listed");
+    (
+        relay["state"].as_str().unwrap_or("").into(),
+        relay["last_error"].as_str().unwrap_or("").into(),
+    )
+}
+
+/// Waits until the consumer has seen every `n` in `expected`.
+fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
+    wait_for(
+        "every event at the consumer",
+        Duration::from_secs(90),
+        || {
+            let events = consumer.events();
+            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
+            expected.is_subset(&seen).then_some(events)
+        },
+    )
+}
+
+fn publish(broker: &Broker, topic: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            topic,
+            "-m",
+            payload,
+            "-q",
+            "1",
+        ])
+        .status()
+        .expect("mosquitto_pub")
+        .success();
+    assert!(ok);
+}
+
+fn wait_reply(consumer: &Consumer, request_id: Option<&str>, nth: usize) -> Value {
+    wait_for("a command reply", Duration::from_secs(20), || {
+        consumer
+            .snapshot()
+            .iter()
+            .filter(|m| m.topic.contains("/replies/"))
+            .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
+            .filter(|r| r["request_id"].as_str() == request_id)
+            .nth(nth)
+    })
+}
+
+#[test]
+fn relay_drains_in_key_order_after_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let mut broker = Broker::start(&bdir);
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
+    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
+    gw.start();
+    let keys = ["patient-1", "patient-2", "patient-3"];
+    let mut posted = BTreeSet::new();
+    let mut post_range = |range: std::ops::Range<usize>| {
+        for i in range {
+            let (status, body) = gw.post_event(&event(i, keys[i % 3]));
+            assert_eq!(status, 202, "{body}");
+            posted.insert(i as u64);
+        }
+    };
+    post_range(0..200);
+    broker.stop();
+    // Events keep coming while the cloud is unreachable; they are acknowledged from the journal.
+    post_range(200..400);
+    wait_for(
+        "the relay to notice the broker is gone",
+        Duration::from_secs(20),
+        || (relay_state(&gw).0 == "degraded").then_some(()),
+    );
+    let (_, error) = relay_state(&gw);
+    assert!(!error.is_empty(), "a degraded relay says why");
+    post_range(400..500);
+    broker.restart();
+    post_range(500..600);
+    let events = wait_all(&consumer, &posted);
+    for key in keys {
+        let mut first_seen = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in events.iter().filter(|e| e["key"] == key) {
+            let n = n_of(e).expect("n");
+            if seen.insert(n) {
+                first_seen.push(n);
+            }
+        }
+        let mut sorted = first_seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(first_seen, sorted, "events of {key} arrived out of order");
+        assert_eq!(first_seen.len(), 200);
+    }
+    wait_for(
+        "the relay to be healthy again",
+        Duration::from_secs(20),
+        || (relay_state(&gw).0 == "healthy").then_some(()),
+    );
+    let backlog = gw.get_json("/api/v1/backlog");
+    assert_eq!(
+        backlog["destinations"]["cloud"]["dead"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{backlog}"
+    );
+}
+
+#[test]
+fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let broker = Broker::start(&bdir);
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
+    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
+    gw.start();
+    let url = gw.url("/api/v1/events");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u64, String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (acked, stop, url) = (acked.clone(), stop.clone(), url.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
+                let (status, body) = post(&url, &event(i, &format!("patient-{}", i % 7)));
+                if status == 202 {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .insert(i as u64, body["event_id"].as_str().unwrap_or("").into());
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_for(
+        "a few hundred acknowledged items",
+        Duration::from_secs(60),
+        || (acked.lock().expect("lock").len() >= 400).then_some(()),
+    );
+    gw.kill9();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer.join().expect("producer");
+    let acked = acked.lock().expect("lock").clone();
+    gw.start();
+    // A resend of an acknowledged id after the crash is recognised, not processed again.
+    let (&last, last_event) = acked.iter().next_back().expect("some acked");
+    let (status, body) = gw.post_event(&event(last as usize, &format!("patient-{}", last % 7)));
+    assert_eq!(status, 202);
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(body["event_id"].as_str(), Some(last_event.as_str()));
+
+    let expected: BTreeSet<u64> = acked.keys().copied().collect();
+    let events = wait_all(&consumer, &expected);
+    let mut ids_per_n: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for e in &events {
+        if let Some(n) = n_of(e) {
+            ids_per_n
+                .entry(n)
+                .or_default()
+                .insert(e["id"].as_str().unwrap_or("").into());
+        }
+    }
+    for (n, event_id) in &acked {
+        let ids = &ids_per_n[n];
+        assert_eq!(
+            ids.len(),
+            1,
+            "item {n} was processed more than once: {ids:?}"
+        );
+        assert!(
+            ids.contains(event_id),
+            "item {n} arrived under another event id"
+        );
+    }
+    let distinct: BTreeSet<&String> = ids_per_n.values().flatten().collect();
+    assert_eq!(distinct.len(), ids_per_n.len(), "one event id per item");
+}
+
+#[test]
+fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let broker = Broker::start(&bdir);
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let table = relay_table(&broker);
+    let mut gw = Gateway::new(dir.path(), &format!("{table}max_message_bytes = 512\n"));
+    gw.start();
+    let big = json!({ "source": "lab", "id": "big-1", "kind": "test.big", "key": "patient-9", "payload": { "n": 1000, "blob": "x".repeat(2000) } });
+    assert_eq!(gw.post_event(&big).0, 202);
+    assert_eq!(gw.post_event(&event(1, "patient-9")).0, 202);
+    assert_eq!(gw.post_event(&event(2, "patient-8")).0, 202);
+    // The oversized head is dead-lettered at once; its key and the others keep flowing.
+    wait_all(&consumer, &BTreeSet::from([1, 2]));
+    let out = gw.cli(&["dlq", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead: Value = serde_json::from_slice(&out.stdout).expect("dlq JSON");
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead}");
+    assert_eq!(dead[0]["kind"], "test.big");
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_message_bytes"),
+        "{dead}"
+    );
+    let row = dead[0]["id"].as_i64().expect("row id");
+
+    // Bad commands are refused with a reply and audited.
+    let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
+    publish(
+        &broker,
+        &topic("dlq-replay"),
+        r#"{"request_id":"bad-1","destination":"cloud"}"#,
+    );
+    let r = wait_reply(&consumer, Some("bad-1"), 0);
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap_or("").contains("\"id\""), "{r}");
+    publish(&broker, &topic("reload-config"), "not json");
+    let r = wait_reply(&consumer, None, 0);
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("not JSON"),
+        "{r}"
+    );
+
+    // Staff raise the limit; the cloud reloads the config and replays the dead letter.
+    let text = std::fs::read_to_string(&gw.config)
+        .expect("config")
+        .replace("max_message_bytes = 512", "max_message_bytes = 65536");
+    std::fs::write(&gw.config, text).expect("write config");
+    publish(
+        &broker,
+        &topic("reload-config"),
+        r#"{"request_id":"reload-1"}"#,
+    );
+    let r = wait_reply(&consumer, Some("reload-1"), 0);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["applied"], json!(["relay"]));
+    wait_for("the new relay", Duration::from_secs(20), || {
+        (relay_state(&gw).0 == "healthy").then_some(())
+    });
+    publish(
+        &broker,
+        &topic("dlq-replay"),
+        &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
+    );
+    let r = wait_reply(&consumer, Some("replay-1"), 0);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["replayed"], 1);
+    wait_all(&consumer, &BTreeSet::from([1000]));
+
+    let audit = gw.get_json("/api/v1/audit");
+    let entries: Vec<(String, String)> = audit
+        .as_array()
+        .expect("audit list")
+        .iter()
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap_or("").into(),
+                a["action"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("cloud:replay-1", "dlq-replay"),
+        ("gateway", "config-reload"),
+        ("cloud", "command-refused"),
+        ("cloud", "command"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|(a, b)| a == expected.0 && b == expected.1),
+            "audit lacks {expected:?}: {entries:?}"
+        );
+    }
+}
+
+#[test]
+fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdir = dir.path().join("certs");
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&cdir).expect("mkdir");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let certs = Certs::generate(&cdir);
+    let broker = Broker::start_tls(&bdir, &certs, true);
+    let consumer = Consumer::start_with(
+        &broker,
+        "clinic/test-clinic/events/#",
+        &[
+            "--cafile",
+            &certs.path("ca.crt").display().to_string(),
+            "--cert",
+            &certs.path("client.crt").display().to_string(),
+            "--key",
+            &certs.path("client.key").display().to_string(),
+        ],
+    );
+    let tls = |ca: &str| {
+        format!(
+            "[relay]\nhost = \"localhost\"\nport = {}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\n[relay.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+            broker.port,
+            certs.path(ca).display(),
+            certs.path("client.crt").display(),
+            certs.path("client.key").display()
+        )
+    };
+    let gdir = dir.path().join("good");
+    std::fs::create_dir_all(&gdir).expect("mkdir");
+    let mut gw = Gateway::new(&gdir, &tls("ca.crt"));
+    gw.start();
+    assert_eq!(gw.post_event(&event(7, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([7]));
+
+    let bad_dir = dir.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).expect("mkdir");
+    let mut bad = Gateway::new(&bad_dir, &tls("other-ca.crt"));
+    bad.start();
+    assert_eq!(bad.post_event(&event(8, "patient-1")).0, 202);
+    let error = wait_for(
+        "the relay to refuse the broker",
+        Duration::from_secs(20),
+        || {
+            let (state, error) = relay_state(&bad);
+            (state == "degraded").then_some(error)
+        },
+    );
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
+        "{error}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        consumer.events().iter().all(|e| n_of(e) != Some(8)),
+        "nothing goes to an untrusted broker"
+    );
+}
