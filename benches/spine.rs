@@ -1,1 +1,217 @@
-fn main() {}
+//! Figures for the spine, printed (not asserted): journal append throughput with group commit,
+//! relay drain of a buffered backlog to a local Mosquitto, steady-state RSS of the daemon, and
+//! start to READY=1. Needs mosquitto (scripts/test-deps.sh).
+//!
+//! `cargo bench --bench spine`; `BENCH_EVENTS` sets the backlog size (default 1 000 000).
+
+use clinic_gateway::config::{RelayConfig, SupervisorConfig};
+use clinic_gateway::journal::{self, Append, JournalWriter, NewItem, OpenOptions, Settings, Store};
+use clinic_gateway::metrics::METRICS;
+use clinic_gateway::relay::RelaySpawn;
+use clinic_gateway::supervisor::{StartChild, Supervisor};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn item(i: usize) -> NewItem {
+    NewItem {
+        source: "bench".into(),
+        source_id: Some(format!("{i:012}")),
+        kind: "bench.event".into(),
+        key: format!("patient-{}", i % 64),
+        schema: "bench.event@1".into(),
+        payload: format!(r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#).into_bytes(),
+        reply: None,
+        occurred_at: None,
+        destinations: vec!["cloud".into()],
+    }
+}
+
+fn settings() -> Settings {
+    Settings { max_bytes: 64 << 30, retention: Duration::from_secs(3600), max_batch: 4096, policies: BTreeMap::new() }
+}
+
+fn open(path: &Path) -> Store {
+    Store::open(path, &OpenOptions { create: true, verify: false, key: None }).expect("open journal")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Mosquitto(Child);
+
+impl Mosquitto {
+    fn start(dir: &Path) -> (Mosquitto, u16) {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let root = if Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false) {
+            "user root\n"
+        } else {
+            ""
+        };
+        std::fs::write(&conf, format!("allow_anonymous true\npersistence false\n{root}listener {port} 127.0.0.1\n")).expect("conf");
+        let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto (scripts/test-deps.sh)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (Mosquitto(child), port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench_append(dir: &Path) {
+    let total = 200_000usize;
+    let producers = 64usize;
+    let path = dir.join("append.db");
+    let rate = actix::System::new().block_on(async move {
+        let (journal, _thread) = JournalWriter::start(open(&path), settings()).expect("writer");
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for p in 0..producers {
+            let journal = journal.clone();
+            tasks.push(actix::spawn(async move {
+                for i in (p..total).step_by(producers) {
+                    journal::ask(&journal, Append(item(i))).await.expect("append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = journal::ask(&journal, journal::Close).await;
+        total as f64 / secs
+    });
+    println!("journal append, group commit, {producers} producers each awaiting its durable receipt: {rate:.0} events/s ({total} events, synchronous=FULL)");
+}
+
+fn bench_drain(dir: &Path) {
+    let total: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let path = dir.join("drain.db");
+    let mut store = open(&path);
+    let start = Instant::now();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(10_000) {
+        store.with_batch(|b| chunk.iter().try_for_each(|&i| b.append(&item(i), journal::now_ms()).map(|_| ()))).expect("fill");
+    }
+    println!("  (backlog of {total} events written in {:.1} s)", start.elapsed().as_secs_f64());
+    let (_broker, port) = Mosquitto::start(dir);
+    let relay = RelayConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: None,
+        keep_alive_secs: 30,
+        inflight_window: 1000,
+        max_message_bytes: 1 << 20,
+        reconnect_initial_ms: 100,
+        reconnect_max_ms: 1000,
+        username: None,
+        password_file: None,
+        tls: None,
+    };
+    let rate = actix::System::new().block_on(async move {
+        let (journal, _thread) = JournalWriter::start(store, settings()).expect("writer");
+        let sup = actix::Actor::start(Supervisor::new(journal.clone(), &SupervisorConfig { restart_initial_ms: 100, restart_max_ms: 1000 }));
+        let before = METRICS.relay_published.get();
+        let start = Instant::now();
+        let spawn = RelaySpawn { config: relay, facility: "bench".into(), tls: None, password: None, journal: journal.clone(), control: None };
+        sup.send(StartChild { name: "cloud-relay".into(), spawn: Box::new(spawn) }).await.expect("start relay");
+        // The two actor-state events ride along with the backlog.
+        while METRICS.relay_published.get() - before < total as u64 {
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            assert!(start.elapsed() < Duration::from_secs(900), "drain stalled");
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    });
+    println!("relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s");
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clinic-gateway")
+}
+
+fn write_config(dir: &Path, web: u16, relay_port: u16) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nfacility_id = \"bench\"\ndata_dir = \"{}\"\n[web]\nbind = \"127.0.0.1:{web}\"\n[relay]\nhost = \"127.0.0.1\"\nport = {relay_port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn bench_ready_and_rss(dir: &Path) {
+    let (_broker, port) = Mosquitto::start(dir);
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut times = Vec::new();
+    for run in 0..10 {
+        let web = free_port();
+        let config = write_config(dir, web, port);
+        let start = Instant::now();
+        let mut child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gateway");
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
+            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                break;
+            }
+        }
+        times.push(start.elapsed());
+        if run == 9 {
+            // Steady state: a kiosk-like stream of 50 events/s for 20 s, relayed as it comes.
+            let url = format!("http://127.0.0.1:{web}/api/v1/events");
+            for i in 0..1000 {
+                let body = serde_json::json!({ "source": "kiosk-1", "id": format!("r{i}"), "kind": "queue.checked_in", "key": format!("p{}", i % 40), "payload": { "ticket": i } });
+                ureq::post(&url).send_json(&body).expect("post");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc status");
+            let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").trim().to_string();
+            let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim().to_string();
+            println!("daemon steady state (relay connected, 50 events/s for 20 s): {rss}, peak {hwm}");
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = child.wait();
+    }
+    times.sort();
+    println!(
+        "start to READY=1 over 10 starts: median {:.1} ms, max {:.1} ms",
+        times[5].as_secs_f64() * 1e3,
+        times[9].as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this with no flag: stay quick then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    bench_append(dir.path());
+    bench_drain(dir.path());
+    bench_ready_and_rss(dir.path());
+}

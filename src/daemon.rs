@@ -190,15 +190,15 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
     }
     .start();
-    journal::ask(
-        &journal,
-        Append(gateway_event(
-            "gateway.started",
-            "gateway",
-            serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
-        )),
-    )
-    .await?;
+    let started_event = gateway_event(
+        "gateway.started",
+        "gateway",
+        serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "pid": std::process::id() }),
+    );
+    // A full journal must not keep the gateway from starting: the relay is what drains it.
+    if let Err(e) = journal::ask(&journal, Append(started_event)).await {
+        tracing::warn!(error = %e, "start-up event not journaled");
+    }
     if let Some(spawn) =
         relay_spawn(&config, &journal, gateway.clone().recipient()).map_err(anyhow::Error::msg)?
     {

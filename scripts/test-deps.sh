@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the test suite's peers need, only when missing (idempotent). Debian, as root or
+# with sudo. Versions are Debian 12's: mosquitto 2.0.11, socat 1.7.4, lintian 2.116.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+command -v socat >/dev/null || need+=(socat)
+command -v openssl >/dev/null || need+=(openssl)
+command -v lintian >/dev/null || need+=(lintian)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "test-deps: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "test-deps: ok" >&2
