@@ -23,7 +23,10 @@ fn item(i: usize) -> NewItem {
         kind: "bench.event".into(),
         key: format!("patient-{}", i % 64),
         schema: "bench.event@1".into(),
-        payload: format!(r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#).into_bytes(),
+        payload: format!(
+            r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#
+        )
+        .into_bytes(),
         reply: None,
         occurred_at: None,
         destinations: vec!["cloud".into()],
@@ -31,15 +34,32 @@ fn item(i: usize) -> NewItem {
 }
 
 fn settings() -> Settings {
-    Settings { max_bytes: 64 << 30, retention: Duration::from_secs(3600), max_batch: 4096, policies: BTreeMap::new() }
+    Settings {
+        max_bytes: 64 << 30,
+        retention: Duration::from_secs(3600),
+        max_batch: 4096,
+        policies: BTreeMap::new(),
+    }
 }
 
 fn open(path: &Path) -> Store {
-    Store::open(path, &OpenOptions { create: true, verify: false, key: None }).expect("open journal")
+    Store::open(
+        path,
+        &OpenOptions {
+            create: true,
+            verify: false,
+            key: None,
+        },
+    )
+    .expect("open journal")
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 struct Mosquitto(Child);
@@ -48,16 +68,34 @@ impl Mosquitto {
     fn start(dir: &Path) -> (Mosquitto, u16) {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
-        let root = if Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false) {
+        let root = if Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false)
+        {
             "user root\n"
         } else {
             ""
         };
-        std::fs::write(&conf, format!("allow_anonymous true\npersistence false\n{root}listener {port} 127.0.0.1\n")).expect("conf");
-        let child = Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto (scripts/test-deps.sh)");
+        std::fs::write(
+            &conf,
+            format!("allow_anonymous true\npersistence false\n{root}listener {port} 127.0.0.1\n"),
+        )
+        .expect("conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (scripts/test-deps.sh)");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         (Mosquitto(child), port)
@@ -73,7 +111,10 @@ impl Drop for Mosquitto {
 
 fn bench_append(dir: &Path) {
     let total = 200_000usize;
-    let producers = 64usize;
+    let producers: usize = std::env::var("BENCH_PRODUCERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let path = dir.join("append.db");
     let rate = actix::System::new().block_on(async move {
         let (journal, _thread) = JournalWriter::start(open(&path), settings()).expect("writer");
@@ -83,7 +124,9 @@ fn bench_append(dir: &Path) {
             let journal = journal.clone();
             tasks.push(actix::spawn(async move {
                 for i in (p..total).step_by(producers) {
-                    journal::ask(&journal, Append(item(i))).await.expect("append");
+                    journal::ask(&journal, Append(item(i)))
+                        .await
+                        .expect("append");
                 }
             }));
         }
@@ -94,18 +137,32 @@ fn bench_append(dir: &Path) {
         let _ = journal::ask(&journal, journal::Close).await;
         total as f64 / secs
     });
-    println!("journal append, group commit, {producers} producers each awaiting its durable receipt: {rate:.0} events/s ({total} events, synchronous=FULL)");
+    println!(
+        "journal append, group commit, {producers} producers each awaiting its durable receipt: {rate:.0} events/s ({total} events, synchronous=FULL)"
+    );
 }
 
 fn bench_drain(dir: &Path) {
-    let total: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let total: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let path = dir.join("drain.db");
     let mut store = open(&path);
     let start = Instant::now();
     for chunk in (0..total).collect::<Vec<_>>().chunks(10_000) {
-        store.with_batch(|b| chunk.iter().try_for_each(|&i| b.append(&item(i), journal::now_ms()).map(|_| ()))).expect("fill");
+        store
+            .with_batch(|b| {
+                chunk
+                    .iter()
+                    .try_for_each(|&i| b.append(&item(i), journal::now_ms()).map(|_| ()))
+            })
+            .expect("fill");
     }
-    println!("  (backlog of {total} events written in {:.1} s)", start.elapsed().as_secs_f64());
+    println!(
+        "  (backlog of {total} events written in {:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
     let (_broker, port) = Mosquitto::start(dir);
     let relay = RelayConfig {
         host: "127.0.0.1".into(),
@@ -122,11 +179,29 @@ fn bench_drain(dir: &Path) {
     };
     let rate = actix::System::new().block_on(async move {
         let (journal, _thread) = JournalWriter::start(store, settings()).expect("writer");
-        let sup = actix::Actor::start(Supervisor::new(journal.clone(), &SupervisorConfig { restart_initial_ms: 100, restart_max_ms: 1000 }));
+        let sup = actix::Actor::start(Supervisor::new(
+            journal.clone(),
+            &SupervisorConfig {
+                restart_initial_ms: 100,
+                restart_max_ms: 1000,
+            },
+        ));
         let before = METRICS.relay_published.get();
         let start = Instant::now();
-        let spawn = RelaySpawn { config: relay, facility: "bench".into(), tls: None, password: None, journal: journal.clone(), control: None };
-        sup.send(StartChild { name: "cloud-relay".into(), spawn: Box::new(spawn) }).await.expect("start relay");
+        let spawn = RelaySpawn {
+            config: relay,
+            facility: "bench".into(),
+            tls: None,
+            password: None,
+            journal: journal.clone(),
+            control: None,
+        };
+        sup.send(StartChild {
+            name: "cloud-relay".into(),
+            spawn: Box::new(spawn),
+        })
+        .await
+        .expect("start relay");
         // The two actor-state events ride along with the backlog.
         while METRICS.relay_published.get() - before < total as u64 {
             actix_rt::time::sleep(Duration::from_millis(50)).await;
@@ -134,7 +209,9 @@ fn bench_drain(dir: &Path) {
         }
         total as f64 / start.elapsed().as_secs_f64()
     });
-    println!("relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s");
+    println!(
+        "relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s"
+    );
 }
 
 fn bin() -> &'static str {
@@ -158,7 +235,8 @@ fn bench_ready_and_rss(dir: &Path) {
     let (_broker, port) = Mosquitto::start(dir);
     let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut times = Vec::new();
     for run in 0..10 {
         let web = free_port();
@@ -176,7 +254,10 @@ fn bench_ready_and_rss(dir: &Path) {
         let mut buf = [0u8; 1024];
         loop {
             let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
                 break;
             }
         }
@@ -189,12 +270,28 @@ fn bench_ready_and_rss(dir: &Path) {
                 ureq::post(&url).send_json(&body).expect("post");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc status");
-            let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ?").trim().to_string();
-            let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: ?").trim().to_string();
-            println!("daemon steady state (relay connected, 50 events/s for 20 s): {rss}, peak {hwm}");
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .expect("proc status");
+            let rss = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .unwrap_or("VmRSS: ?")
+                .trim()
+                .to_string();
+            let hwm = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .unwrap_or("VmHWM: ?")
+                .trim()
+                .to_string();
+            println!(
+                "daemon steady state (relay connected, 50 events/s for 20 s): {rss}, peak {hwm}"
+            );
         }
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let _ = child.wait();
     }
     times.sort();
@@ -211,7 +308,14 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    bench_append(dir.path());
-    bench_drain(dir.path());
-    bench_ready_and_rss(dir.path());
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "append" {
+        bench_append(dir.path());
+    }
+    if only.is_empty() || only == "drain" {
+        bench_drain(dir.path());
+    }
+    if only.is_empty() || only == "daemon" {
+        bench_ready_and_rss(dir.path());
+    }
 }

@@ -31,10 +31,21 @@ fn full_journal_refuses_inbound_and_keeps_everything_acknowledged() {
         .expect("the journal fills up");
     assert_eq!(refusal.0, 507, "{}", refusal.1);
     let message = refusal.1["error"].as_str().unwrap_or("");
-    assert!(message.contains("journal full") && message.contains("not accepted"), "{message}");
+    assert!(
+        message.contains("journal full") && message.contains("not accepted"),
+        "{message}"
+    );
     assert_eq!(refusal.1["retryable"], true);
-    let metrics = ureq::get(&gw.url("/metrics")).call().expect("metrics").body_mut().read_to_string().expect("text");
-    assert!(metrics.contains("clinic_gateway_inbound_refused_total 1"), "{metrics}");
+    let metrics = ureq::get(&gw.url("/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(
+        metrics.contains("clinic_gateway_inbound_refused_total 1"),
+        "{metrics}"
+    );
     gw.signal("TERM");
     assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
 
@@ -46,10 +57,18 @@ fn full_journal_refuses_inbound_and_keeps_everything_acknowledged() {
     let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
     std::fs::write(&gw.config, text).expect("config");
     gw.start();
-    wait_for("every acknowledged item at the consumer", Duration::from_secs(60), || {
-        let seen: BTreeSet<u64> = consumer.events().iter().filter_map(|e| e["payload"]["n"].as_u64()).collect();
-        acked.is_subset(&seen).then_some(())
-    });
+    wait_for(
+        "every acknowledged item at the consumer",
+        Duration::from_secs(60),
+        || {
+            let seen: BTreeSet<u64> = consumer
+                .events()
+                .iter()
+                .filter_map(|e| e["payload"]["n"].as_u64())
+                .collect();
+            acked.is_subset(&seen).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -78,8 +97,15 @@ fn corrupt_or_truncated_journal_is_refused_at_start_and_left_alone() {
         assert_ne!(code, Some(0), "a {what} journal must not be accepted");
         let log = gw.log_text();
         assert!(log.contains("left untouched"), "{what}: {log}");
-        assert!(log.contains("journal.db"), "the message names the file: {log}");
-        assert_eq!(std::fs::read(&journal).expect("journal"), bytes, "the {what} file was modified");
+        assert!(
+            log.contains("journal.db"),
+            "the message names the file: {log}"
+        );
+        assert_eq!(
+            std::fs::read(&journal).expect("journal"),
+            bytes,
+            "the {what} file was modified"
+        );
     }
 }
 
@@ -87,32 +113,73 @@ fn corrupt_or_truncated_journal_is_refused_at_start_and_left_alone() {
 fn config_mistakes_are_reported_by_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("unknown.toml", "[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"127.0.0.1:1\"\n", ":5: web.bindd: unknown field"),
-        ("type.toml", "[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"lots\"\n", ":4: journal.max_bytes: invalid type"),
-        ("tls.toml", "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\n[relay.tls]\nca_file = \"missing-ca.pem\"\n", ":6: relay.tls.ca_file: cannot read"),
-        ("value.toml", "[gateway]\nfacility_id = \"has space\"\n", ":2: gateway.facility_id: must be"),
+        (
+            "unknown.toml",
+            "[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"127.0.0.1:1\"\n",
+            ":5: web.bindd: unknown field",
+        ),
+        (
+            "type.toml",
+            "[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"lots\"\n",
+            ":4: journal.max_bytes: invalid type",
+        ),
+        (
+            "tls.toml",
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\n[relay.tls]\nca_file = \"missing-ca.pem\"\n",
+            ":6: relay.tls.ca_file: cannot read",
+        ),
+        (
+            "value.toml",
+            "[gateway]\nfacility_id = \"has space\"\n",
+            ":2: gateway.facility_id: must be",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write");
-        let out = Command::new(bin()).arg("check-config").arg(&path).output().expect("run");
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(2), "{name}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&format!("{}{expected}", path.display())), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}{expected}", path.display())),
+            "{name}: {stderr}"
+        );
     }
     let missing = dir.path().join("nope.toml");
-    let out = Command::new(bin()).arg("check-config").arg(&missing).output().expect("run");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&missing)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml:0: (file): cannot read the file"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope.toml:0: (file): cannot read the file")
+    );
     // The daemon refuses to start on it, with the same message.
-    let out = Command::new(bin()).args(["run", "--config"]).arg(dir.path().join("type.toml")).output().expect("run");
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("type.toml"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("journal.max_bytes"));
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware-config/demo.toml");
     let prod = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware-config/gateway.toml");
     for shipped in [demo, prod] {
-        let out = Command::new(bin()).arg("check-config").arg(shipped).output().expect("run");
-        assert!(out.status.success(), "{shipped}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(shipped)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{shipped}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -123,7 +190,9 @@ fn notifications_until(sock: &UnixDatagram, seen: &mut Vec<String>, until: &str)
         if let Ok(n) = sock.recv(&mut buf) {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
-        seen.iter().any(|m| m.lines().any(|l| l == until)).then_some(())
+        seen.iter()
+            .any(|m| m.lines().any(|l| l == until))
+            .then_some(())
     });
 }
 
@@ -132,14 +201,18 @@ fn sd_notify_ready_watchdog_reload_and_stopping_then_exit_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     let mut gw = Gateway::new(dir.path(), "")
         .env("NOTIFY_SOCKET", &sock_path.display().to_string())
         .env("WATCHDOG_USEC", "400000");
     gw.spawn();
     let mut seen = Vec::new();
     notifications_until(&sock, &mut seen, "READY=1");
-    assert!(seen.iter().any(|m| m.contains("STATUS=running")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=running")),
+        "{seen:?}"
+    );
     // The API answers once READY=1 was sent: all actors are started.
     assert_eq!(gw.get_json("/api/v1/health")["status"], "ok");
     seen.clear();
@@ -152,21 +225,39 @@ fn sd_notify_ready_watchdog_reload_and_stopping_then_exit_zero() {
     gw.signal("HUP");
     notifications_until(&sock, &mut seen, "RELOADING=1");
     notifications_until(&sock, &mut seen, "READY=1");
-    assert!(seen.iter().any(|m| m.contains("new configuration refused")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("new configuration refused")),
+        "{seen:?}"
+    );
     assert_eq!(gw.get_json("/api/v1/health")["status"], "ok");
     std::fs::write(&gw.config, &good).expect("write");
     seen.clear();
     gw.signal("HUP");
     notifications_until(&sock, &mut seen, "READY=1");
-    assert!(seen.iter().any(|m| m.contains("configuration reloaded")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("configuration reloaded")),
+        "{seen:?}"
+    );
     let audit = gw.get_json("/api/v1/audit");
-    let actions: Vec<&str> = audit.as_array().expect("list").iter().filter_map(|a| a["action"].as_str()).collect();
-    assert!(actions.contains(&"config-reload") && actions.contains(&"config-reload-refused"), "{actions:?}");
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"config-reload") && actions.contains(&"config-reload-refused"),
+        "{actions:?}"
+    );
 
     seen.clear();
     gw.signal("TERM");
     notifications_until(&sock, &mut seen, "STOPPING=1");
-    assert_eq!(gw.wait(Duration::from_secs(10)), Some(0), "exit 0 within 10 s");
+    assert_eq!(
+        gw.wait(Duration::from_secs(10)),
+        Some(0),
+        "exit 0 within 10 s"
+    );
 }
 
 #[test]
@@ -177,21 +268,52 @@ fn status_page_api_metrics_and_cli_agree() {
     let body = json!({ "source": "kiosk-1", "id": "s1", "kind": "test.status", "key": "patient-secret-42", "payload": { "name": "Jane Roe" } });
     assert_eq!(gw.post_event(&body).0, 202);
     for (bad, field) in [
-        (json!({ "source": "kiosk-1", "kind": "a/b", "key": "k", "payload": {} }), "kind"),
-        (json!({ "source": "", "kind": "a", "key": "k", "payload": {} }), "source"),
-        (json!({ "source": "s", "kind": "a", "key": "k", "payload": {}, "occurred_at": "yesterday" }), "occurred_at"),
+        (
+            json!({ "source": "kiosk-1", "kind": "a/b", "key": "k", "payload": {} }),
+            "kind",
+        ),
+        (
+            json!({ "source": "", "kind": "a", "key": "k", "payload": {} }),
+            "source",
+        ),
+        (
+            json!({ "source": "s", "kind": "a", "key": "k", "payload": {}, "occurred_at": "yesterday" }),
+            "occurred_at",
+        ),
         (json!({ "source": "s", "kind": "a", "key": "k" }), "payload"),
     ] {
         let (status, reply) = gw.post_event(&bad);
         assert_eq!(status, 400, "{bad}");
-        assert!(reply["error"].as_str().unwrap_or("").contains(field), "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap_or("").contains(field),
+            "{reply}"
+        );
     }
-    let page = ureq::get(&gw.url("/")).call().expect("page").body_mut().read_to_string().expect("html");
+    let page = ureq::get(&gw.url("/"))
+        .call()
+        .expect("page")
+        .body_mut()
+        .read_to_string()
+        .expect("html");
     assert!(page.contains("Outbound backlog") && page.contains("Dead letters"));
-    assert!(!page.contains("patient-secret-42") && !page.contains("Jane Roe"), "no patient data on the page");
+    assert!(
+        !page.contains("patient-secret-42") && !page.contains("Jane Roe"),
+        "no patient data on the page"
+    );
     let backlog = gw.get_json("/api/v1/backlog");
-    assert!(backlog["destinations"]["cloud"]["pending"].as_u64().unwrap_or(0) >= 2, "{backlog}");
-    let metrics = ureq::get(&gw.url("/metrics")).call().expect("metrics").body_mut().read_to_string().expect("text");
+    assert!(
+        backlog["destinations"]["cloud"]["pending"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "{backlog}"
+    );
+    let metrics = ureq::get(&gw.url("/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
     for name in [
         "clinic_gateway_journal_appends_total",
         "clinic_gateway_journal_commit_seconds_bucket{le=\"+Inf\"}",
@@ -204,15 +326,26 @@ fn status_page_api_metrics_and_cli_agree() {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
     let out = gw.cli(&["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(status["facility"], "test-clinic");
     let out = gw.cli(&["journal", "stats", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(stats["schema_version"], 1);
     // Cross-site form posts are refused.
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let r = agent
         .post(&gw.url("/api/v1/dlq/replay"))
         .header("origin", "http://evil.example")
@@ -277,7 +410,14 @@ fn full_disk_refuses_inbound_and_loses_nothing_acknowledged() {
         })
         .expect("the disk fills up");
     assert_eq!(refusal.0, 507, "{}", refusal.1);
-    assert!(refusal.1["error"].as_str().unwrap_or("").contains("disk full"), "{}", refusal.1);
+    assert!(
+        refusal.1["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("disk full"),
+        "{}",
+        refusal.1
+    );
     assert!(acked.len() > 50, "some items were accepted first");
     // Still alive and answering while the disk is full.
     assert_eq!(gw.get_json("/api/v1/health")["journal"], "ok");
@@ -293,8 +433,16 @@ fn full_disk_refuses_inbound_and_loses_nothing_acknowledged() {
     let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
     std::fs::write(&gw.config, text).expect("config");
     gw.start();
-    wait_for("every acknowledged item at the consumer", Duration::from_secs(60), || {
-        let seen: BTreeSet<u64> = consumer.events().iter().filter_map(|e| e["payload"]["n"].as_u64()).collect();
-        acked.is_subset(&seen).then_some(())
-    });
+    wait_for(
+        "every acknowledged item at the consumer",
+        Duration::from_secs(60),
+        || {
+            let seen: BTreeSet<u64> = consumer
+                .events()
+                .iter()
+                .filter_map(|e| e["payload"]["n"].as_u64())
+                .collect();
+            acked.is_subset(&seen).then_some(())
+        },
+    );
 }

@@ -45,7 +45,7 @@ CREATE TABLE outbox (
     updated_at      INTEGER NOT NULL
 );
 CREATE INDEX outbox_by_state ON outbox(state, destination, id);
-CREATE INDEX outbox_waiting ON outbox(destination, next_attempt_at) WHERE state = 0;
+CREATE INDEX outbox_waiting ON outbox(destination, next_attempt_at) WHERE state = 0 AND attempts > 0;
 CREATE INDEX outbox_inbound ON outbox(inbound_id);
 CREATE TABLE audit (
     id     INTEGER PRIMARY KEY,
@@ -147,8 +147,10 @@ impl Store {
                 format!("cannot switch to WAL mode (got {mode})"),
             ));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")
-            .map_err(corrupt)?;
+        conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16384;",
+        )
+        .map_err(corrupt)?;
         if exists && opts.verify {
             let result: String = conn
                 .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -269,36 +271,13 @@ impl Batch<'_> {
     /// Commits an inbound item and one pending outbox row per destination, or, when the same
     /// `(source, source_id)` was committed before, returns that first receipt unchanged.
     pub fn append(&mut self, item: &NewItem, now: i64) -> Result<Receipt, JournalError> {
-        if let Some(source_id) = &item.source_id {
-            let found = self
-                .tx
-                .prepare_cached(
-                    "SELECT id, event_id, reply FROM inbound WHERE source = ?1 AND source_id = ?2",
-                )?
-                .query_row(params![item.source, source_id], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<Vec<u8>>>(2)?,
-                    ))
-                })
-                .optional()?;
-            if let Some((id, event_id, reply)) = found {
-                return Ok(Receipt {
-                    inbound_id: id,
-                    event_id: event_id.parse().map_err(|_| {
-                        JournalError::Corrupt(format!("inbound {id} has a bad event id"))
-                    })?,
-                    duplicate: true,
-                    reply,
-                });
-            }
-        }
         let event_id = uuid::Uuid::now_v7();
-        self.tx
+        // Insert first and look up only on conflict: a resend is rare, a lookup per item is not.
+        let inserted = self
+            .tx
             .prepare_cached(
                 "INSERT INTO inbound (event_id, source, source_id, kind, key, schema, payload, reply, occurred_at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 event_id.to_string(),
@@ -312,6 +291,9 @@ impl Batch<'_> {
                 item.occurred_at.unwrap_or(now),
                 now
             ])?;
+        if inserted == 0 {
+            return self.first_receipt(item);
+        }
         let inbound_id = self.tx.last_insert_rowid();
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO outbox (inbound_id, destination, key, state, next_attempt_at, updated_at)
@@ -325,6 +307,30 @@ impl Batch<'_> {
             event_id,
             duplicate: false,
             reply: item.reply.clone(),
+        })
+    }
+
+    /// The receipt of the item committed first under the same `(source, source_id)`.
+    fn first_receipt(&mut self, item: &NewItem) -> Result<Receipt, JournalError> {
+        let (id, event_id, reply) = self
+            .tx
+            .prepare_cached(
+                "SELECT id, event_id, reply FROM inbound WHERE source = ?1 AND source_id = ?2",
+            )?
+            .query_row(params![item.source, item.source_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
+            })?;
+        Ok(Receipt {
+            inbound_id: id,
+            event_id: event_id
+                .parse()
+                .map_err(|_| JournalError::Corrupt(format!("inbound {id} has a bad event id")))?,
+            duplicate: true,
+            reply,
         })
     }
 
@@ -344,7 +350,7 @@ impl Batch<'_> {
                    FROM outbox o JOIN inbound i ON i.id = o.inbound_id
                   WHERE o.state = 0 AND o.destination = ?1
                     AND o.key NOT IN (SELECT key FROM outbox
-                                       WHERE state = 0 AND destination = ?1 AND next_attempt_at > ?2)
+                                       WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2)
                   ORDER BY o.id LIMIT ?3",
             )?
             .query_map(params![destination, now, limit as i64], |r| {

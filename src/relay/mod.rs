@@ -14,7 +14,9 @@ pub mod tls;
 
 use crate::config::RelayConfig;
 use crate::daemon::ReloadConfig;
-use crate::journal::{self, AuditRecord, Claim, Delivered, Failed, JournalWriter, Replay};
+use crate::journal::{
+    self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
+};
 use crate::metrics::METRICS;
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
@@ -124,8 +126,17 @@ struct Link {
     supervisor: Addr<Supervisor>,
 }
 
-/// Rows delivered are reported to the journal in batches of this many (or sooner, on a tick).
-const ACK_BATCH: usize = 512;
+/// A journal request under way.
+type Pending<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, journal::JournalError>>>>;
+
+/// Resolves with the request's answer; never, when none is under way.
+async fn wait<T>(pending: &mut Option<Pending<T>>) -> Result<T, journal::JournalError> {
+    match pending {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Link {
     fn report(&self, state: HealthState, error: Option<String>) {
@@ -234,70 +245,105 @@ impl Link {
             return SessionEnd::Lost(e.to_string());
         }
         let signal = journal::outbox_signal(crate::CLOUD);
-        let mut flush = tokio::time::interval(Duration::from_millis(10));
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         let mut idle = false;
-        loop {
+        // Journal round trips run beside the connection: waiting for a commit must not stop
+        // PUBACKs from being read or the next publishes from going out.
+        let mut claiming: Option<Pending<Vec<OutboxRow>>> = None;
+        let mut settling: Option<Pending<usize>> = None;
+        let chunk = (window / 4).max(1);
+        let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
-            if !idle && outstanding <= window / 2 {
+            if claiming.is_none() && !idle && outstanding + chunk <= window {
                 let claim = Claim {
                     destination: crate::CLOUD.into(),
                     limit: window - outstanding,
                 };
-                match journal::ask(&self.spawn.journal, claim).await {
-                    Ok(rows) if rows.is_empty() => idle = true,
-                    Ok(rows) => {
-                        for row in rows {
-                            let payload = protocol::envelope(&self.spawn.facility, &row);
-                            if payload.len() > self.spawn.config.max_message_bytes {
-                                self.refuse_oversized(row.id, payload.len()).await;
-                                continue;
-                            }
-                            if let Err(e) = s.publish(
-                                self.topics.event(&row.kind),
-                                false,
-                                payload,
-                                Some(row.id),
-                            ) {
-                                return SessionEnd::Lost(e);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim cloud rows");
-                        idle = true;
-                    }
-                }
+                claiming = Some(self.request(claim));
+            }
+            // Acks gathered while the previous batch commits make up the next batch.
+            if settling.is_none() && !s.acked.is_empty() {
+                settling = Some(self.request(Delivered(std::mem::take(&mut s.acked))));
             }
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
-                    self.close(&mut s, &mut el).await;
-                    return SessionEnd::Shutdown;
+                _ = shutdown.changed() => break SessionEnd::Shutdown,
+                rows = wait(&mut claiming) => {
+                    claiming = None;
+                    match rows {
+                        Ok(rows) if rows.is_empty() => idle = true,
+                        Ok(rows) => {
+                            if let Err(e) = self.publish_rows(&mut s, rows).await {
+                                break SessionEnd::Lost(e);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot claim cloud rows");
+                            idle = true;
+                        }
+                    }
+                }
+                delivered = wait(&mut settling) => {
+                    settling = None;
+                    match delivered {
+                        Ok(n) => METRICS.relay_published.add(n as u64),
+                        Err(e) => tracing::error!(error = %e, "cannot mark cloud rows delivered; they will be sent again"),
+                    }
                 }
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Some(name) = self.topics.command_name(&p.topic) {
                             let reply = self.command(name, &p.payload).await;
                             if let Err(e) = s.publish(self.topics.reply(name), false, reply, None) {
-                                return SessionEnd::Lost(e);
+                                break SessionEnd::Lost(e);
                             }
                         }
                     }
                     Ok(ev) => s.on_event(ev),
-                    Err(e) => {
-                        self.settle(&mut s).await;
-                        return SessionEnd::Lost(e.to_string());
-                    }
+                    Err(e) => break SessionEnd::Lost(e.to_string()),
                 },
                 _ = signal.notified(), if idle => idle = false,
                 _ = retry.tick(), if idle => idle = false,
-                _ = flush.tick(), if !s.acked.is_empty() => self.settle(&mut s).await,
             }
-            if s.acked.len() >= ACK_BATCH {
-                self.settle(&mut s).await;
+        };
+        // Requests under way finish before anything more is said about these rows: a claim
+        // committed after the rows were put back in line would leave them in flight.
+        if let Some(claim) = claiming {
+            let _ = claim.await;
+        }
+        if let Some(delivered) = settling {
+            if let Ok(n) = delivered.await {
+                METRICS.relay_published.add(n as u64);
             }
         }
+        match end {
+            SessionEnd::Shutdown => self.close(&mut s, &mut el).await,
+            SessionEnd::Lost(_) => self.settle(&mut s).await,
+        }
+        end
+    }
+
+    /// Sends a journal request without holding up the connection.
+    fn request<R>(&self, msg: R) -> Pending<R::Output>
+    where
+        R: journal::Request,
+        JournalWriter: Handler<R>,
+    {
+        let journal = self.spawn.journal.clone();
+        Box::pin(async move { journal::ask(&journal, msg).await })
+    }
+
+    /// Publishes claimed rows in their order; an oversized one is dead-lettered instead.
+    async fn publish_rows(&self, s: &mut Session, rows: Vec<OutboxRow>) -> Result<(), String> {
+        for row in rows {
+            let payload = protocol::envelope(&self.spawn.facility, &row);
+            if payload.len() > self.spawn.config.max_message_bytes {
+                self.refuse_oversized(row.id, payload.len()).await;
+                continue;
+            }
+            s.publish(self.topics.event(&row.kind), false, payload, Some(row.id))?;
+        }
+        Ok(())
     }
 
     /// An envelope the broker would refuse cannot be helped by retrying: dead letter at once,
