@@ -385,28 +385,26 @@ mod tests {
         };
         actix::System::new().block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(
-                &dir.path().join("j.db"),
-                &OpenOptions {
-                    create: true,
-                    ..Default::default()
-                },
-            )
-            .expect("open");
-            let (journal, _t) = JournalWriter::start(store, test_settings()).expect("journal");
+            let journal = test_journal(dir.path());
             let s = Supervisor::new(journal, &cfg);
             let delays: Vec<u128> = (1..=6).map(|f| s.restart_delay(f).as_millis()).collect();
             assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         });
     }
 
-    fn test_settings() -> Settings {
-        Settings {
+    fn test_journal(dir: &std::path::Path) -> Addr<JournalWriter> {
+        let options = OpenOptions {
+            create: true,
+            ..Default::default()
+        };
+        let store = Store::open(&dir.join("j.db"), &options).expect("open");
+        let settings = Settings {
             max_bytes: 1 << 30,
             retention: Duration::from_secs(3600),
             max_batch: 16,
             policies: BTreeMap::new(),
-        }
+        };
+        JournalWriter::start(store, settings).expect("journal").0
     }
 
     #[test]
@@ -417,15 +415,7 @@ mod tests {
         };
         actix::System::new().block_on(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(
-                &dir.path().join("j.db"),
-                &OpenOptions {
-                    create: true,
-                    ..Default::default()
-                },
-            )
-            .expect("open");
-            let (journal, _t) = JournalWriter::start(store, test_settings()).expect("journal");
+            let journal = test_journal(dir.path());
             let sup = Supervisor::new(journal.clone(), &cfg).start();
             let starts = Arc::new(AtomicU32::new(0));
             sup.send(StartChild {

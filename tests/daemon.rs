@@ -10,6 +10,30 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
+/// Configures a relay to a fresh broker, restarts the gateway, and waits until a consumer has
+/// seen every `payload.n` in `acked`.
+fn deliver_all_through_a_new_relay(gw: &mut Gateway, dir: &std::path::Path, acked: &BTreeSet<u64>) {
+    let bdir = dir.join("broker");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let broker = Broker::start(&bdir);
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
+    let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
+    std::fs::write(&gw.config, text).expect("config");
+    gw.start();
+    wait_for(
+        "every acknowledged item at the consumer",
+        Duration::from_secs(60),
+        || {
+            let seen: BTreeSet<u64> = consumer
+                .events()
+                .iter()
+                .filter_map(|e| e["payload"]["n"].as_u64())
+                .collect();
+            acked.is_subset(&seen).then_some(())
+        },
+    );
+}
+
 #[test]
 fn full_journal_refuses_inbound_and_keeps_everything_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -50,25 +74,7 @@ fn full_journal_refuses_inbound_and_keeps_everything_acknowledged() {
     assert_eq!(gw.wait(Duration::from_secs(10)), Some(0));
 
     // Everything acknowledged is still there: a relay configured later delivers all of it.
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
-    std::fs::write(&gw.config, text).expect("config");
-    gw.start();
-    wait_for(
-        "every acknowledged item at the consumer",
-        Duration::from_secs(60),
-        || {
-            let seen: BTreeSet<u64> = consumer
-                .events()
-                .iter()
-                .filter_map(|e| e["payload"]["n"].as_u64())
-                .collect();
-            acked.is_subset(&seen).then_some(())
-        },
-    );
+    deliver_all_through_a_new_relay(&mut gw, dir.path(), &acked);
 }
 
 #[test]
@@ -426,23 +432,5 @@ fn full_disk_refuses_inbound_and_loses_nothing_acknowledged() {
 
     // Room is made; every acknowledged item is still there and goes out.
     disk.grow("64m");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
-    std::fs::write(&gw.config, text).expect("config");
-    gw.start();
-    wait_for(
-        "every acknowledged item at the consumer",
-        Duration::from_secs(60),
-        || {
-            let seen: BTreeSet<u64> = consumer
-                .events()
-                .iter()
-                .filter_map(|e| e["payload"]["n"].as_u64())
-                .collect();
-            acked.is_subset(&seen).then_some(())
-        },
-    );
+    deliver_all_through_a_new_relay(&mut gw, dir.path(), &acked);
 }

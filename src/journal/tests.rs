@@ -27,6 +27,19 @@ fn open(path: &Path) -> Store {
     .expect("open")
 }
 
+fn refusal(path: &Path) -> JournalError {
+    Store::open(
+        path,
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        },
+    )
+    .err()
+    .expect("refused")
+}
+
 fn policy(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
@@ -177,16 +190,7 @@ fn newer_schema_is_refused_with_a_clear_message() {
     let c = rusqlite::Connection::open(&path).expect("raw open");
     c.pragma_update(None, "user_version", 99).expect("bump");
     drop(c);
-    let err = Store::open(
-        &path,
-        &OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        },
-    )
-    .err()
-    .expect("refused");
+    let err = refusal(&path);
     assert!(
         matches!(err, JournalError::TooNew { found: 99, .. }),
         "{err}"
@@ -199,16 +203,7 @@ fn foreign_or_garbage_files_are_refused_and_left_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
-    let err = Store::open(
-        &garbage,
-        &OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        },
-    )
-    .err()
-    .expect("refused");
+    let err = refusal(&garbage);
     assert!(err.to_string().contains("left untouched"), "{err}");
     assert_eq!(std::fs::read(&garbage).expect("read"), vec![0x5a; 8192]);
 
@@ -217,16 +212,7 @@ fn foreign_or_garbage_files_are_refused_and_left_alone() {
     c.execute_batch("CREATE TABLE patients (id INTEGER)")
         .expect("create");
     drop(c);
-    let err = Store::open(
-        &foreign,
-        &OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        },
-    )
-    .err()
-    .expect("refused");
+    let err = refusal(&foreign);
     assert!(
         err.to_string().contains("not a clinic-gateway journal"),
         "{err}"
