@@ -109,13 +109,9 @@ impl Drop for Mosquitto {
     }
 }
 
-fn bench_append(dir: &Path) {
+fn bench_append(dir: &Path, producers: usize) {
     let total = 200_000usize;
-    let producers: usize = std::env::var("BENCH_PRODUCERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
-    let path = dir.join("append.db");
+    let path = dir.join(format!("append-{producers}.db"));
     let rate = actix::System::new().block_on(async move {
         let (journal, _thread) = JournalWriter::start(open(&path), settings()).expect("writer");
         let start = Instant::now();
@@ -310,7 +306,13 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "append" {
-        bench_append(dir.path());
+        let producers: Vec<usize> = match std::env::var("BENCH_PRODUCERS") {
+            Ok(v) => v.split(',').filter_map(|p| p.trim().parse().ok()).collect(),
+            Err(_) => vec![64, 256, 1024],
+        };
+        for p in producers {
+            bench_append(dir.path(), p);
+        }
     }
     if only.is_empty() || only == "drain" {
         bench_drain(dir.path());

@@ -79,6 +79,9 @@ pub struct Config {
     /// How failed actors are restarted.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
+    /// Facility devices, a table array per kind (`[[devices.modbus]]`, ...).
+    #[serde(default)]
+    pub devices: crate::devices::DevicesConfig,
     /// Where the file was read from; relative paths in it are resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -469,6 +472,7 @@ fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
             }
         }
     }
+    c.devices.validate(c, &mut bad);
     if c.supervisor.restart_initial_ms == 0
         || c.supervisor.restart_initial_ms > c.supervisor.restart_max_ms
     {

@@ -132,6 +132,14 @@ impl Gateway {
             }
             applied.push("relay");
         }
+        if new.devices != old.devices {
+            // Every device actor is replaced; one whose table did not change restarts too, which
+            // a device tolerates (it re-reads its state on start).
+            for (name, spawn) in crate::devices::spawns(&new, &self.journal)? {
+                self.supervisor.do_send(StartChild { name, spawn });
+            }
+            applied.push("devices");
+        }
         if new.supervisor != old.supervisor {
             needs_restart.push("supervisor");
         }
@@ -208,6 +216,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
                 spawn: Box::new(spawn),
             })
             .await?;
+    }
+    for (name, spawn) in crate::devices::spawns(&config, &journal).map_err(anyhow::Error::msg)? {
+        supervisor.send(StartChild { name, spawn }).await?;
     }
     let state = web::AppState {
         journal: journal.clone(),

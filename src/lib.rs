@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
