@@ -17,4 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Python peers (the hl7 package's mllp_send, ...), pinned in tests/peers/requirements.txt.
+req="$(dirname "$0")/../tests/peers/requirements.txt"
+if ! python3 -m pip freeze 2>/dev/null | grep -qxFf <(grep -vE '^\s*(#|$)' "$req"); then
+  echo "test-deps: installing Python peers from $req" >&2
+  python3 -m pip install -q --disable-pip-version-check -r "$req" >&2
+fi
 echo "test-deps: ok" >&2

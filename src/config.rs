@@ -79,6 +79,9 @@ pub struct Config {
     /// How failed actors are restarted.
     #[serde(default)]
     pub supervisor: SupervisorConfig,
+    /// Healthcare connectors (`[connectors.hl7v2]`, ...).
+    #[serde(default)]
+    pub connectors: crate::connectors::ConnectorsConfig,
     /// Facility devices, a table array per kind (`[[devices.modbus]]`, ...).
     #[serde(default)]
     pub devices: crate::devices::DevicesConfig,
@@ -371,10 +374,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     validate(&config, &locator, &mut problems);
     if problems.is_empty() {
         // The files exist; now check that they hold what TLS needs.
-        if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref()) {
-            if let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p)) {
-                problems.push(locator.problem(e.key, &e.message));
-            }
+        if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref())
+            && let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p))
+        {
+            problems.push(locator.problem(e.key, &e.message));
         }
     }
     if problems.is_empty() {
@@ -473,6 +476,7 @@ fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
         }
     }
     c.devices.validate(c, &mut bad);
+    c.connectors.validate(&mut bad);
     if c.supervisor.restart_initial_ms == 0
         || c.supervisor.restart_initial_ms > c.supervisor.restart_max_ms
     {

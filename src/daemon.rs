@@ -140,6 +140,16 @@ impl Gateway {
             }
             applied.push("devices");
         }
+        if new.connectors != old.connectors {
+            if old.connectors.hl7v2.is_some() && new.connectors.hl7v2.is_none() {
+                self.supervisor
+                    .do_send(StopChild(crate::connectors::hl7v2::NAME.into()));
+            }
+            for (name, spawn) in crate::connectors::spawns(&new, &self.journal) {
+                self.supervisor.do_send(StartChild { name, spawn });
+            }
+            applied.push("connectors");
+        }
         if new.supervisor != old.supervisor {
             needs_restart.push("supervisor");
         }
@@ -218,6 +228,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             .await?;
     }
     for (name, spawn) in crate::devices::spawns(&config, &journal).map_err(anyhow::Error::msg)? {
+        supervisor.send(StartChild { name, spawn }).await?;
+    }
+    for (name, spawn) in crate::connectors::spawns(&config, &journal) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     let state = web::AppState {

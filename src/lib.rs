@@ -2,6 +2,7 @@
 //! systems and its upstream services. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod connectors;
 pub mod daemon;
 pub mod devices;
 pub mod journal;

@@ -311,10 +311,10 @@ impl Link {
         if let Some(claim) = claiming {
             let _ = claim.await;
         }
-        if let Some(delivered) = settling {
-            if let Ok(n) = delivered.await {
-                METRICS.relay_published.add(n as u64);
-            }
+        if let Some(delivered) = settling
+            && let Ok(n) = delivered.await
+        {
+            METRICS.relay_published.add(n as u64);
         }
         match end {
             SessionEnd::Shutdown => self.close(&mut s, &mut el).await,

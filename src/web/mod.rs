@@ -286,10 +286,10 @@ fn validate(e: &EventIn) -> Result<Option<i64>, String> {
     if !token_ok(&e.source, 64, &['-', '_', '.', ':']) {
         return Err("\"source\": 1 to 64 letters, digits, '-', '_', '.', ':'".into());
     }
-    if let Some(id) = &e.id {
-        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
-            return Err("\"id\": 1 to 128 printable characters".into());
-        }
+    if let Some(id) = &e.id
+        && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+    {
+        return Err("\"id\": 1 to 128 printable characters".into());
     }
     // The kind becomes an MQTT topic level: no '/', '+', '#'.
     if !token_ok(&e.kind, 64, &['-', '_', '.']) {

@@ -1,0 +1,260 @@
+//! The HL7 v2 MLLP listener: EHR, lab and pharmacy systems send messages here.
+//!
+//! Each connection is read through the MLLP [`mllp::Framer`]; each message is decided on by
+//! [`protocol::decide`], committed to the journal with its MSH-10 as the idempotency id and its
+//! AA as the stored reply, and only then answered. A resend of a committed MSH-10 from the same
+//! sender gets the stored ACK back, byte for byte, and is not processed again.
+//!
+//! **Invariant:** an AA leaves only after the journal committed the message.
+//! **Invariant:** logs carry control ids, types and senders, never message content.
+
+pub mod config;
+pub mod mllp;
+pub mod protocol;
+
+use crate::journal::{self, Append, JournalWriter};
+use crate::supervisor::{
+    ChildExited, HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor,
+};
+use actix::prelude::*;
+use config::Hl7Config;
+use mllp::{Framer, Item};
+use protocol::{Decision, Identity};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// The supervisor's name for the listener.
+pub const NAME: &str = "hl7v2-mllp";
+
+pub struct Hl7Spawn {
+    pub config: Hl7Config,
+    pub journal: Addr<JournalWriter>,
+}
+
+impl Spawn for Hl7Spawn {
+    fn kind(&self) -> &'static str {
+        "hl7v2-listener"
+    }
+
+    fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let arbiter = Arbiter::new();
+        let listener = Listener {
+            config: Arc::new(self.config.clone()),
+            journal: self.journal.clone(),
+            name: name.to_string(),
+            supervisor,
+            shutdown: shutdown_rx,
+        };
+        Listener::start_in_arbiter(&arbiter.handle(), move |_| listener);
+        Box::new(Handle { shutdown, arbiter })
+    }
+}
+
+struct Handle {
+    shutdown: watch::Sender<bool>,
+    arbiter: Arbiter,
+}
+
+impl Running for Handle {
+    fn stop(self: Box<Self>) -> StopFuture {
+        Box::pin(async move {
+            let _ = self.shutdown.send(true);
+            // Connections are cut; a message committed but not yet answered is answered from
+            // the journal when its sender resends it.
+            self.arbiter.stop();
+        })
+    }
+}
+
+/// The listener actor; accepting and serving run as tasks in its arbiter.
+pub struct Listener {
+    config: Arc<Hl7Config>,
+    journal: Addr<JournalWriter>,
+    name: String,
+    supervisor: Addr<Supervisor>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let config = self.config.clone();
+        let journal = self.journal.clone();
+        let name = self.name.clone();
+        let supervisor = self.supervisor.clone();
+        let mut shutdown = self.shutdown.clone();
+        ctx.spawn(
+            async move {
+                let listener = match TcpListener::bind(config.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let error = format!(
+                            "cannot listen on connectors.hl7v2.listen {}: {e}",
+                            config.listen
+                        );
+                        supervisor.do_send(ChildExited {
+                            name,
+                            error: Some(error),
+                        });
+                        return;
+                    }
+                };
+                tracing::info!(listen = %config.listen, "HL7 v2 MLLP listener ready");
+                supervisor.do_send(ReportHealth {
+                    name,
+                    state: HealthState::Healthy,
+                    error: None,
+                });
+                let slots = Arc::new(Semaphore::new(config.max_connections));
+                loop {
+                    let permit = tokio::select! {
+                        p = slots.clone().acquire_owned() => p,
+                        _ = shutdown.changed() => return,
+                    };
+                    let Ok(permit) = permit else { return };
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = shutdown.changed() => return,
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            let (config, journal) = (config.clone(), journal.clone());
+                            actix::spawn(async move {
+                                serve(stream, peer, &config, &journal).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "MLLP accept failed"),
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// `YYYYMMDDHHMMSS` in UTC, for MSH-7 of our ACKs.
+fn hl7_timestamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}
+
+/// A control id for our ACK: unique per answer, at most 20 characters (ST in v2.3).
+fn ack_id() -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    id[id.len() - 20..].to_string()
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &Hl7Config,
+    journal: &Addr<JournalWriter>,
+) {
+    tracing::info!(%peer, "MLLP connection");
+    let me = Identity {
+        application: &config.application,
+        facility: "",
+    };
+    let mut framer = Framer::new(config.max_frame_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    let idle = Duration::from_secs(config.idle_timeout_s);
+    loop {
+        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "MLLP connection failed");
+                break;
+            }
+        };
+        for item in framer.push(&buf[..n]) {
+            let answer = match item {
+                Item::Oversized { bytes } => {
+                    let reason = format!(
+                        "message of {bytes} bytes exceeds connectors.hl7v2.max_frame_bytes"
+                    );
+                    tracing::warn!(%peer, bytes, "HL7 message too large; answered AR");
+                    protocol::ack(None, &me, &hl7_timestamp(), &ack_id(), "AR", Some(&reason))
+                        .into_bytes()
+                }
+                Item::Frame(frame) => answer(&frame, peer, &me, journal).await,
+            };
+            if let Err(e) = stream.write_all(&mllp::frame(&answer)).await {
+                tracing::info!(%peer, error = %e, "MLLP connection lost before the ACK; the sender will resend");
+                return;
+            }
+        }
+    }
+    if framer.stray_bytes > 0 {
+        tracing::warn!(%peer, bytes = framer.stray_bytes, "bytes outside MLLP frames were skipped");
+    }
+}
+
+/// The ACK for one frame: AA only once committed; the stored ACK for a resend.
+async fn answer(
+    frame: &[u8],
+    peer: SocketAddr,
+    me: &Identity<'_>,
+    journal: &Addr<JournalWriter>,
+) -> Vec<u8> {
+    let (timestamp, ack_id) = (hl7_timestamp(), ack_id());
+    match protocol::decide(frame, me, &timestamp, &ack_id) {
+        Decision::Reject { ack, reason } => {
+            tracing::warn!(%peer, %reason, "HL7 message refused");
+            ack
+        }
+        Decision::Accept(item) => {
+            let (kind, control) = (
+                item.kind.clone(),
+                item.source_id.clone().unwrap_or_default(),
+            );
+            match journal::ask(journal, Append(item)).await {
+                Ok(receipt) => {
+                    tracing::info!(%peer, %kind, %control, duplicate = receipt.duplicate, "HL7 message committed");
+                    receipt.reply.unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, %kind, %control, error = %e, "HL7 message not stored; answered AE");
+                    let reason = format!("not stored, send again later: {e}");
+                    let parsed = std::str::from_utf8(frame)
+                        .ok()
+                        .and_then(|t| hl7_2::parse(t).ok());
+                    protocol::ack(
+                        parsed.as_ref(),
+                        me,
+                        &timestamp,
+                        &ack_id,
+                        "AE",
+                        Some(&reason),
+                    )
+                    .into_bytes()
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_ids_fit_st_and_timestamps_are_digits() {
+        let id = ack_id();
+        assert_eq!(id.len(), 20);
+        assert_ne!(id, ack_id());
+        let ts = hl7_timestamp();
+        assert_eq!(ts.len(), 14, "{ts}");
+        assert!(ts.starts_with("20"));
+    }
+}

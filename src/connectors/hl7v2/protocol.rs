@@ -1,0 +1,293 @@
+//! HL7 v2 inbound handling, pure: a frame's text in, a decision out (what to journal and the
+//! original-mode ACK to send once it is committed, or the rejection to send at once).
+//!
+//! Parsing (delimiters from MSH-1/MSH-2, escapes, repetitions, components, sub-components,
+//! CR / LF / CRLF terminators) is the `hl7-2` crate's; this module decides what the gateway
+//! accepts and how it answers.
+
+use crate::journal::NewItem;
+use hl7_2::{Builder, Version};
+
+/// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
+/// queue; lab and pharmacy types are journaled now and processed by their own workflows later.
+const ACCEPTED: &[(&str, &str, &str)] = &[
+    ("ADT", "A01", "hl7.adt.admit"),
+    ("ADT", "A03", "hl7.adt.discharge"),
+    ("ADT", "A04", "hl7.adt.register"),
+    ("ADT", "A08", "hl7.adt.update"),
+    ("ADT", "A11", "hl7.adt.cancel_admit"),
+    ("ADT", "A40", "hl7.adt.merge"),
+    ("SIU", "S12", "hl7.siu.book"),
+    ("SIU", "S13", "hl7.siu.reschedule"),
+    ("SIU", "S14", "hl7.siu.modify"),
+    ("SIU", "S15", "hl7.siu.cancel"),
+    ("SIU", "S26", "hl7.siu.no_show"),
+    ("ORU", "R01", "hl7.oru.result"),
+    ("RDE", "O11", "hl7.rde.order"),
+    ("RDS", "O13", "hl7.rds.dispense"),
+];
+
+/// Releases accepted (MSH-12).
+const VERSIONS: &[(&str, Version)] = &[
+    ("2.3", Version::V2_3),
+    ("2.3.1", Version::V2_3_1),
+    ("2.4", Version::V2_4),
+    ("2.5", Version::V2_5),
+    ("2.5.1", Version::V2_5_1),
+    ("2.6", Version::V2_6),
+    ("2.7", Version::V2_7),
+    ("2.7.1", Version::V2_7_1),
+    ("2.8", Version::V2_8),
+];
+
+/// What to do with one received frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Commit `item` (whose `reply` is the AA to send), then send the journal's stored reply.
+    Accept(NewItem),
+    /// Send this ACK (AR or AE) now; nothing is committed.
+    Reject { ack: Vec<u8>, reason: String },
+}
+
+/// Identity of this gateway in the ACK's MSH-3/MSH-4 when the message named no receiver.
+pub struct Identity<'a> {
+    pub application: &'a str,
+    pub facility: &'a str,
+}
+
+/// Decides on one frame. `timestamp` is MSH-7 of the answer (`YYYYMMDDHHMMSS`), `ack_id`
+/// its control id; both come from the caller so that this stays pure.
+pub fn decide(frame: &[u8], me: &Identity<'_>, timestamp: &str, ack_id: &str) -> Decision {
+    let reject = |code: &str, reason: String, msg: Option<&hl7_2::Message>| Decision::Reject {
+        ack: ack(msg, me, timestamp, ack_id, code, Some(&reason)).into_bytes(),
+        reason,
+    };
+    let Ok(text) = std::str::from_utf8(frame) else {
+        // Latin-1 senders exist; the journal keeps text, so ask for a declared UTF-8 resend.
+        return reject("AR", "message is not valid UTF-8".into(), None);
+    };
+    let message = match hl7_2::parse(text) {
+        Ok(m) => m,
+        Err(e) => return reject("AR", format!("not an HL7 v2 message: {e}"), None),
+    };
+    let field = |path: &str| message.get(path).ok().flatten().unwrap_or_default();
+    let control_id = field("MSH-10");
+    if control_id.is_empty() {
+        return reject(
+            "AR",
+            "MSH-10 (message control id) is empty".into(),
+            Some(&message),
+        );
+    }
+    let version = field("MSH-12.1");
+    if !VERSIONS.iter().any(|(v, _)| *v == version) {
+        return reject(
+            "AR",
+            format!("unsupported HL7 version {version:?} (accepted: 2.3 to 2.8)"),
+            Some(&message),
+        );
+    }
+    let (code, trigger) = (field("MSH-9.1"), field("MSH-9.2"));
+    let Some((_, _, kind)) = ACCEPTED
+        .iter()
+        .find(|(c, t, _)| *c == code && *t == trigger)
+    else {
+        return reject(
+            "AR",
+            format!("unsupported message type {code}^{trigger}"),
+            Some(&message),
+        );
+    };
+    let sender = format!("{}^{}", field("MSH-3.1"), field("MSH-4.1"));
+    // Ordering key: the patient, so that one patient's messages are processed in order; a
+    // message without a patient id is ordered with its sender's.
+    let patient = field("PID-3.1");
+    let key = if patient.is_empty() {
+        format!("hl7:{sender}")
+    } else {
+        format!("patient:{patient}")
+    };
+    Decision::Accept(NewItem {
+        source: format!("hl7:{sender}"),
+        source_id: Some(control_id),
+        kind: (*kind).to_string(),
+        key,
+        schema: format!("hl7v2/{code}_{trigger}@{version}"),
+        payload: frame.to_vec(),
+        reply: Some(ack(Some(&message), me, timestamp, ack_id, "AA", None).into_bytes()),
+        occurred_at: None,
+        destinations: Vec::new(),
+    })
+}
+
+/// An original-mode ACK (MSA-1 `code`), with an ERR segment carrying `reason` when given.
+/// Sender and receiver are swapped from the message; with no readable message the ACK uses the
+/// standard delimiters, release 2.5, and an empty MSA-2.
+pub fn ack(
+    message: Option<&hl7_2::Message>,
+    me: &Identity<'_>,
+    timestamp: &str,
+    ack_id: &str,
+    code: &str,
+    reason: Option<&str>,
+) -> String {
+    let field = |path: &str| {
+        message
+            .and_then(|m| m.get(path).ok().flatten())
+            .unwrap_or_default()
+    };
+    let version = VERSIONS
+        .iter()
+        .find(|(v, _)| *v == field("MSH-12.1"))
+        .map(|(_, v)| *v)
+        .unwrap_or(Version::V2_5);
+    let (my_app, my_fac) = match (field("MSH-5.1"), field("MSH-6.1")) {
+        (a, f) if !a.is_empty() => (a, f),
+        _ => (me.application.to_string(), me.facility.to_string()),
+    };
+    let mut b = Builder::new(version)
+        .message_type("ACK", &field("MSH-9.2"))
+        .control_id(ack_id)
+        .timestamp(timestamp)
+        .sending(&my_app, &my_fac)
+        .receiving(&field("MSH-3.1"), &field("MSH-4.1"))
+        .processing_id(&{
+            let p = field("MSH-11.1");
+            if p.is_empty() { "P".to_string() } else { p }
+        })
+        .segment("MSA")
+        .set("MSA-1", code)
+        .set("MSA-2", &field("MSH-10"));
+    if let Some(reason) = reason {
+        // MSA-3 for senders before 2.5, ERR-3/4/8 for the rest: both are read in practice.
+        b = b.set("MSA-3", reason).segment("ERR");
+        b = if matches!(version, Version::V2_3 | Version::V2_3_1 | Version::V2_4) {
+            b.set("ERR-1.4.2", reason)
+        } else {
+            b.set("ERR-3.1", "207")
+                .set("ERR-3.2", "Application internal error")
+                .set("ERR-3.3", "HL70357")
+                .set("ERR-4", "E")
+                .set("ERR-8", reason)
+        };
+    }
+    match b.build() {
+        Ok(m) => m.to_er7(),
+        // The builder only fails on paths this function controls; answer a bare ACK rather
+        // than nothing.
+        Err(_) => format!("MSH|^~\\&|||||{timestamp}||ACK|{ack_id}|P|2.5\rMSA|{code}|"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Identity<'static> = Identity {
+        application: "CLINIC-GATEWAY",
+        facility: "CLINIC",
+    };
+
+    fn check(text: &str) -> Decision {
+        decide(text.as_bytes(), &ME, "20261124140500", "ACK1")
+    }
+
+    fn ack_text(d: &Decision) -> String {
+        match d {
+            Decision::Accept(item) => {
+                String::from_utf8(item.reply.clone().unwrap_or_default()).unwrap_or_default()
+            }
+            Decision::Reject { ack, .. } => String::from_utf8(ack.clone()).unwrap_or_default(),
+        }
+    }
+
+    const A04: &str = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124140500||ADT^A04^ADT_A01|MSG00001|P|2.5.1\r\
+EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O|CLINIC^^^^^^^^ROOM1";
+
+    #[test]
+    fn accepted_message_is_journaled_with_an_aa_for_its_control_id() {
+        let d = check(A04);
+        let Decision::Accept(item) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(item.source, "hl7:HIS^HOSP");
+        assert_eq!(item.source_id.as_deref(), Some("MSG00001"));
+        assert_eq!(item.kind, "hl7.adt.register");
+        assert_eq!(item.key, "patient:123456");
+        let ack = ack_text(&d);
+        assert!(
+            ack.starts_with(
+                "MSH|^~\\&|EDGE|CLINIC|HIS|HOSP|20261124140500||ACK^A04^ACK|ACK1|P|2.5.1"
+            ),
+            "{ack}"
+        );
+        assert!(ack.contains("\rMSA|AA|MSG00001"), "{ack}");
+        assert!(!ack.contains("ERR"));
+    }
+
+    #[test]
+    fn terminators_escapes_and_custom_delimiters_are_read() {
+        for text in [A04.replace('\r', "\n"), A04.replace('\r', "\r\n")] {
+            assert!(matches!(check(&text), Decision::Accept(_)), "{text:?}");
+        }
+        // v2.3 with other delimiters and an escaped field separator in the control id.
+        let custom = "MSH#*~\\&#LAB#HOSP#EDGE#CLINIC#20261124##ORU*R01#A\\F\\1#P#2.3\rPID#1##77";
+        let d = check(custom);
+        let Decision::Accept(item) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(item.source_id.as_deref(), Some("A#1"));
+        assert_eq!(item.key, "patient:77");
+        let ack = ack_text(&d);
+        // The ACK declares its own (standard) delimiters; the control id is the decoded value.
+        assert!(ack.starts_with("MSH|^~\\&|EDGE|CLINIC|LAB|HOSP|"), "{ack}");
+        assert!(ack.contains("\rMSA|AA|A#1"), "{ack}");
+    }
+
+    #[test]
+    fn bad_input_gets_ar_with_the_reason() {
+        let cases = [
+            ("garbage \u{1}\u{2}", "not an HL7 v2 message"),
+            ("PID|1||123", "not an HL7 v2 message"),
+            (
+                "MSH|^~\\&|HIS|HOSP|||2026||ADT^A04|M1|P|2.2",
+                "unsupported HL7 version",
+            ),
+            (
+                "MSH|^~\\&|HIS|HOSP|||2026||ADT^A99|M2|P|2.5",
+                "unsupported message type ADT^A99",
+            ),
+            ("MSH|^~\\&|HIS|HOSP|||2026||ADT^A04||P|2.5", "MSH-10"),
+        ];
+        for (text, reason) in cases {
+            let d = check(text);
+            let Decision::Reject { ack, reason: why } = &d else {
+                panic!("{text}: {d:?}")
+            };
+            assert!(why.contains(reason), "{text}: {why}");
+            let ack = String::from_utf8_lossy(ack);
+            assert!(ack.contains("MSA|AR|"), "{ack}");
+            assert!(ack.contains("ERR|"), "{ack}");
+        }
+        let d = check("MSH|^~\\&|HIS|HOSP|||2026||ADT^A99|M2|P|2.5");
+        assert!(
+            ack_text(&d).contains("MSA|AR|M2"),
+            "the control id is echoed when readable"
+        );
+        assert!(matches!(
+            decide(&[0xff, 0xfe], &ME, "2026", "A"),
+            Decision::Reject { .. }
+        ));
+    }
+
+    #[test]
+    fn every_accepted_type_maps_to_a_kind() {
+        for (code, trigger, kind) in ACCEPTED {
+            let text = format!("MSH|^~\\&|S|F|||2026||{code}^{trigger}|C1|P|2.5");
+            let Decision::Accept(item) = check(&text) else {
+                panic!("{code}^{trigger}")
+            };
+            assert_eq!(&item.kind, kind);
+        }
+    }
+}

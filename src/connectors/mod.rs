@@ -1,0 +1,44 @@
+//! Healthcare connectors: one supervised actor per configured upstream system (EHR, lab,
+//! pharmacy, ...). Each commits what it receives to the journal before answering its peer.
+//!
+//! **Invariant:** a connector acknowledges to its peer only what the journal has committed.
+
+pub mod hl7v2;
+
+use crate::config::Config;
+use crate::devices::DeviceChild;
+use crate::journal::JournalWriter;
+use actix::Addr;
+use serde::Deserialize;
+
+/// Every `[connectors.<kind>]` table of the configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// The HL7 v2 MLLP listener.
+    #[serde(default)]
+    pub hl7v2: Option<hl7v2::config::Hl7Config>,
+}
+
+impl ConnectorsConfig {
+    pub fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
+        if let Some(h) = &self.hl7v2 {
+            h.validate(bad);
+        }
+    }
+}
+
+/// One supervised child per configured connector.
+pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Vec<DeviceChild> {
+    let mut children: Vec<DeviceChild> = Vec::new();
+    if let Some(h) = &config.connectors.hl7v2 {
+        children.push((
+            hl7v2::NAME.into(),
+            Box::new(hl7v2::Hl7Spawn {
+                config: h.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    children
+}

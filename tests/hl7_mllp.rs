@@ -1,0 +1,196 @@
+//! The HL7 v2 MLLP listener against the Python `hl7` package's `mllp_send` (a real MLLP
+//! client), and raw TCP for framing edge cases.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+fn hl7_gateway(dir: &std::path::Path) -> (Gateway, u16) {
+    let port = free_port();
+    let mut gw = Gateway::new(
+        dir,
+        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (gw, port)
+}
+
+/// Sends the messages of `text` (one per `MSH|` line block) with `mllp_send --loose`; returns
+/// the ACKs it printed, one per message.
+fn mllp_send(dir: &std::path::Path, port: u16, text: &str) -> Vec<String> {
+    let file = dir.join(format!("msg-{}.hl7", free_port()));
+    std::fs::write(&file, text).expect("write message file");
+    let out = Command::new("mllp_send")
+        .args(["--loose", "-p", &port.to_string(), "-f"])
+        .arg(&file)
+        .arg("127.0.0.1")
+        .output()
+        .expect("mllp_send from the Python hl7 package (scripts/test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "mllp_send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split("MSH|")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| format!("MSH|{}", s.trim()))
+        .collect()
+}
+
+/// How many inbound items the journal holds for an HL7 control id.
+fn committed(gw: &Gateway, control_id: &str) -> i64 {
+    let db = rusqlite::Connection::open_with_flags(
+        gw.dir.join("data/journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal read-only");
+    db.query_row(
+        "SELECT count(*) FROM inbound WHERE source_id = ?1 AND source LIKE 'hl7:%'",
+        [control_id],
+        |r| r.get(0),
+    )
+    .expect("count")
+}
+
+const A04_V23: &str = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124140500||ADT^A04|V23-1|P|2.3\n\
+EVN|A04|20261124140500\n\
+PID|1||555^^^CLINIC^MR~777^^^SSA||O\\S\\BRIEN^ANNE\\T\\MARIE||19700101|F|||1 MAIN ST\\F\\APT 2^^SPRINGFIELD\n\
+NTE|1||line one\\X0D\\line two \\E\\ done\n";
+
+const S12_V251: &str = "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|20261124140600||SIU^S12^SIU_S12|V251-1|P|2.5.1\n\
+SCH|1|1||||||||30|MIN\n\
+PID|1||556^^^CLINIC^MR||ROE^RICHARD\n";
+
+const R01_V28: &str = "MSH|^~\\&|LAB|HOSP|EDGE|CLINIC|20261124140700||ORU^R01^ORU_R01|V28-1|P|2.8\n\
+PID|1||557^^^CLINIC^MR||POE^PAT\n\
+OBR|1||X1|GLU^Glucose\n\
+OBX|1|NM|GLU^Glucose||7.4|mmol/L|||||F\n";
+
+#[test]
+fn messages_in_several_versions_are_committed_then_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway(dir.path());
+    let acks = mllp_send(dir.path(), port, &format!("{A04_V23}{S12_V251}{R01_V28}"));
+    assert_eq!(acks.len(), 3, "{acks:?}");
+    for (ack, id) in acks.iter().zip(["V23-1", "V251-1", "V28-1"]) {
+        assert!(ack.contains(&format!("MSA|AA|{id}")), "{ack}");
+        assert_eq!(committed(&gw, id), 1, "{id} committed before its AA");
+    }
+    let health = gw.get_json("/api/v1/actors");
+    assert!(health.to_string().contains("\"hl7v2-mllp\""), "{health}");
+}
+
+#[test]
+fn resend_gets_the_same_ack_and_is_not_processed_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway(dir.path());
+    let first = mllp_send(dir.path(), port, S12_V251);
+    let again = mllp_send(dir.path(), port, S12_V251);
+    assert_eq!(
+        first, again,
+        "a resend is answered with the stored ACK, byte for byte"
+    );
+    assert_eq!(committed(&gw, "V251-1"), 1);
+}
+
+#[test]
+fn resend_after_kill_9_is_answered_without_double_processing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut gw, port) = hl7_gateway(dir.path());
+    let first = mllp_send(dir.path(), port, A04_V23);
+    assert!(first[0].contains("MSA|AA|V23-1"));
+    // The sender saw no ACK (say the connection broke); the gateway dies; the sender resends.
+    gw.kill9();
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let again = mllp_send(dir.path(), port, A04_V23);
+    assert_eq!(first, again);
+    assert_eq!(committed(&gw, "V23-1"), 1);
+}
+
+fn framed(text: &str) -> Vec<u8> {
+    [
+        &[0x0b][..],
+        text.replace('\n', "\r").as_bytes(),
+        &[0x1c, 0x0d],
+    ]
+    .concat()
+}
+
+/// Reads MLLP frames from the stream until `n` have arrived.
+fn read_acks(stream: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    while data.iter().filter(|&&b| b == 0x1c).count() < n {
+        let got = stream.read(&mut buf).expect("read ACK");
+        assert!(
+            got > 0,
+            "connection closed; got {}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..got]);
+    }
+    String::from_utf8_lossy(&data)
+        .split('\u{1c}')
+        .map(|s| s.trim_matches(['\u{0b}', '\r']).to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+fn garbage_split_frames_and_unsupported_types_keep_the_connection_usable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway(dir.path());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // Garbage in a frame, noise between frames, then an unsupported type and a good message
+    // in a single write.
+    let mut batch = framed("\u{1}\u{2}not hl7 at all");
+    batch.extend_from_slice(b"\r\nnoise");
+    batch.extend(framed("MSH|^~\\&|HIS|HOSP|||2026||ADT^A99|U-1|P|2.5\n"));
+    batch.extend(framed("MSH|^~\\&|HIS|HOSP|||2026||ADT^A04|G-1|P|2.2\n"));
+    batch.extend(framed(A04_V23));
+    s.write_all(&batch).expect("write");
+    let acks = read_acks(&mut s, 4);
+    assert!(
+        acks[0].contains("MSA|AR|") && acks[0].contains("not an HL7 v2 message"),
+        "{}",
+        acks[0]
+    );
+    assert!(
+        acks[1].contains("MSA|AR|U-1") && acks[1].contains("unsupported message type ADT\\S\\A99"),
+        "{}",
+        acks[1]
+    );
+    assert!(
+        acks[2].contains("MSA|AR|G-1") && acks[2].contains("unsupported HL7 version"),
+        "{}",
+        acks[2]
+    );
+    assert!(acks[3].contains("MSA|AA|V23-1"), "{}", acks[3]);
+    // A frame dribbled a few bytes at a time on the same connection.
+    for chunk in framed(R01_V28).chunks(7) {
+        s.write_all(chunk).expect("write");
+        s.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let acks = read_acks(&mut s, 1);
+    assert!(acks[0].contains("MSA|AA|V28-1"), "{}", acks[0]);
+    assert_eq!(
+        committed(&gw, "U-1"),
+        0,
+        "refused messages are not processed"
+    );
+    assert_eq!(committed(&gw, "V28-1"), 1);
+}
