@@ -8,6 +8,7 @@ pub mod devices;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
+pub mod queue;
 pub mod relay;
 pub mod supervisor;
 pub mod web;

@@ -47,11 +47,22 @@ pub enum JournalError {
     Sqlite(String),
     #[error("journal data is inconsistent: {0}")]
     Corrupt(String),
+    /// The request is not allowed in the current state (e.g. completing a cancelled entry).
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("journal writer has stopped")]
     Closed,
 }
 
 impl JournalError {
+    /// True when the batch holding the failed request must be rolled back as a whole (the
+    /// storage failed), false when only this request is refused.
+    fn aborts_batch(&self) -> bool {
+        matches!(self, Self::Sqlite(_) | Self::DiskFull | Self::Corrupt(_))
+    }
+
     /// True when the sender should try again later (the item was not accepted, nothing is
     /// wrong with it).
     pub fn is_retryable(&self) -> bool {
@@ -269,6 +280,31 @@ pub struct AuditRecord {
     pub action: String,
     pub detail: String,
 }
+/// Queue a patient (see [`Store`]'s `queue_check_in`).
+#[derive(Debug)]
+pub struct QueueCheckIn {
+    pub queue: String,
+    pub check_in: crate::queue::CheckIn,
+}
+/// Call the next waiting patient of a queue.
+#[derive(Debug)]
+pub struct QueueCallNext {
+    pub queue: String,
+    pub room: Option<String>,
+}
+/// A staff action on one entry.
+#[derive(Debug)]
+pub struct QueueAct {
+    pub id: i64,
+    pub action: crate::queue::Action,
+}
+/// Entries in queue order; closed ones too when `closed_since` is given.
+#[derive(Debug)]
+pub struct QueueList {
+    pub queue: Option<String>,
+    pub closed_since: Option<i64>,
+}
+
 /// The most recent audit records, newest first.
 #[derive(Debug)]
 pub struct ListAudit {
@@ -305,6 +341,10 @@ pub enum Command {
     Stats(GetStats, Reply<Stats>),
     Audit(AuditRecord, Reply<()>),
     ListAudit(ListAudit, Reply<Vec<AuditEntry>>),
+    QueueCheckIn(QueueCheckIn, Reply<(crate::queue::Entry, bool)>),
+    QueueCallNext(QueueCallNext, Reply<Option<crate::queue::Entry>>),
+    QueueAct(QueueAct, Reply<crate::queue::Entry>),
+    QueueList(QueueList, Reply<Vec<crate::queue::Entry>>),
     Ping(Ping, Reply<()>),
     Reconfigure(Reconfigure, Reply<()>),
     Close(Close, Reply<()>),
@@ -340,6 +380,10 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
+    QueueCheckIn => QueueCheckIn: (crate::queue::Entry, bool),
+    QueueCallNext => QueueCallNext: Option<crate::queue::Entry>,
+    QueueAct => QueueAct: crate::queue::Entry,
+    QueueList => QueueList: Vec<crate::queue::Entry>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -535,14 +579,16 @@ impl Writer {
                             }
                         }),
                     };
-                    if let (Err(e), None) = (&r, &refused) {
+                    if let (Err(e), None) = (&r, &refused)
+                        && e.aborts_batch()
+                    {
                         abort = Some(e.clone());
                     }
                     done(reply, r)
                 }
                 Command::Claim(Claim { destination, limit }, reply) => {
                     let r = tx.claim(&destination, limit, now);
-                    abort = r.as_ref().err().cloned();
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::Delivered(Delivered(ids), reply) => {
@@ -550,7 +596,7 @@ impl Writer {
                     if let Ok(n) = &r {
                         counts.delivered += *n as u64;
                     }
-                    abort = r.as_ref().err().cloned();
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::Failed(
@@ -576,7 +622,7 @@ impl Writer {
                         counts.retries += *retry as u64;
                         counts.dead += *dead as u64;
                     }
-                    abort = r.as_ref().err().cloned();
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::ListDead(ListDead { destination, limit }, reply) => {
@@ -593,7 +639,7 @@ impl Writer {
                 ) => {
                     let r = tx.replay(&destination, id, &by, now);
                     woken.insert(destination);
-                    abort = r.as_ref().err().cloned();
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::Stats(GetStats, reply) => {
@@ -612,11 +658,41 @@ impl Writer {
                     reply,
                 ) => {
                     let r = tx.audit(&actor, &action, &detail, now);
-                    abort = r.as_ref().err().cloned();
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::ListAudit(ListAudit { limit }, reply) => {
                     let r = tx.audit_log(limit);
+                    done(reply, r)
+                }
+                Command::QueueCheckIn(QueueCheckIn { queue, check_in }, reply) => {
+                    let r = tx.queue_check_in(&queue, &check_in, now);
+                    if matches!(r, Ok((_, false))) {
+                        woken.insert(crate::CLOUD.into());
+                    }
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::QueueCallNext(QueueCallNext { queue, room }, reply) => {
+                    let r = tx.queue_call_next(&queue, room, now);
+                    woken.insert(crate::CLOUD.into());
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::QueueAct(QueueAct { id, action }, reply) => {
+                    let r = tx.queue_act(id, &action, now);
+                    woken.insert(crate::CLOUD.into());
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::QueueList(
+                    QueueList {
+                        queue,
+                        closed_since,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.queue_list(queue.as_deref(), closed_since);
                     done(reply, r)
                 }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
@@ -679,6 +755,10 @@ fn fail(command: Command, e: &JournalError) {
         Command::Stats(_, r) => drop(r.send(Err(e))),
         Command::Audit(_, r) => drop(r.send(Err(e))),
         Command::ListAudit(_, r) => drop(r.send(Err(e))),
+        Command::QueueCheckIn(_, r) => drop(r.send(Err(e))),
+        Command::QueueCallNext(_, r) => drop(r.send(Err(e))),
+        Command::QueueAct(_, r) => drop(r.send(Err(e))),
+        Command::QueueList(_, r) => drop(r.send(Err(e))),
         Command::Ping(_, r) => drop(r.send(Err(e))),
         Command::Reconfigure(_, r) => drop(r.send(Err(e))),
         Command::Close(_, r) => drop(r.send(Err(e))),

@@ -8,6 +8,7 @@ use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
     RetryPolicy, Stats,
 };
+use crate::queue::{self, Action, CheckIn, Entry, EntryState, Priority};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +19,8 @@ use std::time::Duration;
 const APPLICATION_ID: i32 = 0x43474a31;
 
 /// Schema migrations; the journal's `user_version` is how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE inbound (
     id          INTEGER PRIMARY KEY,
     event_id    TEXT    NOT NULL,
@@ -54,7 +56,35 @@ CREATE TABLE audit (
     action TEXT    NOT NULL,
     detail TEXT    NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE queue_entry (
+    id              INTEGER PRIMARY KEY,
+    queue           TEXT    NOT NULL,
+    ticket          TEXT    NOT NULL,
+    patient_ref     TEXT,
+    appointment_ref TEXT,
+    priority        INTEGER NOT NULL,
+    priority_reason TEXT,
+    state           TEXT    NOT NULL,
+    room            TEXT,
+    request_id      TEXT,
+    arrived_at      INTEGER NOT NULL,
+    called_at       INTEGER,
+    in_room_at      INTEGER,
+    closed_at       INTEGER,
+    updated_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX queue_entry_request ON queue_entry(queue, request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX queue_entry_open ON queue_entry(queue, state, priority DESC, arrived_at);
+CREATE TABLE queue_counter (
+    queue TEXT    NOT NULL,
+    day   TEXT    NOT NULL,
+    next  INTEGER NOT NULL,
+    PRIMARY KEY (queue, day)
+);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -592,6 +622,147 @@ impl Batch<'_> {
         Ok(outbox + inbound)
     }
 
+    /// Queues a patient: the next ticket of the day in `queue`, at the end of its priority band,
+    /// with a `queue.checked_in` event for the cloud in the same transaction. A check-in whose
+    /// `request_id` was seen before in this queue returns that entry (`true`) instead.
+    pub fn queue_check_in(
+        &mut self,
+        queue_name: &str,
+        c: &CheckIn,
+        now: i64,
+    ) -> Result<(Entry, bool), JournalError> {
+        if let Some(request_id) = &c.request_id {
+            let found = self
+                .tx
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM queue_entry WHERE queue = ?1 AND request_id = ?2"
+                ))?
+                .query_row(params![queue_name, request_id], entry_from_row)
+                .optional()?;
+            if let Some(entry) = found {
+                return Ok((entry, true));
+            }
+        }
+        let day = humantime::format_rfc3339(
+            std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
+        )
+        .to_string()[..10]
+            .to_string();
+        let n: i64 = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO queue_counter (queue, day, next) VALUES (?1, ?2, 1)
+             ON CONFLICT (queue, day) DO UPDATE SET next = next + 1 RETURNING next",
+            )?
+            .query_row(params![queue_name, day], |r| r.get(0))?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO queue_entry (queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, request_id, arrived_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?8, ?8)",
+            )?
+            .execute(params![
+                queue_name,
+                queue::ticket_label(queue_name, n),
+                c.patient_ref,
+                c.appointment_ref,
+                c.priority as i64,
+                c.priority_reason,
+                c.request_id,
+                now
+            ])?;
+        let entry = self.queue_entry(self.tx.last_insert_rowid())?;
+        self.queue_event("queue.checked_in", &entry, now)?;
+        Ok((entry, false))
+    }
+
+    fn queue_entry(&mut self, id: i64) -> Result<Entry, JournalError> {
+        self.tx
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM queue_entry WHERE id = ?1"
+            ))?
+            .query_row([id], entry_from_row)
+            .optional()?
+            .ok_or_else(|| JournalError::NotFound(format!("no queue entry {id}")))
+    }
+
+    /// The cloud event of a queue change, keyed by queue so a queue's changes stay in order.
+    fn queue_event(&mut self, kind: &str, entry: &Entry, now: i64) -> Result<(), JournalError> {
+        let item = NewItem {
+            source: "queue".into(),
+            source_id: None,
+            kind: kind.into(),
+            key: format!("queue:{}", entry.queue),
+            schema: format!("clinic-gateway/{kind}@1"),
+            payload: serde_json::to_vec(entry).map_err(|e| JournalError::Corrupt(e.to_string()))?,
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        };
+        self.append(&item, now).map(|_| ())
+    }
+
+    /// Applies a staff action to an entry, if its state allows it.
+    pub fn queue_act(&mut self, id: i64, action: &Action, now: i64) -> Result<Entry, JournalError> {
+        let entry = self.queue_entry(id)?;
+        let to = queue::transition(entry.state, action)
+            .map_err(|e| JournalError::Rejected(e.to_string()))?;
+        let room = match action {
+            Action::Call { room } => room.clone().or(entry.room.clone()),
+            Action::AssignRoom { room } => Some(room.clone()),
+            _ => entry.room.clone(),
+        };
+        self.tx.prepare_cached(
+            "UPDATE queue_entry SET state = ?2, room = ?3, updated_at = ?4,
+                 called_at  = CASE WHEN ?2 = 'called'  THEN ?4 ELSE called_at END,
+                 in_room_at = CASE WHEN ?2 = 'in_room' THEN ?4 ELSE in_room_at END,
+                 closed_at  = CASE WHEN ?2 IN ('done', 'no_show', 'cancelled', 'left') THEN ?4 ELSE closed_at END
+             WHERE id = ?1",
+        )?
+        .execute(params![id, to.as_str(), room, now])?;
+        let entry = self.queue_entry(id)?;
+        self.queue_event(action.event_kind(), &entry, now)?;
+        Ok(entry)
+    }
+
+    /// Calls the first waiting patient of a queue (priority, then arrival), if any.
+    pub fn queue_call_next(
+        &mut self,
+        queue_name: &str,
+        room: Option<String>,
+        now: i64,
+    ) -> Result<Option<Entry>, JournalError> {
+        let next: Option<i64> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM queue_entry WHERE queue = ?1 AND state = 'waiting'
+                  ORDER BY priority DESC, arrived_at, id LIMIT 1",
+            )?
+            .query_row([queue_name], |r| r.get(0))
+            .optional()?;
+        next.map(|id| self.queue_act(id, &Action::Call { room }, now))
+            .transpose()
+    }
+
+    /// Entries in queue order (priority, then arrival): every open one, or also the closed ones
+    /// of the last `closed_since` ms.
+    pub fn queue_list(
+        &mut self,
+        queue_name: Option<&str>,
+        closed_since: Option<i64>,
+    ) -> Result<Vec<Entry>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM queue_entry
+                  WHERE (?1 IS NULL OR queue = ?1)
+                    AND (state IN ('waiting', 'called', 'in_room') OR (?2 IS NOT NULL AND closed_at >= ?2))
+                  ORDER BY queue, priority DESC, arrived_at, id"
+            ))?
+            .query_map(params![queue_name, closed_since], entry_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// State name of one outbox row, for tests and the CLI.
     pub fn row_state(&mut self, id: i64) -> Result<Option<&'static str>, JournalError> {
         Ok(self
@@ -602,4 +773,32 @@ impl Batch<'_> {
             .optional()?
             .map(state_name))
     }
+}
+
+/// Columns read by [`entry_from_row`], in its order.
+const ENTRY_COLUMNS: &str = "id, queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, room, arrived_at, called_at, in_room_at, closed_at";
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let state: String = r.get(7)?;
+    Ok(Entry {
+        id: r.get(0)?,
+        queue: r.get(1)?,
+        ticket: r.get(2)?,
+        patient_ref: r.get(3)?,
+        appointment_ref: r.get(4)?,
+        priority: Priority::from_i64(r.get(5)?),
+        priority_reason: r.get(6)?,
+        state: EntryState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                7,
+                rusqlite::types::Type::Text,
+                format!("unknown queue state {state:?}").into(),
+            )
+        })?,
+        room: r.get(8)?,
+        arrived_at: r.get(9)?,
+        called_at: r.get(10)?,
+        in_room_at: r.get(11)?,
+        closed_at: r.get(12)?,
+    })
 }

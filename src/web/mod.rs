@@ -14,6 +14,7 @@ use crate::journal::{
     self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
 };
 use crate::metrics::{self, METRICS};
+use crate::queue;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -60,6 +61,19 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/api/v1/events", web::post().to(ingest))
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
+            .route("/api/v1/queues", web::get().to(queue_list))
+            .route(
+                "/api/v1/queues/{queue}/check-in",
+                web::post().to(queue_check_in),
+            )
+            .route(
+                "/api/v1/queues/{queue}/call-next",
+                web::post().to(queue_call_next),
+            )
+            .route(
+                "/api/v1/queue-entries/{id}/{action}",
+                web::post().to(queue_act),
+            )
     })
     .workers(1)
     .shutdown_timeout(2)
@@ -73,6 +87,8 @@ const MAX_EVENT_BYTES: usize = 256 * 1024;
 fn journal_error(e: JournalError) -> HttpResponse {
     let status = match e {
         JournalError::Full { .. } | JournalError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        JournalError::Rejected(_) => StatusCode::CONFLICT,
+        JournalError::NotFound(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     HttpResponse::build(status)
@@ -224,6 +240,120 @@ async fn dlq_replay(
     .await
     {
         Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct QueueQuery {
+    queue: Option<String>,
+}
+
+async fn queue_list(s: web::Data<AppState>, q: web::Query<QueueQuery>) -> HttpResponse {
+    let msg = journal::QueueList {
+        queue: q.into_inner().queue,
+        closed_since: None,
+    };
+    match journal::ask(&s.journal, msg).await {
+        Ok(entries) => HttpResponse::Ok().json(entries),
+        Err(e) => journal_error(e),
+    }
+}
+
+fn bad_queue(name: &str) -> Option<HttpResponse> {
+    (!queue::valid_queue_name(name)).then(|| {
+        HttpResponse::BadRequest()
+            .json(json!({ "error": "queue name: 1 to 32 letters, digits, '-', '_'" }))
+    })
+}
+
+async fn queue_check_in(
+    s: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<queue::CheckIn>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    if let Some(r) = bad_queue(&name) {
+        return r;
+    }
+    let check_in = body.into_inner();
+    if let Err(msg) = check_in.validate() {
+        return HttpResponse::BadRequest().json(json!({ "error": msg }));
+    }
+    match journal::ask(
+        &s.journal,
+        journal::QueueCheckIn {
+            queue: name,
+            check_in,
+        },
+    )
+    .await
+    {
+        Ok((entry, duplicate)) => {
+            HttpResponse::Created().json(json!({ "entry": entry, "duplicate": duplicate }))
+        }
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RoomBody {
+    room: Option<String>,
+}
+
+fn room_ok(room: &Option<String>) -> bool {
+    room.as_ref()
+        .is_none_or(|r| !r.is_empty() && r.len() <= 64 && !r.chars().any(char::is_control))
+}
+
+async fn queue_call_next(
+    s: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Option<web::Json<RoomBody>>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    if let Some(r) = bad_queue(&name) {
+        return r;
+    }
+    let room = body.map(|b| b.into_inner().room).unwrap_or_default();
+    if !room_ok(&room) {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "\"room\": 1 to 64 printable characters" }));
+    }
+    match journal::ask(&s.journal, journal::QueueCallNext { queue: name, room }).await {
+        Ok(entry) => HttpResponse::Ok().json(json!({ "entry": entry })),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn queue_act(
+    s: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+    body: Option<web::Json<RoomBody>>,
+) -> HttpResponse {
+    let (id, action) = path.into_inner();
+    let room = body.map(|b| b.into_inner().room).unwrap_or_default();
+    if !room_ok(&room) {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "\"room\": 1 to 64 printable characters" }));
+    }
+    let action = match (action.as_str(), room) {
+        ("call", room) => queue::Action::Call { room },
+        ("assign-room", Some(room)) => queue::Action::AssignRoom { room },
+        ("assign-room", None) => {
+            return HttpResponse::BadRequest().json(json!({ "error": "\"room\" is required" }));
+        }
+        ("complete", _) => queue::Action::Complete,
+        ("no-show", _) => queue::Action::NoShow,
+        ("cancel", _) => queue::Action::Cancel,
+        ("left", _) => queue::Action::Left,
+        (other, _) => {
+            return HttpResponse::NotFound().json(json!({ "error": format!("unknown action {other:?}; one of call, assign-room, complete, no-show, cancel, left") }));
+        }
+    };
+    match journal::ask(&s.journal, journal::QueueAct { id, action }).await {
+        Ok(entry) => HttpResponse::Ok().json(entry),
         Err(e) => journal_error(e),
     }
 }

@@ -1,7 +1,8 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
 use super::{AppState, actor_list, overall, peer, same_origin};
-use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
+use crate::journal::{self, DeadLetter, GetStats, ListDead, QueueList, Replay, Stats};
+use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -54,11 +55,21 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
     )
     .await
     .unwrap_or_default();
+    let entries = journal::ask(
+        &s.journal,
+        QueueList {
+            queue: None,
+            closed_since: None,
+        },
+    )
+    .await
+    .unwrap_or_default();
     let html = render(
         &s.facility,
         &actors,
         stats.as_ref().ok(),
         &dead,
+        &entries,
         journal::now_ms(),
     );
     HttpResponse::Ok()
@@ -71,6 +82,7 @@ fn render(
     actors: &[ActorHealth],
     stats: Option<&Stats>,
     dead: &[DeadLetter],
+    entries: &[Entry],
     now: i64,
 ) -> String {
     let status = overall(actors, stats.is_some());
@@ -84,6 +96,7 @@ fn render(
         f = esc(facility),
         v = env!("CARGO_PKG_VERSION"),
     );
+    h.push_str(&queue_board(entries, now));
     h.push_str("<h2>Devices and connectors</h2><table><tr><th>Name</th><th>Kind</th><th>State</th><th>Since</th><th>Restarts</th><th>Last error</th></tr>");
     if actors.is_empty() {
         h.push_str("<tr><td colspan=6 class=muted>None configured.</td></tr>");
@@ -167,6 +180,42 @@ fn render(
     h
 }
 
+/// The queue board: tickets in call order per queue, never patient references.
+fn queue_board(entries: &[Entry], now: i64) -> String {
+    let mut h = String::from("<h2>Waiting queues</h2>");
+    if entries.is_empty() {
+        h.push_str("<p class=muted>Nobody is queued.</p>");
+        return h;
+    }
+    let mut queues: Vec<&str> = entries.iter().map(|e| e.queue.as_str()).collect();
+    queues.dedup();
+    for q in queues {
+        let _ = write!(
+            h,
+            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th></tr>",
+            esc(q)
+        );
+        for (i, e) in entries.iter().filter(|e| e.queue == q).enumerate() {
+            let priority = match e.priority {
+                Priority::Normal => "<span class=muted>normal</span>",
+                Priority::Elevated => "<span class=\"badge degraded\">elevated</span>",
+                Priority::Urgent => "<span class=\"badge down\">urgent</span>",
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                i + 1,
+                esc(&e.ticket),
+                e.state.as_str().replace('_', " "),
+                esc(e.room.as_deref().unwrap_or("")),
+                age(now, e.arrived_at)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h
+}
+
 #[derive(Deserialize)]
 pub(super) struct ReplayForm {
     destination: String,
@@ -225,12 +274,48 @@ mod tests {
             last_error: "refused".into(),
             dead_since: 0,
         }];
-        let html = render("clinic-1", &actors, Some(&Stats::default()), &dead, 120_000);
+        let html = render(
+            "clinic-1",
+            &actors,
+            Some(&Stats::default()),
+            &dead,
+            &[],
+            120_000,
+        );
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(!html.contains("<script>"));
         assert!(!html.contains("patient-SECRET"));
         assert!(html.contains("badge degraded"));
         assert!(html.contains("name=id value=7"));
         assert!(html.contains("Replay all dead letters for cloud"));
+    }
+
+    #[test]
+    fn queue_board_shows_tickets_in_order_without_patients() {
+        let entry = |id: i64, ticket: &str, priority: Priority| Entry {
+            id,
+            queue: "general".into(),
+            ticket: ticket.into(),
+            patient_ref: Some("MRN-SECRET".into()),
+            appointment_ref: None,
+            priority,
+            priority_reason: Some("pain".into()),
+            state: crate::queue::EntryState::Waiting,
+            room: None,
+            arrived_at: 0,
+            called_at: None,
+            in_room_at: None,
+            closed_at: None,
+        };
+        let html = queue_board(
+            &[
+                entry(2, "G-002", Priority::Urgent),
+                entry(1, "G-001", Priority::Normal),
+            ],
+            60_000,
+        );
+        assert!(html.find("G-002") < html.find("G-001"), "{html}");
+        assert!(html.contains("urgent"));
+        assert!(!html.contains("MRN-SECRET") && !html.contains("pain"));
     }
 }

@@ -1,0 +1,266 @@
+//! The local patient queue: entries per service queue, their states and the rules that move
+//! them. Pure: the journal stores entries (in the same transaction as the event each change
+//! sends to the cloud) and the web layer exposes them; neither decides what a change means.
+//!
+//! Position in a queue follows priority (urgent, elevated, normal), then arrival.
+
+use serde::{Deserialize, Serialize};
+
+/// How soon a patient must be seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Normal = 0,
+    Elevated = 1,
+    Urgent = 2,
+}
+
+impl Priority {
+    pub fn from_i64(v: i64) -> Priority {
+        match v {
+            2 => Priority::Urgent,
+            1 => Priority::Elevated,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+/// Where an entry is in its visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    Waiting,
+    Called,
+    InRoom,
+    Done,
+    NoShow,
+    Cancelled,
+    Left,
+}
+
+impl EntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Waiting => "waiting",
+            EntryState::Called => "called",
+            EntryState::InRoom => "in_room",
+            EntryState::Done => "done",
+            EntryState::NoShow => "no_show",
+            EntryState::Cancelled => "cancelled",
+            EntryState::Left => "left",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EntryState> {
+        [
+            EntryState::Waiting,
+            EntryState::Called,
+            EntryState::InRoom,
+            EntryState::Done,
+            EntryState::NoShow,
+            EntryState::Cancelled,
+            EntryState::Left,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+    }
+
+    /// Still in the queue (shown on the board, counted for waits).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            EntryState::Waiting | EntryState::Called | EntryState::InRoom
+        )
+    }
+}
+
+/// What staff or a kiosk asks of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Called to a room (or a desk).
+    Call {
+        room: Option<String>,
+    },
+    /// Seen in a room.
+    AssignRoom {
+        room: String,
+    },
+    Complete,
+    NoShow,
+    Cancel,
+    /// The patient left before being seen.
+    Left,
+}
+
+impl Action {
+    /// The event kind this change sends to the cloud.
+    pub fn event_kind(&self) -> &'static str {
+        match self {
+            Action::Call { .. } => "queue.called",
+            Action::AssignRoom { .. } => "queue.in_room",
+            Action::Complete => "queue.done",
+            Action::NoShow => "queue.no_show",
+            Action::Cancel => "queue.cancelled",
+            Action::Left => "queue.left",
+        }
+    }
+}
+
+/// A change that the entry's state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an entry that is {from} cannot be {action}")]
+pub struct TransitionError {
+    pub from: &'static str,
+    pub action: &'static str,
+}
+
+/// The state an action leads to, if the current state allows it.
+pub fn transition(from: EntryState, action: &Action) -> Result<EntryState, TransitionError> {
+    use EntryState::*;
+    let to = match (from, action) {
+        (Waiting | Called, Action::Call { .. }) => Called,
+        (Waiting | Called | InRoom, Action::AssignRoom { .. }) => InRoom,
+        (Called | InRoom, Action::Complete) => Done,
+        (Waiting | Called, Action::NoShow) => NoShow,
+        (Waiting | Called, Action::Cancel) => Cancelled,
+        (Waiting | Called, Action::Left) => Left,
+        _ => {
+            return Err(TransitionError {
+                from: from.as_str(),
+                action: match action {
+                    Action::Call { .. } => "called",
+                    Action::AssignRoom { .. } => "assigned a room",
+                    Action::Complete => "completed",
+                    Action::NoShow => "marked no-show",
+                    Action::Cancel => "cancelled",
+                    Action::Left => "marked as left",
+                },
+            });
+        }
+    };
+    Ok(to)
+}
+
+/// A patient's place in a queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: i64,
+    pub queue: String,
+    /// Printed on the ticket and shown on the board, e.g. `A-012`.
+    pub ticket: String,
+    pub patient_ref: Option<String>,
+    pub appointment_ref: Option<String>,
+    pub priority: Priority,
+    pub priority_reason: Option<String>,
+    pub state: EntryState,
+    pub room: Option<String>,
+    pub arrived_at: i64,
+    pub called_at: Option<i64>,
+    pub in_room_at: Option<i64>,
+    pub closed_at: Option<i64>,
+}
+
+/// A check-in: a new entry at the end of its priority band.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckIn {
+    pub patient_ref: Option<String>,
+    pub appointment_ref: Option<String>,
+    #[serde(default = "normal")]
+    pub priority: Priority,
+    /// Why the priority is raised; required above normal.
+    #[serde(default)]
+    pub priority_reason: Option<String>,
+    /// The kiosk's or desk's id for this check-in, so that a retried request does not queue
+    /// the patient twice.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+fn normal() -> Priority {
+    Priority::Normal
+}
+
+impl CheckIn {
+    /// Checks the fields; the message names the one that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("patient_ref", &self.patient_ref),
+            ("appointment_ref", &self.appointment_ref),
+            ("request_id", &self.request_id),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.len() > 128 || v.chars().any(char::is_control))
+            {
+                return Err(format!("\"{name}\": 1 to 128 printable characters"));
+            }
+        }
+        if self.priority > Priority::Normal
+            && self.priority_reason.as_deref().is_none_or(str::is_empty)
+        {
+            return Err("\"priority_reason\" is required for elevated and urgent priority".into());
+        }
+        Ok(())
+    }
+}
+
+/// Queue names are part of URLs and event keys: letters, digits, `-` and `_`.
+pub fn valid_queue_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The ticket label for the n-th check-in of the day in a queue: the queue's first letter,
+/// upper-cased, and a three-digit number (`general`, 12 → `G-012`).
+pub fn ticket_label(queue: &str, n: i64) -> String {
+    let letter = queue.chars().next().map_or('Q', |c| c.to_ascii_uppercase());
+    format!("{letter}-{n:03}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_follow_the_visit() {
+        use EntryState::*;
+        let call = Action::Call { room: None };
+        let room = Action::AssignRoom { room: "3".into() };
+        assert_eq!(transition(Waiting, &call), Ok(Called));
+        assert_eq!(transition(Called, &room), Ok(InRoom));
+        assert_eq!(transition(InRoom, &Action::Complete), Ok(Done));
+        assert_eq!(transition(Waiting, &Action::NoShow), Ok(NoShow));
+        let e = transition(Done, &call).expect_err("closed entries stay closed");
+        assert_eq!(e.to_string(), "an entry that is done cannot be called");
+        assert!(transition(InRoom, &Action::NoShow).is_err());
+        assert!(transition(Waiting, &Action::Complete).is_err());
+    }
+
+    #[test]
+    fn check_in_needs_a_reason_for_priority() {
+        let mut c = CheckIn {
+            patient_ref: Some("p1".into()),
+            appointment_ref: None,
+            priority: Priority::Urgent,
+            priority_reason: None,
+            request_id: None,
+        };
+        assert!(c.validate().is_err());
+        c.priority_reason = Some("chest pain".into());
+        assert_eq!(c.validate(), Ok(()));
+        c.patient_ref = Some(String::new());
+        assert!(c.validate().expect_err("empty").contains("patient_ref"));
+    }
+
+    #[test]
+    fn tickets_and_names() {
+        assert_eq!(ticket_label("general", 12), "G-012");
+        assert_eq!(ticket_label("lab", 1234), "L-1234");
+        assert!(valid_queue_name("lab-draw_2"));
+        assert!(!valid_queue_name("a/b"));
+    }
+}
