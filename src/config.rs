@@ -530,16 +530,29 @@ impl Locator {
         let mut table: &dyn toml_edit::TableLike = doc.as_table();
         let mut line = 0;
         for part in path.split('.') {
-            let Some((key, item)) = table.get_key_value(part) else {
+            // `name[3]` is the fourth table of an array of tables.
+            let (name, index) = match part.split_once('[') {
+                Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let Some((key, item)) = table.get_key_value(name) else {
                 break;
             };
             if let Some(span) = key.span().or_else(|| item.span()) {
                 line = self.line_of(span.start);
             }
-            match item.as_table_like() {
-                Some(t) => table = t,
-                None => break,
-            }
+            let next = match (index, item) {
+                (Some(i), toml_edit::Item::ArrayOfTables(array)) => array.get(i).map(|t| {
+                    if let Some(span) = t.span() {
+                        line = self.line_of(span.start);
+                    }
+                    t as &dyn toml_edit::TableLike
+                }),
+                (None, item) => item.as_table_like(),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            table = next;
         }
         line
     }
@@ -648,6 +661,21 @@ mod tests {
         assert!(err[0].starts_with("t.toml:2: gateway.facility_id: "));
         assert!(err[1].starts_with("t.toml:5: relay.inflight_window: "));
         assert!(err[2].starts_with("t.toml:7: relay.tls.ca_file: cannot read /nonexistent"));
+    }
+
+    #[test]
+    fn problems_in_arrays_of_tables_point_at_their_line() {
+        let text = "[gateway]\nfacility_id = \"c\"\n[[destinations.x]]\n[relay]\nhost = \"h\"\n";
+        let at = Locator::new(Path::new("t.toml"), text);
+        assert_eq!(at.line_of_key("relay.host"), 5);
+        let text = "[[a.b]]\nk = 1\n\n[[a.b]]\nk = 2\nm = 3\n";
+        let at = Locator::new(Path::new("t.toml"), text);
+        assert_eq!(at.line_of_key("a.b[1].m"), 6);
+        assert_eq!(
+            at.line_of_key("a.b[1].missing"),
+            4,
+            "the table's own line when the key is absent"
+        );
     }
 
     #[test]

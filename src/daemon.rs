@@ -2,6 +2,7 @@
 //! page, tell systemd, reload on SIGHUP or command, and shut down cleanly on SIGTERM.
 
 use crate::config::{self, Config};
+use crate::devices::DeviceChild;
 use crate::journal::{
     self, Append, AuditRecord, Close, JournalWriter, OpenOptions, Ping, Reconfigure, Settings,
     Store,
@@ -135,19 +136,13 @@ impl Gateway {
         if new.devices != old.devices {
             // Every device actor is replaced; one whose table did not change restarts too, which
             // a device tolerates (it re-reads its state on start).
-            for (name, spawn) in crate::devices::spawns(&new, &self.journal)? {
-                self.supervisor.do_send(StartChild { name, spawn });
-            }
+            let before = crate::devices::spawns(old, &self.journal).unwrap_or_default();
+            self.replace_children(before, crate::devices::spawns(&new, &self.journal)?);
             applied.push("devices");
         }
         if new.connectors != old.connectors {
-            if old.connectors.hl7v2.is_some() && new.connectors.hl7v2.is_none() {
-                self.supervisor
-                    .do_send(StopChild(crate::connectors::hl7v2::NAME.into()));
-            }
-            for (name, spawn) in crate::connectors::spawns(&new, &self.journal) {
-                self.supervisor.do_send(StartChild { name, spawn });
-            }
+            let before = crate::connectors::spawns(old, &self.journal);
+            self.replace_children(before, crate::connectors::spawns(&new, &self.journal));
             applied.push("connectors");
         }
         if new.supervisor != old.supervisor {
@@ -169,6 +164,21 @@ impl Gateway {
         )));
         self.config = new;
         Ok(summary)
+    }
+}
+
+impl Gateway {
+    /// Starts every child of `now` (replacing a running one of the same name) and stops the
+    /// children of `before` that are no longer configured.
+    fn replace_children(&self, before: Vec<DeviceChild>, now: Vec<DeviceChild>) {
+        for (name, _) in before {
+            if !now.iter().any(|(n, _)| *n == name) {
+                self.supervisor.do_send(StopChild(name));
+            }
+        }
+        for (name, spawn) in now {
+            self.supervisor.do_send(StartChild { name, spawn });
+        }
     }
 }
 

@@ -194,3 +194,103 @@ fn garbage_split_frames_and_unsupported_types_keep_the_connection_usable() {
     );
     assert_eq!(committed(&gw, "V28-1"), 1);
 }
+
+/// The test HL7 receiver (tests/peers/hl7_receiver.py), killed on drop.
+struct Receiver {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &std::path::Path, port: u16) -> Receiver {
+        let log = dir.join(format!("received-{port}.log"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hl7_receiver.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&log)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with the hl7 package (scripts/test-deps.sh)");
+        wait_for("the HL7 receiver", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Receiver { child, log }
+    }
+
+    fn received(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn a08(control: &str) -> serde_json::Value {
+    serde_json::json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
+}
+
+#[test]
+fn outbound_messages_are_delivered_in_order_retried_and_dead_lettered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let receiver = Receiver::start(dir.path(), port);
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {port}\nack_timeout_ms = 500\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n\n[destinations.ehr-mllp]\nmax_attempts = 3\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n"
+        ),
+    );
+    gw.start();
+    let outbound = gw.url("/api/v1/hl7/outbound");
+    for control in ["OUT-1", "ERR-2", "MUTE-3", "REJ-4", "OUT-5"] {
+        let (status, body) = post(&outbound, &a08(control));
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, again) = post(&outbound, &a08("OUT-1"));
+    assert_eq!(
+        (status, again["duplicate"].as_bool()),
+        (202, Some(true)),
+        "a resend is not queued twice"
+    );
+    let (status, bad) = post(&outbound, &serde_json::json!({ "message": "PID|1" }));
+    assert_eq!(status, 400, "{bad}");
+
+    wait_for(
+        "every outbound message settled",
+        Duration::from_secs(30),
+        || {
+            let backlog = gw.get_json("/api/v1/backlog");
+            let d = &backlog["destinations"]["ehr-mllp"];
+            (d["pending"].as_u64().unwrap_or(0) == 0 && d["in_flight"].as_u64().unwrap_or(0) == 0)
+                .then_some(())
+        },
+    );
+    let received = receiver.received();
+    // One patient: strictly in order; AE and a missing ACK are retried before the next goes.
+    assert_eq!(
+        received,
+        [
+            "OUT-1", "ERR-2", "ERR-2", "MUTE-3", "MUTE-3", "REJ-4", "OUT-5"
+        ]
+    );
+    let dead = gw.get_json("/api/v1/dlq?destination=ehr-mllp");
+    let dead = dead.as_array().expect("list");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("AR"),
+        "{dead:?}"
+    );
+}

@@ -18,12 +18,18 @@ pub struct ConnectorsConfig {
     /// The HL7 v2 MLLP listener.
     #[serde(default)]
     pub hl7v2: Option<hl7v2::config::Hl7Config>,
+    /// Where outbound HL7 v2 messages (destination `ehr-mllp`) are delivered.
+    #[serde(default)]
+    pub hl7v2_out: Option<hl7v2::sender::SenderConfig>,
 }
 
 impl ConnectorsConfig {
     pub fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
         if let Some(h) = &self.hl7v2 {
             h.validate(bad);
+        }
+        if let Some(s) = &self.hl7v2_out {
+            s.validate(bad);
         }
     }
 }
@@ -36,6 +42,15 @@ pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Vec<DeviceChild
             hl7v2::NAME.into(),
             Box::new(hl7v2::Hl7Spawn {
                 config: h.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(s) = &config.connectors.hl7v2_out {
+        children.push((
+            hl7v2::sender::NAME.into(),
+            Box::new(hl7v2::sender::SenderSpawn {
+                config: s.clone(),
                 journal: journal.clone(),
             }),
         ));

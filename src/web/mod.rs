@@ -61,6 +61,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/api/v1/events", web::post().to(ingest))
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
+            .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
             .route("/api/v1/queues", web::get().to(queue_list))
             .route(
                 "/api/v1/queues/{queue}/check-in",
@@ -240,6 +241,60 @@ async fn dlq_replay(
     .await
     {
         Ok(n) => HttpResponse::Ok().json(json!({ "replayed": n })),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundHl7 {
+    /// The ER7 text; segments end in CR, LF or CRLF.
+    message: String,
+}
+
+/// Queues an HL7 v2 message for the EHR (`ehr-mllp`); its MSH-10 makes a resend idempotent.
+async fn hl7_outbound(s: web::Data<AppState>, body: web::Json<OutboundHl7>) -> HttpResponse {
+    let text = body
+        .into_inner()
+        .message
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let parsed = match hl7_2::parse(&text) {
+        Ok(m) => m,
+        Err(e) => {
+            return HttpResponse::BadRequest()
+                .json(json!({ "error": format!("\"message\": not an HL7 v2 message: {e}") }));
+        }
+    };
+    let field = |p: &str| parsed.get(p).ok().flatten().unwrap_or_default();
+    let control = field("MSH-10");
+    if control.is_empty() {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "\"message\": MSH-10 (control id) is empty" }));
+    }
+    let (code, trigger) = (field("MSH-9.1"), field("MSH-9.2"));
+    let patient = field("PID-3.1");
+    let item = NewItem {
+        source: "api:hl7-out".into(),
+        source_id: Some(control),
+        kind: format!(
+            "hl7.outbound.{}",
+            format!("{code}_{trigger}").to_lowercase()
+        ),
+        key: if patient.is_empty() {
+            "hl7-out".into()
+        } else {
+            format!("patient:{patient}")
+        },
+        schema: format!("hl7v2/{code}_{trigger}@{}", field("MSH-12.1")),
+        payload: text.into_bytes(),
+        reply: None,
+        occurred_at: None,
+        destinations: vec![crate::connectors::hl7v2::sender::DESTINATION.into()],
+    };
+    match journal::ask(&s.journal, Append(item)).await {
+        Ok(r) => HttpResponse::Accepted()
+            .json(json!({ "event_id": r.event_id, "duplicate": r.duplicate })),
         Err(e) => journal_error(e),
     }
 }

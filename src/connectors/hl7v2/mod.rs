@@ -11,6 +11,7 @@
 pub mod config;
 pub mod mllp;
 pub mod protocol;
+pub mod sender;
 
 use crate::journal::{self, Append, JournalWriter};
 use crate::supervisor::{
