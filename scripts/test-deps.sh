@@ -17,9 +17,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# Python peers (the hl7 package's mllp_send, ...), pinned in tests/peers/requirements.txt.
+# Python peers (the hl7 package's mllp_send, the pymodbus simulator with pyserial, ...), pinned in
+# tests/peers/requirements.txt; installed only when one of them is missing or at another version.
 req="$(dirname "$0")/../tests/peers/requirements.txt"
-if ! python3 -m pip freeze 2>/dev/null | grep -qxFf <(grep -vE '^\s*(#|$)' "$req"); then
+pinned="$(grep -vE '^\s*(#|$)' "$req")"
+# Every pinned line must be installed as such (grep -f alone is satisfied by any one of them).
+if [ "$(python3 -m pip freeze 2>/dev/null | grep -cxF "$pinned")" -ne "$(printf '%s\n' "$pinned" | wc -l)" ]; then
   echo "test-deps: installing Python peers from $req" >&2
   python3 -m pip install -q --disable-pip-version-check -r "$req" >&2
 fi

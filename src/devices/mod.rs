@@ -4,6 +4,9 @@
 //! **Invariant:** device actors never touch SQLite or MQTT-to-cloud directly: they send
 //! `Append` to the journal writer and report health to the supervisor.
 
+pub mod modbus;
+pub mod occupancy;
+
 use crate::config::Config;
 use crate::journal::{JournalWriter, NewItem};
 use crate::supervisor::Spawn;
@@ -13,22 +16,41 @@ use serde::Deserialize;
 /// Every `[[devices.<kind>]]` table of the configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct DevicesConfig {}
+pub struct DevicesConfig {
+    /// Room occupancy sensors on a local MQTT broker (`[devices.occupancy]`).
+    #[serde(default)]
+    pub occupancy: Option<crate::devices::occupancy::config::OccupancyConfig>,
+    /// Modbus TCP and RTU sensors, one `[[devices.modbus]]` table each.
+    #[serde(default)]
+    pub modbus: Vec<crate::devices::modbus::config::ModbusDevice>,
+}
 
 impl DevicesConfig {
     /// Reports every problem as (dotted key with `[index]` for arrays, message).
-    pub fn validate(&self, _config: &Config, _bad: &mut dyn FnMut(&str, String)) {}
+    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
+        if let Some(o) = &self.occupancy {
+            o.validate(config, bad);
+        }
+        modbus::config::validate(&self.modbus, bad);
+    }
 }
 
 /// A device child: its supervisor name and how to start it.
 pub type DeviceChild = (String, Box<dyn Spawn>);
 
 /// One supervised child per configured device.
-pub fn spawns(
-    _config: &Config,
-    _journal: &Addr<JournalWriter>,
-) -> Result<Vec<DeviceChild>, String> {
-    Ok(Vec::new())
+pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Result<Vec<DeviceChild>, String> {
+    let mut children: Vec<DeviceChild> = Vec::new();
+    if let Some(o) = &config.devices.occupancy {
+        let spawn =
+            occupancy::OccupancySpawn::new(config, o, journal).map_err(|e| e.to_string())?;
+        children.push((occupancy::NAME.into(), Box::new(spawn)));
+    }
+    for device in &config.devices.modbus {
+        let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
+        children.push((format!("modbus:{}", device.name), Box::new(spawn)));
+    }
+    Ok(children)
 }
 
 /// An event from a device for the cloud, keyed by the device so that its events stay in order.
