@@ -11,7 +11,9 @@ use clinic_gateway::devices::modbus::protocol::Value;
 use clinic_gateway::devices::modbus::{
     ActorSlot, GetReadings, ModbusError, ModbusSpawn, Reading, Write,
 };
-use clinic_gateway::journal::{self, Claim, JournalWriter, OpenOptions, Settings, Store};
+use clinic_gateway::journal::{
+    self, Claim, JournalWriter, ListAudit, OpenOptions, Settings, Store,
+};
 use clinic_gateway::supervisor::{
     ActorHealth, GetHealth, HealthState, StartChild, StopAll, Supervisor,
 };
@@ -210,6 +212,11 @@ impl Spine {
 
     /// The `device.reading` payloads the cloud would receive next (claimed, so each is seen once).
     async fn new_events(&self) -> Vec<serde_json::Value> {
+        self.new_events_of("device.reading").await
+    }
+
+    /// The payloads of `kind` the cloud would receive next (claimed; other kinds are dropped).
+    async fn new_events_of(&self, kind: &str) -> Vec<serde_json::Value> {
         let claim = Claim {
             destination: "cloud".into(),
             limit: 10_000,
@@ -218,7 +225,7 @@ impl Spine {
             .await
             .expect("claim")
             .into_iter()
-            .filter(|row| row.kind == "device.reading")
+            .filter(|row| row.kind == kind)
             .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
             .collect()
     }
@@ -644,6 +651,7 @@ fn killed_peer_degrades_the_device_and_its_return_heals_it() {
         let write = Write {
             register: "setpoint".into(),
             value: Value::Number(900.0),
+            by: "test:staff".into(),
         };
         let refused = slots["env"].addr().expect("actor").send(write).await;
         assert!(
@@ -740,6 +748,7 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
         let write = |register: &str, value| Write {
             register: register.into(),
             value,
+            by: "test:staff".into(),
         };
         for (register, value) in [
             ("setpoint", Value::Number(-22.5)),
@@ -763,6 +772,31 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
         );
         assert_eq!(value_of(&r, "flow").value, Some(Value::Number(-1234.75)));
         assert_eq!(value_of(&r, "fan").value, Some(Value::Bool(true)));
+        let audit = journal::ask(&spine.journal, ListAudit { limit: 10 })
+            .await
+            .expect("audit");
+        let audited: Vec<_> = audit
+            .iter()
+            .rev()
+            .map(|a| (a.actor.as_str(), a.action.as_str(), a.detail.as_str()))
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                ("test:staff", "device-write", "ahu setpoint = -22.5"),
+                ("test:staff", "device-write", "ahu flow = -1234.75"),
+                ("test:staff", "device-write", "ahu fan = true"),
+            ]
+        );
+        let outcomes = spine.new_events_of("device.write").await;
+        assert_eq!(
+            outcomes,
+            [
+                json!({"point": "setpoint", "value": -22.5, "by": "test:staff", "ok": true, "error": null}),
+                json!({"point": "flow", "value": -1234.75, "by": "test:staff", "ok": true, "error": null}),
+                json!({"point": "fan", "value": true, "by": "test:staff", "ok": true, "error": null}),
+            ]
+        );
 
         let refused = |r: Result<Result<(), ModbusError>, _>| {
             r.expect("mailbox").expect_err("refused").to_string()
@@ -784,6 +818,21 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
         assert_eq!(
             e,
             "register spare (holding register 40): the device answered exception 0x04 (server device failure)"
+        );
+        // Refused before the wire: not audited. Refused by the device: audited, outcome reported.
+        let audit = journal::ask(&spine.journal, ListAudit { limit: 10 })
+            .await
+            .expect("audit");
+        assert_eq!(audit.len(), 4, "{audit:?}");
+        assert_eq!(audit[0].detail, "ahu spare = 1.0");
+        let outcomes = spine.new_events_of("device.write").await;
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert_eq!(outcomes[0]["ok"], json!(false));
+        assert!(
+            outcomes[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("exception 0x04")),
+            "{outcomes:?}"
         );
         spine.stop().await;
     });

@@ -8,10 +8,11 @@ pub mod modbus;
 pub mod occupancy;
 
 use crate::config::Config;
-use crate::journal::{JournalWriter, NewItem};
+use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
 use crate::supervisor::Spawn;
 use actix::Addr;
 use serde::Deserialize;
+use std::future::Future;
 
 /// Every `[[devices.<kind>]]` table of the configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -51,6 +52,56 @@ pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Result<Vec<Devi
         children.push((format!("modbus:{}", device.name), Box::new(spawn)));
     }
     Ok(children)
+}
+
+/// A write to a building system: who asked, and what is set to which value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceWrite {
+    /// Who asked (e.g. `rule:crowding-waiting-a`, `api:staff`), recorded in the audit.
+    pub by: String,
+    pub device: String,
+    /// The point written (register, object/property) as the device's configuration names it.
+    pub point: String,
+    pub value: serde_json::Value,
+}
+
+/// Runs `write` as an audited write to a building system. The audit record is committed before
+/// anything goes on the wire, so a write the gateway made is never missing from the audit (even
+/// if it crashes before the answer); if it cannot be committed, nothing is written. The outcome
+/// follows as a `device.write` event for the cloud.
+pub async fn audited<E>(
+    journal: &Addr<JournalWriter>,
+    w: DeviceWrite,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), E>
+where
+    E: std::fmt::Display + From<JournalError>,
+{
+    let audit = AuditRecord {
+        actor: w.by.clone(),
+        action: "device-write".into(),
+        detail: format!("{} {} = {}", w.device, w.point, w.value),
+    };
+    journal::ask(journal, audit).await?;
+    let result = write.await;
+    let payload = serde_json::json!({
+        "point": w.point,
+        "value": w.value,
+        "by": w.by,
+        "ok": result.is_ok(),
+        "error": result.as_ref().err().map(ToString::to_string),
+    });
+    // The write is done (or failed) either way: a refused outcome event must not turn a
+    // successful write into an error, so it is only logged.
+    if let Err(e) = journal::ask(
+        journal,
+        Append(device_event(&w.device, "device.write", payload)),
+    )
+    .await
+    {
+        tracing::warn!(device = %w.device, point = %w.point, error = %e, "device write outcome not journaled");
+    }
+    result
 }
 
 /// An event from a device for the cloud, keyed by the device so that its events stay in order.

@@ -15,7 +15,7 @@
 pub mod config;
 pub mod protocol;
 
-use crate::devices::device_event;
+use crate::devices::{self, DeviceWrite, device_event};
 use crate::journal::{self, Append, JournalWriter};
 use crate::supervisor::{
     ChildExited, HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor,
@@ -68,6 +68,9 @@ pub enum ModbusError {
     /// A write while the link is down; nothing was written.
     #[error("the device is not connected; nothing was written")]
     NotConnected,
+    /// The write's audit record could not be committed; nothing was written.
+    #[error("nothing was written: {0}")]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 impl ModbusError {
@@ -148,6 +151,7 @@ impl Spawn for ModbusSpawn {
             }),
             config: self.config.clone(),
             writes,
+            journal: self.journal.clone(),
             shutdown: Some(shutdown_rx),
             done: Some(done_tx),
             latest,
@@ -212,6 +216,8 @@ pub struct Write {
     /// A number for a holding register (in engineering units), a bool for a coil or a `bool`
     /// holding register.
     pub value: Value,
+    /// Who asked, for the audit (e.g. `rule:crowding-waiting-a`).
+    pub by: String,
 }
 
 /// What the poll task writes.
@@ -280,6 +286,7 @@ pub struct ModbusActor {
     config: Arc<ModbusDevice>,
     /// To the poll task, which owns the link.
     writes: mpsc::Sender<WriteRequest>,
+    journal: Addr<JournalWriter>,
     shutdown: Option<watch::Receiver<bool>>,
     done: Option<oneshot::Sender<()>>,
     latest: Vec<Reading>,
@@ -321,13 +328,23 @@ impl Handler<Write> for ModbusActor {
     fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
         let prepared = prepare_write(&self.config, &msg);
         let writes = self.writes.clone();
+        let journal = self.journal.clone();
+        let audit = DeviceWrite {
+            by: msg.by,
+            device: self.config.name.clone(),
+            point: msg.register,
+            value: serde_json::to_value(msg.value).unwrap_or_default(),
+        };
         Box::pin(async move {
             let (index, data) = prepared?;
-            let (reply, answer) = oneshot::channel();
-            writes
-                .try_send(WriteRequest { index, data, reply })
-                .map_err(|_| ModbusError::NotConnected)?;
-            answer.await.map_err(|_| ModbusError::NotConnected)?
+            devices::audited(&journal, audit, async move {
+                let (reply, answer) = oneshot::channel();
+                writes
+                    .try_send(WriteRequest { index, data, reply })
+                    .map_err(|_| ModbusError::NotConnected)?;
+                answer.await.map_err(|_| ModbusError::NotConnected)?
+            })
+            .await
         })
     }
 }
