@@ -191,6 +191,7 @@ fn bench_drain(dir: &Path) {
             password: None,
             journal: journal.clone(),
             control: None,
+            rooms: Default::default(),
         };
         sup.send(StartChild {
             name: "cloud-relay".into(),

@@ -85,6 +85,9 @@ pub struct Config {
     /// Facility devices, a table array per kind (`[[devices.modbus]]`, ...).
     #[serde(default)]
     pub devices: crate::devices::DevicesConfig,
+    /// Rooms and the rules joining sensors to building systems (`[facility]`).
+    #[serde(default)]
+    pub facility: crate::facility::config::FacilityConfig,
     /// Where the file was read from; relative paths in it are resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -476,6 +479,7 @@ fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
         }
     }
     c.devices.validate(c, &mut bad);
+    c.facility.validate(c, &mut bad);
     c.connectors.validate(&mut bad);
     if c.supervisor.restart_initial_ms == 0
         || c.supervisor.restart_initial_ms > c.supervisor.restart_max_ms

@@ -3,6 +3,7 @@
 
 use crate::config::{self, Config};
 use crate::devices::DeviceChild;
+use crate::facility::FacilitySlot;
 use crate::journal::{
     self, Append, AuditRecord, Close, JournalWriter, OpenOptions, Ping, Reconfigure, Settings,
     Store,
@@ -34,6 +35,7 @@ pub struct Gateway {
     config: Config,
     journal: Addr<JournalWriter>,
     supervisor: Addr<Supervisor>,
+    rooms: FacilitySlot,
 }
 
 impl Actor for Gateway {
@@ -45,6 +47,7 @@ fn relay_spawn(
     c: &Config,
     journal: &Addr<JournalWriter>,
     control: Recipient<ReloadConfig>,
+    rooms: &FacilitySlot,
 ) -> Result<Option<RelaySpawn>, String> {
     let Some(relay) = &c.relay else {
         return Ok(None);
@@ -71,6 +74,7 @@ fn relay_spawn(
         password,
         journal: journal.clone(),
         control: Some(control),
+        rooms: rooms.clone(),
     }))
 }
 
@@ -124,7 +128,7 @@ impl Gateway {
             applied.push("journal");
         }
         if new.relay != old.relay || new.gateway.facility_id != old.gateway.facility_id {
-            match relay_spawn(&new, &self.journal, ctx.address().recipient())? {
+            match relay_spawn(&new, &self.journal, ctx.address().recipient(), &self.rooms)? {
                 Some(spawn) => self.supervisor.do_send(StartChild {
                     name: RELAY.into(),
                     spawn: Box::new(spawn),
@@ -133,11 +137,15 @@ impl Gateway {
             }
             applied.push("relay");
         }
-        if new.devices != old.devices {
+        if new.devices != old.devices || new.facility != old.facility {
             // Every device actor is replaced; one whose table did not change restarts too, which
             // a device tolerates (it re-reads its state on start).
-            let before = crate::devices::spawns(old, &self.journal).unwrap_or_default();
-            self.replace_children(before, crate::devices::spawns(&new, &self.journal)?);
+            let before =
+                crate::devices::spawns(old, &self.journal, &self.rooms).unwrap_or_default();
+            self.replace_children(
+                before,
+                crate::devices::spawns(&new, &self.journal, &self.rooms)?,
+            );
             applied.push("devices");
         }
         if new.connectors != old.connectors {
@@ -211,11 +219,13 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     )?;
     let (journal, writer) = JournalWriter::start(store, Settings::from_config(&config))?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
+    let rooms = FacilitySlot::default();
     let gateway = Gateway {
         path: path.clone(),
         config: config.clone(),
         journal: journal.clone(),
         supervisor: supervisor.clone(),
+        rooms: rooms.clone(),
     }
     .start();
     let started_event = gateway_event(
@@ -227,8 +237,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     if let Err(e) = journal::ask(&journal, Append(started_event)).await {
         tracing::warn!(error = %e, "start-up event not journaled");
     }
-    if let Some(spawn) =
-        relay_spawn(&config, &journal, gateway.clone().recipient()).map_err(anyhow::Error::msg)?
+    if let Some(spawn) = relay_spawn(&config, &journal, gateway.clone().recipient(), &rooms)
+        .map_err(anyhow::Error::msg)?
     {
         supervisor
             .send(StartChild {
@@ -237,7 +247,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             })
             .await?;
     }
-    for (name, spawn) in crate::devices::spawns(&config, &journal).map_err(anyhow::Error::msg)? {
+    for (name, spawn) in
+        crate::devices::spawns(&config, &journal, &rooms).map_err(anyhow::Error::msg)?
+    {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     for (name, spawn) in crate::connectors::spawns(&config, &journal) {
@@ -247,6 +259,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         journal: journal.clone(),
         supervisor: supervisor.clone(),
         gateway: gateway.clone(),
+        rooms,
         facility: config.gateway.facility_id.clone(),
         started_at: journal::now_ms(),
     };

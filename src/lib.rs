@@ -5,6 +5,7 @@ pub mod config;
 pub mod connectors;
 pub mod daemon;
 pub mod devices;
+pub mod facility;
 pub mod journal;
 pub mod metrics;
 pub mod notify;

@@ -55,6 +55,32 @@ pub trait Running: Send {
     fn stop(self: Box<Self>) -> StopFuture;
 }
 
+/// Where a child's current actor can be found: the address changes with every restart, so
+/// other parts keep the slot, not an address. Empty while the child is not running.
+pub struct Slot<A: Actor>(std::sync::Arc<std::sync::Mutex<Option<Addr<A>>>>);
+
+impl<A: Actor> Slot<A> {
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, addr: Option<Addr<A>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+}
+
+impl<A: Actor> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot(Default::default())
+    }
+}
+
 /// Starts a child; called again for every restart.
 pub trait Spawn: Send {
     fn kind(&self) -> &'static str;

@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
 use crate::supervisor::Spawn;
 use actix::Addr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
 
 /// Every `[[devices.<kind>]]` table of the configuration.
@@ -39,19 +40,102 @@ impl DevicesConfig {
 /// A device child: its supervisor name and how to start it.
 pub type DeviceChild = (String, Box<dyn Spawn>);
 
-/// One supervised child per configured device.
-pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Result<Vec<DeviceChild>, String> {
+/// One supervised child per configured device, and the facility rules over them (which reach
+/// the devices through their slots, and are reached through `facility`).
+pub fn spawns(
+    config: &Config,
+    journal: &Addr<JournalWriter>,
+    facility: &crate::facility::FacilitySlot,
+) -> Result<Vec<DeviceChild>, String> {
     let mut children: Vec<DeviceChild> = Vec::new();
+    let mut handles = Handles::default();
     if let Some(o) = &config.devices.occupancy {
         let spawn =
             occupancy::OccupancySpawn::new(config, o, journal).map_err(|e| e.to_string())?;
+        handles.occupancy = Some(spawn.handle.clone());
         children.push((occupancy::NAME.into(), Box::new(spawn)));
     }
     for device in &config.devices.modbus {
         let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
+        handles.modbus.insert(device.name.clone(), spawn.slot());
         children.push((format!("modbus:{}", device.name), Box::new(spawn)));
     }
+    if !config.facility.is_empty() {
+        let spawn = crate::facility::FacilitySpawn::new(
+            config.facility.clone(),
+            handles,
+            journal.clone(),
+            facility.clone(),
+        );
+        children.push((crate::facility::NAME.into(), Box::new(spawn)));
+    }
     Ok(children)
+}
+
+/// A value written to a device point.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Setting {
+    Bool(bool),
+    Number(f64),
+}
+
+/// How other actors reach the running devices: their slots, by device name.
+#[derive(Clone, Default)]
+pub struct Handles {
+    pub occupancy: Option<occupancy::OccupancyHandle>,
+    pub modbus: BTreeMap<String, modbus::ActorSlot>,
+}
+
+impl Handles {
+    /// The latest good value of a device point (a bool as 0 or 1); `None` while it is unknown
+    /// or its last read failed.
+    pub async fn point(&self, device: &str, point: &str) -> Option<f64> {
+        let actor = self.modbus.get(device)?.addr()?;
+        let readings = actor.send(modbus::GetReadings).await.ok()?;
+        let r = readings.into_iter().find(|r| r.name == point)?;
+        if r.error.is_some() {
+            return None;
+        }
+        match r.value? {
+            modbus::protocol::Value::Number(n) => Some(n),
+            modbus::protocol::Value::Bool(b) => Some(f64::from(u8::from(b))),
+        }
+    }
+
+    /// Writes `value` to a device point as `by`, audited (see [`audited`]); `None` gives the
+    /// point back to the building's own control (a BACnet relinquish).
+    pub async fn write(
+        &self,
+        device: &str,
+        point: &str,
+        value: Option<Setting>,
+        by: &str,
+    ) -> Result<(), String> {
+        let actor = self
+            .modbus
+            .get(device)
+            .and_then(|s| s.addr())
+            .ok_or_else(|| format!("device {device} is not running"))?;
+        let value = match value {
+            Some(Setting::Number(n)) => modbus::protocol::Value::Number(n),
+            Some(Setting::Bool(b)) => modbus::protocol::Value::Bool(b),
+            None => {
+                return Err(format!(
+                    "{device} {point}: Modbus has no priority array to relinquish"
+                ));
+            }
+        };
+        let write = modbus::Write {
+            register: point.into(),
+            value,
+            by: by.into(),
+        };
+        match actor.send(write).await {
+            Ok(r) => r.map_err(|e| format!("{device}: {e}")),
+            Err(_) => Err(format!("device {device} stopped")),
+        }
+    }
 }
 
 /// A write to a building system: who asked, and what is set to which value.

@@ -305,6 +305,17 @@ pub struct QueueList {
     pub closed_since: Option<i64>,
 }
 
+/// Takes a room out of service (`hold`) or puts it back (`None`); audited with `by`.
+#[derive(Debug)]
+pub struct SetRoomHold {
+    pub room: String,
+    pub hold: Option<(crate::facility::Hold, Option<String>)>,
+    pub by: String,
+}
+/// Every room currently held out of service.
+#[derive(Debug)]
+pub struct ListRoomHolds;
+
 /// The most recent audit records, newest first.
 #[derive(Debug)]
 pub struct ListAudit {
@@ -329,45 +340,38 @@ pub struct Reconfigure(pub Settings);
 #[derive(Debug)]
 pub struct Close;
 
-/// What the writer thread receives.
-#[derive(Debug)]
-pub enum Command {
-    Append(Append, Reply<Receipt>),
-    Claim(Claim, Reply<Vec<OutboxRow>>),
-    Delivered(Delivered, Reply<usize>),
-    Failed(Failed, Reply<(usize, usize)>),
-    ListDead(ListDead, Reply<Vec<DeadLetter>>),
-    Replay(Replay, Reply<usize>),
-    Stats(GetStats, Reply<Stats>),
-    Audit(AuditRecord, Reply<()>),
-    ListAudit(ListAudit, Reply<Vec<AuditEntry>>),
-    QueueCheckIn(QueueCheckIn, Reply<(crate::queue::Entry, bool)>),
-    QueueCallNext(QueueCallNext, Reply<Option<crate::queue::Entry>>),
-    QueueAct(QueueAct, Reply<crate::queue::Entry>),
-    QueueList(QueueList, Reply<Vec<crate::queue::Entry>>),
-    Ping(Ping, Reply<()>),
-    Reconfigure(Reconfigure, Reply<()>),
-    Close(Close, Reply<()>),
-}
-
 /// A journal request: an actix message answered by the writer thread.
 pub trait Request: Message<Result = Result<Self::Output, JournalError>> + Send + 'static {
     type Output: Send + 'static;
     fn into_command(self, reply: Reply<Self::Output>) -> Command;
 }
 
+/// Declares every request once: its `Command` variant (what the writer thread receives), its
+/// actix message, and how a failed batch answers it.
 macro_rules! requests {
-    ($($msg:ident => $variant:ident : $out:ty),* $(,)?) => {$(
-        impl Message for $msg {
-            type Result = Result<$out, JournalError>;
+    ($($msg:ident => $variant:ident : $out:ty),* $(,)?) => {
+        /// What the writer thread receives.
+        #[derive(Debug)]
+        pub enum Command {
+            $($variant($msg, Reply<$out>),)*
         }
-        impl Request for $msg {
-            type Output = $out;
-            fn into_command(self, reply: Reply<$out>) -> Command {
-                Command::$variant(self, reply)
+        $(
+            impl Message for $msg {
+                type Result = Result<$out, JournalError>;
+            }
+            impl Request for $msg {
+                type Output = $out;
+                fn into_command(self, reply: Reply<$out>) -> Command {
+                    Command::$variant(self, reply)
+                }
+            }
+        )*
+        fn fail(command: Command, e: &JournalError) {
+            match command {
+                $(Command::$variant(_, r) => drop(r.send(Err(e.clone()))),)*
             }
         }
-    )*};
+    };
 }
 
 requests! {
@@ -384,6 +388,8 @@ requests! {
     QueueCallNext => QueueCallNext: Option<crate::queue::Entry>,
     QueueAct => QueueAct: crate::queue::Entry,
     QueueList => QueueList: Vec<crate::queue::Entry>,
+    SetRoomHold => SetRoomHold: Option<crate::facility::RoomHold>,
+    ListRoomHolds => ListRoomHolds: Vec<crate::facility::RoomHold>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -695,6 +701,13 @@ impl Writer {
                     let r = tx.queue_list(queue.as_deref(), closed_since);
                     done(reply, r)
                 }
+                Command::SetRoomHold(SetRoomHold { room, hold, by }, reply) => {
+                    let r = tx.set_room_hold(&room, hold, &by, now);
+                    woken.insert(crate::CLOUD.into());
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::ListRoomHolds(ListRoomHolds, reply) => done(reply, tx.room_holds()),
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
                 Command::Reconfigure(Reconfigure(settings), reply) => {
                     self.settings = settings;
@@ -741,28 +754,6 @@ struct Outcome {
     delivered: u64,
     retries: u64,
     dead: u64,
-}
-
-fn fail(command: Command, e: &JournalError) {
-    let e = e.clone();
-    match command {
-        Command::Append(_, r) => drop(r.send(Err(e))),
-        Command::Claim(_, r) => drop(r.send(Err(e))),
-        Command::Delivered(_, r) => drop(r.send(Err(e))),
-        Command::Failed(_, r) => drop(r.send(Err(e))),
-        Command::ListDead(_, r) => drop(r.send(Err(e))),
-        Command::Replay(_, r) => drop(r.send(Err(e))),
-        Command::Stats(_, r) => drop(r.send(Err(e))),
-        Command::Audit(_, r) => drop(r.send(Err(e))),
-        Command::ListAudit(_, r) => drop(r.send(Err(e))),
-        Command::QueueCheckIn(_, r) => drop(r.send(Err(e))),
-        Command::QueueCallNext(_, r) => drop(r.send(Err(e))),
-        Command::QueueAct(_, r) => drop(r.send(Err(e))),
-        Command::QueueList(_, r) => drop(r.send(Err(e))),
-        Command::Ping(_, r) => drop(r.send(Err(e))),
-        Command::Reconfigure(_, r) => drop(r.send(Err(e))),
-        Command::Close(_, r) => drop(r.send(Err(e))),
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
     RetryPolicy, Stats,
 };
+use crate::facility::{Hold, RoomHold};
 use crate::queue::{self, Action, CheckIn, Entry, EntryState, Priority};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
@@ -82,6 +83,15 @@ CREATE TABLE queue_counter (
     day   TEXT    NOT NULL,
     next  INTEGER NOT NULL,
     PRIMARY KEY (queue, day)
+);
+"#,
+    r#"
+CREATE TABLE room_hold (
+    room   TEXT    PRIMARY KEY,
+    hold   TEXT    NOT NULL,
+    reason TEXT,
+    by     TEXT    NOT NULL,
+    at     INTEGER NOT NULL
 );
 "#,
 ];
@@ -709,6 +719,7 @@ impl Batch<'_> {
         let room = match action {
             Action::Call { room } => room.clone().or(entry.room.clone()),
             Action::AssignRoom { room } => Some(room.clone()),
+            Action::Reroute { room } => room.clone(),
             _ => entry.room.clone(),
         };
         self.tx.prepare_cached(
@@ -759,6 +770,92 @@ impl Batch<'_> {
                   ORDER BY queue, priority DESC, arrived_at, id"
             ))?
             .query_map(params![queue_name, closed_since], entry_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Takes a room out of service or puts it back (`hold` = `None`), audited with `by`, with a
+    /// `facility.room_hold` event for the cloud in the same transaction.
+    pub fn set_room_hold(
+        &mut self,
+        room: &str,
+        hold: Option<(Hold, Option<String>)>,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<RoomHold>, JournalError> {
+        let held = match &hold {
+            Some((h, reason)) => {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO room_hold (room, hold, reason, by, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (room) DO UPDATE SET hold = ?2, reason = ?3, by = ?4, at = ?5",
+                    )?
+                    .execute(params![room, h.as_str(), reason, by, now])?;
+                Some(RoomHold {
+                    room: room.into(),
+                    hold: *h,
+                    reason: reason.clone(),
+                    by: by.into(),
+                    at: now,
+                })
+            }
+            None => {
+                self.tx
+                    .prepare_cached("DELETE FROM room_hold WHERE room = ?1")?
+                    .execute([room])?;
+                None
+            }
+        };
+        let state = held.as_ref().map_or("in_service", |h| h.hold.as_str());
+        let reason = held.as_ref().and_then(|h| h.reason.as_deref());
+        self.audit(
+            by,
+            "room-hold",
+            &format!(
+                "room {room}: {state}{}",
+                reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            now,
+        )?;
+        let item = NewItem {
+            source: "facility".into(),
+            source_id: None,
+            kind: "facility.room_hold".into(),
+            key: format!("room:{room}"),
+            schema: "clinic-gateway/facility.room_hold@1".into(),
+            payload:
+                serde_json::json!({ "room": room, "state": state, "reason": reason, "by": by })
+                    .to_string()
+                    .into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        };
+        self.append(&item, now)?;
+        Ok(held)
+    }
+
+    /// Every room staff or the cloud took out of service, by room name.
+    pub fn room_holds(&mut self) -> Result<Vec<RoomHold>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached("SELECT room, hold, reason, by, at FROM room_hold ORDER BY room")?
+            .query_map([], |r| {
+                let hold: String = r.get(1)?;
+                Ok(RoomHold {
+                    room: r.get(0)?,
+                    hold: Hold::parse(&hold).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            format!("unknown room hold {hold:?}").into(),
+                        )
+                    })?,
+                    reason: r.get(2)?,
+                    by: r.get(3)?,
+                    at: r.get(4)?,
+                })
+            })?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

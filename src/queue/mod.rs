@@ -86,6 +86,11 @@ pub enum Action {
     AssignRoom {
         room: String,
     },
+    /// Sent to another room (or none yet) because its room went out of service; the visit's
+    /// state stays.
+    Reroute {
+        room: Option<String>,
+    },
     Complete,
     NoShow,
     Cancel,
@@ -99,6 +104,7 @@ impl Action {
         match self {
             Action::Call { .. } => "queue.called",
             Action::AssignRoom { .. } => "queue.in_room",
+            Action::Reroute { .. } => "queue.rerouted",
             Action::Complete => "queue.done",
             Action::NoShow => "queue.no_show",
             Action::Cancel => "queue.cancelled",
@@ -121,6 +127,7 @@ pub fn transition(from: EntryState, action: &Action) -> Result<EntryState, Trans
     let to = match (from, action) {
         (Waiting | Called, Action::Call { .. }) => Called,
         (Waiting | Called | InRoom, Action::AssignRoom { .. }) => InRoom,
+        (Called | InRoom, Action::Reroute { .. }) => from,
         (Called | InRoom, Action::Complete) => Done,
         (Waiting | Called, Action::NoShow) => NoShow,
         (Waiting | Called, Action::Cancel) => Cancelled,
@@ -131,6 +138,7 @@ pub fn transition(from: EntryState, action: &Action) -> Result<EntryState, Trans
                 action: match action {
                     Action::Call { .. } => "called",
                     Action::AssignRoom { .. } => "assigned a room",
+                    Action::Reroute { .. } => "rerouted",
                     Action::Complete => "completed",
                     Action::NoShow => "marked no-show",
                     Action::Cancel => "cancelled",
@@ -238,6 +246,10 @@ mod tests {
         assert_eq!(e.to_string(), "an entry that is done cannot be called");
         assert!(transition(InRoom, &Action::NoShow).is_err());
         assert!(transition(Waiting, &Action::Complete).is_err());
+        let reroute = Action::Reroute { room: None };
+        assert_eq!(transition(Called, &reroute), Ok(Called));
+        assert_eq!(transition(InRoom, &reroute), Ok(InRoom));
+        assert!(transition(Waiting, &reroute).is_err());
     }
 
     #[test]

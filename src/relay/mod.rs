@@ -36,6 +36,8 @@ pub struct RelaySpawn {
     pub password: Option<String>,
     pub journal: Addr<JournalWriter>,
     pub control: Option<Recipient<ReloadConfig>>,
+    /// The facility rules, for `room-state` commands.
+    pub rooms: crate::facility::FacilitySlot,
 }
 
 impl Spawn for RelaySpawn {
@@ -453,6 +455,22 @@ impl Link {
                     .unwrap_or_else(|_| Err("the gateway is shutting down".into())),
                 None => Err("reload is not available".into()),
             },
+            Command::RoomState { room, hold, reason } => {
+                let set = crate::facility::SetHold {
+                    room,
+                    hold: hold.map(|h| (h, reason)),
+                    by: format!("cloud:{}", request.request_id),
+                };
+                match self.spawn.rooms.addr() {
+                    Some(rooms) => match rooms.send(set).await {
+                        Ok(r) => r
+                            .map(|room| serde_json::json!({ "room": room }))
+                            .map_err(|e| e.to_string()),
+                        Err(_) => Err("facility rules are restarting; try again".into()),
+                    },
+                    None => Err("no rooms are configured on this gateway".into()),
+                }
+            }
         };
         let detail = format!(
             "{name} request_id={} {}",

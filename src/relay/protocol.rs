@@ -90,6 +90,12 @@ pub enum Command {
     },
     /// Re-read the configuration file; an invalid one is refused and the old one kept.
     ReloadConfig,
+    /// Take a room out of use (needs cleaning, out of service) or put it back in service.
+    RoomState {
+        room: String,
+        hold: Option<crate::facility::Hold>,
+        reason: Option<String>,
+    },
 }
 
 /// A command with the request id its reply must carry.
@@ -124,6 +130,16 @@ struct DlqReplayArgs {
 #[serde(deny_unknown_fields)]
 struct ReloadArgs {
     request_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomStateArgs {
+    request_id: String,
+    room: String,
+    state: String,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Largest command payload accepted; anything bigger is not a command of ours.
@@ -185,6 +201,19 @@ pub fn parse_command(name: &str, payload: &[u8]) -> Result<Request, Refusal> {
             let a: ReloadArgs = serde_json::from_value(value).map_err(bad)?;
             (a.request_id, Command::ReloadConfig)
         }
+        "room-state" => {
+            let a: RoomStateArgs = serde_json::from_value(value).map_err(bad)?;
+            let hold = crate::facility::rules::parse_room_state(&a.state)
+                .map_err(|e| refuse(Some(a.request_id.clone()), e))?;
+            (
+                a.request_id,
+                Command::RoomState {
+                    room: a.room,
+                    hold,
+                    reason: a.reason,
+                },
+            )
+        }
         other => return Err(refuse(request_id, format!("unknown command {other:?}"))),
     };
     if request_id.is_empty() || request_id.len() > 128 {
@@ -244,6 +273,25 @@ mod tests {
         assert_eq!(
             check("reload-config", r#"{"request_id":"r2"}"#),
             Ok(Command::ReloadConfig)
+        );
+        assert_eq!(
+            check(
+                "room-state",
+                r#"{"request_id":"r3","room":"exam-1","state":"needs_cleaning","reason":"spill"}"#
+            ),
+            Ok(Command::RoomState {
+                room: "exam-1".into(),
+                hold: Some(crate::facility::Hold::NeedsCleaning),
+                reason: Some("spill".into())
+            })
+        );
+        assert!(
+            check(
+                "room-state",
+                r#"{"request_id":"r3","room":"exam-1","state":"dirty"}"#
+            )
+            .expect_err("unknown state")
+            .contains("one of needs_cleaning, out_of_service, in_service")
         );
         let refused = [
             (

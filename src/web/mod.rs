@@ -10,6 +10,7 @@
 mod page;
 
 use crate::daemon::{Gateway, ReloadConfig};
+use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
     self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
 };
@@ -28,6 +29,8 @@ pub struct AppState {
     pub journal: Addr<JournalWriter>,
     pub supervisor: Addr<Supervisor>,
     pub gateway: Addr<Gateway>,
+    /// The facility rules (rooms), when configured.
+    pub rooms: FacilitySlot,
     pub facility: String,
     pub started_at: i64,
 }
@@ -51,6 +54,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             )
             .route("/", web::get().to(page::index))
             .route("/dlq/replay", web::post().to(page::replay_form))
+            .route("/rooms/state", web::post().to(page::room_state_form))
             .route("/metrics", web::get().to(metrics_text))
             .route("/api/v1/health", web::get().to(health))
             .route("/api/v1/actors", web::get().to(actors))
@@ -62,6 +66,8 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
+            .route("/api/v1/rooms", web::get().to(rooms))
+            .route("/api/v1/rooms/{room}/state", web::post().to(room_state))
             .route("/api/v1/queues", web::get().to(queue_list))
             .route(
                 "/api/v1/queues/{queue}/check-in",
@@ -94,6 +100,32 @@ fn journal_error(e: JournalError) -> HttpResponse {
     };
     HttpResponse::build(status)
         .json(json!({ "error": e.to_string(), "retryable": e.is_retryable() }))
+}
+
+fn facility_error(e: FacilityError) -> HttpResponse {
+    match e {
+        FacilityError::Journal(e) => journal_error(e),
+        FacilityError::UnknownRoom(_) => {
+            HttpResponse::NotFound().json(json!({ "error": e.to_string() }))
+        }
+        FacilityError::Unavailable { .. } => {
+            HttpResponse::Conflict().json(json!({ "error": e.to_string() }))
+        }
+        FacilityError::NotRunning => {
+            HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() }))
+        }
+    }
+}
+
+/// Asks the facility actor, if rooms are configured; `None` when they are not.
+async fn ask_rooms<M>(s: &AppState, msg: M) -> Option<Result<M::Result, FacilityError>>
+where
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+    facility::FacilityActor: actix::Handler<M>,
+{
+    let addr = s.rooms.addr()?;
+    Some(addr.send(msg).await.map_err(|_| FacilityError::NotRunning))
 }
 
 /// Refuses cross-site form posts: a page from elsewhere must not replay dead letters through a
@@ -376,6 +408,24 @@ async fn queue_call_next(
         return HttpResponse::BadRequest()
             .json(json!({ "error": "\"room\": 1 to 64 printable characters" }));
     }
+    let room = match room {
+        Some(room) => match check_room(&s, &room, true).await {
+            Some(refused) => return refused,
+            None => Some(room),
+        },
+        None => match ask_rooms(
+            &s,
+            facility::OfferRoom {
+                queue: name.clone(),
+            },
+        )
+        .await
+        {
+            Some(Ok(Ok(offered))) => offered,
+            Some(Ok(Err(e)) | Err(e)) => return facility_error(e),
+            None => None,
+        },
+    };
     match journal::ask(&s.journal, journal::QueueCallNext { queue: name, room }).await {
         Ok(entry) => HttpResponse::Ok().json(json!({ "entry": entry })),
         Err(e) => journal_error(e),
@@ -407,9 +457,82 @@ async fn queue_act(
             return HttpResponse::NotFound().json(json!({ "error": format!("unknown action {other:?}; one of call, assign-room, complete, no-show, cancel, left") }));
         }
     };
+    let wanted = match &action {
+        queue::Action::Call { room: Some(room) } => Some((room, true)),
+        queue::Action::AssignRoom { room } => Some((room, false)),
+        _ => None,
+    };
+    if let Some((room, call)) = wanted
+        && let Some(refused) = check_room(&s, room, call).await
+    {
+        return refused;
+    }
     match journal::ask(&s.journal, journal::QueueAct { id, action }).await {
         Ok(entry) => HttpResponse::Ok().json(entry),
         Err(e) => journal_error(e),
+    }
+}
+
+/// The refusal when `room` cannot take a patient now (see [`facility::CheckRoom`]).
+async fn check_room(s: &AppState, room: &str, call: bool) -> Option<HttpResponse> {
+    let check = facility::CheckRoom {
+        room: room.into(),
+        call,
+    };
+    match ask_rooms(s, check).await? {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) | Err(e) => Some(facility_error(e)),
+    }
+}
+
+async fn rooms(s: web::Data<AppState>) -> HttpResponse {
+    match ask_rooms(&s, facility::GetFacility).await {
+        Some(Ok(view)) => HttpResponse::Ok().json(view),
+        Some(Err(e)) => facility_error(e),
+        None => HttpResponse::Ok().json(json!({ "rooms": [], "rules": [] })),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomStateBody {
+    /// `needs_cleaning`, `out_of_service` or `in_service`.
+    state: String,
+    #[serde(default)]
+    reason: Option<String>,
+    /// Who asks (a staff member's name or station), for the audit.
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn room_state(
+    s: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<RoomStateBody>,
+) -> HttpResponse {
+    let body = body.into_inner();
+    let hold = match facility::rules::parse_room_state(&body.state) {
+        Ok(h) => h,
+        Err(e) => return HttpResponse::BadRequest().json(json!({ "error": e })),
+    };
+    let printable = |v: &Option<String>| {
+        v.as_ref()
+            .is_none_or(|t| t.len() <= 200 && !t.chars().any(char::is_control))
+    };
+    if !printable(&body.reason) || !printable(&body.by) {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "\"reason\" and \"by\": at most 200 printable characters" }));
+    }
+    let set = facility::SetHold {
+        room: path.into_inner(),
+        hold: hold.map(|h| (h, body.reason)),
+        by: format!("api:{}", body.by.as_deref().unwrap_or("staff")),
+    };
+    match ask_rooms(&s, set).await {
+        Some(Ok(Ok(room))) => HttpResponse::Ok().json(room),
+        Some(Ok(Err(e)) | Err(e)) => facility_error(e),
+        None => HttpResponse::NotFound()
+            .json(json!({ "error": "no rooms are configured on this gateway" })),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
-use super::{AppState, actor_list, overall, peer, same_origin};
+use super::{AppState, actor_list, ask_rooms, facility_error, overall, peer, same_origin};
+use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, QueueList, Replay, Stats};
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
@@ -64,12 +65,17 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
     )
     .await
     .unwrap_or_default();
+    let rooms = match ask_rooms(&s, facility::GetFacility).await {
+        Some(Ok(view)) => Some(view),
+        _ => None,
+    };
     let html = render(
         &s.facility,
         &actors,
         stats.as_ref().ok(),
         &dead,
         &entries,
+        rooms.as_ref(),
         journal::now_ms(),
     );
     HttpResponse::Ok()
@@ -83,6 +89,7 @@ fn render(
     stats: Option<&Stats>,
     dead: &[DeadLetter],
     entries: &[Entry],
+    rooms: Option<&FacilityView>,
     now: i64,
 ) -> String {
     let status = overall(actors, stats.is_some());
@@ -97,6 +104,9 @@ fn render(
         v = env!("CARGO_PKG_VERSION"),
     );
     h.push_str(&queue_board(entries, now));
+    if let Some(view) = rooms {
+        h.push_str(&rooms_table(view, now));
+    }
     h.push_str("<h2>Devices and connectors</h2><table><tr><th>Name</th><th>Kind</th><th>State</th><th>Since</th><th>Restarts</th><th>Last error</th></tr>");
     if actors.is_empty() {
         h.push_str("<tr><td colspan=6 class=muted>None configured.</td></tr>");
@@ -222,6 +232,103 @@ pub(super) struct ReplayForm {
     id: Option<i64>,
 }
 
+/// Rooms with their status and buttons to hold them or put them back, then the facility rules.
+fn rooms_table(view: &FacilityView, now: i64) -> String {
+    let mut h = String::from(
+        "<h2>Rooms</h2><table><tr><th>Room</th><th>Status</th><th>Why</th><th>Set</th></tr>",
+    );
+    for r in &view.rooms {
+        let class = match r.status {
+            RoomStatus::Available => "ok",
+            RoomStatus::Occupied => "starting",
+            RoomStatus::NeedsCleaning => "degraded",
+            RoomStatus::OutOfService => "down",
+        };
+        let why = r.hold.as_ref().map_or(String::new(), |hold| {
+            format!(
+                "{} <span class=muted>by {}, {}</span>",
+                esc(hold.reason.as_deref().unwrap_or("")),
+                esc(&hold.by),
+                age(now, hold.at)
+            )
+        });
+        let _ = write!(
+            h,
+            "<tr><td>{room}</td><td><span class=\"badge {class}\">{status}</span></td><td>{why}</td><td>",
+            room = esc(&r.name),
+            status = r.status.as_str(),
+        );
+        for (state, label) in [
+            ("needs_cleaning", "Needs cleaning"),
+            ("out_of_service", "Out of service"),
+            ("in_service", "In service"),
+        ] {
+            let _ = write!(
+                h,
+                "<form method=post action=/rooms/state style=display:inline>\
+                 <input type=hidden name=room value=\"{room}\"><input type=hidden name=state value={state}>\
+                 <button>{label}</button></form> ",
+                room = esc(&r.name),
+            );
+        }
+        h.push_str("</td></tr>");
+    }
+    h.push_str("</table>");
+    if !view.rules.is_empty() {
+        h.push_str("<h2>Facility rules</h2><table><tr><th>Rule</th><th>Conditions</th><th>Device holds</th><th>Last error</th></tr>");
+        for r in &view.rules {
+            let applied = match r.applied {
+                Some(true) => "the rule's setting",
+                Some(false) => "the normal setting",
+                None => "not confirmed yet",
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><span class=\"badge {}\">{}</span></td><td>{applied}</td><td class=err>{}</td></tr>",
+                esc(&r.name),
+                if r.active { "degraded" } else { "ok" },
+                if r.active { "met" } else { "normal" },
+                esc(r.last_error.as_deref().unwrap_or("")),
+            );
+        }
+        h.push_str("</table>");
+    }
+    h
+}
+
+#[derive(Deserialize)]
+pub(super) struct RoomStateForm {
+    room: String,
+    state: String,
+}
+
+pub(super) async fn room_state_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<RoomStateForm>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().body("cross-site request refused");
+    }
+    let f = form.into_inner();
+    let hold = match facility::rules::parse_room_state(&f.state) {
+        Ok(h) => h,
+        Err(e) => return HttpResponse::BadRequest().body(e),
+    };
+    let set = facility::SetHold {
+        room: f.room,
+        hold: hold.map(|h| (h, None)),
+        by: format!("web:{}", peer(&req)),
+    };
+    match ask_rooms(&s, set).await {
+        Some(Ok(Ok(_))) => HttpResponse::SeeOther()
+            .insert_header(("location", "/"))
+            .finish(),
+        Some(Ok(Err(e)) | Err(e)) => facility_error(e),
+        None => HttpResponse::NotFound().body("no rooms are configured on this gateway"),
+    }
+}
+
 pub(super) async fn replay_form(
     s: web::Data<AppState>,
     req: HttpRequest,
@@ -280,6 +387,7 @@ mod tests {
             Some(&Stats::default()),
             &dead,
             &[],
+            None,
             120_000,
         );
         assert!(html.contains("&lt;script&gt;"), "{html}");

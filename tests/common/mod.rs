@@ -2,6 +2,8 @@
 //! gateway binary itself. Each is killed when dropped. A peer that cannot start fails the test.
 #![allow(dead_code)]
 
+pub mod modbus_sim;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -20,14 +20,14 @@ pub mod protocol;
 use crate::config::Config;
 use crate::devices::device_event;
 use crate::journal::{self, Append, JournalWriter};
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::{HealthState, ReportHealth, Running, Slot, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use config::OccupancyConfig;
 use protocol::{Change, Facility, Occupancy};
 use rumqttc::{
     AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
@@ -63,19 +63,9 @@ pub struct GetOccupancy;
 
 /// Where to find the running actor; it changes with every (re)start, so the facility rules and
 /// the status page keep this handle rather than an address.
-#[derive(Clone, Default)]
-pub struct OccupancyHandle(Arc<Mutex<Option<Addr<OccupancyActor>>>>);
+pub type OccupancyHandle = Slot<OccupancyActor>;
 
 impl OccupancyHandle {
-    /// The running actor, if any.
-    pub fn addr(&self) -> Option<Addr<OccupancyActor>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, addr: Option<Addr<OccupancyActor>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = addr;
-    }
-
     /// The current state, from the running actor.
     pub async fn get(&self) -> Result<Occupancy, OccupancyError> {
         let addr = self.addr().ok_or(OccupancyError::NotRunning)?;

@@ -1,0 +1,294 @@
+//! `[facility]`: the clinic's rooms and the rules that join sensors to building systems.
+
+use crate::config::Config;
+use crate::devices::Setting;
+use crate::devices::modbus::config::Function;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityConfig {
+    /// Rooms patients are called to, `[[facility.rooms]]`.
+    #[serde(default)]
+    pub rooms: Vec<RoomConfig>,
+    /// Threshold rules, `[[facility.rules]]`.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// How often sensor values are read and the rules evaluated.
+    #[serde(default = "default_evaluate_ms")]
+    pub evaluate_interval_ms: u64,
+}
+
+fn default_evaluate_ms() -> u64 {
+    1000
+}
+
+impl Default for FacilityConfig {
+    fn default() -> Self {
+        FacilityConfig {
+            rooms: Vec::new(),
+            rules: Vec::new(),
+            evaluate_interval_ms: default_evaluate_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// The name staff and the queue use (`"room": "exam-1"`).
+    pub name: String,
+    /// Queues whose patients this room can take; empty: any queue.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// The `[[devices.occupancy.rooms]]` whose sensors show this room occupied; default: a room of
+    /// the same name, if there is one.
+    #[serde(default)]
+    pub occupancy_room: Option<String>,
+}
+
+/// When any condition holds, `then` is written; when none does any more, `then.normal` is.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub when: Vec<ConditionConfig>,
+    pub then: ActionConfig,
+}
+
+/// A reading crossing a threshold, with hysteresis: active from `above`, inactive again only at
+/// `below`, so a value hovering at the threshold does not make the fans flap.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    /// People counted in a waiting area (`[[devices.occupancy.rooms]]` `area`).
+    #[serde(default)]
+    pub area: Option<String>,
+    /// A device's point: a Modbus register by name.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub point: Option<String>,
+    pub above: f64,
+    pub below: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    pub device: String,
+    pub point: String,
+    /// Written when the rule becomes active.
+    pub value: Setting,
+    /// Written when it is no longer active. Required for Modbus, which has no priority array to
+    /// relinquish to.
+    #[serde(default)]
+    pub normal: Option<Setting>,
+}
+
+/// Where a condition reads its value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Area(String),
+    Point { device: String, point: String },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Area(a) => write!(f, "area {a} people"),
+            Source::Point { device, point } => write!(f, "{device} {point}"),
+        }
+    }
+}
+
+impl ConditionConfig {
+    /// The source of a validated condition.
+    pub fn source(&self) -> Source {
+        match (&self.area, &self.device, &self.point) {
+            (Some(a), _, _) => Source::Area(a.clone()),
+            (None, Some(d), Some(p)) => Source::Point {
+                device: d.clone(),
+                point: p.clone(),
+            },
+            _ => Source::Area(String::new()),
+        }
+    }
+}
+
+impl RoomConfig {
+    /// The occupancy room whose sensors speak for this room.
+    pub fn sensor_room(&self) -> &str {
+        self.occupancy_room.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether a patient of `queue` may be sent here.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.queues.is_empty() || self.queues.iter().any(|q| q == queue)
+    }
+}
+
+impl FacilityConfig {
+    pub fn evaluate_interval(&self) -> Duration {
+        Duration::from_millis(self.evaluate_interval_ms)
+    }
+
+    /// Whether anything is configured (the facility actor runs only then).
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.rules.is_empty()
+    }
+
+    /// Reports every problem as (dotted key, message).
+    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
+        if !(100..=60_000).contains(&self.evaluate_interval_ms) {
+            bad(
+                "facility.evaluate_interval_ms",
+                "must be between 100 and 60000".into(),
+            );
+        }
+        let occupancy = config.devices.occupancy.as_ref();
+        let occupancy_rooms: BTreeSet<&str> = occupancy
+            .map(|o| o.rooms.iter().map(|r| r.name.as_str()).collect())
+            .unwrap_or_default();
+        let areas: BTreeSet<&str> = occupancy
+            .map(|o| o.rooms.iter().map(|r| r.area.as_str()).collect())
+            .unwrap_or_default();
+        let mut names = BTreeSet::new();
+        for (i, room) in self.rooms.iter().enumerate() {
+            let key = format!("facility.rooms[{i}]");
+            if room.name.is_empty()
+                || room.name.len() > 64
+                || room.name.chars().any(char::is_control)
+            {
+                bad(
+                    &format!("{key}.name"),
+                    "1 to 64 printable characters".into(),
+                );
+            } else if !names.insert(room.name.as_str()) {
+                bad(
+                    &format!("{key}.name"),
+                    format!("room {:?} is configured twice", room.name),
+                );
+            }
+            for (j, q) in room.queues.iter().enumerate() {
+                if !crate::queue::valid_queue_name(q) {
+                    bad(
+                        &format!("{key}.queues[{j}]"),
+                        "a queue name: 1 to 32 letters, digits, '-', '_'".into(),
+                    );
+                }
+            }
+            if let Some(o) = &room.occupancy_room
+                && !occupancy_rooms.contains(o.as_str())
+            {
+                bad(
+                    &format!("{key}.occupancy_room"),
+                    format!("no [[devices.occupancy.rooms]] is named {o:?}"),
+                );
+            }
+        }
+        let mut rule_names = BTreeSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let key = format!("facility.rules[{i}]");
+            if rule.name.is_empty()
+                || rule.name.len() > 64
+                || rule.name.chars().any(char::is_control)
+            {
+                bad(
+                    &format!("{key}.name"),
+                    "1 to 64 printable characters".into(),
+                );
+            } else if !rule_names.insert(rule.name.as_str()) {
+                bad(
+                    &format!("{key}.name"),
+                    format!("rule {:?} is configured twice", rule.name),
+                );
+            }
+            if rule.when.is_empty() {
+                bad(
+                    &format!("{key}.when"),
+                    "needs at least one condition".into(),
+                );
+            }
+            for (j, c) in rule.when.iter().enumerate() {
+                let key = format!("{key}.when[{j}]");
+                match (&c.area, &c.device, &c.point) {
+                    (Some(a), None, None) => {
+                        if !areas.contains(a.as_str()) {
+                            bad(
+                                &format!("{key}.area"),
+                                format!("no [[devices.occupancy.rooms]] has area {a:?}"),
+                            );
+                        }
+                    }
+                    (None, Some(d), Some(p)) => {
+                        if let Err(e) = readable_point(config, d, p) {
+                            bad(&format!("{key}.point"), e);
+                        }
+                    }
+                    _ => bad(&key, "give either `area`, or `device` and `point`".into()),
+                }
+                // NaN compares false both ways, so it is refused too.
+                if c.below.partial_cmp(&c.above) != Some(std::cmp::Ordering::Less) {
+                    bad(&format!("{key}.below"), "must be below `above`".into());
+                }
+            }
+            let a = &rule.then;
+            match writable_point(config, &a.device, &a.point) {
+                Err(e) => bad(&format!("{key}.then.point"), e),
+                Ok(function) => {
+                    if a.normal.is_none() {
+                        bad(
+                            &format!("{key}.then.normal"),
+                            "is required: a Modbus point has no priority array to relinquish to"
+                                .into(),
+                        );
+                    }
+                    let values =
+                        std::iter::once(("value", a.value)).chain(a.normal.map(|n| ("normal", n)));
+                    for (name, v) in values {
+                        let fits = match (function, v) {
+                            (Function::Coil, Setting::Bool(_)) => true,
+                            (Function::Holding, Setting::Number(n)) => n.is_finite(),
+                            (Function::Holding, Setting::Bool(_)) => true,
+                            _ => false,
+                        };
+                        if !fits {
+                            bad(
+                                &format!("{key}.then.{name}"),
+                                "must be true or false for a coil, a number for a register".into(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The point is a register of a configured device.
+fn readable_point(config: &Config, device: &str, point: &str) -> Result<Function, String> {
+    let d = config
+        .devices
+        .modbus
+        .iter()
+        .find(|d| d.name == device)
+        .ok_or_else(|| format!("no [[devices.modbus]] is named {device:?}"))?;
+    d.registers
+        .iter()
+        .find(|r| r.name == point)
+        .map(|r| r.function)
+        .ok_or_else(|| format!("device {device:?} has no register named {point:?}"))
+}
+
+/// The point is a holding register or coil of a configured device.
+fn writable_point(config: &Config, device: &str, point: &str) -> Result<Function, String> {
+    match readable_point(config, device, point)? {
+        f @ (Function::Holding | Function::Coil) => Ok(f),
+        _ => Err(format!(
+            "{device} {point} is read-only (input registers and discrete inputs)"
+        )),
+    }
+}
