@@ -294,3 +294,84 @@ fn outbound_messages_are_delivered_in_order_retried_and_dead_lettered() {
         "{dead:?}"
     );
 }
+
+/// The entry of the queue `general` with this id, as the API shows it (open or closed today).
+fn entry(gw: &Gateway, id: i64) -> serde_json::Value {
+    let conn = rusqlite::Connection::open_with_flags(
+        gw.dir.join("data/journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal read-only");
+    let (state, patient): (String, Option<String>) = conn
+        .query_row(
+            "SELECT state, patient_ref FROM queue_entry WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("entry");
+    serde_json::json!({ "state": state, "patient_ref": patient })
+}
+
+/// Queue events of `kind` the journal holds for the cloud.
+fn queue_events(gw: &Gateway, kind: &str) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(
+        gw.dir.join("data/journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal read-only");
+    conn.query_row(
+        "SELECT count(*) FROM inbound WHERE kind = ?1",
+        [kind],
+        |r| r.get(0),
+    )
+    .expect("count")
+}
+
+#[test]
+fn ehr_messages_cancel_discharge_and_merge_queue_entries_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway(dir.path());
+    let check_in = |body: serde_json::Value| {
+        let (status, reply) = post(&gw.url("/api/v1/queues/general/check-in"), &body);
+        assert_eq!(status, 201, "{reply}");
+        reply["entry"]["id"].as_i64().expect("id")
+    };
+    let booked = check_in(serde_json::json!({"patient_ref": "MRN-1", "appointment_ref": "F-1"}));
+    let seen = check_in(serde_json::json!({"patient_ref": "MRN-2"}));
+    let old_record = check_in(serde_json::json!({"patient_ref": "MRN-OLD"}));
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{seen}/assign-room")),
+        &serde_json::json!({"room": "3"}),
+    );
+    assert_eq!(status, 200);
+
+    // SIU^S15 names the appointment by its filler id (SCH-2); v2.6 with TQ1.
+    let s15 = "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|20261124150000||SIU^S15^SIU_S12|C-1|P|2.6\n\
+SCH|P-1|F-1|||||||15|min|||||||||||||||Cancelled\n\
+TQ1|1||||||20261124093000+0100\n\
+PID|1||MRN-1^^^HOSP^MR||DOE^JOHN\n";
+    // ADT^A03 ends MRN-2's visit; ADT^A40 merges MRN-OLD into MRN-3.
+    let a03 = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124150100||ADT^A03^ADT_A03|D-1|P|2.5.1\n\
+EVN|A03|20261124150100\n\
+PID|1||MRN-2^^^HOSP^MR||ROE^RICHARD\n\
+PV1|1|O\n";
+    let a40 = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124150200||ADT^A40^ADT_A39|G-1|P|2.5.1\n\
+EVN|A40|20261124150200\n\
+PID|1||MRN-3^^^HOSP^MR||POE^PAT\n\
+MRG|MRN-OLD^^^HOSP^MR\n";
+    for _ in 0..2 {
+        let acks = mllp_send(dir.path(), port, &format!("{s15}{a03}{a40}"));
+        assert_eq!(acks.len(), 3, "{acks:?}");
+        for (ack, id) in acks.iter().zip(["C-1", "D-1", "G-1"]) {
+            assert!(ack.contains(&format!("MSA|AA|{id}")), "{ack}");
+        }
+    }
+    assert_eq!(entry(&gw, booked)["state"], "cancelled");
+    assert_eq!(entry(&gw, seen)["state"], "done");
+    assert_eq!(entry(&gw, old_record)["patient_ref"], "MRN-3");
+    assert_eq!(entry(&gw, old_record)["state"], "waiting");
+    // The resends changed nothing: one event per change.
+    assert_eq!(queue_events(&gw, "queue.cancelled"), 1);
+    assert_eq!(queue_events(&gw, "queue.done"), 1);
+    assert_eq!(queue_events(&gw, "queue.patient_merged"), 1);
+}

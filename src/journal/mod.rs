@@ -305,6 +305,14 @@ pub struct QueueList {
     pub closed_since: Option<i64>,
 }
 
+/// An item from the EHR with what it does to the queue, committed together; a resend of the
+/// same source id gets the first receipt and changes nothing.
+#[derive(Debug)]
+pub struct EhrInbound {
+    pub item: NewItem,
+    pub effects: Vec<crate::queue::FromEhr>,
+}
+
 /// Takes a room out of service (`hold`) or puts it back (`None`); audited with `by`.
 #[derive(Debug)]
 pub struct SetRoomHold {
@@ -388,6 +396,7 @@ requests! {
     QueueCallNext => QueueCallNext: Option<crate::queue::Entry>,
     QueueAct => QueueAct: crate::queue::Entry,
     QueueList => QueueList: Vec<crate::queue::Entry>,
+    EhrInbound => EhrInbound: Receipt,
     SetRoomHold => SetRoomHold: Option<crate::facility::RoomHold>,
     ListRoomHolds => ListRoomHolds: Vec<crate::facility::RoomHold>,
     Ping => Ping: (),
@@ -544,7 +553,10 @@ impl Writer {
     /// reply of a `Close` request, if the batch held one.
     fn execute(&mut self, batch: &mut Vec<Command>) -> Option<Reply<()>> {
         let now = now_ms();
-        let refused = if batch.iter().any(|c| matches!(c, Command::Append(..))) {
+        let refused = if batch
+            .iter()
+            .any(|c| matches!(c, Command::Append(..) | Command::EhrInbound(..)))
+        {
             self.refusal()
         } else {
             None
@@ -699,6 +711,21 @@ impl Writer {
                     reply,
                 ) => {
                     let r = tx.queue_list(queue.as_deref(), closed_since);
+                    done(reply, r)
+                }
+                Command::EhrInbound(EhrInbound { item, effects }, reply) => {
+                    let r = match &refused {
+                        Some(e) => Err(e.clone()),
+                        None => tx.ehr_inbound(&item, &effects, now),
+                    };
+                    if let Ok(receipt) = &r
+                        && !receipt.duplicate
+                    {
+                        appended += 1;
+                        woken.extend(item.destinations.iter().cloned());
+                        woken.insert(crate::CLOUD.into());
+                    }
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::SetRoomHold(SetRoomHold { room, hold, by }, reply) => {

@@ -9,7 +9,7 @@ use super::{
     RetryPolicy, Stats,
 };
 use crate::facility::{Hold, RoomHold};
-use crate::queue::{self, Action, CheckIn, Entry, EntryState, Priority};
+use crate::queue::{self, Action, CheckIn, Entry, EntryState, FromEhr, Priority};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -772,6 +772,53 @@ impl Batch<'_> {
             .query_map(params![queue_name, closed_since], entry_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// Commits an item from the EHR and, unless it is a resend, applies its effects on the
+    /// queue in the same transaction.
+    pub fn ehr_inbound(
+        &mut self,
+        item: &NewItem,
+        effects: &[FromEhr],
+        now: i64,
+    ) -> Result<Receipt, JournalError> {
+        let receipt = self.append(item, now)?;
+        if !receipt.duplicate {
+            for effect in effects {
+                self.queue_from_ehr(effect, now)?;
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Applies one EHR effect to the open entries it concerns; entries whose state it does not
+    /// change are left alone.
+    fn queue_from_ehr(&mut self, effect: &FromEhr, now: i64) -> Result<(), JournalError> {
+        let open = self.queue_list(None, None)?;
+        let concerned = |e: &Entry| match effect {
+            FromEhr::Cancelled { appointment_refs } | FromEhr::NoShow { appointment_refs } => e
+                .appointment_ref
+                .as_ref()
+                .is_some_and(|r| appointment_refs.contains(r)),
+            FromEhr::Discharged { patient_ref } | FromEhr::VisitCancelled { patient_ref } => {
+                e.patient_ref.as_deref() == Some(patient_ref.as_str())
+            }
+            FromEhr::Merged { from, .. } => e.patient_ref.as_deref() == Some(from.as_str()),
+        };
+        for entry in open.into_iter().filter(concerned) {
+            if let FromEhr::Merged { to, .. } = effect {
+                self.tx
+                    .prepare_cached(
+                        "UPDATE queue_entry SET patient_ref = ?2, updated_at = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![entry.id, to, now])?;
+                let merged = self.queue_entry(entry.id)?;
+                self.queue_event("queue.patient_merged", &merged, now)?;
+            } else if let Some(action) = effect.action(entry.state) {
+                self.queue_act(entry.id, &action, now)?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes a room out of service or puts it back (`hold` = `None`), audited with `by`, with a

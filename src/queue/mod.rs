@@ -150,6 +150,89 @@ pub fn transition(from: EntryState, action: &Action) -> Result<EntryState, Trans
     Ok(to)
 }
 
+/// What a message from the EHR does to the queue. Applied in the transaction that commits the
+/// message, so a resend (a duplicate) never applies it twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromEhr {
+    /// The appointment (any of its identifiers) was cancelled: its open entries are cancelled.
+    Cancelled { appointment_refs: Vec<String> },
+    /// The patient did not come: open entries of the appointment become no-shows.
+    NoShow { appointment_refs: Vec<String> },
+    /// The visit ended: entries called or in a room are done, waiting ones cancelled.
+    Discharged { patient_ref: String },
+    /// The visit was cancelled: the patient's waiting and called entries are cancelled.
+    VisitCancelled { patient_ref: String },
+    /// Two patient records were merged: entries of `from` now belong to `to`.
+    Merged { from: String, to: String },
+}
+
+impl FromEhr {
+    /// The effects the FHIR resources mapped from one message imply (see
+    /// `connectors::hl7v2::mapping`): a cancelled or no-show Appointment, a finished or cancelled
+    /// Encounter, a Patient that replaces another.
+    pub fn from_resources(resources: &[serde_json::Value]) -> Vec<FromEhr> {
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let patient = resources
+            .iter()
+            .find(|r| r["resourceType"] == "Patient")
+            .and_then(|p| text(&p["identifier"][0]["value"]));
+        let mut out = Vec::new();
+        for r in resources {
+            match (r["resourceType"].as_str(), r["status"].as_str()) {
+                (Some("Appointment"), Some(status @ ("cancelled" | "noshow"))) => {
+                    let appointment_refs: Vec<String> = r["identifier"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| text(&i["value"]))
+                        .collect();
+                    if appointment_refs.is_empty() {
+                        continue;
+                    }
+                    out.push(if status == "cancelled" {
+                        FromEhr::Cancelled { appointment_refs }
+                    } else {
+                        FromEhr::NoShow { appointment_refs }
+                    });
+                }
+                (Some("Encounter"), Some(status @ ("finished" | "cancelled"))) => {
+                    let Some(patient_ref) = patient.clone() else {
+                        continue;
+                    };
+                    out.push(if status == "finished" {
+                        FromEhr::Discharged { patient_ref }
+                    } else {
+                        FromEhr::VisitCancelled { patient_ref }
+                    });
+                }
+                (Some("Patient"), _) if r["link"][0]["type"] == "replaces" => {
+                    if let (Some(from), Some(to)) = (
+                        text(&r["link"][0]["other"]["identifier"]["value"]),
+                        patient.clone(),
+                    ) {
+                        out.push(FromEhr::Merged { from, to });
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The action for an open entry in `state`, if this effect changes it.
+    pub fn action(&self, state: EntryState) -> Option<Action> {
+        use EntryState::*;
+        match (self, state) {
+            (FromEhr::Cancelled { .. }, Waiting | Called) => Some(Action::Cancel),
+            (FromEhr::NoShow { .. }, Waiting | Called) => Some(Action::NoShow),
+            (FromEhr::Discharged { .. }, Called | InRoom) => Some(Action::Complete),
+            (FromEhr::Discharged { .. }, Waiting) => Some(Action::Cancel),
+            (FromEhr::VisitCancelled { .. }, Waiting | Called) => Some(Action::Cancel),
+            _ => None,
+        }
+    }
+}
+
 /// A patient's place in a queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {

@@ -9,11 +9,12 @@
 //! **Invariant:** logs carry control ids, types and senders, never message content.
 
 pub mod config;
+pub mod mapping;
 pub mod mllp;
 pub mod protocol;
 pub mod sender;
 
-use crate::journal::{self, Append, JournalWriter};
+use crate::journal::{self, EhrInbound, JournalWriter};
 use crate::supervisor::{
     ChildExited, HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor,
 };
@@ -214,12 +215,12 @@ async fn answer(
             tracing::warn!(%peer, %reason, "HL7 message refused");
             ack
         }
-        Decision::Accept(item) => {
+        Decision::Accept(item, effects) => {
             let (kind, control) = (
                 item.kind.clone(),
                 item.source_id.clone().unwrap_or_default(),
             );
-            match journal::ask(journal, Append(item)).await {
+            match journal::ask(journal, EhrInbound { item, effects }).await {
                 Ok(receipt) => {
                     tracing::info!(%peer, %kind, %control, duplicate = receipt.duplicate, "HL7 message committed");
                     receipt.reply.unwrap_or_default()

@@ -6,6 +6,7 @@
 //! accepts and how it answers.
 
 use crate::journal::NewItem;
+use crate::queue::FromEhr;
 use hl7_2::{Builder, Version};
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
@@ -43,8 +44,9 @@ const VERSIONS: &[(&str, Version)] = &[
 /// What to do with one received frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Commit `item` (whose `reply` is the AA to send), then send the journal's stored reply.
-    Accept(NewItem),
+    /// Commit `item` (whose `reply` is the AA to send) with its effects on the queue, then send
+    /// the journal's stored reply.
+    Accept(NewItem, Vec<FromEhr>),
     /// Send this ACK (AR or AE) now; nothing is committed.
     Reject { ack: Vec<u8>, reason: String },
 }
@@ -107,7 +109,8 @@ pub fn decide(frame: &[u8], me: &Identity<'_>, timestamp: &str, ack_id: &str) ->
     } else {
         format!("patient:{patient}")
     };
-    Decision::Accept(NewItem {
+    let effects = FromEhr::from_resources(&super::mapping::map(&message));
+    let item = NewItem {
         source: format!("hl7:{sender}"),
         source_id: Some(control_id),
         kind: (*kind).to_string(),
@@ -117,7 +120,8 @@ pub fn decide(frame: &[u8], me: &Identity<'_>, timestamp: &str, ack_id: &str) ->
         reply: Some(ack(Some(&message), me, timestamp, ack_id, "AA", None).into_bytes()),
         occurred_at: None,
         destinations: Vec::new(),
-    })
+    };
+    Decision::Accept(item, effects)
 }
 
 /// An original-mode ACK (MSA-1 `code`), with an ERR segment carrying `reason` when given.
@@ -194,7 +198,7 @@ mod tests {
 
     fn ack_text(d: &Decision) -> String {
         match d {
-            Decision::Accept(item) => {
+            Decision::Accept(item, _) => {
                 String::from_utf8(item.reply.clone().unwrap_or_default()).unwrap_or_default()
             }
             Decision::Reject { ack, .. } => String::from_utf8(ack.clone()).unwrap_or_default(),
@@ -207,7 +211,7 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
     #[test]
     fn accepted_message_is_journaled_with_an_aa_for_its_control_id() {
         let d = check(A04);
-        let Decision::Accept(item) = &d else {
+        let Decision::Accept(item, _) = &d else {
             panic!("{d:?}")
         };
         assert_eq!(item.source, "hl7:HIS^HOSP");
@@ -228,12 +232,12 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
     #[test]
     fn terminators_escapes_and_custom_delimiters_are_read() {
         for text in [A04.replace('\r', "\n"), A04.replace('\r', "\r\n")] {
-            assert!(matches!(check(&text), Decision::Accept(_)), "{text:?}");
+            assert!(matches!(check(&text), Decision::Accept(..)), "{text:?}");
         }
         // v2.3 with other delimiters and an escaped field separator in the control id.
         let custom = "MSH#*~\\&#LAB#HOSP#EDGE#CLINIC#20261124##ORU*R01#A\\F\\1#P#2.3\rPID#1##77";
         let d = check(custom);
-        let Decision::Accept(item) = &d else {
+        let Decision::Accept(item, _) = &d else {
             panic!("{d:?}")
         };
         assert_eq!(item.source_id.as_deref(), Some("A#1"));
@@ -284,7 +288,7 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
     fn every_accepted_type_maps_to_a_kind() {
         for (code, trigger, kind) in ACCEPTED {
             let text = format!("MSH|^~\\&|S|F|||2026||{code}^{trigger}|C1|P|2.5");
-            let Decision::Accept(item) = check(&text) else {
+            let Decision::Accept(item, _) = check(&text) else {
                 panic!("{code}^{trigger}")
             };
             assert_eq!(&item.kind, kind);

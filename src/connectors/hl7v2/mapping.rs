@@ -1,0 +1,472 @@
+//! HL7 v2 → FHIR R4, following the HL7 V2-to-FHIR mapping guidance (PID → Patient, PV1 →
+//! Encounter, SCH/TQ1/AIL/AIP → Appointment, PV1-3/AIL-3 → Location). The mapping is data: one
+//! table of (v2 path, FHIR path, conversion) rows per resource, plus the vocabulary tables the
+//! guidance names. Code here only walks the tables, so a field is added by adding a row.
+
+use serde_json::{Map, Value};
+
+/// How a v2 value becomes a FHIR value.
+#[derive(Debug, Clone, Copy)]
+enum Conv {
+    Text,
+    /// DTM (`YYYY[MM[DD]]`) → FHIR date.
+    Date,
+    /// DTM (`YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]`) → FHIR dateTime.
+    DateTime,
+    /// A non-negative integer.
+    Integer,
+    /// A code looked up in a vocabulary table; unmapped codes are left out, not guessed.
+    Code(&'static [(&'static str, &'static str)]),
+}
+
+/// One row: the value at `v2` goes to `fhir`; when it does, each `also` (FHIR path, constant)
+/// is set too (e.g. the code system of a mapped code).
+struct Row {
+    v2: &'static str,
+    fhir: &'static str,
+    conv: Conv,
+    also: &'static [(&'static str, &'static str)],
+}
+
+const fn row(v2: &'static str, fhir: &'static str, conv: Conv) -> Row {
+    Row {
+        v2,
+        fhir,
+        conv,
+        also: &[],
+    }
+}
+
+const fn with(
+    v2: &'static str,
+    fhir: &'static str,
+    conv: Conv,
+    also: &'static [(&'static str, &'static str)],
+) -> Row {
+    Row {
+        v2,
+        fhir,
+        conv,
+        also,
+    }
+}
+
+/// HL7 table 0001 (administrative sex) → FHIR administrative-gender.
+const ADMINISTRATIVE_SEX: &[(&str, &str)] = &[
+    ("F", "female"),
+    ("M", "male"),
+    ("O", "other"),
+    ("A", "other"),
+    ("U", "unknown"),
+    ("N", "unknown"),
+];
+
+/// HL7 table 0004 (patient class) → v3 ActCode encounter class.
+const PATIENT_CLASS: &[(&str, &str)] = &[
+    ("E", "EMER"),
+    ("I", "IMP"),
+    ("O", "AMB"),
+    ("P", "PRENC"),
+    ("R", "AMB"),
+    ("B", "OBSENC"),
+];
+
+/// HL7 table 0278 (filler status code) → FHIR appointmentstatus.
+const FILLER_STATUS: &[(&str, &str)] = &[
+    ("Pending", "pending"),
+    ("Waitlist", "waitlist"),
+    ("Booked", "booked"),
+    ("Started", "arrived"),
+    ("Complete", "fulfilled"),
+    ("Cancelled", "cancelled"),
+    ("Dc", "cancelled"),
+    ("Deleted", "entered-in-error"),
+    ("Blocked", "cancelled"),
+    ("Overbook", "booked"),
+    ("Noshow", "noshow"),
+];
+
+/// HL7 table 0136 (yes/no) → FHIR boolean.
+const YES_NO: &[(&str, &str)] = &[("Y", "true"), ("N", "false")];
+
+const PATIENT: &[Row] = &[
+    row("PID-3[1].1", "identifier[0].value", Conv::Text),
+    row("PID-3[1].4.1", "identifier[0].system", Conv::Text),
+    row(
+        "PID-3[1].5",
+        "identifier[0].type.coding[0].code",
+        Conv::Text,
+    ),
+    row("PID-3[2].1", "identifier[1].value", Conv::Text),
+    row("PID-3[2].4.1", "identifier[1].system", Conv::Text),
+    row(
+        "PID-3[2].5",
+        "identifier[1].type.coding[0].code",
+        Conv::Text,
+    ),
+    row("PID-5[1].1.1", "name[0].family", Conv::Text),
+    row("PID-5[1].2", "name[0].given[0]", Conv::Text),
+    row("PID-5[1].3", "name[0].given[1]", Conv::Text),
+    row("PID-5[1].4", "name[0].suffix[0]", Conv::Text),
+    row("PID-5[1].5", "name[0].prefix[0]", Conv::Text),
+    row("PID-7.1", "birthDate", Conv::Date),
+    row("PID-8", "gender", Conv::Code(ADMINISTRATIVE_SEX)),
+    row("PID-11[1].1.1", "address[0].line[0]", Conv::Text),
+    row("PID-11[1].2", "address[0].line[1]", Conv::Text),
+    row("PID-11[1].3", "address[0].city", Conv::Text),
+    row("PID-11[1].4", "address[0].state", Conv::Text),
+    row("PID-11[1].5", "address[0].postalCode", Conv::Text),
+    row("PID-11[1].6", "address[0].country", Conv::Text),
+    with(
+        "PID-13[1].1",
+        "telecom[0].value",
+        Conv::Text,
+        &[("telecom[0].system", "phone"), ("telecom[0].use", "home")],
+    ),
+    with(
+        "PID-14[1].1",
+        "telecom[1].value",
+        Conv::Text,
+        &[("telecom[1].system", "phone"), ("telecom[1].use", "work")],
+    ),
+    row("PID-29.1", "deceasedDateTime", Conv::DateTime),
+    row("PID-30", "deceasedBoolean", Conv::Code(YES_NO)),
+    // A40: the record MRG-1 names is merged into this one.
+    with(
+        "MRG-1[1].1",
+        "link[0].other.identifier.value",
+        Conv::Text,
+        &[("link[0].type", "replaces")],
+    ),
+];
+
+const ENCOUNTER: &[Row] = &[
+    row("PV1-19.1", "identifier[0].value", Conv::Text),
+    with(
+        "PV1-2",
+        "class.code",
+        Conv::Code(PATIENT_CLASS),
+        &[(
+            "class.system",
+            "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+        )],
+    ),
+    row("PV1-3.2", "location[0].location.display", Conv::Text),
+    row(
+        "PV1-7[1].1",
+        "participant[0].individual.identifier.value",
+        Conv::Text,
+    ),
+    row(
+        "PV1-7[1].2.1",
+        "participant[0].individual.display",
+        Conv::Text,
+    ),
+    row("PV1-10", "serviceType.coding[0].code", Conv::Text),
+    row("PV1-44.1", "period.start", Conv::DateTime),
+    row("PV1-45[1].1", "period.end", Conv::DateTime),
+];
+
+const APPOINTMENT: &[Row] = &[
+    row("SCH-1.1", "identifier[0].value", Conv::Text),
+    row("SCH-2.1", "identifier[1].value", Conv::Text),
+    row("SCH-7.1", "reasonCode[0].coding[0].code", Conv::Text),
+    row("SCH-7.2", "reasonCode[0].text", Conv::Text),
+    row("SCH-8.1", "appointmentType.coding[0].code", Conv::Text),
+    row("SCH-9", "minutesDuration", Conv::Integer),
+    // Before v2.6 the start is in SCH-11 (TQ); from v2.6 on in TQ1.
+    row("SCH-11.4.1", "start", Conv::DateTime),
+    row("SCH-11.5.1", "end", Conv::DateTime),
+    row("TQ1-7.1", "start", Conv::DateTime),
+    row("TQ1-8.1", "end", Conv::DateTime),
+    row("SCH-25", "status", Conv::Code(FILLER_STATUS)),
+    row(
+        "PID-3[1].1",
+        "participant[0].actor.identifier.value",
+        Conv::Text,
+    ),
+    row(
+        "AIP-3[1].1",
+        "participant[1].actor.identifier.value",
+        Conv::Text,
+    ),
+    row("AIP-3[1].2.1", "participant[1].actor.display", Conv::Text),
+    row("AIL-3.2", "participant[2].actor.display", Conv::Text),
+];
+
+const LOCATION: &[Row] = &[
+    row("PV1-3.1", "partOf.display", Conv::Text),
+    row("PV1-3.2", "name", Conv::Text),
+    row("AIL-3.1", "partOf.display", Conv::Text),
+    row("AIL-3.2", "name", Conv::Text),
+];
+
+/// A status the trigger event implies, whatever the message's own status fields say.
+const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
+    ("ADT", "A01", "Encounter", "in-progress"),
+    ("ADT", "A04", "Encounter", "arrived"),
+    ("ADT", "A03", "Encounter", "finished"),
+    ("ADT", "A11", "Encounter", "cancelled"),
+    ("SIU", "S15", "Appointment", "cancelled"),
+    ("SIU", "S26", "Appointment", "noshow"),
+];
+
+/// Which resources each message type carries, in the order they are mapped.
+const RESOURCES: &[(&str, &str, &[Row])] = &[
+    ("ADT", "Patient", PATIENT),
+    ("ADT", "Encounter", ENCOUNTER),
+    ("ADT", "Location", LOCATION),
+    ("SIU", "Patient", PATIENT),
+    ("SIU", "Appointment", APPOINTMENT),
+    ("SIU", "Location", LOCATION),
+];
+
+/// The FHIR resources one message maps to; a resource none of whose fields are present is left
+/// out.
+pub fn map(message: &hl7_2::Message) -> Vec<Value> {
+    let field = |path: &str| message.get(path).ok().flatten().unwrap_or_default();
+    let (code, trigger) = (field("MSH-9.1"), field("MSH-9.2"));
+    let mut out = Vec::new();
+    for (_, resource_type, rows) in RESOURCES.iter().filter(|(c, _, _)| *c == code) {
+        let mut resource = Value::Object(Map::new());
+        for r in *rows {
+            let Some(value) = convert(&field(r.v2), r.conv) else {
+                continue;
+            };
+            set(&mut resource, r.fhir, value);
+            for (path, constant) in r.also {
+                set(&mut resource, path, Value::String((*constant).into()));
+            }
+        }
+        if resource.as_object().is_some_and(Map::is_empty) {
+            continue;
+        }
+        if let Some((_, _, _, status)) = TRIGGER_STATUS
+            .iter()
+            .find(|(c, t, r, _)| *c == code && *t == trigger && r == resource_type)
+        {
+            set(&mut resource, "status", Value::String((*status).into()));
+        }
+        set(
+            &mut resource,
+            "resourceType",
+            Value::String((*resource_type).into()),
+        );
+        out.push(resource);
+    }
+    out
+}
+
+fn convert(v2: &str, conv: Conv) -> Option<Value> {
+    let v = v2.trim();
+    if v.is_empty() || v == "\"\"" {
+        return None;
+    }
+    match conv {
+        Conv::Text => Some(Value::String(v.into())),
+        Conv::Date => date(v).map(Value::String),
+        Conv::DateTime => date_time(v).map(Value::String),
+        Conv::Integer => v.parse::<u32>().ok().map(Value::from),
+        Conv::Code(table) => table
+            .iter()
+            .find(|(code, _)| code.eq_ignore_ascii_case(v))
+            .map(|(_, fhir)| match *fhir {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => Value::String(other.into()),
+            }),
+    }
+}
+
+/// `YYYY[MM[DD]]…` → `YYYY[-MM[-DD]]`, refusing what is not digits of a real date.
+fn date(v: &str) -> Option<String> {
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    let part = |from: usize, to: usize| digits.get(from..to);
+    let year = part(0, 4)?;
+    let Some(month) = part(4, 6) else {
+        return Some(year.into());
+    };
+    if !(1..=12).contains(&month.parse::<u8>().ok()?) {
+        return None;
+    }
+    let Some(day) = part(6, 8) else {
+        return Some(format!("{year}-{month}"));
+    };
+    if !(1..=31).contains(&day.parse::<u8>().ok()?) {
+        return None;
+    }
+    Some(format!("{year}-{month}-{day}"))
+}
+
+/// DTM → FHIR dateTime. FHIR requires a zone once there is a time; a v2 time without one is the
+/// sender's local time, which is unknown here, so it is given to the minute as a date only when
+/// no zone is present — never with an invented offset.
+fn date_time(v: &str) -> Option<String> {
+    let (stamp, zone) = match v.find(['+', '-']) {
+        Some(i) => (&v[..i], Some(&v[i..])),
+        None => (v, None),
+    };
+    let day = date(stamp)?;
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let (Some(zone), Some(hh), Some(mm)) = (zone, digits.get(8..10), digits.get(10..12)) else {
+        return Some(day);
+    };
+    let ss = digits.get(12..14).unwrap_or("00");
+    let (zh, zm) = (zone.get(1..3)?, zone.get(3..5)?);
+    let ok = |s: &str, max: u8| s.parse::<u8>().ok().is_some_and(|n| n <= max);
+    if day.len() != 10 || !ok(hh, 23) || !ok(mm, 59) || !ok(ss, 59) || !ok(zh, 14) || !ok(zm, 59) {
+        return None;
+    }
+    Some(format!("{day}T{hh}:{mm}:{ss}{}{zh}:{zm}", &zone[..1]))
+}
+
+/// Sets `value` at a path like `name[0].given[1]`, creating objects and array slots on the way.
+fn set(root: &mut Value, path: &str, value: Value) {
+    let mut at = root;
+    let steps: Vec<&str> = path.split('.').collect();
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        let (key, index) = match step.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*step, None),
+        };
+        let Value::Object(map) = at else { return };
+        let slot = map.entry(key.to_string()).or_insert(Value::Null);
+        at = match index {
+            Some(n) => {
+                if !slot.is_array() {
+                    *slot = Value::Array(Vec::new());
+                }
+                let Value::Array(items) = slot else { return };
+                if items.len() <= n {
+                    items.resize(n + 1, Value::Object(Map::new()));
+                }
+                &mut items[n]
+            }
+            None => slot,
+        };
+        if last {
+            *at = value;
+            return;
+        }
+        if !at.is_object() {
+            *at = Value::Object(Map::new());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapped(text: &str) -> Vec<Value> {
+        map(&hl7_2::parse(text).expect("parse"))
+    }
+
+    #[test]
+    fn adt_maps_pid_and_pv1_to_patient_encounter_and_location() {
+        let r = mapped(
+            "MSH|^~\\&|HIS|HOSP|GW|CLINIC|20261124083000||ADT^A04^ADT_A01|M1|P|2.5.1\r\
+             EVN|A04|20261124083000\r\
+             PID|1||MRN-1^^^HOSP^MR~PAS-9^^^NAT^PPN||Dupont^Élodie^Marie^^Dr||19800215|F|||12 Rue\\S\\Haute^Apt 3^Lyon^^69001^FR||+33-4-1234|||||||||||||||||N\r\
+             PV1|1|O|CLIN^Room 3^A||||1234^House^Greg|||GEN|||||||||V-77|||||||||||||||||||||||||20261124083000-0500",
+        );
+        let kinds: Vec<&str> = r
+            .iter()
+            .map(|v| {
+                v["resourceType"]
+                    .as_str()
+                    .expect("every resource has a type")
+            })
+            .collect();
+        assert_eq!(kinds, ["Patient", "Encounter", "Location"]);
+        assert_eq!(
+            r[0],
+            json!({
+                "resourceType": "Patient",
+                "identifier": [
+                    {"value": "MRN-1", "system": "HOSP", "type": {"coding": [{"code": "MR"}]}},
+                    {"value": "PAS-9", "system": "NAT", "type": {"coding": [{"code": "PPN"}]}}
+                ],
+                "name": [{"family": "Dupont", "given": ["Élodie", "Marie"], "prefix": ["Dr"]}],
+                "birthDate": "1980-02-15",
+                "gender": "female",
+                "address": [{"line": ["12 Rue^Haute", "Apt 3"], "city": "Lyon", "postalCode": "69001", "country": "FR"}],
+                "telecom": [{"value": "+33-4-1234", "system": "phone", "use": "home"}],
+                "deceasedBoolean": false
+            })
+        );
+        assert_eq!(r[1]["status"], "arrived");
+        assert_eq!(r[1]["class"]["code"], "AMB");
+        assert_eq!(r[1]["identifier"][0]["value"], "V-77");
+        assert_eq!(r[1]["location"][0]["location"]["display"], "Room 3");
+        assert_eq!(r[1]["participant"][0]["individual"]["display"], "House");
+        assert_eq!(r[1]["period"]["start"], "2026-11-24T08:30:00-05:00");
+        assert_eq!(
+            r[2],
+            json!({"resourceType": "Location", "name": "Room 3", "partOf": {"display": "CLIN"}})
+        );
+    }
+
+    #[test]
+    fn siu_maps_sch_tq1_ail_aip_and_the_trigger_sets_the_status() {
+        let r = mapped(
+            "MSH|^~\\&|SCHED|HOSP|GW|CLINIC|20261124||SIU^S15^SIU_S12|M2|P|2.6\r\
+             SCH|P-1|F-1|||||FLU^Flu shot|ROUTINE|15|min|||||||||||||||Booked\r\
+             TQ1|1||||||20261124093000+0100|20261124094500+0100\r\
+             PID|1||MRN-1^^^HOSP^MR||Doe^John\r\
+             AIL|1||CLIN^Room 2\r\
+             AIP|1||55^Nurse^Ana",
+        );
+        let appt = r
+            .iter()
+            .find(|v| v["resourceType"] == "Appointment")
+            .expect("appointment");
+        assert_eq!(appt["status"], "cancelled", "S15 outranks SCH-25");
+        assert_eq!(
+            appt["identifier"],
+            json!([{"value": "P-1"}, {"value": "F-1"}])
+        );
+        assert_eq!(appt["minutesDuration"], 15);
+        assert_eq!(appt["start"], "2026-11-24T09:30:00+01:00");
+        assert_eq!(appt["end"], "2026-11-24T09:45:00+01:00");
+        assert_eq!(
+            appt["reasonCode"][0],
+            json!({"coding": [{"code": "FLU"}], "text": "Flu shot"})
+        );
+        assert_eq!(
+            appt["participant"][0]["actor"]["identifier"]["value"],
+            "MRN-1"
+        );
+        assert_eq!(appt["participant"][1]["actor"]["display"], "Nurse");
+        assert_eq!(appt["participant"][2]["actor"]["display"], "Room 2");
+    }
+
+    #[test]
+    fn conversions_refuse_what_they_cannot_read() {
+        assert_eq!(date("19800215").as_deref(), Some("1980-02-15"));
+        assert_eq!(date("198002").as_deref(), Some("1980-02"));
+        assert_eq!(date("19801315"), None);
+        assert_eq!(date("19x0"), None);
+        assert_eq!(
+            date_time("202611240930").as_deref(),
+            Some("2026-11-24"),
+            "no zone: date only"
+        );
+        assert_eq!(
+            date_time("20261124093015+0100").as_deref(),
+            Some("2026-11-24T09:30:15+01:00")
+        );
+        assert_eq!(date_time("20261124253015+0100"), None);
+        assert_eq!(
+            convert("X", Conv::Code(ADMINISTRATIVE_SEX)),
+            None,
+            "unmapped codes are left out"
+        );
+        assert_eq!(convert("\"\"", Conv::Text), None, "a v2 null sets nothing");
+        assert_eq!(convert("abc", Conv::Integer), None);
+        let m = mapped("MSH|^~\\&|A||||1||ORU^R01|1|P|2.5\rPID|1||X");
+        assert!(m.is_empty(), "only ADT and SIU are mapped: {m:?}");
+    }
+}
