@@ -210,6 +210,60 @@ impl ModbusDevice {
     }
 }
 
+/// Registers of one table read with one request: their addresses are contiguous (or overlap)
+/// and the span fits the protocol's limit for one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub function: Function,
+    pub start: u16,
+    pub count: u16,
+    /// Indexes into the device's `registers`, with where each starts in the block.
+    pub members: Vec<(usize, u16)>,
+}
+
+/// Most registers (FC 03/04) and bits (FC 01/02) one read may ask for (Modbus application
+/// protocol 1.1b3, §6.1–6.4).
+const MAX_READ_REGISTERS: u32 = 125;
+const MAX_READ_BITS: u32 = 2000;
+
+/// Groups the registers into as few reads as the map allows. Only adjacent addresses are
+/// joined: reading across a gap could touch an address the device does not have and turn a
+/// good read into an "illegal data address" for all of them.
+pub fn plan_reads(registers: &[Register]) -> Vec<Block> {
+    let mut order: Vec<usize> = (0..registers.len()).collect();
+    order.sort_by_key(|&i| (registers[i].function.as_str(), registers[i].address));
+    let mut blocks: Vec<Block> = Vec::new();
+    for i in order {
+        let r = &registers[i];
+        let Ok(start) = u16::try_from(r.address) else {
+            continue;
+        };
+        let end = r.address + u32::from(r.count());
+        let limit = if r.function.is_bit() {
+            MAX_READ_BITS
+        } else {
+            MAX_READ_REGISTERS
+        };
+        if let Some(b) = blocks.last_mut()
+            && b.function == r.function
+            && r.address <= u32::from(b.start) + u32::from(b.count)
+            && end - u32::from(b.start) <= limit
+        {
+            let span = (end - u32::from(b.start)) as u16;
+            b.count = b.count.max(span);
+            b.members.push((i, start - b.start));
+            continue;
+        }
+        blocks.push(Block {
+            function: r.function,
+            start,
+            count: r.count(),
+            members: vec![(i, 0)],
+        });
+    }
+    blocks
+}
+
 impl Register {
     /// The type, with the default for its table.
     pub fn data_type(&self) -> DataType {
@@ -373,6 +427,55 @@ fn validate_register<'a>(
             &key("scale"),
             "scale must be a finite non-zero number and offset finite".into(),
         );
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn reg(function: &str, address: u32, data_type: &str) -> Register {
+        let text = format!(
+            "name = \"r{address}\"\nfunction = \"{function}\"\naddress = {address}\ntype = \"{data_type}\"\n"
+        );
+        toml::from_str(&text).expect("register")
+    }
+
+    #[test]
+    fn adjacent_registers_of_a_table_are_read_together_and_gaps_split() {
+        let regs = [
+            reg("input", 2, "f32"),
+            reg("input", 0, "u16"),
+            reg("input", 1, "i16"),
+            reg("input", 5, "u16"),
+            reg("holding", 0, "u16"),
+            reg("coil", 0, "bool"),
+            reg("coil", 1, "bool"),
+        ];
+        let block = |function, start, count, members: &[(usize, u16)]| Block {
+            function,
+            start,
+            count,
+            members: members.to_vec(),
+        };
+        assert_eq!(
+            plan_reads(&regs),
+            [
+                block(Function::Coil, 0, 2, &[(5, 0), (6, 1)]),
+                block(Function::Holding, 0, 1, &[(4, 0)]),
+                block(Function::Input, 0, 4, &[(1, 0), (2, 1), (0, 2)]),
+                block(Function::Input, 5, 1, &[(3, 0)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_block_never_exceeds_125_registers() {
+        let regs: Vec<Register> = (0..130).map(|a| reg("holding", a, "u16")).collect();
+        let plan = plan_reads(&regs);
+        assert_eq!(plan.len(), 2);
+        assert_eq!((plan[0].start, plan[0].count), (0, 125));
+        assert_eq!((plan[1].start, plan[1].count), (125, 5));
     }
 }
 

@@ -140,6 +140,7 @@ impl Spawn for ModbusSpawn {
                 supervisor,
                 health: None,
                 reporter: Reporter::default(),
+                blocks: config::plan_reads(&self.config.registers),
                 writes: writes_rx,
             }),
             config: self.config.clone(),
@@ -386,6 +387,8 @@ struct Poller {
     health: Option<(HealthState, Option<String>)>,
     reporter: Reporter,
     writes: mpsc::Receiver<WriteRequest>,
+    /// The reads one poll makes (see `config::plan_reads`).
+    blocks: Vec<config::Block>,
 }
 
 impl Poller {
@@ -530,17 +533,27 @@ impl Poller {
                 }
             }
             let at = journal::now_ms();
-            let mut results = Vec::with_capacity(self.config.registers.len());
-            for register in &self.config.registers {
-                let result = tokio::select! {
-                    r = read(ctx, register, &self.config) => r,
+            let mut slots: Vec<Option<Result<Value, ModbusError>>> =
+                vec![None; self.config.registers.len()];
+            for block in &self.blocks {
+                let read = tokio::select! {
+                    r = read_block(ctx, block, &self.config) => r,
                     _ = shutdown.changed() => return SessionEnd::Shutdown,
                 };
-                match result {
-                    Err(e) if e.link_lost() => return SessionEnd::Lost(e),
-                    other => results.push(other),
+                match read {
+                    Err(e) => return SessionEnd::Lost(e),
+                    Ok(values) => {
+                        for (i, v) in values {
+                            slots[i] = Some(v);
+                        }
+                    }
                 }
             }
+            let results = slots
+                .into_iter()
+                .zip(&self.config.registers)
+                .map(|(v, r)| v.unwrap_or_else(|| Err(ModbusError::Address { at: describe(r) })))
+                .collect();
             *failures = 0;
             self.polled(at, results, actor).await;
         }
@@ -653,6 +666,81 @@ async fn call(
 /// would be a bug, answered as an error rather than a panic.
 fn address(r: &Register, at: &str) -> Result<u16, ModbusError> {
     u16::try_from(r.address).map_err(|_| ModbusError::Address { at: at.into() })
+}
+
+/// Reads a block with one request and decodes each of its registers. When the device refuses
+/// the block (an exception), each register is read alone, so that the error names the one it
+/// concerns and the others still read. `Err` only when the link is lost.
+async fn read_block(
+    ctx: &mut client::Context,
+    block: &config::Block,
+    device: &ModbusDevice,
+) -> Result<Vec<(usize, Result<Value, ModbusError>)>, ModbusError> {
+    let single = |i: usize| &device.registers[i];
+    if let [(i, _)] = block.members.as_slice() {
+        return match read(ctx, single(*i), device).await {
+            Err(e) if e.link_lost() => Err(e),
+            r => Ok(vec![(*i, r)]),
+        };
+    }
+    let at = format!(
+        "{} {}..{}",
+        block.function.as_str(),
+        block.start,
+        u32::from(block.start) + u32::from(block.count) - 1
+    );
+    let (start, count) = (block.start, block.count);
+    let request = match block.function {
+        Function::Holding => Request::ReadHoldingRegisters(start, count),
+        Function::Input => Request::ReadInputRegisters(start, count),
+        Function::Coil => Request::ReadCoils(start, count),
+        Function::DiscreteInput => Request::ReadDiscreteInputs(start, count),
+    };
+    let answer = match call(ctx, request, &at, device).await {
+        Ok(answer) => answer,
+        Err(e) if e.link_lost() => return Err(e),
+        Err(_) => {
+            let mut out = Vec::with_capacity(block.members.len());
+            for (i, _) in &block.members {
+                match read(ctx, single(*i), device).await {
+                    Err(e) if e.link_lost() => return Err(e),
+                    r => out.push((*i, r)),
+                }
+            }
+            return Ok(out);
+        }
+    };
+    let out = block
+        .members
+        .iter()
+        .map(|&(i, offset)| {
+            let r = single(i);
+            let (from, to) = (usize::from(offset), usize::from(offset + r.count()));
+            let decoded = match &answer {
+                Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+                    words
+                        .get(from..to)
+                        .map(|w| protocol::decode_words(&r.decoding(), w))
+                }
+                Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+                    bits.get(from..to).map(protocol::decode_bits)
+                }
+                _ => None,
+            };
+            let value = match decoded {
+                Some(v) => v.map_err(|source| ModbusError::Decode {
+                    at: describe(r),
+                    source,
+                }),
+                None => Err(ModbusError::Link {
+                    at: describe(r),
+                    reason: format!("the answer to {at} is too short"),
+                }),
+            };
+            (i, value)
+        })
+        .collect();
+    Ok(out)
 }
 
 /// Reads and decodes one register.
