@@ -2,7 +2,8 @@
 //! 50 Modbus devices × 10 registers at 1 Hz plus 20 occupancy sensors on a local Mosquitto.
 //! Needs mosquitto and the pymodbus simulator (scripts/test-deps.sh).
 //!
-//! `cargo bench --bench devices`; `BENCH_SECONDS` sets the measured window (default 60 s).
+//! `cargo bench --bench devices`; `BENCH_SECONDS` sets the measured window (default 60 s);
+//! `BENCH_STATIC=1` keeps the registers unchanged (polling cost without events).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -90,10 +91,14 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path());
     // Every register of a device changes every few seconds, as CO2 and temperature do.
+    let changing = std::env::var("BENCH_STATIC").is_err();
     let values: Vec<serde_json::Value> = (0..REGISTERS)
         .map(|r| {
-            serde_json::json!({"table": "input", "address": r, "type": "u16", "value": 400 + r,
-                               "tick_ms": 3000 + 500 * r})
+            let mut v = serde_json::json!({"table": "input", "address": r, "type": "u16", "value": 400 + r});
+            if changing {
+                v["tick_ms"] = serde_json::json!(3000 + 500 * r);
+            }
+            v
         })
         .collect();
     let map = serde_json::json!({ "unit": 1, "values": values });
@@ -145,8 +150,9 @@ fn main() {
     let _ = publisher.join();
     let backlog = gateway.get_json("/api/v1/backlog");
     println!(
-        "devices: {DEVICES} Modbus devices x {REGISTERS} registers at 1 Hz + {SENSORS} occupancy sensors, over {elapsed:.0} s: \
+        "devices: {DEVICES} Modbus devices x {REGISTERS} registers at 1 Hz ({}) + {SENSORS} occupancy sensors, over {elapsed:.0} s: \
          CPU {:.2} % of one core, RSS {}, peak {}; cloud backlog {}",
+        if changing { "changing" } else { "static" },
         100.0 * used as f64 / ticks_per_s / elapsed,
         status_line(pid, "VmRSS:"),
         status_line(pid, "VmHWM:"),
