@@ -34,6 +34,8 @@ pub struct Gateway {
     config: Config,
     journal: Addr<JournalWriter>,
     supervisor: Addr<Supervisor>,
+    /// The printers the check-in API and the preview page see; replaced on reload.
+    printers: crate::devices::printer::Registry,
 }
 
 impl Actor for Gateway {
@@ -138,6 +140,7 @@ impl Gateway {
             // a device tolerates (it re-reads its state on start).
             let before = crate::devices::spawns(old, &self.journal).unwrap_or_default();
             self.replace_children(before, crate::devices::spawns(&new, &self.journal)?);
+            self.printers.set(new.devices.printer.clone());
             applied.push("devices");
         }
         if new.connectors != old.connectors {
@@ -211,11 +214,13 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     )?;
     let (journal, writer) = JournalWriter::start(store, Settings::from_config(&config))?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
+    let printers = crate::devices::printer::Registry::new(config.devices.printer.clone());
     let gateway = Gateway {
         path: path.clone(),
         config: config.clone(),
         journal: journal.clone(),
         supervisor: supervisor.clone(),
+        printers: printers.clone(),
     }
     .start();
     let started_event = gateway_event(
@@ -249,6 +254,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         gateway: gateway.clone(),
         facility: config.gateway.facility_id.clone(),
         started_at: journal::now_ms(),
+        printers,
     };
     let server = web::server(config.web.bind, state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;
