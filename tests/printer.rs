@@ -598,6 +598,16 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         "a check-in without a printer prints nothing"
     );
 
+    let status_page = ureq::get(&gw.url("/"))
+        .call()
+        .expect("status page")
+        .body_mut()
+        .read_to_string()
+        .expect("html");
+    assert!(
+        status_page.contains("href=\"/printers/kiosk-1/preview\""),
+        "linked from the status page"
+    );
     let page = ureq::get(&gw.url("/printers/kiosk-1/preview"))
         .call()
         .expect("preview")
@@ -620,4 +630,26 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         .call()
         .expect("answer");
     assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[actix_rt::test]
+async fn a_missing_serial_port_is_offline_and_its_tickets_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spine = Spine::start(dir.path());
+    let missing = dir.path().join("no-such-tty");
+    spine.start_printer(&table(&missing, "")).await;
+    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let error = h.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("printer kiosk-1: offline (cannot open ")
+            && error.contains("no-such-tty"),
+        "{error}"
+    );
+    spine.check_in("general", "MRN-1").await;
+    spine
+        .wait_event("printer.status", |e| e["condition"] == "offline")
+        .await;
+    assert_eq!(spine.waiting_tickets().await, 1, "the ticket waits");
+    assert_eq!(spine.health().await.restarts, 0);
+    spine.stop().await;
 }
