@@ -209,6 +209,7 @@ impl Spawn for PrinterSpawn {
             port: None,
             condition: None,
             noise: 0,
+            noisy_reads: 0,
         };
         PrinterActor::start_in_arbiter(&arbiter.handle(), move |_| PrinterActor {
             worker: Some(worker),
@@ -276,8 +277,9 @@ struct Worker {
     supervisor: Addr<Supervisor>,
     port: Option<SerialStream>,
     condition: Option<Condition>,
-    /// Bytes received that were not status answers.
+    /// Bytes received that were not status answers, and the status reads that had some.
     noise: u64,
+    noisy_reads: u64,
 }
 
 /// How one ticket went.
@@ -450,6 +452,10 @@ impl Worker {
         };
         if skipped > 0 {
             self.noise += skipped;
+            self.noisy_reads += 1;
+        }
+        // A chattering line would otherwise log on every status read.
+        if skipped > 0 && self.noisy_reads.is_power_of_two() {
             tracing::warn!(printer = %self.config.name, skipped, total = self.noise, "printer sent bytes that are not status answers; skipped");
         }
         answer
