@@ -609,6 +609,10 @@ impl Locator {
                 }
                 if let Some(t) = item.as_table_like() {
                     walk(at, t, &path, line, found);
+                } else if let toml_edit::Item::ArrayOfTables(array) = item {
+                    for (i, t) in array.iter().enumerate() {
+                        walk(at, t, &format!("{path}[{i}]"), line, found);
+                    }
                 }
             }
         }

@@ -36,6 +36,8 @@ pub struct Gateway {
     journal: Addr<JournalWriter>,
     supervisor: Addr<Supervisor>,
     rooms: FacilitySlot,
+    /// The printers the check-in API and the preview page see; replaced on reload.
+    printers: crate::devices::printer::Registry,
 }
 
 impl Actor for Gateway {
@@ -146,6 +148,7 @@ impl Gateway {
                 before,
                 crate::devices::spawns(&new, &self.journal, &self.rooms)?,
             );
+            self.printers.set(new.devices.printer.clone());
             applied.push("devices");
         }
         if new.connectors != old.connectors {
@@ -220,12 +223,14 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (journal, writer) = JournalWriter::start(store, Settings::from_config(&config))?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
     let rooms = FacilitySlot::default();
+    let printers = crate::devices::printer::Registry::new(config.devices.printer.clone());
     let gateway = Gateway {
         path: path.clone(),
         config: config.clone(),
         journal: journal.clone(),
         supervisor: supervisor.clone(),
         rooms: rooms.clone(),
+        printers: printers.clone(),
     }
     .start();
     let started_event = gateway_event(
@@ -262,6 +267,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         rooms,
         facility: config.gateway.facility_id.clone(),
         started_at: journal::now_ms(),
+        printers,
     };
     let server = web::server(config.web.bind, state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;

@@ -6,6 +6,7 @@
 
 pub mod modbus;
 pub mod occupancy;
+pub mod printer;
 
 use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
@@ -25,6 +26,9 @@ pub struct DevicesConfig {
     /// Modbus TCP and RTU sensors, one `[[devices.modbus]]` table each.
     #[serde(default)]
     pub modbus: Vec<crate::devices::modbus::config::ModbusDevice>,
+    /// ESC/POS kiosk ticket printers on serial ports, one `[[devices.printer]]` table each.
+    #[serde(default)]
+    pub printer: Vec<crate::devices::printer::config::PrinterConfig>,
 }
 
 impl DevicesConfig {
@@ -34,6 +38,7 @@ impl DevicesConfig {
             o.validate(config, bad);
         }
         modbus::config::validate(&self.modbus, bad);
+        printer::config::validate(&self.printer, bad);
     }
 }
 
@@ -59,6 +64,10 @@ pub fn spawns(
         let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
         handles.modbus.insert(device.name.clone(), spawn.slot());
         children.push((format!("modbus:{}", device.name), Box::new(spawn)));
+    }
+    for p in &config.devices.printer {
+        let spawn = printer::PrinterSpawn::new(p.clone(), journal.clone());
+        children.push((printer::destination(&p.name), Box::new(spawn)));
     }
     if !config.facility.is_empty() {
         let spawn = crate::facility::FacilitySpawn::new(

@@ -248,6 +248,13 @@ pub struct Claim {
     pub destination: String,
     pub limit: usize,
 }
+/// Up to `limit` rows of a destination that `Claim` would hand out now, left pending: a look
+/// at what waits without taking it.
+#[derive(Debug)]
+pub struct Peek {
+    pub destination: String,
+    pub limit: usize,
+}
 /// These in-flight rows reached their destination.
 #[derive(Debug)]
 pub struct Delivered(pub Vec<i64>);
@@ -285,6 +292,8 @@ pub struct AuditRecord {
 pub struct QueueCheckIn {
     pub queue: String,
     pub check_in: crate::queue::CheckIn,
+    /// A ticket to print, committed in the same transaction as the check-in.
+    pub ticket: Option<crate::queue::TicketOrder>,
 }
 /// Call the next waiting patient of a queue.
 #[derive(Debug)]
@@ -385,6 +394,7 @@ macro_rules! requests {
 requests! {
     Append => Append: Receipt,
     Claim => Claim: Vec<OutboxRow>,
+    Peek => Peek: Vec<OutboxRow>,
     Delivered => Delivered: usize,
     Failed => Failed: (usize, usize),
     ListDead => ListDead: Vec<DeadLetter>,
@@ -609,6 +619,10 @@ impl Writer {
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
+                Command::Peek(Peek { destination, limit }, reply) => {
+                    let r = tx.peek(&destination, limit, now);
+                    done(reply, r)
+                }
                 Command::Delivered(Delivered(ids), reply) => {
                     let r = tx.delivered(&ids, now);
                     if let Ok(n) = &r {
@@ -683,10 +697,20 @@ impl Writer {
                     let r = tx.audit_log(limit);
                     done(reply, r)
                 }
-                Command::QueueCheckIn(QueueCheckIn { queue, check_in }, reply) => {
-                    let r = tx.queue_check_in(&queue, &check_in, now);
+                Command::QueueCheckIn(
+                    QueueCheckIn {
+                        queue,
+                        check_in,
+                        ticket,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.queue_check_in(&queue, &check_in, ticket.as_ref(), now);
                     if matches!(r, Ok((_, false))) {
                         woken.insert(crate::CLOUD.into());
+                        if let Some(t) = &ticket {
+                            woken.insert(crate::devices::printer::destination(&t.printer));
+                        }
                     }
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)

@@ -9,7 +9,9 @@ use super::{
     RetryPolicy, Stats,
 };
 use crate::facility::{Hold, RoomHold};
-use crate::queue::{self, Action, CheckIn, Entry, EntryState, FromEhr, Priority};
+use crate::queue::{
+    self, Action, CheckIn, Entry, EntryState, FromEhr, Priority, TicketJob, TicketOrder,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -374,6 +376,39 @@ impl Batch<'_> {
         })
     }
 
+    /// The rows [`claim`](Self::claim) would take now, left pending.
+    pub fn peek(
+        &mut self,
+        destination: &str,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT o.id, o.key, o.attempts, i.event_id, i.kind, i.schema, i.payload, i.occurred_at
+                   FROM outbox o JOIN inbound i ON i.id = o.inbound_id
+                  WHERE o.state = 0 AND o.destination = ?1
+                    AND o.key NOT IN (SELECT key FROM outbox
+                                       WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2)
+                  ORDER BY o.id LIMIT ?3",
+            )?
+            .query_map(params![destination, now, limit as i64], |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    key: r.get(1)?,
+                    attempts: r.get::<_, u32>(2)?,
+                    event_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    schema: r.get(5)?,
+                    payload: r.get(6)?,
+                    occurred_at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// Moves up to `limit` rows of `destination` to in-flight, oldest first, skipping every key
     /// whose earliest pending row waits for a retry: a key's rows go out in order, other keys
     /// flow meanwhile.
@@ -633,12 +668,14 @@ impl Batch<'_> {
     }
 
     /// Queues a patient: the next ticket of the day in `queue`, at the end of its priority band,
-    /// with a `queue.checked_in` event for the cloud in the same transaction. A check-in whose
-    /// `request_id` was seen before in this queue returns that entry (`true`) instead.
+    /// with a `queue.checked_in` event for the cloud in the same transaction, and with `ticket`
+    /// its print job for the printer's outbox too. A check-in whose `request_id` was seen before
+    /// in this queue returns that entry (`true`) instead, and prints nothing again.
     pub fn queue_check_in(
         &mut self,
         queue_name: &str,
         c: &CheckIn,
+        ticket: Option<&TicketOrder>,
         now: i64,
     ) -> Result<(Entry, bool), JournalError> {
         if let Some(request_id) = &c.request_id {
@@ -682,7 +719,52 @@ impl Batch<'_> {
             ])?;
         let entry = self.queue_entry(self.tx.last_insert_rowid())?;
         self.queue_event("queue.checked_in", &entry, now)?;
+        if let Some(order) = ticket {
+            self.queue_ticket(&entry, order, now)?;
+        }
         Ok((entry, false))
+    }
+
+    /// Commits the print job of a new entry's ticket for `printer:<name>`, keyed by the printer
+    /// so that its tickets print in check-in order. The estimated wait counts the entries
+    /// waiting ahead of this one in call order (priority, then arrival).
+    fn queue_ticket(
+        &mut self,
+        entry: &Entry,
+        order: &TicketOrder,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        let ahead: u32 = self
+            .tx
+            .prepare_cached(
+                "SELECT count(*) FROM queue_entry
+                  WHERE queue = ?1 AND state = 'waiting' AND id != ?2
+                    AND (priority > ?3 OR (priority = ?3 AND (arrived_at < ?4 OR (arrived_at = ?4 AND id < ?2))))",
+            )?
+            .query_row(
+                params![entry.queue, entry.id, entry.priority as i64, entry.arrived_at],
+                |r| r.get(0),
+            )?;
+        let job = TicketJob {
+            entry: entry.id,
+            ticket: entry.ticket.clone(),
+            queue: entry.queue.clone(),
+            waiting_ahead: ahead,
+            estimated_wait_min: ahead.saturating_mul(order.minutes_per_patient),
+        };
+        let destination = crate::devices::printer::destination(&order.printer);
+        let item = NewItem {
+            source: "queue".into(),
+            source_id: None,
+            kind: crate::devices::printer::TICKET_KIND.into(),
+            key: destination.clone(),
+            schema: format!("clinic-gateway/{}@1", crate::devices::printer::TICKET_KIND),
+            payload: serde_json::to_vec(&job).map_err(|e| JournalError::Corrupt(e.to_string()))?,
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![destination],
+        };
+        self.append(&item, now).map(|_| ())
     }
 
     fn queue_entry(&mut self, id: i64) -> Result<Entry, JournalError> {

@@ -258,3 +258,74 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         "every acknowledged item is kept"
     );
 }
+
+#[test]
+fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending() {
+    use crate::queue::{CheckIn, Priority, TicketJob, TicketOrder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let order = TicketOrder {
+        printer: "kiosk-1".into(),
+        minutes_per_patient: 5,
+    };
+    let check_in = |priority: Priority, request_id: &str| CheckIn {
+        patient_ref: Some("MRN-1".into()),
+        appointment_ref: None,
+        priority,
+        priority_reason: (priority > Priority::Normal).then(|| "pain".to_string()),
+        request_id: Some(request_id.into()),
+        printer: None,
+    };
+    store
+        .with_batch(|b| {
+            b.queue_check_in(
+                "general",
+                &check_in(Priority::Normal, "a"),
+                Some(&order),
+                10,
+            )?;
+            b.queue_check_in(
+                "general",
+                &check_in(Priority::Normal, "b"),
+                Some(&order),
+                20,
+            )?;
+            b.queue_check_in(
+                "general",
+                &check_in(Priority::Urgent, "c"),
+                Some(&order),
+                30,
+            )?;
+            // A retried request prints nothing again.
+            b.queue_check_in(
+                "general",
+                &check_in(Priority::Normal, "b"),
+                Some(&order),
+                40,
+            )?;
+            b.queue_check_in("lab", &check_in(Priority::Normal, "d"), None, 50)
+        })
+        .expect("check-ins");
+    let peeked = store
+        .with_batch(|b| b.peek("printer:kiosk-1", 10, 100))
+        .expect("peek");
+    let jobs: Vec<TicketJob> = peeked
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).expect("job"))
+        .collect();
+    let summary: Vec<(&str, u32, u32)> = jobs
+        .iter()
+        .map(|j| (j.ticket.as_str(), j.waiting_ahead, j.estimated_wait_min))
+        .collect();
+    assert_eq!(summary, [("G-001", 0, 0), ("G-002", 1, 5), ("G-003", 0, 0)]);
+    assert!(
+        peeked
+            .iter()
+            .all(|r| r.key == "printer:kiosk-1" && r.kind == "printer.ticket")
+    );
+    assert!(!String::from_utf8_lossy(&peeked[0].payload).contains("MRN"));
+    let claimed = store
+        .with_batch(|b| b.claim("printer:kiosk-1", 10, 100))
+        .expect("claim");
+    assert_eq!(claimed.len(), 3, "peek took nothing");
+}

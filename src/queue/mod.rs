@@ -267,6 +267,34 @@ pub struct CheckIn {
     /// the patient twice.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The kiosk printer that prints this check-in's ticket; default: the printer configured
+    /// for the queue, if any.
+    #[serde(default)]
+    pub printer: Option<String>,
+}
+
+/// A ticket to print for a new check-in, decided by the API from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketOrder {
+    /// The printer's name; the ticket goes to its outbox destination `printer:<name>`.
+    pub printer: String,
+    /// Estimated wait = patients waiting ahead × this.
+    pub minutes_per_patient: u32,
+}
+
+/// The print job of one ticket as committed with its check-in (no patient data: the printer
+/// only needs the ticket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketJob {
+    /// The queue entry's id.
+    pub entry: i64,
+    /// The ticket number, e.g. `G-012`.
+    pub ticket: String,
+    pub queue: String,
+    /// Patients waiting ahead of this one at check-in (priority, then arrival).
+    pub waiting_ahead: u32,
+    /// `waiting_ahead` × the printer's minutes per patient.
+    pub estimated_wait_min: u32,
 }
 
 fn normal() -> Priority {
@@ -343,6 +371,7 @@ mod tests {
             priority: Priority::Urgent,
             priority_reason: None,
             request_id: None,
+            printer: None,
         };
         assert!(c.validate().is_err());
         c.priority_reason = Some("chest pain".into());

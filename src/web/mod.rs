@@ -8,6 +8,7 @@
 //! payloads or ordering keys (a key may be a patient id).
 
 mod page;
+mod preview;
 
 use crate::daemon::{Gateway, ReloadConfig};
 use crate::facility::{self, FacilityError, FacilitySlot};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub rooms: FacilitySlot,
     pub facility: String,
     pub started_at: i64,
+    /// Configured kiosk printers, for check-in tickets and their preview.
+    pub printers: crate::devices::printer::Registry,
 }
 
 /// Builds the HTTP server on `bind`; the caller runs it.
@@ -55,6 +58,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/", web::get().to(page::index))
             .route("/dlq/replay", web::post().to(page::replay_form))
             .route("/rooms/state", web::post().to(page::room_state_form))
+            .route("/printers/{name}/preview", web::get().to(preview::ticket))
             .route("/metrics", web::get().to(metrics_text))
             .route("/api/v1/health", web::get().to(health))
             .route("/api/v1/actors", web::get().to(actors))
@@ -367,18 +371,27 @@ async fn queue_check_in(
     if let Err(msg) = check_in.validate() {
         return HttpResponse::BadRequest().json(json!({ "error": msg }));
     }
+    let ticket = match s.printers.order(&name, check_in.printer.as_deref()) {
+        Ok(t) => t,
+        Err(msg) => return HttpResponse::BadRequest().json(json!({ "error": msg })),
+    };
+    let printer = ticket.as_ref().map(|t| t.printer.clone());
     match journal::ask(
         &s.journal,
         journal::QueueCheckIn {
             queue: name,
             check_in,
+            ticket,
         },
     )
     .await
     {
-        Ok((entry, duplicate)) => {
-            HttpResponse::Created().json(json!({ "entry": entry, "duplicate": duplicate }))
-        }
+        Ok((entry, duplicate)) => HttpResponse::Created().json(json!({
+            "entry": entry,
+            "duplicate": duplicate,
+            // A repeated request printed nothing new.
+            "printer": if duplicate { None } else { printer },
+        })),
         Err(e) => journal_error(e),
     }
 }

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::fmt::Write;
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -112,9 +112,17 @@ fn render(
         h.push_str("<tr><td colspan=6 class=muted>None configured.</td></tr>");
     }
     for a in actors {
+        // A kiosk printer links to what its tickets look like.
+        let preview = match a.name.strip_prefix("printer:") {
+            Some(p) if a.kind == "ticket-printer" => format!(
+                " <a href=\"/printers/{p}/preview\">ticket preview</a>",
+                p = esc(p)
+            ),
+            _ => String::new(),
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td><span class=\"badge {st}\">{st}</span></td><td>{}</td><td>{}</td><td class=err>{}</td></tr>",
+            "<tr><td>{}{preview}</td><td>{}</td><td><span class=\"badge {st}\">{st}</span></td><td>{}</td><td>{}</td><td class=err>{}</td></tr>",
             esc(&a.name),
             esc(&a.kind),
             age(now, a.since),
