@@ -4,15 +4,18 @@
 //! **Invariant:** device actors never touch SQLite or MQTT-to-cloud directly: they send
 //! `Append` to the journal writer and report health to the supervisor.
 
+pub mod bacnet;
 pub mod modbus;
 pub mod occupancy;
 
 use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
 use crate::supervisor::Spawn;
-use actix::Addr;
-use serde::Deserialize;
+use actix::{Actor, Addr};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 /// Every `[[devices.<kind>]]` table of the configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -24,6 +27,9 @@ pub struct DevicesConfig {
     /// Modbus TCP and RTU sensors, one `[[devices.modbus]]` table each.
     #[serde(default)]
     pub modbus: Vec<crate::devices::modbus::config::ModbusDevice>,
+    /// BACnet/IP devices (HVAC controllers), one `[[devices.bacnet]]` table each.
+    #[serde(default)]
+    pub bacnet: Vec<crate::devices::bacnet::config::BacnetDevice>,
 }
 
 impl DevicesConfig {
@@ -33,6 +39,7 @@ impl DevicesConfig {
             o.validate(config, bad);
         }
         modbus::config::validate(&self.modbus, bad);
+        bacnet::config::validate(&self.bacnet, bad);
     }
 }
 
@@ -50,6 +57,10 @@ pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Result<Vec<Devi
     for device in &config.devices.modbus {
         let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
         children.push((format!("modbus:{}", device.name), Box::new(spawn)));
+    }
+    for device in &config.devices.bacnet {
+        let spawn = bacnet::BacnetSpawn::new(device.clone(), journal.clone());
+        children.push((format!("bacnet:{}", device.name), Box::new(spawn)));
     }
     Ok(children)
 }
@@ -116,5 +127,102 @@ pub fn device_event(device: &str, kind: &str, payload: serde_json::Value) -> New
         reply: None,
         occurred_at: None,
         destinations: vec![crate::CLOUD.into()],
+    }
+}
+
+/// A value read from a device point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// An analog or multi-state value (after scale and offset where the device has them).
+    Number(f64),
+    /// A coil, a discrete input, a binary object or a `bool` register.
+    Bool(bool),
+}
+
+/// Decides which readings become events: values that differ from the last event's, or the
+/// first reading after `heartbeat_ms` without an event (proof that the device still reads).
+#[derive(Debug, Clone, Default)]
+pub struct Reporter {
+    /// `None` before the first event.
+    last: Option<(i64, BTreeMap<String, Value>)>,
+}
+
+impl Reporter {
+    /// True when `values` read at `now_ms` should be journaled. An empty poll never is.
+    /// `heartbeat_ms == 0` journals every poll.
+    pub fn should_report(
+        &self,
+        values: &BTreeMap<String, Value>,
+        now_ms: i64,
+        heartbeat_ms: u64,
+    ) -> bool {
+        if values.is_empty() {
+            return false;
+        }
+        match &self.last {
+            None => true,
+            Some((at, last)) => last != values || now_ms.saturating_sub(*at) >= heartbeat_ms as i64,
+        }
+    }
+
+    /// Records that `values` were journaled at `now_ms` (only after the journal committed them,
+    /// so that a refused event is tried again on the next poll).
+    pub fn reported(&mut self, values: BTreeMap<String, Value>, now_ms: i64) {
+        self.last = Some((now_ms, values));
+    }
+}
+
+/// The address of a device's current actor, across supervisor restarts; empty before its
+/// first start. Other actors (facility rules, the API) find a device through it.
+pub struct Slot<A: Actor>(Arc<Mutex<Option<Addr<A>>>>);
+
+impl<A: Actor> Slot<A> {
+    pub fn addr(&self) -> Option<Addr<A>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Called by the device's `Spawn` each time it starts a new actor.
+    pub(crate) fn set(&self, addr: Addr<A>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+}
+
+// Derived `Clone`/`Default` would require `A: Clone`/`A: Default`.
+impl<A: Actor> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot(Arc::new(Mutex::new(None)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reporter_reports_changes_and_heartbeats_only() {
+        let values = |v: f64| BTreeMap::from([("co2".to_string(), Value::Number(v))]);
+        let mut r = Reporter::default();
+        assert!(!r.should_report(&BTreeMap::new(), 0, 1000), "empty poll");
+        assert!(r.should_report(&values(612.0), 0, 1000), "first poll");
+        r.reported(values(612.0), 0);
+        assert!(!r.should_report(&values(612.0), 999, 1000), "unchanged");
+        assert!(r.should_report(&values(613.0), 500, 1000), "changed");
+        assert!(r.should_report(&values(612.0), 1000, 1000), "heartbeat");
+        assert!(
+            r.should_report(&values(612.0), 1, 0),
+            "heartbeat 0: every poll"
+        );
+        let more = BTreeMap::from([
+            ("co2".to_string(), Value::Number(612.0)),
+            ("fan".to_string(), Value::Bool(true)),
+        ]);
+        assert!(r.should_report(&more, 10, 1000), "a register read again");
     }
 }

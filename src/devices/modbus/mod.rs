@@ -26,7 +26,7 @@ use protocol::{Reporter, Value};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_modbus::client::{self, Client};
@@ -107,14 +107,7 @@ impl ModbusSpawn {
 }
 
 /// The address of a device's current actor; empty before its first start.
-#[derive(Clone, Default)]
-pub struct ActorSlot(Arc<Mutex<Option<Addr<ModbusActor>>>>);
-
-impl ActorSlot {
-    pub fn addr(&self) -> Option<Addr<ModbusActor>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+pub type ActorSlot = devices::Slot<ModbusActor>;
 
 impl Spawn for ModbusSpawn {
     fn kind(&self) -> &'static str {
@@ -157,7 +150,7 @@ impl Spawn for ModbusSpawn {
             latest,
         };
         let addr = ModbusActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-        *self.current.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+        self.current.set(addr);
         Box::new(Handle {
             shutdown,
             done,
