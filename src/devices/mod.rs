@@ -13,7 +13,7 @@ use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, New
 use crate::supervisor::Spawn;
 use actix::{Actor, Addr};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +40,27 @@ impl DevicesConfig {
         }
         modbus::config::validate(&self.modbus, bad);
         bacnet::config::validate(&self.bacnet, bad);
+    }
+}
+
+/// A name must be an identifier (it ends up in supervisor names, events and logs) and unique
+/// among `names`, which collects it.
+pub(crate) fn check_name<'a>(
+    name: &'a str,
+    key: &str,
+    names: &mut BTreeSet<&'a str>,
+    what: &str,
+    bad: &mut dyn FnMut(&str, String),
+) {
+    let identifier = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !identifier {
+        bad(key, "must be 1 to 64 letters, digits, '-' or '_'".into());
+    } else if !names.insert(name) {
+        bad(key, format!("another {what} is already named {name:?}"));
     }
 }
 

@@ -179,6 +179,7 @@ impl Spawn for BacnetSpawn {
                 values: BTreeMap::new(),
                 units: vec![None; self.config.objects.len()],
                 cov_active: vec![false; self.config.objects.len()],
+                cov_refused: vec![false; self.config.objects.len()],
                 rpm_supported: self.config.read_multiple,
                 overrides_settled: false,
                 process_id: std::process::id(),
@@ -572,6 +573,8 @@ struct Link {
     units: Vec<Option<String>>,
     /// Which objects have an active COV subscription.
     cov_active: Vec<bool>,
+    /// Which objects' subscriptions the device refused (so that it is logged once).
+    cov_refused: Vec<bool>,
     /// False once the device rejected ReadPropertyMultiple.
     rpm_supported: bool,
     /// True once the overrides remembered from before the start were dealt with.
@@ -834,17 +837,17 @@ impl Link {
             }
         }
         self.units.iter_mut().for_each(|u| *u = None);
-        let mut errors = match self.subscribe_all().await {
-            Ok(errors) => errors,
-            Err(e) => return SessionEnd::Lost(e),
-        };
+        if let Err(e) = self.subscribe_all().await {
+            return SessionEnd::Lost(e);
+        }
         // Everything once, COV objects included: a subscription's first notification may
         // take a while, and units are read here.
         let all: Vec<usize> = (0..self.config.objects.len()).collect();
-        match self.poll(&all, actor).await {
-            Ok(mut e) => errors.append(&mut e),
+        // Objects whose last read failed, with the error.
+        let mut errors = match self.poll(&all, actor).await {
+            Ok(e) => e,
             Err(e) => return SessionEnd::Lost(e),
-        }
+        };
         self.report_health(&errors);
         let mut tick = tokio::time::interval_at(
             Instant::now() + self.config.poll_interval(),
@@ -890,14 +893,7 @@ impl Link {
                         true
                     })
                 }
-                Next::Renew => self.subscribe_all().await.map(|e| {
-                    // Subscription errors are replaced by the renewal's.
-                    errors.retain(|(i, m)| {
-                        !(self.config.objects[*i].mode == Mode::Cov && m.contains("subscribe"))
-                    });
-                    errors.extend(e);
-                    true
-                }),
+                Next::Renew => self.subscribe_all().await.map(|_| false),
                 Next::Command(c) => self.command(c).await.map(|_| false),
                 Next::Datagram(Some((from, inbound))) => {
                     self.unsolicited(from, inbound).await.map(|_| false)
@@ -934,10 +930,10 @@ impl Link {
         }
     }
 
-    /// Subscribes every `cov` object; a refused subscription leaves the object polled.
-    /// Returns the refusals (by object), or the error that shows the device is gone.
-    async fn subscribe_all(&mut self) -> Result<Vec<(usize, String)>, BacnetError> {
-        let mut refused = Vec::new();
+    /// Subscribes (or renews) every `cov` object. A refused subscription leaves the object
+    /// polled, which reads it fully, so it is logged rather than reported as degraded; the
+    /// next renewal tries again. Fails only with the error that shows the device is gone.
+    async fn subscribe_all(&mut self) -> Result<(), BacnetError> {
         let config = self.config.clone();
         for (i, o) in config.objects.iter().enumerate() {
             if o.mode != Mode::Cov {
@@ -955,15 +951,15 @@ impl Link {
                 Ok(_) => self.cov_active[i] = true,
                 Err(e) if e.link_lost() => return Err(e),
                 Err(e) => {
-                    if self.cov_active[i] || self.health.is_none() {
+                    if self.cov_active[i] || !self.cov_refused[i] {
                         tracing::warn!(device = %self.config.name, error = %e, "COV subscription refused; the object is polled");
                     }
                     self.cov_active[i] = false;
-                    refused.push((i, e.to_string()));
+                    self.cov_refused[i] = true;
                 }
             }
         }
-        Ok(refused)
+        Ok(())
     }
 
     /// Reads the present value (and, until known, the units) of `indices`; returns the
