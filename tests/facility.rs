@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::bacnet_sim::Device;
 use common::modbus_sim::Sim;
 use common::{Broker, Consumer, Gateway, free_port, post, relay_table, wait_for};
 use serde_json::{Value, json};
@@ -392,4 +393,113 @@ fn facility_config_mistakes_name_their_file_line_and_key() {
     ] {
         assert!(stderr.contains(&expected), "{expected}\n{stderr}");
     }
+}
+
+#[test]
+fn crowding_writes_a_bacnet_setpoint_at_its_priority_and_relinquishes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let port = free_port();
+    let mut device = Device::start(port);
+    let config = format!(
+        r#"
+[devices.occupancy]
+occupied_delay_s = 0
+vacancy_delay_s = 0
+count_delay_s = 0
+
+[devices.occupancy.broker]
+host = "127.0.0.1"
+port = {broker}
+
+[[devices.occupancy.rooms]]
+name = "waiting-room-a"
+area = "waiting-a"
+
+[[devices.occupancy.sensors]]
+name = "waiting-a-counter"
+kind = "counter"
+room = "waiting-room-a"
+
+[[devices.bacnet]]
+name = "ahu"
+device_instance = 599
+address = "127.0.0.2:{port}"
+bind = "127.0.0.3:{port}"
+broadcast = "127.255.255.255:{port}"
+priority = 10
+timeout_ms = 300
+retries = 1
+poll_interval_ms = 200
+
+[[devices.bacnet.objects]]
+name = "setpoint"
+type = "analog-value"
+instance = 1
+writable = true
+
+[facility]
+evaluate_interval_ms = 200
+
+[[facility.rules]]
+name = "waiting-a-cooling"
+
+[[facility.rules.when]]
+area = "waiting-a"
+above = 10
+below = 6
+
+[facility.rules.then]
+device = "ahu"
+point = "setpoint"
+value = 18.5
+"#,
+        broker = broker.port,
+    );
+    let mut gateway = Gateway::new(dir.path(), &config);
+    gateway.start();
+    let holds = |device: &mut Device| device.show("analog-value,1");
+    // At start the rule is off: its priority slot is relinquished (empty), the default rules.
+    wait_for(
+        "the rule's first relinquish",
+        Duration::from_secs(20),
+        || (rule(&gateway)["applied"] == json!(false)).then_some(()),
+    );
+    let (value, slots) = holds(&mut device);
+    assert_eq!((value.as_str(), slots[9].as_deref()), ("21.0", None));
+
+    publish(&broker, "zigbee2mqtt/waiting-a-counter", r#"{"count": 12}"#);
+    wait_for("18.5 at priority 10", Duration::from_secs(20), || {
+        let (value, slots) = holds(&mut device);
+        (value == "18.5" && slots[9].as_deref() == Some("18.5")).then_some(())
+    });
+    let (_, slots) = holds(&mut device);
+    assert_eq!(
+        slots.iter().filter(|s| s.is_some()).count(),
+        1,
+        "only the configured priority is written: {slots:?}"
+    );
+
+    publish(&broker, "zigbee2mqtt/waiting-a-counter", r#"{"count": 3}"#);
+    wait_for("the relinquish", Duration::from_secs(20), || {
+        let (value, slots) = holds(&mut device);
+        (value == "21.0" && slots.iter().all(Option::is_none)).then_some(())
+    });
+    let audit = gateway.get_json("/api/v1/audit?limit=100");
+    let writes: Vec<&str> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .rev()
+        .filter(|a| a["actor"] == "rule:waiting-a-cooling" && a["action"] == "device-write")
+        .map(|a| a["detail"].as_str().expect("detail"))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "ahu setpoint (analog-value,1) @10 = null",
+            "ahu setpoint (analog-value,1) @10 = 18.5",
+            "ahu setpoint (analog-value,1) @10 = null"
+        ]
+    );
 }

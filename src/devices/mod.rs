@@ -4,6 +4,7 @@
 //! **Invariant:** device actors never touch SQLite or MQTT-to-cloud directly: they send
 //! `Append` to the journal writer and report health to the supervisor.
 
+pub mod bacnet;
 pub mod modbus;
 pub mod occupancy;
 pub mod printer;
@@ -13,7 +14,7 @@ use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, New
 use crate::supervisor::Spawn;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 /// Every `[[devices.<kind>]]` table of the configuration.
@@ -29,6 +30,9 @@ pub struct DevicesConfig {
     /// ESC/POS kiosk ticket printers on serial ports, one `[[devices.printer]]` table each.
     #[serde(default)]
     pub printer: Vec<crate::devices::printer::config::PrinterConfig>,
+    /// BACnet/IP devices (HVAC controllers), one `[[devices.bacnet]]` table each.
+    #[serde(default)]
+    pub bacnet: Vec<crate::devices::bacnet::config::BacnetDevice>,
 }
 
 impl DevicesConfig {
@@ -39,6 +43,28 @@ impl DevicesConfig {
         }
         modbus::config::validate(&self.modbus, bad);
         printer::config::validate(&self.printer, bad);
+        bacnet::config::validate(&self.bacnet, bad);
+    }
+}
+
+/// A name must be an identifier (it ends up in supervisor names, events and logs) and unique
+/// among `names`, which collects it.
+pub(crate) fn check_name<'a>(
+    name: &'a str,
+    key: &str,
+    names: &mut BTreeSet<&'a str>,
+    what: &str,
+    bad: &mut dyn FnMut(&str, String),
+) {
+    let identifier = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !identifier {
+        bad(key, "must be 1 to 64 letters, digits, '-' or '_'".into());
+    } else if !names.insert(name) {
+        bad(key, format!("another {what} is already named {name:?}"));
     }
 }
 
@@ -69,6 +95,11 @@ pub fn spawns(
         let spawn = printer::PrinterSpawn::new(p.clone(), journal.clone());
         children.push((printer::destination(&p.name), Box::new(spawn)));
     }
+    for device in &config.devices.bacnet {
+        let spawn = bacnet::BacnetSpawn::new(device.clone(), journal.clone());
+        handles.bacnet.insert(device.name.clone(), spawn.slot());
+        children.push((format!("bacnet:{}", device.name), Box::new(spawn)));
+    }
     if !config.facility.is_empty() {
         let spawn = crate::facility::FacilitySpawn::new(
             config.facility.clone(),
@@ -81,34 +112,36 @@ pub fn spawns(
     Ok(children)
 }
 
-/// A value written to a device point.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum Setting {
-    Bool(bool),
-    Number(f64),
-}
-
 /// How other actors reach the running devices: their slots, by device name.
 #[derive(Clone, Default)]
 pub struct Handles {
     pub occupancy: Option<occupancy::OccupancyHandle>,
     pub modbus: BTreeMap<String, modbus::ActorSlot>,
+    pub bacnet: BTreeMap<String, bacnet::BacnetSlot>,
 }
 
 impl Handles {
     /// The latest good value of a device point (a bool as 0 or 1); `None` while it is unknown
     /// or its last read failed.
     pub async fn point(&self, device: &str, point: &str) -> Option<f64> {
-        let actor = self.modbus.get(device)?.addr()?;
-        let readings = actor.send(modbus::GetReadings).await.ok()?;
-        let r = readings.into_iter().find(|r| r.name == point)?;
-        if r.error.is_some() {
-            return None;
-        }
-        match r.value? {
-            modbus::protocol::Value::Number(n) => Some(n),
-            modbus::protocol::Value::Bool(b) => Some(f64::from(u8::from(b))),
+        let value = if let Some(slot) = self.modbus.get(device) {
+            let readings = slot.addr()?.send(modbus::GetReadings).await.ok()?;
+            let r = readings.into_iter().find(|r| r.name == point)?;
+            r.error.is_none().then_some(r.value).flatten()
+        } else {
+            let readings = self
+                .bacnet
+                .get(device)?
+                .addr()?
+                .send(bacnet::GetValues)
+                .await
+                .ok()?;
+            let r = readings.into_iter().find(|r| r.name == point)?;
+            r.error.is_none().then_some(r.value).flatten()
+        };
+        match value? {
+            Value::Number(n) => Some(n),
+            Value::Bool(b) => Some(f64::from(u8::from(b))),
         }
     }
 
@@ -118,32 +151,42 @@ impl Handles {
         &self,
         device: &str,
         point: &str,
-        value: Option<Setting>,
+        value: Option<Value>,
         by: &str,
     ) -> Result<(), String> {
+        let not_running = || format!("device {device} is not running");
+        let stopped = |_| format!("device {device} stopped");
+        if let Some(slot) = self.modbus.get(device) {
+            let value = value.ok_or_else(|| {
+                format!("{device} {point}: Modbus has no priority array to relinquish")
+            })?;
+            let write = modbus::Write {
+                register: point.into(),
+                value,
+                by: by.into(),
+            };
+            let actor = slot.addr().ok_or_else(not_running)?;
+            return actor
+                .send(write)
+                .await
+                .map_err(stopped)?
+                .map_err(|e| format!("{device}: {e}"));
+        }
         let actor = self
-            .modbus
+            .bacnet
             .get(device)
             .and_then(|s| s.addr())
-            .ok_or_else(|| format!("device {device} is not running"))?;
-        let value = match value {
-            Some(Setting::Number(n)) => modbus::protocol::Value::Number(n),
-            Some(Setting::Bool(b)) => modbus::protocol::Value::Bool(b),
-            None => {
-                return Err(format!(
-                    "{device} {point}: Modbus has no priority array to relinquish"
-                ));
-            }
-        };
-        let write = modbus::Write {
-            register: point.into(),
+            .ok_or_else(not_running)?;
+        let write = bacnet::BacnetWrite {
+            object: point.into(),
             value,
             by: by.into(),
         };
-        match actor.send(write).await {
-            Ok(r) => r.map_err(|e| format!("{device}: {e}")),
-            Err(_) => Err(format!("device {device} stopped")),
-        }
+        actor
+            .send(write)
+            .await
+            .map_err(stopped)?
+            .map_err(|e| format!("{device}: {e}"))
     }
 }
 
@@ -209,5 +252,74 @@ pub fn device_event(device: &str, kind: &str, payload: serde_json::Value) -> New
         reply: None,
         occurred_at: None,
         destinations: vec![crate::CLOUD.into()],
+    }
+}
+
+/// A value read from or written to a device point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// An analog or multi-state value (after scale and offset where the device has them).
+    Number(f64),
+    /// A coil, a discrete input, a binary object or a `bool` register.
+    Bool(bool),
+}
+
+/// Decides which readings become events: values that differ from the last event's, or the
+/// first reading after `heartbeat_ms` without an event (proof that the device still reads).
+#[derive(Debug, Clone, Default)]
+pub struct Reporter {
+    /// `None` before the first event.
+    last: Option<(i64, BTreeMap<String, Value>)>,
+}
+
+impl Reporter {
+    /// True when `values` read at `now_ms` should be journaled. An empty poll never is.
+    /// `heartbeat_ms == 0` journals every poll.
+    pub fn should_report(
+        &self,
+        values: &BTreeMap<String, Value>,
+        now_ms: i64,
+        heartbeat_ms: u64,
+    ) -> bool {
+        if values.is_empty() {
+            return false;
+        }
+        match &self.last {
+            None => true,
+            Some((at, last)) => last != values || now_ms.saturating_sub(*at) >= heartbeat_ms as i64,
+        }
+    }
+
+    /// Records that `values` were journaled at `now_ms` (only after the journal committed them,
+    /// so that a refused event is tried again on the next poll).
+    pub fn reported(&mut self, values: BTreeMap<String, Value>, now_ms: i64) {
+        self.last = Some((now_ms, values));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reporter_reports_changes_and_heartbeats_only() {
+        let values = |v: f64| BTreeMap::from([("co2".to_string(), Value::Number(v))]);
+        let mut r = Reporter::default();
+        assert!(!r.should_report(&BTreeMap::new(), 0, 1000), "empty poll");
+        assert!(r.should_report(&values(612.0), 0, 1000), "first poll");
+        r.reported(values(612.0), 0);
+        assert!(!r.should_report(&values(612.0), 999, 1000), "unchanged");
+        assert!(r.should_report(&values(613.0), 500, 1000), "changed");
+        assert!(r.should_report(&values(612.0), 1000, 1000), "heartbeat");
+        assert!(
+            r.should_report(&values(612.0), 1, 0),
+            "heartbeat 0: every poll"
+        );
+        let more = BTreeMap::from([
+            ("co2".to_string(), Value::Number(612.0)),
+            ("fan".to_string(), Value::Bool(true)),
+        ]);
+        assert!(r.should_report(&more, 10, 1000), "a register read again");
     }
 }

@@ -1,7 +1,8 @@
 //! `[facility]`: the clinic's rooms and the rules that join sensors to building systems.
 
 use crate::config::Config;
-use crate::devices::Setting;
+use crate::devices::Value;
+use crate::devices::bacnet::protocol::ObjectKind;
 use crate::devices::modbus::config::Function;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -66,7 +67,7 @@ pub struct ConditionConfig {
     /// People counted in a waiting area (`[[devices.occupancy.rooms]]` `area`).
     #[serde(default)]
     pub area: Option<String>,
-    /// A device's point: a Modbus register by name.
+    /// A device's point: a Modbus register or a BACnet object, by its configured name.
     #[serde(default)]
     pub device: Option<String>,
     #[serde(default)]
@@ -81,11 +82,12 @@ pub struct ActionConfig {
     pub device: String,
     pub point: String,
     /// Written when the rule becomes active.
-    pub value: Setting,
-    /// Written when it is no longer active. Required for Modbus, which has no priority array to
-    /// relinquish to.
+    pub value: Value,
+    /// Written when it is no longer active; absent: relinquished (BACnet), so that the
+    /// building's own schedule takes over again. Required for Modbus, which has no priority
+    /// array to relinquish to.
     #[serde(default)]
-    pub normal: Option<Setting>,
+    pub normal: Option<Value>,
 }
 
 /// Where a condition reads its value.
@@ -224,7 +226,7 @@ impl FacilityConfig {
                         }
                     }
                     (None, Some(d), Some(p)) => {
-                        if let Err(e) = readable_point(config, d, p) {
+                        if let Err(e) = point(config, d, p, false) {
                             bad(&format!("{key}.point"), e);
                         }
                     }
@@ -236,10 +238,10 @@ impl FacilityConfig {
                 }
             }
             let a = &rule.then;
-            match writable_point(config, &a.device, &a.point) {
+            match point(config, &a.device, &a.point, true) {
                 Err(e) => bad(&format!("{key}.then.point"), e),
-                Ok(function) => {
-                    if a.normal.is_none() {
+                Ok(p) => {
+                    if a.normal.is_none() && !p.relinquish {
                         bad(
                             &format!("{key}.then.normal"),
                             "is required: a Modbus point has no priority array to relinquish to"
@@ -249,16 +251,14 @@ impl FacilityConfig {
                     let values =
                         std::iter::once(("value", a.value)).chain(a.normal.map(|n| ("normal", n)));
                     for (name, v) in values {
-                        let fits = match (function, v) {
-                            (Function::Coil, Setting::Bool(_)) => true,
-                            (Function::Holding, Setting::Number(n)) => n.is_finite(),
-                            (Function::Holding, Setting::Bool(_)) => true,
-                            _ => false,
+                        let fits = match v {
+                            Value::Bool(_) => p.takes_bool,
+                            Value::Number(n) => p.takes_number && n.is_finite(),
                         };
                         if !fits {
                             bad(
                                 &format!("{key}.then.{name}"),
-                                "must be true or false for a coil, a number for a register".into(),
+                                format!("must be {} for {} {}", p.expects, a.device, a.point),
                             );
                         }
                     }
@@ -268,27 +268,61 @@ impl FacilityConfig {
     }
 }
 
-/// The point is a register of a configured device.
-fn readable_point(config: &Config, device: &str, point: &str) -> Result<Function, String> {
-    let d = config
-        .devices
-        .modbus
-        .iter()
-        .find(|d| d.name == device)
-        .ok_or_else(|| format!("no [[devices.modbus]] is named {device:?}"))?;
-    d.registers
-        .iter()
-        .find(|r| r.name == point)
-        .map(|r| r.function)
-        .ok_or_else(|| format!("device {device:?} has no register named {point:?}"))
+/// What a configured device point accepts.
+struct Point {
+    takes_bool: bool,
+    takes_number: bool,
+    /// Writing "nothing" hands the point back (a BACnet priority array).
+    relinquish: bool,
+    expects: &'static str,
 }
 
-/// The point is a holding register or coil of a configured device.
-fn writable_point(config: &Config, device: &str, point: &str) -> Result<Function, String> {
-    match readable_point(config, device, point)? {
-        f @ (Function::Holding | Function::Coil) => Ok(f),
-        _ => Err(format!(
-            "{device} {point} is read-only (input registers and discrete inputs)"
-        )),
+/// The point `device`/`point` of a configured Modbus or BACnet device; with `write`, only one
+/// the gateway may write.
+fn point(config: &Config, device: &str, point: &str, write: bool) -> Result<Point, String> {
+    if let Some(d) = config.devices.modbus.iter().find(|d| d.name == device) {
+        let r = d
+            .registers
+            .iter()
+            .find(|r| r.name == point)
+            .ok_or_else(|| format!("device {device:?} has no register named {point:?}"))?;
+        return match (r.function, write) {
+            (Function::Coil, _) | (Function::DiscreteInput, false) => Ok(Point {
+                takes_bool: true,
+                takes_number: false,
+                relinquish: false,
+                expects: "true or false",
+            }),
+            (Function::Holding, _) | (Function::Input, false) => Ok(Point {
+                takes_bool: true,
+                takes_number: true,
+                relinquish: false,
+                expects: "a number",
+            }),
+            _ => Err(format!(
+                "{device} {point} is read-only (input registers and discrete inputs)"
+            )),
+        };
     }
+    if let Some(d) = config.devices.bacnet.iter().find(|d| d.name == device) {
+        let (_, o) = d
+            .object(point)
+            .ok_or_else(|| format!("device {device:?} has no object named {point:?}"))?;
+        if write && !o.writable {
+            return Err(format!("{device} {point} is not `writable`"));
+        }
+        let binary = matches!(
+            o.kind,
+            ObjectKind::BinaryInput | ObjectKind::BinaryOutput | ObjectKind::BinaryValue
+        );
+        return Ok(Point {
+            takes_bool: binary,
+            takes_number: !binary,
+            relinquish: true,
+            expects: if binary { "true or false" } else { "a number" },
+        });
+    }
+    Err(format!(
+        "no [[devices.modbus]] or [[devices.bacnet]] is named {device:?}"
+    ))
 }

@@ -172,7 +172,7 @@ impl RuleState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::Setting;
+    use crate::devices::Value;
     use crate::facility::config::{ActionConfig, ConditionConfig};
 
     fn rule() -> RuleConfig {
@@ -189,8 +189,8 @@ mod tests {
             then: ActionConfig {
                 device: "ahu".into(),
                 point: "fan".into(),
-                value: Setting::Number(100.0),
-                normal: Some(Setting::Number(30.0)),
+                value: Value::Number(100.0),
+                normal: Some(Value::Number(30.0)),
             },
         }
     }

@@ -339,6 +339,39 @@ pub struct ListAudit {
     pub limit: usize,
 }
 
+/// A value the gateway holds in a building device's priority array, remembered so that no
+/// override outlives the gateway's knowledge of it (see the BACnet actor's `on_start`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceOverride {
+    pub device: String,
+    /// The point as the device's protocol names it (e.g. `analog-value,1`).
+    pub object: String,
+    pub priority: u8,
+    /// The value written (JSON: a number or a bool).
+    pub value: serde_json::Value,
+    /// Who asked for it.
+    pub by: String,
+    /// When it was written (ms since the epoch).
+    pub set_at: i64,
+}
+
+/// Remember an override (before it is written to the device).
+#[derive(Debug)]
+pub struct SetOverride(pub DeviceOverride);
+/// Forget the override of one priority slot (after it was relinquished); answers whether
+/// there was one.
+#[derive(Debug)]
+pub struct ClearOverride {
+    pub device: String,
+    pub object: String,
+    pub priority: u8,
+}
+/// The overrides remembered for one device.
+#[derive(Debug)]
+pub struct ListOverrides {
+    pub device: String,
+}
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -402,6 +435,9 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
+    SetOverride => SetOverride: (),
+    ClearOverride => ClearOverride: bool,
+    ListOverrides => ListOverrides: Vec<DeviceOverride>,
     QueueCheckIn => QueueCheckIn: (crate::queue::Entry, bool),
     QueueCallNext => QueueCallNext: Option<crate::queue::Entry>,
     QueueAct => QueueAct: crate::queue::Entry,
@@ -695,6 +731,27 @@ impl Writer {
                 }
                 Command::ListAudit(ListAudit { limit }, reply) => {
                     let r = tx.audit_log(limit);
+                    done(reply, r)
+                }
+                Command::SetOverride(SetOverride(o), reply) => {
+                    let r = tx.set_override(&o);
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::ClearOverride(
+                    ClearOverride {
+                        device,
+                        object,
+                        priority,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.clear_override(&device, &object, priority);
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::ListOverrides(ListOverrides { device }, reply) => {
+                    let r = tx.overrides(&device);
                     done(reply, r)
                 }
                 Command::QueueCheckIn(

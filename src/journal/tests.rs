@@ -329,3 +329,48 @@ fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending(
         .expect("claim");
     assert_eq!(claimed.len(), 3, "peek took nothing");
 }
+
+#[test]
+fn overrides_are_remembered_per_slot_and_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let o = |object: &str, priority: u8, value: f64, set_at: i64| DeviceOverride {
+        device: "ahu".into(),
+        object: object.into(),
+        priority,
+        value: serde_json::json!(value),
+        by: "rule:test".into(),
+        set_at,
+    };
+    let mut s = open(&path);
+    s.with_batch(|b| {
+        b.set_override(&o("analog-value,1", 8, 23.5, 1))?;
+        b.set_override(&o("analog-value,1", 8, 24.0, 2))?;
+        b.set_override(&o("analog-value,1", 10, 19.0, 3))
+    })
+    .expect("set");
+    drop(s);
+    let mut s = open(&path);
+    let list = s.with_batch(|b| b.overrides("ahu")).expect("list");
+    assert_eq!(
+        list,
+        [
+            o("analog-value,1", 8, 24.0, 2),
+            o("analog-value,1", 10, 19.0, 3)
+        ]
+    );
+    let cleared = s
+        .with_batch(|b| {
+            Ok((
+                b.clear_override("ahu", "analog-value,1", 8)?,
+                b.clear_override("ahu", "analog-value,1", 8)?,
+            ))
+        })
+        .expect("clear");
+    assert_eq!(cleared, (true, false));
+    assert!(
+        s.with_batch(|b| b.overrides("other"))
+            .expect("list")
+            .is_empty()
+    );
+}

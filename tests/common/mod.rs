@@ -2,6 +2,7 @@
 //! gateway binary itself. Each is killed when dropped. A peer that cannot start fails the test.
 #![allow(dead_code)]
 
+pub mod bacnet_sim;
 pub mod modbus_sim;
 
 use std::io::{BufRead, BufReader};

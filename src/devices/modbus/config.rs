@@ -4,6 +4,7 @@
 //! passed it.
 
 use super::protocol::{DataType, Decoding, Order};
+use crate::devices::check_name;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -287,27 +288,6 @@ impl Register {
             scale: self.scale,
             offset: self.offset,
         }
-    }
-}
-
-/// A name must be an identifier (it ends up in supervisor names, events and logs) and unique
-/// among `names`, which collects it.
-fn check_name<'a>(
-    name: &'a str,
-    key: &str,
-    names: &mut BTreeSet<&'a str>,
-    what: &str,
-    bad: &mut dyn FnMut(&str, String),
-) {
-    let identifier = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !identifier {
-        bad(key, "must be 1 to 64 letters, digits, '-' or '_'".into());
-    } else if !names.insert(name) {
-        bad(key, format!("another {what} is already named {name:?}"));
     }
 }
 

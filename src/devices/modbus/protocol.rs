@@ -1,11 +1,12 @@
-//! Pure Modbus value handling: register words and bits to typed, scaled values, the names of
-//! Modbus exception codes, and the decision whether a poll's readings are worth an event.
+//! Pure Modbus value handling: register words and bits to typed, scaled values, and the names of
+//! Modbus exception codes. The decision whether a poll's readings are worth an event is
+//! [`Reporter`], shared with the other device actors.
 //!
 //! Nothing here does I/O or reads the clock; the actor passes words, bits and times in. That
 //! keeps every byte/word order case unit-tested and fuzzed without a device.
 
+pub use crate::devices::{Reporter, Value};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// How a value is laid out in registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -56,16 +57,6 @@ pub struct Decoding {
     /// Engineering value = raw × scale + offset (numbers only).
     pub scale: f64,
     pub offset: f64,
-}
-
-/// A decoded value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// A register value after scale and offset.
-    Number(f64),
-    /// A coil, a discrete input, or a `bool` register.
-    Bool(bool),
 }
 
 /// Why raw data could not become a value.
@@ -216,39 +207,6 @@ pub fn exception_name(code: u8) -> String {
         0x0A => "gateway path unavailable".into(),
         0x0B => "gateway target device failed to respond".into(),
         other => format!("unknown exception {other:#04x}"),
-    }
-}
-
-/// Decides which polls become events: one whose values differ from the last event's, or the
-/// first poll after `heartbeat_ms` without an event (proof that the device still reads).
-#[derive(Debug, Clone, Default)]
-pub struct Reporter {
-    /// `None` before the first event.
-    last: Option<(i64, BTreeMap<String, Value>)>,
-}
-
-impl Reporter {
-    /// True when `values` read at `now_ms` should be journaled. An empty poll never is.
-    /// `heartbeat_ms == 0` journals every poll.
-    pub fn should_report(
-        &self,
-        values: &BTreeMap<String, Value>,
-        now_ms: i64,
-        heartbeat_ms: u64,
-    ) -> bool {
-        if values.is_empty() {
-            return false;
-        }
-        match &self.last {
-            None => true,
-            Some((at, last)) => last != values || now_ms.saturating_sub(*at) >= heartbeat_ms as i64,
-        }
-    }
-
-    /// Records that `values` were journaled at `now_ms` (only after the journal committed them,
-    /// so that a refused event is tried again on the next poll).
-    pub fn reported(&mut self, values: BTreeMap<String, Value>, now_ms: i64) {
-        self.last = Some((now_ms, values));
     }
 }
 
@@ -476,26 +434,5 @@ mod tests {
             "gateway target device failed to respond"
         );
         assert_eq!(exception_name(0x42), "unknown exception 0x42");
-    }
-
-    #[test]
-    fn reporter_reports_changes_and_heartbeats_only() {
-        let values = |v: f64| BTreeMap::from([("co2".to_string(), Value::Number(v))]);
-        let mut r = Reporter::default();
-        assert!(!r.should_report(&BTreeMap::new(), 0, 1000), "empty poll");
-        assert!(r.should_report(&values(612.0), 0, 1000), "first poll");
-        r.reported(values(612.0), 0);
-        assert!(!r.should_report(&values(612.0), 999, 1000), "unchanged");
-        assert!(r.should_report(&values(613.0), 500, 1000), "changed");
-        assert!(r.should_report(&values(612.0), 1000, 1000), "heartbeat");
-        assert!(
-            r.should_report(&values(612.0), 1, 0),
-            "heartbeat 0: every poll"
-        );
-        let more = BTreeMap::from([
-            ("co2".to_string(), Value::Number(612.0)),
-            ("fan".to_string(), Value::Bool(true)),
-        ]);
-        assert!(r.should_report(&more, 10, 1000), "a register read again");
     }
 }
