@@ -36,10 +36,15 @@ impl Device {
     /// Starts `bacnet_device.py` on `port` and waits for its "ready" line (it answered a
     /// Who-Is, so it really is bound).
     fn start(port: u16) -> Device {
+        Device::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, args: &[&str]) -> Device {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bacnet_device.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -389,6 +394,23 @@ async fn cov_notifications_bring_changes_between_polls() {
         events.iter().any(|e| e["readings"][0]["value"] == 23.0),
         "{events:?}"
     );
+    spine.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_refused_cov_subscription_falls_back_to_polling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut device = Device::start_with(port, &["--no-cov", "analog-input,2"]);
+    let spine = Spine::start(dir.path());
+    let objects = "[[devices.bacnet.objects]]\nname = \"zone_temp\"\ntype = \"analog-input\"\ninstance = 2\nmode = \"cov\"\n";
+    let slot = spine.start_device(&table(port, true, "", objects)).await;
+    let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(21.5))).await;
+    assert!(!r[0].cov, "{r:?}");
+    // Polled, and not degraded for it: the object is read in full.
+    spine.wait_health(HealthState::Healthy, |_| true).await;
+    device.set("analog-input,2", 22.0);
+    wait_values(&slot, |r| r[0].value == Some(Value::Number(22.0))).await;
     spine.stop().await;
 }
 
