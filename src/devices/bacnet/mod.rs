@@ -1183,9 +1183,21 @@ impl Link {
 
     /// A COV notification: new values for a subscribed object.
     async fn notified(&mut self, inbound: Inbound, actor: &Addr<BacnetActor>) {
-        let Inbound::CovNotification { object, values, .. } = inbound else {
+        let Inbound::CovNotification {
+            object,
+            values,
+            device,
+            process_id,
+            ..
+        } = inbound
+        else {
             return;
         };
+        // Another subscriber's notification, or another device's object of the same number.
+        if device != ObjectId::device(self.config.device_instance) || process_id != self.process_id
+        {
+            return;
+        }
         let Some(i) = self
             .config
             .objects
