@@ -398,6 +398,51 @@ async fn cov_notifications_bring_changes_between_polls() {
 }
 
 #[actix_rt::test]
+async fn an_unknown_object_is_named_in_its_error_while_the_rest_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let objects = format!(
+        "{OBJECTS}[[devices.bacnet.objects]]\nname = \"missing\"\ntype = \"analog-input\"\ninstance = 99\n"
+    );
+    let slot = spine.start_device(&table(port, true, "", &objects)).await;
+    let h = spine
+        .wait_health(HealthState::Degraded, |h| h.last_error.is_some())
+        .await;
+    let error = h.last_error.expect("error");
+    assert!(
+        error.contains("analog-input,99 (missing), present-value")
+            && error.contains("unknown-object"),
+        "{error}"
+    );
+    let r = wait_values(&slot, |r| value_of(r, "co2").is_some()).await;
+    let missing = r.iter().find(|r| r.name == "missing").expect("missing");
+    assert!(
+        missing.value.is_none() && missing.error.is_some(),
+        "{missing:?}"
+    );
+    spine.stop().await;
+}
+
+#[actix_rt::test]
+async fn reads_property_by_property_when_read_multiple_is_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let slot = spine
+        .start_device(&table(port, true, "read_multiple = false", OBJECTS))
+        .await;
+    let r = wait_values(&slot, |r| r.iter().all(|r| r.value.is_some())).await;
+    let co2 = r.iter().find(|r| r.name == "co2").expect("co2");
+    assert_eq!(co2.value, Some(Value::Number(612.0)));
+    assert_eq!(co2.units.as_deref(), Some("parts-per-million"));
+    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_refused_cov_subscription_falls_back_to_polling() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
