@@ -443,6 +443,25 @@ async fn reads_property_by_property_when_read_multiple_is_off() {
 }
 
 #[actix_rt::test]
+async fn cov_subscriptions_are_renewed_before_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let objects = "[[devices.bacnet.objects]]\nname = \"zone_temp\"\ntype = \"analog-input\"\ninstance = 2\nmode = \"cov\"\n";
+    let t = table(port, true, "cov_lifetime_s = 10", objects)
+        .replace("poll_interval_ms = 200", "poll_interval_ms = 600000");
+    let slot = spine.start_device(&t).await;
+    wait_values(&slot, |r| r[0].value.is_some() && r[0].cov).await;
+    // Past the first lifetime: without a renewal the device has dropped the subscription.
+    actix_rt::time::sleep(Duration::from_secs(12)).await;
+    device.set("analog-input,2", 24.0);
+    let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(24.0))).await;
+    assert!(r[0].cov, "{r:?}");
+    spine.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_refused_cov_subscription_falls_back_to_polling() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
