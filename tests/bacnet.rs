@@ -334,6 +334,87 @@ async fn cov_notifications_bring_changes_between_polls() {
 }
 
 #[actix_rt::test]
+async fn an_unknown_object_is_named_in_its_error_while_the_rest_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let objects = format!(
+        "{OBJECTS}[[devices.bacnet.objects]]\nname = \"missing\"\ntype = \"analog-input\"\ninstance = 99\n"
+    );
+    let slot = spine.start_device(&table(port, true, "", &objects)).await;
+    let h = spine
+        .wait_health(HealthState::Degraded, |h| h.last_error.is_some())
+        .await;
+    let error = h.last_error.expect("error");
+    assert!(
+        error.contains("analog-input,99 (missing), present-value")
+            && error.contains("unknown-object"),
+        "{error}"
+    );
+    let r = wait_values(&slot, |r| value_of(r, "co2").is_some()).await;
+    let missing = r.iter().find(|r| r.name == "missing").expect("missing");
+    assert!(
+        missing.value.is_none() && missing.error.is_some(),
+        "{missing:?}"
+    );
+    spine.stop().await;
+}
+
+#[actix_rt::test]
+async fn reads_property_by_property_when_read_multiple_is_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let slot = spine
+        .start_device(&table(port, true, "read_multiple = false", OBJECTS))
+        .await;
+    let r = wait_values(&slot, |r| r.iter().all(|r| r.value.is_some())).await;
+    let co2 = r.iter().find(|r| r.name == "co2").expect("co2");
+    assert_eq!(co2.value, Some(Value::Number(612.0)));
+    assert_eq!(co2.units.as_deref(), Some("parts-per-million"));
+    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.stop().await;
+}
+
+#[actix_rt::test]
+async fn cov_subscriptions_are_renewed_before_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut device = Device::start(port);
+    let spine = Spine::start(dir.path());
+    let objects = "[[devices.bacnet.objects]]\nname = \"zone_temp\"\ntype = \"analog-input\"\ninstance = 2\nmode = \"cov\"\n";
+    let t = table(port, true, "cov_lifetime_s = 10", objects)
+        .replace("poll_interval_ms = 200", "poll_interval_ms = 600000");
+    let slot = spine.start_device(&t).await;
+    wait_values(&slot, |r| r[0].value.is_some() && r[0].cov).await;
+    // Past the first lifetime: without a renewal the device has dropped the subscription.
+    actix_rt::time::sleep(Duration::from_secs(12)).await;
+    device.set("analog-input,2", 24.0);
+    let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(24.0))).await;
+    assert!(r[0].cov, "{r:?}");
+    spine.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_refused_cov_subscription_falls_back_to_polling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut device = Device::start_with(port, &["--no-cov", "analog-input,2"]);
+    let spine = Spine::start(dir.path());
+    let objects = "[[devices.bacnet.objects]]\nname = \"zone_temp\"\ntype = \"analog-input\"\ninstance = 2\nmode = \"cov\"\n";
+    let slot = spine.start_device(&table(port, true, "", objects)).await;
+    let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(21.5))).await;
+    assert!(!r[0].cov, "{r:?}");
+    // Polled, and not degraded for it: the object is read in full.
+    spine.wait_health(HealthState::Healthy, |_| true).await;
+    device.set("analog-input,2", 22.0);
+    wait_values(&slot, |r| r[0].value == Some(Value::Number(22.0))).await;
+    spine.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_device_gone_is_degraded_with_the_object_named_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

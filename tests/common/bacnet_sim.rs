@@ -19,10 +19,16 @@ impl Device {
     /// Starts `bacnet_device.py` on `port` and waits for its "ready" line (it answered a
     /// Who-Is, so it really is bound).
     pub fn start(port: u16) -> Device {
+        Device::start_with(port, &[])
+    }
+
+    /// [`Device::start`] with more arguments for the script (e.g. `--no-cov`).
+    pub fn start_with(port: u16, args: &[&str]) -> Device {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bacnet_device.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(port.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 """BACnet/IP device simulator for the gateway's tests (bacpypes3, pinned in requirements.txt).
 
 Usage: bacnet_device.py PORT [--host 127.0.0.2] [--prefix 8] [--instance 599] [--drift]
+                           [--no-cov OBJECT]...
 Binds unicast HOST:PORT and the broadcast address of HOST/PREFIX (127.255.255.255:PORT for /8).
 Prints "bacnet_device: ready" on stderr once it answered a Who-Is of its own, so a test never
 talks to a simulator that did not bind (bacpypes3 retries a failed bind silently, forever).
@@ -116,6 +117,8 @@ async def main():
     p.add_argument("--host", default="127.0.0.2")
     p.add_argument("--prefix", type=int, default=8)
     p.add_argument("--drift", action="store_true", help="move the CO2 value every 5 s")
+    p.add_argument("--no-cov", action="append", default=[], metavar="OBJECT",
+                   help="refuse SubscribeCOV for OBJECT (e.g. analog-input,1), as devices without COV do")
     p.set_defaults(instance=599)
     a = p.parse_args()
     a.name = f"edge-sim-{a.instance}"
@@ -166,6 +169,10 @@ async def main():
     )
     for o in (sp, co2, temp, fan):
         app.add_object(o)
+    named = {"analog-value,1": sp, "analog-input,1": co2, "analog-input,2": temp, "binary-output,1": fan}
+    for name in a.no_cov:
+        # bacpypes3 answers services/cov-subscription-failed for an object without criteria.
+        named[name]._cov_criteria = None
     if not await answers_who_is(a.host, a.port, a.instance):
         log(f"no answer on {a.host}:{a.port}: the address could not be bound")
         sys.exit(3)

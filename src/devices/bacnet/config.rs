@@ -45,7 +45,7 @@ pub struct BacnetDevice {
     /// device is unknown), at least 100.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Lifetime asked for each COV subscription, 60 to 86400 seconds; renewed at half of it.
+    /// Lifetime asked for each COV subscription, 10 to 86400 seconds; renewed at half of it.
     #[serde(default = "default_cov_lifetime_s")]
     pub cov_lifetime_s: u32,
     /// Read a poll's objects with one ReadPropertyMultiple; when the device does not support
@@ -214,8 +214,8 @@ pub fn validate(devices: &[BacnetDevice], bad: &mut dyn FnMut(&str, String)) {
         if d.poll_interval_ms < 100 {
             bad(&key("poll_interval_ms"), "must be at least 100".into());
         }
-        if !(60..=86_400).contains(&d.cov_lifetime_s) {
-            bad(&key("cov_lifetime_s"), "must be 60 to 86400".into());
+        if !(10..=86_400).contains(&d.cov_lifetime_s) {
+            bad(&key("cov_lifetime_s"), "must be 10 to 86400".into());
         }
         if d.objects.is_empty() {
             bad(&key("objects"), "needs at least one object".into());
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn every_problem_is_named_by_its_key() {
         let problems = check(&format!(
-            "[[devices.bacnet]]\nname = \"a\"\ndevice_instance = 4194303\npriority = 0\nbind = \"127.0.0.3:0\"\ncov_lifetime_s = 10\n{OBJ}\
+            "[[devices.bacnet]]\nname = \"a\"\ndevice_instance = 4194303\npriority = 0\nbind = \"127.0.0.3:0\"\ncov_lifetime_s = 5\n{OBJ}\
              [[devices.bacnet.objects]]\nname = \"sp\"\ntype = \"analog-input\"\ninstance = 1\nwritable = true\n\
              [[devices.bacnet.objects]]\nname = \"x\"\ntype = \"analog-value\"\ninstance = 1\n\
              [[devices.bacnet]]\nname = \"b\"\ndevice_instance = 1\npriority = 17\nbind = \"127.0.0.3:0\"\n{OBJ}"
@@ -295,7 +295,7 @@ mod tests {
             "devices.bacnet[0].device_instance: must be 0 to 4194302",
             "devices.bacnet[0].bind: needs a port: devices answer and send COV notifications to it",
             "devices.bacnet[0].priority: must be 1 to 16",
-            "devices.bacnet[0].cov_lifetime_s: must be 60 to 86400",
+            "devices.bacnet[0].cov_lifetime_s: must be 10 to 86400",
             "devices.bacnet[0].objects[1].name: another object of this device is already named \"sp\"",
             "devices.bacnet[0].objects[1].writable: an analog-input cannot be written",
             "devices.bacnet[0].objects[2].instance: analog-value 1 is configured twice",

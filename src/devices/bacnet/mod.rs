@@ -531,7 +531,7 @@ impl Handler<LinkDown> for BacnetActor {
 
 /// Where the link is (the state the task is in between sessions).
 enum LinkState {
-    /// Looking for the device for the first time since start.
+    /// Not found yet since the start.
     Searching,
     /// The device stopped answering; the error that showed it, kept in the health message
     /// until the device answers again.
@@ -608,15 +608,15 @@ impl Link {
             failures += 1;
             self.peer = None;
             self.cov_active.iter_mut().for_each(|c| *c = false);
-            let message = match &state {
-                LinkState::Lost(first) if matches!(error, BacnetError::NotFound { .. }) => {
+            // While a lost device is looked for, the health keeps naming what failed first
+            // (device, object, property) rather than only the unanswered Who-Is.
+            let message = match (&state, &error) {
+                (LinkState::Lost(first), BacnetError::NotFound { .. }) => {
                     self.message(&format!("{first}; not found again: {error}"))
                 }
                 _ => self.message(&error.to_string()),
             };
-            if !matches!(error, BacnetError::NotFound { .. })
-                || matches!(state, LinkState::Searching)
-            {
+            if !matches!(error, BacnetError::NotFound { .. }) {
                 state = LinkState::Lost(error.clone());
             }
             if self.set_health(HealthState::Degraded, Some(message.clone())) {
@@ -1183,9 +1183,21 @@ impl Link {
 
     /// A COV notification: new values for a subscribed object.
     async fn notified(&mut self, inbound: Inbound, actor: &Addr<BacnetActor>) {
-        let Inbound::CovNotification { object, values, .. } = inbound else {
+        let Inbound::CovNotification {
+            object,
+            values,
+            device,
+            process_id,
+            ..
+        } = inbound
+        else {
             return;
         };
+        // Another subscriber's notification, or another device's object of the same number.
+        if device != ObjectId::device(self.config.device_instance) || process_id != self.process_id
+        {
+            return;
+        }
         let Some(i) = self
             .config
             .objects
