@@ -7,8 +7,10 @@
 //! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
 //! payloads or ordering keys (a key may be a patient id).
 
+mod fhir;
 mod page;
 
+use crate::connectors::fhir::LookupQuery;
 use crate::daemon::{Gateway, ReloadConfig};
 use crate::journal::{
     self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
@@ -75,6 +77,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
             )
+            .configure(fhir::routes)
     })
     .workers(1)
     .shutdown_timeout(2)
@@ -331,9 +334,22 @@ async fn queue_check_in(
     if let Some(r) = bad_queue(&name) {
         return r;
     }
-    let check_in = body.into_inner();
+    let mut check_in = body.into_inner();
     if let Err(msg) = check_in.validate() {
         return HttpResponse::BadRequest().json(json!({ "error": msg }));
+    }
+    // The patient is queued whatever the lookup gives: the clinic keeps running without the EHR.
+    let query = match (&check_in.patient_ref, &check_in.patient) {
+        (Some(r), _) => Some(LookupQuery::Identifier(r.clone())),
+        (None, Some(p)) => Some(LookupQuery::Name {
+            family: p.family.clone(),
+            given: p.given.clone(),
+            birth_date: p.birth_date.clone(),
+        }),
+        (None, None) => None,
+    };
+    if let Some(q) = query {
+        check_in.demographics = crate::connectors::fhir::lookup(q).await;
     }
     match journal::ask(
         &s.journal,

@@ -10,6 +10,8 @@
 //   FHIR_CLIENT_SECRET enable OAuth 2.0 client credentials at POST /oauth2/token, issuing tokens
 //   that expire after FHIR_TOKEN_TTL_S seconds (default 3600). Either way every FHIR request
 //   without a valid token gets 401;
+// - FHIR_STATE_FILE keeps the data across restarts: loaded at start, written after each change
+//   (so a test can stop the EHR and bring it back with the same versions);
 // - GET /_peer/stats counts token requests and refused requests (test observation only);
 // - it prints "listening" on stderr once the port is bound (the test waits for it).
 'use strict';
@@ -69,6 +71,20 @@ function tokenRequest(req, res, raw) {
 
 const router = new FhirRouter();
 const repo = new MemoryRepository();
+const stateFile = process.env.FHIR_STATE_FILE || '';
+const fs = require('node:fs');
+const toObject = (maps) => Object.fromEntries([...maps].map(([type, byId]) => [type, Object.fromEntries(byId)]));
+const toMaps = (obj) => new Map(Object.entries(obj || {}).map(([type, byId]) => [type, new Map(Object.entries(byId))]));
+if (stateFile && fs.existsSync(stateFile)) {
+  const saved = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  repo.resources = toMaps(saved.resources);
+  repo.history = toMaps(saved.history);
+}
+function save() {
+  if (!stateFile) return;
+  fs.writeFileSync(stateFile + '.tmp', JSON.stringify({ resources: toObject(repo.resources), history: toObject(repo.history) }));
+  fs.renameSync(stateFile + '.tmp', stateFile);
+}
 
 function statusOf(outcome) {
   const code = outcome?.issue?.[0]?.code;
@@ -135,11 +151,12 @@ const server = http.createServer((req, res) => {
         if (status === 201) headers.Location = `${PREFIX}/${resource.resourceType}/${resource.id}/_history/${resource.meta?.versionId ?? '1'}`;
         if (resource.meta?.versionId) headers.ETag = `W/"${resource.meta.versionId}"`;
       }
+      if (req.method !== 'GET') save();
       send(res, status, resource ?? outcome, headers);
     } catch (err) {
       send(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception', details: { text: String(err?.message ?? err) } }] });
     }
-    console.error(`${new Date().toISOString()} ${req.method} ${req.url} -> ${res.statusCode} (${Date.now() - started} ms)`);
+    console.error(`${new Date().toISOString()} ${req.method} ${req.url} if-match=${req.headers['if-match'] || '-'} -> ${res.statusCode} (${Date.now() - started} ms)`);
   });
 });
 
