@@ -529,3 +529,83 @@ fn fhir_config_mistakes_name_the_key() {
         "{stderr}"
     );
 }
+
+fn day(offset_days: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(offset_days * 86_400);
+    humantime::format_rfc3339(at).to_string()[..10].to_string()
+}
+
+#[test]
+fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let patient = format!("Patient/{}", jane["id"].as_str().expect("id"));
+    let appointment = |status: &str, start: String| {
+        server.call(
+            "POST",
+            "/Appointment",
+            Some(json!({
+                "resourceType": "Appointment", "status": status, "start": start,
+                "participant": [{ "actor": { "reference": patient }, "status": "accepted" }]
+            })),
+        )
+    };
+    let (today, tomorrow) = (day(0), day(1));
+    let first = appointment("booked", format!("{today}T00:01:00Z"));
+    let second = appointment("booked", format!("{today}T00:02:00Z"));
+    appointment("cancelled", format!("{today}T00:03:00Z"));
+    appointment("booked", format!("{tomorrow}T00:01:00Z"));
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\npoll_interval_s = 1",
+        ),
+    );
+    gw.start();
+
+    let open = |gw: &Gateway| -> Vec<Value> {
+        gw.get_json("/api/v1/queues?queue=general")
+            .as_array()
+            .expect("entries")
+            .clone()
+    };
+    let refs = |entries: &[Value]| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|e| e["appointment_ref"].as_str().map(str::to_string))
+            .collect()
+    };
+    let reference = |a: &Value| format!("Appointment/{}", a["id"].as_str().expect("id"));
+    let entries = wait_for("two appointment entries", Duration::from_secs(30), || {
+        let e = open(&gw);
+        (e.len() >= 2).then_some(e)
+    });
+    assert_eq!(refs(&entries), [reference(&first), reference(&second)]);
+    assert_eq!(entries[0]["patient_ref"], "M1");
+    assert_eq!(entries[0]["demographics"]["family"], "Doe");
+
+    let mut cancelled = first.clone();
+    cancelled["status"] = json!("cancelled");
+    let path = format!("/Appointment/{}", first["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(cancelled));
+    let mut moved = second.clone();
+    moved["start"] = json!(format!("{tomorrow}T00:02:00Z"));
+    let path = format!("/Appointment/{}", second["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(moved));
+    wait_for("both entries closed", Duration::from_secs(30), || {
+        open(&gw).is_empty().then_some(())
+    });
+    // Closed entries are not queued again by the next passes.
+    let pass = |gw: &Gateway| gw.get_json("/api/v1/fhir/status")["last_appointments_at"].as_i64();
+    let closed_at = pass(&gw);
+    wait_for("two more passes", Duration::from_secs(30), || {
+        let first = pass(&gw).filter(|t| Some(*t) > closed_at)?;
+        wait_for("another pass", Duration::from_secs(30), || {
+            pass(&gw).filter(|t| *t > first)
+        });
+        Some(())
+    });
+    assert!(open(&gw).is_empty());
+}

@@ -720,7 +720,12 @@ impl Batch<'_> {
     }
 
     /// The cloud event of a queue change, keyed by queue so a queue's changes stay in order.
+    /// Demographics stay on site: the cloud gets the patient reference only.
     fn queue_event(&mut self, kind: &str, entry: &Entry, now: i64) -> Result<(), JournalError> {
+        let entry = &Entry {
+            demographics: None,
+            ..entry.clone()
+        };
         let item = NewItem {
             source: "queue".into(),
             source_id: None,

@@ -3,7 +3,7 @@
 //! expires) and errors that say whether trying again can help.
 
 use super::config::{Auth, FhirConfig};
-use super::model::Patient;
+use super::model::{Appointment, Patient};
 use super::protocol::{self, DecodeError};
 use reqwest::StatusCode;
 use std::path::PathBuf;
@@ -269,6 +269,39 @@ impl Client {
             }
         }
         Ok(all)
+    }
+
+    /// The appointments of one day (`date=YYYY-MM-DD` matches those overlapping it).
+    pub async fn appointments_on(&self, day: &str) -> Result<Vec<Appointment>, FhirError> {
+        let url = format!("{}/Appointment", self.base);
+        let query = [("date", day), ("_count", "500")];
+        let (status, body) = self.send(|| self.http.get(&url).query(&query)).await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        let (entries, _) = protocol::decode_bundle(&body)?;
+        let mut found = Vec::new();
+        for e in entries {
+            match protocol::decode_appointment(e) {
+                Ok(a) => found.push(a),
+                Err(e) => tracing::warn!(error = %e, "unusable Appointment skipped"),
+            }
+        }
+        Ok(found)
+    }
+
+    /// One Appointment; `None` when the EHR no longer has it.
+    pub async fn read_appointment(&self, id: &str) -> Result<Option<Appointment>, FhirError> {
+        let url = format!("{}/Appointment/{id}", self.base);
+        let (status, body) = self.send(|| self.http.get(&url)).await?;
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        let v = serde_json::from_slice(&body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        Ok(Some(protocol::decode_appointment(v)?))
     }
 
     pub async fn read_patient(&self, id: &str) -> Result<Patient, FhirError> {

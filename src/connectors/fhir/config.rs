@@ -35,6 +35,36 @@ pub struct FhirConfig {
     /// How the gateway authenticates to the EHR.
     #[serde(default)]
     pub auth: Auth,
+    /// Today's appointments as queue entries; absent: appointments are not read.
+    #[serde(default)]
+    pub appointments: Option<AppointmentsConfig>,
+}
+
+/// `[connectors.fhir.appointments]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentsConfig {
+    /// The queue appointments are checked in to.
+    pub queue: String,
+    /// When an appointment is queued: `arrived` once the EHR marks the patient arrived or
+    /// checked in, `booked` as soon as it is booked for today (pre-checked-in).
+    #[serde(default)]
+    pub check_in: CheckInWhen,
+    /// How often today's appointments are read.
+    #[serde(default = "default_appointment_poll_s")]
+    pub poll_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckInWhen {
+    #[default]
+    Arrived,
+    Booked,
+}
+
+fn default_appointment_poll_s() -> u64 {
+    300
 }
 
 /// `[connectors.fhir.auth]`.
@@ -128,6 +158,20 @@ impl FhirConfig {
                 bad(
                     &format!("connectors.fhir.{key}"),
                     format!("must be at least {min}"),
+                );
+            }
+        }
+        if let Some(a) = &self.appointments {
+            if !crate::queue::valid_queue_name(&a.queue) {
+                bad(
+                    "connectors.fhir.appointments.queue",
+                    "1 to 32 letters, digits, '-', '_'".into(),
+                );
+            }
+            if a.poll_interval_s == 0 {
+                bad(
+                    "connectors.fhir.appointments.poll_interval_s",
+                    "must be at least 1".into(),
                 );
             }
         }

@@ -4,7 +4,8 @@
 //! `FhirSpawn` starts [`FhirActor`] (supervisor name `fhir`) in its own arbiter with two tasks:
 //! the poll task asks the EHR for Patients changed since its cursor (`_lastUpdated`) and feeds
 //! the cached ones to the journal, and the delivery task sends the `ehr-fhir` outbox (local
-//! changes) as `PUT` with `If-Match`. [`Lookup`] answers a check-in from the EHR, or from the
+//! changes) as `PUT` with `If-Match`. With `[connectors.fhir.appointments]`, a third task reads
+//! today's Appointments and queues, cancels or closes their entries. [`Lookup`] answers a check-in from the EHR, or from the
 //! cache when the EHR does not answer within `lookup_timeout_ms`.
 //!
 //! **Invariant:** nothing is overwritten silently: a remote change meeting an undelivered local
@@ -19,15 +20,15 @@ pub mod protocol;
 
 use crate::journal::{
     self, Claim, Delivered, Failed, FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten,
-    JournalWriter, OutboxRow,
+    JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
 };
-use crate::queue::Demographics;
+use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use client::{Client, FhirError};
 use config::FhirConfig;
 use model::Patient;
-use protocol::Seen;
+use protocol::{AppointmentStep, Seen};
 use serde::Serialize;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -104,6 +105,8 @@ pub struct FhirStatus {
     pub conflicts: u64,
     pub updates_sent: u64,
     pub last_poll_at: Option<i64>,
+    /// When today's appointments were last applied to the queue.
+    pub last_appointments_at: Option<i64>,
 }
 
 /// State shared by the actor and its tasks.
@@ -125,6 +128,7 @@ struct Counters {
     conflicts: u64,
     updates_sent: u64,
     last_poll_at: Option<i64>,
+    last_appointments_at: Option<i64>,
     /// `None` before the first answer, then whether the last request worked.
     link: Option<Result<(), String>>,
     paused_until: Option<(Instant, String)>,
@@ -209,6 +213,7 @@ impl Shared {
             conflicts: c.conflicts,
             updates_sent: c.updates_sent,
             last_poll_at: c.last_poll_at,
+            last_appointments_at: c.last_appointments_at,
         }
     }
 
@@ -422,6 +427,154 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// One pass over today's appointments: due ones are queued (once: the check-in's request id
+    /// is the appointment's), cancelled, no-show and moved ones close their open entry.
+    async fn appointments(&self, config: &config::AppointmentsConfig) {
+        let client = match self.usable() {
+            Ok(c) => c,
+            Err(e) => {
+                self.outcome::<()>(&Err(e));
+                return;
+            }
+        };
+        let today =
+            humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..10].to_string();
+        let listed = client.appointments_on(&today).await;
+        self.outcome(&listed);
+        let Ok(listed) = listed else { return };
+        let open = match journal::ask(
+            &self.journal,
+            QueueList {
+                queue: Some(config.queue.clone()),
+                closed_since: None,
+            },
+        )
+        .await
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue unreadable; appointments not applied");
+                return;
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &listed {
+            let id = a.id.clone().unwrap_or_default();
+            seen.insert(format!("Appointment/{id}"));
+            let step = protocol::appointment_step(a, &today, config.check_in);
+            self.apply_appointment(config, &id, step, &open).await;
+        }
+        // Entries of appointments no longer listed today: moved to another day or deleted.
+        for entry in &open {
+            let Some(id) = entry
+                .appointment_ref
+                .as_deref()
+                .filter(|r| !seen.contains(*r))
+                .and_then(|r| r.strip_prefix("Appointment/"))
+            else {
+                continue;
+            };
+            let step = match client.read_appointment(id).await {
+                Ok(Some(a)) => protocol::appointment_step(&a, &today, config.check_in),
+                Ok(None) => AppointmentStep::Close { no_show: false },
+                Err(e) => {
+                    self.outcome::<()>(&Err(e));
+                    continue;
+                }
+            };
+            self.apply_appointment(config, id, step, &open).await;
+        }
+        self.counters().last_appointments_at = Some(journal::now_ms());
+    }
+
+    async fn apply_appointment(
+        &self,
+        config: &config::AppointmentsConfig,
+        id: &str,
+        step: AppointmentStep,
+        open: &[Entry],
+    ) {
+        let reference = format!("Appointment/{id}");
+        match step {
+            AppointmentStep::Wait => {}
+            AppointmentStep::Queue { patient_id } => {
+                if open
+                    .iter()
+                    .any(|e| e.appointment_ref.as_deref() == Some(&reference))
+                {
+                    return;
+                }
+                let demographics = self.patient_demographics(&patient_id).await;
+                let check_in = CheckIn {
+                    patient_ref: demographics.as_ref().and_then(|d| d.identifier.clone()),
+                    appointment_ref: Some(reference),
+                    priority: Priority::Normal,
+                    priority_reason: None,
+                    request_id: Some(format!("appointment:{id}")),
+                    patient: None,
+                    demographics,
+                };
+                let msg = QueueCheckIn {
+                    queue: config.queue.clone(),
+                    check_in,
+                };
+                match journal::ask(&self.journal, msg).await {
+                    Ok((entry, false)) => {
+                        tracing::info!(appointment = %id, ticket = %entry.ticket, "appointment queued")
+                    }
+                    Ok((_, true)) => {}
+                    Err(e) => {
+                        tracing::warn!(appointment = %id, error = %e, "appointment not queued")
+                    }
+                }
+            }
+            AppointmentStep::Close { no_show } => {
+                let Some(entry) = open
+                    .iter()
+                    .find(|e| e.appointment_ref.as_deref() == Some(&reference))
+                else {
+                    return;
+                };
+                let action = if no_show {
+                    Action::NoShow
+                } else {
+                    Action::Cancel
+                };
+                match journal::ask(
+                    &self.journal,
+                    QueueAct {
+                        id: entry.id,
+                        action,
+                    },
+                )
+                .await
+                {
+                    Ok(_) => tracing::info!(appointment = %id, no_show, "appointment entry closed"),
+                    Err(e) => {
+                        tracing::info!(appointment = %id, error = %e, "appointment entry left as it is")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A patient's demographics from the cache, or else read from the EHR (and cached).
+    async fn patient_demographics(&self, id: &str) -> Option<Demographics> {
+        let system = &self.config.identifier_system;
+        if let Ok(Some(c)) = journal::ask(&self.journal, FhirGet { id: id.into() }).await {
+            return Some(protocol::demographics(c.current(), system, "cache"));
+        }
+        let read = self.usable().ok()?.read_patient(id).await;
+        self.outcome(&read);
+        let p = read.ok()?;
+        if let Err(e) = self.seen(&p, true).await {
+            tracing::warn!(error = %e, "FHIR Patient not cached");
+        }
+        Some(protocol::demographics(&p, system, "ehr"))
+    }
+}
+
 /// The first poll looks back one interval (and a minute for clock skew) from now.
 fn start_cursor(poll_interval_s: u64) -> String {
     let back = Duration::from_secs(poll_interval_s + 60);
@@ -498,6 +651,11 @@ impl Actor for FhirActor {
         }
         ctx.spawn(poll_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
         ctx.spawn(delivery_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
+        if let Some(a) = self.shared.config.appointments.clone() {
+            ctx.spawn(
+                appointment_loop(self.shared.clone(), a, self.shutdown.clone()).into_actor(self),
+            );
+        }
     }
 }
 
@@ -522,6 +680,21 @@ async fn poll_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(shared.config.poll_interval_s);
     loop {
         shared.poll().await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn appointment_loop(
+    shared: Arc<Shared>,
+    config: config::AppointmentsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(config.poll_interval_s);
+    loop {
+        shared.appointments(&config).await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

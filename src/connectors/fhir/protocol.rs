@@ -4,7 +4,10 @@
 //! A demographic change is described field by field ([`FIELDS`]); everything else in a Patient
 //! is carried untouched from the version it was applied to.
 
-use super::model::{Bundle, Coding, ContactPoint, HumanName, Meta, OperationOutcome, Patient};
+use super::config::CheckInWhen;
+use super::model::{
+    Appointment, Bundle, Coding, ContactPoint, HumanName, Meta, OperationOutcome, Patient,
+};
 use crate::queue::Demographics;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -64,6 +67,65 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<(Vec<Value>, Option<String>), Decod
         b.entry.into_iter().filter_map(|e| e.resource).collect(),
         next,
     ))
+}
+
+/// An Appointment from its JSON.
+pub fn decode_appointment(v: Value) -> Result<Appointment, DecodeError> {
+    let got = resource_type(&v);
+    if got != "Appointment" {
+        return Err(DecodeError::WrongType {
+            expected: "Appointment",
+            got,
+        });
+    }
+    let a: Appointment = serde_json::from_value(v).map_err(|e| DecodeError::Json(e.to_string()))?;
+    if a.id.as_deref().is_none_or(str::is_empty) {
+        return Err(DecodeError::NoId("Appointment"));
+    }
+    Ok(a)
+}
+
+/// What an appointment of today means for the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppointmentStep {
+    /// Queue the patient (`Patient/<id>` → the id), once.
+    Queue { patient_id: String },
+    /// Close the appointment's open entry: cancelled, moved to another day, or a no-show.
+    Close { no_show: bool },
+    /// Not (yet) for the queue.
+    Wait,
+}
+
+/// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the queue's day).
+pub fn appointment_step(a: &Appointment, today: &str, when: CheckInWhen) -> AppointmentStep {
+    let moved = a
+        .start
+        .as_deref()
+        .and_then(|s| s.get(..10))
+        .is_some_and(|day| day != today);
+    match a.status.as_str() {
+        "cancelled" | "entered-in-error" => return AppointmentStep::Close { no_show: false },
+        "noshow" => return AppointmentStep::Close { no_show: true },
+        _ if moved => return AppointmentStep::Close { no_show: false },
+        _ => {}
+    }
+    let due = match a.status.as_str() {
+        "arrived" | "checked-in" => true,
+        "booked" | "pending" => when == CheckInWhen::Booked,
+        _ => false,
+    };
+    let patient = a.participant.iter().find_map(|p| {
+        p.actor
+            .as_ref()?
+            .reference
+            .as_deref()?
+            .strip_prefix("Patient/")
+            .map(str::to_string)
+    });
+    match (due, patient) {
+        (true, Some(patient_id)) => AppointmentStep::Queue { patient_id },
+        _ => AppointmentStep::Wait,
+    }
 }
 
 /// The EHR's explanation of a refusal, if the body is an OperationOutcome.
@@ -447,6 +509,48 @@ mod tests {
             resolution(&local, &remote, &pick).expect("resolved"),
             Fields::from([("phone".into(), Some("1".into()))])
         );
+    }
+
+    #[test]
+    fn appointments_map_to_queue_steps() {
+        let appt = |status: &str, start: &str| {
+            decode_appointment(json!({
+                "resourceType": "Appointment", "id": "a1", "status": status, "start": start,
+                "participant": [{ "actor": { "reference": "Practitioner/d" } },
+                                { "actor": { "reference": "Patient/p1" } }]
+            }))
+            .expect("appointment")
+        };
+        let day = "2026-11-24";
+        let queue = AppointmentStep::Queue {
+            patient_id: "p1".into(),
+        };
+        let at = "2026-11-24T09:30:00Z";
+        assert_eq!(
+            appointment_step(&appt("arrived", at), day, CheckInWhen::Arrived),
+            queue
+        );
+        assert_eq!(
+            appointment_step(&appt("booked", at), day, CheckInWhen::Arrived),
+            AppointmentStep::Wait
+        );
+        assert_eq!(
+            appointment_step(&appt("booked", at), day, CheckInWhen::Booked),
+            queue
+        );
+        assert_eq!(
+            appointment_step(
+                &appt("booked", "2026-11-25T09:30:00Z"),
+                day,
+                CheckInWhen::Booked
+            ),
+            AppointmentStep::Close { no_show: false }
+        );
+        assert_eq!(
+            appointment_step(&appt("noshow", at), day, CheckInWhen::Booked),
+            AppointmentStep::Close { no_show: true }
+        );
+        assert!(decode_appointment(json!({ "resourceType": "Appointment" })).is_err());
     }
 
     #[test]
