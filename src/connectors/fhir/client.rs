@@ -263,9 +263,15 @@ impl Client {
                 tracing::warn!(skipped, "FHIR poll returned unusable Patient entries");
             }
             all.extend(found);
+            // Credentials go only to our EHR: a next link elsewhere is not followed.
             match next {
-                Some(n) if n != url => url = n,
-                _ => break,
+                Some(n) if n == url => break,
+                Some(n) if n.starts_with(&self.base) => url = n,
+                Some(_) => {
+                    tracing::warn!("FHIR search page links outside the base URL; paging stopped");
+                    break;
+                }
+                None => break,
             }
         }
         Ok(all)

@@ -250,7 +250,7 @@ impl Shared {
             let client = self.usable()?;
             let found = match &query {
                 LookupQuery::Identifier(v) => {
-                    let id = format!("{system}|{v}");
+                    let id = format!("{system}|{}", protocol::search_escape(v));
                     client.search_patients(&[("identifier", &id)]).await
                 }
                 LookupQuery::Name {
@@ -258,8 +258,10 @@ impl Shared {
                     given,
                     birth_date,
                 } => {
+                    let family = protocol::search_escape(family);
+                    let given = given.as_deref().map(protocol::search_escape);
                     let mut q = vec![("family", family.as_str()), ("birthdate", birth_date)];
-                    if let Some(g) = given {
+                    if let Some(g) = &given {
                         q.push(("given", g));
                     }
                     client.search_patients(&q).await
@@ -612,20 +614,31 @@ impl Spawn for FhirSpawn {
             }),
             shutdown: shutdown_rx,
         });
-        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
-        Box::new(Handle { shutdown, arbiter })
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
+        Box::new(Handle {
+            shutdown,
+            arbiter,
+            addr,
+        })
     }
 }
 
 struct Handle {
     shutdown: watch::Sender<bool>,
     arbiter: Arbiter,
+    addr: Addr<FhirActor>,
 }
 
 impl Running for Handle {
     fn stop(self: Box<Self>) -> StopFuture {
         Box::pin(async move {
-            *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            {
+                // A replacement may have started already; only our own address is removed.
+                let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+                if current.as_ref() == Some(&self.addr) {
+                    *current = None;
+                }
+            }
             let _ = self.shutdown.send(true);
             // An update in flight stays in flight in the journal and is sent again at start.
             self.arbiter.stop();

@@ -134,6 +134,19 @@ pub fn outcome_summary(bytes: &[u8]) -> Option<String> {
     (o.resource_type == "OperationOutcome").then(|| o.summary())
 }
 
+/// A search parameter value with FHIR's special characters (`\` `,` `$` `|`) escaped, so a typed
+/// identifier or name cannot turn into several values or a system.
+pub fn search_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '\\' | ',' | '$' | '|') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Patients of a search page, skipping (and counting) entries that are not usable Patients.
 pub fn patients(entries: Vec<Value>) -> (Vec<Patient>, usize) {
     let mut skipped = 0;
@@ -574,6 +587,7 @@ mod tests {
             outcome_summary(oo).as_deref(),
             Some("error processing: Precondition Failed")
         );
+        assert_eq!(search_escape(r"a,b|c$d\e"), r"a\,b\|c\$d\\e");
         let d = demographics(&doe(), "urn:mrn", "ehr");
         assert_eq!(d.identifier.as_deref(), Some("M1"));
         assert_eq!(d.family.as_deref(), Some("Doe"));
