@@ -220,6 +220,12 @@ fn check_in_finds_the_patient_by_identifier_or_name_and_uses_the_cache_when_the_
     );
     assert_eq!(entry["demographics"]["given"], "Rita", "{entry}");
     assert_eq!(entry["demographics"]["identifier"], "M2");
+    // An identifier the EHR does not know, with a name: found by the name.
+    let entry = check_in(
+        &gw,
+        json!({ "patient_ref": "OLD-7", "patient": { "family": "Doe", "given": "Jane", "birth_date": "1980-02-03" } }),
+    );
+    assert_eq!(entry["demographics"]["identifier"], "M1", "{entry}");
     // Unknown to the EHR: queued all the same.
     let entry = check_in(&gw, json!({ "patient_ref": "M404" }));
     assert!(entry["demographics"].is_null(), "{entry}");

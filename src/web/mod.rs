@@ -339,17 +339,12 @@ async fn queue_check_in(
         return HttpResponse::BadRequest().json(json!({ "error": msg }));
     }
     // The patient is queued whatever the lookup gives: the clinic keeps running without the EHR.
-    let query = match (&check_in.patient_ref, &check_in.patient) {
-        (Some(r), _) => Some(LookupQuery::Identifier(r.clone())),
-        (None, Some(p)) => Some(LookupQuery::Name {
-            family: p.family.clone(),
-            given: p.given.clone(),
-            birth_date: p.birth_date.clone(),
-        }),
-        (None, None) => None,
+    let query = LookupQuery {
+        identifier: check_in.patient_ref.clone(),
+        name: check_in.patient.clone(),
     };
-    if let Some(q) = query {
-        check_in.demographics = crate::connectors::fhir::lookup(q).await;
+    if query != LookupQuery::default() {
+        check_in.demographics = crate::connectors::fhir::lookup(query).await;
     }
     match journal::ask(
         &s.journal,

@@ -48,15 +48,12 @@ fn current() -> Option<Addr<FhirActor>> {
     CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// Who a check-in names: an identifier value, or a name and birth date.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LookupQuery {
-    Identifier(String),
-    Name {
-        family: String,
-        given: Option<String>,
-        birth_date: String,
-    },
+/// Who a check-in names: an identifier value, a name and birth date, or both (the identifier
+/// is searched first, the name when the identifier finds nobody).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LookupQuery {
+    pub identifier: Option<String>,
+    pub name: Option<crate::queue::PatientSearch>,
 }
 
 /// Finds a patient's demographics for a check-in; `None` when no connector runs, nothing (or
@@ -248,27 +245,25 @@ impl Shared {
         let system = &self.config.identifier_system;
         let remote = async {
             let client = self.usable()?;
-            let found = match &query {
-                LookupQuery::Identifier(v) => {
-                    let id = format!("{system}|{}", protocol::search_escape(v));
-                    client.search_patients(&[("identifier", &id)]).await
+            let mut found = Vec::new();
+            if let Some(v) = &query.identifier {
+                let id = format!("{system}|{}", protocol::search_escape(v));
+                let r = client.search_patients(&[("identifier", &id)]).await;
+                self.outcome(&r);
+                found = r?;
+            }
+            if let (true, Some(n)) = (found.is_empty(), &query.name) {
+                let family = protocol::search_escape(&n.family);
+                let given = n.given.as_deref().map(protocol::search_escape);
+                let mut q = vec![("family", family.as_str()), ("birthdate", &n.birth_date)];
+                if let Some(g) = &given {
+                    q.push(("given", g));
                 }
-                LookupQuery::Name {
-                    family,
-                    given,
-                    birth_date,
-                } => {
-                    let family = protocol::search_escape(family);
-                    let given = given.as_deref().map(protocol::search_escape);
-                    let mut q = vec![("family", family.as_str()), ("birthdate", birth_date)];
-                    if let Some(g) = &given {
-                        q.push(("given", g));
-                    }
-                    client.search_patients(&q).await
-                }
-            };
-            self.outcome(&found);
-            found
+                let r = client.search_patients(&q).await;
+                self.outcome(&r);
+                found = r?;
+            }
+            Ok::<_, FhirError>(found)
         };
         let wait = Duration::from_millis(self.config.lookup_timeout_ms);
         match tokio::time::timeout(wait, remote).await {
@@ -299,27 +294,13 @@ impl Shared {
     }
 
     async fn cached(&self, query: LookupQuery) -> Option<Demographics> {
-        let msg = match query {
-            LookupQuery::Identifier(v) => FhirFind {
-                identifier: Some(v),
-                family: None,
-                birth_date: None,
-            },
-            LookupQuery::Name {
-                family, birth_date, ..
-            } => FhirFind {
-                identifier: None,
-                family: Some(family),
-                birth_date: Some(birth_date),
-            },
-        };
-        let found = match journal::ask(&self.journal, msg).await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "FHIR cache lookup failed");
-                return None;
-            }
-        };
+        let mut found = Vec::new();
+        if let Some(v) = query.identifier {
+            found = self.find(Some(v), None, None).await;
+        }
+        if let (true, Some(n)) = (found.is_empty(), query.name) {
+            found = self.find(None, Some(n.family), Some(n.birth_date)).await;
+        }
         let [one] = found.as_slice() else {
             tracing::info!(matches = found.len(), "FHIR cache found no single patient");
             return None;
@@ -330,6 +311,23 @@ impl Shared {
             &self.config.identifier_system,
             "cache",
         ))
+    }
+
+    async fn find(
+        &self,
+        identifier: Option<String>,
+        family: Option<String>,
+        birth_date: Option<String>,
+    ) -> Vec<protocol::CachedPatient> {
+        let msg = FhirFind {
+            identifier,
+            family,
+            birth_date,
+        };
+        journal::ask(&self.journal, msg).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "FHIR cache lookup failed");
+            Vec::new()
+        })
     }
 
     /// One poll: every Patient changed since the cursor, applied in `lastUpdated` order.
