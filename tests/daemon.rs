@@ -346,7 +346,10 @@ fn status_page_api_metrics_and_cli_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(stats["schema_version"], 2);
+    assert_eq!(
+        stats["schema_version"],
+        clinic_gateway::journal::store::SCHEMA_VERSION
+    );
     // Cross-site form posts are refused.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
