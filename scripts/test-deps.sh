@@ -10,6 +10,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v lintian >/dev/null || need+=(lintian)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v curl >/dev/null || need+=(curl)
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -25,5 +26,15 @@ pinned="$(grep -vE '^\s*(#|$)' "$req")"
 if [ "$(python3 -m pip freeze 2>/dev/null | grep -cxF "$pinned")" -ne "$(printf '%s\n' "$pinned" | wc -l)" ]; then
   echo "test-deps: installing Python peers from $req" >&2
   python3 -m pip install -q --disable-pip-version-check -r "$req" >&2
+fi
+# The FHIR R4 test server (@medplum/fhir-router, pinned by tests/peers/fhir/package-lock.json):
+# `npm ci` only when node_modules is missing or was installed from another lock file.
+fhir="$(dirname "$0")/../tests/peers/fhir"
+stamp="$fhir/node_modules/.lock-sha256"
+want="$(sha256sum "$fhir/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "test-deps: installing the FHIR test server's packages" >&2
+  (cd "$fhir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  echo "$want" > "$stamp"
 fi
 echo "test-deps: ok" >&2

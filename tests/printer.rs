@@ -243,6 +243,8 @@ impl Spine {
                 priority_reason: None,
                 request_id: None,
                 printer: None,
+                patient: None,
+                demographics: None,
             },
             ticket: Some(TicketOrder {
                 printer: "kiosk-1".into(),

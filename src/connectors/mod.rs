@@ -3,6 +3,7 @@
 //!
 //! **Invariant:** a connector acknowledges to its peer only what the journal has committed.
 
+pub mod fhir;
 pub mod hl7v2;
 
 use crate::config::Config;
@@ -21,6 +22,9 @@ pub struct ConnectorsConfig {
     /// Where outbound HL7 v2 messages (destination `ehr-mllp`) are delivered.
     #[serde(default)]
     pub hl7v2_out: Option<hl7v2::sender::SenderConfig>,
+    /// The EHR's FHIR R4 REST API (patient lookup, demographic sync).
+    #[serde(default)]
+    pub fhir: Option<fhir::config::FhirConfig>,
 }
 
 impl ConnectorsConfig {
@@ -30,6 +34,9 @@ impl ConnectorsConfig {
         }
         if let Some(s) = &self.hl7v2_out {
             s.validate(bad);
+        }
+        if let Some(f) = &self.fhir {
+            f.validate(bad);
         }
     }
 }
@@ -51,6 +58,15 @@ pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Vec<DeviceChild
             hl7v2::sender::NAME.into(),
             Box::new(hl7v2::sender::SenderSpawn {
                 config: s.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(f) = &config.connectors.fhir {
+        children.push((
+            fhir::NAME.into(),
+            Box::new(fhir::FhirSpawn {
+                config: f.resolved(|p| config.resolve(p)),
                 journal: journal.clone(),
             }),
         ));

@@ -11,6 +11,8 @@
 
 pub mod store;
 
+use crate::connectors::fhir::model::Patient;
+use crate::connectors::fhir::protocol::{CachedPatient, Conflict, Fields, Seen, Side};
 use crate::metrics::METRICS;
 use actix::prelude::*;
 use rand::RngExt;
@@ -332,6 +334,55 @@ pub struct SetRoomHold {
 /// Every room currently held out of service.
 #[derive(Debug)]
 pub struct ListRoomHolds;
+/// One cached FHIR Patient by id.
+#[derive(Debug)]
+pub struct FhirGet {
+    pub id: String,
+}
+/// Cached FHIR Patients by identifier, or by family name and birth date.
+#[derive(Debug)]
+pub struct FhirFind {
+    pub identifier: Option<String>,
+    pub family: Option<String>,
+    pub birth_date: Option<String>,
+}
+/// A Patient version read from the EHR (see [`Store`]'s `fhir_seen`).
+#[derive(Debug)]
+pub struct FhirSeen {
+    pub patient: Box<Patient>,
+    pub identifier: Option<String>,
+    pub insert: bool,
+}
+/// A local demographic change to a cached Patient, for delivery to the EHR.
+#[derive(Debug)]
+pub struct FhirEdit {
+    pub id: String,
+    pub changes: Fields,
+    pub by: String,
+}
+/// The EHR stored our update `sent` as `stored`.
+#[derive(Debug)]
+pub struct FhirWritten {
+    pub sent: Box<Patient>,
+    pub stored: Box<Patient>,
+}
+#[derive(Debug)]
+pub struct FhirConflicts {
+    pub all: bool,
+}
+/// Resolve a conflict with a choice per field; audited with `by`.
+#[derive(Debug)]
+pub struct FhirResolve {
+    pub id: i64,
+    pub choices: BTreeMap<String, Side>,
+    pub by: String,
+}
+/// Read (`set: None`) or write a persistent value of the FHIR connector.
+#[derive(Debug)]
+pub struct FhirState {
+    pub key: String,
+    pub set: Option<String>,
+}
 
 /// The most recent audit records, newest first.
 #[derive(Debug)]
@@ -445,6 +496,14 @@ requests! {
     EhrInbound => EhrInbound: Receipt,
     SetRoomHold => SetRoomHold: Option<crate::facility::RoomHold>,
     ListRoomHolds => ListRoomHolds: Vec<crate::facility::RoomHold>,
+    FhirGet => FhirGet: Option<CachedPatient>,
+    FhirFind => FhirFind: Vec<CachedPatient>,
+    FhirSeen => FhirSeen: Seen,
+    FhirEdit => FhirEdit: bool,
+    FhirWritten => FhirWritten: (),
+    FhirConflicts => FhirConflicts: Vec<Conflict>,
+    FhirResolve => FhirResolve: (Conflict, bool),
+    FhirState => FhirState: Option<String>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -809,6 +868,42 @@ impl Writer {
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
+                Command::FhirGet(FhirGet { id }, reply) => done(reply, tx.fhir_patient(&id)),
+                Command::FhirFind(
+                    FhirFind {
+                        identifier,
+                        family,
+                        birth_date,
+                    },
+                    reply,
+                ) => done(
+                    reply,
+                    tx.fhir_find(
+                        identifier.as_deref(),
+                        family.as_deref(),
+                        birth_date.as_deref(),
+                    ),
+                ),
+                Command::FhirSeen(
+                    FhirSeen {
+                        patient,
+                        identifier,
+                        insert,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.fhir_seen(&patient, identifier.as_deref(), insert, now);
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::FhirEdit(FhirEdit { id, changes, by }, reply) => {
+                    let r = tx.fhir_edit(&id, &changes, &by, now);
+                    if matches!(r, Ok(true)) {
+                        woken.insert(crate::connectors::fhir::DESTINATION.into());
+                    }
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
                 Command::SetRoomHold(SetRoomHold { room, hold, by }, reply) => {
                     let r = tx.set_room_hold(&room, hold, &by, now);
                     woken.insert(crate::CLOUD.into());
@@ -816,6 +911,30 @@ impl Writer {
                     done(reply, r)
                 }
                 Command::ListRoomHolds(ListRoomHolds, reply) => done(reply, tx.room_holds()),
+                Command::FhirWritten(FhirWritten { sent, stored }, reply) => {
+                    let r = tx.fhir_written(&sent, &stored, now);
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::FhirConflicts(FhirConflicts { all }, reply) => {
+                    done(reply, tx.fhir_conflicts(all))
+                }
+                Command::FhirResolve(FhirResolve { id, choices, by }, reply) => {
+                    let r = tx.fhir_resolve(id, &choices, &by, now);
+                    if matches!(r, Ok((_, true))) {
+                        woken.insert(crate::connectors::fhir::DESTINATION.into());
+                    }
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::FhirState(FhirState { key, set }, reply) => {
+                    let r = match set {
+                        Some(v) => tx.set_fhir_state(&key, &v).map(|()| Some(v)),
+                        None => tx.fhir_state(&key),
+                    };
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
                 Command::Reconfigure(Reconfigure(settings), reply) => {
                     self.settings = settings;

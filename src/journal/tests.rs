@@ -275,6 +275,8 @@ fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending(
         priority_reason: (priority > Priority::Normal).then(|| "pain".to_string()),
         request_id: Some(request_id.into()),
         printer: None,
+        patient: None,
+        demographics: None,
     };
     store
         .with_batch(|b| {
@@ -373,4 +375,73 @@ fn overrides_are_remembered_per_slot_and_survive_reopening() {
             .expect("list")
             .is_empty()
     );
+}
+
+fn fhir_patient(version: &str, phone: &str) -> crate::connectors::fhir::model::Patient {
+    crate::connectors::fhir::protocol::decode_patient(serde_json::json!({
+        "resourceType": "Patient", "id": "p1",
+        "meta": { "versionId": version, "lastUpdated": "2026-11-24T10:00:00Z" },
+        "identifier": [{ "system": "urn:mrn", "value": "M1" }],
+        "name": [{ "family": "Doe", "given": ["Jane"] }],
+        "telecom": [{ "system": "phone", "value": phone }],
+        "birthDate": "1980-02-03"
+    }))
+    .expect("patient")
+}
+
+#[test]
+fn a_polled_change_meeting_an_undelivered_local_one_is_kept_as_a_conflict() {
+    use crate::connectors::fhir::protocol::{Fields, Seen};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let phone = |v: &str| Fields::from([("phone".to_string(), Some(v.to_string()))]);
+    store
+        .with_batch(|b| {
+            // Polls follow only cached patients.
+            assert_eq!(
+                b.fhir_seen(&fhir_patient("v1", "0"), None, false, 1)?,
+                Seen::Ignored
+            );
+            assert_eq!(
+                b.fhir_seen(&fhir_patient("v1", "0"), Some("M1"), true, 1)?,
+                Seen::New
+            );
+            assert_eq!(
+                b.fhir_seen(&fhir_patient("v1", "0"), None, false, 2)?,
+                Seen::Unchanged
+            );
+            assert!(b.fhir_edit("p1", &phone("1"), "desk", 3)?);
+            assert!(
+                !b.fhir_edit("p1", &phone("1"), "desk", 3)?,
+                "no change, nothing sent"
+            );
+            // The EHR made the same change: settled without a conflict.
+            assert_eq!(
+                b.fhir_seen(&fhir_patient("v2", "1"), None, false, 4)?,
+                Seen::Updated
+            );
+            let cached = b.fhir_patient("p1")?.expect("cached");
+            assert_eq!(
+                (cached.version_id.as_deref(), cached.local),
+                (Some("v2"), None)
+            );
+            // A different change on each side: both kept.
+            assert!(b.fhir_edit("p1", &phone("2"), "desk", 5)?);
+            let Seen::Conflict(id) = b.fhir_seen(&fhir_patient("v3", "3"), None, false, 6)? else {
+                panic!("expected a conflict");
+            };
+            let open = b.fhir_conflicts(false)?;
+            assert_eq!((open.len(), open[0].id), (1, id));
+            assert_eq!(open[0].fields, ["phone"]);
+            assert!(matches!(
+                b.fhir_edit("p1", &phone("4"), "desk", 7),
+                Err(JournalError::Rejected(_))
+            ));
+            let cached = b.fhir_patient("p1")?.expect("cached");
+            assert_eq!(cached.local, None, "the local change waits in the conflict");
+            assert_eq!(b.fhir_find(Some("M1"), None, None)?.len(), 1);
+            assert_eq!(b.fhir_find(None, Some("DOE"), Some("1980-02-03"))?.len(), 1);
+            Ok(())
+        })
+        .expect("batch");
 }

@@ -250,6 +250,35 @@ pub struct Entry {
     pub called_at: Option<i64>,
     pub in_room_at: Option<i64>,
     pub closed_at: Option<i64>,
+    /// The patient's demographics from the EHR (or its local copy) at check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demographics: Option<Demographics>,
+}
+
+/// Who the patient is, as the EHR knows them: attached to an entry at check-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demographics {
+    /// The EHR's id of the Patient resource.
+    pub patient_id: String,
+    /// The patient's identifier in the configured system (the MRN).
+    pub identifier: Option<String>,
+    pub family: Option<String>,
+    pub given: Option<String>,
+    pub birth_date: Option<String>,
+    pub gender: Option<String>,
+    /// `ehr` when the EHR answered, `cache` when its local copy did.
+    pub source: String,
+}
+
+/// How a check-in names a patient without an identifier: found by name and birth date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientSearch {
+    pub family: String,
+    #[serde(default)]
+    pub given: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
 }
 
 /// A check-in: a new entry at the end of its priority band.
@@ -267,6 +296,12 @@ pub struct CheckIn {
     /// the patient twice.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Name and birth date to find the patient in the EHR when there is no `patient_ref`.
+    #[serde(default)]
+    pub patient: Option<PatientSearch>,
+    /// Attached by the gateway after the EHR lookup, never taken from the request.
+    #[serde(skip)]
+    pub demographics: Option<Demographics>,
     /// The kiosk printer that prints this check-in's ticket; default: the printer configured
     /// for the queue, if any.
     #[serde(default)]
@@ -315,6 +350,19 @@ impl CheckIn {
                 return Err(format!("\"{name}\": 1 to 128 printable characters"));
             }
         }
+        if let Some(p) = &self.patient {
+            let printable = |v: &str| {
+                !v.trim().is_empty() && v.len() <= 128 && !v.chars().any(char::is_control)
+            };
+            if !printable(&p.family) || !p.given.as_deref().is_none_or(printable) {
+                return Err(
+                    "\"patient\": family and given are 1 to 128 printable characters".into(),
+                );
+            }
+            if !valid_date(&p.birth_date) {
+                return Err("\"patient.birth_date\": YYYY-MM-DD".into());
+            }
+        }
         if self.priority > Priority::Normal
             && self.priority_reason.as_deref().is_none_or(str::is_empty)
         {
@@ -322,6 +370,20 @@ impl CheckIn {
         }
         Ok(())
     }
+}
+
+/// A `YYYY-MM-DD` date with a plausible month and day.
+pub fn valid_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+        && (1..=12).contains(&s[5..7].parse::<u8>().unwrap_or(0))
+        && (1..=31).contains(&s[8..10].parse::<u8>().unwrap_or(0))
 }
 
 /// Queue names are part of URLs and event keys: letters, digits, `-` and `_`.
@@ -372,10 +434,19 @@ mod tests {
             priority_reason: None,
             request_id: None,
             printer: None,
+            patient: None,
+            demographics: None,
         };
         assert!(c.validate().is_err());
         c.priority_reason = Some("chest pain".into());
         assert_eq!(c.validate(), Ok(()));
+        c.patient = Some(PatientSearch {
+            family: "Doe".into(),
+            given: None,
+            birth_date: "1980-13-01".into(),
+        });
+        assert!(c.validate().expect_err("month").contains("birth_date"));
+        c.patient = None;
         c.patient_ref = Some(String::new());
         assert!(c.validate().expect_err("empty").contains("patient_ref"));
     }

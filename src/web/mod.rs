@@ -7,9 +7,11 @@
 //! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
 //! payloads or ordering keys (a key may be a patient id).
 
+mod fhir;
 mod page;
 mod preview;
 
+use crate::connectors::fhir::LookupQuery;
 use crate::daemon::{Gateway, ReloadConfig};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
@@ -85,6 +87,7 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
             )
+            .configure(fhir::routes)
     })
     .workers(1)
     .shutdown_timeout(2)
@@ -367,7 +370,7 @@ async fn queue_check_in(
     if let Some(r) = bad_queue(&name) {
         return r;
     }
-    let check_in = body.into_inner();
+    let mut check_in = body.into_inner();
     if let Err(msg) = check_in.validate() {
         return HttpResponse::BadRequest().json(json!({ "error": msg }));
     }
@@ -376,6 +379,14 @@ async fn queue_check_in(
         Err(msg) => return HttpResponse::BadRequest().json(json!({ "error": msg })),
     };
     let printer = ticket.as_ref().map(|t| t.printer.clone());
+    // The patient is queued whatever the lookup gives: the clinic keeps running without the EHR.
+    let query = LookupQuery {
+        identifier: check_in.patient_ref.clone(),
+        name: check_in.patient.clone(),
+    };
+    if query != LookupQuery::default() {
+        check_in.demographics = crate::connectors::fhir::lookup(query).await;
+    }
     match journal::ask(
         &s.journal,
         journal::QueueCheckIn {

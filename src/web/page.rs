@@ -422,6 +422,15 @@ mod tests {
             called_at: None,
             in_room_at: None,
             closed_at: None,
+            demographics: Some(crate::queue::Demographics {
+                patient_id: "p1".into(),
+                identifier: Some("MRN-SECRET".into()),
+                family: Some("FAMILY-SECRET".into()),
+                given: None,
+                birth_date: Some("1980-02-03".into()),
+                gender: None,
+                source: "ehr".into(),
+            }),
         };
         let html = queue_board(
             &[
@@ -433,5 +442,6 @@ mod tests {
         assert!(html.find("G-002") < html.find("G-001"), "{html}");
         assert!(html.contains("urgent"));
         assert!(!html.contains("MRN-SECRET") && !html.contains("pain"));
+        assert!(!html.contains("FAMILY-SECRET") && !html.contains("1980"));
     }
 }

@@ -1,0 +1,195 @@
+//! `[connectors.fhir]`: the EHR's FHIR R4 REST endpoint, its credentials and the sync cadence.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FhirConfig {
+    /// The FHIR base URL, e.g. `https://ehr.example/fhir/R4` (resource paths are appended).
+    pub base_url: String,
+    /// System of the patient identifier a check-in's `patient_ref` is (e.g. the clinic's MRN
+    /// system). Searches use `identifier=<system>|<value>`.
+    pub identifier_system: String,
+    /// Bound on one HTTP request, connection included.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Bound on a connection attempt.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long a check-in waits for the EHR before the local cache answers instead.
+    #[serde(default = "default_lookup_timeout_ms")]
+    pub lookup_timeout_ms: u64,
+    /// How often remote Patient changes are polled (`_lastUpdated`).
+    #[serde(default = "default_poll_interval_s")]
+    pub poll_interval_s: u64,
+    /// Longest wait before a connector paused by refused credentials tries again.
+    #[serde(default = "default_credential_retry_s")]
+    pub credential_retry_s: u64,
+    /// The `meta.tag` system marking resources this gateway wrote (loop prevention).
+    #[serde(default = "default_tag_system")]
+    pub tag_system: String,
+    /// PEM file with the CA that the EHR's certificate chains to; default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How the gateway authenticates to the EHR.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Today's appointments as queue entries; absent: appointments are not read.
+    #[serde(default)]
+    pub appointments: Option<AppointmentsConfig>,
+}
+
+/// `[connectors.fhir.appointments]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentsConfig {
+    /// The queue appointments are checked in to.
+    pub queue: String,
+    /// When an appointment is queued: `arrived` once the EHR marks the patient arrived or
+    /// checked in, `booked` as soon as it is booked for today (pre-checked-in).
+    #[serde(default)]
+    pub check_in: CheckInWhen,
+    /// How often today's appointments are read.
+    #[serde(default = "default_appointment_poll_s")]
+    pub poll_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckInWhen {
+    #[default]
+    Arrived,
+    Booked,
+}
+
+fn default_appointment_poll_s() -> u64 {
+    300
+}
+
+/// `[connectors.fhir.auth]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// No credentials (an EHR reached only over a trusted link).
+    #[default]
+    None,
+    /// A static bearer token, read from a file so it stays out of the config.
+    Bearer { token_file: PathBuf },
+    /// OAuth 2.0 client credentials; the token is refreshed before it expires.
+    ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret_file: PathBuf,
+        /// Space-separated scopes, e.g. `system/Patient.rw system/Appointment.r`.
+        #[serde(default)]
+        scope: Option<String>,
+        /// A token is renewed this long before its `expires_in` runs out.
+        #[serde(default = "default_refresh_margin_s")]
+        refresh_margin_s: u64,
+    },
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_lookup_timeout_ms() -> u64 {
+    3_000
+}
+fn default_poll_interval_s() -> u64 {
+    60
+}
+fn default_credential_retry_s() -> u64 {
+    60
+}
+fn default_tag_system() -> String {
+    "urn:clinic-gateway:write".into()
+}
+fn default_refresh_margin_s() -> u64 {
+    60
+}
+
+fn http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len()
+}
+
+impl FhirConfig {
+    /// This config with its file paths resolved by `resolve` (against the config's folder).
+    pub fn resolved(&self, resolve: impl Fn(&std::path::Path) -> PathBuf) -> FhirConfig {
+        let mut c = self.clone();
+        c.ca_file = c.ca_file.map(|p| resolve(&p));
+        match &mut c.auth {
+            Auth::None => {}
+            Auth::Bearer { token_file } => *token_file = resolve(token_file),
+            Auth::ClientCredentials {
+                client_secret_file, ..
+            } => *client_secret_file = resolve(client_secret_file),
+        }
+        c
+    }
+
+    pub fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
+        if !http_url(&self.base_url) {
+            bad(
+                "connectors.fhir.base_url",
+                "must be an http:// or https:// URL".into(),
+            );
+        }
+        if self.identifier_system.trim().is_empty() || self.identifier_system.contains('|') {
+            bad(
+                "connectors.fhir.identifier_system",
+                "must be a non-empty URI without '|'".into(),
+            );
+        }
+        if self.tag_system.trim().is_empty() {
+            bad("connectors.fhir.tag_system", "must not be empty".into());
+        }
+        for (key, v, min) in [
+            ("request_timeout_ms", self.request_timeout_ms, 100),
+            ("connect_timeout_ms", self.connect_timeout_ms, 100),
+            ("lookup_timeout_ms", self.lookup_timeout_ms, 100),
+            ("poll_interval_s", self.poll_interval_s, 1),
+            ("credential_retry_s", self.credential_retry_s, 1),
+        ] {
+            if v < min {
+                bad(
+                    &format!("connectors.fhir.{key}"),
+                    format!("must be at least {min}"),
+                );
+            }
+        }
+        if let Some(a) = &self.appointments {
+            if !crate::queue::valid_queue_name(&a.queue) {
+                bad(
+                    "connectors.fhir.appointments.queue",
+                    "1 to 32 letters, digits, '-', '_'".into(),
+                );
+            }
+            if a.poll_interval_s == 0 {
+                bad(
+                    "connectors.fhir.appointments.poll_interval_s",
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if let Auth::ClientCredentials {
+            token_url,
+            client_id,
+            ..
+        } = &self.auth
+        {
+            if !http_url(token_url) {
+                bad(
+                    "connectors.fhir.auth.token_url",
+                    "must be an http:// or https:// URL".into(),
+                );
+            }
+            if client_id.is_empty() {
+                bad("connectors.fhir.auth.client_id", "must not be empty".into());
+            }
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The FHIR R4 REST connector to the EHR: patient lookup at check-in with a local cache for
+//! offline operation, demographic sync both ways, and conflicts kept for staff to resolve.
+//!
+//! `FhirSpawn` starts [`FhirActor`] (supervisor name `fhir`) in its own arbiter with two tasks:
+//! the poll task asks the EHR for Patients changed since its cursor (`_lastUpdated`) and feeds
+//! the cached ones to the journal, and the delivery task sends the `ehr-fhir` outbox (local
+//! changes) as `PUT` with `If-Match`. With `[connectors.fhir.appointments]`, a third task reads
+//! today's Appointments and queues, cancels or closes their entries. [`Lookup`] answers a check-in from the EHR, or from the
+//! cache when the EHR does not answer within `lookup_timeout_ms`.
+//!
+//! **Invariant:** nothing is overwritten silently: a remote change meeting an undelivered local
+//! one, or a 412, becomes a conflict record holding both versions.
+//! **Invariant:** the connector never ends on an EHR or credential failure: it reports
+//! `Degraded` (credentials: paused for `credential_retry_s`) and check-ins use the cache.
+
+pub mod client;
+pub mod config;
+pub mod model;
+pub mod protocol;
+
+use crate::journal::{
+    self, Claim, Delivered, Failed, FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten,
+    JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
+};
+use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
+use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use actix::prelude::*;
+use client::{Client, FhirError};
+use config::FhirConfig;
+use model::Patient;
+use protocol::{AppointmentStep, Seen};
+use serde::Serialize;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The supervisor's name for the connector.
+pub const NAME: &str = "fhir";
+/// The outbox destination of local Patient changes.
+pub const DESTINATION: &str = "ehr-fhir";
+/// Where the poll cursor (the newest `meta.lastUpdated` seen) is kept.
+const CURSOR: &str = "patient_cursor";
+
+/// The running connector, for the web layer; empty when none is configured.
+static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
+
+fn current() -> Option<Addr<FhirActor>> {
+    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Who a check-in names: an identifier value, a name and birth date, or both (the identifier
+/// is searched first, the name when the identifier finds nobody).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LookupQuery {
+    pub identifier: Option<String>,
+    pub name: Option<crate::queue::PatientSearch>,
+}
+
+/// Finds a patient's demographics for a check-in; `None` when no connector runs, nothing (or
+/// more than one patient) matches, or neither the EHR nor the cache can answer.
+pub async fn lookup(query: LookupQuery) -> Option<Demographics> {
+    current()?.send(Lookup(query)).await.ok().flatten()
+}
+
+/// The connector's counters and link state, for the API.
+pub async fn status() -> Option<FhirStatus> {
+    current()?.send(GetStatus).await.ok()
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<Demographics>")]
+pub struct Lookup(pub LookupQuery);
+
+#[derive(Message)]
+#[rtype(result = "FhirStatus")]
+pub struct GetStatus;
+
+/// How the connector stands with the EHR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Link {
+    /// No request answered yet.
+    Starting,
+    /// The last request was answered.
+    Up,
+    /// The EHR does not answer; requests go on (and check-ins use the cache).
+    Unreachable { error: String },
+    /// Credentials unreadable or refused: no request is made until `retry_in_s` passed.
+    Paused { error: String, retry_in_s: u64 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FhirStatus {
+    pub link: Link,
+    /// Check-ins answered by the EHR and by the cache.
+    pub lookups_remote: u64,
+    pub lookups_cache: u64,
+    /// Remote Patient changes applied to the cache.
+    pub remote_changes: u64,
+    /// Versions seen again that were our own writes (not re-imported).
+    pub echoes_ignored: u64,
+    pub conflicts: u64,
+    pub updates_sent: u64,
+    pub last_poll_at: Option<i64>,
+    /// When today's appointments were last applied to the queue.
+    pub last_appointments_at: Option<i64>,
+}
+
+/// State shared by the actor and its tasks.
+struct Shared {
+    client: Result<Client, String>,
+    config: FhirConfig,
+    journal: Addr<JournalWriter>,
+    supervisor: Addr<Supervisor>,
+    name: String,
+    state: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    lookups_remote: u64,
+    lookups_cache: u64,
+    remote_changes: u64,
+    echoes_ignored: u64,
+    conflicts: u64,
+    updates_sent: u64,
+    last_poll_at: Option<i64>,
+    last_appointments_at: Option<i64>,
+    /// `None` before the first answer, then whether the last request worked.
+    link: Option<Result<(), String>>,
+    paused_until: Option<(Instant, String)>,
+}
+
+impl Shared {
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client, unless credentials were refused recently (then the reason).
+    fn usable(&self) -> Result<&Client, FhirError> {
+        if let Some((until, error)) = &self.counters().paused_until
+            && Instant::now() < *until
+        {
+            return Err(FhirError::Credentials(error.clone()));
+        }
+        self.client
+            .as_ref()
+            .map_err(|e| FhirError::Unreachable(e.clone()))
+    }
+
+    /// Records how a request went and reports a changed health to the supervisor.
+    fn outcome<T>(&self, r: &Result<T, FhirError>) {
+        let (health, error) = {
+            let mut c = self.counters();
+            let before = (c.link.clone(), c.paused_until.is_some());
+            match r {
+                Ok(_) => {
+                    c.link = Some(Ok(()));
+                    c.paused_until = None;
+                }
+                Err(FhirError::Credentials(e)) => {
+                    let already = c
+                        .paused_until
+                        .as_ref()
+                        .is_some_and(|(u, _)| Instant::now() < *u);
+                    if !already {
+                        let pause = Duration::from_secs(self.config.credential_retry_s);
+                        tracing::warn!(error = %e, pause_s = pause.as_secs(), "FHIR credentials refused; connector paused");
+                        c.paused_until = Some((Instant::now() + pause, e.clone()));
+                    }
+                    c.link = Some(Err(format!("credentials refused or unusable: {e}")));
+                }
+                Err(e @ FhirError::Unreachable(_)) => c.link = Some(Err(e.to_string())),
+                // The EHR answered: the link works even if this request was refused.
+                Err(_) => c.link = Some(Ok(())),
+            }
+            if (c.link.clone(), c.paused_until.is_some()) == before {
+                return;
+            }
+            match &c.link {
+                Some(Ok(())) => (HealthState::Healthy, None),
+                Some(Err(e)) => (HealthState::Degraded, Some(e.clone())),
+                None => return,
+            }
+        };
+        self.supervisor.do_send(ReportHealth {
+            name: self.name.clone(),
+            state: health,
+            error,
+        });
+    }
+
+    fn status(&self) -> FhirStatus {
+        let c = self.counters();
+        let link = match (&c.paused_until, &c.link) {
+            (Some((until, error)), _) if Instant::now() < *until => Link::Paused {
+                error: error.clone(),
+                retry_in_s: until.saturating_duration_since(Instant::now()).as_secs(),
+            },
+            (_, None) => Link::Starting,
+            (_, Some(Ok(()))) => Link::Up,
+            (_, Some(Err(e))) => Link::Unreachable { error: e.clone() },
+        };
+        FhirStatus {
+            link,
+            lookups_remote: c.lookups_remote,
+            lookups_cache: c.lookups_cache,
+            remote_changes: c.remote_changes,
+            echoes_ignored: c.echoes_ignored,
+            conflicts: c.conflicts,
+            updates_sent: c.updates_sent,
+            last_poll_at: c.last_poll_at,
+            last_appointments_at: c.last_appointments_at,
+        }
+    }
+
+    fn identifier(&self, p: &Patient) -> Option<String> {
+        protocol::identifier(p, &self.config.identifier_system)
+    }
+
+    /// Hands a version read from the EHR to the journal and counts what it did.
+    async fn seen(&self, p: &Patient, insert: bool) -> Result<Seen, journal::JournalError> {
+        let msg = FhirSeen {
+            patient: Box::new(p.clone()),
+            identifier: self.identifier(p),
+            insert,
+        };
+        let seen = journal::ask(&self.journal, msg).await?;
+        let mut c = self.counters();
+        match seen {
+            Seen::Unchanged if protocol::is_ours(p, &self.config.tag_system) => {
+                c.echoes_ignored += 1
+            }
+            Seen::Updated => c.remote_changes += 1,
+            Seen::Conflict(id) => {
+                c.conflicts += 1;
+                tracing::warn!(conflict = id, patient = ?p.id, "FHIR Patient changed on both sides; conflict kept for staff");
+            }
+            _ => {}
+        }
+        Ok(seen)
+    }
+
+    async fn lookup(&self, query: LookupQuery) -> Option<Demographics> {
+        let system = &self.config.identifier_system;
+        let remote = async {
+            let client = self.usable()?;
+            let mut found = Vec::new();
+            if let Some(v) = &query.identifier {
+                let id = format!("{system}|{}", protocol::search_escape(v));
+                let r = client.search_patients(&[("identifier", &id)]).await;
+                self.outcome(&r);
+                found = r?;
+            }
+            if let (true, Some(n)) = (found.is_empty(), &query.name) {
+                let family = protocol::search_escape(&n.family);
+                let given = n.given.as_deref().map(protocol::search_escape);
+                let mut q = vec![("family", family.as_str()), ("birthdate", &n.birth_date)];
+                if let Some(g) = &given {
+                    q.push(("given", g));
+                }
+                let r = client.search_patients(&q).await;
+                self.outcome(&r);
+                found = r?;
+            }
+            Ok::<_, FhirError>(found)
+        };
+        let wait = Duration::from_millis(self.config.lookup_timeout_ms);
+        match tokio::time::timeout(wait, remote).await {
+            Ok(Ok(found)) => {
+                self.counters().lookups_remote += 1;
+                if found.len() != 1 {
+                    tracing::info!(matches = found.len(), "FHIR lookup found no single patient");
+                    return None;
+                }
+                let p = &found[0];
+                if let Err(e) = self.seen(p, true).await {
+                    tracing::warn!(error = %e, "FHIR Patient not cached");
+                }
+                Some(protocol::demographics(p, system, "ehr"))
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "FHIR lookup failed; answering from the cache");
+                self.cached(query).await
+            }
+            Err(_) => {
+                tracing::info!(
+                    timeout_ms = self.config.lookup_timeout_ms,
+                    "FHIR lookup timed out; answering from the cache"
+                );
+                self.cached(query).await
+            }
+        }
+    }
+
+    async fn cached(&self, query: LookupQuery) -> Option<Demographics> {
+        let mut found = Vec::new();
+        if let Some(v) = query.identifier {
+            found = self.find(Some(v), None, None).await;
+        }
+        if let (true, Some(n)) = (found.is_empty(), query.name) {
+            found = self.find(None, Some(n.family), Some(n.birth_date)).await;
+        }
+        let [one] = found.as_slice() else {
+            tracing::info!(matches = found.len(), "FHIR cache found no single patient");
+            return None;
+        };
+        self.counters().lookups_cache += 1;
+        Some(protocol::demographics(
+            one.current(),
+            &self.config.identifier_system,
+            "cache",
+        ))
+    }
+
+    async fn find(
+        &self,
+        identifier: Option<String>,
+        family: Option<String>,
+        birth_date: Option<String>,
+    ) -> Vec<protocol::CachedPatient> {
+        let msg = FhirFind {
+            identifier,
+            family,
+            birth_date,
+        };
+        journal::ask(&self.journal, msg).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "FHIR cache lookup failed");
+            Vec::new()
+        })
+    }
+
+    /// One poll: every Patient changed since the cursor, applied in `lastUpdated` order.
+    async fn poll(&self) {
+        let cursor = match journal::ask(
+            &self.journal,
+            FhirState {
+                key: CURSOR.into(),
+                set: None,
+            },
+        )
+        .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => start_cursor(self.config.poll_interval_s),
+            Err(e) => {
+                tracing::warn!(error = %e, "FHIR poll cursor unreadable; poll skipped");
+                return;
+            }
+        };
+        let changed = match self.usable() {
+            Ok(client) => client.changed_patients(&cursor).await,
+            Err(e) => Err(e),
+        };
+        self.outcome(&changed);
+        let Ok(changed) = changed else {
+            return;
+        };
+        let mut newest = cursor.clone();
+        for p in &changed {
+            if let Err(e) = self.seen(p, false).await {
+                tracing::warn!(error = %e, "FHIR poll stopped: journal refused a change");
+                break;
+            }
+            // RFC 3339 instants in UTC with the same precision compare as text.
+            if let Some(t) = p.last_updated()
+                && t > newest.as_str()
+            {
+                newest = t.to_string();
+            }
+        }
+        self.counters().last_poll_at = Some(journal::now_ms());
+        if newest != cursor {
+            let set = FhirState {
+                key: CURSOR.into(),
+                set: Some(newest),
+            };
+            if let Err(e) = journal::ask(&self.journal, set).await {
+                tracing::warn!(error = %e, "FHIR poll cursor not saved; changes are read again");
+            }
+        }
+    }
+
+    /// Delivers one outbox row: the patient's current local change, if any, as a conditional
+    /// update. Answers whether the row is settled (`Ok`) or why it failed.
+    async fn deliver(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
+            .ok()
+            .and_then(|v| v["patient_id"].as_str().map(str::to_string))
+            .ok_or_else(|| ("outbox row names no patient".to_string(), true))?;
+        let journal_err = |e: journal::JournalError| (e.to_string(), false);
+        let cached = journal::ask(&self.journal, FhirGet { id: id.clone() })
+            .await
+            .map_err(journal_err)?;
+        // Sent already with a later row, reverted, or moved into a conflict: nothing to send.
+        let Some((local, version)) = cached.and_then(|c| Some((c.local?, c.version_id?))) else {
+            return Ok(());
+        };
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let sent = protocol::tagged(&local, &self.config.tag_system);
+        let r = client.update_patient(&sent, &version).await;
+        self.outcome(&r);
+        match r {
+            Ok(stored) => {
+                let written = FhirWritten {
+                    sent: Box::new(sent),
+                    stored: Box::new(stored),
+                };
+                journal::ask(&self.journal, written)
+                    .await
+                    .map_err(journal_err)?;
+                self.counters().updates_sent += 1;
+                tracing::info!(patient = %id, "FHIR Patient update accepted");
+                Ok(())
+            }
+            Err(FhirError::VersionChanged) => {
+                // Someone else wrote since our last sync: read their version; the journal keeps
+                // both as a conflict (or settles it if they made the same change).
+                let remote = client.read_patient(&id).await;
+                self.outcome(&remote);
+                let remote = remote.map_err(|e| (e.to_string(), !e.is_retryable()))?;
+                self.seen(&remote, false).await.map_err(journal_err)?;
+                Ok(())
+            }
+            Err(e) => Err((e.to_string(), !e.is_retryable())),
+        }
+    }
+}
+
+impl Shared {
+    /// One pass over today's appointments: due ones are queued (once: the check-in's request id
+    /// is the appointment's), cancelled, no-show and moved ones close their open entry.
+    async fn appointments(&self, config: &config::AppointmentsConfig) {
+        let client = match self.usable() {
+            Ok(c) => c,
+            Err(e) => {
+                self.outcome::<()>(&Err(e));
+                return;
+            }
+        };
+        let today =
+            humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..10].to_string();
+        let listed = client.appointments_on(&today).await;
+        self.outcome(&listed);
+        let Ok(listed) = listed else { return };
+        let open = match journal::ask(
+            &self.journal,
+            QueueList {
+                queue: Some(config.queue.clone()),
+                closed_since: None,
+            },
+        )
+        .await
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue unreadable; appointments not applied");
+                return;
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &listed {
+            let id = a.id.clone().unwrap_or_default();
+            seen.insert(format!("Appointment/{id}"));
+            let step = protocol::appointment_step(a, &today, config.check_in);
+            self.apply_appointment(config, &id, step, &open).await;
+        }
+        // Entries of appointments no longer listed today: moved to another day or deleted.
+        for entry in &open {
+            let Some(id) = entry
+                .appointment_ref
+                .as_deref()
+                .filter(|r| !seen.contains(*r))
+                .and_then(|r| r.strip_prefix("Appointment/"))
+            else {
+                continue;
+            };
+            let step = match client.read_appointment(id).await {
+                Ok(Some(a)) => protocol::appointment_step(&a, &today, config.check_in),
+                Ok(None) => AppointmentStep::Close { no_show: false },
+                Err(e) => {
+                    self.outcome::<()>(&Err(e));
+                    continue;
+                }
+            };
+            self.apply_appointment(config, id, step, &open).await;
+        }
+        self.counters().last_appointments_at = Some(journal::now_ms());
+    }
+
+    async fn apply_appointment(
+        &self,
+        config: &config::AppointmentsConfig,
+        id: &str,
+        step: AppointmentStep,
+        open: &[Entry],
+    ) {
+        let reference = format!("Appointment/{id}");
+        match step {
+            AppointmentStep::Wait => {}
+            AppointmentStep::Queue { patient_id } => {
+                if open
+                    .iter()
+                    .any(|e| e.appointment_ref.as_deref() == Some(&reference))
+                {
+                    return;
+                }
+                let demographics = self.patient_demographics(&patient_id).await;
+                let check_in = CheckIn {
+                    patient_ref: demographics.as_ref().and_then(|d| d.identifier.clone()),
+                    appointment_ref: Some(reference),
+                    priority: Priority::Normal,
+                    priority_reason: None,
+                    request_id: Some(format!("appointment:{id}")),
+                    patient: None,
+                    demographics,
+                    printer: None,
+                };
+                // Not printed: the patient is not at the kiosk; the ticket comes at check-in.
+                let msg = QueueCheckIn {
+                    queue: config.queue.clone(),
+                    check_in,
+                    ticket: None,
+                };
+                match journal::ask(&self.journal, msg).await {
+                    Ok((entry, false)) => {
+                        tracing::info!(appointment = %id, ticket = %entry.ticket, "appointment queued")
+                    }
+                    Ok((_, true)) => {}
+                    Err(e) => {
+                        tracing::warn!(appointment = %id, error = %e, "appointment not queued")
+                    }
+                }
+            }
+            AppointmentStep::Close { no_show } => {
+                let Some(entry) = open
+                    .iter()
+                    .find(|e| e.appointment_ref.as_deref() == Some(&reference))
+                else {
+                    return;
+                };
+                let action = if no_show {
+                    Action::NoShow
+                } else {
+                    Action::Cancel
+                };
+                match journal::ask(
+                    &self.journal,
+                    QueueAct {
+                        id: entry.id,
+                        action,
+                    },
+                )
+                .await
+                {
+                    Ok(_) => tracing::info!(appointment = %id, no_show, "appointment entry closed"),
+                    Err(e) => {
+                        tracing::info!(appointment = %id, error = %e, "appointment entry left as it is")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A patient's demographics from the cache, or else read from the EHR (and cached).
+    async fn patient_demographics(&self, id: &str) -> Option<Demographics> {
+        let system = &self.config.identifier_system;
+        if let Ok(Some(c)) = journal::ask(&self.journal, FhirGet { id: id.into() }).await {
+            return Some(protocol::demographics(c.current(), system, "cache"));
+        }
+        let read = self.usable().ok()?.read_patient(id).await;
+        self.outcome(&read);
+        let p = read.ok()?;
+        if let Err(e) = self.seen(&p, true).await {
+            tracing::warn!(error = %e, "FHIR Patient not cached");
+        }
+        Some(protocol::demographics(&p, system, "ehr"))
+    }
+}
+
+/// The first poll looks back one interval (and a minute for clock skew) from now.
+fn start_cursor(poll_interval_s: u64) -> String {
+    let back = Duration::from_secs(poll_interval_s + 60);
+    let at = std::time::SystemTime::now()
+        .checked_sub(back)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+pub struct FhirSpawn {
+    /// With its file paths resolved against the config file's folder.
+    pub config: FhirConfig,
+    pub journal: Addr<JournalWriter>,
+}
+
+impl Spawn for FhirSpawn {
+    fn kind(&self) -> &'static str {
+        "fhir-connector"
+    }
+
+    fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let arbiter = Arbiter::new();
+        let config = self.config.clone();
+        let journal = self.journal.clone();
+        let name = name.to_string();
+        let addr = FhirActor::start_in_arbiter(&arbiter.handle(), move |_| FhirActor {
+            shared: Arc::new(Shared {
+                client: Client::new(&config).map_err(|e| e.to_string()),
+                config,
+                journal,
+                supervisor,
+                name,
+                state: Mutex::default(),
+            }),
+            shutdown: shutdown_rx,
+        });
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
+        Box::new(Handle {
+            shutdown,
+            arbiter,
+            addr,
+        })
+    }
+}
+
+struct Handle {
+    shutdown: watch::Sender<bool>,
+    arbiter: Arbiter,
+    addr: Addr<FhirActor>,
+}
+
+impl Running for Handle {
+    fn stop(self: Box<Self>) -> StopFuture {
+        Box::pin(async move {
+            {
+                // A replacement may have started already; only our own address is removed.
+                let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+                if current.as_ref() == Some(&self.addr) {
+                    *current = None;
+                }
+            }
+            let _ = self.shutdown.send(true);
+            // An update in flight stays in flight in the journal and is sent again at start.
+            self.arbiter.stop();
+        })
+    }
+}
+
+pub struct FhirActor {
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Actor for FhirActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Err(e) = &self.shared.client {
+            self.shared.supervisor.do_send(ReportHealth {
+                name: self.shared.name.clone(),
+                state: HealthState::Degraded,
+                error: Some(format!("cannot set up the EHR client: {e}")),
+            });
+        }
+        ctx.spawn(poll_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
+        ctx.spawn(delivery_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
+        if let Some(a) = self.shared.config.appointments.clone() {
+            ctx.spawn(
+                appointment_loop(self.shared.clone(), a, self.shutdown.clone()).into_actor(self),
+            );
+        }
+    }
+}
+
+impl Handler<Lookup> for FhirActor {
+    type Result = ResponseFuture<Option<Demographics>>;
+
+    fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.lookup(msg.0).await })
+    }
+}
+
+impl Handler<GetStatus> for FhirActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.shared.status())
+    }
+}
+
+async fn poll_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs(shared.config.poll_interval_s);
+    loop {
+        shared.poll().await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn appointment_loop(
+    shared: Arc<Shared>,
+    config: config::AppointmentsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(config.poll_interval_s);
+    loop {
+        shared.appointments(&config).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let signal = journal::outbox_signal(DESTINATION);
+    loop {
+        // Paused by refused credentials: claiming now would only spend the rows' attempts.
+        if let Err(FhirError::Credentials(_)) = shared.usable() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        let claim = Claim {
+            destination: DESTINATION.into(),
+            limit: 1,
+        };
+        let row = match journal::ask(&shared.journal, claim).await {
+            Ok(mut rows) => rows.pop(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim FHIR updates");
+                None
+            }
+        };
+        let Some(row) = row else {
+            tokio::select! {
+                _ = signal.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        };
+        let settled = match shared.deliver(&row).await {
+            Ok(()) => journal::ask(&shared.journal, Delivered(vec![row.id]))
+                .await
+                .map(|_| ()),
+            Err((error, permanent)) => {
+                tracing::warn!(row = row.id, %error, permanent, "FHIR update not delivered");
+                let failed = Failed {
+                    destination: DESTINATION.into(),
+                    ids: Some(vec![row.id]),
+                    error,
+                    permanent,
+                };
+                journal::ask(&shared.journal, failed).await.map(|_| ())
+            }
+        };
+        if let Err(e) = settled {
+            tracing::error!(error = %e, "cannot settle a FHIR update; it is sent again");
+        }
+    }
+}

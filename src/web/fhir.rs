@@ -1,0 +1,132 @@
+//! `/api/v1/fhir/...`: the FHIR connector's state, the cached patients, local demographic
+//! changes, and the conflicts staff resolve field by field.
+
+use super::{AppState, journal_error, peer, same_origin};
+use crate::connectors::fhir::{self, protocol};
+use crate::journal::{self, FhirConflicts, FhirEdit, FhirGet, FhirResolve};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/fhir/status", web::get().to(status))
+        .route("/api/v1/fhir/conflicts", web::get().to(conflicts))
+        .route(
+            "/api/v1/fhir/conflicts/{id}/resolve",
+            web::post().to(resolve),
+        )
+        .route("/api/v1/fhir/patients/{id}", web::get().to(patient))
+        .route(
+            "/api/v1/fhir/patients/{id}/demographics",
+            web::post().to(edit),
+        );
+}
+
+/// Who did it, for the audit: the name given, or the API client's address.
+fn by(given: Option<String>, req: &HttpRequest) -> String {
+    given
+        .filter(|b| !b.is_empty() && b.len() <= 64 && !b.chars().any(char::is_control))
+        .map(|b| format!("staff:{b}"))
+        .unwrap_or_else(|| format!("api:{}", peer(req)))
+}
+
+async fn status() -> HttpResponse {
+    match fhir::status().await {
+        Some(s) => HttpResponse::Ok().json(s),
+        None => HttpResponse::NotFound().json(json!({ "error": "no FHIR connector is running" })),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConflictQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn conflicts(s: web::Data<AppState>, q: web::Query<ConflictQuery>) -> HttpResponse {
+    match journal::ask(&s.journal, FhirConflicts { all: q.all }).await {
+        Ok(list) => HttpResponse::Ok().json(list),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolution {
+    /// The side each conflicting field takes.
+    fields: BTreeMap<String, protocol::Side>,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn resolve(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: web::Json<Resolution>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    let Resolution { fields, by: who } = body.into_inner();
+    let msg = FhirResolve {
+        id: path.into_inner(),
+        choices: fields,
+        by: by(who, &req),
+    };
+    match journal::ask(&s.journal, msg).await {
+        Ok((conflict, sent)) => {
+            HttpResponse::Ok().json(json!({ "conflict": conflict, "update_queued": sent }))
+        }
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn patient(s: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    match journal::ask(
+        &s.journal,
+        FhirGet {
+            id: path.into_inner(),
+        },
+    )
+    .await
+    {
+        Ok(Some(p)) => HttpResponse::Ok().json(p),
+        Ok(None) => HttpResponse::NotFound().json(json!({ "error": "patient not cached" })),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Edit {
+    /// New values by field name (`null` removes the value).
+    fields: protocol::Fields,
+    #[serde(default)]
+    by: Option<String>,
+}
+
+async fn edit(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<Edit>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    let Edit { fields, by: who } = body.into_inner();
+    if let Err(e) = protocol::check_fields(&fields) {
+        return HttpResponse::BadRequest().json(json!({ "error": e.to_string() }));
+    }
+    let msg = FhirEdit {
+        id: path.into_inner(),
+        changes: fields,
+        by: by(who, &req),
+    };
+    match journal::ask(&s.journal, msg).await {
+        Ok(queued) => HttpResponse::Accepted().json(json!({ "update_queued": queued })),
+        Err(e) => journal_error(e),
+    }
+}

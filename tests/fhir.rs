@@ -1,0 +1,617 @@
+//! The FHIR R4 connector against a real FHIR server (@medplum/fhir-router in node, from
+//! tests/peers/fhir, installed by scripts/test-deps.sh): lookups at check-in, the offline cache,
+//! conditional updates, conflicts resolved through the API, echo suppression and auth.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MRN: &str = "urn:oid:1.2.3.4.5";
+const TAG: &str = "urn:clinic-gateway:write";
+
+/// The FHIR server on a loopback port; its data survives a restart through a state file.
+struct FhirServer {
+    port: u16,
+    state: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FhirServer {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> FhirServer {
+        let mut s = FhirServer {
+            port: free_port(),
+            state: dir.join("fhir-state.json"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            log: Arc::default(),
+        };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fhir");
+        assert!(
+            peer.join("node_modules/@medplum/fhir-router").is_dir(),
+            "the FHIR test server's packages are missing: run scripts/test-deps.sh"
+        );
+        let mut child = Command::new("node")
+            .arg(peer.join("server.js"))
+            .arg(self.port.to_string())
+            .env("FHIR_STATE_FILE", &self.state)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node must be installed (scripts/test-deps.sh)");
+        let err = child.stderr.take().expect("stderr");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                log.lock().expect("lock").push(line);
+            }
+        });
+        let port = self.port;
+        let log = self.log.clone();
+        wait_for("the FHIR server to listen", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the FHIR server exited with {status}: {}",
+                    log.lock().expect("lock").join("\n")
+                );
+            }
+            let listening = log
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.starts_with("listening") && l.contains(&format!(":{port}/")));
+            listening.then_some(())
+        });
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.log.lock().expect("lock").clear();
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/fhir/R4", self.port)
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// A request to the server as the EHR's other users make it.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.base());
+        let auth = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "FHIR_BEARER_TOKEN")
+            .map(|(_, t)| format!("Bearer {t}"))
+            .unwrap_or_default();
+        let agent = Self::agent();
+        let mut resp = match (method, body) {
+            ("GET", _) => agent.get(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/fhir+json")
+                .send(b.to_string()),
+            ("PUT", Some(b)) => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/fhir+json")
+                .send(b.to_string()),
+            _ => panic!("unsupported {method}"),
+        }
+        .expect("FHIR request");
+        let status = resp.status().as_u16();
+        let v: Value = resp.body_mut().read_json().expect("FHIR JSON");
+        assert!(status < 300, "{method} {path}: {status} {v}");
+        v
+    }
+
+    fn create_patient(&self, mrn: &str, family: &str, given: &str, birth: &str) -> Value {
+        self.call(
+            "POST",
+            "/Patient",
+            Some(json!({
+                "resourceType": "Patient",
+                "identifier": [{ "system": MRN, "value": mrn }],
+                "name": [{ "use": "official", "family": family, "given": [given] }],
+                "birthDate": birth,
+                "extension": [{ "url": "urn:ehr:ext", "valueString": "kept" }]
+            })),
+        )
+    }
+
+    fn stats(&self) -> Value {
+        let mut resp = Self::agent()
+            .get(&format!("http://127.0.0.1:{}/_peer/stats", self.port))
+            .call()
+            .expect("stats");
+        resp.body_mut().read_json().expect("stats JSON")
+    }
+}
+
+impl Drop for FhirServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn fhir_table(server: &FhirServer, extra: &str) -> String {
+    format!(
+        "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n{extra}\n\n\
+         [destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+        server.base()
+    )
+}
+
+fn check_in(gw: &Gateway, body: Value) -> Value {
+    let (status, v) = post(&gw.url("/api/v1/queues/general/check-in"), &body);
+    assert_eq!(status, 201, "{v}");
+    v["entry"].clone()
+}
+
+fn fhir_actor(gw: &Gateway) -> Value {
+    let actors = gw.get_json("/api/v1/actors");
+    actors
+        .as_array()
+        .expect("actors")
+        .iter()
+        .find(|a| a["name"] == "fhir")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn check_in_finds_the_patient_by_identifier_or_name_and_uses_the_cache_when_the_ehr_is_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = FhirServer::start(dir.path(), &[("FHIR_BEARER_TOKEN", "s3cret")]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let _other = server.create_patient("M2", "Roe", "Rita", "1975-06-07");
+    std::fs::write(dir.path().join("token"), "s3cret\n").expect("token");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.auth]\nkind = \"bearer\"\ntoken_file = \"token\"",
+        ),
+    );
+    gw.start();
+
+    // By identifier: the server refuses requests without the bearer token, so an answer from
+    // the EHR shows the header was sent.
+    let entry = check_in(&gw, json!({ "patient_ref": "M1" }));
+    let d = &entry["demographics"];
+    assert_eq!(d["source"], "ehr", "{entry}");
+    assert_eq!(d["patient_id"], jane["id"]);
+    assert_eq!(d["family"], "Doe");
+    assert_eq!(d["birth_date"], "1980-02-03");
+    // By name and birth date (any case).
+    let entry = check_in(
+        &gw,
+        json!({ "patient": { "family": "roe", "birth_date": "1975-06-07" } }),
+    );
+    assert_eq!(entry["demographics"]["given"], "Rita", "{entry}");
+    assert_eq!(entry["demographics"]["identifier"], "M2");
+    // An identifier the EHR does not know, with a name: found by the name.
+    let entry = check_in(
+        &gw,
+        json!({ "patient_ref": "OLD-7", "patient": { "family": "Doe", "given": "Jane", "birth_date": "1980-02-03" } }),
+    );
+    assert_eq!(entry["demographics"]["identifier"], "M1", "{entry}");
+    // Unknown to the EHR: queued all the same.
+    let entry = check_in(&gw, json!({ "patient_ref": "M404" }));
+    assert!(entry["demographics"].is_null(), "{entry}");
+    assert_eq!(server.stats()["unauthorized"], 0);
+    wait_for(
+        "the connector to be healthy",
+        Duration::from_secs(20),
+        || (fhir_actor(&gw)["state"] == "healthy").then_some(()),
+    );
+
+    server.kill();
+    let entry = check_in(&gw, json!({ "patient_ref": "M1" }));
+    assert_eq!(entry["demographics"]["source"], "cache", "{entry}");
+    assert_eq!(entry["demographics"]["family"], "Doe");
+    let entry = check_in(
+        &gw,
+        json!({ "patient": { "family": "ROE", "birth_date": "1975-06-07" } }),
+    );
+    assert_eq!(entry["demographics"]["source"], "cache", "{entry}");
+    let entry = check_in(&gw, json!({ "patient_ref": "M9" }));
+    assert!(entry["demographics"].is_null());
+    assert!(
+        entry["ticket"].is_string(),
+        "queued without the EHR: {entry}"
+    );
+    let actor = wait_for("the connector to degrade", Duration::from_secs(20), || {
+        let a = fhir_actor(&gw);
+        (a["state"] == "degraded").then_some(a)
+    });
+    assert!(
+        actor["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot reach the EHR"),
+        "{actor}"
+    );
+    let status = gw.get_json("/api/v1/fhir/status");
+    assert_eq!(status["lookups_cache"], 2, "{status}");
+}
+
+#[test]
+fn local_changes_wait_for_the_ehr_then_go_as_put_with_if_match_and_their_echo_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    let v1 = jane["meta"]["versionId"]
+        .as_str()
+        .expect("version")
+        .to_string();
+    let mut gw = Gateway::new(dir.path(), &fhir_table(&server, "poll_interval_s = 1"));
+    gw.start();
+    check_in(&gw, json!({ "patient_ref": "M1" }));
+
+    server.kill();
+    let edit = |fields: Value| {
+        post(
+            &gw.url(&format!("/api/v1/fhir/patients/{id}/demographics")),
+            &json!({ "fields": fields, "by": "desk-1" }),
+        )
+    };
+    let (status, v) = edit(json!({ "phone": "+41 44 000 00 00" }));
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["update_queued"], true);
+    // The same change again changes nothing and sends nothing.
+    let (status, v) = edit(json!({ "phone": "+41 44 000 00 00" }));
+    assert_eq!((status, &v["update_queued"]), (202, &json!(false)), "{v}");
+    let (status, v) = edit(json!({ "birth_date": "03.02.1980" }));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("birth_date")
+    );
+    wait_for("a failed delivery", Duration::from_secs(20), || {
+        let b = gw.get_json("/api/v1/backlog");
+        (b["destinations"]["ehr-fhir"]["pending"] == 1).then_some(())
+    });
+
+    server.restart();
+    let stored = wait_for(
+        "the update to reach the EHR",
+        Duration::from_secs(30),
+        || {
+            let p = server.call("GET", &format!("/Patient/{id}"), None);
+            (p["telecom"][0]["value"] == "+41 44 000 00 00").then_some(p)
+        },
+    );
+    assert_eq!(
+        stored["extension"][0]["valueString"], "kept",
+        "nothing lost: {stored}"
+    );
+    assert_eq!(stored["name"][0]["use"], "official");
+    assert!(
+        stored["meta"]["tag"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .any(|t| t["system"] == TAG),
+        "{stored}"
+    );
+    let put = format!("PUT /fhir/R4/Patient/{id} if-match=W/\"{v1}\" -> 200");
+    assert!(
+        server.log().iter().any(|l| l.contains(&put)),
+        "{put} not in {:#?}",
+        server.log()
+    );
+    // The cache holds the stored version; the poll sees our own write and ignores it.
+    wait_for("the echo to be ignored", Duration::from_secs(20), || {
+        let s = gw.get_json("/api/v1/fhir/status");
+        (s["echoes_ignored"].as_u64() >= Some(1)).then_some(())
+    });
+    let cached = gw.get_json(&format!("/api/v1/fhir/patients/{id}"));
+    assert_eq!(
+        cached["version_id"], stored["meta"]["versionId"],
+        "{cached}"
+    );
+    assert!(cached["local"].is_null(), "{cached}");
+    let status = gw.get_json("/api/v1/fhir/status");
+    assert_eq!(status["remote_changes"], 0, "{status}");
+    assert_eq!(status["updates_sent"], 1, "{status}");
+
+    // A change made in the EHR by someone else is picked up by the poll.
+    let mut theirs = stored.clone();
+    theirs["name"][0]["family"] = json!("Doe-Smith");
+    theirs["meta"] = json!({});
+    server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
+    wait_for(
+        "the remote change in the cache",
+        Duration::from_secs(20),
+        || {
+            let c = gw.get_json(&format!("/api/v1/fhir/patients/{id}"));
+            (c["synced"]["name"][0]["family"] == "Doe-Smith").then_some(())
+        },
+    );
+    let audit = gw.get_json("/api/v1/audit?limit=50");
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|a| a["action"] == "fhir.local_change" && a["actor"] == "staff:desk-1"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_change_on_both_sides_becomes_a_conflict_that_staff_resolve_per_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    // Polls only at start: the local change below is based on the version the lookup cached.
+    let mut gw = Gateway::new(dir.path(), &fhir_table(&server, "poll_interval_s = 3600"));
+    gw.start();
+    check_in(&gw, json!({ "patient_ref": "M1" }));
+
+    let mut theirs = jane.clone();
+    theirs["telecom"] = json!([{ "system": "phone", "value": "111" }]);
+    server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
+    let (status, v) = post(
+        &gw.url(&format!("/api/v1/fhir/patients/{id}/demographics")),
+        &json!({ "fields": { "phone": "222", "given": "Janet" } }),
+    );
+    assert_eq!(status, 202, "{v}");
+
+    // The update meets a 412: both versions are kept, nothing is overwritten.
+    let conflict = wait_for("the conflict", Duration::from_secs(30), || {
+        let list = gw.get_json("/api/v1/fhir/conflicts");
+        list.as_array().and_then(|l| l.first().cloned())
+    });
+    assert_eq!(conflict["patient_id"], id.as_str());
+    assert_eq!(conflict["fields"], json!(["given", "phone"]), "{conflict}");
+    assert_eq!(conflict["local"]["telecom"][0]["value"], "222");
+    assert_eq!(conflict["remote"]["telecom"][0]["value"], "111");
+    let ehr = server.call("GET", &format!("/Patient/{id}"), None);
+    assert_eq!(
+        ehr["telecom"][0]["value"], "111",
+        "the EHR kept its version"
+    );
+    assert!(server.log().iter().any(|l| l.contains("-> 412")));
+    // Further local changes wait for the resolution.
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/fhir/patients/{id}/demographics")),
+        &json!({ "fields": { "phone": "333" } }),
+    );
+    assert_eq!(status, 409);
+
+    let resolve = format!("/api/v1/fhir/conflicts/{}/resolve", conflict["id"]);
+    let (status, v) = post(
+        &gw.url(&resolve),
+        &json!({ "fields": { "phone": "remote" } }),
+    );
+    assert_eq!(status, 409, "every conflicting field needs a choice: {v}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("given"));
+    let (status, v) = post(
+        &gw.url(&resolve),
+        &json!({ "fields": { "phone": "remote", "given": "local" }, "by": "dr-who" }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["update_queued"], true);
+    let merged = wait_for("the resolution in the EHR", Duration::from_secs(30), || {
+        let p = server.call("GET", &format!("/Patient/{id}"), None);
+        (p["name"][0]["given"] == json!(["Janet"])).then_some(p)
+    });
+    assert_eq!(merged["telecom"][0]["value"], "111");
+    assert_eq!(merged["extension"][0]["valueString"], "kept");
+    assert_eq!(gw.get_json("/api/v1/fhir/conflicts"), json!([]));
+    let all = gw.get_json("/api/v1/fhir/conflicts?all=true");
+    assert_eq!(
+        all[0]["resolution"],
+        json!({ "given": "local", "phone": "remote" })
+    );
+    let audit = gw.get_json("/api/v1/audit?limit=50");
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or_default(),
+                a["actor"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("fhir.conflict", "fhir")), "{actions:?}");
+    assert!(
+        actions.contains(&("fhir.conflict_resolved", "staff:dr-who")),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn oauth_tokens_are_renewed_before_expiry_and_refused_credentials_pause_the_connector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(
+        dir.path(),
+        &[
+            ("FHIR_CLIENT_ID", "gateway"),
+            ("FHIR_CLIENT_SECRET", "right"),
+            ("FHIR_TOKEN_TTL_S", "3"),
+        ],
+    );
+    std::fs::write(dir.path().join("secret"), "right").expect("secret");
+    let auth = |secret: &str| {
+        format!(
+            "poll_interval_s = 1\ncredential_retry_s = 1\n[connectors.fhir.auth]\nkind = \"client_credentials\"\n\
+             token_url = \"http://127.0.0.1:{}/oauth2/token\"\nclient_id = \"gateway\"\n\
+             client_secret_file = \"{secret}\"\nrefresh_margin_s = 1",
+            server.port
+        )
+    };
+    let mut gw = Gateway::new(dir.path(), &fhir_table(&server, &auth("secret")));
+    gw.start();
+    // Tokens live 3 s and are renewed 1 s early: polls every second never meet a 401.
+    wait_for("three tokens", Duration::from_secs(30), || {
+        (server.stats()["token_requests"].as_u64() >= Some(3)).then_some(())
+    });
+    assert_eq!(server.stats()["unauthorized"], 0);
+    assert_eq!(fhir_actor(&gw)["state"], "healthy");
+    drop(gw);
+
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir2.path().join("secret"), "wrong").expect("secret");
+    let mut gw = Gateway::new(dir2.path(), &fhir_table(&server, &auth("secret")));
+    gw.start();
+    let actor = wait_for("the connector to degrade", Duration::from_secs(20), || {
+        let a = fhir_actor(&gw);
+        (a["state"] == "degraded").then_some(a)
+    });
+    assert!(
+        actor["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credentials"),
+        "{actor}"
+    );
+    let status = gw.get_json("/api/v1/fhir/status");
+    assert!(
+        ["paused", "unreachable"].contains(&status["link"]["state"].as_str().unwrap_or("")),
+        "{status}"
+    );
+    // The clinic keeps running.
+    let entry = check_in(&gw, json!({ "patient_ref": "M1" }));
+    assert!(entry["ticket"].is_string());
+}
+
+#[test]
+fn fhir_config_mistakes_name_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fhir.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"ehr.local/fhir\"\nidentifier_system = \"urn:mrn\"\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(":4: connectors.fhir.base_url: must be an http"),
+        "{stderr}"
+    );
+}
+
+fn day(offset_days: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(offset_days * 86_400);
+    humantime::format_rfc3339(at).to_string()[..10].to_string()
+}
+
+#[test]
+fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let patient = format!("Patient/{}", jane["id"].as_str().expect("id"));
+    let appointment = |status: &str, start: String| {
+        server.call(
+            "POST",
+            "/Appointment",
+            Some(json!({
+                "resourceType": "Appointment", "status": status, "start": start,
+                "participant": [{ "actor": { "reference": patient }, "status": "accepted" }]
+            })),
+        )
+    };
+    let (today, tomorrow) = (day(0), day(1));
+    let first = appointment("booked", format!("{today}T00:01:00Z"));
+    let second = appointment("booked", format!("{today}T00:02:00Z"));
+    appointment("cancelled", format!("{today}T00:03:00Z"));
+    appointment("booked", format!("{tomorrow}T00:01:00Z"));
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\npoll_interval_s = 1",
+        ),
+    );
+    gw.start();
+
+    let open = |gw: &Gateway| -> Vec<Value> {
+        gw.get_json("/api/v1/queues?queue=general")
+            .as_array()
+            .expect("entries")
+            .clone()
+    };
+    let refs = |entries: &[Value]| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|e| e["appointment_ref"].as_str().map(str::to_string))
+            .collect()
+    };
+    let reference = |a: &Value| format!("Appointment/{}", a["id"].as_str().expect("id"));
+    let entries = wait_for("two appointment entries", Duration::from_secs(30), || {
+        let e = open(&gw);
+        (e.len() >= 2).then_some(e)
+    });
+    assert_eq!(refs(&entries), [reference(&first), reference(&second)]);
+    assert_eq!(entries[0]["patient_ref"], "M1");
+    assert_eq!(entries[0]["demographics"]["family"], "Doe");
+
+    let mut cancelled = first.clone();
+    cancelled["status"] = json!("cancelled");
+    let path = format!("/Appointment/{}", first["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(cancelled));
+    let mut moved = second.clone();
+    moved["start"] = json!(format!("{tomorrow}T00:02:00Z"));
+    let path = format!("/Appointment/{}", second["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(moved));
+    wait_for("both entries closed", Duration::from_secs(30), || {
+        open(&gw).is_empty().then_some(())
+    });
+    // Closed entries are not queued again by the next passes.
+    let pass = |gw: &Gateway| gw.get_json("/api/v1/fhir/status")["last_appointments_at"].as_i64();
+    let closed_at = pass(&gw);
+    wait_for("two more passes", Duration::from_secs(30), || {
+        let first = pass(&gw).filter(|t| Some(*t) > closed_at)?;
+        wait_for("another pass", Duration::from_secs(30), || {
+            pass(&gw).filter(|t| *t > first)
+        });
+        Some(())
+    });
+    assert!(open(&gw).is_empty());
+}
