@@ -382,6 +382,10 @@ fn a_change_on_both_sides_becomes_a_conflict_that_staff_resolve_per_field() {
     // Polls only at start: the local change below is based on the version the lookup cached.
     let mut gw = Gateway::new(dir.path(), &fhir_table(&server, "poll_interval_s = 3600"));
     gw.start();
+    wait_for("the start-up poll", Duration::from_secs(20), || {
+        let s = gw.get_json("/api/v1/fhir/status");
+        s["last_poll_at"].as_i64()
+    });
     check_in(&gw, json!({ "patient_ref": "M1" }));
 
     let mut theirs = jane.clone();
