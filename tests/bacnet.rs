@@ -6,55 +6,21 @@
 
 mod common;
 
-use actix::{Actor, Addr};
-use clinic_gateway::config::SupervisorConfig;
 use clinic_gateway::devices::Value;
 use clinic_gateway::devices::bacnet::{
     BacnetError, BacnetSlot, BacnetSpawn, BacnetWrite, GetPriorityArray, GetValues, Reading,
 };
-use clinic_gateway::journal::{
-    self, Claim, JournalWriter, ListAudit, ListOverrides, OpenOptions, Settings, Store,
-};
+use clinic_gateway::journal::{self, Claim, ListAudit, ListOverrides};
 use clinic_gateway::supervisor::{
-    ActorHealth, GetHealth, HealthState, StartChild, StopAll, StopChild, Supervisor,
+    ActorHealth, GetHealth, HealthState, StartChild, StopAll, StopChild,
 };
 use common::bacnet_sim::Device;
 use common::free_port;
-use std::collections::BTreeMap;
+use common::spine::Spine;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The journal writer and supervisor the actors run under.
-struct Spine {
-    journal: Addr<JournalWriter>,
-    supervisor: Addr<Supervisor>,
-}
-
 impl Spine {
-    fn start(dir: &Path) -> Spine {
-        let options = OpenOptions {
-            create: true,
-            ..Default::default()
-        };
-        let store = Store::open(&dir.join("journal.db"), &options).expect("open journal");
-        let settings = Settings {
-            max_bytes: 1 << 30,
-            retention: Duration::from_secs(3600),
-            max_batch: 64,
-            policies: BTreeMap::new(),
-        };
-        let journal = JournalWriter::start(store, settings).expect("journal").0;
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 50,
-            restart_max_ms: 200,
-        };
-        let supervisor = Supervisor::new(journal.clone(), &cfg).start();
-        Spine {
-            journal,
-            supervisor,
-        }
-    }
-
     /// Starts the one device of a `[[devices.bacnet]]` table the way the daemon does.
     async fn start_device(&self, table: &str) -> BacnetSlot {
         let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");

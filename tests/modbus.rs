@@ -5,19 +5,14 @@
 
 mod common;
 
-use actix::{Actor, Addr};
-use clinic_gateway::config::SupervisorConfig;
 use clinic_gateway::devices::modbus::protocol::Value;
 use clinic_gateway::devices::modbus::{
     ActorSlot, GetReadings, ModbusError, ModbusSpawn, Reading, Write,
 };
-use clinic_gateway::journal::{
-    self, Claim, JournalWriter, ListAudit, OpenOptions, Settings, Store,
-};
-use clinic_gateway::supervisor::{
-    ActorHealth, GetHealth, HealthState, StartChild, StopAll, Supervisor,
-};
+use clinic_gateway::journal::{self, Claim, ListAudit};
+use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
 use common::modbus_sim::{Sim, write_map};
+use common::spine::Spine;
 use common::{free_port, wait_for};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -60,37 +55,7 @@ impl Drop for PtyPair {
     }
 }
 
-/// The journal writer and supervisor the actors run under.
-struct Spine {
-    journal: Addr<JournalWriter>,
-    supervisor: Addr<Supervisor>,
-}
-
 impl Spine {
-    fn start(dir: &Path) -> Spine {
-        let options = OpenOptions {
-            create: true,
-            ..Default::default()
-        };
-        let store = Store::open(&dir.join("journal.db"), &options).expect("open journal");
-        let settings = Settings {
-            max_bytes: 1 << 30,
-            retention: Duration::from_secs(3600),
-            max_batch: 64,
-            policies: BTreeMap::new(),
-        };
-        let journal = JournalWriter::start(store, settings).expect("journal").0;
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 50,
-            restart_max_ms: 200,
-        };
-        let supervisor = Supervisor::new(journal.clone(), &cfg).start();
-        Spine {
-            journal,
-            supervisor,
-        }
-    }
-
     /// Starts the devices of `[[devices.modbus]]` TOML the way the daemon does; returns each
     /// device's actor slot by name.
     async fn start_devices(&self, devices_toml: &str) -> BTreeMap<String, ActorSlot> {

@@ -4,15 +4,14 @@
 
 mod common;
 
-use actix::{Actor, Addr};
-use clinic_gateway::config::{Config, SupervisorConfig};
+use actix::Addr;
+use clinic_gateway::config::Config;
 use clinic_gateway::devices::occupancy::protocol::{Occupancy, RoomReading};
 use clinic_gateway::devices::occupancy::{NAME, OccupancyHandle, OccupancySpawn};
-use clinic_gateway::journal::{self, Claim, JournalWriter, OpenOptions, Settings, Store};
+use clinic_gateway::journal::{self, Claim, JournalWriter};
 use clinic_gateway::supervisor::{GetHealth, HealthState, StartChild, StopAll, Supervisor};
 use common::{Broker, Certs};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -165,13 +164,8 @@ room = "lobby"
 
 /// A journal on a temporary SQLite file and a supervisor with fast restarts.
 fn start_spine(dir: &Path) -> (Addr<JournalWriter>, Addr<Supervisor>) {
-    let journal = start_journal(dir);
-    let config = SupervisorConfig {
-        restart_initial_ms: 50,
-        restart_max_ms: 500,
-    };
-    let sup = Supervisor::new(journal.clone(), &config).start();
-    (journal, sup)
+    let spine = common::spine::Spine::start(dir);
+    (spine.journal, spine.supervisor)
 }
 
 /// Starts the occupancy actor of `config` under `name`; answers its handle.
@@ -191,21 +185,6 @@ async fn start_occupancy(
     .await
     .expect("start");
     handle
-}
-
-fn start_journal(dir: &Path) -> Addr<JournalWriter> {
-    let options = OpenOptions {
-        create: true,
-        ..Default::default()
-    };
-    let store = Store::open(&dir.join("journal.db"), &options).expect("open journal");
-    let settings = Settings {
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 64,
-        policies: BTreeMap::new(),
-    };
-    JournalWriter::start(store, settings).expect("journal").0
 }
 
 /// Every occupancy event journaled for the cloud so far, in order, as (kind, payload).

@@ -5,20 +5,13 @@
 
 mod common;
 
-use actix::{Actor, Addr};
-use clinic_gateway::config::SupervisorConfig;
 use clinic_gateway::devices::printer::{self, PrinterSpawn};
-use clinic_gateway::journal::{
-    self, Append, Claim, GetStats, JournalWriter, ListDead, NewItem, OpenOptions, QueueCheckIn,
-    Settings, Store,
-};
+use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem, QueueCheckIn};
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
-use clinic_gateway::supervisor::{
-    ActorHealth, GetHealth, HealthState, StartChild, StopAll, Supervisor,
-};
+use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
+use common::spine::Spine;
 use common::wait_for;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -161,37 +154,7 @@ impl Drop for TestPrinter {
     }
 }
 
-/// The journal writer and supervisor the printer runs under.
-struct Spine {
-    journal: Addr<JournalWriter>,
-    supervisor: Addr<Supervisor>,
-}
-
 impl Spine {
-    fn start(dir: &Path) -> Spine {
-        let options = OpenOptions {
-            create: true,
-            ..Default::default()
-        };
-        let store = Store::open(&dir.join("journal.db"), &options).expect("open journal");
-        let settings = Settings {
-            max_bytes: 1 << 30,
-            retention: Duration::from_secs(3600),
-            max_batch: 64,
-            policies: BTreeMap::new(),
-        };
-        let journal = JournalWriter::start(store, settings).expect("journal").0;
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 50,
-            restart_max_ms: 200,
-        };
-        let supervisor = Supervisor::new(journal.clone(), &cfg).start();
-        Spine {
-            journal,
-            supervisor,
-        }
-    }
-
     /// Starts the printer of a `[[devices.printer]]` table the way the daemon does.
     async fn start_printer(&self, table: &str) {
         let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");

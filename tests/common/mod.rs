@@ -4,6 +4,7 @@
 
 pub mod bacnet_sim;
 pub mod modbus_sim;
+pub mod spine;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
