@@ -18,7 +18,7 @@ use crate::journal::{
     self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
 };
 use crate::metrics::METRICS;
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use protocol::{Command, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -57,27 +57,12 @@ impl Spawn for RelaySpawn {
             done: Some(done_tx),
         };
         Relay::start_in_arbiter(&arbiter.handle(), move |_| relay);
-        Box::new(RelayHandle {
+        // Publishing "offline" and waiting for the last PUBACKs is bounded inside the relay.
+        Box::new(ArbiterChild {
             shutdown,
-            done,
+            done: Some(done),
             arbiter,
-        })
-    }
-}
-
-struct RelayHandle {
-    shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-    arbiter: Arbiter,
-}
-
-impl Running for RelayHandle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // Publishing "offline" and waiting for the last PUBACKs is bounded inside the relay.
-            let _ = tokio::time::timeout(Duration::from_secs(6), self.done).await;
-            self.arbiter.stop();
+            grace: Duration::from_secs(6),
         })
     }
 }

@@ -16,7 +16,7 @@ pub mod sender;
 
 use crate::journal::{self, EhrInbound, JournalWriter};
 use crate::supervisor::{
-    ChildExited, HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor,
+    ArbiterChild, ChildExited, HealthState, ReportHealth, Running, Spawn, Supervisor,
 };
 use actix::prelude::*;
 use config::Hl7Config;
@@ -53,22 +53,13 @@ impl Spawn for Hl7Spawn {
             shutdown: shutdown_rx,
         };
         Listener::start_in_arbiter(&arbiter.handle(), move |_| listener);
-        Box::new(Handle { shutdown, arbiter })
-    }
-}
-
-struct Handle {
-    shutdown: watch::Sender<bool>,
-    arbiter: Arbiter,
-}
-
-impl Running for Handle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // Connections are cut; a message committed but not yet answered is answered from
-            // the journal when its sender resends it.
-            self.arbiter.stop();
+        // Connections are cut; a message committed but not yet answered is answered from the
+        // journal when its sender resends it.
+        Box::new(ArbiterChild {
+            shutdown,
+            done: None,
+            arbiter,
+            grace: Duration::ZERO,
         })
     }
 }

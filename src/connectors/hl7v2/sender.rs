@@ -9,7 +9,7 @@
 
 use super::mllp::{self, Framer, Item};
 use crate::journal::{self, Claim, Delivered, Failed, JournalWriter, OutboxRow};
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
@@ -143,21 +143,12 @@ impl Spawn for SenderSpawn {
             link: Some(link),
             shutdown: shutdown_rx,
         });
-        Box::new(Handle { shutdown, arbiter })
-    }
-}
-
-struct Handle {
-    shutdown: watch::Sender<bool>,
-    arbiter: Arbiter,
-}
-
-impl Running for Handle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // A message in flight stays in flight in the journal and is sent again at start.
-            self.arbiter.stop();
+        // A message in flight stays in flight in the journal and is sent again at start.
+        Box::new(ArbiterChild {
+            shutdown,
+            done: None,
+            arbiter,
+            grace: Duration::ZERO,
         })
     }
 }

@@ -27,7 +27,7 @@ use crate::devices::{self, DeviceWrite, Reporter, Value, device_event};
 use crate::journal::{
     self, Append, ClearOverride, DeviceOverride, JournalWriter, ListOverrides, SetOverride,
 };
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::{BacnetDevice, BacnetObject, Mode, OnStart};
 use protocol::{AppValue, Inbound, ObjectId, ObjectKind, WriteValue, property, service};
@@ -194,29 +194,12 @@ impl Spawn for BacnetSpawn {
         let addr = BacnetActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         self.current.set(Some(addr));
         let budget = self.config.request_budget();
-        Box::new(Handle {
+        // The link task stops between requests; one request is bounded by its retries.
+        Box::new(ArbiterChild {
             shutdown,
-            done,
+            done: Some(done),
             arbiter,
-            budget,
-        })
-    }
-}
-
-struct Handle {
-    shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-    arbiter: Arbiter,
-    budget: Duration,
-}
-
-impl Running for Handle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // The link task stops between requests; one request is bounded by its retries.
-            let _ = tokio::time::timeout(self.budget + Duration::from_secs(1), self.done).await;
-            self.arbiter.stop();
+            grace: budget + Duration::from_secs(1),
         })
     }
 }

@@ -18,7 +18,7 @@ pub mod protocol;
 use crate::devices::{self, DeviceWrite, device_event};
 use crate::journal::{self, Append, JournalWriter};
 use crate::supervisor::{
-    ChildExited, HealthState, ReportHealth, Running, Slot, Spawn, StopFuture, Supervisor,
+    ArbiterChild, ChildExited, HealthState, ReportHealth, Running, Slot, Spawn, Supervisor,
 };
 use actix::prelude::*;
 use config::{Function, Link, ModbusDevice, Register};
@@ -152,29 +152,12 @@ impl Spawn for ModbusSpawn {
         };
         let addr = ModbusActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         self.current.set(Some(addr));
-        Box::new(Handle {
+        // The poll task stops between requests; closing the link is bounded by the timeout.
+        Box::new(ArbiterChild {
             shutdown,
-            done,
+            done: Some(done),
             arbiter,
-            timeout: self.config.timeout(),
-        })
-    }
-}
-
-struct Handle {
-    shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-    arbiter: Arbiter,
-    timeout: Duration,
-}
-
-impl Running for Handle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // The poll task stops between requests; closing the link is bounded by the timeout.
-            let _ = tokio::time::timeout(self.timeout + Duration::from_secs(1), self.done).await;
-            self.arbiter.stop();
+            grace: self.config.timeout() + Duration::from_secs(1),
         })
     }
 }

@@ -21,7 +21,7 @@ pub mod protocol;
 use crate::devices::device_event;
 use crate::journal::{self, Append, Claim, Delivered, Failed, JournalWriter, OutboxRow, Peek};
 use crate::queue::{TicketJob, TicketOrder};
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::PrinterConfig;
 use protocol::Ticket;
@@ -218,29 +218,12 @@ impl Spawn for PrinterSpawn {
         });
         // One cycle is bounded by four status reads and one ticket write.
         let bound = self.config.status_timeout() * 8 + self.config.write_timeout();
-        Box::new(Handle {
+        // A ticket in flight stays in flight and goes back in line when the actor restarts.
+        Box::new(ArbiterChild {
             shutdown,
-            done,
+            done: Some(done),
             arbiter,
-            bound,
-        })
-    }
-}
-
-struct Handle {
-    shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-    arbiter: Arbiter,
-    bound: Duration,
-}
-
-impl Running for Handle {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            // A ticket in flight stays in flight and goes back in line when the actor restarts.
-            let _ = tokio::time::timeout(self.bound + Duration::from_secs(1), self.done).await;
-            self.arbiter.stop();
+            grace: bound + Duration::from_secs(1),
         })
     }
 }
