@@ -503,3 +503,68 @@ value = 18.5
         ]
     );
 }
+
+#[test]
+fn a_device_reading_past_its_threshold_drives_a_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // CO2 climbs by 1 ppm every 100 ms from 990: the rule turns on once it reads 1000.
+    let map = json!({"unit": 1, "values": [
+        {"table": "input", "address": 0, "type": "u16", "value": 990, "tick_ms": 100},
+        {"table": "holding", "address": 1, "type": "u16", "value": 0}]});
+    let sim = Sim::tcp(dir.path(), free_port(), &map);
+    let config = format!(
+        r#"
+[[devices.modbus]]
+name = "room-3-env"
+host = "127.0.0.1"
+port = {port}
+poll_interval_ms = 100
+
+[[devices.modbus.registers]]
+name = "co2"
+function = "input"
+address = 0
+unit = "ppm"
+
+[[devices.modbus.registers]]
+name = "ventilation"
+function = "holding"
+address = 1
+
+[facility]
+evaluate_interval_ms = 100
+
+[[facility.rules]]
+name = "room-3-air"
+
+[[facility.rules.when]]
+device = "room-3-env"
+point = "co2"
+above = 1000
+below = 800
+
+[facility.rules.then]
+device = "room-3-env"
+point = "ventilation"
+value = 100
+normal = 20
+"#,
+        port = sim.port
+    );
+    let mut gateway = Gateway::new(dir.path(), &config);
+    gateway.start();
+    wait_register(&sim, 20);
+    wait_register(&sim, 100);
+    wait_for("the rule's audited write", Duration::from_secs(10), || {
+        let audit = gateway.get_json("/api/v1/audit?limit=100");
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|a| {
+                a["actor"] == "rule:room-3-air" && a["detail"] == "room-3-env ventilation = 100.0"
+            })
+            .then_some(())
+    });
+    assert_eq!(rule(&gateway)["active"], json!(true));
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bacnet_sim;
+pub mod fhir_server;
 pub mod modbus_sim;
 pub mod spine;
 
