@@ -11,6 +11,8 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v curl >/dev/null || need+=(curl)
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -25,7 +27,9 @@ pinned="$(grep -vE '^\s*(#|$)' "$req")"
 # Every pinned line must be installed as such (grep -f alone is satisfied by any one of them).
 if [ "$(python3 -m pip freeze 2>/dev/null | grep -cxF "$pinned")" -ne "$(printf '%s\n' "$pinned" | wc -l)" ]; then
   echo "test-deps: installing Python peers from $req" >&2
-  python3 -m pip install -q --disable-pip-version-check -r "$req" >&2
+  # Debian's own Python refuses user packages (PEP 668); the peers are test tools for this
+  # machine, so they go next to the system's, as CI's throwaway machine wants.
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check -r "$req" >&2
 fi
 # The FHIR R4 test server (@medplum/fhir-router, pinned by tests/peers/fhir/package-lock.json):
 # `npm ci` only when node_modules is missing or was installed from another lock file.
