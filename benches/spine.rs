@@ -39,6 +39,7 @@ fn settings() -> Settings {
         retention: Duration::from_secs(3600),
         max_batch: 4096,
         policies: BTreeMap::new(),
+        call_notice: None,
     }
 }
 

@@ -451,6 +451,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_batch: 16,
             policies: BTreeMap::new(),
+            call_notice: None,
         };
         JournalWriter::start(store, settings).expect("journal").0
     }

@@ -219,6 +219,18 @@ impl Receiver {
         Receiver { child, log }
     }
 
+    /// Every message received so far, whole, segments separated by `\n`.
+    fn messages(&self) -> Vec<String> {
+        let mut path = self.log.clone().into_os_string();
+        path.push(".messages");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split("\n\n")
+            .filter(|m| !m.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     fn received(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -374,4 +386,60 @@ MRG|MRN-OLD^^^HOSP^MR\n";
     assert_eq!(queue_events(&gw, "queue.cancelled"), 1);
     assert_eq!(queue_events(&gw, "queue.done"), 1);
     assert_eq!(queue_events(&gw, "queue.patient_merged"), 1);
+}
+
+#[test]
+fn a_call_from_the_queue_is_announced_to_the_ehr_as_an_adt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let receiver = Receiver::start(dir.path(), port);
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {port}\non_call = \"A04\"\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n"
+        ),
+    );
+    gw.start();
+    let check_in = |body: serde_json::Value| {
+        let (status, reply) = post(&gw.url("/api/v1/queues/general/check-in"), &body);
+        assert_eq!(status, 201, "{reply}");
+        reply["entry"]["id"].as_i64().expect("id")
+    };
+    let known = check_in(serde_json::json!({"patient_ref": "MRN-77"}));
+    let walk_in = check_in(serde_json::json!({}));
+    let (status, called) = post(
+        &gw.url("/api/v1/queues/general/call-next"),
+        &serde_json::json!({"room": "Room 3"}),
+    );
+    assert_eq!((status, called["entry"]["id"].as_i64()), (200, Some(known)));
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{walk_in}/call")),
+        &serde_json::json!({"room": "Room 4"}),
+    );
+    assert_eq!(status, 200);
+    let message = wait_for("the ADT at the EHR", Duration::from_secs(20), || {
+        receiver.messages().into_iter().next()
+    });
+    let segments: Vec<&str> = message.lines().collect();
+    assert!(segments[0].contains("|ADT^A04^ADT_A01|"), "{message}");
+    assert!(
+        segments[0].contains("|CLINIC-GATEWAY|test-clinic|"),
+        "{message}"
+    );
+    assert_eq!(segments[2], "PID|1||MRN-77", "{message}");
+    assert!(
+        segments[3].starts_with("PV1|1|O|^Room 3^^test-clinic|"),
+        "{message}"
+    );
+    // The walk-in names no patient: nothing the EHR could open, so nothing is sent.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(receiver.messages().len(), 1, "{:?}", receiver.messages());
+    wait_for("the notice delivered", Duration::from_secs(10), || {
+        let backlog = gw.get_json("/api/v1/backlog");
+        let d = &backlog["destinations"]["ehr-mllp"];
+        let n = |k: &str| d[k].as_u64().unwrap_or(0);
+        (n("pending") == 0 && n("in_flight") == 0).then_some(())
+    });
+    let dead = gw.get_json("/api/v1/dlq?destination=ehr-mllp");
+    assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
 }

@@ -200,6 +200,9 @@ pub struct Settings {
     pub retention: Duration,
     pub max_batch: usize,
     pub policies: BTreeMap<String, RetryPolicy>,
+    /// Announce calls from the queue to the EHR (`[connectors.hl7v2_out] on_call`), with the
+    /// facility id for MSH-4.
+    pub call_notice: Option<(crate::connectors::hl7v2::notice::CallTrigger, String)>,
 }
 
 impl Settings {
@@ -213,6 +216,12 @@ impl Settings {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.into()))
                 .collect(),
+            call_notice: c
+                .connectors
+                .hl7v2_out
+                .as_ref()
+                .and_then(|o| o.on_call)
+                .map(|t| (t, c.gateway.facility_id.clone())),
         }
     }
 
@@ -832,13 +841,34 @@ impl Writer {
                     done(reply, r)
                 }
                 Command::QueueCallNext(QueueCallNext { queue, room }, reply) => {
-                    let r = tx.queue_call_next(&queue, room, now);
+                    let r = tx.queue_call_next(&queue, room, now).and_then(|e| {
+                        e.map(|e| {
+                            announce_call(
+                                &mut tx,
+                                self.settings.call_notice.as_ref(),
+                                e,
+                                now,
+                                &mut woken,
+                            )
+                        })
+                        .transpose()
+                    });
                     woken.insert(crate::CLOUD.into());
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::QueueAct(QueueAct { id, action }, reply) => {
-                    let r = tx.queue_act(id, &action, now);
+                    let call = matches!(action, crate::queue::Action::Call { .. });
+                    let r = tx.queue_act(id, &action, now).and_then(|e| match call {
+                        true => announce_call(
+                            &mut tx,
+                            self.settings.call_notice.as_ref(),
+                            e,
+                            now,
+                            &mut woken,
+                        ),
+                        false => Ok(e),
+                    });
                     woken.insert(crate::CLOUD.into());
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
@@ -974,6 +1004,25 @@ impl Writer {
         }
         closing
     }
+}
+
+/// With `notice` configured, adds the EHR's ADT for a called entry to the `ehr-mllp` outbox in
+/// the call's own transaction; answers the entry.
+fn announce_call(
+    tx: &mut store::Batch<'_>,
+    notice: Option<&(crate::connectors::hl7v2::notice::CallTrigger, String)>,
+    entry: crate::queue::Entry,
+    now: i64,
+    woken: &mut BTreeSet<String>,
+) -> Result<crate::queue::Entry, JournalError> {
+    let item = notice.and_then(|(trigger, facility)| {
+        crate::connectors::hl7v2::notice::called(&entry, *trigger, facility, now)
+    });
+    if let Some(item) = item {
+        tx.append(&item, now)?;
+        woken.extend(item.destinations);
+    }
+    Ok(entry)
 }
 
 #[derive(Default)]

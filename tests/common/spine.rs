@@ -42,6 +42,7 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
         retention: Duration::from_secs(3600),
         max_batch: 64,
         policies: BTreeMap::new(),
+        call_notice: None,
     };
     JournalWriter::start(store, settings).expect("journal").0
 }

@@ -2,7 +2,8 @@
 """HL7 v2 MLLP receiver for tests (python package `hl7`, asyncio), foreground.
 
 Usage: hl7_receiver.py PORT LOG
-Appends every received message's control id (MSH-10) to LOG, one per line, then answers:
+Appends every received message's control id (MSH-10) to LOG, one per line, and the whole
+message to LOG.messages (segments one per line, a blank line after each message), then answers:
   control id starting with REJ  -> AR (the message is refused)
   control id starting with ERR  -> AE the first time, AA afterwards
   control id starting with MUTE -> no answer the first time (the sender times out), AA afterwards
@@ -24,6 +25,8 @@ def make_handler(log_path):
                 msg = await reader.readmessage()
                 ctrl = str(msg.segment("MSH")[10])
                 seen[ctrl] = seen.get(ctrl, 0) + 1
+                with open(log_path + ".messages", "a", encoding="utf-8") as f:
+                    f.write(str(msg).replace("\r", "\n").strip() + "\n\n")
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(ctrl + "\n")
                 first = seen[ctrl] == 1

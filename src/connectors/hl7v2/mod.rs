@@ -11,6 +11,7 @@
 pub mod config;
 pub mod mapping;
 pub mod mllp;
+pub mod notice;
 pub mod protocol;
 pub mod sender;
 

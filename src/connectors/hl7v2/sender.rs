@@ -37,6 +37,9 @@ pub struct SenderConfig {
     pub reconnect_initial_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// Tell the EHR when a patient is called from the queue: `"A04"` or `"A08"`; absent: not.
+    #[serde(default)]
+    pub on_call: Option<super::notice::CallTrigger>,
 }
 
 fn default_ack_timeout_ms() -> u64 {
