@@ -40,6 +40,7 @@ fn settings() -> Settings {
         max_batch: 4096,
         policies: BTreeMap::new(),
         call_notice: None,
+        encounter_notice: None,
     }
 }
 

@@ -452,6 +452,7 @@ mod tests {
             max_batch: 16,
             policies: BTreeMap::new(),
             call_notice: None,
+            encounter_notice: None,
         };
         JournalWriter::start(store, settings).expect("journal").0
     }

@@ -467,3 +467,118 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
     });
     assert!(open(&gw).is_empty());
 }
+
+/// The journal's cloud events of one kind, read-only while the gateway runs.
+fn events_of_kind(gw: &Gateway, kind: &str) -> Vec<Value> {
+    let db = rusqlite::Connection::open_with_flags(
+        gw.dir.join("data/journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal read-only");
+    let mut q = db
+        .prepare("SELECT payload FROM inbound WHERE kind = ?1 ORDER BY id")
+        .expect("query");
+    q.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
+        .expect("rows")
+        .map(|p| serde_json::from_slice(&p.expect("row")).expect("payload JSON"))
+        .collect()
+}
+
+#[test]
+fn a_call_opens_the_encounter_a_room_starts_it_and_the_ehr_finishing_it_completes_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    server.create_patient("M2", "Roe", "Rick", "1975-06-07");
+    let jane_id = jane["id"].as_str().expect("id").to_string();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(&server, "poll_interval_s = 1\non_call = \"encounter\""),
+    );
+    gw.start();
+    let first = check_in(&gw, json!({ "patient_ref": "M1" }));
+    let second = check_in(&gw, json!({ "patient_ref": "M2" }));
+    assert_eq!(first["demographics"]["patient_id"], jane_id.as_str());
+    let entry = first["id"].as_i64().expect("id");
+
+    let (status, called) = post(
+        &gw.url("/api/v1/queues/general/call-next"),
+        &json!({ "room": "Exam 2" }),
+    );
+    assert_eq!(status, 200, "{called}");
+    let search =
+        format!("/Encounter?identifier=urn:clinic-gateway:queue-entry|test-clinic/{entry}");
+    let encounter = |status: &str| {
+        wait_for(
+            &format!("the Encounter {status}"),
+            Duration::from_secs(20),
+            || {
+                let found = server.call("GET", &search, None)["entry"].clone();
+                let e = found.as_array()?.first()?["resource"].clone();
+                (e["status"] == status).then_some(e)
+            },
+        )
+    };
+    let arrived = encounter("arrived");
+    assert_eq!(
+        arrived["subject"]["reference"],
+        format!("Patient/{jane_id}")
+    );
+    assert_eq!(arrived["class"]["code"], "AMB");
+    assert_eq!(arrived["location"][0]["location"]["display"], "Exam 2");
+    assert_eq!(arrived["meta"]["tag"][0]["system"], TAG);
+
+    let (status, v) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{entry}/assign-room")),
+        &json!({ "room": "Exam 2" }),
+    );
+    assert_eq!(status, 200, "{v}");
+    let started = encounter("in-progress");
+    assert_eq!(started["id"], arrived["id"], "the same visit, moved on");
+    assert_eq!(started["statusHistory"][0]["status"], "arrived");
+
+    // The provider finishes the visit in the EHR.
+    let mut finished = started.clone();
+    finished["status"] = json!("finished");
+    let path = format!("/Encounter/{}", started["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(finished));
+    wait_for("the entry done", Duration::from_secs(20), || {
+        let open = gw.get_json("/api/v1/queues?queue=general");
+        let still = open.as_array()?.iter().any(|e| e["id"] == entry);
+        (!still).then_some(())
+    });
+    let prepared = events_of_kind(&gw, "queue.next_prepared");
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    assert_eq!(prepared[0]["room"], "Exam 2");
+    assert_eq!(prepared[0]["finished"]["id"], entry);
+    assert_eq!(prepared[0]["next"]["ticket"], second["ticket"]);
+    let status = gw.get_json("/api/v1/fhir/status");
+    assert_eq!(status["encounters_sent"], 2, "{status}");
+    assert_eq!(status["visits_closed"], 1, "{status}");
+
+    // The second patient is called and leaves unseen: the EHR's visit is cancelled.
+    let second_id = second["id"].as_i64().expect("id");
+    let (status, _) = post(
+        &gw.url("/api/v1/queues/general/call-next"),
+        &json!({ "room": "Exam 2" }),
+    );
+    assert_eq!(status, 200);
+    let (status, v) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{second_id}/left")),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let search =
+        format!("/Encounter?identifier=urn:clinic-gateway:queue-entry|test-clinic/{second_id}");
+    wait_for(
+        "the second visit cancelled",
+        Duration::from_secs(20),
+        || {
+            let found = server.call("GET", &search, None)["entry"].clone();
+            (found.as_array()?.first()?["resource"]["status"] == "cancelled").then_some(())
+        },
+    );
+    // Our own cancellation, read back by the poll, changes nothing more.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(gw.get_json("/api/v1/fhir/status")["visits_closed"], 1);
+}

@@ -67,6 +67,7 @@ pub fn spawns(config: &Config, journal: &Addr<JournalWriter>) -> Vec<DeviceChild
             fhir::NAME.into(),
             Box::new(fhir::FhirSpawn {
                 config: f.resolved(|p| config.resolve(p)),
+                facility: config.gateway.facility_id.clone(),
                 journal: journal.clone(),
             }),
         ));

@@ -203,6 +203,9 @@ pub struct Settings {
     /// Announce calls from the queue to the EHR (`[connectors.hl7v2_out] on_call`), with the
     /// facility id for MSH-4.
     pub call_notice: Option<(crate::connectors::hl7v2::notice::CallTrigger, String)>,
+    /// Open and move the visit's FHIR Encounter with calls, rooms and unseen exits
+    /// (`[connectors.fhir] on_call = "encounter"`), with the facility id for its identifier.
+    pub encounter_notice: Option<String>,
 }
 
 impl Settings {
@@ -222,6 +225,12 @@ impl Settings {
                 .as_ref()
                 .and_then(|o| o.on_call)
                 .map(|t| (t, c.gateway.facility_id.clone())),
+            encounter_notice: c
+                .connectors
+                .fhir
+                .as_ref()
+                .and_then(|f| f.on_call)
+                .map(|_| c.gateway.facility_id.clone()),
         }
     }
 
@@ -841,33 +850,18 @@ impl Writer {
                     done(reply, r)
                 }
                 Command::QueueCallNext(QueueCallNext { queue, room }, reply) => {
+                    let call = crate::queue::Action::Call { room: room.clone() };
                     let r = tx.queue_call_next(&queue, room, now).and_then(|e| {
-                        e.map(|e| {
-                            announce_call(
-                                &mut tx,
-                                self.settings.call_notice.as_ref(),
-                                e,
-                                now,
-                                &mut woken,
-                            )
-                        })
-                        .transpose()
+                        e.map(|e| announce(&mut tx, &self.settings, e, &call, now, &mut woken))
+                            .transpose()
                     });
                     woken.insert(crate::CLOUD.into());
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
                 Command::QueueAct(QueueAct { id, action }, reply) => {
-                    let call = matches!(action, crate::queue::Action::Call { .. });
-                    let r = tx.queue_act(id, &action, now).and_then(|e| match call {
-                        true => announce_call(
-                            &mut tx,
-                            self.settings.call_notice.as_ref(),
-                            e,
-                            now,
-                            &mut woken,
-                        ),
-                        false => Ok(e),
+                    let r = tx.queue_act(id, &action, now).and_then(|e| {
+                        announce(&mut tx, &self.settings, e, &action, now, &mut woken)
                     });
                     woken.insert(crate::CLOUD.into());
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
@@ -1006,19 +1000,27 @@ impl Writer {
     }
 }
 
-/// With `notice` configured, adds the EHR's ADT for a called entry to the `ehr-mllp` outbox in
-/// the call's own transaction; answers the entry.
-fn announce_call(
+/// Tells the EHR about a queue change, as configured, in the change's own transaction: the ADT
+/// of a call (`ehr-mllp`) and the visit's Encounter notice (`ehr-fhir`). Answers the entry.
+fn announce(
     tx: &mut store::Batch<'_>,
-    notice: Option<&(crate::connectors::hl7v2::notice::CallTrigger, String)>,
+    settings: &Settings,
     entry: crate::queue::Entry,
+    action: &crate::queue::Action,
     now: i64,
     woken: &mut BTreeSet<String>,
 ) -> Result<crate::queue::Entry, JournalError> {
-    let item = notice.and_then(|(trigger, facility)| {
-        crate::connectors::hl7v2::notice::called(&entry, *trigger, facility, now)
+    let hl7 = match action {
+        crate::queue::Action::Call { .. } => settings
+            .call_notice
+            .as_ref()
+            .and_then(|(t, f)| crate::connectors::hl7v2::notice::called(&entry, *t, f, now)),
+        _ => None,
+    };
+    let fhir = settings.encounter_notice.as_ref().and_then(|facility| {
+        crate::connectors::fhir::encounter::notice(&entry, action, facility, now)
     });
-    if let Some(item) = item {
+    for item in hl7.into_iter().chain(fhir) {
         tx.append(&item, now)?;
         woken.extend(item.destinations);
     }

@@ -935,16 +935,22 @@ impl Batch<'_> {
         room: Option<String>,
         now: i64,
     ) -> Result<Option<Entry>, JournalError> {
-        let next: Option<i64> = self
-            .tx
-            .prepare_cached(
-                "SELECT id FROM queue_entry WHERE queue = ?1 AND state = 'waiting'
-                  ORDER BY priority DESC, arrived_at, id LIMIT 1",
-            )?
-            .query_row([queue_name], |r| r.get(0))
-            .optional()?;
-        next.map(|id| self.queue_act(id, &Action::Call { room }, now))
+        self.queue_first_waiting(queue_name)?
+            .map(|e| self.queue_act(e.id, &Action::Call { room }, now))
             .transpose()
+    }
+
+    /// The entry a call would take next: the first waiting one by priority, then arrival.
+    fn queue_first_waiting(&mut self, queue_name: &str) -> Result<Option<Entry>, JournalError> {
+        let found = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM queue_entry WHERE queue = ?1 AND state = 'waiting'
+                  ORDER BY priority DESC, arrived_at, id LIMIT 1"
+            ))?
+            .query_row([queue_name], entry_from_row)
+            .optional()?;
+        Ok(found)
     }
 
     /// Entries in queue order (priority, then arrival): every open one, or also the closed ones
@@ -997,6 +1003,16 @@ impl Batch<'_> {
                 e.patient_ref.as_deref() == Some(patient_ref.as_str())
             }
             FromEhr::Merged { from, .. } => e.patient_ref.as_deref() == Some(from.as_str()),
+            FromEhr::Visit {
+                entries,
+                appointment_refs,
+                ..
+            } => {
+                entries.contains(&e.id)
+                    || e.appointment_ref
+                        .as_ref()
+                        .is_some_and(|r| appointment_refs.contains(r))
+            }
         };
         for entry in open.into_iter().filter(concerned) {
             if let FromEhr::Merged { to, .. } = effect {
@@ -1008,10 +1024,37 @@ impl Batch<'_> {
                 let merged = self.queue_entry(entry.id)?;
                 self.queue_event("queue.patient_merged", &merged, now)?;
             } else if let Some(action) = effect.action(entry.state) {
-                self.queue_act(entry.id, &action, now)?;
+                let done = self.queue_act(entry.id, &action, now)?;
+                if matches!(effect, FromEhr::Visit { .. }) && action == Action::Complete {
+                    self.queue_next_prepared(&done, now)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// After the EHR finished a visit: the queue's next patient (call order), announced with
+    /// the room that came free so staff screens can prepare the call. Tickets only.
+    fn queue_next_prepared(&mut self, done: &Entry, now: i64) -> Result<(), JournalError> {
+        let next = self.queue_first_waiting(&done.queue)?;
+        let payload = serde_json::json!({
+            "queue": done.queue,
+            "room": done.room,
+            "finished": { "id": done.id, "ticket": done.ticket },
+            "next": next.map(|n| serde_json::json!({ "id": n.id, "ticket": n.ticket })),
+        });
+        let item = NewItem {
+            source: "queue".into(),
+            source_id: None,
+            kind: "queue.next_prepared".into(),
+            key: format!("queue:{}", done.queue),
+            schema: "clinic-gateway/queue.next_prepared@1".into(),
+            payload: to_json(&payload)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        };
+        self.append(&item, now).map(|_| ())
     }
 
     /// Takes a room out of service or puts it back (`hold` = `None`), audited with `by`, with a

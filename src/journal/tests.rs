@@ -230,6 +230,7 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         max_batch: 64,
         policies: BTreeMap::new(),
         call_notice: None,
+        encounter_notice: None,
     };
     let acked = actix::System::new().block_on(async move {
         let (addr, _thread) = JournalWriter::start(store, settings).expect("start");

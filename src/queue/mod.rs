@@ -164,6 +164,13 @@ pub enum FromEhr {
     VisitCancelled { patient_ref: String },
     /// Two patient records were merged: entries of `from` now belong to `to`.
     Merged { from: String, to: String },
+    /// The EHR finished (or cancelled) the visit of these entries (ids), or of the entries of
+    /// these appointments: called and in-room entries are done, waiting ones cancelled.
+    Visit {
+        finished: bool,
+        entries: Vec<i64>,
+        appointment_refs: Vec<String>,
+    },
 }
 
 impl FromEhr {
@@ -228,6 +235,14 @@ impl FromEhr {
             (FromEhr::Discharged { .. }, Called | InRoom) => Some(Action::Complete),
             (FromEhr::Discharged { .. }, Waiting) => Some(Action::Cancel),
             (FromEhr::VisitCancelled { .. }, Waiting | Called) => Some(Action::Cancel),
+            (FromEhr::Visit { finished: true, .. }, Called | InRoom) => Some(Action::Complete),
+            (FromEhr::Visit { .. }, Waiting) => Some(Action::Cancel),
+            (
+                FromEhr::Visit {
+                    finished: false, ..
+                },
+                Called,
+            ) => Some(Action::Cancel),
             _ => None,
         }
     }

@@ -43,6 +43,7 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
         max_batch: 64,
         policies: BTreeMap::new(),
         call_notice: None,
+        encounter_notice: None,
     };
     JournalWriter::start(store, settings).expect("journal").0
 }

@@ -6,6 +6,7 @@ use super::config::{Auth, FhirConfig};
 use super::model::{Appointment, Patient};
 use super::protocol::{self, DecodeError};
 use reqwest::StatusCode;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -240,7 +241,17 @@ impl Client {
 
     /// Every Patient changed at or after `since` (a FHIR instant), following result pages.
     pub async fn changed_patients(&self, since: &str) -> Result<Vec<Patient>, FhirError> {
-        let mut url = format!("{}/Patient", self.base);
+        let (found, skipped) = protocol::patients(self.changed("Patient", since).await?);
+        if skipped > 0 {
+            tracing::warn!(skipped, "FHIR poll returned unusable Patient entries");
+        }
+        Ok(found)
+    }
+
+    /// Every resource of a type changed at or after `since` (a FHIR instant), oldest first,
+    /// following result pages.
+    pub async fn changed(&self, kind: &str, since: &str) -> Result<Vec<Value>, FhirError> {
+        let mut url = format!("{}/{kind}", self.base);
         let first = [
             ("_lastUpdated", format!("ge{since}")),
             ("_sort", "_lastUpdated".to_string()),
@@ -258,11 +269,7 @@ impl Client {
                 return Err(Self::refused(status, &body));
             }
             let (entries, next) = protocol::decode_bundle(&body)?;
-            let (found, skipped) = protocol::patients(entries);
-            if skipped > 0 {
-                tracing::warn!(skipped, "FHIR poll returned unusable Patient entries");
-            }
-            all.extend(found);
+            all.extend(entries.into_iter().filter(|e| e["resourceType"] == kind));
             // Credentials go only to our EHR: a next link elsewhere is not followed.
             match next {
                 Some(n) if n == url => break,
@@ -275,6 +282,72 @@ impl Client {
             }
         }
         Ok(all)
+    }
+
+    /// `GET <kind>/<id>`; `None` when the EHR does not have it (any more).
+    pub async fn read(&self, kind: &'static str, id: &str) -> Result<Option<Value>, FhirError> {
+        let url = format!("{}/{kind}/{id}", self.base);
+        let (status, body) = self.send(|| self.http.get(&url)).await?;
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        Ok(Some(protocol::decode_resource(&body, kind)?))
+    }
+
+    /// `POST <kind>` unless a resource matching `if_none_exist` is there already (conditional
+    /// create, so a create retried after a lost answer makes no second one); answers the
+    /// stored resource.
+    pub async fn create(
+        &self,
+        kind: &'static str,
+        resource: &Value,
+        if_none_exist: &str,
+    ) -> Result<Value, FhirError> {
+        let url = format!("{}/{kind}", self.base);
+        let body = serde_json::to_vec(resource).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let (status, answer) = self
+            .send(|| {
+                self.http
+                    .post(&url)
+                    .header("Content-Type", "application/fhir+json")
+                    .header("Prefer", "return=representation")
+                    .header("If-None-Exist", if_none_exist)
+                    .body(body.clone())
+            })
+            .await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &answer));
+        }
+        Ok(protocol::decode_resource(&answer, kind)?)
+    }
+
+    /// `PUT <kind>/<id>` with `If-Match` on the version it was based on; answers the stored
+    /// version.
+    pub async fn update(&self, kind: &'static str, resource: &Value) -> Result<Value, FhirError> {
+        let id = resource["id"].as_str().unwrap_or_default();
+        let version = resource["meta"]["versionId"].as_str().unwrap_or_default();
+        let url = format!("{}/{kind}/{id}", self.base);
+        let body = serde_json::to_vec(resource).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let if_match = format!("W/\"{version}\"");
+        let (status, answer) = self
+            .send(|| {
+                self.http
+                    .put(&url)
+                    .header("Content-Type", "application/fhir+json")
+                    .header("If-Match", &if_match)
+                    .body(body.clone())
+            })
+            .await?;
+        if status == StatusCode::PRECONDITION_FAILED || status == StatusCode::CONFLICT {
+            return Err(FhirError::VersionChanged);
+        }
+        if !status.is_success() {
+            return Err(Self::refused(status, &answer));
+        }
+        Ok(protocol::decode_resource(&answer, kind)?)
     }
 
     /// The appointments of one day (`date=YYYY-MM-DD` matches those overlapping it).

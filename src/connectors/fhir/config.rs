@@ -38,6 +38,16 @@ pub struct FhirConfig {
     /// Today's appointments as queue entries; absent: appointments are not read.
     #[serde(default)]
     pub appointments: Option<AppointmentsConfig>,
+    /// `"encounter"`: a call opens the visit's Encounter in the EHR (`arrived`), a room moves
+    /// it to `in-progress`, a called patient leaving unseen cancels it. Absent: not told.
+    #[serde(default)]
+    pub on_call: Option<OnCall>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCall {
+    Encounter,
 }
 
 /// `[connectors.fhir.appointments]`.

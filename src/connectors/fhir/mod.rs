@@ -15,12 +15,13 @@
 
 pub mod client;
 pub mod config;
+pub mod encounter;
 pub mod model;
 pub mod protocol;
 
 use crate::journal::{
-    self, Claim, Delivered, Failed, FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten,
-    JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
+    self, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen, FhirState,
+    FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
 };
 use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
@@ -40,6 +41,8 @@ pub const NAME: &str = "fhir";
 pub const DESTINATION: &str = "ehr-fhir";
 /// Where the poll cursor (the newest `meta.lastUpdated` seen) is kept.
 const CURSOR: &str = "patient_cursor";
+/// The same for Encounters.
+const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 
 /// The running connector, for the web layer; empty when none is configured.
 static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
@@ -101,6 +104,10 @@ pub struct FhirStatus {
     pub echoes_ignored: u64,
     pub conflicts: u64,
     pub updates_sent: u64,
+    /// Encounters opened or moved on for calls, rooms and unseen exits.
+    pub encounters_sent: u64,
+    /// Visits the EHR finished or cancelled that closed a queue entry's visit.
+    pub visits_closed: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -110,6 +117,7 @@ pub struct FhirStatus {
 struct Shared {
     client: Result<Client, String>,
     config: FhirConfig,
+    facility: String,
     journal: Addr<JournalWriter>,
     supervisor: Addr<Supervisor>,
     name: String,
@@ -124,6 +132,8 @@ struct Counters {
     echoes_ignored: u64,
     conflicts: u64,
     updates_sent: u64,
+    encounters_sent: u64,
+    visits_closed: u64,
     last_poll_at: Option<i64>,
     last_appointments_at: Option<i64>,
     /// `None` before the first answer, then whether the last request worked.
@@ -209,6 +219,8 @@ impl Shared {
             echoes_ignored: c.echoes_ignored,
             conflicts: c.conflicts,
             updates_sent: c.updates_sent,
+            encounters_sent: c.encounters_sent,
+            visits_closed: c.visits_closed,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -330,23 +342,55 @@ impl Shared {
         })
     }
 
-    /// One poll: every Patient changed since the cursor, applied in `lastUpdated` order.
-    async fn poll(&self) {
-        let cursor = match journal::ask(
-            &self.journal,
-            FhirState {
-                key: CURSOR.into(),
-                set: None,
-            },
-        )
-        .await
-        {
-            Ok(Some(c)) => c,
-            Ok(None) => start_cursor(self.config.poll_interval_s),
+    /// Where the poll of `key` stands: the newest `meta.lastUpdated` seen, or one interval back
+    /// at the first poll. `None` when the journal cannot tell (the poll is skipped).
+    async fn cursor(&self, key: &str) -> Option<String> {
+        let get = FhirState {
+            key: key.into(),
+            set: None,
+        };
+        match journal::ask(&self.journal, get).await {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => Some(start_cursor(self.config.poll_interval_s)),
             Err(e) => {
-                tracing::warn!(error = %e, "FHIR poll cursor unreadable; poll skipped");
-                return;
+                tracing::warn!(error = %e, cursor = key, "FHIR poll cursor unreadable; poll skipped");
+                None
             }
+        }
+    }
+
+    /// Moves the cursor `key` to the newest `lastUpdated` of `seen` (already applied).
+    async fn advance_cursor<'a>(
+        &self,
+        key: &str,
+        cursor: &str,
+        seen: impl Iterator<Item = Option<&'a str>>,
+    ) {
+        // RFC 3339 instants in UTC with the same precision compare as text.
+        let newest = seen.flatten().fold(cursor, |a, b| a.max(b));
+        if newest == cursor {
+            return;
+        }
+        let set = FhirState {
+            key: key.into(),
+            set: Some(newest.to_string()),
+        };
+        if let Err(e) = journal::ask(&self.journal, set).await {
+            tracing::warn!(error = %e, cursor = key, "FHIR poll cursor not saved; changes are read again");
+        }
+    }
+
+    /// One poll: every Patient changed since the cursor, applied in `lastUpdated` order, then
+    /// every Encounter (visits the EHR finished).
+    async fn poll(&self) {
+        self.poll_patients().await;
+        self.poll_encounters().await;
+        self.counters().last_poll_at = Some(journal::now_ms());
+    }
+
+    async fn poll_patients(&self) {
+        let Some(cursor) = self.cursor(CURSOR).await else {
+            return;
         };
         let changed = match self.usable() {
             Ok(client) => client.changed_patients(&cursor).await,
@@ -356,34 +400,119 @@ impl Shared {
         let Ok(changed) = changed else {
             return;
         };
-        let mut newest = cursor.clone();
+        let mut applied = 0;
         for p in &changed {
             if let Err(e) = self.seen(p, false).await {
                 tracing::warn!(error = %e, "FHIR poll stopped: journal refused a change");
                 break;
             }
-            // RFC 3339 instants in UTC with the same precision compare as text.
-            if let Some(t) = p.last_updated()
-                && t > newest.as_str()
-            {
-                newest = t.to_string();
-            }
+            applied += 1;
         }
-        self.counters().last_poll_at = Some(journal::now_ms());
-        if newest != cursor {
-            let set = FhirState {
-                key: CURSOR.into(),
-                set: Some(newest),
-            };
-            if let Err(e) = journal::ask(&self.journal, set).await {
-                tracing::warn!(error = %e, "FHIR poll cursor not saved; changes are read again");
+        let seen = changed[..applied].iter().map(Patient::last_updated);
+        self.advance_cursor(CURSOR, &cursor, seen).await;
+    }
+
+    /// Encounters changed since their cursor: one the EHR finished (or cancelled) closes its
+    /// queue entry's visit. Each version is journaled once (source id `<id>/<versionId>`),
+    /// with its effect in the same transaction.
+    async fn poll_encounters(&self) {
+        let Some(cursor) = self.cursor(ENCOUNTER_CURSOR).await else {
+            return;
+        };
+        let changed = match self.usable() {
+            Ok(client) => client.changed("Encounter", &cursor).await,
+            Err(e) => Err(e),
+        };
+        self.outcome(&changed);
+        let Ok(changed) = changed else {
+            return;
+        };
+        let mut applied = 0;
+        for e in &changed {
+            let tag = &self.config.tag_system;
+            if let Some(effect) = encounter::finished_visit(e, &self.facility, tag) {
+                let item = encounter::received(e);
+                match journal::ask(
+                    &self.journal,
+                    EhrInbound {
+                        item,
+                        effects: vec![effect],
+                    },
+                )
+                .await
+                {
+                    Ok(r) if !r.duplicate => self.counters().visits_closed += 1,
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "FHIR poll stopped: journal refused an Encounter");
+                        break;
+                    }
+                }
             }
+            applied += 1;
+        }
+        let seen = changed[..applied]
+            .iter()
+            .map(|e| e["meta"]["lastUpdated"].as_str());
+        self.advance_cursor(ENCOUNTER_CURSOR, &cursor, seen).await;
+    }
+
+    /// Delivers one outbox row. Answers whether it is settled (`Ok`) or why it failed, and
+    /// whether that is for good.
+    async fn deliver(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        match row.kind.as_str() {
+            encounter::KIND => self.deliver_encounter(row).await,
+            _ => self.deliver_patient(row).await,
         }
     }
 
-    /// Delivers one outbox row: the patient's current local change, if any, as a conditional
-    /// update. Answers whether the row is settled (`Ok`) or why it failed.
-    async fn deliver(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+    /// The visit's Encounter, opened (conditional create on our identifier, so a retry after
+    /// a lost answer finds the first) or moved on with `If-Match`; a 412 reads it again.
+    async fn deliver_encounter(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let n: encounter::EncounterNotice = serde_json::from_slice(&row.payload)
+            .map_err(|e| (format!("unusable Encounter notice: {e}"), true))?;
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let failed = |e: FhirError| (e.to_string(), !e.is_retryable());
+        let tag = &self.config.tag_system;
+        let fresh = encounter::create(&n, tag);
+        let r = client
+            .create("Encounter", &fresh, &encounter::search(&n))
+            .await;
+        self.outcome(&r);
+        let mut current = r.map_err(failed)?;
+        for _ in 0..3 {
+            let Some(moved) = encounter::advance(&current, &n, tag, journal::now_ms()) else {
+                self.counters().encounters_sent += 1;
+                tracing::info!(entry = n.entry, status = %n.status, "FHIR Encounter up to date");
+                return Ok(());
+            };
+            let r = client.update("Encounter", &moved).await;
+            self.outcome(&r);
+            match r {
+                Ok(_) => {
+                    self.counters().encounters_sent += 1;
+                    tracing::info!(entry = n.entry, status = %n.status, "FHIR Encounter moved on");
+                    return Ok(());
+                }
+                Err(FhirError::VersionChanged) => {
+                    let id = current["id"].as_str().unwrap_or_default().to_string();
+                    let read = client.read("Encounter", &id).await;
+                    self.outcome(&read);
+                    current = read
+                        .map_err(failed)?
+                        .ok_or_else(|| (format!("Encounter {id} was deleted"), true))?;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Err((
+            "the Encounter keeps changing under the update".into(),
+            false,
+        ))
+    }
+
+    /// The patient's current local change, if any, as a conditional update.
+    async fn deliver_patient(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
         let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
             .ok()
             .and_then(|v| v["patient_id"].as_str().map(str::to_string))
@@ -590,6 +719,8 @@ fn start_cursor(poll_interval_s: u64) -> String {
 pub struct FhirSpawn {
     /// With its file paths resolved against the config file's folder.
     pub config: FhirConfig,
+    /// The gateway's facility id (in the identifiers of the Encounters it opens).
+    pub facility: String,
     pub journal: Addr<JournalWriter>,
 }
 
@@ -604,10 +735,12 @@ impl Spawn for FhirSpawn {
         let config = self.config.clone();
         let journal = self.journal.clone();
         let name = name.to_string();
+        let facility = self.facility.clone();
         let addr = FhirActor::start_in_arbiter(&arbiter.handle(), move |_| FhirActor {
             shared: Arc::new(Shared {
                 client: Client::new(&config).map_err(|e| e.to_string()),
                 config,
+                facility,
                 journal,
                 supervisor,
                 name,

@@ -52,6 +52,22 @@ pub fn decode_patient(v: Value) -> Result<Patient, DecodeError> {
     Ok(p)
 }
 
+/// A resource of type `kind` with an id, from an answer's bytes.
+pub fn decode_resource(bytes: &[u8], kind: &'static str) -> Result<Value, DecodeError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let got = resource_type(&v);
+    if got != kind {
+        return Err(DecodeError::WrongType {
+            expected: kind,
+            got,
+        });
+    }
+    if v["id"].as_str().is_none_or(str::is_empty) {
+        return Err(DecodeError::NoId(kind));
+    }
+    Ok(v)
+}
+
 /// A search result page: its Patients (entries of other types, e.g. an OperationOutcome with
 /// warnings, are skipped) and the URL of the next page.
 pub fn decode_bundle(bytes: &[u8]) -> Result<(Vec<Value>, Option<String>), DecodeError> {
