@@ -372,7 +372,8 @@ fn fhir_config_mistakes_name_the_key() {
     let path = dir.path().join("fhir.toml");
     std::fs::write(
         &path,
-        "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"ehr.local/fhir\"\nidentifier_system = \"urn:mrn\"\n",
+        "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"ehr.local/fhir\"\nidentifier_system = \"urn:mrn\"\n\
+         on_call = \"encounter\"\n[connectors.fhir.flags]\npriority = \"normal\"\npoll_interval_s = 300\n",
     )
     .expect("write");
     let out = Command::new(bin())
@@ -386,6 +387,27 @@ fn fhir_config_mistakes_name_the_key() {
         stderr.contains(":4: connectors.fhir.base_url: must be an http"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(":8: connectors.fhir.flags.priority: must be \"elevated\" or \"urgent\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":9: connectors.fhir.flags.poll_interval_s: must be 1 to 60"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &path,
+        "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"http://ehr\"\nidentifier_system = \"urn:mrn\"\non_call = \"chart\"\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":6: connectors.fhir.on_call:"), "{stderr}");
+    assert!(stderr.contains("encounter"), "{stderr}");
 }
 
 fn day(offset_days: u64) -> String {
@@ -581,4 +603,129 @@ fn a_call_opens_the_encounter_a_room_starts_it_and_the_ehr_finishing_it_complete
     // Our own cancellation, read back by the poll, changes nothing more.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(gw.get_json("/api/v1/fhir/status")["visits_closed"], 1);
+}
+
+#[test]
+fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let rick = server.create_patient("M2", "Roe", "Rick", "1975-06-07");
+    let flag = |patient: &Value, code: &str, text: &str| {
+        server.call(
+            "POST",
+            "/Flag",
+            Some(json!({
+                "resourceType": "Flag", "status": "active",
+                "code": { "text": text, "coding": [{ "system": "urn:ehr:flags", "code": code }] },
+                "subject": { "reference": format!("Patient/{}", patient["id"].as_str().expect("id")) }
+            })),
+        )
+    };
+    // Set before the gateway starts: the first poll reads every Flag.
+    let fall = flag(&jane, "fall", "Fall risk");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.flags]\nurgent_codes = [\"infection\"]\npoll_interval_s = 1",
+        ),
+    );
+    gw.start();
+    wait_for("the first Flag poll", Duration::from_secs(20), || {
+        (gw.get_json("/api/v1/fhir/status")["flags_applied"] == 1).then_some(())
+    });
+    let r = check_in(&gw, json!({ "patient_ref": "M2" }));
+    let j = check_in(&gw, json!({ "patient_ref": "M1" }));
+    assert_eq!(r["priority"], "normal");
+    assert_eq!(j["priority"], "elevated");
+    assert_eq!(j["priority_reason"], "EHR flag: Fall risk");
+
+    let order = |gw: &Gateway| -> Vec<(String, String)> {
+        gw.get_json("/api/v1/queues?queue=general")
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("ticket"), s("priority"))
+            })
+            .collect()
+    };
+    let (rt, jt) = (
+        r["ticket"].as_str().expect("ticket").to_string(),
+        j["ticket"].as_str().expect("ticket").to_string(),
+    );
+    assert_eq!(
+        order(&gw),
+        [
+            (jt.clone(), "elevated".into()),
+            (rt.clone(), "normal".into())
+        ]
+    );
+
+    // An infection-control flag on Rick makes him urgent: he goes first.
+    flag(&rick, "infection", "Isolate");
+    wait_for("Rick urgent", Duration::from_secs(20), || {
+        (order(&gw)[0] == (rt.clone(), "urgent".to_string())).then_some(())
+    });
+    // Jane's flag is withdrawn: back to what she checked in with.
+    let mut inactive = fall.clone();
+    inactive["status"] = json!("inactive");
+    let path = format!("/Flag/{}", fall["id"].as_str().expect("id"));
+    server.call("PUT", &path, Some(inactive));
+    wait_for("Jane back to normal", Duration::from_secs(20), || {
+        (order(&gw)[1] == (jt.clone(), "normal".to_string())).then_some(())
+    });
+    let entries = gw.get_json("/api/v1/queues?queue=general");
+    assert_eq!(entries[1]["priority_reason"], Value::Null);
+
+    // Staff were told of each change on the status page, without patient data.
+    let notices = gw.get_json("/api/v1/notices");
+    let texts: Vec<&str> = notices
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(|n| n["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            format!("{jt} (general): priority lowered to normal as the EHR flag was removed"),
+            format!("{rt} (general): priority raised to urgent because of an EHR flag"),
+            format!("{jt} (general): checked in at elevated priority because of an EHR flag"),
+        ],
+    );
+    let page = ureq::get(&gw.url("/"))
+        .call()
+        .expect("page")
+        .body_mut()
+        .read_to_string()
+        .expect("html");
+    assert!(page.contains("Notices for staff"), "{page}");
+    assert!(!page.contains("Fall risk") && !page.contains("Doe"));
+    let first = notices[0]["id"].as_i64().expect("id");
+    let (status, v) = post(
+        &gw.url(&format!("/api/v1/notices/{first}/acknowledge")),
+        &json!({ "by": "nurse-1" }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        gw.get_json("/api/v1/notices").as_array().map(Vec::len),
+        Some(2)
+    );
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/notices/{first}/acknowledge")),
+        &json!({}),
+    );
+    assert_eq!(status, 404, "acknowledged already");
+    let audit = gw.get_json("/api/v1/audit");
+    assert!(
+        audit
+            .as_array()
+            .expect("audit")
+            .iter()
+            .any(|a| a["action"] == "notice.acknowledged" && a["actor"] == "api:nurse-1"),
+        "{audit}"
+    );
 }

@@ -143,6 +143,18 @@ pub struct DeadLetter {
     pub dead_since: i64,
 }
 
+/// Something staff should see on the status page (a priority an EHR flag changed, a queue
+/// running past its slots), until someone acknowledges it. No patient data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub text: String,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStats {
     pub pending: u64,
@@ -395,6 +407,20 @@ pub struct FhirResolve {
     pub choices: BTreeMap<String, Side>,
     pub by: String,
 }
+/// Staff notices, newest first: the open ones, or `all`.
+#[derive(Debug)]
+pub struct ListNotices {
+    pub all: bool,
+    pub limit: usize,
+}
+
+/// Marks a notice seen, audited with `by`.
+#[derive(Debug)]
+pub struct AckNotice {
+    pub id: i64,
+    pub by: String,
+}
+
 /// Read (`set: None`) or write a persistent value of the FHIR connector.
 #[derive(Debug)]
 pub struct FhirState {
@@ -522,6 +548,8 @@ requests! {
     FhirConflicts => FhirConflicts: Vec<Conflict>,
     FhirResolve => FhirResolve: (Conflict, bool),
     FhirState => FhirState: Option<String>,
+    ListNotices => ListNotices: Vec<Notice>,
+    AckNotice => AckNotice: (),
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -956,6 +984,14 @@ impl Writer {
                         Some(v) => tx.set_fhir_state(&key, &v).map(|()| Some(v)),
                         None => tx.fhir_state(&key),
                     };
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::ListNotices(ListNotices { all, limit }, reply) => {
+                    done(reply, tx.notices(all, limit))
+                }
+                Command::AckNotice(AckNotice { id, by }, reply) => {
+                    let r = tx.acknowledge(id, &by, now);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }

@@ -5,8 +5,8 @@
 //! timeout to share the file. Nothing outside this module builds SQL.
 
 use super::{
-    AuditEntry, DeadLetter, DestinationStats, DeviceOverride, JournalError, NewItem, OutboxRow,
-    Receipt, RetryPolicy, Stats,
+    AuditEntry, DeadLetter, DestinationStats, DeviceOverride, JournalError, NewItem, Notice,
+    OutboxRow, Receipt, RetryPolicy, Stats,
 };
 use crate::connectors::fhir::model::Patient;
 use crate::connectors::fhir::protocol::{
@@ -140,6 +140,27 @@ CREATE TABLE fhir_state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+"#,
+    r#"
+ALTER TABLE queue_entry ADD COLUMN base_priority INTEGER;
+ALTER TABLE queue_entry ADD COLUMN base_reason TEXT;
+CREATE TABLE fhir_flag (
+    id         TEXT    PRIMARY KEY,
+    patient_id TEXT    NOT NULL,
+    priority   INTEGER,
+    reason     TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX fhir_flag_patient ON fhir_flag(patient_id) WHERE priority IS NOT NULL;
+CREATE TABLE staff_notice (
+    id              INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    kind            TEXT    NOT NULL,
+    text            TEXT    NOT NULL,
+    acknowledged_at INTEGER,
+    acknowledged_by TEXT
+);
+CREATE INDEX staff_notice_open ON staff_notice(at) WHERE acknowledged_at IS NULL;
 "#,
 ];
 
@@ -807,24 +828,45 @@ impl Batch<'_> {
              ON CONFLICT (queue, day) DO UPDATE SET next = next + 1 RETURNING next",
             )?
             .query_row(params![queue_name, day], |r| r.get(0))?;
+        // An active EHR flag of the patient raises the priority asked for; the asked one stays
+        // as the base the entry returns to when the flag goes.
+        let flag = match &c.demographics {
+            Some(d) => self.flag_priority(&d.patient_id)?,
+            None => None,
+        };
+        let (priority, reason) = match &flag {
+            Some((p, why)) if *p > c.priority => (*p, Some(why.clone())),
+            _ => (c.priority, c.priority_reason.clone()),
+        };
         self.tx
             .prepare_cached(
-                "INSERT INTO queue_entry (queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, request_id, arrived_at, updated_at, demographics)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?8, ?8, ?9)",
+                "INSERT INTO queue_entry (queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, request_id, arrived_at, updated_at, demographics, base_priority, base_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'waiting', ?7, ?8, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 queue_name,
                 queue::ticket_label(queue_name, n),
                 c.patient_ref,
                 c.appointment_ref,
-                c.priority as i64,
-                c.priority_reason,
+                priority as i64,
+                reason,
                 c.request_id,
                 now,
-                c.demographics.as_ref().map(to_json).transpose()?
+                c.demographics.as_ref().map(to_json).transpose()?,
+                c.priority as i64,
+                c.priority_reason,
             ])?;
         let entry = self.queue_entry(self.tx.last_insert_rowid())?;
         self.queue_event("queue.checked_in", &entry, now)?;
+        if priority > c.priority {
+            let text = format!(
+                "{} ({}): checked in at {} priority because of an EHR flag",
+                entry.ticket,
+                entry.queue,
+                priority.as_str()
+            );
+            self.notice("queue.flagged", &text, now)?;
+        }
         if let Some(order) = ticket {
             self.queue_ticket(&entry, order, now)?;
         }
@@ -993,6 +1035,14 @@ impl Batch<'_> {
     /// Applies one EHR effect to the open entries it concerns; entries whose state it does not
     /// change are left alone.
     fn queue_from_ehr(&mut self, effect: &FromEhr, now: i64) -> Result<(), JournalError> {
+        if let FromEhr::Flag {
+            flag_id,
+            patient_id,
+            raise,
+        } = effect
+        {
+            return self.queue_flag(flag_id, patient_id, raise.as_ref(), now);
+        }
         let open = self.queue_list(None, None)?;
         let concerned = |e: &Entry| match effect {
             FromEhr::Cancelled { appointment_refs } | FromEhr::NoShow { appointment_refs } => e
@@ -1003,6 +1053,7 @@ impl Batch<'_> {
                 e.patient_ref.as_deref() == Some(patient_ref.as_str())
             }
             FromEhr::Merged { from, .. } => e.patient_ref.as_deref() == Some(from.as_str()),
+            FromEhr::Flag { .. } => false,
             FromEhr::Visit {
                 entries,
                 appointment_refs,
@@ -1031,6 +1082,140 @@ impl Batch<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Records an EHR flag of a patient (`raise: None` once it is no longer active) and sets
+    /// the priority of the patient's open entries: the highest of what was asked at check-in
+    /// and the patient's active flags. Each change is an event and a staff notice.
+    fn queue_flag(
+        &mut self,
+        flag_id: &str,
+        patient_id: &str,
+        raise: Option<&(Priority, String)>,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO fhir_flag (id, patient_id, priority, reason, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET patient_id = ?2, priority = ?3, reason = ?4, updated_at = ?5",
+            )?
+            .execute(params![
+                flag_id,
+                patient_id,
+                raise.map(|(p, _)| *p as i64),
+                raise.map(|(_, r)| r.as_str()).unwrap_or(""),
+                now
+            ])?;
+        let flag = self.flag_priority(patient_id)?;
+        let entries: Vec<(i64, Priority, Option<String>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT id, COALESCE(base_priority, priority), CASE WHEN base_priority IS NULL THEN priority_reason ELSE base_reason END
+                   FROM queue_entry
+                  WHERE state IN ('waiting', 'called', 'in_room') AND json_extract(demographics, '$.patient_id') = ?1",
+            )?
+            .query_map([patient_id], |r| {
+                Ok((r.get(0)?, Priority::from_i64(r.get(1)?), r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (id, base, base_reason) in entries {
+            let before = self.queue_entry(id)?;
+            let (priority, reason) = match &flag {
+                Some((p, why)) if *p > base => (*p, Some(why.clone())),
+                _ => (base, base_reason),
+            };
+            if (priority, &reason) == (before.priority, &before.priority_reason) {
+                continue;
+            }
+            self.tx
+                .prepare_cached(
+                    "UPDATE queue_entry SET priority = ?2, priority_reason = ?3, updated_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, priority as i64, reason, now])?;
+            let entry = self.queue_entry(id)?;
+            self.queue_event("queue.priority_changed", &entry, now)?;
+            let why = if flag.as_ref().is_some_and(|(p, _)| *p > base) {
+                "because of an EHR flag"
+            } else {
+                "as the EHR flag was removed"
+            };
+            let text = format!(
+                "{} ({}): priority {} to {} {why}",
+                entry.ticket,
+                entry.queue,
+                if priority > before.priority {
+                    "raised"
+                } else {
+                    "lowered"
+                },
+                priority.as_str()
+            );
+            self.notice("queue.flagged", &text, now)?;
+        }
+        Ok(())
+    }
+
+    /// The highest active EHR flag of a patient, with its reason.
+    fn flag_priority(
+        &mut self,
+        patient_id: &str,
+    ) -> Result<Option<(Priority, String)>, JournalError> {
+        let found = self
+            .tx
+            .prepare_cached(
+                "SELECT priority, reason FROM fhir_flag WHERE patient_id = ?1 AND priority IS NOT NULL
+                  ORDER BY priority DESC, updated_at DESC LIMIT 1",
+            )?
+            .query_row([patient_id], |r| Ok((Priority::from_i64(r.get(0)?), r.get(1)?)))
+            .optional()?;
+        Ok(found)
+    }
+
+    /// A notice for staff, shown on the status page until acknowledged. Tickets and queues
+    /// only: the page carries no patient data.
+    pub fn notice(&mut self, kind: &str, text: &str, now: i64) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached("INSERT INTO staff_notice (at, kind, text) VALUES (?1, ?2, ?3)")?
+            .execute(params![now, kind, text])?;
+        Ok(())
+    }
+
+    /// Notices, newest first: the open ones, or also the acknowledged ones.
+    pub fn notices(&mut self, all: bool, limit: usize) -> Result<Vec<Notice>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT id, at, kind, text, acknowledged_at, acknowledged_by FROM staff_notice
+                  WHERE ?1 OR acknowledged_at IS NULL ORDER BY at DESC, id DESC LIMIT ?2",
+            )?
+            .query_map(params![all, limit as i64], |r| {
+                Ok(Notice {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    text: r.get(3)?,
+                    acknowledged_at: r.get(4)?,
+                    acknowledged_by: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks a notice seen by `by`, audited; acknowledging twice is refused.
+    pub fn acknowledge(&mut self, id: i64, by: &str, now: i64) -> Result<(), JournalError> {
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE staff_notice SET acknowledged_at = ?2, acknowledged_by = ?3
+                  WHERE id = ?1 AND acknowledged_at IS NULL",
+            )?
+            .execute(params![id, now, by])?;
+        if changed == 0 {
+            return Err(JournalError::NotFound(format!("no open notice {id}")));
+        }
+        let detail = serde_json::json!({ "notice": id }).to_string();
+        self.audit(by, "notice.acknowledged", &detail, now)
     }
 
     /// After the EHR finished a visit: the queue's next patient (call order), announced with

@@ -16,6 +16,14 @@ pub enum Priority {
 }
 
 impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Elevated => "elevated",
+            Priority::Urgent => "urgent",
+        }
+    }
+
     pub fn from_i64(v: i64) -> Priority {
         match v {
             2 => Priority::Urgent,
@@ -170,6 +178,13 @@ pub enum FromEhr {
         finished: bool,
         entries: Vec<i64>,
         appointment_refs: Vec<String>,
+    },
+    /// An EHR flag of a patient (the EHR's Patient id) raises their entries' priority with a
+    /// reason, or no longer does (`raise: None`: inactive, ended or withdrawn).
+    Flag {
+        flag_id: String,
+        patient_id: String,
+        raise: Option<(Priority, String)>,
     },
 }
 

@@ -60,6 +60,10 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/", web::get().to(page::index))
             .route("/dlq/replay", web::post().to(page::replay_form))
             .route("/rooms/state", web::post().to(page::room_state_form))
+            .route(
+                "/notices/acknowledge",
+                web::post().to(page::acknowledge_form),
+            )
             .route("/printers/{name}/preview", web::get().to(preview::ticket))
             .route("/metrics", web::get().to(metrics_text))
             .route("/api/v1/health", web::get().to(health))
@@ -71,6 +75,11 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
             .route("/api/v1/events", web::post().to(ingest))
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
+            .route("/api/v1/notices", web::get().to(notices))
+            .route(
+                "/api/v1/notices/{id}/acknowledge",
+                web::post().to(acknowledge),
+            )
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
             .route("/api/v1/rooms", web::get().to(rooms))
             .route("/api/v1/rooms/{room}/state", web::post().to(room_state))
@@ -569,6 +578,53 @@ async fn audit(s: web::Data<AppState>, q: web::Query<AuditQuery>) -> HttpRespons
     let limit = q.limit.unwrap_or(100).min(1000);
     match journal::ask(&s.journal, journal::ListAudit { limit }).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct NoticeQuery {
+    all: Option<bool>,
+    limit: Option<usize>,
+}
+
+/// Staff notices, newest first: the open ones, or with `?all=true` also acknowledged ones.
+async fn notices(s: web::Data<AppState>, q: web::Query<NoticeQuery>) -> HttpResponse {
+    let list = journal::ListNotices {
+        all: q.all.unwrap_or(false),
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    match journal::ask(&s.journal, list).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: Option<String>,
+}
+
+async fn acknowledge(
+    s: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: Option<web::Json<AckBody>>,
+) -> HttpResponse {
+    let by = body.and_then(|b| b.into_inner().by);
+    if by
+        .as_ref()
+        .is_some_and(|b| b.len() > 200 || b.chars().any(char::is_control))
+    {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "\"by\": at most 200 printable characters" }));
+    }
+    let ack = journal::AckNotice {
+        id: path.into_inner(),
+        by: format!("api:{}", by.as_deref().unwrap_or("staff")),
+    };
+    match journal::ask(&s.journal, ack).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "acknowledged": true })),
         Err(e) => journal_error(e),
     }
 }

@@ -2,7 +2,9 @@
 
 use super::{AppState, actor_list, ask_rooms, facility_error, overall, peer, same_origin};
 use crate::facility::{self, FacilityView, RoomStatus};
-use crate::journal::{self, DeadLetter, GetStats, ListDead, QueueList, Replay, Stats};
+use crate::journal::{
+    self, AckNotice, DeadLetter, GetStats, ListDead, ListNotices, Notice, QueueList, Replay, Stats,
+};
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -65,33 +67,52 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
     )
     .await
     .unwrap_or_default();
+    let notices = journal::ask(
+        &s.journal,
+        ListNotices {
+            all: false,
+            limit: 50,
+        },
+    )
+    .await
+    .unwrap_or_default();
     let rooms = match ask_rooms(&s, facility::GetFacility).await {
         Some(Ok(view)) => Some(view),
         _ => None,
     };
-    let html = render(
-        &s.facility,
-        &actors,
-        stats.as_ref().ok(),
-        &dead,
-        &entries,
-        rooms.as_ref(),
-        journal::now_ms(),
-    );
+    let view = View {
+        actors: &actors,
+        stats: stats.as_ref().ok(),
+        dead: &dead,
+        entries: &entries,
+        notices: &notices,
+        rooms: rooms.as_ref(),
+    };
+    let html = render(&s.facility, &view, journal::now_ms());
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(html)
 }
 
-fn render(
-    facility: &str,
-    actors: &[ActorHealth],
-    stats: Option<&Stats>,
-    dead: &[DeadLetter],
-    entries: &[Entry],
-    rooms: Option<&FacilityView>,
-    now: i64,
-) -> String {
+/// What the page shows, as read for one request.
+struct View<'a> {
+    actors: &'a [ActorHealth],
+    stats: Option<&'a Stats>,
+    dead: &'a [DeadLetter],
+    entries: &'a [Entry],
+    notices: &'a [Notice],
+    rooms: Option<&'a FacilityView>,
+}
+
+fn render(facility: &str, v: &View<'_>, now: i64) -> String {
+    let View {
+        actors,
+        stats,
+        dead,
+        entries,
+        notices,
+        rooms,
+    } = *v;
     let status = overall(actors, stats.is_some());
     let mut h = String::new();
     let _ = write!(
@@ -103,6 +124,7 @@ fn render(
         f = esc(facility),
         v = env!("CARGO_PKG_VERSION"),
     );
+    h.push_str(&notice_list(notices, now));
     h.push_str(&queue_board(entries, now));
     if let Some(view) = rooms {
         h.push_str(&rooms_table(view, now));
@@ -195,6 +217,28 @@ fn render(
         }
     }
     h.push_str("</body></html>");
+    h
+}
+
+/// Open notices for staff (tickets and queues only), each with its acknowledge button.
+fn notice_list(notices: &[Notice], now: i64) -> String {
+    if notices.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Notices for staff</h2><table><tr><th>When</th><th>Notice</th><th></th></tr>",
+    );
+    for n in notices {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td><form method=post action=/notices/acknowledge>\
+             <input type=hidden name=id value={}><button>Acknowledge</button></form></td></tr>",
+            age(now, n.at),
+            esc(&n.text),
+            n.id
+        );
+    }
+    h.push_str("</table>");
     h
 }
 
@@ -337,6 +381,31 @@ pub(super) async fn room_state_form(
     }
 }
 
+#[derive(Deserialize)]
+pub(super) struct AckForm {
+    id: i64,
+}
+
+pub(super) async fn acknowledge_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<AckForm>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().body("cross-site request refused");
+    }
+    let ack = AckNotice {
+        id: form.id,
+        by: format!("web:{}", peer(&req)),
+    };
+    match journal::ask(&s.journal, ack).await {
+        Ok(()) => HttpResponse::SeeOther()
+            .insert_header(("location", "/"))
+            .finish(),
+        Err(e) => HttpResponse::NotFound().body(e.to_string()),
+    }
+}
+
 pub(super) async fn replay_form(
     s: web::Data<AppState>,
     req: HttpRequest,
@@ -389,16 +458,26 @@ mod tests {
             last_error: "refused".into(),
             dead_since: 0,
         }];
-        let html = render(
-            "clinic-1",
-            &actors,
-            Some(&Stats::default()),
-            &dead,
-            &[],
-            None,
-            120_000,
-        );
+        let notices = [Notice {
+            id: 3,
+            at: 60_000,
+            kind: "queue.flagged".into(),
+            text: "G-001 (general): priority raised to <urgent>".into(),
+            acknowledged_at: None,
+            acknowledged_by: None,
+        }];
+        let view = View {
+            actors: &actors,
+            stats: Some(&Stats::default()),
+            dead: &dead,
+            entries: &[],
+            notices: &notices,
+            rooms: None,
+        };
+        let html = render("clinic-1", &view, 120_000);
         assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("priority raised to &lt;urgent&gt;"));
+        assert!(html.contains("action=/notices/acknowledge><input type=hidden name=id value=3>"));
         assert!(!html.contains("<script>"));
         assert!(!html.contains("patient-SECRET"));
         assert!(html.contains("badge degraded"));

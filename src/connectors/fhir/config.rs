@@ -42,6 +42,32 @@ pub struct FhirConfig {
     /// it to `in-progress`, a called patient leaving unseen cancels it. Absent: not told.
     #[serde(default)]
     pub on_call: Option<OnCall>,
+    /// EHR Flags raise the priority of the flagged patient's entries; absent: not read.
+    #[serde(default)]
+    pub flags: Option<FlagsConfig>,
+}
+
+/// `[connectors.fhir.flags]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlagsConfig {
+    /// The priority an active flag gives (`elevated` or `urgent`).
+    #[serde(default = "default_flag_priority")]
+    pub priority: crate::queue::Priority,
+    /// Flag codes (any coding's `code`) that make the entry urgent whatever `priority` says.
+    #[serde(default)]
+    pub urgent_codes: Vec<String>,
+    /// How often Flags are read: faster than other resources, as they change who goes first.
+    #[serde(default = "default_flag_poll_s")]
+    pub poll_interval_s: u64,
+}
+
+fn default_flag_priority() -> crate::queue::Priority {
+    crate::queue::Priority::Elevated
+}
+
+fn default_flag_poll_s() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -182,6 +208,21 @@ impl FhirConfig {
                 bad(
                     "connectors.fhir.appointments.poll_interval_s",
                     "must be at least 1".into(),
+                );
+            }
+        }
+        if let Some(f) = &self.flags {
+            if f.priority == crate::queue::Priority::Normal {
+                bad(
+                    "connectors.fhir.flags.priority",
+                    "must be \"elevated\" or \"urgent\" (a flag that raises nothing does nothing)"
+                        .into(),
+                );
+            }
+            if f.poll_interval_s == 0 || f.poll_interval_s > 60 {
+                bad(
+                    "connectors.fhir.flags.poll_interval_s",
+                    "must be 1 to 60 (flags are urgent: read at least once a minute)".into(),
                 );
             }
         }

@@ -166,25 +166,6 @@ pub fn advance(current: &Value, n: &EncounterNotice, tag_system: &str, now: i64)
     Some(e)
 }
 
-/// The journal item of an Encounter version read from the EHR: its id, version and status
-/// only (no patient data), once per version.
-pub fn received(e: &Value) -> NewItem {
-    let id = e["id"].as_str().unwrap_or_default();
-    let version = e["meta"]["versionId"].as_str().unwrap_or_default();
-    let payload = json!({ "encounter": id, "version": version, "status": e["status"] });
-    NewItem {
-        source: "fhir:Encounter".into(),
-        source_id: Some(format!("{id}/{version}")),
-        kind: "fhir.encounter_changed".into(),
-        key: format!("fhir:Encounter/{id}"),
-        schema: "clinic-gateway/fhir.encounter_changed@1".into(),
-        payload: payload.to_string().into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: Vec::new(),
-    }
-}
-
 /// What an Encounter read from the EHR does to the queue: `finished` completes the entry it
 /// belongs to (ours through the identifier, or the entry of its appointment); `cancelled` by
 /// the EHR cancels it. Other statuses, and our own cancellations, change nothing.

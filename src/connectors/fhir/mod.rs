@@ -16,6 +16,7 @@
 pub mod client;
 pub mod config;
 pub mod encounter;
+pub mod flag;
 pub mod model;
 pub mod protocol;
 
@@ -41,8 +42,9 @@ pub const NAME: &str = "fhir";
 pub const DESTINATION: &str = "ehr-fhir";
 /// Where the poll cursor (the newest `meta.lastUpdated` seen) is kept.
 const CURSOR: &str = "patient_cursor";
-/// The same for Encounters.
+/// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
+const FLAG_CURSOR: &str = "flag_cursor";
 
 /// The running connector, for the web layer; empty when none is configured.
 static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
@@ -108,6 +110,8 @@ pub struct FhirStatus {
     pub encounters_sent: u64,
     /// Visits the EHR finished or cancelled that closed a queue entry's visit.
     pub visits_closed: u64,
+    /// Flag versions that set (or released) a patient's priority.
+    pub flags_applied: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -134,6 +138,7 @@ struct Counters {
     updates_sent: u64,
     encounters_sent: u64,
     visits_closed: u64,
+    flags_applied: u64,
     last_poll_at: Option<i64>,
     last_appointments_at: Option<i64>,
     /// `None` before the first answer, then whether the last request worked.
@@ -221,6 +226,7 @@ impl Shared {
             updates_sent: c.updates_sent,
             encounters_sent: c.encounters_sent,
             visits_closed: c.visits_closed,
+            flags_applied: c.flags_applied,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -342,16 +348,15 @@ impl Shared {
         })
     }
 
-    /// Where the poll of `key` stands: the newest `meta.lastUpdated` seen, or one interval back
-    /// at the first poll. `None` when the journal cannot tell (the poll is skipped).
-    async fn cursor(&self, key: &str) -> Option<String> {
+    /// Where the poll of `key` stands: the newest `meta.lastUpdated` seen, or `start` at the
+    /// first poll. `None` when the journal cannot tell (the poll is skipped).
+    async fn cursor(&self, key: &str, start: String) -> Option<String> {
         let get = FhirState {
             key: key.into(),
             set: None,
         };
         match journal::ask(&self.journal, get).await {
-            Ok(Some(c)) => Some(c),
-            Ok(None) => Some(start_cursor(self.config.poll_interval_s)),
+            Ok(c) => Some(c.unwrap_or(start)),
             Err(e) => {
                 tracing::warn!(error = %e, cursor = key, "FHIR poll cursor unreadable; poll skipped");
                 None
@@ -389,7 +394,8 @@ impl Shared {
     }
 
     async fn poll_patients(&self) {
-        let Some(cursor) = self.cursor(CURSOR).await else {
+        let start = start_cursor(self.config.poll_interval_s);
+        let Some(cursor) = self.cursor(CURSOR, start).await else {
             return;
         };
         let changed = match self.usable() {
@@ -413,38 +419,65 @@ impl Shared {
     }
 
     /// Encounters changed since their cursor: one the EHR finished (or cancelled) closes its
-    /// queue entry's visit. Each version is journaled once (source id `<id>/<versionId>`),
-    /// with its effect in the same transaction.
+    /// queue entry's visit.
     async fn poll_encounters(&self) {
-        let Some(cursor) = self.cursor(ENCOUNTER_CURSOR).await else {
-            return;
+        let tag = &self.config.tag_system;
+        let start = start_cursor(self.config.poll_interval_s);
+        let closed = self
+            .poll_changes("Encounter", ENCOUNTER_CURSOR, start, |e| {
+                encounter::finished_visit(e, &self.facility, tag)
+            })
+            .await;
+        self.counters().visits_closed += closed;
+    }
+
+    /// Flags changed since their cursor set the priority of the flagged patients' entries. The
+    /// first poll reads every Flag the EHR has, so flags set before the gateway started count.
+    async fn poll_flags(&self, config: &config::FlagsConfig) {
+        let start = humantime::format_rfc3339_millis(std::time::UNIX_EPOCH).to_string();
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let applied = self
+            .poll_changes("Flag", FLAG_CURSOR, start, |f| {
+                flag::effect(f, config, &now)
+            })
+            .await;
+        self.counters().flags_applied += applied;
+    }
+
+    /// Reads the resources of `kind` changed since the cursor `key` (`start` at the first
+    /// poll) and journals each version that affects the queue once (source id
+    /// `<id>/<versionId>`), with its effect in the same transaction. Answers how many new
+    /// versions had an effect.
+    async fn poll_changes(
+        &self,
+        kind: &str,
+        key: &str,
+        start: String,
+        effect: impl Fn(&serde_json::Value) -> Option<crate::queue::FromEhr>,
+    ) -> u64 {
+        let Some(cursor) = self.cursor(key, start).await else {
+            return 0;
         };
         let changed = match self.usable() {
-            Ok(client) => client.changed("Encounter", &cursor).await,
+            Ok(client) => client.changed(kind, &cursor).await,
             Err(e) => Err(e),
         };
         self.outcome(&changed);
         let Ok(changed) = changed else {
-            return;
+            return 0;
         };
-        let mut applied = 0;
-        for e in &changed {
-            let tag = &self.config.tag_system;
-            if let Some(effect) = encounter::finished_visit(e, &self.facility, tag) {
-                let item = encounter::received(e);
-                match journal::ask(
-                    &self.journal,
-                    EhrInbound {
-                        item,
-                        effects: vec![effect],
-                    },
-                )
-                .await
-                {
-                    Ok(r) if !r.duplicate => self.counters().visits_closed += 1,
+        let (mut applied, mut effective) = (0, 0);
+        for r in &changed {
+            if let Some(e) = effect(r) {
+                let msg = EhrInbound {
+                    item: protocol::received(r),
+                    effects: vec![e],
+                };
+                match journal::ask(&self.journal, msg).await {
+                    Ok(receipt) if !receipt.duplicate => effective += 1,
                     Ok(_) => {}
                     Err(err) => {
-                        tracing::warn!(error = %err, "FHIR poll stopped: journal refused an Encounter");
+                        tracing::warn!(error = %err, kind, "FHIR poll stopped: journal refused a change");
                         break;
                     }
                 }
@@ -453,8 +486,9 @@ impl Shared {
         }
         let seen = changed[..applied]
             .iter()
-            .map(|e| e["meta"]["lastUpdated"].as_str());
-        self.advance_cursor(ENCOUNTER_CURSOR, &cursor, seen).await;
+            .map(|r| r["meta"]["lastUpdated"].as_str());
+        self.advance_cursor(key, &cursor, seen).await;
+        effective
     }
 
     /// Delivers one outbox row. Answers whether it is settled (`Ok`) or why it failed, and
@@ -796,12 +830,31 @@ impl Actor for FhirActor {
                 error: Some(format!("cannot set up the EHR client: {e}")),
             });
         }
-        ctx.spawn(poll_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
+        let (shared, shutdown) = (self.shared.clone(), self.shutdown.clone());
+        let interval = Duration::from_secs(shared.config.poll_interval_s);
+        let poll = every(interval, shutdown.clone(), move || {
+            let shared = shared.clone();
+            async move { shared.poll().await }
+        });
+        ctx.spawn(poll.into_actor(self));
         ctx.spawn(delivery_loop(self.shared.clone(), self.shutdown.clone()).into_actor(self));
         if let Some(a) = self.shared.config.appointments.clone() {
-            ctx.spawn(
-                appointment_loop(self.shared.clone(), a, self.shutdown.clone()).into_actor(self),
-            );
+            let shared = self.shared.clone();
+            let interval = Duration::from_secs(a.poll_interval_s);
+            let pass = every(interval, shutdown.clone(), move || {
+                let (shared, a) = (shared.clone(), a.clone());
+                async move { shared.appointments(&a).await }
+            });
+            ctx.spawn(pass.into_actor(self));
+        }
+        if let Some(f) = self.shared.config.flags.clone() {
+            let shared = self.shared.clone();
+            let interval = Duration::from_secs(f.poll_interval_s);
+            let pass = every(interval, shutdown, move || {
+                let (shared, f) = (shared.clone(), f.clone());
+                async move { shared.poll_flags(&f).await }
+            });
+            ctx.spawn(pass.into_actor(self));
         }
     }
 }
@@ -823,25 +876,14 @@ impl Handler<GetStatus> for FhirActor {
     }
 }
 
-async fn poll_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_secs(shared.config.poll_interval_s);
-    loop {
-        shared.poll().await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn appointment_loop(
-    shared: Arc<Shared>,
-    config: config::AppointmentsConfig,
+/// Runs `pass` every `every` (the first at once) until shutdown.
+async fn every<F: Future<Output = ()>>(
+    every: Duration,
     mut shutdown: watch::Receiver<bool>,
+    mut pass: impl FnMut() -> F,
 ) {
-    let every = Duration::from_secs(config.poll_interval_s);
     loop {
-        shared.appointments(&config).await;
+        pass().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

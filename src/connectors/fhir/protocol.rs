@@ -68,6 +68,28 @@ pub fn decode_resource(bytes: &[u8], kind: &'static str) -> Result<Value, Decode
     Ok(v)
 }
 
+/// The journal item of a resource version read from the EHR (an Encounter, a Flag): its type,
+/// id, version and status only (no patient data), journaled once per version so that a version
+/// read again by a later poll changes nothing.
+pub fn received(resource: &Value) -> crate::journal::NewItem {
+    let kind = resource["resourceType"].as_str().unwrap_or_default();
+    let id = resource["id"].as_str().unwrap_or_default();
+    let version = resource["meta"]["versionId"].as_str().unwrap_or_default();
+    let payload = serde_json::json!({ "id": id, "version": version, "status": resource["status"] });
+    let event = format!("fhir.{}_changed", kind.to_ascii_lowercase());
+    crate::journal::NewItem {
+        source: format!("fhir:{kind}"),
+        source_id: Some(format!("{id}/{version}")),
+        schema: format!("clinic-gateway/{event}@1"),
+        kind: event,
+        key: format!("fhir:{kind}/{id}"),
+        payload: payload.to_string().into_bytes(),
+        reply: None,
+        occurred_at: None,
+        destinations: Vec::new(),
+    }
+}
+
 /// A search result page: its Patients (entries of other types, e.g. an OperationOutcome with
 /// warnings, are skipped) and the URL of the next page.
 pub fn decode_bundle(bytes: &[u8]) -> Result<(Vec<Value>, Option<String>), DecodeError> {
