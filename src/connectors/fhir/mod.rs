@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod model;
 pub mod protocol;
+pub mod validate;
 
 use crate::journal::{
     self, Claim, Delivered, Failed, FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten,
