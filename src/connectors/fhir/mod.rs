@@ -19,6 +19,7 @@ pub mod encounter;
 pub mod flag;
 pub mod model;
 pub mod protocol;
+pub mod validate;
 
 use crate::journal::{
     self, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen, FhirState,
