@@ -40,6 +40,7 @@ fn main() {
                 Some(json!({
                     "resourceType": "Appointment", "status": "booked",
                     "start": format!("{today}T00:{:02}:00Z", i % 60),
+                    "end": format!("{today}T01:{:02}:00Z", i % 60),
                     "participant": [{ "actor": { "reference": reference }, "status": "accepted" }]
                 })),
             )

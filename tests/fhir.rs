@@ -422,11 +422,12 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
     let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
     let patient = format!("Patient/{}", jane["id"].as_str().expect("id"));
     let appointment = |status: &str, start: String| {
+        let end = start.replace(":00Z", ":15Z");
         server.call(
             "POST",
             "/Appointment",
             Some(json!({
-                "resourceType": "Appointment", "status": status, "start": start,
+                "resourceType": "Appointment", "status": status, "start": start, "end": end,
                 "participant": [{ "actor": { "reference": patient }, "status": "accepted" }]
             })),
         )
@@ -436,6 +437,15 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
     let second = appointment("booked", format!("{today}T00:02:00Z"));
     appointment("cancelled", format!("{today}T00:03:00Z"));
     appointment("booked", format!("{tomorrow}T00:01:00Z"));
+    // Not R4 (a booked appointment needs its end, app-3): refused whole, never queued.
+    let invalid = server.call(
+        "POST",
+        "/Appointment",
+        Some(json!({
+            "resourceType": "Appointment", "status": "booked", "start": format!("{today}T00:04:00Z"),
+            "participant": [{ "actor": { "reference": patient }, "status": "accepted" }]
+        })),
+    );
     let mut gw = Gateway::new(
         dir.path(),
         &fhir_table(
@@ -463,6 +473,18 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
         (e.len() >= 2).then_some(e)
     });
     assert_eq!(refs(&entries), [reference(&first), reference(&second)]);
+    let refused = gw.get_json("/api/v1/fhir/status")["refused"].as_u64();
+    assert!(refused >= Some(1), "{refused:?}");
+    let audit = gw.get_json("/api/v1/audit");
+    let reason = audit
+        .as_array()
+        .expect("audit")
+        .iter()
+        .find(|a| a["action"] == "fhir.refused")
+        .map(|a| a["detail"].to_string())
+        .expect("refusal audited");
+    assert!(reason.contains(&reference(&invalid)), "{reason}");
+    assert!(reason.contains("app-3"), "{reason}");
     assert_eq!(entries[0]["patient_ref"], "M1");
     assert_eq!(entries[0]["demographics"]["family"], "Doe");
 

@@ -46,8 +46,13 @@ struct Token {
     renew_at: Instant,
 }
 
+/// Told of every resource from the EHR refused as unusable (e.g. not conforming to R4), so
+/// that the reason is recorded; the refused resource is not applied at all.
+pub type Refusals = Box<dyn Fn(&DecodeError) + Send + Sync>;
+
 pub struct Client {
     http: reqwest::Client,
+    refusals: Refusals,
     base: String,
     auth: Auth,
     /// Files of the auth table, resolved against the config file's folder.
@@ -89,7 +94,7 @@ struct TokenAnswer {
 
 impl Client {
     /// `config`'s file paths must be resolved already ([`FhirConfig::resolved`]).
-    pub fn new(config: &FhirConfig) -> Result<Client, FhirError> {
+    pub fn new(config: &FhirConfig, refusals: Refusals) -> Result<Client, FhirError> {
         // reqwest is built without a default crypto provider: ring is the project's provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
@@ -115,6 +120,7 @@ impl Client {
         };
         Ok(Client {
             http,
+            refusals,
             base: config.base_url.trim_end_matches('/').to_string(),
             auth: config.auth.clone(),
             secret_file,
@@ -216,6 +222,26 @@ impl Client {
         ))
     }
 
+    /// Records a refused answer and hands the error on.
+    fn refuse(&self, e: DecodeError) -> FhirError {
+        (self.refusals)(&e);
+        FhirError::Decode(e)
+    }
+
+    /// Whether a resource read from the EHR conforms to R4; one that does not is recorded.
+    pub fn conforms(&self, v: &serde_json::Value) -> bool {
+        protocol::conform(v).map_err(|e| self.refuse(e)).is_ok()
+    }
+
+    /// Patients of a search page; the refused ones are recorded.
+    fn usable_patients(&self, entries: Vec<serde_json::Value>) -> Vec<Patient> {
+        let (found, refused) = protocol::patients(entries);
+        for e in &refused {
+            (self.refusals)(e);
+        }
+        found
+    }
+
     fn refused(status: StatusCode, body: &[u8]) -> FhirError {
         FhirError::Status {
             status: status.as_u16(),
@@ -232,20 +258,13 @@ impl Client {
             return Err(Self::refused(status, &body));
         }
         let (entries, _) = protocol::decode_bundle(&body)?;
-        let (found, skipped) = protocol::patients(entries);
-        if skipped > 0 {
-            tracing::warn!(skipped, "FHIR search returned unusable Patient entries");
-        }
-        Ok(found)
+        Ok(self.usable_patients(entries))
     }
 
     /// Every Patient changed at or after `since` (a FHIR instant), following result pages.
     pub async fn changed_patients(&self, since: &str) -> Result<Vec<Patient>, FhirError> {
-        let (found, skipped) = protocol::patients(self.changed("Patient", since).await?);
-        if skipped > 0 {
-            tracing::warn!(skipped, "FHIR poll returned unusable Patient entries");
-        }
-        Ok(found)
+        let changed = self.changed("Patient", since).await?;
+        Ok(self.usable_patients(changed))
     }
 
     /// Every resource of a type changed at or after `since` (a FHIR instant), oldest first,
@@ -294,7 +313,8 @@ impl Client {
         if !status.is_success() {
             return Err(Self::refused(status, &body));
         }
-        Ok(Some(protocol::decode_resource(&body, kind)?))
+        let r = protocol::decode_resource(&body, kind).map_err(|e| self.refuse(e))?;
+        Ok(Some(r))
     }
 
     /// `POST <kind>` unless a resource matching `if_none_exist` is there already (conditional
@@ -321,7 +341,7 @@ impl Client {
         if !status.is_success() {
             return Err(Self::refused(status, &answer));
         }
-        Ok(protocol::decode_resource(&answer, kind)?)
+        protocol::decode_resource(&answer, kind).map_err(|e| self.refuse(e))
     }
 
     /// `PUT <kind>/<id>` with `If-Match` on the version it was based on; answers the stored
@@ -347,7 +367,7 @@ impl Client {
         if !status.is_success() {
             return Err(Self::refused(status, &answer));
         }
-        Ok(protocol::decode_resource(&answer, kind)?)
+        protocol::decode_resource(&answer, kind).map_err(|e| self.refuse(e))
     }
 
     /// The appointments of one day (`date=YYYY-MM-DD` matches those overlapping it).
@@ -363,7 +383,9 @@ impl Client {
         for e in entries {
             match protocol::decode_appointment(e) {
                 Ok(a) => found.push(a),
-                Err(e) => tracing::warn!(error = %e, "unusable Appointment skipped"),
+                Err(e) => {
+                    self.refuse(e);
+                }
             }
         }
         Ok(found)
@@ -380,7 +402,9 @@ impl Client {
             return Err(Self::refused(status, &body));
         }
         let v = serde_json::from_slice(&body).map_err(|e| DecodeError::Json(e.to_string()))?;
-        Ok(Some(protocol::decode_appointment(v)?))
+        Ok(Some(
+            protocol::decode_appointment(v).map_err(|e| self.refuse(e))?,
+        ))
     }
 
     pub async fn read_patient(&self, id: &str) -> Result<Patient, FhirError> {
@@ -390,7 +414,7 @@ impl Client {
             return Err(Self::refused(status, &body));
         }
         let v = serde_json::from_slice(&body).map_err(|e| DecodeError::Json(e.to_string()))?;
-        Ok(protocol::decode_patient(v)?)
+        protocol::decode_patient(v).map_err(|e| self.refuse(e))
     }
 
     /// `PUT Patient/<id>` with `If-Match` on the version it was based on; answers the stored
@@ -416,6 +440,6 @@ impl Client {
             return Err(Self::refused(status, &answer));
         }
         let v = serde_json::from_slice(&answer).map_err(|e| DecodeError::Json(e.to_string()))?;
-        Ok(protocol::decode_patient(v)?)
+        protocol::decode_patient(v).map_err(|e| self.refuse(e))
     }
 }

@@ -22,8 +22,8 @@ pub mod protocol;
 pub mod validate;
 
 use crate::journal::{
-    self, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen, FhirState,
-    FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
+    self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
+    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
 };
 use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
@@ -33,6 +33,7 @@ use config::FhirConfig;
 use model::Patient;
 use protocol::{AppointmentStep, Seen};
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -113,6 +114,8 @@ pub struct FhirStatus {
     pub visits_closed: u64,
     /// Flag versions that set (or released) a patient's priority.
     pub flags_applied: u64,
+    /// Resources from the EHR refused whole (not R4, unusable); each is in the audit log.
+    pub refused: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -121,6 +124,8 @@ pub struct FhirStatus {
 /// State shared by the actor and its tasks.
 struct Shared {
     client: Result<Client, String>,
+    /// Resources from the EHR refused as unusable (each recorded in the audit log).
+    refused: Arc<AtomicU64>,
     config: FhirConfig,
     facility: String,
     journal: Addr<JournalWriter>,
@@ -228,6 +233,7 @@ impl Shared {
             encounters_sent: c.encounters_sent,
             visits_closed: c.visits_closed,
             flags_applied: c.flags_applied,
+            refused: self.refused.load(Ordering::Relaxed),
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -468,7 +474,14 @@ impl Shared {
             return 0;
         };
         let (mut applied, mut effective) = (0, 0);
+        let Ok(client) = self.usable() else {
+            return 0;
+        };
         for r in &changed {
+            if !client.conforms(r) {
+                applied += 1;
+                continue;
+            }
             if let Some(e) = effect(r) {
                 let msg = EhrInbound {
                     item: protocol::received(r),
@@ -510,6 +523,7 @@ impl Shared {
         let failed = |e: FhirError| (e.to_string(), !e.is_retryable());
         let tag = &self.config.tag_system;
         let fresh = encounter::create(&n, tag);
+        protocol::conform(&fresh).map_err(|e| (format!("not sent: {e}"), true))?;
         let r = client
             .create("Encounter", &fresh, &encounter::search(&n))
             .await;
@@ -521,6 +535,7 @@ impl Shared {
                 tracing::info!(entry = n.entry, status = %n.status, "FHIR Encounter up to date");
                 return Ok(());
             };
+            protocol::conform(&moved).map_err(|e| (format!("not sent: {e}"), true))?;
             let r = client.update("Encounter", &moved).await;
             self.outcome(&r);
             match r {
@@ -562,6 +577,8 @@ impl Shared {
         };
         let client = self.usable().map_err(|e| (e.to_string(), false))?;
         let sent = protocol::tagged(&local, &self.config.tag_system);
+        let body = serde_json::to_value(&sent).map_err(|e| (e.to_string(), true))?;
+        protocol::conform(&body).map_err(|e| (format!("not sent: {e}"), true))?;
         let r = client.update_patient(&sent, &version).await;
         self.outcome(&r);
         match r {
@@ -771,9 +788,23 @@ impl Spawn for FhirSpawn {
         let journal = self.journal.clone();
         let name = name.to_string();
         let facility = self.facility.clone();
+        let refused = Arc::new(AtomicU64::new(0));
+        let refusals = {
+            let (journal, refused) = (journal.clone(), refused.clone());
+            Box::new(move |e: &protocol::DecodeError| {
+                refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "a resource from the EHR was refused and not applied");
+                journal.do_send(AuditRecord {
+                    actor: NAME.into(),
+                    action: "fhir.refused".into(),
+                    detail: serde_json::json!({ "reason": e.to_string() }).to_string(),
+                });
+            })
+        };
         let addr = FhirActor::start_in_arbiter(&arbiter.handle(), move |_| FhirActor {
             shared: Arc::new(Shared {
-                client: Client::new(&config).map_err(|e| e.to_string()),
+                client: Client::new(&config, refusals).map_err(|e| e.to_string()),
+                refused,
                 config,
                 facility,
                 journal,

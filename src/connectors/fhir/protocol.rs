@@ -27,6 +27,24 @@ pub enum DecodeError {
     WrongType { expected: &'static str, got: String },
     #[error("a {0} without an id")]
     NoId(&'static str),
+    /// It does not conform to FHIR R4 (`what`: its type and id); nothing of it is applied.
+    #[error("{what}: {invalid}")]
+    Invalid {
+        what: String,
+        invalid: super::validate::Invalid,
+    },
+}
+
+/// The resource if it conforms to FHIR R4, else why not, naming it.
+pub fn conform(v: &Value) -> Result<(), DecodeError> {
+    super::validate::validate(v).map_err(|invalid| DecodeError::Invalid {
+        what: format!(
+            "{}/{}",
+            resource_type(v),
+            v["id"].as_str().unwrap_or("(no id)")
+        ),
+        invalid,
+    })
 }
 
 fn resource_type(v: &Value) -> String {
@@ -45,6 +63,7 @@ pub fn decode_patient(v: Value) -> Result<Patient, DecodeError> {
             got,
         });
     }
+    conform(&v)?;
     let p: Patient = serde_json::from_value(v).map_err(|e| DecodeError::Json(e.to_string()))?;
     if p.id.as_deref().is_none_or(str::is_empty) {
         return Err(DecodeError::NoId("Patient"));
@@ -65,6 +84,7 @@ pub fn decode_resource(bytes: &[u8], kind: &'static str) -> Result<Value, Decode
     if v["id"].as_str().is_none_or(str::is_empty) {
         return Err(DecodeError::NoId(kind));
     }
+    conform(&v)?;
     Ok(v)
 }
 
@@ -116,6 +136,7 @@ pub fn decode_appointment(v: Value) -> Result<Appointment, DecodeError> {
             got,
         });
     }
+    conform(&v)?;
     let a: Appointment = serde_json::from_value(v).map_err(|e| DecodeError::Json(e.to_string()))?;
     if a.id.as_deref().is_none_or(str::is_empty) {
         return Err(DecodeError::NoId("Appointment"));
@@ -185,15 +206,15 @@ pub fn search_escape(v: &str) -> String {
     out
 }
 
-/// Patients of a search page, skipping (and counting) entries that are not usable Patients.
-pub fn patients(entries: Vec<Value>) -> (Vec<Patient>, usize) {
-    let mut skipped = 0;
+/// Patients of a search page, and why the entries that are not usable Patients were refused.
+pub fn patients(entries: Vec<Value>) -> (Vec<Patient>, Vec<DecodeError>) {
+    let mut refused = Vec::new();
     let found = entries
         .into_iter()
         .filter(|e| resource_type(e) == "Patient")
-        .filter_map(|e| decode_patient(e).inspect_err(|_| skipped += 1).ok())
+        .filter_map(|e| decode_patient(e).map_err(|e| refused.push(e)).ok())
         .collect();
-    (found, skipped)
+    (found, refused)
 }
 
 /// The value of the patient's identifier in `system`.
@@ -567,8 +588,9 @@ mod tests {
         let appt = |status: &str, start: &str| {
             decode_appointment(json!({
                 "resourceType": "Appointment", "id": "a1", "status": status, "start": start,
-                "participant": [{ "actor": { "reference": "Practitioner/d" } },
-                                { "actor": { "reference": "Patient/p1" } }]
+                "end": start.replace(":00Z", ":20Z"),
+                "participant": [{ "actor": { "reference": "Practitioner/d" }, "status": "accepted" },
+                                { "actor": { "reference": "Patient/p1" }, "status": "accepted" }]
             }))
             .expect("appointment")
         };
@@ -610,11 +632,19 @@ mod tests {
             "link": [{ "relation": "next", "url": "http://h/Patient?_offset=2" }],
             "entry": [{ "resource": { "resourceType": "Patient", "id": "a" } },
                       { "resource": { "resourceType": "Patient" } },
+                      { "resource": { "resourceType": "Patient", "id": "b", "gender": "x" } },
                       { "resource": { "resourceType": "OperationOutcome", "issue": [] } }] });
         let (entries, next) = decode_bundle(page.to_string().as_bytes()).expect("bundle");
         assert_eq!(next.as_deref(), Some("http://h/Patient?_offset=2"));
-        let (found, skipped) = patients(entries);
-        assert_eq!((found.len(), skipped), (1, 1));
+        let (found, refused) = patients(entries);
+        assert_eq!(found.len(), 1);
+        let why: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert_eq!(why[0], "a Patient without an id");
+        assert!(
+            why[1].starts_with("Patient/b: Patient is not valid FHIR R4: Patient.gender: \"x\""),
+            "{why:?}"
+        );
         assert!(decode_bundle(b"{").is_err());
         assert!(decode_bundle(br#"{"resourceType":"Patient"}"#).is_err());
         assert!(
