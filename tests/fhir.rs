@@ -751,3 +751,76 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
         "{audit}"
     );
 }
+
+#[test]
+fn waits_past_the_booked_slot_raise_one_suggestion_for_scheduling_staff_even_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let today = day(0);
+    // A three-second slot, so that the test need not wait a quarter of an hour.
+    let booked = server.call(
+        "POST",
+        "/Appointment",
+        Some(json!({
+            "resourceType": "Appointment", "status": "booked",
+            "start": format!("{today}T00:01:00Z"), "end": format!("{today}T00:01:03Z"),
+            "participant": [{ "actor": { "reference": format!("Patient/{}", jane["id"].as_str().expect("id")) }, "status": "accepted" }]
+        })),
+    );
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\npoll_interval_s = 1\n\
+             [connectors.fhir.waits]\ncheck_interval_s = 1\nowner = \"Group/scheduling\"",
+        ),
+    );
+    gw.start();
+    let entry = wait_for("the appointment queued", Duration::from_secs(20), || {
+        let open = gw.get_json("/api/v1/queues?queue=general");
+        open.as_array()?.first().cloned()
+    });
+    // The EHR goes away: the notice is raised all the same and the suggestion waits.
+    server.kill();
+    let notice = wait_for("the wait notice", Duration::from_secs(20), || {
+        let n = gw.get_json("/api/v1/notices");
+        n.as_array()?.first().cloned()
+    });
+    let text = notice["text"].as_str().expect("text");
+    assert!(
+        text.starts_with(&format!(
+            "Queue general: {} has waited 0 min, longer than the booked 1 min slot (1 waiting)",
+            entry["ticket"].as_str().expect("ticket")
+        )),
+        "{text}"
+    );
+    server.restart();
+    let tasks = wait_for("the Task in the EHR", Duration::from_secs(30), || {
+        let t = server.call("GET", "/Task", None)["entry"].clone();
+        t.as_array().filter(|t| !t.is_empty()).cloned()
+    });
+    let task = &tasks[0]["resource"];
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["intent"], "proposal");
+    assert_eq!(task["owner"]["reference"], "Group/scheduling");
+    assert_eq!(
+        task["focus"]["reference"],
+        format!("Appointment/{}", booked["id"].as_str().expect("id"))
+    );
+    assert_eq!(task["description"], text);
+    assert_eq!(task["meta"]["tag"][0]["system"], TAG);
+    // Still past the slot: no second suggestion while the overrun lasts.
+    std::thread::sleep(Duration::from_secs(3));
+    let count = |server: &FhirServer| {
+        server.call("GET", "/Task", None)["entry"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(count(&server), 1);
+    assert_eq!(gw.get_json("/api/v1/fhir/status")["suggestions"], 1);
+    assert_eq!(
+        gw.get_json("/api/v1/notices").as_array().map(Vec::len),
+        Some(1)
+    );
+}

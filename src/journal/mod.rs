@@ -414,6 +414,16 @@ pub struct ListNotices {
     pub limit: usize,
 }
 
+/// Raises a notice for staff, with the item that tells others (cloud, EHR) and a FHIR
+/// connector state to set, all in one transaction.
+#[derive(Debug)]
+pub struct RaiseNotice {
+    pub kind: String,
+    pub text: String,
+    pub item: Option<NewItem>,
+    pub state: Option<(String, String)>,
+}
+
 /// Marks a notice seen, audited with `by`.
 #[derive(Debug)]
 pub struct AckNotice {
@@ -550,6 +560,7 @@ requests! {
     FhirState => FhirState: Option<String>,
     ListNotices => ListNotices: Vec<Notice>,
     AckNotice => AckNotice: (),
+    RaiseNotice => RaiseNotice: (),
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -989,6 +1000,29 @@ impl Writer {
                 }
                 Command::ListNotices(ListNotices { all, limit }, reply) => {
                     done(reply, tx.notices(all, limit))
+                }
+                Command::RaiseNotice(
+                    RaiseNotice {
+                        kind,
+                        text,
+                        item,
+                        state,
+                    },
+                    reply,
+                ) => {
+                    let r = tx.notice(&kind, &text, now).and_then(|()| {
+                        if let Some(item) = &item {
+                            tx.append(item, now)?;
+                            appended += 1;
+                            woken.extend(item.destinations.iter().cloned());
+                        }
+                        match &state {
+                            Some((k, v)) => tx.set_fhir_state(k, v),
+                            None => Ok(()),
+                        }
+                    });
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
                 }
                 Command::AckNotice(AckNotice { id, by }, reply) => {
                     let r = tx.acknowledge(id, &by, now);

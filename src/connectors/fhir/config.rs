@@ -45,6 +45,44 @@ pub struct FhirConfig {
     /// EHR Flags raise the priority of the flagged patient's entries; absent: not read.
     #[serde(default)]
     pub flags: Option<FlagsConfig>,
+    /// Waits longer than the booked slots are suggested to the EHR's scheduling staff and shown
+    /// to staff; absent: waits are not watched.
+    #[serde(default)]
+    pub waits: Option<WaitsConfig>,
+}
+
+/// `[connectors.fhir.waits]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitsConfig {
+    /// The slot length of entries without an appointment (or whose appointment has no length).
+    #[serde(default = "default_slot_minutes")]
+    pub slot_minutes: u32,
+    /// How often the waits are measured.
+    #[serde(default = "default_wait_check_s")]
+    pub check_interval_s: u64,
+    /// What the EHR gets: a `task` for scheduling staff, or a `communication`.
+    #[serde(default)]
+    pub suggest: Suggest,
+    /// Who should act, as a FHIR reference (e.g. `Group/scheduling`, `Practitioner/123`).
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Suggest {
+    #[default]
+    Task,
+    Communication,
+}
+
+fn default_slot_minutes() -> u32 {
+    15
+}
+
+fn default_wait_check_s() -> u64 {
+    60
 }
 
 /// `[connectors.fhir.flags]`.
@@ -223,6 +261,34 @@ impl FhirConfig {
                 bad(
                     "connectors.fhir.flags.poll_interval_s",
                     "must be 1 to 60 (flags are urgent: read at least once a minute)".into(),
+                );
+            }
+        }
+        if let Some(w) = &self.waits {
+            if !(1..=480).contains(&w.slot_minutes) {
+                bad(
+                    "connectors.fhir.waits.slot_minutes",
+                    "must be 1 to 480".into(),
+                );
+            }
+            if w.check_interval_s == 0 {
+                bad(
+                    "connectors.fhir.waits.check_interval_s",
+                    "must be at least 1".into(),
+                );
+            }
+            let reference = |r: &str| {
+                r.split_once('/').is_some_and(|(t, id)| {
+                    t.chars().all(|c| c.is_ascii_alphabetic())
+                        && !t.is_empty()
+                        && !id.is_empty()
+                        && !id.contains(char::is_whitespace)
+                })
+            };
+            if w.owner.as_deref().is_some_and(|o| !reference(o)) {
+                bad(
+                    "connectors.fhir.waits.owner",
+                    "must be a FHIR reference like \"Group/scheduling\"".into(),
                 );
             }
         }

@@ -20,10 +20,12 @@ pub mod flag;
 pub mod model;
 pub mod protocol;
 pub mod validate;
+pub mod waits;
 
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
     FhirState, FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
+    RaiseNotice,
 };
 use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
@@ -47,6 +49,8 @@ const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
+/// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
+const OVERRUNS: &str = "wait_overruns";
 
 /// The running connector, for the web layer; empty when none is configured.
 static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
@@ -116,6 +120,8 @@ pub struct FhirStatus {
     pub flags_applied: u64,
     /// Resources from the EHR refused whole (not R4, unusable); each is in the audit log.
     pub refused: u64,
+    /// Suggestions for scheduling staff raised because waits ran past the booked slots.
+    pub suggestions: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -145,6 +151,9 @@ struct Counters {
     encounters_sent: u64,
     visits_closed: u64,
     flags_applied: u64,
+    suggestions: u64,
+    /// Slot lengths (seconds) of today's appointments by reference, from the last pass.
+    slots: std::collections::HashMap<String, i64>,
     last_poll_at: Option<i64>,
     last_appointments_at: Option<i64>,
     /// `None` before the first answer, then whether the last request worked.
@@ -234,6 +243,7 @@ impl Shared {
             visits_closed: c.visits_closed,
             flags_applied: c.flags_applied,
             refused: self.refused.load(Ordering::Relaxed),
+            suggestions: c.suggestions,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -510,6 +520,7 @@ impl Shared {
     async fn deliver(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
         match row.kind.as_str() {
             encounter::KIND => self.deliver_encounter(row).await,
+            waits::KIND => self.deliver_suggestion(row).await,
             _ => self.deliver_patient(row).await,
         }
     }
@@ -559,6 +570,121 @@ impl Shared {
             "the Encounter keeps changing under the update".into(),
             false,
         ))
+    }
+
+    /// A suggestion for scheduling staff, created once (conditionally on its identifier).
+    async fn deliver_suggestion(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let s: Suggestion = serde_json::from_slice(&row.payload)
+            .map_err(|e| (format!("unusable suggestion: {e}"), true))?;
+        let r = waits::suggestion(
+            &s.overrun,
+            s.suggest,
+            &s.identifier,
+            s.owner.as_deref(),
+            &self.config.tag_system,
+            &s.at,
+        );
+        protocol::conform(&r).map_err(|e| (format!("not sent: {e}"), true))?;
+        let kind = match s.suggest {
+            config::Suggest::Task => "Task",
+            config::Suggest::Communication => "Communication",
+        };
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let search = format!("identifier={}|{}", waits::IDENTIFIER_SYSTEM, s.identifier);
+        let created = client.create(kind, &r, &search).await;
+        self.outcome(&created);
+        created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
+        tracing::info!(queue = %s.overrun.queue, kind, "scheduling suggestion sent to the EHR");
+        Ok(())
+    }
+
+    /// Measures the waits: a queue newly past its slots raises a notice and a suggestion
+    /// (committed together); a queue back within them may raise one again later.
+    async fn check_waits(&self, config: &config::WaitsConfig) {
+        let list = QueueList {
+            queue: None,
+            closed_since: None,
+        };
+        let entries = match journal::ask(&self.journal, list).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue unreadable; waits not measured");
+                return;
+            }
+        };
+        let get = FhirState {
+            key: OVERRUNS.into(),
+            set: None,
+        };
+        let Ok(raised) = journal::ask(&self.journal, get).await else {
+            return;
+        };
+        let raised: std::collections::BTreeSet<String> = raised
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default();
+        let slots = self.counters().slots.clone();
+        let now = journal::now_ms();
+        let default_slot = i64::from(config.slot_minutes) * 60;
+        let measured = waits::measure(&entries, &slots, default_slot, now);
+        let over: std::collections::BTreeSet<String> = measured
+            .iter()
+            .filter(|(_, o)| o.is_some())
+            .map(|(q, _)| q.clone())
+            .collect();
+        let mut state = raised.intersection(&over).cloned().collect();
+        for o in measured.into_values().flatten() {
+            if raised.contains(&o.queue) {
+                continue;
+            }
+            let mut next: std::collections::BTreeSet<String> = state;
+            next.insert(o.queue.clone());
+            let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let s = Suggestion {
+                identifier: format!("{}/{}/{now}", self.facility, o.queue),
+                overrun: o,
+                suggest: config.suggest,
+                owner: config.owner.clone(),
+                at,
+            };
+            let text = waits::text(&s.overrun);
+            let item = journal::NewItem {
+                source: "queue".into(),
+                source_id: None,
+                kind: waits::KIND.into(),
+                key: format!("queue:{}", s.overrun.queue),
+                schema: format!("clinic-gateway/{}@1", waits::KIND),
+                payload: serde_json::to_vec(&s).unwrap_or_default(),
+                reply: None,
+                occurred_at: Some(now),
+                destinations: vec![crate::CLOUD.into(), DESTINATION.into()],
+            };
+            let raise = RaiseNotice {
+                kind: waits::KIND.into(),
+                text,
+                item: Some(item),
+                state: Some((OVERRUNS.into(), json_set(&next))),
+            };
+            match journal::ask(&self.journal, raise).await {
+                Ok(()) => {
+                    self.counters().suggestions += 1;
+                    tracing::warn!(queue = %s.overrun.queue, waited_min = s.overrun.waited_min, slot_min = s.overrun.slot_min, "waits exceed the booked slots");
+                    state = next;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "wait notice not committed; measured again later");
+                    return;
+                }
+            }
+        }
+        if state != raised {
+            let set = FhirState {
+                key: OVERRUNS.into(),
+                set: Some(json_set(&state)),
+            };
+            if let Err(e) = journal::ask(&self.journal, set).await {
+                tracing::warn!(error = %e, "wait state not saved");
+            }
+        }
     }
 
     /// The patient's current local change, if any, as a conditional update.
@@ -640,6 +766,10 @@ impl Shared {
             }
         };
         let mut seen = std::collections::BTreeSet::new();
+        self.counters().slots = listed
+            .iter()
+            .filter_map(|a| Some((format!("Appointment/{}", a.id.as_deref()?), slot_s(a)?)))
+            .collect();
         for a in &listed {
             let id = a.id.clone().unwrap_or_default();
             seen.insert(format!("Appointment/{id}"));
@@ -759,6 +889,30 @@ impl Shared {
     }
 }
 
+/// A suggestion as committed to the outbox: everything needed to create it later, offline.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Suggestion {
+    overrun: waits::Overrun,
+    identifier: String,
+    suggest: config::Suggest,
+    owner: Option<String>,
+    /// When it was raised (RFC 3339).
+    at: String,
+}
+
+fn json_set(s: &std::collections::BTreeSet<String>) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "[]".into())
+}
+
+/// An appointment's booked length in seconds: `minutesDuration`, else `end` − `start`.
+fn slot_s(a: &model::Appointment) -> Option<i64> {
+    if let Some(m) = a.extra.get("minutesDuration").and_then(|m| m.as_i64()) {
+        return Some(m * 60);
+    }
+    let end = a.extra.get("end")?.as_str()?;
+    waits::seconds_between(a.start.as_deref()?, end).filter(|s| *s > 0)
+}
+
 /// The first poll looks back one interval (and a minute for clock skew) from now.
 fn start_cursor(poll_interval_s: u64) -> String {
     let back = Duration::from_secs(poll_interval_s + 60);
@@ -876,6 +1030,15 @@ impl Actor for FhirActor {
             let pass = every(interval, shutdown.clone(), move || {
                 let (shared, a) = (shared.clone(), a.clone());
                 async move { shared.appointments(&a).await }
+            });
+            ctx.spawn(pass.into_actor(self));
+        }
+        if let Some(w) = self.shared.config.waits.clone() {
+            let shared = self.shared.clone();
+            let interval = Duration::from_secs(w.check_interval_s);
+            let pass = every(interval, shutdown.clone(), move || {
+                let (shared, w) = (shared.clone(), w.clone());
+                async move { shared.check_waits(&w).await }
             });
             ctx.spawn(pass.into_actor(self));
         }
