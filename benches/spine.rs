@@ -41,6 +41,7 @@ fn settings() -> Settings {
         policies: BTreeMap::new(),
         call_notice: None,
         encounter_notice: None,
+        registration: None,
     }
 }
 

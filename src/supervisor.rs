@@ -453,6 +453,7 @@ mod tests {
             policies: BTreeMap::new(),
             call_notice: None,
             encounter_notice: None,
+            registration: None,
         };
         JournalWriter::start(store, settings).expect("journal").0
     }

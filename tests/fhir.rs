@@ -824,3 +824,106 @@ fn waits_past_the_booked_slot_raise_one_suggestion_for_scheduling_staff_even_off
         Some(1)
     );
 }
+
+#[test]
+fn walk_ins_get_an_appointment_and_patients_the_ehr_does_not_know_are_registered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &fhir_table(
+            &server,
+            "[connectors.fhir.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\npoll_interval_s = 1\n\
+             [connectors.fhir.registration]\ncreate_patients = true\nwalk_in_appointments = true\nwalk_in_minutes = 20",
+        ),
+    );
+    gw.start();
+    let entry_of = |gw: &Gateway, id: i64| {
+        gw.get_json("/api/v1/queues?queue=general")
+            .as_array()
+            .expect("entries")
+            .iter()
+            .find(|e| e["id"] == id)
+            .cloned()
+            .expect("open entry")
+    };
+
+    // A walk-in the EHR knows: their visit is booked as it happens.
+    let walk_in = check_in(&gw, json!({ "patient_ref": "M1" }));
+    let id = walk_in["id"].as_i64().expect("id");
+    let linked = wait_for("the walk-in's appointment", Duration::from_secs(20), || {
+        let e = entry_of(&gw, id);
+        e["appointment_ref"].as_str().map(str::to_string)
+    });
+    let appointment = server.call("GET", &format!("/{linked}"), None);
+    assert_eq!(appointment["status"], "arrived");
+    assert_eq!(
+        appointment["appointmentType"]["coding"][0]["code"],
+        "WALKIN"
+    );
+    assert_eq!(appointment["minutesDuration"], 20);
+    assert_eq!(
+        appointment["participant"][0]["actor"]["reference"],
+        format!("Patient/{}", jane["id"].as_str().expect("id"))
+    );
+    assert_eq!(
+        appointment["identifier"][0]["value"],
+        format!("test-clinic/{id}")
+    );
+
+    // Someone the EHR has never seen, named at the kiosk: registered, then booked.
+    let new = check_in(
+        &gw,
+        json!({ "patient": { "family": "Nguyen", "given": "An", "birth_date": "1990-01-02" } }),
+    );
+    assert_eq!(new["demographics"], Value::Null);
+    let new_id = new["id"].as_i64().expect("id");
+    let entry = wait_for(
+        "the new patient linked and booked",
+        Duration::from_secs(20),
+        || {
+            let e = entry_of(&gw, new_id);
+            (e["appointment_ref"].is_string() && e["demographics"].is_object()).then_some(e)
+        },
+    );
+    let created = server.call("GET", "/Patient?family=Nguyen", None)["entry"].clone();
+    assert_eq!(created.as_array().map(Vec::len), Some(1), "{created}");
+    let patient = &created[0]["resource"];
+    assert_eq!(patient["birthDate"], "1990-01-02");
+    assert_eq!(entry["demographics"]["patient_id"], patient["id"]);
+    let booked = server.call(
+        "GET",
+        &format!("/{}", entry["appointment_ref"].as_str().expect("ref")),
+        None,
+    );
+    assert_eq!(
+        booked["participant"][0]["actor"]["reference"],
+        format!("Patient/{}", patient["id"].as_str().expect("id"))
+    );
+
+    // The appointments poll sees both walk-in Appointments and queues nobody twice.
+    let passes = gw.get_json("/api/v1/fhir/status")["last_appointments_at"].as_i64();
+    wait_for("another appointments pass", Duration::from_secs(20), || {
+        let now = gw.get_json("/api/v1/fhir/status")["last_appointments_at"].as_i64();
+        (now > passes).then_some(())
+    });
+    let open = gw.get_json("/api/v1/queues?queue=general");
+    assert_eq!(open.as_array().map(Vec::len), Some(2), "{open}");
+
+    // With the EHR unreachable nobody is registered: it may know the patient.
+    server.kill();
+    let offline = check_in(
+        &gw,
+        json!({ "patient": { "family": "Later", "birth_date": "1970-05-06" } }),
+    );
+    server.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let later = server.call("GET", "/Patient?family=Later", None)["entry"].clone();
+    assert!(later.as_array().is_none_or(Vec::is_empty), "{later}");
+    assert_eq!(
+        entry_of(&gw, offline["id"].as_i64().expect("id"))["demographics"],
+        Value::Null
+    );
+    assert_eq!(gw.get_json("/api/v1/fhir/status")["registered"], 3);
+}

@@ -208,6 +208,7 @@ impl Spine {
                 printer: None,
                 patient: None,
                 demographics: None,
+                unknown_to_ehr: false,
             },
             ticket: Some(TicketOrder {
                 printer: "kiosk-1".into(),

@@ -218,6 +218,8 @@ pub struct Settings {
     /// Open and move the visit's FHIR Encounter with calls, rooms and unseen exits
     /// (`[connectors.fhir] on_call = "encounter"`), with the facility id for its identifier.
     pub encounter_notice: Option<String>,
+    /// What check-ins register in the EHR (`[connectors.fhir.registration]`).
+    pub registration: Option<crate::connectors::fhir::registration::Policy>,
 }
 
 impl Settings {
@@ -243,6 +245,7 @@ impl Settings {
                 .as_ref()
                 .and_then(|f| f.on_call)
                 .map(|_| c.gateway.facility_id.clone()),
+            registration: crate::connectors::fhir::registration::Policy::from_config(c),
         }
     }
 
@@ -414,6 +417,15 @@ pub struct ListNotices {
     pub limit: usize,
 }
 
+/// Links an entry to what the EHR registered for it: the new Patient's demographics, or the
+/// walk-in's Appointment (`Appointment/<id>`).
+#[derive(Debug)]
+pub struct QueueLink {
+    pub entry: i64,
+    pub demographics: Option<crate::queue::Demographics>,
+    pub appointment_ref: Option<String>,
+}
+
 /// Raises a notice for staff, with the item that tells others (cloud, EHR) and a FHIR
 /// connector state to set, all in one transaction.
 #[derive(Debug)]
@@ -561,6 +573,7 @@ requests! {
     ListNotices => ListNotices: Vec<Notice>,
     AckNotice => AckNotice: (),
     RaiseNotice => RaiseNotice: (),
+    QueueLink => QueueLink: crate::queue::Entry,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -878,7 +891,19 @@ impl Writer {
                     },
                     reply,
                 ) => {
-                    let r = tx.queue_check_in(&queue, &check_in, ticket.as_ref(), now);
+                    let r = tx
+                        .queue_check_in(&queue, &check_in, ticket.as_ref(), now)
+                        .and_then(|(entry, duplicate)| {
+                            let register = self.settings.registration.as_ref();
+                            match register.and_then(|p| p.on_check_in(&entry, &check_in, now)) {
+                                Some(item) if !duplicate => {
+                                    tx.append(&item, now)?;
+                                    woken.extend(item.destinations);
+                                }
+                                _ => {}
+                            }
+                            Ok((entry, duplicate))
+                        });
                     if matches!(r, Ok((_, false))) {
                         woken.insert(crate::CLOUD.into());
                         if let Some(t) = &ticket {
@@ -1021,6 +1046,33 @@ impl Writer {
                             None => Ok(()),
                         }
                     });
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::QueueLink(
+                    QueueLink {
+                        entry,
+                        demographics,
+                        appointment_ref,
+                    },
+                    reply,
+                ) => {
+                    let patient = demographics.is_some();
+                    let r = tx
+                        .queue_link(entry, demographics, appointment_ref, now)
+                        .and_then(|e| {
+                            // A walk-in whose patient the EHR just registered gets its visit.
+                            let register = self.settings.registration.as_ref();
+                            if let Some(item) = register
+                                .filter(|_| patient)
+                                .and_then(|p| p.on_patient(&e, now))
+                            {
+                                tx.append(&item, now)?;
+                                woken.extend(item.destinations);
+                            }
+                            Ok(e)
+                        });
+                    woken.insert(crate::CLOUD.into());
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }

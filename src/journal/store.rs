@@ -1155,6 +1155,40 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Links an entry to what the EHR registered for it: the patient (demographics, and the
+    /// patient reference when the entry had none) or the walk-in's appointment; a
+    /// `queue.linked` event tells the cloud (no demographics).
+    pub fn queue_link(
+        &mut self,
+        id: i64,
+        demographics: Option<Demographics>,
+        appointment_ref: Option<String>,
+        now: i64,
+    ) -> Result<Entry, JournalError> {
+        let before = self.queue_entry(id)?;
+        let patient_ref = before
+            .patient_ref
+            .clone()
+            .or_else(|| demographics.as_ref().and_then(|d| d.identifier.clone()));
+        self.tx
+            .prepare_cached(
+                "UPDATE queue_entry SET demographics = COALESCE(?2, demographics), patient_ref = ?3,
+                        appointment_ref = COALESCE(?4, appointment_ref), updated_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                demographics.as_ref().map(to_json).transpose()?,
+                patient_ref,
+                appointment_ref,
+                now
+            ])?;
+        let entry = self.queue_entry(id)?;
+        if entry != before {
+            self.queue_event("queue.linked", &entry, now)?;
+        }
+        Ok(entry)
+    }
+
     /// The highest active EHR flag of a patient, with its reason.
     fn flag_priority(
         &mut self,

@@ -231,6 +231,7 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         policies: BTreeMap::new(),
         call_notice: None,
         encounter_notice: None,
+        registration: None,
     };
     let acked = actix::System::new().block_on(async move {
         let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
@@ -279,6 +280,7 @@ fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending(
         printer: None,
         patient: None,
         demographics: None,
+        unknown_to_ehr: false,
     };
     store
         .with_batch(|b| {

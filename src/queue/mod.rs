@@ -332,6 +332,9 @@ pub struct CheckIn {
     /// Attached by the gateway after the EHR lookup, never taken from the request.
     #[serde(skip)]
     pub demographics: Option<Demographics>,
+    /// Set by the gateway when the EHR answered that it has no such patient.
+    #[serde(skip)]
+    pub unknown_to_ehr: bool,
     /// The kiosk printer that prints this check-in's ticket; default: the printer configured
     /// for the queue, if any.
     #[serde(default)]
@@ -466,6 +469,7 @@ mod tests {
             printer: None,
             patient: None,
             demographics: None,
+            unknown_to_ehr: false,
         };
         assert!(c.validate().is_err());
         c.priority_reason = Some("chest pain".into());

@@ -11,7 +11,7 @@ mod fhir;
 mod page;
 mod preview;
 
-use crate::connectors::fhir::LookupQuery;
+use crate::connectors::fhir::{Found, LookupQuery};
 use crate::daemon::{Gateway, ReloadConfig};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
@@ -394,7 +394,11 @@ async fn queue_check_in(
         name: check_in.patient.clone(),
     };
     if query != LookupQuery::default() {
-        check_in.demographics = crate::connectors::fhir::lookup(query).await;
+        match crate::connectors::fhir::lookup(query).await {
+            Found::Patient(d) => check_in.demographics = Some(d),
+            Found::Nobody => check_in.unknown_to_ehr = true,
+            Found::Unknown => {}
+        }
     }
     match journal::ask(
         &s.journal,

@@ -44,6 +44,7 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
         policies: BTreeMap::new(),
         call_notice: None,
         encounter_notice: None,
+        registration: None,
     };
     JournalWriter::start(store, settings).expect("journal").0
 }

@@ -49,6 +49,25 @@ pub struct FhirConfig {
     /// to staff; absent: waits are not watched.
     #[serde(default)]
     pub waits: Option<WaitsConfig>,
+    /// What the gateway may register in the EHR (facility settings); absent: nothing.
+    #[serde(default)]
+    pub registration: Option<RegistrationConfig>,
+}
+
+/// `[connectors.fhir.registration]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// A patient checked in by name and birth date whom the EHR answered it does not know is
+    /// created as a new Patient (never when the EHR did not answer: it may know them).
+    #[serde(default)]
+    pub create_patients: bool,
+    /// A walk-in (an entry without an appointment) gets an Appointment in the EHR.
+    #[serde(default)]
+    pub walk_in_appointments: bool,
+    /// The length of a walk-in's Appointment.
+    #[serde(default = "default_slot_minutes")]
+    pub walk_in_minutes: u32,
 }
 
 /// `[connectors.fhir.waits]`.
@@ -291,6 +310,14 @@ impl FhirConfig {
                     "must be a FHIR reference like \"Group/scheduling\"".into(),
                 );
             }
+        }
+        if let Some(r) = &self.registration
+            && !(1..=480).contains(&r.walk_in_minutes)
+        {
+            bad(
+                "connectors.fhir.registration.walk_in_minutes",
+                "must be 1 to 480".into(),
+            );
         }
         if let Auth::ClientCredentials {
             token_url,

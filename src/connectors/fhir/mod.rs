@@ -19,12 +19,13 @@ pub mod encounter;
 pub mod flag;
 pub mod model;
 pub mod protocol;
+pub mod registration;
 pub mod validate;
 pub mod waits;
 
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
-    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueList,
+    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueLink, QueueList,
     RaiseNotice,
 };
 use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
@@ -67,10 +68,23 @@ pub struct LookupQuery {
     pub name: Option<crate::queue::PatientSearch>,
 }
 
-/// Finds a patient's demographics for a check-in; `None` when no connector runs, nothing (or
-/// more than one patient) matches, or neither the EHR nor the cache can answer.
-pub async fn lookup(query: LookupQuery) -> Option<Demographics> {
-    current()?.send(Lookup(query)).await.ok().flatten()
+/// What a check-in's lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Exactly one patient, from the EHR or the cache.
+    Patient(Demographics),
+    /// The EHR answered: it has no such patient.
+    Nobody,
+    /// No connector, several matches, or neither the EHR nor the cache could tell.
+    Unknown,
+}
+
+/// Finds a patient's demographics for a check-in.
+pub async fn lookup(query: LookupQuery) -> Found {
+    let Some(fhir) = current() else {
+        return Found::Unknown;
+    };
+    fhir.send(Lookup(query)).await.unwrap_or(Found::Unknown)
 }
 
 /// The connector's counters and link state, for the API.
@@ -79,7 +93,7 @@ pub async fn status() -> Option<FhirStatus> {
 }
 
 #[derive(Message)]
-#[rtype(result = "Option<Demographics>")]
+#[rtype(result = "Found")]
 pub struct Lookup(pub LookupQuery);
 
 #[derive(Message)]
@@ -122,6 +136,8 @@ pub struct FhirStatus {
     pub refused: u64,
     /// Suggestions for scheduling staff raised because waits ran past the booked slots.
     pub suggestions: u64,
+    /// Patients and walk-in Appointments registered in the EHR.
+    pub registered: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -152,6 +168,7 @@ struct Counters {
     visits_closed: u64,
     flags_applied: u64,
     suggestions: u64,
+    registered: u64,
     /// Slot lengths (seconds) of today's appointments by reference, from the last pass.
     slots: std::collections::HashMap<String, i64>,
     last_poll_at: Option<i64>,
@@ -244,6 +261,7 @@ impl Shared {
             flags_applied: c.flags_applied,
             refused: self.refused.load(Ordering::Relaxed),
             suggestions: c.suggestions,
+            registered: c.registered,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -276,7 +294,7 @@ impl Shared {
         Ok(seen)
     }
 
-    async fn lookup(&self, query: LookupQuery) -> Option<Demographics> {
+    async fn lookup(&self, query: LookupQuery) -> Found {
         let system = &self.config.identifier_system;
         let remote = async {
             let client = self.usable()?;
@@ -304,15 +322,17 @@ impl Shared {
         match tokio::time::timeout(wait, remote).await {
             Ok(Ok(found)) => {
                 self.counters().lookups_remote += 1;
-                if found.len() != 1 {
+                let [p] = found.as_slice() else {
                     tracing::info!(matches = found.len(), "FHIR lookup found no single patient");
-                    return None;
-                }
-                let p = &found[0];
+                    return match found.is_empty() {
+                        true => Found::Nobody,
+                        false => Found::Unknown,
+                    };
+                };
                 if let Err(e) = self.seen(p, true).await {
                     tracing::warn!(error = %e, "FHIR Patient not cached");
                 }
-                Some(protocol::demographics(p, system, "ehr"))
+                Found::Patient(protocol::demographics(p, system, "ehr"))
             }
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "FHIR lookup failed; answering from the cache");
@@ -328,7 +348,7 @@ impl Shared {
         }
     }
 
-    async fn cached(&self, query: LookupQuery) -> Option<Demographics> {
+    async fn cached(&self, query: LookupQuery) -> Found {
         let mut found = Vec::new();
         if let Some(v) = query.identifier {
             found = self.find(Some(v), None, None).await;
@@ -338,10 +358,10 @@ impl Shared {
         }
         let [one] = found.as_slice() else {
             tracing::info!(matches = found.len(), "FHIR cache found no single patient");
-            return None;
+            return Found::Unknown;
         };
         self.counters().lookups_cache += 1;
-        Some(protocol::demographics(
+        Found::Patient(protocol::demographics(
             one.current(),
             &self.config.identifier_system,
             "cache",
@@ -521,6 +541,9 @@ impl Shared {
         match row.kind.as_str() {
             encounter::KIND => self.deliver_encounter(row).await,
             waits::KIND => self.deliver_suggestion(row).await,
+            registration::NEW_PATIENT | registration::WALK_IN => {
+                self.deliver_registration(row).await
+            }
             _ => self.deliver_patient(row).await,
         }
     }
@@ -570,6 +593,45 @@ impl Shared {
             "the Encounter keeps changing under the update".into(),
             false,
         ))
+    }
+
+    /// A new Patient or a walk-in's Appointment, created once (conditionally on our
+    /// identifier) and linked back to its entry: the patient's demographics, then (through the
+    /// journal writer) the walk-in's own Appointment; or the entry's appointment reference.
+    async fn deliver_registration(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let r: registration::Registration = serde_json::from_slice(&row.payload)
+            .map_err(|e| (format!("unusable registration: {e}"), true))?;
+        let (kind, body) = registration::resource(&r, &self.config.tag_system);
+        protocol::conform(&body).map_err(|e| (format!("not sent: {e}"), true))?;
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let created = client.create(kind, &body, &registration::search(&r)).await;
+        self.outcome(&created);
+        let created = created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
+        let journal_err = |e: journal::JournalError| (e.to_string(), false);
+        let id = created["id"].as_str().unwrap_or_default().to_string();
+        let link = match r.what {
+            registration::What::Patient { .. } => {
+                let p = protocol::decode_patient(created).map_err(|e| (e.to_string(), true))?;
+                self.seen(&p, true).await.map_err(journal_err)?;
+                let system = &self.config.identifier_system;
+                QueueLink {
+                    entry: r.entry,
+                    demographics: Some(protocol::demographics(&p, system, "ehr")),
+                    appointment_ref: None,
+                }
+            }
+            registration::What::Appointment { .. } => QueueLink {
+                entry: r.entry,
+                demographics: None,
+                appointment_ref: Some(format!("Appointment/{id}")),
+            },
+        };
+        journal::ask(&self.journal, link)
+            .await
+            .map_err(journal_err)?;
+        self.counters().registered += 1;
+        tracing::info!(entry = r.entry, kind, id = %id, "registered in the EHR");
+        Ok(())
     }
 
     /// A suggestion for scheduling staff, created once (conditionally on its identifier).
@@ -774,6 +836,15 @@ impl Shared {
             let id = a.id.clone().unwrap_or_default();
             seen.insert(format!("Appointment/{id}"));
             let step = protocol::appointment_step(a, &today, config.check_in);
+            // A walk-in's Appointment we registered belongs to an entry queued already.
+            let ours = a.meta.as_ref().is_some_and(|m| {
+                m.tag
+                    .iter()
+                    .any(|t| t.system.as_deref() == Some(&self.config.tag_system))
+            });
+            if ours && matches!(step, AppointmentStep::Queue { .. }) {
+                continue;
+            }
             self.apply_appointment(config, &id, step, &open).await;
         }
         // Entries of appointments no longer listed today: moved to another day or deleted.
@@ -825,6 +896,7 @@ impl Shared {
                     request_id: Some(format!("appointment:{id}")),
                     patient: None,
                     demographics,
+                    unknown_to_ehr: false,
                     printer: None,
                 };
                 // Not printed: the patient is not at the kiosk; the ticket comes at check-in.
@@ -1055,7 +1127,7 @@ impl Actor for FhirActor {
 }
 
 impl Handler<Lookup> for FhirActor {
-    type Result = ResponseFuture<Option<Demographics>>;
+    type Result = ResponseFuture<Found>;
 
     fn handle(&mut self, msg: Lookup, _: &mut Context<Self>) -> Self::Result {
         let shared = self.shared.clone();
