@@ -10,10 +10,15 @@ use std::process::Command;
 use std::time::Duration;
 
 fn hl7_gateway(dir: &std::path::Path) -> (Gateway, u16) {
+    hl7_gateway_with(dir, "")
+}
+
+/// The gateway with an MLLP listener, `extra` added to its `[connectors.hl7v2]` table.
+fn hl7_gateway_with(dir: &std::path::Path, extra: &str) -> (Gateway, u16) {
     let port = free_port();
     let mut gw = Gateway::new(
         dir,
-        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{extra}"),
     );
     gw.start();
     wait_for("the MLLP listener", Duration::from_secs(10), || {
@@ -93,6 +98,7 @@ fn resend_gets_the_same_ack_and_is_not_processed_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, port) = hl7_gateway(dir.path());
     let first = mllp_send(dir.path(), port, S12_V251);
+    assert!(first[0].contains("MSA|AA|V251-1"), "{first:?}");
     let again = mllp_send(dir.path(), port, S12_V251);
     assert_eq!(
         first, again,
@@ -442,4 +448,146 @@ fn a_call_from_the_queue_is_announced_to_the_ehr_as_an_adt() {
     });
     let dead = gw.get_json("/api/v1/dlq?destination=ehr-mllp");
     assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
+}
+
+/// The clinic's date `days` from now at UTC+1 (the offset configured below), as `YYYYMMDD`.
+fn clinic_day(days: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(3600 + days * 86_400);
+    humantime::format_rfc3339(at).to_string()[..10].replace('-', "")
+}
+
+/// Open entries of the queue `general` as `GET /api/v1/queues` lists them.
+fn open_entries(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.get_json("/api/v1/queues?queue=general")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn siu_bookings_for_today_are_queued_once_and_moves_and_cancellations_close_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway_with(
+        dir.path(),
+        "\n[connectors.hl7v2.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\nutc_offset_min = 60\n",
+    );
+    let (today, tomorrow) = (clinic_day(0), clinic_day(1));
+    let send = |text: String, control: &str| {
+        let acks = mllp_send(dir.path(), port, &text);
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        assert!(
+            acks[0].contains(&format!("MSA|AA|{control}")),
+            "{}",
+            acks[0]
+        );
+    };
+    // v2.5.1: the start in TQ1-7, in the clinic's local time (no offset).
+    let book_a = |control: &str| {
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0800||SIU^S12^SIU_S12|{control}|P|2.5.1\n\
+SCH|P-A|F-A|||||||15|min|||||||||||||||Booked\n\
+TQ1|1||||||{today}0930\n\
+PID|1||MRN-10^^^HOSP^MR||DOE^JOHN\n"
+        )
+    };
+    send(book_a("BOOK-A1"), "BOOK-A1");
+    let listed = open_entries(&gw);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let a = &listed[0];
+    assert_eq!(
+        (
+            &a["appointment_ref"],
+            &a["patient_ref"],
+            &a["state"],
+            &a["priority"],
+            &a["ticket"]
+        ),
+        (
+            &serde_json::json!("F-A"),
+            &serde_json::json!("MRN-10"),
+            &serde_json::json!("waiting"),
+            &serde_json::json!("normal"),
+            &serde_json::json!("G-001")
+        )
+    );
+    let a_id = a["id"].as_i64().expect("id");
+
+    // The same booking under a new control id, and the first message resent: still one entry.
+    send(book_a("BOOK-A2"), "BOOK-A2");
+    send(book_a("BOOK-A1"), "BOOK-A1");
+    assert_eq!(open_entries(&gw).len(), 1);
+    assert_eq!(queue_events(&gw, "queue.checked_in"), 1);
+
+    // S13 (v2.6, with an offset) moves it to tomorrow: its entry is cancelled.
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0900||SIU^S13^SIU_S12|MOVE-A|P|2.6\n\
+SCH|P-A|F-A|||||||15|min|||||||||||||||Booked\n\
+TQ1|1||||||{tomorrow}093000+0100\n\
+PID|1||MRN-10^^^HOSP^MR||DOE^JOHN\n"
+        ),
+        "MOVE-A",
+    );
+    assert_eq!(entry(&gw, a_id)["state"], "cancelled");
+    assert_eq!(open_entries(&gw), Vec::<serde_json::Value>::new());
+
+    // v2.3: the start in SCH-11 with the clinic's offset; S14 makes it stat (TQ1-9), S15
+    // cancels it.
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0900||SIU^S12|BOOK-B|P|2.3\n\
+SCH|P-B|F-B|||||||15|min|^^^{today}1000+0100\n\
+PID|1||MRN-11^^^HOSP^MR||ROE^RICHARD\n"
+        ),
+        "BOOK-B",
+    );
+    let listed = open_entries(&gw);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0]["appointment_ref"], &listed[0]["patient_ref"]),
+        (&serde_json::json!("F-B"), &serde_json::json!("MRN-11"))
+    );
+    let b_id = listed[0]["id"].as_i64().expect("id");
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0910||SIU^S14^SIU_S12|STAT-B|P|2.5\n\
+SCH|P-B|F-B|||||||15|min\n\
+TQ1|1||||||{today}1000||S\n\
+PID|1||MRN-11^^^HOSP^MR||ROE^RICHARD\n"
+        ),
+        "STAT-B",
+    );
+    let listed = open_entries(&gw);
+    assert_eq!(
+        (&listed[0]["priority"], &listed[0]["priority_reason"]),
+        (
+            &serde_json::json!("urgent"),
+            &serde_json::json!("appointment priority: stat")
+        ),
+        "{listed:?}"
+    );
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0920||SIU^S15^SIU_S12|CANCEL-B|P|2.5\n\
+SCH|P-B|F-B|||||||15|min|||||||||||||||Cancelled\n\
+PID|1||MRN-11^^^HOSP^MR||ROE^RICHARD\n"
+        ),
+        "CANCEL-B",
+    );
+    assert_eq!(entry(&gw, b_id)["state"], "cancelled");
+
+    // Booked for tomorrow: nothing to queue today.
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0930||SIU^S12^SIU_S12|BOOK-C|P|2.5.1\n\
+SCH|P-C|F-C|||||||15|min|||||||||||||||Booked\n\
+TQ1|1||||||{tomorrow}0930\n\
+PID|1||MRN-12^^^HOSP^MR||POE^PAT\n"
+        ),
+        "BOOK-C",
+    );
+    assert_eq!(open_entries(&gw), Vec::<serde_json::Value>::new());
+    assert_eq!(queue_events(&gw, "queue.checked_in"), 2);
+    assert_eq!(queue_events(&gw, "queue.priority_changed"), 1);
+    assert_eq!(queue_events(&gw, "queue.cancelled"), 2);
 }

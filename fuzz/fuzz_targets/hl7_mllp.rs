@@ -9,10 +9,17 @@ fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |&b| b as usize).min(data.len());
     let mut framer = mllp::Framer::new(64 * 1024);
     let me = protocol::Identity { application: "FUZZ", facility: "" };
+    // Decided against a schedule so that the appointment paths are fuzzed too.
+    let schedule = clinic_gateway::queue::Schedule {
+        queue: "general".into(),
+        check_in: clinic_gateway::queue::CheckInWhen::Booked,
+        today: "2026-01-01".into(),
+        utc_offset_min: 60,
+    };
     for chunk in [&data[..split], &data[split..]] {
         for item in framer.push(chunk) {
             if let mllp::Item::Frame(frame) = item {
-                let _ = protocol::decide(&frame, &me, "20260101000000", "FUZZ1");
+                let _ = protocol::decide(&frame, &me, "20260101000000", "FUZZ1", Some(&schedule));
             }
         }
     }

@@ -1032,8 +1032,8 @@ impl Batch<'_> {
         Ok(receipt)
     }
 
-    /// Applies one EHR effect to the open entries it concerns; entries whose state it does not
-    /// change are left alone.
+    /// Applies one EHR effect to the open entries it concerns (entries whose state it does not
+    /// change are left alone), or as a new entry for an appointment that is due.
     fn queue_from_ehr(&mut self, effect: &FromEhr, now: i64) -> Result<(), JournalError> {
         if let FromEhr::Flag {
             flag_id,
@@ -1044,16 +1044,48 @@ impl Batch<'_> {
             return self.queue_flag(flag_id, patient_id, raise.as_ref(), now);
         }
         let open = self.queue_list(None, None)?;
+        let of_appointment = |e: &Entry, refs: &[String]| {
+            e.appointment_ref.as_ref().is_some_and(|r| refs.contains(r))
+        };
+        if let FromEhr::AppointmentDue {
+            queue,
+            appointment_ref,
+            appointment_refs,
+            patient_ref,
+            priority,
+            priority_reason,
+        } = effect
+        {
+            if open.iter().any(|e| of_appointment(e, appointment_refs)) {
+                return Ok(());
+            }
+            let check_in = CheckIn {
+                patient_ref: Some(patient_ref.clone()),
+                appointment_ref: Some(appointment_ref.clone()),
+                priority: *priority,
+                priority_reason: priority_reason.clone(),
+                // A later booking message for the appointment then finds this entry, even once
+                // it is closed, and queues nothing.
+                request_id: Some(format!("appointment:{appointment_ref}")),
+                patient: None,
+                demographics: None,
+                unknown_to_ehr: false,
+                printer: None,
+            };
+            // No ticket is printed: the patient is not at the kiosk when the booking arrives.
+            return self.queue_check_in(queue, &check_in, None, now).map(|_| ());
+        }
         let concerned = |e: &Entry| match effect {
-            FromEhr::Cancelled { appointment_refs } | FromEhr::NoShow { appointment_refs } => e
-                .appointment_ref
-                .as_ref()
-                .is_some_and(|r| appointment_refs.contains(r)),
+            FromEhr::Cancelled { appointment_refs }
+            | FromEhr::NoShow { appointment_refs }
+            | FromEhr::AppointmentPriority {
+                appointment_refs, ..
+            } => of_appointment(e, appointment_refs),
             FromEhr::Discharged { patient_ref } | FromEhr::VisitCancelled { patient_ref } => {
                 e.patient_ref.as_deref() == Some(patient_ref.as_str())
             }
             FromEhr::Merged { from, .. } => e.patient_ref.as_deref() == Some(from.as_str()),
-            FromEhr::Flag { .. } => false,
+            FromEhr::Flag { .. } | FromEhr::AppointmentDue { .. } => false,
             FromEhr::Visit {
                 entries,
                 appointment_refs,
@@ -1074,6 +1106,11 @@ impl Batch<'_> {
                     .execute(params![entry.id, to, now])?;
                 let merged = self.queue_entry(entry.id)?;
                 self.queue_event("queue.patient_merged", &merged, now)?;
+            } else if let FromEhr::AppointmentPriority {
+                priority, reason, ..
+            } = effect
+            {
+                self.queue_base_priority(&entry, *priority, reason.as_deref(), now)?;
             } else if let Some(action) = effect.action(entry.state) {
                 let done = self.queue_act(entry.id, &action, now)?;
                 if matches!(effect, FromEhr::Visit { .. }) && action == Action::Complete {
@@ -1127,11 +1164,7 @@ impl Batch<'_> {
             if (priority, &reason) == (before.priority, &before.priority_reason) {
                 continue;
             }
-            self.tx
-                .prepare_cached(
-                    "UPDATE queue_entry SET priority = ?2, priority_reason = ?3, updated_at = ?4 WHERE id = ?1",
-                )?
-                .execute(params![id, priority as i64, reason, now])?;
+            self.queue_write_priority(id, priority, reason.as_deref(), None, now)?;
             let entry = self.queue_entry(id)?;
             self.queue_event("queue.priority_changed", &entry, now)?;
             let why = if flag.as_ref().is_some_and(|(p, _)| *p > base) {
@@ -1187,6 +1220,67 @@ impl Batch<'_> {
             self.queue_event("queue.linked", &entry, now)?;
         }
         Ok(entry)
+    }
+
+    /// Gives an open entry the priority it returns to when no EHR flag raises it (the
+    /// appointment's), and so its priority: the higher of that and the patient's active flags.
+    /// A change of the priority is a `queue.priority_changed` event.
+    fn queue_base_priority(
+        &mut self,
+        entry: &Entry,
+        base: Priority,
+        base_reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        let flag = match &entry.demographics {
+            Some(d) => self.flag_priority(&d.patient_id)?,
+            None => None,
+        };
+        let (priority, reason) = match flag {
+            Some((p, why)) if p > base => (p, Some(why)),
+            _ => (base, base_reason.map(str::to_string)),
+        };
+        self.queue_write_priority(
+            entry.id,
+            priority,
+            reason.as_deref(),
+            Some((base, base_reason)),
+            now,
+        )?;
+        if (priority, &reason) != (entry.priority, &entry.priority_reason) {
+            let changed = self.queue_entry(entry.id)?;
+            self.queue_event("queue.priority_changed", &changed, now)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an entry's priority with its reason and, given `base`, the priority (and reason)
+    /// it returns to when no EHR flag raises it.
+    fn queue_write_priority(
+        &mut self,
+        id: i64,
+        priority: Priority,
+        reason: Option<&str>,
+        base: Option<(Priority, Option<&str>)>,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE queue_entry SET priority = ?2, priority_reason = ?3, updated_at = ?4,
+                        base_priority = CASE WHEN ?5 THEN ?6 ELSE base_priority END,
+                        base_reason   = CASE WHEN ?5 THEN ?7 ELSE base_reason END
+                  WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                priority as i64,
+                reason,
+                now,
+                base.is_some(),
+                base.map(|(p, _)| p as i64),
+                base.and_then(|(_, r)| r),
+            ])?;
+        Ok(())
     }
 
     /// The highest active EHR flag of a patient, with its reason.

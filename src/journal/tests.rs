@@ -449,3 +449,94 @@ fn a_polled_change_meeting_an_undelivered_local_one_is_kept_as_a_conflict() {
         })
         .expect("batch");
 }
+
+#[test]
+fn a_due_appointment_is_queued_once_and_takes_its_priority_changes() {
+    use crate::queue::{EntryState, FromEhr, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let due = |appointment_ref: &str| FromEhr::AppointmentDue {
+        queue: "general".into(),
+        appointment_ref: appointment_ref.into(),
+        appointment_refs: vec![appointment_ref.into(), format!("placer-{appointment_ref}")],
+        patient_ref: "MRN-1".into(),
+        priority: Priority::Normal,
+        priority_reason: None,
+    };
+    let priority = |p: Priority, reason: Option<&str>| FromEhr::AppointmentPriority {
+        appointment_refs: vec!["placer-F-1".into(), "F-1".into()],
+        priority: p,
+        reason: reason.map(str::to_string),
+    };
+    let stat = priority(Priority::Urgent, Some("appointment priority: stat"));
+    let message = |control: &str| item("patient:MRN-1", Some(control));
+    let (open, cancelled) = store
+        .with_batch(|b| {
+            b.ehr_inbound(&message("S12-1"), &[due("F-1")], 10)?;
+            // The same booking from a second message: already queued.
+            b.ehr_inbound(&message("S12-2"), &[due("F-1")], 20)?;
+            b.ehr_inbound(&message("S14-1"), std::slice::from_ref(&stat), 30)?;
+            // The same change again: nothing to change.
+            b.ehr_inbound(&message("S14-2"), &[stat], 40)?;
+            b.ehr_inbound(&message("S12-3"), &[due("F-2")], 50)?;
+            b.ehr_inbound(
+                &message("S15-1"),
+                &[FromEhr::Cancelled {
+                    appointment_refs: vec!["F-2".into()],
+                }],
+                60,
+            )?;
+            // Booked again after its cancellation: the request id was used; not queued anew.
+            b.ehr_inbound(&message("S12-4"), &[due("F-2")], 70)?;
+            Ok((b.queue_list(None, None)?, b.queue_list(None, Some(0))?))
+        })
+        .expect("effects");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let e = &open[0];
+    assert_eq!(
+        (
+            e.queue.as_str(),
+            e.appointment_ref.as_deref(),
+            e.patient_ref.as_deref(),
+            e.priority,
+            e.priority_reason.as_deref()
+        ),
+        (
+            "general",
+            Some("F-1"),
+            Some("MRN-1"),
+            Priority::Urgent,
+            Some("appointment priority: stat")
+        )
+    );
+    assert_eq!(cancelled.len(), 2);
+    assert_eq!(cancelled[1].appointment_ref.as_deref(), Some("F-2"));
+    assert_eq!(cancelled[1].state, EntryState::Cancelled);
+    let lowered = store
+        .with_batch(|b| {
+            b.ehr_inbound(&message("S14-3"), &[priority(Priority::Normal, None)], 80)?;
+            b.queue_list(None, None)
+        })
+        .expect("lowered");
+    assert_eq!(
+        (lowered[0].priority, lowered[0].priority_reason.as_deref()),
+        (Priority::Normal, None)
+    );
+    let kinds: Vec<String> = store
+        .with_batch(|b| b.peek("cloud", 100, 100))
+        .expect("events")
+        .into_iter()
+        .map(|r| r.kind)
+        .filter(|k| k.starts_with("queue."))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "queue.checked_in",
+            "queue.priority_changed",
+            "queue.checked_in",
+            "queue.cancelled",
+            "queue.priority_changed"
+        ]
+    );
+}

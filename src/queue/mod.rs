@@ -4,6 +4,9 @@
 //!
 //! Position in a queue follows priority (urgent, elevated, normal), then arrival.
 
+pub mod schedule;
+
+pub use schedule::{CheckInWhen, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// How soon a patient must be seen.
@@ -186,12 +189,31 @@ pub enum FromEhr {
         patient_id: String,
         raise: Option<(Priority, String)>,
     },
+    /// An appointment of today is due: the patient is checked in to `queue` with
+    /// `appointment_ref` and request id `appointment:<appointment_ref>` (so it is queued once),
+    /// unless an open entry already carries one of `appointment_refs` (all its identifiers).
+    AppointmentDue {
+        queue: String,
+        appointment_ref: String,
+        appointment_refs: Vec<String>,
+        patient_ref: String,
+        priority: Priority,
+        priority_reason: Option<String>,
+    },
+    /// The appointment's priority: its open entries take it as the priority they return to
+    /// when no EHR flag raises them.
+    AppointmentPriority {
+        appointment_refs: Vec<String>,
+        priority: Priority,
+        reason: Option<String>,
+    },
 }
 
 impl FromEhr {
     /// The effects the FHIR resources mapped from one message imply (see
     /// `connectors::hl7v2::mapping`): a cancelled or no-show Appointment, a finished or cancelled
-    /// Encounter, a Patient that replaces another.
+    /// Encounter, a Patient that replaces another. Booked, moved and changed appointments need
+    /// the clinic's schedule: [`FromEhr::from_schedule`].
     pub fn from_resources(resources: &[serde_json::Value]) -> Vec<FromEhr> {
         let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
         let patient = resources

@@ -1,5 +1,6 @@
 //! `[connectors.fhir]`: the EHR's FHIR R4 REST endpoint, its credentials and the sync cadence.
 
+pub use crate::queue::CheckInWhen;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -146,14 +147,6 @@ pub struct AppointmentsConfig {
     /// How often today's appointments are read.
     #[serde(default = "default_appointment_poll_s")]
     pub poll_interval_s: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckInWhen {
-    #[default]
-    Arrived,
-    Booked,
 }
 
 fn default_appointment_poll_s() -> u64 {

@@ -1,5 +1,6 @@
 //! `[connectors.hl7v2]`: the HL7 v2 MLLP listener.
 
+use crate::queue::{CheckInWhen, Schedule, schedule};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -20,6 +21,39 @@ pub struct Hl7Config {
     /// MSH-3 of our ACKs when the message named no receiving application.
     #[serde(default = "default_application")]
     pub application: String,
+    /// Booked, moved and changed appointments (SIU S12/S13/S14) drive the queue; absent: they
+    /// are journaled only.
+    #[serde(default)]
+    pub appointments: Option<AppointmentsConfig>,
+}
+
+/// `[connectors.hl7v2.appointments]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentsConfig {
+    /// The queue appointments are checked in to.
+    pub queue: String,
+    /// When an appointment of today is queued: `arrived` once the scheduling system marks it
+    /// started (SCH-25), `booked` as soon as it is booked (pre-checked-in).
+    #[serde(default)]
+    pub check_in: CheckInWhen,
+    /// The clinic's offset from UTC in minutes (e.g. 60 for UTC+1): which day is today, and
+    /// which day a start sent with another offset falls on. v2 times without an offset are
+    /// the clinic's local time. Fixed: daylight saving time is not followed.
+    #[serde(default)]
+    pub utc_offset_min: i32,
+}
+
+impl AppointmentsConfig {
+    /// The schedule a message arriving at `now_ms` (Unix ms) is decided against.
+    pub fn schedule(&self, now_ms: i64) -> Schedule {
+        Schedule {
+            queue: self.queue.clone(),
+            check_in: self.check_in,
+            today: schedule::local_day(now_ms, self.utc_offset_min),
+            utc_offset_min: self.utc_offset_min,
+        }
+    }
 }
 
 fn default_max_frame_bytes() -> usize {
@@ -61,5 +95,75 @@ impl Hl7Config {
                 "must be non-empty, without HL7 delimiters".into(),
             );
         }
+        if let Some(a) = &self.appointments {
+            if !crate::queue::valid_queue_name(&a.queue) {
+                bad(
+                    "connectors.hl7v2.appointments.queue",
+                    "1 to 32 letters, digits, '-', '_'".into(),
+                );
+            }
+            // UTC-12:00 to UTC+14:00 are the offsets in use.
+            if !(-720..=840).contains(&a.utc_offset_min) {
+                bad(
+                    "connectors.hl7v2.appointments.utc_offset_min",
+                    "must be between -720 and 840 (UTC-12:00 to UTC+14:00)".into(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn check(appointments: &str) -> Result<crate::config::Config, Vec<String>> {
+        let text = format!(
+            "[gateway]\nfacility_id = \"c\"\n\n[connectors.hl7v2]\nlisten = \"127.0.0.1:2575\"\n\n\
+             [connectors.hl7v2.appointments]\n{appointments}"
+        );
+        crate::config::parse(Path::new("t.toml"), &text)
+            .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn appointments_default_to_arrival_at_utc() {
+        let c = check("queue = \"general\"\n").expect("valid");
+        let a = c.connectors.hl7v2.and_then(|h| h.appointments);
+        assert_eq!(
+            a,
+            Some(super::AppointmentsConfig {
+                queue: "general".into(),
+                check_in: crate::queue::CheckInWhen::Arrived,
+                utc_offset_min: 0,
+            })
+        );
+    }
+
+    #[test]
+    fn appointment_problems_name_their_line_and_key() {
+        let err = check("queue = \"a/b\"\ncheck_in = \"booked\"\nutc_offset_min = 900\n")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:8: connectors.hl7v2.appointments.queue: 1 to 32 letters, digits, '-', '_'",
+                "t.toml:10: connectors.hl7v2.appointments.utc_offset_min: must be between -720 and 840 (UTC-12:00 to UTC+14:00)",
+            ]
+        );
+        let err = check("queue = \"lab\"\ncheck_in = \"later\"\n").expect_err("refused");
+        assert!(
+            err[0].starts_with("t.toml:9: connectors.hl7v2.appointments.check_in: "),
+            "{err:?}"
+        );
+        let err = check("queue = \"lab\"\nqueues = [\"lab\"]\n").expect_err("refused");
+        assert!(
+            err[0].starts_with("t.toml:9: connectors.hl7v2.appointments.queues: "),
+            "{err:?}"
+        );
+        assert!(
+            check("check_in = \"booked\"\n").is_err(),
+            "queue is required"
+        );
     }
 }

@@ -3,7 +3,12 @@
 //! table of (v2 path, FHIR path, conversion) rows per resource, plus the vocabulary tables the
 //! guidance names. Code here only walks the tables, so a field is added by adding a row.
 
+use crate::queue::schedule;
 use serde_json::{Map, Value};
+
+/// HL7 table 0203 (identifier type): the placer's (`PLAC`) and the filler's (`FILL`)
+/// appointment ids are typed so that the filler's can be found when the other is absent.
+const IDENTIFIER_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
 
 /// How a v2 value becomes a FHIR value.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +94,28 @@ const FILLER_STATUS: &[(&str, &str)] = &[
 /// HL7 table 0136 (yes/no) → FHIR boolean.
 const YES_NO: &[(&str, &str)] = &[("Y", "true"), ("N", "false")];
 
+/// HL7 tables 0027 / 0485 (priority: TQ-6, TQ1-9) → v3 ActPriority, which uses the same codes;
+/// `C` (callback) could be either of ActPriority's callbacks, so it is left out.
+const PRIORITY: &[(&str, &str)] = &[
+    ("S", "S"),
+    ("A", "A"),
+    ("R", "R"),
+    ("P", "P"),
+    ("T", "T"),
+    ("PRN", "PRN"),
+];
+
+/// Where an appointment's priority goes: R4's `Appointment.priority` is a number, so the code
+/// is carried as R5's coded priority (`queue::schedule::PRIORITY_EXTENSION`) on `_priority`.
+const APPOINTMENT_PRIORITY: &str = "_priority.extension[0].valueCodeableConcept.coding[0].code";
+const APPOINTMENT_PRIORITY_ALSO: &[(&str, &str)] = &[
+    ("_priority.extension[0].url", schedule::PRIORITY_EXTENSION),
+    (
+        "_priority.extension[0].valueCodeableConcept.coding[0].system",
+        schedule::ACT_PRIORITY,
+    ),
+];
+
 const PATIENT: &[Row] = &[
     row("PID-3[1].1", "identifier[0].value", Conv::Text),
     row("PID-3[1].4.1", "identifier[0].system", Conv::Text),
@@ -168,8 +195,24 @@ const ENCOUNTER: &[Row] = &[
 ];
 
 const APPOINTMENT: &[Row] = &[
-    row("SCH-1.1", "identifier[0].value", Conv::Text),
-    row("SCH-2.1", "identifier[1].value", Conv::Text),
+    with(
+        "SCH-1.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+        ],
+    ),
+    with(
+        "SCH-2.1",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
     row("SCH-7.1", "reasonCode[0].coding[0].code", Conv::Text),
     row("SCH-7.2", "reasonCode[0].text", Conv::Text),
     row("SCH-8.1", "appointmentType.coding[0].code", Conv::Text),
@@ -177,8 +220,20 @@ const APPOINTMENT: &[Row] = &[
     // Before v2.6 the start is in SCH-11 (TQ); from v2.6 on in TQ1.
     row("SCH-11.4.1", "start", Conv::DateTime),
     row("SCH-11.5.1", "end", Conv::DateTime),
+    with(
+        "SCH-11.6",
+        APPOINTMENT_PRIORITY,
+        Conv::Code(PRIORITY),
+        APPOINTMENT_PRIORITY_ALSO,
+    ),
     row("TQ1-7.1", "start", Conv::DateTime),
     row("TQ1-8.1", "end", Conv::DateTime),
+    with(
+        "TQ1-9.1",
+        APPOINTMENT_PRIORITY,
+        Conv::Code(PRIORITY),
+        APPOINTMENT_PRIORITY_ALSO,
+    ),
     row("SCH-25", "status", Conv::Code(FILLER_STATUS)),
     row(
         "PID-3[1].1",
@@ -414,7 +469,7 @@ mod tests {
         let r = mapped(
             "MSH|^~\\&|SCHED|HOSP|GW|CLINIC|20261124||SIU^S15^SIU_S12|M2|P|2.6\r\
              SCH|P-1|F-1|||||FLU^Flu shot|ROUTINE|15|min|||||||||||||||Booked\r\
-             TQ1|1||||||20261124093000+0100|20261124094500+0100\r\
+             TQ1|1||||||20261124093000+0100|20261124094500+0100|S^Stat\r\
              PID|1||MRN-1^^^HOSP^MR||Doe^John\r\
              AIL|1||CLIN^Room 2\r\
              AIP|1||55^Nurse^Ana",
@@ -424,9 +479,17 @@ mod tests {
             .find(|v| v["resourceType"] == "Appointment")
             .expect("appointment");
         assert_eq!(appt["status"], "cancelled", "S15 outranks SCH-25");
+        let typed = |value: &str, code: &str| json!({"value": value, "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": code}]}});
         assert_eq!(
             appt["identifier"],
-            json!([{"value": "P-1"}, {"value": "F-1"}])
+            json!([typed("P-1", "PLAC"), typed("F-1", "FILL")])
+        );
+        assert_eq!(
+            appt["_priority"],
+            json!({"extension": [{
+                "url": schedule::PRIORITY_EXTENSION,
+                "valueCodeableConcept": {"coding": [{"system": schedule::ACT_PRIORITY, "code": "S"}]}
+            }]})
         );
         assert_eq!(appt["minutesDuration"], 15);
         assert_eq!(appt["start"], "2026-11-24T09:30:00+01:00");

@@ -181,7 +181,7 @@ async fn serve(
                     protocol::ack(None, &me, &hl7_timestamp(), &ack_id(), "AR", Some(&reason))
                         .into_bytes()
                 }
-                Item::Frame(frame) => answer(&frame, peer, &me, journal).await,
+                Item::Frame(frame) => answer(&frame, peer, &me, config, journal).await,
             };
             if let Err(e) = stream.write_all(&mllp::frame(&answer)).await {
                 tracing::info!(%peer, error = %e, "MLLP connection lost before the ACK; the sender will resend");
@@ -199,10 +199,17 @@ async fn answer(
     frame: &[u8],
     peer: SocketAddr,
     me: &Identity<'_>,
+    config: &Hl7Config,
     journal: &Addr<JournalWriter>,
 ) -> Vec<u8> {
     let (timestamp, ack_id) = (hl7_timestamp(), ack_id());
-    match protocol::decide(frame, me, &timestamp, &ack_id) {
+    // Today is taken when the message arrives: an appointment is due on the clinic's day of
+    // its arrival, not of a later resend (which is not applied again anyway).
+    let schedule = config
+        .appointments
+        .as_ref()
+        .map(|a| a.schedule(journal::now_ms()));
+    match protocol::decide(frame, me, &timestamp, &ack_id, schedule.as_ref()) {
         Decision::Reject { ack, reason } => {
             tracing::warn!(%peer, %reason, "HL7 message refused");
             ack

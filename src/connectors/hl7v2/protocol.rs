@@ -6,7 +6,7 @@
 //! accepts and how it answers.
 
 use crate::journal::NewItem;
-use crate::queue::FromEhr;
+use crate::queue::{FromEhr, Schedule};
 use hl7_2::{Builder, Version};
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
@@ -58,8 +58,15 @@ pub struct Identity<'a> {
 }
 
 /// Decides on one frame. `timestamp` is MSH-7 of the answer (`YYYYMMDDHHMMSS`), `ack_id`
-/// its control id; both come from the caller so that this stays pure.
-pub fn decide(frame: &[u8], me: &Identity<'_>, timestamp: &str, ack_id: &str) -> Decision {
+/// its control id, `schedule` (with today's date) what appointments do to the queue, `None`
+/// when they are not configured to; all come from the caller so that this stays pure.
+pub fn decide(
+    frame: &[u8],
+    me: &Identity<'_>,
+    timestamp: &str,
+    ack_id: &str,
+    schedule: Option<&Schedule>,
+) -> Decision {
     let reject = |code: &str, reason: String, msg: Option<&hl7_2::Message>| Decision::Reject {
         ack: ack(msg, me, timestamp, ack_id, code, Some(&reason)).into_bytes(),
         reason,
@@ -109,7 +116,11 @@ pub fn decide(frame: &[u8], me: &Identity<'_>, timestamp: &str, ack_id: &str) ->
     } else {
         format!("patient:{patient}")
     };
-    let effects = FromEhr::from_resources(&super::mapping::map(&message));
+    let resources = super::mapping::map(&message);
+    let mut effects = FromEhr::from_resources(&resources);
+    if let Some(schedule) = schedule {
+        effects.extend(FromEhr::from_schedule(&resources, schedule));
+    }
     let item = NewItem {
         source: format!("hl7:{sender}"),
         source_id: Some(control_id),
@@ -193,7 +204,7 @@ mod tests {
     };
 
     fn check(text: &str) -> Decision {
-        decide(text.as_bytes(), &ME, "20261124140500", "ACK1")
+        decide(text.as_bytes(), &ME, "20261124140500", "ACK1", None)
     }
 
     fn ack_text(d: &Decision) -> String {
@@ -279,9 +290,119 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             "the control id is echoed when readable"
         );
         assert!(matches!(
-            decide(&[0xff, 0xfe], &ME, "2026", "A"),
+            decide(&[0xff, 0xfe], &ME, "2026", "A", None),
             Decision::Reject { .. }
         ));
+    }
+
+    /// The queue effects of one message decided on 2026-11-24 at UTC+1 with booked
+    /// appointments queued to `general`, or without a schedule.
+    fn effects(text: &str, booked: Option<crate::queue::CheckInWhen>) -> Vec<FromEhr> {
+        let schedule = booked.map(|check_in| Schedule {
+            queue: "general".into(),
+            check_in,
+            today: "2026-11-24".into(),
+            utc_offset_min: 60,
+        });
+        match decide(text.as_bytes(), &ME, "2026", "A", schedule.as_ref()) {
+            Decision::Accept(_, effects) => effects,
+            Decision::Reject { reason, .. } => panic!("{reason}"),
+        }
+    }
+
+    #[test]
+    fn siu_bookings_moves_and_changes_are_decided_against_the_clinics_day() {
+        use crate::queue::{CheckInWhen::*, Priority};
+        let siu = |trigger: &str, version: &str, sch_tq1: &str| {
+            format!(
+                "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|20261124080000||SIU^{trigger}|M-{trigger}|P|{version}\r\
+                 {sch_tq1}\rPID|1||MRN-1^^^HOSP^MR~NAT-9^^^NAT||DOE^JOHN"
+            )
+        };
+        let due = |appointment_ref: &str, priority: Priority, reason: Option<&str>| {
+            FromEhr::AppointmentDue {
+                queue: "general".into(),
+                appointment_ref: appointment_ref.into(),
+                appointment_refs: vec![
+                    appointment_ref.into(),
+                    format!("P{}", &appointment_ref[1..]),
+                ],
+                patient_ref: "MRN-1".into(),
+                priority,
+                priority_reason: reason.map(str::to_string),
+            }
+        };
+        // v2.5.1: the start in TQ1-7, the clinic's local time (no offset).
+        let s12 = siu(
+            "S12",
+            "2.5.1",
+            "SCH|P-1|F-1|||||||15|min|||||||||||||||Booked\rTQ1|1||||||202611240930",
+        );
+        assert_eq!(
+            effects(&s12, Some(Booked)),
+            [due("F-1", Priority::Normal, None)]
+        );
+        assert_eq!(effects(&s12, Some(Arrived)), []);
+        assert_eq!(
+            effects(&s12, None),
+            [],
+            "without a schedule bookings are journaled only"
+        );
+        // v2.3: the start in SCH-11 (TQ-4) with an offset, ASAP in TQ-6: 23:30 at UTC-5 is
+        // 05:30 on the 24th at the clinic.
+        let s12_v23 = siu(
+            "S12",
+            "2.3",
+            "SCH|P-2|F-2|||||||15|min|^^^202611232330-0500^^A",
+        );
+        let asap = Some("appointment priority: ASAP");
+        assert_eq!(
+            effects(&s12_v23, Some(Booked)),
+            [
+                due("F-2", Priority::Elevated, asap),
+                FromEhr::AppointmentPriority {
+                    appointment_refs: vec!["F-2".into(), "P-2".into()],
+                    priority: Priority::Elevated,
+                    reason: asap.map(str::to_string),
+                }
+            ]
+        );
+        // S13 to tomorrow (v2.6, offset given): the entry goes, found by either id.
+        let s13 = siu(
+            "S13",
+            "2.6",
+            "SCH|P-1|F-1|||||||15|min|||||||||||||||Booked\rTQ1|1||||||20261125093000+0100",
+        );
+        let moved = FromEhr::Cancelled {
+            appointment_refs: vec!["F-1".into(), "P-1".into()],
+        };
+        assert_eq!(effects(&s13, Some(Arrived)), [moved]);
+        // S14 raising the priority to stat (TQ1-9), without moving the appointment.
+        let s14 = siu(
+            "S14",
+            "2.5",
+            "SCH|P-1|F-1|||||||15|min\rTQ1|1||||||202611241000||S",
+        );
+        assert_eq!(
+            effects(&s14, Some(Arrived)),
+            [FromEhr::AppointmentPriority {
+                appointment_refs: vec!["F-1".into(), "P-1".into()],
+                priority: Priority::Urgent,
+                reason: Some("appointment priority: stat".into()),
+            }]
+        );
+        // S15 keeps its own effect and gets nothing more from the schedule.
+        let s15 = siu(
+            "S15",
+            "2.5",
+            "SCH|P-1|F-1|||||||15|min\rTQ1|1||||||202611241000",
+        );
+        assert_eq!(
+            effects(&s15, Some(Booked)),
+            [FromEhr::Cancelled {
+                appointment_refs: vec!["P-1".into(), "F-1".into()],
+            }]
+        );
     }
 
     #[test]
