@@ -499,6 +499,24 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
     wait_for("both entries closed", Duration::from_secs(30), || {
         open(&gw).is_empty().then_some(())
     });
+    // Both patients are to be told: a cancellation, and a move with its new start.
+    let told = journal_events(&gw, "patient.notification");
+    let reasons: Vec<(&str, &Value)> = told
+        .iter()
+        .map(|n| (n["reason"].as_str().unwrap_or_default(), &n["new_start"]))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("appointment_cancelled", &Value::Null),
+            (
+                "appointment_rescheduled",
+                &json!(format!("{tomorrow}T00:02:00Z"))
+            )
+        ]
+    );
+    assert_eq!(told[0]["appointment_ref"], reference(&first));
+    assert_eq!(told[0]["patient_ref"], "M1");
     // Closed entries are not queued again by the next passes.
     let pass = |gw: &Gateway| gw.get_json("/api/v1/fhir/status")["last_appointments_at"].as_i64();
     let closed_at = pass(&gw);
@@ -510,22 +528,6 @@ fn todays_appointments_become_queue_entries_and_follow_cancellations_and_moves()
         Some(())
     });
     assert!(open(&gw).is_empty());
-}
-
-/// The journal's cloud events of one kind, read-only while the gateway runs.
-fn events_of_kind(gw: &Gateway, kind: &str) -> Vec<Value> {
-    let db = rusqlite::Connection::open_with_flags(
-        gw.dir.join("data/journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open journal read-only");
-    let mut q = db
-        .prepare("SELECT payload FROM inbound WHERE kind = ?1 ORDER BY id")
-        .expect("query");
-    q.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
-        .expect("rows")
-        .map(|p| serde_json::from_slice(&p.expect("row")).expect("payload JSON"))
-        .collect()
 }
 
 #[test]
@@ -591,7 +593,7 @@ fn a_call_opens_the_encounter_a_room_starts_it_and_the_ehr_finishing_it_complete
         let still = open.as_array()?.iter().any(|e| e["id"] == entry);
         (!still).then_some(())
     });
-    let prepared = events_of_kind(&gw, "queue.next_prepared");
+    let prepared = journal_events(&gw, "queue.next_prepared");
     assert_eq!(prepared.len(), 1, "{prepared:?}");
     assert_eq!(prepared[0]["room"], "Exam 2");
     assert_eq!(prepared[0]["finished"]["id"], entry);

@@ -331,20 +331,6 @@ fn entry(gw: &Gateway, id: i64) -> serde_json::Value {
 }
 
 /// Queue events of `kind` the journal holds for the cloud.
-fn queue_events(gw: &Gateway, kind: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        gw.dir.join("data/journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open journal read-only");
-    conn.query_row(
-        "SELECT count(*) FROM inbound WHERE kind = ?1",
-        [kind],
-        |r| r.get(0),
-    )
-    .expect("count")
-}
-
 #[test]
 fn ehr_messages_cancel_discharge_and_merge_queue_entries_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -389,9 +375,9 @@ MRG|MRN-OLD^^^HOSP^MR\n";
     assert_eq!(entry(&gw, old_record)["patient_ref"], "MRN-3");
     assert_eq!(entry(&gw, old_record)["state"], "waiting");
     // The resends changed nothing: one event per change.
-    assert_eq!(queue_events(&gw, "queue.cancelled"), 1);
-    assert_eq!(queue_events(&gw, "queue.done"), 1);
-    assert_eq!(queue_events(&gw, "queue.patient_merged"), 1);
+    assert_eq!(journal_events(&gw, "queue.cancelled").len(), 1);
+    assert_eq!(journal_events(&gw, "queue.done").len(), 1);
+    assert_eq!(journal_events(&gw, "queue.patient_merged").len(), 1);
 }
 
 #[test]
@@ -516,7 +502,7 @@ PID|1||MRN-10^^^HOSP^MR||DOE^JOHN\n"
     send(book_a("BOOK-A2"), "BOOK-A2");
     send(book_a("BOOK-A1"), "BOOK-A1");
     assert_eq!(open_entries(&gw).len(), 1);
-    assert_eq!(queue_events(&gw, "queue.checked_in"), 1);
+    assert_eq!(journal_events(&gw, "queue.checked_in").len(), 1);
 
     // S13 (v2.6, with an offset) moves it to tomorrow: its entry is cancelled.
     send(
@@ -530,6 +516,12 @@ PID|1||MRN-10^^^HOSP^MR||DOE^JOHN\n"
     );
     assert_eq!(entry(&gw, a_id)["state"], "cancelled");
     assert_eq!(open_entries(&gw), Vec::<serde_json::Value>::new());
+    let told = journal_events(&gw, "patient.notification");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["reason"], "appointment_rescheduled");
+    assert_eq!(told[0]["patient_ref"], "MRN-10");
+    let iso = format!("{}-{}-{}", &tomorrow[..4], &tomorrow[4..6], &tomorrow[6..]);
+    assert_eq!(told[0]["new_start"], format!("{iso}T09:30:00+01:00"));
 
     // v2.3: the start in SCH-11 with the clinic's offset; S14 makes it stat (TQ1-9), S15
     // cancels it.
@@ -587,7 +579,7 @@ PID|1||MRN-12^^^HOSP^MR||POE^PAT\n"
         "BOOK-C",
     );
     assert_eq!(open_entries(&gw), Vec::<serde_json::Value>::new());
-    assert_eq!(queue_events(&gw, "queue.checked_in"), 2);
-    assert_eq!(queue_events(&gw, "queue.priority_changed"), 1);
-    assert_eq!(queue_events(&gw, "queue.cancelled"), 2);
+    assert_eq!(journal_events(&gw, "queue.checked_in").len(), 2);
+    assert_eq!(journal_events(&gw, "queue.priority_changed").len(), 1);
+    assert_eq!(journal_events(&gw, "queue.cancelled").len(), 2);
 }

@@ -1077,6 +1077,9 @@ impl Batch<'_> {
         }
         let concerned = |e: &Entry| match effect {
             FromEhr::Cancelled { appointment_refs }
+            | FromEhr::Moved {
+                appointment_refs, ..
+            }
             | FromEhr::NoShow { appointment_refs }
             | FromEhr::AppointmentPriority {
                 appointment_refs, ..
@@ -1113,8 +1116,20 @@ impl Batch<'_> {
                 self.queue_base_priority(&entry, *priority, reason.as_deref(), now)?;
             } else if let Some(action) = effect.action(entry.state) {
                 let done = self.queue_act(entry.id, &action, now)?;
-                if matches!(effect, FromEhr::Visit { .. }) && action == Action::Complete {
-                    self.queue_next_prepared(&done, now)?;
+                match effect {
+                    FromEhr::Visit { .. } if action == Action::Complete => {
+                        self.queue_next_prepared(&done, now)?
+                    }
+                    FromEhr::Cancelled { .. } => {
+                        self.patient_notification(&done, "appointment_cancelled", None, now)?
+                    }
+                    FromEhr::Moved { start, .. } => self.patient_notification(
+                        &done,
+                        "appointment_rescheduled",
+                        start.as_deref(),
+                        now,
+                    )?,
+                    _ => {}
                 }
             }
         }
@@ -1344,6 +1359,44 @@ impl Batch<'_> {
         }
         let detail = serde_json::json!({ "notice": id }).to_string();
         self.audit(by, "notice.acknowledged", &detail, now)
+    }
+
+    /// A patient to be told that their appointment changed (`reason`; `start`: the new one),
+    /// for the notification providers behind the cloud: who (the patient reference and the
+    /// EHR's Patient id) and which ticket, queue and appointment, no demographics.
+    fn patient_notification(
+        &mut self,
+        entry: &Entry,
+        reason: &str,
+        start: Option<&str>,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        let payload = serde_json::json!({
+            "reason": reason,
+            "entry": entry.id,
+            "ticket": entry.ticket,
+            "queue": entry.queue,
+            "patient_ref": entry.patient_ref,
+            "patient_id": entry.demographics.as_ref().map(|d| &d.patient_id),
+            "appointment_ref": entry.appointment_ref,
+            "new_start": start,
+        });
+        let who = entry
+            .patient_ref
+            .clone()
+            .unwrap_or_else(|| format!("entry-{}", entry.id));
+        let item = NewItem {
+            source: "queue".into(),
+            source_id: None,
+            kind: "patient.notification".into(),
+            key: format!("patient:{who}"),
+            schema: "clinic-gateway/patient.notification@1".into(),
+            payload: to_json(&payload)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        };
+        self.append(&item, now).map(|_| ())
     }
 
     /// After the EHR finished a visit: the queue's next patient (call order), announced with

@@ -167,6 +167,12 @@ pub fn transition(from: EntryState, action: &Action) -> Result<EntryState, Trans
 pub enum FromEhr {
     /// The appointment (any of its identifiers) was cancelled: its open entries are cancelled.
     Cancelled { appointment_refs: Vec<String> },
+    /// The appointment moved to another day (`start`, when known): its open entries are
+    /// cancelled and the patient is to be told.
+    Moved {
+        appointment_refs: Vec<String>,
+        start: Option<String>,
+    },
     /// The patient did not come: open entries of the appointment become no-shows.
     NoShow { appointment_refs: Vec<String> },
     /// The visit ended: entries called or in a room are done, waiting ones cancelled.
@@ -267,7 +273,9 @@ impl FromEhr {
     pub fn action(&self, state: EntryState) -> Option<Action> {
         use EntryState::*;
         match (self, state) {
-            (FromEhr::Cancelled { .. }, Waiting | Called) => Some(Action::Cancel),
+            (FromEhr::Cancelled { .. } | FromEhr::Moved { .. }, Waiting | Called) => {
+                Some(Action::Cancel)
+            }
             (FromEhr::NoShow { .. }, Waiting | Called) => Some(Action::NoShow),
             (FromEhr::Discharged { .. }, Called | InRoom) => Some(Action::Complete),
             (FromEhr::Discharged { .. }, Waiting) => Some(Action::Cancel),

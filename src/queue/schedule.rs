@@ -86,7 +86,11 @@ impl FromEhr {
                 .as_str()
                 .and_then(|s| day_of(s, schedule.utc_offset_min));
             if day.as_ref().is_some_and(|d| *d != schedule.today) {
-                out.push(FromEhr::Cancelled { appointment_refs });
+                let start = r["start"].as_str().map(str::to_string);
+                out.push(FromEhr::Moved {
+                    appointment_refs,
+                    start,
+                });
                 continue;
             }
             let carried = appointment_priority(r);
@@ -292,9 +296,10 @@ mod tests {
         }
     }
 
-    fn moved() -> FromEhr {
-        FromEhr::Cancelled {
+    fn moved(start: &str) -> FromEhr {
+        FromEhr::Moved {
             appointment_refs: vec!["F-1".into(), "P-1".into()],
+            start: Some(start.into()),
         }
     }
 
@@ -334,8 +339,12 @@ mod tests {
     fn another_day_closes_the_entry_and_an_unknown_day_changes_nothing() {
         use CheckInWhen::*;
         let tomorrow = json!({"status": "booked", "start": "2026-11-25"});
-        assert_eq!(check(tomorrow.clone(), Booked), [moved()]);
-        assert_eq!(check(tomorrow, Arrived), [moved()], "closed in either mode");
+        assert_eq!(check(tomorrow.clone(), Booked), [moved("2026-11-25")]);
+        assert_eq!(
+            check(tomorrow, Arrived),
+            [moved("2026-11-25")],
+            "closed in either mode"
+        );
         assert_eq!(check(json!({"status": "booked"}), Booked), []);
         assert_eq!(check(json!({"start": "2026-11"}), Booked), []);
         assert_eq!(check(json!({"start": "2026-11-31"}), Booked), []);
@@ -344,7 +353,9 @@ mod tests {
                 json!({"status": "entered-in-error", "start": TODAY}),
                 Arrived
             ),
-            [moved()],
+            [FromEhr::Cancelled {
+                appointment_refs: vec!["F-1".into(), "P-1".into()]
+            }],
             "deleted in the scheduling system"
         );
         assert_eq!(
@@ -364,12 +375,12 @@ mod tests {
         );
         assert_eq!(
             check(json!({"start": "2026-11-24T23:30:00-05:00"}), Booked),
-            [moved()]
+            [moved("2026-11-24T23:30:00-05:00")]
         );
         // 23:30 UTC is 00:30 tomorrow at the clinic.
         assert_eq!(
             check(json!({"start": "2026-11-24T23:30:00Z"}), Booked),
-            [moved()]
+            [moved("2026-11-24T23:30:00Z")]
         );
         assert_eq!(
             check(json!({"start": "2026-11-24T23:30:00+01:00"}), Booked),
@@ -419,7 +430,7 @@ mod tests {
                 json!({"start": "2026-11-25", "_priority": with_priority("S")}),
                 Arrived
             ),
-            [moved()],
+            [moved("2026-11-25")],
             "moved away: closed, not raised"
         );
     }

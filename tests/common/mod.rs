@@ -44,6 +44,23 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// The payloads of the items of one kind the gateway's journal holds (events it sent or will
+/// send), oldest first, read-only while the gateway runs.
+pub fn journal_events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
+    let db = rusqlite::Connection::open_with_flags(
+        gw.dir.join("data/journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open journal read-only");
+    let mut q = db
+        .prepare("SELECT payload FROM inbound WHERE kind = ?1 ORDER BY id")
+        .expect("query");
+    q.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
+        .expect("rows")
+        .map(|p| serde_json::from_slice(&p.expect("row")).expect("payload JSON"))
+        .collect()
+}
+
 fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

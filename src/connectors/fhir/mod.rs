@@ -25,16 +25,16 @@ pub mod waits;
 
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
-    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueAct, QueueCheckIn, QueueLink, QueueList,
+    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueCheckIn, QueueLink, QueueList,
     RaiseNotice,
 };
-use crate::queue::{Action, CheckIn, Demographics, Entry, Priority};
+use crate::queue::{CheckIn, Demographics, Entry, FromEhr, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use client::{Client, FhirError};
 use config::FhirConfig;
 use model::Patient;
-use protocol::{AppointmentStep, Seen};
+use protocol::{AppointmentStep, Closing, Seen};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -845,7 +845,8 @@ impl Shared {
             if ours && matches!(step, AppointmentStep::Queue { .. }) {
                 continue;
             }
-            self.apply_appointment(config, &id, step, &open).await;
+            self.apply_appointment(config, &id, step, Some(a), &open)
+                .await;
         }
         // Entries of appointments no longer listed today: moved to another day or deleted.
         for entry in &open {
@@ -857,15 +858,19 @@ impl Shared {
             else {
                 continue;
             };
-            let step = match client.read_appointment(id).await {
-                Ok(Some(a)) => protocol::appointment_step(&a, &today, config.check_in),
-                Ok(None) => AppointmentStep::Close { no_show: false },
+            let read = match client.read_appointment(id).await {
+                Ok(read) => read,
                 Err(e) => {
                     self.outcome::<()>(&Err(e));
                     continue;
                 }
             };
-            self.apply_appointment(config, id, step, &open).await;
+            let step = match &read {
+                Some(a) => protocol::appointment_step(a, &today, config.check_in),
+                None => AppointmentStep::Close(Closing::Cancelled),
+            };
+            self.apply_appointment(config, id, step, read.as_ref(), &open)
+                .await;
         }
         self.counters().last_appointments_at = Some(journal::now_ms());
     }
@@ -875,6 +880,7 @@ impl Shared {
         config: &config::AppointmentsConfig,
         id: &str,
         step: AppointmentStep,
+        read: Option<&model::Appointment>,
         open: &[Entry],
     ) {
         let reference = format!("Appointment/{id}");
@@ -915,28 +921,37 @@ impl Shared {
                     }
                 }
             }
-            AppointmentStep::Close { no_show } => {
-                let Some(entry) = open
+            AppointmentStep::Close(why) => {
+                if !open
                     .iter()
-                    .find(|e| e.appointment_ref.as_deref() == Some(&reference))
-                else {
-                    return;
-                };
-                let action = if no_show {
-                    Action::NoShow
-                } else {
-                    Action::Cancel
-                };
-                match journal::ask(
-                    &self.journal,
-                    QueueAct {
-                        id: entry.id,
-                        action,
-                    },
-                )
-                .await
+                    .any(|e| e.appointment_ref.as_deref() == Some(&reference))
                 {
-                    Ok(_) => tracing::info!(appointment = %id, no_show, "appointment entry closed"),
+                    return;
+                }
+                // Journaled once per version of the appointment (or its deletion), with its
+                // effect: closing the entry and, unless a no-show, telling the patient.
+                let item = match read.map(serde_json::to_value) {
+                    Some(Ok(v)) => protocol::received(&v),
+                    _ => protocol::received(&serde_json::json!({
+                        "resourceType": "Appointment", "id": id,
+                        "meta": { "versionId": "deleted" }, "status": "deleted",
+                    })),
+                };
+                let appointment_refs = vec![reference];
+                let effect = match why.clone() {
+                    Closing::Cancelled => FromEhr::Cancelled { appointment_refs },
+                    Closing::NoShow => FromEhr::NoShow { appointment_refs },
+                    Closing::Moved(start) => FromEhr::Moved {
+                        appointment_refs,
+                        start,
+                    },
+                };
+                let msg = EhrInbound {
+                    item,
+                    effects: vec![effect],
+                };
+                match journal::ask(&self.journal, msg).await {
+                    Ok(_) => tracing::info!(appointment = %id, ?why, "appointment entry closed"),
                     Err(e) => {
                         tracing::info!(appointment = %id, error = %e, "appointment entry left as it is")
                     }

@@ -149,10 +149,20 @@ pub fn decode_appointment(v: Value) -> Result<Appointment, DecodeError> {
 pub enum AppointmentStep {
     /// Queue the patient (`Patient/<id>` → the id), once.
     Queue { patient_id: String },
-    /// Close the appointment's open entry: cancelled, moved to another day, or a no-show.
-    Close { no_show: bool },
+    /// Close the appointment's open entry, and why.
+    Close(Closing),
     /// Not (yet) for the queue.
     Wait,
+}
+
+/// Why an appointment's entry closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closing {
+    /// Cancelled, entered in error, or gone from the EHR.
+    Cancelled,
+    NoShow,
+    /// Moved to another day (the new start).
+    Moved(Option<String>),
 }
 
 /// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the queue's day).
@@ -163,9 +173,9 @@ pub fn appointment_step(a: &Appointment, today: &str, when: CheckInWhen) -> Appo
         .and_then(|s| s.get(..10))
         .is_some_and(|day| day != today);
     match a.status.as_str() {
-        "cancelled" | "entered-in-error" => return AppointmentStep::Close { no_show: false },
-        "noshow" => return AppointmentStep::Close { no_show: true },
-        _ if moved => return AppointmentStep::Close { no_show: false },
+        "cancelled" | "entered-in-error" => return AppointmentStep::Close(Closing::Cancelled),
+        "noshow" => return AppointmentStep::Close(Closing::NoShow),
+        _ if moved => return AppointmentStep::Close(Closing::Moved(a.start.clone())),
         _ => {}
     }
     let due = match a.status.as_str() {
@@ -617,11 +627,11 @@ mod tests {
                 day,
                 CheckInWhen::Booked
             ),
-            AppointmentStep::Close { no_show: false }
+            AppointmentStep::Close(Closing::Moved(Some("2026-11-25T09:30:00Z".into())))
         );
         assert_eq!(
             appointment_step(&appt("noshow", at), day, CheckInWhen::Booked),
-            AppointmentStep::Close { no_show: true }
+            AppointmentStep::Close(Closing::NoShow)
         );
         assert!(decode_appointment(json!({ "resourceType": "Appointment" })).is_err());
     }

@@ -373,8 +373,9 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             "2.6",
             "SCH|P-1|F-1|||||||15|min|||||||||||||||Booked\rTQ1|1||||||20261125093000+0100",
         );
-        let moved = FromEhr::Cancelled {
+        let moved = FromEhr::Moved {
             appointment_refs: vec!["F-1".into(), "P-1".into()],
+            start: Some("2026-11-25T09:30:00+01:00".into()),
         };
         assert_eq!(effects(&s13, Some(Arrived)), [moved]);
         // S14 raising the priority to stat (TQ1-9), without moving the appointment.
