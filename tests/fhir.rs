@@ -228,7 +228,7 @@ fn a_change_on_both_sides_becomes_a_conflict_that_staff_resolve_per_field() {
     let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
     let id = jane["id"].as_str().expect("id").to_string();
     // Polls only at start: the local change below is based on the version the lookup cached.
-    let mut gw = Gateway::new(dir.path(), &fhir_table(&server, "poll_interval_s = 3600"));
+    let mut gw = Gateway::new(dir.path(), &fhir_table(&server, "poll_interval_s = 300"));
     gw.start();
     wait_for("the start-up poll", Duration::from_secs(20), || {
         let s = gw.get_json("/api/v1/fhir/status");

@@ -370,10 +370,16 @@ impl Client {
         protocol::decode_resource(&answer, kind).map_err(|e| self.refuse(e))
     }
 
-    /// The appointments of one day (`date=YYYY-MM-DD` matches those overlapping it).
-    pub async fn appointments_on(&self, day: &str) -> Result<Vec<Appointment>, FhirError> {
+    /// The appointments of the days from `first_day` to `last_day` (`YYYY-MM-DD`, both included:
+    /// a clinic's day may straddle two of the server's).
+    pub async fn appointments_between(
+        &self,
+        first_day: &str,
+        last_day: &str,
+    ) -> Result<Vec<Appointment>, FhirError> {
         let url = format!("{}/Appointment", self.base);
-        let query = [("date", day), ("_count", "500")];
+        let (from, to) = (format!("ge{first_day}"), format!("le{last_day}"));
+        let query = [("date", &*from), ("date", &to), ("_count", "1000")];
         let (status, body) = self.send(|| self.http.get(&url).query(&query)).await?;
         if !status.is_success() {
             return Err(Self::refused(status, &body));

@@ -147,6 +147,10 @@ pub struct AppointmentsConfig {
     /// How often today's appointments are read.
     #[serde(default = "default_appointment_poll_s")]
     pub poll_interval_s: u64,
+    /// The clinic's offset from UTC in minutes (e.g. 60 for UTC+1): which day is "today", and
+    /// the day of an appointment's start given with another offset.
+    #[serde(default)]
+    pub utc_offset_min: i32,
 }
 
 fn default_appointment_poll_s() -> u64 {
@@ -247,6 +251,12 @@ impl FhirConfig {
                 );
             }
         }
+        if self.poll_interval_s > 300 {
+            bad(
+                "connectors.fhir.poll_interval_s",
+                "must be at most 300 (remote changes are picked up within 5 minutes)".into(),
+            );
+        }
         if let Some(a) = &self.appointments {
             if !crate::queue::valid_queue_name(&a.queue) {
                 bad(
@@ -254,10 +264,16 @@ impl FhirConfig {
                     "1 to 32 letters, digits, '-', '_'".into(),
                 );
             }
-            if a.poll_interval_s == 0 {
+            if !(1..=300).contains(&a.poll_interval_s) {
                 bad(
                     "connectors.fhir.appointments.poll_interval_s",
-                    "must be at least 1".into(),
+                    "must be 1 to 300 (changes are picked up within 5 minutes)".into(),
+                );
+            }
+            if !(-720..=840).contains(&a.utc_offset_min) {
+                bad(
+                    "connectors.fhir.appointments.utc_offset_min",
+                    "must be -720 to 840".into(),
                 );
             }
         }

@@ -807,9 +807,12 @@ impl Shared {
                 return;
             }
         };
-        let today =
-            humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..10].to_string();
-        let listed = client.appointments_on(&today).await;
+        let now = journal::now_ms();
+        let day = |offset_days: i64| {
+            crate::queue::schedule::local_day(now + offset_days * 86_400_000, config.utc_offset_min)
+        };
+        let today = day(0);
+        let listed = client.appointments_between(&day(-1), &day(1)).await;
         self.outcome(&listed);
         let Ok(listed) = listed else { return };
         let open = match journal::ask(
@@ -835,7 +838,7 @@ impl Shared {
         for a in &listed {
             let id = a.id.clone().unwrap_or_default();
             seen.insert(format!("Appointment/{id}"));
-            let step = protocol::appointment_step(a, &today, config.check_in);
+            let step = protocol::appointment_step(a, &today, config);
             // A walk-in's Appointment we registered belongs to an entry queued already.
             let ours = a.meta.as_ref().is_some_and(|m| {
                 m.tag
@@ -866,7 +869,7 @@ impl Shared {
                 }
             };
             let step = match &read {
-                Some(a) => protocol::appointment_step(a, &today, config.check_in),
+                Some(a) => protocol::appointment_step(a, &today, config),
                 None => AppointmentStep::Close(Closing::Cancelled),
             };
             self.apply_appointment(config, id, step, read.as_ref(), &open)

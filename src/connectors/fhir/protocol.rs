@@ -4,7 +4,7 @@
 //! A demographic change is described field by field ([`FIELDS`]); everything else in a Patient
 //! is carried untouched from the version it was applied to.
 
-use super::config::CheckInWhen;
+use super::config::{AppointmentsConfig, CheckInWhen};
 use super::model::{
     Appointment, Bundle, Coding, ContactPoint, HumanName, Meta, OperationOutcome, Patient,
 };
@@ -165,19 +165,29 @@ pub enum Closing {
     Moved(Option<String>),
 }
 
-/// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the queue's day).
-pub fn appointment_step(a: &Appointment, today: &str, when: CheckInWhen) -> AppointmentStep {
-    let moved = a
+/// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the clinic's day). One
+/// on a later day was moved away; one on an earlier day is past (its entry, if any, is left to
+/// staff rather than reported to the patient as a move).
+pub fn appointment_step(
+    a: &Appointment,
+    today: &str,
+    config: &AppointmentsConfig,
+) -> AppointmentStep {
+    let day = a
         .start
         .as_deref()
-        .and_then(|s| s.get(..10))
-        .is_some_and(|day| day != today);
+        .and_then(|s| crate::queue::schedule::day_of(s, config.utc_offset_min));
     match a.status.as_str() {
         "cancelled" | "entered-in-error" => return AppointmentStep::Close(Closing::Cancelled),
         "noshow" => return AppointmentStep::Close(Closing::NoShow),
-        _ if moved => return AppointmentStep::Close(Closing::Moved(a.start.clone())),
         _ => {}
     }
+    match day.as_deref() {
+        Some(d) if d > today => return AppointmentStep::Close(Closing::Moved(a.start.clone())),
+        Some(d) if d < today => return AppointmentStep::Wait,
+        _ => {}
+    }
+    let when = config.check_in;
     let due = match a.status.as_str() {
         "arrived" | "checked-in" => true,
         "booked" | "pending" => when == CheckInWhen::Booked,
@@ -609,28 +619,40 @@ mod tests {
             patient_id: "p1".into(),
         };
         let at = "2026-11-24T09:30:00Z";
-        assert_eq!(
-            appointment_step(&appt("arrived", at), day, CheckInWhen::Arrived),
-            queue
+        let config = |check_in, utc_offset_min| AppointmentsConfig {
+            queue: "general".into(),
+            check_in,
+            poll_interval_s: 60,
+            utc_offset_min,
+        };
+        let (arrived, booked) = (
+            config(CheckInWhen::Arrived, 0),
+            config(CheckInWhen::Booked, 0),
         );
+        assert_eq!(appointment_step(&appt("arrived", at), day, &arrived), queue);
         assert_eq!(
-            appointment_step(&appt("booked", at), day, CheckInWhen::Arrived),
+            appointment_step(&appt("booked", at), day, &arrived),
             AppointmentStep::Wait
         );
+        assert_eq!(appointment_step(&appt("booked", at), day, &booked), queue);
+        let tomorrow = "2026-11-25T09:30:00Z";
         assert_eq!(
-            appointment_step(&appt("booked", at), day, CheckInWhen::Booked),
+            appointment_step(&appt("booked", tomorrow), day, &booked),
+            AppointmentStep::Close(Closing::Moved(Some(tomorrow.into())))
+        );
+        assert_eq!(
+            appointment_step(&appt("booked", "2026-11-23T09:30:00Z"), day, &booked),
+            AppointmentStep::Wait,
+            "past: left to staff, not a move"
+        );
+        // 23:30 UTC on the 23rd is already the 24th at UTC+1.
+        let late = "2026-11-23T23:30:00Z";
+        assert_eq!(
+            appointment_step(&appt("booked", late), day, &config(CheckInWhen::Booked, 60)),
             queue
         );
         assert_eq!(
-            appointment_step(
-                &appt("booked", "2026-11-25T09:30:00Z"),
-                day,
-                CheckInWhen::Booked
-            ),
-            AppointmentStep::Close(Closing::Moved(Some("2026-11-25T09:30:00Z".into())))
-        );
-        assert_eq!(
-            appointment_step(&appt("noshow", at), day, CheckInWhen::Booked),
+            appointment_step(&appt("noshow", at), day, &booked),
             AppointmentStep::Close(Closing::NoShow)
         );
         assert!(decode_appointment(json!({ "resourceType": "Appointment" })).is_err());
