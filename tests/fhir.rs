@@ -364,6 +364,26 @@ fn oauth_tokens_are_renewed_before_expiry_and_refused_credentials_pause_the_conn
     // The clinic keeps running.
     let entry = check_in(&gw, json!({ "patient_ref": "M1" }));
     assert!(entry["ticket"].is_string());
+    // Staff and the cloud are told once, however often the connector retries.
+    std::thread::sleep(Duration::from_secs(3));
+    let notices = gw.get_json("/api/v1/notices");
+    let texts: Vec<&str> = notices
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(|n| n["text"].as_str())
+        .collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("The EHR refused the gateway's credentials"),
+        "{texts:?}"
+    );
+    let alerts = journal_events(&gw, "fhir.credentials_refused");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        !alerts[0].to_string().contains("wrong"),
+        "no secret in the alert"
+    );
 }
 
 #[test]

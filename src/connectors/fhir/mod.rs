@@ -176,6 +176,8 @@ struct Counters {
     /// `None` before the first answer, then whether the last request worked.
     link: Option<Result<(), String>>,
     paused_until: Option<(Instant, String)>,
+    /// Staff were told of the refused credentials (once until a request works again).
+    credentials_alerted: bool,
 }
 
 impl Shared {
@@ -204,6 +206,7 @@ impl Shared {
                 Ok(_) => {
                     c.link = Some(Ok(()));
                     c.paused_until = None;
+                    c.credentials_alerted = false;
                 }
                 Err(FhirError::Credentials(e)) => {
                     let already = c
@@ -214,6 +217,10 @@ impl Shared {
                         let pause = Duration::from_secs(self.config.credential_retry_s);
                         tracing::warn!(error = %e, pause_s = pause.as_secs(), "FHIR credentials refused; connector paused");
                         c.paused_until = Some((Instant::now() + pause, e.clone()));
+                        if !c.credentials_alerted {
+                            c.credentials_alerted = true;
+                            self.alert_credentials(e, pause);
+                        }
                     }
                     c.link = Some(Err(format!("credentials refused or unusable: {e}")));
                 }
@@ -234,6 +241,34 @@ impl Shared {
             name: self.name.clone(),
             state: health,
             error,
+        });
+    }
+
+    /// Tells staff (a notice) and the cloud (`fhir.credentials_refused`) that the EHR refused
+    /// the gateway's credentials: someone has to renew them.
+    fn alert_credentials(&self, error: &str, pause: Duration) {
+        let text = format!(
+            "The EHR refused the gateway's credentials; the FHIR connector retries every {} s. \
+             Check [connectors.fhir.auth] and its secret file.",
+            pause.as_secs()
+        );
+        let payload = serde_json::json!({ "error": error, "retry_s": pause.as_secs() });
+        let item = journal::NewItem {
+            source: "gateway".into(),
+            source_id: None,
+            kind: "fhir.credentials_refused".into(),
+            key: NAME.into(),
+            schema: "clinic-gateway/fhir.credentials_refused@1".into(),
+            payload: payload.to_string().into_bytes(),
+            reply: None,
+            occurred_at: None,
+            destinations: vec![crate::CLOUD.into()],
+        };
+        self.journal.do_send(RaiseNotice {
+            kind: "fhir.credentials_refused".into(),
+            text,
+            item: Some(item),
+            state: None,
         });
     }
 
