@@ -64,6 +64,10 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/notices/acknowledge",
                 web::post().to(page::acknowledge_form),
             )
+            .route(
+                "/fhir/conflicts/resolve",
+                web::post().to(page::resolve_form),
+            )
             .route("/printers/{name}/preview", web::get().to(preview::ticket))
             .route("/metrics", web::get().to(metrics_text))
             .route("/api/v1/health", web::get().to(health))

@@ -1,14 +1,17 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
 use super::{AppState, actor_list, ask_rooms, facility_error, overall, peer, same_origin};
+use crate::connectors::fhir::protocol::{Conflict, Side};
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{
-    self, AckNotice, DeadLetter, GetStats, ListDead, ListNotices, Notice, QueueList, Replay, Stats,
+    self, AckNotice, DeadLetter, FhirConflicts, FhirResolve, GetStats, ListDead, ListNotices,
+    Notice, QueueList, Replay, Stats,
 };
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 pub(super) fn esc(s: &str) -> String {
@@ -76,6 +79,9 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
     )
     .await
     .unwrap_or_default();
+    let conflicts = journal::ask(&s.journal, FhirConflicts { all: false })
+        .await
+        .unwrap_or_default();
     let rooms = match ask_rooms(&s, facility::GetFacility).await {
         Some(Ok(view)) => Some(view),
         _ => None,
@@ -86,6 +92,7 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
         dead: &dead,
         entries: &entries,
         notices: &notices,
+        conflicts: &conflicts,
         rooms: rooms.as_ref(),
     };
     let html = render(&s.facility, &view, journal::now_ms());
@@ -101,6 +108,7 @@ struct View<'a> {
     dead: &'a [DeadLetter],
     entries: &'a [Entry],
     notices: &'a [Notice],
+    conflicts: &'a [Conflict],
     rooms: Option<&'a FacilityView>,
 }
 
@@ -111,6 +119,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         dead,
         entries,
         notices,
+        conflicts,
         rooms,
     } = *v;
     let status = overall(actors, stats.is_some());
@@ -125,6 +134,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         v = env!("CARGO_PKG_VERSION"),
     );
     h.push_str(&notice_list(notices, now));
+    h.push_str(&conflict_list(conflicts, now));
     h.push_str(&queue_board(entries, now));
     if let Some(view) = rooms {
         h.push_str(&rooms_table(view, now));
@@ -237,6 +247,40 @@ fn notice_list(notices: &[Notice], now: i64) -> String {
             esc(&n.text),
             n.id
         );
+    }
+    h.push_str("</table>");
+    h
+}
+
+/// Open EHR conflicts: which demographic fields differ between the gateway's change and the
+/// EHR's, with a choice per field. The values stay off this page (it has no logins yet): staff
+/// compare them in the EHR or through `GET /api/v1/fhir/conflicts`.
+fn conflict_list(conflicts: &[Conflict], now: i64) -> String {
+    if conflicts.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>EHR conflicts to resolve</h2><p class=muted>A patient's details were changed here and in \
+         the EHR; choose which side each field keeps. The values are in the EHR and the staff API.</p>\
+         <table><tr><th>Conflict</th><th>Since</th><th>Fields</th><th></th></tr>",
+    );
+    for c in conflicts {
+        let _ = write!(
+            h,
+            "<tr><td>#{id}</td><td>{since}</td><td><form method=post action=/fhir/conflicts/resolve>\
+             <input type=hidden name=id value={id}>",
+            id = c.id,
+            since = age(now, c.created_at),
+        );
+        for f in &c.fields {
+            let f = esc(f);
+            let _ = write!(
+                h,
+                "<div>{f}: <label><input type=radio name=\"{f}\" value=local required> gateway</label> \
+                 <label><input type=radio name=\"{f}\" value=remote> EHR</label></div>"
+            );
+        }
+        h.push_str("</td><td><button>Resolve</button></form></td></tr>");
     }
     h.push_str("</table>");
     h
@@ -406,6 +450,41 @@ pub(super) async fn acknowledge_form(
     }
 }
 
+/// The conflict form: `id` and one `local` / `remote` choice per differing field.
+pub(super) async fn resolve_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<BTreeMap<String, String>>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().body("cross-site request refused");
+    }
+    let mut fields = form.into_inner();
+    let Some(id) = fields.remove("id").and_then(|i| i.parse().ok()) else {
+        return HttpResponse::BadRequest().body("which conflict: id missing");
+    };
+    let mut choices = BTreeMap::new();
+    for (field, side) in fields {
+        let side = match side.as_str() {
+            "local" => Side::Local,
+            "remote" => Side::Remote,
+            _ => return HttpResponse::BadRequest().body(format!("{field}: local or remote")),
+        };
+        choices.insert(field, side);
+    }
+    let resolve = FhirResolve {
+        id,
+        choices,
+        by: format!("web:{}", peer(&req)),
+    };
+    match journal::ask(&s.journal, resolve).await {
+        Ok(_) => HttpResponse::SeeOther()
+            .insert_header(("location", "/"))
+            .finish(),
+        Err(e) => HttpResponse::BadRequest().body(e.to_string()),
+    }
+}
+
 pub(super) async fn replay_form(
     s: web::Data<AppState>,
     req: HttpRequest,
@@ -472,6 +551,7 @@ mod tests {
             dead: &dead,
             entries: &[],
             notices: &notices,
+            conflicts: &[],
             rooms: None,
         };
         let html = render("clinic-1", &view, 120_000);
