@@ -61,6 +61,33 @@ pub fn journal_events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A gateway audit record: action, actor, detail.
+pub type Audited = (String, String, String);
+
+/// The gateway's most recent audit records, newest first.
+pub fn audit_log(gw: &Gateway) -> Vec<Audited> {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    gw.get_json("/api/v1/audit?limit=200")
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|a| (text(&a["action"]), text(&a["actor"]), text(&a["detail"])))
+        .collect()
+}
+
+/// The texts of the open notices for staff, newest first.
+pub fn notice_texts(gw: &Gateway) -> Vec<String> {
+    gw.get_json("/api/v1/notices")
+        .as_array()
+        .expect("notices")
+        .iter()
+        .filter_map(|n| n["text"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }

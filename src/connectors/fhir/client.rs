@@ -423,29 +423,12 @@ impl Client {
         protocol::decode_patient(v).map_err(|e| self.refuse(e))
     }
 
-    /// `PUT Patient/<id>` with `If-Match` on the version it was based on; answers the stored
-    /// version.
+    /// `PUT Patient/<id>` with `If-Match` on `version` (the one the change was based on);
+    /// answers the stored version.
     pub async fn update_patient(&self, p: &Patient, version: &str) -> Result<Patient, FhirError> {
-        let id = p.id.as_deref().unwrap_or_default();
-        let url = format!("{}/Patient/{id}", self.base);
-        let body = serde_json::to_vec(p).map_err(|e| DecodeError::Json(e.to_string()))?;
-        let if_match = format!("W/\"{version}\"");
-        let (status, answer) = self
-            .send(|| {
-                self.http
-                    .put(&url)
-                    .header("Content-Type", "application/fhir+json")
-                    .header("If-Match", &if_match)
-                    .body(body.clone())
-            })
-            .await?;
-        if status == StatusCode::PRECONDITION_FAILED || status == StatusCode::CONFLICT {
-            return Err(FhirError::VersionChanged);
-        }
-        if !status.is_success() {
-            return Err(Self::refused(status, &answer));
-        }
-        let v = serde_json::from_slice(&answer).map_err(|e| DecodeError::Json(e.to_string()))?;
-        protocol::decode_patient(v).map_err(|e| self.refuse(e))
+        let mut v = serde_json::to_value(p).map_err(|e| DecodeError::Json(e.to_string()))?;
+        v["meta"]["versionId"] = Value::String(version.to_string());
+        let stored = self.update("Patient", &v).await?;
+        protocol::decode_patient(stored).map_err(|e| self.refuse(e))
     }
 }
