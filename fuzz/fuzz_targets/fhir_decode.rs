@@ -1,9 +1,10 @@
-//! Answers from the EHR's FHIR server (search pages, Patients, OperationOutcomes) decoded as the
-//! connector does. Nothing may panic; a decoded Patient written back and read again is the same
+//! Answers from the EHR's FHIR server (search pages, Patients, Appointments, any resource the R4
+//! check is given, OperationOutcomes) decoded as the connector does. Nothing may panic; a decoded Patient written back and read again is the same
 //! Patient (unknown elements included), and applying no change keeps its content.
 #![no_main]
 
 use clinic_gateway::connectors::fhir::protocol::{self, Fields};
+use clinic_gateway::connectors::fhir::validate;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = protocol::differing_fields(&p, &again);
         }
     }
-    if let Ok(v) = serde_json::from_slice(data) {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = validate::validate(&v);
+        let _ = protocol::decode_appointment(v.clone());
         let _ = protocol::decode_patient(v);
     }
 });
