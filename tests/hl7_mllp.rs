@@ -583,3 +583,102 @@ PID|1||MRN-12^^^HOSP^MR||POE^PAT\n"
     assert_eq!(journal_events(&gw, "queue.priority_changed").len(), 1);
     assert_eq!(journal_events(&gw, "queue.cancelled").len(), 2);
 }
+
+#[test]
+fn an_a04_arrival_checks_in_the_patient_booked_for_today_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway_with(
+        dir.path(),
+        "\n[connectors.hl7v2.appointments]\nqueue = \"general\"\ncheck_in = \"arrived\"\nutc_offset_min = 60\n",
+    );
+    let (today, tomorrow) = (clinic_day(0), clinic_day(1));
+    let send = |text: String, control: &str| {
+        let acks = mllp_send(dir.path(), port, &text);
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        assert!(
+            acks[0].contains(&format!("MSA|AA|{control}")),
+            "{}",
+            acks[0]
+        );
+    };
+    // SIU^S12 (v2.5.1) booking `id` (placer P-<id>, filler F-<id>) for `patient` at 09:30 on
+    // `day`, the clinic's local time; SCH-25 Booked: the patient has not arrived.
+    let book = |control: &str, id: &str, patient: &str, day: &str| {
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0800||SIU^S12^SIU_S12|{control}|P|2.5.1\n\
+SCH|P-{id}|F-{id}|||||||15|min|||||||||||||||Booked\n\
+TQ1|1||||||{day}0930\n\
+PID|1||{patient}^^^HOSP^MR||DOE^JOHN\n"
+        )
+    };
+    // ADT^A04 (v2.5.1): the registration desk announces `patient`.
+    let register = |control: &str, patient: &str| {
+        format!(
+            "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|{today}0920||ADT^A04^ADT_A01|{control}|P|2.5.1\n\
+EVN|A04|{today}0920\n\
+PID|1||{patient}^^^HOSP^MR~NAT-1^^^NAT||DOE^JOHN\n\
+PV1|1|O|CLIN^Desk 1\n"
+        )
+    };
+
+    send(book("BOOK-A", "A", "MRN-20", &today), "BOOK-A");
+    assert_eq!(
+        open_entries(&gw),
+        Vec::<serde_json::Value>::new(),
+        "booked, not arrived"
+    );
+    send(register("REG-A1", "MRN-20"), "REG-A1");
+    let listed = open_entries(&gw);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let a = &listed[0];
+    assert_eq!(
+        (
+            &a["appointment_ref"],
+            &a["patient_ref"],
+            &a["state"],
+            &a["priority"],
+            &a["ticket"]
+        ),
+        (
+            &serde_json::json!("F-A"),
+            &serde_json::json!("MRN-20"),
+            &serde_json::json!("waiting"),
+            &serde_json::json!("normal"),
+            &serde_json::json!("G-001")
+        )
+    );
+
+    // The registration again under a new control id, and the first one resent: one entry.
+    send(register("REG-A2", "MRN-20"), "REG-A2");
+    send(register("REG-A1", "MRN-20"), "REG-A1");
+    assert_eq!(open_entries(&gw).len(), 1);
+
+    // Booked for tomorrow: the arrival today queues nothing.
+    send(book("BOOK-B", "B", "MRN-21", &tomorrow), "BOOK-B");
+    send(register("REG-B", "MRN-21"), "REG-B");
+
+    // Booked for today, then cancelled (S15): the arrival queues nothing.
+    send(book("BOOK-C", "C", "MRN-22", &today), "BOOK-C");
+    send(
+        format!(
+            "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0900||SIU^S15^SIU_S12|CANCEL-C|P|2.5.1\n\
+SCH|P-C|F-C|||||||15|min|||||||||||||||Cancelled\n\
+PID|1||MRN-22^^^HOSP^MR||DOE^JOHN\n"
+        ),
+        "CANCEL-C",
+    );
+    send(register("REG-C", "MRN-22"), "REG-C");
+
+    let listed = open_entries(&gw);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["appointment_ref"], "F-A");
+    let checked_in = journal_events(&gw, "queue.checked_in");
+    assert_eq!(checked_in.len(), 1, "{checked_in:?}");
+    assert_eq!(
+        (
+            &checked_in[0]["appointment_ref"],
+            &checked_in[0]["patient_ref"]
+        ),
+        (&serde_json::json!("F-A"), &serde_json::json!("MRN-20"))
+    );
+}

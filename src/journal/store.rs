@@ -14,7 +14,7 @@ use crate::connectors::fhir::protocol::{
 };
 use crate::facility::{Hold, RoomHold};
 use crate::queue::{
-    self, Action, CheckIn, Demographics, Entry, EntryState, FromEhr, Priority, TicketJob,
+    self, Action, Booking, CheckIn, Demographics, Entry, EntryState, FromEhr, Priority, TicketJob,
     TicketOrder,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
@@ -161,6 +161,21 @@ CREATE TABLE staff_notice (
     acknowledged_by TEXT
 );
 CREATE INDEX staff_notice_open ON staff_notice(at) WHERE acknowledged_at IS NULL;
+"#,
+    r#"
+CREATE TABLE appointment_booking (
+    appointment_ref  TEXT    PRIMARY KEY,
+    appointment_refs TEXT    NOT NULL,
+    patient_ref      TEXT    NOT NULL,
+    day              TEXT    NOT NULL,
+    starts_at        INTEGER NOT NULL,
+    queue            TEXT    NOT NULL,
+    priority         INTEGER NOT NULL,
+    priority_reason  TEXT,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX appointment_booking_patient ON appointment_booking(patient_ref, day, starts_at);
+CREATE INDEX appointment_booking_day ON appointment_booking(day);
 "#,
 ];
 
@@ -1033,15 +1048,33 @@ impl Batch<'_> {
     }
 
     /// Applies one EHR effect to the open entries it concerns (entries whose state it does not
-    /// change are left alone), or as a new entry for an appointment that is due.
+    /// change are left alone), or as a new entry for an appointment that is due; keeps the
+    /// bookings remembered for an arrival in step (`appointment_booking`).
     fn queue_from_ehr(&mut self, effect: &FromEhr, now: i64) -> Result<(), JournalError> {
-        if let FromEhr::Flag {
-            flag_id,
-            patient_id,
-            raise,
-        } = effect
-        {
-            return self.queue_flag(flag_id, patient_id, raise.as_ref(), now);
+        match effect {
+            FromEhr::Flag {
+                flag_id,
+                patient_id,
+                raise,
+            } => return self.queue_flag(flag_id, patient_id, raise.as_ref(), now),
+            FromEhr::Booked(booking) => return self.remember_booking(booking, now),
+            FromEhr::Arrived { patient_ref, today } => {
+                return match self.arrival(patient_ref, today)? {
+                    Some(due) => self.queue_from_ehr(&due, now),
+                    None => Ok(()),
+                };
+            }
+            FromEhr::Cancelled { appointment_refs }
+            | FromEhr::Moved {
+                appointment_refs, ..
+            }
+            | FromEhr::NoShow { appointment_refs } => self.forget_booking(appointment_refs)?,
+            FromEhr::AppointmentPriority {
+                appointment_refs,
+                priority,
+                reason,
+            } => self.booking_priority(appointment_refs, *priority, reason.as_deref(), now)?,
+            _ => {}
         }
         let open = self.queue_list(None, None)?;
         let of_appointment = |e: &Entry, refs: &[String]| {
@@ -1072,7 +1105,8 @@ impl Batch<'_> {
                 unknown_to_ehr: false,
                 printer: None,
             };
-            // No ticket is printed: the patient is not at the kiosk when the booking arrives.
+            // No ticket is printed: neither a booking nor the registration desk's arrival comes
+            // from a kiosk.
             return self.queue_check_in(queue, &check_in, None, now).map(|_| ());
         }
         let concerned = |e: &Entry| match effect {
@@ -1088,7 +1122,10 @@ impl Batch<'_> {
                 e.patient_ref.as_deref() == Some(patient_ref.as_str())
             }
             FromEhr::Merged { from, .. } => e.patient_ref.as_deref() == Some(from.as_str()),
-            FromEhr::Flag { .. } | FromEhr::AppointmentDue { .. } => false,
+            FromEhr::Flag { .. }
+            | FromEhr::AppointmentDue { .. }
+            | FromEhr::Booked(_)
+            | FromEhr::Arrived { .. } => false,
             FromEhr::Visit {
                 entries,
                 appointment_refs,
@@ -1134,6 +1171,121 @@ impl Batch<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Remembers a booking that waits for the patient's arrival, replacing what was remembered
+    /// under any of its ids (a move changes its day and start) and keeping the remembered
+    /// priority when the message carried none.
+    fn remember_booking(&mut self, b: &Booking, now: i64) -> Result<(), JournalError> {
+        let refs = to_json(&b.appointment_refs)?;
+        let kept: Option<(i64, Option<String>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT priority, priority_reason FROM appointment_booking b
+                  WHERE EXISTS (SELECT 1 FROM json_each(b.appointment_refs) a, json_each(?1) r WHERE a.value = r.value)
+                  ORDER BY priority DESC LIMIT 1",
+            )?
+            .query_row([&refs], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (priority, reason) = match (&b.priority, kept) {
+            (Some((p, reason)), _) => (*p as i64, reason.clone()),
+            (None, Some(kept)) => kept,
+            (None, None) => (Priority::Normal as i64, None),
+        };
+        self.forget_booking(&b.appointment_refs)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO appointment_booking (appointment_ref, appointment_refs, patient_ref, day, starts_at, queue, priority, priority_reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                b.appointment_ref,
+                refs,
+                b.patient_ref,
+                b.day,
+                b.starts_at,
+                b.queue,
+                priority,
+                reason,
+                now
+            ])?;
+        Ok(())
+    }
+
+    /// Forgets the remembered booking of an appointment (any of its ids): cancelled, not
+    /// attended, or moved (a later `Booked` remembers its new day).
+    fn forget_booking(&mut self, appointment_refs: &[String]) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached(
+                "DELETE FROM appointment_booking
+                  WHERE EXISTS (SELECT 1 FROM json_each(appointment_refs) a, json_each(?1) r WHERE a.value = r.value)",
+            )?
+            .execute([to_json(&appointment_refs)?])?;
+        Ok(())
+    }
+
+    /// Gives a remembered booking (any of its ids) the priority its appointment now carries.
+    fn booking_priority(
+        &mut self,
+        appointment_refs: &[String],
+        priority: Priority,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE appointment_booking SET priority = ?2, priority_reason = ?3, updated_at = ?4
+                  WHERE EXISTS (SELECT 1 FROM json_each(appointment_refs) a, json_each(?1) r WHERE a.value = r.value)",
+            )?
+            .execute(params![
+                to_json(&appointment_refs)?,
+                priority as i64,
+                reason,
+                now
+            ])?;
+        Ok(())
+    }
+
+    /// What the patient's arrival on `today` queues: of their remembered bookings of that day,
+    /// the first by start (then by when it was remembered) that was never queued (request id
+    /// unused), as [`FromEhr::AppointmentDue`]. Nothing while an open entry carries one of
+    /// them: a repeated arrival (a resend under a new control id) must not queue the day's
+    /// next booking too. Bookings of earlier days, which nobody can arrive for any more, are
+    /// forgotten on the way.
+    fn arrival(&mut self, patient_ref: &str, today: &str) -> Result<Option<FromEhr>, JournalError> {
+        self.tx
+            .prepare_cached("DELETE FROM appointment_booking WHERE day < ?1")?
+            .execute([today])?;
+        let bookings: Vec<(bool, bool, FromEhr)> = self
+            .tx
+            .prepare_cached(
+                "SELECT b.appointment_ref, b.appointment_refs, b.queue, b.priority, b.priority_reason,
+                        EXISTS (SELECT 1 FROM queue_entry e, json_each(b.appointment_refs) a
+                                 WHERE e.state IN ('waiting', 'called', 'in_room') AND e.appointment_ref = a.value),
+                        EXISTS (SELECT 1 FROM queue_entry e
+                                 WHERE e.queue = b.queue AND e.request_id = 'appointment:' || b.appointment_ref)
+                   FROM appointment_booking b WHERE b.patient_ref = ?1 AND b.day = ?2
+                  ORDER BY b.starts_at, b.rowid",
+            )?
+            .query_map([patient_ref, today], |r| {
+                let due = FromEhr::AppointmentDue {
+                    appointment_ref: r.get(0)?,
+                    appointment_refs: from_json(1, &r.get::<_, String>(1)?)?,
+                    queue: r.get(2)?,
+                    patient_ref: patient_ref.to_string(),
+                    priority: Priority::from_i64(r.get(3)?),
+                    priority_reason: r.get(4)?,
+                };
+                Ok((r.get(5)?, r.get(6)?, due))
+            })?
+            .collect::<Result<_, _>>()?;
+        if bookings.iter().any(|(in_queue, _, _)| *in_queue) {
+            return Ok(None);
+        }
+        Ok(bookings
+            .into_iter()
+            .find(|(_, queued_once, _)| !queued_once)
+            .map(|(_, _, due)| due))
     }
 
     /// Records an EHR flag of a patient (`raise: None` once it is no longer active) and sets

@@ -540,3 +540,222 @@ fn a_due_appointment_is_queued_once_and_takes_its_priority_changes() {
         ]
     );
 }
+
+#[test]
+fn an_arrival_queues_the_remembered_booking_of_today_once() {
+    use crate::queue::{Action, Booking, Entry, EntryState, FromEhr, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let booked = |filler: &str, patient: &str, day: &str, starts_at: i64| {
+        FromEhr::Booked(Booking {
+            queue: "general".into(),
+            appointment_ref: filler.into(),
+            appointment_refs: vec![filler.into(), format!("placer-{filler}")],
+            patient_ref: patient.into(),
+            day: day.into(),
+            starts_at,
+            priority: None,
+        })
+    };
+    let arrived = |patient: &str| FromEhr::Arrived {
+        patient_ref: patient.into(),
+        today: "2026-11-24".into(),
+    };
+    let refs = |filler: &str| vec![format!("placer-{filler}"), filler.to_string()];
+    let message = |control: &str| item("patient:any", Some(control));
+    let summary = |e: &Entry| {
+        (
+            e.appointment_ref.clone().unwrap_or_default(),
+            e.patient_ref.clone().unwrap_or_default(),
+            e.state,
+            e.priority,
+        )
+    };
+    let (first, open) = store
+        .with_batch(|b| {
+            // MRN-1: 10:00 (stat from an S14 without a start) and 09:00 today.
+            b.ehr_inbound(
+                &message("S12-1"),
+                &[booked("F-1", "MRN-1", "2026-11-24", 1000)],
+                1,
+            )?;
+            b.ehr_inbound(
+                &message("S14-1"),
+                &[FromEhr::AppointmentPriority {
+                    appointment_refs: refs("F-1"),
+                    priority: Priority::Urgent,
+                    reason: Some("appointment priority: stat".into()),
+                }],
+                2,
+            )?;
+            b.ehr_inbound(
+                &message("S12-2"),
+                &[booked("F-2", "MRN-1", "2026-11-24", 900)],
+                3,
+            )?;
+            // MRN-2 tomorrow; MRN-3 today, cancelled (by its placer id); MRN-4 today, moved
+            // to tomorrow; MRN-5 yesterday, moved to today; MRN-6 today, not attended.
+            b.ehr_inbound(
+                &message("S12-3"),
+                &[booked("F-3", "MRN-2", "2026-11-25", 900)],
+                4,
+            )?;
+            b.ehr_inbound(
+                &message("S12-4"),
+                &[booked("F-4", "MRN-3", "2026-11-24", 900)],
+                5,
+            )?;
+            b.ehr_inbound(
+                &message("S15-4"),
+                &[FromEhr::Cancelled {
+                    appointment_refs: vec!["placer-F-4".into()],
+                }],
+                6,
+            )?;
+            b.ehr_inbound(
+                &message("S12-5"),
+                &[booked("F-5", "MRN-4", "2026-11-24", 900)],
+                7,
+            )?;
+            b.ehr_inbound(
+                &message("S13-5"),
+                &[
+                    FromEhr::Moved {
+                        appointment_refs: refs("F-5"),
+                        start: Some("2026-11-25".into()),
+                    },
+                    booked("F-5", "MRN-4", "2026-11-25", 900),
+                ],
+                8,
+            )?;
+            b.ehr_inbound(
+                &message("S12-6"),
+                &[booked("F-6", "MRN-5", "2026-11-23", 900)],
+                9,
+            )?;
+            b.ehr_inbound(
+                &message("S13-6"),
+                &[booked("F-6", "MRN-5", "2026-11-24", 950)],
+                10,
+            )?;
+            b.ehr_inbound(
+                &message("S12-7"),
+                &[booked("F-7", "MRN-6", "2026-11-24", 900)],
+                11,
+            )?;
+            b.ehr_inbound(
+                &message("S26-7"),
+                &[FromEhr::NoShow {
+                    appointment_refs: refs("F-7"),
+                }],
+                12,
+            )?;
+            for (control, patient) in [
+                ("A04-1", "MRN-1"),
+                // The same arrival under a new control id, and an admit: MRN-1 is queued.
+                ("A04-2", "MRN-1"),
+                ("A01-1", "MRN-1"),
+                ("A04-3", "MRN-2"),
+                ("A04-4", "MRN-3"),
+                ("A04-5", "MRN-4"),
+                ("A04-6", "MRN-5"),
+                ("A04-7", "MRN-6"),
+                ("A04-8", "MRN-9"),
+            ] {
+                b.ehr_inbound(&message(control), &[arrived(patient)], 20)?;
+            }
+            let first = b.queue_list(None, None)?;
+            // MRN-1's 09:00 visit ends; they register again for the 10:00 one, twice.
+            b.queue_act(first[0].id, &Action::AssignRoom { room: "1".into() }, 30)?;
+            b.queue_act(first[0].id, &Action::Complete, 31)?;
+            b.ehr_inbound(&message("A04-9"), &[arrived("MRN-1")], 40)?;
+            b.ehr_inbound(&message("A04-10"), &[arrived("MRN-1")], 41)?;
+            // MRN-5 is in the queue for its only booking: nothing more.
+            b.ehr_inbound(&message("A04-11"), &[arrived("MRN-5")], 42)?;
+            Ok((first, b.queue_list(None, None)?))
+        })
+        .expect("effects");
+    let first: Vec<_> = first.iter().map(summary).collect();
+    assert_eq!(
+        first,
+        [
+            (
+                "F-2".into(),
+                "MRN-1".into(),
+                EntryState::Waiting,
+                Priority::Normal
+            ),
+            (
+                "F-6".into(),
+                "MRN-5".into(),
+                EntryState::Waiting,
+                Priority::Normal
+            ),
+        ]
+    );
+    let open: Vec<_> = open.iter().map(summary).collect();
+    assert_eq!(
+        open,
+        [
+            (
+                "F-1".into(),
+                "MRN-1".into(),
+                EntryState::Waiting,
+                Priority::Urgent
+            ),
+            (
+                "F-6".into(),
+                "MRN-5".into(),
+                EntryState::Waiting,
+                Priority::Normal
+            ),
+        ]
+    );
+    let kinds: Vec<String> = store
+        .with_batch(|b| b.peek("cloud", 100, 100))
+        .expect("events")
+        .into_iter()
+        .map(|r| r.kind)
+        .filter(|k| k.starts_with("queue."))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "queue.checked_in",
+            "queue.checked_in",
+            "queue.in_room",
+            "queue.done",
+            "queue.checked_in"
+        ]
+    );
+    // The next day's arrivals find what was booked or moved to it.
+    let tomorrow = store
+        .with_batch(|b| {
+            let arrive = |patient: &str| FromEhr::Arrived {
+                patient_ref: patient.into(),
+                today: "2026-11-25".into(),
+            };
+            b.ehr_inbound(&message("A04-12"), &[arrive("MRN-4")], 50)?;
+            b.ehr_inbound(&message("A04-13"), &[arrive("MRN-2")], 51)?;
+            b.queue_list(None, None)
+        })
+        .expect("tomorrow");
+    let tomorrow: Vec<_> = tomorrow.iter().map(summary).skip(2).collect();
+    assert_eq!(
+        tomorrow,
+        [
+            (
+                "F-5".into(),
+                "MRN-4".into(),
+                EntryState::Waiting,
+                Priority::Normal
+            ),
+            (
+                "F-3".into(),
+                "MRN-2".into(),
+                EntryState::Waiting,
+                Priority::Normal
+            ),
+        ]
+    );
+}

@@ -207,12 +207,54 @@ pub enum FromEhr {
         priority_reason: Option<String>,
     },
     /// The appointment's priority: its open entries take it as the priority they return to
-    /// when no EHR flag raises them.
+    /// when no EHR flag raises them, and so does its remembered booking (see `Booked`).
     AppointmentPriority {
         appointment_refs: Vec<String>,
         priority: Priority,
         reason: Option<String>,
     },
+    /// A booking of today or a later day that waits for the patient's arrival (the clinic
+    /// checks in on arrival): remembered until the patient arrives, so that `Arrived` can
+    /// queue it as [`FromEhr::AppointmentDue`] would. Applied after a `Moved` of the same
+    /// message, which forgets the booking's old day.
+    Booked(Booking),
+    /// The patient arrived (registered or admitted) on the clinic's `today`: their remembered
+    /// booking of that day with the earliest start is queued as [`FromEhr::AppointmentDue`]
+    /// would queue it. One queued once already is passed over for the next; none is queued
+    /// while an open entry carries one of the day's bookings. Without one, nothing changes.
+    Arrived { patient_ref: String, today: String },
+}
+
+/// A booking remembered for the patient's arrival. It replaces what was remembered under any
+/// of `appointment_refs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    /// The queue the patient is checked in to on arrival.
+    pub queue: String,
+    /// The id that names the entry (and its request id `appointment:<appointment_ref>`).
+    pub appointment_ref: String,
+    /// Every id of the appointment, by which later messages find it.
+    pub appointment_refs: Vec<String>,
+    pub patient_ref: String,
+    /// The clinic's date of the start, `YYYY-MM-DD`.
+    pub day: String,
+    /// Unix ms of the start; a start without a time or an offset is taken at the clinic's
+    /// offset (without a time: the day's beginning). Orders a patient's bookings of a day.
+    pub starts_at: i64,
+    /// The priority the appointment carries; `None` keeps the one remembered (normal for a
+    /// new booking), as an S14 without a priority leaves an entry's.
+    pub priority: Option<(Priority, Option<String>)>,
+}
+
+/// The patient the resources mapped from one message are about: the first identifier of its
+/// Patient (PID-3's first repetition), which is what entries carry as `patient_ref`.
+pub fn patient_ref(resources: &[serde_json::Value]) -> Option<String> {
+    resources
+        .iter()
+        .find(|r| r["resourceType"] == "Patient")
+        .and_then(|p| p["identifier"][0]["value"].as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 impl FromEhr {
@@ -222,10 +264,7 @@ impl FromEhr {
     /// the clinic's schedule: [`FromEhr::from_schedule`].
     pub fn from_resources(resources: &[serde_json::Value]) -> Vec<FromEhr> {
         let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-        let patient = resources
-            .iter()
-            .find(|r| r["resourceType"] == "Patient")
-            .and_then(|p| text(&p["identifier"][0]["value"]));
+        let patient = patient_ref(resources);
         let mut out = Vec::new();
         for r in resources {
             match (r["resourceType"].as_str(), r["status"].as_str()) {

@@ -3,7 +3,7 @@
 //! mapped to FHIR Appointments) does to the queue. The caller gives today's date and the
 //! clinic's offset from UTC; nothing here reads the clock.
 
-use super::{FromEhr, Priority};
+use super::{Booking, FromEhr, Priority};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -54,16 +54,19 @@ impl FromEhr {
     /// - an appointment that falls on another day closes its open entries (moved away);
     /// - one of today that is due (arrived or checked in, or booked with
     ///   [`CheckInWhen::Booked`]) is queued once ([`FromEhr::AppointmentDue`]);
+    /// - one of today or later that is booked, while the clinic checks in on arrival, is
+    ///   remembered for the patient's arrival ([`FromEhr::Booked`]);
     /// - a priority it carries is given to its open entries ([`FromEhr::AppointmentPriority`]).
     ///
+    /// An arrival (ADT A04 registers, A01 admits: an Encounter the trigger made `arrived` or
+    /// `in-progress`), while the clinic checks in on arrival, queues the patient's remembered
+    /// booking of today ([`FromEhr::Arrived`]).
+    ///
     /// A booking without a status is booked. An appointment without a readable start day is
-    /// neither queued nor closed: its day is unknown, not another one.
+    /// neither queued, remembered nor closed: its day is unknown, not another one.
     pub fn from_schedule(resources: &[Value], schedule: &Schedule) -> Vec<FromEhr> {
-        let patient_ref = resources
-            .iter()
-            .find(|r| r["resourceType"] == "Patient")
-            .and_then(|p| p["identifier"][0]["value"].as_str())
-            .filter(|s| !s.is_empty());
+        let patient_ref = super::patient_ref(resources);
+        let on_arrival = schedule.check_in == CheckInWhen::Arrived;
         let mut out = Vec::new();
         for r in resources
             .iter()
@@ -73,30 +76,49 @@ impl FromEhr {
             let Some(appointment_ref) = appointment_refs.first().cloned() else {
                 continue;
             };
-            let due = match r["status"].as_str().unwrap_or("booked") {
-                "arrived" | "checked-in" => true,
-                "booked" | "pending" => schedule.check_in == CheckInWhen::Booked,
+            let (due, awaits_arrival) = match r["status"].as_str().unwrap_or("booked") {
+                "arrived" | "checked-in" => (true, false),
+                "booked" | "pending" => (!on_arrival, on_arrival),
                 "entered-in-error" => {
                     out.push(FromEhr::Cancelled { appointment_refs });
                     continue;
                 }
                 _ => continue,
             };
-            let day = r["start"]
-                .as_str()
-                .and_then(|s| day_of(s, schedule.utc_offset_min));
+            let start = r["start"].as_str();
+            let day = start.and_then(|s| day_of(s, schedule.utc_offset_min));
+            let carried = appointment_priority(r);
+            // Days compare as text: `YYYY-MM-DD` sorts by date. A booking moved into the past
+            // will not be arrived for.
+            let booked = match (&patient_ref, &day, start) {
+                (Some(patient_ref), Some(day), Some(start))
+                    if awaits_arrival && *day >= schedule.today =>
+                {
+                    start_ms(start, schedule.utc_offset_min).map(|starts_at| {
+                        FromEhr::Booked(Booking {
+                            queue: schedule.queue.clone(),
+                            appointment_ref: appointment_ref.clone(),
+                            appointment_refs: appointment_refs.clone(),
+                            patient_ref: patient_ref.clone(),
+                            day: day.clone(),
+                            starts_at,
+                            priority: carried.clone(),
+                        })
+                    })
+                }
+                _ => None,
+            };
             if day.as_ref().is_some_and(|d| *d != schedule.today) {
-                let start = r["start"].as_str().map(str::to_string);
                 out.push(FromEhr::Moved {
                     appointment_refs,
-                    start,
+                    start: start.map(str::to_string),
                 });
+                out.extend(booked);
                 continue;
             }
-            let carried = appointment_priority(r);
             if due
                 && day.is_some()
-                && let Some(patient_ref) = patient_ref
+                && let Some(patient_ref) = &patient_ref
             {
                 let (priority, priority_reason) =
                     carried.clone().unwrap_or((Priority::Normal, None));
@@ -104,11 +126,12 @@ impl FromEhr {
                     queue: schedule.queue.clone(),
                     appointment_ref,
                     appointment_refs: appointment_refs.clone(),
-                    patient_ref: patient_ref.to_string(),
+                    patient_ref: patient_ref.clone(),
                     priority,
                     priority_reason,
                 });
             }
+            out.extend(booked);
             if let Some((priority, reason)) = carried {
                 out.push(FromEhr::AppointmentPriority {
                     appointment_refs,
@@ -116,6 +139,19 @@ impl FromEhr {
                     reason,
                 });
             }
+        }
+        let arrived = resources.iter().any(|r| {
+            r["resourceType"] == "Encounter"
+                && matches!(r["status"].as_str(), Some("arrived" | "in-progress"))
+        });
+        if arrived
+            && on_arrival
+            && let Some(patient_ref) = patient_ref
+        {
+            out.push(FromEhr::Arrived {
+                patient_ref,
+                today: schedule.today.clone(),
+            });
         }
         out
     }
@@ -169,10 +205,22 @@ pub fn local_day(unix_ms: i64, utc_offset_min: i32) -> String {
 /// senders' local time), is the clinic's own day; a time with an offset is moved to
 /// `utc_offset_min` first. `None` for a start less precise than a day or not a real date.
 pub fn day_of(start: &str, utc_offset_min: i32) -> Option<String> {
+    clinic_minutes(start, utc_offset_min).map(|m| format_day(m.div_euclid(24 * 60)))
+}
+
+/// Unix ms of a FHIR date or dateTime; a date (its beginning) or a time without an offset is
+/// read at the clinic's `utc_offset_min`. Seconds are not kept. `None` as for [`day_of`].
+pub fn start_ms(start: &str, utc_offset_min: i32) -> Option<i64> {
+    clinic_minutes(start, utc_offset_min).map(|m| (m - i64::from(utc_offset_min)) * 60_000)
+}
+
+/// Minutes since 1970-01-01T00:00 on the clinic's clock (UTC moved by `utc_offset_min`) of a
+/// FHIR date (its beginning) or dateTime (to the minute).
+fn clinic_minutes(start: &str, utc_offset_min: i32) -> Option<i64> {
     let date = start.get(..10)?;
     let days = parse_day(date)?;
     let Some(time) = start[10..].strip_prefix('T') else {
-        return start[10..].is_empty().then(|| date.to_string());
+        return start[10..].is_empty().then_some(days * 24 * 60);
     };
     let zone_at = time.find(['Z', '+', '-']);
     let (clock, zone) = match zone_at {
@@ -184,7 +232,8 @@ pub fn day_of(start: &str, utc_offset_min: i32) -> Option<String> {
         return None;
     }
     let zone_min = match zone {
-        "" => return Some(date.to_string()),
+        // Without an offset the time is already the clinic's.
+        "" => i64::from(utc_offset_min),
         "Z" => 0,
         z => {
             let (zh, zm) = (digits(z.get(1..3)?)?, digits(z.get(4..6)?)?);
@@ -195,8 +244,7 @@ pub fn day_of(start: &str, utc_offset_min: i32) -> Option<String> {
             sign * (zh * 60 + zm)
         }
     };
-    let minutes = days * 24 * 60 + hh * 60 + mm - zone_min + i64::from(utc_offset_min);
-    Some(format_day(minutes.div_euclid(24 * 60)))
+    Some(days * 24 * 60 + hh * 60 + mm - zone_min + i64::from(utc_offset_min))
 }
 
 /// A number written only in ASCII digits.
@@ -296,6 +344,23 @@ mod tests {
         }
     }
 
+    /// Remembered for the patient's arrival: on `day`, starting at `starts_at` (Unix ms).
+    fn booked(day: &str, starts_at: i64, priority: Option<(Priority, &str)>) -> FromEhr {
+        FromEhr::Booked(Booking {
+            queue: "general".into(),
+            appointment_ref: "F-1".into(),
+            appointment_refs: vec!["F-1".into(), "P-1".into()],
+            patient_ref: "MRN-1".into(),
+            day: day.into(),
+            starts_at,
+            priority: priority.map(|(p, reason)| (p, Some(reason.to_string()))),
+        })
+    }
+
+    /// 2026-11-24T00:00+01:00 and 2026-11-25T00:00+01:00, in Unix ms.
+    const TODAY_MS: i64 = 1_795_474_800_000;
+    const TOMORROW_MS: i64 = 1_795_561_200_000;
+
     fn moved(start: &str) -> FromEhr {
         FromEhr::Moved {
             appointment_refs: vec!["F-1".into(), "P-1".into()],
@@ -315,7 +380,18 @@ mod tests {
         use CheckInWhen::*;
         let today = json!({"status": "booked", "start": "2026-11-24"});
         assert_eq!(check(today.clone(), Booked), [due(Priority::Normal, None)]);
-        assert_eq!(check(today, Arrived), []);
+        assert_eq!(
+            check(today, Arrived),
+            [booked(TODAY, TODAY_MS, None)],
+            "remembered until the patient arrives"
+        );
+        assert_eq!(
+            check(
+                json!({"status": "pending", "start": "2026-11-24T09:30:00+01:00"}),
+                Arrived
+            ),
+            [booked(TODAY, 1_795_509_000_000, None)]
+        );
         // A booking that does not say its status is booked.
         assert_eq!(
             check(json!({"start": "2026-11-24"}), Booked),
@@ -342,8 +418,18 @@ mod tests {
         assert_eq!(check(tomorrow.clone(), Booked), [moved("2026-11-25")]);
         assert_eq!(
             check(tomorrow, Arrived),
-            [moved("2026-11-25")],
-            "closed in either mode"
+            [moved("2026-11-25"), booked("2026-11-25", TOMORROW_MS, None)],
+            "closed in either mode; remembered for tomorrow's arrival"
+        );
+        assert_eq!(
+            check(json!({"status": "booked", "start": "2026-11-23"}), Arrived),
+            [moved("2026-11-23")],
+            "a past day is not arrived for"
+        );
+        assert_eq!(
+            check(json!({"status": "booked"}), Arrived),
+            [],
+            "no day: not remembered"
         );
         assert_eq!(check(json!({"status": "booked"}), Booked), []);
         assert_eq!(check(json!({"start": "2026-11"}), Booked), []);
@@ -409,7 +495,17 @@ mod tests {
                 raised.clone()
             ]
         );
-        assert_eq!(check(stat, Arrived), [raised]);
+        assert_eq!(
+            check(stat, Arrived),
+            [
+                booked(
+                    TODAY,
+                    TODAY_MS,
+                    Some((Priority::Urgent, "appointment priority: stat"))
+                ),
+                raised
+            ]
+        );
         let routine = json!({"_priority": with_priority("R")});
         assert_eq!(
             check(routine, Arrived),
@@ -430,8 +526,15 @@ mod tests {
                 json!({"start": "2026-11-25", "_priority": with_priority("S")}),
                 Arrived
             ),
-            [moved("2026-11-25")],
-            "moved away: closed, not raised"
+            [
+                moved("2026-11-25"),
+                booked(
+                    "2026-11-25",
+                    TOMORROW_MS,
+                    Some((Priority::Urgent, "appointment priority: stat"))
+                )
+            ],
+            "moved away: closed, not raised, remembered with its priority"
         );
     }
 
@@ -466,6 +569,75 @@ mod tests {
             [],
             "a slot without a patient is nobody to queue"
         );
+    }
+
+    /// The effects of an ADT whose Encounter the trigger made `status` (A04: arrived, A01:
+    /// in-progress, A03: finished), for MRN-1, decided on 2026-11-24.
+    fn check_arrival(status: &str, when: CheckInWhen) -> Vec<FromEhr> {
+        let resources = [
+            json!({"resourceType": "Patient", "identifier": [{"value": "MRN-1"}, {"value": "NAT-9"}]}),
+            json!({"resourceType": "Encounter", "status": status, "class": {"code": "AMB"}}),
+        ];
+        let schedule = Schedule {
+            queue: "general".into(),
+            check_in: when,
+            today: TODAY.into(),
+            utc_offset_min: 60,
+        };
+        FromEhr::from_schedule(&resources, &schedule)
+    }
+
+    #[test]
+    fn an_arrival_queues_the_booking_only_when_the_clinic_checks_in_on_arrival() {
+        use CheckInWhen::*;
+        let arrived = FromEhr::Arrived {
+            patient_ref: "MRN-1".into(),
+            today: TODAY.into(),
+        };
+        assert_eq!(
+            check_arrival("arrived", Arrived),
+            std::slice::from_ref(&arrived),
+            "A04"
+        );
+        assert_eq!(check_arrival("in-progress", Arrived), [arrived], "A01");
+        assert_eq!(
+            check_arrival("arrived", Booked),
+            [],
+            "today's bookings were queued when booked"
+        );
+        assert_eq!(check_arrival("finished", Arrived), [], "A03");
+        let anonymous = [json!({"resourceType": "Encounter", "status": "arrived"})];
+        let schedule = Schedule {
+            queue: "general".into(),
+            check_in: Arrived,
+            today: TODAY.into(),
+            utc_offset_min: 60,
+        };
+        assert_eq!(
+            FromEhr::from_schedule(&anonymous, &schedule),
+            [],
+            "nobody to look up"
+        );
+    }
+
+    #[test]
+    fn starts_are_read_at_the_clinics_offset_when_they_have_none() {
+        assert_eq!(start_ms("2026-11-24", 60), Some(TODAY_MS));
+        assert_eq!(start_ms("2026-11-24T09:30:00", 60), Some(1_795_509_000_000));
+        assert_eq!(
+            start_ms("2026-11-24T09:30:00+01:00", -300),
+            Some(1_795_509_000_000),
+            "an offset given is kept"
+        );
+        assert_eq!(
+            start_ms("2026-11-23T23:30:00-05:00", 60),
+            Some(1_795_494_600_000)
+        );
+        assert_eq!(
+            start_ms("2026-11-24T23:30:00Z", 0),
+            Some(1_795_559_400_000 + 3_600_000)
+        );
+        assert_eq!(start_ms("2026-11", 60), None);
     }
 
     #[test]

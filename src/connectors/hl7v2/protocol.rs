@@ -312,7 +312,7 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
 
     #[test]
     fn siu_bookings_moves_and_changes_are_decided_against_the_clinics_day() {
-        use crate::queue::{CheckInWhen::*, Priority};
+        use crate::queue::{Booking, CheckInWhen::*, Priority};
         let siu = |trigger: &str, version: &str, sch_tq1: &str| {
             format!(
                 "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|20261124080000||SIU^{trigger}|M-{trigger}|P|{version}\r\
@@ -342,7 +342,23 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             effects(&s12, Some(Booked)),
             [due("F-1", Priority::Normal, None)]
         );
-        assert_eq!(effects(&s12, Some(Arrived)), []);
+        // Checked in on arrival: remembered with the start (a time without an offset is given
+        // as its date: the day's beginning, 2026-11-24T00:00+01:00 in Unix ms).
+        let booked = |day: &str, starts_at: i64, priority: Option<(Priority, Option<String>)>| {
+            FromEhr::Booked(Booking {
+                queue: "general".into(),
+                appointment_ref: "F-1".into(),
+                appointment_refs: vec!["F-1".into(), "P-1".into()],
+                patient_ref: "MRN-1".into(),
+                day: day.into(),
+                starts_at,
+                priority,
+            })
+        };
+        assert_eq!(
+            effects(&s12, Some(Arrived)),
+            [booked("2026-11-24", 1_795_474_800_000, None)]
+        );
         assert_eq!(
             effects(&s12, None),
             [],
@@ -377,20 +393,27 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             appointment_refs: vec!["F-1".into(), "P-1".into()],
             start: Some("2026-11-25T09:30:00+01:00".into()),
         };
-        assert_eq!(effects(&s13, Some(Arrived)), [moved]);
+        assert_eq!(
+            effects(&s13, Some(Arrived)),
+            [moved, booked("2026-11-25", 1_795_595_400_000, None)]
+        );
         // S14 raising the priority to stat (TQ1-9), without moving the appointment.
         let s14 = siu(
             "S14",
             "2.5",
             "SCH|P-1|F-1|||||||15|min\rTQ1|1||||||202611241000||S",
         );
+        let stat = Some((Priority::Urgent, Some("appointment priority: stat".into())));
         assert_eq!(
             effects(&s14, Some(Arrived)),
-            [FromEhr::AppointmentPriority {
-                appointment_refs: vec!["F-1".into(), "P-1".into()],
-                priority: Priority::Urgent,
-                reason: Some("appointment priority: stat".into()),
-            }]
+            [
+                booked("2026-11-24", 1_795_474_800_000, stat),
+                FromEhr::AppointmentPriority {
+                    appointment_refs: vec!["F-1".into(), "P-1".into()],
+                    priority: Priority::Urgent,
+                    reason: Some("appointment priority: stat".into()),
+                }
+            ]
         );
         // S15 keeps its own effect and gets nothing more from the schedule.
         let s15 = siu(
@@ -403,6 +426,37 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             [FromEhr::Cancelled {
                 appointment_refs: vec!["P-1".into(), "F-1".into()],
             }]
+        );
+    }
+
+    #[test]
+    fn a04_and_a01_are_arrivals_when_the_clinic_checks_in_on_arrival() {
+        use crate::queue::CheckInWhen::*;
+        let arrived = FromEhr::Arrived {
+            patient_ref: "123456".into(),
+            today: "2026-11-24".into(),
+        };
+        assert_eq!(effects(A04, Some(Arrived)), std::slice::from_ref(&arrived));
+        assert_eq!(
+            effects(
+                &A04.replace("ADT^A04^ADT_A01", "ADT^A01^ADT_A01"),
+                Some(Arrived)
+            ),
+            [arrived]
+        );
+        assert_eq!(
+            effects(A04, Some(Booked)),
+            [],
+            "booked mode queued the booking already"
+        );
+        assert_eq!(effects(A04, None), [], "without a schedule: journaled only");
+        assert_eq!(
+            effects(
+                &A04.replace("ADT^A04^ADT_A01", "ADT^A08^ADT_A01"),
+                Some(Arrived)
+            ),
+            [],
+            "an update is no arrival"
         );
     }
 
