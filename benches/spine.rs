@@ -42,6 +42,7 @@ fn settings() -> Settings {
         call_notice: None,
         encounter_notice: None,
         registration: None,
+        zone: jiff::tz::TimeZone::UTC,
     }
 }
 

@@ -105,6 +105,10 @@ pub struct GatewayConfig {
     /// How often the liveness heartbeat runs (it proves the journal writer answers).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// The clinic's time zone, an IANA name (`Europe/Zurich`): its day numbers the tickets and
+    /// decides which appointments are today; default: the system's (`/etc/localtime`).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -404,6 +408,9 @@ fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
             "must be 1 to 64 letters, digits, '-' or '_' (it is part of MQTT topics)".into(),
         );
     }
+    if let Err(e) = crate::clock::zone(c.gateway.timezone.as_deref()) {
+        bad("gateway.timezone", e);
+    }
     if c.gateway.heartbeat_ms < 100 {
         bad("gateway.heartbeat_ms", "must be at least 100".into());
     }
@@ -628,6 +635,19 @@ mod tests {
     fn check(text: &str) -> Result<Config, Vec<String>> {
         parse(Path::new("t.toml"), text)
             .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_named() {
+        let err = check("[gateway]\nfacility_id = \"c\"\ntimezone = \"Europe/Atlantis\"\n")
+            .expect_err("refused");
+        assert!(
+            err[0]
+                .starts_with("t.toml:3: gateway.timezone: \"Europe/Atlantis\" is not a time zone"),
+            "{err:?}"
+        );
+        let ok = check("[gateway]\nfacility_id = \"c\"\ntimezone = \"Europe/Zurich\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

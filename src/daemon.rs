@@ -124,9 +124,10 @@ impl Gateway {
         let old = &self.config;
         let mut applied = Vec::new();
         let mut needs_restart = Vec::new();
-        if Settings::from_config(&new) != Settings::from_config(old) {
-            self.journal
-                .do_send(Reconfigure(Settings::from_config(&new)));
+        let settings = Settings::from_config(&new);
+        if settings != Settings::from_config(old) {
+            crate::clock::set(settings.zone.clone());
+            self.journal.do_send(Reconfigure(settings));
             applied.push("journal");
         }
         if new.relay != old.relay || new.gateway.facility_id != old.gateway.facility_id {
@@ -220,7 +221,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             create: true,
         },
     )?;
-    let (journal, writer) = JournalWriter::start(store, Settings::from_config(&config))?;
+    let settings = Settings::from_config(&config);
+    crate::clock::set(settings.zone.clone());
+    let (journal, writer) = JournalWriter::start(store, settings)?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
     let rooms = FacilitySlot::default();
     let printers = crate::devices::printer::Registry::new(config.devices.printer.clone());

@@ -454,6 +454,7 @@ mod tests {
             call_notice: None,
             encounter_notice: None,
             registration: None,
+            zone: jiff::tz::TimeZone::UTC,
         };
         JournalWriter::start(store, settings).expect("journal").0
     }

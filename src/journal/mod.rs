@@ -220,6 +220,8 @@ pub struct Settings {
     pub encounter_notice: Option<String>,
     /// What check-ins register in the EHR (`[connectors.fhir.registration]`).
     pub registration: Option<crate::connectors::fhir::registration::Policy>,
+    /// The clinic's time zone (`[gateway] timezone`): the day of ticket numbers.
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl Settings {
@@ -246,6 +248,8 @@ impl Settings {
                 .and_then(|f| f.on_call)
                 .map(|_| c.gateway.facility_id.clone()),
             registration: crate::connectors::fhir::registration::Policy::from_config(c),
+            zone: crate::clock::zone(c.gateway.timezone.as_deref())
+                .unwrap_or(jiff::tz::TimeZone::UTC),
         }
     }
 
@@ -663,7 +667,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(store: Store, settings: Settings) -> Self {
+    fn new(mut store: Store, settings: Settings) -> Self {
+        store.set_zone(settings.zone.clone());
         Writer {
             store,
             settings,
@@ -743,6 +748,7 @@ impl Writer {
         let mut appended = 0u64;
         let mut counts = Outcome::default();
         let mut woken: BTreeSet<String> = BTreeSet::new();
+        let mut store_zone = None;
         let mut tx = match self.store.begin() {
             Ok(tx) => tx,
             Err(e) => {
@@ -1083,6 +1089,7 @@ impl Writer {
                 }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
                 Command::Reconfigure(Reconfigure(settings), reply) => {
+                    store_zone = Some(settings.zone.clone());
                     self.settings = settings;
                     done(reply, Ok(()))
                 }
@@ -1100,6 +1107,9 @@ impl Writer {
             }
             None => tx.commit().err(),
         };
+        if let Some(zone) = store_zone {
+            self.store.set_zone(zone);
+        }
         match &outcome {
             None => {
                 METRICS.commit_latency.observe(started.elapsed());

@@ -208,6 +208,8 @@ pub struct OpenOptions {
 
 pub struct Store {
     conn: Connection,
+    /// The clinic's time zone: a day's ticket numbers start again at its midnight.
+    zone: jiff::tz::TimeZone,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
@@ -307,7 +309,10 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            zone: jiff::tz::TimeZone::UTC,
+        };
         store
             .migrate(version)
             .map_err(|e| io_err(path, format!("migration failed: {e}")))?;
@@ -339,7 +344,13 @@ impl Store {
     pub fn begin(&mut self) -> Result<Batch<'_>, JournalError> {
         Ok(Batch {
             tx: self.conn.transaction()?,
+            zone: self.zone.clone(),
         })
+    }
+
+    /// Makes `zone` the clinic's (the day of ticket numbers).
+    pub fn set_zone(&mut self, zone: jiff::tz::TimeZone) {
+        self.zone = zone;
     }
 
     /// Makes every in-flight row pending again: after a crash nothing is in flight any more.
@@ -384,6 +395,7 @@ fn apply_key(conn: &Connection, key: &str) -> Result<(), String> {
 /// One open transaction: the writer applies a whole batch of requests in one of these.
 pub struct Batch<'c> {
     tx: Transaction<'c>,
+    zone: jiff::tz::TimeZone,
 }
 
 impl Batch<'_> {
@@ -831,11 +843,7 @@ impl Batch<'_> {
                 return Ok((entry, true));
             }
         }
-        let day = humantime::format_rfc3339(
-            std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64),
-        )
-        .to_string()[..10]
-            .to_string();
+        let day = crate::clock::day_in(&self.zone, now);
         let n: i64 = self
             .tx
             .prepare_cached(

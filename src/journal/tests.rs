@@ -232,6 +232,7 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         call_notice: None,
         encounter_notice: None,
         registration: None,
+        zone: jiff::tz::TimeZone::UTC,
     };
     let acked = actix::System::new().block_on(async move {
         let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
@@ -758,4 +759,37 @@ fn an_arrival_queues_the_remembered_booking_of_today_once() {
             ),
         ]
     );
+}
+
+#[test]
+fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
+    use crate::queue::{CheckIn, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    store.set_zone(crate::clock::zone(Some("America/Los_Angeles")).expect("zone"));
+    let walk_in = || CheckIn {
+        patient_ref: None,
+        appointment_ref: None,
+        priority: Priority::Normal,
+        priority_reason: None,
+        request_id: None,
+        printer: None,
+        patient: None,
+        demographics: None,
+        unknown_to_ehr: false,
+    };
+    // 09:00 and 17:30 in Los Angeles on 2026-01-05 (17:00Z and 01:30Z the next UTC day), then
+    // 08:00 on the 6th.
+    let at = [1_767_632_400_000, 1_767_663_000_000, 1_767_715_200_000];
+    let tickets: Vec<String> = at
+        .iter()
+        .map(|now| {
+            store
+                .with_batch(|b| b.queue_check_in("general", &walk_in(), None, *now))
+                .expect("check-in")
+                .0
+                .ticket
+        })
+        .collect();
+    assert_eq!(tickets, ["G-001", "G-002", "G-001"]);
 }

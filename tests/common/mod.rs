@@ -359,7 +359,7 @@ pub fn bin() -> &'static str {
 /// A config for a test: `extra` is appended (relay, destinations, ...).
 pub fn config_text(dir: &Path, web: u16, extra: &str) -> String {
     format!(
-        "[gateway]\nfacility_id = \"test-clinic\"\ndata_dir = \"{}\"\nheartbeat_ms = 200\n\n[web]\nbind = \"127.0.0.1:{web}\"\n\n{extra}",
+        "[gateway]\nfacility_id = \"test-clinic\"\ndata_dir = \"{}\"\nheartbeat_ms = 200\ntimezone = \"UTC\"\n\n[web]\nbind = \"127.0.0.1:{web}\"\n\n{extra}",
         dir.join("data").display()
     )
 }

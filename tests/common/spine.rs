@@ -45,6 +45,7 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
         call_notice: None,
         encounter_notice: None,
         registration: None,
+        zone: jiff::tz::TimeZone::UTC,
     };
     JournalWriter::start(store, settings).expect("journal").0
 }

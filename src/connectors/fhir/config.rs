@@ -147,10 +147,11 @@ pub struct AppointmentsConfig {
     /// How often today's appointments are read.
     #[serde(default = "default_appointment_poll_s")]
     pub poll_interval_s: u64,
-    /// The clinic's offset from UTC in minutes (e.g. 60 for UTC+1): which day is "today", and
-    /// the day of an appointment's start given with another offset.
+    /// A fixed offset from UTC in minutes (e.g. 60 for UTC+1) instead of the gateway's time
+    /// zone (`[gateway] timezone`): which day is "today", and the day of an appointment's
+    /// start given with another offset.
     #[serde(default)]
-    pub utc_offset_min: i32,
+    pub utc_offset_min: Option<i32>,
 }
 
 fn default_appointment_poll_s() -> u64 {
@@ -270,7 +271,7 @@ impl FhirConfig {
                     "must be 1 to 300 (changes are picked up within 5 minutes)".into(),
                 );
             }
-            if !(-720..=840).contains(&a.utc_offset_min) {
+            if a.utc_offset_min.is_some_and(|o| !(-720..=840).contains(&o)) {
                 bad(
                     "connectors.fhir.appointments.utc_offset_min",
                     "must be -720 to 840".into(),

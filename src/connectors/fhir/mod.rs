@@ -843,8 +843,11 @@ impl Shared {
             }
         };
         let now = journal::now_ms();
+        let offset = config
+            .utc_offset_min
+            .unwrap_or_else(|| crate::clock::offset_min(now));
         let day = |offset_days: i64| {
-            crate::queue::schedule::local_day(now + offset_days * 86_400_000, config.utc_offset_min)
+            crate::queue::schedule::local_day(now + offset_days * 86_400_000, offset)
         };
         let today = day(0);
         let listed = client.appointments_between(&day(-1), &day(1)).await;
@@ -873,7 +876,7 @@ impl Shared {
         for a in &listed {
             let id = a.id.clone().unwrap_or_default();
             seen.insert(format!("Appointment/{id}"));
-            let step = protocol::appointment_step(a, &today, config);
+            let step = protocol::appointment_step(a, &today, offset, config.check_in);
             // A walk-in's Appointment we registered belongs to an entry queued already.
             let ours = a.meta.as_ref().is_some_and(|m| {
                 m.tag
@@ -904,7 +907,7 @@ impl Shared {
                 }
             };
             let step = match &read {
-                Some(a) => protocol::appointment_step(a, &today, config),
+                Some(a) => protocol::appointment_step(a, &today, offset, config.check_in),
                 None => AppointmentStep::Close(Closing::Cancelled),
             };
             self.apply_appointment(config, id, step, read.as_ref(), &open)

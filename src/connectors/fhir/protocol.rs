@@ -4,7 +4,7 @@
 //! A demographic change is described field by field ([`FIELDS`]); everything else in a Patient
 //! is carried untouched from the version it was applied to.
 
-use super::config::{AppointmentsConfig, CheckInWhen};
+use super::config::CheckInWhen;
 use super::model::{
     Appointment, Bundle, Coding, ContactPoint, HumanName, Meta, OperationOutcome, Patient,
 };
@@ -165,18 +165,19 @@ pub enum Closing {
     Moved(Option<String>),
 }
 
-/// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the clinic's day). One
-/// on a later day was moved away; one on an earlier day is past (its entry, if any, is left to
-/// staff rather than reported to the patient as a move).
+/// The queue's part in an appointment seen on `today` (`YYYY-MM-DD`, the clinic's day at
+/// `utc_offset_min`). One on a later day was moved away; one on an earlier day is past (its
+/// entry, if any, is left to staff rather than reported to the patient as a move).
 pub fn appointment_step(
     a: &Appointment,
     today: &str,
-    config: &AppointmentsConfig,
+    utc_offset_min: i32,
+    when: CheckInWhen,
 ) -> AppointmentStep {
     let day = a
         .start
         .as_deref()
-        .and_then(|s| crate::queue::schedule::day_of(s, config.utc_offset_min));
+        .and_then(|s| crate::queue::schedule::day_of(s, utc_offset_min));
     match a.status.as_str() {
         "cancelled" | "entered-in-error" => return AppointmentStep::Close(Closing::Cancelled),
         "noshow" => return AppointmentStep::Close(Closing::NoShow),
@@ -187,7 +188,6 @@ pub fn appointment_step(
         Some(d) if d < today => return AppointmentStep::Wait,
         _ => {}
     }
-    let when = config.check_in;
     let due = match a.status.as_str() {
         "arrived" | "checked-in" => true,
         "booked" | "pending" => when == CheckInWhen::Booked,
@@ -619,40 +619,26 @@ mod tests {
             patient_id: "p1".into(),
         };
         let at = "2026-11-24T09:30:00Z";
-        let config = |check_in, utc_offset_min| AppointmentsConfig {
-            queue: "general".into(),
-            check_in,
-            poll_interval_s: 60,
-            utc_offset_min,
-        };
-        let (arrived, booked) = (
-            config(CheckInWhen::Arrived, 0),
-            config(CheckInWhen::Booked, 0),
-        );
-        assert_eq!(appointment_step(&appt("arrived", at), day, &arrived), queue);
-        assert_eq!(
-            appointment_step(&appt("booked", at), day, &arrived),
-            AppointmentStep::Wait
-        );
-        assert_eq!(appointment_step(&appt("booked", at), day, &booked), queue);
+        let (arrived, booked) = (CheckInWhen::Arrived, CheckInWhen::Booked);
+        let step = |a: &Appointment, offset: i32, when| appointment_step(a, day, offset, when);
+        assert_eq!(step(&appt("arrived", at), 0, arrived), queue);
+        assert_eq!(step(&appt("booked", at), 0, arrived), AppointmentStep::Wait);
+        assert_eq!(step(&appt("booked", at), 0, booked), queue);
         let tomorrow = "2026-11-25T09:30:00Z";
         assert_eq!(
-            appointment_step(&appt("booked", tomorrow), day, &booked),
+            step(&appt("booked", tomorrow), 0, booked),
             AppointmentStep::Close(Closing::Moved(Some(tomorrow.into())))
         );
         assert_eq!(
-            appointment_step(&appt("booked", "2026-11-23T09:30:00Z"), day, &booked),
+            step(&appt("booked", "2026-11-23T09:30:00Z"), 0, booked),
             AppointmentStep::Wait,
             "past: left to staff, not a move"
         );
         // 23:30 UTC on the 23rd is already the 24th at UTC+1.
         let late = "2026-11-23T23:30:00Z";
+        assert_eq!(step(&appt("booked", late), 60, booked), queue);
         assert_eq!(
-            appointment_step(&appt("booked", late), day, &config(CheckInWhen::Booked, 60)),
-            queue
-        );
-        assert_eq!(
-            appointment_step(&appt("noshow", at), day, &booked),
+            step(&appt("noshow", at), 0, booked),
             AppointmentStep::Close(Closing::NoShow)
         );
         assert!(decode_appointment(json!({ "resourceType": "Appointment" })).is_err());

@@ -37,21 +37,25 @@ pub struct AppointmentsConfig {
     /// started (SCH-25), `booked` as soon as it is booked (pre-checked-in).
     #[serde(default)]
     pub check_in: CheckInWhen,
-    /// The clinic's offset from UTC in minutes (e.g. 60 for UTC+1): which day is today, and
+    /// A fixed offset from UTC in minutes (e.g. 60 for UTC+1) instead of the gateway's time
+    /// zone (`[gateway] timezone`, which follows daylight saving time): which day is today, and
     /// which day a start sent with another offset falls on. v2 times without an offset are
-    /// the clinic's local time. Fixed: daylight saving time is not followed.
+    /// the clinic's local time.
     #[serde(default)]
-    pub utc_offset_min: i32,
+    pub utc_offset_min: Option<i32>,
 }
 
 impl AppointmentsConfig {
     /// The schedule a message arriving at `now_ms` (Unix ms) is decided against.
     pub fn schedule(&self, now_ms: i64) -> Schedule {
+        let offset = self
+            .utc_offset_min
+            .unwrap_or_else(|| crate::clock::offset_min(now_ms));
         Schedule {
             queue: self.queue.clone(),
             check_in: self.check_in,
-            today: schedule::local_day(now_ms, self.utc_offset_min),
-            utc_offset_min: self.utc_offset_min,
+            today: schedule::local_day(now_ms, offset),
+            utc_offset_min: offset,
         }
     }
 }
@@ -103,7 +107,7 @@ impl Hl7Config {
                 );
             }
             // UTC-12:00 to UTC+14:00 are the offsets in use.
-            if !(-720..=840).contains(&a.utc_offset_min) {
+            if a.utc_offset_min.is_some_and(|o| !(-720..=840).contains(&o)) {
                 bad(
                     "connectors.hl7v2.appointments.utc_offset_min",
                     "must be between -720 and 840 (UTC-12:00 to UTC+14:00)".into(),
@@ -135,7 +139,7 @@ mod tests {
             Some(super::AppointmentsConfig {
                 queue: "general".into(),
                 check_in: crate::queue::CheckInWhen::Arrived,
-                utc_offset_min: 0,
+                utc_offset_min: None,
             })
         );
     }

@@ -56,9 +56,10 @@ pub struct PrinterConfig {
     /// without one prints its name.
     #[serde(default)]
     pub queue_labels: BTreeMap<String, String>,
-    /// The printer's local time as minutes east of UTC, for the time printed on tickets.
+    /// A fixed local time for the time printed on tickets, as minutes east of UTC; default:
+    /// the gateway's time zone (`[gateway] timezone`, with daylight saving time).
     #[serde(default)]
-    pub utc_offset_min: i32,
+    pub utc_offset_min: Option<i32>,
 }
 
 fn default_baud() -> u32 {
@@ -178,7 +179,7 @@ pub fn validate(printers: &[PrinterConfig], bad: &mut dyn FnMut(&str, String)) {
         if p.minutes_per_patient > 240 {
             bad(&key("minutes_per_patient"), "must be at most 240".into());
         }
-        if !(-720..=840).contains(&p.utc_offset_min) {
+        if p.utc_offset_min.is_some_and(|o| !(-720..=840).contains(&o)) {
             bad(
                 &key("utc_offset_min"),
                 "must be between -720 and 840".into(),

@@ -96,7 +96,12 @@ pub fn ticket_for(config: &PrinterConfig, job: &TicketJob, issued_at: i64) -> Ti
         clinic: config.clinic_name.clone(),
         number: job.ticket.clone(),
         queue: config.queue_label(&job.queue).to_string(),
-        issued: issued_text(issued_at, config.utc_offset_min),
+        issued: issued_text(
+            issued_at,
+            config
+                .utc_offset_min
+                .unwrap_or_else(|| crate::clock::offset_min(issued_at)),
+        ),
         wait_min: job.estimated_wait_min,
         qr: config.qr_payload(&job.ticket, &job.queue, job.entry),
     }
