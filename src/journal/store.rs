@@ -332,11 +332,13 @@ impl Store {
 
     /// Bytes the journal's live pages occupy (free pages left by pruning are reused first).
     pub fn used_bytes(&self) -> Result<u64, JournalError> {
-        let (pages, free, size): (i64, i64, i64) = self.conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        // Asked before every batch of appends: prepared once, the pragmas are read at each step.
+        let (pages, free, size): (i64, i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(((pages - free).max(0) * size) as u64)
     }
 
