@@ -712,7 +712,7 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
     );
 
     // An infection-control flag on Rick makes him urgent: he goes first.
-    flag(&rick, "infection", "Isolate");
+    let isolate = flag(&rick, "infection", "Isolate");
     wait_for("Rick urgent", Duration::from_secs(20), || {
         (order(&gw)[0] == (rt.clone(), "urgent".to_string())).then_some(())
     });
@@ -726,12 +726,23 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
     });
     let entries = gw.get_json("/api/v1/queues?queue=general");
     assert_eq!(entries[1]["priority_reason"], Value::Null);
+    // Rick's flag is deleted outright (no search shows a deletion): he goes back too.
+    server.call(
+        "DELETE",
+        &format!("/Flag/{}", isolate["id"].as_str().expect("id")),
+        None,
+    );
+    wait_for("Rick back to normal", Duration::from_secs(20), || {
+        let o = order(&gw);
+        o.iter().all(|(_, p)| p == "normal").then_some(())
+    });
 
     // Staff were told of each change on the status page, without patient data.
     let notices = gw.get_json("/api/v1/notices");
     assert_eq!(
         notice_texts(&gw),
         [
+            format!("{rt} (general): priority lowered to normal as the EHR flag was removed"),
             format!("{jt} (general): priority lowered to normal as the EHR flag was removed"),
             format!("{rt} (general): priority raised to urgent because of an EHR flag"),
             format!("{jt} (general): checked in at elevated priority because of an EHR flag"),
@@ -753,7 +764,7 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         gw.get_json("/api/v1/notices").as_array().map(Vec::len),
-        Some(2)
+        Some(3)
     );
     let (status, _) = post(
         &gw.url(&format!("/api/v1/notices/{first}/acknowledge")),

@@ -440,6 +440,10 @@ pub struct RaiseNotice {
     pub state: Option<(String, String)>,
 }
 
+/// The EHR flags that raise an open queue entry now: (flag id, patient id).
+#[derive(Debug)]
+pub struct RaisingFlags;
+
 /// Marks a notice seen, audited with `by`.
 #[derive(Debug)]
 pub struct AckNotice {
@@ -578,6 +582,7 @@ requests! {
     AckNotice => AckNotice: (),
     RaiseNotice => RaiseNotice: (),
     QueueLink => QueueLink: crate::queue::Entry,
+    RaisingFlags => RaisingFlags: Vec<(String, String)>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -1082,6 +1087,7 @@ impl Writer {
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
+                Command::RaisingFlags(RaisingFlags, reply) => done(reply, tx.raising_flags()),
                 Command::AckNotice(AckNotice { id, by }, reply) => {
                     let r = tx.acknowledge(id, &by, now);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();

@@ -1460,6 +1460,23 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// The active EHR flags of patients with an open entry: (flag id, patient id).
+    pub fn raising_flags(&mut self) -> Result<Vec<(String, String)>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT f.id, f.patient_id FROM fhir_flag f
+                  WHERE f.priority IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM queue_entry e
+                         WHERE e.state IN ('waiting', 'called', 'in_room')
+                           AND json_extract(e.demographics, '$.patient_id') = f.patient_id)
+                  ORDER BY f.id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// The highest active EHR flag of a patient, with its reason.
     fn flag_priority(
         &mut self,

@@ -123,6 +123,7 @@ impl FhirServer {
                 .header("Authorization", &auth)
                 .header("Content-Type", "application/fhir+json")
                 .send(b.to_string()),
+            ("DELETE", None) => agent.delete(&url).header("Authorization", &auth).call(),
             _ => panic!("unsupported {method}"),
         }
         .expect("FHIR request");

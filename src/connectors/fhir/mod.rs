@@ -1,12 +1,15 @@
 //! The FHIR R4 REST connector to the EHR: patient lookup at check-in with a local cache for
-//! offline operation, demographic sync both ways, and conflicts kept for staff to resolve.
+//! offline operation, demographic sync both ways, conflicts kept for staff to resolve, the
+//! visit's Encounter, EHR flags as priorities, today's appointments, waits past the slots, and
+//! what check-ins register.
 //!
-//! `FhirSpawn` starts [`FhirActor`] (supervisor name `fhir`) in its own arbiter with two tasks:
-//! the poll task asks the EHR for Patients changed since its cursor (`_lastUpdated`) and feeds
-//! the cached ones to the journal, and the delivery task sends the `ehr-fhir` outbox (local
-//! changes) as `PUT` with `If-Match`. With `[connectors.fhir.appointments]`, a third task reads
-//! today's Appointments and queues, cancels or closes their entries. [`Lookup`] answers a check-in from the EHR, or from the
-//! cache when the EHR does not answer within `lookup_timeout_ms`.
+//! `FhirSpawn` starts [`FhirActor`] (supervisor name `fhir`) in its own arbiter with its tasks:
+//! the poll task reads Patients (cached ones are applied) and Encounters (finished visits)
+//! changed since their cursors (`_lastUpdated`); the delivery task sends the `ehr-fhir` outbox
+//! (Patient updates with `If-Match`, Encounter notices, registrations, suggestions); and, when
+//! configured, the appointments, flags and waits tasks. [`Lookup`] answers a check-in from the
+//! EHR, or from the cache when the EHR does not answer within `lookup_timeout_ms`. Everything
+//! read or sent is checked against R4 first ([`validate`]).
 //!
 //! **Invariant:** nothing is overwritten silently: a remote change meeting an undelivered local
 //! one, or a 412, becomes a conflict record holding both versions.
@@ -26,7 +29,7 @@ pub mod waits;
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
     FhirState, FhirWritten, JournalWriter, OutboxRow, QueueCheckIn, QueueLink, QueueList,
-    RaiseNotice,
+    RaiseNotice, RaisingFlags,
 };
 use crate::queue::{CheckIn, Demographics, Entry, FromEhr, Priority};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
@@ -513,7 +516,50 @@ impl Shared {
                 flag::effect(f, config, &now)
             })
             .await;
-        self.counters().flags_applied += applied;
+        let released = self.release_deleted_flags().await;
+        self.counters().flags_applied += applied + released;
+    }
+
+    /// A Flag deleted in the EHR never shows in a `_lastUpdated` search: every flag that raises
+    /// an open entry is read again, and one the EHR no longer has releases its patient.
+    async fn release_deleted_flags(&self) -> u64 {
+        let Ok(client) = self.usable() else {
+            return 0;
+        };
+        let raising = match journal::ask(&self.journal, RaisingFlags).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "raising flags unreadable");
+                return 0;
+            }
+        };
+        let mut released = 0;
+        for (flag_id, patient_id) in raising {
+            let read = client.read("Flag", &flag_id).await;
+            self.outcome(&read);
+            if !matches!(read, Ok(None)) {
+                continue;
+            }
+            let gone = serde_json::json!({
+                "resourceType": "Flag", "id": flag_id,
+                "meta": { "versionId": "deleted" }, "status": "deleted",
+            });
+            let effect = FromEhr::Flag {
+                flag_id,
+                patient_id,
+                raise: None,
+            };
+            let msg = EhrInbound {
+                item: protocol::received(&gone),
+                effects: vec![effect],
+            };
+            match journal::ask(&self.journal, msg).await {
+                Ok(r) if !r.duplicate => released += 1,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "deleted flag not released"),
+            }
+        }
+        released
     }
 
     /// Reads the resources of `kind` changed since the cursor `key` (`start` at the first
