@@ -332,13 +332,7 @@ impl Store {
 
     /// Bytes the journal's live pages occupy (free pages left by pruning are reused first).
     pub fn used_bytes(&self) -> Result<u64, JournalError> {
-        // Asked before every batch of appends: prepared once, the pragmas are read at each step.
-        let (pages, free, size): (i64, i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
-            )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (pages, free, size) = page_counts(&self.conn)?;
         Ok(((pages - free).max(0) * size) as u64)
     }
 
@@ -381,6 +375,17 @@ impl Store {
         batch.commit()?;
         Ok(out)
     }
+}
+
+/// The file's pages, free pages and page size. Asked before every batch of appends: prepared
+/// once, the pragmas are read at each step; cast, as SQLCipher answers `page_size` as text.
+fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.prepare_cached(
+        "SELECT CAST((SELECT page_count FROM pragma_page_count) AS INTEGER),
+                CAST((SELECT freelist_count FROM pragma_freelist_count) AS INTEGER),
+                CAST((SELECT page_size FROM pragma_page_size) AS INTEGER)",
+    )?
+    .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 #[cfg(not(feature = "sqlcipher"))]
@@ -788,11 +793,7 @@ impl Batch<'_> {
             .tx
             .query_row("SELECT count(*) FROM inbound", [], |r| r.get::<_, i64>(0))?
             as u64;
-        let (pages, free, size): (i64, i64, i64) = self.tx.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count), (SELECT freelist_count FROM pragma_freelist_count), (SELECT page_size FROM pragma_page_size)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (pages, free, size) = page_counts(&self.tx)?;
         Ok(Stats {
             destinations,
             inbound_items: inbound,

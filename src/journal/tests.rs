@@ -793,3 +793,61 @@ fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
         .collect();
     assert_eq!(tickets, ["G-001", "G-002", "G-001"]);
 }
+
+#[cfg(not(feature = "sqlcipher"))]
+#[test]
+fn a_key_without_a_sqlcipher_build_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opened = Store::open(
+        &dir.path().join("j.db"),
+        &OpenOptions {
+            create: true,
+            verify: true,
+            key: Some("secret".into()),
+        },
+    );
+    let e = opened.err().expect("a plain build refuses a key");
+    assert!(e.to_string().contains("no SQLCipher support"), "{e}");
+}
+
+/// Patient data at rest: with a SQLCipher build the journal file is unreadable without its key.
+#[cfg(feature = "sqlcipher")]
+#[test]
+fn an_encrypted_journal_opens_only_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let keyed = |key: Option<&str>, create: bool| {
+        Store::open(
+            &path,
+            &OpenOptions {
+                create,
+                verify: true,
+                key: key.map(str::to_string),
+            },
+        )
+    };
+    {
+        let mut store = keyed(Some("right"), true).expect("create encrypted");
+        let mut secret = item("patient-1", Some("m1"));
+        secret.payload = br#"{"family":"Nguyen-Secret"}"#.to_vec();
+        store.with_batch(|b| b.append(&secret, 1)).expect("append");
+        store.checkpoint().expect("checkpoint");
+    }
+    let bytes = std::fs::read(&path).expect("read file");
+    assert!(
+        !bytes.windows(13).any(|w| w == b"Nguyen-Secret"),
+        "no plaintext on disk"
+    );
+    let mut store = keyed(Some("right"), false).expect("reopen with the key");
+    let stats = store.with_batch(|b| b.stats()).expect("stats");
+    assert_eq!(stats.destinations["cloud"].pending, 1);
+    drop(store);
+    for wrong in [None, Some("wrong")] {
+        let e = keyed(wrong, false).err().expect("refused");
+        assert!(
+            e.to_string()
+                .contains("not a readable clinic-gateway journal"),
+            "{e}"
+        );
+    }
+}
