@@ -93,6 +93,17 @@ fn messages_in_several_versions_are_committed_then_acknowledged() {
     assert!(health.to_string().contains("\"hl7v2-mllp\""), "{health}");
 }
 
+/// An entry's appointment, patient, state, priority and ticket.
+fn summary(e: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!([
+        e["appointment_ref"],
+        e["patient_ref"],
+        e["state"],
+        e["priority"],
+        e["ticket"]
+    ])
+}
+
 #[test]
 fn resend_gets_the_same_ack_and_is_not_processed_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -481,20 +492,8 @@ PID|1||MRN-10^^^HOSP^MR||DOE^JOHN\n"
     assert_eq!(listed.len(), 1, "{listed:?}");
     let a = &listed[0];
     assert_eq!(
-        (
-            &a["appointment_ref"],
-            &a["patient_ref"],
-            &a["state"],
-            &a["priority"],
-            &a["ticket"]
-        ),
-        (
-            &serde_json::json!("F-A"),
-            &serde_json::json!("MRN-10"),
-            &serde_json::json!("waiting"),
-            &serde_json::json!("normal"),
-            &serde_json::json!("G-001")
-        )
+        summary(a),
+        serde_json::json!(["F-A", "MRN-10", "waiting", "normal", "G-001"])
     );
     let a_id = a["id"].as_i64().expect("id");
 
@@ -632,20 +631,8 @@ PV1|1|O|CLIN^Desk 1\n"
     assert_eq!(listed.len(), 1, "{listed:?}");
     let a = &listed[0];
     assert_eq!(
-        (
-            &a["appointment_ref"],
-            &a["patient_ref"],
-            &a["state"],
-            &a["priority"],
-            &a["ticket"]
-        ),
-        (
-            &serde_json::json!("F-A"),
-            &serde_json::json!("MRN-20"),
-            &serde_json::json!("waiting"),
-            &serde_json::json!("normal"),
-            &serde_json::json!("G-001")
-        )
+        summary(a),
+        serde_json::json!(["F-A", "MRN-20", "waiting", "normal", "G-001"])
     );
 
     // The registration again under a new control id, and the first one resent: one entry.
