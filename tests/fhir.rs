@@ -43,12 +43,13 @@ fn check_in_finds_the_patient_by_identifier_or_name_and_uses_the_cache_when_the_
     let mut server = FhirServer::start(dir.path(), &[("FHIR_BEARER_TOKEN", "s3cret")]);
     let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
     let _other = server.create_patient("M2", "Roe", "Rita", "1975-06-07");
+    let nine = server.create_patient("M9", "Poe", "Nina", "1990-09-09");
     std::fs::write(dir.path().join("token"), "s3cret\n").expect("token");
     let mut gw = Gateway::new(
         dir.path(),
         &fhir_table(
             &server,
-            "[connectors.fhir.auth]\nkind = \"bearer\"\ntoken_file = \"token\"",
+            "poll_interval_s = 1\n[connectors.fhir.auth]\nkind = \"bearer\"\ntoken_file = \"token\"",
         ),
     );
     gw.start();
@@ -112,6 +113,26 @@ fn check_in_finds_the_patient_by_identifier_or_name_and_uses_the_cache_when_the_
     );
     let status = gw.get_json("/api/v1/fhir/status");
     assert_eq!(status["lookups_cache"], 2, "{status}");
+
+    // The EHR is back: the entry checked in without it is linked to its patient.
+    let offline = entry["id"].as_i64().expect("id");
+    server.restart();
+    let linked = wait_for("the offline entry linked", Duration::from_secs(20), || {
+        let open = gw.get_json("/api/v1/queues?queue=general");
+        let e = open
+            .as_array()?
+            .iter()
+            .find(|e| e["id"] == offline)?
+            .clone();
+        e["demographics"].is_object().then_some(e)
+    });
+    assert_eq!(linked["demographics"]["patient_id"], nine["id"]);
+    assert_eq!(linked["demographics"]["source"], "ehr");
+    let status = gw.get_json("/api/v1/fhir/status");
+    assert_eq!(
+        status["linked"], 1,
+        "only M9; M404 is unknown to the EHR: {status}"
+    );
 }
 
 #[test]

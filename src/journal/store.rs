@@ -1321,6 +1321,12 @@ impl Batch<'_> {
                 raise.map(|(_, r)| r.as_str()).unwrap_or(""),
                 now
             ])?;
+        self.queue_apply_flags(patient_id, now)
+    }
+
+    /// Sets the priority of a patient's open entries from their active EHR flags: the highest
+    /// of what was asked at check-in and the flags. Each change is an event and a staff notice.
+    fn queue_apply_flags(&mut self, patient_id: &str, now: i64) -> Result<(), JournalError> {
         let flag = self.flag_priority(patient_id)?;
         let entries: Vec<(i64, Priority, Option<String>)> = self
             .tx
@@ -1397,7 +1403,15 @@ impl Batch<'_> {
         if entry != before {
             self.queue_event("queue.linked", &entry, now)?;
         }
-        Ok(entry)
+        // Flags the patient already has reach an entry linked late (checked in offline).
+        match (&before.demographics, &entry.demographics) {
+            (None, Some(d)) => {
+                let patient_id = d.patient_id.clone();
+                self.queue_apply_flags(&patient_id, now)?;
+                self.queue_entry(id)
+            }
+            _ => Ok(entry),
+        }
     }
 
     /// Gives an open entry the priority it returns to when no EHR flag raises it (the

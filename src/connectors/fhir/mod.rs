@@ -55,6 +55,8 @@ const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
 /// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
 const OVERRUNS: &str = "wait_overruns";
+/// Most entries the link pass asks the EHR about per poll.
+const LINKS_PER_PASS: usize = 20;
 
 /// The running connector, for the web layer; empty when none is configured.
 static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
@@ -141,6 +143,8 @@ pub struct FhirStatus {
     pub suggestions: u64,
     /// Patients and walk-in Appointments registered in the EHR.
     pub registered: u64,
+    /// Entries queued without their EHR patient and linked to it later.
+    pub linked: u64,
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
@@ -172,6 +176,9 @@ struct Counters {
     flags_applied: u64,
     suggestions: u64,
     registered: u64,
+    linked: u64,
+    /// Identifiers the EHR answered it does not know (not searched again by the link pass).
+    unknown: std::collections::HashSet<String>,
     /// Slot lengths (seconds) of today's appointments by reference, from the last pass.
     slots: std::collections::HashMap<String, i64>,
     last_poll_at: Option<i64>,
@@ -300,6 +307,7 @@ impl Shared {
             refused: self.refused.load(Ordering::Relaxed),
             suggestions: c.suggestions,
             registered: c.registered,
+            linked: c.linked,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
         }
@@ -465,6 +473,7 @@ impl Shared {
     async fn poll(&self) {
         self.poll_patients().await;
         self.poll_encounters().await;
+        self.link_unlinked().await;
         self.counters().last_poll_at = Some(journal::now_ms());
     }
 
@@ -491,6 +500,57 @@ impl Shared {
         }
         let seen = changed[..applied].iter().map(Patient::last_updated);
         self.advance_cursor(CURSOR, &cursor, seen).await;
+    }
+
+    /// Entries queued without the EHR's patient (checked in while it was unreachable, or from
+    /// HL7) are linked once the EHR finds their identifier: their demographics, flags and visits
+    /// then follow as for any other. An identifier the EHR answered it does not know is not
+    /// asked again until the connector restarts.
+    async fn link_unlinked(&self) {
+        let Ok(client) = self.usable() else {
+            return;
+        };
+        let list = QueueList {
+            queue: None,
+            closed_since: None,
+        };
+        let Ok(open) = journal::ask(&self.journal, list).await else {
+            return;
+        };
+        let unknown = self.counters().unknown.clone();
+        let unlinked = open.iter().filter_map(|e| {
+            let mrn = e.patient_ref.as_deref()?;
+            (e.demographics.is_none() && !unknown.contains(mrn)).then_some((e.id, mrn))
+        });
+        let system = &self.config.identifier_system;
+        // A bound per pass, so a backlog of offline check-ins does not hold the poll.
+        for (entry, mrn) in unlinked.take(LINKS_PER_PASS) {
+            let id = format!("{system}|{}", protocol::search_escape(mrn));
+            let found = client.search_patients(&[("identifier", &id)]).await;
+            self.outcome(&found);
+            let Ok(found) = found else {
+                return;
+            };
+            let [p] = found.as_slice() else {
+                if found.is_empty() {
+                    self.counters().unknown.insert(mrn.to_string());
+                }
+                continue;
+            };
+            if let Err(e) = self.seen(p, true).await {
+                tracing::warn!(error = %e, "FHIR Patient not cached; entry linked later");
+                return;
+            }
+            let link = QueueLink {
+                entry,
+                demographics: Some(protocol::demographics(p, system, "ehr")),
+                appointment_ref: None,
+            };
+            match journal::ask(&self.journal, link).await {
+                Ok(_) => self.counters().linked += 1,
+                Err(e) => tracing::warn!(entry, error = %e, "entry not linked to its EHR patient"),
+            }
+        }
     }
 
     /// Encounters changed since their cursor: one the EHR finished (or cancelled) closes its
