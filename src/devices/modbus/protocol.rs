@@ -107,7 +107,14 @@ pub fn decode_words(d: &Decoding, words: &[u16]) -> Result<Value, DecodeError> {
             f64::from(f)
         }
     };
-    Ok(Value::Number(raw * d.scale + d.offset))
+    // Adding a zero offset would turn -0.0 into +0.0: a value read and written back keeps its
+    // register's bits.
+    let value = raw * d.scale;
+    Ok(Value::Number(if d.offset == 0.0 {
+        value
+    } else {
+        value + d.offset
+    }))
 }
 
 /// Why a value cannot be written to a register.
@@ -317,6 +324,16 @@ mod tests {
             &[(B, B, &[0xC1AC, 0x0000])],
             Value::Number(-21.5),
         );
+    }
+
+    #[test]
+    fn a_negative_zero_reads_and_writes_back_with_its_sign() {
+        let d = dec(DataType::F32, B, B);
+        let Ok(Value::Number(v)) = decode_words(&d, &[0x8000, 0x0000]) else {
+            panic!("a float")
+        };
+        assert!(v == 0.0 && v.is_sign_negative(), "{v}");
+        assert_eq!(encode_words(&d, Value::Number(v)), Ok(vec![0x8000, 0x0000]));
     }
 
     #[test]
