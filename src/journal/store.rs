@@ -518,34 +518,14 @@ impl Batch<'_> {
         limit: usize,
         now: i64,
     ) -> Result<Vec<OutboxRow>, JournalError> {
-        let rows: Vec<OutboxRow> = self
-            .tx
-            .prepare_cached(
-                "SELECT o.id, o.key, o.attempts, i.event_id, i.kind, i.schema, i.payload, i.occurred_at
-                   FROM outbox o JOIN inbound i ON i.id = o.inbound_id
-                  WHERE o.state = 0 AND o.destination = ?1
-                    AND o.key NOT IN (SELECT key FROM outbox
-                                       WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2)
-                  ORDER BY o.id LIMIT ?3",
-            )?
-            .query_map(params![destination, now, limit as i64], |r| {
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    attempts: r.get::<_, u32>(2)? + 1,
-                    event_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    schema: r.get(5)?,
-                    payload: r.get(6)?,
-                    occurred_at: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut rows = self.peek(destination, limit, now)?;
         let mut update = self.tx.prepare_cached(
             "UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
         )?;
-        for row in &rows {
+        for row in &mut rows {
             update.execute(params![row.id, now])?;
+            // This attempt's number, as the row now counts it.
+            row.attempts += 1;
         }
         Ok(rows)
     }
