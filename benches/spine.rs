@@ -39,10 +39,7 @@ fn settings() -> Settings {
         retention: Duration::from_secs(3600),
         max_batch: 4096,
         policies: BTreeMap::new(),
-        call_notice: None,
-        encounter_notice: None,
-        registration: None,
-        zone: jiff::tz::TimeZone::UTC,
+        extensions: Default::default(),
     }
 }
 
@@ -54,6 +51,7 @@ fn open(path: &Path) -> Store {
             verify: false,
             key: None,
         },
+        &clinic_gateway::daemon::schemas(),
     )
     .expect("open journal")
 }

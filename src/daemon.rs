@@ -5,8 +5,8 @@ use crate::config::{self, Config};
 use crate::devices::DeviceChild;
 use crate::facility::FacilitySlot;
 use crate::journal::{
-    self, Append, AuditRecord, Close, JournalWriter, OpenOptions, Ping, Reconfigure, Settings,
-    Store,
+    self, Append, AuditRecord, Close, Extensions, JournalWriter, OpenOptions, Ping, Reconfigure,
+    Schema, Settings, Store,
 };
 use crate::notify;
 use crate::relay::RelaySpawn;
@@ -15,6 +15,7 @@ use crate::web;
 use actix::prelude::*;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The supervisor's name for the cloud relay.
@@ -124,10 +125,15 @@ impl Gateway {
         let old = &self.config;
         let mut applied = Vec::new();
         let mut needs_restart = Vec::new();
-        let settings = Settings::from_config(&new);
-        if settings != Settings::from_config(old) {
-            crate::clock::set(settings.zone.clone());
-            self.journal.do_send(Reconfigure(settings));
+        // The hooks and the zone the writer holds follow the connectors' and gateway's
+        // sections too; sending the settings again costs one batch.
+        let (settings, zone) = journal_settings(&new);
+        crate::clock::set(zone);
+        self.journal.do_send(Reconfigure(settings));
+        if new.journal != old.journal
+            || new.destinations != old.destinations
+            || new.gateway.timezone != old.gateway.timezone
+        {
             applied.push("journal");
         }
         if new.relay != old.relay || new.gateway.facility_id != old.gateway.facility_id {
@@ -204,6 +210,60 @@ fn read_key(c: &Config) -> anyhow::Result<Option<String>> {
     Ok(Some(key.trim_end_matches(['\r', '\n']).to_string()))
 }
 
+/// Every domain's tables in the journal, migrated when it is opened.
+pub fn schemas() -> [&'static Schema; 5] {
+    [
+        &crate::queue::store::SCHEMA,
+        &crate::notices::store::SCHEMA,
+        &crate::facility::store::SCHEMA,
+        &crate::devices::store::SCHEMA,
+        &crate::connectors::fhir::store::SCHEMA,
+    ]
+}
+
+/// The journal writer's settings from the config, with the domains' own (the queue's zone and
+/// the hooks by which the EHR connectors add to a queue change), and the clinic's time zone.
+pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
+    let zone = crate::clock::zone(c.gateway.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+    let facility = &c.gateway.facility_id;
+    let mut hooks: Vec<Arc<dyn crate::queue::Hook>> = Vec::new();
+    if let Some(trigger) = c.connectors.hl7v2_out.as_ref().and_then(|o| o.on_call) {
+        hooks.push(Arc::new(crate::connectors::hl7v2::notice::CallNotice {
+            trigger,
+            facility: facility.clone(),
+        }));
+    }
+    if let Some(fhir) = &c.connectors.fhir {
+        if fhir.on_call.is_some() {
+            hooks.push(Arc::new(crate::connectors::fhir::encounter::VisitNotice {
+                facility: facility.clone(),
+            }));
+        }
+        if let Some(r) = &fhir.registration {
+            hooks.push(Arc::new(
+                crate::connectors::fhir::registration::Policy::new(facility, r),
+            ));
+        }
+    }
+    let mut extensions = Extensions::default();
+    extensions.insert(crate::queue::Settings {
+        zone: zone.clone(),
+        hooks,
+    });
+    let settings = Settings {
+        max_bytes: c.journal.max_bytes,
+        retention: Duration::from_secs(c.journal.retention_hours * 3600),
+        max_batch: c.journal.max_batch,
+        policies: c
+            .destinations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect(),
+        extensions,
+    };
+    (settings, zone)
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
@@ -220,9 +280,10 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             verify: true,
             create: true,
         },
+        &schemas(),
     )?;
-    let settings = Settings::from_config(&config);
-    crate::clock::set(settings.zone.clone());
+    let (settings, zone) = journal_settings(&config);
+    crate::clock::set(zone);
     let (journal, writer) = JournalWriter::start(store, settings)?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
     let rooms = FacilitySlot::default();

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod facility;
 pub mod journal;
 pub mod metrics;
+pub mod notices;
 pub mod notify;
 pub mod queue;
 pub mod relay;

@@ -3,6 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clinic_gateway::config::{self, Config};
+use clinic_gateway::daemon::schemas;
 use clinic_gateway::journal::{OpenOptions, Stats, Store, now_ms};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -208,7 +209,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let mut store = Store::open(&c.journal_path(), &options(&c)?)?;
+            let mut store = Store::open(&c.journal_path(), &options(&c)?, &schemas())?;
             let mut stats = store.with_batch(|b| b.stats())?;
             stats.max_bytes = c.journal.max_bytes;
             if json {
@@ -239,7 +240,11 @@ fn options(c: &Config) -> anyhow::Result<OpenOptions> {
 
 fn open(config: &Path) -> anyhow::Result<Option<Store>> {
     let Ok(c) = load(config) else { return Ok(None) };
-    Ok(Some(Store::open(&c.journal_path(), &options(&c)?)?))
+    Ok(Some(Store::open(
+        &c.journal_path(),
+        &options(&c)?,
+        &schemas(),
+    )?))
 }
 
 fn print_stats(path: &Path, s: &Stats) {

@@ -445,16 +445,13 @@ mod tests {
             create: true,
             ..Default::default()
         };
-        let store = Store::open(&dir.join("j.db"), &options).expect("open");
+        let store = Store::open(&dir.join("j.db"), &options, &[]).expect("open");
         let settings = Settings {
             max_bytes: 1 << 30,
             retention: Duration::from_secs(3600),
             max_batch: 16,
             policies: BTreeMap::new(),
-            call_notice: None,
-            encounter_notice: None,
-            registration: None,
-            zone: jiff::tz::TimeZone::UTC,
+            extensions: Default::default(),
         };
         JournalWriter::start(store, settings).expect("journal").0
     }

@@ -6,11 +6,12 @@
 
 mod common;
 
+use clinic_gateway::devices::ListOverrides;
 use clinic_gateway::devices::Value;
 use clinic_gateway::devices::bacnet::{
     BacnetError, BacnetSlot, BacnetSpawn, BacnetWrite, GetPriorityArray, GetValues, Reading,
 };
-use clinic_gateway::journal::{self, Claim, ListAudit, ListOverrides};
+use clinic_gateway::journal::{self, Claim, ListAudit};
 use clinic_gateway::supervisor::{
     ActorHealth, GetHealth, HealthState, StartChild, StopAll, StopChild,
 };

@@ -6,7 +6,8 @@
 mod common;
 
 use clinic_gateway::devices::printer::{self, PrinterSpawn};
-use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem, QueueCheckIn};
+use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem};
+use clinic_gateway::queue::QueueCheckIn;
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
 use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
 use common::spine::Spine;

@@ -8,6 +8,10 @@ pub mod bacnet;
 pub mod modbus;
 pub mod occupancy;
 pub mod printer;
+pub mod requests;
+pub mod store;
+
+pub use requests::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
 
 use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};

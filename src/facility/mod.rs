@@ -9,16 +9,18 @@
 //! (`devices::audited`); each turn of a rule and each room status change is a cloud event.
 
 pub mod config;
+pub mod requests;
 pub mod rules;
+pub mod store;
 
 use crate::devices::{Handles, device_event};
-use crate::journal::{
-    self, Append, JournalError, JournalWriter, ListRoomHolds, QueueAct, QueueList, SetRoomHold,
-};
+use crate::journal::{self, Append, JournalError, JournalWriter};
 use crate::queue::{Action, EntryState};
+use crate::queue::{QueueAct, QueueList};
 use crate::supervisor::{HealthState, ReportHealth, Running, Slot, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use config::{FacilityConfig, Source};
+pub use requests::{ListRoomHolds, SetRoomHold};
 use rules::RuleState;
 pub use rules::{Hold, RoomHold, RoomStatus};
 use serde::Serialize;

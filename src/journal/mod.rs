@@ -11,17 +11,16 @@
 
 pub mod store;
 
-use crate::connectors::fhir::model::Patient;
-use crate::connectors::fhir::protocol::{CachedPatient, Conflict, Fields, Seen, Side};
 use crate::metrics::METRICS;
 use actix::prelude::*;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
-pub use store::{OpenOptions, Store};
+pub use store::{OpenOptions, Schema, Store, from_json, to_json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why the journal could not do what was asked.
@@ -143,18 +142,6 @@ pub struct DeadLetter {
     pub dead_since: i64,
 }
 
-/// Something staff should see on the status page (a priority an EHR flag changed, a queue
-/// running past its slots), until someone acknowledges it. No patient data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Notice {
-    pub id: i64,
-    pub at: i64,
-    pub kind: String,
-    pub text: String,
-    pub acknowledged_at: Option<i64>,
-    pub acknowledged_by: Option<String>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStats {
     pub pending: u64,
@@ -206,58 +193,187 @@ impl From<&crate::config::DestinationConfig> for RetryPolicy {
 }
 
 /// Writer settings that a config reload may change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub max_bytes: u64,
     pub retention: Duration,
     pub max_batch: usize,
     pub policies: BTreeMap<String, RetryPolicy>,
-    /// Announce calls from the queue to the EHR (`[connectors.hl7v2_out] on_call`), with the
-    /// facility id for MSH-4.
-    pub call_notice: Option<(crate::connectors::hl7v2::notice::CallTrigger, String)>,
-    /// Open and move the visit's FHIR Encounter with calls, rooms and unseen exits
-    /// (`[connectors.fhir] on_call = "encounter"`), with the facility id for its identifier.
-    pub encounter_notice: Option<String>,
-    /// What check-ins register in the EHR (`[connectors.fhir.registration]`).
-    pub registration: Option<crate::connectors::fhir::registration::Policy>,
-    /// The clinic's time zone (`[gateway] timezone`): the day of ticket numbers.
-    pub zone: jiff::tz::TimeZone,
+    /// The domains' own settings, read by their work on the writer thread (e.g. the queue's
+    /// time zone and what a queue change tells the EHR).
+    pub extensions: Extensions,
 }
 
 impl Settings {
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Settings {
-            max_bytes: c.journal.max_bytes,
-            retention: Duration::from_secs(c.journal.retention_hours * 3600),
-            max_batch: c.journal.max_batch,
-            policies: c
-                .destinations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.into()))
-                .collect(),
-            call_notice: c
-                .connectors
-                .hl7v2_out
-                .as_ref()
-                .and_then(|o| o.on_call)
-                .map(|t| (t, c.gateway.facility_id.clone())),
-            encounter_notice: c
-                .connectors
-                .fhir
-                .as_ref()
-                .and_then(|f| f.on_call)
-                .map(|_| c.gateway.facility_id.clone()),
-            registration: crate::connectors::fhir::registration::Policy::from_config(c),
-            zone: crate::clock::zone(c.gateway.timezone.as_deref())
-                .unwrap_or(jiff::tz::TimeZone::UTC),
-        }
-    }
-
     fn policy(&self, destination: &str) -> RetryPolicy {
         self.policies
             .get(destination)
             .cloned()
             .unwrap_or_else(|| (&crate::config::DestinationConfig::default()).into())
+    }
+}
+
+/// The domains' settings kept by the writer, one value per type: the journal carries them
+/// without knowing them, and a domain's work reads its own with [`Tx::extension`].
+#[derive(Clone, Default)]
+pub struct Extensions(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl Extensions {
+    /// Sets (or replaces) the value of type `T`.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Extensions({} values)", self.0.len())
+    }
+}
+
+/// A domain's work, run on the writer thread inside the batch's transaction: its SQL (through
+/// [`Tx::sql`]) and the items it appends commit together with the rest of the batch, and its
+/// requester is answered only after that commit. A failed work item is rolled back alone (a
+/// savepoint), unless storage itself failed, which rolls back the whole batch.
+///
+/// A type becomes a journal request with [`journal_work!`](crate::journal_work).
+pub trait Work: Send + 'static {
+    type Output: Send + 'static;
+    /// True when the work commits new inbound items, so that the journal's size limit applies
+    /// to it as to [`Append`].
+    const LIMITED: bool = false;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError>;
+}
+
+/// Makes domain [`Work`] types journal requests, sent like any other with [`ask`].
+#[macro_export]
+macro_rules! journal_work {
+    ($($work:ty),* $(,)?) => {
+        $(
+            impl actix::Message for $work {
+                type Result = Result<<$work as $crate::journal::Work>::Output, $crate::journal::JournalError>;
+            }
+            impl $crate::journal::Request for $work {
+                type Output = <$work as $crate::journal::Work>::Output;
+                fn into_command(self, reply: $crate::journal::Reply<Self::Output>) -> $crate::journal::Command {
+                    $crate::journal::Command::Work($crate::journal::Job::new(self, reply))
+                }
+            }
+        )*
+    };
+}
+
+/// A domain's work with its reply, on its way to the writer thread.
+pub struct Job(Box<dyn Runnable>);
+
+impl Job {
+    pub fn new<W: Work>(work: W, reply: Reply<W::Output>) -> Job {
+        Job(Box::new(Pending { work, reply }))
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+trait Runnable: Send {
+    fn limited(&self) -> bool;
+    /// Runs the work; answers what to do once the batch's fate is known, and whether the work
+    /// itself succeeded.
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>);
+    fn fail(self: Box<Self>, e: &JournalError);
+}
+
+struct Pending<W: Work> {
+    work: W,
+    reply: Reply<W::Output>,
+}
+
+impl<W: Work> Runnable for Pending<W> {
+    fn limited(&self) -> bool {
+        W::LIMITED
+    }
+
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>) {
+        let result = self.work.run(tx);
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
+        (done(self.reply, result), outcome)
+    }
+
+    fn fail(self: Box<Self>, e: &JournalError) {
+        let _ = self.reply.send(Err(e.clone()));
+    }
+}
+
+/// What a domain's work sees of the batch's transaction.
+pub struct Tx<'t> {
+    conn: &'t rusqlite::Connection,
+    now: i64,
+    woken: BTreeSet<String>,
+    appended: u64,
+    extensions: &'t Extensions,
+}
+
+impl<'t> Tx<'t> {
+    fn new(conn: &'t rusqlite::Connection, now: i64, extensions: &'t Extensions) -> Tx<'t> {
+        Tx {
+            conn,
+            now,
+            woken: BTreeSet::new(),
+            appended: 0,
+            extensions,
+        }
+    }
+
+    /// The connection, inside the batch's transaction, for the domain's own SQL.
+    pub fn sql(&self) -> &rusqlite::Connection {
+        self.conn
+    }
+
+    /// The batch's time (ms since the epoch).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Commits an item with its outbox rows, as [`Append`] does (a resend of the same source
+    /// id gets the first receipt); its destinations are woken after the commit.
+    pub fn append(&mut self, item: &NewItem, now: i64) -> Result<Receipt, JournalError> {
+        let receipt = store::append(self.conn, item, now)?;
+        if !receipt.duplicate {
+            self.appended += 1;
+            self.woken.extend(item.destinations.iter().cloned());
+        }
+        Ok(receipt)
+    }
+
+    /// Appends an audit record.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), JournalError> {
+        store::audit(self.conn, actor, action, detail, now)
+    }
+
+    /// Wakes a destination's connector after the commit (rows it delivers changed).
+    pub fn wake(&mut self, destination: &str) {
+        self.woken.insert(destination.to_string());
+    }
+
+    /// The domain's settings of type `T`, if the wiring gave the writer one.
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.extensions.get()
     }
 }
 
@@ -276,7 +392,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
+/// Where the writer thread sends a request's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, JournalError>>;
 
 /// Commit an inbound item; answered with its [`Receipt`] once durable.
 #[derive(Debug)]
@@ -326,175 +443,10 @@ pub struct AuditRecord {
     pub action: String,
     pub detail: String,
 }
-/// Queue a patient (see [`Store`]'s `queue_check_in`).
-#[derive(Debug)]
-pub struct QueueCheckIn {
-    pub queue: String,
-    pub check_in: crate::queue::CheckIn,
-    /// A ticket to print, committed in the same transaction as the check-in.
-    pub ticket: Option<crate::queue::TicketOrder>,
-}
-/// Call the next waiting patient of a queue.
-#[derive(Debug)]
-pub struct QueueCallNext {
-    pub queue: String,
-    pub room: Option<String>,
-}
-/// A staff action on one entry.
-#[derive(Debug)]
-pub struct QueueAct {
-    pub id: i64,
-    pub action: crate::queue::Action,
-}
-/// Entries in queue order; closed ones too when `closed_since` is given.
-#[derive(Debug)]
-pub struct QueueList {
-    pub queue: Option<String>,
-    pub closed_since: Option<i64>,
-}
-
-/// An item from the EHR with what it does to the queue, committed together; a resend of the
-/// same source id gets the first receipt and changes nothing.
-#[derive(Debug)]
-pub struct EhrInbound {
-    pub item: NewItem,
-    pub effects: Vec<crate::queue::FromEhr>,
-}
-
-/// Takes a room out of service (`hold`) or puts it back (`None`); audited with `by`.
-#[derive(Debug)]
-pub struct SetRoomHold {
-    pub room: String,
-    pub hold: Option<(crate::facility::Hold, Option<String>)>,
-    pub by: String,
-}
-/// Every room currently held out of service.
-#[derive(Debug)]
-pub struct ListRoomHolds;
-/// One cached FHIR Patient by id.
-#[derive(Debug)]
-pub struct FhirGet {
-    pub id: String,
-}
-/// Cached FHIR Patients by identifier, or by family name and birth date.
-#[derive(Debug)]
-pub struct FhirFind {
-    pub identifier: Option<String>,
-    pub family: Option<String>,
-    pub birth_date: Option<String>,
-}
-/// A Patient version read from the EHR (see [`Store`]'s `fhir_seen`).
-#[derive(Debug)]
-pub struct FhirSeen {
-    pub patient: Box<Patient>,
-    pub identifier: Option<String>,
-    pub insert: bool,
-}
-/// A local demographic change to a cached Patient, for delivery to the EHR.
-#[derive(Debug)]
-pub struct FhirEdit {
-    pub id: String,
-    pub changes: Fields,
-    pub by: String,
-}
-/// The EHR stored our update `sent` as `stored`.
-#[derive(Debug)]
-pub struct FhirWritten {
-    pub sent: Box<Patient>,
-    pub stored: Box<Patient>,
-}
-#[derive(Debug)]
-pub struct FhirConflicts {
-    pub all: bool,
-}
-/// Resolve a conflict with a choice per field; audited with `by`.
-#[derive(Debug)]
-pub struct FhirResolve {
-    pub id: i64,
-    pub choices: BTreeMap<String, Side>,
-    pub by: String,
-}
-/// Staff notices, newest first: the open ones, or `all`.
-#[derive(Debug)]
-pub struct ListNotices {
-    pub all: bool,
-    pub limit: usize,
-}
-
-/// Links an entry to what the EHR registered for it: the new Patient's demographics, or the
-/// walk-in's Appointment (`Appointment/<id>`).
-#[derive(Debug)]
-pub struct QueueLink {
-    pub entry: i64,
-    pub demographics: Option<crate::queue::Demographics>,
-    pub appointment_ref: Option<String>,
-}
-
-/// Raises a notice for staff, with the item that tells others (cloud, EHR) and a FHIR
-/// connector state to set, all in one transaction.
-#[derive(Debug)]
-pub struct RaiseNotice {
-    pub kind: String,
-    pub text: String,
-    pub item: Option<NewItem>,
-    pub state: Option<(String, String)>,
-}
-
-/// The EHR flags that raise an open queue entry now: (flag id, patient id).
-#[derive(Debug)]
-pub struct RaisingFlags;
-
-/// Marks a notice seen, audited with `by`.
-#[derive(Debug)]
-pub struct AckNotice {
-    pub id: i64,
-    pub by: String,
-}
-
-/// Read (`set: None`) or write a persistent value of the FHIR connector.
-#[derive(Debug)]
-pub struct FhirState {
-    pub key: String,
-    pub set: Option<String>,
-}
-
 /// The most recent audit records, newest first.
 #[derive(Debug)]
 pub struct ListAudit {
     pub limit: usize,
-}
-
-/// A value the gateway holds in a building device's priority array, remembered so that no
-/// override outlives the gateway's knowledge of it (see the BACnet actor's `on_start`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceOverride {
-    pub device: String,
-    /// The point as the device's protocol names it (e.g. `analog-value,1`).
-    pub object: String,
-    pub priority: u8,
-    /// The value written (JSON: a number or a bool).
-    pub value: serde_json::Value,
-    /// Who asked for it.
-    pub by: String,
-    /// When it was written (ms since the epoch).
-    pub set_at: i64,
-}
-
-/// Remember an override (before it is written to the device).
-#[derive(Debug)]
-pub struct SetOverride(pub DeviceOverride);
-/// Forget the override of one priority slot (after it was relinquished); answers whether
-/// there was one.
-#[derive(Debug)]
-pub struct ClearOverride {
-    pub device: String,
-    pub object: String,
-    pub priority: u8,
-}
-/// The overrides remembered for one device.
-#[derive(Debug)]
-pub struct ListOverrides {
-    pub device: String,
 }
 
 /// One audit record.
@@ -529,6 +481,8 @@ macro_rules! requests {
         #[derive(Debug)]
         pub enum Command {
             $($variant($msg, Reply<$out>),)*
+            /// A domain's work (see [`Work`]).
+            Work(Job),
         }
         $(
             impl Message for $msg {
@@ -544,6 +498,7 @@ macro_rules! requests {
         fn fail(command: Command, e: &JournalError) {
             match command {
                 $(Command::$variant(_, r) => drop(r.send(Err(e.clone()))),)*
+                Command::Work(job) => job.0.fail(e),
             }
         }
     };
@@ -560,29 +515,6 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
-    SetOverride => SetOverride: (),
-    ClearOverride => ClearOverride: bool,
-    ListOverrides => ListOverrides: Vec<DeviceOverride>,
-    QueueCheckIn => QueueCheckIn: (crate::queue::Entry, bool),
-    QueueCallNext => QueueCallNext: Option<crate::queue::Entry>,
-    QueueAct => QueueAct: crate::queue::Entry,
-    QueueList => QueueList: Vec<crate::queue::Entry>,
-    EhrInbound => EhrInbound: Receipt,
-    SetRoomHold => SetRoomHold: Option<crate::facility::RoomHold>,
-    ListRoomHolds => ListRoomHolds: Vec<crate::facility::RoomHold>,
-    FhirGet => FhirGet: Option<CachedPatient>,
-    FhirFind => FhirFind: Vec<CachedPatient>,
-    FhirSeen => FhirSeen: Seen,
-    FhirEdit => FhirEdit: bool,
-    FhirWritten => FhirWritten: (),
-    FhirConflicts => FhirConflicts: Vec<Conflict>,
-    FhirResolve => FhirResolve: (Conflict, bool),
-    FhirState => FhirState: Option<String>,
-    ListNotices => ListNotices: Vec<Notice>,
-    AckNotice => AckNotice: (),
-    RaiseNotice => RaiseNotice: (),
-    QueueLink => QueueLink: crate::queue::Entry,
-    RaisingFlags => RaisingFlags: Vec<(String, String)>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -672,8 +604,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(mut store: Store, settings: Settings) -> Self {
-        store.set_zone(settings.zone.clone());
+    fn new(store: Store, settings: Settings) -> Self {
         Writer {
             store,
             settings,
@@ -738,10 +669,11 @@ impl Writer {
     /// reply of a `Close` request, if the batch held one.
     fn execute(&mut self, batch: &mut Vec<Command>) -> Option<Reply<()>> {
         let now = now_ms();
-        let refused = if batch
-            .iter()
-            .any(|c| matches!(c, Command::Append(..) | Command::EhrInbound(..)))
-        {
+        let refused = if batch.iter().any(|c| match c {
+            Command::Append(..) => true,
+            Command::Work(job) => job.0.limited(),
+            _ => false,
+        }) {
             self.refusal()
         } else {
             None
@@ -753,7 +685,6 @@ impl Writer {
         let mut appended = 0u64;
         let mut counts = Outcome::default();
         let mut woken: BTreeSet<String> = BTreeSet::new();
-        let mut store_zone = None;
         let mut tx = match self.store.begin() {
             Ok(tx) => tx,
             Err(e) => {
@@ -873,229 +804,46 @@ impl Writer {
                     let r = tx.audit_log(limit);
                     done(reply, r)
                 }
-                Command::SetOverride(SetOverride(o), reply) => {
-                    let r = tx.set_override(&o);
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ClearOverride(
-                    ClearOverride {
-                        device,
-                        object,
-                        priority,
-                    },
-                    reply,
-                ) => {
-                    let r = tx.clear_override(&device, &object, priority);
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ListOverrides(ListOverrides { device }, reply) => {
-                    let r = tx.overrides(&device);
-                    done(reply, r)
-                }
-                Command::QueueCheckIn(
-                    QueueCheckIn {
-                        queue,
-                        check_in,
-                        ticket,
-                    },
-                    reply,
-                ) => {
-                    let r = tx
-                        .queue_check_in(&queue, &check_in, ticket.as_ref(), now)
-                        .and_then(|(entry, duplicate)| {
-                            let register = self.settings.registration.as_ref();
-                            match register.and_then(|p| p.on_check_in(&entry, &check_in, now)) {
-                                Some(item) if !duplicate => {
-                                    tx.append(&item, now)?;
-                                    woken.extend(item.destinations);
-                                }
-                                _ => {}
-                            }
-                            Ok((entry, duplicate))
-                        });
-                    if matches!(r, Ok((_, false))) {
-                        woken.insert(crate::CLOUD.into());
-                        if let Some(t) = &ticket {
-                            woken.insert(crate::devices::printer::destination(&t.printer));
-                        }
-                    }
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::QueueCallNext(QueueCallNext { queue, room }, reply) => {
-                    let call = crate::queue::Action::Call { room: room.clone() };
-                    let r = tx.queue_call_next(&queue, room, now).and_then(|e| {
-                        e.map(|e| announce(&mut tx, &self.settings, e, &call, now, &mut woken))
-                            .transpose()
-                    });
-                    woken.insert(crate::CLOUD.into());
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::QueueAct(QueueAct { id, action }, reply) => {
-                    let r = tx.queue_act(id, &action, now).and_then(|e| {
-                        announce(&mut tx, &self.settings, e, &action, now, &mut woken)
-                    });
-                    woken.insert(crate::CLOUD.into());
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::QueueList(
-                    QueueList {
-                        queue,
-                        closed_since,
-                    },
-                    reply,
-                ) => {
-                    let r = tx.queue_list(queue.as_deref(), closed_since);
-                    done(reply, r)
-                }
-                Command::EhrInbound(EhrInbound { item, effects }, reply) => {
-                    let r = match &refused {
-                        Some(e) => Err(e.clone()),
-                        None => tx.ehr_inbound(&item, &effects, now),
-                    };
-                    if let Ok(receipt) = &r
-                        && !receipt.duplicate
+                Command::Work(job) => {
+                    if job.0.limited()
+                        && let Some(e) = &refused
                     {
-                        appended += 1;
-                        woken.extend(item.destinations.iter().cloned());
-                        woken.insert(crate::CLOUD.into());
+                        let e = e.clone();
+                        dones.push(Box::new(move |_| job.0.fail(&e)));
+                        continue;
                     }
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::FhirGet(FhirGet { id }, reply) => done(reply, tx.fhir_patient(&id)),
-                Command::FhirFind(
-                    FhirFind {
-                        identifier,
-                        family,
-                        birth_date,
-                    },
-                    reply,
-                ) => done(
-                    reply,
-                    tx.fhir_find(
-                        identifier.as_deref(),
-                        family.as_deref(),
-                        birth_date.as_deref(),
-                    ),
-                ),
-                Command::FhirSeen(
-                    FhirSeen {
-                        patient,
-                        identifier,
-                        insert,
-                    },
-                    reply,
-                ) => {
-                    let r = tx.fhir_seen(&patient, identifier.as_deref(), insert, now);
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::FhirEdit(FhirEdit { id, changes, by }, reply) => {
-                    let r = tx.fhir_edit(&id, &changes, &by, now);
-                    if matches!(r, Ok(true)) {
-                        woken.insert(crate::connectors::fhir::DESTINATION.into());
-                    }
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::SetRoomHold(SetRoomHold { room, hold, by }, reply) => {
-                    let r = tx.set_room_hold(&room, hold, &by, now);
-                    woken.insert(crate::CLOUD.into());
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ListRoomHolds(ListRoomHolds, reply) => done(reply, tx.room_holds()),
-                Command::FhirWritten(FhirWritten { sent, stored }, reply) => {
-                    let r = tx.fhir_written(&sent, &stored, now);
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::FhirConflicts(FhirConflicts { all }, reply) => {
-                    done(reply, tx.fhir_conflicts(all))
-                }
-                Command::FhirResolve(FhirResolve { id, choices, by }, reply) => {
-                    let r = tx.fhir_resolve(id, &choices, &by, now);
-                    if matches!(r, Ok((_, true))) {
-                        woken.insert(crate::connectors::fhir::DESTINATION.into());
-                    }
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::FhirState(FhirState { key, set }, reply) => {
-                    let r = match set {
-                        Some(v) => tx.set_fhir_state(&key, &v).map(|()| Some(v)),
-                        None => tx.fhir_state(&key),
+                    let savepoint = match tx.savepoint() {
+                        Ok(sp) => sp,
+                        Err(e) => {
+                            abort = Some(e.clone());
+                            dones.push(Box::new(move |_| job.0.fail(&e)));
+                            continue;
+                        }
                     };
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ListNotices(ListNotices { all, limit }, reply) => {
-                    done(reply, tx.notices(all, limit))
-                }
-                Command::RaiseNotice(
-                    RaiseNotice {
-                        kind,
-                        text,
-                        item,
-                        state,
-                    },
-                    reply,
-                ) => {
-                    let r = tx.notice(&kind, &text, now).and_then(|()| {
-                        if let Some(item) = &item {
-                            tx.append(item, now)?;
-                            appended += 1;
-                            woken.extend(item.destinations.iter().cloned());
-                        }
-                        match &state {
-                            Some((k, v)) => tx.set_fhir_state(k, v),
-                            None => Ok(()),
-                        }
-                    });
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::QueueLink(
-                    QueueLink {
-                        entry,
-                        demographics,
-                        appointment_ref,
-                    },
-                    reply,
-                ) => {
-                    let patient = demographics.is_some();
-                    let r = tx
-                        .queue_link(entry, demographics, appointment_ref, now)
-                        .and_then(|e| {
-                            // A walk-in whose patient the EHR just registered gets its visit.
-                            let register = self.settings.registration.as_ref();
-                            if let Some(item) = register
-                                .filter(|_| patient)
-                                .and_then(|p| p.on_patient(&e, now))
-                            {
-                                tx.append(&item, now)?;
-                                woken.extend(item.destinations);
+                    let mut work = Tx::new(&savepoint, now, &self.settings.extensions);
+                    let (d, result) = job.0.run(&mut work);
+                    let (work_woken, work_appended) = (work.woken, work.appended);
+                    match result {
+                        Ok(()) => match savepoint.commit() {
+                            Ok(()) => {
+                                woken.extend(work_woken);
+                                appended += work_appended;
                             }
-                            Ok(e)
-                        });
-                    woken.insert(crate::CLOUD.into());
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::RaisingFlags(RaisingFlags, reply) => done(reply, tx.raising_flags()),
-                Command::AckNotice(AckNotice { id, by }, reply) => {
-                    let r = tx.acknowledge(id, &by, now);
-                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
+                            Err(e) => abort = Some(e.into()),
+                        },
+                        Err(e) => {
+                            // The work's own changes are undone; the rest of the batch stands
+                            // unless storage itself failed.
+                            drop(savepoint);
+                            if e.aborts_batch() {
+                                abort = Some(e);
+                            }
+                        }
+                    }
+                    d
                 }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
                 Command::Reconfigure(Reconfigure(settings), reply) => {
-                    store_zone = Some(settings.zone.clone());
                     self.settings = settings;
                     done(reply, Ok(()))
                 }
@@ -1113,9 +861,6 @@ impl Writer {
             }
             None => tx.commit().err(),
         };
-        if let Some(zone) = store_zone {
-            self.store.set_zone(zone);
-        }
         match &outcome {
             None => {
                 METRICS.commit_latency.observe(started.elapsed());
@@ -1136,33 +881,6 @@ impl Writer {
         }
         closing
     }
-}
-
-/// Tells the EHR about a queue change, as configured, in the change's own transaction: the ADT
-/// of a call (`ehr-mllp`) and the visit's Encounter notice (`ehr-fhir`). Answers the entry.
-fn announce(
-    tx: &mut store::Batch<'_>,
-    settings: &Settings,
-    entry: crate::queue::Entry,
-    action: &crate::queue::Action,
-    now: i64,
-    woken: &mut BTreeSet<String>,
-) -> Result<crate::queue::Entry, JournalError> {
-    let hl7 = match action {
-        crate::queue::Action::Call { .. } => settings
-            .call_notice
-            .as_ref()
-            .and_then(|(t, f)| crate::connectors::hl7v2::notice::called(&entry, *t, f, now)),
-        _ => None,
-    };
-    let fhir = settings.encounter_notice.as_ref().and_then(|facility| {
-        crate::connectors::fhir::encounter::notice(&entry, action, facility, now)
-    });
-    for item in hl7.into_iter().chain(fhir) {
-        tx.append(&item, now)?;
-        woken.extend(item.destinations);
-    }
-    Ok(entry)
 }
 
 #[derive(Default)]

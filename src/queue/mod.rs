@@ -4,8 +4,14 @@
 //!
 //! Position in a queue follows priority (urgent, elevated, normal), then arrival.
 
+pub mod requests;
 pub mod schedule;
+pub mod store;
 
+pub use requests::{
+    EhrInbound, Hook, QueueAct, QueueCallNext, QueueCheckIn, QueueLink, QueueList, RaisingFlags,
+    Settings,
+};
 pub use schedule::{CheckInWhen, Schedule};
 use serde::{Deserialize, Serialize};
 

@@ -2,8 +2,9 @@
 //! changes, and the conflicts staff resolve field by field.
 
 use super::{AppState, journal_error, peer, same_origin};
+use crate::connectors::fhir::requests::{FhirConflicts, FhirEdit, FhirGet, FhirResolve};
 use crate::connectors::fhir::{self, protocol};
-use crate::journal::{self, FhirConflicts, FhirEdit, FhirGet, FhirResolve};
+use crate::journal;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;

@@ -357,7 +357,7 @@ struct QueueQuery {
 }
 
 async fn queue_list(s: web::Data<AppState>, q: web::Query<QueueQuery>) -> HttpResponse {
-    let msg = journal::QueueList {
+    let msg = crate::queue::QueueList {
         queue: q.into_inner().queue,
         closed_since: None,
     };
@@ -406,7 +406,7 @@ async fn queue_check_in(
     }
     match journal::ask(
         &s.journal,
-        journal::QueueCheckIn {
+        crate::queue::QueueCheckIn {
             queue: name,
             check_in,
             ticket,
@@ -467,7 +467,12 @@ async fn queue_call_next(
             None => None,
         },
     };
-    match journal::ask(&s.journal, journal::QueueCallNext { queue: name, room }).await {
+    match journal::ask(
+        &s.journal,
+        crate::queue::QueueCallNext { queue: name, room },
+    )
+    .await
+    {
         Ok(entry) => HttpResponse::Ok().json(json!({ "entry": entry })),
         Err(e) => journal_error(e),
     }
@@ -508,7 +513,7 @@ async fn queue_act(
     {
         return refused;
     }
-    match journal::ask(&s.journal, journal::QueueAct { id, action }).await {
+    match journal::ask(&s.journal, crate::queue::QueueAct { id, action }).await {
         Ok(entry) => HttpResponse::Ok().json(entry),
         Err(e) => journal_error(e),
     }
@@ -598,7 +603,7 @@ struct NoticeQuery {
 
 /// Staff notices, newest first: the open ones, or with `?all=true` also acknowledged ones.
 async fn notices(s: web::Data<AppState>, q: web::Query<NoticeQuery>) -> HttpResponse {
-    let list = journal::ListNotices {
+    let list = crate::notices::ListNotices {
         all: q.all.unwrap_or(false),
         limit: q.limit.unwrap_or(100).min(1000),
     };
@@ -627,7 +632,7 @@ async fn acknowledge(
         return HttpResponse::BadRequest()
             .json(json!({ "error": "\"by\": at most 200 printable characters" }));
     }
-    let ack = journal::AckNotice {
+    let ack = crate::notices::AckNotice {
         id: path.into_inner(),
         by: format!("api:{}", by.as_deref().unwrap_or("staff")),
     };

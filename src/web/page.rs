@@ -2,11 +2,11 @@
 
 use super::{AppState, actor_list, ask_rooms, facility_error, overall, peer, same_origin};
 use crate::connectors::fhir::protocol::{Conflict, Side};
+use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
-use crate::journal::{
-    self, AckNotice, DeadLetter, FhirConflicts, FhirResolve, GetStats, ListDead, ListNotices,
-    Notice, QueueList, Replay, Stats,
-};
+use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
+use crate::notices::{AckNotice, ListNotices, Notice};
+use crate::queue::QueueList;
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -36,16 +36,18 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
         create: true,
         ..Default::default()
     };
-    let store = Store::open(&dir.join("journal.db"), &options).expect("open journal");
+    let store = Store::open(
+        &dir.join("journal.db"),
+        &options,
+        &clinic_gateway::daemon::schemas(),
+    )
+    .expect("open journal");
     let settings = Settings {
         max_bytes: 1 << 30,
         retention: Duration::from_secs(3600),
         max_batch: 64,
         policies: BTreeMap::new(),
-        call_notice: None,
-        encounter_notice: None,
-        registration: None,
-        zone: jiff::tz::TimeZone::UTC,
+        extensions: Default::default(),
     };
     JournalWriter::start(store, settings).expect("journal").0
 }

@@ -8,7 +8,7 @@
 //! the entry's appointment) completes the queue entry ([`finished_visit`]).
 
 use crate::journal::NewItem;
-use crate::queue::{Action, Entry, EntryState, FromEhr};
+use crate::queue::{Action, Entry, EntryState, FromEhr, Hook};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -34,6 +34,19 @@ pub struct EncounterNotice {
     pub room: Option<String>,
     /// When the patient was called (the visit's start), ms since the epoch.
     pub called_at: i64,
+}
+
+/// The queue hook that opens and moves the visit's Encounter (`[connectors.fhir] on_call =
+/// "encounter"`), with the facility id for its identifier.
+#[derive(Debug, Clone)]
+pub struct VisitNotice {
+    pub facility: String,
+}
+
+impl Hook for VisitNotice {
+    fn on_action(&self, entry: &Entry, action: &Action, now: i64) -> Option<NewItem> {
+        notice(entry, action, &self.facility, now)
+    }
 }
 
 /// The notice a queue change sends the EHR, if any: a call (`arrived`), a room (`in-progress`),

@@ -23,21 +23,21 @@ pub mod flag;
 pub mod model;
 pub mod protocol;
 pub mod registration;
+pub mod requests;
+pub mod store;
 pub mod validate;
 pub mod waits;
 
-use crate::journal::{
-    self, AuditRecord, Claim, Delivered, EhrInbound, Failed, FhirFind, FhirGet, FhirSeen,
-    FhirState, FhirWritten, JournalWriter, OutboxRow, QueueCheckIn, QueueLink, QueueList,
-    RaiseNotice, RaisingFlags,
-};
+use crate::journal::{self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow};
 use crate::queue::{CheckIn, Demographics, Entry, FromEhr, Priority};
+use crate::queue::{EhrInbound, QueueCheckIn, QueueLink, QueueList, RaisingFlags};
 use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use client::{Client, FhirError};
 use config::FhirConfig;
 use model::Patient;
 use protocol::{AppointmentStep, Closing, Seen};
+use requests::{FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten, RaiseNotice};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};

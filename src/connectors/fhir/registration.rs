@@ -7,7 +7,7 @@
 //! back to the entry.
 
 use crate::journal::NewItem;
-use crate::queue::{CheckIn, Entry, PatientSearch};
+use crate::queue::{CheckIn, Entry, Hook, PatientSearch};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -29,17 +29,18 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(c: &crate::config::Config) -> Option<Policy> {
-        let r = c.connectors.fhir.as_ref()?.registration.as_ref()?;
-        Some(Policy {
-            facility: c.gateway.facility_id.clone(),
+    pub fn new(facility: &str, r: &super::config::RegistrationConfig) -> Policy {
+        Policy {
+            facility: facility.to_string(),
             create_patients: r.create_patients,
             walk_in_minutes: r.walk_in_appointments.then_some(r.walk_in_minutes),
-        })
+        }
     }
+}
 
+impl Hook for Policy {
     /// What a new check-in registers: the unknown patient, or the walk-in's visit.
-    pub fn on_check_in(&self, entry: &Entry, check_in: &CheckIn, now: i64) -> Option<NewItem> {
+    fn on_check_in(&self, entry: &Entry, check_in: &CheckIn, now: i64) -> Option<NewItem> {
         match (&check_in.patient, check_in.unknown_to_ehr) {
             (Some(name), true) if self.create_patients && entry.demographics.is_none() => {
                 new_patient(entry, name, &self.facility, now)
@@ -49,7 +50,7 @@ impl Policy {
     }
 
     /// What an entry that has (just got) its EHR patient registers: the walk-in's visit.
-    pub fn on_patient(&self, entry: &Entry, now: i64) -> Option<NewItem> {
+    fn on_patient(&self, entry: &Entry, now: i64) -> Option<NewItem> {
         walk_in(entry, self.walk_in_minutes?, &self.facility, now)
     }
 }

@@ -15,7 +15,8 @@ pub mod notice;
 pub mod protocol;
 pub mod sender;
 
-use crate::journal::{self, EhrInbound, JournalWriter};
+use crate::journal::{self, JournalWriter};
+use crate::queue::EhrInbound;
 use crate::supervisor::{
     ArbiterChild, ChildExited, HealthState, ReportHealth, Running, Spawn, Supervisor,
 };

@@ -4,7 +4,7 @@
 //! committed one without the other.
 
 use crate::journal::NewItem;
-use crate::queue::Entry;
+use crate::queue::{Action, Entry, Hook};
 use serde::Deserialize;
 
 /// Which ADT event announces a call (`[connectors.hl7v2_out] on_call`).
@@ -21,6 +21,23 @@ impl CallTrigger {
         match self {
             CallTrigger::A04 => "A04",
             CallTrigger::A08 => "A08",
+        }
+    }
+}
+
+/// The queue hook that announces calls to the EHR (`[connectors.hl7v2_out] on_call`), with the
+/// facility id for MSH-4.
+#[derive(Debug, Clone)]
+pub struct CallNotice {
+    pub trigger: CallTrigger,
+    pub facility: String,
+}
+
+impl Hook for CallNotice {
+    fn on_action(&self, entry: &Entry, action: &Action, now: i64) -> Option<NewItem> {
+        match action {
+            Action::Call { .. } => called(entry, self.trigger, &self.facility, now),
+            _ => None,
         }
     }
 }

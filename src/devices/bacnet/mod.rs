@@ -24,9 +24,8 @@ pub mod config;
 pub mod protocol;
 
 use crate::devices::{self, DeviceWrite, Reporter, Value, device_event};
-use crate::journal::{
-    self, Append, ClearOverride, DeviceOverride, JournalWriter, ListOverrides, SetOverride,
-};
+use crate::devices::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
+use crate::journal::{self, Append, JournalWriter};
 use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::{BacnetDevice, BacnetObject, Mode, OnStart};

@@ -1,0 +1,199 @@
+//! The queue's journal requests, run on the journal writer's thread (see [`Work`]), and the
+//! settings they read there: the clinic's time zone and the hooks through which other parts
+//! (the EHR connectors) add their own items to a queue change's transaction.
+
+use super::store;
+use super::{Action, CheckIn, Demographics, Entry, FromEhr, TicketOrder};
+use crate::journal::{JournalError, NewItem, Receipt, Tx, Work};
+use std::sync::{Arc, LazyLock};
+
+/// What a queue change also commits, decided by another part of the gateway (the HL7 ADT of
+/// a call, the visit's FHIR Encounter, a registration in the EHR). Each answers the item to
+/// append in the change's own transaction, or `None`.
+pub trait Hook: Send + Sync {
+    /// A new check-in (not a repeated request).
+    fn on_check_in(&self, _entry: &Entry, _check_in: &CheckIn, _now: i64) -> Option<NewItem> {
+        None
+    }
+    /// A staff action applied to an entry (the entry as it now is).
+    fn on_action(&self, _entry: &Entry, _action: &Action, _now: i64) -> Option<NewItem> {
+        None
+    }
+    /// An entry just linked to the patient the EHR registered for it.
+    fn on_patient(&self, _entry: &Entry, _now: i64) -> Option<NewItem> {
+        None
+    }
+}
+
+/// The queue's settings on the writer thread (a journal extension, replaced on reload).
+#[derive(Clone)]
+pub struct Settings {
+    /// The clinic's time zone (`[gateway] timezone`): a day's ticket numbers start again at
+    /// its midnight.
+    pub zone: jiff::tz::TimeZone,
+    pub hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            zone: jiff::tz::TimeZone::UTC,
+            hooks: Vec::new(),
+        }
+    }
+}
+
+/// The queue's settings as the wiring gave them to the writer, else the defaults.
+pub(super) fn settings<'t>(tx: &'t Tx<'_>) -> &'t Settings {
+    static DEFAULT: LazyLock<Settings> = LazyLock::new(Settings::default);
+    tx.extension::<Settings>().unwrap_or(&DEFAULT)
+}
+
+/// Appends what the hooks add to a change.
+fn hooked(
+    tx: &mut Tx<'_>,
+    items: impl Fn(&dyn Hook) -> Option<NewItem>,
+) -> Result<(), JournalError> {
+    let hooks = settings(tx).hooks.clone();
+    for item in hooks.iter().filter_map(|h| items(h.as_ref())) {
+        tx.append(&item, tx.now())?;
+    }
+    Ok(())
+}
+
+/// Queue a patient (see [`store::queue_check_in`]).
+#[derive(Debug)]
+pub struct QueueCheckIn {
+    pub queue: String,
+    pub check_in: CheckIn,
+    /// A ticket to print, committed in the same transaction as the check-in.
+    pub ticket: Option<TicketOrder>,
+}
+
+/// Call the next waiting patient of a queue.
+#[derive(Debug)]
+pub struct QueueCallNext {
+    pub queue: String,
+    pub room: Option<String>,
+}
+
+/// A staff action on one entry.
+#[derive(Debug)]
+pub struct QueueAct {
+    pub id: i64,
+    pub action: Action,
+}
+
+/// Entries in queue order; closed ones too when `closed_since` is given.
+#[derive(Debug)]
+pub struct QueueList {
+    pub queue: Option<String>,
+    pub closed_since: Option<i64>,
+}
+
+/// An item from the EHR with what it does to the queue, committed together; a resend of the
+/// same source id gets the first receipt and changes nothing.
+#[derive(Debug)]
+pub struct EhrInbound {
+    pub item: NewItem,
+    pub effects: Vec<FromEhr>,
+}
+
+/// Links an entry to what the EHR registered for it: the new Patient's demographics, or the
+/// walk-in's Appointment (`Appointment/<id>`).
+#[derive(Debug)]
+pub struct QueueLink {
+    pub entry: i64,
+    pub demographics: Option<Demographics>,
+    pub appointment_ref: Option<String>,
+}
+
+/// The EHR flags that raise an open queue entry now: (flag id, patient id).
+#[derive(Debug)]
+pub struct RaisingFlags;
+
+crate::journal_work!(
+    QueueCheckIn,
+    QueueCallNext,
+    QueueAct,
+    QueueList,
+    EhrInbound,
+    QueueLink,
+    RaisingFlags
+);
+
+impl Work for QueueCheckIn {
+    type Output = (Entry, bool);
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let (entry, duplicate) =
+            store::queue_check_in(tx, &self.queue, &self.check_in, self.ticket.as_ref(), now)?;
+        if !duplicate {
+            hooked(tx, |h| h.on_check_in(&entry, &self.check_in, now))?;
+        }
+        Ok((entry, duplicate))
+    }
+}
+
+impl Work for QueueCallNext {
+    type Output = Option<Entry>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let call = Action::Call {
+            room: self.room.clone(),
+        };
+        let entry = store::queue_call_next(tx, &self.queue, self.room, now)?;
+        if let Some(e) = &entry {
+            hooked(tx, |h| h.on_action(e, &call, now))?;
+        }
+        Ok(entry)
+    }
+}
+
+impl Work for QueueAct {
+    type Output = Entry;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let entry = store::queue_act(tx, self.id, &self.action, now)?;
+        hooked(tx, |h| h.on_action(&entry, &self.action, now))?;
+        Ok(entry)
+    }
+}
+
+impl Work for QueueList {
+    type Output = Vec<Entry>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::queue_list(tx, self.queue.as_deref(), self.closed_since)
+    }
+}
+
+impl Work for EhrInbound {
+    type Output = Receipt;
+    const LIMITED: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        store::ehr_inbound(tx, &self.item, &self.effects, now)
+    }
+}
+
+impl Work for QueueLink {
+    type Output = Entry;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let patient = self.demographics.is_some();
+        let entry =
+            store::queue_link(tx, self.entry, self.demographics, self.appointment_ref, now)?;
+        if patient {
+            // A walk-in whose patient the EHR just registered gets its visit.
+            hooked(tx, |h| h.on_patient(&entry, now))?;
+        }
+        Ok(entry)
+    }
+}
+
+impl Work for RaisingFlags {
+    type Output = Vec<(String, String)>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::raising_flags(tx)
+    }
+}
