@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use store::{OpenOptions, Schema, Store, from_json, to_json};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -377,12 +377,14 @@ impl<'t> Tx<'t> {
     }
 }
 
-/// Woken after a commit that made rows of a destination deliverable (new items, replays), so its
-/// connector need not poll.
-pub fn outbox_signal(destination: &str) -> Arc<Notify> {
-    static SIGNALS: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
-    let mut signals = SIGNALS.lock().unwrap_or_else(|p| p.into_inner());
-    signals.entry(destination.to_string()).or_default().clone()
+/// The signal of a destination, woken after each commit that made its rows deliverable (new
+/// items, replays), so that its connector need not poll. A journal that has stopped answers a
+/// signal that never fires.
+pub async fn signal(journal: &Addr<JournalWriter>, destination: &str) -> Arc<Notify> {
+    let subscribe = Subscribe {
+        destination: destination.to_string(),
+    };
+    ask(journal, subscribe).await.unwrap_or_default()
 }
 
 pub fn now_ms() -> i64 {
@@ -458,6 +460,12 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// The wake-up signal of a destination (see [`signal`]).
+#[derive(Debug)]
+pub struct Subscribe {
+    pub destination: String,
+}
+
 /// Answered once the writer has gone round its loop: proof of life for the watchdog.
 #[derive(Debug)]
 pub struct Ping;
@@ -515,6 +523,7 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
+    Subscribe => Subscribe: Arc<Notify>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
@@ -597,6 +606,8 @@ struct Writer {
     store: Store,
     settings: Settings,
     last_prune: Instant,
+    /// Each destination's wake-up signal (see [`signal`]).
+    signals: HashMap<String, Arc<Notify>>,
 }
 
 /// How often delivered rows past retention are pruned, and how many per pass.
@@ -609,6 +620,7 @@ impl Writer {
             store,
             settings,
             last_prune: Instant::now(),
+            signals: HashMap::new(),
         }
     }
 
@@ -842,6 +854,10 @@ impl Writer {
                     }
                     d
                 }
+                Command::Subscribe(Subscribe { destination }, reply) => {
+                    let signal = self.signals.entry(destination).or_default().clone();
+                    done(reply, Ok(signal))
+                }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
                 Command::Reconfigure(Reconfigure(settings), reply) => {
                     self.settings = settings;
@@ -868,8 +884,8 @@ impl Writer {
                 METRICS.deliveries.add(counts.delivered);
                 METRICS.retries.add(counts.retries);
                 METRICS.dead_letters.add(counts.dead);
-                for destination in &woken {
-                    outbox_signal(destination).notify_one();
+                for destination in woken {
+                    self.signals.entry(destination).or_default().notify_one();
                 }
             }
             Some(e) => {

@@ -231,7 +231,7 @@ impl Link {
         {
             return SessionEnd::Lost(e.to_string());
         }
-        let signal = journal::outbox_signal(crate::CLOUD);
+        let signal = journal::signal(&self.spawn.journal, crate::CLOUD).await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         let mut idle = false;
         // Journal round trips run beside the connection: waiting for a commit must not stop

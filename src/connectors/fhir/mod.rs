@@ -1321,7 +1321,7 @@ async fn every<F: Future<Output = ()>>(
 }
 
 async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let signal = journal::outbox_signal(DESTINATION);
+    let signal = journal::signal(&shared.journal, DESTINATION).await;
     loop {
         // Paused by refused credentials: claiming now would only spend the rows' attempts.
         if let Err(FhirError::Credentials(_)) = shared.usable() {

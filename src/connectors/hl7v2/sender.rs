@@ -234,7 +234,7 @@ impl Link {
         mut stream: TcpStream,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Lost> {
-        let signal = journal::outbox_signal(DESTINATION);
+        let signal = journal::signal(&self.journal, DESTINATION).await;
         let mut framer = Framer::new(1 << 20);
         loop {
             let claim = Claim {

@@ -284,7 +284,7 @@ impl Worker {
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let destination = self.destination();
-        let signal = journal::outbox_signal(&destination);
+        let signal = journal::signal(&self.journal, &destination).await;
         // A ticket left in flight by an earlier run of this actor goes back in line.
         let back = Failed {
             destination: destination.clone(),
