@@ -86,6 +86,18 @@ enum JournalCmd {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Committed inbound items, oldest first, one JSON object a line (payloads may hold
+    /// patient data: for support on the box only).
+    Items {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        source_id: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 /// Exit status for an invalid configuration.
@@ -216,6 +228,37 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print_stats(&c.journal_path(), &stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Journal {
+            action:
+                JournalCmd::Items {
+                    kind,
+                    source_id,
+                    limit,
+                    config,
+                },
+        } => {
+            let Some(mut store) = open(&config)? else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let items =
+                store.with_batch(|b| b.items(kind.as_deref(), source_id.as_deref(), limit))?;
+            for i in items {
+                let payload = serde_json::from_slice::<serde_json::Value>(&i.payload)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&i.payload).into());
+                let line = serde_json::json!({
+                    "id": i.id,
+                    "event_id": i.event_id,
+                    "source": i.source,
+                    "source_id": i.source_id,
+                    "kind": i.kind,
+                    "key": i.key,
+                    "received_at": i.received_at,
+                    "payload": payload,
+                });
+                println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -170,7 +170,11 @@ fn crowding_raises_ventilation_with_hysteresis_and_lowers_it_when_the_area_empti
             .any(|p| p["area"] == "waiting-a" && p["people"] == 8)
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The rule evaluated 8 and stays active, so it has no setting to write.
+    wait_for("the rule to evaluate 8", Duration::from_secs(10), || {
+        (rule(&gateway)["inputs"][0] == json!(8.0)).then_some(())
+    });
+    assert_eq!(rule(&gateway)["applied"], json!(true));
     assert_eq!(
         sim.read_holding(1, 1),
         [100],

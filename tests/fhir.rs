@@ -398,7 +398,12 @@ fn oauth_tokens_are_renewed_before_expiry_and_refused_credentials_pause_the_conn
     let entry = check_in(&gw, json!({ "patient_ref": "M1" }));
     assert!(entry["ticket"].is_string());
     // Staff and the cloud are told once, however often the connector retries.
-    std::thread::sleep(Duration::from_secs(3));
+    let tokens = server.stats()["token_requests"].as_u64().unwrap_or(0);
+    wait_for(
+        "two more tries with the refused secret",
+        Duration::from_secs(20),
+        || (server.stats()["token_requests"].as_u64()? >= tokens + 2).then_some(()),
+    );
     let texts = notice_texts(&gw);
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert!(
@@ -637,6 +642,10 @@ fn a_call_opens_the_encounter_a_room_starts_it_and_the_ehr_finishing_it_complete
         let still = open.as_array()?.iter().any(|e| e["id"] == entry);
         (!still).then_some(())
     });
+    // The counter moves once the connector hears the close committed, a step after the queue.
+    wait_for("the visit counted closed", Duration::from_secs(20), || {
+        (gw.get_json("/api/v1/fhir/status")["visits_closed"] == 1).then_some(())
+    });
     let prepared = journal_events(&gw, "queue.next_prepared");
     assert_eq!(prepared.len(), 1, "{prepared:?}");
     assert_eq!(prepared[0]["room"], "Exam 2");
@@ -669,7 +678,7 @@ fn a_call_opens_the_encounter_a_room_starts_it_and_the_ehr_finishing_it_complete
         },
     );
     // Our own cancellation, read back by the poll, changes nothing more.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_passes(&gw, "last_poll_at", 2);
     assert_eq!(gw.get_json("/api/v1/fhir/status")["visits_closed"], 1);
 }
 
@@ -860,7 +869,7 @@ fn waits_past_the_booked_slot_raise_one_suggestion_for_scheduling_staff_even_off
     assert_eq!(task["description"], text);
     assert_eq!(task["meta"]["tag"][0]["system"], TAG);
     // Still past the slot: no second suggestion while the overrun lasts.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_passes(&gw, "last_waits_at", 2);
     let count = |server: &FhirServer| {
         server.call("GET", "/Task", None)["entry"]
             .as_array()
@@ -967,7 +976,10 @@ fn walk_ins_get_an_appointment_and_patients_the_ehr_does_not_know_are_registered
         json!({ "patient": { "family": "Later", "birth_date": "1970-05-06" } }),
     );
     server.restart();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for("the EHR answering again", Duration::from_secs(20), || {
+        (gw.get_json("/api/v1/fhir/status")["link"]["state"] == "up").then_some(())
+    });
+    wait_passes(&gw, "last_appointments_at", 2);
     let later = server.call("GET", "/Patient?family=Later", None)["entry"].clone();
     assert!(later.as_array().is_none_or(Vec::is_empty), "{later}");
     assert_eq!(
@@ -975,4 +987,16 @@ fn walk_ins_get_an_appointment_and_patients_the_ehr_does_not_know_are_registered
         Value::Null
     );
     assert_eq!(gw.get_json("/api/v1/fhir/status")["registered"], 3);
+}
+
+/// Waits until the connector has finished `n` more passes of the kind whose time the status
+/// field `field` shows: the first may have been under way already, the last started after.
+fn wait_passes(gw: &Gateway, field: &str, n: usize) {
+    for _ in 0..n {
+        let before = gw.get_json("/api/v1/fhir/status")[field].as_i64();
+        wait_for(field, Duration::from_secs(20), || {
+            let now = gw.get_json("/api/v1/fhir/status")[field].as_i64();
+            (now > before).then_some(())
+        });
+    }
 }

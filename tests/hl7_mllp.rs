@@ -50,19 +50,12 @@ fn mllp_send(dir: &std::path::Path, port: u16, text: &str) -> Vec<String> {
         .collect()
 }
 
-/// How many inbound items the journal holds for an HL7 control id.
-fn committed(gw: &Gateway, control_id: &str) -> i64 {
-    let db = rusqlite::Connection::open_with_flags(
-        gw.dir.join("data/journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open journal read-only");
-    db.query_row(
-        "SELECT count(*) FROM inbound WHERE source_id = ?1 AND source LIKE 'hl7:%'",
-        [control_id],
-        |r| r.get(0),
-    )
-    .expect("count")
+/// How many inbound items from an HL7 sender the journal holds for a control id.
+fn committed(gw: &Gateway, control_id: &str) -> usize {
+    journal_items(gw, &["--source-id", control_id])
+        .iter()
+        .filter(|i| i["source"].as_str().is_some_and(|s| s.starts_with("hl7:")))
+        .count()
 }
 
 const A04_V23: &str = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124140500||ADT^A04|V23-1|P|2.3\n\
@@ -324,21 +317,15 @@ fn outbound_messages_are_delivered_in_order_retried_and_dead_lettered() {
     );
 }
 
-/// The entry of the queue `general` with this id, as the API shows it (open or closed today).
+/// The entry with this id, as the queue API shows it (open or closed).
 fn entry(gw: &Gateway, id: i64) -> serde_json::Value {
-    let conn = rusqlite::Connection::open_with_flags(
-        gw.dir.join("data/journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open journal read-only");
-    let (state, patient): (String, Option<String>) = conn
-        .query_row(
-            "SELECT state, patient_ref FROM queue_entry WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("entry");
-    serde_json::json!({ "state": state, "patient_ref": patient })
+    gw.get_json("/api/v1/queues?closed_since=0")
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["id"] == id)
+        .cloned()
+        .expect("the entry")
 }
 
 /// Queue events of `kind` the journal holds for the cloud.
@@ -434,15 +421,15 @@ fn a_call_from_the_queue_is_announced_to_the_ehr_as_an_adt() {
         segments[3].starts_with("PV1|1|O|^Room 3^^test-clinic|"),
         "{message}"
     );
-    // The walk-in names no patient: nothing the EHR could open, so nothing is sent.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(receiver.messages().len(), 1, "{:?}", receiver.messages());
+    // The walk-in names no patient: nothing the EHR could open, so nothing is sent. A notice
+    // commits with its call, so once the outbox is empty every notice there was is delivered.
     wait_for("the notice delivered", Duration::from_secs(10), || {
         let backlog = gw.get_json("/api/v1/backlog");
         let d = &backlog["destinations"]["ehr-mllp"];
         let n = |k: &str| d[k].as_u64().unwrap_or(0);
         (n("pending") == 0 && n("in_flight") == 0).then_some(())
     });
+    assert_eq!(receiver.messages().len(), 1, "{:?}", receiver.messages());
     let dead = gw.get_json("/api/v1/dlq?destination=ehr-mllp");
     assert_eq!(dead.as_array().map(Vec::len), Some(0), "{dead}");
 }

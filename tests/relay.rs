@@ -366,7 +366,13 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
         error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
         "{error}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The event is still held, unacknowledged, and the consumer is live: an event through the
+    // trusted gateway after the refusal arrives while 8 never does.
+    let held = bad.get_json("/api/v1/backlog")["destinations"]["cloud"].clone();
+    assert!(held["pending"].as_u64() >= Some(1), "{held}");
+    assert_eq!(held["dead"], 0, "{held}");
+    assert_eq!(gw.post_event(&event(9, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([7, 9]));
     assert!(
         consumer.events().iter().all(|e| n_of(e) != Some(8)),
         "nothing goes to an untrusted broker"

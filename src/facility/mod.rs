@@ -78,6 +78,8 @@ pub struct RuleView {
     /// What the device was last confirmed to hold (`true`: the rule's value).
     pub applied: Option<bool>,
     pub last_error: Option<String>,
+    /// The values its conditions last evaluated (people, ppm, ...; `null`: no reading).
+    pub inputs: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -454,6 +456,7 @@ impl Handler<GetFacility> for FacilityActor {
                 active: s.active(),
                 applied: s.applied(),
                 last_error: s.last_error.clone(),
+                inputs: s.inputs().to_vec(),
             })
             .collect();
         MessageResult(FacilityView { rooms, rules })

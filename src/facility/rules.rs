@@ -98,6 +98,8 @@ pub struct RuleState {
     failures: u32,
     retry_at: Option<Instant>,
     pub last_error: Option<String>,
+    /// The values last observed, one per condition (`None`: no reading).
+    inputs: Vec<Option<f64>>,
 }
 
 /// The longest wait between attempts to write a rule's setting to a device that refuses it.
@@ -121,10 +123,16 @@ impl RuleState {
         self.applied
     }
 
+    /// The values the rule last evaluated, one per condition.
+    pub fn inputs(&self) -> &[Option<f64>] {
+        &self.inputs
+    }
+
     /// Takes the latest values (one per condition; `None` = no reading, the condition keeps
     /// its state) and tells whether the rule turned on or off.
     pub fn observe(&mut self, rule: &RuleConfig, values: &[Option<f64>]) -> bool {
         let before = self.active();
+        self.inputs = values.to_vec();
         for ((held, c), v) in self.conditions.iter_mut().zip(&rule.when).zip(values) {
             match v {
                 Some(v) if !*held && *v >= c.above => *held = true,

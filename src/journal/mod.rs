@@ -130,6 +130,19 @@ pub struct OutboxRow {
     pub occurred_at: i64,
 }
 
+/// An inbound item as the journal keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    pub id: i64,
+    pub event_id: String,
+    pub source: String,
+    pub source_id: Option<String>,
+    pub kind: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub received_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
     pub id: i64,

@@ -8,7 +8,7 @@
 
 use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
-    RetryPolicy, Stats,
+    RetryPolicy, Stats, StoredItem,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, params};
 use std::collections::BTreeMap;
@@ -654,6 +654,37 @@ impl Batch<'_> {
             params![cutoff, limit as i64],
         )?;
         Ok(outbox + inbound)
+    }
+
+    /// Inbound items, oldest first, of one kind and/or one source id (the CLI's `journal items`,
+    /// for support: what the gateway committed).
+    pub fn items(
+        &mut self,
+        kind: Option<&str>,
+        source_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredItem>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT id, event_id, source, source_id, kind, key, payload, received_at FROM inbound
+                  WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR source_id = ?2)
+                  ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![kind, source_id, limit as i64], |r| {
+                Ok(StoredItem {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    source: r.get(2)?,
+                    source_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    key: r.get(5)?,
+                    payload: r.get(6)?,
+                    received_at: r.get(7)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// State name of one outbox row, for tests and the CLI.

@@ -354,12 +354,15 @@ async fn hl7_outbound(s: web::Data<AppState>, body: web::Json<OutboundHl7>) -> H
 #[derive(Deserialize)]
 struct QueueQuery {
     queue: Option<String>,
+    /// Also the entries closed since then (ms since the epoch): the day's finished visits.
+    closed_since: Option<i64>,
 }
 
 async fn queue_list(s: web::Data<AppState>, q: web::Query<QueueQuery>) -> HttpResponse {
+    let q = q.into_inner();
     let msg = crate::queue::QueueList {
-        queue: q.into_inner().queue,
-        closed_since: None,
+        queue: q.queue,
+        closed_since: q.closed_since,
     };
     match journal::ask(&s.journal, msg).await {
         Ok(entries) => HttpResponse::Ok().json(entries),

@@ -44,20 +44,31 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// The payloads of the items of one kind the gateway's journal holds (events it sent or will
-/// send), oldest first, read-only while the gateway runs.
+/// The items the gateway's journal holds (events it sent or will send), oldest first, as the
+/// `journal items` command prints them, while the gateway runs.
+pub fn journal_items(gw: &Gateway, filter: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(bin())
+        .args(["journal", "items", "--config"])
+        .arg(&gw.config)
+        .args(filter)
+        .output()
+        .expect("run journal items");
+    assert!(
+        out.status.success(),
+        "journal items: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an item as JSON"))
+        .collect()
+}
+
+/// The payloads of the items of one kind the gateway's journal holds, oldest first.
 pub fn journal_events(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
-    let db = rusqlite::Connection::open_with_flags(
-        gw.dir.join("data/journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open journal read-only");
-    let mut q = db
-        .prepare("SELECT payload FROM inbound WHERE kind = ?1 ORDER BY id")
-        .expect("query");
-    q.query_map([kind], |r| r.get::<_, Vec<u8>>(0))
-        .expect("rows")
-        .map(|p| serde_json::from_slice(&p.expect("row")).expect("payload JSON"))
+    journal_items(gw, &["--kind", kind])
+        .into_iter()
+        .map(|i| i["payload"].clone())
         .collect()
 }
 

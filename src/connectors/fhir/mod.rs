@@ -148,6 +148,8 @@ pub struct FhirStatus {
     pub last_poll_at: Option<i64>,
     /// When today's appointments were last applied to the queue.
     pub last_appointments_at: Option<i64>,
+    /// When the waits were last measured against the booked slots.
+    pub last_waits_at: Option<i64>,
 }
 
 /// State shared by the actor and its tasks.
@@ -183,6 +185,7 @@ struct Counters {
     slots: std::collections::HashMap<String, i64>,
     last_poll_at: Option<i64>,
     last_appointments_at: Option<i64>,
+    last_waits_at: Option<i64>,
     /// `None` before the first answer, then whether the last request worked.
     link: Option<Result<(), String>>,
     paused_until: Option<(Instant, String)>,
@@ -310,6 +313,7 @@ impl Shared {
             linked: c.linked,
             last_poll_at: c.last_poll_at,
             last_appointments_at: c.last_appointments_at,
+            last_waits_at: c.last_waits_at,
         }
     }
 
@@ -1272,7 +1276,10 @@ impl Actor for FhirActor {
             let interval = Duration::from_secs(w.check_interval_s);
             let pass = every(interval, shutdown.clone(), move || {
                 let (shared, w) = (shared.clone(), w.clone());
-                async move { shared.check_waits(&w).await }
+                async move {
+                    shared.check_waits(&w).await;
+                    shared.counters().last_waits_at = Some(journal::now_ms());
+                }
             });
             ctx.spawn(pass.into_actor(self));
         }
