@@ -135,9 +135,153 @@ fn bench_append(dir: &Path, producers: usize) {
         let _ = journal::ask(&journal, journal::Close).await;
         total as f64 / secs
     });
+    let probe = bench_append_probe(dir, producers);
     println!(
-        "journal append, group commit, {producers} producers each awaiting its durable receipt: {rate:.0} events/s ({total} events, synchronous=FULL)"
+        "journal append, group commit, {producers} producers each awaiting its durable receipt: {rate:.0} events/s ({total} events, synchronous=FULL); raw SQLite group-commit probe, same rows: {probe:.0} events/s; {:.0} % of the probe",
+        rate / probe * 100.0
     );
+}
+
+/// The ceiling for [`bench_append`]: the same rows (an inbound row and its outbox row, same
+/// SQL, same indexes, `synchronous=FULL`) committed by a bare thread that batches whatever is
+/// queued into one transaction and answers each producer after the commit, with no actor, no
+/// domain work and no space check in the way.
+fn bench_append_probe(dir: &Path, producers: usize) -> f64 {
+    use rusqlite::params;
+    use tokio::sync::{mpsc, oneshot};
+    let total = 200_000usize;
+    let path = dir.join(format!("probe-{producers}.db"));
+    drop(open(&path));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(NewItem, oneshot::Sender<i64>)>();
+    let writer = std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(&path).expect("probe open");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-16384;",
+        )
+        .expect("pragmas");
+        let mut batch = Vec::with_capacity(4096);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let now = journal::now_ms();
+            let t = conn.transaction().expect("begin");
+            let mut ids = Vec::with_capacity(batch.len());
+            for (item, _) in &batch {
+                t.prepare_cached(
+                    "INSERT INTO inbound (event_id, source, source_id, kind, key, schema, payload, reply, occurred_at, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                )
+                .expect("prepare")
+                .execute(params![
+                    uuid::Uuid::now_v7().to_string(),
+                    item.source,
+                    item.source_id,
+                    item.kind,
+                    item.key,
+                    item.schema,
+                    item.payload,
+                    item.reply,
+                    now,
+                    now
+                ])
+                .expect("inbound");
+                let id = t.last_insert_rowid();
+                let mut outbox = t
+                    .prepare_cached(
+                        "INSERT INTO outbox (inbound_id, destination, key, state, next_attempt_at, updated_at)
+                         VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+                    )
+                    .expect("prepare");
+                for d in &item.destinations {
+                    outbox
+                        .execute(params![id, d, item.key, now])
+                        .expect("outbox");
+                }
+                ids.push(id);
+            }
+            t.commit().expect("commit");
+            for ((_, reply), id) in batch.drain(..).zip(ids) {
+                let _ = reply.send(id);
+            }
+        }
+    });
+    let rate = actix::System::new().block_on(async move {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for p in 0..producers {
+            let tx = tx.clone();
+            tasks.push(actix::spawn(async move {
+                for i in (p..total).step_by(producers) {
+                    let (reply, answer) = oneshot::channel();
+                    tx.send((item(i), reply)).expect("probe writer");
+                    answer.await.expect("probe receipt");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer");
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    });
+    writer.join().expect("probe writer");
+    rate
+}
+
+/// A bare rumqttc client publishing `total` QoS 1 messages of the relay's payload size to the
+/// same broker with the same window: the ceiling for [`bench_drain`].
+fn bench_publish_probe(port: u16, total: usize, window: u16) -> f64 {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let mut options = MqttOptions::new("bench-probe", "127.0.0.1", port);
+        options.set_inflight(window);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = AsyncClient::new(options, usize::from(window));
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "facility": "bench",
+            "kind": "bench.event",
+            "key": "patient-1",
+            "occurred_at": "2026-12-01T09:30:00.000Z",
+            "schema": "bench.event@1",
+            "payload": serde_json::from_slice::<serde_json::Value>(&item(0).payload).expect("json"),
+        }))
+        .expect("payload");
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                client
+                    .publish(
+                        format!("clinic/bench/events/bench.event/{}", i % 64),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await
+                    .expect("publish");
+            }
+        });
+        let mut acked = 0usize;
+        let mut start = None;
+        while acked < total {
+            match events.poll().await.expect("probe connection") {
+                Event::Outgoing(Outgoing::Publish(_)) if start.is_none() => {
+                    start = Some(Instant::now());
+                }
+                Event::Incoming(Packet::PubAck(_)) => acked += 1,
+                _ => {}
+            }
+        }
+        publisher.await.expect("publisher");
+        total as f64 / start.expect("published").elapsed().as_secs_f64()
+    })
 }
 
 fn bench_drain(dir: &Path) {
@@ -208,8 +352,10 @@ fn bench_drain(dir: &Path) {
         }
         total as f64 / start.elapsed().as_secs_f64()
     });
+    let probe = bench_publish_probe(port, total, 1000);
     println!(
-        "relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s"
+        "relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s; bare rumqttc QoS 1 publisher, same broker and window: {probe:.0} msg/s; {:.0} % of the probe",
+        rate / probe * 100.0
     );
 }
 
