@@ -293,6 +293,7 @@ fn an_encrypted_journal_opens_only_with_its_key() {
                 verify: true,
                 key: key.map(str::to_string),
             },
+            &[],
         )
     };
     {
