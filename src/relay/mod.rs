@@ -13,11 +13,11 @@ pub mod protocol;
 pub mod tls;
 
 use crate::config::RelayConfig;
-use crate::daemon::ReloadConfig;
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
 };
 use crate::metrics::METRICS;
+use crate::reload::ReloadConfig;
 use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use protocol::{Command, Topics};
