@@ -42,19 +42,30 @@ fn message(n: usize) -> Vec<u8> {
     frame
 }
 
-/// Reads one MLLP frame (start byte to `FS CR`) into `buf`, keeping bytes after it.
-async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+/// Reads one MLLP frame (start byte to `FS CR`) into `buf`, keeping bytes after it; `None`
+/// when the peer closed the connection between frames.
+async fn next_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     loop {
         if let Some(end) = buf.windows(2).position(|w| w == END) {
             let frame: Vec<u8> = buf.drain(..end + 2).collect();
             let start = frame.iter().position(|b| *b == START).map_or(0, |p| p + 1);
-            return frame[start..frame.len() - 2].to_vec();
+            return Some(frame[start..frame.len() - 2].to_vec());
         }
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "the peer closed the connection mid-frame");
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            assert!(buf.is_empty(), "the peer closed the connection mid-frame");
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Reads one MLLP frame that must come.
+async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    next_frame(stream, buf)
+        .await
+        .expect("the peer closed the connection before answering")
 }
 
 /// Sends `per_connection` messages on each of 8 connections, one in flight on each; answers
@@ -181,8 +192,7 @@ fn start_probe(dir: &Path) -> u16 {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    loop {
-                        let body = read_frame(&mut stream, &mut buf).await;
+                    while let Some(body) = next_frame(&mut stream, &mut buf).await {
                         let text = String::from_utf8_lossy(&body);
                         let control = text.split('|').nth(9).unwrap_or_default().to_string();
                         let (done, committed) = oneshot::channel();
