@@ -9,10 +9,10 @@
 //!
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
+pub mod config;
 pub mod protocol;
 pub mod tls;
 
-use crate::config::RelayConfig;
 use crate::daemon::ReloadConfig;
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
@@ -20,6 +20,7 @@ use crate::journal::{
 use crate::metrics::METRICS;
 use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
+use config::RelayConfig;
 use protocol::{Command, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};

@@ -4,7 +4,7 @@
 //! passed it.
 
 use super::protocol::ObjectKind;
-use crate::devices::check_name;
+use crate::settings::check_name;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

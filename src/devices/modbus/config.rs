@@ -4,7 +4,7 @@
 //! passed it.
 
 use super::protocol::{DataType, Decoding, Order};
-use crate::devices::check_name;
+use crate::settings::check_name;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -5,9 +5,10 @@
 //! `protocol.rs` relies on it (every sensor's room exists, names are unique).
 
 use super::protocol::SensorKind;
-use crate::config::{Config, TlsConfig};
+use crate::settings::{self, TlsConfig};
 use serde::Deserialize;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -167,9 +168,10 @@ impl OccupancyConfig {
         self.stale_after_s.map(Self::delay)
     }
 
-    /// Reports every problem as (dotted key with `[index]`, message).
-    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
-        self.broker.validate(config, bad);
+    /// Reports every problem as (dotted key with `[index]`, message); relative paths are
+    /// resolved against `base`.
+    pub fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
+        self.broker.validate(base, bad);
         let delays = [
             ("occupied_delay_s", Some(self.occupied_delay_s)),
             ("vacancy_delay_s", Some(self.vacancy_delay_s)),
@@ -237,7 +239,7 @@ impl OccupancyConfig {
 }
 
 impl BrokerConfig {
-    fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
+    fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
         let key = format!("{KEY}.broker");
         if self.host.trim().is_empty() {
             bad(&format!("{key}.host"), "must not be empty".into());
@@ -258,7 +260,7 @@ impl BrokerConfig {
             bad(&format!("{key}.client_id"), "must not be empty".into());
         }
         if let Some(p) = &self.password_file {
-            let path = config.resolve(p);
+            let path = settings::resolve(base, p);
             if let Err(e) = std::fs::read(&path) {
                 bad(
                     &format!("{key}.password_file"),
@@ -273,7 +275,7 @@ impl BrokerConfig {
             }
         }
         if let Some(tls) = &self.tls
-            && let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p))
+            && let Err(e) = crate::relay::tls::client_config(tls, |p| settings::resolve(base, p))
         {
             bad(&tls_key(e.key), e.message);
         }
