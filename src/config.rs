@@ -332,10 +332,17 @@ struct Reader<'a, 't> {
 
 impl Reader<'_, '_> {
     /// The section `name`, `None` when the file has none.
-    ///
+    fn section<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, Unreadable> {
+        let start = self.problems.len();
+        let read = self.read(name);
+        // serde meets keys in its own order; whoever fixes the file reads it top to bottom.
+        self.problems[start..].sort_by_key(|p| p.line);
+        read
+    }
+
     /// serde stops at a section's first wrong key, so the key is taken out and the section read
     /// again, until it reads or no key is left to blame.
-    fn section<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, Unreadable> {
+    fn read<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, Unreadable> {
         let Some((_, mut value)) = self.root.remove_entry(name) else {
             return Ok(None);
         };
@@ -671,6 +678,112 @@ mod tests {
             at.line_of_key("a.b[1].missing"),
             4,
             "the table's own line when the key is absent"
+        );
+    }
+
+    #[test]
+    fn type_errors_in_two_sections_are_both_reported() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"big\"\n\
+             [web]\nbind = 8088\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:4: journal.max_bytes: invalid type"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("t.toml:6: web.bind: invalid type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_type_error_does_not_hide_a_wrong_value_elsewhere() {
+        let err = check(
+            "[gateway]\nfacility_id = \"bad id\"\n[supervisor]\nrestart_max_ms = \"1m\"\n\
+             [relay]\nhost = \"h\"\ninflight_window = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 3, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:4: supervisor.restart_max_ms: invalid type"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("t.toml:2: gateway.facility_id: must be"),
+            "{err:?}"
+        );
+        assert!(
+            err[2].starts_with("t.toml:7: relay.inflight_window: must be at least 1"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_wrong_key_of_one_section_is_reported() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhots = \"h\"\nhost = 1\n\
+             port = \"x\"\n[relay.tls]\ncafile = \"ca.pem\"\n",
+        )
+        .expect_err("refused");
+        let keys: Vec<String> = err
+            .iter()
+            .map(|p| p.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "t.toml:4: relay.hots",
+                "t.toml:5: relay.host",
+                "t.toml:6: relay.port",
+                "t.toml:7: relay.tls.ca_file",
+                "t.toml:8: relay.tls.cafile",
+            ],
+            "{err:?}"
+        );
+        assert!(
+            !err.iter().any(|p| p.contains("missing field `host`")),
+            "a key taken out for its wrong type is not reported missing too: {err:?}"
+        );
+    }
+
+    #[test]
+    fn problems_inside_arrays_of_tables_name_the_element() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n\
+             [[devices.modbus]]\nname = \"a\"\nhost = \"127.0.0.1\"\n\
+             [[devices.modbus.registers]]\nname = \"r\"\nfunction = \"input\"\naddress = 1\n\
+             [[devices.modbus]]\nname = \"b\"\nhost = \"127.0.0.1\"\n\
+             [[devices.modbus.registers]]\nname = \"r\"\nfunction = \"input\"\naddress = \"ten\"\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:16: devices.modbus[1].registers[0].address: invalid type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named_at_its_table() {
+        let err =
+            check("[gateway]\nfacility_id = \"c\"\n\n[relay]\nport = 1883\n").expect_err("refused");
+        assert_eq!(err, ["t.toml:4: relay.host: missing field `host`"]);
+        let err = check("[web]\n").expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].starts_with("t.toml:0: gateway: missing"), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_section_is_named_with_its_line() {
+        let err = check("[gateway]\nfacility_id = \"c\"\n\n[releay]\nhost = \"h\"\n")
+            .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:4: releay: unknown key, expected one of `gateway`"),
+            "{err:?}"
         );
     }
 
