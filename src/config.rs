@@ -234,7 +234,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let facility = reader.section::<FacilityConfig>("facility");
     reader.unknown_sections();
     let mut problems = reader.problems;
-    if let Ok(None) = &gateway {
+    if let Section::Absent = &gateway {
         problems.push(Located {
             file: path.to_path_buf(),
             line: 0,
@@ -245,29 +245,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
     let base = path.parent().unwrap_or(Path::new("."));
     let mut found = Vec::new();
-    if let Ok(Some(g)) = &gateway {
+    if let Some(g) = gateway.checkable() {
         found.extend(g.validate());
     }
-    if let Ok(Some(j)) = &journal {
+    if let Some(j) = journal.checkable() {
         found.extend(j.validate(base));
     }
-    if let Ok(Some(d)) = &destinations {
+    if let Some(d) = destinations.checkable() {
         found.extend(journal::validate_destinations(d));
     }
-    if let Ok(Some(r)) = &relay {
+    if let Some(r) = relay.checkable() {
         found.extend(r.validate(base));
     }
-    if let Ok(Some(s)) = &supervisor {
+    if let Some(s) = supervisor.checkable() {
         found.extend(s.validate());
     }
-    if let Ok(Some(c)) = &connectors {
+    if let Some(c) = connectors.checkable() {
         found.extend(c.validate());
     }
-    if let Ok(d) = &devices {
-        let none = DevicesConfig::default();
-        let d = d.as_ref().unwrap_or(&none);
+    let no_devices = DevicesConfig::default();
+    let devices_read = match &devices {
+        Section::Absent => Some(&no_devices),
+        read => read.checkable(),
+    };
+    if let Some(d) = devices_read {
         found.extend(d.validate(base));
-        if let Ok(Some(f)) = &facility {
+        if let Some(f) = facility.checkable() {
             let rooms = d.occupancy.iter().flat_map(|o| &o.rooms);
             let point =
                 |device: &str, name: &str, write: bool| device_point(d, device, name, write);
@@ -280,45 +283,56 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     problems.extend(found.into_iter().map(|p| at.locate(p)));
 
-    match (
+    // Every flawed or missing section left a problem behind, so none is left to compose.
+    let Some(gateway) = gateway.accepted().filter(|_| problems.is_empty()) else {
+        return Err(ConfigError { problems });
+    };
+    Ok(Config {
         gateway,
-        journal,
-        destinations,
-        relay,
-        web,
-        supervisor,
-        connectors,
-        devices,
-        facility,
-    ) {
-        (
-            Ok(Some(gateway)),
-            Ok(journal),
-            Ok(destinations),
-            Ok(relay),
-            Ok(web),
-            Ok(supervisor),
-            Ok(connectors),
-            Ok(devices),
-            Ok(facility),
-        ) if problems.is_empty() => Ok(Config {
-            gateway,
-            journal: journal.unwrap_or_default(),
-            destinations: destinations.unwrap_or_else(journal::default_destinations),
-            relay,
-            web: web.unwrap_or_default(),
-            supervisor: supervisor.unwrap_or_default(),
-            connectors: connectors.unwrap_or_default(),
-            devices: devices.unwrap_or_default(),
-            facility: facility.unwrap_or_default(),
-            source: path.to_path_buf(),
-        }),
-        _ => Err(ConfigError { problems }),
-    }
+        journal: journal.accepted().unwrap_or_default(),
+        destinations: destinations
+            .accepted()
+            .unwrap_or_else(journal::default_destinations),
+        relay: relay.accepted(),
+        web: web.accepted().unwrap_or_default(),
+        supervisor: supervisor.accepted().unwrap_or_default(),
+        connectors: connectors.accepted().unwrap_or_default(),
+        devices: devices.accepted().unwrap_or_default(),
+        facility: facility.accepted().unwrap_or_default(),
+        source: path.to_path_buf(),
+    })
 }
 
-/// A section that could not be deserialized; its problems are already recorded.
-struct Unreadable;
+/// What reading one section of the file gave.
+enum Section<T> {
+    /// The file has no such table.
+    Absent,
+    Read(T),
+    /// Read once its unknown keys were taken out: the types of the rest are right, so its
+    /// values are worth checking, but the file is refused.
+    WithoutUnknownKeys(T),
+    /// A key has the wrong type or a required one is missing; its problems are recorded, and
+    /// its values are not checked, since defaults would stand in for what is wrong.
+    Unreadable,
+}
+
+impl<T> Section<T> {
+    /// The section, if its values can be checked.
+    fn checkable(&self) -> Option<&T> {
+        match self {
+            Section::Read(t) | Section::WithoutUnknownKeys(t) => Some(t),
+            Section::Absent | Section::Unreadable => None,
+        }
+    }
+
+    /// The section as the file gave it, if it was read without a problem.
+    fn accepted(self) -> Option<T> {
+        match self {
+            Section::Read(t) => Some(t),
+            _ => None,
+        }
+    }
+}
 
 /// Most problems reported for one section's keys before the rest of it is given up on.
 const MAX_SECTION_PROBLEMS: usize = 50;
@@ -331,8 +345,8 @@ struct Reader<'a, 't> {
 }
 
 impl Reader<'_, '_> {
-    /// The section `name`, `None` when the file has none.
-    fn section<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, Unreadable> {
+    /// The section `name`, its problems recorded.
+    fn section<T: DeserializeOwned>(&mut self, name: &str) -> Section<T> {
         let start = self.problems.len();
         let read = self.read(name);
         // serde meets keys in its own order; whoever fixes the file reads it top to bottom.
@@ -342,18 +356,21 @@ impl Reader<'_, '_> {
 
     /// serde stops at a section's first wrong key, so the key is taken out and the section read
     /// again, until it reads or no key is left to blame.
-    fn read<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, Unreadable> {
+    fn read<T: DeserializeOwned>(&mut self, name: &str) -> Section<T> {
         let Some((_, mut value)) = self.root.remove_entry(name) else {
-            return Ok(None);
+            return Section::Absent;
         };
         let mut taken: Vec<String> = Vec::new();
+        let mut only_unknown = true;
         while taken.len() < MAX_SECTION_PROBLEMS {
             let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
-                Ok(read) if taken.is_empty() => return Ok(Some(read)),
-                Ok(_) => return Err(Unreadable),
+                Ok(read) if taken.is_empty() => return Section::Read(read),
+                Ok(read) if only_unknown => return Section::WithoutUnknownKeys(read),
+                Ok(_) => return Section::Unreadable,
                 Err(e) => e,
             };
             let message = error.message().trim().to_string();
+            only_unknown &= message.starts_with("unknown field `");
             let path = error
                 .span()
                 .and_then(|span| deepest_at(value.get_ref(), &span))
@@ -364,7 +381,7 @@ impl Reader<'_, '_> {
                 key = format!("{key}.{field}");
                 // A required key taken out for its own problem is not missing too.
                 if taken.contains(&key) {
-                    return Err(Unreadable);
+                    return Section::Unreadable;
                 }
             }
             let line = error
@@ -377,15 +394,15 @@ impl Reader<'_, '_> {
                 message,
             });
             let Some(entry) = path.iter().rposition(|s| matches!(s, Step::Key(_))) else {
-                return Err(Unreadable);
+                return Section::Unreadable;
             };
             let entry = &path[..=entry];
             if missing.is_some() || !take(value.get_mut(), entry) {
-                return Err(Unreadable);
+                return Section::Unreadable;
             }
             taken.push(format!("{name}{}", dotted(entry)));
         }
-        Err(Unreadable)
+        Section::Unreadable
     }
 
     /// Whatever is left at the top of the file belongs to no section.
@@ -746,6 +763,38 @@ mod tests {
         assert!(
             !err.iter().any(|p| p.contains("missing field `host`")),
             "a key taken out for its wrong type is not reported missing too: {err:?}"
+        );
+    }
+
+    #[test]
+    fn a_section_with_an_unknown_key_still_has_its_values_checked() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\nhots = \"h\"\n\
+             inflight_window = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:5: relay.hots: unknown field"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err[1],
+            "t.toml:6: relay.inflight_window: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn a_section_with_a_wrong_type_is_not_checked_against_defaults() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[supervisor]\nrestart_initial_ms = 120000\n\
+             restart_max_ms = \"2m\"\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:5: supervisor.restart_max_ms: invalid type"),
+            "{err:?}"
         );
     }
 

@@ -213,6 +213,7 @@ fn check_config_lists_every_problem_of_the_file_at_once() {
         ":4: journal.max_bytes: invalid type",
         ":6: web.bind: invalid type",
         ":9: relay.hots: unknown field",
+        ":10: relay.inflight_window: must be at least 1",
     ];
     for line in expected {
         assert!(
