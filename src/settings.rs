@@ -135,15 +135,37 @@ impl TlsConfig {
     }
 }
 
+/// The table at the dotted `path` of TOML `text`, deserialized, for the components' tests of
+/// their own section; serde's message when it does not deserialize.
+#[cfg(test)]
+pub fn section<T: serde::de::DeserializeOwned>(text: &str, path: &str) -> Result<T, String> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    for part in path.split('.') {
+        value = value
+            .as_table_mut()
+            .and_then(|t| t.remove(part))
+            .ok_or_else(|| format!("{path}: no {part} in the text"))?;
+    }
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// Each problem as `key: message`, for tests.
+#[cfg(test)]
+pub fn keyed(problems: Vec<Problem>) -> Vec<String> {
+    problems
+        .into_iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn check(validate: impl FnOnce(&mut dyn FnMut(&str, String))) -> Vec<String> {
-        collect(validate)
-            .into_iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
-            .collect()
+        keyed(collect(validate))
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `[connectors]`: a table per healthcare connector, each validated by its own config.
 
-use super::{fhir, hl7v2};
+use super::fhir::config::FhirConfig;
+use super::hl7v2::config::Hl7Config;
+use super::hl7v2::sender::SenderConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
 
@@ -10,13 +12,13 @@ use serde::Deserialize;
 pub struct ConnectorsConfig {
     /// The HL7 v2 MLLP listener.
     #[serde(default)]
-    pub hl7v2: Option<hl7v2::config::Hl7Config>,
+    pub hl7v2: Option<Hl7Config>,
     /// Where outbound HL7 v2 messages (destination `ehr-mllp`) are delivered.
     #[serde(default)]
-    pub hl7v2_out: Option<hl7v2::sender::SenderConfig>,
+    pub hl7v2_out: Option<SenderConfig>,
     /// The EHR's FHIR R4 REST API (patient lookup, demographic sync).
     #[serde(default)]
-    pub fhir: Option<fhir::config::FhirConfig>,
+    pub fhir: Option<FhirConfig>,
 }
 
 impl ConnectorsConfig {

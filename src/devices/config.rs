@@ -1,7 +1,10 @@
 //! `[devices]`: a table or table array per device family, each validated by its family's own
 //! `config.rs`.
 
-use super::{bacnet, modbus, occupancy, printer};
+use super::bacnet::config::{self as bacnet, BacnetDevice};
+use super::modbus::config::{self as modbus, ModbusDevice};
+use super::occupancy::config::OccupancyConfig;
+use super::printer::config::{self as printer, PrinterConfig};
 use crate::settings::{self, Problem};
 use serde::Deserialize;
 use std::path::Path;
@@ -12,16 +15,16 @@ use std::path::Path;
 pub struct DevicesConfig {
     /// Room occupancy sensors on a local MQTT broker (`[devices.occupancy]`).
     #[serde(default)]
-    pub occupancy: Option<occupancy::config::OccupancyConfig>,
+    pub occupancy: Option<OccupancyConfig>,
     /// Modbus TCP and RTU sensors, one `[[devices.modbus]]` table each.
     #[serde(default)]
-    pub modbus: Vec<modbus::config::ModbusDevice>,
+    pub modbus: Vec<ModbusDevice>,
     /// ESC/POS kiosk ticket printers on serial ports, one `[[devices.printer]]` table each.
     #[serde(default)]
-    pub printer: Vec<printer::config::PrinterConfig>,
+    pub printer: Vec<PrinterConfig>,
     /// BACnet/IP devices (HVAC controllers), one `[[devices.bacnet]]` table each.
     #[serde(default)]
-    pub bacnet: Vec<bacnet::config::BacnetDevice>,
+    pub bacnet: Vec<BacnetDevice>,
 }
 
 impl DevicesConfig {
@@ -31,9 +34,9 @@ impl DevicesConfig {
             if let Some(o) = &self.occupancy {
                 o.validate(base, bad);
             }
-            modbus::config::validate(&self.modbus, bad);
-            printer::config::validate(&self.printer, bad);
-            bacnet::config::validate(&self.bacnet, bad);
+            modbus::validate(&self.modbus, bad);
+            printer::validate(&self.printer, bad);
+            bacnet::validate(&self.bacnet, bad);
         })
     }
 }

@@ -11,15 +11,16 @@ pub mod occupancy;
 pub mod printer;
 pub mod requests;
 pub mod store;
+pub mod value;
 
 pub use config::DevicesConfig;
 pub use requests::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
+pub use value::Value;
 
 use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
 use crate::supervisor::Spawn;
 use actix::Addr;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 
@@ -208,16 +209,6 @@ pub fn device_event(device: &str, kind: &str, payload: serde_json::Value) -> New
         occurred_at: None,
         destinations: vec![crate::CLOUD.into()],
     }
-}
-
-/// A value read from or written to a device point.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// An analog or multi-state value (after scale and offset where the device has them).
-    Number(f64),
-    /// A coil, a discrete input, a binary object or a `bool` register.
-    Bool(bool),
 }
 
 /// Decides which readings become events: values that differ from the last event's, or the

@@ -1,6 +1,6 @@
 //! `[facility]`: the clinic's rooms and the rules that join sensors to building systems.
 
-use crate::devices::Value;
+use crate::devices::value::Value;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
 use std::collections::BTreeSet;
