@@ -282,6 +282,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         }
     }
     problems.extend(found.into_iter().map(|p| at.locate(p)));
+    // The file's order is the order in which whoever fixes it reads it.
+    problems.sort_by_key(|p| p.line);
 
     // Every flawed or missing section left a problem behind, so none is left to compose.
     let Some(gateway) = gateway.accepted().filter(|_| problems.is_empty()) else {
@@ -725,11 +727,11 @@ mod tests {
         .expect_err("refused");
         assert_eq!(err.len(), 3, "{err:?}");
         assert!(
-            err[0].starts_with("t.toml:4: supervisor.restart_max_ms: invalid type"),
+            err[0].starts_with("t.toml:2: gateway.facility_id: must be"),
             "{err:?}"
         );
         assert!(
-            err[1].starts_with("t.toml:2: gateway.facility_id: must be"),
+            err[1].starts_with("t.toml:4: supervisor.restart_max_ms: invalid type"),
             "{err:?}"
         );
         assert!(
