@@ -14,59 +14,14 @@ pub mod store;
 pub mod value;
 
 pub use config::DevicesConfig;
-pub use requests::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
+pub use requests::{ClearOverride, ListOverrides, SetOverride};
+pub use store::DeviceOverride;
 pub use value::Value;
 
-use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
-use crate::supervisor::Spawn;
 use actix::Addr;
 use std::collections::BTreeMap;
 use std::future::Future;
-
-/// A device child: its supervisor name and how to start it.
-pub type DeviceChild = (String, Box<dyn Spawn>);
-
-/// One supervised child per configured device, and the facility rules over them (which reach
-/// the devices through their slots, and are reached through `facility`).
-pub fn spawns(
-    config: &Config,
-    journal: &Addr<JournalWriter>,
-    facility: &crate::facility::FacilitySlot,
-) -> Result<Vec<DeviceChild>, String> {
-    let mut children: Vec<DeviceChild> = Vec::new();
-    let mut handles = Handles::default();
-    if let Some(o) = &config.devices.occupancy {
-        let spawn =
-            occupancy::OccupancySpawn::new(config, o, journal).map_err(|e| e.to_string())?;
-        handles.occupancy = Some(spawn.handle.clone());
-        children.push((occupancy::NAME.into(), Box::new(spawn)));
-    }
-    for device in &config.devices.modbus {
-        let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
-        handles.modbus.insert(device.name.clone(), spawn.slot());
-        children.push((format!("modbus:{}", device.name), Box::new(spawn)));
-    }
-    for p in &config.devices.printer {
-        let spawn = printer::PrinterSpawn::new(p.clone(), journal.clone());
-        children.push((printer::destination(&p.name), Box::new(spawn)));
-    }
-    for device in &config.devices.bacnet {
-        let spawn = bacnet::BacnetSpawn::new(device.clone(), journal.clone());
-        handles.bacnet.insert(device.name.clone(), spawn.slot());
-        children.push((format!("bacnet:{}", device.name), Box::new(spawn)));
-    }
-    if !config.facility.is_empty() {
-        let spawn = crate::facility::FacilitySpawn::new(
-            config.facility.clone(),
-            handles,
-            journal.clone(),
-            facility.clone(),
-        );
-        children.push((crate::facility::NAME.into(), Box::new(spawn)));
-    }
-    Ok(children)
-}
 
 /// How other actors reach the running devices: their slots, by device name.
 #[derive(Clone, Default)]

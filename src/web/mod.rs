@@ -13,13 +13,13 @@ mod page;
 mod preview;
 
 use crate::connectors::fhir::{Found, LookupQuery};
-use crate::daemon::{Gateway, ReloadConfig};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
     self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
 };
 use crate::metrics::{self, METRICS};
 use crate::queue;
+use crate::reload::ReloadConfig;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -32,13 +32,16 @@ use std::net::SocketAddr;
 pub struct AppState {
     pub journal: Addr<JournalWriter>,
     pub supervisor: Addr<Supervisor>,
-    pub gateway: Addr<Gateway>,
+    /// Where a reload request goes (the daemon).
+    pub reload: actix::Recipient<ReloadConfig>,
     /// The facility rules (rooms), when configured.
     pub rooms: FacilitySlot,
     pub facility: String,
     pub started_at: i64,
     /// Configured kiosk printers, for check-in tickets and their preview.
     pub printers: crate::devices::printer::Registry,
+    /// The FHIR connector, when one runs.
+    pub fhir: crate::connectors::fhir::FhirSlot,
 }
 
 /// Builds the HTTP server on `bind`; the caller runs it.
@@ -402,7 +405,7 @@ async fn queue_check_in(
         name: check_in.patient.clone(),
     };
     if query != LookupQuery::default() {
-        match crate::connectors::fhir::lookup(query).await {
+        match crate::connectors::fhir::lookup(&s.fhir, query).await {
             Found::Patient(d) => check_in.demographics = Some(d),
             Found::Nobody => check_in.unknown_to_ehr = true,
             Found::Unknown => {}
@@ -650,7 +653,7 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if !same_origin(&req) {
         return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
     }
-    match s.gateway.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
+    match s.reload.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
         Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
         Ok(Err(problems)) => HttpResponse::UnprocessableEntity()
             .json(json!({ "error": "configuration refused; the running one is kept", "problems": problems.lines().collect::<Vec<_>>() })),
