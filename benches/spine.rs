@@ -4,10 +4,11 @@
 //!
 //! `cargo bench --bench spine`; `BENCH_EVENTS` sets the backlog size (default 1 000 000).
 
-use clinic_gateway::config::{RelayConfig, SupervisorConfig};
 use clinic_gateway::journal::{self, Append, JournalWriter, NewItem, OpenOptions, Settings, Store};
 use clinic_gateway::metrics::METRICS;
 use clinic_gateway::relay::RelaySpawn;
+use clinic_gateway::relay::config::RelayConfig;
+use clinic_gateway::supervisor::SupervisorConfig;
 use clinic_gateway::supervisor::{StartChild, Supervisor};
 use std::collections::BTreeMap;
 use std::net::TcpListener;

@@ -1,19 +1,33 @@
-//! The gateway's configuration: TOML files in `firmware-config/`, parsed and validated once.
+//! The gateway's configuration: TOML files in `firmware-config/`, read, composed from each
+//! component's own section type (`<component>/config.rs`) and validated once.
 //!
 //! Every problem is reported as `file:line: key: message`, so that whoever edits the file on the
-//! box can go straight to the line. Start-up and reload share [`load`]; actors only ever receive a
-//! validated [`Config`].
+//! box can go straight to the line, and every problem is reported at once: each section is
+//! deserialized on its own, so that a wrong type in one hides nothing in the others, and a
+//! section whose key is wrong is read again without that key to find its other problems.
+//! Start-up and reload share [`load`]; actors only ever receive a validated [`Config`].
 
+use crate::connectors::config::ConnectorsConfig;
+use crate::devices::bacnet::protocol::ObjectKind;
+use crate::devices::config::DevicesConfig;
+use crate::devices::modbus::config::Function;
+use crate::facility::config::{self as facility, FacilityConfig};
+use crate::journal::config::{self as journal, DestinationConfig, Destinations, JournalConfig};
+use crate::relay::config::RelayConfig;
+use crate::settings::{self, Problem};
+use crate::supervisor::config::SupervisorConfig;
+use crate::web::config::WebConfig;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::de::DeserializeOwned;
 use std::fmt;
-use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-/// One thing wrong with a configuration file.
+/// One thing wrong with a configuration file, where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct Located {
     pub file: PathBuf,
     /// 1-based; 0 when the problem is not tied to a line (e.g. the file is missing).
     pub line: usize,
@@ -22,7 +36,7 @@ pub struct Problem {
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for Located {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = if self.key.is_empty() {
             "(file)"
@@ -43,7 +57,7 @@ impl fmt::Display for Problem {
 /// A configuration that could not be accepted, with every problem found.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
-    pub problems: Vec<Problem>,
+    pub problems: Vec<Located>,
 }
 
 impl fmt::Display for ConfigError {
@@ -58,38 +72,28 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// The whole gateway configuration, composed of the components' sections.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Identity and local storage of this gateway.
     pub gateway: GatewayConfig,
     /// The store-and-forward journal.
-    #[serde(default)]
     pub journal: JournalConfig,
     /// Delivery policy per destination (`cloud`, and later one per connector).
-    #[serde(default = "default_destinations")]
-    pub destinations: BTreeMap<String, DestinationConfig>,
+    pub destinations: Destinations,
     /// The MQTT cloud relay; absent means events stay in the journal until one is configured.
-    #[serde(default)]
     pub relay: Option<RelayConfig>,
     /// The local status page and API.
-    #[serde(default)]
     pub web: WebConfig,
     /// How failed actors are restarted.
-    #[serde(default)]
     pub supervisor: SupervisorConfig,
     /// Healthcare connectors (`[connectors.hl7v2]`, ...).
-    #[serde(default)]
-    pub connectors: crate::connectors::ConnectorsConfig,
+    pub connectors: ConnectorsConfig,
     /// Facility devices, a table array per kind (`[[devices.modbus]]`, ...).
-    #[serde(default)]
-    pub devices: crate::devices::DevicesConfig,
+    pub devices: DevicesConfig,
     /// Rooms and the rules joining sensors to building systems (`[facility]`).
-    #[serde(default)]
-    pub facility: crate::facility::config::FacilityConfig,
+    pub facility: FacilityConfig,
     /// Where the file was read from; relative paths in it are resolved against its folder.
-    #[serde(skip)]
     pub source: PathBuf,
 }
 
@@ -111,202 +115,29 @@ pub struct GatewayConfig {
     pub timezone: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct JournalConfig {
-    /// File name of the SQLite journal, relative to `gateway.data_dir`.
-    #[serde(default = "default_journal_file")]
-    pub file: PathBuf,
-    /// Upper bound of the journal's size in bytes; new inbound items are refused beyond it.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// How long delivered rows are kept (for audit and duplicate detection) before pruning.
-    #[serde(default = "default_retention_hours")]
-    pub retention_hours: u64,
-    /// Most items written in one group-commit transaction.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// A file holding the key for an encrypted journal (needs a SQLCipher build).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-impl Default for JournalConfig {
-    fn default() -> Self {
-        JournalConfig {
-            file: default_journal_file(),
-            max_bytes: default_max_bytes(),
-            retention_hours: default_retention_hours(),
-            max_batch: default_max_batch(),
-            key_file: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DestinationConfig {
-    /// Attempts before an outbox row becomes a dead letter.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// First retry delay; doubles each attempt, with jitter.
-    #[serde(default = "default_backoff_initial_ms")]
-    pub backoff_initial_ms: u64,
-    /// Cap of the retry delay.
-    #[serde(default = "default_backoff_max_ms")]
-    pub backoff_max_ms: u64,
-}
-
-impl Default for DestinationConfig {
-    fn default() -> Self {
-        DestinationConfig {
-            max_attempts: default_max_attempts(),
-            backoff_initial_ms: default_backoff_initial_ms(),
-            backoff_max_ms: default_backoff_max_ms(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RelayConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port (1883 plain, 8883 TLS by convention).
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
-    /// MQTT client id; default `clinic-gateway-<facility_id>`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// MQTT keep-alive in seconds.
-    #[serde(default = "default_keep_alive_secs")]
-    pub keep_alive_secs: u64,
-    /// Most QoS 1 publishes awaiting PUBACK at once.
-    #[serde(default = "default_inflight_window")]
-    pub inflight_window: u16,
-    /// First reconnect delay; doubles up to `reconnect_max_ms`.
-    #[serde(default = "default_reconnect_initial_ms")]
-    pub reconnect_initial_ms: u64,
-    /// Cap of the reconnect delay.
-    #[serde(default = "default_reconnect_max_ms")]
-    pub reconnect_max_ms: u64,
-    /// Largest event envelope published; a bigger one becomes a dead letter at once instead of
-    /// breaking the connection for everything behind it.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
-    /// Broker user name, if the broker asks for one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the broker password (kept out of the config file).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// TLS to the broker; absent means plain TCP (only for a broker on the same host).
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the CA certificate(s) the broker's certificate must chain to.
-    pub ca_file: PathBuf,
-    /// PEM client certificate for mutual TLS (with `client_key_file`).
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebConfig {
-    /// Address of the status page and API. Loopback by default: it has no logins yet.
-    #[serde(default = "default_web_bind")]
-    pub bind: SocketAddr,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        WebConfig {
-            bind: default_web_bind(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SupervisorConfig {
-    /// First restart delay of a failed actor; doubles per consecutive failure.
-    #[serde(default = "default_restart_initial_ms")]
-    pub restart_initial_ms: u64,
-    /// Cap of the restart delay.
-    #[serde(default = "default_restart_max_ms")]
-    pub restart_max_ms: u64,
-}
-
-impl Default for SupervisorConfig {
-    fn default() -> Self {
-        SupervisorConfig {
-            restart_initial_ms: default_restart_initial_ms(),
-            restart_max_ms: default_restart_max_ms(),
-        }
-    }
-}
-
 fn default_heartbeat_ms() -> u64 {
     5_000
 }
-fn default_journal_file() -> PathBuf {
-    PathBuf::from("journal.db")
-}
-fn default_max_bytes() -> u64 {
-    1 << 30
-}
-fn default_retention_hours() -> u64 {
-    24 * 7
-}
-fn default_max_batch() -> usize {
-    4096
-}
-fn default_max_attempts() -> u32 {
-    20
-}
-fn default_backoff_initial_ms() -> u64 {
-    1_000
-}
-fn default_backoff_max_ms() -> u64 {
-    300_000
-}
-fn default_mqtt_port() -> u16 {
-    8883
-}
-fn default_keep_alive_secs() -> u64 {
-    30
-}
-fn default_inflight_window() -> u16 {
-    500
-}
-fn default_max_message_bytes() -> usize {
-    1 << 20
-}
-fn default_reconnect_initial_ms() -> u64 {
-    500
-}
-fn default_reconnect_max_ms() -> u64 {
-    30_000
-}
-fn default_web_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8088))
-}
-fn default_restart_initial_ms() -> u64 {
-    500
-}
-fn default_restart_max_ms() -> u64 {
-    60_000
-}
-fn default_destinations() -> BTreeMap<String, DestinationConfig> {
-    BTreeMap::from([(crate::CLOUD.to_string(), DestinationConfig::default())])
+
+impl GatewayConfig {
+    /// Every problem of `[gateway]`.
+    pub fn validate(&self) -> Vec<Problem> {
+        settings::collect(|bad| {
+            if !settings::is_identifier(&self.facility_id) {
+                bad(
+                    "gateway.facility_id",
+                    "must be 1 to 64 letters, digits, '-' or '_' (it is part of MQTT topics)"
+                        .into(),
+                );
+            }
+            if let Err(e) = crate::clock::zone(self.timezone.as_deref()) {
+                bad("gateway.timezone", e);
+            }
+            if self.heartbeat_ms < 100 {
+                bad("gateway.heartbeat_ms", "must be at least 100".into());
+            }
+        })
+    }
 }
 
 impl Config {
@@ -347,7 +178,7 @@ impl Config {
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        problems: vec![Problem {
+        problems: vec![Located {
             file: path.to_path_buf(),
             line: 0,
             key: String::new(),
@@ -357,157 +188,369 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// The top-level keys of the file, in the order their sections are read.
+const SECTIONS: [&str; 9] = [
+    "gateway",
+    "journal",
+    "destinations",
+    "relay",
+    "web",
+    "supervisor",
+    "connectors",
+    "devices",
+    "facility",
+];
+
 /// Parses and validates configuration text that came from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let locator = Locator::new(path, text);
-    let mut problems = Vec::new();
-    let mut unknown = Vec::new();
-    let parsed = toml::Deserializer::parse(text).and_then(|de| {
-        serde_ignored::deserialize(de, |p| unknown.push(p.to_string()))
-            .map_err(|e: toml::de::Error| e)
-    });
-    let mut config: Config = match parsed {
-        Ok(c) => c,
-        Err(e) => {
-            // `deny_unknown_fields` stops at the first unknown key; say which one by its line.
-            problems.push(locator.problem_from_toml(&e));
-            return Err(ConfigError { problems });
-        }
+    let at = Locator::new(path, text);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        // What the parser recovered is partial; its sections would only add false problems.
+        let problems = syntax
+            .iter()
+            .map(|e| Located {
+                file: path.to_path_buf(),
+                line: e.span().map_or(0, |s| at.line_of(s.start)),
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            })
+            .collect();
+        return Err(ConfigError { problems });
+    }
+    let mut reader = Reader {
+        at: &at,
+        root: root.into_inner(),
+        problems: Vec::new(),
     };
-    for key in unknown {
-        problems.push(locator.problem(&key, "unknown key"));
+    let gateway = reader.section::<GatewayConfig>("gateway");
+    let journal = reader.section::<JournalConfig>("journal");
+    let destinations = reader.section::<Destinations>("destinations");
+    let relay = reader.section::<RelayConfig>("relay");
+    let web = reader.section::<WebConfig>("web");
+    let supervisor = reader.section::<SupervisorConfig>("supervisor");
+    let connectors = reader.section::<ConnectorsConfig>("connectors");
+    let devices = reader.section::<DevicesConfig>("devices");
+    let facility = reader.section::<FacilityConfig>("facility");
+    reader.unknown_sections();
+    let mut problems = reader.problems;
+    if let Section::Absent = &gateway {
+        problems.push(Located {
+            file: path.to_path_buf(),
+            line: 0,
+            key: "gateway".into(),
+            message: "missing: every gateway needs a [gateway] table with its facility_id".into(),
+        });
     }
-    config.source = path.to_path_buf();
-    validate(&config, &locator, &mut problems);
-    if problems.is_empty() {
-        // The files exist; now check that they hold what TLS needs.
-        if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref())
-            && let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p))
-        {
-            problems.push(locator.problem(e.key, &e.message));
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut found = Vec::new();
+    if let Some(g) = gateway.checkable() {
+        found.extend(g.validate());
+    }
+    if let Some(j) = journal.checkable() {
+        found.extend(j.validate(base));
+    }
+    if let Some(d) = destinations.checkable() {
+        found.extend(journal::validate_destinations(d));
+    }
+    if let Some(r) = relay.checkable() {
+        found.extend(r.validate(base));
+    }
+    if let Some(s) = supervisor.checkable() {
+        found.extend(s.validate());
+    }
+    if let Some(c) = connectors.checkable() {
+        found.extend(c.validate());
+    }
+    let no_devices = DevicesConfig::default();
+    let devices_read = match &devices {
+        Section::Absent => Some(&no_devices),
+        read => read.checkable(),
+    };
+    if let Some(d) = devices_read {
+        found.extend(d.validate(base));
+        if let Some(f) = facility.checkable() {
+            let rooms = d.occupancy.iter().flat_map(|o| &o.rooms);
+            let point =
+                |device: &str, name: &str, write: bool| device_point(d, device, name, write);
+            found.extend(f.validate(&facility::Devices {
+                occupancy_rooms: rooms.clone().map(|r| r.name.as_str()).collect(),
+                areas: rooms.map(|r| r.area.as_str()).collect(),
+                point: &point,
+            }));
         }
     }
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError { problems })
+    problems.extend(found.into_iter().map(|p| at.locate(p)));
+    // The file's order is the order in which whoever fixes it reads it.
+    problems.sort_by_key(|p| p.line);
+
+    // Every flawed or missing section left a problem behind, so none is left to compose.
+    let Some(gateway) = gateway.accepted().filter(|_| problems.is_empty()) else {
+        return Err(ConfigError { problems });
+    };
+    Ok(Config {
+        gateway,
+        journal: journal.accepted().unwrap_or_default(),
+        destinations: destinations
+            .accepted()
+            .unwrap_or_else(journal::default_destinations),
+        relay: relay.accepted(),
+        web: web.accepted().unwrap_or_default(),
+        supervisor: supervisor.accepted().unwrap_or_default(),
+        connectors: connectors.accepted().unwrap_or_default(),
+        devices: devices.accepted().unwrap_or_default(),
+        facility: facility.accepted().unwrap_or_default(),
+        source: path.to_path_buf(),
+    })
+}
+
+/// What reading one section of the file gave.
+enum Section<T> {
+    /// The file has no such table.
+    Absent,
+    Read(T),
+    /// Read once its unknown keys were taken out: the types of the rest are right, so its
+    /// values are worth checking, but the file is refused.
+    WithoutUnknownKeys(T),
+    /// A key has the wrong type or a required one is missing; its problems are recorded, and
+    /// its values are not checked, since defaults would stand in for what is wrong.
+    Unreadable,
+}
+
+impl<T> Section<T> {
+    /// The section, if its values can be checked.
+    fn checkable(&self) -> Option<&T> {
+        match self {
+            Section::Read(t) | Section::WithoutUnknownKeys(t) => Some(t),
+            Section::Absent | Section::Unreadable => None,
+        }
+    }
+
+    /// The section as the file gave it, if it was read without a problem.
+    fn accepted(self) -> Option<T> {
+        match self {
+            Section::Read(t) => Some(t),
+            _ => None,
+        }
     }
 }
 
-fn validate(c: &Config, at: &Locator, problems: &mut Vec<Problem>) {
-    let mut bad = |key: &str, message: String| problems.push(at.problem(key, &message));
-    let id = &c.gateway.facility_id;
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-    {
-        bad(
-            "gateway.facility_id",
-            "must be 1 to 64 letters, digits, '-' or '_' (it is part of MQTT topics)".into(),
-        );
+/// Most problems reported for one section's keys before the rest of it is given up on.
+const MAX_SECTION_PROBLEMS: usize = 50;
+
+/// Takes the sections out of the parsed file one by one and records every problem they have.
+struct Reader<'a, 't> {
+    at: &'a Locator,
+    root: DeTable<'t>,
+    problems: Vec<Located>,
+}
+
+impl Reader<'_, '_> {
+    /// The section `name`, its problems recorded.
+    fn section<T: DeserializeOwned>(&mut self, name: &str) -> Section<T> {
+        let start = self.problems.len();
+        let read = self.read(name);
+        // serde meets keys in its own order; whoever fixes the file reads it top to bottom.
+        self.problems[start..].sort_by_key(|p| p.line);
+        read
     }
-    if let Err(e) = crate::clock::zone(c.gateway.timezone.as_deref()) {
-        bad("gateway.timezone", e);
-    }
-    if c.gateway.heartbeat_ms < 100 {
-        bad("gateway.heartbeat_ms", "must be at least 100".into());
-    }
-    if c.journal.max_bytes < 1 << 20 {
-        bad(
-            "journal.max_bytes",
-            "must be at least 1048576 (1 MiB)".into(),
-        );
-    }
-    if c.journal.max_batch == 0 {
-        bad("journal.max_batch", "must be at least 1".into());
-    }
-    if let Some(key_file) = &c.journal.key_file {
-        check_readable(&c.resolve(key_file), "journal.key_file", &mut bad);
-    }
-    for (name, d) in &c.destinations {
-        let key = format!("destinations.{name}");
-        if d.max_attempts == 0 {
-            bad(&format!("{key}.max_attempts"), "must be at least 1".into());
-        }
-        if d.backoff_initial_ms == 0 || d.backoff_initial_ms > d.backoff_max_ms {
-            bad(
-                &format!("{key}.backoff_initial_ms"),
-                "must be above 0 and at most backoff_max_ms".into(),
-            );
-        }
-    }
-    if let Some(r) = &c.relay {
-        if r.host.trim().is_empty() {
-            bad("relay.host", "must not be empty".into());
-        }
-        if r.inflight_window == 0 {
-            bad("relay.inflight_window", "must be at least 1".into());
-        }
-        if !(256..=(64 << 20)).contains(&r.max_message_bytes) {
-            bad(
-                "relay.max_message_bytes",
-                "must be between 256 and 67108864".into(),
-            );
-        }
-        if r.keep_alive_secs < 5 {
-            bad("relay.keep_alive_secs", "must be at least 5".into());
-        }
-        if r.reconnect_initial_ms == 0 || r.reconnect_initial_ms > r.reconnect_max_ms {
-            bad(
-                "relay.reconnect_initial_ms",
-                "must be above 0 and at most reconnect_max_ms".into(),
-            );
-        }
-        if let Some(p) = &r.password_file {
-            check_readable(&c.resolve(p), "relay.password_file", &mut bad);
-            if r.username.is_none() {
-                bad("relay.password_file", "needs relay.username too".into());
-            }
-        }
-        if let Some(t) = &r.tls {
-            check_readable(&c.resolve(&t.ca_file), "relay.tls.ca_file", &mut bad);
-            match (&t.client_cert_file, &t.client_key_file) {
-                (Some(cert), Some(key)) => {
-                    check_readable(&c.resolve(cert), "relay.tls.client_cert_file", &mut bad);
-                    check_readable(&c.resolve(key), "relay.tls.client_key_file", &mut bad);
+
+    /// serde stops at a section's first wrong key, so the key is taken out and the section read
+    /// again, until it reads or no key is left to blame.
+    fn read<T: DeserializeOwned>(&mut self, name: &str) -> Section<T> {
+        let Some((_, mut value)) = self.root.remove_entry(name) else {
+            return Section::Absent;
+        };
+        let mut taken: Vec<String> = Vec::new();
+        let mut only_unknown = true;
+        while taken.len() < MAX_SECTION_PROBLEMS {
+            let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(read) if taken.is_empty() => return Section::Read(read),
+                Ok(read) if only_unknown => return Section::WithoutUnknownKeys(read),
+                Ok(_) => return Section::Unreadable,
+                Err(e) => e,
+            };
+            let message = error.message().trim().to_string();
+            only_unknown &= message.starts_with("unknown field `");
+            let path = error
+                .span()
+                .and_then(|span| deepest_at(value.get_ref(), &span))
+                .unwrap_or_default();
+            let missing = missing_field(&message).map(str::to_string);
+            let mut key = format!("{name}{}", dotted(&path));
+            if let Some(field) = &missing {
+                key = format!("{key}.{field}");
+                // A required key taken out for its own problem is not missing too.
+                if taken.contains(&key) {
+                    return Section::Unreadable;
                 }
-                (Some(_), None) => bad(
-                    "relay.tls.client_cert_file",
-                    "needs relay.tls.client_key_file too".into(),
-                ),
-                (None, Some(_)) => bad(
-                    "relay.tls.client_key_file",
-                    "needs relay.tls.client_cert_file too".into(),
-                ),
-                (None, None) => {}
             }
+            let line = error
+                .span()
+                .map_or_else(|| self.at.line_of_key(&key), |s| self.at.line_of(s.start));
+            self.problems.push(Located {
+                file: self.at.file.clone(),
+                line,
+                key,
+                message,
+            });
+            let Some(entry) = path.iter().rposition(|s| matches!(s, Step::Key(_))) else {
+                return Section::Unreadable;
+            };
+            let entry = &path[..=entry];
+            if missing.is_some() || !take(value.get_mut(), entry) {
+                return Section::Unreadable;
+            }
+            taken.push(format!("{name}{}", dotted(entry)));
         }
+        Section::Unreadable
     }
-    c.devices.validate(c, &mut bad);
-    c.facility.validate(c, &mut bad);
-    c.connectors.validate(&mut bad);
-    if c.supervisor.restart_initial_ms == 0
-        || c.supervisor.restart_initial_ms > c.supervisor.restart_max_ms
-    {
-        bad(
-            "supervisor.restart_initial_ms",
-            "must be above 0 and at most restart_max_ms".into(),
-        );
+
+    /// Whatever is left at the top of the file belongs to no section.
+    fn unknown_sections(&mut self) {
+        let expected = SECTIONS.map(|s| format!("`{s}`")).join(", ");
+        for (key, _) in self.root.iter() {
+            self.problems.push(Located {
+                file: self.at.file.clone(),
+                line: self.at.line_of(key.span().start),
+                key: key.get_ref().to_string(),
+                message: format!("unknown key, expected one of {expected}"),
+            });
+        }
     }
 }
 
-fn check_readable(path: &Path, key: &str, bad: &mut impl FnMut(&str, String)) {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {
-            if let Err(e) = std::fs::File::open(path) {
-                bad(key, format!("cannot read {}: {e}", path.display()));
+/// A step of a key path inside a section.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn dotted(path: &[Step]) -> String {
+    path.iter()
+        .map(|step| match step {
+            Step::Key(k) => format!(".{k}"),
+            Step::Index(i) => format!("[{i}]"),
+        })
+        .collect()
+}
+
+/// The path of the deepest key or array element whose text holds the start of `span`.
+///
+/// Children are searched even outside their parent's span: a `[table]` header's span does not
+/// cover the keys written under it.
+fn deepest_at(value: &DeValue<'_>, span: &Range<usize>) -> Option<Vec<Step>> {
+    fn walk(value: &DeValue<'_>, at: usize, path: &mut Vec<Step>, best: &mut Option<Vec<Step>>) {
+        let mut visit = |step: Step, spans: &[Range<usize>], child: &DeValue<'_>| {
+            path.push(step);
+            if spans.iter().any(|s| s.contains(&at))
+                && best.as_ref().is_none_or(|b| b.len() < path.len())
+            {
+                *best = Some(path.clone());
             }
+            walk(child, at, path, best);
+            path.pop();
+        };
+        match value {
+            DeValue::Table(table) => {
+                for (k, v) in table.iter() {
+                    visit(
+                        Step::Key(k.get_ref().to_string()),
+                        &[k.span(), v.span()],
+                        v.get_ref(),
+                    );
+                }
+            }
+            DeValue::Array(array) => {
+                for (i, v) in array.iter().enumerate() {
+                    visit(Step::Index(i), &[v.span()], v.get_ref());
+                }
+            }
+            _ => {}
         }
-        Ok(_) => bad(key, format!("{} is not a file", path.display())),
-        Err(e) => bad(key, format!("cannot read {}: {e}", path.display())),
     }
+    let mut best = None;
+    walk(value, span.start, &mut Vec::new(), &mut best);
+    best
+}
+
+/// Takes the key at `path` (which ends in a key) out of `value`; false if it is not there.
+fn take(value: &mut DeValue<'_>, path: &[Step]) -> bool {
+    match (path, value) {
+        ([Step::Key(k)], DeValue::Table(t)) => t.remove(k.as_str()).is_some(),
+        ([Step::Key(k), rest @ ..], DeValue::Table(t)) => t
+            .get_mut(k.as_str())
+            .is_some_and(|v| take(v.get_mut(), rest)),
+        ([Step::Index(i), rest @ ..], DeValue::Array(a)) => {
+            a.get_mut(*i).is_some_and(|v| take(v.get_mut(), rest))
+        }
+        _ => false,
+    }
+}
+
+/// The field named by serde's "missing field `x`", which points at the table lacking it.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(field, _)| field)
+}
+
+/// The point `device`/`point` of a configured Modbus or BACnet device; with `write`, only one
+/// the gateway may write.
+fn device_point(
+    devices: &DevicesConfig,
+    device: &str,
+    point: &str,
+    write: bool,
+) -> Result<facility::Point, String> {
+    if let Some(d) = devices.modbus.iter().find(|d| d.name == device) {
+        let r = d
+            .registers
+            .iter()
+            .find(|r| r.name == point)
+            .ok_or_else(|| format!("device {device:?} has no register named {point:?}"))?;
+        return match (r.function, write) {
+            (Function::Coil, _) | (Function::DiscreteInput, false) => Ok(facility::Point {
+                takes_bool: true,
+                takes_number: false,
+                relinquish: false,
+                expects: "true or false",
+            }),
+            (Function::Holding, _) | (Function::Input, false) => Ok(facility::Point {
+                takes_bool: true,
+                takes_number: true,
+                relinquish: false,
+                expects: "a number",
+            }),
+            _ => Err(format!(
+                "{device} {point} is read-only (input registers and discrete inputs)"
+            )),
+        };
+    }
+    if let Some(d) = devices.bacnet.iter().find(|d| d.name == device) {
+        let (_, o) = d
+            .object(point)
+            .ok_or_else(|| format!("device {device:?} has no object named {point:?}"))?;
+        if write && !o.writable {
+            return Err(format!("{device} {point} is not `writable`"));
+        }
+        let binary = matches!(
+            o.kind,
+            ObjectKind::BinaryInput | ObjectKind::BinaryOutput | ObjectKind::BinaryValue
+        );
+        return Ok(facility::Point {
+            takes_bool: binary,
+            takes_number: !binary,
+            relinquish: true,
+            expects: if binary { "true or false" } else { "a number" },
+        });
+    }
+    Err(format!(
+        "no [[devices.modbus]] or [[devices.bacnet]] is named {device:?}"
+    ))
 }
 
 /// Finds the line of a key path in the original text, so problems point at the line to edit.
@@ -533,6 +576,16 @@ impl Locator {
             .filter(|&&b| b == b'\n')
             .count()
             + 1
+    }
+
+    /// A section's problem with the file and the line of its key.
+    fn locate(&self, problem: Problem) -> Located {
+        Located {
+            file: self.file.clone(),
+            line: self.line_of_key(&problem.key),
+            key: problem.key,
+            message: problem.message,
+        }
     }
 
     /// Line of the deepest part of `path` that exists in the document.
@@ -566,65 +619,6 @@ impl Locator {
             table = next;
         }
         line
-    }
-
-    fn problem(&self, key: &str, message: &str) -> Problem {
-        Problem {
-            file: self.file.clone(),
-            line: self.line_of_key(key),
-            key: key.to_string(),
-            message: message.to_string(),
-        }
-    }
-
-    fn problem_from_toml(&self, e: &toml::de::Error) -> Problem {
-        let message = e.message().trim().to_string();
-        let line = e.span().map(|s| self.line_of(s.start)).unwrap_or(0);
-        Problem {
-            file: self.file.clone(),
-            line,
-            key: self.key_at_line(line),
-            message,
-        }
-    }
-
-    /// The dotted key whose definition sits on `line`, for errors that toml reports by span.
-    fn key_at_line(&self, line: usize) -> String {
-        let Some(doc) = &self.doc else {
-            return String::new();
-        };
-        let mut found = String::new();
-        fn walk(
-            at: &Locator,
-            table: &dyn toml_edit::TableLike,
-            prefix: &str,
-            line: usize,
-            found: &mut String,
-        ) {
-            for (k, item) in table.iter() {
-                let path = if prefix.is_empty() {
-                    k.to_string()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                let key_line = table
-                    .get_key_value(k)
-                    .and_then(|(key, _)| key.span())
-                    .map(|s| at.line_of(s.start));
-                if key_line == Some(line) {
-                    *found = path.clone();
-                }
-                if let Some(t) = item.as_table_like() {
-                    walk(at, t, &path, line, found);
-                } else if let toml_edit::Item::ArrayOfTables(array) = item {
-                    for (i, t) in array.iter().enumerate() {
-                        walk(at, t, &format!("{path}[{i}]"), line, found);
-                    }
-                }
-            }
-        }
-        walk(self, doc.as_table(), "", line, &mut found);
-        found
     }
 }
 
@@ -703,6 +697,144 @@ mod tests {
             at.line_of_key("a.b[1].missing"),
             4,
             "the table's own line when the key is absent"
+        );
+    }
+
+    #[test]
+    fn type_errors_in_two_sections_are_both_reported() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[journal]\nmax_bytes = \"big\"\n\
+             [web]\nbind = 8088\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:4: journal.max_bytes: invalid type"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("t.toml:6: web.bind: invalid type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_type_error_does_not_hide_a_wrong_value_elsewhere() {
+        let err = check(
+            "[gateway]\nfacility_id = \"bad id\"\n[supervisor]\nrestart_max_ms = \"1m\"\n\
+             [relay]\nhost = \"h\"\ninflight_window = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 3, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:2: gateway.facility_id: must be"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("t.toml:4: supervisor.restart_max_ms: invalid type"),
+            "{err:?}"
+        );
+        assert!(
+            err[2].starts_with("t.toml:7: relay.inflight_window: must be at least 1"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_wrong_key_of_one_section_is_reported() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhots = \"h\"\nhost = 1\n\
+             port = \"x\"\n[relay.tls]\ncafile = \"ca.pem\"\n",
+        )
+        .expect_err("refused");
+        let keys: Vec<String> = err
+            .iter()
+            .map(|p| p.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "t.toml:4: relay.hots",
+                "t.toml:5: relay.host",
+                "t.toml:6: relay.port",
+                "t.toml:7: relay.tls.ca_file",
+                "t.toml:8: relay.tls.cafile",
+            ],
+            "{err:?}"
+        );
+        assert!(
+            !err.iter().any(|p| p.contains("missing field `host`")),
+            "a key taken out for its wrong type is not reported missing too: {err:?}"
+        );
+    }
+
+    #[test]
+    fn a_section_with_an_unknown_key_still_has_its_values_checked() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\nhots = \"h\"\n\
+             inflight_window = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:5: relay.hots: unknown field"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err[1],
+            "t.toml:6: relay.inflight_window: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn a_section_with_a_wrong_type_is_not_checked_against_defaults() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[supervisor]\nrestart_initial_ms = 120000\n\
+             restart_max_ms = \"2m\"\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:5: supervisor.restart_max_ms: invalid type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn problems_inside_arrays_of_tables_name_the_element() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n\
+             [[devices.modbus]]\nname = \"a\"\nhost = \"127.0.0.1\"\n\
+             [[devices.modbus.registers]]\nname = \"r\"\nfunction = \"input\"\naddress = 1\n\
+             [[devices.modbus]]\nname = \"b\"\nhost = \"127.0.0.1\"\n\
+             [[devices.modbus.registers]]\nname = \"r\"\nfunction = \"input\"\naddress = \"ten\"\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:16: devices.modbus[1].registers[0].address: invalid type"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named_at_its_table() {
+        let err =
+            check("[gateway]\nfacility_id = \"c\"\n\n[relay]\nport = 1883\n").expect_err("refused");
+        assert_eq!(err, ["t.toml:4: relay.host: missing field `host`"]);
+        let err = check("[web]\n").expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].starts_with("t.toml:0: gateway: missing"), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_section_is_named_with_its_line() {
+        let err = check("[gateway]\nfacility_id = \"c\"\n\n[releay]\nhost = \"h\"\n")
+            .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:4: releay: unknown key, expected one of `gateway`"),
+            "{err:?}"
         );
     }
 

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+pub mod settings;
 pub mod supervisor;
 pub mod web;
 

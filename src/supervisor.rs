@@ -6,9 +6,12 @@
 //!
 //! **Invariant:** the supervisor never touches a child's resources; it only starts and stops it.
 
+pub mod config;
+
 use crate::journal::{self, Append, JournalWriter, NewItem};
 use crate::metrics::METRICS;
 use actix::prelude::*;
+pub use config::SupervisorConfig;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -176,7 +179,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(journal: Addr<JournalWriter>, cfg: &crate::config::SupervisorConfig) -> Self {
+    pub fn new(journal: Addr<JournalWriter>, cfg: &SupervisorConfig) -> Self {
         Supervisor {
             journal,
             initial: Duration::from_millis(cfg.restart_initial_ms),
@@ -435,7 +438,7 @@ mod tests {
 
     #[test]
     fn restart_delay_doubles_and_is_capped() {
-        let cfg = crate::config::SupervisorConfig {
+        let cfg = SupervisorConfig {
             restart_initial_ms: 100,
             restart_max_ms: 1000,
         };
@@ -466,7 +469,7 @@ mod tests {
 
     #[test]
     fn failed_child_is_restarted_until_healthy_and_health_is_kept() {
-        let cfg = crate::config::SupervisorConfig {
+        let cfg = SupervisorConfig {
             restart_initial_ms: 10,
             restart_max_ms: 40,
         };

@@ -189,6 +189,41 @@ fn config_mistakes_are_reported_by_file_line_and_key() {
     }
 }
 
+#[test]
+fn check_config_lists_every_problem_of_the_file_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nfacility_id = \"has space\"\n\
+         [journal]\nmax_bytes = \"lots\"\n\
+         [web]\nbind = 8088\n\
+         [relay]\nhost = \"h\"\nhots = \"h\"\ninflight_window = 0\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        ":2: gateway.facility_id: must be",
+        ":4: journal.max_bytes: invalid type",
+        ":6: web.bind: invalid type",
+        ":9: relay.hots: unknown field",
+        ":10: relay.inflight_window: must be at least 1",
+    ];
+    for line in expected {
+        assert!(
+            stderr.contains(&format!("{}{line}", path.display())),
+            "{line}: {stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), expected.len(), "{stderr}");
+}
+
 /// Collects sd_notify datagrams until `until` appears.
 fn notifications_until(sock: &UnixDatagram, seen: &mut Vec<String>, until: &str) {
     let mut buf = [0u8; 4096];

@@ -5,72 +5,23 @@
 //! `Append` to the journal writer and report health to the supervisor.
 
 pub mod bacnet;
+pub mod config;
 pub mod modbus;
 pub mod occupancy;
 pub mod printer;
 pub mod requests;
 pub mod store;
+pub mod value;
 
+pub use config::DevicesConfig;
 pub use requests::{ClearOverride, ListOverrides, SetOverride};
 pub use store::DeviceOverride;
+pub use value::Value;
 
-use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
 use actix::Addr;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
-
-/// Every `[[devices.<kind>]]` table of the configuration.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DevicesConfig {
-    /// Room occupancy sensors on a local MQTT broker (`[devices.occupancy]`).
-    #[serde(default)]
-    pub occupancy: Option<crate::devices::occupancy::config::OccupancyConfig>,
-    /// Modbus TCP and RTU sensors, one `[[devices.modbus]]` table each.
-    #[serde(default)]
-    pub modbus: Vec<crate::devices::modbus::config::ModbusDevice>,
-    /// ESC/POS kiosk ticket printers on serial ports, one `[[devices.printer]]` table each.
-    #[serde(default)]
-    pub printer: Vec<crate::devices::printer::config::PrinterConfig>,
-    /// BACnet/IP devices (HVAC controllers), one `[[devices.bacnet]]` table each.
-    #[serde(default)]
-    pub bacnet: Vec<crate::devices::bacnet::config::BacnetDevice>,
-}
-
-impl DevicesConfig {
-    /// Reports every problem as (dotted key with `[index]` for arrays, message).
-    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
-        if let Some(o) = &self.occupancy {
-            o.validate(config, bad);
-        }
-        modbus::config::validate(&self.modbus, bad);
-        printer::config::validate(&self.printer, bad);
-        bacnet::config::validate(&self.bacnet, bad);
-    }
-}
-
-/// A name must be an identifier (it ends up in supervisor names, events and logs) and unique
-/// among `names`, which collects it.
-pub(crate) fn check_name<'a>(
-    name: &'a str,
-    key: &str,
-    names: &mut BTreeSet<&'a str>,
-    what: &str,
-    bad: &mut dyn FnMut(&str, String),
-) {
-    let identifier = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !identifier {
-        bad(key, "must be 1 to 64 letters, digits, '-' or '_'".into());
-    } else if !names.insert(name) {
-        bad(key, format!("another {what} is already named {name:?}"));
-    }
-}
 
 /// How other actors reach the running devices: their slots, by device name.
 #[derive(Clone, Default)]
@@ -213,16 +164,6 @@ pub fn device_event(device: &str, kind: &str, payload: serde_json::Value) -> New
         occurred_at: None,
         destinations: vec![crate::CLOUD.into()],
     }
-}
-
-/// A value read from or written to a device point.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// An analog or multi-state value (after scale and offset where the device has them).
-    Number(f64),
-    /// A coil, a discrete input, a binary object or a `bool` register.
-    Bool(bool),
 }
 
 /// Decides which readings become events: values that differ from the last event's, or the

@@ -1,9 +1,7 @@
 //! `[facility]`: the clinic's rooms and the rules that join sensors to building systems.
 
-use crate::config::Config;
-use crate::devices::Value;
-use crate::devices::bacnet::protocol::ObjectKind;
-use crate::devices::modbus::config::Function;
+use crate::devices::value::Value;
+use crate::settings::{self, Problem};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -142,21 +140,23 @@ impl FacilityConfig {
         self.rooms.is_empty() && self.rules.is_empty()
     }
 
-    /// Reports every problem as (dotted key, message).
-    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
+    /// Every problem of `[facility]`; what it names of the devices is looked up in `devices`.
+    pub fn validate(&self, devices: &Devices) -> Vec<Problem> {
+        settings::collect(|bad| self.check(devices, bad))
+    }
+
+    fn check(&self, devices: &Devices, bad: &mut dyn FnMut(&str, String)) {
         if !(100..=60_000).contains(&self.evaluate_interval_ms) {
             bad(
                 "facility.evaluate_interval_ms",
                 "must be between 100 and 60000".into(),
             );
         }
-        let occupancy = config.devices.occupancy.as_ref();
-        let occupancy_rooms: BTreeSet<&str> = occupancy
-            .map(|o| o.rooms.iter().map(|r| r.name.as_str()).collect())
-            .unwrap_or_default();
-        let areas: BTreeSet<&str> = occupancy
-            .map(|o| o.rooms.iter().map(|r| r.area.as_str()).collect())
-            .unwrap_or_default();
+        let Devices {
+            occupancy_rooms,
+            areas,
+            point,
+        } = devices;
         let mut names = BTreeSet::new();
         for (i, room) in self.rooms.iter().enumerate() {
             let key = format!("facility.rooms[{i}]");
@@ -226,7 +226,7 @@ impl FacilityConfig {
                         }
                     }
                     (None, Some(d), Some(p)) => {
-                        if let Err(e) = point(config, d, p, false) {
+                        if let Err(e) = point(d, p, false) {
                             bad(&format!("{key}.point"), e);
                         }
                     }
@@ -238,7 +238,7 @@ impl FacilityConfig {
                 }
             }
             let a = &rule.then;
-            match point(config, &a.device, &a.point, true) {
+            match point(&a.device, &a.point, true) {
                 Err(e) => bad(&format!("{key}.then.point"), e),
                 Ok(p) => {
                     if a.normal.is_none() && !p.relinquish {
@@ -268,61 +268,24 @@ impl FacilityConfig {
     }
 }
 
-/// What a configured device point accepts.
-struct Point {
-    takes_bool: bool,
-    takes_number: bool,
-    /// Writing "nothing" hands the point back (a BACnet priority array).
-    relinquish: bool,
-    expects: &'static str,
+/// What the facility's rules may name of the configured devices: the facility does not know
+/// the device families' configs, whoever composes the sections answers for them.
+pub struct Devices<'a> {
+    /// Names of the `[[devices.occupancy.rooms]]`.
+    pub occupancy_rooms: BTreeSet<&'a str>,
+    /// Waiting areas of the `[[devices.occupancy.rooms]]`.
+    pub areas: BTreeSet<&'a str>,
+    /// The point `device`/`point` of a configured device; with `write`, only one the gateway
+    /// may write.
+    pub point: &'a dyn Fn(&str, &str, bool) -> Result<Point, String>,
 }
 
-/// The point `device`/`point` of a configured Modbus or BACnet device; with `write`, only one
-/// the gateway may write.
-fn point(config: &Config, device: &str, point: &str, write: bool) -> Result<Point, String> {
-    if let Some(d) = config.devices.modbus.iter().find(|d| d.name == device) {
-        let r = d
-            .registers
-            .iter()
-            .find(|r| r.name == point)
-            .ok_or_else(|| format!("device {device:?} has no register named {point:?}"))?;
-        return match (r.function, write) {
-            (Function::Coil, _) | (Function::DiscreteInput, false) => Ok(Point {
-                takes_bool: true,
-                takes_number: false,
-                relinquish: false,
-                expects: "true or false",
-            }),
-            (Function::Holding, _) | (Function::Input, false) => Ok(Point {
-                takes_bool: true,
-                takes_number: true,
-                relinquish: false,
-                expects: "a number",
-            }),
-            _ => Err(format!(
-                "{device} {point} is read-only (input registers and discrete inputs)"
-            )),
-        };
-    }
-    if let Some(d) = config.devices.bacnet.iter().find(|d| d.name == device) {
-        let (_, o) = d
-            .object(point)
-            .ok_or_else(|| format!("device {device:?} has no object named {point:?}"))?;
-        if write && !o.writable {
-            return Err(format!("{device} {point} is not `writable`"));
-        }
-        let binary = matches!(
-            o.kind,
-            ObjectKind::BinaryInput | ObjectKind::BinaryOutput | ObjectKind::BinaryValue
-        );
-        return Ok(Point {
-            takes_bool: binary,
-            takes_number: !binary,
-            relinquish: true,
-            expects: if binary { "true or false" } else { "a number" },
-        });
-    }
-    Err(format!(
-        "no [[devices.modbus]] or [[devices.bacnet]] is named {device:?}"
-    ))
+/// What a configured device point accepts.
+pub struct Point {
+    pub takes_bool: bool,
+    pub takes_number: bool,
+    /// Writing "nothing" hands the point back (a BACnet priority array).
+    pub relinquish: bool,
+    /// How the accepted values are named in problems (`"a number"`).
+    pub expects: &'static str,
 }

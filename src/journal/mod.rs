@@ -9,6 +9,7 @@
 //! **Invariant:** pending, in-flight and dead rows are never deleted; only delivered rows are
 //! pruned.
 
+pub mod config;
 pub mod store;
 
 use crate::metrics::METRICS;
@@ -195,8 +196,8 @@ impl RetryPolicy {
     }
 }
 
-impl From<&crate::config::DestinationConfig> for RetryPolicy {
-    fn from(d: &crate::config::DestinationConfig) -> Self {
+impl From<&config::DestinationConfig> for RetryPolicy {
+    fn from(d: &config::DestinationConfig) -> Self {
         RetryPolicy {
             max_attempts: d.max_attempts,
             initial: Duration::from_millis(d.backoff_initial_ms),
@@ -222,7 +223,7 @@ impl Settings {
         self.policies
             .get(destination)
             .cloned()
-            .unwrap_or_else(|| (&crate::config::DestinationConfig::default()).into())
+            .unwrap_or_else(|| (&config::DestinationConfig::default()).into())
     }
 }
 

@@ -13,10 +13,10 @@
 //!
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
+pub mod config;
 pub mod protocol;
 pub mod tls;
 
-use crate::config::RelayConfig;
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
 };
@@ -24,6 +24,7 @@ use crate::metrics::METRICS;
 use crate::reload::ReloadConfig;
 use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
+use config::RelayConfig;
 use protocol::{Command, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};

@@ -1,6 +1,6 @@
 //! The relay's TLS client configuration (rustls with the ring provider), from PEM files.
 
-use crate::config::TlsConfig;
+use crate::settings::TlsConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@
 //! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
 //! payloads or ordering keys (a key may be a patient id).
 
+pub mod config;
 mod fhir;
 mod page;
 mod preview;

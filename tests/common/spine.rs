@@ -2,9 +2,9 @@
 //! starts them, on a temporary journal file with fast restarts.
 
 use actix::{Actor, Addr};
-use clinic_gateway::config::SupervisorConfig;
 use clinic_gateway::journal::{JournalWriter, OpenOptions, Settings, Store};
 use clinic_gateway::supervisor::Supervisor;
+use clinic_gateway::supervisor::SupervisorConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

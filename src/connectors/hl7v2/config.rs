@@ -119,21 +119,29 @@ impl Hl7Config {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use super::Hl7Config;
+    use crate::settings;
 
-    fn check(appointments: &str) -> Result<crate::config::Config, Vec<String>> {
+    /// The listener with `appointments` as its appointments table, or its problems as
+    /// `key: message`.
+    fn check(appointments: &str) -> Result<Hl7Config, Vec<String>> {
         let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n\n[connectors.hl7v2]\nlisten = \"127.0.0.1:2575\"\n\n\
+            "[connectors.hl7v2]\nlisten = \"127.0.0.1:2575\"\n\n\
              [connectors.hl7v2.appointments]\n{appointments}"
         );
-        crate::config::parse(Path::new("t.toml"), &text)
-            .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect())
+        let h: Hl7Config = settings::section(&text, "connectors.hl7v2").map_err(|e| vec![e])?;
+        let problems = settings::keyed(settings::collect(|bad| h.validate(bad)));
+        if problems.is_empty() {
+            Ok(h)
+        } else {
+            Err(problems)
+        }
     }
 
     #[test]
     fn appointments_default_to_arrival_at_utc() {
         let c = check("queue = \"general\"\n").expect("valid");
-        let a = c.connectors.hl7v2.and_then(|h| h.appointments);
+        let a = c.appointments;
         assert_eq!(
             a,
             Some(super::AppointmentsConfig {
@@ -145,26 +153,20 @@ mod tests {
     }
 
     #[test]
-    fn appointment_problems_name_their_line_and_key() {
+    fn appointment_problems_name_their_key() {
         let err = check("queue = \"a/b\"\ncheck_in = \"booked\"\nutc_offset_min = 900\n")
             .expect_err("refused");
         assert_eq!(
             err,
             [
-                "t.toml:8: connectors.hl7v2.appointments.queue: 1 to 32 letters, digits, '-', '_'",
-                "t.toml:10: connectors.hl7v2.appointments.utc_offset_min: must be between -720 and 840 (UTC-12:00 to UTC+14:00)",
+                "connectors.hl7v2.appointments.queue: 1 to 32 letters, digits, '-', '_'",
+                "connectors.hl7v2.appointments.utc_offset_min: must be between -720 and 840 (UTC-12:00 to UTC+14:00)",
             ]
         );
         let err = check("queue = \"lab\"\ncheck_in = \"later\"\n").expect_err("refused");
-        assert!(
-            err[0].starts_with("t.toml:9: connectors.hl7v2.appointments.check_in: "),
-            "{err:?}"
-        );
+        assert!(err[0].starts_with("unknown variant `later`"), "{err:?}");
         let err = check("queue = \"lab\"\nqueues = [\"lab\"]\n").expect_err("refused");
-        assert!(
-            err[0].starts_with("t.toml:9: connectors.hl7v2.appointments.queues: "),
-            "{err:?}"
-        );
+        assert!(err[0].starts_with("unknown field `queues`"), "{err:?}");
         assert!(
             check("check_in = \"booked\"\n").is_err(),
             "queue is required"

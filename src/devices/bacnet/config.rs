@@ -4,7 +4,7 @@
 //! passed it.
 
 use super::protocol::ObjectKind;
-use crate::devices::check_name;
+use crate::settings::check_name;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -251,19 +251,19 @@ pub fn validate(devices: &[BacnetDevice], bad: &mut dyn FnMut(&str, String)) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use super::BacnetDevice;
+    use crate::settings;
 
-    /// Problems of a config made of one gateway table and `devices`, as `key: message`.
+    /// The `[[devices.bacnet]]` tables of `devices`, checked; their problems as `key: message`.
     fn check(devices: &str) -> Vec<String> {
-        let text = format!("[gateway]\nfacility_id = \"c\"\n{devices}");
-        match crate::config::parse(Path::new("t.toml"), &text) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .problems
-                .iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect(),
+        match settings::section::<Vec<BacnetDevice>>(devices, "devices.bacnet") {
+            Ok(d) => settings::keyed(settings::collect(|bad| super::validate(&d, bad))),
+            Err(e) => vec![e],
         }
+    }
+
+    fn read(devices: &str) -> Vec<BacnetDevice> {
+        settings::section(devices, "devices.bacnet").expect("valid")
     }
 
     const OBJ: &str =
@@ -271,11 +271,10 @@ mod tests {
 
     #[test]
     fn a_valid_device_gets_defaults() {
-        let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n[[devices.bacnet]]\nname = \"ahu\"\ndevice_instance = 599\n{OBJ}"
-        );
-        let c = crate::config::parse(Path::new("t.toml"), &text).expect("valid");
-        let d = &c.devices.bacnet[0];
+        let devices = read(&format!(
+            "[[devices.bacnet]]\nname = \"ahu\"\ndevice_instance = 599\n{OBJ}"
+        ));
+        let d = &devices[0];
         assert_eq!(d.priority, 8);
         assert_eq!(d.bind.to_string(), "0.0.0.0:47808");
         assert_eq!(d.broadcast.to_string(), "255.255.255.255:47808");

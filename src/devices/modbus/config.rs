@@ -4,7 +4,7 @@
 //! passed it.
 
 use super::protocol::{DataType, Decoding, Order};
-use crate::devices::check_name;
+use crate::settings::check_name;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -461,30 +461,29 @@ mod plan_tests {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use super::ModbusDevice;
+    use crate::settings;
 
-    /// Problems of a config made of one gateway table and `devices`, as `key: message`.
+    /// The `[[devices.modbus]]` tables of `devices`, checked; their problems as `key: message`.
     fn check(devices: &str) -> Vec<String> {
-        let text = format!("[gateway]\nfacility_id = \"c\"\n{devices}");
-        match crate::config::parse(Path::new("t.toml"), &text) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .problems
-                .iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect(),
+        match settings::section::<Vec<ModbusDevice>>(devices, "devices.modbus") {
+            Ok(d) => settings::keyed(settings::collect(|bad| super::validate(&d, bad))),
+            Err(e) => vec![e],
         }
+    }
+
+    fn read(devices: &str) -> Vec<ModbusDevice> {
+        settings::section(devices, "devices.modbus").expect("valid")
     }
 
     const TCP: &str = "[[devices.modbus]]\nname = \"env\"\nhost = \"127.0.0.1\"\n";
 
     #[test]
     fn a_valid_device_gets_defaults() {
-        let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n{TCP}[[devices.modbus.registers]]\nname = \"co2\"\nfunction = \"input\"\naddress = 0\nunit = \"ppm\"\n"
-        );
-        let c = crate::config::parse(Path::new("t.toml"), &text).expect("valid");
-        let d = &c.devices.modbus[0];
+        let devices = read(&format!(
+            "{TCP}[[devices.modbus.registers]]\nname = \"co2\"\nfunction = \"input\"\naddress = 0\nunit = \"ppm\"\n"
+        ));
+        let d = &devices[0];
         assert_eq!(d.port, 502);
         assert_eq!(d.unit_id, 1);
         assert_eq!(d.registers[0].data_type(), super::DataType::U16);

@@ -4,10 +4,10 @@
 //! Validation here is the only place that checks names and references; the state machine in
 //! `protocol.rs` relies on it (every sensor's room exists, names are unique).
 
-use super::protocol::SensorKind;
-use crate::config::{Config, TlsConfig};
-use serde::Deserialize;
+use crate::settings::{self, TlsConfig};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -77,6 +77,16 @@ pub struct BrokerConfig {
     /// segment).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// What a sensor measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorKind {
+    /// Presence, as a boolean (zigbee2mqtt's `occupancy`).
+    Occupancy,
+    /// People in the room, as a non-negative integer.
+    Counter,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -167,9 +177,10 @@ impl OccupancyConfig {
         self.stale_after_s.map(Self::delay)
     }
 
-    /// Reports every problem as (dotted key with `[index]`, message).
-    pub fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
-        self.broker.validate(config, bad);
+    /// Reports every problem as (dotted key with `[index]`, message); relative paths are
+    /// resolved against `base`.
+    pub fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
+        self.broker.validate(base, bad);
         let delays = [
             ("occupied_delay_s", Some(self.occupied_delay_s)),
             ("vacancy_delay_s", Some(self.vacancy_delay_s)),
@@ -237,7 +248,7 @@ impl OccupancyConfig {
 }
 
 impl BrokerConfig {
-    fn validate(&self, config: &Config, bad: &mut dyn FnMut(&str, String)) {
+    fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
         let key = format!("{KEY}.broker");
         if self.host.trim().is_empty() {
             bad(&format!("{key}.host"), "must not be empty".into());
@@ -258,7 +269,7 @@ impl BrokerConfig {
             bad(&format!("{key}.client_id"), "must not be empty".into());
         }
         if let Some(p) = &self.password_file {
-            let path = config.resolve(p);
+            let path = settings::resolve(base, p);
             if let Err(e) = std::fs::read(&path) {
                 bad(
                     &format!("{key}.password_file"),
@@ -273,7 +284,7 @@ impl BrokerConfig {
             }
         }
         if let Some(tls) = &self.tls
-            && let Err(e) = crate::relay::tls::client_config(tls, |p| config.resolve(p))
+            && let Err(e) = crate::relay::tls::client_config(tls, |p| settings::resolve(base, p))
         {
             bad(&tls_key(e.key), e.message);
         }
@@ -333,25 +344,27 @@ fn check_pointer(pointer: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::OccupancyConfig;
+    use crate::settings;
     use std::path::Path;
 
     const ROOMS: &str = "[[devices.occupancy.rooms]]\nname = \"exam-1\"\narea = \"wait-a\"\n";
 
-    /// Parses a gateway config with `occupancy` as the `[devices.occupancy]` body (after the
-    /// broker table and before `ROOMS`); answers the problems as `key: message`.
-    fn check(occupancy: &str, sensors: &str) -> Vec<String> {
-        let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n[devices.occupancy]\n{occupancy}\n\
-             [devices.occupancy.broker]\nhost = \"127.0.0.1\"\n{ROOMS}{sensors}"
-        );
-        match crate::config::parse(Path::new("t.toml"), &text) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .problems
-                .iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect(),
+    /// The problems of the `[devices.occupancy]` table in `text`, as `key: message`.
+    fn found_in(text: &str) -> Vec<String> {
+        match settings::section::<OccupancyConfig>(text, "devices.occupancy") {
+            Ok(o) => settings::keyed(settings::collect(|bad| o.validate(Path::new("."), bad))),
+            Err(e) => vec![e],
         }
+    }
+
+    /// The problems of a table with `occupancy` as its body (before the broker table and
+    /// `ROOMS`) and `sensors` after them.
+    fn check(occupancy: &str, sensors: &str) -> Vec<String> {
+        found_in(&format!(
+            "[devices.occupancy]\n{occupancy}\n\
+             [devices.occupancy.broker]\nhost = \"127.0.0.1\"\n{ROOMS}{sensors}"
+        ))
     }
 
     const PIR: &str = "[[devices.occupancy.sensors]]\nname = \"pir-1\"\nkind = \"occupancy\"\nroom = \"exam-1\"\n";
@@ -359,11 +372,11 @@ mod tests {
     #[test]
     fn minimal_table_is_accepted_with_defaults() {
         assert_eq!(check("", PIR), Vec::<String>::new());
-        let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n[devices.occupancy.broker]\nhost = \"h\"\n{ROOMS}{PIR}"
-        );
-        let c = crate::config::parse(Path::new("t.toml"), &text).expect("valid");
-        let o = c.devices.occupancy.expect("occupancy");
+        let o: OccupancyConfig = settings::section(
+            &format!("[devices.occupancy.broker]\nhost = \"h\"\n{ROOMS}{PIR}"),
+            "devices.occupancy",
+        )
+        .expect("valid");
         assert_eq!(o.sensors[0].topic(), "zigbee2mqtt/pir-1");
         assert_eq!(o.sensors[0].pointer(), "/occupancy");
         assert_eq!(o.broker.port, 1883);
@@ -415,12 +428,14 @@ mod tests {
             problems[0].contains("unknown field `colour`"),
             "{problems:?}"
         );
-        let text = format!(
-            "[gateway]\nfacility_id = \"c\"\n[devices.occupancy.broker]\nhost = \"h\"\n\
+        let found = found_in(&format!(
+            "[devices.occupancy.broker]\nhost = \"h\"\n\
              password_file = \"/nonexistent/pw\"\n{ROOMS}{PIR}"
-        );
-        let e = crate::config::parse(Path::new("t.toml"), &text).expect_err("refused");
-        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        ));
+        let keys: Vec<&str> = found
+            .iter()
+            .filter_map(|p| p.split_once(": ").map(|(key, _)| key))
+            .collect();
         assert_eq!(
             keys,
             [

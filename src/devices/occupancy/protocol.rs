@@ -8,20 +8,10 @@
 //! **Invariant:** a room's reported state changes only after the new state held for its delay
 //! (`occupied_delay_s`, `vacancy_delay_s` or `count_delay_s`); its first reading counts at once.
 
-use super::config::OccupancyConfig;
-use serde::{Deserialize, Serialize};
+use super::config::{OccupancyConfig, SensorKind};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// What a sensor measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SensorKind {
-    /// Presence, as a boolean (zigbee2mqtt's `occupancy`).
-    Occupancy,
-    /// People in the room, as a non-negative integer.
-    Counter,
-}
 
 /// One valid sensor value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -246,13 +246,15 @@ fn check_template(t: &str, key: &str, bad: &mut dyn FnMut(&str, String)) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use super::PrinterConfig;
+    use crate::settings;
 
+    /// The `[[devices.printer]]` tables of `printers`, checked; their problems as
+    /// `key: message`.
     fn check(printers: &str) -> Vec<String> {
-        let text = format!("[gateway]\nfacility_id = \"c\"\n{printers}");
-        match crate::config::parse(Path::new("t.toml"), &text) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        match settings::section::<Vec<PrinterConfig>>(printers, "devices.printer") {
+            Ok(p) => settings::keyed(settings::collect(|bad| super::validate(&p, bad))),
+            Err(e) => vec![e],
         }
     }
 
@@ -260,16 +262,15 @@ mod tests {
 
     #[test]
     fn a_valid_printer_gets_defaults() {
-        let text = format!("[gateway]\nfacility_id = \"c\"\n{OK}");
-        let c = crate::config::parse(Path::new("t.toml"), &text).expect("valid");
-        let p = &c.devices.printer[0];
+        let printers: Vec<PrinterConfig> = settings::section(OK, "devices.printer").expect("valid");
+        let p = &printers[0];
         assert_eq!(p.code_page, super::CodePage::Pc858);
         assert_eq!(p.fail_after_s, 300);
         assert_eq!(p.qr_payload("G-001", "general", 7), "G-001");
     }
 
     #[test]
-    fn every_printer_problem_is_named_by_its_key_and_line() {
+    fn every_printer_problem_is_named_by_its_key() {
         let problems = check(&format!(
             "{OK}default_for = [\"general\"]\n\
              [[devices.printer]]\nname = \"kiosk-1\"\nserial = \"\"\nclinic_name = \" \"\n\
@@ -278,21 +279,18 @@ mod tests {
              [devices.printer.queue_labels]\ngeneral = \"\"\n"
         ));
         let expected = [
-            "t.toml:9: devices.printer[1].name: another printer is already named \"kiosk-1\"",
-            "t.toml:10: devices.printer[1].serial: must not be empty",
-            "t.toml:11: devices.printer[1].clinic_name: must be 1 to 64 printable characters",
-            "t.toml:12: devices.printer[1].check_in_url: unknown placeholder; use {ticket}, {queue} or {entry}",
-            "t.toml:13: devices.printer[1].fail_after_s: must be at least 1",
-            "t.toml:14: devices.printer[1].status_timeout_ms: must be between 10 and 60000",
-            "t.toml:15: devices.printer[1].default_for: queue \"general\" already prints on printer \"kiosk-1\"",
-            "t.toml:15: devices.printer[1].default_for: \"a/b\" is not a queue name (1 to 32 letters, digits, '-', '_')",
-            "t.toml:17: devices.printer[1].queue_labels.general: must be 1 to 48 printable characters",
+            "devices.printer[1].name: another printer is already named \"kiosk-1\"",
+            "devices.printer[1].serial: must not be empty",
+            "devices.printer[1].clinic_name: must be 1 to 64 printable characters",
+            "devices.printer[1].check_in_url: unknown placeholder; use {ticket}, {queue} or {entry}",
+            "devices.printer[1].fail_after_s: must be at least 1",
+            "devices.printer[1].status_timeout_ms: must be between 10 and 60000",
+            "devices.printer[1].default_for: queue \"general\" already prints on printer \"kiosk-1\"",
+            "devices.printer[1].default_for: \"a/b\" is not a queue name (1 to 32 letters, digits, '-', '_')",
+            "devices.printer[1].queue_labels.general: must be 1 to 48 printable characters",
         ];
         assert_eq!(problems, expected);
         let page = check(&format!("{OK}code_page = \"pc999\"\n"));
-        assert!(
-            page[0].starts_with("t.toml:7: devices.printer[0].code_page: unknown variant"),
-            "{page:?}"
-        );
+        assert!(page[0].starts_with("unknown variant `pc999`"), "{page:?}");
     }
 }

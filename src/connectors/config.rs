@@ -1,0 +1,39 @@
+//! `[connectors]`: a table per healthcare connector, each validated by its own config.
+
+use super::fhir::config::FhirConfig;
+use super::hl7v2::config::Hl7Config;
+use super::hl7v2::sender::SenderConfig;
+use crate::settings::{self, Problem};
+use serde::Deserialize;
+
+/// Every `[connectors.<kind>]` table of the configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    /// The HL7 v2 MLLP listener.
+    #[serde(default)]
+    pub hl7v2: Option<Hl7Config>,
+    /// Where outbound HL7 v2 messages (destination `ehr-mllp`) are delivered.
+    #[serde(default)]
+    pub hl7v2_out: Option<SenderConfig>,
+    /// The EHR's FHIR R4 REST API (patient lookup, demographic sync).
+    #[serde(default)]
+    pub fhir: Option<FhirConfig>,
+}
+
+impl ConnectorsConfig {
+    /// Every problem of `[connectors]`.
+    pub fn validate(&self) -> Vec<Problem> {
+        settings::collect(|bad| {
+            if let Some(h) = &self.hl7v2 {
+                h.validate(bad);
+            }
+            if let Some(s) = &self.hl7v2_out {
+                s.validate(bad);
+            }
+            if let Some(f) = &self.fhir {
+                f.validate(bad);
+            }
+        })
+    }
+}

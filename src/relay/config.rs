@@ -1,0 +1,112 @@
+//! `[relay]`: the MQTT connection to the cloud broker, and its validation.
+
+pub use crate::settings::TlsConfig;
+use crate::settings::{self, Problem};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The prefix of every key this section reports.
+const KEY: &str = "relay";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 TLS by convention).
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; default `clinic-gateway-<facility_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// MQTT keep-alive in seconds.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// Most QoS 1 publishes awaiting PUBACK at once.
+    #[serde(default = "default_inflight_window")]
+    pub inflight_window: u16,
+    /// First reconnect delay; doubles up to `reconnect_max_ms`.
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: u64,
+    /// Cap of the reconnect delay.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Largest event envelope published; a bigger one becomes a dead letter at once instead of
+    /// breaking the connection for everything behind it.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Broker user name, if the broker asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the broker password (kept out of the config file).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS to the broker; absent means plain TCP (only for a broker on the same host).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_mqtt_port() -> u16 {
+    8883
+}
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+fn default_inflight_window() -> u16 {
+    500
+}
+fn default_max_message_bytes() -> usize {
+    1 << 20
+}
+fn default_reconnect_initial_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+impl RelayConfig {
+    /// Every problem of `[relay]`; relative paths are resolved against `base`.
+    pub fn validate(&self, base: &Path) -> Vec<Problem> {
+        let mut problems = settings::collect(|bad| {
+            if self.host.trim().is_empty() {
+                bad("relay.host", "must not be empty".into());
+            }
+            if self.inflight_window == 0 {
+                bad("relay.inflight_window", "must be at least 1".into());
+            }
+            if !(256..=(64 << 20)).contains(&self.max_message_bytes) {
+                bad(
+                    "relay.max_message_bytes",
+                    "must be between 256 and 67108864".into(),
+                );
+            }
+            if self.keep_alive_secs < 5 {
+                bad("relay.keep_alive_secs", "must be at least 5".into());
+            }
+            settings::check_delays(
+                "relay.",
+                ("reconnect_initial_ms", self.reconnect_initial_ms),
+                ("reconnect_max_ms", self.reconnect_max_ms),
+                bad,
+            );
+            if let Some(p) = &self.password_file {
+                settings::check_readable(&settings::resolve(base, p), "relay.password_file", bad);
+                if self.username.is_none() {
+                    bad("relay.password_file", "needs relay.username too".into());
+                }
+            }
+            if let Some(t) = &self.tls {
+                t.validate(&format!("{KEY}.tls"), base, bad);
+            }
+        });
+        // Only once the files are there is it worth checking that they hold what TLS needs.
+        if problems.is_empty()
+            && let Some(tls) = &self.tls
+            && let Err(e) = super::tls::client_config(tls, |p| settings::resolve(base, p))
+        {
+            problems.push(Problem::new(e.key, e.message));
+        }
+        problems
+    }
+}
