@@ -9,7 +9,8 @@
 
 use super::mllp::{self, Framer, Item};
 use crate::journal::{self, Claim, Delivered, Failed, JournalWriter, OutboxRow};
-use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
@@ -134,25 +135,17 @@ impl Spawn for SenderSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let arbiter = Arbiter::new();
-        let link = Link {
-            config: self.config.clone(),
-            journal: self.journal.clone(),
-            name: name.to_string(),
-            supervisor,
-        };
-        Sender::start_in_arbiter(&arbiter.handle(), move |_| Sender {
-            link: Some(link),
-            shutdown: shutdown_rx,
-        });
+        let (config, journal) = (self.config.clone(), self.journal.clone());
         // A message in flight stays in flight in the journal and is sent again at start.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: None,
-            arbiter,
-            grace: Duration::ZERO,
-        })
+        let (running, _) = link::start_actor(name, supervisor, Duration::ZERO, move |ctx| Sender {
+            link: Some(Link {
+                config,
+                journal,
+                health: ctx.health,
+            }),
+            shutdown: ctx.shutdown,
+        });
+        running
     }
 }
 
@@ -167,7 +160,11 @@ impl Actor for Sender {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(link) = self.link.take() {
-            ctx.spawn(link.run(self.shutdown.clone()).into_actor(self));
+            ctx.spawn(
+                link.run(self.shutdown.clone())
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.stop()),
+            );
         }
     }
 }
@@ -175,8 +172,7 @@ impl Actor for Sender {
 struct Link {
     config: SenderConfig,
     journal: Addr<JournalWriter>,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
 }
 
 /// Why a connection was given up.
@@ -184,11 +180,7 @@ struct Lost(String);
 
 impl Link {
     fn report(&self, state: HealthState, error: Option<String>) {
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
+        self.health.report(state, error);
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -218,9 +210,11 @@ impl Link {
             failures += 1;
             tracing::warn!(error = %lost.0, "HL7 sender disconnected");
             self.report(HealthState::Degraded, Some(lost.0));
-            let delay = Duration::from_millis(self.config.reconnect_initial_ms)
-                .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-                .min(Duration::from_millis(self.config.reconnect_max_ms));
+            let delay = link::backoff(
+                Duration::from_millis(self.config.reconnect_initial_ms),
+                Duration::from_millis(self.config.reconnect_max_ms),
+                failures,
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,

@@ -1,10 +1,13 @@
 //! The supervisor: starts one actor per configured device and connector, restarts a failed one
 //! with capped exponential backoff, and keeps every actor's health.
 //!
-//! Children report their health with [`ReportHealth`] and their end with [`ChildExited`]. Each
-//! change of state is journaled as a `gateway.actor_state` event for the cloud.
+//! Children run on the one scaffold in [`link`], which reports their health with
+//! [`ReportHealth`] and their end (an error or a panic) with [`ChildExited`]. Each change of
+//! state is journaled as a `gateway.actor_state` event for the cloud.
 //!
 //! **Invariant:** the supervisor never touches a child's resources; it only starts and stops it.
+
+pub mod link;
 
 use crate::journal::{self, Append, JournalWriter, NewItem};
 use crate::metrics::METRICS;
@@ -53,6 +56,13 @@ pub struct ActorHealth {
 pub trait Running: Send {
     /// Asks the child to finish cleanly; resolves once it has.
     fn stop(self: Box<Self>) -> StopFuture;
+
+    /// Makes the child panic from inside its work; false if it cannot (it has ended, or it was
+    /// already asked).
+    #[cfg(feature = "fault-hooks")]
+    fn inject_panic(&mut self) -> bool {
+        false
+    }
 }
 
 /// Where a child's current actor can be found: the address changes with every restart, so
@@ -81,9 +91,10 @@ impl<A: Actor> Default for Slot<A> {
     }
 }
 
-/// A child whose work runs in its own arbiter (thread). Stopping it signals `shutdown`, waits
-/// up to `grace` for its task to report `done` (when it has something to finish, such as a
-/// request under way or a last message), then stops the arbiter.
+/// A child whose work runs in its own arbiter (thread), for the children not yet on [`link`].
+/// Stopping it signals `shutdown`, waits up to `grace` for its task to report `done` (when it
+/// has something to finish, such as a request under way or a last message), then stops the
+/// arbiter.
 pub struct ArbiterChild {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub done: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -151,6 +162,13 @@ pub struct StopAll;
 #[rtype(result = "Vec<ActorHealth>")]
 pub struct GetHealth;
 
+/// Make the named child panic from inside its work (tests of supervision only); false if no
+/// such child is running.
+#[cfg(feature = "fault-hooks")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct InjectPanic(pub String);
+
 struct Child {
     spawn: Box<dyn Spawn>,
     running: Option<Box<dyn Running>>,
@@ -179,9 +197,7 @@ impl Supervisor {
 
     /// Restart delay after `failures` consecutive failures: doubling, capped.
     pub fn restart_delay(&self, failures: u32) -> Duration {
-        self.initial
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.max)
+        link::backoff(self.initial, self.max, failures)
     }
 
     fn set_state(&mut self, name: &str, state: HealthState, error: Option<String>) {
@@ -350,9 +366,9 @@ impl Handler<ChildExited> for Supervisor {
         let Some(child) = self.children.get_mut(&msg.name) else {
             return;
         };
-        if child.running.take().is_none() {
+        let Some(old) = child.running.take() else {
             return;
-        }
+        };
         child.failures += 1;
         let failures = child.failures;
         let error = msg.error.unwrap_or_else(|| "stopped unexpectedly".into());
@@ -360,17 +376,43 @@ impl Handler<ChildExited> for Supervisor {
         tracing::warn!(actor = %msg.name, %error, delay_ms = delay.as_millis() as u64, "actor failed; restarting after backoff");
         self.set_state(&msg.name, HealthState::Down, Some(error));
         let name = msg.name.clone();
-        let handle = ctx.run_later(delay, move |act, ctx| {
+        // What is left of the old child (its arbiter's thread) is stopped before the backoff
+        // starts, so that two of its kind never run at once.
+        let restart = old.stop().into_actor(self).map(move |_, act, ctx| {
+            let key = name.clone();
+            let handle = ctx.run_later(delay, move |act, ctx| {
+                if let Some(child) = act.children.get_mut(&key) {
+                    child.health.restarts += 1;
+                    METRICS.actor_restarts.add(1);
+                    act.set_state(&key, HealthState::Starting, None);
+                    act.launch(&key, ctx);
+                }
+            });
             if let Some(child) = act.children.get_mut(&name) {
-                child.health.restarts += 1;
-                METRICS.actor_restarts.add(1);
-                act.set_state(&name, HealthState::Starting, None);
-                act.launch(&name, ctx);
+                child.restart = Some(handle);
             }
         });
+        let handle = ctx.spawn(restart);
         if let Some(child) = self.children.get_mut(&msg.name) {
             child.restart = Some(handle);
         }
+    }
+}
+
+#[cfg(feature = "fault-hooks")]
+impl Handler<InjectPanic> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> bool {
+        let injected = self
+            .children
+            .get_mut(&msg.0)
+            .and_then(|c| c.running.as_mut())
+            .is_some_and(|r| r.inject_panic());
+        if injected {
+            tracing::warn!(actor = %msg.0, "panic injected through the test API");
+        }
+        injected
     }
 }
 
