@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features fault-hooks -- -D warnings
 cargo test --all-targets --locked
+# Supervision: every link actor kind made to panic through the test-only fault route.
+cargo test --locked --features fault-hooks --test supervision
 # The encrypted journal (SQLCipher, patient data at rest): the journal's tests on that build.
 cargo test --locked --features sqlcipher --lib journal::
 packaging/test-deb.sh

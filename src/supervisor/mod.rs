@@ -537,4 +537,145 @@ mod tests {
             assert!(stats.destinations["cloud"].pending >= 7, "{stats:?}");
         });
     }
+
+    /// A child on the link scaffold: its first work panics, later ones stay healthy until asked
+    /// to stop.
+    struct PanicsOnce {
+        starts: Arc<AtomicU32>,
+    }
+
+    impl Spawn for PanicsOnce {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+            let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+            link::start(name, supervisor, Duration::from_secs(1), move |mut link| {
+                Box::pin(async move {
+                    if n == 1 {
+                        panic!("boom in the poll loop");
+                    }
+                    link.health.report(HealthState::Healthy, None);
+                    let _ = link.shutdown.changed().await;
+                    Ok(())
+                })
+            })
+        }
+    }
+
+    /// An actor on the link scaffold whose handler panics when told to.
+    struct Fragile {
+        link: Option<link::LinkCtx>,
+    }
+
+    impl Actor for Fragile {
+        type Context = Context<Self>;
+
+        fn started(&mut self, _: &mut Context<Self>) {
+            if let Some(link) = self.link.take() {
+                link.health.report(HealthState::Healthy, None);
+            }
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Break;
+
+    impl Handler<Break> for Fragile {
+        type Result = ();
+
+        fn handle(&mut self, _: Break, _: &mut Context<Self>) {
+            panic!("boom in a handler");
+        }
+    }
+
+    struct FragileSpawn {
+        slot: Slot<Fragile>,
+    }
+
+    impl Spawn for FragileSpawn {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+            let (running, addr) =
+                link::start_actor(name, supervisor, Duration::from_secs(1), |link| Fragile {
+                    link: Some(link),
+                });
+            self.slot.set(Some(addr));
+            running
+        }
+    }
+
+    /// Waits until the child's health satisfies `done`.
+    async fn wait_for(sup: &Addr<Supervisor>, done: impl Fn(&ActorHealth) -> bool) -> ActorHealth {
+        loop {
+            let health = sup.send(GetHealth).await.expect("health");
+            if done(&health[0]) {
+                return health[0].clone();
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn scaffold_supervisor() -> (tempfile::TempDir, Addr<Supervisor>) {
+        // Long enough a backoff for the test to see the child down between its two runs.
+        let cfg = crate::config::SupervisorConfig {
+            restart_initial_ms: 500,
+            restart_max_ms: 500,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = test_journal(dir.path());
+        (dir, Supervisor::new(journal, &cfg).start())
+    }
+
+    #[test]
+    fn panicking_work_is_down_naming_the_panic_then_restarted() {
+        actix::System::new().block_on(async {
+            let (_dir, sup) = scaffold_supervisor();
+            let starts = Arc::new(AtomicU32::new(0));
+            sup.send(StartChild {
+                name: "panicky".into(),
+                spawn: Box::new(PanicsOnce {
+                    starts: starts.clone(),
+                }),
+            })
+            .await
+            .expect("start");
+            let down = wait_for(&sup, |h| h.state == HealthState::Down).await;
+            assert_eq!(
+                down.last_error.as_deref(),
+                Some("panicked: boom in the poll loop")
+            );
+            let up = wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            assert_eq!(up.restarts, 1);
+            assert_eq!(starts.load(Ordering::SeqCst), 2);
+            sup.send(StopAll).await.expect("stop");
+        });
+    }
+
+    #[test]
+    fn panicking_handler_is_down_naming_the_panic_then_restarted() {
+        actix::System::new().block_on(async {
+            let (_dir, sup) = scaffold_supervisor();
+            let slot = Slot::default();
+            sup.send(StartChild {
+                name: "fragile".into(),
+                spawn: Box::new(FragileSpawn { slot: slot.clone() }),
+            })
+            .await
+            .expect("start");
+            wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            slot.addr().expect("running").do_send(Break);
+            let down = wait_for(&sup, |h| h.state == HealthState::Down).await;
+            assert_eq!(
+                down.last_error.as_deref(),
+                Some("panicked: boom in a handler")
+            );
+            let up = wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            assert_eq!(up.restarts, 1);
+            sup.send(StopAll).await.expect("stop");
+        });
+    }
 }
