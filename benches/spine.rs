@@ -51,7 +51,7 @@ fn open(path: &Path) -> Store {
             verify: false,
             key: None,
         },
-        &clinic_gateway::daemon::schemas(),
+        &clinic_gateway::daemon::wiring::schemas(),
     )
     .expect("open journal")
 }

@@ -6,11 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 cargo fmt --all -- --check
+python3 scripts/check-cycles.py --self-test
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --all-targets --locked --features fault-hooks -- -D warnings
-cargo test --all-targets --locked
-# Supervision: every link actor kind made to panic through the test-only fault route.
-cargo test --locked --features fault-hooks --test supervision
+# One build for every test: the fault hooks (panics, stalls) some tests inject are compiled in.
+cargo test --all-targets --locked --features fault-hooks
 # The encrypted journal (SQLCipher, patient data at rest): the journal's tests on that build.
 cargo test --locked --features sqlcipher --lib journal::
 packaging/test-deb.sh

@@ -13,6 +13,7 @@ pub mod notices;
 pub mod notify;
 pub mod queue;
 pub mod relay;
+pub mod reload;
 pub mod supervisor;
 pub mod web;
 

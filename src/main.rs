@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use clinic_gateway::config::{self, Config};
-use clinic_gateway::daemon::schemas;
+use clinic_gateway::daemon::wiring::schemas;
 use clinic_gateway::journal::{OpenOptions, Stats, Store, now_ms};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

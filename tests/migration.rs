@@ -31,7 +31,7 @@ async fn a_schema_7_journal_migrates_forward_and_keeps_every_row() {
             verify: true,
             key: None,
         },
-        &clinic_gateway::daemon::schemas(),
+        &clinic_gateway::daemon::wiring::schemas(),
     )
     .expect("a schema 7 journal opens");
     let settings = Settings {

@@ -216,7 +216,7 @@ fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_b
     actix::System::new().block_on(async move {
         let (journal, sup) = start_spine(&dir);
         // The daemon's path: one child named `occupancy` for the table.
-        let children = clinic_gateway::devices::spawns(&config, &journal, &Default::default()).expect("spawns");
+        let children = clinic_gateway::daemon::wiring::devices(&config, &journal, &Default::default()).expect("spawns");
         let names: Vec<&str> = children.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, [NAME]);
         let handle = start_occupancy(&sup, &journal, &config, NAME).await;

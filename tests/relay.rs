@@ -378,3 +378,72 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
         "nothing goes to an untrusted broker"
     );
 }
+
+/// A cloud command that takes seconds runs beside the connection: a backlog posted while it is
+/// under way drains before its reply, and a command received after it is answered after it.
+#[cfg(feature = "fault-hooks")]
+#[test]
+fn a_slow_command_does_not_hold_back_the_backlog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bdir = dir.path().join("broker");
+    std::fs::create_dir_all(&bdir).expect("mkdir");
+    let broker = Broker::start(&bdir);
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
+    gw.start();
+    assert_eq!(gw.post_event(&event(0, "patient-0")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([0]));
+
+    let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
+    publish(
+        &broker,
+        &topic("fault-stall"),
+        r#"{"request_id":"slow-1","ms":20000}"#,
+    );
+    wait_for(
+        "the relay to take the command",
+        Duration::from_secs(20),
+        || {
+            let metrics = ureq::get(&gw.url("/metrics"))
+                .call()
+                .ok()?
+                .body_mut()
+                .read_to_string()
+                .ok()?;
+            metrics
+                .contains("clinic_gateway_commands_received_total 1\n")
+                .then_some(())
+        },
+    );
+    publish(
+        &broker,
+        &topic("dlq-replay"),
+        r#"{"request_id":"after-1","destination":"cloud","all":true}"#,
+    );
+    let backlog: BTreeSet<u64> = (1..=200).collect();
+    for &n in &backlog {
+        let (status, body) = gw.post_event(&event(n as usize, &format!("patient-{}", n % 5)));
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_all(&consumer, &backlog);
+    let replies = |c: &Consumer| {
+        c.snapshot()
+            .into_iter()
+            .filter(|m| m.topic.contains("/replies/"))
+            .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        replies(&consumer),
+        Vec::<Value>::new(),
+        "the backlog drained while the slow command was still under way"
+    );
+    let answered = wait_for("both replies", Duration::from_secs(60), || {
+        let r = replies(&consumer);
+        (r.len() >= 2).then_some(r)
+    });
+    assert_eq!(answered[0]["request_id"], "slow-1", "{answered:?}");
+    assert_eq!(answered[0]["ok"], true, "{answered:?}");
+    assert_eq!(answered[1]["request_id"], "after-1", "{answered:?}");
+    assert_eq!(answered[1]["ok"], true, "{answered:?}");
+}

@@ -11,11 +11,11 @@ pub mod printer;
 pub mod requests;
 pub mod store;
 
-pub use requests::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
+pub use requests::{ClearOverride, ListOverrides, SetOverride};
+pub use store::DeviceOverride;
 
 use crate::config::Config;
 use crate::journal::{self, Append, AuditRecord, JournalError, JournalWriter, NewItem};
-use crate::supervisor::Spawn;
 use actix::Addr;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,50 +70,6 @@ pub(crate) fn check_name<'a>(
     } else if !names.insert(name) {
         bad(key, format!("another {what} is already named {name:?}"));
     }
-}
-
-/// A device child: its supervisor name and how to start it.
-pub type DeviceChild = (String, Box<dyn Spawn>);
-
-/// One supervised child per configured device, and the facility rules over them (which reach
-/// the devices through their slots, and are reached through `facility`).
-pub fn spawns(
-    config: &Config,
-    journal: &Addr<JournalWriter>,
-    facility: &crate::facility::FacilitySlot,
-) -> Result<Vec<DeviceChild>, String> {
-    let mut children: Vec<DeviceChild> = Vec::new();
-    let mut handles = Handles::default();
-    if let Some(o) = &config.devices.occupancy {
-        let spawn =
-            occupancy::OccupancySpawn::new(config, o, journal).map_err(|e| e.to_string())?;
-        handles.occupancy = Some(spawn.handle.clone());
-        children.push((occupancy::NAME.into(), Box::new(spawn)));
-    }
-    for device in &config.devices.modbus {
-        let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
-        handles.modbus.insert(device.name.clone(), spawn.slot());
-        children.push((format!("modbus:{}", device.name), Box::new(spawn)));
-    }
-    for p in &config.devices.printer {
-        let spawn = printer::PrinterSpawn::new(p.clone(), journal.clone());
-        children.push((printer::destination(&p.name), Box::new(spawn)));
-    }
-    for device in &config.devices.bacnet {
-        let spawn = bacnet::BacnetSpawn::new(device.clone(), journal.clone());
-        handles.bacnet.insert(device.name.clone(), spawn.slot());
-        children.push((format!("bacnet:{}", device.name), Box::new(spawn)));
-    }
-    if !config.facility.is_empty() {
-        let spawn = crate::facility::FacilitySpawn::new(
-            config.facility.clone(),
-            handles,
-            journal.clone(),
-            facility.clone(),
-        );
-        children.push((crate::facility::NAME.into(), Box::new(spawn)));
-    }
-    Ok(children)
 }
 
 /// How other actors reach the running devices: their slots, by device name.

@@ -2,24 +2,8 @@
 //! device, remembered so that no override outlives the gateway's knowledge of it (see the
 //! BACnet actor's `on_start`).
 
-use super::store;
+use super::store::{self, DeviceOverride};
 use crate::journal::{JournalError, Tx, Work};
-use serde::Serialize;
-
-/// A value the gateway holds in a building device's priority array.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeviceOverride {
-    pub device: String,
-    /// The point as the device's protocol names it (e.g. `analog-value,1`).
-    pub object: String,
-    pub priority: u8,
-    /// The value written (JSON: a number or a bool).
-    pub value: serde_json::Value,
-    /// Who asked for it.
-    pub by: String,
-    /// When it was written (ms since the epoch).
-    pub set_at: i64,
-}
 
 /// Remember an override (before it is written to the device).
 #[derive(Debug)]

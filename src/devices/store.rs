@@ -2,9 +2,24 @@
 //! remembered so that no override outlives the gateway's knowledge of it. Functions run inside
 //! the journal writer's transaction ([`Tx`]).
 
-use super::requests::DeviceOverride;
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::params;
+use serde::Serialize;
+
+/// A value the gateway holds in a building device's priority array.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceOverride {
+    pub device: String,
+    /// The point as the device's protocol names it (e.g. `analog-value,1`).
+    pub object: String,
+    pub priority: u8,
+    /// The value written (JSON: a number or a bool).
+    pub value: serde_json::Value,
+    /// Who asked for it.
+    pub by: String,
+    /// When it was written (ms since the epoch).
+    pub set_at: i64,
+}
 
 /// The devices' migrations. Step 1 was the journal's schema version 4 before each domain owned
 /// its tables.

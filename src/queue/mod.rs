@@ -6,14 +6,15 @@
 
 pub mod requests;
 pub mod schedule;
+pub mod settings;
 pub mod store;
 
 pub use requests::{
-    EhrInbound, Hook, QueueAct, QueueCallNext, QueueCheckIn, QueueLink, QueueList, RaisingFlags,
-    Settings,
+    EhrInbound, QueueAct, QueueCallNext, QueueCheckIn, QueueLink, QueueList, RaisingFlags,
 };
 pub use schedule::{CheckInWhen, Schedule};
 use serde::{Deserialize, Serialize};
+pub use settings::{Hook, Settings};
 
 /// How soon a patient must be seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! the items it appends (its `queue.*` cloud event, a ticket, an EHR notice) commit together.
 //! Nothing here opens SQLite.
 
-use super::requests::settings;
+use super::settings::settings;
 use super::{
     self as queue, Action, Booking, CheckIn, Demographics, Entry, EntryState, FromEhr, Priority,
     TicketJob, TicketOrder,

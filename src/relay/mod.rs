@@ -7,17 +7,21 @@
 //! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
 //! so the journal stays the only source of truth.
 //!
+//! Cloud commands are carried out one at a time, in the order received, by a worker task beside
+//! the connection: a slow command (a reload that restarts children, a large replay) never holds
+//! back PUBACKs or publishes. Replies wait for the next connection if the current one is lost.
+//!
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
 pub mod protocol;
 pub mod tls;
 
 use crate::config::RelayConfig;
-use crate::daemon::ReloadConfig;
 use crate::journal::{
     self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
 };
 use crate::metrics::METRICS;
+use crate::reload::ReloadConfig;
 use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use protocol::{Command, Topics};
@@ -25,7 +29,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Commands received and not yet carried out; beyond this a command is refused as busy.
+const COMMANDS_WAITING: usize = 32;
 
 /// Everything a relay needs, fixed for the life of one relay actor.
 #[derive(Clone)]
@@ -137,8 +144,20 @@ impl Link {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let cfg = &self.spawn.config;
         let mut failures = 0u32;
+        let (queue, received) = mpsc::channel(COMMANDS_WAITING);
+        let (replied, replies) = mpsc::unbounded_channel();
+        // The worker ends with `run`: when `queue` is dropped, or with the relay's arbiter.
+        actix::spawn(commands(self.spawn.clone(), received, replied));
+        let mut commands = Commands {
+            queue,
+            replies,
+            waiting: 0,
+        };
         loop {
-            match self.session(&mut shutdown, &mut failures).await {
+            match self
+                .session(&mut shutdown, &mut failures, &mut commands)
+                .await
+            {
                 SessionEnd::Shutdown => return,
                 SessionEnd::Lost(error) => {
                     failures += 1;
@@ -199,6 +218,7 @@ impl Link {
         &self,
         shutdown: &mut watch::Receiver<bool>,
         failures: &mut u32,
+        commands: &mut Commands,
     ) -> SessionEnd {
         let window = self.spawn.config.inflight_window as usize;
         let (client, mut el) = AsyncClient::new(self.options(), window + 64);
@@ -279,16 +299,22 @@ impl Link {
                 }
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some(name) = self.topics.command_name(&p.topic) {
-                            let reply = self.command(name, &p.payload).await;
-                            if let Err(e) = s.publish(self.topics.reply(name), false, reply, None) {
-                                break SessionEnd::Lost(e);
-                            }
+                        if let Some(name) = self.topics.command_name(&p.topic)
+                            && let Some(busy) = commands.take(name, p.payload.to_vec())
+                            && let Err(e) = s.publish(self.topics.reply(name), false, busy, None)
+                        {
+                            break SessionEnd::Lost(e);
                         }
                     }
                     Ok(ev) => s.on_event(ev),
                     Err(e) => break SessionEnd::Lost(e.to_string()),
                 },
+                Some((name, reply)) = commands.replies.recv() => {
+                    commands.waiting -= 1;
+                    if let Err(e) = s.publish(self.topics.reply(&name), false, reply, None) {
+                        break SessionEnd::Lost(e);
+                    }
+                }
                 _ = signal.notified(), if idle => idle = false,
                 _ = retry.tick(), if idle => idle = false,
             }
@@ -304,7 +330,7 @@ impl Link {
             METRICS.relay_published.add(n as u64);
         }
         match end {
-            SessionEnd::Shutdown => self.close(&mut s, &mut el).await,
+            SessionEnd::Shutdown => self.close(&mut s, &mut el, commands).await,
             SessionEnd::Lost(_) => self.settle(&mut s).await,
         }
         end
@@ -370,7 +396,19 @@ impl Link {
     }
 
     /// Clean shutdown: say "offline", wait (bounded) for outstanding PUBACKs, disconnect.
-    async fn close(&self, s: &mut Session, el: &mut EventLoop) {
+    async fn close(&self, s: &mut Session, el: &mut EventLoop, commands: &mut Commands) {
+        // A command under way may be the one that stops the relay (a reload that replaces it):
+        // its reply still goes out, if it comes in time.
+        let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+            while commands.waiting > 0 {
+                let Some((name, reply)) = commands.replies.recv().await else {
+                    break;
+                };
+                commands.waiting -= 1;
+                let _ = s.publish(self.topics.reply(&name), false, reply, None);
+            }
+        })
+        .await;
         let _ = s.publish(self.topics.status(), true, b"offline".to_vec(), None);
         let drain = async {
             while !(s.expect.is_empty() && s.in_flight.is_empty()) {
@@ -393,80 +431,135 @@ impl Link {
             .await;
         }
     }
+}
 
-    /// Validates, audits and carries out a command; returns the reply payload.
-    async fn command(&self, name: &str, payload: &[u8]) -> Vec<u8> {
-        METRICS.commands_received.add(1);
-        let journal = &self.spawn.journal;
-        let audit = |action: &str, detail: String| AuditRecord {
-            actor: "cloud".into(),
-            action: action.into(),
-            detail,
-        };
-        let request = match protocol::parse_command(name, payload) {
-            Ok(r) => r,
-            Err(refusal) => {
-                METRICS.commands_refused.add(1);
-                tracing::warn!(command = name, reason = %refusal, "cloud command refused");
-                let detail = format!(
-                    "{name} request_id={:?} refused: {refusal}",
-                    refusal.request_id
-                );
-                let _ = journal::ask(journal, audit("command-refused", detail)).await;
-                return protocol::reply(refusal.request_id.as_deref(), Err(refusal.message));
-            }
-        };
-        let result = match request.command {
-            Command::DlqReplay { destination, id } => {
-                let by = format!("cloud:{}", request.request_id);
-                journal::ask(
-                    journal,
-                    Replay {
-                        destination,
-                        id,
-                        by,
-                    },
-                )
-                .await
-                .map(|n| serde_json::json!({ "replayed": n }))
-                .map_err(|e| e.to_string())
-            }
-            Command::ReloadConfig => match &self.spawn.control {
-                Some(control) => control
-                    .send(ReloadConfig {
-                        by: format!("cloud:{}", request.request_id),
-                    })
-                    .await
-                    .unwrap_or_else(|_| Err("the gateway is shutting down".into())),
-                None => Err("reload is not available".into()),
-            },
-            Command::RoomState { room, hold, reason } => {
-                let set = crate::facility::SetHold {
-                    room,
-                    hold: hold.map(|h| (h, reason)),
+/// Carries out received commands one at a time and hands their replies back.
+async fn commands(
+    spawn: RelaySpawn,
+    mut received: mpsc::Receiver<(String, Vec<u8>)>,
+    replied: mpsc::UnboundedSender<(String, Vec<u8>)>,
+) {
+    while let Some((name, payload)) = received.recv().await {
+        let reply = command(&spawn, &name, &payload).await;
+        if replied.send((name, reply)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Validates, audits and carries out a command; returns the reply payload.
+async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
+    let journal = &spawn.journal;
+    let audit = |action: &str, detail: String| AuditRecord {
+        actor: "cloud".into(),
+        action: action.into(),
+        detail,
+    };
+    let request = match protocol::parse_command(name, payload) {
+        Ok(r) => r,
+        Err(refusal) => {
+            METRICS.commands_refused.add(1);
+            tracing::warn!(command = name, reason = %refusal, "cloud command refused");
+            let detail = format!(
+                "{name} request_id={:?} refused: {refusal}",
+                refusal.request_id
+            );
+            let _ = journal::ask(journal, audit("command-refused", detail)).await;
+            return protocol::reply(refusal.request_id.as_deref(), Err(refusal.message));
+        }
+    };
+    let result = match request.command {
+        Command::DlqReplay { destination, id } => {
+            let by = format!("cloud:{}", request.request_id);
+            journal::ask(
+                journal,
+                Replay {
+                    destination,
+                    id,
+                    by,
+                },
+            )
+            .await
+            .map(|n| serde_json::json!({ "replayed": n }))
+            .map_err(|e| e.to_string())
+        }
+        Command::ReloadConfig => match &spawn.control {
+            Some(control) => control
+                .send(ReloadConfig {
                     by: format!("cloud:{}", request.request_id),
+                })
+                .await
+                .unwrap_or_else(|_| Err("the gateway is shutting down".into())),
+            None => Err("reload is not available".into()),
+        },
+        Command::RoomState { room, hold, reason } => {
+            let set = crate::facility::SetHold {
+                room,
+                hold: hold.map(|h| (h, reason)),
+                by: format!("cloud:{}", request.request_id),
+            };
+            match spawn.rooms.addr() {
+                Some(rooms) => match rooms.send(set).await {
+                    Ok(r) => r
+                        .map(|room| serde_json::json!({ "room": room }))
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err("facility rules are restarting; try again".into()),
+                },
+                None => Err("no rooms are configured on this gateway".into()),
+            }
+        }
+        #[cfg(feature = "fault-hooks")]
+        Command::Stall { ms } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(serde_json::json!({ "stalled_ms": ms }))
+        }
+    };
+    let detail = format!(
+        "{name} request_id={} {}",
+        request.request_id,
+        match &result {
+            Ok(v) => format!("ok {v}"),
+            Err(e) => format!("failed: {e}"),
+        }
+    );
+    let _ = journal::ask(journal, audit("command", detail)).await;
+    protocol::reply(Some(&request.request_id), result)
+}
+
+/// The relay's side of the command worker.
+struct Commands {
+    queue: mpsc::Sender<(String, Vec<u8>)>,
+    replies: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    /// Commands queued whose reply has not been published yet.
+    waiting: usize,
+}
+
+impl Commands {
+    /// Queues a received command for the worker; answers the reply to send at once when it
+    /// cannot wait (too many commands waiting).
+    fn take(&mut self, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
+        METRICS.commands_received.add(1);
+        match self.queue.try_send((name.to_string(), payload)) {
+            Ok(()) => {
+                self.waiting += 1;
+                None
+            }
+            Err(e) => {
+                let (_, payload) = e.into_inner();
+                METRICS.commands_refused.add(1);
+                let request_id = match protocol::parse_command(name, &payload) {
+                    Ok(r) => Some(r.request_id),
+                    Err(r) => r.request_id,
                 };
-                match self.spawn.rooms.addr() {
-                    Some(rooms) => match rooms.send(set).await {
-                        Ok(r) => r
-                            .map(|room| serde_json::json!({ "room": room }))
-                            .map_err(|e| e.to_string()),
-                        Err(_) => Err("facility rules are restarting; try again".into()),
-                    },
-                    None => Err("no rooms are configured on this gateway".into()),
-                }
+                tracing::warn!(command = name, "cloud command refused: too many waiting");
+                Some(protocol::reply(
+                    request_id.as_deref(),
+                    Err(format!(
+                        "busy: {COMMANDS_WAITING} commands are waiting; try again later"
+                    )),
+                ))
             }
-        };
-        let detail = format!(
-            "{name} request_id={} {}",
-            request.request_id,
-            match &result {
-                Ok(v) => format!("ok {v}"),
-                Err(e) => format!("failed: {e}"),
-            }
-        );
-        let _ = journal::ask(journal, audit("command", detail)).await;
-        protocol::reply(Some(&request.request_id), result)
+        }
     }
 }
 

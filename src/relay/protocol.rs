@@ -96,6 +96,10 @@ pub enum Command {
         hold: Option<crate::facility::Hold>,
         reason: Option<String>,
     },
+    /// Holds the command worker for `ms` milliseconds: a fault hook, compiled only for tests,
+    /// that shows a slow command does not hold back the connection.
+    #[cfg(feature = "fault-hooks")]
+    Stall { ms: u64 },
 }
 
 /// A command with the request id its reply must carry.
@@ -130,6 +134,14 @@ struct DlqReplayArgs {
 #[serde(deny_unknown_fields)]
 struct ReloadArgs {
     request_id: String,
+}
+
+#[cfg(feature = "fault-hooks")]
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallArgs {
+    request_id: String,
+    ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +225,11 @@ pub fn parse_command(name: &str, payload: &[u8]) -> Result<Request, Refusal> {
                     reason: a.reason,
                 },
             )
+        }
+        #[cfg(feature = "fault-hooks")]
+        "fault-stall" => {
+            let a: StallArgs = serde_json::from_value(value).map_err(bad)?;
+            (a.request_id, Command::Stall { ms: a.ms })
         }
         other => return Err(refuse(request_id, format!("unknown command {other:?}"))),
     };

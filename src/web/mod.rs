@@ -14,13 +14,13 @@ mod page;
 mod preview;
 
 use crate::connectors::fhir::{Found, LookupQuery};
-use crate::daemon::{Gateway, ReloadConfig};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
     self, Append, GetStats, JournalError, JournalWriter, ListDead, NewItem, Replay,
 };
 use crate::metrics::{self, METRICS};
 use crate::queue;
+use crate::reload::ReloadConfig;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
@@ -33,7 +33,8 @@ use std::net::SocketAddr;
 pub struct AppState {
     pub journal: Addr<JournalWriter>,
     pub supervisor: Addr<Supervisor>,
-    pub gateway: Addr<Gateway>,
+    /// Where a reload request goes (the daemon).
+    pub reload: actix::Recipient<ReloadConfig>,
     /// The facility rules (rooms), when configured.
     pub rooms: FacilitySlot,
     pub facility: String,
@@ -654,7 +655,7 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if !same_origin(&req) {
         return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
     }
-    match s.gateway.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
+    match s.reload.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
         Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
         Ok(Err(problems)) => HttpResponse::UnprocessableEntity()
             .json(json!({ "error": "configuration refused; the running one is kept", "problems": problems.lines().collect::<Vec<_>>() })),

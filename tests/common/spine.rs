@@ -39,7 +39,7 @@ pub fn start_journal(dir: &Path) -> Addr<JournalWriter> {
     let store = Store::open(
         &dir.join("journal.db"),
         &options,
-        &clinic_gateway::daemon::schemas(),
+        &clinic_gateway::daemon::wiring::schemas(),
     )
     .expect("open journal");
     let settings = Settings {

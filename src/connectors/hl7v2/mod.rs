@@ -15,6 +15,10 @@ pub mod notice;
 pub mod protocol;
 pub mod sender;
 
+/// The outbox destination of the HL7 messages the gateway sends to the EHR (the sender
+/// delivers it; notices and web actions address it).
+pub const DESTINATION: &str = "ehr-mllp";
+
 use crate::journal::{self, JournalWriter};
 use crate::queue::EhrInbound;
 use crate::supervisor::link::{self, Health};

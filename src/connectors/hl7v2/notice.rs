@@ -87,7 +87,7 @@ pub fn called(entry: &Entry, trigger: CallTrigger, facility: &str, now: i64) -> 
         payload: text.into_bytes(),
         reply: None,
         occurred_at: Some(at),
-        destinations: vec![super::sender::DESTINATION.into()],
+        destinations: vec![super::DESTINATION.into()],
     })
 }
 

@@ -18,8 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// The outbox destination this sender delivers.
-pub const DESTINATION: &str = "ehr-mllp";
+pub use super::DESTINATION;
 /// The supervisor's name for the sender.
 pub const NAME: &str = "hl7v2-sender";
 

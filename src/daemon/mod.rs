@@ -1,34 +1,22 @@
 //! The daemon's life: open the journal, start the supervisor and its children, serve the status
 //! page, tell systemd, reload on SIGHUP or command, and shut down cleanly on SIGTERM.
 
+pub mod wiring;
+
 use crate::config::{self, Config};
-use crate::devices::DeviceChild;
 use crate::facility::FacilitySlot;
 use crate::journal::{
-    self, Append, AuditRecord, Close, Extensions, JournalWriter, OpenOptions, Ping, Reconfigure,
-    Schema, Settings, Store,
+    self, Append, AuditRecord, Close, JournalWriter, OpenOptions, Ping, Reconfigure, Store,
 };
 use crate::notify;
-use crate::relay::RelaySpawn;
+use crate::reload::ReloadConfig;
 use crate::supervisor::{StartChild, StopAll, StopChild, Supervisor, gateway_event};
 use crate::web;
 use actix::prelude::*;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The supervisor's name for the cloud relay.
-pub const RELAY: &str = "cloud-relay";
-
-/// Re-read the configuration file; an invalid one is refused and the running one kept.
-/// Answers a summary of what changed, or every problem found.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<serde_json::Value, String>")]
-pub struct ReloadConfig {
-    /// Who asked (`signal:SIGHUP`, `web:...`, `cloud:<request id>`), for the audit log.
-    pub by: String,
-}
+use wiring::{Child, RELAY};
 
 /// The running configuration and the actors it drives.
 pub struct Gateway {
@@ -43,42 +31,6 @@ pub struct Gateway {
 
 impl Actor for Gateway {
     type Context = Context<Self>;
-}
-
-/// The relay child for a configuration, if it has a `[relay]` table.
-fn relay_spawn(
-    c: &Config,
-    journal: &Addr<JournalWriter>,
-    control: Recipient<ReloadConfig>,
-    rooms: &FacilitySlot,
-) -> Result<Option<RelaySpawn>, String> {
-    let Some(relay) = &c.relay else {
-        return Ok(None);
-    };
-    let tls = match &relay.tls {
-        Some(t) => {
-            Some(crate::relay::tls::client_config(t, |p| c.resolve(p)).map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
-    let password = match &relay.password_file {
-        Some(p) => Some(
-            std::fs::read_to_string(c.resolve(p))
-                .map_err(|e| format!("relay.password_file: {e}"))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(Some(RelaySpawn {
-        config: relay.clone(),
-        facility: c.gateway.facility_id.clone(),
-        tls,
-        password,
-        journal: journal.clone(),
-        control: Some(control),
-        rooms: rooms.clone(),
-    }))
 }
 
 impl Handler<ReloadConfig> for Gateway {
@@ -127,7 +79,7 @@ impl Gateway {
         let mut needs_restart = Vec::new();
         // The hooks and the zone the writer holds follow the connectors' and gateway's
         // sections too; sending the settings again costs one batch.
-        let (settings, zone) = journal_settings(&new);
+        let (settings, zone) = wiring::journal_settings(&new);
         crate::clock::set(zone);
         self.journal.do_send(Reconfigure(settings));
         if new.journal != old.journal
@@ -137,7 +89,7 @@ impl Gateway {
             applied.push("journal");
         }
         if new.relay != old.relay || new.gateway.facility_id != old.gateway.facility_id {
-            match relay_spawn(&new, &self.journal, ctx.address().recipient(), &self.rooms)? {
+            match wiring::relay(&new, &self.journal, ctx.address().recipient(), &self.rooms)? {
                 Some(spawn) => self.supervisor.do_send(StartChild {
                     name: RELAY.into(),
                     spawn: Box::new(spawn),
@@ -149,18 +101,14 @@ impl Gateway {
         if new.devices != old.devices || new.facility != old.facility {
             // Every device actor is replaced; one whose table did not change restarts too, which
             // a device tolerates (it re-reads its state on start).
-            let before =
-                crate::devices::spawns(old, &self.journal, &self.rooms).unwrap_or_default();
-            self.replace_children(
-                before,
-                crate::devices::spawns(&new, &self.journal, &self.rooms)?,
-            );
+            let before = wiring::devices(old, &self.journal, &self.rooms).unwrap_or_default();
+            self.replace_children(before, wiring::devices(&new, &self.journal, &self.rooms)?);
             self.printers.set(new.devices.printer.clone());
             applied.push("devices");
         }
         if new.connectors != old.connectors {
-            let before = crate::connectors::spawns(old, &self.journal);
-            self.replace_children(before, crate::connectors::spawns(&new, &self.journal));
+            let before = wiring::connectors(old, &self.journal);
+            self.replace_children(before, wiring::connectors(&new, &self.journal));
             applied.push("connectors");
         }
         if new.supervisor != old.supervisor {
@@ -188,7 +136,7 @@ impl Gateway {
 impl Gateway {
     /// Starts every child of `now` (replacing a running one of the same name) and stops the
     /// children of `before` that are no longer configured.
-    fn replace_children(&self, before: Vec<DeviceChild>, now: Vec<DeviceChild>) {
+    fn replace_children(&self, before: Vec<Child>, now: Vec<Child>) {
         for (name, _) in before {
             if !now.iter().any(|(n, _)| *n == name) {
                 self.supervisor.do_send(StopChild(name));
@@ -210,60 +158,6 @@ fn read_key(c: &Config) -> anyhow::Result<Option<String>> {
     Ok(Some(key.trim_end_matches(['\r', '\n']).to_string()))
 }
 
-/// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 5] {
-    [
-        &crate::queue::store::SCHEMA,
-        &crate::notices::store::SCHEMA,
-        &crate::facility::store::SCHEMA,
-        &crate::devices::store::SCHEMA,
-        &crate::connectors::fhir::store::SCHEMA,
-    ]
-}
-
-/// The journal writer's settings from the config, with the domains' own (the queue's zone and
-/// the hooks by which the EHR connectors add to a queue change), and the clinic's time zone.
-pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
-    let zone = crate::clock::zone(c.gateway.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
-    let facility = &c.gateway.facility_id;
-    let mut hooks: Vec<Arc<dyn crate::queue::Hook>> = Vec::new();
-    if let Some(trigger) = c.connectors.hl7v2_out.as_ref().and_then(|o| o.on_call) {
-        hooks.push(Arc::new(crate::connectors::hl7v2::notice::CallNotice {
-            trigger,
-            facility: facility.clone(),
-        }));
-    }
-    if let Some(fhir) = &c.connectors.fhir {
-        if fhir.on_call.is_some() {
-            hooks.push(Arc::new(crate::connectors::fhir::encounter::VisitNotice {
-                facility: facility.clone(),
-            }));
-        }
-        if let Some(r) = &fhir.registration {
-            hooks.push(Arc::new(
-                crate::connectors::fhir::registration::Policy::new(facility, r),
-            ));
-        }
-    }
-    let mut extensions = Extensions::default();
-    extensions.insert(crate::queue::Settings {
-        zone: zone.clone(),
-        hooks,
-    });
-    let settings = Settings {
-        max_bytes: c.journal.max_bytes,
-        retention: Duration::from_secs(c.journal.retention_hours * 3600),
-        max_batch: c.journal.max_batch,
-        policies: c
-            .destinations
-            .iter()
-            .map(|(k, v)| (k.clone(), v.into()))
-            .collect(),
-        extensions,
-    };
-    (settings, zone)
-}
-
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
@@ -280,9 +174,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             verify: true,
             create: true,
         },
-        &schemas(),
+        &wiring::schemas(),
     )?;
-    let (settings, zone) = journal_settings(&config);
+    let (settings, zone) = wiring::journal_settings(&config);
     crate::clock::set(zone);
     let (journal, writer) = JournalWriter::start(store, settings)?;
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
@@ -306,7 +200,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     if let Err(e) = journal::ask(&journal, Append(started_event)).await {
         tracing::warn!(error = %e, "start-up event not journaled");
     }
-    if let Some(spawn) = relay_spawn(&config, &journal, gateway.clone().recipient(), &rooms)
+    if let Some(spawn) = wiring::relay(&config, &journal, gateway.clone().recipient(), &rooms)
         .map_err(anyhow::Error::msg)?
     {
         supervisor
@@ -316,18 +210,16 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             })
             .await?;
     }
-    for (name, spawn) in
-        crate::devices::spawns(&config, &journal, &rooms).map_err(anyhow::Error::msg)?
-    {
+    for (name, spawn) in wiring::devices(&config, &journal, &rooms).map_err(anyhow::Error::msg)? {
         supervisor.send(StartChild { name, spawn }).await?;
     }
-    for (name, spawn) in crate::connectors::spawns(&config, &journal) {
+    for (name, spawn) in wiring::connectors(&config, &journal) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     let state = web::AppState {
         journal: journal.clone(),
         supervisor: supervisor.clone(),
-        gateway: gateway.clone(),
+        reload: gateway.clone().recipient(),
         rooms,
         facility: config.gateway.facility_id.clone(),
         started_at: journal::now_ms(),

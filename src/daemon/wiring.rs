@@ -1,0 +1,185 @@
+//! The one place where actors are wired: which children a configuration has, the journal's
+//! domain schemas and the writer's settings. A new family adds its lines here and nowhere
+//! else in the daemon.
+
+use crate::config::Config;
+use crate::connectors::{fhir, hl7v2};
+use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
+use crate::facility::{self, FacilitySlot};
+use crate::journal::{Extensions, JournalWriter, Schema, Settings};
+use crate::relay::RelaySpawn;
+use crate::reload::ReloadConfig;
+use crate::supervisor::Spawn;
+use actix::{Addr, Recipient};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The supervisor's name for the cloud relay.
+pub const RELAY: &str = "cloud-relay";
+
+/// A supervised child: its name and how to start it.
+pub type Child = (String, Box<dyn Spawn>);
+
+/// Every domain's tables in the journal, migrated when it is opened.
+pub fn schemas() -> [&'static Schema; 5] {
+    [
+        &crate::queue::store::SCHEMA,
+        &crate::notices::store::SCHEMA,
+        &crate::facility::store::SCHEMA,
+        &crate::devices::store::SCHEMA,
+        &crate::connectors::fhir::store::SCHEMA,
+    ]
+}
+
+/// The journal writer's settings from the config, with the domains' own (the queue's zone and
+/// the hooks by which the EHR connectors add to a queue change), and the clinic's time zone.
+pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
+    let zone = crate::clock::zone(c.gateway.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+    let facility = &c.gateway.facility_id;
+    let mut hooks: Vec<Arc<dyn crate::queue::Hook>> = Vec::new();
+    if let Some(trigger) = c.connectors.hl7v2_out.as_ref().and_then(|o| o.on_call) {
+        hooks.push(Arc::new(hl7v2::notice::CallNotice {
+            trigger,
+            facility: facility.clone(),
+        }));
+    }
+    if let Some(f) = &c.connectors.fhir {
+        if f.on_call.is_some() {
+            hooks.push(Arc::new(fhir::encounter::VisitNotice {
+                facility: facility.clone(),
+            }));
+        }
+        if let Some(r) = &f.registration {
+            hooks.push(Arc::new(fhir::registration::Policy::new(facility, r)));
+        }
+    }
+    let mut extensions = Extensions::default();
+    extensions.insert(crate::queue::Settings {
+        zone: zone.clone(),
+        hooks,
+    });
+    let settings = Settings {
+        max_bytes: c.journal.max_bytes,
+        retention: Duration::from_secs(c.journal.retention_hours * 3600),
+        max_batch: c.journal.max_batch,
+        policies: c
+            .destinations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.into()))
+            .collect(),
+        extensions,
+    };
+    (settings, zone)
+}
+
+/// The relay child for a configuration, if it has a `[relay]` table. Cloud commands that
+/// reload the configuration reach the daemon through `control`.
+pub fn relay(
+    c: &Config,
+    journal: &Addr<JournalWriter>,
+    control: Recipient<ReloadConfig>,
+    rooms: &FacilitySlot,
+) -> Result<Option<RelaySpawn>, String> {
+    let Some(relay) = &c.relay else {
+        return Ok(None);
+    };
+    let tls = match &relay.tls {
+        Some(t) => {
+            Some(crate::relay::tls::client_config(t, |p| c.resolve(p)).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let password = match &relay.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(c.resolve(p))
+                .map_err(|e| format!("relay.password_file: {e}"))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(Some(RelaySpawn {
+        config: relay.clone(),
+        facility: c.gateway.facility_id.clone(),
+        tls,
+        password,
+        journal: journal.clone(),
+        control: Some(control),
+        rooms: rooms.clone(),
+    }))
+}
+
+/// One supervised child per configured device, and the facility rules over them (which reach
+/// the devices through their slots, and are reached through `rooms`).
+pub fn devices(
+    config: &Config,
+    journal: &Addr<JournalWriter>,
+    rooms: &FacilitySlot,
+) -> Result<Vec<Child>, String> {
+    let mut children: Vec<Child> = Vec::new();
+    let mut handles = Handles::default();
+    if let Some(o) = &config.devices.occupancy {
+        let spawn =
+            occupancy::OccupancySpawn::new(config, o, journal).map_err(|e| e.to_string())?;
+        handles.occupancy = Some(spawn.handle.clone());
+        children.push((occupancy::NAME.into(), Box::new(spawn)));
+    }
+    for device in &config.devices.modbus {
+        let spawn = modbus::ModbusSpawn::new(device.clone(), journal.clone());
+        handles.modbus.insert(device.name.clone(), spawn.slot());
+        children.push((format!("modbus:{}", device.name), Box::new(spawn)));
+    }
+    for p in &config.devices.printer {
+        let spawn = printer::PrinterSpawn::new(p.clone(), journal.clone());
+        children.push((printer::destination(&p.name), Box::new(spawn)));
+    }
+    for device in &config.devices.bacnet {
+        let spawn = bacnet::BacnetSpawn::new(device.clone(), journal.clone());
+        handles.bacnet.insert(device.name.clone(), spawn.slot());
+        children.push((format!("bacnet:{}", device.name), Box::new(spawn)));
+    }
+    if !config.facility.is_empty() {
+        let spawn = facility::FacilitySpawn::new(
+            config.facility.clone(),
+            handles,
+            journal.clone(),
+            rooms.clone(),
+        );
+        children.push((facility::NAME.into(), Box::new(spawn)));
+    }
+    Ok(children)
+}
+
+/// One supervised child per configured connector.
+pub fn connectors(config: &Config, journal: &Addr<JournalWriter>) -> Vec<Child> {
+    let mut children: Vec<Child> = Vec::new();
+    if let Some(h) = &config.connectors.hl7v2 {
+        children.push((
+            hl7v2::NAME.into(),
+            Box::new(hl7v2::Hl7Spawn {
+                config: h.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(s) = &config.connectors.hl7v2_out {
+        children.push((
+            hl7v2::sender::NAME.into(),
+            Box::new(hl7v2::sender::SenderSpawn {
+                config: s.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(f) = &config.connectors.fhir {
+        children.push((
+            fhir::NAME.into(),
+            Box::new(fhir::FhirSpawn {
+                config: f.resolved(|p| config.resolve(p)),
+                facility: config.gateway.facility_id.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    children
+}
