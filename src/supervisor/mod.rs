@@ -91,29 +91,6 @@ impl<A: Actor> Default for Slot<A> {
     }
 }
 
-/// A child whose work runs in its own arbiter (thread), for the children not yet on [`link`].
-/// Stopping it signals `shutdown`, waits up to `grace` for its task to report `done` (when it
-/// has something to finish, such as a request under way or a last message), then stops the
-/// arbiter.
-pub struct ArbiterChild {
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    pub done: Option<tokio::sync::oneshot::Receiver<()>>,
-    pub arbiter: Arbiter,
-    pub grace: Duration,
-}
-
-impl Running for ArbiterChild {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            if let Some(done) = self.done {
-                let _ = tokio::time::timeout(self.grace, done).await;
-            }
-            self.arbiter.stop();
-        })
-    }
-}
-
 /// Starts a child; called again for every restart.
 pub trait Spawn: Send {
     fn kind(&self) -> &'static str;
