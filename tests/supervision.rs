@@ -8,6 +8,7 @@
 mod common;
 
 use common::bacnet_sim::Device;
+use common::fhir_server::FhirServer;
 use common::modbus_sim::Sim;
 use common::{Broker, Gateway, free_port, journal_items, post, relay_table, wait_for};
 use serde_json::{Value, json};
@@ -158,7 +159,7 @@ struct Site {
     gw: Gateway,
     hl7: u16,
     receiver: Receiver,
-    _peers: (Broker, Sim, Device, Printer),
+    _peers: (Broker, Sim, Device, Printer, FhirServer),
 }
 
 fn start_site(dir: &Path) -> Site {
@@ -173,6 +174,7 @@ fn start_site(dir: &Path) -> Site {
     let printer = Printer::start(dir);
     let (hl7, out) = (free_port(), free_port());
     let receiver = Receiver::start(dir, out);
+    let fhir = FhirServer::start(dir, &[]);
     // A backoff long enough to see each actor down between its panic and its restart.
     let config = format!(
         "[supervisor]\nrestart_initial_ms = 1500\nrestart_max_ms = 1500\n\n\
@@ -189,11 +191,14 @@ fn start_site(dir: &Path) -> Site {
          broadcast = \"127.255.255.255:{bacnet_port}\"\ntimeout_ms = 300\nretries = 1\npoll_interval_ms = 200\n\
          [[devices.bacnet.objects]]\nname = \"co2\"\ntype = \"analog-input\"\ninstance = 1\n\n\
          [[devices.printer]]\nname = \"kiosk-1\"\nserial = \"{tty}\"\nclinic_name = \"Clinic\"\nstatus_poll_ms = 200\nstatus_timeout_ms = 300\n\n\
+         [connectors.fhir]\nbase_url = \"{fhir}\"\nidentifier_system = \"urn:mrn\"\npoll_interval_s = 1\n\
+         request_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
          {relay}",
         broker = broker.port,
         modbus = modbus.port,
         tty = printer.tty.display(),
         relay = relay_table(&broker),
+        fhir = fhir.base(),
     );
     let mut gw = Gateway::new(dir, &config);
     gw.start();
@@ -201,12 +206,13 @@ fn start_site(dir: &Path) -> Site {
         gw,
         hl7,
         receiver,
-        _peers: (broker, modbus, bacnet, printer),
+        _peers: (broker, modbus, bacnet, printer, fhir),
     }
 }
 
-const ACTORS: [&str; 7] = [
+const ACTORS: [&str; 8] = [
     "cloud-relay",
+    "fhir",
     "modbus:env",
     "bacnet:ahu",
     "printer:kiosk-1",

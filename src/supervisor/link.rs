@@ -215,6 +215,11 @@ impl Running for Link {
             let _ = self.shutdown.send(true);
             let _ = tokio::time::timeout(self.grace, self.ended).await;
             self.arbiter.stop();
+            // Its thread is let finish what it was polling, so that a replacement never runs
+            // beside it; bounded, as a blocking call there could hold it.
+            let arbiter = self.arbiter;
+            let join = tokio::task::spawn_blocking(move || arbiter.join());
+            let _ = tokio::time::timeout(Duration::from_secs(2), join).await;
         })
     }
 
