@@ -27,6 +27,8 @@ pub struct Gateway {
     rooms: FacilitySlot,
     /// The printers the check-in API and the preview page see; replaced on reload.
     printers: crate::devices::printer::Registry,
+    /// Where the web layer finds the FHIR connector.
+    fhir: crate::connectors::fhir::FhirSlot,
 }
 
 impl Actor for Gateway {
@@ -107,8 +109,8 @@ impl Gateway {
             applied.push("devices");
         }
         if new.connectors != old.connectors {
-            let before = wiring::connectors(old, &self.journal);
-            self.replace_children(before, wiring::connectors(&new, &self.journal));
+            let before = wiring::connectors(old, &self.journal, &self.fhir);
+            self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir));
             applied.push("connectors");
         }
         if new.supervisor != old.supervisor {
@@ -182,6 +184,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let supervisor = Supervisor::new(journal.clone(), &config.supervisor).start();
     let rooms = FacilitySlot::default();
     let printers = crate::devices::printer::Registry::new(config.devices.printer.clone());
+    let fhir = crate::connectors::fhir::FhirSlot::default();
     let gateway = Gateway {
         path: path.clone(),
         config: config.clone(),
@@ -189,6 +192,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         rooms: rooms.clone(),
         printers: printers.clone(),
+        fhir: fhir.clone(),
     }
     .start();
     let started_event = gateway_event(
@@ -213,7 +217,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     for (name, spawn) in wiring::devices(&config, &journal, &rooms).map_err(anyhow::Error::msg)? {
         supervisor.send(StartChild { name, spawn }).await?;
     }
-    for (name, spawn) in wiring::connectors(&config, &journal) {
+    for (name, spawn) in wiring::connectors(&config, &journal, &fhir) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     let state = web::AppState {
@@ -224,6 +228,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         facility: config.gateway.facility_id.clone(),
         started_at: journal::now_ms(),
         printers,
+        fhir,
     };
     let server = web::server(config.web.bind, state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;

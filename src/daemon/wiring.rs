@@ -151,7 +151,12 @@ pub fn devices(
 }
 
 /// One supervised child per configured connector.
-pub fn connectors(config: &Config, journal: &Addr<JournalWriter>) -> Vec<Child> {
+/// The FHIR connector is reached through `fhir`.
+pub fn connectors(
+    config: &Config,
+    journal: &Addr<JournalWriter>,
+    fhir: &fhir::FhirSlot,
+) -> Vec<Child> {
     let mut children: Vec<Child> = Vec::new();
     if let Some(h) = &config.connectors.hl7v2 {
         children.push((
@@ -178,6 +183,7 @@ pub fn connectors(config: &Config, journal: &Addr<JournalWriter>) -> Vec<Child> 
                 config: f.resolved(|p| config.resolve(p)),
                 facility: config.gateway.facility_id.clone(),
                 journal: journal.clone(),
+                slot: fhir.clone(),
             }),
         ));
     }

@@ -77,6 +77,14 @@ impl<A: Actor> Slot<A> {
     pub fn set(&self, addr: Option<Addr<A>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = addr;
     }
+
+    /// Empties the slot if it still holds `addr` (a replacement may have taken it already).
+    pub fn release(&self, addr: &Addr<A>) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref() == Some(addr) {
+            *slot = None;
+        }
+    }
 }
 
 impl<A: Actor> Clone for Slot<A> {

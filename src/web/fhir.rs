@@ -32,8 +32,8 @@ fn by(given: Option<String>, req: &HttpRequest) -> String {
         .unwrap_or_else(|| format!("api:{}", peer(req)))
 }
 
-async fn status() -> HttpResponse {
-    match fhir::status().await {
+async fn status(s: web::Data<AppState>) -> HttpResponse {
+    match fhir::status(&s.fhir).await {
         Some(s) => HttpResponse::Ok().json(s),
         None => HttpResponse::NotFound().json(json!({ "error": "no FHIR connector is running" })),
     }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub started_at: i64,
     /// Configured kiosk printers, for check-in tickets and their preview.
     pub printers: crate::devices::printer::Registry,
+    /// The FHIR connector, when one runs.
+    pub fhir: crate::connectors::fhir::FhirSlot,
 }
 
 /// Builds the HTTP server on `bind`; the caller runs it.
@@ -407,7 +409,7 @@ async fn queue_check_in(
         name: check_in.patient.clone(),
     };
     if query != LookupQuery::default() {
-        match crate::connectors::fhir::lookup(query).await {
+        match crate::connectors::fhir::lookup(&s.fhir, query).await {
             Found::Patient(d) => check_in.demographics = Some(d),
             Found::Nobody => check_in.unknown_to_ehr = true,
             Found::Unknown => {}

@@ -41,7 +41,7 @@ use protocol::{AppointmentStep, Closing, Seen};
 use requests::{FhirFind, FhirGet, FhirSeen, FhirState, FhirWritten, RaiseNotice};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -59,12 +59,9 @@ const OVERRUNS: &str = "wait_overruns";
 /// Most entries the link pass asks the EHR about per poll.
 const LINKS_PER_PASS: usize = 20;
 
-/// The running connector, for the web layer; empty when none is configured.
-static CURRENT: LazyLock<Mutex<Option<Addr<FhirActor>>>> = LazyLock::new(Default::default);
-
-fn current() -> Option<Addr<FhirActor>> {
-    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
+/// Where the running connector is found (by the web layer); empty when none is configured or
+/// while it restarts. The wiring makes one and hands it to the connector and the web layer.
+pub type FhirSlot = crate::supervisor::Slot<FhirActor>;
 
 /// Who a check-in names: an identifier value, a name and birth date, or both (the identifier
 /// is searched first, the name when the identifier finds nobody).
@@ -86,16 +83,16 @@ pub enum Found {
 }
 
 /// Finds a patient's demographics for a check-in.
-pub async fn lookup(query: LookupQuery) -> Found {
-    let Some(fhir) = current() else {
+pub async fn lookup(slot: &FhirSlot, query: LookupQuery) -> Found {
+    let Some(fhir) = slot.addr() else {
         return Found::Unknown;
     };
     fhir.send(Lookup(query)).await.unwrap_or(Found::Unknown)
 }
 
 /// The connector's counters and link state, for the API.
-pub async fn status() -> Option<FhirStatus> {
-    current()?.send(GetStatus).await.ok()
+pub async fn status(slot: &FhirSlot) -> Option<FhirStatus> {
+    slot.addr()?.send(GetStatus).await.ok()
 }
 
 #[derive(Message)]
@@ -186,11 +183,63 @@ struct Counters {
     last_poll_at: Option<i64>,
     last_appointments_at: Option<i64>,
     last_waits_at: Option<i64>,
-    /// `None` before the first answer, then whether the last request worked.
-    link: Option<Result<(), String>>,
-    paused_until: Option<(Instant, String)>,
+    link: LinkState,
     /// Staff were told of the refused credentials (once until a request works again).
     credentials_alerted: bool,
+}
+
+/// How the connector stands with the EHR, as it keeps it (the API's [`Link`] is read from it).
+#[derive(Debug, Clone, Default)]
+enum LinkState {
+    /// No request answered yet.
+    #[default]
+    Starting,
+    /// The last request was answered (even if the EHR refused it: the EHR is there).
+    Up,
+    /// The last request found no EHR; each pass tries again.
+    Unreachable { error: String },
+    /// The credentials were unreadable or refused: no request is made before `until`, then
+    /// the next one tries them again.
+    Paused { until: Instant, error: String },
+}
+
+impl LinkState {
+    fn paused(&self) -> Option<&str> {
+        match self {
+            LinkState::Paused { until, error } if Instant::now() < *until => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The health the supervisor shows for this state; `None` before the first answer.
+    fn health(&self) -> Option<(HealthState, Option<String>)> {
+        match self {
+            LinkState::Starting => None,
+            LinkState::Up => Some((HealthState::Healthy, None)),
+            LinkState::Unreachable { error } => Some((HealthState::Degraded, Some(error.clone()))),
+            LinkState::Paused { error, .. } => Some((
+                HealthState::Degraded,
+                Some(format!("credentials refused or unusable: {error}")),
+            )),
+        }
+    }
+
+    fn api(&self) -> Link {
+        match self {
+            LinkState::Starting => Link::Starting,
+            LinkState::Up => Link::Up,
+            LinkState::Unreachable { error } => Link::Unreachable {
+                error: error.clone(),
+            },
+            LinkState::Paused { until, error } if Instant::now() < *until => Link::Paused {
+                error: error.clone(),
+                retry_in_s: until.saturating_duration_since(Instant::now()).as_secs(),
+            },
+            LinkState::Paused { error, .. } => Link::Unreachable {
+                error: format!("credentials refused or unusable: {error}"),
+            },
+        }
+    }
 }
 
 impl Shared {
@@ -200,10 +249,8 @@ impl Shared {
 
     /// The client, unless credentials were refused recently (then the reason).
     fn usable(&self) -> Result<&Client, FhirError> {
-        if let Some((until, error)) = &self.counters().paused_until
-            && Instant::now() < *until
-        {
-            return Err(FhirError::Credentials(error.clone()));
+        if let Some(error) = self.counters().link.paused() {
+            return Err(FhirError::Credentials(error.to_string()));
         }
         self.client
             .as_ref()
@@ -214,40 +261,37 @@ impl Shared {
     fn outcome<T>(&self, r: &Result<T, FhirError>) {
         let (health, error) = {
             let mut c = self.counters();
-            let before = (c.link.clone(), c.paused_until.is_some());
+            let before = c.link.health();
             match r {
                 Ok(_) => {
-                    c.link = Some(Ok(()));
-                    c.paused_until = None;
+                    c.link = LinkState::Up;
                     c.credentials_alerted = false;
                 }
                 Err(FhirError::Credentials(e)) => {
-                    let already = c
-                        .paused_until
-                        .as_ref()
-                        .is_some_and(|(u, _)| Instant::now() < *u);
-                    if !already {
+                    if c.link.paused().is_none() {
                         let pause = Duration::from_secs(self.config.credential_retry_s);
                         tracing::warn!(error = %e, pause_s = pause.as_secs(), "FHIR credentials refused; connector paused");
-                        c.paused_until = Some((Instant::now() + pause, e.clone()));
+                        c.link = LinkState::Paused {
+                            until: Instant::now() + pause,
+                            error: e.clone(),
+                        };
                         if !c.credentials_alerted {
                             c.credentials_alerted = true;
                             self.alert_credentials(e, pause);
                         }
                     }
-                    c.link = Some(Err(format!("credentials refused or unusable: {e}")));
                 }
-                Err(e @ FhirError::Unreachable(_)) => c.link = Some(Err(e.to_string())),
+                Err(e @ FhirError::Unreachable(_)) => {
+                    c.link = LinkState::Unreachable {
+                        error: e.to_string(),
+                    }
+                }
                 // The EHR answered: the link works even if this request was refused.
-                Err(_) => c.link = Some(Ok(())),
+                Err(_) => c.link = LinkState::Up,
             }
-            if (c.link.clone(), c.paused_until.is_some()) == before {
-                return;
-            }
-            match &c.link {
-                Some(Ok(())) => (HealthState::Healthy, None),
-                Some(Err(e)) => (HealthState::Degraded, Some(e.clone())),
-                None => return,
+            match c.link.health() {
+                Some(now) if Some(&now) != before.as_ref() => now,
+                _ => return,
             }
         };
         self.health.report(health, error);
@@ -283,17 +327,8 @@ impl Shared {
 
     fn status(&self) -> FhirStatus {
         let c = self.counters();
-        let link = match (&c.paused_until, &c.link) {
-            (Some((until, error)), _) if Instant::now() < *until => Link::Paused {
-                error: error.clone(),
-                retry_in_s: until.saturating_duration_since(Instant::now()).as_secs(),
-            },
-            (_, None) => Link::Starting,
-            (_, Some(Ok(()))) => Link::Up,
-            (_, Some(Err(e))) => Link::Unreachable { error: e.clone() },
-        };
         FhirStatus {
-            link,
+            link: c.link.api(),
             lookups_remote: c.lookups_remote,
             lookups_cache: c.lookups_cache,
             remote_changes: c.remote_changes,
@@ -1162,6 +1197,8 @@ pub struct FhirSpawn {
     /// The gateway's facility id (in the identifiers of the Encounters it opens).
     pub facility: String,
     pub journal: Addr<JournalWriter>,
+    /// Where the web layer finds the running connector.
+    pub slot: FhirSlot,
 }
 
 impl Spawn for FhirSpawn {
@@ -1200,25 +1237,25 @@ impl Spawn for FhirSpawn {
                 }),
                 shutdown: link.shutdown,
             });
-        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.clone());
-        Box::new(Handle { running, addr })
+        self.slot.set(Some(addr.clone()));
+        Box::new(Handle {
+            running,
+            addr,
+            slot: self.slot.clone(),
+        })
     }
 }
 
 struct Handle {
     running: Box<dyn Running>,
     addr: Addr<FhirActor>,
+    slot: FhirSlot,
 }
 
 impl Running for Handle {
     fn stop(self: Box<Self>) -> StopFuture {
-        {
-            // A replacement may have started already; only our own address is removed.
-            let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-            if current.as_ref() == Some(&self.addr) {
-                *current = None;
-            }
-        }
+        // A replacement may have started already; only our own address is removed.
+        self.slot.release(&self.addr);
         self.running.stop()
     }
 
