@@ -193,6 +193,8 @@ fn start_site(dir: &Path) -> Site {
          [[devices.printer]]\nname = \"kiosk-1\"\nserial = \"{tty}\"\nclinic_name = \"Clinic\"\nstatus_poll_ms = 200\nstatus_timeout_ms = 300\n\n\
          [connectors.fhir]\nbase_url = \"{fhir}\"\nidentifier_system = \"urn:mrn\"\npoll_interval_s = 1\n\
          request_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
+         [facility]\nevaluate_interval_ms = 200\n\n\
+         [[facility.rooms]]\nname = \"exam-1\"\nqueues = [\"general\"]\n\n\
          {relay}",
         broker = broker.port,
         modbus = modbus.port,
@@ -210,8 +212,9 @@ fn start_site(dir: &Path) -> Site {
     }
 }
 
-const ACTORS: [&str; 8] = [
+const ACTORS: [&str; 9] = [
     "cloud-relay",
+    "facility",
     "fhir",
     "modbus:env",
     "bacnet:ahu",
