@@ -5,7 +5,10 @@
 //! A child hands [`start`] a setup that builds its work from a [`LinkCtx`] (or hands
 //! [`start_actor`] the actix actor that is its work). The work runs as one task on the child's
 //! arbiter, so that a panic anywhere in it (a poll loop, a message handler, a future the actor
-//! spawned on its context) ends that task and is seen here, with its message.
+//! spawned on its context) ends that task and is seen here, with its message. A task spawned
+//! apart from the work (`actix::spawn`: one MLLP connection, the relay's command worker) is not
+//! part of it: a panic there ends only that task. With the `fault-hooks` feature (tests only)
+//! the supervisor can make the work panic from inside (`Running::inject_panic`).
 //!
 //! **Invariant:** a child stopped by the supervisor never reports an exit; a child that ends
 //! by itself reports exactly one.
@@ -23,8 +26,6 @@ pub type Work = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
 /// What a child's work is given when it is built.
 pub struct LinkCtx {
-    /// The supervisor's name for the child (`modbus:<device>`).
-    pub name: String,
     /// Becomes `true` when the supervisor asks the child to stop.
     pub shutdown: watch::Receiver<bool>,
     /// Reports the child's health to the supervisor.
@@ -107,7 +108,6 @@ where
     };
     let asked = shutdown_rx.clone();
     let link = LinkCtx {
-        name: name.clone(),
         shutdown: shutdown_rx,
         health: health.clone(),
     };
