@@ -558,17 +558,46 @@ impl Actor for JournalWriter {
 }
 
 impl<R: Request> Handler<R> for JournalWriter {
-    type Result = ResponseFuture<Result<R::Output, JournalError>>;
+    type Result = Forward<R>;
 
-    fn handle(&mut self, msg: R, _: &mut Context<Self>) -> Self::Result {
-        let tx = self.tx.clone();
-        Box::pin(async move {
-            let (reply, rx) = oneshot::channel();
-            tx.send(msg.into_command(reply))
-                .await
-                .map_err(|_| JournalError::Closed)?;
-            rx.await.map_err(|_| JournalError::Closed)?
-        })
+    fn handle(&mut self, msg: R, _: &mut Context<Self>) -> Forward<R> {
+        Forward {
+            msg,
+            writer: self.tx.clone(),
+        }
+    }
+}
+
+/// A request on its way to the writer thread, which answers the requester directly through
+/// the mailbox's own reply channel: no task and no second channel per request.
+pub struct Forward<R> {
+    msg: R,
+    writer: mpsc::Sender<Command>,
+}
+
+impl<R: Request> actix::dev::MessageResponse<JournalWriter, R> for Forward<R> {
+    fn handle(
+        self,
+        _: &mut Context<JournalWriter>,
+        reply: Option<actix::dev::OneshotSender<R::Result>>,
+    ) {
+        // A request sent without waiting for its answer (`do_send`) still needs somewhere to
+        // put it.
+        let reply = reply.unwrap_or_else(|| oneshot::channel().0);
+        match self.writer.try_send(self.msg.into_command(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let writer = self.writer;
+                actix::spawn(async move {
+                    if let Err(mpsc::error::SendError(command)) = writer.send(command).await {
+                        fail(command, &JournalError::Closed);
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(command)) => {
+                fail(command, &JournalError::Closed)
+            }
+        }
     }
 }
 
