@@ -594,9 +594,7 @@ impl<R: Request> actix::dev::MessageResponse<JournalWriter, R> for Forward<R> {
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(command)) => {
-                fail(command, &JournalError::Closed)
-            }
+            Err(mpsc::error::TrySendError::Closed(command)) => fail(command, &JournalError::Closed),
         }
     }
 }
