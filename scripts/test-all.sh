@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 cargo fmt --all -- --check
 python3 scripts/check-cycles.py --self-test
+python3 scripts/check-cycles.py
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --all-targets --locked --features fault-hooks -- -D warnings
 # One build for every test: the fault hooks (panics, stalls) some tests inject are compiled in.

@@ -17,7 +17,8 @@ use crate::devices::{Handles, device_event};
 use crate::journal::{self, Append, JournalError, JournalWriter};
 use crate::queue::{Action, EntryState};
 use crate::queue::{QueueAct, QueueList};
-use crate::supervisor::{HealthState, ReportHealth, Running, Slot, Spawn, StopFuture, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Slot, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use config::{FacilityConfig, Source};
 pub use requests::{ListRoomHolds, SetRoomHold};
@@ -26,7 +27,8 @@ pub use rules::{Hold, RoomHold, RoomStatus};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The supervisor name of the facility actor.
 pub const NAME: &str = "facility";
@@ -156,43 +158,50 @@ impl Spawn for FacilitySpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let actor = FacilityActor {
-            rules: self.config.rules.iter().map(RuleState::new).collect(),
-            config: self.config.clone(),
-            handles: self.handles.clone(),
-            journal: self.journal.clone(),
-            name: name.into(),
-            supervisor,
-            holds: BTreeMap::new(),
-            occupied: BTreeMap::new(),
-            status: BTreeMap::new(),
-            evaluating: false,
-            health: None,
-        };
-        let addr = actor.start();
-        self.slot.set(Some(addr.clone()));
+        let rules = self.config.rules.iter().map(RuleState::new).collect();
+        let (config, handles, journal) = (
+            self.config.clone(),
+            self.handles.clone(),
+            self.journal.clone(),
+        );
+        // An evaluation under way only reads devices and asks the journal; it is let finish.
+        let grace = Duration::from_secs(1);
+        let (running, addr) =
+            link::start_actor(name, supervisor, grace, move |link| FacilityActor {
+                rules,
+                config,
+                handles,
+                journal,
+                health: link.health,
+                shutdown: Some(link.shutdown),
+                holds: BTreeMap::new(),
+                occupied: BTreeMap::new(),
+                status: BTreeMap::new(),
+                evaluating: false,
+            });
+        self.slot.set(Some(addr));
         Box::new(Handle {
-            addr,
+            running,
             slot: self.slot.clone(),
         })
     }
 }
 
+/// The running actor, which the API stops seeing as soon as it is asked to stop.
 struct Handle {
-    addr: Addr<FacilityActor>,
+    running: Box<dyn Running>,
     slot: FacilitySlot,
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Stop;
-
 impl Running for Handle {
     fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            self.slot.set(None);
-            let _ = self.addr.send(Stop).await;
-        })
+        self.slot.set(None);
+        self.running.stop()
+    }
+
+    #[cfg(feature = "fault-hooks")]
+    fn inject_panic(&mut self) -> bool {
+        self.running.inject_panic()
     }
 }
 
@@ -200,8 +209,9 @@ pub struct FacilityActor {
     config: Arc<FacilityConfig>,
     handles: Handles,
     journal: Addr<JournalWriter>,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
+    /// Taken when the actor starts, which then stops when it turns `true`.
+    shutdown: Option<watch::Receiver<bool>>,
     holds: BTreeMap<String, RoomHold>,
     /// Sensor occupancy by facility room.
     occupied: BTreeMap<String, bool>,
@@ -209,13 +219,21 @@ pub struct FacilityActor {
     rules: Vec<RuleState>,
     /// An evaluation is reading the devices; ticks meanwhile are skipped.
     evaluating: bool,
-    health: Option<(HealthState, Option<String>)>,
 }
 
 impl Actor for FacilityActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(mut shutdown) = self.shutdown.take() {
+            ctx.spawn(
+                async move {
+                    let _ = shutdown.changed().await;
+                }
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+            );
+        }
         let journal = self.journal.clone();
         // Holds must be known before the first call is checked: nothing else runs until then.
         ctx.wait(
@@ -232,10 +250,7 @@ impl Actor for FacilityActor {
                         act.evaluate(ctx);
                     }
                     Err(e) => {
-                        act.report(
-                            HealthState::Degraded,
-                            Some(format!("cannot read room holds: {e}")),
-                        );
+                        act.health.exit(format!("cannot read room holds: {e}"));
                         ctx.stop();
                     }
                 }),
@@ -245,15 +260,7 @@ impl Actor for FacilityActor {
 
 impl FacilityActor {
     fn report(&mut self, state: HealthState, error: Option<String>) {
-        let now = Some((state, error.clone()));
-        if self.health != now {
-            self.health = now;
-            self.supervisor.do_send(ReportHealth {
-                name: self.name.clone(),
-                state,
-                error,
-            });
-        }
+        self.health.report(state, error);
     }
 
     fn view(&self, name: &str) -> Option<RoomView> {
@@ -425,14 +432,6 @@ impl FacilityActor {
                 matches!(e.state, EntryState::Called | EntryState::InRoom) && e.room.is_some()
             })
             .collect())
-    }
-}
-
-impl Handler<Stop> for FacilityActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
 

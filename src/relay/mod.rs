@@ -22,7 +22,8 @@ use crate::journal::{
 };
 use crate::metrics::METRICS;
 use crate::reload::ReloadConfig;
-use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::RelayConfig;
 use protocol::{Command, Topics};
@@ -30,7 +31,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Commands received and not yet carried out; beyond this a command is refused as busy.
 const COMMANDS_WAITING: usize = 32;
@@ -54,34 +55,23 @@ impl Spawn for RelaySpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = oneshot::channel();
-        let arbiter = Arbiter::new();
-        let relay = Relay {
-            spawn: self.clone(),
-            name: name.to_string(),
-            supervisor,
-            shutdown: Some(shutdown_rx),
-            done: Some(done_tx),
-        };
-        Relay::start_in_arbiter(&arbiter.handle(), move |_| relay);
+        let spawn = self.clone();
         // Publishing "offline" and waiting for the last PUBACKs is bounded inside the relay.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: Some(done),
-            arbiter,
-            grace: Duration::from_secs(6),
-        })
+        let grace = Duration::from_secs(6);
+        let (running, _) = link::start_actor(name, supervisor, grace, move |link| Relay {
+            spawn,
+            health: link.health,
+            shutdown: Some(link.shutdown),
+        });
+        running
     }
 }
 
 /// The relay actor; its work is one long-running task in its own arbiter (thread).
 pub struct Relay {
     spawn: RelaySpawn,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
     shutdown: Option<watch::Receiver<bool>>,
-    done: Option<oneshot::Sender<()>>,
 }
 
 impl Actor for Relay {
@@ -94,15 +84,13 @@ impl Actor for Relay {
         let link = Link {
             spawn: self.spawn.clone(),
             topics: Topics::new(&self.spawn.facility),
-            name: self.name.clone(),
-            supervisor: self.supervisor.clone(),
+            health: self.health.clone(),
         };
-        ctx.spawn(link.run(shutdown).into_actor(self).map(|_, act, ctx| {
-            if let Some(done) = act.done.take() {
-                let _ = done.send(());
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            link.run(shutdown)
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        );
     }
 }
 
@@ -117,8 +105,7 @@ enum SessionEnd {
 struct Link {
     spawn: RelaySpawn,
     topics: Topics,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
 }
 
 /// A journal request under way.
@@ -135,15 +122,22 @@ async fn wait<T>(pending: &mut Option<Pending<T>>) -> Result<T, journal::Journal
 
 impl Link {
     fn report(&self, state: HealthState, error: Option<String>) {
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
+        self.health.report(state, error);
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let cfg = &self.spawn.config;
+        // Rows left in flight by an earlier run of this actor (one that panicked) go back in
+        // line; at start none can be in flight legitimately.
+        let back = Failed {
+            destination: crate::CLOUD.into(),
+            ids: None,
+            error: "the relay stopped before their PUBACK".into(),
+            permanent: false,
+        };
+        if let Err(e) = journal::ask(&self.spawn.journal, back).await {
+            tracing::error!(error = %e, "cannot put in-flight rows back in line");
+        }
         let mut failures = 0u32;
         let (queue, received) = mpsc::channel(COMMANDS_WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
@@ -173,10 +167,11 @@ impl Link {
                     if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
                         tracing::error!(error = %e, "cannot put in-flight rows back in line");
                     }
-                    let initial = Duration::from_millis(cfg.reconnect_initial_ms);
-                    let delay = initial
-                        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-                        .min(Duration::from_millis(cfg.reconnect_max_ms));
+                    let delay = link::backoff(
+                        Duration::from_millis(cfg.reconnect_initial_ms),
+                        Duration::from_millis(cfg.reconnect_max_ms),
+                        failures,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.changed() => return,

@@ -8,6 +8,8 @@
 //! payloads or ordering keys (a key may be a patient id).
 
 pub mod config;
+#[cfg(feature = "fault-hooks")]
+mod faults;
 mod fhir;
 mod page;
 mod preview;
@@ -47,7 +49,7 @@ pub struct AppState {
 /// Builds the HTTP server on `bind`; the caller runs it.
 pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -104,7 +106,10 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
             )
-            .configure(fhir::routes)
+            .configure(fhir::routes);
+        #[cfg(feature = "fault-hooks")]
+        let app = app.configure(faults::routes);
+        app
     })
     .workers(1)
     .shutdown_timeout(2)

@@ -31,7 +31,8 @@ pub mod waits;
 use crate::journal::{self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow};
 use crate::queue::{CheckIn, Demographics, Entry, FromEhr, Priority};
 use crate::queue::{EhrInbound, QueueCheckIn, QueueLink, QueueList, RaisingFlags};
-use crate::supervisor::{HealthState, ReportHealth, Running, Spawn, StopFuture, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use client::{Client, FhirError};
 use config::FhirConfig;
@@ -157,8 +158,7 @@ struct Shared {
     config: FhirConfig,
     facility: String,
     journal: Addr<JournalWriter>,
-    supervisor: Addr<Supervisor>,
-    name: String,
+    health: Health,
     state: Mutex<Counters>,
 }
 
@@ -294,11 +294,7 @@ impl Shared {
                 _ => return,
             }
         };
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state: health,
-            error,
-        });
+        self.health.report(health, error);
     }
 
     /// Tells staff (a notice) and the cloud (`fhir.credentials_refused`) that the EHR refused
@@ -1211,11 +1207,8 @@ impl Spawn for FhirSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let arbiter = Arbiter::new();
         let config = self.config.clone();
         let journal = self.journal.clone();
-        let name = name.to_string();
         let facility = self.facility.clone();
         let refused = Arc::new(AtomicU64::new(0));
         let refusals = {
@@ -1230,23 +1223,23 @@ impl Spawn for FhirSpawn {
                 });
             })
         };
-        let addr = FhirActor::start_in_arbiter(&arbiter.handle(), move |_| FhirActor {
-            shared: Arc::new(Shared {
-                client: Client::new(&config, refusals).map_err(|e| e.to_string()),
-                refused,
-                config,
-                facility,
-                journal,
-                supervisor,
-                name,
-                state: Mutex::default(),
-            }),
-            shutdown: shutdown_rx,
-        });
+        // An update in flight stays in flight in the journal and is sent again at start.
+        let (running, addr) =
+            link::start_actor(name, supervisor, Duration::ZERO, move |link| FhirActor {
+                shared: Arc::new(Shared {
+                    client: Client::new(&config, refusals).map_err(|e| e.to_string()),
+                    refused,
+                    config,
+                    facility,
+                    journal,
+                    health: link.health,
+                    state: Mutex::default(),
+                }),
+                shutdown: link.shutdown,
+            });
         self.slot.set(Some(addr.clone()));
         Box::new(Handle {
-            shutdown,
-            arbiter,
+            running,
             addr,
             slot: self.slot.clone(),
         })
@@ -1254,21 +1247,21 @@ impl Spawn for FhirSpawn {
 }
 
 struct Handle {
-    shutdown: watch::Sender<bool>,
-    arbiter: Arbiter,
+    running: Box<dyn Running>,
     addr: Addr<FhirActor>,
     slot: FhirSlot,
 }
 
 impl Running for Handle {
     fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            // A replacement may have started already; only our own address is removed.
-            self.slot.release(&self.addr);
-            let _ = self.shutdown.send(true);
-            // An update in flight stays in flight in the journal and is sent again at start.
-            self.arbiter.stop();
-        })
+        // A replacement may have started already; only our own address is removed.
+        self.slot.release(&self.addr);
+        self.running.stop()
+    }
+
+    #[cfg(feature = "fault-hooks")]
+    fn inject_panic(&mut self) -> bool {
+        self.running.inject_panic()
     }
 }
 
@@ -1282,11 +1275,10 @@ impl Actor for FhirActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Err(e) = &self.shared.client {
-            self.shared.supervisor.do_send(ReportHealth {
-                name: self.shared.name.clone(),
-                state: HealthState::Degraded,
-                error: Some(format!("cannot set up the EHR client: {e}")),
-            });
+            self.shared.health.report(
+                HealthState::Degraded,
+                Some(format!("cannot set up the EHR client: {e}")),
+            );
         }
         let (shared, shutdown) = (self.shared.clone(), self.shutdown.clone());
         let interval = Duration::from_secs(shared.config.poll_interval_s);
@@ -1362,6 +1354,17 @@ async fn every<F: Future<Output = ()>>(
 }
 
 async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    // An update left in flight by an earlier run of this actor (one that panicked) goes back
+    // in line; at start none can be in flight legitimately.
+    let back = Failed {
+        destination: DESTINATION.into(),
+        ids: None,
+        error: "the FHIR connector stopped while sending".into(),
+        permanent: false,
+    };
+    if let Err(e) = journal::ask(&shared.journal, back).await {
+        tracing::warn!(error = %e, "cannot put unfinished FHIR updates back in line");
+    }
     let signal = journal::signal(&shared.journal, DESTINATION).await;
     loop {
         // Paused by refused credentials: claiming now would only spend the rows' attempts.

@@ -21,9 +21,8 @@ pub const DESTINATION: &str = "ehr-mllp";
 
 use crate::journal::{self, JournalWriter};
 use crate::queue::EhrInbound;
-use crate::supervisor::{
-    ArbiterChild, ChildExited, HealthState, ReportHealth, Running, Spawn, Supervisor,
-};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::Hl7Config;
 use mllp::{Framer, Item};
@@ -49,24 +48,17 @@ impl Spawn for Hl7Spawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let arbiter = Arbiter::new();
-        let listener = Listener {
-            config: Arc::new(self.config.clone()),
-            journal: self.journal.clone(),
-            name: name.to_string(),
-            supervisor,
-            shutdown: shutdown_rx,
-        };
-        Listener::start_in_arbiter(&arbiter.handle(), move |_| listener);
+        let (config, journal) = (Arc::new(self.config.clone()), self.journal.clone());
         // Connections are cut; a message committed but not yet answered is answered from the
         // journal when its sender resends it.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: None,
-            arbiter,
-            grace: Duration::ZERO,
-        })
+        let (running, _) =
+            link::start_actor(name, supervisor, Duration::ZERO, move |link| Listener {
+                config,
+                journal,
+                health: link.health,
+                shutdown: link.shutdown,
+            });
+        running
     }
 }
 
@@ -74,8 +66,7 @@ impl Spawn for Hl7Spawn {
 pub struct Listener {
     config: Arc<Hl7Config>,
     journal: Addr<JournalWriter>,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -85,8 +76,7 @@ impl Actor for Listener {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let config = self.config.clone();
         let journal = self.journal.clone();
-        let name = self.name.clone();
-        let supervisor = self.supervisor.clone();
+        let health = self.health.clone();
         let mut shutdown = self.shutdown.clone();
         ctx.spawn(
             async move {
@@ -97,19 +87,12 @@ impl Actor for Listener {
                             "cannot listen on connectors.hl7v2.listen {}: {e}",
                             config.listen
                         );
-                        supervisor.do_send(ChildExited {
-                            name,
-                            error: Some(error),
-                        });
+                        health.exit(error);
                         return;
                     }
                 };
                 tracing::info!(listen = %config.listen, "HL7 v2 MLLP listener ready");
-                supervisor.do_send(ReportHealth {
-                    name,
-                    state: HealthState::Healthy,
-                    error: None,
-                });
+                health.report(HealthState::Healthy, None);
                 let slots = Arc::new(Semaphore::new(config.max_connections));
                 loop {
                     let permit = tokio::select! {
@@ -133,7 +116,8 @@ impl Actor for Listener {
                     }
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
         );
     }
 }

@@ -9,7 +9,8 @@
 
 use super::mllp::{self, Framer, Item};
 use crate::journal::{self, Claim, Delivered, Failed, JournalWriter, OutboxRow};
-use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
@@ -133,25 +134,17 @@ impl Spawn for SenderSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let arbiter = Arbiter::new();
-        let link = Link {
-            config: self.config.clone(),
-            journal: self.journal.clone(),
-            name: name.to_string(),
-            supervisor,
-        };
-        Sender::start_in_arbiter(&arbiter.handle(), move |_| Sender {
-            link: Some(link),
-            shutdown: shutdown_rx,
-        });
+        let (config, journal) = (self.config.clone(), self.journal.clone());
         // A message in flight stays in flight in the journal and is sent again at start.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: None,
-            arbiter,
-            grace: Duration::ZERO,
-        })
+        let (running, _) = link::start_actor(name, supervisor, Duration::ZERO, move |ctx| Sender {
+            link: Some(Link {
+                config,
+                journal,
+                health: ctx.health,
+            }),
+            shutdown: ctx.shutdown,
+        });
+        running
     }
 }
 
@@ -166,7 +159,11 @@ impl Actor for Sender {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(link) = self.link.take() {
-            ctx.spawn(link.run(self.shutdown.clone()).into_actor(self));
+            ctx.spawn(
+                link.run(self.shutdown.clone())
+                    .into_actor(self)
+                    .map(|_, _, ctx| ctx.stop()),
+            );
         }
     }
 }
@@ -174,8 +171,7 @@ impl Actor for Sender {
 struct Link {
     config: SenderConfig,
     journal: Addr<JournalWriter>,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
 }
 
 /// Why a connection was given up.
@@ -183,14 +179,21 @@ struct Lost(String);
 
 impl Link {
     fn report(&self, state: HealthState, error: Option<String>) {
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
+        self.health.report(state, error);
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // A message left in flight by an earlier run of this actor (one that panicked) goes
+        // back in line; at start none can be in flight legitimately.
+        let back = Failed {
+            destination: DESTINATION.into(),
+            ids: None,
+            error: "the HL7 sender stopped while sending".into(),
+            permanent: false,
+        };
+        if let Err(e) = journal::ask(&self.journal, back).await {
+            tracing::warn!(error = %e, "cannot put unfinished HL7 messages back in line");
+        }
         let mut failures = 0u32;
         loop {
             let addr = (self.config.host.as_str(), self.config.port);
@@ -217,9 +220,11 @@ impl Link {
             failures += 1;
             tracing::warn!(error = %lost.0, "HL7 sender disconnected");
             self.report(HealthState::Degraded, Some(lost.0));
-            let delay = Duration::from_millis(self.config.reconnect_initial_ms)
-                .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-                .min(Duration::from_millis(self.config.reconnect_max_ms));
+            let delay = link::backoff(
+                Duration::from_millis(self.config.reconnect_initial_ms),
+                Duration::from_millis(self.config.reconnect_max_ms),
+                failures,
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,

@@ -26,7 +26,8 @@ pub mod protocol;
 use crate::devices::{self, DeviceWrite, Reporter, Value, device_event};
 use crate::devices::{ClearOverride, DeviceOverride, ListOverrides, SetOverride};
 use crate::journal::{self, Append, JournalWriter};
-use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::{BacnetDevice, BacnetObject, Mode, OnStart};
 use protocol::{AppValue, Inbound, ObjectId, ObjectKind, WriteValue, property, service};
@@ -143,11 +144,8 @@ impl Spawn for BacnetSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = oneshot::channel();
         // Room for a few commands; more are refused at once rather than queued behind a slow link.
         let (commands, commands_rx) = mpsc::channel(8);
-        let arbiter = Arbiter::new();
         let latest = self
             .config
             .objects
@@ -162,13 +160,14 @@ impl Spawn for BacnetSpawn {
                 cov: false,
             })
             .collect();
-        let actor = BacnetActor {
+        let (config, journal) = (self.config.clone(), self.journal.clone());
+        // The link task stops between requests; one request is bounded by its retries.
+        let grace = self.config.request_budget() + Duration::from_secs(1);
+        let (running, addr) = link::start_actor(name, supervisor, grace, move |link| BacnetActor {
             link: Some(Link {
-                config: self.config.clone(),
-                journal: self.journal.clone(),
-                name: name.to_string(),
-                supervisor,
-                health: None,
+                config: config.clone(),
+                journal: journal.clone(),
+                health: link.health,
                 reporter: Reporter::default(),
                 commands: commands_rx,
                 socket: None,
@@ -176,30 +175,21 @@ impl Spawn for BacnetSpawn {
                 invoke_id: 0,
                 pending: VecDeque::new(),
                 values: BTreeMap::new(),
-                units: vec![None; self.config.objects.len()],
-                cov_active: vec![false; self.config.objects.len()],
-                cov_refused: vec![false; self.config.objects.len()],
-                rpm_supported: self.config.read_multiple,
+                units: vec![None; config.objects.len()],
+                cov_active: vec![false; config.objects.len()],
+                cov_refused: vec![false; config.objects.len()],
+                rpm_supported: config.read_multiple,
                 overrides_settled: false,
                 process_id: std::process::id(),
             }),
-            config: self.config.clone(),
+            config,
             commands,
-            journal: self.journal.clone(),
-            shutdown: Some(shutdown_rx),
-            done: Some(done_tx),
+            journal,
+            shutdown: Some(link.shutdown),
             latest,
-        };
-        let addr = BacnetActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        });
         self.current.set(Some(addr));
-        let budget = self.config.request_budget();
-        // The link task stops between requests; one request is bounded by its retries.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: Some(done),
-            arbiter,
-            grace: budget + Duration::from_secs(1),
-        })
+        running
     }
 }
 
@@ -293,7 +283,6 @@ pub struct BacnetActor {
     commands: mpsc::Sender<Command>,
     journal: Addr<JournalWriter>,
     shutdown: Option<watch::Receiver<bool>>,
-    done: Option<oneshot::Sender<()>>,
     latest: Vec<Reading>,
 }
 
@@ -305,12 +294,11 @@ impl Actor for BacnetActor {
             return;
         };
         let me = ctx.address();
-        ctx.spawn(link.run(shutdown, me).into_actor(self).map(|_, act, ctx| {
-            if let Some(done) = act.done.take() {
-                let _ = done.send(());
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            link.run(shutdown, me)
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        );
     }
 }
 
@@ -536,11 +524,7 @@ enum Answer {
 struct Link {
     config: Arc<BacnetDevice>,
     journal: Addr<JournalWriter>,
-    /// The supervisor's name for this actor (`bacnet:<device>`).
-    name: String,
-    supervisor: Addr<Supervisor>,
-    /// Last health sent, so that the supervisor hears only changes.
-    health: Option<(HealthState, Option<String>)>,
+    health: Health,
     reporter: Reporter,
     commands: mpsc::Receiver<Command>,
     socket: Option<UdpSocket>,
@@ -633,17 +617,7 @@ impl Link {
 
     /// Reports health when it changed; true if it did.
     fn set_health(&mut self, state: HealthState, error: Option<String>) -> bool {
-        let now = Some((state, error.clone()));
-        if self.health == now {
-            return false;
-        }
-        self.health = now;
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
-        true
+        self.health.report(state, error)
     }
 
     async fn socket(&mut self) -> Result<&UdpSocket, BacnetError> {

@@ -205,9 +205,11 @@ impl ModbusDevice {
 
     /// Reconnect delay after `failures` consecutive failed links: doubling, capped.
     pub fn reconnect_delay(&self, failures: u32) -> Duration {
-        Duration::from_millis(self.reconnect_initial_ms)
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(Duration::from_millis(self.reconnect_max_ms))
+        crate::supervisor::link::backoff(
+            Duration::from_millis(self.reconnect_initial_ms),
+            Duration::from_millis(self.reconnect_max_ms),
+            failures,
+        )
     }
 }
 

@@ -17,9 +17,8 @@ pub mod protocol;
 
 use crate::devices::{self, DeviceWrite, device_event};
 use crate::journal::{self, Append, JournalWriter};
-use crate::supervisor::{
-    ArbiterChild, ChildExited, HealthState, ReportHealth, Running, Slot, Spawn, Supervisor,
-};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Slot, Spawn, Supervisor};
 use actix::prelude::*;
 use config::{Function, Link, ModbusDevice, Register};
 use protocol::{Reporter, Value};
@@ -115,11 +114,8 @@ impl Spawn for ModbusSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = oneshot::channel();
         // Room for a few writes; more are refused at once rather than queued behind a slow link.
         let (writes, writes_rx) = mpsc::channel(8);
-        let arbiter = Arbiter::new();
         let latest = self
             .config
             .registers
@@ -132,33 +128,26 @@ impl Spawn for ModbusSpawn {
                 error: None,
             })
             .collect();
-        let actor = ModbusActor {
+        let (config, journal) = (self.config.clone(), self.journal.clone());
+        // The poll task stops between requests; closing the link is bounded by the timeout.
+        let grace = self.config.timeout() + Duration::from_secs(1);
+        let (running, addr) = link::start_actor(name, supervisor, grace, move |link| ModbusActor {
             poller: Some(Poller {
-                config: self.config.clone(),
-                journal: self.journal.clone(),
-                name: name.to_string(),
-                supervisor,
-                health: None,
+                config: config.clone(),
+                journal: journal.clone(),
+                health: link.health,
                 reporter: Reporter::default(),
-                blocks: config::plan_reads(&self.config.registers),
+                blocks: config::plan_reads(&config.registers),
                 writes: writes_rx,
             }),
-            config: self.config.clone(),
+            config,
             writes,
-            journal: self.journal.clone(),
-            shutdown: Some(shutdown_rx),
-            done: Some(done_tx),
+            journal,
+            shutdown: Some(link.shutdown),
             latest,
-        };
-        let addr = ModbusActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        });
         self.current.set(Some(addr));
-        // The poll task stops between requests; closing the link is bounded by the timeout.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: Some(done),
-            arbiter,
-            grace: self.config.timeout() + Duration::from_secs(1),
-        })
+        running
     }
 }
 
@@ -265,7 +254,6 @@ pub struct ModbusActor {
     writes: mpsc::Sender<WriteRequest>,
     journal: Addr<JournalWriter>,
     shutdown: Option<watch::Receiver<bool>>,
-    done: Option<oneshot::Sender<()>>,
     latest: Vec<Reading>,
 }
 
@@ -281,12 +269,7 @@ impl Actor for ModbusActor {
             poller
                 .run(shutdown, me)
                 .into_actor(self)
-                .map(|_, act, ctx| {
-                    if let Some(done) = act.done.take() {
-                        let _ = done.send(());
-                    }
-                    ctx.stop();
-                }),
+                .map(|_, _, ctx| ctx.stop()),
         );
     }
 }
@@ -363,11 +346,7 @@ enum SessionEnd {
 struct Poller {
     config: Arc<ModbusDevice>,
     journal: Addr<JournalWriter>,
-    /// The supervisor's name for this actor (`modbus:<device>`).
-    name: String,
-    supervisor: Addr<Supervisor>,
-    /// Last health sent, so that the supervisor hears only changes.
-    health: Option<(HealthState, Option<String>)>,
+    health: Health,
     reporter: Reporter,
     writes: mpsc::Receiver<WriteRequest>,
     /// The reads one poll makes (see `config::plan_reads`).
@@ -378,10 +357,7 @@ impl Poller {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>, actor: Addr<ModbusActor>) {
         let Some(link) = self.config.link() else {
             // Unreachable for a validated config; said loudly rather than polled forever.
-            self.supervisor.do_send(ChildExited {
-                name: self.name.clone(),
-                error: Some("neither host nor serial is configured".into()),
-            });
+            self.health.exit("neither host nor serial is configured");
             return;
         };
         let mut failures = 0u32;
@@ -427,17 +403,7 @@ impl Poller {
 
     /// Reports health when it changed; true if it did.
     fn set_health(&mut self, state: HealthState, error: Option<String>) -> bool {
-        let now = Some((state, error.clone()));
-        if self.health == now {
-            return false;
-        }
-        self.health = now;
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
-        true
+        self.health.report(state, error)
     }
 
     async fn connect(&self, link: &Link) -> Result<client::Context, ModbusError> {

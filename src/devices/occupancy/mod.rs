@@ -20,7 +20,8 @@ pub mod protocol;
 use crate::config::Config;
 use crate::devices::device_event;
 use crate::journal::{self, Append, JournalWriter};
-use crate::supervisor::{HealthState, ReportHealth, Running, Slot, Spawn, StopFuture, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Slot, Spawn, StopFuture, Supervisor};
 use actix::prelude::*;
 use config::OccupancyConfig;
 use protocol::{Change, Facility, Occupancy};
@@ -29,7 +30,7 @@ use rumqttc::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// The supervisor's name for the occupancy actor.
 pub const NAME: &str = "occupancy";
@@ -134,45 +135,40 @@ impl Spawn for OccupancySpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = oneshot::channel();
-        let arbiter = Arbiter::new();
-        let actor = OccupancyActor {
-            facility: Facility::new(&self.config, Instant::now()),
-            spawn: self.clone(),
-            name: name.to_string(),
-            supervisor,
-            settle: None,
-            shutdown: Some(shutdown_rx),
-            done: Some(done_tx),
-        };
-        let addr = OccupancyActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        let spawn = self.clone();
+        // The link only has a DISCONNECT to send; bounded in case the broker hangs.
+        let grace = Duration::from_secs(3);
+        let (running, addr) =
+            link::start_actor(name, supervisor, grace, move |link| OccupancyActor {
+                facility: Facility::new(&spawn.config, Instant::now()),
+                spawn,
+                health: link.health,
+                settle: None,
+                shutdown: Some(link.shutdown),
+            });
         self.handle.set(Some(addr));
         Box::new(Handle {
-            shutdown,
-            done,
-            arbiter,
+            running,
             handle: self.handle.clone(),
         })
     }
 }
 
+/// The running actor, which the rooms stop seeing as soon as it is asked to stop.
 struct Handle {
-    shutdown: watch::Sender<bool>,
-    done: oneshot::Receiver<()>,
-    arbiter: Arbiter,
+    running: Box<dyn Running>,
     handle: OccupancyHandle,
 }
 
 impl Running for Handle {
     fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            self.handle.set(None);
-            let _ = self.shutdown.send(true);
-            // The link only has a DISCONNECT to send; bounded in case the broker hangs.
-            let _ = tokio::time::timeout(Duration::from_secs(3), self.done).await;
-            self.arbiter.stop();
-        })
+        self.handle.set(None);
+        self.running.stop()
+    }
+
+    #[cfg(feature = "fault-hooks")]
+    fn inject_panic(&mut self) -> bool {
+        self.running.inject_panic()
     }
 }
 
@@ -180,12 +176,10 @@ impl Running for Handle {
 pub struct OccupancyActor {
     facility: Facility,
     spawn: OccupancySpawn,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
     /// The wake-up for the earliest debounce deadline.
     settle: Option<SpawnHandle>,
     shutdown: Option<watch::Receiver<bool>>,
-    done: Option<oneshot::Sender<()>>,
 }
 
 impl Actor for OccupancyActor {
@@ -198,16 +192,14 @@ impl Actor for OccupancyActor {
         let link = Link {
             spawn: self.spawn.clone(),
             topics: self.facility.topics(),
-            name: self.name.clone(),
-            supervisor: self.supervisor.clone(),
+            health: self.health.clone(),
             actor: ctx.address().recipient(),
         };
-        ctx.spawn(link.run(shutdown).into_actor(self).map(|_, act, ctx| {
-            if let Some(done) = act.done.take() {
-                let _ = done.send(());
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            link.run(shutdown)
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        );
     }
 }
 
@@ -291,18 +283,13 @@ enum SessionEnd {
 struct Link {
     spawn: OccupancySpawn,
     topics: Vec<String>,
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
     actor: Recipient<SensorMessage>,
 }
 
 impl Link {
     fn report(&self, state: HealthState, error: Option<String>) {
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
+        self.health.report(state, error);
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -315,9 +302,11 @@ impl Link {
                     failures += 1;
                     tracing::warn!(broker = %broker.host, port = broker.port, %error, "occupancy broker connection lost");
                     self.report(HealthState::Degraded, Some(error));
-                    let delay = Duration::from_millis(broker.reconnect_initial_ms)
-                        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-                        .min(Duration::from_millis(broker.reconnect_max_ms));
+                    let delay = link::backoff(
+                        Duration::from_millis(broker.reconnect_initial_ms),
+                        Duration::from_millis(broker.reconnect_max_ms),
+                        failures,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.changed() => return,

@@ -21,14 +21,15 @@ pub mod protocol;
 use crate::devices::device_event;
 use crate::journal::{self, Append, Claim, Delivered, Failed, JournalWriter, OutboxRow, Peek};
 use crate::queue::{TicketJob, TicketOrder};
-use crate::supervisor::{ArbiterChild, HealthState, ReportHealth, Running, Spawn, Supervisor};
+use crate::supervisor::link::{self, Health};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::PrinterConfig;
 use protocol::Ticket;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_serial::SerialStream;
 
 /// The event kind (and journal item kind) of a ticket's print job.
@@ -203,33 +204,24 @@ impl Spawn for PrinterSpawn {
     }
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = oneshot::channel();
-        let arbiter = Arbiter::new();
-        let worker = Worker {
-            config: self.config.clone(),
-            journal: self.journal.clone(),
-            name: name.to_string(),
-            supervisor,
-            port: None,
-            condition: None,
-            noise: 0,
-            noisy_reads: 0,
-        };
-        PrinterActor::start_in_arbiter(&arbiter.handle(), move |_| PrinterActor {
-            worker: Some(worker),
-            shutdown: Some(shutdown_rx),
-            done: Some(done_tx),
-        });
+        let (config, journal) = (self.config.clone(), self.journal.clone());
         // One cycle is bounded by four status reads and one ticket write.
         let bound = self.config.status_timeout() * 8 + self.config.write_timeout();
         // A ticket in flight stays in flight and goes back in line when the actor restarts.
-        Box::new(ArbiterChild {
-            shutdown,
-            done: Some(done),
-            arbiter,
-            grace: bound + Duration::from_secs(1),
-        })
+        let grace = bound + Duration::from_secs(1);
+        let (running, _) = link::start_actor(name, supervisor, grace, move |link| PrinterActor {
+            worker: Some(Worker {
+                config,
+                journal,
+                health: link.health,
+                port: None,
+                condition: None,
+                noise: 0,
+                noisy_reads: 0,
+            }),
+            shutdown: Some(link.shutdown),
+        });
+        running
     }
 }
 
@@ -237,7 +229,6 @@ impl Spawn for PrinterSpawn {
 pub struct PrinterActor {
     worker: Option<Worker>,
     shutdown: Option<watch::Receiver<bool>>,
-    done: Option<oneshot::Sender<()>>,
 }
 
 impl Actor for PrinterActor {
@@ -247,12 +238,12 @@ impl Actor for PrinterActor {
         let (Some(worker), Some(shutdown)) = (self.worker.take(), self.shutdown.take()) else {
             return;
         };
-        ctx.spawn(worker.run(shutdown).into_actor(self).map(|_, act, ctx| {
-            if let Some(done) = act.done.take() {
-                let _ = done.send(());
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            worker
+                .run(shutdown)
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        );
     }
 }
 
@@ -260,9 +251,7 @@ impl Actor for PrinterActor {
 struct Worker {
     config: Arc<PrinterConfig>,
     journal: Addr<JournalWriter>,
-    /// The supervisor's name for this actor (`printer:<name>`).
-    name: String,
-    supervisor: Addr<Supervisor>,
+    health: Health,
     port: Option<SerialStream>,
     condition: Option<Condition>,
     /// Bytes received that were not status answers, and the status reads that had some.
@@ -333,11 +322,7 @@ impl Worker {
             None => tracing::info!(printer = %printer, "printer ready"),
             Some(e) => tracing::warn!(printer = %printer, condition = %e, "printer condition"),
         }
-        self.supervisor.do_send(ReportHealth {
-            name: self.name.clone(),
-            state,
-            error,
-        });
+        self.health.report(state, error);
         let payload = serde_json::json!({
             "printer": printer,
             "condition": label,

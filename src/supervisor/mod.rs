@@ -1,12 +1,14 @@
 //! The supervisor: starts one actor per configured device and connector, restarts a failed one
 //! with capped exponential backoff, and keeps every actor's health.
 //!
-//! Children report their health with [`ReportHealth`] and their end with [`ChildExited`]. Each
-//! change of state is journaled as a `gateway.actor_state` event for the cloud.
+//! Children run on the one scaffold in [`link`], which reports their health with
+//! [`ReportHealth`] and their end (an error or a panic) with [`ChildExited`]. Each change of
+//! state is journaled as a `gateway.actor_state` event for the cloud.
 //!
 //! **Invariant:** the supervisor never touches a child's resources; it only starts and stops it.
 
 pub mod config;
+pub mod link;
 
 use crate::journal::{self, Append, JournalWriter, NewItem};
 use crate::metrics::METRICS;
@@ -56,6 +58,13 @@ pub struct ActorHealth {
 pub trait Running: Send {
     /// Asks the child to finish cleanly; resolves once it has.
     fn stop(self: Box<Self>) -> StopFuture;
+
+    /// Makes the child panic from inside its work; false if it cannot (it has ended, or it was
+    /// already asked).
+    #[cfg(feature = "fault-hooks")]
+    fn inject_panic(&mut self) -> bool {
+        false
+    }
 }
 
 /// Where a child's current actor can be found: the address changes with every restart, so
@@ -89,28 +98,6 @@ impl<A: Actor> Clone for Slot<A> {
 impl<A: Actor> Default for Slot<A> {
     fn default() -> Self {
         Slot(Default::default())
-    }
-}
-
-/// A child whose work runs in its own arbiter (thread). Stopping it signals `shutdown`, waits
-/// up to `grace` for its task to report `done` (when it has something to finish, such as a
-/// request under way or a last message), then stops the arbiter.
-pub struct ArbiterChild {
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    pub done: Option<tokio::sync::oneshot::Receiver<()>>,
-    pub arbiter: Arbiter,
-    pub grace: Duration,
-}
-
-impl Running for ArbiterChild {
-    fn stop(self: Box<Self>) -> StopFuture {
-        Box::pin(async move {
-            let _ = self.shutdown.send(true);
-            if let Some(done) = self.done {
-                let _ = tokio::time::timeout(self.grace, done).await;
-            }
-            self.arbiter.stop();
-        })
     }
 }
 
@@ -162,6 +149,13 @@ pub struct StopAll;
 #[rtype(result = "Vec<ActorHealth>")]
 pub struct GetHealth;
 
+/// Make the named child panic from inside its work (tests of supervision only); false if no
+/// such child is running.
+#[cfg(feature = "fault-hooks")]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct InjectPanic(pub String);
+
 struct Child {
     spawn: Box<dyn Spawn>,
     running: Option<Box<dyn Running>>,
@@ -190,9 +184,7 @@ impl Supervisor {
 
     /// Restart delay after `failures` consecutive failures: doubling, capped.
     pub fn restart_delay(&self, failures: u32) -> Duration {
-        self.initial
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-            .min(self.max)
+        link::backoff(self.initial, self.max, failures)
     }
 
     fn set_state(&mut self, name: &str, state: HealthState, error: Option<String>) {
@@ -361,9 +353,9 @@ impl Handler<ChildExited> for Supervisor {
         let Some(child) = self.children.get_mut(&msg.name) else {
             return;
         };
-        if child.running.take().is_none() {
+        let Some(old) = child.running.take() else {
             return;
-        }
+        };
         child.failures += 1;
         let failures = child.failures;
         let error = msg.error.unwrap_or_else(|| "stopped unexpectedly".into());
@@ -371,17 +363,43 @@ impl Handler<ChildExited> for Supervisor {
         tracing::warn!(actor = %msg.name, %error, delay_ms = delay.as_millis() as u64, "actor failed; restarting after backoff");
         self.set_state(&msg.name, HealthState::Down, Some(error));
         let name = msg.name.clone();
-        let handle = ctx.run_later(delay, move |act, ctx| {
+        // What is left of the old child (its arbiter's thread) is stopped before the backoff
+        // starts, so that two of its kind never run at once.
+        let restart = old.stop().into_actor(self).map(move |_, act, ctx| {
+            let key = name.clone();
+            let handle = ctx.run_later(delay, move |act, ctx| {
+                if let Some(child) = act.children.get_mut(&key) {
+                    child.health.restarts += 1;
+                    METRICS.actor_restarts.add(1);
+                    act.set_state(&key, HealthState::Starting, None);
+                    act.launch(&key, ctx);
+                }
+            });
             if let Some(child) = act.children.get_mut(&name) {
-                child.health.restarts += 1;
-                METRICS.actor_restarts.add(1);
-                act.set_state(&name, HealthState::Starting, None);
-                act.launch(&name, ctx);
+                child.restart = Some(handle);
             }
         });
+        let handle = ctx.spawn(restart);
         if let Some(child) = self.children.get_mut(&msg.name) {
             child.restart = Some(handle);
         }
+    }
+}
+
+#[cfg(feature = "fault-hooks")]
+impl Handler<InjectPanic> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: InjectPanic, _: &mut Context<Self>) -> bool {
+        let injected = self
+            .children
+            .get_mut(&msg.0)
+            .and_then(|c| c.running.as_mut())
+            .is_some_and(|r| r.inject_panic());
+        if injected {
+            tracing::warn!(actor = %msg.0, "panic injected through the test API");
+        }
+        injected
     }
 }
 
@@ -504,6 +522,147 @@ mod tests {
                 .await
                 .expect("stats");
             assert!(stats.destinations["cloud"].pending >= 7, "{stats:?}");
+        });
+    }
+
+    /// A child on the link scaffold: its first work panics, later ones stay healthy until asked
+    /// to stop.
+    struct PanicsOnce {
+        starts: Arc<AtomicU32>,
+    }
+
+    impl Spawn for PanicsOnce {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+            let n = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+            link::start(name, supervisor, Duration::from_secs(1), move |mut link| {
+                Box::pin(async move {
+                    if n == 1 {
+                        panic!("boom in the poll loop");
+                    }
+                    link.health.report(HealthState::Healthy, None);
+                    let _ = link.shutdown.changed().await;
+                    Ok(())
+                })
+            })
+        }
+    }
+
+    /// An actor on the link scaffold whose handler panics when told to.
+    struct Fragile {
+        link: Option<link::LinkCtx>,
+    }
+
+    impl Actor for Fragile {
+        type Context = Context<Self>;
+
+        fn started(&mut self, _: &mut Context<Self>) {
+            if let Some(link) = self.link.take() {
+                link.health.report(HealthState::Healthy, None);
+            }
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Break;
+
+    impl Handler<Break> for Fragile {
+        type Result = ();
+
+        fn handle(&mut self, _: Break, _: &mut Context<Self>) {
+            panic!("boom in a handler");
+        }
+    }
+
+    struct FragileSpawn {
+        slot: Slot<Fragile>,
+    }
+
+    impl Spawn for FragileSpawn {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+            let (running, addr) =
+                link::start_actor(name, supervisor, Duration::from_secs(1), |link| Fragile {
+                    link: Some(link),
+                });
+            self.slot.set(Some(addr));
+            running
+        }
+    }
+
+    /// Waits until the child's health satisfies `done`.
+    async fn wait_for(sup: &Addr<Supervisor>, done: impl Fn(&ActorHealth) -> bool) -> ActorHealth {
+        loop {
+            let health = sup.send(GetHealth).await.expect("health");
+            if done(&health[0]) {
+                return health[0].clone();
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn scaffold_supervisor() -> (tempfile::TempDir, Addr<Supervisor>) {
+        // Long enough a backoff for the test to see the child down between its two runs.
+        let cfg = SupervisorConfig {
+            restart_initial_ms: 500,
+            restart_max_ms: 500,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = test_journal(dir.path());
+        (dir, Supervisor::new(journal, &cfg).start())
+    }
+
+    #[test]
+    fn panicking_work_is_down_naming_the_panic_then_restarted() {
+        actix::System::new().block_on(async {
+            let (_dir, sup) = scaffold_supervisor();
+            let starts = Arc::new(AtomicU32::new(0));
+            sup.send(StartChild {
+                name: "panicky".into(),
+                spawn: Box::new(PanicsOnce {
+                    starts: starts.clone(),
+                }),
+            })
+            .await
+            .expect("start");
+            let down = wait_for(&sup, |h| h.state == HealthState::Down).await;
+            assert_eq!(
+                down.last_error.as_deref(),
+                Some("panicked: boom in the poll loop")
+            );
+            let up = wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            assert_eq!(up.restarts, 1);
+            assert_eq!(starts.load(Ordering::SeqCst), 2);
+            sup.send(StopAll).await.expect("stop");
+        });
+    }
+
+    #[test]
+    fn panicking_handler_is_down_naming_the_panic_then_restarted() {
+        actix::System::new().block_on(async {
+            let (_dir, sup) = scaffold_supervisor();
+            let slot = Slot::default();
+            sup.send(StartChild {
+                name: "fragile".into(),
+                spawn: Box::new(FragileSpawn { slot: slot.clone() }),
+            })
+            .await
+            .expect("start");
+            wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            slot.addr().expect("running").do_send(Break);
+            let down = wait_for(&sup, |h| h.state == HealthState::Down).await;
+            assert_eq!(
+                down.last_error.as_deref(),
+                Some("panicked: boom in a handler")
+            );
+            let up = wait_for(&sup, |h| h.state == HealthState::Healthy).await;
+            assert_eq!(up.restarts, 1);
+            sup.send(StopAll).await.expect("stop");
         });
     }
 }

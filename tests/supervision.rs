@@ -1,0 +1,342 @@
+#![cfg(feature = "fault-hooks")]
+//! Supervision of the daemon's link actors: each device and connector actor kind runs against
+//! its real peer on loopback, is made to panic from inside through the test-only fault route
+//! (`POST /api/v1/faults/panic/{actor}`), shows `down` naming the panic during its backoff, and
+//! comes back healthy with one more restart, while everything the journal held stays and new
+//! input is committed again.
+
+mod common;
+
+use common::bacnet_sim::Device;
+use common::fhir_server::FhirServer;
+use common::modbus_sim::Sim;
+use common::{Broker, Gateway, free_port, journal_items, post, relay_table, wait_for};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The test receipt printer (`tests/peers/escpos_printer.py`) behind a socat pty pair, always
+/// ready to print; both are killed on drop.
+struct Printer {
+    children: Vec<Child>,
+    /// The gateway's end of the pair.
+    tty: PathBuf,
+}
+
+impl Printer {
+    fn start(dir: &Path) -> Printer {
+        let (printer_end, tty) = (dir.join("printer-end"), dir.join("printer-tty"));
+        let socat = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", printer_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", tty.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat must be installed (scripts/test-deps.sh)");
+        wait_for("socat's pty links", Duration::from_secs(10), || {
+            (printer_end.exists() && tty.exists()).then_some(())
+        });
+        let control = dir.join("printer-control.json");
+        std::fs::write(&control, json!({ "answer": true }).to_string()).expect("control");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/escpos_printer.py");
+        let mut peer = Command::new("python3")
+            .arg(script)
+            .arg("--port")
+            .arg(&printer_end)
+            .arg("--capture")
+            .arg(dir.join("printer-capture.bin"))
+            .arg("--control")
+            .arg(&control)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed (scripts/test-deps.sh)");
+        let stderr = peer.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with("escpos_printer: ready") => break,
+                Ok(_) => {}
+                Err(_) => panic!("the test printer did not start (scripts/test-deps.sh)"),
+            }
+        }
+        Printer {
+            children: vec![peer, socat],
+            tty,
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The HL7 receiver (`tests/peers/hl7_receiver.py`) the outbound sender delivers to.
+struct Receiver {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path, port: u16) -> Receiver {
+        let log = dir.join("received.log");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hl7_receiver.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with the hl7 package (scripts/test-deps.sh)");
+        wait_for("the HL7 receiver", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Receiver { child, log }
+    }
+
+    /// Control ids received so far.
+    fn received(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends an ADT^A04 with control id `control` over MLLP (`mllp_send`); returns its ACK.
+fn send_hl7(dir: &Path, port: u16, control: &str) -> String {
+    let file = dir.join(format!("{control}.hl7"));
+    let message = format!(
+        "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124140500||ADT^A04|{control}|P|2.5.1\n\
+         EVN|A04|20261124140500\nPID|1||555^^^CLINIC^MR||DOE^JANE\n"
+    );
+    std::fs::write(&file, message).expect("write message file");
+    let out = Command::new("mllp_send")
+        .args(["--loose", "-p", &port.to_string(), "-f"])
+        .arg(&file)
+        .arg("127.0.0.1")
+        .output()
+        .expect("mllp_send from the Python hl7 package (scripts/test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "mllp_send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An outbound A08 for the sender.
+fn a08(control: &str) -> Value {
+    json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
+}
+
+/// Every peer and a gateway running one actor of each kind against them.
+struct Site {
+    gw: Gateway,
+    hl7: u16,
+    receiver: Receiver,
+    _peers: (Broker, Sim, Device, Printer, FhirServer),
+}
+
+fn start_site(dir: &Path) -> Site {
+    let broker = Broker::start(dir);
+    let modbus = Sim::tcp(
+        dir,
+        free_port(),
+        &json!({"unit": 1, "values": [{"table": "input", "address": 0, "type": "u16", "value": 612}]}),
+    );
+    let bacnet_port = free_port();
+    let bacnet = Device::start(bacnet_port);
+    let printer = Printer::start(dir);
+    let (hl7, out) = (free_port(), free_port());
+    let receiver = Receiver::start(dir, out);
+    let fhir = FhirServer::start(dir, &[]);
+    // A backoff long enough to see each actor down between its panic and its restart.
+    let config = format!(
+        "[supervisor]\nrestart_initial_ms = 1500\nrestart_max_ms = 1500\n\n\
+         [connectors.hl7v2]\nlisten = \"127.0.0.1:{hl7}\"\n\n\
+         [connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {out}\nack_timeout_ms = 20000\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n\n\
+         [destinations.ehr-mllp]\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n\n\
+         [devices.occupancy]\noccupied_delay_s = 0.2\nvacancy_delay_s = 2.0\n\n\
+         [devices.occupancy.broker]\nhost = \"127.0.0.1\"\nport = {broker}\nkeep_alive_secs = 5\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\n\n\
+         [[devices.occupancy.rooms]]\nname = \"exam-1\"\narea = \"wait-a\"\n\n\
+         [[devices.occupancy.sensors]]\nname = \"pir-1\"\nkind = \"occupancy\"\nroom = \"exam-1\"\n\n\
+         [[devices.modbus]]\nname = \"env\"\nhost = \"127.0.0.1\"\nport = {modbus}\npoll_interval_ms = 100\ntimeout_ms = 300\nreconnect_initial_ms = 50\nreconnect_max_ms = 200\n\
+         [[devices.modbus.registers]]\nname = \"co2\"\nfunction = \"input\"\naddress = 0\n\n\
+         [[devices.bacnet]]\nname = \"ahu\"\ndevice_instance = 599\naddress = \"127.0.0.2:{bacnet_port}\"\nbind = \"127.0.0.3:{bacnet_port}\"\n\
+         broadcast = \"127.255.255.255:{bacnet_port}\"\ntimeout_ms = 300\nretries = 1\npoll_interval_ms = 200\n\
+         [[devices.bacnet.objects]]\nname = \"co2\"\ntype = \"analog-input\"\ninstance = 1\n\n\
+         [[devices.printer]]\nname = \"kiosk-1\"\nserial = \"{tty}\"\nclinic_name = \"Clinic\"\nstatus_poll_ms = 200\nstatus_timeout_ms = 300\n\n\
+         [connectors.fhir]\nbase_url = \"{fhir}\"\nidentifier_system = \"urn:mrn\"\npoll_interval_s = 1\n\
+         request_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
+         [facility]\nevaluate_interval_ms = 200\n\n\
+         [[facility.rooms]]\nname = \"exam-1\"\nqueues = [\"general\"]\n\n\
+         {relay}",
+        broker = broker.port,
+        modbus = modbus.port,
+        tty = printer.tty.display(),
+        relay = relay_table(&broker),
+        fhir = fhir.base(),
+    );
+    let mut gw = Gateway::new(dir, &config);
+    gw.start();
+    Site {
+        gw,
+        hl7,
+        receiver,
+        _peers: (broker, modbus, bacnet, printer, fhir),
+    }
+}
+
+const ACTORS: [&str; 9] = [
+    "cloud-relay",
+    "facility",
+    "fhir",
+    "modbus:env",
+    "bacnet:ahu",
+    "printer:kiosk-1",
+    "occupancy",
+    "hl7v2-mllp",
+    "hl7v2-sender",
+];
+
+/// The actor's health as `GET /api/v1/actors` shows it.
+fn actor(gw: &Gateway, name: &str) -> Option<Value> {
+    gw.get_json("/api/v1/actors")
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == name)
+        .cloned()
+}
+
+fn wait_healthy(gw: &Gateway, name: &str) -> Value {
+    wait_for(&format!("{name} healthy"), Duration::from_secs(30), || {
+        actor(gw, name).filter(|a| a["state"] == "healthy")
+    })
+}
+
+#[test]
+fn each_actor_kind_restarts_after_a_panic_naming_it_and_no_journal_data_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = start_site(dir.path());
+    let gw = &site.gw;
+    for name in ACTORS {
+        wait_healthy(gw, name);
+    }
+    for control in ["BEFORE-1", "BEFORE-2"] {
+        let ack = send_hl7(dir.path(), site.hl7, control);
+        assert!(ack.contains("MSA|AA"), "{ack}");
+    }
+    let (status, body) = post(&gw.url("/api/v1/hl7/outbound"), &a08("OUT-1"));
+    assert_eq!(status, 202, "{body}");
+    wait_for("OUT-1 delivered", Duration::from_secs(20), || {
+        site.receiver
+            .received()
+            .contains(&"OUT-1".to_string())
+            .then_some(())
+    });
+    let before = journal_items(gw, &[]);
+
+    for name in ACTORS {
+        let restarts = wait_healthy(gw, name)["restarts"]
+            .as_u64()
+            .expect("restarts");
+        if name == "hl7v2-sender" {
+            // The receiver does not answer a MUTE message the first time: the panic comes
+            // while it is in flight, and the restarted sender must send it again.
+            let (status, body) = post(&gw.url("/api/v1/hl7/outbound"), &a08("MUTE-1"));
+            assert_eq!(status, 202, "{body}");
+            wait_for("MUTE-1 in flight", Duration::from_secs(20), || {
+                site.receiver
+                    .received()
+                    .contains(&"MUTE-1".to_string())
+                    .then_some(())
+            });
+        }
+        let (status, body) = post(&gw.url(&format!("/api/v1/faults/panic/{name}")), &json!({}));
+        assert_eq!(status, 202, "{name}: {body}");
+        let down = wait_for(&format!("{name} down"), Duration::from_secs(20), || {
+            actor(gw, name).filter(|a| a["state"] == "down")
+        });
+        let error = down["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("panicked: "),
+            "{name} is down naming its panic: {down}"
+        );
+        let up = wait_healthy(gw, name);
+        assert_eq!(up["restarts"], restarts + 1, "{name}: {up}");
+        assert!(up["last_error"].is_null(), "{name}: {up}");
+    }
+
+    // Input is taken and committed again by the restarted listener and sender.
+    let ack = send_hl7(dir.path(), site.hl7, "AFTER-1");
+    assert!(ack.contains("MSA|AA"), "{ack}");
+    let (status, body) = post(&gw.url("/api/v1/hl7/outbound"), &a08("OUT-2"));
+    assert_eq!(status, 202, "{body}");
+    wait_for(
+        "every outbound message delivered",
+        Duration::from_secs(20),
+        || {
+            let backlog = gw.get_json("/api/v1/backlog");
+            let d = &backlog["destinations"]["ehr-mllp"];
+            (d["pending"].as_u64().unwrap_or(0) == 0 && d["in_flight"].as_u64().unwrap_or(0) == 0)
+                .then_some(())
+        },
+    );
+    let received = site.receiver.received();
+    assert_eq!(
+        received,
+        ["OUT-1", "MUTE-1", "MUTE-1", "OUT-2"],
+        "the message in flight at the panic was sent again, in order"
+    );
+    let after = journal_items(gw, &[]);
+    let ids =
+        |items: &[Value]| -> Vec<i64> { items.iter().filter_map(|i| i["id"].as_i64()).collect() };
+    let kept = ids(&after);
+    for id in ids(&before) {
+        assert!(kept.contains(&id), "journal item {id} survived the panics");
+    }
+    for control in ["BEFORE-1", "BEFORE-2", "AFTER-1"] {
+        assert!(
+            after
+                .iter()
+                .any(|i| i["source_id"] == control && i["kind"] != Value::Null),
+            "{control} is committed"
+        );
+    }
+    let states = journal_items(gw, &["--kind", "gateway.actor_state"]);
+    for name in ACTORS {
+        assert!(
+            states.iter().any(|s| s["payload"]["actor"] == name
+                && s["payload"]["state"] == "down"
+                && s["payload"]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("panicked: "))),
+            "{name}'s panic went to the journal for the cloud"
+        );
+    }
+}
