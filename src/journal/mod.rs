@@ -651,6 +651,11 @@ struct Writer {
     signals: HashMap<String, Arc<Notify>>,
 }
 
+/// A batch waits for its siblings only after a batch of at least this many requests (a lone
+/// requester is never held back), and never longer than `GATHER_MAX`.
+const GATHER_SIBLINGS: usize = 8;
+const GATHER_MAX: Duration = Duration::from_micros(200);
+
 /// How often delivered rows past retention are pruned, and how many per pass.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
@@ -667,14 +672,11 @@ impl Writer {
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.settings.max_batch);
+        let mut last = 0;
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < self.settings.max_batch {
-                match rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut rx, &mut batch, last);
+            last = batch.len();
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {
                 if let Err(e) = self.store.checkpoint() {
@@ -688,6 +690,28 @@ impl Writer {
             }
         }
         let _ = self.store.checkpoint();
+    }
+
+    /// Takes what is queued behind the first request. When the last batch showed concurrent
+    /// requesters, waits (at most [`GATHER_MAX`]) until as many have arrived again: the first
+    /// request wakes this thread while its siblings are still on their way, and committing it
+    /// alone would make them all wait for the next fsync.
+    fn gather(&self, rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>, last: usize) {
+        let max = self.settings.max_batch;
+        let deadline = Instant::now() + GATHER_MAX;
+        loop {
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if last < GATHER_SIBLINGS || batch.len() >= last.min(max) || Instant::now() >= deadline
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn prune(&mut self, cutoff: i64) {
