@@ -289,6 +289,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
 /// truncated or rewritten no longer holds the record with the hash the cloud received.
 async fn publish_audit_head(journal: Addr<JournalWriter>, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    // After a suspended or stalled process, one head is enough: a burst would say nothing more.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let head = match journal::ask(&journal, journal::GetAuditHead).await {
