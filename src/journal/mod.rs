@@ -9,7 +9,8 @@
 //! **Invariant:** pending, in-flight and dead rows are never deleted; only delivered rows are
 //! pruned.
 //! **Invariant:** every audit record is sealed on the hash of the one before it in the
-//! transaction that writes it (see [`chain`]); a committed audit record is never changed or deleted.
+//! transaction that writes it (see [`chain`]); a committed audit record is never changed or
+//! deleted.
 
 pub mod chain;
 pub mod config;
