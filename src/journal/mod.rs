@@ -8,7 +8,11 @@
 //! **Invariant:** nothing is acknowledged to a sender before the commit that holds it returns.
 //! **Invariant:** pending, in-flight and dead rows are never deleted; only delivered rows are
 //! pruned.
+//! **Invariant:** every audit record is sealed on the hash of the one before it in the
+//! transaction that writes it (see [`chain`]); a committed audit record is never changed or
+//! deleted.
 
+pub mod chain;
 pub mod config;
 pub mod store;
 
@@ -465,6 +469,10 @@ pub struct ListAudit {
     pub limit: usize,
 }
 
+/// The audit chain's last record and length (see [`chain::Head`]), for publishing.
+#[derive(Debug)]
+pub struct GetAuditHead;
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -537,6 +545,7 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
+    GetAuditHead => AuditHead: chain::Head,
     Subscribe => Subscribe: Arc<Notify>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
@@ -879,6 +888,10 @@ impl Writer {
                 }
                 Command::ListAudit(ListAudit { limit }, reply) => {
                     let r = tx.audit_log(limit);
+                    done(reply, r)
+                }
+                Command::AuditHead(GetAuditHead, reply) => {
+                    let r = tx.audit_head();
                     done(reply, r)
                 }
                 Command::Work(job) => {

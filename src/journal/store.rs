@@ -6,6 +6,7 @@
 //! timeout to share the file. Domains keep their SQL in their own `store.rs` and run it through
 //! [`Tx`](super::Tx); nothing else opens SQLite.
 
+use super::chain::{self, AuditRow, Head};
 use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
     RetryPolicy, Stats, StoredItem,
@@ -22,7 +23,8 @@ const APPLICATION_ID: i32 = 0x43474a31;
 /// The journal's own migrations; its `user_version` is how many have been applied. Versions 2
 /// to 7 created domain tables, which their domains now own: their steps live in the domains'
 /// [`Schema`]s, which name the legacy version each step corresponds to, and are empty here.
-/// Version 8 records each domain's own version in `schema_domain`.
+/// Version 8 records each domain's own version in `schema_domain`. Version 9 chains the audit
+/// log (`prev_hash`, `hash`); the rows it finds are sealed in id order by [`chain_existing`].
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbound (
@@ -73,7 +75,14 @@ CREATE TABLE schema_domain (
     version INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+"#,
 ];
+
+/// The version whose migration seals the audit rows written before the chain existed.
+const AUDIT_CHAINED: usize = 9;
 
 /// The first version at which domains keep their own migrations.
 const DOMAINS_SINCE: i64 = 8;
@@ -302,6 +311,9 @@ impl Store {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
+            if i + 1 == AUDIT_CHAINED {
+                chain_existing(&tx)?;
+            }
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.commit()?;
@@ -348,6 +360,25 @@ impl Store {
         batch.commit()?;
         Ok(out)
     }
+}
+
+/// Seals every audit row in id order, each on the one before, as if they had been written
+/// chained: the chain vouches for these rows only from the migration on.
+fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, i64, String, String, String)> = conn
+        .prepare("SELECT id, at, actor, action, detail FROM audit ORDER BY id")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1")?;
+    let mut prev = chain::GENESIS.to_string();
+    for (id, at, actor, action, detail) in rows {
+        let hash = chain::seal(&prev, id, at, &actor, &action, &detail);
+        update.execute(params![id, prev, hash])?;
+        prev = hash;
+    }
+    Ok(())
 }
 
 /// The file's pages, free pages and page size. Asked before every batch of appends: prepared
@@ -604,6 +635,53 @@ impl Batch<'_> {
         Ok(rows)
     }
 
+    /// Up to `limit` audit records with an id above `after`, oldest first, with their hashes.
+    pub fn audit_rows(&mut self, after: i64, limit: usize) -> Result<Vec<AuditRow>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit
+                  WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after, limit as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The audit chain's last record and length, as stored (not verified).
+    pub fn audit_head(&mut self) -> Result<Head, JournalError> {
+        let count = self
+            .tx
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))?
+            as u64;
+        let last = self
+            .tx
+            .query_row(
+                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match last {
+            Some((last_id, hash)) => Head {
+                last_id,
+                hash,
+                count,
+            },
+            None => Head::empty(),
+        })
+    }
+
     /// Row counts per destination and state, and the journal's totals.
     pub fn stats(&mut self) -> Result<Stats, JournalError> {
         let mut destinations: BTreeMap<String, DestinationStats> = BTreeMap::new();
@@ -766,7 +844,12 @@ fn first_receipt(conn: &Connection, item: &NewItem) -> Result<Receipt, JournalEr
     })
 }
 
-/// Appends an audit record.
+/// Appends an audit record sealed on the one before it.
+///
+/// The previous hash is read back inside the same transaction rather than kept in memory: a
+/// batch, or one work's savepoint, that rolls back takes its records with it, and the next
+/// record must chain on what was committed. Inserting first takes the write lock, so no other
+/// writer (the CLI) can add a record between the read and the seal.
 pub(super) fn audit(
     conn: &Connection,
     actor: &str,
@@ -774,8 +857,19 @@ pub(super) fn audit(
     detail: &str,
     now: i64,
 ) -> Result<(), JournalError> {
-    conn.prepare_cached("INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![now, actor, action, detail])?;
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, '', '')",
+    )?
+    .execute(params![now, actor, action, detail])?;
+    let id = conn.last_insert_rowid();
+    let prev: String = conn
+        .prepare_cached("SELECT hash FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| chain::GENESIS.to_string());
+    let hash = chain::seal(&prev, id, now, actor, action, detail);
+    conn.prepare_cached("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1")?
+        .execute(params![id, prev, hash])?;
     Ok(())
 }
 
