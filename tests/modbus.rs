@@ -13,47 +13,11 @@ use clinic_gateway::journal::{self, Claim, ListAudit};
 use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
 use common::modbus_sim::{Sim, write_map};
 use common::spine::Spine;
-use common::{free_port, wait_for};
+use common::{PtyPair, free_port};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// `socat` joining two ptys: the simulator opens `server`, the gateway `client`.
-struct PtyPair {
-    child: Child,
-    server: PathBuf,
-    client: PathBuf,
-}
-
-impl PtyPair {
-    fn start(dir: &Path) -> PtyPair {
-        let (server, client) = (dir.join("server-tty"), dir.join("client-tty"));
-        let child = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", server.display()))
-            .arg(format!("pty,raw,echo=0,link={}", client.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat must be installed (scripts/test-deps.sh)");
-        wait_for("socat's pty links", Duration::from_secs(10), || {
-            (server.exists() && client.exists()).then_some(())
-        });
-        PtyPair {
-            child,
-            server,
-            client,
-        }
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Spine {
     /// Starts the devices of `[[devices.modbus]]` TOML the way the daemon does; returns each
@@ -457,7 +421,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
         0,
         &[
             "--rtu".into(),
-            pty.server.display().to_string(),
+            pty.device.display().to_string(),
             "--baud".into(),
             "19200".into(),
             "--stopbits".into(),
@@ -474,7 +438,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
                  [[devices.modbus.registers]]\nname = \"co2\"\nfunction = \"input\"\naddress = 0\n\
                  [[devices.modbus.registers]]\nname = \"supply_temp\"\nfunction = \"holding\"\naddress = 10\ntype = \"f32\"\nword_order = \"little\"\n\
                  [[devices.modbus.registers]]\nname = \"filter_alarm\"\nfunction = \"coil\"\naddress = 3\n",
-                pty.client.display()
+                pty.gateway.display()
             ))
             .await;
         let r = wait_values(&slots["ahu"], 0).await;

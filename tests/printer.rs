@@ -10,131 +10,15 @@ use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem};
 use clinic_gateway::queue::QueueCheckIn;
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
 use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
+use common::printer::TestPrinter;
 use common::spine::Spine;
 use common::wait_for;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The test printer on the far end of a socat pty pair; both are killed on drop.
-struct TestPrinter {
-    socat: Child,
-    peer: Child,
-    /// The gateway's end of the pair.
-    tty: PathBuf,
-    capture: PathBuf,
-    control: PathBuf,
-}
-
+// Async, so it lives beside the actix tests rather than with the printer.
 impl TestPrinter {
-    fn start(dir: &Path) -> TestPrinter {
-        let (printer_end, tty) = (dir.join("printer-end"), dir.join("printer-tty"));
-        let socat = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", printer_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", tty.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat must be installed (scripts/test-deps.sh)");
-        wait_for("socat's pty links", Duration::from_secs(10), || {
-            (printer_end.exists() && tty.exists()).then_some(())
-        });
-        let capture = dir.join("capture.bin");
-        let control = dir.join("control.json");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/escpos_printer.py");
-        let mut peer = Command::new("python3")
-            .arg(script)
-            .arg("--port")
-            .arg(&printer_end)
-            .arg("--capture")
-            .arg(&capture)
-            .arg("--control")
-            .arg(&control)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed (scripts/test-deps.sh)");
-        let stderr = peer.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("escpos_printer: ready") => break,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "the test printer did not start (pip install -r tests/peers/requirements.txt): {}",
-                    seen.join("\n")
-                ),
-            }
-        }
-        TestPrinter {
-            socat,
-            peer,
-            tty,
-            capture,
-            control,
-        }
-    }
-
-    /// What the printer answers from now on.
-    fn set(&self, control: serde_json::Value) {
-        let tmp = self.control.with_extension("tmp");
-        std::fs::write(&tmp, control.to_string()).expect("write control");
-        std::fs::rename(&tmp, &self.control).expect("replace control");
-    }
-
-    fn ready(&self) {
-        self.set(json!({ "answer": true }));
-    }
-
-    fn paper_end(&self) {
-        self.set(json!({ "answer": true, "status": { "1": 0x1A, "2": 0x32, "4": 0x7E } }));
-    }
-
-    fn raw(&self) -> Vec<u8> {
-        std::fs::read(&self.capture).unwrap_or_default()
-    }
-
-    /// Status requests received so far.
-    fn status_requests(&self) -> usize {
-        self.raw()
-            .windows(3)
-            .filter(|w| w[0] == 0x10 && w[1] == 0x04 && (1..=4).contains(&w[2]))
-            .count()
-    }
-
-    /// Everything printed, without the status requests between tickets (a ticket never holds
-    /// 0x10 0x04).
-    fn printed(&self) -> Vec<u8> {
-        let raw = self.raw();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            if raw[i..].starts_with(&[0x10, 0x04])
-                && raw.get(i + 2).is_some_and(|n| (1..=4).contains(n))
-            {
-                i += 3;
-            } else {
-                out.push(raw[i]);
-                i += 1;
-            }
-        }
-        out
-    }
-
-    fn printed_text(&self) -> String {
-        String::from_utf8_lossy(&self.printed()).into_owned()
-    }
-
     /// Waits until the printer has read its status at least `polls` more times (three or four
     /// requests each): proof that the actor went round its loop without printing.
     async fn wait_polls(&self, polls: usize) {
@@ -143,15 +27,6 @@ impl TestPrinter {
             self.status_requests() >= start + polls * 3
         })
         .await;
-    }
-}
-
-impl Drop for TestPrinter {
-    fn drop(&mut self) {
-        for c in [&mut self.peer, &mut self.socat] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -300,7 +175,7 @@ async fn a_ticket_is_printed_as_these_exact_escpos_bytes() {
     let spine = Spine::start(dir.path());
     spine
         .start_printer(&table(
-            &tp.tty,
+            tp.tty(),
             "code_page = \"pc858\"\nutc_offset_min = 60\nfail_after_s = 1000000000\n\
              check_in_url = \"https://clinic.example/checkin?t={ticket}&q={queue}&e={entry}\"\n\
              [devices.printer.queue_labels]\nbilling = \"Caisse (€) - Kasse\"\n",
@@ -368,7 +243,7 @@ async fn paper_out_holds_tickets_then_prints_them_in_order_when_paper_returns() 
     let tp = TestPrinter::start(dir.path());
     tp.paper_end();
     let spine = Spine::start(dir.path());
-    spine.start_printer(&table(&tp.tty, "")).await;
+    spine.start_printer(&table(tp.tty(), "")).await;
 
     spine
         .wait_health(HealthState::Degraded, Some("printer kiosk-1: paper end"))
@@ -418,7 +293,7 @@ async fn a_ticket_past_fail_after_is_dead_lettered_and_reported_and_never_printe
     tp.set(json!({ "answer": false }));
     let spine = Spine::start(dir.path());
     spine
-        .start_printer(&table(&tp.tty, "fail_after_s = 1\n"))
+        .start_printer(&table(tp.tty(), "fail_after_s = 1\n"))
         .await;
     let h = spine.wait_health(HealthState::Degraded, None).await;
     assert_eq!(
@@ -470,7 +345,7 @@ async fn noise_and_unreadable_answers_from_the_printer_do_not_stop_the_actor() {
     // Bytes that cannot be status answers before every answer.
     tp.set(json!({ "answer": true, "noise": "ff00a5c3e1" }));
     let spine = Spine::start(dir.path());
-    spine.start_printer(&table(&tp.tty, "")).await;
+    spine.start_printer(&table(tp.tty(), "")).await;
     spine.wait_health(HealthState::Healthy, None).await;
     spine.check_in("general", "MRN-1").await;
     until("the ticket printed", || tp.printed_text().contains("G-001")).await;
@@ -508,7 +383,7 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         &format!(
             "{}default_for = [\"general\"]\nminutes_per_patient = 7\n\
              [devices.printer.queue_labels]\ngeneral = \"Médecine générale\"\n",
-            table(&tp.tty, "")
+            table(tp.tty(), "")
         ),
     );
     gw.start();

@@ -4,14 +4,16 @@
 
 pub mod bacnet_sim;
 pub mod fhir_server;
+pub mod hl7_peer;
 pub mod modbus_sim;
+pub mod printer;
 pub mod spine;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on, never the same twice in one test process: tests run in
@@ -41,6 +43,95 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         }
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `socat` joining two ptys, the way a serial cable joins a device and the gateway; killed on
+/// drop.
+pub struct PtyPair {
+    child: Child,
+    /// The end the simulated device opens.
+    pub device: PathBuf,
+    /// The end the gateway opens, for its serial port setting.
+    pub gateway: PathBuf,
+}
+
+impl PtyPair {
+    /// Starts socat with the two ends linked in `dir`, and waits until both links exist.
+    pub fn start(dir: &Path) -> PtyPair {
+        let (device, gateway) = (dir.join("device-tty"), dir.join("gateway-tty"));
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", device.display()))
+            .arg(format!("pty,raw,echo=0,link={}", gateway.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat must be installed (scripts/test-deps.sh)");
+        wait_for("socat's pty links", Duration::from_secs(10), || {
+            (device.exists() && gateway.exists()).then_some(())
+        });
+        PtyPair {
+            child,
+            device,
+            gateway,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `python3` command running the repository's peer script `tests/peers/{script}`.
+pub fn peer_script(script: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .join(script),
+    );
+    cmd
+}
+
+/// Starts `peer` and waits for a line on its stderr starting with `ready`; returns the child and
+/// the lines it writes after that one. Its stderr is drained for its whole life so that a
+/// chatty peer never blocks on a full pipe. A peer not ready within 20 s is killed and fails
+/// the test with what it printed.
+pub fn start_until_ready(
+    peer: &mut Command,
+    what: &str,
+    ready: &str,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = peer
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} did not start (scripts/test-deps.sh): {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.starts_with(ready) => return (child, rx),
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} did not become ready (scripts/test-deps.sh installs tests/peers/requirements.txt): {}",
+                    seen.join("\n")
+                );
+            }
+        }
     }
 }
 
