@@ -7,15 +7,14 @@ use common::*;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 /// Configures a relay to a fresh broker, restarts the gateway, and waits until a consumer has
 /// seen every `payload.n` in `acked`.
 fn deliver_all_through_a_new_relay(gw: &mut Gateway, dir: &std::path::Path, acked: &BTreeSet<u64>) {
-    let bdir = dir.join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
+    let broker = Broker::start(&dir.join("broker"));
     let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
     let text = std::fs::read_to_string(&gw.config).expect("config") + &relay_table(&broker);
     std::fs::write(&gw.config, text).expect("config");
@@ -143,27 +142,19 @@ fn config_mistakes_are_reported_by_file_line_and_key() {
     for (name, text, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write");
-        let out = Command::new(bin())
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{name}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, stderr) = check_config(&path);
+        assert_eq!(code, Some(2), "{name}");
         assert!(
             stderr.contains(&format!("{}{expected}", path.display())),
             "{name}: {stderr}"
         );
     }
     let missing = dir.path().join("nope.toml");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&missing)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
+    let (code, stderr) = check_config(&missing);
+    assert_eq!(code, Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("nope.toml:0: (file): cannot read the file")
+        stderr.contains("nope.toml:0: (file): cannot read the file"),
+        "{stderr}"
     );
     // The daemon refuses to start on it, with the same message.
     let out = Command::new(bin())
@@ -176,16 +167,8 @@ fn config_mistakes_are_reported_by_file_line_and_key() {
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware-config/demo.toml");
     let prod = concat!(env!("CARGO_MANIFEST_DIR"), "/firmware-config/gateway.toml");
     for shipped in [demo, prod] {
-        let out = Command::new(bin())
-            .arg("check-config")
-            .arg(shipped)
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{shipped}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, stderr) = check_config(Path::new(shipped));
+        assert_eq!(code, Some(0), "{shipped}: {stderr}");
     }
 }
 
@@ -201,13 +184,8 @@ fn check_config_lists_every_problem_of_the_file_at_once() {
          [relay]\nhost = \"h\"\nhots = \"h\"\ninflight_window = 0\n",
     )
     .expect("write");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2));
     let expected = [
         ":2: gateway.facility_id: must be",
         ":4: journal.max_bytes: invalid type",

@@ -6,7 +6,7 @@ mod common;
 
 use common::bacnet_sim::Device;
 use common::modbus_sim::Sim;
-use common::{Broker, Consumer, Gateway, free_port, post, relay_table, wait_for};
+use common::{Broker, Consumer, Gateway, check_config, free_port, post, relay_table, wait_for};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -377,13 +377,8 @@ fn facility_config_mistakes_name_their_file_line_and_key() {
             .position(|l| l.trim() == needle)
             .unwrap_or_else(|| panic!("{needle} not in the config"))
     };
-    let out = Command::new(common::bin())
-        .arg("check-config")
-        .arg(&gateway.config)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = check_config(&gateway.config);
+    assert_eq!(code, Some(2), "{stderr}");
     let file = gateway.config.display();
     for expected in [
         format!(

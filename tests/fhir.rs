@@ -7,7 +7,6 @@ mod common;
 use common::fhir_server::{FhirServer, MRN};
 use common::*;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
 
 const TAG: &str = "urn:clinic-gateway:write";
@@ -428,13 +427,8 @@ fn fhir_config_mistakes_name_the_key() {
          on_call = \"encounter\"\n[connectors.fhir.flags]\npriority = \"normal\"\npoll_interval_s = 300\n",
     )
     .expect("write");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains(":4: connectors.fhir.base_url: must be an http"),
         "{stderr}"
@@ -452,12 +446,8 @@ fn fhir_config_mistakes_name_the_key() {
         "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"http://ehr\"\nidentifier_system = \"urn:mrn\"\non_call = \"chart\"\n",
     )
     .expect("write");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains(":6: connectors.fhir.on_call:"), "{stderr}");
     assert!(stderr.contains("encounter"), "{stderr}");
 }

@@ -208,9 +208,7 @@ async fn occupancy_events(journal: &Addr<JournalWriter>) -> Vec<(String, Value)>
 fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path().to_path_buf();
-    let bdir = dir.join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let mut broker = Broker::start(&bdir);
+    let mut broker = Broker::start(&dir.join("broker"));
     let config = load_config(&dir, &plain_broker(&broker));
 
     actix::System::new().block_on(async move {
@@ -346,7 +344,6 @@ fn occupancy_uses_mutual_tls_and_reports_an_untrusted_broker() {
     let dir = dir.path().to_path_buf();
     let (cdir, bdir) = (dir.join("certs"), dir.join("broker"));
     std::fs::create_dir_all(&cdir).expect("mkdir");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
     let certs = Certs::generate(&cdir);
     let broker = Broker::start_tls(&bdir, &certs, true);
     let path = |name: &str| certs.path(name).display().to_string();

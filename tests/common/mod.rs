@@ -268,6 +268,7 @@ impl Broker {
     }
 
     fn launch(dir: &Path, tls: Option<(PathBuf, bool)>) -> Broker {
+        std::fs::create_dir_all(dir).expect("the broker's directory");
         let mut b = Broker {
             port: free_port(),
             dir: dir.to_path_buf(),
@@ -339,6 +340,16 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// A broker with its files in `dir/broker`, a consumer of `filter` on it, and a gateway started
+/// with its `[relay]` table pointing there, `relay_extra` added to that table.
+pub fn relayed_gateway(dir: &Path, filter: &str, relay_extra: &str) -> (Broker, Consumer, Gateway) {
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(&broker, filter);
+    let mut gw = Gateway::new(dir, &format!("{}{relay_extra}", relay_table(&broker)));
+    gw.start();
+    (broker, consumer, gw)
 }
 
 /// One message seen by the consumer.
@@ -592,6 +603,19 @@ impl Gateway {
             .output()
             .expect("cli")
     }
+}
+
+/// Runs `check-config` on the file at `path`; returns its exit code and what it wrote on stderr.
+pub fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
