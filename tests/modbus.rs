@@ -9,8 +9,8 @@ use clinic_gateway::devices::modbus::protocol::Value;
 use clinic_gateway::devices::modbus::{
     ActorSlot, GetReadings, ModbusError, ModbusSpawn, Reading, Write,
 };
-use clinic_gateway::journal::{self, Claim, ListAudit};
-use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
+use clinic_gateway::journal::{self, ListAudit};
+use clinic_gateway::supervisor::{HealthState, StartChild};
 use common::modbus_sim::{Sim, write_map};
 use common::spine::Spine;
 use common::{PtyPair, free_port};
@@ -40,59 +40,6 @@ impl Spine {
                 .expect("start child");
         }
         slots
-    }
-
-    async fn health(&self, device: &str) -> ActorHealth {
-        let all = self.supervisor.send(GetHealth).await.expect("health");
-        let name = format!("modbus:{device}");
-        all.into_iter()
-            .find(|h| h.name == name)
-            .expect("the device is supervised")
-    }
-
-    /// Waits until `device` is in `state` and `check` accepts its health.
-    async fn wait_health(
-        &self,
-        device: &str,
-        state: HealthState,
-        check: impl Fn(&ActorHealth) -> bool,
-    ) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let h = self.health(device).await;
-            if h.state == state && check(&h) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{device} never became {state:?}: {h:?}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The `device.reading` payloads the cloud would receive next (claimed, so each is seen once).
-    async fn new_events(&self) -> Vec<serde_json::Value> {
-        self.new_events_of("device.reading").await
-    }
-
-    /// The payloads of `kind` the cloud would receive next (claimed; other kinds are dropped).
-    async fn new_events_of(&self, kind: &str) -> Vec<serde_json::Value> {
-        let claim = Claim {
-            destination: "cloud".into(),
-            limit: 10_000,
-        };
-        journal::ask(&self.journal, claim)
-            .await
-            .expect("claim")
-            .into_iter()
-            .filter(|row| row.kind == kind)
-            .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.supervisor.send(StopAll).await.expect("stop all");
     }
 }
 
@@ -336,10 +283,10 @@ fn tcp_device_reads_every_type_in_every_order_and_journals_one_event() {
             assert_eq!(r.error, None, "{}", c.name);
         }
         spine
-            .wait_health("plant", HealthState::Healthy, |_| true)
+            .wait_health("modbus:plant", HealthState::Healthy, |_| true)
             .await;
         // The values never change: one event, holding every reading with its unit.
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         assert_eq!(events.len(), 1, "{events:?}");
         let e = &events[0];
         assert_eq!(e["device"], "plant");
@@ -376,7 +323,9 @@ fn unmapped_address_names_illegal_data_address_and_other_registers_still_read() 
             ))
             .await;
         let h = spine
-            .wait_health("room-4", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:room-4", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let error = h.last_error.expect("error");
         let setpoint_error = "modbus device room-4: register setpoint (holding register 50): the device answered exception 0x02 (illegal data address)";
@@ -397,7 +346,7 @@ fn unmapped_address_names_illegal_data_address_and_other_registers_still_read() 
             )
         );
         // The readable register is still journaled.
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(
             events[0]["readings"],
@@ -446,9 +395,9 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
         assert_eq!(value_of(&r, "supply_temp").value, Some(Value::Number(21.5)));
         assert_eq!(value_of(&r, "filter_alarm").value, Some(Value::Bool(true)));
         spine
-            .wait_health("ahu", HealthState::Healthy, |_| true)
+            .wait_health("modbus:ahu", HealthState::Healthy, |_| true)
             .await;
-        assert_eq!(spine.new_events().await.len(), 1);
+        assert_eq!(spine.cloud_events("device.reading").await.len(), 1);
         spine.stop().await;
     });
 }
@@ -466,7 +415,9 @@ fn missing_serial_port_keeps_the_device_degraded_and_retrying() {
             ))
             .await;
         let h = spine
-            .wait_health("usb", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:usb", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let error = h.last_error.expect("error");
         assert!(
@@ -497,11 +448,13 @@ fn killed_peer_degrades_the_device_and_its_return_heals_it() {
             ))
             .await;
         spine
-            .wait_health("env", HealthState::Healthy, |_| true)
+            .wait_health("modbus:env", HealthState::Healthy, |_| true)
             .await;
         drop(sim.take());
         let h = spine
-            .wait_health("env", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:env", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         assert!(
             h.last_error
@@ -528,7 +481,7 @@ fn killed_peer_degrades_the_device_and_its_return_heals_it() {
         );
         sim = Some(Sim::tcp(dir.path(), port, &map));
         let h = spine
-            .wait_health("env", HealthState::Healthy, |_| true)
+            .wait_health("modbus:env", HealthState::Healthy, |_| true)
             .await;
         assert_eq!(h.last_error, None);
         assert_eq!(h.restarts, 0, "the actor retried by itself");
@@ -566,7 +519,7 @@ fn unchanged_values_are_journaled_once_and_changes_every_time() {
                 .expect("read");
             wait_values(&slots["ticking"], last).await;
         }
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         let of = |device: &str| -> Vec<serde_json::Value> {
             events
                 .iter()
@@ -610,7 +563,9 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
             .await;
         let slot = &slots["ahu"];
         spine
-            .wait_health("ahu", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:ahu", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let actor = slot.addr().expect("actor");
         let write = |register: &str, value| Write {
@@ -656,7 +611,7 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
                 ("test:staff", "device-write", "ahu fan = true"),
             ]
         );
-        let outcomes = spine.new_events_of("device.write").await;
+        let outcomes = spine.cloud_events("device.write").await;
         assert_eq!(
             outcomes,
             [
@@ -693,7 +648,7 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
             .expect("audit");
         assert_eq!(audit.len(), 4, "{audit:?}");
         assert_eq!(audit[0].detail, "ahu spare = 1.0");
-        let outcomes = spine.new_events_of("device.write").await;
+        let outcomes = spine.cloud_events("device.write").await;
         assert_eq!(outcomes.len(), 1, "{outcomes:?}");
         assert_eq!(outcomes[0]["ok"], json!(false));
         assert!(

@@ -10,29 +10,10 @@ use clinic_gateway::devices::occupancy::protocol::{Occupancy, RoomReading};
 use clinic_gateway::devices::occupancy::{NAME, OccupancyHandle, OccupancySpawn};
 use clinic_gateway::journal::{self, Claim, JournalWriter};
 use clinic_gateway::supervisor::{GetHealth, HealthState, StartChild, StopAll, Supervisor};
+use common::spine::eventually;
 use common::{Broker, Certs};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it answers `Some`; panics naming `what` after 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Waits until the state satisfies `ok`; answers it.
 async fn wait_state(

@@ -6,16 +6,19 @@
 mod common;
 
 use clinic_gateway::devices::printer::{self, PrinterSpawn};
-use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem};
+use clinic_gateway::journal::{self, Append, GetStats, ListDead, NewItem};
 use clinic_gateway::queue::QueueCheckIn;
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
-use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
+use clinic_gateway::supervisor::{HealthState, StartChild};
 use common::printer::TestPrinter;
-use common::spine::Spine;
+use common::spine::{Spine, eventually};
 use common::wait_for;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The supervisor's name for the printer every test configures.
+const KIOSK: &str = "printer:kiosk-1";
 
 // Async, so it lives beside the actix tests rather than with the printer.
 impl TestPrinter {
@@ -49,28 +52,6 @@ impl Spine {
         }
     }
 
-    async fn health(&self) -> ActorHealth {
-        let all = self.supervisor.send(GetHealth).await.expect("health");
-        all.into_iter()
-            .find(|h| h.name == "printer:kiosk-1")
-            .expect("the printer is supervised")
-    }
-
-    async fn wait_health(&self, state: HealthState, error: Option<&str>) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let h = self.health().await;
-            if h.state == state && (error.is_none() || h.last_error.as_deref() == error) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the printer never became {state:?} {error:?}: {h:?}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Checks a patient in with a ticket for kiosk-1, in the check-in's own transaction.
     async fn check_in(&self, queue: &str, patient: &str) -> String {
         let msg = QueueCheckIn {
@@ -96,21 +77,6 @@ impl Spine {
             .expect("check-in")
             .0
             .ticket
-    }
-
-    /// The payloads of `kind` the cloud would receive next (claimed, so each is seen once).
-    async fn cloud_events(&self, kind: &str) -> Vec<serde_json::Value> {
-        let claim = Claim {
-            destination: "cloud".into(),
-            limit: 10_000,
-        };
-        journal::ask(&self.journal, claim)
-            .await
-            .expect("claim")
-            .into_iter()
-            .filter(|row| row.kind == kind)
-            .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
-            .collect()
     }
 
     /// Collects cloud events of `kind` until one satisfies `want`.
@@ -144,10 +110,6 @@ impl Spine {
             .get("printer:kiosk-1")
             .map_or(0, |d| d.pending + d.in_flight)
     }
-
-    async fn stop(self) {
-        self.supervisor.send(StopAll).await.expect("stop all");
-    }
 }
 
 fn table(tty: &Path, extra: &str) -> String {
@@ -160,11 +122,7 @@ fn table(tty: &Path, extra: &str) -> String {
 
 /// Waits (polling) until `f` holds, in an async test.
 async fn until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, || async { f().then_some(()) }).await
 }
 
 #[actix_rt::test]
@@ -181,7 +139,9 @@ async fn a_ticket_is_printed_as_these_exact_escpos_bytes() {
              [devices.printer.queue_labels]\nbilling = \"Caisse (€) - Kasse\"\n",
         ))
         .await;
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
 
     // A job as a check-in commits it, issued 2026-11-24T17:40:00Z.
     let job = TicketJob {
@@ -246,7 +206,9 @@ async fn paper_out_holds_tickets_then_prints_them_in_order_when_paper_returns() 
     spine.start_printer(&table(tp.tty(), "")).await;
 
     spine
-        .wait_health(HealthState::Degraded, Some("printer kiosk-1: paper end"))
+        .wait_health(KIOSK, HealthState::Degraded, |h| {
+            h.last_error.as_deref() == Some("printer kiosk-1: paper end")
+        })
         .await;
     let status = spine
         .wait_event("printer.status", |e| e["condition"] == "paper end")
@@ -269,7 +231,9 @@ async fn paper_out_holds_tickets_then_prints_them_in_order_when_paper_returns() 
     );
 
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     spine
         .wait_event("printer.status", |e| e["condition"] == "ready")
         .await;
@@ -295,7 +259,9 @@ async fn a_ticket_past_fail_after_is_dead_lettered_and_reported_and_never_printe
     spine
         .start_printer(&table(tp.tty(), "fail_after_s = 1\n"))
         .await;
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     assert_eq!(
         h.last_error.as_deref(),
         Some("printer kiosk-1: offline (no answer to status within 300 ms)")
@@ -332,7 +298,9 @@ async fn a_ticket_past_fail_after_is_dead_lettered_and_reported_and_never_printe
 
     // The printer comes back: the ticket staff already wrote by hand is not printed too.
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     tp.wait_polls(2).await;
     assert!(!tp.printed_text().contains("G-001"));
     spine.stop().await;
@@ -346,13 +314,17 @@ async fn noise_and_unreadable_answers_from_the_printer_do_not_stop_the_actor() {
     tp.set(json!({ "answer": true, "noise": "ff00a5c3e1" }));
     let spine = Spine::start(dir.path());
     spine.start_printer(&table(tp.tty(), "")).await;
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     spine.check_in("general", "MRN-1").await;
     until("the ticket printed", || tp.printed_text().contains("G-001")).await;
 
     // Only garbage instead of answers: as good as no answer.
     tp.set(json!({ "answer": true, "status": { "1": 0xFF, "2": 0x00, "3": 0xFF, "4": 0x81 } }));
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     assert!(
         h.last_error
             .as_deref()
@@ -364,12 +336,18 @@ async fn noise_and_unreadable_answers_from_the_printer_do_not_stop_the_actor() {
     assert!(!tp.printed_text().contains("G-002"));
 
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     until("the held ticket printed", || {
         tp.printed_text().contains("G-002")
     })
     .await;
-    assert_eq!(spine.health().await.restarts, 0, "the actor never failed");
+    assert_eq!(
+        spine.health(KIOSK).await.restarts,
+        0,
+        "the actor never failed"
+    );
     spine.stop().await;
 }
 
@@ -480,7 +458,9 @@ async fn a_missing_serial_port_is_offline_and_its_tickets_wait() {
     let spine = Spine::start(dir.path());
     let missing = dir.path().join("no-such-tty");
     spine.start_printer(&table(&missing, "")).await;
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     let error = h.last_error.unwrap_or_default();
     assert!(
         error.starts_with("printer kiosk-1: offline (cannot open ")
@@ -492,6 +472,6 @@ async fn a_missing_serial_port_is_offline_and_its_tickets_wait() {
         .wait_event("printer.status", |e| e["condition"] == "offline")
         .await;
     assert_eq!(spine.waiting_tickets().await, 1, "the ticket waits");
-    assert_eq!(spine.health().await.restarts, 0);
+    assert_eq!(spine.health(KIOSK).await.restarts, 0);
     spine.stop().await;
 }
