@@ -293,12 +293,7 @@ fn a_change_on_both_sides_becomes_a_conflict_that_staff_resolve_per_field() {
     assert_eq!(status, 409, "every conflicting field needs a choice: {v}");
     assert!(v["error"].as_str().unwrap_or_default().contains("given"));
     // Staff see the conflict on the status page (fields, never values) and resolve it there.
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(page.contains("EHR conflicts to resolve"), "{page}");
     assert!(page.contains("name=\"given\" value=local"), "{page}");
     assert!(!page.contains("Janet") && !page.contains("Doe"), "{page}");
@@ -768,12 +763,7 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
             format!("{jt} (general): checked in at elevated priority because of an EHR flag"),
         ],
     );
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(page.contains("Notices for staff"), "{page}");
     assert!(!page.contains("Fall risk") && !page.contains("Doe"));
     let first = notices[0]["id"].as_i64().expect("id");

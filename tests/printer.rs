@@ -418,22 +418,12 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         "a check-in without a printer prints nothing"
     );
 
-    let status_page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("status page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let status_page = gw.get_text("/");
     assert!(
         status_page.contains("href=\"/printers/kiosk-1/preview\""),
         "linked from the status page"
     );
-    let page = ureq::get(&gw.url("/printers/kiosk-1/preview"))
-        .call()
-        .expect("preview")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/printers/kiosk-1/preview");
     assert!(
         page.contains("Praxis Dr. Müller ? Zürich"),
         "as the code page prints it"

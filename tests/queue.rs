@@ -100,12 +100,7 @@ fn queue_orders_by_priority_then_arrival_and_relays_every_change() {
     assert_eq!(act(&gw, b_id, "no-show", json!({})).1["state"], "no_show");
     assert_eq!(act(&gw, 999_999, "complete", json!({})).0, 404);
 
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(
         page.contains("Waiting queues") && page.contains("G-001"),
         "the board shows open tickets"

@@ -585,6 +585,16 @@ impl Gateway {
             .expect("json")
     }
 
+    /// The body of a page (the status page, metrics, a ticket preview) as text.
+    pub fn get_text(&self, path: &str) -> String {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .expect("text")
+    }
+
     /// Posts an inbound item; returns the HTTP status and body.
     pub fn post_event(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         post(&self.url("/api/v1/events"), body)
