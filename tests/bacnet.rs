@@ -12,11 +12,10 @@ use clinic_gateway::devices::bacnet::{
     BacnetError, BacnetSlot, BacnetSpawn, BacnetWrite, GetPriorityArray, GetValues, Reading,
 };
 use clinic_gateway::journal::{self, ListAudit};
-use clinic_gateway::supervisor::{HealthState, StartChild, StopChild};
+use clinic_gateway::supervisor::{HealthState, StopChild};
 use common::bacnet_sim::Device;
 use common::free_port;
-use common::spine::Spine;
-use std::path::Path;
+use common::spine::{Spine, device_config};
 use std::time::{Duration, Instant};
 
 /// The supervisor's name for the device every test configures.
@@ -25,20 +24,16 @@ const AHU: &str = "bacnet:ahu";
 impl Spine {
     /// Starts the one device of a `[[devices.bacnet]]` table the way the daemon does.
     async fn start_device(&self, table: &str) -> BacnetSlot {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        let device = config.devices.bacnet.into_iter().next().expect("a device");
+        let device = device_config(table)
+            .devices
+            .bacnet
+            .into_iter()
+            .next()
+            .expect("a device");
         let name = format!("bacnet:{}", device.name);
         let spawn = BacnetSpawn::new(device, self.journal.clone());
         let slot = spawn.slot();
-        self.supervisor
-            .send(StartChild {
-                name,
-                spawn: Box::new(spawn),
-            })
-            .await
-            .expect("start child");
+        self.start_child(name, spawn).await;
         slot
     }
 

@@ -10,34 +10,24 @@ use clinic_gateway::devices::modbus::{
     ActorSlot, GetReadings, ModbusError, ModbusSpawn, Reading, Write,
 };
 use clinic_gateway::journal::{self, ListAudit};
-use clinic_gateway::supervisor::{HealthState, StartChild};
+use clinic_gateway::supervisor::HealthState;
 use common::modbus_sim::{Sim, write_map};
-use common::spine::Spine;
+use common::spine::{Spine, device_config};
 use common::{PtyPair, free_port};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 impl Spine {
     /// Starts the devices of `[[devices.modbus]]` TOML the way the daemon does; returns each
     /// device's actor slot by name.
     async fn start_devices(&self, devices_toml: &str) -> BTreeMap<String, ActorSlot> {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{devices_toml}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
         let mut slots = BTreeMap::new();
-        for device in config.devices.modbus {
+        for device in device_config(devices_toml).devices.modbus {
             let name = device.name.clone();
             let spawn = ModbusSpawn::new(device, self.journal.clone());
             slots.insert(name.clone(), spawn.slot());
-            self.supervisor
-                .send(StartChild {
-                    name: format!("modbus:{name}"),
-                    spawn: Box::new(spawn),
-                })
-                .await
-                .expect("start child");
+            self.start_child(format!("modbus:{name}"), spawn).await;
         }
         slots
     }

@@ -9,9 +9,9 @@ use clinic_gateway::devices::printer::{self, PrinterSpawn};
 use clinic_gateway::journal::{self, Append, GetStats, ListDead, NewItem};
 use clinic_gateway::queue::QueueCheckIn;
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
-use clinic_gateway::supervisor::{HealthState, StartChild};
+use clinic_gateway::supervisor::HealthState;
 use common::printer::TestPrinter;
-use common::spine::{Spine, eventually};
+use common::spine::{Spine, device_config, eventually};
 use common::wait_for;
 use serde_json::json;
 use std::path::Path;
@@ -36,19 +36,10 @@ impl TestPrinter {
 impl Spine {
     /// Starts the printer of a `[[devices.printer]]` table the way the daemon does.
     async fn start_printer(&self, table: &str) {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        for p in config.devices.printer {
+        for p in device_config(table).devices.printer {
             let name = printer::destination(&p.name);
             let spawn = PrinterSpawn::new(p, self.journal.clone());
-            self.supervisor
-                .send(StartChild {
-                    name,
-                    spawn: Box::new(spawn),
-                })
-                .await
-                .expect("start child");
+            self.start_child(name, spawn).await;
         }
     }
 

@@ -2,9 +2,10 @@
 //! starts them, on a temporary journal file with fast restarts.
 
 use actix::{Actor, Addr};
+use clinic_gateway::config::Config;
 use clinic_gateway::journal::{self, Claim, JournalWriter, OpenOptions, Settings, Store};
 use clinic_gateway::supervisor::{
-    ActorHealth, GetHealth, HealthState, StopAll, Supervisor, SupervisorConfig,
+    ActorHealth, GetHealth, HealthState, Spawn, StartChild, StopAll, Supervisor, SupervisorConfig,
 };
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,6 +30,17 @@ impl Spine {
             journal,
             supervisor,
         }
+    }
+
+    /// Starts `spawn` under the supervisor as child `name`, the way the daemon does.
+    pub async fn start_child(&self, name: String, spawn: impl Spawn + 'static) {
+        self.supervisor
+            .send(StartChild {
+                name,
+                spawn: Box::new(spawn),
+            })
+            .await
+            .expect("start child");
     }
 
     /// The supervisor's view of child `name`.
@@ -95,6 +107,13 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The validated config of a gateway with these device `tables`, as the daemon would read it.
+pub fn device_config(tables: &str) -> Config {
+    let text = format!("[gateway]\nfacility_id = \"test\"\n{tables}");
+    clinic_gateway::config::parse(Path::new("test.toml"), &text)
+        .unwrap_or_else(|e| panic!("invalid test config: {e}"))
 }
 
 /// A journal writer on `dir/journal.db` with room to spare.
