@@ -351,7 +351,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
     // Parity and data bits other than 8N are refused by a Linux pty (tcsetattr: EINVAL), so
     // only baud and stop bits can be set on both ends here.
     let dir = tempfile::tempdir().expect("tempdir");
-    let pty = PtyPair::start(dir.path());
+    let pty = PtyPair::start(dir.path(), "rtu");
     let map = json!({"unit": 7, "values": [
         {"table": "input", "address": 0, "type": "u16", "value": 612},
         {"table": "holding", "address": 10, "type": "f32", "value": 21.5, "word_order": "little"},

@@ -1,5 +1,7 @@
-//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, and the
-//! gateway binary itself. Each is killed when dropped. A peer that cannot start fails the test.
+//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, socat pty
+//! pairs, the Python peer scripts of `tests/peers` (started here, waited on until ready, in the
+//! submodules), and the gateway binary itself. Each is killed when dropped. A peer that cannot
+//! start fails the test.
 #![allow(dead_code)]
 
 pub mod bacnet_sim;
@@ -57,9 +59,13 @@ pub struct PtyPair {
 }
 
 impl PtyPair {
-    /// Starts socat with the two ends linked in `dir`, and waits until both links exist.
-    pub fn start(dir: &Path) -> PtyPair {
-        let (device, gateway) = (dir.join("device-tty"), dir.join("gateway-tty"));
+    /// Starts socat with the two ends linked in `dir` under `name` (one pair per name in a
+    /// directory), and waits until both links exist.
+    pub fn start(dir: &Path, name: &str) -> PtyPair {
+        let (device, gateway) = (
+            dir.join(format!("{name}-device-tty")),
+            dir.join(format!("{name}-gateway-tty")),
+        );
         let child = Command::new("socat")
             .arg(format!("pty,raw,echo=0,link={}", device.display()))
             .arg(format!("pty,raw,echo=0,link={}", gateway.display()))

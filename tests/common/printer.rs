@@ -19,7 +19,7 @@ impl TestPrinter {
     /// Starts socat and the printer with their files in `dir`, and waits until the printer
     /// has opened its end.
     pub fn start(dir: &Path) -> TestPrinter {
-        let pty = PtyPair::start(dir);
+        let pty = PtyPair::start(dir, "printer");
         let capture = dir.join("printer-capture.bin");
         let control = dir.join("printer-control.json");
         let (peer, _) = start_until_ready(
