@@ -1346,9 +1346,8 @@ async fn every<F: Future<Output = ()>>(
 ) {
     loop {
         pass().await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
+        if link::stop_asked_during(&mut shutdown, every).await {
+            return;
         }
     }
 }
@@ -1369,9 +1368,8 @@ async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
     loop {
         // Paused by refused credentials: claiming now would only spend the rows' attempts.
         if let Err(FhirError::Credentials(_)) = shared.usable() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
+            if link::stop_asked_during(&mut shutdown, Duration::from_secs(1)).await {
+                return;
             }
             continue;
         }
