@@ -609,6 +609,23 @@ impl<R: Request> actix::dev::MessageResponse<JournalWriter, R> for Forward<R> {
     }
 }
 
+/// Puts every row of `destination` that is in flight back in line as a failed attempt (the
+/// attempt counts, its backoff applies), saying `why`. A deliverer calls it when it starts
+/// (rows in flight then were left by a run that ended mid-delivery, e.g. by a panic) and when
+/// its connection is lost before the peer confirmed them. A journal that cannot take the
+/// request is logged: the rows stay in flight until the next start puts them back.
+pub async fn put_back_in_flight(journal: &Addr<JournalWriter>, destination: &str, why: String) {
+    let back = Failed {
+        destination: destination.into(),
+        ids: None,
+        error: why,
+        permanent: false,
+    };
+    if let Err(e) = ask(journal, back).await {
+        tracing::error!(%destination, error = %e, "cannot put in-flight rows back in line");
+    }
+}
+
 /// Sends a request and flattens the mailbox error into [`JournalError::Closed`].
 pub async fn ask<R: Request>(addr: &Addr<JournalWriter>, msg: R) -> Result<R::Output, JournalError>
 where
