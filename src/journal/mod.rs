@@ -648,45 +648,12 @@ impl JournalWriter {
                 "in-flight rows from the last run put back in line"
             );
         }
-        let checkpointer = store.defer_checkpoints()?;
-        let (writing, written) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("journal-checkpoint".into())
-            .spawn(move || checkpoints(checkpointer, written))
-            .map_err(|e| {
-                JournalError::Sqlite(format!("cannot start the checkpoint thread: {e}"))
-            })?;
         let (tx, rx) = mpsc::channel(65_536);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || {
-                Writer::new(store, settings).run(rx);
-                // The checkpoint thread ends with the writer.
-                drop(writing);
-            })
+            .spawn(move || Writer::new(store, settings).run(rx))
             .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok((JournalWriter { tx }.start(), thread))
-    }
-}
-
-/// How often the log is checkpointed beside the writer, and the log size (frames of one page)
-/// past which a checkpoint waits for the writer rather than let the log grow on.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-const LOG_LIMIT: i64 = 16_384;
-
-/// Checkpoints the log until the writer is gone (`written` disconnects).
-fn checkpoints(checkpointer: store::Checkpointer, written: std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
-    while let Err(RecvTimeoutError::Timeout) = written.recv_timeout(CHECKPOINT_EVERY) {
-        match checkpointer.passive() {
-            Ok((log, done)) if log - done > LOG_LIMIT => {
-                if let Err(e) = checkpointer.restart() {
-                    tracing::warn!(error = %e, frames = log, "WAL checkpoint failed; it is tried again");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is tried again"),
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, params};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// `PRAGMA application_id` of a clinic-gateway journal ("CGJ1"), so a foreign SQLite file is
@@ -140,8 +140,6 @@ pub struct OpenOptions {
 
 pub struct Store {
     conn: Connection,
-    path: PathBuf,
-    key: Option<String>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
@@ -249,11 +247,7 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-            key: opts.key.clone(),
-        };
+        let mut store = Store { conn };
         store
             .migrate(version)
             .map_err(|e| io_err(path, format!("migration failed: {e}")))?;
@@ -356,27 +350,6 @@ impl Store {
         Ok(())
     }
 
-    /// Hands the WAL checkpoints of this connection to a [`Checkpointer`] of their own: a
-    /// commit then never pays for copying the log into the database file (SQLite's automatic
-    /// checkpoint runs inside the commit that crosses its threshold, and holds up every
-    /// requester of that batch).
-    pub fn defer_checkpoints(&self) -> Result<Checkpointer, JournalError> {
-        let open = |e: rusqlite::Error| io_err(&self.path, e);
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open)?;
-        if let Some(key) = &self.key {
-            apply_key(&conn, key).map_err(|e| io_err(&self.path, e))?;
-        }
-        conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
-        conn.execute_batch("PRAGMA synchronous=FULL;")
-            .map_err(open)?;
-        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(Checkpointer { conn })
-    }
-
     /// Runs `f` in its own transaction (for CLI operations outside the writer thread).
     pub fn with_batch<T>(
         &mut self,
@@ -428,33 +401,6 @@ fn apply_key(_conn: &Connection, _key: &str) -> Result<(), String> {
 fn apply_key(conn: &Connection, key: &str) -> Result<(), String> {
     conn.pragma_update(None, "key", key)
         .map_err(|e| e.to_string())
-}
-
-/// A connection that only checkpoints the WAL, beside the writer (see
-/// [`Store::defer_checkpoints`]).
-pub struct Checkpointer {
-    conn: Connection,
-}
-
-impl Checkpointer {
-    /// Copies the log's committed frames into the database without waiting for the writer;
-    /// answers the frames the log holds and how many of them are now in the database. Once
-    /// all are, the writer's next commit starts the log again from its beginning.
-    pub fn passive(&self) -> Result<(i64, i64), JournalError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?)
-    }
-
-    /// Copies the whole log and makes the writer start it again, waiting for the writer's
-    /// commit under way: for a log that sustained load never let a passive checkpoint finish.
-    pub fn restart(&self) -> Result<(), JournalError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
-        Ok(())
-    }
 }
 
 /// One open transaction: the writer applies a whole batch of requests in one of these.

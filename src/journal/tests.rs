@@ -494,37 +494,3 @@ fn migration_chains_the_audit_rows_of_an_older_journal_in_id_order() {
         .expect("audit");
     assert_eq!(check_chain(&mut s).count, 3);
 }
-
-/// With checkpoints deferred, the writer's commits leave the log to the checkpointer, which
-/// copies it while the writer goes on; once it has caught up the log starts again from its
-/// beginning instead of growing.
-#[test]
-fn the_checkpointer_copies_the_log_and_the_log_starts_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = open(&dir.path().join("j.db"));
-    let checkpointer = store.defer_checkpoints().expect("checkpointer");
-    for batch in 0..20 {
-        store
-            .with_batch(|b| {
-                for i in 0..50 {
-                    b.append(
-                        &item(&format!("k{batch}"), Some(&format!("{batch}-{i}"))),
-                        1,
-                    )?;
-                }
-                Ok(())
-            })
-            .expect("append");
-    }
-    let (log, done) = checkpointer.passive().expect("checkpoint");
-    assert!(log > 20, "every batch left its pages in the log: {log}");
-    assert_eq!(done, log, "the checkpoint copied the whole log");
-    store
-        .with_batch(|b| b.append(&item("k", Some("after")), 1).map(|_| ()))
-        .expect("append");
-    let (again, _) = checkpointer.passive().expect("checkpoint");
-    assert!(
-        again < log,
-        "the log started again: {again} frames, was {log}"
-    );
-}
