@@ -678,8 +678,10 @@ struct Writer {
 }
 
 /// A batch waits for its siblings only after a batch of at least this many requests (a lone
-/// requester is never held back), and never longer than `GATHER_MAX`.
+/// requester is never held back), only while they keep coming (none for `GATHER_QUIET` ends
+/// the wait), and never longer than `GATHER_MAX`.
 const GATHER_SIBLINGS: usize = 8;
+const GATHER_QUIET: Duration = Duration::from_micros(50);
 const GATHER_MAX: Duration = Duration::from_micros(200);
 
 /// How often delivered rows past retention are pruned, and how many per pass.
@@ -719,20 +721,30 @@ impl Writer {
     }
 
     /// Takes what is queued behind the first request. When the last batch showed concurrent
-    /// requesters, waits (at most [`GATHER_MAX`]) until as many have arrived again: the first
+    /// requesters, goes on taking requests while they keep arriving (until as many as last
+    /// time are in, none came for [`GATHER_QUIET`], or [`GATHER_MAX`] passed): the first
     /// request wakes this thread while its siblings are still on their way, and committing it
     /// alone would make them all wait for the next fsync.
     fn gather(&self, rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>, last: usize) {
         let max = self.settings.max_batch;
-        let deadline = Instant::now() + GATHER_MAX;
+        let start = Instant::now();
+        let mut arrived = start;
         loop {
+            let before = batch.len();
             while batch.len() < max {
                 match rx.try_recv() {
                     Ok(c) => batch.push(c),
                     Err(_) => break,
                 }
             }
-            if last < GATHER_SIBLINGS || batch.len() >= last.min(max) || Instant::now() >= deadline
+            let now = Instant::now();
+            if batch.len() > before {
+                arrived = now;
+            }
+            if last < GATHER_SIBLINGS
+                || batch.len() >= last.min(max)
+                || now - arrived >= GATHER_QUIET
+                || now - start >= GATHER_MAX
             {
                 return;
             }
