@@ -229,6 +229,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         started_at: journal::now_ms(),
         printers,
         fhir,
+        access: config.access.clone(),
     };
     let server = web::server(config.web.bind, state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;

@@ -14,6 +14,7 @@ mod fhir;
 mod page;
 mod preview;
 
+use crate::access;
 use crate::connectors::fhir::{Found, LookupQuery};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
@@ -44,12 +45,21 @@ pub struct AppState {
     pub printers: crate::devices::printer::Registry,
     /// The FHIR connector, when one runs.
     pub fhir: crate::connectors::fhir::FhirSlot,
+    /// Staff logins; when disabled, every route is open as on a loopback-only gateway.
+    pub access: crate::access::config::AccessConfig,
 }
 
 /// Builds the HTTP server on `bind`; the caller runs it.
 pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
+    let gate = access::http::Gate {
+        journal: state.journal.clone(),
+        config: state.access.clone(),
+    };
     Ok(HttpServer::new(move || {
+        let enabled = gate.config.enabled;
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(access::http::guard))
+            .app_data(web::Data::new(gate.clone()))
             .app_data(web::Data::new(state.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -106,7 +116,12 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
             )
-            .configure(fhir::routes);
+            .configure(fhir::routes)
+            .configure(|cfg| {
+                if enabled {
+                    access::http::routes(cfg);
+                }
+            });
         #[cfg(feature = "fault-hooks")]
         let app = app.configure(faults::routes);
         app
