@@ -98,6 +98,28 @@ impl Client {
         Self::answer(req.call().expect("GET"))
     }
 
+    fn page(&self, path: &str) -> (u16, String) {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let mut r = req.call().expect("GET");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    /// Posts an HTML form as the page does (its CSRF token is a field, not a header).
+    fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> u16 {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        req.send_form(fields.iter().copied())
+            .expect("POST form")
+            .status()
+            .as_u16()
+    }
+
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
@@ -140,7 +162,7 @@ impl Client {
     }
 }
 
-/// The audit records of `action`, newest first, as (actor, detail).
+/// The audit records of `action`, newest first, as (actor, detail as JSON when it is JSON).
 fn audited(admin: &Client, action: &str) -> Vec<(String, Value)> {
     let (status, rows) = admin.get("/api/v1/audit?limit=500");
     assert_eq!(status, 200, "{rows}");
@@ -152,7 +174,7 @@ fn audited(admin: &Client, action: &str) -> Vec<(String, Value)> {
             let detail = r["detail"].as_str().unwrap_or("{}");
             (
                 r["actor"].as_str().unwrap_or("").to_string(),
-                serde_json::from_str(detail).expect("detail is JSON"),
+                serde_json::from_str(detail).unwrap_or_else(|_| Value::from(detail)),
             )
         })
         .collect()
@@ -369,4 +391,80 @@ fn a_foreign_host_or_origin_is_refused() {
     assert_eq!(raw_status(&gw, &cross), 403);
     assert!(refused(&admin, "anonymous", "host", "/api/v1/health"));
     assert!(refused(&admin, "anonymous", "origin", "/api/v1/reload"));
+}
+
+#[test]
+fn the_page_shows_each_role_its_own_parts_and_its_forms_carry_the_csrf_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let root = add_user(&gw, "root", "admin");
+
+    let anonymous = Client::new(&gw);
+    let (status, html) = anonymous.page("/");
+    assert_eq!(status, 401);
+    assert!(html.contains("/login"), "{html}");
+    let (status, form) = anonymous.page("/login");
+    assert_eq!(status, 200);
+    assert!(form.contains("name=\"code\""), "{form}");
+
+    // The login form: a redirect to the page with the session cookie.
+    let code = desk.code();
+    let mut r = anonymous
+        .agent
+        .post(gw.url("/login"))
+        .send_form([
+            ("name", "desk"),
+            ("password", desk.password.as_str()),
+            ("code", code.as_str()),
+        ])
+        .expect("POST /login");
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let _ = r.body_mut().read_to_string();
+    let d = Client {
+        cookie: Some(cookie),
+        ..Client::new(&gw)
+    };
+    let (status, html) = d.page("/");
+    assert_eq!(status, 200);
+    assert!(html.contains("Waiting queues") && html.contains("desk (front_desk)"));
+    assert!(
+        !html.contains("Dead letters") && !html.contains("Outbound backlog"),
+        "{html}"
+    );
+    assert!(!html.contains("Devices and connectors"));
+
+    let mut admin = Client::new(&gw);
+    assert_eq!(admin.login_as(&root), 200);
+    let csrf = admin.csrf.take().expect("csrf");
+    let (status, html) = admin.page("/");
+    assert_eq!(status, 200);
+    assert!(html.contains("Dead letters") && html.contains("Outbound backlog"));
+    assert!(
+        html.contains(&format!("name=csrf value=\"{csrf}\"")),
+        "{html}"
+    );
+    let replay = [("destination", "cloud")];
+    assert_eq!(
+        admin.post_form("/dlq/replay", &replay),
+        403,
+        "no token, no change"
+    );
+    let with_token = [("destination", "cloud"), ("csrf", csrf.as_str())];
+    assert_eq!(admin.post_form("/dlq/replay", &with_token), 303);
+    let replays = audited(&admin, "dlq-replay");
+    assert_eq!(replays.len(), 1);
+    assert_eq!(
+        replays[0].0, "staff:root",
+        "the audit names the logged-in admin"
+    );
+    assert!(refused(&admin, "staff:root", "csrf", "/dlq/replay"));
 }

@@ -113,14 +113,17 @@ fn refusal(status: actix_web::http::StatusCode) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
-/// The CSRF token of a form post, read from its body, which is then put back for the handler.
-async fn form_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
-    let form = req
-        .headers()
+/// Whether a request's body is an HTML form.
+fn is_form(req: &HttpRequest) -> bool {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    if !form {
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The CSRF token of a form post, read from its body, which is then put back for the handler.
+async fn form_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
+    if !is_form(req.request()) {
         return Ok(None);
     }
     let body = req.extract::<web::Bytes>().await?;
@@ -193,7 +196,15 @@ pub async fn guard(
         Ok(Some(s)) => s,
         Ok(None) => {
             audit_refusal(&gate, req.request(), "anonymous", "no_session").await;
-            return Ok(req.into_response(refusal(StatusCode::UNAUTHORIZED)));
+            let answer = if req.path() == "/" {
+                // A browser opening the page is sent on to the login form.
+                HttpResponse::Unauthorized()
+                    .content_type("text/html; charset=utf-8")
+                    .body(TO_LOGIN)
+            } else {
+                refusal(StatusCode::UNAUTHORIZED)
+            };
+            return Ok(req.into_response(answer));
         }
         Err(e) => {
             tracing::warn!(error = %e, "session not checked");
@@ -324,7 +335,8 @@ async fn login(
     }
 }
 
-/// `POST /logout`: ends the session and clears the cookie.
+/// `POST /logout`: ends the session and clears the cookie; the page's form is sent back to
+/// the login form.
 async fn logout(gate: web::Data<Gate>, req: HttpRequest) -> HttpResponse {
     if let Some(token) = session_token(&req) {
         let out = Logout {
@@ -336,7 +348,14 @@ async fn logout(gate: web::Data<Gate>, req: HttpRequest) -> HttpResponse {
         }
     }
     let expired = format!("{COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
-    HttpResponse::Ok()
+    let mut answer = if is_form(&req) {
+        let mut r = HttpResponse::SeeOther();
+        r.insert_header((header::LOCATION, "/login"));
+        r
+    } else {
+        HttpResponse::Ok()
+    };
+    answer
         .insert_header((header::SET_COOKIE, expired))
         .json(json!({ "logged_out": true }))
 }
@@ -350,6 +369,11 @@ async fn session(req: HttpRequest) -> HttpResponse {
         None => refusal(actix_web::http::StatusCode::UNAUTHORIZED),
     }
 }
+
+const TO_LOGIN: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/login">
+<title>clinic-gateway: log in</title></head><body><p><a href="/login">Log in</a></p></body></html>
+"#;
 
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: log in</title></head>

@@ -26,7 +26,7 @@ use crate::reload::ReloadConfig;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -305,7 +305,7 @@ async fn dlq_replay(
         return HttpResponse::BadRequest()
             .json(json!({ "error": "give either \"id\" or \"all\": true" }));
     }
-    let by = format!("api:{}", peer(&req));
+    let by = by_staff(&req, "api");
     match journal::ask(
         &s.journal,
         Replay {
@@ -580,6 +580,7 @@ struct RoomStateBody {
 
 async fn room_state(
     s: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<RoomStateBody>,
 ) -> HttpResponse {
@@ -599,7 +600,7 @@ async fn room_state(
     let set = facility::SetHold {
         room: path.into_inner(),
         hold: hold.map(|h| (h, body.reason)),
-        by: format!("api:{}", body.by.as_deref().unwrap_or("staff")),
+        by: staff_or(&req, body.by.as_deref()),
     };
     match ask_rooms(&s, set).await {
         Some(Ok(Ok(room))) => HttpResponse::Ok().json(room),
@@ -648,6 +649,7 @@ struct AckBody {
 
 async fn acknowledge(
     s: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     body: Option<web::Json<AckBody>>,
 ) -> HttpResponse {
@@ -661,7 +663,7 @@ async fn acknowledge(
     }
     let ack = crate::notices::AckNotice {
         id: path.into_inner(),
-        by: format!("api:{}", by.as_deref().unwrap_or("staff")),
+        by: staff_or(&req, by.as_deref()),
     };
     match journal::ask(&s.journal, ack).await {
         Ok(()) => HttpResponse::Ok().json(json!({ "acknowledged": true })),
@@ -673,11 +675,28 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if !same_origin(&req) {
         return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
     }
-    match s.reload.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
+    match s.reload.send(ReloadConfig { by: by_staff(&req, "api") }).await {
         Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
         Ok(Err(problems)) => HttpResponse::UnprocessableEntity()
             .json(json!({ "error": "configuration refused; the running one is kept", "problems": problems.lines().collect::<Vec<_>>() })),
         Err(_) => HttpResponse::ServiceUnavailable().json(json!({ "error": "shutting down" })),
+    }
+}
+
+/// Who did it, for the audit: the logged-in staff member, else `{channel}:{client address}`.
+fn by_staff(req: &HttpRequest, channel: &str) -> String {
+    match req.extensions().get::<access::Staff>() {
+        Some(s) => format!("staff:{}", s.user),
+        None => format!("{channel}:{}", peer(req)),
+    }
+}
+
+/// Who did it, for the audit: the logged-in staff member, else `api:` and the name the
+/// request gave.
+fn staff_or(req: &HttpRequest, given: Option<&str>) -> String {
+    match req.extensions().get::<access::Staff>() {
+        Some(s) => format!("staff:{}", s.user),
+        None => format!("api:{}", given.unwrap_or("staff")),
     }
 }
 
