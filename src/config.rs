@@ -662,6 +662,28 @@ mod tests {
     }
 
     #[test]
+    fn access_is_off_by_default_and_its_problems_are_named_with_their_lines() {
+        let c = check("[gateway]\nfacility_id = \"c\"\n").expect("valid");
+        assert!(!c.access.enabled);
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\nlockout_initial_secs = 0\nallowed_hosts = []\n",
+        )
+        .expect_err("refused");
+        assert!(
+            err.iter()
+                .any(|e| e.starts_with("t.toml:6: access.lockout_initial_secs: ")),
+            "{err:?}"
+        );
+        assert!(
+            err.iter()
+                .any(|e| e.starts_with("t.toml:7: access.allowed_hosts: ")),
+            "{err:?}"
+        );
+        let ok = check("[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\n");
+        assert!(ok.is_ok_and(|c| c.access.enabled));
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let err =
             check("[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"x\"\n").expect_err("refused");

@@ -251,6 +251,8 @@ struct LoginBody {
 /// Checks the password and code off the async executor: argon2 is meant to be slow.
 async fn prove(body: &LoginBody, found: Option<super::Credentials>, now_ms: i64) -> Proof {
     let Some(creds) = found.filter(|c| c.enabled) else {
+        let pw = body.password.clone();
+        let _ = web::block(move || password::verify_decoy(&pw)).await;
         return Proof::NoAccount;
     };
     if creds.locked_until.is_some_and(|t| t > now_ms) {

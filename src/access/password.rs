@@ -4,6 +4,7 @@
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::OnceLock;
 
 /// Why a password could not be hashed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub fn verify(password: &str, stored: &str) -> bool {
         return false;
     };
     hasher().is_ok_and(|h| h.verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+/// Spends the time a verification takes, so that a login for a name with no account is
+/// answered as slowly as one for a real account and its timing does not tell which names exist.
+pub fn verify_decoy(password: &str) {
+    static DECOY: OnceLock<Option<String>> = OnceLock::new();
+    if let Some(decoy) = DECOY.get_or_init(|| hash("decoy").ok()) {
+        verify(password, decoy);
+    }
 }
 
 /// Letters and digits that cannot be mistaken for one another when read off a terminal.
