@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 use clinic_gateway::access::{self, Role};
 use clinic_gateway::config::{self, Config};
 use clinic_gateway::daemon::wiring::schemas;
-use clinic_gateway::journal::{Extensions, OpenOptions, Stats, Store, Work, now_ms};
+use clinic_gateway::journal::{
+    Extensions, JournalError, OpenOptions, Stats, Store, Tx, Work, now_ms,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -307,10 +309,13 @@ fn operator() -> String {
     format!("cli:{who}")
 }
 
-/// Runs a domain's journal request in one transaction of the journal file.
-fn run_work<W: Work>(store: &mut Store, work: W) -> anyhow::Result<W::Output> {
+/// Runs `f` on the journal file in one transaction, as a domain's work runs in the daemon.
+fn in_tx<T>(
+    store: &mut Store,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<T, JournalError>,
+) -> anyhow::Result<T> {
     let extensions = Extensions::default();
-    Ok(store.with_batch(|b| work.run(&mut b.work(&extensions)))?)
+    Ok(store.with_batch(|b| f(&mut b.work(&extensions)))?)
 }
 
 fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
@@ -325,7 +330,7 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
     match action {
         UserCmd::Add { name, role, .. } => {
             let account = access::new_account(&name, role, &operator())?;
-            run_work(&mut store, account.request)?;
+            in_tx(&mut store, |tx| account.request.apply(tx, now_ms()))?;
             println!("added {name} ({})", role.as_str());
             println!("one-time password: {}", account.password);
             println!(
@@ -334,7 +339,7 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
             );
         }
         UserCmd::List { json, .. } => {
-            let users = run_work(&mut store, access::ListUsers)?;
+            let users = in_tx(&mut store, |tx| access::ListUsers.run(tx))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else if users.is_empty() {
@@ -351,14 +356,11 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
             }
         }
         UserCmd::Disable { name, .. } => {
-            let by = operator();
-            run_work(
-                &mut store,
-                access::DisableUser {
-                    name: name.clone(),
-                    by,
-                },
-            )?;
+            let disable = access::DisableUser {
+                name: name.clone(),
+                by: operator(),
+            };
+            in_tx(&mut store, |tx| disable.apply(tx, now_ms()))?;
             println!("disabled {name}");
         }
     }

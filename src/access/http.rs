@@ -32,12 +32,14 @@ pub struct Gate {
 }
 
 impl Gate {
-    fn check_session(&self, id_hash: Vec<u8>) -> CheckSession {
-        CheckSession {
-            id_hash,
-            idle_ms: (self.config.session_idle_minutes * 60_000) as i64,
-            absolute_ms: (self.config.session_absolute_hours * 3_600_000) as i64,
-        }
+    /// The sessions' idle and absolute limits in ms.
+    fn limits(&self) -> (i64, i64) {
+        let c = &self.config;
+        let ms = |minutes: u64| minutes.saturating_mul(60_000).min(i64::MAX as u64) as i64;
+        (
+            ms(c.session_idle_minutes),
+            ms(c.session_absolute_hours.saturating_mul(60)),
+        )
     }
 }
 
@@ -99,6 +101,7 @@ async fn audit_refusal(gate: &Gate, req: &HttpRequest, actor: &str, reason: &str
         action: "access.refused".into(),
         detail: detail.to_string(),
     };
+    tracing::info!(reason, method = %req.method(), path = req.path(), "request refused");
     if let Err(e) = journal::ask(&gate.journal, record).await {
         tracing::warn!(error = %e, "refused request not audited");
     }
@@ -189,7 +192,13 @@ pub async fn guard(
             .map(ServiceResponse::map_into_boxed_body);
     }
     let staff = match session_token(req.request()) {
-        Some(token) => journal::ask(&gate.journal, gate.check_session(digest(&token))).await,
+        Some(token) => {
+            let check = CheckSession {
+                id_hash: digest(&token),
+                limits: gate.limits(),
+            };
+            journal::ask(&gate.journal, check).await
+        }
         None => Ok(None),
     };
     let staff = match staff {
@@ -310,12 +319,14 @@ async fn login(
             initial_secs: c.lockout_initial_secs,
             max_secs: c.lockout_max_secs,
         },
+        limits: gate.limits(),
         id_hash: digest(&token),
         csrf: csrf.clone(),
         peer: peer(&req),
     };
     match journal::ask(&gate.journal, finish).await {
         Ok(Some(role)) => {
+            tracing::info!(role = role.as_str(), "staff login");
             let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict");
             let mut answer = if form {
                 let mut r = HttpResponse::SeeOther();
@@ -329,7 +340,10 @@ async fn login(
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(json!({ "role": role, "csrf": csrf }))
         }
-        Ok(None) => refusal(actix_web::http::StatusCode::UNAUTHORIZED),
+        Ok(None) => {
+            tracing::info!("login refused");
+            refusal(actix_web::http::StatusCode::UNAUTHORIZED)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "login not recorded");
             HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" }))

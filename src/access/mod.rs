@@ -159,6 +159,8 @@ pub struct FinishLogin {
     pub name: String,
     pub proof: Proof,
     pub lockout: Lockout,
+    /// The sessions' idle and absolute limits (ms): sessions past them are deleted.
+    pub limits: (i64, i64),
     pub id_hash: Vec<u8>,
     pub csrf: String,
     /// The client's address, for the audit.
@@ -169,8 +171,8 @@ pub struct FinishLogin {
 #[derive(Debug)]
 pub struct CheckSession {
     pub id_hash: Vec<u8>,
-    pub idle_ms: i64,
-    pub absolute_ms: i64,
+    /// The sessions' idle and absolute limits (ms).
+    pub limits: (i64, i64),
 }
 
 /// Ends the session `id_hash` (audited).
@@ -202,10 +204,9 @@ fn actor(name: &str) -> String {
     format!("staff:{name}")
 }
 
-impl Work for AddUser {
-    type Output = ();
-    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
-        let now = tx.now();
+impl AddUser {
+    /// Adds the account at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
         store::add_user(
             tx,
             &self.name,
@@ -219,6 +220,14 @@ impl Work for AddUser {
     }
 }
 
+impl Work for AddUser {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
+    }
+}
+
 impl Work for ListUsers {
     type Output = Vec<UserSummary>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -226,13 +235,20 @@ impl Work for ListUsers {
     }
 }
 
+impl DisableUser {
+    /// Disables the account at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        store::disable(tx, &self.name)?;
+        let detail = json!({ "user": self.name }).to_string();
+        tx.audit(&self.by, "access.user_disabled", &detail, now)
+    }
+}
+
 impl Work for DisableUser {
     type Output = ();
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
-        store::disable(tx, &self.name)?;
-        let detail = json!({ "user": self.name }).to_string();
-        tx.audit(&self.by, "access.user_disabled", &detail, now)
+        self.apply(tx, now)
     }
 }
 
@@ -268,7 +284,8 @@ impl Work for FinishLogin {
         let reason = match self.proof {
             Proof::Verified { step } => {
                 if store::record_success(tx, &self.name, step)? {
-                    store::open_session(tx, &self.id_hash, &self.name, &self.csrf, now)?;
+                    let (id, csrf) = (&self.id_hash, &self.csrf);
+                    store::open_session(tx, id, &self.name, csrf, self.limits, now)?;
                     let detail = json!({ "role": creds.role, "peer": self.peer }).to_string();
                     tx.audit(&who, "access.login", &detail, now)?;
                     return Ok(Some(creds.role));
@@ -291,13 +308,9 @@ impl Work for CheckSession {
     type Output = Option<Staff>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         let now = tx.now();
-        let touch = TOUCH_MS.min(self.idle_ms / 4);
-        let found = store::session(
-            tx,
-            &self.id_hash,
-            (self.idle_ms, self.absolute_ms, touch),
-            now,
-        )?;
+        let (idle_ms, absolute_ms) = self.limits;
+        let touch = TOUCH_MS.min(idle_ms / 4);
+        let found = store::session(tx, &self.id_hash, (idle_ms, absolute_ms, touch), now)?;
         Ok(found.map(|(user, role, csrf)| Staff { user, role, csrf }))
     }
 }

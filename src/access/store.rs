@@ -167,14 +167,19 @@ pub fn record_success(tx: &mut Tx<'_>, name: &str, step: u64) -> Result<bool, Jo
     Ok(changed == 1)
 }
 
-/// Opens a session.
+/// Opens a session, and deletes every session past its idle or absolute limit: one never
+/// presented again would otherwise stay for good.
 pub fn open_session(
     tx: &mut Tx<'_>,
     id_hash: &[u8],
     user: &str,
     csrf: &str,
+    (idle_ms, absolute_ms): (i64, i64),
     now: i64,
 ) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached("DELETE FROM access_session WHERE last_seen < ?1 OR created_at < ?2")?
+        .execute(params![now - idle_ms, now - absolute_ms])?;
     tx.sql()
         .prepare_cached(
             "INSERT INTO access_session (id_hash, user, csrf, created_at, last_seen)
@@ -234,3 +239,6 @@ pub fn end_session(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<Option<String>, Jo
         .query_row([id_hash], |r| r.get(0))
         .optional()?)
 }
+
+#[cfg(test)]
+mod tests;
