@@ -281,6 +281,21 @@ fn staff_reach_their_roles_routes_only_and_every_refusal_is_audited() {
         "/api/v1/queues/general/call-next"
     ));
     assert!(refused(&admin, "staff:nurse", "role", "/api/v1/backlog"));
+    let (_, rows) = admin.get("/api/v1/audit?limit=500");
+    let added: Vec<&Value> = rows
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|r| r["action"] == "access.user_added")
+        .collect();
+    assert_eq!(added.len(), 3);
+    assert!(
+        added
+            .iter()
+            .all(|r| r["at"].as_i64() > Some(1_700_000_000_000)
+                && r["actor"].as_str().is_some_and(|a| a.starts_with("cli:"))),
+        "the CLI's changes are audited when and by whom they happened: {added:?}"
+    );
     let logins: Vec<String> = audited(&admin, "access.login")
         .into_iter()
         .map(|(a, _)| a)

@@ -10,7 +10,7 @@ use crate::journal::{self, AuditRecord, JournalWriter};
 use actix::Addr;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -101,13 +101,14 @@ async fn audit_refusal(gate: &Gate, req: &HttpRequest, actor: &str, reason: &str
         action: "access.refused".into(),
         detail: detail.to_string(),
     };
-    tracing::info!(reason, method = %req.method(), path = req.path(), "request refused");
+    // The path stays out of the log: it may name a patient (`/api/v1/fhir/patients/{id}`).
+    tracing::info!(reason, method = %req.method(), "request refused");
     if let Err(e) = journal::ask(&gate.journal, record).await {
         tracing::warn!(error = %e, "refused request not audited");
     }
 }
 
-fn refusal(status: actix_web::http::StatusCode) -> HttpResponse {
+fn refusal(status: StatusCode) -> HttpResponse {
     let error = match status.as_u16() {
         401 => "login required",
         403 => "forbidden",
@@ -156,7 +157,6 @@ pub async fn guard(
                 .map(ServiceResponse::map_into_boxed_body);
         }
     };
-    use actix_web::http::StatusCode;
     let host = req
         .headers()
         .get(header::HOST)
@@ -342,7 +342,7 @@ async fn login(
         }
         Ok(None) => {
             tracing::info!("login refused");
-            refusal(actix_web::http::StatusCode::UNAUTHORIZED)
+            refusal(StatusCode::UNAUTHORIZED)
         }
         Err(e) => {
             tracing::warn!(error = %e, "login not recorded");
@@ -382,7 +382,7 @@ async fn session(req: HttpRequest) -> HttpResponse {
         Some(s) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({ "user": s.user, "role": s.role, "csrf": s.csrf })),
-        None => refusal(actix_web::http::StatusCode::UNAUTHORIZED),
+        None => refusal(StatusCode::UNAUTHORIZED),
     }
 }
 
