@@ -323,6 +323,14 @@ fn staff_reach_their_roles_routes_only_and_every_refusal_is_audited() {
         .and_then(|u| u.iter().find(|u| u["name"] == "nurse"))
         .expect("nurse listed");
     assert_eq!(nurse_row["enabled"], false);
+    assert_eq!(
+        Client::new(&gw).login_as(&nurse),
+        401,
+        "a disabled account cannot log in"
+    );
+    let refusals = audited(&admin, "access.login_refused");
+    assert_eq!(refusals[0].0, "staff:nurse");
+    assert_eq!(refusals[0].1["reason"], "disabled");
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("argon2"),
         "no secrets listed"

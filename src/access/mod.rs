@@ -270,13 +270,16 @@ impl Work for FinishLogin {
         let l = self.lockout;
         let lock_ms = |n| (policy::lock_secs(n, l.after, l.initial_secs, l.max_secs) * 1000) as i64;
         // Re-read: another attempt may have locked the account or used the code meanwhile.
-        let creds = store::credentials(tx, &self.name)?.filter(|c| c.enabled);
-        let (Some(creds), false) = (&creds, self.proof == Proof::NoAccount) else {
+        let Some(creds) = store::credentials(tx, &self.name)? else {
             // An unknown name is not audited as typed: it may be a password in the wrong field.
             refused(tx, "anonymous", "no_account", None)?;
             return Ok(None);
         };
         let who = actor(&self.name);
+        if !creds.enabled || self.proof == Proof::NoAccount {
+            refused(tx, &who, "disabled", None)?;
+            return Ok(None);
+        }
         if self.proof == Proof::Locked || creds.locked_until.is_some_and(|t| t > now) {
             refused(tx, &who, "locked", None)?;
             return Ok(None);
