@@ -337,6 +337,9 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
                 "TOTP enrolment URI (add it to an authenticator app): {}",
                 account.enrolment_uri
             );
+            if let Some(qr) = access::totp::qr_text(&account.enrolment_uri) {
+                println!("or scan it:\n{qr}");
+            }
         }
         UserCmd::List { json, .. } => {
             let users = in_tx(&mut store, |tx| access::ListUsers.run(tx))?;

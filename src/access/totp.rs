@@ -43,6 +43,34 @@ pub fn enrolment_uri(secret: &[u8], account: &str) -> Option<String> {
     totp(secret, 6, account)?.to_url().ok()
 }
 
+/// Light modules of the quiet zone around a QR code (the standard asks for four; two scan
+/// reliably off a screen and keep the code small in a terminal).
+const QUIET: i32 = 2;
+
+/// The enrolment URI as a QR code in text, two modules a character: light modules are drawn
+/// (`█`, `▀`, `▄`), dark ones left blank, which reads dark on light in a terminal with a dark
+/// background, as `qrencode -t UTF8` does. `None` if the text is too long for a QR code.
+pub fn qr_text(uri: &str) -> Option<String> {
+    let qr = qrcodegen::QrCode::encode_text(uri, qrcodegen::QrCodeEcc::Medium).ok()?;
+    // get_module answers light for a position outside the code: the quiet zone.
+    let light = |x: i32, y: i32| !qr.get_module(x, y);
+    let span = -QUIET..qr.size() + QUIET;
+    let mut out = String::new();
+    for y in span.clone().step_by(2) {
+        for x in span.clone() {
+            let bottom = y + 1 < qr.size() + QUIET && light(x, y + 1);
+            out.push(match (light(x, y), bottom) {
+                (true, true) => '█',
+                (true, false) => '▀',
+                (false, true) => '▄',
+                (false, false) => ' ',
+            });
+        }
+        out.push('\n');
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +115,21 @@ mod tests {
         for bad in ["", "12345", "1234567", "abcdef", "12 345"] {
             assert_eq!(check(secret, bad, 59), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_qr_code_is_square_with_its_quiet_zone() {
+        let uri = enrolment_uri(b"12345678901234567890", "alice").expect("uri");
+        let text = qr_text(&uri).expect("fits");
+        let lines: Vec<&str> = text.lines().collect();
+        let width = lines[0].chars().count();
+        assert!(lines.iter().all(|l| l.chars().count() == width));
+        assert_eq!(lines.len(), width.div_ceil(2));
+        assert!(
+            lines[0].chars().all(|c| c == '█'),
+            "the quiet zone is light"
+        );
+        assert!(text.contains(' '), "dark modules");
     }
 
     #[test]
