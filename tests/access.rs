@@ -390,6 +390,17 @@ fn wrong_password_replayed_code_and_locked_account_are_refused_and_audited() {
             .any(|l| l.starts_with("victim") && l.ends_with("locked")),
         "{listing}"
     );
+
+    // Sessions, locks and used codes are in the journal: a restart changes none of them.
+    gw.signal("TERM");
+    gw.wait(std::time::Duration::from_secs(20));
+    gw.start();
+    assert_eq!(admin.get("/api/v1/backlog").0, 200, "the session survived");
+    assert_eq!(
+        Client::new(&gw).login(&root.name, &root.password, &code),
+        401
+    );
+    assert_eq!(Client::new(&gw).login_as(&victim), 401, "still locked");
 }
 
 #[test]
