@@ -33,8 +33,6 @@ pub enum AccessError {
     Hash(#[from] password::HashError),
     #[error("cannot make the TOTP enrolment URI for {0}")]
     Enrolment(String),
-    #[error(transparent)]
-    Journal(#[from] JournalError),
 }
 
 /// Whether `name` can be an account name: it appears in the audit and, without a colon, in
