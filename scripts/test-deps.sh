@@ -10,6 +10,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v lintian >/dev/null || need+=(lintian)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v curl >/dev/null || need+=(curl)
+# The audit tampering test edits the journal behind the gateway's back.
+command -v sqlite3 >/dev/null || need+=(sqlite3)
 # The encrypted-journal build compiles SQLCipher and OpenSSL from source.
 command -v perl >/dev/null || need+=(perl)
 command -v make >/dev/null || need+=(make)

@@ -684,6 +684,18 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_head_interval_defaults_to_an_hour_and_zero_is_refused() {
+        let c = check("[gateway]\nfacility_id = \"c\"\n").expect("valid");
+        assert_eq!(c.journal.audit_head_interval_s, 3600);
+        let err = check("[gateway]\nfacility_id = \"c\"\n[journal]\naudit_head_interval_s = 0\n")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            ["t.toml:4: journal.audit_head_interval_s: must be at least 1"]
+        );
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let err =
             check("[gateway]\nfacility_id = \"c\"\n\n[web]\nbindd = \"x\"\n").expect_err("refused");

@@ -11,73 +11,30 @@ use clinic_gateway::devices::Value;
 use clinic_gateway::devices::bacnet::{
     BacnetError, BacnetSlot, BacnetSpawn, BacnetWrite, GetPriorityArray, GetValues, Reading,
 };
-use clinic_gateway::journal::{self, Claim, ListAudit};
-use clinic_gateway::supervisor::{
-    ActorHealth, GetHealth, HealthState, StartChild, StopAll, StopChild,
-};
+use clinic_gateway::journal::{self, ListAudit};
+use clinic_gateway::supervisor::{HealthState, StopChild};
 use common::bacnet_sim::Device;
 use common::free_port;
-use common::spine::Spine;
-use std::path::Path;
+use common::spine::{Spine, device_config};
 use std::time::{Duration, Instant};
+
+/// The supervisor's name for the device every test configures.
+const AHU: &str = "bacnet:ahu";
 
 impl Spine {
     /// Starts the one device of a `[[devices.bacnet]]` table the way the daemon does.
     async fn start_device(&self, table: &str) -> BacnetSlot {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        let device = config.devices.bacnet.into_iter().next().expect("a device");
+        let device = device_config(table)
+            .devices
+            .bacnet
+            .into_iter()
+            .next()
+            .expect("a device");
         let name = format!("bacnet:{}", device.name);
         let spawn = BacnetSpawn::new(device, self.journal.clone());
         let slot = spawn.slot();
-        self.supervisor
-            .send(StartChild {
-                name,
-                spawn: Box::new(spawn),
-            })
-            .await
-            .expect("start child");
+        self.start_child(name, spawn).await;
         slot
-    }
-
-    async fn health(&self) -> ActorHealth {
-        let all = self.supervisor.send(GetHealth).await.expect("health");
-        all.into_iter()
-            .find(|h| h.name == "bacnet:ahu")
-            .expect("the device is supervised")
-    }
-
-    /// Waits until the device is in `state` and `check` accepts its health.
-    async fn wait_health(
-        &self,
-        state: HealthState,
-        check: impl Fn(&ActorHealth) -> bool,
-    ) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let h = self.health().await;
-            if h.state == state && check(&h) {
-                return h;
-            }
-            assert!(Instant::now() < deadline, "never {state:?}: {h:?}");
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The `device.reading` payloads the cloud would receive next (claimed).
-    async fn new_events(&self, kind: &str) -> Vec<serde_json::Value> {
-        let claim = Claim {
-            destination: "cloud".into(),
-            limit: 10_000,
-        };
-        journal::ask(&self.journal, claim)
-            .await
-            .expect("claim")
-            .into_iter()
-            .filter(|row| row.kind == kind)
-            .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
-            .collect()
     }
 
     async fn overrides(&self) -> Vec<(String, u8, serde_json::Value)> {
@@ -94,13 +51,9 @@ impl Spine {
 
     async fn stop_device(&self) {
         self.supervisor
-            .send(StopChild("bacnet:ahu".into()))
+            .send(StopChild(AHU.into()))
             .await
             .expect("stop child");
-    }
-
-    async fn stop(self) {
-        self.supervisor.send(StopAll).await.expect("stop all");
     }
 }
 
@@ -192,8 +145,8 @@ async fn discovers_the_device_by_broadcast_and_reads_values_with_units() {
     assert_eq!(get("setpoint").value, Some(Value::Number(21.0)));
     assert_eq!(get("fan").value, Some(Value::Bool(false)));
     assert_eq!(get("fan").units, None);
-    spine.wait_health(HealthState::Healthy, |_| true).await;
-    let events = spine.new_events("device.reading").await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
+    let events = spine.cloud_events("device.reading").await;
     let first = events.first().expect("a reading event");
     assert_eq!(first["device"], "ahu");
     let co2 = first["readings"]
@@ -210,7 +163,7 @@ async fn discovers_the_device_by_broadcast_and_reads_values_with_units() {
         let read = values(&slot).await[0].read_at;
         wait_values(&slot, |r| r[0].read_at > read).await;
     }
-    assert!(spine.new_events("device.reading").await.is_empty());
+    assert!(spine.cloud_events("device.reading").await.is_empty());
     spine.stop().await;
 }
 
@@ -273,7 +226,7 @@ async fn writes_at_priority_8_then_relinquishes_to_the_default() {
         .collect();
     assert_eq!(writes.len(), 4, "{audit:?}");
     assert!(writes.iter().all(|a| a.actor == "test:staff"));
-    let outcomes = spine.new_events("device.write").await;
+    let outcomes = spine.cloud_events("device.write").await;
     assert_eq!(outcomes.len(), 4, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| o["ok"] == true), "{outcomes:?}");
     spine.stop().await;
@@ -291,12 +244,12 @@ async fn cov_notifications_bring_changes_between_polls() {
         .replace("poll_interval_ms = 200", "poll_interval_ms = 600000");
     let slot = spine.start_device(&t).await;
     wait_values(&slot, |r| r[0].value.is_some() && r[0].cov).await;
-    spine.wait_health(HealthState::Healthy, |_| true).await;
-    spine.new_events("device.reading").await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
+    spine.cloud_events("device.reading").await;
     device.set("analog-input,2", 23.0);
     let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(23.0))).await;
     assert!(r[0].cov, "{r:?}");
-    let events = spine.new_events("device.reading").await;
+    let events = spine.cloud_events("device.reading").await;
     assert!(
         events.iter().any(|e| e["readings"][0]["value"] == 23.0),
         "{events:?}"
@@ -315,7 +268,7 @@ async fn an_unknown_object_is_named_in_its_error_while_the_rest_reads() {
     );
     let slot = spine.start_device(&table(port, true, "", &objects)).await;
     let h = spine
-        .wait_health(HealthState::Degraded, |h| h.last_error.is_some())
+        .wait_health(AHU, HealthState::Degraded, |h| h.last_error.is_some())
         .await;
     let error = h.last_error.expect("error");
     assert!(
@@ -345,7 +298,7 @@ async fn reads_property_by_property_when_read_multiple_is_off() {
     let co2 = r.iter().find(|r| r.name == "co2").expect("co2");
     assert_eq!(co2.value, Some(Value::Number(612.0)));
     assert_eq!(co2.units.as_deref(), Some("parts-per-million"));
-    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
     spine.stop().await;
 }
 
@@ -379,7 +332,7 @@ async fn a_refused_cov_subscription_falls_back_to_polling() {
     let r = wait_values(&slot, |r| r[0].value == Some(Value::Number(21.5))).await;
     assert!(!r[0].cov, "{r:?}");
     // Polled, and not degraded for it: the object is read in full.
-    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
     device.set("analog-input,2", 22.0);
     wait_values(&slot, |r| r[0].value == Some(Value::Number(22.0))).await;
     spine.stop().await;
@@ -392,10 +345,10 @@ async fn a_device_gone_is_degraded_with_the_object_named_and_recovers() {
     let device = Device::start(port);
     let spine = Spine::start(dir.path());
     let slot = spine.start_device(&table(port, true, "", OBJECTS)).await;
-    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
     drop(device);
     let h = spine
-        .wait_health(HealthState::Degraded, |h| {
+        .wait_health(AHU, HealthState::Degraded, |h| {
             h.last_error
                 .as_deref()
                 .is_some_and(|e| e.contains("no answer"))
@@ -418,7 +371,7 @@ async fn a_device_gone_is_degraded_with_the_object_named_and_recovers() {
     );
 
     let _device = Device::start(port);
-    spine.wait_health(HealthState::Healthy, |_| true).await;
+    spine.wait_health(AHU, HealthState::Healthy, |_| true).await;
     let r = wait_values(&slot, |r| r.iter().all(|r| r.error.is_none())).await;
     assert_eq!(value_of(&r, "co2"), Some(Value::Number(612.0)));
     spine.stop().await;

@@ -6,7 +6,9 @@ mod common;
 
 use common::bacnet_sim::Device;
 use common::modbus_sim::Sim;
-use common::{Broker, Consumer, Gateway, free_port, post, relay_table, wait_for};
+use common::{
+    Broker, Consumer, Gateway, audit_log, check_config, free_port, post, relay_table, wait_for,
+};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -114,6 +116,16 @@ fn start(dir: &std::path::Path) -> (Broker, Sim, Gateway, Consumer) {
     (broker, sim, gateway, consumer)
 }
 
+/// The details of the device writes audited as rule `actor`'s, oldest first.
+fn device_writes(gateway: &Gateway, actor: &str) -> Vec<String> {
+    audit_log(gateway)
+        .into_iter()
+        .rev()
+        .filter(|(action, by, _)| action == "device-write" && by == actor)
+        .map(|(_, _, detail)| detail)
+        .collect()
+}
+
 fn rule(gateway: &Gateway) -> Value {
     gateway.get_json("/api/v1/rooms")["rules"][0].clone()
 }
@@ -186,15 +198,7 @@ fn crowding_raises_ventilation_with_hysteresis_and_lowers_it_when_the_area_empti
     wait_register(&sim, 30);
 
     // Every write was audited as the rule's, and its outcome and each turn reached the cloud.
-    let audit = gateway.get_json("/api/v1/audit?limit=100");
-    let writes: Vec<&str> = audit
-        .as_array()
-        .expect("audit")
-        .iter()
-        .rev()
-        .filter(|a| a["actor"] == "rule:waiting-a-crowding" && a["action"] == "device-write")
-        .map(|a| a["detail"].as_str().expect("detail"))
-        .collect();
+    let writes = device_writes(&gateway, "rule:waiting-a-crowding");
     assert_eq!(
         writes,
         [
@@ -280,12 +284,7 @@ fn held_rooms_reroute_patients_refuse_calls_and_survive_a_restart() {
     });
 
     // The status page shows it to staff, with who held it and why.
-    let page = ureq::get(&gateway.url("/"))
-        .call()
-        .expect("GET /")
-        .body_mut()
-        .read_to_string()
-        .expect("page");
+    let page = gateway.get_text("/");
     assert!(
         page.contains("<td>exam-1</td><td><span class=\"badge degraded\">needs cleaning</span></td><td>spill <span class=muted>by api:nurse-ana"),
         "{page}"
@@ -377,13 +376,8 @@ fn facility_config_mistakes_name_their_file_line_and_key() {
             .position(|l| l.trim() == needle)
             .unwrap_or_else(|| panic!("{needle} not in the config"))
     };
-    let out = Command::new(common::bin())
-        .arg("check-config")
-        .arg(&gateway.config)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = check_config(&gateway.config);
+    assert_eq!(code, Some(2), "{stderr}");
     let file = gateway.config.display();
     for expected in [
         format!(
@@ -489,15 +483,7 @@ value = 18.5
         let (value, slots) = holds(&mut device);
         (value == "21.0" && slots.iter().all(Option::is_none)).then_some(())
     });
-    let audit = gateway.get_json("/api/v1/audit?limit=100");
-    let writes: Vec<&str> = audit
-        .as_array()
-        .expect("audit")
-        .iter()
-        .rev()
-        .filter(|a| a["actor"] == "rule:waiting-a-cooling" && a["action"] == "device-write")
-        .map(|a| a["detail"].as_str().expect("detail"))
-        .collect();
+    let writes = device_writes(&gateway, "rule:waiting-a-cooling");
     assert_eq!(
         writes,
         [

@@ -7,7 +7,6 @@ mod common;
 use common::fhir_server::{FhirServer, MRN};
 use common::*;
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
 
 const TAG: &str = "urn:clinic-gateway:write";
@@ -294,12 +293,7 @@ fn a_change_on_both_sides_becomes_a_conflict_that_staff_resolve_per_field() {
     assert_eq!(status, 409, "every conflicting field needs a choice: {v}");
     assert!(v["error"].as_str().unwrap_or_default().contains("given"));
     // Staff see the conflict on the status page (fields, never values) and resolve it there.
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(page.contains("EHR conflicts to resolve"), "{page}");
     assert!(page.contains("name=\"given\" value=local"), "{page}");
     assert!(!page.contains("Janet") && !page.contains("Doe"), "{page}");
@@ -428,13 +422,8 @@ fn fhir_config_mistakes_name_the_key() {
          on_call = \"encounter\"\n[connectors.fhir.flags]\npriority = \"normal\"\npoll_interval_s = 300\n",
     )
     .expect("write");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains(":4: connectors.fhir.base_url: must be an http"),
         "{stderr}"
@@ -452,12 +441,8 @@ fn fhir_config_mistakes_name_the_key() {
         "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"http://ehr\"\nidentifier_system = \"urn:mrn\"\non_call = \"chart\"\n",
     )
     .expect("write");
-    let out = Command::new(bin())
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains(":6: connectors.fhir.on_call:"), "{stderr}");
     assert!(stderr.contains("encounter"), "{stderr}");
 }
@@ -778,12 +763,7 @@ fn ehr_flags_raise_and_release_the_priority_of_the_flagged_patients_entries() {
             format!("{jt} (general): checked in at elevated priority because of an EHR flag"),
         ],
     );
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(page.contains("Notices for staff"), "{page}");
     assert!(!page.contains("Fall risk") && !page.contains("Doe"));
     let first = notices[0]["id"].as_i64().expect("id");

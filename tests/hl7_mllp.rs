@@ -3,10 +3,10 @@
 
 mod common;
 
+use common::hl7_peer::{Receiver, a08, mllp_send};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 fn hl7_gateway(dir: &std::path::Path) -> (Gateway, u16) {
@@ -25,29 +25,6 @@ fn hl7_gateway_with(dir: &std::path::Path, extra: &str) -> (Gateway, u16) {
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
     (gw, port)
-}
-
-/// Sends the messages of `text` (one per `MSH|` line block) with `mllp_send --loose`; returns
-/// the ACKs it printed, one per message.
-fn mllp_send(dir: &std::path::Path, port: u16, text: &str) -> Vec<String> {
-    let file = dir.join(format!("msg-{}.hl7", free_port()));
-    std::fs::write(&file, text).expect("write message file");
-    let out = Command::new("mllp_send")
-        .args(["--loose", "-p", &port.to_string(), "-f"])
-        .arg(&file)
-        .arg("127.0.0.1")
-        .output()
-        .expect("mllp_send from the Python hl7 package (scripts/test-deps.sh)");
-    assert!(
-        out.status.success(),
-        "mllp_send failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split("MSH|")
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| format!("MSH|{}", s.trim()))
-        .collect()
 }
 
 /// How many inbound items from an HL7 sender the journal holds for a control id.
@@ -203,62 +180,6 @@ fn garbage_split_frames_and_unsupported_types_keep_the_connection_usable() {
         "refused messages are not processed"
     );
     assert_eq!(committed(&gw, "V28-1"), 1);
-}
-
-/// The test HL7 receiver (tests/peers/hl7_receiver.py), killed on drop.
-struct Receiver {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Receiver {
-    fn start(dir: &std::path::Path, port: u16) -> Receiver {
-        let log = dir.join(format!("received-{port}.log"));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hl7_receiver.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with the hl7 package (scripts/test-deps.sh)");
-        wait_for("the HL7 receiver", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Receiver { child, log }
-    }
-
-    /// Every message received so far, whole, segments separated by `\n`.
-    fn messages(&self) -> Vec<String> {
-        let mut path = self.log.clone().into_os_string();
-        path.push(".messages");
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .split("\n\n")
-            .filter(|m| !m.trim().is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn received(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn a08(control: &str) -> serde_json::Value {
-    serde_json::json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
 }
 
 #[test]

@@ -4,9 +4,10 @@
 use clinic_gateway::connectors::fhir::requests::{FhirConflicts, FhirGet, FhirState};
 use clinic_gateway::devices::ListOverrides;
 use clinic_gateway::facility::ListRoomHolds;
+use clinic_gateway::journal::chain;
 use clinic_gateway::journal::{
-    self, Claim, GetStats, JournalWriter, ListAudit, ListDead, NewItem, OpenOptions, Settings,
-    Store,
+    self, Claim, GetAuditHead, GetStats, JournalWriter, ListAudit, ListDead, NewItem, OpenOptions,
+    Settings, Store,
 };
 use clinic_gateway::notices::ListNotices;
 use clinic_gateway::queue::{EhrInbound, EntryState, FromEhr, QueueList, RaisingFlags};
@@ -87,6 +88,20 @@ async fn a_schema_7_journal_migrates_forward_and_keeps_every_row() {
         .expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "queue.call");
+    // The record from before the chain existed is sealed as its first link.
+    let head = journal::ask(&j, GetAuditHead).await.expect("audit head");
+    assert_eq!((head.last_id, head.count), (1, 1));
+    assert_eq!(
+        head.hash,
+        chain::seal(
+            chain::GENESIS,
+            1,
+            4000,
+            "web:frontdesk",
+            "queue.call",
+            "entry=1"
+        )
+    );
 
     let entries = journal::ask(
         &j,

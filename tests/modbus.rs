@@ -9,126 +9,27 @@ use clinic_gateway::devices::modbus::protocol::Value;
 use clinic_gateway::devices::modbus::{
     ActorSlot, GetReadings, ModbusError, ModbusSpawn, Reading, Write,
 };
-use clinic_gateway::journal::{self, Claim, ListAudit};
-use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
+use clinic_gateway::journal::{self, ListAudit};
+use clinic_gateway::supervisor::HealthState;
 use common::modbus_sim::{Sim, write_map};
-use common::spine::Spine;
-use common::{free_port, wait_for};
+use common::spine::{Spine, device_config};
+use common::{PtyPair, free_port};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `socat` joining two ptys: the simulator opens `server`, the gateway `client`.
-struct PtyPair {
-    child: Child,
-    server: PathBuf,
-    client: PathBuf,
-}
-
-impl PtyPair {
-    fn start(dir: &Path) -> PtyPair {
-        let (server, client) = (dir.join("server-tty"), dir.join("client-tty"));
-        let child = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", server.display()))
-            .arg(format!("pty,raw,echo=0,link={}", client.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat must be installed (scripts/test-deps.sh)");
-        wait_for("socat's pty links", Duration::from_secs(10), || {
-            (server.exists() && client.exists()).then_some(())
-        });
-        PtyPair {
-            child,
-            server,
-            client,
-        }
-    }
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Spine {
     /// Starts the devices of `[[devices.modbus]]` TOML the way the daemon does; returns each
     /// device's actor slot by name.
     async fn start_devices(&self, devices_toml: &str) -> BTreeMap<String, ActorSlot> {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{devices_toml}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
         let mut slots = BTreeMap::new();
-        for device in config.devices.modbus {
+        for device in device_config(devices_toml).devices.modbus {
             let name = device.name.clone();
             let spawn = ModbusSpawn::new(device, self.journal.clone());
             slots.insert(name.clone(), spawn.slot());
-            self.supervisor
-                .send(StartChild {
-                    name: format!("modbus:{name}"),
-                    spawn: Box::new(spawn),
-                })
-                .await
-                .expect("start child");
+            self.start_child(format!("modbus:{name}"), spawn).await;
         }
         slots
-    }
-
-    async fn health(&self, device: &str) -> ActorHealth {
-        let all = self.supervisor.send(GetHealth).await.expect("health");
-        let name = format!("modbus:{device}");
-        all.into_iter()
-            .find(|h| h.name == name)
-            .expect("the device is supervised")
-    }
-
-    /// Waits until `device` is in `state` and `check` accepts its health.
-    async fn wait_health(
-        &self,
-        device: &str,
-        state: HealthState,
-        check: impl Fn(&ActorHealth) -> bool,
-    ) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let h = self.health(device).await;
-            if h.state == state && check(&h) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{device} never became {state:?}: {h:?}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The `device.reading` payloads the cloud would receive next (claimed, so each is seen once).
-    async fn new_events(&self) -> Vec<serde_json::Value> {
-        self.new_events_of("device.reading").await
-    }
-
-    /// The payloads of `kind` the cloud would receive next (claimed; other kinds are dropped).
-    async fn new_events_of(&self, kind: &str) -> Vec<serde_json::Value> {
-        let claim = Claim {
-            destination: "cloud".into(),
-            limit: 10_000,
-        };
-        journal::ask(&self.journal, claim)
-            .await
-            .expect("claim")
-            .into_iter()
-            .filter(|row| row.kind == kind)
-            .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.supervisor.send(StopAll).await.expect("stop all");
     }
 }
 
@@ -372,10 +273,10 @@ fn tcp_device_reads_every_type_in_every_order_and_journals_one_event() {
             assert_eq!(r.error, None, "{}", c.name);
         }
         spine
-            .wait_health("plant", HealthState::Healthy, |_| true)
+            .wait_health("modbus:plant", HealthState::Healthy, |_| true)
             .await;
         // The values never change: one event, holding every reading with its unit.
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         assert_eq!(events.len(), 1, "{events:?}");
         let e = &events[0];
         assert_eq!(e["device"], "plant");
@@ -412,7 +313,9 @@ fn unmapped_address_names_illegal_data_address_and_other_registers_still_read() 
             ))
             .await;
         let h = spine
-            .wait_health("room-4", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:room-4", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let error = h.last_error.expect("error");
         let setpoint_error = "modbus device room-4: register setpoint (holding register 50): the device answered exception 0x02 (illegal data address)";
@@ -433,7 +336,7 @@ fn unmapped_address_names_illegal_data_address_and_other_registers_still_read() 
             )
         );
         // The readable register is still journaled.
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(
             events[0]["readings"],
@@ -448,7 +351,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
     // Parity and data bits other than 8N are refused by a Linux pty (tcsetattr: EINVAL), so
     // only baud and stop bits can be set on both ends here.
     let dir = tempfile::tempdir().expect("tempdir");
-    let pty = PtyPair::start(dir.path());
+    let pty = PtyPair::start(dir.path(), "rtu");
     let map = json!({"unit": 7, "values": [
         {"table": "input", "address": 0, "type": "u16", "value": 612},
         {"table": "holding", "address": 10, "type": "f32", "value": 21.5, "word_order": "little"},
@@ -457,7 +360,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
         0,
         &[
             "--rtu".into(),
-            pty.server.display().to_string(),
+            pty.device.display().to_string(),
             "--baud".into(),
             "19200".into(),
             "--stopbits".into(),
@@ -474,7 +377,7 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
                  [[devices.modbus.registers]]\nname = \"co2\"\nfunction = \"input\"\naddress = 0\n\
                  [[devices.modbus.registers]]\nname = \"supply_temp\"\nfunction = \"holding\"\naddress = 10\ntype = \"f32\"\nword_order = \"little\"\n\
                  [[devices.modbus.registers]]\nname = \"filter_alarm\"\nfunction = \"coil\"\naddress = 3\n",
-                pty.client.display()
+                pty.gateway.display()
             ))
             .await;
         let r = wait_values(&slots["ahu"], 0).await;
@@ -482,9 +385,9 @@ fn rtu_device_on_a_pty_pair_reads_with_its_serial_settings_and_unit_id() {
         assert_eq!(value_of(&r, "supply_temp").value, Some(Value::Number(21.5)));
         assert_eq!(value_of(&r, "filter_alarm").value, Some(Value::Bool(true)));
         spine
-            .wait_health("ahu", HealthState::Healthy, |_| true)
+            .wait_health("modbus:ahu", HealthState::Healthy, |_| true)
             .await;
-        assert_eq!(spine.new_events().await.len(), 1);
+        assert_eq!(spine.cloud_events("device.reading").await.len(), 1);
         spine.stop().await;
     });
 }
@@ -502,7 +405,9 @@ fn missing_serial_port_keeps_the_device_degraded_and_retrying() {
             ))
             .await;
         let h = spine
-            .wait_health("usb", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:usb", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let error = h.last_error.expect("error");
         assert!(
@@ -533,11 +438,13 @@ fn killed_peer_degrades_the_device_and_its_return_heals_it() {
             ))
             .await;
         spine
-            .wait_health("env", HealthState::Healthy, |_| true)
+            .wait_health("modbus:env", HealthState::Healthy, |_| true)
             .await;
         drop(sim.take());
         let h = spine
-            .wait_health("env", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:env", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         assert!(
             h.last_error
@@ -564,7 +471,7 @@ fn killed_peer_degrades_the_device_and_its_return_heals_it() {
         );
         sim = Some(Sim::tcp(dir.path(), port, &map));
         let h = spine
-            .wait_health("env", HealthState::Healthy, |_| true)
+            .wait_health("modbus:env", HealthState::Healthy, |_| true)
             .await;
         assert_eq!(h.last_error, None);
         assert_eq!(h.restarts, 0, "the actor retried by itself");
@@ -602,7 +509,7 @@ fn unchanged_values_are_journaled_once_and_changes_every_time() {
                 .expect("read");
             wait_values(&slots["ticking"], last).await;
         }
-        let events = spine.new_events().await;
+        let events = spine.cloud_events("device.reading").await;
         let of = |device: &str| -> Vec<serde_json::Value> {
             events
                 .iter()
@@ -646,7 +553,9 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
             .await;
         let slot = &slots["ahu"];
         spine
-            .wait_health("ahu", HealthState::Degraded, |h| h.last_error.is_some())
+            .wait_health("modbus:ahu", HealthState::Degraded, |h| {
+                h.last_error.is_some()
+            })
             .await;
         let actor = slot.addr().expect("actor");
         let write = |register: &str, value| Write {
@@ -692,7 +601,7 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
                 ("test:staff", "device-write", "ahu fan = true"),
             ]
         );
-        let outcomes = spine.new_events_of("device.write").await;
+        let outcomes = spine.cloud_events("device.write").await;
         assert_eq!(
             outcomes,
             [
@@ -729,7 +638,7 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
             .expect("audit");
         assert_eq!(audit.len(), 4, "{audit:?}");
         assert_eq!(audit[0].detail, "ahu spare = 1.0");
-        let outcomes = spine.new_events_of("device.write").await;
+        let outcomes = spine.cloud_events("device.write").await;
         assert_eq!(outcomes.len(), 1, "{outcomes:?}");
         assert_eq!(outcomes[0]["ok"], json!(false));
         assert!(

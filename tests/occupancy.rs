@@ -9,30 +9,11 @@ use clinic_gateway::config::Config;
 use clinic_gateway::devices::occupancy::protocol::{Occupancy, RoomReading};
 use clinic_gateway::devices::occupancy::{NAME, OccupancyHandle, OccupancySpawn};
 use clinic_gateway::journal::{self, Claim, JournalWriter};
-use clinic_gateway::supervisor::{GetHealth, HealthState, StartChild, StopAll, Supervisor};
+use clinic_gateway::supervisor::HealthState;
+use common::spine::{Spine, eventually};
 use common::{Broker, Certs};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Polls `f` until it answers `Some`; panics naming `what` after 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Waits until the state satisfies `ok`; answers it.
 async fn wait_state(
@@ -41,16 +22,6 @@ async fn wait_state(
     ok: impl Fn(&Occupancy) -> bool,
 ) -> Occupancy {
     eventually(what, || async { handle.get().await.ok().filter(|o| ok(o)) }).await
-}
-
-/// Waits until the supervisor shows child `name` in `state`; answers its last error.
-async fn wait_health(sup: &Addr<Supervisor>, name: &str, state: HealthState) -> Option<String> {
-    eventually(state.as_str(), || async {
-        let health = sup.send(GetHealth).await.ok()?;
-        let h = health.into_iter().find(|h| h.name == name)?;
-        (h.state == state).then_some(h.last_error)
-    })
-    .await
 }
 
 fn room(o: &Occupancy, name: &str) -> Option<RoomReading> {
@@ -162,28 +133,12 @@ room = "lobby"
     )
 }
 
-/// A journal on a temporary SQLite file and a supervisor with fast restarts.
-fn start_spine(dir: &Path) -> (Addr<JournalWriter>, Addr<Supervisor>) {
-    let spine = common::spine::Spine::start(dir);
-    (spine.journal, spine.supervisor)
-}
-
 /// Starts the occupancy actor of `config` under `name`; answers its handle.
-async fn start_occupancy(
-    sup: &Addr<Supervisor>,
-    journal: &Addr<JournalWriter>,
-    config: &Config,
-    name: &str,
-) -> OccupancyHandle {
+async fn start_occupancy(spine: &Spine, config: &Config, name: &str) -> OccupancyHandle {
     let occupancy = config.devices.occupancy.as_ref().expect("occupancy table");
-    let spawn = OccupancySpawn::new(config, occupancy, journal).expect("spawn");
+    let spawn = OccupancySpawn::new(config, occupancy, &spine.journal).expect("spawn");
     let handle = spawn.handle.clone();
-    sup.send(StartChild {
-        name: name.into(),
-        spawn: Box::new(spawn),
-    })
-    .await
-    .expect("start");
+    spine.start_child(name.into(), spawn).await;
     handle
 }
 
@@ -208,19 +163,17 @@ async fn occupancy_events(journal: &Addr<JournalWriter>) -> Vec<(String, Value)>
 fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path().to_path_buf();
-    let bdir = dir.join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let mut broker = Broker::start(&bdir);
+    let mut broker = Broker::start(&dir.join("broker"));
     let config = load_config(&dir, &plain_broker(&broker));
 
     actix::System::new().block_on(async move {
-        let (journal, sup) = start_spine(&dir);
+        let spine = Spine::start(&dir);
         // The daemon's path: one child named `occupancy` for the table.
-        let children = clinic_gateway::daemon::wiring::devices(&config, &journal, &Default::default()).expect("spawns");
+        let children = clinic_gateway::daemon::wiring::devices(&config, &spine.journal, &Default::default()).expect("spawns");
         let names: Vec<&str> = children.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, [NAME]);
-        let handle = start_occupancy(&sup, &journal, &config, NAME).await;
-        wait_health(&sup, NAME, HealthState::Healthy).await;
+        let handle = start_occupancy(&spine, &config, NAME).await;
+        spine.wait_health(NAME, HealthState::Healthy, |_| true).await;
 
         // Valid readings: each room's first reading counts at once.
         publish(&broker, &dir, "zigbee2mqtt/pir-1", br#"{"occupancy":true,"battery":90}"#).await;
@@ -287,7 +240,7 @@ fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_b
         assert_eq!(area(&o, "wait-a"), Some((5, 1, 2)));
 
         // Every change was journaled, in order, with names and numbers only.
-        let events = occupancy_events(&journal).await;
+        let events = occupancy_events(&spine.journal).await;
         let rooms = |name: &str| -> Vec<Value> {
             events
                 .iter()
@@ -314,10 +267,10 @@ fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_b
 
         // Broker gone: degraded with a reason; back: healthy, subscribed again.
         broker.stop();
-        let error = wait_health(&sup, NAME, HealthState::Degraded).await;
+        let error = spine.wait_health(NAME, HealthState::Degraded, |_| true).await.last_error;
         assert!(error.is_some_and(|e| !e.is_empty()), "a degraded actor says why");
         broker.restart();
-        wait_health(&sup, NAME, HealthState::Healthy).await;
+        spine.wait_health(NAME, HealthState::Healthy, |_| true).await;
         publish(&broker, &dir, "zigbee2mqtt/counter-2", br#"{"count":1}"#).await;
         let o = wait_state(&handle, "exam-2 at 1 after the restart", |o| {
             room(o, "exam-2") == reading(true, Some(1))
@@ -334,7 +287,8 @@ fn occupancy_follows_sensors_ignores_malformed_payloads_and_resubscribes_after_b
         let counter = o.sensors.iter().find(|s| s.name == "counter-2").expect("counter-2");
         assert!(counter.last_seen_ms.is_some_and(|ms| ms > 0), "{counter:?}");
 
-        sup.send(StopAll).await.expect("stop");
+        let journal = spine.journal.clone();
+        spine.stop().await;
         assert!(handle.get().await.is_err(), "a stopped actor is not asked");
         let _ = journal::ask(&journal, journal::Close).await;
     });
@@ -346,7 +300,6 @@ fn occupancy_uses_mutual_tls_and_reports_an_untrusted_broker() {
     let dir = dir.path().to_path_buf();
     let (cdir, bdir) = (dir.join("certs"), dir.join("broker"));
     std::fs::create_dir_all(&cdir).expect("mkdir");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
     let certs = Certs::generate(&cdir);
     let broker = Broker::start_tls(&bdir, &certs, true);
     let path = |name: &str| certs.path(name).display().to_string();
@@ -379,12 +332,16 @@ fn occupancy_uses_mutual_tls_and_reports_an_untrusted_broker() {
     ];
 
     actix::System::new().block_on(async move {
-        let (journal, sup) = start_spine(&dir);
-        let handle = start_occupancy(&sup, &journal, &good, NAME).await;
-        start_occupancy(&sup, &journal, &bad, "occupancy-bad").await;
-        wait_health(&sup, NAME, HealthState::Healthy).await;
-        let error = wait_health(&sup, "occupancy-bad", HealthState::Degraded)
+        let spine = Spine::start(&dir);
+        let handle = start_occupancy(&spine, &good, NAME).await;
+        start_occupancy(&spine, &bad, "occupancy-bad").await;
+        spine
+            .wait_health(NAME, HealthState::Healthy, |_| true)
+            .await;
+        let error = spine
+            .wait_health("occupancy-bad", HealthState::Degraded, |_| true)
             .await
+            .last_error
             .unwrap_or_default();
         assert!(
             error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
@@ -396,7 +353,8 @@ fn occupancy_uses_mutual_tls_and_reports_an_untrusted_broker() {
             room(o, "exam-1") == reading(true, None)
         })
         .await;
-        sup.send(StopAll).await.expect("stop");
+        let journal = spine.journal.clone();
+        spine.stop().await;
         let _ = journal::ask(&journal, journal::Close).await;
     });
 }

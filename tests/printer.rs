@@ -6,135 +6,22 @@
 mod common;
 
 use clinic_gateway::devices::printer::{self, PrinterSpawn};
-use clinic_gateway::journal::{self, Append, Claim, GetStats, ListDead, NewItem};
+use clinic_gateway::journal::{self, Append, GetStats, ListDead, NewItem};
 use clinic_gateway::queue::QueueCheckIn;
 use clinic_gateway::queue::{CheckIn, Priority, TicketJob, TicketOrder};
-use clinic_gateway::supervisor::{ActorHealth, GetHealth, HealthState, StartChild, StopAll};
-use common::spine::Spine;
+use clinic_gateway::supervisor::HealthState;
+use common::printer::TestPrinter;
+use common::spine::{Spine, device_config, eventually};
 use common::wait_for;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The test printer on the far end of a socat pty pair; both are killed on drop.
-struct TestPrinter {
-    socat: Child,
-    peer: Child,
-    /// The gateway's end of the pair.
-    tty: PathBuf,
-    capture: PathBuf,
-    control: PathBuf,
-}
+/// The supervisor's name for the printer every test configures.
+const KIOSK: &str = "printer:kiosk-1";
 
+// Async, so it lives beside the actix tests rather than with the printer.
 impl TestPrinter {
-    fn start(dir: &Path) -> TestPrinter {
-        let (printer_end, tty) = (dir.join("printer-end"), dir.join("printer-tty"));
-        let socat = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", printer_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", tty.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat must be installed (scripts/test-deps.sh)");
-        wait_for("socat's pty links", Duration::from_secs(10), || {
-            (printer_end.exists() && tty.exists()).then_some(())
-        });
-        let capture = dir.join("capture.bin");
-        let control = dir.join("control.json");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/escpos_printer.py");
-        let mut peer = Command::new("python3")
-            .arg(script)
-            .arg("--port")
-            .arg(&printer_end)
-            .arg("--capture")
-            .arg(&capture)
-            .arg("--control")
-            .arg(&control)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed (scripts/test-deps.sh)");
-        let stderr = peer.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("escpos_printer: ready") => break,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "the test printer did not start (pip install -r tests/peers/requirements.txt): {}",
-                    seen.join("\n")
-                ),
-            }
-        }
-        TestPrinter {
-            socat,
-            peer,
-            tty,
-            capture,
-            control,
-        }
-    }
-
-    /// What the printer answers from now on.
-    fn set(&self, control: serde_json::Value) {
-        let tmp = self.control.with_extension("tmp");
-        std::fs::write(&tmp, control.to_string()).expect("write control");
-        std::fs::rename(&tmp, &self.control).expect("replace control");
-    }
-
-    fn ready(&self) {
-        self.set(json!({ "answer": true }));
-    }
-
-    fn paper_end(&self) {
-        self.set(json!({ "answer": true, "status": { "1": 0x1A, "2": 0x32, "4": 0x7E } }));
-    }
-
-    fn raw(&self) -> Vec<u8> {
-        std::fs::read(&self.capture).unwrap_or_default()
-    }
-
-    /// Status requests received so far.
-    fn status_requests(&self) -> usize {
-        self.raw()
-            .windows(3)
-            .filter(|w| w[0] == 0x10 && w[1] == 0x04 && (1..=4).contains(&w[2]))
-            .count()
-    }
-
-    /// Everything printed, without the status requests between tickets (a ticket never holds
-    /// 0x10 0x04).
-    fn printed(&self) -> Vec<u8> {
-        let raw = self.raw();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut i = 0;
-        while i < raw.len() {
-            if raw[i..].starts_with(&[0x10, 0x04])
-                && raw.get(i + 2).is_some_and(|n| (1..=4).contains(n))
-            {
-                i += 3;
-            } else {
-                out.push(raw[i]);
-                i += 1;
-            }
-        }
-        out
-    }
-
-    fn printed_text(&self) -> String {
-        String::from_utf8_lossy(&self.printed()).into_owned()
-    }
-
     /// Waits until the printer has read its status at least `polls` more times (three or four
     /// requests each): proof that the actor went round its loop without printing.
     async fn wait_polls(&self, polls: usize) {
@@ -146,53 +33,13 @@ impl TestPrinter {
     }
 }
 
-impl Drop for TestPrinter {
-    fn drop(&mut self) {
-        for c in [&mut self.peer, &mut self.socat] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Spine {
     /// Starts the printer of a `[[devices.printer]]` table the way the daemon does.
     async fn start_printer(&self, table: &str) {
-        let text = format!("[gateway]\nfacility_id = \"test\"\n{table}");
-        let config = clinic_gateway::config::parse(Path::new("test.toml"), &text)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        for p in config.devices.printer {
+        for p in device_config(table).devices.printer {
             let name = printer::destination(&p.name);
             let spawn = PrinterSpawn::new(p, self.journal.clone());
-            self.supervisor
-                .send(StartChild {
-                    name,
-                    spawn: Box::new(spawn),
-                })
-                .await
-                .expect("start child");
-        }
-    }
-
-    async fn health(&self) -> ActorHealth {
-        let all = self.supervisor.send(GetHealth).await.expect("health");
-        all.into_iter()
-            .find(|h| h.name == "printer:kiosk-1")
-            .expect("the printer is supervised")
-    }
-
-    async fn wait_health(&self, state: HealthState, error: Option<&str>) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let h = self.health().await;
-            if h.state == state && (error.is_none() || h.last_error.as_deref() == error) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the printer never became {state:?} {error:?}: {h:?}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
+            self.start_child(name, spawn).await;
         }
     }
 
@@ -221,21 +68,6 @@ impl Spine {
             .expect("check-in")
             .0
             .ticket
-    }
-
-    /// The payloads of `kind` the cloud would receive next (claimed, so each is seen once).
-    async fn cloud_events(&self, kind: &str) -> Vec<serde_json::Value> {
-        let claim = Claim {
-            destination: "cloud".into(),
-            limit: 10_000,
-        };
-        journal::ask(&self.journal, claim)
-            .await
-            .expect("claim")
-            .into_iter()
-            .filter(|row| row.kind == kind)
-            .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
-            .collect()
     }
 
     /// Collects cloud events of `kind` until one satisfies `want`.
@@ -269,10 +101,6 @@ impl Spine {
             .get("printer:kiosk-1")
             .map_or(0, |d| d.pending + d.in_flight)
     }
-
-    async fn stop(self) {
-        self.supervisor.send(StopAll).await.expect("stop all");
-    }
 }
 
 fn table(tty: &Path, extra: &str) -> String {
@@ -285,11 +113,7 @@ fn table(tty: &Path, extra: &str) -> String {
 
 /// Waits (polling) until `f` holds, in an async test.
 async fn until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(what, || async { f().then_some(()) }).await
 }
 
 #[actix_rt::test]
@@ -300,13 +124,15 @@ async fn a_ticket_is_printed_as_these_exact_escpos_bytes() {
     let spine = Spine::start(dir.path());
     spine
         .start_printer(&table(
-            &tp.tty,
+            tp.tty(),
             "code_page = \"pc858\"\nutc_offset_min = 60\nfail_after_s = 1000000000\n\
              check_in_url = \"https://clinic.example/checkin?t={ticket}&q={queue}&e={entry}\"\n\
              [devices.printer.queue_labels]\nbilling = \"Caisse (€) - Kasse\"\n",
         ))
         .await;
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
 
     // A job as a check-in commits it, issued 2026-11-24T17:40:00Z.
     let job = TicketJob {
@@ -368,10 +194,12 @@ async fn paper_out_holds_tickets_then_prints_them_in_order_when_paper_returns() 
     let tp = TestPrinter::start(dir.path());
     tp.paper_end();
     let spine = Spine::start(dir.path());
-    spine.start_printer(&table(&tp.tty, "")).await;
+    spine.start_printer(&table(tp.tty(), "")).await;
 
     spine
-        .wait_health(HealthState::Degraded, Some("printer kiosk-1: paper end"))
+        .wait_health(KIOSK, HealthState::Degraded, |h| {
+            h.last_error.as_deref() == Some("printer kiosk-1: paper end")
+        })
         .await;
     let status = spine
         .wait_event("printer.status", |e| e["condition"] == "paper end")
@@ -394,7 +222,9 @@ async fn paper_out_holds_tickets_then_prints_them_in_order_when_paper_returns() 
     );
 
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     spine
         .wait_event("printer.status", |e| e["condition"] == "ready")
         .await;
@@ -418,9 +248,11 @@ async fn a_ticket_past_fail_after_is_dead_lettered_and_reported_and_never_printe
     tp.set(json!({ "answer": false }));
     let spine = Spine::start(dir.path());
     spine
-        .start_printer(&table(&tp.tty, "fail_after_s = 1\n"))
+        .start_printer(&table(tp.tty(), "fail_after_s = 1\n"))
         .await;
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     assert_eq!(
         h.last_error.as_deref(),
         Some("printer kiosk-1: offline (no answer to status within 300 ms)")
@@ -457,7 +289,9 @@ async fn a_ticket_past_fail_after_is_dead_lettered_and_reported_and_never_printe
 
     // The printer comes back: the ticket staff already wrote by hand is not printed too.
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     tp.wait_polls(2).await;
     assert!(!tp.printed_text().contains("G-001"));
     spine.stop().await;
@@ -470,14 +304,18 @@ async fn noise_and_unreadable_answers_from_the_printer_do_not_stop_the_actor() {
     // Bytes that cannot be status answers before every answer.
     tp.set(json!({ "answer": true, "noise": "ff00a5c3e1" }));
     let spine = Spine::start(dir.path());
-    spine.start_printer(&table(&tp.tty, "")).await;
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine.start_printer(&table(tp.tty(), "")).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     spine.check_in("general", "MRN-1").await;
     until("the ticket printed", || tp.printed_text().contains("G-001")).await;
 
     // Only garbage instead of answers: as good as no answer.
     tp.set(json!({ "answer": true, "status": { "1": 0xFF, "2": 0x00, "3": 0xFF, "4": 0x81 } }));
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     assert!(
         h.last_error
             .as_deref()
@@ -489,12 +327,18 @@ async fn noise_and_unreadable_answers_from_the_printer_do_not_stop_the_actor() {
     assert!(!tp.printed_text().contains("G-002"));
 
     tp.ready();
-    spine.wait_health(HealthState::Healthy, None).await;
+    spine
+        .wait_health(KIOSK, HealthState::Healthy, |_| true)
+        .await;
     until("the held ticket printed", || {
         tp.printed_text().contains("G-002")
     })
     .await;
-    assert_eq!(spine.health().await.restarts, 0, "the actor never failed");
+    assert_eq!(
+        spine.health(KIOSK).await.restarts,
+        0,
+        "the actor never failed"
+    );
     spine.stop().await;
 }
 
@@ -508,7 +352,7 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         &format!(
             "{}default_for = [\"general\"]\nminutes_per_patient = 7\n\
              [devices.printer.queue_labels]\ngeneral = \"Médecine générale\"\n",
-            table(&tp.tty, "")
+            table(tp.tty(), "")
         ),
     );
     gw.start();
@@ -565,22 +409,12 @@ fn check_in_over_http_prints_a_ticket_and_the_preview_shows_it() {
         "a check-in without a printer prints nothing"
     );
 
-    let status_page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("status page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let status_page = gw.get_text("/");
     assert!(
         status_page.contains("href=\"/printers/kiosk-1/preview\""),
         "linked from the status page"
     );
-    let page = ureq::get(&gw.url("/printers/kiosk-1/preview"))
-        .call()
-        .expect("preview")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/printers/kiosk-1/preview");
     assert!(
         page.contains("Praxis Dr. Müller ? Zürich"),
         "as the code page prints it"
@@ -605,7 +439,9 @@ async fn a_missing_serial_port_is_offline_and_its_tickets_wait() {
     let spine = Spine::start(dir.path());
     let missing = dir.path().join("no-such-tty");
     spine.start_printer(&table(&missing, "")).await;
-    let h = spine.wait_health(HealthState::Degraded, None).await;
+    let h = spine
+        .wait_health(KIOSK, HealthState::Degraded, |_| true)
+        .await;
     let error = h.last_error.unwrap_or_default();
     assert!(
         error.starts_with("printer kiosk-1: offline (cannot open ")
@@ -617,6 +453,6 @@ async fn a_missing_serial_port_is_offline_and_its_tickets_wait() {
         .wait_event("printer.status", |e| e["condition"] == "offline")
         .await;
     assert_eq!(spine.waiting_tickets().await, 1, "the ticket waits");
-    assert_eq!(spine.health().await.restarts, 0);
+    assert_eq!(spine.health(KIOSK).await.restarts, 0);
     spine.stop().await;
 }

@@ -20,12 +20,7 @@ fn act(gw: &Gateway, id: i64, action: &str, body: Value) -> (u16, Value) {
 #[test]
 fn queue_orders_by_priority_then_arrival_and_relays_every_change() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
-    gw.start();
+    let (_broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/events/#", "");
 
     let (status, a) = check_in(
         &gw,
@@ -105,12 +100,7 @@ fn queue_orders_by_priority_then_arrival_and_relays_every_change() {
     assert_eq!(act(&gw, b_id, "no-show", json!({})).1["state"], "no_show");
     assert_eq!(act(&gw, 999_999, "complete", json!({})).0, 404);
 
-    let page = ureq::get(&gw.url("/"))
-        .call()
-        .expect("page")
-        .body_mut()
-        .read_to_string()
-        .expect("html");
+    let page = gw.get_text("/");
     assert!(
         page.contains("Waiting queues") && page.contains("G-001"),
         "the board shows open tickets"

@@ -76,12 +76,7 @@ fn wait_reply(consumer: &Consumer, request_id: Option<&str>, nth: usize) -> Valu
 #[test]
 fn relay_drains_in_key_order_after_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let mut broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
-    gw.start();
+    let (mut broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/events/#", "");
     let keys = ["patient-1", "patient-2", "patient-3"];
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
@@ -138,12 +133,8 @@ fn relay_drains_in_key_order_after_broker_restart() {
 #[test]
 fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
-    gw.start();
+    let (_broker, consumer, mut gw) =
+        relayed_gateway(dir.path(), "clinic/test-clinic/events/#", "");
     let url = gw.url("/api/v1/events");
     let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<u64, String>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -210,13 +201,11 @@ fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
 #[test]
 fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
-    let table = relay_table(&broker);
-    let mut gw = Gateway::new(dir.path(), &format!("{table}max_message_bytes = 512\n"));
-    gw.start();
+    let (broker, consumer, gw) = relayed_gateway(
+        dir.path(),
+        "clinic/test-clinic/#",
+        "max_message_bytes = 512\n",
+    );
     let big = json!({ "source": "lab", "id": "big-1", "kind": "test.big", "key": "patient-9", "payload": { "n": 1000, "blob": "x".repeat(2000) } });
     assert_eq!(gw.post_event(&big).0, 202);
     assert_eq!(gw.post_event(&event(1, "patient-9")).0, 202);
@@ -285,18 +274,7 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
     assert_eq!(r["result"]["replayed"], 1);
     wait_all(&consumer, &BTreeSet::from([1000]));
 
-    let audit = gw.get_json("/api/v1/audit");
-    let entries: Vec<(String, String)> = audit
-        .as_array()
-        .expect("audit list")
-        .iter()
-        .map(|a| {
-            (
-                a["actor"].as_str().unwrap_or("").into(),
-                a["action"].as_str().unwrap_or("").into(),
-            )
-        })
-        .collect();
+    let audit = audit_log(&gw);
     for expected in [
         ("cloud:replay-1", "dlq-replay"),
         ("gateway", "config-reload"),
@@ -304,10 +282,10 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         ("cloud", "command"),
     ] {
         assert!(
-            entries
+            audit
                 .iter()
-                .any(|(a, b)| a == expected.0 && b == expected.1),
-            "audit lacks {expected:?}: {entries:?}"
+                .any(|(action, actor, _)| actor == expected.0 && action == expected.1),
+            "audit lacks {expected:?}: {audit:?}"
         );
     }
 }
@@ -318,7 +296,6 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
     let cdir = dir.path().join("certs");
     let bdir = dir.path().join("broker");
     std::fs::create_dir_all(&cdir).expect("mkdir");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
     let certs = Certs::generate(&cdir);
     let broker = Broker::start_tls(&bdir, &certs, true);
     let consumer = Consumer::start_with(
@@ -385,12 +362,7 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
 #[test]
 fn a_slow_command_does_not_hold_back_the_backlog() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).expect("mkdir");
-    let broker = Broker::start(&bdir);
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
-    let mut gw = Gateway::new(dir.path(), &relay_table(&broker));
-    gw.start();
+    let (broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
     assert_eq!(gw.post_event(&event(0, "patient-0")).0, 202);
     wait_all(&consumer, &BTreeSet::from([0]));
 

@@ -9,149 +9,20 @@ mod common;
 
 use common::bacnet_sim::Device;
 use common::fhir_server::FhirServer;
+use common::hl7_peer::{Receiver, a08, mllp_send};
 use common::modbus_sim::Sim;
+use common::printer::TestPrinter;
 use common::{Broker, Gateway, free_port, journal_items, post, relay_table, wait_for};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-/// The test receipt printer (`tests/peers/escpos_printer.py`) behind a socat pty pair, always
-/// ready to print; both are killed on drop.
-struct Printer {
-    children: Vec<Child>,
-    /// The gateway's end of the pair.
-    tty: PathBuf,
-}
-
-impl Printer {
-    fn start(dir: &Path) -> Printer {
-        let (printer_end, tty) = (dir.join("printer-end"), dir.join("printer-tty"));
-        let socat = Command::new("socat")
-            .arg(format!("pty,raw,echo=0,link={}", printer_end.display()))
-            .arg(format!("pty,raw,echo=0,link={}", tty.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat must be installed (scripts/test-deps.sh)");
-        wait_for("socat's pty links", Duration::from_secs(10), || {
-            (printer_end.exists() && tty.exists()).then_some(())
-        });
-        let control = dir.join("printer-control.json");
-        std::fs::write(&control, json!({ "answer": true }).to_string()).expect("control");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/escpos_printer.py");
-        let mut peer = Command::new("python3")
-            .arg(script)
-            .arg("--port")
-            .arg(&printer_end)
-            .arg("--capture")
-            .arg(dir.join("printer-capture.bin"))
-            .arg("--control")
-            .arg(&control)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed (scripts/test-deps.sh)");
-        let stderr = peer.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("escpos_printer: ready") => break,
-                Ok(_) => {}
-                Err(_) => panic!("the test printer did not start (scripts/test-deps.sh)"),
-            }
-        }
-        Printer {
-            children: vec![peer, socat],
-            tty,
-        }
-    }
-}
-
-impl Drop for Printer {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The HL7 receiver (`tests/peers/hl7_receiver.py`) the outbound sender delivers to.
-struct Receiver {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Receiver {
-    fn start(dir: &Path, port: u16) -> Receiver {
-        let log = dir.join("received.log");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/hl7_receiver.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with the hl7 package (scripts/test-deps.sh)");
-        wait_for("the HL7 receiver", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Receiver { child, log }
-    }
-
-    /// Control ids received so far.
-    fn received(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends an ADT^A04 with control id `control` over MLLP (`mllp_send`); returns its ACK.
-fn send_hl7(dir: &Path, port: u16, control: &str) -> String {
-    let file = dir.join(format!("{control}.hl7"));
-    let message = format!(
+/// An ADT^A04 from the hospital with control id `control`.
+fn a04(control: &str) -> String {
+    format!(
         "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124140500||ADT^A04|{control}|P|2.5.1\n\
          EVN|A04|20261124140500\nPID|1||555^^^CLINIC^MR||DOE^JANE\n"
-    );
-    std::fs::write(&file, message).expect("write message file");
-    let out = Command::new("mllp_send")
-        .args(["--loose", "-p", &port.to_string(), "-f"])
-        .arg(&file)
-        .arg("127.0.0.1")
-        .output()
-        .expect("mllp_send from the Python hl7 package (scripts/test-deps.sh)");
-    assert!(
-        out.status.success(),
-        "mllp_send failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// An outbound A08 for the sender.
-fn a08(control: &str) -> Value {
-    json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
+    )
 }
 
 /// Every peer and a gateway running one actor of each kind against them.
@@ -159,7 +30,7 @@ struct Site {
     gw: Gateway,
     hl7: u16,
     receiver: Receiver,
-    _peers: (Broker, Sim, Device, Printer, FhirServer),
+    _peers: (Broker, Sim, Device, TestPrinter, FhirServer),
 }
 
 fn start_site(dir: &Path) -> Site {
@@ -171,7 +42,7 @@ fn start_site(dir: &Path) -> Site {
     );
     let bacnet_port = free_port();
     let bacnet = Device::start(bacnet_port);
-    let printer = Printer::start(dir);
+    let printer = TestPrinter::start(dir);
     let (hl7, out) = (free_port(), free_port());
     let receiver = Receiver::start(dir, out);
     let fhir = FhirServer::start(dir, &[]);
@@ -198,7 +69,7 @@ fn start_site(dir: &Path) -> Site {
          {relay}",
         broker = broker.port,
         modbus = modbus.port,
-        tty = printer.tty.display(),
+        tty = printer.tty().display(),
         relay = relay_table(&broker),
         fhir = fhir.base(),
     );
@@ -248,8 +119,8 @@ fn each_actor_kind_restarts_after_a_panic_naming_it_and_no_journal_data_is_lost(
         wait_healthy(gw, name);
     }
     for control in ["BEFORE-1", "BEFORE-2"] {
-        let ack = send_hl7(dir.path(), site.hl7, control);
-        assert!(ack.contains("MSA|AA"), "{ack}");
+        let acks = mllp_send(dir.path(), site.hl7, &a04(control));
+        assert!(acks[0].contains("MSA|AA"), "{acks:?}");
     }
     let (status, body) = post(&gw.url("/api/v1/hl7/outbound"), &a08("OUT-1"));
     assert_eq!(status, 202, "{body}");
@@ -293,8 +164,8 @@ fn each_actor_kind_restarts_after_a_panic_naming_it_and_no_journal_data_is_lost(
     }
 
     // Input is taken and committed again by the restarted listener and sender.
-    let ack = send_hl7(dir.path(), site.hl7, "AFTER-1");
-    assert!(ack.contains("MSA|AA"), "{ack}");
+    let acks = mllp_send(dir.path(), site.hl7, &a04("AFTER-1"));
+    assert!(acks[0].contains("MSA|AA"), "{acks:?}");
     let (status, body) = post(&gw.url("/api/v1/hl7/outbound"), &a08("OUT-2"));
     assert_eq!(status, 202, "{body}");
     wait_for(

@@ -126,6 +126,9 @@ impl Gateway {
         {
             needs_restart.push("journal location or key");
         }
+        if new.journal.audit_head_interval_s != old.journal.audit_head_interval_s {
+            needs_restart.push("journal.audit_head_interval_s");
+        }
         let summary = serde_json::json!({ "applied": applied, "needs_restart": needs_restart });
         tracing::info!(by, %summary, "configuration reloaded");
         self.journal.do_send(Append(gateway_event(
@@ -247,6 +250,10 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     );
     notify::ready("running");
     actix::spawn(heartbeat(journal.clone(), config.heartbeat()));
+    actix::spawn(publish_audit_head(
+        journal.clone(),
+        Duration::from_secs(config.journal.audit_head_interval_s),
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -280,6 +287,34 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends the audit chain's head to the cloud at start and then every `every`: a journal later
+/// truncated or rewritten no longer holds the record with the hash the cloud received.
+async fn publish_audit_head(journal: Addr<JournalWriter>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    // After a suspended or stalled process, one head is enough: a burst would say nothing more.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let head = match journal::ask(&journal, journal::GetAuditHead).await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit chain head not read; published at the next tick");
+                continue;
+            }
+        };
+        let event = gateway_event("audit.head", "audit", serde_json::json!(head));
+        match journal::ask(&journal, Append(event)).await {
+            Ok(_) => tracing::debug!(
+                last_id = head.last_id,
+                "audit chain head queued for the cloud"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit chain head not journaled; published at the next tick")
+            }
+        }
+    }
 }
 
 /// Proves the journal writer answers, and only then pets the systemd watchdog.

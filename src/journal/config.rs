@@ -24,6 +24,10 @@ pub struct JournalConfig {
     /// A file holding the key for an encrypted journal (needs a SQLCipher build).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Seconds between two `audit.head` events, which publish the audit chain's head to the
+    /// cloud so that a truncated or rewritten journal is noticed there.
+    #[serde(default = "default_audit_head_interval_s")]
+    pub audit_head_interval_s: u64,
 }
 
 impl Default for JournalConfig {
@@ -34,6 +38,7 @@ impl Default for JournalConfig {
             retention_hours: default_retention_hours(),
             max_batch: default_max_batch(),
             key_file: None,
+            audit_head_interval_s: default_audit_head_interval_s(),
         }
     }
 }
@@ -77,6 +82,9 @@ fn default_retention_hours() -> u64 {
 fn default_max_batch() -> usize {
     4096
 }
+fn default_audit_head_interval_s() -> u64 {
+    3600
+}
 fn default_max_attempts() -> u32 {
     20
 }
@@ -104,6 +112,9 @@ impl JournalConfig {
             }
             if self.max_batch == 0 {
                 bad("journal.max_batch", "must be at least 1".into());
+            }
+            if self.audit_head_interval_s == 0 {
+                bad("journal.audit_head_interval_s", "must be at least 1".into());
             }
             if let Some(key_file) = &self.key_file {
                 settings::check_readable(

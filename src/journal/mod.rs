@@ -8,7 +8,11 @@
 //! **Invariant:** nothing is acknowledged to a sender before the commit that holds it returns.
 //! **Invariant:** pending, in-flight and dead rows are never deleted; only delivered rows are
 //! pruned.
+//! **Invariant:** every audit record is sealed on the hash of the one before it in the
+//! transaction that writes it (see [`chain`]); a committed audit record is never changed or
+//! deleted.
 
+pub mod chain;
 pub mod config;
 pub mod store;
 
@@ -465,6 +469,10 @@ pub struct ListAudit {
     pub limit: usize,
 }
 
+/// The audit chain's last record and length (see [`chain::Head`]), for publishing.
+#[derive(Debug)]
+pub struct GetAuditHead;
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEntry {
@@ -537,6 +545,7 @@ requests! {
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
     ListAudit => ListAudit: Vec<AuditEntry>,
+    GetAuditHead => AuditHead: chain::Head,
     Subscribe => Subscribe: Arc<Notify>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
@@ -600,6 +609,23 @@ impl<R: Request> actix::dev::MessageResponse<JournalWriter, R> for Forward<R> {
     }
 }
 
+/// Puts every row of `destination` that is in flight back in line as a failed attempt (the
+/// attempt counts, its backoff applies), saying `why`. A deliverer calls it when it starts
+/// (rows in flight then were left by a run that ended mid-delivery, e.g. by a panic) and when
+/// its connection is lost before the peer confirmed them. A journal that cannot take the
+/// request is logged: the rows stay in flight until the next start puts them back.
+pub async fn put_back_in_flight(journal: &Addr<JournalWriter>, destination: &str, why: String) {
+    let back = Failed {
+        destination: destination.into(),
+        ids: None,
+        error: why,
+        permanent: false,
+    };
+    if let Err(e) = ask(journal, back).await {
+        tracing::error!(%destination, error = %e, "cannot put in-flight rows back in line");
+    }
+}
+
 /// Sends a request and flattens the mailbox error into [`JournalError::Closed`].
 pub async fn ask<R: Request>(addr: &Addr<JournalWriter>, msg: R) -> Result<R::Output, JournalError>
 where
@@ -622,12 +648,45 @@ impl JournalWriter {
                 "in-flight rows from the last run put back in line"
             );
         }
+        let checkpointer = store.defer_checkpoints()?;
+        let (writing, written) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || checkpoints(checkpointer, written))
+            .map_err(|e| {
+                JournalError::Sqlite(format!("cannot start the checkpoint thread: {e}"))
+            })?;
         let (tx, rx) = mpsc::channel(65_536);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || Writer::new(store, settings).run(rx))
+            .spawn(move || {
+                Writer::new(store, settings).run(rx);
+                // The checkpoint thread ends with the writer.
+                drop(writing);
+            })
             .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok((JournalWriter { tx }.start(), thread))
+    }
+}
+
+/// How often the log is checkpointed beside the writer, and the log size (frames of one page)
+/// past which a checkpoint waits for the writer rather than let the log grow on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const LOG_LIMIT: i64 = 16_384;
+
+/// Checkpoints the log until the writer is gone (`written` disconnects).
+fn checkpoints(checkpointer: store::Checkpointer, written: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) = written.recv_timeout(CHECKPOINT_EVERY) {
+        match checkpointer.passive() {
+            Ok((log, done)) if log - done > LOG_LIMIT => {
+                if let Err(e) = checkpointer.restart() {
+                    tracing::warn!(error = %e, frames = log, "WAL checkpoint failed; it is tried again");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is tried again"),
+        }
     }
 }
 
@@ -651,6 +710,11 @@ struct Writer {
     signals: HashMap<String, Arc<Notify>>,
 }
 
+/// A batch waits for its siblings only after a batch of at least this many requests (a lone
+/// requester is never held back), and never longer than `GATHER_MAX`.
+const GATHER_SIBLINGS: usize = 8;
+const GATHER_MAX: Duration = Duration::from_micros(200);
+
 /// How often delivered rows past retention are pruned, and how many per pass.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
@@ -667,14 +731,11 @@ impl Writer {
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.settings.max_batch);
+        let mut last = 0;
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
-            while batch.len() < self.settings.max_batch {
-                match rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut rx, &mut batch, last);
+            last = batch.len();
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {
                 if let Err(e) = self.store.checkpoint() {
@@ -688,6 +749,28 @@ impl Writer {
             }
         }
         let _ = self.store.checkpoint();
+    }
+
+    /// Takes what is queued behind the first request. When the last batch showed concurrent
+    /// requesters, waits (at most [`GATHER_MAX`]) until as many have arrived again: the first
+    /// request wakes this thread while its siblings are still on their way, and committing it
+    /// alone would make them all wait for the next fsync.
+    fn gather(&self, rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>, last: usize) {
+        let max = self.settings.max_batch;
+        let deadline = Instant::now() + GATHER_MAX;
+        loop {
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if last < GATHER_SIBLINGS || batch.len() >= last.min(max) || Instant::now() >= deadline
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 
     fn prune(&mut self, cutoff: i64) {
@@ -855,6 +938,10 @@ impl Writer {
                 }
                 Command::ListAudit(ListAudit { limit }, reply) => {
                     let r = tx.audit_log(limit);
+                    done(reply, r)
+                }
+                Command::AuditHead(GetAuditHead, reply) => {
+                    let r = tx.audit_head();
                     done(reply, r)
                 }
                 Command::Work(job) => {

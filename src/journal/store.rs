@@ -6,13 +6,14 @@
 //! timeout to share the file. Domains keep their SQL in their own `store.rs` and run it through
 //! [`Tx`](super::Tx); nothing else opens SQLite.
 
+use super::chain::{self, AuditRow, Head};
 use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
     RetryPolicy, Stats, StoredItem,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, params};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `PRAGMA application_id` of a clinic-gateway journal ("CGJ1"), so a foreign SQLite file is
@@ -22,7 +23,8 @@ const APPLICATION_ID: i32 = 0x43474a31;
 /// The journal's own migrations; its `user_version` is how many have been applied. Versions 2
 /// to 7 created domain tables, which their domains now own: their steps live in the domains'
 /// [`Schema`]s, which name the legacy version each step corresponds to, and are empty here.
-/// Version 8 records each domain's own version in `schema_domain`.
+/// Version 8 records each domain's own version in `schema_domain`. Version 9 chains the audit
+/// log (`prev_hash`, `hash`); the rows it finds are sealed in id order by [`chain_existing`].
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbound (
@@ -73,7 +75,14 @@ CREATE TABLE schema_domain (
     version INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+"#,
 ];
+
+/// The version whose migration seals the audit rows written before the chain existed.
+const AUDIT_CHAINED: usize = 9;
 
 /// The first version at which domains keep their own migrations.
 const DOMAINS_SINCE: i64 = 8;
@@ -131,6 +140,8 @@ pub struct OpenOptions {
 
 pub struct Store {
     conn: Connection,
+    path: PathBuf,
+    key: Option<String>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
@@ -238,7 +249,11 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            key: opts.key.clone(),
+        };
         store
             .migrate(version)
             .map_err(|e| io_err(path, format!("migration failed: {e}")))?;
@@ -302,6 +317,9 @@ impl Store {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
+            if i + 1 == AUDIT_CHAINED {
+                chain_existing(&tx)?;
+            }
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.commit()?;
@@ -338,6 +356,27 @@ impl Store {
         Ok(())
     }
 
+    /// Hands the WAL checkpoints of this connection to a [`Checkpointer`] of their own: a
+    /// commit then never pays for copying the log into the database file (SQLite's automatic
+    /// checkpoint runs inside the commit that crosses its threshold, and holds up every
+    /// requester of that batch).
+    pub fn defer_checkpoints(&self) -> Result<Checkpointer, JournalError> {
+        let open = |e: rusqlite::Error| io_err(&self.path, e);
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open)?;
+        if let Some(key) = &self.key {
+            apply_key(&conn, key).map_err(|e| io_err(&self.path, e))?;
+        }
+        conn.busy_timeout(Duration::from_secs(5)).map_err(open)?;
+        conn.execute_batch("PRAGMA synchronous=FULL;")
+            .map_err(open)?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(Checkpointer { conn })
+    }
+
     /// Runs `f` in its own transaction (for CLI operations outside the writer thread).
     pub fn with_batch<T>(
         &mut self,
@@ -348,6 +387,25 @@ impl Store {
         batch.commit()?;
         Ok(out)
     }
+}
+
+/// Seals every audit row in id order, each on the one before, as if they had been written
+/// chained: the chain vouches for these rows only from the migration on.
+fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, i64, String, String, String)> = conn
+        .prepare("SELECT id, at, actor, action, detail FROM audit ORDER BY id")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1")?;
+    let mut prev = chain::GENESIS.to_string();
+    for (id, at, actor, action, detail) in rows {
+        let hash = chain::seal(&prev, id, at, &actor, &action, &detail);
+        update.execute(params![id, prev, hash])?;
+        prev = hash;
+    }
+    Ok(())
 }
 
 /// The file's pages, free pages and page size. Asked before every batch of appends: prepared
@@ -370,6 +428,33 @@ fn apply_key(_conn: &Connection, _key: &str) -> Result<(), String> {
 fn apply_key(conn: &Connection, key: &str) -> Result<(), String> {
     conn.pragma_update(None, "key", key)
         .map_err(|e| e.to_string())
+}
+
+/// A connection that only checkpoints the WAL, beside the writer (see
+/// [`Store::defer_checkpoints`]).
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl Checkpointer {
+    /// Copies the log's committed frames into the database without waiting for the writer;
+    /// answers the frames the log holds and how many of them are now in the database. Once
+    /// all are, the writer's next commit starts the log again from its beginning.
+    pub fn passive(&self) -> Result<(i64, i64), JournalError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+
+    /// Copies the whole log and makes the writer start it again, waiting for the writer's
+    /// commit under way: for a log that sustained load never let a passive checkpoint finish.
+    pub fn restart(&self) -> Result<(), JournalError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        Ok(())
+    }
 }
 
 /// One open transaction: the writer applies a whole batch of requests in one of these.
@@ -604,6 +689,53 @@ impl Batch<'_> {
         Ok(rows)
     }
 
+    /// Up to `limit` audit records with an id above `after`, oldest first, with their hashes.
+    pub fn audit_rows(&mut self, after: i64, limit: usize) -> Result<Vec<AuditRow>, JournalError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit
+                  WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after, limit as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The audit chain's last record and length, as stored (not verified).
+    pub fn audit_head(&mut self) -> Result<Head, JournalError> {
+        let count = self
+            .tx
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))?
+            as u64;
+        let last = self
+            .tx
+            .query_row(
+                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match last {
+            Some((last_id, hash)) => Head {
+                last_id,
+                hash,
+                count,
+            },
+            None => Head::empty(),
+        })
+    }
+
     /// Row counts per destination and state, and the journal's totals.
     pub fn stats(&mut self) -> Result<Stats, JournalError> {
         let mut destinations: BTreeMap<String, DestinationStats> = BTreeMap::new();
@@ -766,7 +898,12 @@ fn first_receipt(conn: &Connection, item: &NewItem) -> Result<Receipt, JournalEr
     })
 }
 
-/// Appends an audit record.
+/// Appends an audit record sealed on the one before it.
+///
+/// The previous hash is read back inside the same transaction rather than kept in memory: a
+/// batch, or one work's savepoint, that rolls back takes its records with it, and the next
+/// record must chain on what was committed. Inserting first takes the write lock, so no other
+/// writer (the CLI) can add a record between the read and the seal.
 pub(super) fn audit(
     conn: &Connection,
     actor: &str,
@@ -774,8 +911,19 @@ pub(super) fn audit(
     detail: &str,
     now: i64,
 ) -> Result<(), JournalError> {
-    conn.prepare_cached("INSERT INTO audit (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![now, actor, action, detail])?;
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, '', '')",
+    )?
+    .execute(params![now, actor, action, detail])?;
+    let id = conn.last_insert_rowid();
+    let prev: String = conn
+        .prepare_cached("SELECT hash FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT 1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| chain::GENESIS.to_string());
+    let hash = chain::seal(&prev, id, now, actor, action, detail);
+    conn.prepare_cached("UPDATE audit SET prev_hash = ?2, hash = ?3 WHERE id = ?1")?
+        .execute(params![id, prev, hash])?;
     Ok(())
 }
 

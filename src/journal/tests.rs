@@ -369,3 +369,162 @@ fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
         );
     });
 }
+
+/// Walks the whole audit chain of `store`; panics naming the first broken record.
+fn check_chain(store: &mut Store) -> chain::Head {
+    let rows = store
+        .with_batch(|b| b.audit_rows(0, 1_000))
+        .expect("audit rows");
+    let mut walk = chain::Walk::new(None);
+    for row in &rows {
+        walk.step(row).unwrap_or_else(|e| panic!("{e}"));
+    }
+    walk.finish().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_audit_chain_continues_across_batches_and_over_a_rolled_back_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    assert_eq!(check_chain(&mut s), chain::Head::empty());
+    s.with_batch(|b| {
+        b.audit("cli:a", "dlq-replay", "one", 1_000)?;
+        b.audit("cli:a", "dlq-replay", "two", 1_001)
+    })
+    .expect("first batch");
+    let mut rolled_back = s.begin().expect("begin");
+    rolled_back
+        .audit("cli:b", "dlq-replay", "never committed", 1_002)
+        .expect("audit");
+    drop(rolled_back);
+    s.with_batch(|b| b.audit("cli:c", "config-reload", "three", 1_003))
+        .expect("third batch");
+    let head = check_chain(&mut s);
+    assert_eq!((head.last_id, head.count), (3, 3));
+    assert_eq!(
+        s.with_batch(|b| b.audit_head()).expect("head"),
+        head,
+        "the stored head is the verified one"
+    );
+}
+
+/// A domain's work that audits and is then refused: its record goes with it.
+struct RefusedAfterAudit;
+
+impl Work for RefusedAfterAudit {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        tx.audit("work", "refused", "never committed", tx.now())?;
+        Err(JournalError::Rejected("not in this state".into()))
+    }
+}
+
+crate::journal_work!(RefusedAfterAudit);
+
+#[test]
+fn a_refused_work_inside_a_batch_leaves_the_audit_chain_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let store = open(&path);
+    let settings = Settings {
+        max_bytes: 1 << 30,
+        retention: Duration::from_secs(3600),
+        max_batch: 64,
+        policies: BTreeMap::new(),
+        extensions: Extensions::default(),
+    };
+    let record = |detail: &str| AuditRecord {
+        actor: "gateway".into(),
+        action: "config-reload".into(),
+        detail: detail.into(),
+    };
+    let head = actix::System::new().block_on(async move {
+        let (j, thread) = JournalWriter::start(store, settings).expect("start");
+        let (before, refused, after) = tokio::join!(
+            ask(&j, record("before")),
+            ask(&j, RefusedAfterAudit),
+            ask(&j, record("after"))
+        );
+        before.expect("before");
+        assert!(matches!(refused, Err(JournalError::Rejected(_))));
+        after.expect("after");
+        let head = ask(&j, GetAuditHead).await.expect("head");
+        ask(&j, Close).await.expect("close");
+        drop(j);
+        thread.join().expect("writer thread");
+        head
+    });
+    let mut s = open(&path);
+    assert_eq!(check_chain(&mut s), head);
+    assert_eq!(head.count, 2);
+}
+
+#[test]
+fn migration_chains_the_audit_rows_of_an_older_journal_in_id_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    drop(open(&path));
+    // Back to the journal as version 8 wrote it: audit rows without hashes.
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(
+        "ALTER TABLE audit DROP COLUMN prev_hash;
+         ALTER TABLE audit DROP COLUMN hash;
+         INSERT INTO audit (at, actor, action, detail) VALUES
+             (1000, 'gateway', 'config-reload', 'by=api ok'),
+             (1001, 'cli:root', 'dlq-replay', 'destination=cloud all replayed=0');
+         PRAGMA user_version = 8;",
+    )
+    .expect("version 8 journal");
+    drop(conn);
+    let mut s = open(&path);
+    let rows = s.with_batch(|b| b.audit_rows(0, 10)).expect("rows");
+    assert_eq!(rows[0].prev_hash, chain::GENESIS);
+    assert_eq!(
+        rows[1].hash,
+        chain::seal(
+            &rows[0].hash,
+            2,
+            1001,
+            "cli:root",
+            "dlq-replay",
+            "destination=cloud all replayed=0"
+        )
+    );
+    s.with_batch(|b| b.audit("gateway", "config-reload", "after the migration", 2_000))
+        .expect("audit");
+    assert_eq!(check_chain(&mut s).count, 3);
+}
+
+/// With checkpoints deferred, the writer's commits leave the log to the checkpointer, which
+/// copies it while the writer goes on; once it has caught up the log starts again from its
+/// beginning instead of growing.
+#[test]
+fn the_checkpointer_copies_the_log_and_the_log_starts_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let checkpointer = store.defer_checkpoints().expect("checkpointer");
+    for batch in 0..20 {
+        store
+            .with_batch(|b| {
+                for i in 0..50 {
+                    b.append(
+                        &item(&format!("k{batch}"), Some(&format!("{batch}-{i}"))),
+                        1,
+                    )?;
+                }
+                Ok(())
+            })
+            .expect("append");
+    }
+    let (log, done) = checkpointer.passive().expect("checkpoint");
+    assert!(log > 20, "every batch left its pages in the log: {log}");
+    assert_eq!(done, log, "the checkpoint copied the whole log");
+    store
+        .with_batch(|b| b.append(&item("k", Some("after")), 1).map(|_| ()))
+        .expect("append");
+    let (again, _) = checkpointer.passive().expect("checkpoint");
+    assert!(
+        again < log,
+        "the log started again: {again} frames, was {log}"
+    );
+}

@@ -129,15 +129,12 @@ impl Link {
         let cfg = &self.spawn.config;
         // Rows left in flight by an earlier run of this actor (one that panicked) go back in
         // line; at start none can be in flight legitimately.
-        let back = Failed {
-            destination: crate::CLOUD.into(),
-            ids: None,
-            error: "the relay stopped before their PUBACK".into(),
-            permanent: false,
-        };
-        if let Err(e) = journal::ask(&self.spawn.journal, back).await {
-            tracing::error!(error = %e, "cannot put in-flight rows back in line");
-        }
+        journal::put_back_in_flight(
+            &self.spawn.journal,
+            crate::CLOUD,
+            "the relay stopped before their PUBACK".into(),
+        )
+        .await;
         let mut failures = 0u32;
         let (queue, received) = mpsc::channel(COMMANDS_WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
@@ -158,23 +155,19 @@ impl Link {
                     failures += 1;
                     tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
                     self.report(HealthState::Degraded, Some(error.clone()));
-                    let failed = Failed {
-                        destination: crate::CLOUD.into(),
-                        ids: None,
-                        error: format!("connection lost before PUBACK: {error}"),
-                        permanent: false,
-                    };
-                    if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
-                        tracing::error!(error = %e, "cannot put in-flight rows back in line");
-                    }
+                    journal::put_back_in_flight(
+                        &self.spawn.journal,
+                        crate::CLOUD,
+                        format!("connection lost before PUBACK: {error}"),
+                    )
+                    .await;
                     let delay = link::backoff(
                         Duration::from_millis(cfg.reconnect_initial_ms),
                         Duration::from_millis(cfg.reconnect_max_ms),
                         failures,
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return,
+                    if link::stop_asked_during(&mut shutdown, delay).await {
+                        return;
                     }
                 }
             }

@@ -82,6 +82,15 @@ pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
         .min(max)
 }
 
+/// Sleeps `delay`, cut short when the child is asked to stop; true if it was asked, so that a
+/// backoff or a poll interval never holds up a stop.
+pub async fn stop_asked_during(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
 /// Starts a child on a new arbiter: `setup` runs there and builds the work. Stopping it asks
 /// the work to stop through [`LinkCtx::shutdown`], waits up to `grace` for it to end, then
 /// stops the arbiter.

@@ -456,17 +456,28 @@ mod tests {
 
     #[test]
     fn restart_delay_doubles_and_is_capped() {
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 100,
-            restart_max_ms: 1000,
-        };
         actix::System::new().block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let journal = test_journal(dir.path());
-            let s = Supervisor::new(journal, &cfg);
+            let (_dir, _, s) = test_supervisor(100, 1000);
             let delays: Vec<u128> = (1..=6).map(|f| s.restart_delay(f).as_millis()).collect();
             assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
         });
+    }
+
+    /// A supervisor restarting children after `initial_ms`, doubling up to `max_ms`, and its
+    /// journal in a temporary directory that lasts as long as the returned guard. Must run
+    /// inside an actix system.
+    fn test_supervisor(
+        initial_ms: u64,
+        max_ms: u64,
+    ) -> (tempfile::TempDir, Addr<JournalWriter>, Supervisor) {
+        let cfg = SupervisorConfig {
+            restart_initial_ms: initial_ms,
+            restart_max_ms: max_ms,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = test_journal(dir.path());
+        let supervisor = Supervisor::new(journal.clone(), &cfg);
+        (dir, journal, supervisor)
     }
 
     fn test_journal(dir: &std::path::Path) -> Addr<JournalWriter> {
@@ -487,14 +498,9 @@ mod tests {
 
     #[test]
     fn failed_child_is_restarted_until_healthy_and_health_is_kept() {
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 10,
-            restart_max_ms: 40,
-        };
         actix::System::new().block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let journal = test_journal(dir.path());
-            let sup = Supervisor::new(journal.clone(), &cfg).start();
+            let (_dir, journal, sup) = test_supervisor(10, 40);
+            let sup = sup.start();
             let starts = Arc::new(AtomicU32::new(0));
             sup.send(StartChild {
                 name: "flaky".into(),
@@ -608,13 +614,8 @@ mod tests {
 
     fn scaffold_supervisor() -> (tempfile::TempDir, Addr<Supervisor>) {
         // Long enough a backoff for the test to see the child down between its two runs.
-        let cfg = SupervisorConfig {
-            restart_initial_ms: 500,
-            restart_max_ms: 500,
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let journal = test_journal(dir.path());
-        (dir, Supervisor::new(journal, &cfg).start())
+        let (dir, _, supervisor) = test_supervisor(500, 500);
+        (dir, supervisor.start())
     }
 
     #[test]

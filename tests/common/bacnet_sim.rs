@@ -1,9 +1,9 @@
 //! The bacpypes3 BACnet/IP device simulator (`tests/peers/bacnet_device.py`), started from the
 //! repository; it binds 127.0.0.2 on the given UDP port.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use super::{peer_script, start_until_ready};
+use std::io::Write;
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -24,41 +24,19 @@ impl Device {
 
     /// [`Device::start`] with more arguments for the script (e.g. `--no-cov`).
     pub fn start_with(port: u16, args: &[&str]) -> Device {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/bacnet_device.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed (scripts/test-deps.sh)");
-        let stderr = child.stderr.take().expect("stderr");
+        let (mut child, lines) = start_until_ready(
+            peer_script("bacnet_device.py")
+                .arg(port.to_string())
+                .args(args)
+                .stdin(Stdio::piped()),
+            "the BACnet simulator",
+            "bacnet_device: ready",
+        );
         let stdin = child.stdin.take().expect("stdin");
-        let (tx, rx) = mpsc::channel();
-        // Drained for the simulator's whole life so that its output never fills the pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("bacnet_device: ready") => break,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "the BACnet simulator did not become ready (pip install -r tests/peers/requirements.txt): {}",
-                    seen.join("\n")
-                ),
-            }
-        }
         Device {
             child,
             stdin,
-            lines: rx,
+            lines,
         }
     }
 

@@ -1,17 +1,21 @@
-//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, and the
-//! gateway binary itself. Each is killed when dropped. A peer that cannot start fails the test.
+//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, socat pty
+//! pairs, the Python peer scripts of `tests/peers` (started here, waited on until ready, in the
+//! submodules), and the gateway binary itself. Each is killed when dropped. A peer that cannot
+//! start fails the test.
 #![allow(dead_code)]
 
 pub mod bacnet_sim;
 pub mod fhir_server;
+pub mod hl7_peer;
 pub mod modbus_sim;
+pub mod printer;
 pub mod spine;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A loopback port nobody listens on, never the same twice in one test process: tests run in
@@ -41,6 +45,99 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         }
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `socat` joining two ptys, the way a serial cable joins a device and the gateway; killed on
+/// drop.
+pub struct PtyPair {
+    child: Child,
+    /// The end the simulated device opens.
+    pub device: PathBuf,
+    /// The end the gateway opens, for its serial port setting.
+    pub gateway: PathBuf,
+}
+
+impl PtyPair {
+    /// Starts socat with the two ends linked in `dir` under `name` (one pair per name in a
+    /// directory), and waits until both links exist.
+    pub fn start(dir: &Path, name: &str) -> PtyPair {
+        let (device, gateway) = (
+            dir.join(format!("{name}-device-tty")),
+            dir.join(format!("{name}-gateway-tty")),
+        );
+        let child = Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", device.display()))
+            .arg(format!("pty,raw,echo=0,link={}", gateway.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat must be installed (scripts/test-deps.sh)");
+        wait_for("socat's pty links", Duration::from_secs(10), || {
+            (device.exists() && gateway.exists()).then_some(())
+        });
+        PtyPair {
+            child,
+            device,
+            gateway,
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `python3` command running the repository's peer script `tests/peers/{script}`.
+pub fn peer_script(script: &str) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers")
+            .join(script),
+    );
+    cmd
+}
+
+/// Starts `peer` and waits for a line on its stderr starting with `ready`; returns the child and
+/// the lines it writes after that one. Its stderr is drained for its whole life so that a
+/// chatty peer never blocks on a full pipe. A peer not ready within 20 s is killed and fails
+/// the test with what it printed.
+pub fn start_until_ready(
+    peer: &mut Command,
+    what: &str,
+    ready: &str,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = peer
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} did not start (scripts/test-deps.sh): {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.starts_with(ready) => return (child, rx),
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} did not become ready (scripts/test-deps.sh installs tests/peers/requirements.txt): {}",
+                    seen.join("\n")
+                );
+            }
+        }
     }
 }
 
@@ -177,6 +274,7 @@ impl Broker {
     }
 
     fn launch(dir: &Path, tls: Option<(PathBuf, bool)>) -> Broker {
+        std::fs::create_dir_all(dir).expect("the broker's directory");
         let mut b = Broker {
             port: free_port(),
             dir: dir.to_path_buf(),
@@ -248,6 +346,16 @@ impl Drop for Broker {
             let _ = c.wait();
         }
     }
+}
+
+/// A broker with its files in `dir/broker`, a consumer of `filter` on it, and a gateway started
+/// with its `[relay]` table pointing there, `relay_extra` added to that table.
+pub fn relayed_gateway(dir: &Path, filter: &str, relay_extra: &str) -> (Broker, Consumer, Gateway) {
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(&broker, filter);
+    let mut gw = Gateway::new(dir, &format!("{}{relay_extra}", relay_table(&broker)));
+    gw.start();
+    (broker, consumer, gw)
 }
 
 /// One message seen by the consumer.
@@ -483,6 +591,16 @@ impl Gateway {
             .expect("json")
     }
 
+    /// The body of a page (the status page, metrics, a ticket preview) as text.
+    pub fn get_text(&self, path: &str) -> String {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .expect("text")
+    }
+
     /// Posts an inbound item; returns the HTTP status and body.
     pub fn post_event(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
         post(&self.url("/api/v1/events"), body)
@@ -501,6 +619,19 @@ impl Gateway {
             .output()
             .expect("cli")
     }
+}
+
+/// Runs `check-config` on the file at `path`; returns its exit code and what it wrote on stderr.
+pub fn check_config(path: &Path) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {

@@ -1,11 +1,8 @@
 //! The pymodbus device simulator (`tests/peers/modbus_sim.py`), started from the repository.
 
-use super::free_port;
-use std::io::{BufRead, BufReader};
+use super::{free_port, peer_script, start_until_ready};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 /// The simulator, started from the repository's script; killed on drop.
 pub struct Sim {
@@ -17,34 +14,11 @@ pub struct Sim {
 impl Sim {
     /// Starts `modbus_sim.py` with `args` and waits for its "ready" line (the port is open).
     pub fn start(port: u16, args: &[String]) -> Sim {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_sim.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 must be installed (scripts/test-deps.sh)");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        // Drained for the simulator's whole life so that its warnings never fill the pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("modbus_sim: ready") => break,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "the Modbus simulator did not become ready (pip install -r tests/peers/requirements.txt): {}",
-                    seen.join("\n")
-                ),
-            }
-        }
+        let (child, _) = start_until_ready(
+            peer_script("modbus_sim.py").args(args),
+            "the Modbus simulator",
+            "modbus_sim: ready",
+        );
         Sim { child, port }
     }
 

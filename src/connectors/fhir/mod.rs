@@ -1346,9 +1346,8 @@ async fn every<F: Future<Output = ()>>(
 ) {
     loop {
         pass().await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
+        if link::stop_asked_during(&mut shutdown, every).await {
+            return;
         }
     }
 }
@@ -1356,22 +1355,18 @@ async fn every<F: Future<Output = ()>>(
 async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     // An update left in flight by an earlier run of this actor (one that panicked) goes back
     // in line; at start none can be in flight legitimately.
-    let back = Failed {
-        destination: DESTINATION.into(),
-        ids: None,
-        error: "the FHIR connector stopped while sending".into(),
-        permanent: false,
-    };
-    if let Err(e) = journal::ask(&shared.journal, back).await {
-        tracing::warn!(error = %e, "cannot put unfinished FHIR updates back in line");
-    }
+    journal::put_back_in_flight(
+        &shared.journal,
+        DESTINATION,
+        "the FHIR connector stopped while sending".into(),
+    )
+    .await;
     let signal = journal::signal(&shared.journal, DESTINATION).await;
     loop {
         // Paused by refused credentials: claiming now would only spend the rows' attempts.
         if let Err(FhirError::Credentials(_)) = shared.usable() {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
+            if link::stop_asked_during(&mut shutdown, Duration::from_secs(1)).await {
+                return;
             }
             continue;
         }

@@ -185,15 +185,12 @@ impl Link {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // A message left in flight by an earlier run of this actor (one that panicked) goes
         // back in line; at start none can be in flight legitimately.
-        let back = Failed {
-            destination: DESTINATION.into(),
-            ids: None,
-            error: "the HL7 sender stopped while sending".into(),
-            permanent: false,
-        };
-        if let Err(e) = journal::ask(&self.journal, back).await {
-            tracing::warn!(error = %e, "cannot put unfinished HL7 messages back in line");
-        }
+        journal::put_back_in_flight(
+            &self.journal,
+            DESTINATION,
+            "the HL7 sender stopped while sending".into(),
+        )
+        .await;
         let mut failures = 0u32;
         loop {
             let addr = (self.config.host.as_str(), self.config.port);
@@ -225,9 +222,8 @@ impl Link {
                 Duration::from_millis(self.config.reconnect_max_ms),
                 failures,
             );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+            if link::stop_asked_during(&mut shutdown, delay).await {
+                return;
             }
         }
     }

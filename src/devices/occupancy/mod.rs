@@ -307,9 +307,8 @@ impl Link {
                         Duration::from_millis(broker.reconnect_max_ms),
                         failures,
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => return,
+                    if link::stop_asked_during(&mut shutdown, delay).await {
+                        return;
                     }
                 }
             }

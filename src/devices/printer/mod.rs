@@ -275,15 +275,12 @@ impl Worker {
         let destination = self.destination();
         let signal = journal::signal(&self.journal, &destination).await;
         // A ticket left in flight by an earlier run of this actor goes back in line.
-        let back = Failed {
-            destination: destination.clone(),
-            ids: None,
-            error: "the printer actor stopped while printing".into(),
-            permanent: false,
-        };
-        if let Err(e) = journal::ask(&self.journal, back).await {
-            tracing::warn!(printer = %self.config.name, error = %e, "cannot put unfinished tickets back in line");
-        }
+        journal::put_back_in_flight(
+            &self.journal,
+            &destination,
+            "the printer actor stopped while printing".into(),
+        )
+        .await;
         loop {
             let condition = self.read_condition().await;
             self.set_condition(condition.clone()).await;

@@ -1,0 +1,88 @@
+//! HL7 v2 peers from the Python `hl7` package: the receiver the gateway's outbound sender
+//! delivers to (`tests/peers/hl7_receiver.py`) and `mllp_send`, the package's MLLP client.
+
+use super::{free_port, peer_script, wait_for};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The test HL7 receiver; it answers by control id (see the script) and is killed on drop.
+pub struct Receiver {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Receiver {
+    /// Starts the receiver on `port`, its logs in `dir`, and waits until it accepts a connection.
+    pub fn start(dir: &Path, port: u16) -> Receiver {
+        let log = dir.join(format!("received-{port}.log"));
+        let child = peer_script("hl7_receiver.py")
+            .arg(port.to_string())
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with the hl7 package (scripts/test-deps.sh)");
+        wait_for("the HL7 receiver", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Receiver { child, log }
+    }
+
+    /// Every message received so far, whole, segments separated by `\n`.
+    pub fn messages(&self) -> Vec<String> {
+        let mut path = self.log.clone().into_os_string();
+        path.push(".messages");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split("\n\n")
+            .filter(|m| !m.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The control ids received so far, in order, a resent message once more each time.
+    pub fn received(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends the messages of `text` (one per `MSH|` line block) to `port` with `mllp_send
+/// --loose`; returns the ACKs it printed, one per message.
+pub fn mllp_send(dir: &Path, port: u16, text: &str) -> Vec<String> {
+    let file = dir.join(format!("msg-{}.hl7", free_port()));
+    std::fs::write(&file, text).expect("write message file");
+    let out = Command::new("mllp_send")
+        .args(["--loose", "-p", &port.to_string(), "-f"])
+        .arg(&file)
+        .arg("127.0.0.1")
+        .output()
+        .expect("mllp_send from the Python hl7 package (scripts/test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "mllp_send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split("MSH|")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| format!("MSH|{}", s.trim()))
+        .collect()
+}
+
+/// The body of `POST /api/v1/hl7/outbound` for an ADT^A08 with control id `control`.
+pub fn a08(control: &str) -> serde_json::Value {
+    serde_json::json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
+}
