@@ -7,6 +7,7 @@
 //! section whose key is wrong is read again without that key to find its other problems.
 //! Start-up and reload share [`load`]; actors only ever receive a validated [`Config`].
 
+use crate::access::config::AccessConfig;
 use crate::connectors::config::ConnectorsConfig;
 use crate::devices::bacnet::protocol::ObjectKind;
 use crate::devices::config::DevicesConfig;
@@ -85,6 +86,8 @@ pub struct Config {
     pub relay: Option<RelayConfig>,
     /// The local status page and API.
     pub web: WebConfig,
+    /// Staff logins for the page and API (`[access]`); off by default.
+    pub access: AccessConfig,
     /// How failed actors are restarted.
     pub supervisor: SupervisorConfig,
     /// Healthcare connectors (`[connectors.hl7v2]`, ...).
@@ -189,12 +192,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The top-level keys of the file, in the order their sections are read.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "gateway",
     "journal",
     "destinations",
     "relay",
     "web",
+    "access",
     "supervisor",
     "connectors",
     "devices",
@@ -228,6 +232,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let destinations = reader.section::<Destinations>("destinations");
     let relay = reader.section::<RelayConfig>("relay");
     let web = reader.section::<WebConfig>("web");
+    let access = reader.section::<AccessConfig>("access");
     let supervisor = reader.section::<SupervisorConfig>("supervisor");
     let connectors = reader.section::<ConnectorsConfig>("connectors");
     let devices = reader.section::<DevicesConfig>("devices");
@@ -256,6 +261,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     if let Some(r) = relay.checkable() {
         found.extend(r.validate(base));
+    }
+    if let Some(a) = access.checkable() {
+        found.extend(a.validate());
     }
     if let Some(s) = supervisor.checkable() {
         found.extend(s.validate());
@@ -297,6 +305,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .unwrap_or_else(journal::default_destinations),
         relay: relay.accepted(),
         web: web.accepted().unwrap_or_default(),
+        access: access.accepted().unwrap_or_default(),
         supervisor: supervisor.accepted().unwrap_or_default(),
         connectors: connectors.accepted().unwrap_or_default(),
         devices: devices.accepted().unwrap_or_default(),
@@ -650,6 +659,28 @@ mod tests {
         assert_eq!(c.web.bind.to_string(), "127.0.0.1:8088");
         assert!(c.relay.is_none());
         assert_eq!(c.destination("cloud").max_attempts, 20);
+    }
+
+    #[test]
+    fn access_is_off_by_default_and_its_problems_are_named_with_their_lines() {
+        let c = check("[gateway]\nfacility_id = \"c\"\n").expect("valid");
+        assert!(!c.access.enabled);
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\nlockout_initial_secs = 0\nallowed_hosts = []\n",
+        )
+        .expect_err("refused");
+        assert!(
+            err.iter()
+                .any(|e| e.starts_with("t.toml:6: access.lockout_initial_secs: ")),
+            "{err:?}"
+        );
+        assert!(
+            err.iter()
+                .any(|e| e.starts_with("t.toml:7: access.allowed_hosts: ")),
+            "{err:?}"
+        );
+        let ok = check("[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\n");
+        assert!(ok.is_ok_and(|c| c.access.enabled));
     }
 
     #[test]

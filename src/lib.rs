@@ -1,6 +1,7 @@
 //! clinic-gateway: the on-premise edge daemon between a clinic's waiting queue, its building
 //! systems and its upstream services. See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod connectors;

@@ -2,10 +2,13 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use clinic_gateway::access::{self, Role};
 use clinic_gateway::config::{self, Config};
 use clinic_gateway::daemon::wiring::schemas;
 use clinic_gateway::journal::chain::Walk;
-use clinic_gateway::journal::{OpenOptions, Stats, Store, now_ms};
+use clinic_gateway::journal::{
+    Extensions, JournalError, OpenOptions, Stats, Store, Tx, Work, now_ms,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -54,6 +57,11 @@ enum Cmd {
         #[command(subcommand)]
         action: AuditCmd,
     },
+    /// Staff accounts for the page and API (`[access]`).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,12 +85,42 @@ enum AuditCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add an account; prints its one-time password and TOTP enrolment URI (audited).
+    Add {
+        name: String,
+        /// front_desk, clinical, facilities or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// List the accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Disable an account and end its sessions (audited).
+    Disable {
+        name: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
 fn parse_head(text: &str) -> Result<(i64, String), String> {
     let (id, hash) = text.split_once(':').ok_or("expected LAST_ID:HASH")?;
     let id = id
         .parse()
         .map_err(|_| format!("{id:?} is not a record id"))?;
     Ok((id, hash.to_ascii_lowercase()))
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "one of front_desk, clinical, facilities, admin".to_string())
 }
 
 #[derive(Subcommand)]
@@ -174,6 +212,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        Cmd::User { action } => user(action),
         Cmd::Run { config } => {
             if let Err(code) = load(&config) {
                 return Ok(code);
@@ -238,12 +277,9 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let Some(mut store) = open(&config)? else {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             };
-            let who = std::env::var("SUDO_USER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "unknown".into());
+            let who = operator();
             let id = if all { None } else { id };
-            let n = store
-                .with_batch(|b| b.replay(&destination, id, &format!("cli:{who}"), now_ms()))?;
+            let n = store.with_batch(|b| b.replay(&destination, id, &who, now_ms()))?;
             println!("replayed {n} dead letter(s) of {destination}");
             if n == 0 && id.is_some() {
                 bail!("no dead letter with that row id for {destination}");
@@ -360,6 +396,75 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
 
 /// Audit records read per query: bounds the CLI's memory on a long log.
 const AUDIT_PAGE: usize = 10_000;
+
+/// Who runs the command, for the audit.
+fn operator() -> String {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{who}")
+}
+
+/// Runs `f` on the journal file in one transaction, as a domain's work runs in the daemon.
+fn in_tx<T>(
+    store: &mut Store,
+    f: impl FnOnce(&mut Tx<'_>) -> Result<T, JournalError>,
+) -> anyhow::Result<T> {
+    let extensions = Extensions::default();
+    Ok(store.with_batch(|b| f(&mut b.work(&extensions)))?)
+}
+
+fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
+    let config = match &action {
+        UserCmd::Add { config, .. }
+        | UserCmd::List { config, .. }
+        | UserCmd::Disable { config, .. } => config,
+    };
+    let Some(mut store) = open(config)? else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    match action {
+        UserCmd::Add { name, role, .. } => {
+            let account = access::new_account(&name, role, &operator())?;
+            in_tx(&mut store, |tx| account.request.apply(tx, now_ms()))?;
+            println!("added {name} ({})", role.as_str());
+            println!("one-time password: {}", account.password);
+            println!(
+                "TOTP enrolment URI (add it to an authenticator app): {}",
+                account.enrolment_uri
+            );
+            if let Some(qr) = access::totp::qr_text(&account.enrolment_uri) {
+                println!("or scan it:\n{qr}");
+            }
+        }
+        UserCmd::List { json, .. } => {
+            let users = in_tx(&mut store, |tx| access::ListUsers.run(tx))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else if users.is_empty() {
+                println!("no users");
+            } else {
+                for u in users {
+                    let state = match (u.enabled, u.locked_until) {
+                        (false, _) => "disabled",
+                        (true, Some(t)) if t > now_ms() => "locked",
+                        _ => "enabled",
+                    };
+                    println!("{:<24} {:<11} {state}", u.name, u.role.as_str());
+                }
+            }
+        }
+        UserCmd::Disable { name, .. } => {
+            let disable = access::DisableUser {
+                name: name.clone(),
+                by: operator(),
+            };
+            in_tx(&mut store, |tx| disable.apply(tx, now_ms()))?;
+            println!("disabled {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn options(c: &Config) -> anyhow::Result<OpenOptions> {
     let key = match &c.journal.key_file {

@@ -119,6 +119,9 @@ impl Gateway {
         if new.web != old.web {
             needs_restart.push("web.bind");
         }
+        if new.access != old.access {
+            needs_restart.push("access");
+        }
         if new.journal_path() != old.journal_path() || new.journal.key_file != old.journal.key_file
         {
             needs_restart.push("journal location or key");
@@ -232,6 +235,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         started_at: journal::now_ms(),
         printers,
         fhir,
+        access: config.access.clone(),
     };
     let server = web::server(config.web.bind, state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;

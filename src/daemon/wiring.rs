@@ -21,13 +21,14 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 5] {
+pub fn schemas() -> [&'static Schema; 6] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
         &crate::facility::store::SCHEMA,
         &crate::devices::store::SCHEMA,
         &crate::connectors::fhir::store::SCHEMA,
+        &crate::access::store::SCHEMA,
     ]
 }
 

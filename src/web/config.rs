@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
-    /// Address of the status page and API. Loopback by default: it has no logins yet.
+    /// Address of the status page and API. Loopback by default: without `[access]` it has no
+    /// logins.
     #[serde(default = "default_web_bind")]
     pub bind: SocketAddr,
 }

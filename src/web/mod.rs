@@ -14,6 +14,7 @@ mod fhir;
 mod page;
 mod preview;
 
+use crate::access;
 use crate::connectors::fhir::{Found, LookupQuery};
 use crate::facility::{self, FacilityError, FacilitySlot};
 use crate::journal::{
@@ -25,7 +26,7 @@ use crate::reload::ReloadConfig;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -44,12 +45,21 @@ pub struct AppState {
     pub printers: crate::devices::printer::Registry,
     /// The FHIR connector, when one runs.
     pub fhir: crate::connectors::fhir::FhirSlot,
+    /// Staff logins; when disabled, every route is open as on a loopback-only gateway.
+    pub access: crate::access::config::AccessConfig,
 }
 
 /// Builds the HTTP server on `bind`; the caller runs it.
 pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
+    let gate = access::http::Gate {
+        journal: state.journal.clone(),
+        config: state.access.clone(),
+    };
     Ok(HttpServer::new(move || {
+        let enabled = gate.config.enabled;
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(access::http::guard))
+            .app_data(web::Data::new(gate.clone()))
             .app_data(web::Data::new(state.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -106,7 +116,12 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
             )
-            .configure(fhir::routes);
+            .configure(fhir::routes)
+            .configure(|cfg| {
+                if enabled {
+                    access::http::routes(cfg);
+                }
+            });
         #[cfg(feature = "fault-hooks")]
         let app = app.configure(faults::routes);
         app
@@ -290,7 +305,7 @@ async fn dlq_replay(
         return HttpResponse::BadRequest()
             .json(json!({ "error": "give either \"id\" or \"all\": true" }));
     }
-    let by = format!("api:{}", peer(&req));
+    let by = by_staff(&req, "api");
     match journal::ask(
         &s.journal,
         Replay {
@@ -565,6 +580,7 @@ struct RoomStateBody {
 
 async fn room_state(
     s: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<RoomStateBody>,
 ) -> HttpResponse {
@@ -584,7 +600,7 @@ async fn room_state(
     let set = facility::SetHold {
         room: path.into_inner(),
         hold: hold.map(|h| (h, body.reason)),
-        by: format!("api:{}", body.by.as_deref().unwrap_or("staff")),
+        by: staff_or(&req, body.by.as_deref()),
     };
     match ask_rooms(&s, set).await {
         Some(Ok(Ok(room))) => HttpResponse::Ok().json(room),
@@ -633,6 +649,7 @@ struct AckBody {
 
 async fn acknowledge(
     s: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<i64>,
     body: Option<web::Json<AckBody>>,
 ) -> HttpResponse {
@@ -646,7 +663,7 @@ async fn acknowledge(
     }
     let ack = crate::notices::AckNotice {
         id: path.into_inner(),
-        by: format!("api:{}", by.as_deref().unwrap_or("staff")),
+        by: staff_or(&req, by.as_deref()),
     };
     match journal::ask(&s.journal, ack).await {
         Ok(()) => HttpResponse::Ok().json(json!({ "acknowledged": true })),
@@ -658,11 +675,28 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if !same_origin(&req) {
         return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
     }
-    match s.reload.send(ReloadConfig { by: format!("api:{}", peer(&req)) }).await {
+    match s.reload.send(ReloadConfig { by: by_staff(&req, "api") }).await {
         Ok(Ok(summary)) => HttpResponse::Ok().json(summary),
         Ok(Err(problems)) => HttpResponse::UnprocessableEntity()
             .json(json!({ "error": "configuration refused; the running one is kept", "problems": problems.lines().collect::<Vec<_>>() })),
         Err(_) => HttpResponse::ServiceUnavailable().json(json!({ "error": "shutting down" })),
+    }
+}
+
+/// Who did it, for the audit: the logged-in staff member, else `{channel}:{client address}`.
+fn by_staff(req: &HttpRequest, channel: &str) -> String {
+    match req.extensions().get::<access::Staff>() {
+        Some(s) => format!("staff:{}", s.user),
+        None => format!("{channel}:{}", peer(req)),
+    }
+}
+
+/// Who did it, for the audit: the logged-in staff member, else `api:` and the name the
+/// request gave.
+fn staff_or(req: &HttpRequest, given: Option<&str>) -> String {
+    match req.extensions().get::<access::Staff>() {
+        Some(s) => format!("staff:{}", s.user),
+        None => format!("api:{}", given.unwrap_or("staff")),
     }
 }
 

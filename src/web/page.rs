@@ -1,6 +1,7 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
-use super::{AppState, actor_list, ask_rooms, facility_error, overall, peer, same_origin};
+use super::{AppState, actor_list, ask_rooms, by_staff, facility_error, overall, same_origin};
+use crate::access::{Role, Staff, policy};
 use crate::connectors::fhir::protocol::{Conflict, Side};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
@@ -9,7 +10,7 @@ use crate::notices::{AckNotice, ListNotices, Notice};
 use crate::queue::QueueList;
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -49,42 +50,86 @@ th{background:#eef1f5;font-weight:600}.badge{display:inline-block;padding:.1rem 
 button{padding:.3rem .8rem;border-radius:.3rem;border:1px solid #1d4a8f;background:#1d4a8f;color:#fff;cursor:pointer}\
 .bar{background:#e3e6eb;border-radius:.3rem;height:.8rem;width:20rem}.bar>div{background:#1d4a8f;height:100%;border-radius:.3rem}";
 
-pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
+/// Which parts of the page a visitor sees and may use: all of it without logins, else what
+/// the route table lets their role read and do, so that the page shows nothing its API would
+/// refuse them.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    notices: bool,
+    conflicts: bool,
+    queue: bool,
+    rooms: bool,
+    room_actions: bool,
+    devices: bool,
+    backlog: bool,
+    dead: bool,
+    replay: bool,
+}
+
+impl Shown {
+    fn for_role(role: Option<Role>) -> Shown {
+        let may = |method: &str, path: &str| {
+            role.is_none_or(|r| policy::permits(policy::allowed(method, path), r))
+        };
+        Shown {
+            notices: may("GET", "/api/v1/notices"),
+            conflicts: may("GET", "/api/v1/fhir/conflicts"),
+            queue: may("GET", "/api/v1/queues"),
+            rooms: may("GET", "/api/v1/rooms"),
+            room_actions: may("POST", "/rooms/state"),
+            devices: may("GET", "/api/v1/actors"),
+            backlog: may("GET", "/api/v1/backlog"),
+            dead: may("GET", "/api/v1/dlq"),
+            replay: may("POST", "/dlq/replay"),
+        }
+    }
+}
+
+pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let staff = req.extensions().get::<Staff>().cloned();
+    let shown = Shown::for_role(staff.as_ref().map(|s| s.role));
     let actors = actor_list(&s).await;
     let stats = journal::ask(&s.journal, GetStats).await;
-    let dead = journal::ask(
-        &s.journal,
-        ListDead {
+    let dead = if shown.dead {
+        let list = ListDead {
             destination: None,
             limit: 50,
-        },
-    )
-    .await
-    .unwrap_or_default();
-    let entries = journal::ask(
-        &s.journal,
-        QueueList {
+        };
+        journal::ask(&s.journal, list).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let entries = if shown.queue {
+        let list = QueueList {
             queue: None,
             closed_since: None,
-        },
-    )
-    .await
-    .unwrap_or_default();
-    let notices = journal::ask(
-        &s.journal,
-        ListNotices {
+        };
+        journal::ask(&s.journal, list).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let notices = if shown.notices {
+        let list = ListNotices {
             all: false,
             limit: 50,
+        };
+        journal::ask(&s.journal, list).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let conflicts = if shown.conflicts {
+        journal::ask(&s.journal, FhirConflicts { all: false })
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let rooms = match shown.rooms {
+        true => match ask_rooms(&s, facility::GetFacility).await {
+            Some(Ok(view)) => Some(view),
+            _ => None,
         },
-    )
-    .await
-    .unwrap_or_default();
-    let conflicts = journal::ask(&s.journal, FhirConflicts { all: false })
-        .await
-        .unwrap_or_default();
-    let rooms = match ask_rooms(&s, facility::GetFacility).await {
-        Some(Ok(view)) => Some(view),
-        _ => None,
+        false => None,
     };
     let view = View {
         actors: &actors,
@@ -94,6 +139,8 @@ pub(super) async fn index(s: web::Data<AppState>) -> HttpResponse {
         notices: &notices,
         conflicts: &conflicts,
         rooms: rooms.as_ref(),
+        shown,
+        staff: staff.as_ref(),
     };
     let html = render(&s.facility, &view, journal::now_ms());
     HttpResponse::Ok()
@@ -110,6 +157,16 @@ struct View<'a> {
     notices: &'a [Notice],
     conflicts: &'a [Conflict],
     rooms: Option<&'a FacilityView>,
+    shown: Shown,
+    /// Who is logged in, when logins are on.
+    staff: Option<&'a Staff>,
+}
+
+/// The hidden field carrying the session's CSRF token in every form, when logins are on.
+fn token_field(staff: Option<&Staff>) -> String {
+    staff.map_or(String::new(), |s| {
+        format!("<input type=hidden name=csrf value=\"{}\">", esc(&s.csrf))
+    })
 }
 
 fn render(facility: &str, v: &View<'_>, now: i64) -> String {
@@ -121,7 +178,10 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         notices,
         conflicts,
         rooms,
+        shown,
+        staff,
     } = *v;
+    let token = token_field(staff);
     let status = overall(actors, stats.is_some());
     let mut h = String::new();
     let _ = write!(
@@ -133,12 +193,46 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         f = esc(facility),
         v = env!("CARGO_PKG_VERSION"),
     );
-    h.push_str(&notice_list(notices, now));
-    h.push_str(&conflict_list(conflicts, now));
-    h.push_str(&queue_board(entries, now));
-    if let Some(view) = rooms {
-        h.push_str(&rooms_table(view, now));
+    if let Some(who) = staff {
+        let _ = write!(
+            h,
+            "<form method=post action=/logout>{token}<span class=muted>{} ({})</span> <button>Log out</button></form>",
+            esc(&who.user),
+            who.role.as_str(),
+        );
     }
+    if shown.notices {
+        h.push_str(&notice_list(notices, now, &token));
+    }
+    if shown.conflicts {
+        h.push_str(&conflict_list(conflicts, now, &token));
+    }
+    if shown.queue {
+        h.push_str(&queue_board(entries, now));
+    }
+    if let Some(view) = rooms {
+        let actions = if shown.room_actions {
+            Some(token.as_str())
+        } else {
+            None
+        };
+        h.push_str(&rooms_table(view, now, actions));
+    }
+    if shown.devices {
+        devices(&mut h, actors, now);
+    }
+    if shown.backlog {
+        backlog(&mut h, stats, now);
+    }
+    if shown.dead {
+        dead_letters(&mut h, dead, now, shown.replay.then_some(token.as_str()));
+    }
+    h.push_str("</body></html>");
+    h
+}
+
+/// The supervised actors with their health.
+fn devices(h: &mut String, actors: &[ActorHealth], now: i64) {
     h.push_str("<h2>Devices and connectors</h2><table><tr><th>Name</th><th>Kind</th><th>State</th><th>Since</th><th>Restarts</th><th>Last error</th></tr>");
     if actors.is_empty() {
         h.push_str("<tr><td colspan=6 class=muted>None configured.</td></tr>");
@@ -163,7 +257,12 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             st = a.state.as_str(),
         );
     }
-    h.push_str("</table><h2>Outbound backlog</h2>");
+    h.push_str("</table>");
+}
+
+/// What waits for each destination, and the journal's size.
+fn backlog(h: &mut String, stats: Option<&Stats>, now: i64) {
+    h.push_str("<h2>Outbound backlog</h2>");
     match stats {
         None => h.push_str("<p class=err>The journal does not answer.</p>"),
         Some(st) => {
@@ -194,17 +293,27 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             );
         }
     }
+}
+
+/// Dead letters, with buttons to replay them when `replay` holds the forms' token field.
+fn dead_letters(h: &mut String, dead: &[DeadLetter], now: i64, replay: Option<&str>) {
     h.push_str("<h2>Dead letters</h2>");
     if dead.is_empty() {
         h.push_str("<p class=muted>None.</p>");
     } else {
         h.push_str("<table><tr><th>Row</th><th>Destination</th><th>Kind</th><th>Attempts</th><th>Last error</th><th>Dead since</th><th></th></tr>");
         for d in dead {
+            let button = replay.map_or(String::new(), |token| {
+                format!(
+                    "<form method=post action=/dlq/replay>{token}<input type=hidden name=destination value=\"{dest}\">\
+                     <input type=hidden name=id value={id}><button>Replay</button></form>",
+                    id = d.id,
+                    dest = esc(&d.destination),
+                )
+            });
             let _ = write!(
                 h,
-                "<tr><td>{id}</td><td>{dest}</td><td>{}</td><td>{}</td><td class=err>{}</td><td>{}</td>\
-                 <td><form method=post action=/dlq/replay><input type=hidden name=destination value=\"{dest}\">\
-                 <input type=hidden name=id value={id}><button>Replay</button></form></td></tr>",
+                "<tr><td>{id}</td><td>{dest}</td><td>{}</td><td>{}</td><td class=err>{}</td><td>{}</td><td>{button}</td></tr>",
                 esc(&d.kind),
                 d.attempts,
                 esc(&d.last_error),
@@ -214,24 +323,25 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             );
         }
         h.push_str("</table>");
+        let Some(token) = replay else {
+            return;
+        };
         let mut destinations: Vec<&str> = dead.iter().map(|d| d.destination.as_str()).collect();
         destinations.sort_unstable();
         destinations.dedup();
         for dest in destinations {
             let _ = write!(
                 h,
-                "<form method=post action=/dlq/replay style=\"margin-top:.6rem\"><input type=hidden name=destination value=\"{d}\">\
+                "<form method=post action=/dlq/replay style=\"margin-top:.6rem\">{token}<input type=hidden name=destination value=\"{d}\">\
                  <button>Replay all dead letters for {d}</button></form>",
                 d = esc(dest)
             );
         }
     }
-    h.push_str("</body></html>");
-    h
 }
 
 /// Open notices for staff (tickets and queues only), each with its acknowledge button.
-fn notice_list(notices: &[Notice], now: i64) -> String {
+fn notice_list(notices: &[Notice], now: i64, token: &str) -> String {
     if notices.is_empty() {
         return String::new();
     }
@@ -242,7 +352,7 @@ fn notice_list(notices: &[Notice], now: i64) -> String {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td><form method=post action=/notices/acknowledge>\
-             <input type=hidden name=id value={}><button>Acknowledge</button></form></td></tr>",
+             <input type=hidden name=id value={}>{token}<button>Acknowledge</button></form></td></tr>",
             age(now, n.at),
             esc(&n.text),
             n.id
@@ -255,7 +365,7 @@ fn notice_list(notices: &[Notice], now: i64) -> String {
 /// Open EHR conflicts: which demographic fields differ between the gateway's change and the
 /// EHR's, with a choice per field. The values stay off this page (it has no logins yet): staff
 /// compare them in the EHR or through `GET /api/v1/fhir/conflicts`.
-fn conflict_list(conflicts: &[Conflict], now: i64) -> String {
+fn conflict_list(conflicts: &[Conflict], now: i64, token: &str) -> String {
     if conflicts.is_empty() {
         return String::new();
     }
@@ -268,7 +378,7 @@ fn conflict_list(conflicts: &[Conflict], now: i64) -> String {
         let _ = write!(
             h,
             "<tr><td>#{id}</td><td>{since}</td><td><form method=post action=/fhir/conflicts/resolve>\
-             <input type=hidden name=id value={id}>",
+             <input type=hidden name=id value={id}>{token}",
             id = c.id,
             since = age(now, c.created_at),
         );
@@ -328,8 +438,9 @@ pub(super) struct ReplayForm {
     id: Option<i64>,
 }
 
-/// Rooms with their status and buttons to hold them or put them back, then the facility rules.
-fn rooms_table(view: &FacilityView, now: i64) -> String {
+/// Rooms with their status, then the facility rules; with `actions` (the forms' token field),
+/// buttons to hold a room or put it back.
+fn rooms_table(view: &FacilityView, now: i64, actions: Option<&str>) -> String {
     let mut h = String::from(
         "<h2>Rooms</h2><table><tr><th>Room</th><th>Status</th><th>Why</th><th>Set</th></tr>",
     );
@@ -359,9 +470,10 @@ fn rooms_table(view: &FacilityView, now: i64) -> String {
             ("out_of_service", "Out of service"),
             ("in_service", "In service"),
         ] {
+            let Some(token) = actions else { break };
             let _ = write!(
                 h,
-                "<form method=post action=/rooms/state style=display:inline>\
+                "<form method=post action=/rooms/state style=display:inline>{token}\
                  <input type=hidden name=room value=\"{room}\"><input type=hidden name=state value={state}>\
                  <button>{label}</button></form> ",
                 room = esc(&r.name),
@@ -414,7 +526,7 @@ pub(super) async fn room_state_form(
     let set = facility::SetHold {
         room: f.room,
         hold: hold.map(|h| (h, None)),
-        by: format!("web:{}", peer(&req)),
+        by: by_staff(&req, "web"),
     };
     match ask_rooms(&s, set).await {
         Some(Ok(Ok(_))) => HttpResponse::SeeOther()
@@ -440,7 +552,7 @@ pub(super) async fn acknowledge_form(
     }
     let ack = AckNotice {
         id: form.id,
-        by: format!("web:{}", peer(&req)),
+        by: by_staff(&req, "web"),
     };
     match journal::ask(&s.journal, ack).await {
         Ok(()) => HttpResponse::SeeOther()
@@ -460,6 +572,7 @@ pub(super) async fn resolve_form(
         return HttpResponse::Forbidden().body("cross-site request refused");
     }
     let mut fields = form.into_inner();
+    fields.remove("csrf");
     let Some(id) = fields.remove("id").and_then(|i| i.parse().ok()) else {
         return HttpResponse::BadRequest().body("which conflict: id missing");
     };
@@ -475,7 +588,7 @@ pub(super) async fn resolve_form(
     let resolve = FhirResolve {
         id,
         choices,
-        by: format!("web:{}", peer(&req)),
+        by: by_staff(&req, "web"),
     };
     match journal::ask(&s.journal, resolve).await {
         Ok(_) => HttpResponse::SeeOther()
@@ -494,7 +607,7 @@ pub(super) async fn replay_form(
         return HttpResponse::Forbidden().body("cross-site request refused");
     }
     let f = form.into_inner();
-    let by = format!("web:{}", peer(&req));
+    let by = by_staff(&req, "web");
     if let Err(e) = journal::ask(
         &s.journal,
         Replay {
@@ -553,6 +666,8 @@ mod tests {
             notices: &notices,
             conflicts: &[],
             rooms: None,
+            shown: Shown::for_role(None),
+            staff: None,
         };
         let html = render("clinic-1", &view, 120_000);
         assert!(html.contains("&lt;script&gt;"), "{html}");

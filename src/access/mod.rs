@@ -1,0 +1,328 @@
+//! Staff access: local accounts with a role, an argon2id password and a TOTP second factor;
+//! sessions; which role may use which route, checked on the server for every request.
+//!
+//! The account and session tables are this domain's own (`store.rs`), changed only through
+//! the journal's writer ([`Work`]); password hashing runs in the caller, never on the writer's
+//! thread. `http.rs` is the actix-web side: the guard every request passes and the login and
+//! logout routes.
+//!
+//! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
+//! before, on loopback only.
+//! **Invariant:** a refused request or login is audited and answered with no detail beyond
+//! its status; secrets (passwords, TOTP secrets, session ids) are never logged or audited.
+
+pub mod config;
+pub mod http;
+pub mod password;
+pub mod policy;
+pub mod store;
+pub mod totp;
+
+pub use policy::Role;
+
+use crate::journal::{JournalError, Tx, Work};
+use serde::Serialize;
+use serde_json::json;
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("user name: 1 to 64 letters, digits, '.', '-' or '_'")]
+    BadName,
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+    #[error("cannot make the TOTP enrolment URI for {0}")]
+    Enrolment(String),
+}
+
+/// Whether `name` can be an account name: it appears in the audit and, without a colon, in
+/// the TOTP enrolment URI.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// An account as listed, without its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserSummary {
+    pub name: String,
+    pub role: Role,
+    pub enabled: bool,
+    pub failed_attempts: u32,
+    /// Until when (ms since the epoch) logins are refused, if the account is locked.
+    pub locked_until: Option<i64>,
+}
+
+/// What a login is checked against.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub role: Role,
+    pub password_hash: String,
+    pub totp_secret: Vec<u8>,
+    pub enabled: bool,
+    pub locked_until: Option<i64>,
+    pub last_totp_step: Option<i64>,
+}
+
+/// A new account with what its owner is told once: the one-time password and the TOTP
+/// enrolment URI. The request adds it to the journal.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub password: String,
+    pub enrolment_uri: String,
+    pub request: AddUser,
+}
+
+/// A new account for `name` with `role`: a one-time password and a fresh TOTP secret.
+pub fn new_account(name: &str, role: Role, by: &str) -> Result<NewAccount, AccessError> {
+    if !valid_name(name) {
+        return Err(AccessError::BadName);
+    }
+    let password = password::one_time();
+    let secret = totp::new_secret();
+    let enrolment_uri =
+        totp::enrolment_uri(&secret, name).ok_or_else(|| AccessError::Enrolment(name.into()))?;
+    Ok(NewAccount {
+        request: AddUser {
+            name: name.into(),
+            role,
+            password_hash: password::hash(&password)?,
+            totp_secret: secret,
+            by: by.into(),
+        },
+        password,
+        enrolment_uri,
+    })
+}
+
+/// Adds an account (audited with `by`); a name already taken is refused.
+#[derive(Debug)]
+pub struct AddUser {
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub totp_secret: Vec<u8>,
+    pub by: String,
+}
+
+/// Every account.
+#[derive(Debug)]
+pub struct ListUsers;
+
+/// Disables an account and ends its sessions (audited with `by`).
+#[derive(Debug)]
+pub struct DisableUser {
+    pub name: String,
+    pub by: String,
+}
+
+/// The credentials of an account, if there is one by that name.
+#[derive(Debug)]
+pub struct FindCredentials {
+    pub name: String,
+}
+
+/// What checking a login's password and code found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Both matched; the code was the one of this TOTP step.
+    Verified {
+        step: u64,
+    },
+    BadPassword,
+    /// The password matched, the code did not.
+    BadCode,
+    /// Not checked: the account is locked.
+    Locked,
+    /// Not checked: there is no such account, or it is disabled.
+    NoAccount,
+}
+
+/// How failed logins lock an account (see [`policy::lock_secs`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    pub after: u32,
+    pub initial_secs: u64,
+    pub max_secs: u64,
+}
+
+/// Records a login attempt's outcome, audited: a verified one opens the session `id_hash`
+/// (with its CSRF token) unless its code was used already; a failed one counts towards the
+/// lock. Answers the role when the session was opened.
+#[derive(Debug)]
+pub struct FinishLogin {
+    pub name: String,
+    pub proof: Proof,
+    pub lockout: Lockout,
+    /// The sessions' idle and absolute limits (ms): sessions past them are deleted.
+    pub limits: (i64, i64),
+    pub id_hash: Vec<u8>,
+    pub csrf: String,
+    /// The client's address, for the audit.
+    pub peer: String,
+}
+
+/// The session `id_hash`, if still valid: its user, role and CSRF token.
+#[derive(Debug)]
+pub struct CheckSession {
+    pub id_hash: Vec<u8>,
+    /// The sessions' idle and absolute limits (ms).
+    pub limits: (i64, i64),
+}
+
+/// Ends the session `id_hash` (audited).
+#[derive(Debug)]
+pub struct Logout {
+    pub id_hash: Vec<u8>,
+}
+
+/// A valid session's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staff {
+    pub user: String,
+    pub role: Role,
+    pub csrf: String,
+}
+
+crate::journal_work!(
+    AddUser,
+    ListUsers,
+    DisableUser,
+    FindCredentials,
+    FinishLogin,
+    CheckSession,
+    Logout
+);
+
+/// The audit's name for a staff member.
+fn actor(name: &str) -> String {
+    format!("staff:{name}")
+}
+
+impl AddUser {
+    /// Adds the account at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        store::add_user(
+            tx,
+            &self.name,
+            self.role,
+            &self.password_hash,
+            &self.totp_secret,
+            now,
+        )?;
+        let detail = json!({ "user": self.name, "role": self.role }).to_string();
+        tx.audit(&self.by, "access.user_added", &detail, now)
+    }
+}
+
+impl Work for AddUser {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
+    }
+}
+
+impl Work for ListUsers {
+    type Output = Vec<UserSummary>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::users(tx)
+    }
+}
+
+impl DisableUser {
+    /// Disables the account at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        store::disable(tx, &self.name)?;
+        let detail = json!({ "user": self.name }).to_string();
+        tx.audit(&self.by, "access.user_disabled", &detail, now)
+    }
+}
+
+impl Work for DisableUser {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
+    }
+}
+
+impl Work for FindCredentials {
+    type Output = Option<Credentials>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::credentials(tx, &self.name)
+    }
+}
+
+impl Work for FinishLogin {
+    type Output = Option<Role>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let refused = |tx: &mut Tx<'_>, who: &str, reason: &str, failures: Option<u32>| {
+            let detail = json!({ "reason": reason, "failures": failures, "peer": self.peer });
+            tx.audit(who, "access.login_refused", &detail.to_string(), now)
+        };
+        let l = self.lockout;
+        let lock_ms = |n| (policy::lock_secs(n, l.after, l.initial_secs, l.max_secs) * 1000) as i64;
+        // Re-read: another attempt may have locked the account or used the code meanwhile.
+        let Some(creds) = store::credentials(tx, &self.name)? else {
+            // An unknown name is not audited as typed: it may be a password in the wrong field.
+            refused(tx, "anonymous", "no_account", None)?;
+            return Ok(None);
+        };
+        let who = actor(&self.name);
+        if !creds.enabled || self.proof == Proof::NoAccount {
+            refused(tx, &who, "disabled", None)?;
+            return Ok(None);
+        }
+        if self.proof == Proof::Locked || creds.locked_until.is_some_and(|t| t > now) {
+            refused(tx, &who, "locked", None)?;
+            return Ok(None);
+        }
+        let reason = match self.proof {
+            Proof::Verified { step } => {
+                if store::record_success(tx, &self.name, step)? {
+                    let (id, csrf) = (&self.id_hash, &self.csrf);
+                    store::open_session(tx, id, &self.name, csrf, self.limits, now)?;
+                    let detail = json!({ "role": creds.role, "peer": self.peer }).to_string();
+                    tx.audit(&who, "access.login", &detail, now)?;
+                    return Ok(Some(creds.role));
+                }
+                "replayed_code"
+            }
+            Proof::BadCode => "bad_code",
+            _ => "bad_password",
+        };
+        let failures = store::record_failure(tx, &self.name, lock_ms, now)?;
+        refused(tx, &who, reason, Some(failures))?;
+        Ok(None)
+    }
+}
+
+/// How long a session's last use may lag: a busy session writes at most this often.
+const TOUCH_MS: i64 = 30_000;
+
+impl Work for CheckSession {
+    type Output = Option<Staff>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let (idle_ms, absolute_ms) = self.limits;
+        let touch = TOUCH_MS.min(idle_ms / 4);
+        let found = store::session(tx, &self.id_hash, (idle_ms, absolute_ms, touch), now)?;
+        Ok(found.map(|(user, role, csrf)| Staff { user, role, csrf }))
+    }
+}
+
+impl Work for Logout {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        if let Some(user) = store::end_session(tx, &self.id_hash)? {
+            tx.audit(&actor(&user), "access.logout", "{}", now)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The access tables and every SQL statement on them: staff accounts and their sessions.
+//! Each function runs inside the journal writer's transaction ([`Tx`]); nothing here opens
+//! SQLite. A session's id is stored only as its SHA-256, so a copy of the journal logs no one in.
+
+use super::{Credentials, Role, UserSummary};
+use crate::journal::{JournalError, Schema, Tx};
+use rusqlite::{OptionalExtension, params};
+
+/// The access tables' migrations.
+pub const SCHEMA: Schema = Schema {
+    domain: "access",
+    steps: &[r#"
+CREATE TABLE access_user (
+    name            TEXT    PRIMARY KEY,
+    role            TEXT    NOT NULL,
+    password_hash   TEXT    NOT NULL,
+    totp_secret     BLOB    NOT NULL,
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    locked_until    INTEGER,
+    last_totp_step  INTEGER,
+    created_at      INTEGER NOT NULL
+);
+CREATE TABLE access_session (
+    id_hash    BLOB    PRIMARY KEY,
+    user       TEXT    NOT NULL,
+    csrf       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+);
+CREATE INDEX access_session_user ON access_session(user);
+"#],
+    legacy: &[],
+};
+
+fn role_of(column: usize, text: String) -> rusqlite::Result<Role> {
+    Role::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown role {text:?}").into(),
+        )
+    })
+}
+
+/// Adds an enabled account; a name already taken is refused.
+pub fn add_user(
+    tx: &mut Tx<'_>,
+    name: &str,
+    role: Role,
+    password_hash: &str,
+    totp_secret: &[u8],
+    now: i64,
+) -> Result<(), JournalError> {
+    let added = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO access_user (name, role, password_hash, totp_secret, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
+        )?
+        .execute(params![
+            name,
+            role.as_str(),
+            password_hash,
+            totp_secret,
+            now
+        ])?;
+    if added == 0 {
+        return Err(JournalError::Rejected(format!(
+            "user {name} exists already"
+        )));
+    }
+    Ok(())
+}
+
+/// Every account, by name, without its secrets.
+pub fn users(tx: &mut Tx<'_>) -> Result<Vec<UserSummary>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT name, role, enabled, failed_attempts, locked_until FROM access_user ORDER BY name",
+        )?
+        .query_map([], |r| {
+            Ok(UserSummary {
+                name: r.get(0)?,
+                role: role_of(1, r.get(1)?)?,
+                enabled: r.get(2)?,
+                failed_attempts: r.get(3)?,
+                locked_until: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Disables an account and ends its sessions.
+pub fn disable(tx: &mut Tx<'_>, name: &str) -> Result<(), JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached("UPDATE access_user SET enabled = 0 WHERE name = ?1")?
+        .execute([name])?;
+    if changed == 0 {
+        return Err(JournalError::NotFound(format!("no user {name}")));
+    }
+    tx.sql()
+        .prepare_cached("DELETE FROM access_session WHERE user = ?1")?
+        .execute([name])?;
+    Ok(())
+}
+
+/// What a login is checked against.
+pub fn credentials(tx: &mut Tx<'_>, name: &str) -> Result<Option<Credentials>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT role, password_hash, totp_secret, enabled, locked_until, last_totp_step
+               FROM access_user WHERE name = ?1",
+        )?
+        .query_row([name], |r| {
+            Ok(Credentials {
+                role: role_of(0, r.get(0)?)?,
+                password_hash: r.get(1)?,
+                totp_secret: r.get(2)?,
+                enabled: r.get(3)?,
+                locked_until: r.get(4)?,
+                last_totp_step: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Counts a failed login; returns the failures in a row and, when `lock_ms` of them is above
+/// zero, locks the account until then.
+pub fn record_failure(
+    tx: &mut Tx<'_>,
+    name: &str,
+    lock_ms: impl Fn(u32) -> i64,
+    now: i64,
+) -> Result<u32, JournalError> {
+    let failures: u32 = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_user SET failed_attempts = failed_attempts + 1 WHERE name = ?1
+             RETURNING failed_attempts",
+        )?
+        .query_row([name], |r| r.get(0))?;
+    let lock = lock_ms(failures);
+    if lock > 0 {
+        tx.sql()
+            .prepare_cached("UPDATE access_user SET locked_until = ?2 WHERE name = ?1")?
+            .execute(params![name, now.saturating_add(lock)])?;
+    }
+    Ok(failures)
+}
+
+/// Records a successful login whose TOTP code was for `step`: the failures are forgotten and
+/// no code of that step or an earlier one is accepted again. False, changing nothing, when a
+/// code of `step` or a later one was used already (a replay).
+pub fn record_success(tx: &mut Tx<'_>, name: &str, step: u64) -> Result<bool, JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_user SET failed_attempts = 0, locked_until = NULL, last_totp_step = ?2
+              WHERE name = ?1 AND (last_totp_step IS NULL OR last_totp_step < ?2)",
+        )?
+        .execute(params![name, step as i64])?;
+    Ok(changed == 1)
+}
+
+/// Opens a session, and deletes every session past its idle or absolute limit: one never
+/// presented again would otherwise stay for good.
+pub fn open_session(
+    tx: &mut Tx<'_>,
+    id_hash: &[u8],
+    user: &str,
+    csrf: &str,
+    (idle_ms, absolute_ms): (i64, i64),
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached("DELETE FROM access_session WHERE last_seen < ?1 OR created_at < ?2")?
+        .execute(params![now - idle_ms, now - absolute_ms])?;
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO access_session (id_hash, user, csrf, created_at, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+        )?
+        .execute(params![id_hash, user, csrf, now])?;
+    Ok(())
+}
+
+/// A session that is still valid at `now`: its user, role and CSRF token. A session past its
+/// idle or absolute limit, or of a disabled account, is deleted and not returned; a valid one
+/// has its last use moved to `now` once `touch_ms` have passed since it was last moved.
+pub fn session(
+    tx: &mut Tx<'_>,
+    id_hash: &[u8],
+    (idle_ms, absolute_ms, touch_ms): (i64, i64, i64),
+    now: i64,
+) -> Result<Option<(String, Role, String)>, JournalError> {
+    let found = tx
+        .sql()
+        .prepare_cached(
+            "SELECT s.user, u.role, s.csrf, s.created_at, s.last_seen, u.enabled
+               FROM access_session s JOIN access_user u ON u.name = s.user
+              WHERE s.id_hash = ?1",
+        )?
+        .query_row([id_hash], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                role_of(1, r.get(1)?)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((user, role, csrf, created, seen, enabled)) = found else {
+        return Ok(None);
+    };
+    if !enabled || now - seen > idle_ms || now - created > absolute_ms {
+        end_session(tx, id_hash)?;
+        return Ok(None);
+    }
+    if now - seen >= touch_ms {
+        tx.sql()
+            .prepare_cached("UPDATE access_session SET last_seen = ?2 WHERE id_hash = ?1")?
+            .execute(params![id_hash, now])?;
+    }
+    Ok(Some((user, role, csrf)))
+}
+
+/// Ends a session; the user it was of, if it existed.
+pub fn end_session(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<Option<String>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached("DELETE FROM access_session WHERE id_hash = ?1 RETURNING user")?
+        .query_row([id_hash], |r| r.get(0))
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests;

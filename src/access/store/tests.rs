@@ -1,0 +1,130 @@
+use super::*;
+use crate::journal::{Extensions, OpenOptions, Store};
+
+fn open(dir: &std::path::Path) -> Store {
+    let options = OpenOptions {
+        create: true,
+        verify: true,
+        key: None,
+    };
+    Store::open(&dir.join("j.db"), &options, &[&SCHEMA]).expect("open")
+}
+
+/// Runs `f` in one transaction of `store`.
+fn check<T>(store: &mut Store, f: impl FnOnce(&mut Tx<'_>) -> Result<T, JournalError>) -> T {
+    store
+        .with_batch(|b| f(&mut b.work(&Extensions::default())))
+        .expect("transaction")
+}
+
+const MIN: i64 = 60_000;
+/// Idle 15 min, absolute 60 min, last use moved after 1 min.
+const LIMITS: (i64, i64, i64) = (15 * MIN, 60 * MIN, MIN);
+
+#[test]
+fn a_session_ends_when_idle_too_long_or_too_old() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    check(&mut s, |tx| {
+        add_user(tx, "ann", Role::Clinical, "h", b"k", 0)
+    });
+    let open_at = |s: &mut Store, id: &[u8], at: i64| {
+        check(s, |tx| {
+            open_session(tx, id, "ann", "csrf", (LIMITS.0, LIMITS.1), at)
+        })
+    };
+    let found = |s: &mut Store, id: &[u8], at: i64| check(s, |tx| session(tx, id, LIMITS, at));
+
+    open_at(&mut s, b"idle", 0);
+    assert_eq!(
+        found(&mut s, b"idle", 14 * MIN),
+        Some(("ann".into(), Role::Clinical, "csrf".into()))
+    );
+    // Used at 14 min, so still alive 14 min later; then idle past 15 min.
+    assert!(found(&mut s, b"idle", 28 * MIN).is_some());
+    assert!(found(&mut s, b"idle", 44 * MIN).is_none());
+    assert!(
+        found(&mut s, b"idle", 45 * MIN).is_none(),
+        "deleted, not revived"
+    );
+
+    open_at(&mut s, b"busy", 0);
+    for minute in (10..=60).step_by(10) {
+        assert!(found(&mut s, b"busy", minute * MIN).is_some(), "{minute}");
+    }
+    assert!(
+        found(&mut s, b"busy", 61 * MIN).is_none(),
+        "past the absolute limit"
+    );
+}
+
+#[test]
+fn a_new_login_deletes_expired_sessions_and_disabling_ends_them_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    check(&mut s, |tx| add_user(tx, "ann", Role::Admin, "h", b"k", 0));
+    let limits = (LIMITS.0, LIMITS.1);
+    check(&mut s, |tx| open_session(tx, b"old", "ann", "c", limits, 0));
+    check(&mut s, |tx| {
+        open_session(tx, b"new", "ann", "c", limits, 20 * MIN)
+    });
+    let count = |s: &mut Store| {
+        check(s, |tx| {
+            Ok(tx
+                .sql()
+                .query_row("SELECT count(*) FROM access_session", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+        })
+    };
+    assert_eq!(count(&mut s), 1, "the idle one went with the next login");
+    check(&mut s, |tx| disable(tx, "ann"));
+    assert_eq!(count(&mut s), 0);
+    let err = s
+        .with_batch(|b| disable(&mut b.work(&Extensions::default()), "bob"))
+        .expect_err("no such user");
+    assert!(matches!(err, JournalError::NotFound(_)), "{err}");
+}
+
+#[test]
+fn a_totp_step_is_accepted_once_and_failures_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    check(&mut s, |tx| {
+        add_user(tx, "ann", Role::FrontDesk, "h", b"k", 0)
+    });
+    let again = s.with_batch(|b| {
+        add_user(
+            &mut b.work(&Extensions::default()),
+            "ann",
+            Role::Admin,
+            "h",
+            b"k",
+            0,
+        )
+    });
+    assert!(matches!(again, Err(JournalError::Rejected(_))), "{again:?}");
+
+    assert!(check(&mut s, |tx| record_success(tx, "ann", 100)));
+    assert!(
+        !check(&mut s, |tx| record_success(tx, "ann", 100)),
+        "replayed"
+    );
+    assert!(!check(&mut s, |tx| record_success(tx, "ann", 99)), "older");
+
+    let lock = |n: u32| if n >= 2 { 1000 * i64::from(n) } else { 0 };
+    assert_eq!(check(&mut s, |tx| record_failure(tx, "ann", lock, 5)), 1);
+    let creds = check(&mut s, |tx| credentials(tx, "ann")).expect("ann");
+    assert_eq!(creds.locked_until, None);
+    assert_eq!(check(&mut s, |tx| record_failure(tx, "ann", lock, 5)), 2);
+    let creds = check(&mut s, |tx| credentials(tx, "ann")).expect("ann");
+    assert_eq!(
+        (creds.locked_until, creds.last_totp_step),
+        (Some(2005), Some(100))
+    );
+
+    // Success clears failures and the lock.
+    assert!(check(&mut s, |tx| record_success(tx, "ann", 101)));
+    let users = check(&mut s, users);
+    assert_eq!((users[0].failed_attempts, users[0].locked_until), (0, None));
+}
