@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use clinic_gateway::access::{self, Role};
+use clinic_gateway::access::{self, Role, Scope};
 use clinic_gateway::config::{self, Config};
 use clinic_gateway::daemon::wiring::schemas;
 use clinic_gateway::journal::chain::Walk;
@@ -62,6 +62,58 @@ enum Cmd {
         #[command(subcommand)]
         action: UserCmd,
     },
+    /// API keys for systems calling the API (`[access]`).
+    Key {
+        #[command(subcommand)]
+        action: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Add a key for the client NAME; prints the key, which is shown this once (audited).
+    Add {
+        name: String,
+        /// A role (front_desk, clinical, facilities, admin), or route groups separated by
+        /// commas: queue, rooms_list, rooms, notices, ehr, operations, metrics, integration,
+        /// administration.
+        #[arg(long, value_parser = parse_scope)]
+        scope: Scope,
+        /// Days until the key expires; without it or --expires-at it does not expire.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650), conflicts_with = "expires_at")]
+        expires_days: Option<u32>,
+        /// When the key expires (RFC 3339, e.g. 2027-06-30T23:59:59Z); an instant already
+        /// past makes a key that is refused from the start.
+        #[arg(long, value_parser = parse_instant)]
+        expires_at: Option<i64>,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// List the keys, never their secrets.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Revoke a key: it is refused from now on (audited).
+    Revoke {
+        name: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    Scope::parse(text)
+        .ok_or_else(|| format!("{text:?} is neither a role nor a list of route groups"))
+}
+
+/// An RFC 3339 instant as ms since the epoch.
+fn parse_instant(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 instant: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -213,6 +265,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::User { action } => user(action),
+        Cmd::Key { action } => key(action),
         Cmd::Run { config } => {
             if let Err(code) = load(&config) {
                 return Ok(code);
@@ -464,6 +517,66 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn key(action: KeyCmd) -> anyhow::Result<ExitCode> {
+    let config = match &action {
+        KeyCmd::Add { config, .. }
+        | KeyCmd::List { config, .. }
+        | KeyCmd::Revoke { config, .. } => config,
+    };
+    let Some(mut store) = open(config)? else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    match action {
+        KeyCmd::Add {
+            name,
+            scope,
+            expires_days,
+            expires_at,
+            ..
+        } => {
+            let now = now_ms();
+            let expires_at =
+                expires_at.or_else(|| expires_days.map(|d| now + i64::from(d) * 86_400_000));
+            let key = access::new_key(&name, scope, expires_at, &operator())?;
+            in_tx(&mut store, |tx| key.request.apply(tx, now))?;
+            println!("added key {name} ({})", key.request.key.scope);
+            println!("key (shown once; give it to the client): {}", key.text);
+        }
+        KeyCmd::List { json, .. } => {
+            let keys = in_tx(&mut store, |tx| access::ListKeys.run(tx))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else if keys.is_empty() {
+                println!("no keys");
+            } else {
+                let now = now_ms();
+                for k in keys {
+                    let state = match (k.revoked_at, k.expires_at) {
+                        (Some(_), _) => "revoked".to_string(),
+                        (None, Some(t)) if t <= now => "expired".into(),
+                        (None, Some(t)) => format!("expires {}", instant(t)),
+                        (None, None) => "valid".into(),
+                    };
+                    println!("{:<24} {:<16} {:<32} {state}", k.name, k.id, k.scope);
+                }
+            }
+        }
+        KeyCmd::Revoke { name, .. } => {
+            let revoke = access::RevokeKey {
+                name: name.clone(),
+                by: operator(),
+            };
+            in_tx(&mut store, |tx| revoke.apply(tx, now_ms()))?;
+            println!("revoked key {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn instant(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
 fn options(c: &Config) -> anyhow::Result<OpenOptions> {

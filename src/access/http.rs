@@ -1,10 +1,12 @@
-//! The HTTP side of access: the guard every request of the page and API passes, and the
-//! login, logout and session routes. Refusals say no more than their status.
+//! The HTTP side of access: the guard every request of the page and API passes (with a
+//! session cookie or an API key), and the login, logout and session routes. Refusals say no
+//! more than their status.
 
 use super::config::AccessConfig;
+use super::keys::{self, Verdict};
 use super::{
-    CheckSession, FindCredentials, FinishLogin, Lockout, Logout, Proof, Staff, password, policy,
-    totp, valid_name,
+    ApiClient, CheckSession, FindCredentials, FindKey, FinishLogin, Lockout, Logout, Proof, Staff,
+    password, policy, totp, valid_name,
 };
 use crate::journal::{self, AuditRecord, JournalWriter};
 use actix::Addr;
@@ -59,11 +61,6 @@ fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Compares without stopping at the first difference, so that timing tells nothing of a token.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 fn cookie_value<'r>(cookies: &'r str, name: &str) -> Option<&'r str> {
     cookies
         .split(';')
@@ -88,14 +85,34 @@ fn peer(req: &HttpRequest) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Audits a refused request; the answer waits for the record to be committed.
-async fn audit_refusal(gate: &Gate, req: &HttpRequest, actor: &str, reason: &str) {
-    let detail = json!({
+/// Who made a request, for the audit of what it changes: the logged-in staff member
+/// (`staff:<name>`) or the system whose key it carried (`key:<name>`); none with access off.
+pub fn audit_actor(req: &HttpRequest) -> Option<String> {
+    let ext = req.extensions();
+    if let Some(staff) = ext.get::<Staff>() {
+        return Some(super::actor(&staff.user));
+    }
+    ext.get::<ApiClient>().map(|c| super::key_actor(&c.name))
+}
+
+/// Audits a refused request, with the id of the key it carried if any; the answer waits for
+/// the record to be committed.
+async fn audit_refusal(
+    gate: &Gate,
+    req: &HttpRequest,
+    actor: &str,
+    reason: &str,
+    key: Option<&str>,
+) {
+    let mut detail = json!({
         "reason": reason,
         "method": req.method().as_str(),
         "path": req.path(),
         "peer": peer(req),
     });
+    if let Some(id) = key {
+        detail["key"] = json!(id);
+    }
     let record = AuditRecord {
         actor: actor.into(),
         action: "access.refused".into(),
@@ -141,9 +158,11 @@ async fn form_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
     Ok(token)
 }
 
-/// Checks every request when access is enabled: the `Host` header, the session and its role
-/// against the route table, and on a state-changing request the `Origin` and the session's
-/// CSRF token. A refused request is audited and answered 400, 401 or 403 without detail.
+/// Checks every request when access is enabled: the `Host` header, on a state-changing
+/// request the `Origin`, then either the API key of an `Authorization: Bearer` header and its
+/// scope, or the session and its role against the route table and, on a state-changing
+/// request, the session's CSRF token. A refused request is audited and answered 400, 401 or
+/// 403 without detail.
 pub async fn guard(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -164,7 +183,7 @@ pub async fn guard(
         .unwrap_or_default()
         .to_string();
     if !policy::host_allowed(&host, &gate.config.allowed_hosts) {
-        audit_refusal(&gate, req.request(), "anonymous", "host").await;
+        audit_refusal(&gate, req.request(), "anonymous", "host", None).await;
         return Ok(req.into_response(refusal(StatusCode::BAD_REQUEST)));
     }
     let method = req.method().as_str().to_string();
@@ -180,7 +199,7 @@ pub async fn guard(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|s| s == "cross-site" || s == "same-site");
         if cross_site || !policy::origin_allowed(origin, &host) {
-            audit_refusal(&gate, req.request(), "anonymous", "origin").await;
+            audit_refusal(&gate, req.request(), "anonymous", "origin", None).await;
             return Ok(req.into_response(refusal(StatusCode::FORBIDDEN)));
         }
     }
@@ -190,6 +209,19 @@ pub async fn guard(
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
+    }
+    if let Some(bearer) = bearer(req.request()) {
+        return match check_key(&gate, req.request(), &bearer, allowed).await {
+            // A key is sent on purpose by its client, never by a browser on its own as a
+            // cookie is, so no CSRF token is needed.
+            Ok(client) => {
+                req.extensions_mut().insert(client);
+                next.call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body)
+            }
+            Err(answer) => Ok(req.into_response(answer)),
+        };
     }
     let staff = match session_token(req.request()) {
         Some(token) => {
@@ -204,7 +236,7 @@ pub async fn guard(
     let staff = match staff {
         Ok(Some(s)) => s,
         Ok(None) => {
-            audit_refusal(&gate, req.request(), "anonymous", "no_session").await;
+            audit_refusal(&gate, req.request(), "anonymous", "no_session", None).await;
             let answer = if req.path() == "/" {
                 // A browser opening the page is sent on to the login form.
                 HttpResponse::Unauthorized()
@@ -224,7 +256,7 @@ pub async fn guard(
     };
     let who = super::actor(&staff.user);
     if !policy::permits(allowed, staff.role) {
-        audit_refusal(&gate, req.request(), &who, "role").await;
+        audit_refusal(&gate, req.request(), &who, "role", None).await;
         return Ok(req.into_response(refusal(StatusCode::FORBIDDEN)));
     }
     if changes {
@@ -237,8 +269,8 @@ pub async fn guard(
             Some(t) => Some(t),
             None => form_token(&mut req).await?,
         };
-        if !token.is_some_and(|t| same(&t, &staff.csrf)) {
-            audit_refusal(&gate, req.request(), &who, "csrf").await;
+        if !token.is_some_and(|t| keys::same(t.as_bytes(), staff.csrf.as_bytes())) {
+            audit_refusal(&gate, req.request(), &who, "csrf", None).await;
             return Ok(req.into_response(refusal(StatusCode::FORBIDDEN)));
         }
     }
@@ -246,6 +278,64 @@ pub async fn guard(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme's case aside, RFC 9110 §11.1).
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// The client of a request's API key if the key is valid and its scope covers the route;
+/// else the refusal, audited with the key's id.
+async fn check_key(
+    gate: &Gate,
+    req: &HttpRequest,
+    text: &str,
+    allowed: policy::Allowed,
+) -> Result<ApiClient, HttpResponse> {
+    let unauthorized = || refusal(StatusCode::UNAUTHORIZED);
+    let Some((id, secret)) = keys::parse(text) else {
+        audit_refusal(gate, req, "anonymous", "key_malformed", None).await;
+        return Err(unauthorized());
+    };
+    let find = FindKey { id: id.into() };
+    let key = match journal::ask(&gate.journal, find).await {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            audit_refusal(gate, req, "anonymous", "key_unknown", Some(id)).await;
+            return Err(unauthorized());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "key not checked");
+            return Err(HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" })));
+        }
+    };
+    let who = super::key_actor(&key.name);
+    let reason = match key.judge(secret, journal::now_ms()) {
+        // Whoever sent a wrong secret is not the key's client: the record does not name it.
+        Verdict::Forged => {
+            audit_refusal(gate, req, "anonymous", "key_forged", Some(id)).await;
+            return Err(unauthorized());
+        }
+        Verdict::Revoked => "key_revoked",
+        Verdict::Expired => "key_expired",
+        Verdict::Valid if key.scope.permits(allowed) => {
+            return Ok(ApiClient {
+                name: key.name,
+                id: key.id,
+            });
+        }
+        Verdict::Valid => {
+            audit_refusal(gate, req, &who, "key_scope", Some(id)).await;
+            return Err(refusal(StatusCode::FORBIDDEN));
+        }
+    };
+    audit_refusal(gate, req, &who, reason, Some(id)).await;
+    Err(unauthorized())
 }
 
 #[derive(Deserialize)]
@@ -417,12 +507,5 @@ mod tests {
         let c = "a=1; cg_session=abc; b=2";
         assert_eq!(cookie_value(c, COOKIE), Some("abc"));
         assert_eq!(cookie_value("cg_sessionx=1", COOKIE), None);
-    }
-
-    #[test]
-    fn tokens_compare_by_content_and_length() {
-        assert!(same("abcd", "abcd"));
-        assert!(!same("abcd", "abce"));
-        assert!(!same("abc", "abcd"));
     }
 }

@@ -1,7 +1,8 @@
 //! Staff access: local accounts with a role, an argon2id password and a TOTP second factor;
-//! sessions; which role may use which route, checked on the server for every request.
+//! sessions; API keys for systems, scoped to a role or to route groups; which role or key may
+//! use which route, checked on the server for every request.
 //!
-//! The account and session tables are this domain's own (`store.rs`), changed only through
+//! The account, session and key tables are this domain's own (`store.rs`), changed only through
 //! the journal's writer ([`Work`]); password hashing runs in the caller, never on the writer's
 //! thread. `http.rs` is the actix-web side: the guard every request passes and the login and
 //! logout routes.
@@ -9,16 +10,18 @@
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
 //! **Invariant:** a refused request or login is audited and answered with no detail beyond
-//! its status; secrets (passwords, TOTP secrets, session ids) are never logged or audited.
+//! its status; secrets (passwords, TOTP secrets, session ids, key secrets) are never logged or
+//! audited.
 
 pub mod config;
 pub mod http;
+pub mod keys;
 pub mod password;
 pub mod policy;
 pub mod store;
 pub mod totp;
 
-pub use policy::Role;
+pub use policy::{Role, Scope};
 
 use crate::journal::{JournalError, Tx, Work};
 use serde::Serialize;
@@ -33,6 +36,8 @@ pub enum AccessError {
     Hash(#[from] password::HashError),
     #[error("cannot make the TOTP enrolment URI for {0}")]
     Enrolment(String),
+    #[error("key name: 1 to 64 letters, digits, '.', '-' or '_'")]
+    BadKeyName,
 }
 
 /// Whether `name` can be an account name: it appears in the audit and, without a colon, in
@@ -187,6 +192,84 @@ pub struct Staff {
     pub csrf: String,
 }
 
+/// A system calling with a valid API key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiClient {
+    /// The key's name, which the audit gives as `key:<name>`.
+    pub name: String,
+    pub id: String,
+}
+
+/// A key as listed, without its secret's hash.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeySummary {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub created_by: String,
+    /// ms since the epoch; none: it does not expire.
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A new key with its text, shown once; the request adds it to the journal.
+#[derive(Debug)]
+pub struct NewKey {
+    pub text: String,
+    pub request: AddKey,
+}
+
+/// A new key for the client `name`, of `scope`, expiring at `expires_at` (ms) if given.
+pub fn new_key(
+    name: &str,
+    scope: Scope,
+    expires_at: Option<i64>,
+    by: &str,
+) -> Result<NewKey, AccessError> {
+    if !valid_name(name) {
+        return Err(AccessError::BadKeyName);
+    }
+    let (id, secret) = keys::generate();
+    let text = keys::text(&id, &secret);
+    let key = keys::StoredKey {
+        id,
+        name: name.into(),
+        scope,
+        secret_hash: keys::secret_hash(&secret),
+        expires_at,
+        revoked_at: None,
+    };
+    Ok(NewKey {
+        text,
+        request: AddKey { key, by: by.into() },
+    })
+}
+
+/// Adds a key (audited with `by`); a name used before is refused.
+#[derive(Debug)]
+pub struct AddKey {
+    pub key: keys::StoredKey,
+    pub by: String,
+}
+
+/// Every key.
+#[derive(Debug)]
+pub struct ListKeys;
+
+/// Revokes the key `name` (audited with `by`).
+#[derive(Debug)]
+pub struct RevokeKey {
+    pub name: String,
+    pub by: String,
+}
+
+/// The key with this id, if there is one.
+#[derive(Debug)]
+pub struct FindKey {
+    pub id: String,
+}
+
 crate::journal_work!(
     AddUser,
     ListUsers,
@@ -194,12 +277,19 @@ crate::journal_work!(
     FindCredentials,
     FinishLogin,
     CheckSession,
-    Logout
+    Logout,
+    ListKeys,
+    FindKey
 );
 
 /// The audit's name for a staff member.
 fn actor(name: &str) -> String {
     format!("staff:{name}")
+}
+
+/// The audit's name for a system calling with a key.
+fn key_actor(name: &str) -> String {
+    format!("key:{name}")
 }
 
 impl AddUser {
@@ -324,5 +414,43 @@ impl Work for Logout {
             tx.audit(&actor(&user), "access.logout", "{}", now)?;
         }
         Ok(())
+    }
+}
+
+impl AddKey {
+    /// Adds the key at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        let k = &self.key;
+        store::add_key(tx, k, &self.by, now)?;
+        let detail = json!({
+            "key": k.id,
+            "name": k.name,
+            "scope": k.scope.to_string(),
+            "expires_at": k.expires_at,
+        });
+        tx.audit(&self.by, "access.key_added", &detail.to_string(), now)
+    }
+}
+
+impl Work for ListKeys {
+    type Output = Vec<KeySummary>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::keys(tx)
+    }
+}
+
+impl RevokeKey {
+    /// Revokes the key at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        let id = store::revoke_key(tx, &self.name, now)?;
+        let detail = json!({ "key": id, "name": self.name }).to_string();
+        tx.audit(&self.by, "access.key_revoked", &detail, now)
+    }
+}
+
+impl Work for FindKey {
+    type Output = Option<keys::StoredKey>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::key(tx, &self.id)
     }
 }

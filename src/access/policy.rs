@@ -1,5 +1,6 @@
-//! Who may do what: the staff roles, the table of routes each role may use, the lockout's
-//! growing delay and the `Host`/`Origin` checks. Pure: no I/O, no clock.
+//! Who may do what: the staff roles, the route groups and the table putting every route in
+//! one, the scopes of API keys, the lockout's growing delay and the `Host`/`Origin` checks.
+//! Pure: no I/O, no clock.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,25 +41,97 @@ impl Role {
     }
 }
 
+/// A set of routes that belong together: what a role is granted, and what an API key can be
+/// scoped to when a role would give a system more than it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// The queue board and its actions, ticket previews.
+    Queue,
+    /// The rooms list: where patients are called to, so every staff role sees it.
+    RoomsList,
+    /// Changing a room's state (holds).
+    Rooms,
+    /// Staff notices and their acknowledgement.
+    Notices,
+    /// EHR status, conflicts and patient details.
+    Ehr,
+    /// Actors, backlog, status and the dead-letter list.
+    Operations,
+    /// The Prometheus scrape.
+    Metrics,
+    /// Integration inputs: `/api/v1/events` and HL7 outbound.
+    Integration,
+    /// Dead-letter replay, reload, the audit, and every route missing from the table.
+    Administration,
+}
+
+impl Group {
+    pub const ALL: [Group; 9] = [
+        Group::Queue,
+        Group::RoomsList,
+        Group::Rooms,
+        Group::Notices,
+        Group::Ehr,
+        Group::Operations,
+        Group::Metrics,
+        Group::Integration,
+        Group::Administration,
+    ];
+
+    /// The group's name in a key's scope; no group is named like a role, so a scope reads
+    /// one way only.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Queue => "queue",
+            Group::RoomsList => "rooms_list",
+            Group::Rooms => "rooms",
+            Group::Notices => "notices",
+            Group::Ehr => "ehr",
+            Group::Operations => "operations",
+            Group::Metrics => "metrics",
+            Group::Integration => "integration",
+            Group::Administration => "administration",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Group> {
+        Group::ALL.into_iter().find(|g| g.as_str() == s)
+    }
+
+    /// The roles granted the group besides admins, who are granted every group.
+    fn roles(self) -> &'static [Role] {
+        const DESK: &[Role] = &[Role::FrontDesk, Role::Clinical];
+        const CLINICAL: &[Role] = &[Role::Clinical];
+        const FACILITIES: &[Role] = &[Role::Facilities];
+        const ALL_STAFF: &[Role] = &[Role::FrontDesk, Role::Clinical, Role::Facilities];
+        match self {
+            Group::Queue => DESK,
+            Group::RoomsList => ALL_STAFF,
+            Group::Rooms => FACILITIES,
+            Group::Notices | Group::Ehr => CLINICAL,
+            Group::Operations | Group::Metrics => FACILITIES,
+            Group::Integration | Group::Administration => &[],
+        }
+    }
+}
+
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowed {
     /// Anyone, logged in or not: the login itself and the liveness probe.
     Public,
-    /// Any logged-in staff member.
+    /// Any logged-in staff member; no API key, as these routes are a browser's (the page,
+    /// the session, logout).
     Staff,
-    /// Staff with one of these roles (admins always may).
-    Roles(&'static [Role]),
+    /// Staff whose role is granted the group, and keys scoped to it.
+    Group(Group),
 }
 
-const DESK: &[Role] = &[Role::FrontDesk, Role::Clinical];
-const CLINICAL: &[Role] = &[Role::Clinical];
-const FACILITIES: &[Role] = &[Role::Facilities];
-const ALL_STAFF: &[Role] = &[Role::FrontDesk, Role::Clinical, Role::Facilities];
-const ADMIN: &[Role] = &[];
+use Group::*;
 
 /// Every route of the page and API: method, path pattern (`{}` is one segment), who may.
-/// A route missing here is admin-only, so a new route is closed until someone opens it.
+/// A route missing here is in [`Group::Administration`], so a new route is closed until
+/// someone opens it.
 const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/login", Allowed::Public),
     ("GET", "/login", Allowed::Public),
@@ -66,51 +139,46 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/logout", Allowed::Staff),
     ("GET", "/api/v1/session", Allowed::Staff),
     ("GET", "/", Allowed::Staff),
-    // The queue board and its actions.
-    ("GET", "/api/v1/queues", Allowed::Roles(DESK)),
-    ("POST", "/api/v1/queues/{}/check-in", Allowed::Roles(DESK)),
-    ("POST", "/api/v1/queues/{}/call-next", Allowed::Roles(DESK)),
-    ("POST", "/api/v1/queue-entries/{}/{}", Allowed::Roles(DESK)),
-    ("GET", "/printers/{}/preview", Allowed::Roles(DESK)),
-    // Rooms are where patients are called to: everyone sees them, facilities change them.
-    ("GET", "/api/v1/rooms", Allowed::Roles(ALL_STAFF)),
-    ("POST", "/api/v1/rooms/{}/state", Allowed::Roles(FACILITIES)),
-    ("POST", "/rooms/state", Allowed::Roles(FACILITIES)),
-    // Clinical: notices, alerts, EHR conflicts, patient details.
-    ("GET", "/api/v1/notices", Allowed::Roles(CLINICAL)),
+    ("GET", "/api/v1/queues", Allowed::Group(Queue)),
+    ("POST", "/api/v1/queues/{}/check-in", Allowed::Group(Queue)),
+    ("POST", "/api/v1/queues/{}/call-next", Allowed::Group(Queue)),
+    ("POST", "/api/v1/queue-entries/{}/{}", Allowed::Group(Queue)),
+    ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
+    ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
+    ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),
+    ("POST", "/rooms/state", Allowed::Group(Rooms)),
+    ("GET", "/api/v1/notices", Allowed::Group(Notices)),
     (
         "POST",
         "/api/v1/notices/{}/acknowledge",
-        Allowed::Roles(CLINICAL),
+        Allowed::Group(Notices),
     ),
-    ("POST", "/notices/acknowledge", Allowed::Roles(CLINICAL)),
-    ("GET", "/api/v1/fhir/status", Allowed::Roles(CLINICAL)),
-    ("GET", "/api/v1/fhir/conflicts", Allowed::Roles(CLINICAL)),
+    ("POST", "/notices/acknowledge", Allowed::Group(Notices)),
+    ("GET", "/api/v1/fhir/status", Allowed::Group(Ehr)),
+    ("GET", "/api/v1/fhir/conflicts", Allowed::Group(Ehr)),
     (
         "POST",
         "/api/v1/fhir/conflicts/{}/resolve",
-        Allowed::Roles(CLINICAL),
+        Allowed::Group(Ehr),
     ),
-    ("POST", "/fhir/conflicts/resolve", Allowed::Roles(CLINICAL)),
-    ("GET", "/api/v1/fhir/patients/{}", Allowed::Roles(CLINICAL)),
+    ("POST", "/fhir/conflicts/resolve", Allowed::Group(Ehr)),
+    ("GET", "/api/v1/fhir/patients/{}", Allowed::Group(Ehr)),
     (
         "POST",
         "/api/v1/fhir/patients/{}/demographics",
-        Allowed::Roles(CLINICAL),
+        Allowed::Group(Ehr),
     ),
-    // Facilities: devices, rules, backlog.
-    ("GET", "/api/v1/actors", Allowed::Roles(FACILITIES)),
-    ("GET", "/api/v1/backlog", Allowed::Roles(FACILITIES)),
-    ("GET", "/api/v1/status", Allowed::Roles(FACILITIES)),
-    ("GET", "/api/v1/dlq", Allowed::Roles(FACILITIES)),
-    ("GET", "/metrics", Allowed::Roles(FACILITIES)),
-    // Admin: dead-letter replay, reload, the audit, integration inputs.
-    ("POST", "/api/v1/dlq/replay", Allowed::Roles(ADMIN)),
-    ("POST", "/dlq/replay", Allowed::Roles(ADMIN)),
-    ("POST", "/api/v1/reload", Allowed::Roles(ADMIN)),
-    ("GET", "/api/v1/audit", Allowed::Roles(ADMIN)),
-    ("POST", "/api/v1/events", Allowed::Roles(ADMIN)),
-    ("POST", "/api/v1/hl7/outbound", Allowed::Roles(ADMIN)),
+    ("GET", "/api/v1/actors", Allowed::Group(Operations)),
+    ("GET", "/api/v1/backlog", Allowed::Group(Operations)),
+    ("GET", "/api/v1/status", Allowed::Group(Operations)),
+    ("GET", "/api/v1/dlq", Allowed::Group(Operations)),
+    ("GET", "/metrics", Allowed::Group(Metrics)),
+    ("POST", "/api/v1/events", Allowed::Group(Integration)),
+    ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),
+    ("POST", "/api/v1/dlq/replay", Allowed::Group(Administration)),
+    ("POST", "/dlq/replay", Allowed::Group(Administration)),
+    ("POST", "/api/v1/reload", Allowed::Group(Administration)),
+    ("GET", "/api/v1/audit", Allowed::Group(Administration)),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -131,14 +199,60 @@ pub fn allowed(method: &str, path: &str) -> Allowed {
     ROUTES
         .iter()
         .find(|(m, p, _)| *m == method && matches(p, path))
-        .map_or(Allowed::Roles(ADMIN), |(_, _, a)| *a)
+        .map_or(Allowed::Group(Administration), |(_, _, a)| *a)
 }
 
 /// Whether a staff member with `role` may use a route allowed to `who`.
 pub fn permits(who: Allowed, role: Role) -> bool {
     match who {
         Allowed::Public | Allowed::Staff => true,
-        Allowed::Roles(roles) => role == Role::Admin || roles.contains(&role),
+        Allowed::Group(g) => role == Role::Admin || g.roles().contains(&role),
+    }
+}
+
+/// What an API key may use: what a role may, or only the groups named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Role(Role),
+    /// Sorted, without repeats.
+    Groups(Vec<Group>),
+}
+
+impl Scope {
+    /// A role's name, or group names separated by commas (`queue,metrics`).
+    pub fn parse(text: &str) -> Option<Scope> {
+        if let Some(role) = Role::parse(text) {
+            return Some(Scope::Role(role));
+        }
+        let mut groups = text
+            .split(',')
+            .map(|g| Group::parse(g.trim()))
+            .collect::<Option<Vec<_>>>()?;
+        groups.sort();
+        groups.dedup();
+        Some(Scope::Groups(groups))
+    }
+
+    /// Whether a key of this scope may use a route allowed to `who`.
+    pub fn permits(&self, who: Allowed) -> bool {
+        match (who, self) {
+            (Allowed::Public, _) => true,
+            (Allowed::Staff, _) => false,
+            (Allowed::Group(_), Scope::Role(role)) => permits(who, *role),
+            (Allowed::Group(g), Scope::Groups(groups)) => groups.contains(&g),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Role(role) => f.write_str(role.as_str()),
+            Scope::Groups(groups) => {
+                let names: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
+                f.write_str(&names.join(","))
+            }
+        }
     }
 }
 
@@ -211,14 +325,46 @@ mod tests {
 
     #[test]
     fn unknown_routes_and_methods_are_admin_only() {
-        assert_eq!(allowed("GET", "/api/v1/new-thing"), Allowed::Roles(ADMIN));
-        assert_eq!(allowed("DELETE", "/api/v1/queues"), Allowed::Roles(ADMIN));
-        assert_eq!(allowed("GET", "/api/v1/queues/x"), Allowed::Roles(ADMIN));
-        assert_eq!(
-            allowed("POST", "/api/v1/queues//check-in"),
-            Allowed::Roles(ADMIN)
-        );
+        let admin = Allowed::Group(Administration);
+        assert_eq!(allowed("GET", "/api/v1/new-thing"), admin);
+        assert_eq!(allowed("DELETE", "/api/v1/queues"), admin);
+        assert_eq!(allowed("GET", "/api/v1/queues/x"), admin);
+        assert_eq!(allowed("POST", "/api/v1/queues//check-in"), admin);
         assert_eq!(allowed("POST", "/login"), Allowed::Public);
+    }
+
+    #[test]
+    fn a_scope_is_a_role_or_a_list_of_groups() {
+        let scope = |text| Scope::parse(text).map(|s| s.to_string());
+        assert_eq!(scope("facilities").as_deref(), Some("facilities"));
+        assert_eq!(
+            scope("metrics, queue,metrics").as_deref(),
+            Some("queue,metrics")
+        );
+        assert_eq!(scope("metrics,nonsense"), None);
+        assert_eq!(scope(""), None);
+        for g in Group::ALL {
+            assert_eq!(Role::parse(g.as_str()), None, "{g:?} reads as a role");
+        }
+    }
+
+    #[test]
+    fn a_key_reaches_its_scope_only_and_never_a_browser_route() {
+        let key = |text, method, path| {
+            Scope::parse(text)
+                .expect("scope")
+                .permits(allowed(method, path))
+        };
+        assert!(key("metrics", "GET", "/metrics"));
+        assert!(!key("metrics", "GET", "/api/v1/backlog"));
+        assert!(key("facilities", "GET", "/api/v1/backlog"));
+        assert!(!key("facilities", "GET", "/api/v1/queues"));
+        assert!(key("queue,ehr", "GET", "/api/v1/fhir/patients/p1"));
+        assert!(key("admin", "GET", "/api/v1/new-thing"));
+        assert!(!key("integration", "GET", "/api/v1/new-thing"));
+        assert!(key("metrics", "GET", "/api/v1/health"));
+        assert!(!key("admin", "GET", "/api/v1/session"));
+        assert!(!key("admin", "GET", "/"));
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! The access tables and every SQL statement on them: staff accounts and their sessions.
-//! Each function runs inside the journal writer's transaction ([`Tx`]); nothing here opens
-//! SQLite. A session's id is stored only as its SHA-256, so a copy of the journal logs no one in.
+//! The access tables and every SQL statement on them: staff accounts and their sessions, and
+//! the API keys of systems. Each function runs inside the journal writer's transaction
+//! ([`Tx`]); nothing here opens SQLite. A session's id and a key's secret are stored only as
+//! their SHA-256, so a copy of the journal logs no one in.
 
-use super::{Credentials, Role, UserSummary};
+use super::keys::StoredKey;
+use super::policy::Scope;
+use super::{Credentials, KeySummary, Role, UserSummary};
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
 /// The access tables' migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "access",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE access_user (
     name            TEXT    PRIMARY KEY,
     role            TEXT    NOT NULL,
@@ -29,7 +33,22 @@ CREATE TABLE access_session (
     last_seen  INTEGER NOT NULL
 );
 CREATE INDEX access_session_user ON access_session(user);
-"#],
+"#,
+        // A key's name is never reused, revoked or not, so `key:<name>` in the audit names
+        // one key for good.
+        r#"
+CREATE TABLE access_key (
+    id          TEXT    PRIMARY KEY,
+    name        TEXT    NOT NULL UNIQUE,
+    scope       TEXT    NOT NULL,
+    secret_hash BLOB    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT    NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+"#,
+    ],
     legacy: &[],
 };
 
@@ -238,6 +257,103 @@ pub fn end_session(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<Option<String>, Jo
         .prepare_cached("DELETE FROM access_session WHERE id_hash = ?1 RETURNING user")?
         .query_row([id_hash], |r| r.get(0))
         .optional()?)
+}
+
+fn scope_of(column: usize, text: String) -> rusqlite::Result<Scope> {
+    Scope::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown scope {text:?}").into(),
+        )
+    })
+}
+
+/// Adds a key; a name used before, by a revoked key too, is refused.
+pub fn add_key(
+    tx: &mut Tx<'_>,
+    key: &StoredKey,
+    created_by: &str,
+    now: i64,
+) -> Result<(), JournalError> {
+    let added = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO access_key (id, name, scope, secret_hash, created_at, created_by, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            key.id,
+            key.name,
+            key.scope.to_string(),
+            key.secret_hash,
+            now,
+            created_by,
+            key.expires_at
+        ])?;
+    if added == 0 {
+        return Err(JournalError::Rejected(format!(
+            "key {} exists already",
+            key.name
+        )));
+    }
+    Ok(())
+}
+
+/// Every key, by name, without its secret's hash.
+pub fn keys(tx: &mut Tx<'_>) -> Result<Vec<KeySummary>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, name, scope, created_at, created_by, expires_at, revoked_at
+               FROM access_key ORDER BY name",
+        )?
+        .query_map([], |r| {
+            Ok(KeySummary {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                scope: scope_of(2, r.get(2)?)?.to_string(),
+                created_at: r.get(3)?,
+                created_by: r.get(4)?,
+                expires_at: r.get(5)?,
+                revoked_at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The key with this id, if there is one.
+pub fn key(tx: &mut Tx<'_>, id: &str) -> Result<Option<StoredKey>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, name, scope, secret_hash, expires_at, revoked_at
+               FROM access_key WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(StoredKey {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                scope: scope_of(2, r.get(2)?)?,
+                secret_hash: r.get(3)?,
+                expires_at: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Revokes the key `name` at `now`; its id. A key revoked already, or none, is refused.
+pub fn revoke_key(tx: &mut Tx<'_>, name: &str, now: i64) -> Result<String, JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "UPDATE access_key SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL
+             RETURNING id",
+        )?
+        .query_row(params![name, now], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| JournalError::NotFound(format!("no unrevoked key {name}")))
 }
 
 #[cfg(test)]

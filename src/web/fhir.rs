@@ -5,7 +5,7 @@ use super::{AppState, journal_error, peer, same_origin};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirEdit, FhirGet, FhirResolve};
 use crate::connectors::fhir::{self, protocol};
 use crate::journal;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -24,11 +24,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// Who did it, for the audit: the logged-in staff member, else the name given, else the API
-/// client's address.
+/// Who did it, for the audit: the logged-in staff member or the key's system, else the name
+/// given, else the API client's address.
 fn by(given: Option<String>, req: &HttpRequest) -> String {
-    if let Some(staff) = req.extensions().get::<crate::access::Staff>() {
-        return format!("staff:{}", staff.user);
+    if let Some(who) = crate::access::http::audit_actor(req) {
+        return who;
     }
     given
         .filter(|b| !b.is_empty() && b.len() <= 64 && !b.chars().any(char::is_control))

@@ -26,7 +26,7 @@ use crate::reload::ReloadConfig;
 use crate::supervisor::{ActorHealth, GetHealth, HealthState, Supervisor};
 use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::Server, web};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -683,21 +683,16 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// Who did it, for the audit: the logged-in staff member, else `{channel}:{client address}`.
+/// Who did it, for the audit: the logged-in staff member or the key's system, else
+/// `{channel}:{client address}`.
 fn by_staff(req: &HttpRequest, channel: &str) -> String {
-    match req.extensions().get::<access::Staff>() {
-        Some(s) => format!("staff:{}", s.user),
-        None => format!("{channel}:{}", peer(req)),
-    }
+    access::http::audit_actor(req).unwrap_or_else(|| format!("{channel}:{}", peer(req)))
 }
 
-/// Who did it, for the audit: the logged-in staff member, else `api:` and the name the
-/// request gave.
+/// Who did it, for the audit: the logged-in staff member or the key's system, else `api:` and
+/// the name the request gave.
 fn staff_or(req: &HttpRequest, given: Option<&str>) -> String {
-    match req.extensions().get::<access::Staff>() {
-        Some(s) => format!("staff:{}", s.user),
-        None => format!("api:{}", given.unwrap_or("staff")),
-    }
+    access::http::audit_actor(req).unwrap_or_else(|| format!("api:{}", given.unwrap_or("staff")))
 }
 
 fn peer(req: &HttpRequest) -> String {
