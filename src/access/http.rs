@@ -508,4 +508,18 @@ mod tests {
         assert_eq!(cookie_value(c, COOKIE), Some("abc"));
         assert_eq!(cookie_value("cg_sessionx=1", COOKIE), None);
     }
+
+    #[test]
+    fn the_bearer_token_is_read_whatever_the_schemes_case() {
+        let check = |value: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header((header::AUTHORIZATION, value))
+                .to_http_request();
+            bearer(&req)
+        };
+        assert_eq!(check("Bearer cgk_1_2").as_deref(), Some("cgk_1_2"));
+        assert_eq!(check("bearer  cgk_1_2 ").as_deref(), Some("cgk_1_2"));
+        assert_eq!(check("Basic dXNlcjpwdw=="), None);
+        assert_eq!(check("Bearer"), None);
+    }
 }

@@ -128,3 +128,40 @@ fn a_totp_step_is_accepted_once_and_failures_lock() {
     let users = check(&mut s, users);
     assert_eq!((users[0].failed_attempts, users[0].locked_until), (0, None));
 }
+
+#[test]
+fn a_key_is_found_by_id_revoked_once_and_its_name_never_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    let key = StoredKey {
+        id: "0123456789abcdef".into(),
+        name: "scraper".into(),
+        scope: Scope::parse("metrics,operations").expect("scope"),
+        secret_hash: vec![7; 32],
+        expires_at: Some(5 * MIN),
+        revoked_at: None,
+    };
+    check(&mut s, |tx| add_key(tx, &key, "cli:root", 0));
+    assert_eq!(
+        check(&mut s, |tx| self::key(tx, &key.id)),
+        Some(key.clone())
+    );
+    assert_eq!(check(&mut s, |tx| self::key(tx, "fedcba9876543210")), None);
+
+    assert_eq!(check(&mut s, |tx| revoke_key(tx, "scraper", MIN)), key.id);
+    let revoked = check(&mut s, |tx| self::key(tx, &key.id)).expect("kept");
+    assert_eq!(revoked.revoked_at, Some(MIN));
+    let again = s.with_batch(|b| revoke_key(&mut b.work(&Extensions::default()), "scraper", MIN));
+    assert!(again.is_err(), "revoked once");
+
+    let renamed = StoredKey {
+        id: "1111111111111111".into(),
+        ..key
+    };
+    let reused = s.with_batch(|b| add_key(&mut b.work(&Extensions::default()), &renamed, "x", 0));
+    assert!(reused.is_err(), "a name is never reused");
+    let listed = check(&mut s, keys);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].scope, "operations,metrics");
+    assert_eq!(listed[0].created_by, "cli:root");
+}
