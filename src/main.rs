@@ -39,6 +39,10 @@ enum Cmd {
     Status {
         #[arg(long)]
         json: bool,
+        /// A file holding an API key (scope `operations` or `facilities`), needed once logins
+        /// are on; read from a file so that the key stays out of the process list.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -280,12 +284,25 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Err(code) => code,
         }),
-        Cmd::Status { json, config } => {
+        Cmd::Status {
+            json,
+            key_file,
+            config,
+        } => {
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            status(&c, json)
+            let key = match key_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read the key file {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            status(&c, json, key.as_deref())
         }
         Cmd::Dlq {
             action:
@@ -622,11 +639,20 @@ fn print_stats(path: &Path, s: &Stats) {
     }
 }
 
-fn status(c: &Config, json: bool) -> anyhow::Result<ExitCode> {
+fn status(c: &Config, json: bool, key: Option<&str>) -> anyhow::Result<ExitCode> {
     let url = format!("http://{}/api/v1/status", c.web.bind);
-    let body: serde_json::Value = ureq::get(&url)
-        .call()
-        .with_context(|| format!("the daemon does not answer at {url}"))?
+    let mut request = ureq::get(&url);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let mut answer = match request.call() {
+        Err(ureq::Error::StatusCode(code @ (401 | 403))) => bail!(
+            "the daemon refused the request ({code}): with logins on, give --key-file with a \
+             valid key of scope operations or facilities"
+        ),
+        other => other.with_context(|| format!("the daemon does not answer at {url}"))?,
+    };
+    let body: serde_json::Value = answer
         .body_mut()
         .read_json()
         .context("the daemon's answer is not JSON")?;

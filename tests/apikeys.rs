@@ -107,6 +107,22 @@ fn keys_reach_their_scope_only_and_every_refusal_is_audited_without_the_secret()
         .expect("GET /metrics");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(get(&gw, "/api/v1/backlog", &scraper).0, 200);
+    let key_file = dir.path().join("status.key");
+    std::fs::write(&key_file, format!("{scraper}\n")).expect("key file");
+    let key_file = key_file.to_string_lossy().to_string();
+    let out = gw.cli(&["status", "--json", "--key-file", &key_file]);
+    assert!(
+        out.status.success(),
+        "status with a key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = gw.cli(&["status"]);
+    assert!(!out.status.success(), "no key, no status");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--key-file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, body) = get(&gw, "/api/v1/queues", &scraper);
     assert_eq!(
         (status, body),
@@ -180,6 +196,7 @@ fn keys_reach_their_scope_only_and_every_refusal_is_audited_without_the_secret()
             row("anonymous", "key_forged", &scraper_id),
             row("key:ops-console", "key_scope", &id_of(&admin)),
             row("key:prometheus", "key_scope", &scraper_id),
+            row("anonymous", "no_session", ""),
         ]
     );
 
