@@ -165,3 +165,36 @@ fn a_key_is_found_by_id_revoked_once_and_its_name_never_reused() {
     assert_eq!(listed[0].scope, "operations,metrics");
     assert_eq!(listed[0].created_by, "cli:root");
 }
+
+#[test]
+fn a_journal_from_before_keys_gains_their_table_and_keeps_its_accounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = Schema {
+        domain: "access",
+        steps: &SCHEMA.steps[..1],
+        legacy: &[],
+    };
+    let options = OpenOptions {
+        create: true,
+        verify: true,
+        key: None,
+    };
+    let mut old = Store::open(&dir.path().join("j.db"), &options, &[&before]).expect("open");
+    check(&mut old, |tx| {
+        add_user(tx, "ann", Role::Admin, "h", b"k", 0)
+    });
+    drop(old);
+
+    let mut s = open(dir.path());
+    assert_eq!(check(&mut s, users).len(), 1);
+    let key = StoredKey {
+        id: "0123456789abcdef".into(),
+        name: "scraper".into(),
+        scope: Scope::Role(Role::Facilities),
+        secret_hash: vec![7; 32],
+        expires_at: None,
+        revoked_at: None,
+    };
+    check(&mut s, |tx| add_key(tx, &key, "cli:root", 0));
+    assert_eq!(check(&mut s, |tx| self::key(tx, &key.id)), Some(key));
+}
