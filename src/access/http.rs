@@ -324,10 +324,7 @@ async fn check_key(
         Verdict::Revoked => "key_revoked",
         Verdict::Expired => "key_expired",
         Verdict::Valid if key.scope.permits(allowed) => {
-            return Ok(ApiClient {
-                name: key.name,
-                id: key.id,
-            });
+            return Ok(ApiClient { name: key.name });
         }
         Verdict::Valid => {
             audit_refusal(gate, req, &who, "key_scope", Some(id)).await;

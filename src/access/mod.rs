@@ -197,7 +197,6 @@ pub struct Staff {
 pub struct ApiClient {
     /// The key's name, which the audit gives as `key:<name>`.
     pub name: String,
-    pub id: String,
 }
 
 /// A key as listed, without its secret's hash.
