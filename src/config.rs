@@ -161,11 +161,12 @@ impl Config {
 
     /// Resolves a path from the file against the file's own folder.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.source.parent().unwrap_or(Path::new(".")).join(path)
-        }
+        settings::resolve(self.folder(), path)
+    }
+
+    /// The folder of the file, against which its relative paths are resolved.
+    pub fn folder(&self) -> &Path {
+        self.source.parent().unwrap_or(Path::new("."))
     }
 
     /// Delivery policy for a destination; destinations not configured get the defaults.
@@ -264,6 +265,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     }
     if let Some(a) = access.checkable() {
         found.extend(a.validate());
+    }
+    if let Some(w) = web.checkable() {
+        // An unreadable [access] already has its problem; it is not blamed on [web] too.
+        let logins = access
+            .checkable()
+            .map_or(matches!(access, Section::Unreadable), |a| a.enabled);
+        found.extend(w.validate(base, logins));
     }
     if let Some(s) = supervisor.checkable() {
         found.extend(s.validate());
@@ -681,6 +689,22 @@ mod tests {
         );
         let ok = check("[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\n");
         assert!(ok.is_ok_and(|c| c.access.enabled));
+    }
+
+    #[test]
+    fn a_network_bind_without_tls_and_logins_is_named_with_its_line() {
+        let err = check("[gateway]\nfacility_id = \"c\"\n\n[web]\nbind = \"0.0.0.0:8443\"\n")
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:5: web.bind: 0.0.0.0 is reachable from the network: it needs [web.tls] and [access] enabled = true"
+            ]
+        );
+        let ok = check(
+            "[gateway]\nfacility_id = \"c\"\n[web]\nbind = \"0.0.0.0:8443\"\n[web.tls]\nself_signed = true\n[access]\nenabled = true\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -640,8 +640,8 @@ fn print_stats(path: &Path, s: &Stats) {
 }
 
 fn status(c: &Config, json: bool, key: Option<&str>) -> anyhow::Result<ExitCode> {
-    let url = format!("http://{}/api/v1/status", c.web.bind);
-    let mut request = ureq::get(&url);
+    let (agent, url) = status_client(c, json)?;
+    let mut request = agent.get(&url);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
@@ -685,4 +685,55 @@ fn status(c: &Config, json: bool, key: Option<&str>) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::from(3)
     })
+}
+
+/// The client and URL that reach the daemon's status. With HTTPS, the certificate served is read
+/// from its file first and its fingerprint printed (unless `json`), so staff can compare it
+/// with their browser's even when the daemon does not answer; the client then trusts exactly
+/// that certificate.
+fn status_client(c: &Config, json: bool) -> anyhow::Result<(ureq::Agent, String)> {
+    use clinic_gateway::web::tls;
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let bind = c.web.bind;
+    // A wildcard bind is reached on this box through loopback.
+    let ip = match bind.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let address = std::net::SocketAddr::new(ip, bind.port());
+    let Some(web_tls) = &c.web.tls else {
+        return Ok((
+            ureq::Agent::new_with_defaults(),
+            format!("http://{address}/api/v1/status"),
+        ));
+    };
+    let (cert_path, _) = web_tls.files(c.folder(), &c.data_dir());
+    let certs = tls::certificates(&cert_path).context("web.tls")?;
+    if !json {
+        println!(
+            "https certificate {} SHA-256 {}",
+            cert_path.display(),
+            tls::fingerprint(&certs[0])
+        );
+    }
+    let roots: Vec<Certificate<'static>> = certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    let config = ureq::Agent::config_builder()
+        .tls_config(
+            TlsConfig::builder()
+                .provider(TlsProvider::Rustls)
+                .root_certs(RootCerts::new_with_certs(&roots))
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .build(),
+        )
+        .build();
+    Ok((
+        ureq::Agent::new_with_config(config),
+        format!("https://{address}/api/v1/status"),
+    ))
 }

@@ -117,7 +117,7 @@ impl Gateway {
             needs_restart.push("supervisor");
         }
         if new.web != old.web {
-            needs_restart.push("web.bind");
+            needs_restart.push("web");
         }
         if new.access != old.access {
             needs_restart.push("access");
@@ -226,6 +226,18 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     for (name, spawn) in wiring::connectors(&config, &journal, &fhir) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
+    let tls = match &config.web.tls {
+        Some(tls) => Some(
+            web::tls::serving(
+                tls,
+                config.folder(),
+                &config.data_dir(),
+                &config.access.allowed_hosts,
+            )
+            .context("web.tls")?,
+        ),
+        None => None,
+    };
     let state = web::AppState {
         journal: journal.clone(),
         supervisor: supervisor.clone(),
@@ -236,8 +248,10 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         printers,
         fhir,
         access: config.access.clone(),
+        tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
-    let server = web::server(config.web.bind, state)
+    let fingerprint = state.tls_fingerprint.clone();
+    let server = web::server(config.web.bind, tls.map(|t| t.config), state)
         .with_context(|| format!("cannot listen on web.bind {}", config.web.bind))?;
     let server_handle = server.handle();
     actix::spawn(server);
@@ -245,6 +259,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         facility = %config.gateway.facility_id,
         journal = %journal_path.display(),
         web = %config.web.bind,
+        tls_fingerprint = fingerprint.as_deref().unwrap_or("none (plain HTTP)"),
         ready_ms = started.elapsed().as_millis() as u64,
         "clinic-gateway ready"
     );

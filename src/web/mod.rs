@@ -13,6 +13,7 @@ mod faults;
 mod fhir;
 mod page;
 mod preview;
+pub mod tls;
 
 use crate::access;
 use crate::connectors::fhir::{Found, LookupQuery};
@@ -47,15 +48,21 @@ pub struct AppState {
     pub fhir: crate::connectors::fhir::FhirSlot,
     /// Staff logins; when disabled, every route is open as on a loopback-only gateway.
     pub access: crate::access::config::AccessConfig,
+    /// SHA-256 fingerprint of the certificate served, when the page and API speak HTTPS.
+    pub tls_fingerprint: Option<String>,
 }
 
-/// Builds the HTTP server on `bind`; the caller runs it.
-pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
+/// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.
+pub fn server(
+    bind: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    state: AppState,
+) -> std::io::Result<Server> {
     let gate = access::http::Gate {
         journal: state.journal.clone(),
         config: state.access.clone(),
     };
-    Ok(HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
             .wrap(actix_web::middleware::from_fn(access::http::guard))
@@ -127,9 +134,12 @@ pub fn server(bind: SocketAddr, state: AppState) -> std::io::Result<Server> {
         app
     })
     .workers(1)
-    .shutdown_timeout(2)
-    .bind(bind)?
-    .run())
+    .shutdown_timeout(2);
+    let server = match tls {
+        Some(config) => server.bind_rustls_0_23(bind, config)?,
+        None => server.bind(bind)?,
+    };
+    Ok(server.run())
 }
 
 /// Largest inbound item accepted over the API.
@@ -244,6 +254,7 @@ async fn status(s: web::Data<AppState>) -> HttpResponse {
         "facility": s.facility,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": (journal::now_ms() - s.started_at) / 1000,
+        "tls_fingerprint": s.tls_fingerprint,
         "actors": actors,
         "journal": stats.map_err(|e| e.to_string()).map_or_else(|e| json!({ "error": e }), |s| json!(s)),
     });

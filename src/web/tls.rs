@@ -1,0 +1,221 @@
+//! The certificate the page and API serve: read from PEM files, or created once (self-signed)
+//! and kept in the data directory; and its SHA-256 fingerprint, which staff compare with what
+//! their browser shows the first time they accept a self-signed certificate.
+//!
+//! Only files are read here, never the network, so `clinic-gateway status` prints the
+//! fingerprint even when the daemon does not answer.
+
+use crate::web::config::WebTlsConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebTlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key")]
+    NoKey { path: PathBuf },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("cannot create a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the certificate and key cannot be served: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// What the HTTPS listener needs, and the fingerprint it reports.
+pub struct Serving {
+    pub config: rustls::ServerConfig,
+    /// SHA-256 of the server certificate's DER, as `AB:CD:...`.
+    pub fingerprint: String,
+}
+
+/// The certificate and key for `tls`: the configured files, or the self-signed pair in
+/// `data_dir`, created for `names` if it is not there yet. `base` is the config file's folder.
+pub fn serving(
+    tls: &WebTlsConfig,
+    base: &Path,
+    data_dir: &Path,
+    names: &[String],
+) -> Result<Serving, WebTlsError> {
+    let (cert_path, key_path) = tls.files(base, data_dir);
+    if tls.self_signed && !cert_path.exists() {
+        create_self_signed(&cert_path, &key_path, names)?;
+    }
+    let certs = certificates(&cert_path)?;
+    let key = private_key(&key_path)?;
+    let fingerprint = fingerprint(&certs[0]);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(Serving {
+        config,
+        fingerprint,
+    })
+}
+
+/// The fingerprint of the first certificate in the PEM file at `path`.
+pub fn fingerprint_of(path: &Path) -> Result<String, WebTlsError> {
+    Ok(fingerprint(&certificates(path)?[0]))
+}
+
+/// SHA-256 of a certificate's DER, as upper-case hex pairs joined by `:` (the form browsers
+/// and `openssl x509 -fingerprint -sha256` show).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Every certificate in the PEM file at `path`; at least one.
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebTlsError> {
+    let pem = read(path)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| WebTlsError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(WebTlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, WebTlsError> {
+    let pem = read(path)?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| WebTlsError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| WebTlsError::NoKey {
+            path: path.to_path_buf(),
+        })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, WebTlsError> {
+    std::fs::read(path).map_err(|source| WebTlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates the certificate for `names` (host names or addresses; `[::1]` is taken as `::1`).
+/// The key is written first, readable by the owner only, so that a crash between the two
+/// writes leaves no certificate without its key: the certificate's presence means the pair is
+/// complete.
+fn create_self_signed(
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+) -> Result<(), WebTlsError> {
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| n.trim_start_matches('[').trim_end_matches(']').to_string())
+        .collect();
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "clinic-gateway");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    write(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write(cert_path, cert.pem().as_bytes(), 0o644)?;
+    tracing::info!(
+        cert = %cert_path.display(),
+        fingerprint = %fingerprint(cert.der()),
+        "self-signed web certificate created"
+    );
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WebTlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |source| WebTlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(failed)?;
+    file.write_all(bytes).map_err(failed)?;
+    file.sync_all().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed() -> WebTlsConfig {
+        WebTlsConfig {
+            cert_file: None,
+            key_file: None,
+            self_signed: true,
+        }
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names = ["localhost".to_string(), "[::1]".to_string()];
+        let first = serving(&self_signed(), dir.path(), dir.path(), &names).expect("created");
+        let key = std::fs::metadata(dir.path().join("web-key.pem")).expect("key kept");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+            0o600
+        );
+        let again = serving(&self_signed(), dir.path(), dir.path(), &names).expect("reused");
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(
+            fingerprint_of(&dir.path().join("web-cert.pem")).expect("read"),
+            first.fingerprint
+        );
+        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.pem");
+        std::fs::write(&path, "not a certificate\n").expect("written");
+        let err = fingerprint_of(&path).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!("{} holds no PEM certificate", path.display())
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_sha256_in_colon_pairs() {
+        let der = CertificateDer::from(b"abc".to_vec());
+        assert_eq!(
+            fingerprint(&der),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
+}
