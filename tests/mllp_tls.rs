@@ -209,3 +209,29 @@ fn the_source_address_allow_list_takes_only_its_networks() {
     );
     assert_eq!(committed(&gw, "NET-2"), 0);
 }
+
+#[test]
+fn listener_tls_and_allow_list_problems_name_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nfacility_id = \"c\"\n\n[connectors.hl7v2]\nlisten = \"127.0.0.1:2575\"\n\n\
+         [connectors.hl7v2.tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n\n\
+         [[connectors.hl7v2.allow]]\nsending_application = \"HIS\"\n\n\
+         [[connectors.hl7v2.allow]]\nsubject = \"ehr\"\n",
+    )
+    .expect("write");
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let file = path.display();
+    for expected in [
+        format!("{file}:8: connectors.hl7v2.tls.cert_file: cannot read"),
+        format!("{file}:9: connectors.hl7v2.tls.key_file: cannot read"),
+        format!(
+            "{file}:15: connectors.hl7v2.allow[1].subject: needs connectors.hl7v2.tls.client_ca_file"
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "{expected}\n{stderr}");
+    }
+}
