@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -170,6 +171,42 @@ fn an_allowed_certificate_with_a_disallowed_msh3_is_not_acked_and_is_audited() {
     assert!(!log.contains("SECRET"), "no PHI in the log");
 }
 
+/// Sends `message` in an MLLP frame on a plain connection; what came back until the gateway
+/// closed it.
+fn send_raw(port: u16, message: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let message = message.replace('\n', "\r");
+    // The gateway may close before reading everything: only the reply matters.
+    let _ = stream.write_all(&[b"\x0b", message.as_bytes(), b"\x1c\r"].concat());
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    reply
+}
+
+#[test]
+fn a_connection_from_an_unlisted_network_is_closed_unanswered_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = "[[connectors.hl7v2.allow]]\naddress = \"10.0.0.0/8\"\n";
+    let (gw, port) = hl7_gateway_with(dir.path(), &format!("max_frame_bytes = 1024\n{allow}"));
+    let oversized = format!(
+        "{}NTE|1||{}\n",
+        a04("HIS", "HOSP", "BIG-1"),
+        "x".repeat(2000)
+    );
+    assert!(send_raw(port, &oversized).is_empty(), "not even an AR");
+    let detail = refusal_audited(&gw, "");
+    assert!(
+        detail["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{detail}"
+    );
+    assert_eq!(committed(&gw, "BIG-1"), 0);
+}
+
 #[test]
 fn the_source_address_allow_list_takes_only_its_networks() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,18 +220,7 @@ fn the_source_address_allow_list_takes_only_its_networks() {
         "{acks:?}"
     );
 
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let message = a04("HIS", "ELSEWHERE", "NET-2").replace('\n', "\r");
-    std::io::Write::write_all(
-        &mut stream,
-        &[b"\x0b", message.as_bytes(), b"\x1c\r"].concat(),
-    )
-    .expect("sent");
-    let mut reply = Vec::new();
-    std::io::Read::read_to_end(&mut stream, &mut reply).expect("the gateway closes");
+    let reply = send_raw(port, &a04("HIS", "ELSEWHERE", "NET-2"));
     assert!(
         reply.is_empty(),
         "no answer: {:?}",

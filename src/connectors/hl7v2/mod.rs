@@ -192,6 +192,17 @@ async fn serve(
     journal: &Addr<JournalWriter>,
 ) {
     tracing::info!(%peer, subject = subject.as_deref().unwrap_or(""), "MLLP connection");
+    if !protocol::connection_allowed(&config.allow, peer.ip(), subject.as_deref()) {
+        let sender = Sender {
+            ip: peer.ip(),
+            subject,
+            application: String::new(),
+            facility: String::new(),
+            control_id: String::new(),
+        };
+        refuse(&sender, peer, journal);
+        return;
+    }
     let me = Identity {
         application: &config.application,
         facility: "",
@@ -238,7 +249,8 @@ async fn serve(
     }
 }
 
-/// Logs (without PHI) and audits a message from a sender the allow-list does not name.
+/// Logs (without PHI) and audits a sender the allow-list does not name; the MSH fields are
+/// empty when the connection itself was refused.
 fn refuse(sender: &Sender, peer: SocketAddr, journal: &Addr<JournalWriter>) {
     tracing::warn!(
         %peer,
@@ -246,7 +258,7 @@ fn refuse(sender: &Sender, peer: SocketAddr, journal: &Addr<JournalWriter>) {
         control = %sender.control_id,
         sending_application = %sender.application,
         sending_facility = %sender.facility,
-        "HL7 message from a sender not on the allow-list; not acknowledged, connection closed"
+        "HL7 sender not on the allow-list; nothing acknowledged, connection closed"
     );
     journal.do_send(AuditRecord {
         actor: NAME.into(),

@@ -236,17 +236,32 @@ impl Sender {
     /// Whether `allow` lets this sender in: an empty list lets everyone in, otherwise one
     /// entry must match every field it names.
     pub fn allowed(&self, allow: &[AllowEntry]) -> bool {
-        let same = |want: &Option<String>, got: Option<&str>| {
-            want.as_deref().is_none_or(|w| Some(w) == got)
-        };
         allow.is_empty()
             || allow.iter().any(|e| {
-                same(&e.subject, self.subject.as_deref())
-                    && e.address.is_none_or(|a| a.contains(self.ip))
-                    && same(&e.sending_application, Some(&self.application))
-                    && same(&e.sending_facility, Some(&self.facility))
+                connection_matches(e, self.ip, self.subject.as_deref())
+                    && same(&e.sending_application, &self.application)
+                    && same(&e.sending_facility, &self.facility)
             })
     }
+}
+
+/// Whether any message could be allowed on a connection from `ip` authenticated as
+/// `subject`: false when no entry matches the connection itself, so that it is closed before
+/// anything (even an AR for an oversized frame) is answered.
+pub fn connection_allowed(allow: &[AllowEntry], ip: IpAddr, subject: Option<&str>) -> bool {
+    allow.is_empty() || allow.iter().any(|e| connection_matches(e, ip, subject))
+}
+
+fn connection_matches(entry: &AllowEntry, ip: IpAddr, subject: Option<&str>) -> bool {
+    entry
+        .subject
+        .as_deref()
+        .is_none_or(|want| Some(want) == subject)
+        && entry.address.is_none_or(|a| a.contains(ip))
+}
+
+fn same(want: &Option<String>, got: &str) -> bool {
+    want.as_deref().is_none_or(|w| w == got)
 }
 
 #[cfg(test)]
@@ -550,6 +565,22 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
         assert!(sender.allowed(&[entry(Some("lab-node"), None, Some("LAB"))]));
         assert!(!sender.allowed(&[entry(Some("lab-node"), None, Some("EHR"))]));
         assert!(!sender.allowed(&[entry(Some("other"), None, None)]));
+        let subject = Some("lab-node");
+        assert!(connection_allowed(
+            &[entry(None, None, Some("EHR"))],
+            ip,
+            subject
+        ));
+        assert!(!connection_allowed(
+            &[entry(Some("other"), None, Some("LAB"))],
+            ip,
+            subject
+        ));
+        assert!(!connection_allowed(
+            &[entry(None, Some("10.0.0.0/8"), None)],
+            ip,
+            subject
+        ));
         assert!(sender.allowed(&[
             entry(None, Some("10.0.0.0/8"), None),
             entry(None, Some("192.0.2.0/24"), None)
