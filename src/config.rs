@@ -277,7 +277,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         found.extend(s.validate());
     }
     if let Some(c) = connectors.checkable() {
-        found.extend(c.validate());
+        found.extend(c.validate(base));
     }
     let no_devices = DevicesConfig::default();
     let devices_read = match &devices {

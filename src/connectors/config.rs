@@ -23,10 +23,11 @@ pub struct ConnectorsConfig {
 
 impl ConnectorsConfig {
     /// Every problem of `[connectors]`.
-    pub fn validate(&self) -> Vec<Problem> {
+    /// `base` is the config file's folder, against which file paths are resolved.
+    pub fn validate(&self, base: &std::path::Path) -> Vec<Problem> {
         settings::collect(|bad| {
             if let Some(h) = &self.hl7v2 {
-                h.validate(bad);
+                h.validate(base, bad);
             }
             if let Some(s) = &self.hl7v2_out {
                 s.validate(bad);

@@ -163,7 +163,7 @@ pub fn connectors(
         children.push((
             hl7v2::NAME.into(),
             Box::new(hl7v2::Hl7Spawn {
-                config: h.clone(),
+                config: h.resolved(|p| config.resolve(p)),
                 journal: journal.clone(),
             }),
         ));

@@ -5,7 +5,14 @@
 //! AA as the stored reply, and only then answered. A resend of a committed MSH-10 from the same
 //! sender gets the stored ACK back, byte for byte, and is not processed again.
 //!
+//! With `[connectors.hl7v2.tls]` the connection is TLS, with client certificates when a
+//! client CA is configured (IHE ATNA node authentication). With `[[connectors.hl7v2.allow]]`
+//! each message's sender (certificate subject, source address, MSH-3, MSH-4) must match an
+//! entry; a refused message is audited, neither committed nor answered, and its connection
+//! closed.
+//!
 //! **Invariant:** an AA leaves only after the journal committed the message.
+//! **Invariant:** a message from a sender the allow-list refuses gets no answer at all.
 //! **Invariant:** logs carry control ids, types and senders, never message content.
 
 pub mod config;
@@ -14,23 +21,24 @@ pub mod mllp;
 pub mod notice;
 pub mod protocol;
 pub mod sender;
+pub mod tls;
 
 /// The outbox destination of the HL7 messages the gateway sends to the EHR (the sender
 /// delivers it; notices and web actions address it).
 pub const DESTINATION: &str = "ehr-mllp";
 
-use crate::journal::{self, JournalWriter};
+use crate::journal::{self, AuditRecord, JournalWriter};
 use crate::queue::EhrInbound;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::Hl7Config;
 use mllp::{Framer, Item};
-use protocol::{Decision, Identity};
+use protocol::{Decision, Identity, Sender};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -80,6 +88,13 @@ impl Actor for Listener {
         let mut shutdown = self.shutdown.clone();
         ctx.spawn(
             async move {
+                let acceptor = match config.tls.as_ref().map(tls::server_config).transpose() {
+                    Ok(a) => a.map(tokio_rustls::TlsAcceptor::from),
+                    Err(e) => {
+                        health.exit(format!("connectors.hl7v2.tls: {e}"));
+                        return;
+                    }
+                };
                 let listener = match TcpListener::bind(config.listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -91,7 +106,7 @@ impl Actor for Listener {
                         return;
                     }
                 };
-                tracing::info!(listen = %config.listen, "HL7 v2 MLLP listener ready");
+                tracing::info!(listen = %config.listen, tls = acceptor.is_some(), "HL7 v2 MLLP listener ready");
                 health.report(HealthState::Healthy, None);
                 let slots = Arc::new(Semaphore::new(config.max_connections));
                 loop {
@@ -107,8 +122,14 @@ impl Actor for Listener {
                     match accepted {
                         Ok((stream, peer)) => {
                             let (config, journal) = (config.clone(), journal.clone());
+                            let acceptor = acceptor.clone();
                             actix::spawn(async move {
-                                serve(stream, peer, &config, &journal).await;
+                                match acceptor {
+                                    Some(acceptor) => {
+                                        serve_tls(acceptor, stream, peer, &config, &journal).await
+                                    }
+                                    None => serve(stream, peer, None, &config, &journal).await,
+                                }
                                 drop(permit);
                             });
                         }
@@ -137,13 +158,51 @@ fn ack_id() -> String {
     id[id.len() - 20..].to_string()
 }
 
-async fn serve(
-    mut stream: TcpStream,
+/// Completes the TLS handshake (bounded by the idle timeout, so that a silent client does not
+/// hold a connection slot), then serves the connection.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
     peer: SocketAddr,
     config: &Hl7Config,
     journal: &Addr<JournalWriter>,
 ) {
-    tracing::info!(%peer, "MLLP connection");
+    let idle = Duration::from_secs(config.idle_timeout_s);
+    let stream = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "MLLP TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "MLLP TLS handshake timed out");
+            return;
+        }
+    };
+    let subject = tls::subject(stream.get_ref().1);
+    serve(stream, peer, subject, config, journal).await;
+}
+
+/// Serves one connection; `subject` is the CN of the client certificate, if any.
+async fn serve(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    peer: SocketAddr,
+    subject: Option<String>,
+    config: &Hl7Config,
+    journal: &Addr<JournalWriter>,
+) {
+    tracing::info!(%peer, subject = subject.as_deref().unwrap_or(""), "MLLP connection");
+    if !protocol::connection_allowed(&config.allow, peer.ip(), subject.as_deref()) {
+        let sender = Sender {
+            ip: peer.ip(),
+            subject,
+            application: String::new(),
+            facility: String::new(),
+            control_id: String::new(),
+        };
+        refuse(&sender, peer, journal);
+        return;
+    }
     let me = Identity {
         application: &config.application,
         facility: "",
@@ -170,7 +229,14 @@ async fn serve(
                     protocol::ack(None, &me, &hl7_timestamp(), &ack_id(), "AR", Some(&reason))
                         .into_bytes()
                 }
-                Item::Frame(frame) => answer(&frame, peer, &me, config, journal).await,
+                Item::Frame(frame) => {
+                    let sender = Sender::of(&frame, peer.ip(), subject.clone());
+                    if !sender.allowed(&config.allow) {
+                        refuse(&sender, peer, journal);
+                        return;
+                    }
+                    answer(&frame, peer, &me, config, journal).await
+                }
             };
             if let Err(e) = stream.write_all(&mllp::frame(&answer)).await {
                 tracing::info!(%peer, error = %e, "MLLP connection lost before the ACK; the sender will resend");
@@ -181,6 +247,31 @@ async fn serve(
     if framer.stray_bytes > 0 {
         tracing::warn!(%peer, bytes = framer.stray_bytes, "bytes outside MLLP frames were skipped");
     }
+}
+
+/// Logs (without PHI) and audits a sender the allow-list does not name; the MSH fields are
+/// empty when the connection itself was refused.
+fn refuse(sender: &Sender, peer: SocketAddr, journal: &Addr<JournalWriter>) {
+    tracing::warn!(
+        %peer,
+        subject = sender.subject.as_deref().unwrap_or(""),
+        control = %sender.control_id,
+        sending_application = %sender.application,
+        sending_facility = %sender.facility,
+        "HL7 sender not on the allow-list; nothing acknowledged, connection closed"
+    );
+    journal.do_send(AuditRecord {
+        actor: NAME.into(),
+        action: "hl7v2.sender_refused".into(),
+        detail: serde_json::json!({
+            "peer": peer.to_string(),
+            "subject": sender.subject,
+            "control_id": sender.control_id,
+            "sending_application": sender.application,
+            "sending_facility": sender.facility,
+        })
+        .to_string(),
+    });
 }
 
 /// The ACK for one frame: AA only once committed; the stored ACK for a resend.

@@ -5,9 +5,11 @@
 //! CR / LF / CRLF terminators) is the `hl7-2` crate's; this module decides what the gateway
 //! accepts and how it answers.
 
+use super::config::AllowEntry;
 use crate::journal::NewItem;
 use crate::queue::{FromEhr, Schedule};
 use hl7_2::{Builder, Version};
+use std::net::IpAddr;
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
 /// queue; lab and pharmacy types are journaled now and processed by their own workflows later.
@@ -192,6 +194,74 @@ pub fn ack(
         // than nothing.
         Err(_) => format!("MSH|^~\\&|||||{timestamp}||ACK|{ack_id}|P|2.5\rMSA|{code}|"),
     }
+}
+
+/// Who sent a message, as the allow-list sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The peer's source address.
+    pub ip: IpAddr,
+    /// The CN of the peer's client certificate, when it presented one.
+    pub subject: Option<String>,
+    /// MSH-3.1.
+    pub application: String,
+    /// MSH-4.1.
+    pub facility: String,
+    /// MSH-10, for the log and the audit of a refusal.
+    pub control_id: String,
+}
+
+impl Sender {
+    /// The sender of `frame` on a connection from `ip` authenticated as `subject`; the MSH
+    /// fields are empty when the frame does not parse (no entry naming them matches then).
+    pub fn of(frame: &[u8], ip: IpAddr, subject: Option<String>) -> Sender {
+        let message = std::str::from_utf8(frame)
+            .ok()
+            .and_then(|t| hl7_2::parse(t).ok());
+        let field = |path: &str| {
+            message
+                .as_ref()
+                .and_then(|m| m.get(path).ok().flatten())
+                .unwrap_or_default()
+        };
+        Sender {
+            ip,
+            subject,
+            application: field("MSH-3.1"),
+            facility: field("MSH-4.1"),
+            control_id: field("MSH-10"),
+        }
+    }
+
+    /// Whether `allow` lets this sender in: an empty list lets everyone in, otherwise one
+    /// entry must match every field it names.
+    pub fn allowed(&self, allow: &[AllowEntry]) -> bool {
+        allow.is_empty()
+            || allow.iter().any(|e| {
+                connection_matches(e, self.ip, self.subject.as_deref())
+                    && same(&e.sending_application, &self.application)
+                    && same(&e.sending_facility, &self.facility)
+            })
+    }
+}
+
+/// Whether any message could be allowed on a connection from `ip` authenticated as
+/// `subject`: false when no entry matches the connection itself, so that it is closed before
+/// anything (even an AR for an oversized frame) is answered.
+pub fn connection_allowed(allow: &[AllowEntry], ip: IpAddr, subject: Option<&str>) -> bool {
+    allow.is_empty() || allow.iter().any(|e| connection_matches(e, ip, subject))
+}
+
+fn connection_matches(entry: &AllowEntry, ip: IpAddr, subject: Option<&str>) -> bool {
+    entry
+        .subject
+        .as_deref()
+        .is_none_or(|want| Some(want) == subject)
+        && entry.address.is_none_or(|a| a.contains(ip))
+}
+
+fn same(want: &Option<String>, got: &str) -> bool {
+    want.as_deref().is_none_or(|w| w == got)
 }
 
 #[cfg(test)]
@@ -469,5 +539,53 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             };
             assert_eq!(&item.kind, kind);
         }
+    }
+
+    #[test]
+    fn the_allow_list_wants_every_field_an_entry_names() {
+        let entry =
+            |subject: Option<&str>, address: Option<&str>, app: Option<&str>| super::AllowEntry {
+                subject: subject.map(str::to_string),
+                address: address.map(|a| a.to_string().try_into().expect("range")),
+                sending_application: app.map(str::to_string),
+                sending_facility: None,
+            };
+        let frame = b"MSH|^~\\&|LAB^1.2.3^ISO|HOSP|||2026||ORU^R01|C7|P|2.5";
+        let ip = "192.0.2.9".parse().expect("ip");
+        let sender = Sender::of(frame, ip, Some("lab-node".into()));
+        assert_eq!(
+            (
+                sender.application.as_str(),
+                sender.facility.as_str(),
+                sender.control_id.as_str()
+            ),
+            ("LAB", "HOSP", "C7")
+        );
+        assert!(sender.allowed(&[]));
+        assert!(sender.allowed(&[entry(Some("lab-node"), None, Some("LAB"))]));
+        assert!(!sender.allowed(&[entry(Some("lab-node"), None, Some("EHR"))]));
+        assert!(!sender.allowed(&[entry(Some("other"), None, None)]));
+        let subject = Some("lab-node");
+        assert!(connection_allowed(
+            &[entry(None, None, Some("EHR"))],
+            ip,
+            subject
+        ));
+        assert!(!connection_allowed(
+            &[entry(Some("other"), None, Some("LAB"))],
+            ip,
+            subject
+        ));
+        assert!(!connection_allowed(
+            &[entry(None, Some("10.0.0.0/8"), None)],
+            ip,
+            subject
+        ));
+        assert!(sender.allowed(&[
+            entry(None, Some("10.0.0.0/8"), None),
+            entry(None, Some("192.0.2.0/24"), None)
+        ]));
+        let anonymous = Sender::of(b"not hl7", ip, None);
+        assert!(!anonymous.allowed(&[entry(Some("lab-node"), None, None)]));
     }
 }
