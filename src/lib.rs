@@ -12,6 +12,7 @@ pub mod journal;
 pub mod metrics;
 pub mod notices;
 pub mod notify;
+pub mod pem;
 pub mod queue;
 pub mod relay;
 pub mod reload;

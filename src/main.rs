@@ -709,7 +709,7 @@ fn status_client(c: &Config, json: bool) -> anyhow::Result<(ureq::Agent, String)
         ));
     };
     let (cert_path, _) = web_tls.files(c.folder(), &c.data_dir());
-    let certs = tls::certificates(&cert_path).context("web.tls")?;
+    let certs = clinic_gateway::pem::certificates(&cert_path).context("web.tls")?;
     if !json {
         println!(
             "https certificate {} SHA-256 {}",

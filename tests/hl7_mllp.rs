@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::hl7_peer::{Receiver, a08, mllp_send};
+use common::hl7_peer::{Receiver, a08, hl7_gateway_with, mllp_send};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,20 +11,6 @@ use std::time::Duration;
 
 fn hl7_gateway(dir: &std::path::Path) -> (Gateway, u16) {
     hl7_gateway_with(dir, "")
-}
-
-/// The gateway with an MLLP listener, `extra` added to its `[connectors.hl7v2]` table.
-fn hl7_gateway_with(dir: &std::path::Path, extra: &str) -> (Gateway, u16) {
-    let port = free_port();
-    let mut gw = Gateway::new(
-        dir,
-        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{extra}"),
-    );
-    gw.start();
-    wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    (gw, port)
 }
 
 /// How many inbound items from an HL7 sender the journal holds for a control id.

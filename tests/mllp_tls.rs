@@ -3,26 +3,12 @@
 
 mod common;
 
+use common::hl7_peer::hl7_gateway_with;
 use common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
-
-/// The gateway with an MLLP listener, `extra` added after its `listen` line.
-fn hl7_gateway_with(dir: &Path, extra: &str) -> (Gateway, u16) {
-    let port = free_port();
-    let mut gw = Gateway::new(
-        dir,
-        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{extra}"),
-    );
-    gw.start();
-    wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    (gw, port)
-}
 
 /// `[connectors.hl7v2.tls]` requiring client certificates from the test CA.
 fn tls_table(certs: &Certs) -> String {

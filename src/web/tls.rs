@@ -5,30 +5,22 @@
 //! Only files are read here, never the network, so `clinic-gateway status` prints the
 //! fingerprint even when the daemon does not answer.
 
+use crate::pem::{PemError, certificates, private_key};
 use crate::web::config::WebTlsConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebTlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} holds no PEM private key")]
-    NoKey { path: PathBuf },
-    #[error("{path}: {message}")]
-    Pem { path: PathBuf, message: String },
     #[error("cannot create a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key cannot be served: {0}")]
@@ -82,42 +74,6 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Every certificate in the PEM file at `path`; at least one.
-pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebTlsError> {
-    let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| WebTlsError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(WebTlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, WebTlsError> {
-    let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| WebTlsError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?
-        .ok_or_else(|| WebTlsError::NoKey {
-            path: path.to_path_buf(),
-        })
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, WebTlsError> {
-    std::fs::read(path).map_err(|source| WebTlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Creates the certificate for `names` (host names or addresses; `[::1]` is taken as `::1`).

@@ -1,7 +1,7 @@
 //! HL7 v2 peers from the Python `hl7` package: the receiver the gateway's outbound sender
 //! delivers to (`tests/peers/hl7_receiver.py`) and `mllp_send`, the package's MLLP client.
 
-use super::{free_port, peer_script, wait_for};
+use super::{Gateway, free_port, peer_script, wait_for};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -85,4 +85,19 @@ pub fn mllp_send(dir: &Path, port: u16, text: &str) -> Vec<String> {
 /// The body of `POST /api/v1/hl7/outbound` for an ADT^A08 with control id `control`.
 pub fn a08(control: &str) -> serde_json::Value {
     serde_json::json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })
+}
+
+/// The gateway with an MLLP listener on a free port, `extra` added after its `listen` line;
+/// returns once the listener accepts connections.
+pub fn hl7_gateway_with(dir: &Path, extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let mut gw = Gateway::new(
+        dir,
+        &format!("[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{extra}"),
+    );
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (gw, port)
 }

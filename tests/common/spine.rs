@@ -58,18 +58,12 @@ impl Spine {
         state: HealthState,
         check: impl Fn(&ActorHealth) -> bool,
     ) -> ActorHealth {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let what = format!("{name} to become {state:?}");
+        poll(&what, Duration::from_secs(30), || async {
             let h = self.health(name).await;
-            if h.state == state && check(&h) {
-                return h;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never became {state:?}: {h:?}"
-            );
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
+            (h.state == state && check(&h)).then_some(h)
+        })
+        .await
     }
 
     /// The payloads of `kind` the cloud would receive next (claimed, so each is seen once;
@@ -94,12 +88,21 @@ impl Spine {
 }
 
 /// Polls `f` until it answers `Some`, in an async test; panics naming `what` after 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    poll(what, Duration::from_secs(20), f).await
+}
+
+/// Polls `f` every 20 ms until it answers `Some`; panics naming `what` after `limit`.
+async fn poll<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f().await {
             return v;

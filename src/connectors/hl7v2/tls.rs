@@ -4,23 +4,13 @@
 //! Only files are read here; the handshake itself runs in the listener.
 
 use super::config::ListenerTlsConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
+use crate::pem::{PemError, certificates, private_key};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerTlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Pem { path: PathBuf, message: String },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} holds no PEM private key")]
-    NoKey { path: PathBuf },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("the client CA certificates cannot be used: {0}")]
     ClientCa(#[from] rustls::server::VerifierBuilderError),
     #[error("the certificate and key cannot be served: {0}")]
@@ -61,39 +51,4 @@ pub fn subject(connection: &rustls::ServerConnection) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, ListenerTlsError> {
-    let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ListenerTlsError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(ListenerTlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ListenerTlsError> {
-    let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| ListenerTlsError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?
-        .ok_or_else(|| ListenerTlsError::NoKey {
-            path: path.to_path_buf(),
-        })
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, ListenerTlsError> {
-    std::fs::read(path).map_err(|source| ListenerTlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
