@@ -268,20 +268,26 @@ fn with_the_provider_gone_the_button_says_so_and_local_accounts_still_log_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, mut idp) = gateway_with_provider(dir.path());
     let (password, totp) = local_account(&gw, "ann");
-    idp.kill();
+    let unreachable = |seen: &Seen| {
+        seen.status == 503
+            && seen.body.contains("sign-in service is unreachable")
+            && seen.body.contains("Use your local account")
+    };
 
+    // Gone while the browser is on its way back: the code cannot be exchanged.
     let mut b = Browser::default();
-    let seen = b.get(&gw.url("/login/oidc"));
-    assert_eq!(seen.status, 503);
-    assert!(
-        seen.body.contains("sign-in service is unreachable")
-            && seen.body.contains("Use your local account"),
-        "{}",
-        seen.body
-    );
+    let seen = b.sign_in(&gw.url(""), "desk-1", |u| {
+        idp.kill();
+        u
+    });
+    assert!(unreachable(&seen), "{} {}", seen.status, seen.body);
+    // Gone before: the button says so at once.
+    let seen = Browser::default().get(&gw.url("/login/oidc"));
+    assert!(unreachable(&seen), "{} {}", seen.status, seen.body);
     let outages = audited(&gw, "access.sso_unavailable");
-    assert_eq!(outages.len(), 1, "{outages:?}");
-    assert_eq!(outages[0].1["reason"], "unreachable");
+    assert_eq!(outages.len(), 2, "{outages:?}");
+    assert!(outages.iter().all(|(_, d)| d["reason"] == "unreachable"));
+    assert!(audited(&gw, "access.login").is_empty());
 
     let body =
         json!({ "name": "ann", "password": password, "code": totp.generate_current().to_string() });

@@ -168,7 +168,12 @@ impl Browser {
     /// Signs in at the gateway `base` through the provider as `account`: from the gateway's
     /// SSO link through the provider's form, up to the redirect back to the gateway, whose URL
     /// `back` may change before it is opened. The gateway's answer to it.
-    pub fn sign_in(&mut self, base: &str, account: &str, back: impl Fn(String) -> String) -> Seen {
+    pub fn sign_in(
+        &mut self,
+        base: &str,
+        account: &str,
+        back: impl FnOnce(String) -> String,
+    ) -> Seen {
         let mut seen = self.get(&format!("{base}/login/oidc"));
         for _ in 0..10 {
             if let Some(next) = seen.location.clone() {
