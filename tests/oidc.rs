@@ -22,12 +22,54 @@ fn accounts() -> Value {
     })
 }
 
+/// How the gateway proves itself to the provider.
+enum Proof {
+    Secret,
+    /// `private_key_jwt` with an EC P-256 key kept in `oidc-client-key.pem`.
+    Key(Box<rcgen::KeyPair>),
+}
+
+/// A P-256 key's public JWK under the id `gw-1`.
+fn public_jwk(key: &rcgen::KeyPair) -> Value {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = key.public_key_raw();
+    json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "gw-1",
+        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+    })
+}
+
 /// A gateway with logins and single sign-on through a provider started for it.
 fn gateway_with_provider(dir: &Path) -> (Gateway, OidcProvider) {
+    gateway_proving(dir, Proof::Secret)
+}
+
+fn gateway_proving(dir: &Path, proof: Proof) -> (Gateway, OidcProvider) {
     let mut gw = Gateway::new(dir, "");
     let redirect = format!("http://127.0.0.1:{}/login/oidc/callback", gw.web);
-    let idp = OidcProvider::start(dir, (CLIENT, SECRET, &redirect), accounts());
-    std::fs::write(dir.join("oidc-secret"), format!("{SECRET}\n")).expect("secret file");
+    let (client, credentials) = match proof {
+        Proof::Secret => {
+            std::fs::write(dir.join("oidc-secret"), format!("{SECRET}\n")).expect("secret");
+            let client = json!({ "client_id": CLIENT, "client_secret": SECRET, "redirect_uris": [redirect] });
+            (client, "client_secret_file = \"oidc-secret\"")
+        }
+        Proof::Key(key) => {
+            std::fs::write(dir.join("oidc-client-key.pem"), key.serialize_pem()).expect("key");
+            let client = json!({
+                "client_id": CLIENT,
+                "redirect_uris": [redirect],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "token_endpoint_auth_signing_alg": "ES256",
+                "jwks": { "keys": [public_jwk(&key)] },
+            });
+            (
+                client,
+                "client_key_file = \"oidc-client-key.pem\"\nclient_key_id = \"gw-1\"",
+            )
+        }
+    };
+    let idp = OidcProvider::start(dir, client, accounts());
     let access = format!(
         r#"[access]
 enabled = true
@@ -36,7 +78,7 @@ enabled = true
 name = "Clinic <Sign-in>"
 issuer = "{}"
 client_id = "{CLIENT}"
-client_secret_file = "oidc-secret"
+{credentials}
 redirect_url = "{redirect}"
 scopes = ["openid", "profile", "groups"]
 role_claim = "groups"
@@ -298,4 +340,36 @@ fn with_the_provider_gone_the_button_says_so_and_local_accounts_still_log_in() {
     assert_eq!(status, 200);
     let logins = audited(&gw, "access.login");
     assert_eq!(logins.last().map(|(a, _)| a.as_str()), Some("staff:ann"));
+}
+
+#[test]
+fn a_gateway_holding_a_private_key_proves_itself_with_a_signed_assertion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let (gw, _idp) = gateway_proving(dir.path(), Proof::Key(Box::new(key)));
+
+    let mut b = Browser::default();
+    let back = b.sign_in(&gw.url(""), "nurse-1", |u| u);
+    assert!(
+        signed_in(&back),
+        "{} {} {:?}",
+        back.status,
+        back.body,
+        refusals(&gw)
+    );
+    assert_eq!(call(&gw, &b, "GET", "/api/v1/notices", None).0, 200);
+
+    // A replaced key file is used at the next sign-in: one the provider does not know fails.
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    std::fs::write(
+        dir.path().join("oidc-client-key.pem"),
+        other.serialize_pem(),
+    )
+    .expect("key");
+    let back = Browser::default().sign_in(&gw.url(""), "nurse-1", |u| u);
+    assert_eq!(back.status, 401, "{}", back.body);
+    let refused = audited(&gw, "access.login_refused");
+    let (_, detail) = refused.last().expect("a refusal");
+    assert_eq!(detail["reason"], "code_refused");
+    assert_eq!(detail["error"], "invalid_client");
 }

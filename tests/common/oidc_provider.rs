@@ -16,13 +16,10 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// Starts the provider with one client (`client_id`, `secret`, `redirect_uri`) and
-    /// `accounts`: `{ id: { "claims": {...}, "amr": [...] } }`.
-    pub fn start(
-        dir: &Path,
-        (client_id, secret, redirect_uri): (&str, &str, &str),
-        accounts: Value,
-    ) -> OidcProvider {
+    /// Starts the provider with one client (its registration: `client_id`, `redirect_uris`,
+    /// `client_secret` or `token_endpoint_auth_method` and `jwks`, ...) and `accounts`:
+    /// `{ id: { "claims": {...}, "amr": [...] } }`.
+    pub fn start(dir: &Path, client: Value, accounts: Value) -> OidcProvider {
         let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc");
         assert!(
             peer.join("node_modules/oidc-provider").is_dir(),
@@ -30,15 +27,7 @@ impl OidcProvider {
         );
         let port = free_port();
         let settings = dir.join("oidc-provider.json");
-        let body = json!({
-            "port": port,
-            "client": {
-                "client_id": client_id,
-                "client_secret": secret,
-                "redirect_uris": [redirect_uri],
-            },
-            "accounts": accounts,
-        });
+        let body = json!({ "port": port, "client": client, "accounts": accounts });
         std::fs::write(&settings, body.to_string()).expect("provider settings");
         let mut cmd = Command::new("node");
         cmd.arg(peer.join("provider.mjs")).arg(&settings);

@@ -26,6 +26,14 @@ pub struct OidcConfig {
     /// file is used without a restart.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+    /// PEM private key for `private_key_jwt` (RFC 7523) instead of a secret: an EC P-256 or
+    /// P-384 key in PKCS#8, or an RSA key in PKCS#1, its public half registered at the
+    /// provider. Read at each sign-in, like the secret.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// The key's id at the provider (`kid` of the assertion's header), if it wants one.
+    #[serde(default)]
+    pub client_key_id: Option<String>,
     /// Where the provider sends the browser back: this gateway's own URL as staff reach it,
     /// ending in `/login/oidc/callback`, registered at the provider.
     pub redirect_url: String,
@@ -107,12 +115,22 @@ impl OidcConfig {
             if self.client_id.trim().is_empty() {
                 bad(&key("client_id"), "must not be empty".into());
             }
-            if let Some(file) = &self.client_secret_file {
-                settings::check_readable(
-                    &settings::resolve(base, file),
-                    &key("client_secret_file"),
-                    bad,
+            for (field, file) in [
+                ("client_secret_file", &self.client_secret_file),
+                ("client_key_file", &self.client_key_file),
+            ] {
+                if let Some(file) = file {
+                    settings::check_readable(&settings::resolve(base, file), &key(field), bad);
+                }
+            }
+            if self.client_secret_file.is_some() && self.client_key_file.is_some() {
+                bad(
+                    &key("client_key_file"),
+                    "either client_secret_file or client_key_file, not both".into(),
                 );
+            }
+            if self.client_key_id.is_some() && self.client_key_file.is_none() {
+                bad(&key("client_key_id"), "needs client_key_file".into());
             }
             match web_url(&self.redirect_url) {
                 Ok(url) if url.path() != CALLBACK_PATH => bad(
@@ -169,6 +187,7 @@ impl OidcConfig {
     pub fn resolved(&self, base: &Path) -> OidcConfig {
         let mut c = self.clone();
         c.client_secret_file = c.client_secret_file.map(|p| settings::resolve(base, &p));
+        c.client_key_file = c.client_key_file.map(|p| settings::resolve(base, &p));
         c.ca_file = c.ca_file.map(|p| settings::resolve(base, &p));
         c
     }
@@ -257,6 +276,29 @@ scopes = ["openid", "groups"]
             "access.oidc.scopes[1]: must be one scope token (RFC 6749 §3.3)"
         );
         assert!(problems[3].starts_with("access.oidc.roles: must map at least one"));
+    }
+
+    #[test]
+    fn a_client_proves_itself_with_a_secret_or_a_key_not_both() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = GOOD.replace(
+            "client_id = \"gateway\"",
+            &format!(
+                "client_id = \"gateway\"\nclient_secret_file = \"{file}\"\nclient_key_file = \"{file}\""
+            ),
+        );
+        assert_eq!(
+            check(&text),
+            ["access.oidc.client_key_file: either client_secret_file or client_key_file, not both"]
+        );
+        let text = GOOD.replace(
+            "client_id = \"gateway\"",
+            "client_id = \"gateway\"\nclient_key_id = \"k1\"",
+        );
+        assert_eq!(
+            check(&text),
+            ["access.oidc.client_key_id: needs client_key_file"]
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub enum OidcError {
     /// The provider answered something this client cannot use.
     #[error("the provider's answer is unusable: {0}")]
     Unusable(String),
-    #[error("cannot read the client secret: {0}")]
-    Secret(String),
+    /// The client secret or key cannot be read or used.
+    #[error("the client's credentials: {0}")]
+    Credentials(String),
     /// The sign-in itself was refused; `subject` once the ID token named one.
     #[error("{refusal}")]
     Refused {
@@ -68,7 +69,7 @@ impl OidcError {
         match self {
             OidcError::Unreachable(_) => "unreachable",
             OidcError::Unusable(_) => "unusable",
-            OidcError::Secret(_) => "client_secret",
+            OidcError::Credentials(_) => "client_credentials",
             OidcError::Refused { .. } => "refused",
         }
     }
@@ -131,13 +132,39 @@ impl Sso {
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&e))?;
             builder = builder.tls_certs_only(certs);
         }
-        Ok(Sso {
+        let sso = Sso {
             config: config.clone(),
             http: builder
                 .build()
                 .map_err(|e| OidcError::Unusable(chain(&e)))?,
             pending: Mutex::new(HashMap::new()),
-        })
+        };
+        // A key the gateway cannot sign with is a configuration problem: named at start-up.
+        sso.credentials("https://token.invalid")?;
+        Ok(sso)
+    }
+
+    /// The client's credentials for a token request to `token_endpoint`, read from their
+    /// file now, so that a replaced file is used without a restart.
+    fn credentials(&self, token_endpoint: &str) -> Result<protocol::Credentials, OidcError> {
+        let c = &self.config;
+        if let Some(path) = &c.client_secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| OidcError::Credentials(format!("{}: {e}", path.display())))?;
+            return Ok(protocol::Credentials::Secret(text.trim().to_string()));
+        }
+        let Some(path) = &c.client_key_file else {
+            return Ok(protocol::Credentials::Public);
+        };
+        let bad = |m: String| OidcError::Credentials(format!("{}: {m}", path.display()));
+        let der = crate::pem::private_key(path).map_err(|e| bad(e.to_string()))?;
+        let (alg, key) = protocol::assertion_key(&der).map_err(bad)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let signer = (alg, &key, c.client_key_id.as_deref());
+        let jti = protocol::random_token();
+        protocol::client_assertion(&c.client_id, token_endpoint, signer, now, &jti)
+            .map(protocol::Credentials::Assertion)
+            .map_err(bad)
     }
 
     /// Sends a request to the provider; the body of a 2xx answer, or of a 4xx one as
@@ -247,17 +274,10 @@ impl Sso {
             return Err(Refusal::Issuer.into());
         }
         let code = back.code.as_deref().ok_or(Refusal::Malformed)?;
-        let secret = match &c.client_secret_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| OidcError::Secret(format!("{}: {e}", path.display())))?;
-                Some(text.trim().to_string())
-            }
-            None => None,
-        };
-        let form = protocol::token_form(c, code, &p.verifier, secret.is_none());
+        let credentials = self.credentials(&p.token_endpoint)?;
+        let form = protocol::token_form(c, code, &p.verifier, &credentials);
         let mut request = self.http.post(&p.token_endpoint).form(&form);
-        if let Some(secret) = &secret {
+        if let protocol::Credentials::Secret(secret) = &credentials {
             let value = protocol::basic_authorization(&c.client_id, secret);
             request = request.header(header::AUTHORIZATION.as_str(), value);
         }

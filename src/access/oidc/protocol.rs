@@ -10,7 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use rustls::pki_types::PrivateKeyDer;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -142,13 +143,24 @@ pub fn authorization_url(
     Ok(url)
 }
 
+/// How the gateway proves itself at the token endpoint.
+pub enum Credentials {
+    /// A public client: PKCE alone protects the code.
+    Public,
+    /// `client_secret_basic`, in the `Authorization` header ([`basic_authorization`]).
+    Secret(String),
+    /// `private_key_jwt`: a signed [`client_assertion`] in the form.
+    Assertion(String),
+}
+
 /// The token request's form (RFC 6749 §4.1.3, RFC 7636 §4.5). A public client names itself
-/// in the form; a confidential one through its `Authorization` header instead.
+/// in the form; one with a key adds its assertion (RFC 7523 §2.2); one with a secret sends it
+/// in the `Authorization` header instead.
 pub fn token_form(
     c: &OidcConfig,
     code: &str,
     verifier: &str,
-    public: bool,
+    credentials: &Credentials,
 ) -> Vec<(&'static str, String)> {
     let mut form = vec![
         ("grant_type", "authorization_code".to_string()),
@@ -156,10 +168,67 @@ pub fn token_form(
         ("redirect_uri", c.redirect_url.clone()),
         ("code_verifier", verifier.to_string()),
     ];
-    if public {
-        form.push(("client_id", c.client_id.clone()));
+    match credentials {
+        Credentials::Public => form.push(("client_id", c.client_id.clone())),
+        Credentials::Secret(_) => {}
+        Credentials::Assertion(jwt) => {
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            form.push(("client_assertion", jwt.clone()));
+        }
     }
     form
+}
+
+/// A private key for `private_key_jwt` and the algorithm it signs with: ES256 or ES384 for an
+/// EC key in PKCS#8, RS256 for an RSA key in PKCS#1; the problem otherwise.
+pub fn assertion_key(der: &PrivateKeyDer<'_>) -> Result<(Algorithm, EncodingKey), String> {
+    match der {
+        PrivateKeyDer::Pkcs1(k) => Ok((
+            Algorithm::RS256,
+            EncodingKey::from_rsa_der(k.secret_pkcs1_der()),
+        )),
+        PrivateKeyDer::Pkcs8(k) => {
+            let key = EncodingKey::from_ec_der(k.secret_pkcs8_der());
+            // The PKCS#8 wrapper names the curve; signing once is the plainest way to read it.
+            [Algorithm::ES256, Algorithm::ES384]
+                .into_iter()
+                .find(|&alg| jsonwebtoken::crypto::sign(b"probe", &key, alg).is_ok())
+                .map(|alg| (alg, key))
+                .ok_or_else(|| {
+                    "must be an EC P-256 or P-384 key in PKCS#8, or an RSA key in PKCS#1 \
+                     (BEGIN RSA PRIVATE KEY)"
+                        .into()
+                })
+        }
+        _ => Err(
+            "an EC key must be in PKCS#8 (BEGIN PRIVATE KEY): openssl pkcs8 -topk8 -nocrypt".into(),
+        ),
+    }
+}
+
+/// A client assertion (RFC 7523 §3, OpenID Connect Core §9): issued by and about the client,
+/// for the token endpoint, once (`jti`), valid for a minute from `now_s`.
+pub fn client_assertion(
+    client_id: &str,
+    token_endpoint: &str,
+    (alg, key, kid): (Algorithm, &EncodingKey, Option<&str>),
+    now_s: u64,
+    jti: &str,
+) -> Result<String, String> {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_endpoint,
+        "jti": jti,
+        "iat": now_s,
+        "exp": now_s + 60,
+    });
+    jsonwebtoken::encode(&header, &claims, key).map_err(|e| e.to_string())
 }
 
 /// The `Authorization` header of `client_secret_basic`: id and secret are form-encoded before

@@ -278,3 +278,51 @@ fn client_secret_basic_form_encodes_before_joining() {
     assert_eq!(token_error(b"<html>"), "unreadable");
     assert_eq!(tidy("j.doe@clinic <script>"), "j.doe@clinicscript");
 }
+
+#[test]
+fn a_client_assertion_is_signed_by_the_gateways_key_for_the_token_endpoint() {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let pem = pair.serialize_pem();
+    let der = rustls_pemfile::private_key(&mut pem.as_bytes())
+        .expect("pem")
+        .expect("a key");
+    let (alg, key) = assertion_key(&der).expect("usable");
+    assert_eq!(alg, Algorithm::ES256);
+    let jwt = client_assertion(
+        CLIENT,
+        "https://idp.example/token",
+        (alg, &key, Some("gw-1")),
+        1000,
+        "j1",
+    )
+    .expect("signed");
+    let point = pair.public_key_raw();
+    let public = DecodingKey::from_ec_components(
+        &URL_SAFE_NO_PAD.encode(&point[1..33]),
+        &URL_SAFE_NO_PAD.encode(&point[33..65]),
+    )
+    .expect("public key");
+    let mut v = Validation::new(Algorithm::ES256);
+    v.validate_exp = false;
+    v.set_audience(&["https://idp.example/token"]);
+    let data = jsonwebtoken::decode::<Value>(&jwt, &public, &v).expect("verifies");
+    assert_eq!(data.header.kid.as_deref(), Some("gw-1"));
+    let c = data.claims;
+    assert_eq!(
+        (&c["iss"], &c["sub"], &c["jti"]),
+        (&json!(CLIENT), &json!(CLIENT), &json!("j1"))
+    );
+    assert_eq!(
+        (c["iat"].as_u64(), c["exp"].as_u64()),
+        (Some(1000), Some(1060))
+    );
+
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+    let der = PrivateKeyDer::Pkcs8(p384.serialize_der().into());
+    assert_eq!(
+        assertion_key(&der).map(|(a, _)| a).ok(),
+        Some(Algorithm::ES384)
+    );
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    assert!(assertion_key(&PrivateKeyDer::Pkcs8(ed.serialize_der().into())).is_err());
+}
