@@ -38,12 +38,18 @@ if [ "$(python3 -m pip freeze 2>/dev/null | grep -cxF "$pinned")" -ne "$(printf 
 fi
 # The FHIR R4 test server (@medplum/fhir-router, pinned by tests/peers/fhir/package-lock.json):
 # `npm ci` only when node_modules is missing or was installed from another lock file.
-fhir="$(dirname "$0")/../tests/peers/fhir"
-stamp="$fhir/node_modules/.lock-sha256"
-want="$(sha256sum "$fhir/package-lock.json" | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "test-deps: installing the FHIR test server's packages" >&2
-  (cd "$fhir" && npm ci --no-audit --no-fund --loglevel=error >&2)
-  echo "$want" > "$stamp"
-fi
+# The same for the OpenID provider of the single sign-on tests (oidc-provider).
+npm_peer() {
+  local dir="$(dirname "$0")/../tests/peers/$1"
+  local stamp="$dir/node_modules/.lock-sha256"
+  local want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "test-deps: installing the $2's packages" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$want" > "$stamp"
+  fi
+}
+npm_peer fhir "FHIR test server"
+npm_peer oidc "OpenID test provider"
 echo "test-deps: ok" >&2

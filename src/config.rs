@@ -264,7 +264,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         found.extend(r.validate(base));
     }
     if let Some(a) = access.checkable() {
-        found.extend(a.validate());
+        found.extend(a.validate(base));
     }
     if let Some(w) = web.checkable() {
         // An unreadable [access] already has its problem; it is not blamed on [web] too.
@@ -689,6 +689,29 @@ mod tests {
         );
         let ok = check("[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\n");
         assert!(ok.is_ok_and(|c| c.access.enabled));
+    }
+
+    #[test]
+    fn single_sign_on_problems_are_named_with_their_lines() {
+        let text = "[gateway]\nfacility_id = \"c\"\n\n[access]\nenabled = true\n\n[access.oidc]\nname = \"IdP\"\nissuer = \"http://idp.example\"\nclient_id = \"gw\"\nredirect_url = \"http://127.0.0.1:8088/login/oidc/callback\"\n[access.oidc.roles]\nstaff = \"nurse\"\n";
+        let err = check(text).expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:13: access.oidc.roles.staff: unknown variant `nurse`, expected one of `front_desk`, `clinical`, `facilities`, `admin`"
+            ]
+        );
+        let err = check(&text.replace("nurse", "clinical")).expect_err("refused");
+        assert_eq!(
+            err,
+            ["t.toml:9: access.oidc.issuer: must be https:// unless on loopback"]
+        );
+        let ok = check(
+            &text
+                .replace("nurse", "clinical")
+                .replace("idp.example", "127.0.0.1:9"),
+        );
+        assert!(ok.is_ok_and(|c| c.access.oidc.is_some()));
     }
 
     #[test]

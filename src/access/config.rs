@@ -1,8 +1,11 @@
 //! `[access]`: staff logins. Off by default, and then the page and API stay as they were:
-//! loopback only, no logins. A leaf: imports nothing but the shared settings.
+//! loopback only, no logins. A leaf: imports nothing but the shared settings and its own
+//! `[access.oidc]` table.
 
+use super::oidc::config::OidcConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
+use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,9 @@ pub struct AccessConfig {
     /// refused, so that a rebinding DNS name cannot reach the API from a staff browser.
     #[serde(default = "default_allowed_hosts")]
     pub allowed_hosts: Vec<String>,
+    /// Single sign-on with the clinic's OpenID provider, beside the local accounts.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 fn default_idle_minutes() -> u64 {
@@ -65,14 +71,15 @@ impl Default for AccessConfig {
             lockout_initial_secs: default_lockout_initial_secs(),
             lockout_max_secs: default_lockout_max_secs(),
             allowed_hosts: default_allowed_hosts(),
+            oidc: None,
         }
     }
 }
 
 impl AccessConfig {
-    /// Every problem of `[access]`.
-    pub fn validate(&self) -> Vec<Problem> {
-        settings::collect(|bad| {
+    /// Every problem of `[access]`; `base` is the folder files are resolved against.
+    pub fn validate(&self, base: &Path) -> Vec<Problem> {
+        let mut problems = settings::collect(|bad| {
             if self.session_idle_minutes == 0 {
                 bad("access.session_idle_minutes", "must be above 0".into());
             }
@@ -108,6 +115,24 @@ impl AccessConfig {
                     );
                 }
             }
-        })
+            if self.oidc.is_some() && !self.enabled {
+                bad(
+                    "access.oidc",
+                    "single sign-on needs [access] enabled = true".into(),
+                );
+            }
+        });
+        if let Some(oidc) = &self.oidc {
+            problems.extend(oidc.validate(base, &self.allowed_hosts));
+        }
+        problems
+    }
+
+    /// The same settings with their files resolved against `base`.
+    pub fn resolved(&self, base: &Path) -> AccessConfig {
+        AccessConfig {
+            oidc: self.oidc.as_ref().map(|o| o.resolved(base)),
+            ..self.clone()
+        }
     }
 }

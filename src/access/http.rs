@@ -35,7 +35,7 @@ pub struct Gate {
 
 impl Gate {
     /// The sessions' idle and absolute limits in ms.
-    fn limits(&self) -> (i64, i64) {
+    pub(super) fn limits(&self) -> (i64, i64) {
         let c = &self.config;
         let ms = |minutes: u64| minutes.saturating_mul(60_000).min(i64::MAX as u64) as i64;
         (
@@ -57,11 +57,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn digest(token: &str) -> Vec<u8> {
+pub(super) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn cookie_value<'r>(cookies: &'r str, name: &str) -> Option<&'r str> {
+pub(super) fn cookie_value<'r>(cookies: &'r str, name: &str) -> Option<&'r str> {
     cookies
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
@@ -79,7 +79,7 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-fn peer(req: &HttpRequest) -> String {
+pub(super) fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into())
@@ -395,8 +395,7 @@ async fn login(
         None
     };
     let proof = prove(&body, found, journal::now_ms()).await;
-    let token = hex(&rand::random::<[u8; 32]>());
-    let csrf = hex(&rand::random::<[u8; 32]>());
+    let (token, csrf) = new_session_tokens();
     let c = &gate.config;
     let finish = FinishLogin {
         name: body.name,
@@ -414,7 +413,7 @@ async fn login(
     match journal::ask(&gate.journal, finish).await {
         Ok(Some(role)) => {
             tracing::info!(role = role.as_str(), "staff login");
-            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict");
+            let cookie = session_cookie(&token);
             let mut answer = if form {
                 let mut r = HttpResponse::SeeOther();
                 r.insert_header((header::LOCATION, "/"));
@@ -436,6 +435,19 @@ async fn login(
             HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" }))
         }
     }
+}
+
+/// A new session's token, for its cookie, and its CSRF token.
+pub(super) fn new_session_tokens() -> (String, String) {
+    (
+        hex(&rand::random::<[u8; 32]>()),
+        hex(&rand::random::<[u8; 32]>()),
+    )
+}
+
+/// The `Set-Cookie` value of a new session.
+pub(super) fn session_cookie(token: &str) -> String {
+    format!("{COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict")
 }
 
 /// `POST /logout`: ends the session and clears the cookie; the page's form is sent back to
@@ -481,7 +493,7 @@ const TO_LOGIN: &str = r#"<!doctype html>
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: log in</title></head>
 <body><h1>clinic-gateway</h1>
-<form method="post" action="/login">
+<!--sso--><form method="post" action="/login">
 <p><label>Name <input name="name" autocomplete="username" required></label></p>
 <p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
 <p><label>Code from your authenticator <input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label></p>
@@ -489,10 +501,20 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 </form></body></html>
 "#;
 
-async fn login_page() -> HttpResponse {
+/// The login page's link to single sign-on, named after the provider.
+fn sso_button(name: &str) -> String {
+    let name = name
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<p><a href=\"/login/oidc\">Sign in with {name}</a></p>\n")
+}
+
+async fn login_page(gate: web::Data<Gate>) -> HttpResponse {
+    let sso = gate.config.oidc.as_ref().map(|o| sso_button(&o.name));
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(LOGIN_PAGE)
+        .body(LOGIN_PAGE.replace("<!--sso-->", &sso.unwrap_or_default()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! The account, session and key tables are this domain's own (`store.rs`), changed only through
 //! the journal's writer ([`Work`]); password hashing runs in the caller, never on the writer's
 //! thread. `http.rs` is the actix-web side: the guard every request passes and the login and
-//! logout routes.
+//! logout routes; `oidc/` signs staff in through the clinic's OpenID provider instead.
 //!
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
@@ -16,6 +16,7 @@
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod oidc;
 pub mod password;
 pub mod policy;
 pub mod store;

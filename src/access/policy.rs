@@ -135,6 +135,8 @@ use Group::*;
 const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/login", Allowed::Public),
     ("GET", "/login", Allowed::Public),
+    ("GET", "/login/oidc", Allowed::Public),
+    ("GET", "/login/oidc/callback", Allowed::Public),
     ("GET", "/api/v1/health", Allowed::Public),
     ("POST", "/logout", Allowed::Staff),
     ("GET", "/api/v1/session", Allowed::Staff),

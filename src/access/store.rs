@@ -48,6 +48,11 @@ CREATE TABLE access_key (
     revoked_at  INTEGER
 );
 "#,
+        // A single sign-on session has no local account: it keeps the role the provider's
+        // claim mapped to at sign-in. Local sessions leave it empty and take their account's.
+        r#"
+ALTER TABLE access_session ADD COLUMN role TEXT;
+"#,
     ],
     legacy: &[],
 };
@@ -208,6 +213,22 @@ pub fn open_session(
     Ok(())
 }
 
+/// Opens a single sign-on session for `user` with `role`, like [`open_session`].
+pub fn open_sso_session(
+    tx: &mut Tx<'_>,
+    id_hash: &[u8],
+    (user, role): (&str, Role),
+    csrf: &str,
+    limits: (i64, i64),
+    now: i64,
+) -> Result<(), JournalError> {
+    open_session(tx, id_hash, user, csrf, limits, now)?;
+    tx.sql()
+        .prepare_cached("UPDATE access_session SET role = ?2 WHERE id_hash = ?1")?
+        .execute(params![id_hash, role.as_str()])?;
+    Ok(())
+}
+
 /// A session that is still valid at `now`: its user, role and CSRF token. A session past its
 /// idle or absolute limit, or of a disabled account, is deleted and not returned; a valid one
 /// has its last use moved to `now` once `touch_ms` have passed since it was last moved.
@@ -217,17 +238,20 @@ pub fn session(
     (idle_ms, absolute_ms, touch_ms): (i64, i64, i64),
     now: i64,
 ) -> Result<Option<(String, Role, String)>, JournalError> {
+    // A single sign-on session carries its role and has no account to be disabled; a local
+    // one whose account is gone has neither and is ended.
     let found = tx
         .sql()
         .prepare_cached(
-            "SELECT s.user, u.role, s.csrf, s.created_at, s.last_seen, u.enabled
-               FROM access_session s JOIN access_user u ON u.name = s.user
+            "SELECT s.user, COALESCE(s.role, u.role), s.csrf, s.created_at, s.last_seen,
+                    CASE WHEN s.role IS NULL THEN COALESCE(u.enabled, 0) ELSE 1 END
+               FROM access_session s LEFT JOIN access_user u ON u.name = s.user
               WHERE s.id_hash = ?1",
         )?
         .query_row([id_hash], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                role_of(1, r.get(1)?)?,
+                r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
@@ -238,7 +262,15 @@ pub fn session(
     let Some((user, role, csrf, created, seen, enabled)) = found else {
         return Ok(None);
     };
-    if !enabled || now - seen > idle_ms || now - created > absolute_ms {
+    let role = match role {
+        Some(text) => Some(role_of(1, text)?),
+        None => None,
+    };
+    let Some(role) = role.filter(|_| enabled) else {
+        end_session(tx, id_hash)?;
+        return Ok(None);
+    };
+    if now - seen > idle_ms || now - created > absolute_ms {
         end_session(tx, id_hash)?;
         return Ok(None);
     }

@@ -238,6 +238,13 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let access = config.access.resolved(config.folder());
+    let sso = match &access.oidc {
+        Some(oidc) => Some(std::sync::Arc::new(
+            crate::access::oidc::Sso::new(oidc).context("access.oidc")?,
+        )),
+        None => None,
+    };
     let state = web::AppState {
         journal: journal.clone(),
         supervisor: supervisor.clone(),
@@ -247,7 +254,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         started_at: journal::now_ms(),
         printers,
         fhir,
-        access: config.access.clone(),
+        access,
+        sso,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
     };
     let fingerprint = state.tls_fingerprint.clone();

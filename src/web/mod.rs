@@ -48,6 +48,8 @@ pub struct AppState {
     pub fhir: crate::connectors::fhir::FhirSlot,
     /// Staff logins; when disabled, every route is open as on a loopback-only gateway.
     pub access: crate::access::config::AccessConfig,
+    /// Single sign-on, when `[access.oidc]` is configured.
+    pub sso: Option<std::sync::Arc<crate::access::oidc::Sso>>,
     /// SHA-256 fingerprint of the certificate served, when the page and API speak HTTPS.
     pub tls_fingerprint: Option<String>,
 }
@@ -127,6 +129,10 @@ pub fn server(
             .configure(|cfg| {
                 if enabled {
                     access::http::routes(cfg);
+                }
+                if let Some(sso) = state.sso.clone().filter(|_| enabled) {
+                    cfg.app_data(web::Data::from(sso));
+                    access::oidc::routes(cfg);
                 }
             });
         #[cfg(feature = "fault-hooks")]

@@ -8,6 +8,7 @@ pub mod bacnet_sim;
 pub mod fhir_server;
 pub mod hl7_peer;
 pub mod modbus_sim;
+pub mod oidc_provider;
 pub mod printer;
 pub mod spine;
 

@@ -87,6 +87,34 @@ fn a_new_login_deletes_expired_sessions_and_disabling_ends_them_all() {
 }
 
 #[test]
+fn a_single_sign_on_session_keeps_its_role_without_an_account_and_still_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    let limits = (LIMITS.0, LIMITS.1);
+    check(&mut s, |tx| {
+        open_sso_session(
+            tx,
+            b"sso",
+            ("oidc:248289", Role::Facilities),
+            "c",
+            limits,
+            0,
+        )
+    });
+    let found = |s: &mut Store, id: &[u8], at: i64| check(s, |tx| session(tx, id, LIMITS, at));
+    assert_eq!(
+        found(&mut s, b"sso", MIN),
+        Some(("oidc:248289".into(), Role::Facilities, "c".into()))
+    );
+    assert!(found(&mut s, b"sso", 20 * MIN).is_none(), "idle too long");
+    // A local session whose account is gone has no role to fall back on.
+    check(&mut s, |tx| {
+        open_session(tx, b"orphan", "nobody", "c", limits, 0)
+    });
+    assert!(found(&mut s, b"orphan", MIN).is_none());
+}
+
+#[test]
 fn a_totp_step_is_accepted_once_and_failures_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = open(dir.path());
