@@ -29,6 +29,13 @@ pub struct AccessConfig {
     /// refused, so that a rebinding DNS name cannot reach the API from a staff browser.
     #[serde(default = "default_allowed_hosts")]
     pub allowed_hosts: Vec<String>,
+    /// How long a bearer token issued at `/oauth/token` to a SMART backend client lasts.
+    #[serde(default = "default_token_lifetime_secs")]
+    pub token_lifetime_secs: u64,
+}
+
+fn default_token_lifetime_secs() -> u64 {
+    300
 }
 
 fn default_idle_minutes() -> u64 {
@@ -65,6 +72,7 @@ impl Default for AccessConfig {
             lockout_initial_secs: default_lockout_initial_secs(),
             lockout_max_secs: default_lockout_max_secs(),
             allowed_hosts: default_allowed_hosts(),
+            token_lifetime_secs: default_token_lifetime_secs(),
         }
     }
 }
@@ -93,6 +101,12 @@ impl AccessConfig {
                 ("lockout_max_secs", self.lockout_max_secs),
                 bad,
             );
+            if !(1..=3600).contains(&self.token_lifetime_secs) {
+                bad(
+                    "access.token_lifetime_secs",
+                    "must be 1 to 3600: a token is meant to be short-lived".into(),
+                );
+            }
             if self.enabled && self.allowed_hosts.is_empty() {
                 bad(
                     "access.allowed_hosts",

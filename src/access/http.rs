@@ -79,18 +79,22 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-fn peer(req: &HttpRequest) -> String {
+pub(super) fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into())
 }
 
 /// Who made a request, for the audit of what it changes: the logged-in staff member
-/// (`staff:<name>`) or the system whose key it carried (`key:<name>`); none with access off.
+/// (`staff:<name>`), the system whose key it carried (`key:<name>`) or the SMART client whose
+/// token it carried (`client:<name>`); none with access off.
 pub fn audit_actor(req: &HttpRequest) -> Option<String> {
     let ext = req.extensions();
     if let Some(staff) = ext.get::<Staff>() {
         return Some(super::actor(&staff.user));
+    }
+    if let Some(client) = ext.get::<super::SmartClient>() {
+        return Some(super::client_actor(&client.name));
     }
     ext.get::<ApiClient>().map(|c| super::key_actor(&c.name))
 }
@@ -210,6 +214,9 @@ pub async fn guard(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     }
+    if allowed == policy::Allowed::Smart {
+        return super::token::guard(&gate, req, next).await;
+    }
     if let Some(bearer) = bearer(req.request()) {
         return match check_key(&gate, req.request(), &bearer, allowed).await {
             // A key is sent on purpose by its client, never by a browser on its own as a
@@ -281,7 +288,7 @@ pub async fn guard(
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme's case aside, RFC 9110 §11.1).
-fn bearer(req: &HttpRequest) -> Option<String> {
+pub(super) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

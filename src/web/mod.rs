@@ -127,6 +127,7 @@ pub fn server(
             .configure(|cfg| {
                 if enabled {
                     access::http::routes(cfg);
+                    access::token::routes(cfg);
                 }
             });
         #[cfg(feature = "fault-hooks")]

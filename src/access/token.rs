@@ -1,0 +1,277 @@
+//! The HTTP side of SMART Backend Services: the discovery document, the token endpoint
+//! (client credentials with a `private_key_jwt` assertion) and the guard's check of the bearer
+//! tokens it issues, for the routes the table gives to SMART clients only.
+//!
+//! Refusals follow RFC 6749 §5.2 at the token endpoint and FHIR's `OperationOutcome` on the
+//! FHIR API; both say no more than the error code. The audit keeps the reason.
+
+use super::http::{Gate, bearer, peer};
+use super::oauth::{self, AssertionError};
+use super::smart::Scopes;
+use super::{CheckToken, FindClient, IssueToken, client_actor};
+use crate::journal::{self, AuditRecord};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Routes of this module, served when access is enabled.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth/token", web::post().to(token))
+        .route(
+            "/.well-known/smart-configuration",
+            web::get().to(smart_configuration),
+        )
+        .route(
+            "/fhir/R4/.well-known/smart-configuration",
+            web::get().to(smart_configuration),
+        );
+}
+
+/// This gateway's address as the request reached it (the `Host` header was checked against
+/// the allowed hosts already), without a trailing slash.
+pub fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+/// The token endpoint's URL: the `aud` every assertion must carry.
+pub fn token_url(req: &HttpRequest) -> String {
+    format!("{}/oauth/token", base_url(req))
+}
+
+/// `GET /.well-known/smart-configuration` (SMART App Launch v2 §2.6): what a backend client
+/// needs to obtain a token here, and nothing this gateway does not do.
+async fn smart_configuration(req: HttpRequest) -> HttpResponse {
+    let algorithms: Vec<&str> = oauth::ALGORITHMS
+        .iter()
+        .map(|a| match a {
+            jsonwebtoken::Algorithm::RS384 => "RS384",
+            jsonwebtoken::Algorithm::ES384 => "ES384",
+            jsonwebtoken::Algorithm::RS256 => "RS256",
+            _ => "ES256",
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "token_endpoint": token_url(&req),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": algorithms,
+        "scopes_supported": ["system/*.rs", "system/Encounter.rs", "system/Appointment.rs",
+            "system/Patient.rs", "system/Flag.rs", "system/Task.rs", "system/AuditEvent.rs"],
+        "capabilities": ["client-confidential-asymmetric"],
+    }))
+}
+
+/// The token request's form (RFC 6749 §4.4.2, RFC 7523 §2.2). Unknown fields are ignored, as
+/// RFC 6749 §3.2 requires.
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+/// An RFC 6749 §5.2 error answer.
+fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "error": error }))
+}
+
+/// Audits a refusal of the token endpoint or of a SMART route.
+async fn audit(gate: &Gate, req: &HttpRequest, actor: &str, action: &str, reason: &str) {
+    let detail = json!({
+        "reason": reason,
+        "method": req.method().as_str(),
+        "path": req.path(),
+        "peer": peer(req),
+    });
+    let record = AuditRecord {
+        actor: actor.into(),
+        action: action.into(),
+        detail: detail.to_string(),
+    };
+    tracing::info!(reason, "SMART request refused");
+    if let Err(e) = journal::ask(&gate.journal, record).await {
+        tracing::warn!(error = %e, "refused request not audited");
+    }
+}
+
+/// `POST /oauth/token`: a bearer token for a client whose signed assertion checks out, with
+/// the requested scopes that its registration allows.
+async fn token(
+    gate: web::Data<Gate>,
+    req: HttpRequest,
+    form: Result<web::Form<TokenForm>, Error>,
+) -> HttpResponse {
+    let refuse = |actor: String, status: StatusCode, error: &'static str, reason: &'static str| {
+        let (gate, req) = (gate.clone(), req.clone());
+        async move {
+            audit(&gate, &req, &actor, "access.token_refused", reason).await;
+            oauth_error(status, error)
+        }
+    };
+    let anonymous = || "anonymous".to_string();
+    let Ok(form) = form.map(web::Form::into_inner) else {
+        return refuse(
+            anonymous(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "form",
+        )
+        .await;
+    };
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        let (status, error) = (StatusCode::BAD_REQUEST, "unsupported_grant_type");
+        return refuse(anonymous(), status, error, "grant_type").await;
+    }
+    let assertion = match (&form.client_assertion_type, &form.client_assertion) {
+        (Some(t), Some(a)) if t == oauth::ASSERTION_TYPE => a.clone(),
+        _ => {
+            let (status, error) = (StatusCode::BAD_REQUEST, "invalid_request");
+            return refuse(anonymous(), status, error, "assertion_missing").await;
+        }
+    };
+    let invalid_client = (StatusCode::UNAUTHORIZED, "invalid_client");
+    let Some(name) = oauth::claimed_client(&assertion).filter(|n| super::valid_name(n)) else {
+        let (status, error) = invalid_client;
+        return refuse(anonymous(), status, error, "assertion_malformed").await;
+    };
+    let client = match journal::ask(&gate.journal, FindClient { name: name.clone() }).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let (status, error) = invalid_client;
+            return refuse(anonymous(), status, error, "client_unknown").await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "token request not checked");
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+        }
+    };
+    let now = journal::now_ms();
+    let verified = oauth::verify(&assertion, &name, &client.key, &token_url(&req), now / 1000);
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            // Only a valid signature shows the request is the client's own.
+            let (actor, reason) = match e {
+                AssertionError::Expired => (client_actor(&name), "assertion_expired"),
+                AssertionError::TooLong => (client_actor(&name), "assertion_too_long"),
+                AssertionError::Claims => (client_actor(&name), "assertion_claims"),
+                _ => (anonymous(), "assertion_forged"),
+            };
+            let (status, error) = invalid_client;
+            return refuse(actor, status, error, reason).await;
+        }
+    };
+    if client.revoked_at.is_some() {
+        let (status, error) = invalid_client;
+        return refuse(client_actor(&name), status, error, "client_revoked").await;
+    }
+    let granted = form
+        .scope
+        .as_deref()
+        .and_then(Scopes::parse)
+        .map(|asked| asked.grant(&client.scopes))
+        .filter(|g| !g.is_empty());
+    let Some(granted) = granted else {
+        let status = StatusCode::BAD_REQUEST;
+        return refuse(client_actor(&name), status, "invalid_scope", "scope").await;
+    };
+    let text = oauth::new_token();
+    let lifetime = gate.config.token_lifetime_secs;
+    let issue = IssueToken {
+        client: name.clone(),
+        jti: verified.jti,
+        jti_expires_at: verified.exp.saturating_mul(1000),
+        token_hash: oauth::token_hash(&text),
+        scopes: granted.clone(),
+        expires_at: now.saturating_add((lifetime * 1000) as i64),
+        peer: peer(&req),
+    };
+    match journal::ask(&gate.journal, issue).await {
+        Ok(true) => {
+            tracing::info!(client = %name, "SMART token issued");
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(json!({
+                    "access_token": text,
+                    "token_type": "bearer",
+                    "expires_in": lifetime,
+                    "scope": granted.to_string(),
+                }))
+        }
+        Ok(false) => {
+            let (status, error) = invalid_client;
+            refuse(client_actor(&name), status, error, "assertion_replayed").await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "token not issued");
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+        }
+    }
+}
+
+/// A FHIR `OperationOutcome` answer with one issue.
+pub fn outcome(status: StatusCode, code: &str, text: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/fhir+json")
+        .json(outcome_body(code, text))
+}
+
+/// A FHIR `OperationOutcome` with one error issue of `code` (the R4 `IssueType`).
+pub fn outcome_body(code: &str, text: &str) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "error", "code": code, "diagnostics": text }],
+    })
+}
+
+/// The guard of a SMART route: a valid bearer token issued here, whose client and scopes the
+/// handler finds in the request's extensions; else 401 with an `OperationOutcome`, audited.
+pub async fn guard(
+    gate: &Gate,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let reason = match bearer(req.request()) {
+        Some(text) if text.starts_with(oauth::TOKEN_PREFIX) => {
+            let check = CheckToken {
+                hash: oauth::token_hash(&text),
+            };
+            match journal::ask(&gate.journal, check).await {
+                Ok(Some(client)) => {
+                    req.extensions_mut().insert(client);
+                    return next
+                        .call(req)
+                        .await
+                        .map(ServiceResponse::map_into_boxed_body);
+                }
+                Ok(None) => "token_invalid",
+                Err(e) => {
+                    tracing::warn!(error = %e, "token not checked");
+                    let answer = outcome(StatusCode::SERVICE_UNAVAILABLE, "transient", "try again");
+                    return Ok(req.into_response(answer));
+                }
+            }
+        }
+        Some(_) => "token_malformed",
+        None => "no_token",
+    };
+    audit(gate, req.request(), "anonymous", "access.refused", reason).await;
+    let mut answer = outcome(
+        StatusCode::UNAUTHORIZED,
+        "login",
+        "a valid bearer token is required",
+    );
+    answer.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Ok(req.into_response(answer))
+}
