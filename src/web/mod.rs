@@ -62,11 +62,16 @@ pub fn server(
         journal: state.journal.clone(),
         config: state.access.clone(),
     };
+    let api = crate::fhir_api::Api {
+        journal: state.journal.clone(),
+        facility: state.facility.clone(),
+    };
     let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
             .wrap(actix_web::middleware::from_fn(access::http::guard))
             .app_data(web::Data::new(gate.clone()))
+            .app_data(web::Data::new(api.clone()))
             .app_data(web::Data::new(state.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -128,6 +133,7 @@ pub fn server(
                 if enabled {
                     access::http::routes(cfg);
                     access::token::routes(cfg);
+                    crate::fhir_api::routes(cfg);
                 }
             });
         #[cfg(feature = "fault-hooks")]
