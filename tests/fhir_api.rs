@@ -99,7 +99,7 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
     server.create_patient("M2", "Roe", "Rita", "1975-06-07");
     let jane_id = jane["id"].as_str().expect("an id").to_string();
     let extra = format!(
-        "[access]\nenabled = true\ntoken_lifetime_secs = 3\n\n\
+        "[access]\nenabled = true\ntoken_lifetime_secs = 10\n\n\
          [connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{}\"\nlookup_timeout_ms = 2000\n\
          request_timeout_ms = 2000\nconnect_timeout_ms = 500\n",
         server.base(),
@@ -249,6 +249,8 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
         .as_str()
         .expect("token")
         .to_string();
+    let (status, _, _) = get(&gw, "/fhir/R4/AuditEvent?_count=5", &billing_token);
+    assert_eq!(status, 403, "AuditEvent needs its own scope");
     let (status, kind, body) = get(&gw, "/fhir/R4/Encounter", &billing_token);
     assert_eq!(
         (status, kind.as_str()),
@@ -362,11 +364,9 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
         format!("Patient/{jane_id}")
     );
     assert_eq!(search["extension"][0]["extension"][0]["url"], "hash");
-    let (status, _, _) = get(&gw, "/fhir/R4/AuditEvent?_count=5", &billing_token);
-    assert_eq!(status, 403, "AuditEvent needs its own scope");
 
     // Tokens are short-lived: a token is refused once its lifetime has passed.
-    wait_for("the token to expire", Duration::from_secs(20), || {
+    wait_for("the token to expire", Duration::from_secs(40), || {
         let (status, _, body) = get(&gw, "/fhir/R4/Appointment", &billing_token);
         (status == 401 && body["resourceType"] == "OperationOutcome").then_some(())
     });

@@ -6,7 +6,7 @@ use super::config::AccessConfig;
 use super::keys::{self, Verdict};
 use super::{
     ApiClient, CheckSession, FindCredentials, FindKey, FinishLogin, Lockout, Logout, Proof, Staff,
-    password, policy, totp, valid_name,
+    password, peer, policy, totp, valid_name,
 };
 use crate::journal::{self, AuditRecord, JournalWriter};
 use actix::Addr;
@@ -77,12 +77,6 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .find_map(|c| cookie_value(c, COOKIE))
         .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_string)
-}
-
-pub(super) fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Who made a request, for the audit of what it changes: the logged-in staff member
@@ -215,7 +209,8 @@ pub async fn guard(
             .map(ServiceResponse::map_into_boxed_body);
     }
     if allowed == policy::Allowed::Smart {
-        return super::token::guard(&gate, req, next).await;
+        let token = bearer(req.request());
+        return super::token::guard(&gate.journal, token, req, next).await;
     }
     if let Some(bearer) = bearer(req.request()) {
         return match check_key(&gate, req.request(), &bearer, allowed).await {
@@ -288,7 +283,7 @@ pub async fn guard(
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme's case aside, RFC 9110 §11.1).
-pub(super) fn bearer(req: &HttpRequest) -> Option<String> {
+fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

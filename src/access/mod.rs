@@ -47,6 +47,13 @@ pub enum AccessError {
     BadClientKey(#[from] oauth::AssertionError),
 }
 
+/// The client's address of a request, for the audit.
+pub fn peer(req: &actix_web::HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Whether `name` can be an account name: it appears in the audit and, without a colon, in
 /// the TOTP enrolment URI.
 pub fn valid_name(name: &str) -> bool {

@@ -5,11 +5,11 @@
 //! Refusals follow RFC 6749 §5.2 at the token endpoint and FHIR's `OperationOutcome` on the
 //! FHIR API; both say no more than the error code. The audit keeps the reason.
 
-use super::http::{Gate, bearer, peer};
 use super::oauth::{self, AssertionError};
 use super::smart::Scopes;
-use super::{CheckToken, FindClient, IssueToken, client_actor};
-use crate::journal::{self, AuditRecord};
+use super::{CheckToken, FindClient, IssueToken, client_actor, peer};
+use crate::journal::{self, AuditRecord, JournalWriter};
+use actix::Addr;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
@@ -17,6 +17,14 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// What the token endpoint needs: the journal holding clients and tokens, and how long a
+/// token lasts (`[access] token_lifetime_secs`).
+#[derive(Clone)]
+pub struct Issuer {
+    pub journal: Addr<JournalWriter>,
+    pub lifetime_secs: u64,
+}
 
 /// Routes of this module, served when access is enabled.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -84,7 +92,13 @@ fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
 }
 
 /// Audits a refusal of the token endpoint or of a SMART route.
-async fn audit(gate: &Gate, req: &HttpRequest, actor: &str, action: &str, reason: &str) {
+async fn audit(
+    journal: &Addr<JournalWriter>,
+    req: &HttpRequest,
+    actor: &str,
+    action: &str,
+    reason: &str,
+) {
     let detail = json!({
         "reason": reason,
         "method": req.method().as_str(),
@@ -97,7 +111,7 @@ async fn audit(gate: &Gate, req: &HttpRequest, actor: &str, action: &str, reason
         detail: detail.to_string(),
     };
     tracing::info!(reason, "SMART request refused");
-    if let Err(e) = journal::ask(&gate.journal, record).await {
+    if let Err(e) = journal::ask(journal, record).await {
         tracing::warn!(error = %e, "refused request not audited");
     }
 }
@@ -105,14 +119,21 @@ async fn audit(gate: &Gate, req: &HttpRequest, actor: &str, action: &str, reason
 /// `POST /oauth/token`: a bearer token for a client whose signed assertion checks out, with
 /// the requested scopes that its registration allows.
 async fn token(
-    gate: web::Data<Gate>,
+    issuer: web::Data<Issuer>,
     req: HttpRequest,
     form: Result<web::Form<TokenForm>, Error>,
 ) -> HttpResponse {
     let refuse = |actor: String, status: StatusCode, error: &'static str, reason: &'static str| {
-        let (gate, req) = (gate.clone(), req.clone());
+        let (issuer, req) = (issuer.clone(), req.clone());
         async move {
-            audit(&gate, &req, &actor, "access.token_refused", reason).await;
+            audit(
+                &issuer.journal,
+                &req,
+                &actor,
+                "access.token_refused",
+                reason,
+            )
+            .await;
             oauth_error(status, error)
         }
     };
@@ -142,7 +163,7 @@ async fn token(
         let (status, error) = invalid_client;
         return refuse(anonymous(), status, error, "assertion_malformed").await;
     };
-    let client = match journal::ask(&gate.journal, FindClient { name: name.clone() }).await {
+    let client = match journal::ask(&issuer.journal, FindClient { name: name.clone() }).await {
         Ok(Some(c)) => c,
         Ok(None) => {
             let (status, error) = invalid_client;
@@ -184,7 +205,7 @@ async fn token(
         return refuse(client_actor(&name), status, "invalid_scope", "scope").await;
     };
     let text = oauth::new_token();
-    let lifetime = gate.config.token_lifetime_secs;
+    let lifetime = issuer.lifetime_secs;
     let issue = IssueToken {
         client: name.clone(),
         jti: verified.jti,
@@ -194,7 +215,7 @@ async fn token(
         expires_at: now.saturating_add((lifetime * 1000) as i64),
         peer: peer(&req),
     };
-    match journal::ask(&gate.journal, issue).await {
+    match journal::ask(&issuer.journal, issue).await {
         Ok(true) => {
             tracing::info!(client = %name, "SMART token issued");
             HttpResponse::Ok()
@@ -235,16 +256,17 @@ pub fn outcome_body(code: &str, text: &str) -> Value {
 /// The guard of a SMART route: a valid bearer token issued here, whose client and scopes the
 /// handler finds in the request's extensions; else 401 with an `OperationOutcome`, audited.
 pub async fn guard(
-    gate: &Gate,
+    journal: &Addr<JournalWriter>,
+    bearer: Option<String>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let reason = match bearer(req.request()) {
+    let reason = match bearer {
         Some(text) if text.starts_with(oauth::TOKEN_PREFIX) => {
             let check = CheckToken {
                 hash: oauth::token_hash(&text),
             };
-            match journal::ask(&gate.journal, check).await {
+            match journal::ask(journal, check).await {
                 Ok(Some(client)) => {
                     req.extensions_mut().insert(client);
                     return next
@@ -263,7 +285,14 @@ pub async fn guard(
         Some(_) => "token_malformed",
         None => "no_token",
     };
-    audit(gate, req.request(), "anonymous", "access.refused", reason).await;
+    audit(
+        journal,
+        req.request(),
+        "anonymous",
+        "access.refused",
+        reason,
+    )
+    .await;
     let mut answer = outcome(
         StatusCode::UNAUTHORIZED,
         "login",
