@@ -399,3 +399,17 @@ fn smart_configuration_and_metadata_are_public_and_tell_the_token_endpoint() {
         .collect();
     assert_eq!(params, ["_id", "patient", "date", "status", "_lastUpdated"]);
 }
+
+#[test]
+fn a_token_lifetime_out_of_range_names_its_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    let text = "[gateway]\nfacility_id = \"c\"\n[access]\ntoken_lifetime_secs = 0\n";
+    std::fs::write(&path, text).expect("config");
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":4: access.token_lifetime_secs: must be 1 to 3600"),
+        "{stderr}"
+    );
+}
