@@ -136,7 +136,7 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
         client(&["keygen", "--alg", alg, "--kid", "k1", "--out", &out]);
     }
     let jwks = key_path(d, "ehr", "jwks");
-    let scope = "system/Encounter.rs system/Patient.rs system/AuditEvent.rs";
+    let scope = "system/Encounter.rs system/Patient.rs system/Task.rs system/AuditEvent.rs";
     cli_ok(
         &gw,
         &["client", "add", "ehr", "--jwks", &jwks, "--scope", scope],
@@ -187,7 +187,14 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
     assert_eq!(s["fhir_version"], "4.0.1");
     assert_eq!(
         s["resources"],
-        json!(["Encounter", "Appointment", "Patient", "Flag", "AuditEvent"])
+        json!([
+            "Encounter",
+            "Appointment",
+            "Patient",
+            "Flag",
+            "Task",
+            "AuditEvent"
+        ])
     );
     assert_eq!(s["token_uri"], json!([format!("{base}/oauth/token")]));
     let pages = s["pages"].as_array().expect("pages");
@@ -340,7 +347,7 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
     }
 
     // The audit as AuditEvents, with the chain and the patients named.
-    let t = token(&["--scope", "system/AuditEvent.rs"]);
+    let t = token(&["--scope", "system/AuditEvent.rs system/Task.rs"]);
     let audit_token = t["body"]["access_token"]
         .as_str()
         .expect("token")
@@ -351,6 +358,8 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
         &audit_token,
     );
     assert_eq!(status, 200, "{page}");
+    let (status, _, tasks) = get(&gw, "/fhir/R4/Task?status=requested", &audit_token);
+    assert_eq!((status, tasks["total"].as_u64()), (200, Some(0)), "{tasks}");
     let events = page["entry"].as_array().expect("entries");
     assert_eq!(page["total"].as_u64(), Some(events.len() as u64));
     let search = events

@@ -1,6 +1,6 @@
 //! The FHIR R4 API for outside systems (`/fhir/R4`): the queue as `Encounter`s and
-//! `Appointment`s, the FHIR connector's cached `Patient`s, priority `Flag`s and the audit as
-//! `AuditEvent`s, by `read` and `search`, to SMART backend clients holding a token from
+//! `Appointment`s, the FHIR connector's cached `Patient`s, priority `Flag`s, scheduling
+//! suggestions as `Task`s and the audit as `AuditEvent`s, by `read` and `search`, to SMART backend clients holding a token from
 //! `/oauth/token` (see `access::token`). Mounted only when `[access]` is enabled.
 //!
 //! **Invariant:** every resource sent is validated against R4 first
@@ -29,7 +29,14 @@ use serde_json::{Value, json};
 pub const FHIR_JSON: &str = "application/fhir+json";
 
 /// The resource types served, in the CapabilityStatement's order.
-pub const RESOURCES: [&str; 5] = ["Encounter", "Appointment", "Patient", "Flag", "AuditEvent"];
+pub const RESOURCES: [&str; 6] = [
+    "Encounter",
+    "Appointment",
+    "Patient",
+    "Flag",
+    "Task",
+    "AuditEvent",
+];
 
 /// What the API's handlers need.
 #[derive(Clone)]

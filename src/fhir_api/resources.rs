@@ -1,10 +1,14 @@
 //! The gateway's records as FHIR R4 resources, pure: a queue entry's visit as an `Encounter`,
-//! a booking as an `Appointment`, a cached EHR `Patient`, a priority `Flag`, and an audit
+//! a booking as an `Appointment`, a cached EHR `Patient`, a priority `Flag`, a scheduling
+//! suggestion as a `Task`, and an audit
 //! record as an `AuditEvent` (IHE Basic Audit Log Patterns). Each comes with the values it is
 //! searched by ([`Indexed`]).
 
 use super::search::Indexed;
+use crate::connectors::fhir::Suggestion;
+use crate::connectors::fhir::config::Suggest;
 use crate::connectors::fhir::encounter::IDENTIFIER_SYSTEM;
+use crate::connectors::fhir::waits;
 use crate::journal::chain::AuditRow;
 use crate::queue::{Entry, EntryState};
 use serde_json::{Value, json};
@@ -174,6 +178,34 @@ pub fn flag(f: &FlagRow) -> Indexed {
         last_updated: f.updated_at,
         resource: r,
     }
+}
+
+/// A scheduling suggestion the gateway raised (a queue's waits past its booked slots) as the
+/// `Task` it sends the EHR; `None` when the connector sends such suggestions as
+/// Communications instead. `id` is the journal's item id, `at` when it was committed.
+pub fn task(id: i64, s: &Suggestion, at: i64) -> Option<Indexed> {
+    if s.suggest != Suggest::Task {
+        return None;
+    }
+    let mut r = waits::suggestion(
+        &s.overrun,
+        Suggest::Task,
+        &s.identifier,
+        s.owner.as_deref(),
+        "",
+        &s.at,
+    );
+    r["id"] = json!(id.to_string());
+    // The API's own meta: the EHR's write tag means nothing to other readers.
+    r["meta"] = json!({ "lastUpdated": instant(at) });
+    Some(Indexed {
+        id: id.to_string(),
+        patient: None,
+        date: None,
+        status: r["status"].as_str().map(str::to_string),
+        last_updated: at,
+        resource: r,
+    })
 }
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
@@ -358,6 +390,23 @@ mod tests {
             5,
         );
         check(&p);
+        let suggestion = Suggestion {
+            overrun: waits::Overrun {
+                queue: "gp".into(),
+                ticket: "A-003".into(),
+                waited_min: 40,
+                slot_min: 15,
+                waiting: 4,
+                appointment_ref: None,
+            },
+            identifier: "clinic/gp/1".into(),
+            suggest: Suggest::Task,
+            owner: Some("Group/scheduling".into()),
+            at: "2026-12-02T09:00:00Z".into(),
+        };
+        let t = task(4, &suggestion, 5).expect("a Task");
+        check(&t);
+        assert_eq!(t.status.as_deref(), Some("requested"));
         check(&flag(&FlagRow {
             id: "f-1".into(),
             patient_id: "p-1".into(),

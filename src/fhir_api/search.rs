@@ -46,6 +46,7 @@ pub fn supports(resource: &str) -> &'static [Param] {
         "Encounter" | "Appointment" => &[Id, Patient, Date, Status, LastUpdated],
         "Flag" => &[Id, Patient, Date, LastUpdated],
         "Patient" => &[Id, LastUpdated],
+        "Task" => &[Id, Status, LastUpdated],
         "AuditEvent" => &[Id, Date],
         _ => &[],
     }

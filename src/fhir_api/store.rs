@@ -1,5 +1,6 @@
 //! What the FHIR API reads from the journal, as [`Indexed`] resources: queue entries (through
-//! the queue's own query), bookings, cached Patients, flags and the audit. Read-only: the API
+//! the queue's own query), bookings, cached Patients, flags, scheduling suggestions and the
+//! audit. Read-only: the API
 //! never changes a table; the queue, the FHIR connector and the journal own theirs and their
 //! migrations, and these statements follow them.
 
@@ -26,6 +27,7 @@ pub fn all(
             .collect(),
         "Patient" => patients(tx)?,
         "Flag" => flags(tx)?.iter().map(resources::flag).collect(),
+        "Task" => tasks(tx)?,
         _ => Vec::new(),
     })
 }
@@ -85,6 +87,25 @@ fn flags(tx: &mut Tx<'_>) -> Result<Vec<FlagRow>, JournalError> {
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+/// The scheduling suggestions the FHIR connector committed (the journal's inbound items of
+/// their kind); one whose payload is unreadable is left out, as the connector leaves it.
+fn tasks(tx: &mut Tx<'_>) -> Result<Vec<Indexed>, JournalError> {
+    let rows: Vec<(i64, Vec<u8>, i64)> = tx
+        .sql()
+        .prepare_cached("SELECT id, payload, received_at FROM inbound WHERE kind = ?1 ORDER BY id")?
+        .query_map([crate::connectors::fhir::waits::KIND], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, payload, at)| {
+            let s = serde_json::from_slice(&payload).ok()?;
+            resources::task(id, &s, at)
+        })
+        .collect())
 }
 
 /// Audit records recorded within `at` (and with the id `id`, if given), oldest first: how
