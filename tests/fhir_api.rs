@@ -287,6 +287,18 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
     );
     let (status, _, _) = get(&gw, "/fhir/R4/Appointment?date=someday", &billing_token);
     assert_eq!(status, 400);
+    let r = agent()
+        .get(gw.url("/fhir/R4/Appointment"))
+        .header("authorization", format!("Bearer {billing_token}"))
+        .header("accept", "application/fhir+xml")
+        .call()
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 406, "JSON only");
+    let (status, _, body) = get(&gw, "/fhir/R4/Appointment/nothing-here", &billing_token);
+    assert_eq!(
+        (status, body["issue"][0]["code"].as_str()),
+        (404, Some("not-found"))
+    );
 
     // Refused assertions: expired, replayed, forged, of an unknown client.
     let token = |extra: &[&str]| {

@@ -188,9 +188,7 @@ impl Work for FhirRead {
             rows.first()
                 .map(|row| resources::audit_event(row, &self.facility))
         } else {
-            store::all(tx, &self.resource_type, &self.facility)?
-                .into_iter()
-                .find(|r| r.id == self.id)
+            store::one(tx, &self.resource_type, &self.id, &self.facility)?
         };
         let Some(r) = found else {
             return Ok(Found::None);

@@ -32,6 +32,29 @@ pub fn all(
     })
 }
 
+/// The resource of `resource_type` with this id, if there is one (the audit aside).
+pub fn one(
+    tx: &mut Tx<'_>,
+    resource_type: &str,
+    id: &str,
+    facility: &str,
+) -> Result<Option<Indexed>, JournalError> {
+    if resource_type == "Encounter" {
+        // The queue's own lookup by key: the entries are the largest of these tables.
+        let Ok(entry_id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        return match crate::queue::store::queue_entry(tx, entry_id) {
+            Ok(e) => Ok(Some(resources::encounter(&e, facility))),
+            Err(JournalError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    Ok(all(tx, resource_type, facility)?
+        .into_iter()
+        .find(|r| r.id == id))
+}
+
 fn bookings(tx: &mut Tx<'_>) -> Result<Vec<Booking>, JournalError> {
     let rows = tx
         .sql()
