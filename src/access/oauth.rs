@@ -17,11 +17,11 @@ pub const TOKEN_PREFIX: &str = "cgt_";
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The signing algorithms accepted: SMART requires RS384 and ES384; RS256 and ES256 are
 /// common among clients that predate it.
-pub const ALGORITHMS: [Algorithm; 4] = [
-    Algorithm::RS384,
-    Algorithm::ES384,
-    Algorithm::RS256,
-    Algorithm::ES256,
+pub const ALGORITHMS: [(Algorithm, &str); 4] = [
+    (Algorithm::RS384, "RS384"),
+    (Algorithm::ES384, "ES384"),
+    (Algorithm::RS256, "RS256"),
+    (Algorithm::ES256, "ES256"),
 ];
 /// The furthest ahead an assertion's `exp` may be (SMART Backend Services: "no more than five
 /// minutes in the future").
@@ -162,7 +162,7 @@ pub fn verify(
     now: i64,
 ) -> Result<Verified, AssertionError> {
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| AssertionError::Malformed)?;
-    if !ALGORITHMS.contains(&header.alg) {
+    if !ALGORITHMS.iter().any(|(alg, _)| *alg == header.alg) {
         return Err(AssertionError::Algorithm);
     }
     let mut validation = Validation::new(header.alg);

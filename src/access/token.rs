@@ -39,6 +39,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The scopes discovery offers: every resource type of the FHIR API (`fhir_api::RESOURCES`,
+/// checked by its tests) for read and search.
+pub const SCOPES_SUPPORTED: [&str; 7] = [
+    "system/*.rs",
+    "system/Encounter.rs",
+    "system/Appointment.rs",
+    "system/Patient.rs",
+    "system/Flag.rs",
+    "system/Task.rs",
+    "system/AuditEvent.rs",
+];
+
 /// This gateway's address as the request reached it (the `Host` header was checked against
 /// the allowed hosts already), without a trailing slash.
 pub fn base_url(req: &HttpRequest) -> String {
@@ -54,22 +66,13 @@ pub fn token_url(req: &HttpRequest) -> String {
 /// `GET /.well-known/smart-configuration` (SMART App Launch v2 §2.6): what a backend client
 /// needs to obtain a token here, and nothing this gateway does not do.
 async fn smart_configuration(req: HttpRequest) -> HttpResponse {
-    let algorithms: Vec<&str> = oauth::ALGORITHMS
-        .iter()
-        .map(|a| match a {
-            jsonwebtoken::Algorithm::RS384 => "RS384",
-            jsonwebtoken::Algorithm::ES384 => "ES384",
-            jsonwebtoken::Algorithm::RS256 => "RS256",
-            _ => "ES256",
-        })
-        .collect();
+    let algorithms: Vec<&str> = oauth::ALGORITHMS.iter().map(|(_, name)| *name).collect();
     HttpResponse::Ok().json(json!({
         "token_endpoint": token_url(&req),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algorithms,
-        "scopes_supported": ["system/*.rs", "system/Encounter.rs", "system/Appointment.rs",
-            "system/Patient.rs", "system/Flag.rs", "system/Task.rs", "system/AuditEvent.rs"],
+        "scopes_supported": SCOPES_SUPPORTED,
         "capabilities": ["client-confidential-asymmetric"],
     }))
 }

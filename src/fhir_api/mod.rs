@@ -416,3 +416,46 @@ pub fn capability_statement(token_url: &str, base: &str) -> Value {
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_and_metadata_name_exactly_the_types_served() {
+        let offered: Vec<&str> = crate::access::token::SCOPES_SUPPORTED[1..]
+            .iter()
+            .filter_map(|s| s.strip_prefix("system/")?.strip_suffix(".rs"))
+            .collect();
+        let mut served = RESOURCES.to_vec();
+        let mut offered_sorted = offered.clone();
+        served.sort();
+        offered_sorted.sort();
+        assert_eq!(offered_sorted, served);
+        let cs = capability_statement("https://gw/oauth/token", "https://gw");
+        let types: Vec<&str> = cs["rest"][0]["resource"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter_map(|r| r["type"].as_str())
+            .collect();
+        assert_eq!(types, RESOURCES);
+        let token = &cs["rest"][0]["security"]["extension"][0]["extension"][0];
+        assert_eq!(token["valueUri"], "https://gw/oauth/token");
+    }
+
+    #[test]
+    fn json_is_acceptable_unless_the_client_excludes_it() {
+        let check = |accept: Option<&str>| {
+            let mut req = actix_web::test::TestRequest::default();
+            if let Some(a) = accept {
+                req = req.insert_header((header::ACCEPT, a));
+            }
+            accepts_json(&req.to_http_request())
+        };
+        assert!(check(None));
+        assert!(check(Some("application/fhir+json;q=0.9, text/html")));
+        assert!(check(Some("*/*")));
+        assert!(!check(Some("application/fhir+xml")));
+    }
+}
