@@ -5,13 +5,16 @@
 //! The account, session and key tables are this domain's own (`store.rs`), changed only through
 //! the journal's writer ([`Work`]); password hashing runs in the caller, never on the writer's
 //! thread. `http.rs` is the actix-web side: the guard every request passes and the login and
-//! logout routes.
+//! logout routes. SMART Backend Services clients (the FHIR API's callers) are registered with a
+//! public key and the system scopes they may get (`smart.rs`); they trade a signed assertion
+//! (`oauth.rs`) for a short-lived bearer token at the token endpoint (`token.rs`), whose
+//! check the guard hands the routes the table gives to SMART clients.
 //!
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
 //! **Invariant:** a refused request or login is audited and answered with no detail beyond
-//! its status; secrets (passwords, TOTP secrets, session ids, key secrets) are never logged or
-//! audited.
+//! its status; secrets (passwords, TOTP secrets, session ids, key secrets, tokens, assertions)
+//! are never logged or audited.
 
 pub mod config;
 pub mod http;

@@ -119,94 +119,117 @@ async fn audit(
     }
 }
 
+/// Why a token request is refused: the RFC 6749 §5.2 error, who the audit names (the client
+/// only once its signature checked out) and the reason the audit keeps.
+struct Refused {
+    error: OauthError,
+    actor: String,
+    reason: &'static str,
+}
+
+/// The RFC 6749 §5.2 errors answered here.
+#[derive(Debug, Clone, Copy)]
+enum OauthError {
+    InvalidRequest,
+    UnsupportedGrantType,
+    InvalidClient,
+    InvalidScope,
+    /// The journal did not answer.
+    TemporarilyUnavailable,
+}
+
+impl OauthError {
+    fn answer(self) -> HttpResponse {
+        let (status, code) = match self {
+            OauthError::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request"),
+            OauthError::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            OauthError::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            OauthError::InvalidScope => (StatusCode::BAD_REQUEST, "invalid_scope"),
+            OauthError::TemporarilyUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+        };
+        oauth_error(status, code)
+    }
+}
+
+fn refused(error: OauthError, actor: &str, reason: &'static str) -> Refused {
+    Refused {
+        error,
+        actor: actor.into(),
+        reason,
+    }
+}
+
 /// `POST /oauth/token`: a bearer token for a client whose signed assertion checks out, with
-/// the requested scopes that its registration allows.
+/// the requested scopes that its registration allows; any refusal audited.
 async fn token(
     issuer: web::Data<Issuer>,
     req: HttpRequest,
     form: Result<web::Form<TokenForm>, Error>,
 ) -> HttpResponse {
-    let refuse = |actor: String, status: StatusCode, error: &'static str, reason: &'static str| {
-        let (issuer, req) = (issuer.clone(), req.clone());
-        async move {
-            audit(
-                &issuer.journal,
-                &req,
-                &actor,
-                "access.token_refused",
-                reason,
-            )
-            .await;
-            oauth_error(status, error)
+    match issue(&issuer, &req, form.map(web::Form::into_inner)).await {
+        Ok(answer) => answer,
+        Err(r) => {
+            if !matches!(r.error, OauthError::TemporarilyUnavailable) {
+                let action = "access.token_refused";
+                audit(&issuer.journal, &req, &r.actor, action, r.reason).await;
+            }
+            r.error.answer()
         }
-    };
-    let anonymous = || "anonymous".to_string();
-    let Ok(form) = form.map(web::Form::into_inner) else {
-        return refuse(
-            anonymous(),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "form",
-        )
-        .await;
-    };
+    }
+}
+
+/// The checks of a token request, in an order that tells an unauthenticated caller nothing:
+/// the form, the assertion's signature by the claimed client's key and its claims, then the
+/// client's revocation, the scope and the assertion's single use.
+async fn issue(
+    issuer: &Issuer,
+    req: &HttpRequest,
+    form: Result<TokenForm, Error>,
+) -> Result<HttpResponse, Refused> {
+    use OauthError::*;
+    let anonymous = "anonymous";
+    let form = form.map_err(|_| refused(InvalidRequest, anonymous, "form"))?;
     if form.grant_type.as_deref() != Some("client_credentials") {
-        let (status, error) = (StatusCode::BAD_REQUEST, "unsupported_grant_type");
-        return refuse(anonymous(), status, error, "grant_type").await;
+        return Err(refused(UnsupportedGrantType, anonymous, "grant_type"));
     }
     let assertion = match (&form.client_assertion_type, &form.client_assertion) {
-        (Some(t), Some(a)) if t == oauth::ASSERTION_TYPE => a.clone(),
-        _ => {
-            let (status, error) = (StatusCode::BAD_REQUEST, "invalid_request");
-            return refuse(anonymous(), status, error, "assertion_missing").await;
-        }
+        (Some(t), Some(a)) if t == oauth::ASSERTION_TYPE => a,
+        _ => return Err(refused(InvalidRequest, anonymous, "assertion_missing")),
     };
-    let invalid_client = (StatusCode::UNAUTHORIZED, "invalid_client");
-    let Some(name) = oauth::claimed_client(&assertion).filter(|n| super::valid_name(n)) else {
-        let (status, error) = invalid_client;
-        return refuse(anonymous(), status, error, "assertion_malformed").await;
+    let name = oauth::claimed_client(assertion)
+        .filter(|n| super::valid_name(n))
+        .ok_or_else(|| refused(InvalidClient, anonymous, "assertion_malformed"))?;
+    let unavailable = |e: journal::JournalError| {
+        tracing::warn!(error = %e, "token request not answered");
+        refused(TemporarilyUnavailable, anonymous, "journal")
     };
-    let client = match journal::ask(&issuer.journal, FindClient { name: name.clone() }).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            let (status, error) = invalid_client;
-            return refuse(anonymous(), status, error, "client_unknown").await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "token request not checked");
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
-        }
-    };
+    let find = FindClient { name: name.clone() };
+    let client = journal::ask(&issuer.journal, find)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| refused(InvalidClient, anonymous, "client_unknown"))?;
     let now = journal::now_ms();
-    let verified = oauth::verify(&assertion, &name, &client.key, &token_url(&req), now / 1000);
-    let verified = match verified {
-        Ok(v) => v,
-        Err(e) => {
+    let who = client_actor(&name);
+    let verified = oauth::verify(assertion, &name, &client.key, &token_url(req), now / 1000)
+        .map_err(|e| match e {
+            AssertionError::Expired => refused(InvalidClient, &who, "assertion_expired"),
+            AssertionError::TooLong => refused(InvalidClient, &who, "assertion_too_long"),
+            AssertionError::Claims => refused(InvalidClient, &who, "assertion_claims"),
             // Only a valid signature shows the request is the client's own.
-            let (actor, reason) = match e {
-                AssertionError::Expired => (client_actor(&name), "assertion_expired"),
-                AssertionError::TooLong => (client_actor(&name), "assertion_too_long"),
-                AssertionError::Claims => (client_actor(&name), "assertion_claims"),
-                _ => (anonymous(), "assertion_forged"),
-            };
-            let (status, error) = invalid_client;
-            return refuse(actor, status, error, reason).await;
-        }
-    };
+            _ => refused(InvalidClient, anonymous, "assertion_forged"),
+        })?;
     if client.revoked_at.is_some() {
-        let (status, error) = invalid_client;
-        return refuse(client_actor(&name), status, error, "client_revoked").await;
+        return Err(refused(InvalidClient, &who, "client_revoked"));
     }
     let granted = form
         .scope
         .as_deref()
         .and_then(Scopes::parse)
         .map(|asked| asked.grant(&client.scopes))
-        .filter(|g| !g.is_empty());
-    let Some(granted) = granted else {
-        let status = StatusCode::BAD_REQUEST;
-        return refuse(client_actor(&name), status, "invalid_scope", "scope").await;
-    };
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| refused(InvalidScope, &who, "scope"))?;
     let text = oauth::new_token();
     let lifetime = issuer.lifetime_secs;
     let issue = IssueToken {
@@ -216,29 +239,23 @@ async fn token(
         token_hash: oauth::token_hash(&text),
         scopes: granted.clone(),
         expires_at: now.saturating_add((lifetime * 1000) as i64),
-        peer: peer(&req),
+        peer: peer(req),
     };
-    match journal::ask(&issuer.journal, issue).await {
-        Ok(true) => {
-            tracing::info!(client = %name, "SMART token issued");
-            HttpResponse::Ok()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(json!({
-                    "access_token": text,
-                    "token_type": "bearer",
-                    "expires_in": lifetime,
-                    "scope": granted.to_string(),
-                }))
-        }
-        Ok(false) => {
-            let (status, error) = invalid_client;
-            refuse(client_actor(&name), status, error, "assertion_replayed").await
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "token not issued");
-            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-        }
+    if !journal::ask(&issuer.journal, issue)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(refused(InvalidClient, &who, "assertion_replayed"));
     }
+    tracing::info!(client = %name, "SMART token issued");
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "access_token": text,
+            "token_type": "bearer",
+            "expires_in": lifetime,
+            "scope": granted.to_string(),
+        })))
 }
 
 /// A FHIR `OperationOutcome` answer with one issue.
