@@ -294,6 +294,17 @@ fn a_smart_backend_client_reads_and_pages_the_queue_as_fhir_within_its_scopes() 
         .call()
         .expect("GET");
     assert_eq!(r.status().as_u16(), 406, "JSON only");
+    let mut r = agent()
+        .post(gw.url("/fhir/R4/Appointment"))
+        .header("authorization", format!("Bearer {billing_token}"))
+        .header("content-type", "application/fhir+json")
+        .send("{}")
+        .expect("POST");
+    let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+    assert_eq!(
+        (r.status().as_u16(), body["resourceType"].as_str()),
+        (405, Some("OperationOutcome"))
+    );
     let (status, _, body) = get(&gw, "/fhir/R4/Appointment/nothing-here", &billing_token);
     assert_eq!(
         (status, body["issue"][0]["code"].as_str()),

@@ -133,7 +133,8 @@ pub enum Allowed {
 
 use Group::*;
 
-/// Every route of the page and API: method, path pattern (`{}` is one segment), who may.
+/// Every route of the page and API: method (`*`: any), path pattern (`{}` is one segment),
+/// who may; the first entry that matches decides.
 /// A route missing here is in [`Group::Administration`], so a new route is closed until
 /// someone opens it.
 const ROUTES: &[(&str, &str, Allowed)] = &[
@@ -148,8 +149,9 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         Allowed::Public,
     ),
     ("GET", "/fhir/R4/metadata", Allowed::Public),
-    ("GET", "/fhir/R4/{}", Allowed::Smart),
-    ("GET", "/fhir/R4/{}/{}", Allowed::Smart),
+    // Every method: the FHIR API answers the ones it does not serve with its own 405.
+    ("*", "/fhir/R4/{}", Allowed::Smart),
+    ("*", "/fhir/R4/{}/{}", Allowed::Smart),
     ("POST", "/logout", Allowed::Staff),
     ("GET", "/api/v1/session", Allowed::Staff),
     ("GET", "/", Allowed::Staff),
@@ -212,7 +214,7 @@ fn matches(pattern: &str, path: &str) -> bool {
 pub fn allowed(method: &str, path: &str) -> Allowed {
     ROUTES
         .iter()
-        .find(|(m, p, _)| *m == method && matches(p, path))
+        .find(|(m, p, _)| (*m == method || *m == "*") && matches(p, path))
         .map_or(Allowed::Group(Administration), |(_, _, a)| *a)
 }
 
@@ -389,8 +391,9 @@ mod tests {
         assert_eq!(allowed("GET", "/fhir/R4/Patient/p1"), Allowed::Smart);
         assert_eq!(allowed("GET", "/fhir/R4/metadata"), Allowed::Public);
         assert_eq!(allowed("POST", "/oauth/token"), Allowed::Public);
+        assert_eq!(allowed("POST", "/fhir/R4/Encounter"), Allowed::Smart);
         assert_eq!(
-            allowed("POST", "/fhir/R4/Encounter"),
+            allowed("GET", "/fhir/R4/a/b/c"),
             Allowed::Group(Administration)
         );
         assert!(!check("GET", "/fhir/R4/Encounter", Role::Admin));

@@ -49,8 +49,16 @@ pub struct Api {
 /// The API's routes; the caller mounts them when access is enabled.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/R4/metadata", web::get().to(metadata))
-        .route("/fhir/R4/{type}", web::get().to(search_type))
-        .route("/fhir/R4/{type}/{id}", web::get().to(read));
+        .service(
+            web::resource("/fhir/R4/{type}")
+                .route(web::get().to(search_type))
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/fhir/R4/{type}/{id}")
+                .route(web::get().to(read))
+                .default_service(web::to(not_allowed)),
+        );
 }
 
 /// A search on one resource type, answered as one page and audited in the same transaction.
@@ -367,6 +375,19 @@ async fn read(
         }
         Err(e) => unavailable(e),
     }
+}
+
+/// Any other method on a resource path: this API reads only.
+async fn not_allowed() -> HttpResponse {
+    let mut answer = outcome(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        "this API serves read and search only",
+    );
+    answer
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    answer
 }
 
 /// `GET /fhir/R4/metadata`: the CapabilityStatement, listing exactly what this API does.
