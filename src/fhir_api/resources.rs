@@ -173,7 +173,7 @@ pub fn flag(f: &FlagRow) -> Indexed {
     Indexed {
         id: f.id.clone(),
         patient: Some(f.patient_id.clone()),
-        date: Some(f.updated_at),
+        date: None,
         status: Some(status.into()),
         last_updated: f.updated_at,
         resource: r,

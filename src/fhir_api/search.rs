@@ -44,7 +44,8 @@ pub fn supports(resource: &str) -> &'static [Param] {
     use Param::*;
     match resource {
         "Encounter" | "Appointment" => &[Id, Patient, Date, Status, LastUpdated],
-        "Flag" => &[Id, Patient, Date, LastUpdated],
+        // Flag's `date` is its period, which the gateway does not know.
+        "Flag" => &[Id, Patient, LastUpdated],
         "Patient" => &[Id, LastUpdated],
         "Task" => &[Id, Status, LastUpdated],
         "AuditEvent" => &[Id, Date],
