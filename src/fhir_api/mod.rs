@@ -113,25 +113,30 @@ fn checked(page: Vec<Indexed>, base: &str) -> (Vec<(String, Value)>, Vec<Value>,
     (entries, warnings, patients)
 }
 
-/// Audits an access that returned `count` resources about `patients`.
+/// Audits an access that returned `count` resources about `patients`: `fhir.read` or
+/// `fhir.search` by the client.
 fn audit_access(
     tx: &mut Tx<'_>,
     actor: &str,
-    interaction: &str,
+    interaction: Interaction,
     resource_type: &str,
     patients: &[String],
     count: usize,
 ) -> Result<(), JournalError> {
     let now = tx.now();
+    let (action, letter) = match interaction {
+        Interaction::Read => ("fhir.read", "r"),
+        Interaction::Search => ("fhir.search", "s"),
+    };
     let patients: Vec<String> = patients.iter().map(|p| format!("Patient/{p}")).collect();
     let detail = json!({
         "resource_type": resource_type,
         "patients": patients,
         "count": count,
         // A backend client acts for its own system's purpose; the scope is what allowed it.
-        "purpose": format!("system/{resource_type}.{}", if interaction == "fhir.read" { "r" } else { "s" }),
+        "purpose": format!("system/{resource_type}.{letter}"),
     });
-    tx.audit(actor, interaction, &detail.to_string(), now)
+    tx.audit(actor, action, &detail.to_string(), now)
 }
 
 impl Work for FhirSearch {
@@ -170,7 +175,8 @@ impl Work for FhirSearch {
         let (entries, warnings, patients) = checked(page, &base);
         if !entries.is_empty() {
             let t = &self.resource_type;
-            audit_access(tx, &self.actor, "fhir.search", t, &patients, entries.len())?;
+            let n = entries.len();
+            audit_access(tx, &self.actor, Interaction::Search, t, &patients, n)?;
         }
         Ok(search::bundle(&self.url, s, total, entries, warnings))
     }
@@ -209,7 +215,7 @@ impl Work for FhirRead {
         audit_access(
             tx,
             &self.actor,
-            "fhir.read",
+            Interaction::Read,
             &self.resource_type,
             &patients,
             1,
