@@ -38,6 +38,10 @@ pub const RESOURCES: [&str; 6] = [
     "AuditEvent",
 ];
 
+/// When the CapabilityStatement last changed (its required `date`): change it with the
+/// resources, interactions or parameters it lists.
+const CAPABILITY_DATE: &str = "2026-12-02";
+
 /// What the API's handlers need.
 #[derive(Clone)]
 pub struct Api {
@@ -421,7 +425,7 @@ pub fn capability_statement(token_url: &str, base: &str) -> Value {
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-12-02",
+        "date": CAPABILITY_DATE,
         "kind": "instance",
         "software": { "name": "clinic-gateway", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "clinic-gateway FHIR API", "url": format!("{base}/fhir/R4") },
