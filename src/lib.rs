@@ -8,6 +8,7 @@ pub mod connectors;
 pub mod daemon;
 pub mod devices;
 pub mod facility;
+pub mod fhir_api;
 pub mod journal;
 pub mod metrics;
 pub mod notices;

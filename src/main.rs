@@ -71,6 +71,54 @@ enum Cmd {
         #[command(subcommand)]
         action: KeyCmd,
     },
+    /// SMART Backend Services clients of the FHIR API (`[access]`).
+    Client {
+        #[command(subcommand)]
+        action: ClientCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// Register the client NAME (its `iss`/`sub`) with its public key and the SMART system
+    /// scopes it may be granted (audited).
+    Add {
+        name: String,
+        /// A JSON Web Key Set file holding the client's public key(s).
+        #[arg(
+            long,
+            required_unless_present = "public_key",
+            conflicts_with = "public_key"
+        )]
+        jwks: Option<PathBuf>,
+        /// A PEM public key file (RSA or EC P-256/P-384).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Space-separated SMART system scopes, e.g. "system/Encounter.rs system/Patient.rs".
+        #[arg(long, value_parser = parse_smart_scopes)]
+        scope: access::smart::Scopes,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// List the clients, never their keys.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Revoke a client: its tokens stop working and it gets no more (audited).
+    Revoke {
+        name: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn parse_smart_scopes(text: &str) -> Result<access::smart::Scopes, String> {
+    access::smart::Scopes::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a list of SMART system scopes (system/Encounter.rs ...)")
+    })
 }
 
 #[derive(Subcommand)]
@@ -270,6 +318,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::User { action } => user(action),
         Cmd::Key { action } => key(action),
+        Cmd::Client { action } => client(action),
         Cmd::Run { config } => {
             if let Err(code) = load(&config) {
                 return Ok(code);
@@ -587,6 +636,64 @@ fn key(action: KeyCmd) -> anyhow::Result<ExitCode> {
             };
             in_tx(&mut store, |tx| revoke.apply(tx, now_ms()))?;
             println!("revoked key {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(action: ClientCmd) -> anyhow::Result<ExitCode> {
+    let config = match &action {
+        ClientCmd::Add { config, .. }
+        | ClientCmd::List { config, .. }
+        | ClientCmd::Revoke { config, .. } => config,
+    };
+    let Some(mut store) = open(config)? else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    match action {
+        ClientCmd::Add {
+            name,
+            jwks,
+            public_key,
+            scope,
+            ..
+        } => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let key = match (jwks, public_key) {
+                (Some(p), _) => access::oauth::ClientKey::Jwks(read(&p)?),
+                (None, Some(p)) => access::oauth::ClientKey::Pem(read(&p)?),
+                (None, None) => bail!("give --jwks or --public-key"),
+            };
+            let add = access::new_client(&name, key, scope, &operator())?;
+            in_tx(&mut store, |tx| add.apply(tx, now_ms()))?;
+            println!("added client {name} ({})", add.client.scopes);
+        }
+        ClientCmd::List { json, .. } => {
+            let clients = in_tx(&mut store, |tx| access::ListClients.run(tx))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&clients)?);
+            } else if clients.is_empty() {
+                println!("no clients");
+            } else {
+                for c in clients {
+                    let state = if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "valid"
+                    };
+                    println!("{:<24} {:<5} {:<48} {state}", c.name, c.key_kind, c.scope);
+                }
+            }
+        }
+        ClientCmd::Revoke { name, .. } => {
+            let revoke = access::RevokeClient {
+                name: name.clone(),
+                by: operator(),
+            };
+            in_tx(&mut store, |tx| revoke.apply(tx, now_ms()))?;
+            println!("revoked client {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -35,6 +35,13 @@ pub struct AccessConfig {
     /// Single sign-on with the clinic's OpenID provider, beside the local accounts.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// How long a bearer token issued at `/oauth/token` to a SMART backend client lasts.
+    #[serde(default = "default_token_lifetime_secs")]
+    pub token_lifetime_secs: u64,
+}
+
+fn default_token_lifetime_secs() -> u64 {
+    300
 }
 
 fn default_idle_minutes() -> u64 {
@@ -72,6 +79,7 @@ impl Default for AccessConfig {
             lockout_max_secs: default_lockout_max_secs(),
             allowed_hosts: default_allowed_hosts(),
             oidc: None,
+            token_lifetime_secs: default_token_lifetime_secs(),
         }
     }
 }
@@ -100,6 +108,12 @@ impl AccessConfig {
                 ("lockout_max_secs", self.lockout_max_secs),
                 bad,
             );
+            if !(1..=3600).contains(&self.token_lifetime_secs) {
+                bad(
+                    "access.token_lifetime_secs",
+                    "must be 1 to 3600: a token is meant to be short-lived".into(),
+                );
+            }
             if self.enabled && self.allowed_hosts.is_empty() {
                 bad(
                     "access.allowed_hosts",

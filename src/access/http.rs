@@ -6,7 +6,7 @@ use super::config::AccessConfig;
 use super::keys::{self, Verdict};
 use super::{
     ApiClient, CheckSession, FindCredentials, FindKey, FinishLogin, Lockout, Logout, Proof, Staff,
-    password, policy, totp, valid_name,
+    password, peer, policy, totp, valid_name,
 };
 use crate::journal::{self, AuditRecord, JournalWriter};
 use actix::Addr;
@@ -79,18 +79,16 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-pub(super) fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Who made a request, for the audit of what it changes: the logged-in staff member
-/// (`staff:<name>`) or the system whose key it carried (`key:<name>`); none with access off.
+/// (`staff:<name>`), the system whose key it carried (`key:<name>`) or the SMART client whose
+/// token it carried (`client:<name>`); none with access off.
 pub fn audit_actor(req: &HttpRequest) -> Option<String> {
     let ext = req.extensions();
     if let Some(staff) = ext.get::<Staff>() {
         return Some(super::actor(&staff.user));
+    }
+    if let Some(client) = ext.get::<super::SmartClient>() {
+        return Some(super::client_actor(&client.name));
     }
     ext.get::<ApiClient>().map(|c| super::key_actor(&c.name))
 }
@@ -209,6 +207,10 @@ pub async fn guard(
             .call(req)
             .await
             .map(ServiceResponse::map_into_boxed_body);
+    }
+    if allowed == policy::Allowed::Smart {
+        let token = bearer(req.request());
+        return super::token::guard(&gate.journal, token, req, next).await;
     }
     if let Some(bearer) = bearer(req.request()) {
         return match check_key(&gate, req.request(), &bearer, allowed).await {

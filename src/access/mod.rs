@@ -7,19 +7,27 @@
 //! thread. `http.rs` is the actix-web side: the guard every request passes and the login and
 //! logout routes; `oidc/` signs staff in through the clinic's OpenID provider instead.
 //!
+//! SMART Backend Services clients (the FHIR API's callers) are registered with a
+//! public key and the system scopes they may get (`smart.rs`); they trade a signed assertion
+//! (`oauth.rs`) for a short-lived bearer token at the token endpoint (`token.rs`), whose
+//! check the guard hands the routes the table gives to SMART clients.
+//!
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
 //! **Invariant:** a refused request or login is audited and answered with no detail beyond
-//! its status; secrets (passwords, TOTP secrets, session ids, key secrets) are never logged or
-//! audited.
+//! its status; secrets (passwords, TOTP secrets, session ids, key secrets, tokens, assertions)
+//! are never logged or audited.
 
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod oauth;
 pub mod oidc;
 pub mod password;
 pub mod policy;
+pub mod smart;
 pub mod store;
+pub mod token;
 pub mod totp;
 
 pub use policy::{Role, Scope};
@@ -39,6 +47,17 @@ pub enum AccessError {
     Enrolment(String),
     #[error("key name: 1 to 64 letters, digits, '.', '-' or '_'")]
     BadKeyName,
+    #[error("client name: 1 to 64 letters, digits, '.', '-' or '_'")]
+    BadClientName,
+    #[error(transparent)]
+    BadClientKey(#[from] oauth::AssertionError),
+}
+
+/// The client's address of a request, for the audit.
+pub fn peer(req: &actix_web::HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Whether `name` can be an account name: it appears in the audit and, without a colon, in
@@ -270,7 +289,101 @@ pub struct FindKey {
     pub id: String,
 }
 
+/// A system calling with a SMART Backend Services token: the client and what it was granted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmartClient {
+    /// The client id, which the audit gives as `client:<name>`.
+    pub name: String,
+    pub scopes: smart::Scopes,
+}
+
+/// A SMART client as listed, without its key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientSummary {
+    pub name: String,
+    /// `jwks` or `pem`.
+    pub key_kind: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+}
+
+/// Registers the SMART client `name` with its public key and the scopes it may be granted;
+/// the key is checked first.
+pub fn new_client(
+    name: &str,
+    key: oauth::ClientKey,
+    scopes: smart::Scopes,
+    by: &str,
+) -> Result<AddClient, AccessError> {
+    if !valid_name(name) {
+        return Err(AccessError::BadClientName);
+    }
+    key.check()?;
+    Ok(AddClient {
+        client: oauth::StoredClient {
+            name: name.into(),
+            key,
+            scopes,
+            revoked_at: None,
+        },
+        by: by.into(),
+    })
+}
+
+/// Adds a SMART client (audited with `by`); a name used before is refused.
+#[derive(Debug)]
+pub struct AddClient {
+    pub client: oauth::StoredClient,
+    pub by: String,
+}
+
+/// Every SMART client.
+#[derive(Debug)]
+pub struct ListClients;
+
+/// Revokes the SMART client `name` and its tokens (audited with `by`).
+#[derive(Debug)]
+pub struct RevokeClient {
+    pub name: String,
+    pub by: String,
+}
+
+/// The SMART client `name`, if there is one.
+#[derive(Debug)]
+pub struct FindClient {
+    pub name: String,
+}
+
+/// Issues a token to a client whose assertion was verified, unless the assertion's `jti` was
+/// used before: records the `jti` until `jti_expires_at`, keeps the token's hash, and audits
+/// the grant. False when the `jti` was a replay (then nothing is kept; the caller audits the
+/// refusal).
+#[derive(Debug)]
+pub struct IssueToken {
+    pub client: String,
+    pub jti: String,
+    /// ms since the epoch.
+    pub jti_expires_at: i64,
+    pub token_hash: Vec<u8>,
+    pub scopes: smart::Scopes,
+    /// ms since the epoch.
+    pub expires_at: i64,
+    /// The client's address, for the audit.
+    pub peer: String,
+}
+
+/// The client of the token with this hash, if it is valid now.
+#[derive(Debug)]
+pub struct CheckToken {
+    pub hash: Vec<u8>,
+}
+
 crate::journal_work!(
+    FindClient,
+    IssueToken,
+    CheckToken,
     AddUser,
     ListUsers,
     DisableUser,
@@ -290,6 +403,87 @@ fn actor(name: &str) -> String {
 /// The audit's name for a system calling with a key.
 fn key_actor(name: &str) -> String {
     format!("key:{name}")
+}
+
+/// The audit's name for a SMART client.
+pub fn client_actor(name: &str) -> String {
+    format!("client:{name}")
+}
+
+impl AddClient {
+    /// Adds the client at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        let c = &self.client;
+        store::add_client(tx, c, &self.by, now)?;
+        let detail = json!({
+            "client": c.name,
+            "key_kind": c.key.kind(),
+            "scope": c.scopes.to_string(),
+        });
+        tx.audit(&self.by, "access.client_added", &detail.to_string(), now)
+    }
+}
+
+impl Work for ListClients {
+    type Output = Vec<ClientSummary>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::clients(tx)
+    }
+}
+
+impl RevokeClient {
+    /// Revokes the client at `now`, audited; the CLI runs this on the journal file itself.
+    pub fn apply(&self, tx: &mut Tx<'_>, now: i64) -> Result<(), JournalError> {
+        store::revoke_client(tx, &self.name, now)?;
+        let detail = json!({ "client": self.name }).to_string();
+        tx.audit(&self.by, "access.client_revoked", &detail, now)
+    }
+}
+
+impl Work for FindClient {
+    type Output = Option<oauth::StoredClient>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::client(tx, &self.name)
+    }
+}
+
+impl Work for IssueToken {
+    type Output = bool;
+    fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
+        let now = tx.now();
+        if !store::use_jti(tx, &self.client, &self.jti, self.jti_expires_at, now)? {
+            return Ok(false);
+        }
+        store::add_token(
+            tx,
+            &self.token_hash,
+            &self.client,
+            &self.scopes,
+            self.expires_at,
+            now,
+        )?;
+        let detail = json!({
+            "scope": self.scopes.to_string(),
+            "expires_at": self.expires_at,
+            "peer": self.peer,
+        });
+        tx.audit(
+            &client_actor(&self.client),
+            "access.token_issued",
+            &detail.to_string(),
+            now,
+        )?;
+        Ok(true)
+    }
+}
+
+impl Work for CheckToken {
+    type Output = Option<SmartClient>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        let found = store::token(tx, &self.hash, now)?;
+        Ok(found.map(|(name, scopes)| SmartClient { name, scopes }))
+    }
 }
 
 impl AddUser {

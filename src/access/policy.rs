@@ -125,11 +125,16 @@ pub enum Allowed {
     Staff,
     /// Staff whose role is granted the group, and keys scoped to it.
     Group(Group),
+    /// SMART backend clients with a bearer token from `/oauth/token` only: the FHIR API,
+    /// whose handlers check the token's scopes per resource type. No staff role and no API
+    /// key reaches it: staff see patients on the page, where each view is audited as theirs.
+    Smart,
 }
 
 use Group::*;
 
-/// Every route of the page and API: method, path pattern (`{}` is one segment), who may.
+/// Every route of the page and API: method (`*`: any), path pattern (`{}` is one segment),
+/// who may; the first entry that matches decides.
 /// A route missing here is in [`Group::Administration`], so a new route is closed until
 /// someone opens it.
 const ROUTES: &[(&str, &str, Allowed)] = &[
@@ -138,6 +143,17 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/login/oidc", Allowed::Public),
     ("GET", "/login/oidc/callback", Allowed::Public),
     ("GET", "/api/v1/health", Allowed::Public),
+    ("POST", "/oauth/token", Allowed::Public),
+    ("GET", "/.well-known/smart-configuration", Allowed::Public),
+    (
+        "GET",
+        "/fhir/R4/.well-known/smart-configuration",
+        Allowed::Public,
+    ),
+    ("GET", "/fhir/R4/metadata", Allowed::Public),
+    // Every method: the FHIR API answers the ones it does not serve with its own 405.
+    ("*", "/fhir/R4/{}", Allowed::Smart),
+    ("*", "/fhir/R4/{}/{}", Allowed::Smart),
     ("POST", "/logout", Allowed::Staff),
     ("GET", "/api/v1/session", Allowed::Staff),
     ("GET", "/", Allowed::Staff),
@@ -200,7 +216,7 @@ fn matches(pattern: &str, path: &str) -> bool {
 pub fn allowed(method: &str, path: &str) -> Allowed {
     ROUTES
         .iter()
-        .find(|(m, p, _)| *m == method && matches(p, path))
+        .find(|(m, p, _)| (*m == method || *m == "*") && matches(p, path))
         .map_or(Allowed::Group(Administration), |(_, _, a)| *a)
 }
 
@@ -208,6 +224,7 @@ pub fn allowed(method: &str, path: &str) -> Allowed {
 pub fn permits(who: Allowed, role: Role) -> bool {
     match who {
         Allowed::Public | Allowed::Staff => true,
+        Allowed::Smart => false,
         Allowed::Group(g) => role == Role::Admin || g.roles().contains(&role),
     }
 }
@@ -239,7 +256,7 @@ impl Scope {
     pub fn permits(&self, who: Allowed) -> bool {
         match (who, self) {
             (Allowed::Public, _) => true,
-            (Allowed::Staff, _) => false,
+            (Allowed::Staff | Allowed::Smart, _) => false,
             (Allowed::Group(_), Scope::Role(role)) => permits(who, *role),
             (Allowed::Group(g), Scope::Groups(groups)) => groups.contains(&g),
         }
@@ -367,6 +384,21 @@ mod tests {
         assert!(key("metrics", "GET", "/api/v1/health"));
         assert!(!key("admin", "GET", "/api/v1/session"));
         assert!(!key("admin", "GET", "/"));
+        assert!(!key("admin", "GET", "/fhir/R4/Encounter"));
+    }
+
+    #[test]
+    fn the_fhir_api_is_for_smart_clients_only_but_its_discovery_is_public() {
+        assert_eq!(allowed("GET", "/fhir/R4/Encounter"), Allowed::Smart);
+        assert_eq!(allowed("GET", "/fhir/R4/Patient/p1"), Allowed::Smart);
+        assert_eq!(allowed("GET", "/fhir/R4/metadata"), Allowed::Public);
+        assert_eq!(allowed("POST", "/oauth/token"), Allowed::Public);
+        assert_eq!(allowed("POST", "/fhir/R4/Encounter"), Allowed::Smart);
+        assert_eq!(
+            allowed("GET", "/fhir/R4/a/b/c"),
+            Allowed::Group(Administration)
+        );
+        assert!(!check("GET", "/fhir/R4/Encounter", Role::Admin));
     }
 
     #[test]

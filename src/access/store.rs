@@ -4,8 +4,10 @@
 //! their SHA-256, so a copy of the journal logs no one in.
 
 use super::keys::StoredKey;
+use super::oauth::{ClientKey, StoredClient};
 use super::policy::Scope;
-use super::{Credentials, KeySummary, Role, UserSummary};
+use super::smart::Scopes;
+use super::{ClientSummary, Credentials, KeySummary, Role, UserSummary};
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
@@ -52,6 +54,33 @@ CREATE TABLE access_key (
         // claim mapped to at sign-in. Local sessions leave it empty and take their account's.
         r#"
 ALTER TABLE access_session ADD COLUMN role TEXT;
+"#,
+        // SMART Backend Services clients, the tokens issued to them (only their SHA-256) and
+        // the assertion ids seen, each kept until it could no longer be accepted anyway.
+        r#"
+CREATE TABLE access_client (
+    name       TEXT    PRIMARY KEY,
+    key_kind   TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    scope      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT    NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE access_token (
+    hash       BLOB    PRIMARY KEY,
+    client     TEXT    NOT NULL,
+    scope      TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX access_token_expiry ON access_token(expires_at);
+CREATE TABLE access_jti (
+    client     TEXT    NOT NULL,
+    jti        TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (client, jti)
+);
+CREATE INDEX access_jti_expiry ON access_jti(expires_at);
 "#,
     ],
     legacy: &[],
@@ -386,6 +415,177 @@ pub fn revoke_key(tx: &mut Tx<'_>, name: &str, now: i64) -> Result<String, Journ
         .query_row(params![name, now], |r| r.get(0))
         .optional()?
         .ok_or_else(|| JournalError::NotFound(format!("no unrevoked key {name}")))
+}
+
+fn scopes_of(column: usize, text: String) -> rusqlite::Result<Scopes> {
+    Scopes::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown SMART scopes {text:?}").into(),
+        )
+    })
+}
+
+/// Adds a client; a name used before, by a revoked client too, is refused.
+pub fn add_client(
+    tx: &mut Tx<'_>,
+    client: &StoredClient,
+    created_by: &str,
+    now: i64,
+) -> Result<(), JournalError> {
+    let added = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO access_client (name, key_kind, key, scope, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            client.name,
+            client.key.kind(),
+            client.key.text(),
+            client.scopes.to_string(),
+            now,
+            created_by
+        ])?;
+    if added == 0 {
+        return Err(JournalError::Rejected(format!(
+            "client {} exists already",
+            client.name
+        )));
+    }
+    Ok(())
+}
+
+/// Every client, by name, without its key.
+pub fn clients(tx: &mut Tx<'_>) -> Result<Vec<ClientSummary>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT name, key_kind, scope, created_at, created_by, revoked_at
+               FROM access_client ORDER BY name",
+        )?
+        .query_map([], |r| {
+            Ok(ClientSummary {
+                name: r.get(0)?,
+                key_kind: r.get(1)?,
+                scope: r.get(2)?,
+                created_at: r.get(3)?,
+                created_by: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// The client `name`, if there is one.
+pub fn client(tx: &mut Tx<'_>, name: &str) -> Result<Option<StoredClient>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT name, key_kind, key, scope, revoked_at FROM access_client WHERE name = ?1",
+        )?
+        .query_row([name], |r| {
+            let kind: String = r.get(1)?;
+            let key = ClientKey::from_stored(&kind, r.get(2)?).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    format!("unknown key kind {kind:?}").into(),
+                )
+            })?;
+            Ok(StoredClient {
+                name: r.get(0)?,
+                key,
+                scopes: scopes_of(3, r.get(3)?)?,
+                revoked_at: r.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Revokes the client `name` at `now` and deletes its tokens. A client revoked already, or
+/// none, is refused.
+pub fn revoke_client(tx: &mut Tx<'_>, name: &str, now: i64) -> Result<(), JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_client SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![name, now])?;
+    if changed == 0 {
+        return Err(JournalError::NotFound(format!(
+            "no unrevoked client {name}"
+        )));
+    }
+    tx.sql()
+        .prepare_cached("DELETE FROM access_token WHERE client = ?1")?
+        .execute([name])?;
+    Ok(())
+}
+
+/// Records the assertion id `jti` of `client`, kept until `expires_at` (ms); false, changing
+/// nothing, when it was seen before (a replay). Ids past their expiry are forgotten first: an
+/// assertion that old is refused for its `exp` anyway.
+pub fn use_jti(
+    tx: &mut Tx<'_>,
+    client: &str,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<bool, JournalError> {
+    tx.sql()
+        .prepare_cached("DELETE FROM access_jti WHERE expires_at <= ?1")?
+        .execute([now])?;
+    let added = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO access_jti (client, jti, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![client, jti, expires_at])?;
+    Ok(added == 1)
+}
+
+/// Keeps a token issued to `client`, and forgets every token past its expiry.
+pub fn add_token(
+    tx: &mut Tx<'_>,
+    hash: &[u8],
+    client: &str,
+    scopes: &Scopes,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached("DELETE FROM access_token WHERE expires_at <= ?1")?
+        .execute([now])?;
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO access_token (hash, client, scope, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![hash, client, scopes.to_string(), expires_at])?;
+    Ok(())
+}
+
+/// The client and scopes of the token with this hash, if it is valid at `now` and its client
+/// is not revoked.
+pub fn token(
+    tx: &mut Tx<'_>,
+    hash: &[u8],
+    now: i64,
+) -> Result<Option<(String, Scopes)>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT t.client, t.scope FROM access_token t
+               JOIN access_client c ON c.name = t.client
+              WHERE t.hash = ?1 AND t.expires_at > ?2 AND c.revoked_at IS NULL",
+        )?
+        .query_row(params![hash, now], |r| {
+            Ok((r.get(0)?, scopes_of(1, r.get(1)?)?))
+        })
+        .optional()?)
 }
 
 #[cfg(test)]

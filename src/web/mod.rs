@@ -64,11 +64,21 @@ pub fn server(
         journal: state.journal.clone(),
         config: state.access.clone(),
     };
+    let api = crate::fhir_api::Api {
+        journal: state.journal.clone(),
+        facility: state.facility.clone(),
+    };
+    let issuer = access::token::Issuer {
+        journal: state.journal.clone(),
+        lifetime_secs: state.access.token_lifetime_secs,
+    };
     let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
             .wrap(actix_web::middleware::from_fn(access::http::guard))
             .app_data(web::Data::new(gate.clone()))
+            .app_data(web::Data::new(api.clone()))
+            .app_data(web::Data::new(issuer.clone()))
             .app_data(web::Data::new(state.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -129,6 +139,8 @@ pub fn server(
             .configure(|cfg| {
                 if enabled {
                     access::http::routes(cfg);
+                    access::token::routes(cfg);
+                    crate::fhir_api::routes(cfg);
                 }
                 if let Some(sso) = state.sso.clone().filter(|_| enabled) {
                     cfg.app_data(web::Data::from(sso));

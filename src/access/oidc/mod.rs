@@ -396,7 +396,7 @@ fn page(title: &str, text: &str) -> String {
 /// The answer when the provider cannot be used: local accounts still can. Audited.
 async fn unavailable(gate: &Gate, req: &HttpRequest, e: &OidcError) -> HttpResponse {
     tracing::warn!(error = %e, "single sign-on unavailable");
-    let detail = json!({ "reason": e.outage(), "peer": access_http::peer(req) });
+    let detail = json!({ "reason": e.outage(), "peer": crate::access::peer(req) });
     audit(gate, "anonymous".into(), "access.sso_unavailable", detail).await;
     html(
         actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -444,7 +444,7 @@ async fn callback(
         Ok(p) => sso.finish(p, &back).await,
         Err(r) => Err(r.into()),
     };
-    let peer = access_http::peer(&req);
+    let peer = crate::access::peer(&req);
     let identity = match outcome {
         Ok(identity) => identity,
         Err(OidcError::Refused { refusal, subject }) => {

@@ -226,3 +226,36 @@ fn a_journal_from_before_keys_gains_their_table_and_keeps_its_accounts() {
     check(&mut s, |tx| add_key(tx, &key, "cli:root", 0));
     assert_eq!(check(&mut s, |tx| self::key(tx, &key.id)), Some(key));
 }
+
+#[test]
+fn a_jti_is_used_once_until_it_expires_and_tokens_end_with_their_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    let scopes = Scopes::parse("system/Encounter.rs").expect("scopes");
+    let ehr = StoredClient {
+        name: "ehr".into(),
+        key: ClientKey::Pem("pem".into()),
+        scopes: scopes.clone(),
+        revoked_at: None,
+    };
+    check(&mut s, |tx| add_client(tx, &ehr, "staff:ann", 0));
+    assert!(check(&mut s, |tx| use_jti(tx, "ehr", "j1", 100, 10)));
+    assert!(!check(&mut s, |tx| use_jti(tx, "ehr", "j1", 100, 50)));
+    assert!(check(&mut s, |tx| use_jti(tx, "other", "j1", 100, 50)));
+    assert!(check(&mut s, |tx| use_jti(tx, "ehr", "j1", 300, 100)));
+
+    check(&mut s, |tx| add_token(tx, b"h1", "ehr", &scopes, 200, 0));
+    let found = |s: &mut Store, at| check(s, |tx| token(tx, b"h1", at));
+    assert_eq!(
+        found(&mut s, 199),
+        Some(("ehr".to_string(), scopes.clone()))
+    );
+    assert_eq!(found(&mut s, 200), None);
+    check(&mut s, |tx| add_token(tx, b"h1", "ehr", &scopes, 900, 300));
+    check(&mut s, |tx| revoke_client(tx, "ehr", 400));
+    assert_eq!(found(&mut s, 500), None);
+    assert_eq!(
+        check(&mut s, |tx| client(tx, "ehr")).map(|c| c.revoked_at),
+        Some(Some(400))
+    );
+}

@@ -1160,13 +1160,15 @@ impl Shared {
 
 /// A suggestion as committed to the outbox: everything needed to create it later, offline.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-struct Suggestion {
-    overrun: waits::Overrun,
-    identifier: String,
-    suggest: config::Suggest,
-    owner: Option<String>,
+pub struct Suggestion {
+    pub overrun: waits::Overrun,
+    /// Unique per overrun, in [`waits::IDENTIFIER_SYSTEM`].
+    pub identifier: String,
+    pub suggest: config::Suggest,
+    /// Who should act (a reference), if configured.
+    pub owner: Option<String>,
     /// When it was raised (RFC 3339).
-    at: String,
+    pub at: String,
 }
 
 fn json_set(s: &std::collections::BTreeSet<String>) -> String {

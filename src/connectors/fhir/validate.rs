@@ -452,15 +452,81 @@ static ANNOTATION: Def = datatype(
     ],
 );
 
-/// The resources the gateway exchanges with the EHR.
-static RESOURCES: [&Def; 6] = [
+/// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
+static RESOURCES: [&Def; 7] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
     &FLAG,
     &TASK,
     &COMMUNICATION,
+    &AUDIT_EVENT,
 ];
+
+const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
+const AUDIT_EVENT_OUTCOME: Kind = Code("audit-event-outcome", "0 | 4 | 8 | 12");
+
+static AUDIT_EVENT: Def = resource(
+    "AuditEvent",
+    &[
+        req("type", Complex(&CODING)),
+        list("subtype", Complex(&CODING)),
+        opt("action", AUDIT_EVENT_ACTION),
+        opt("period", Complex(&PERIOD)),
+        req("recorded", INSTANT),
+        opt("outcome", AUDIT_EVENT_OUTCOME),
+        opt("outcomeDesc", STRING),
+        list("purposeOfEvent", Complex(&CODEABLE_CONCEPT)),
+        elem(
+            "agent",
+            1,
+            true,
+            Types::One(backbone![
+                opt("type", Complex(&CODEABLE_CONCEPT)),
+                list("role", Complex(&CODEABLE_CONCEPT)),
+                opt("who", Complex(&REFERENCE)),
+                opt("altId", STRING),
+                opt("name", STRING),
+                req("requestor", BOOLEAN),
+                opt("location", Complex(&REFERENCE)),
+                list("policy", URI),
+                opt("media", Complex(&CODING)),
+                opt(
+                    "network",
+                    backbone![opt("address", STRING), opt("type", CODE)]
+                ),
+                list("purposeOfUse", Complex(&CODEABLE_CONCEPT)),
+            ]),
+        ),
+        req(
+            "source",
+            backbone![
+                opt("site", STRING),
+                req("observer", Complex(&REFERENCE)),
+                list("type", Complex(&CODING)),
+            ],
+        ),
+        list(
+            "entity",
+            backbone![
+                opt("what", Complex(&REFERENCE)),
+                opt("type", Complex(&CODING)),
+                opt("role", Complex(&CODING)),
+                opt("lifecycle", Complex(&CODING)),
+                list("securityLabel", Complex(&CODING)),
+                opt("name", STRING),
+                opt("description", STRING),
+                list(
+                    "detail",
+                    backbone![
+                        req("type", STRING),
+                        choice("value", 1, &[STRING, BASE64_BINARY]),
+                    ],
+                ),
+            ],
+        ),
+    ],
+);
 
 static PATIENT: Def = resource(
     "Patient",
