@@ -104,6 +104,9 @@ async fn audit_refusal(
     reason: &str,
     key: Option<&str>,
 ) {
+    if !super::throttle::refused(req).await {
+        return;
+    }
     let mut detail = json!({
         "reason": reason,
         "method": req.method().as_str(),

@@ -9,16 +9,18 @@
 //!
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
-//! **Invariant:** a refused request or login is audited and answered with no detail beyond
-//! its status; secrets (passwords, TOTP secrets, session ids, key secrets) are never logged or
-//! audited.
+//! **Invariant:** a refused request or login is audited (a peer past its refusal budget once per
+//! window, see `throttle.rs`) and answered with no detail beyond its status; secrets
+//! (passwords, TOTP secrets, session ids, key secrets) are never logged or audited.
 
 pub mod config;
 pub mod http;
 pub mod keys;
 pub mod password;
 pub mod policy;
+pub mod ratelimit;
 pub mod store;
+pub mod throttle;
 pub mod totp;
 
 pub use policy::{Role, Scope};

@@ -62,10 +62,17 @@ pub fn server(
         journal: state.journal.clone(),
         config: state.access.clone(),
     };
+    let throttle = web::Data::new(access::throttle::Throttle::new(
+        &state.access,
+        state.journal.clone(),
+    ));
     let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(access::throttle::clients))
             .wrap(actix_web::middleware::from_fn(access::http::guard))
+            .wrap(actix_web::middleware::from_fn(access::throttle::refusals))
+            .app_data(throttle.clone())
             .app_data(web::Data::new(gate.clone()))
             .app_data(web::Data::new(state.clone()))
             .app_data(
