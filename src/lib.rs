@@ -5,6 +5,7 @@ pub mod access;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod credentials;
 pub mod daemon;
 pub mod devices;
 pub mod facility;

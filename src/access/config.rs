@@ -34,6 +34,14 @@ pub struct AccessConfig {
     /// How many requests each client may make.
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// Staff and the cloud are told this many days ahead that a certificate or API key
+    /// expires (and again when it has).
+    #[serde(default = "default_credential_warning_days")]
+    pub credential_warning_days: u64,
+}
+
+fn default_credential_warning_days() -> u64 {
+    14
 }
 
 /// `[access.rate_limits]`: per-client budgets, so that one misbehaving system cannot starve
@@ -209,6 +217,7 @@ impl Default for AccessConfig {
             lockout_max_secs: default_lockout_max_secs(),
             allowed_hosts: default_allowed_hosts(),
             rate_limits: RateLimits::default(),
+            credential_warning_days: default_credential_warning_days(),
         }
     }
 }
@@ -253,6 +262,12 @@ impl AccessConfig {
                 }
             }
             self.rate_limits.validate(bad);
+            if self.credential_warning_days == 0 || self.credential_warning_days > 365 {
+                bad(
+                    "access.credential_warning_days",
+                    "must be from 1 to 365".into(),
+                );
+            }
         })
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::connectors::{fhir, hl7v2};
+use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
 use crate::journal::{Extensions, JournalWriter, Schema, Settings};
@@ -11,6 +12,7 @@ use crate::relay::RelaySpawn;
 use crate::reload::ReloadConfig;
 use crate::supervisor::Spawn;
 use actix::{Addr, Recipient};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 6] {
+pub fn schemas() -> [&'static Schema; 7] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -29,6 +31,7 @@ pub fn schemas() -> [&'static Schema; 6] {
         &crate::devices::store::SCHEMA,
         &crate::connectors::fhir::store::SCHEMA,
         &crate::access::store::SCHEMA,
+        &crate::credentials::store::SCHEMA,
     ]
 }
 
@@ -189,4 +192,48 @@ pub fn connectors(
         ));
     }
     children
+}
+
+/// The credential watcher over every certificate file the configuration names (the API keys'
+/// expiries it reads from the journal).
+pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
+    let mut files = Vec::new();
+    let mut watch = |name: &str, path: PathBuf| {
+        files.push(credentials::Watched {
+            name: name.into(),
+            path,
+        })
+    };
+    if let Some(tls) = &config.web.tls {
+        watch(
+            "web.tls.cert_file",
+            tls.files(config.folder(), &config.data_dir()).0,
+        );
+    }
+    if let Some(tls) = config
+        .connectors
+        .hl7v2
+        .as_ref()
+        .and_then(|h| h.tls.as_ref())
+    {
+        watch(
+            "connectors.hl7v2.tls.cert_file",
+            config.resolve(&tls.cert_file),
+        );
+        if let Some(ca) = &tls.client_ca_file {
+            watch("connectors.hl7v2.tls.client_ca_file", config.resolve(ca));
+        }
+    }
+    if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref()) {
+        watch("relay.tls.ca_file", config.resolve(&tls.ca_file));
+        if let Some(cert) = &tls.client_cert_file {
+            watch("relay.tls.client_cert_file", config.resolve(cert));
+        }
+    }
+    let spawn = credentials::WatchSpawn {
+        files,
+        warning_days: config.access.credential_warning_days,
+        journal: journal.clone(),
+    };
+    (credentials::NAME.into(), Box::new(spawn))
 }
