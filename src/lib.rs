@@ -19,6 +19,7 @@ pub mod relay;
 pub mod reload;
 pub mod settings;
 pub mod supervisor;
+pub mod suspension;
 pub mod web;
 
 /// The destination name of the cloud relay.

@@ -23,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 7] {
+pub fn schemas() -> [&'static Schema; 8] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -32,6 +32,7 @@ pub fn schemas() -> [&'static Schema; 7] {
         &crate::connectors::fhir::store::SCHEMA,
         &crate::access::store::SCHEMA,
         &crate::credentials::store::SCHEMA,
+        &crate::suspension::store::SCHEMA,
     ]
 }
 

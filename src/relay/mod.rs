@@ -497,6 +497,22 @@ async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
                 None => Err("no rooms are configured on this gateway".into()),
             }
         }
+        Command::SuspendIntegration {
+            integration,
+            reason,
+        } => {
+            let suspend = crate::suspension::Suspend {
+                name: integration.clone(),
+                reason,
+                by: format!("cloud:{}", request.request_id),
+            };
+            journal::ask(journal, suspend)
+                .await
+                .map(|newly| {
+                    serde_json::json!({ "integration": integration, "suspended": true, "already": !newly })
+                })
+                .map_err(|e| e.to_string())
+        }
         #[cfg(feature = "fault-hooks")]
         Command::Stall { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -115,6 +115,10 @@ pub fn server(
                 web::post().to(acknowledge),
             )
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
+            .route(
+                "/api/v1/integrations/{name}/resume",
+                web::post().to(resume_integration),
+            )
             .route("/api/v1/rooms", web::get().to(rooms))
             .route("/api/v1/rooms/{room}/state", web::post().to(room_state))
             .route("/api/v1/queues", web::get().to(queue_list))
@@ -296,6 +300,27 @@ async fn dlq_list(s: web::Data<AppState>, q: web::Query<DlqQuery>) -> HttpRespon
     };
     match journal::ask(&s.journal, msg).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// `POST /api/v1/integrations/{name}/resume`: an admin re-authorizes a suspended integration
+/// (admin-only: the route is not in the policy's table); 404 if it is not suspended.
+async fn resume_integration(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    let name = name.into_inner();
+    let resume = crate::suspension::Resume {
+        name: name.clone(),
+        by: by_staff(&req, "api"),
+    };
+    match journal::ask(&s.journal, resume).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "resumed": name })),
         Err(e) => journal_error(e),
     }
 }

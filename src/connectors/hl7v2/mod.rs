@@ -31,6 +31,7 @@ use crate::journal::{self, AuditRecord, JournalWriter};
 use crate::queue::EhrInbound;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
+use crate::suspension::IsSuspended;
 use actix::prelude::*;
 use config::Hl7Config;
 use mllp::{Framer, Item};
@@ -121,6 +122,13 @@ impl Actor for Listener {
                     };
                     match accepted {
                         Ok((stream, peer)) => {
+                            if let Some(reason) = suspended(&journal).await {
+                                health.report(HealthState::Suspended, Some(reason));
+                                tracing::warn!(%peer, "MLLP listener suspended; connection closed");
+                                drop(stream);
+                                continue;
+                            }
+                            health.report(HealthState::Healthy, None);
                             let (config, journal) = (config.clone(), journal.clone());
                             let acceptor = acceptor.clone();
                             actix::spawn(async move {
@@ -141,6 +149,13 @@ impl Actor for Listener {
             .map(|_, _, ctx| ctx.stop()),
         );
     }
+}
+
+/// Why the listener is suspended, if it is; a journal that cannot answer counts as not
+/// suspended, as it would refuse the message's commit anyway.
+async fn suspended(journal: &Addr<JournalWriter>) -> Option<String> {
+    let ask = IsSuspended { name: NAME.into() };
+    journal::ask(journal, ask).await.ok().flatten()
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, for MSH-7 of our ACKs.
@@ -233,6 +248,12 @@ async fn serve(
                     let sender = Sender::of(&frame, peer.ip(), subject.clone());
                     if !sender.allowed(&config.allow) {
                         refuse(&sender, peer, journal);
+                        return;
+                    }
+                    // A connection open when the integration was suspended takes nothing
+                    // more: closed unanswered, its sender keeps the message and resends later.
+                    if suspended(journal).await.is_some() {
+                        tracing::warn!(%peer, "MLLP listener suspended; connection closed");
                         return;
                     }
                     answer(&frame, peer, &me, config, journal).await

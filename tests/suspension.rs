@@ -1,0 +1,132 @@
+//! Suspending an integration against the real daemon, a real broker and a real HL7 receiver:
+//! the cloud's `suspend-integration` stops the MLLP sender, its rows stay queued across a
+//! restart, staff and the cloud are told, and once an admin resumes it every row is delivered
+//! in order.
+
+mod common;
+
+use common::hl7_peer::{Receiver, a08};
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+fn actor_state(gw: &Gateway, name: &str) -> Option<String> {
+    gw.get_json("/api/v1/actors")
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == name)
+        .and_then(|a| a["state"].as_str().map(str::to_string))
+}
+
+fn wait_state(gw: &Gateway, name: &str, state: &str) {
+    wait_for(&format!("{name} {state}"), Duration::from_secs(30), || {
+        (actor_state(gw, name).as_deref() == Some(state)).then_some(())
+    });
+}
+
+fn pending(gw: &Gateway) -> u64 {
+    gw.get_json("/api/v1/backlog")["destinations"]["ehr-mllp"]["pending"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn publish(broker: &Broker, topic: &str, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", topic, "-m", payload, "-q", "1"])
+        .status()
+        .expect("mosquitto_pub")
+        .success();
+    assert!(ok, "published {topic}");
+}
+
+#[test]
+fn a_suspended_sender_keeps_its_rows_across_a_restart_and_delivers_them_in_order_once_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let receiver = Receiver::start(dir.path(), port);
+    let broker = Broker::start(&dir.path().join("broker"));
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let extra = format!(
+        "{}\n[connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {port}\nack_timeout_ms = 500\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n",
+        relay_table(&broker)
+    );
+    let mut gw = Gateway::new(dir.path(), &extra);
+    gw.start();
+    let outbound = gw.url("/api/v1/hl7/outbound");
+    assert_eq!(post(&outbound, &a08("OUT-1")).0, 202);
+    wait_for("OUT-1 delivered", Duration::from_secs(30), || {
+        (receiver.received() == ["OUT-1"]).then_some(())
+    });
+
+    publish(
+        &broker,
+        "clinic/test-clinic/commands/suspend-integration",
+        r#"{"request_id":"sec-1","integration":"hl7v2-sender","reason":"the EHR reports a leaked certificate"}"#,
+    );
+    let reply = wait_for("the command's reply", Duration::from_secs(30), || {
+        consumer
+            .snapshot()
+            .into_iter()
+            .find(|m| m.topic == "clinic/test-clinic/replies/suspend-integration")
+    });
+    let reply: Value = serde_json::from_str(&reply.payload).expect("JSON reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    wait_state(&gw, "hl7v2-sender", "suspended");
+
+    for control in ["OUT-2", "OUT-3", "OUT-4"] {
+        assert_eq!(post(&outbound, &a08(control)).0, 202);
+    }
+    assert_eq!(pending(&gw), 3);
+
+    // The suspension is in the journal: a restart keeps it, and keeps the rows.
+    gw.kill9();
+    gw.start();
+    wait_state(&gw, "hl7v2-sender", "suspended");
+    assert_eq!(pending(&gw), 3);
+    assert_eq!(receiver.received(), ["OUT-1"]);
+    let notices = notice_texts(&gw);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("hl7v2-sender is suspended")),
+        "{notices:?}"
+    );
+    let event = wait_for("integration.suspended", Duration::from_secs(30), || {
+        consumer
+            .events()
+            .into_iter()
+            .find(|e| e["kind"] == "integration.suspended")
+    });
+    assert_eq!(event["key"], "integration:hl7v2-sender");
+    assert_eq!(event["payload"]["by"], "cloud:sec-1");
+
+    let out = gw.cli(&["integration", "resume", "hl7v2-sender"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("every row delivered", Duration::from_secs(30), || {
+        (receiver.received() == ["OUT-1", "OUT-2", "OUT-3", "OUT-4"]).then_some(())
+    });
+    wait_state(&gw, "hl7v2-sender", "healthy");
+    assert!(
+        !gw.cli(&["integration", "resume", "hl7v2-sender"])
+            .status
+            .success(),
+        "resuming what is not suspended is refused"
+    );
+    let audited: Vec<(String, String)> = audit_log(&gw)
+        .into_iter()
+        .filter(|(action, _, _)| action.starts_with("integration."))
+        .map(|(action, actor, _)| (action, actor))
+        .collect();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited[0].0, "integration.resumed");
+    assert_eq!(
+        audited[1],
+        ("integration.suspended".into(), "cloud:sec-1".into())
+    );
+}
