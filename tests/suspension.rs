@@ -130,3 +130,72 @@ fn a_suspended_sender_keeps_its_rows_across_a_restart_and_delivers_them_in_order
         ("integration.suspended".into(), "cloud:sec-1".into())
     );
 }
+
+/// Connects to the listener and reads until it closes the connection; the bytes it sent.
+fn refused_connection(port: u16) -> usize {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    buf.len()
+}
+
+#[test]
+fn a_listener_refusing_senders_too_fast_suspends_itself_until_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = format!(
+        "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\nsuspend_after_refusals = 3\nrefusal_window_s = 600\n\n[[connectors.hl7v2.allow]]\naddress = \"10.0.0.0/8\"\n"
+    );
+    let mut gw = Gateway::new(dir.path(), &extra);
+    gw.start();
+    wait_state(&gw, "hl7v2-mllp", "healthy");
+    for _ in 0..3 {
+        assert_eq!(refused_connection(port), 0, "closed unanswered");
+    }
+    wait_state(&gw, "hl7v2-mllp", "suspended");
+    let suspended = wait_for("the suspension audited", Duration::from_secs(30), || {
+        audit_log(&gw)
+            .into_iter()
+            .find(|(action, _, _)| action == "integration.suspended")
+    });
+    assert_eq!(suspended.1, "hl7v2-mllp");
+    assert!(
+        notice_texts(&gw)
+            .iter()
+            .any(|n| n.contains("hl7v2-mllp is suspended")),
+        "{:?}",
+        notice_texts(&gw)
+    );
+
+    let out = gw.cli(&["integration", "resume", "hl7v2-mllp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next connection is served again (and refused by the allow-list, the first of three).
+    assert_eq!(refused_connection(port), 0);
+    wait_state(&gw, "hl7v2-mllp", "healthy");
+}
+
+#[test]
+fn a_refusal_count_of_nothing_is_reported_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::new(
+        dir.path(),
+        "[connectors.hl7v2]\nlisten = \"127.0.0.1:0\"\nsuspend_after_refusals = 0\n",
+    );
+    let (code, stderr) = check_config(&gw.config);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:12: connectors.hl7v2.suspend_after_refusals: must be at least 1",
+            gw.config.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -1,9 +1,11 @@
 //! Suspended integrations: an integration whose peer reported a security problem (the cloud's
-//! `suspend-integration` command) stops sending and receiving until an admin re-authorizes it
+//! `suspend-integration` command, or refused credentials coming too fast) stops sending and receiving until an admin re-authorizes it
 //! (`POST /api/v1/integrations/{name}/resume`, `clinic-gateway integration resume NAME`). The
 //! suspension is kept in the journal, so it survives a restart; nothing queued is lost, as the
 //! outbox rows stay where they are. Suspending raises a staff notice and the cloud event
-//! `integration.suspended`; both changes are audited.
+//! `integration.suspended`; both changes are audited. The MLLP listener also suspends itself
+//! when refused senders come faster than `[connectors.hl7v2] suspend_after_refusals` per
+//! `refusal_window_s` ([`protocol::RefusalWindow`]).
 //!
 //! The integrations ask [`IsSuspended`] before each message they send and each connection
 //! they accept, so a suspension or resumption made by the CLI on the journal file is seen too.
@@ -11,6 +13,7 @@
 //! **Invariant:** only the integrations in [`INTEGRATIONS`] can be suspended; the relay, which
 //! carries the command that would lift nothing without it, cannot.
 
+pub mod protocol;
 pub mod store;
 
 use crate::journal::{JournalError, NewItem, Tx, Work};
