@@ -80,7 +80,7 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum IntegrationCmd {
-    /// Re-authorize the suspended integration NAME (hl7v2-mllp, hl7v2-sender): it sends and
+    /// Re-authorize the suspended integration NAME (hl7v2-mllp, hl7v2-sender, fhir): it sends and
     /// receives again, starting with what it kept queued (audited).
     Resume {
         name: String,

@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::fhir_server::{FhirServer, MRN};
 use common::hl7_peer::{Receiver, a08};
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
 
@@ -198,4 +199,69 @@ fn a_refusal_count_of_nothing_is_reported_with_file_line_and_key() {
         )),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_suspended_fhir_connector_holds_its_updates_until_resumed_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let extra = format!(
+        "{}\n[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\npoll_interval_s = 1\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n[destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\n",
+        relay_table(&broker),
+        server.base()
+    );
+    let mut gw = Gateway::new(dir.path(), &extra);
+    gw.start();
+    let (status, body) = post(
+        &gw.url("/api/v1/queues/general/check-in"),
+        &json!({ "patient_ref": "M1" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_state(&gw, "fhir", "healthy");
+
+    publish(
+        &broker,
+        "clinic/test-clinic/commands/suspend-integration",
+        r#"{"request_id":"sec-2","integration":"fhir"}"#,
+    );
+    wait_for("the command's reply", Duration::from_secs(30), || {
+        consumer
+            .snapshot()
+            .into_iter()
+            .find(|m| m.topic == "clinic/test-clinic/replies/suspend-integration")
+    });
+    wait_state(&gw, "fhir", "suspended");
+    let (status, body) = post(
+        &gw.url(&format!("/api/v1/fhir/patients/{id}/demographics")),
+        &json!({ "fields": { "phone": "+41 44 000 00 00" }, "by": "desk-1" }),
+    );
+    assert_eq!(status, 202, "{body}");
+    let backlog = gw.get_json("/api/v1/backlog");
+    assert_eq!(
+        backlog["destinations"]["ehr-fhir"]["pending"], 1,
+        "{backlog}"
+    );
+    assert!(
+        !server.log().iter().any(|l| l.starts_with("PUT")),
+        "{:?}",
+        server.log()
+    );
+
+    let (status, body) = post(&gw.url("/api/v1/integrations/fhir/resume"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        "the update to reach the EHR",
+        Duration::from_secs(30),
+        || {
+            let p = server.call("GET", &format!("/Patient/{id}"), None);
+            (p["telecom"][0]["value"] == "+41 44 000 00 00").then_some(())
+        },
+    );
+    wait_state(&gw, "fhir", "healthy");
+    let (status, _) = post(&gw.url("/api/v1/integrations/fhir/resume"), &json!({}));
+    assert_eq!(status, 404, "not suspended any more");
 }

@@ -7,8 +7,8 @@
 //! when refused senders come faster than `[connectors.hl7v2] suspend_after_refusals` per
 //! `refusal_window_s` ([`protocol::RefusalWindow`]).
 //!
-//! The integrations ask [`IsSuspended`] before each message they send and each connection
-//! they accept, so a suspension or resumption made by the CLI on the journal file is seen too.
+//! The integrations ask [`IsSuspended`] before each message they send, each connection they
+//! accept and each poll, so a suspension or resumption made by the CLI on the journal file is seen too.
 //!
 //! **Invariant:** only the integrations in [`INTEGRATIONS`] can be suspended; the relay, which
 //! carries the command that would lift nothing without it, cannot.
@@ -19,10 +19,12 @@ pub mod store;
 use crate::journal::{JournalError, NewItem, Tx, Work};
 use serde_json::json;
 
-/// The integrations that honour a suspension: the MLLP listener and the MLLP sender.
+/// The integrations that honour a suspension: the MLLP listener, the MLLP sender and the
+/// FHIR connector.
 pub const INTEGRATIONS: &[&str] = &[
     crate::connectors::hl7v2::NAME,
     crate::connectors::hl7v2::sender::NAME,
+    crate::connectors::fhir::NAME,
 ];
 
 /// Suspends an integration (audited with `by`); answers false if it was suspended already.
