@@ -265,3 +265,75 @@ fn a_suspended_fhir_connector_holds_its_updates_until_resumed_through_the_api() 
     let (status, _) = post(&gw.url("/api/v1/integrations/fhir/resume"), &json!({}));
     assert_eq!(status, 404, "not suspended any more");
 }
+
+#[test]
+fn only_an_admin_resumes_a_suspended_integration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = format!(
+        "[access]\nenabled = true\n\n[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\nsuspend_after_refusals = 1\n\n[[connectors.hl7v2.allow]]\naddress = \"10.0.0.0/8\"\n"
+    );
+    let mut gw = Gateway::new(dir.path(), &extra);
+    gw.start();
+    let key = |name: &str, scope: &str| {
+        let out = gw.cli(&["key", "add", name, "--scope", scope]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("key (shown once; give it to the client):"))
+            .expect("a key")
+            .trim()
+            .to_string()
+    };
+    let (admin, desk) = (key("ops-console", "admin"), key("kiosk", "queue"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = |key: &str| format!("Bearer {key}");
+    let answer = |r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+        let mut r = r.expect("request");
+        let status = r.status().as_u16();
+        (
+            status,
+            r.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let get = |path: &str, key: &str| {
+        answer(
+            agent
+                .get(gw.url(path))
+                .header("authorization", auth(key))
+                .call(),
+        )
+    };
+    let post_with = |path: &str, key: &str| {
+        answer(
+            agent
+                .post(gw.url(path))
+                .header("authorization", auth(key))
+                .send_json(json!({})),
+        )
+    };
+    assert_eq!(refused_connection(port), 0);
+    wait_for("the listener suspended", Duration::from_secs(30), || {
+        let (_, actors) = get("/api/v1/actors", &admin);
+        actors
+            .as_array()?
+            .iter()
+            .any(|a| a["name"] == "hl7v2-mllp" && a["state"] == "suspended")
+            .then_some(())
+    });
+    let resume = "/api/v1/integrations/hl7v2-mllp/resume";
+    assert_eq!(post_with(resume, &desk).0, 403);
+    assert_eq!(
+        post_with(resume, &admin),
+        (200, json!({ "resumed": "hl7v2-mllp" }))
+    );
+    let (_, rows) = get("/api/v1/audit?limit=50", &admin);
+    let resumed = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["action"] == "integration.resumed"))
+        .cloned()
+        .expect("the resumption audited");
+    assert_eq!(resumed["actor"], "key:ops-console");
+}
