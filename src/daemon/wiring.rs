@@ -238,3 +238,14 @@ pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
     };
     (credentials::NAME.into(), Box::new(spawn))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{fhir, hl7v2};
+
+    #[test]
+    fn every_suspendable_integration_is_a_connector_by_its_supervisor_name() {
+        let names = [hl7v2::NAME, hl7v2::sender::NAME, fhir::NAME];
+        assert_eq!(crate::suspension::INTEGRATIONS, names);
+    }
+}

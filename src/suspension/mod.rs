@@ -19,13 +19,10 @@ pub mod store;
 use crate::journal::{JournalError, NewItem, Tx, Work};
 use serde_json::json;
 
-/// The integrations that honour a suspension: the MLLP listener, the MLLP sender and the
-/// FHIR connector.
-pub const INTEGRATIONS: &[&str] = &[
-    crate::connectors::hl7v2::NAME,
-    crate::connectors::hl7v2::sender::NAME,
-    crate::connectors::fhir::NAME,
-];
+/// The integrations that honour a suspension, by their supervisor names: the MLLP listener,
+/// the MLLP sender and the FHIR connector. Spelled out rather than imported, as the connectors
+/// depend on this module (the wiring's tests check the names).
+pub const INTEGRATIONS: &[&str] = &["hl7v2-mllp", "hl7v2-sender", "fhir"];
 
 /// Suspends an integration (audited with `by`); answers false if it was suspended already.
 #[derive(Debug)]
