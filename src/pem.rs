@@ -50,9 +50,10 @@ pub fn not_after(path: &Path) -> Result<i64, PemError> {
 }
 
 /// What a file looked like when it was read: a replaced or rewritten file looks different.
-type Stamp = Option<(SystemTime, u64)>;
+pub type Stamp = Option<(SystemTime, u64)>;
 
-fn stamp(path: &Path) -> Stamp {
+/// The stamp of the file at `path` now; none if it cannot be read.
+pub fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }

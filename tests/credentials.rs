@@ -144,3 +144,85 @@ fn a_certificate_near_expiry_is_told_once_and_its_renewal_served_without_restart
         1
     );
 }
+
+/// A new client certificate from the test CA, renamed over `client.crt` and `client.key`.
+fn renew_client_certificate(certs: &Certs) {
+    let run = |args: &str| {
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && {args}", certs.dir.display()))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl failed: {args}");
+    };
+    run("openssl req -newkey rsa:2048 -nodes -subj /CN=gateway -keyout new.key -out new.csr");
+    run(
+        "openssl x509 -req -in new.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 60 -extfile client.ext -out new.crt",
+    );
+    run("mv new.key client.key && mv new.crt client.crt");
+}
+
+#[test]
+fn a_renewed_relay_client_certificate_is_presented_after_a_reconnection_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdir = dir.path().join("certs");
+    std::fs::create_dir_all(&cdir).expect("mkdir");
+    let certs = Certs::generate(&cdir);
+    let broker = Broker::start_tls(&dir.path().join("broker"), &certs, true);
+    let path = |name: &str| certs.path(name).display().to_string();
+    let consumer = Consumer::start_with(
+        &broker,
+        "clinic/test-clinic/events/#",
+        &[
+            "--cafile",
+            &path("ca.crt"),
+            "--cert",
+            &path("client.crt"),
+            "--key",
+            &path("client.key"),
+        ],
+    );
+    let gdir = dir.path().join("gateway");
+    std::fs::create_dir_all(&gdir).expect("mkdir");
+    let relay = format!(
+        "[relay]\nhost = \"localhost\"\nport = {}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\n[relay.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        broker.port,
+        path("ca.crt"),
+        path("client.crt"),
+        path("client.key")
+    );
+    let mut gw = Gateway::new(&gdir, &relay);
+    gw.start();
+    let sent = |id: &str| {
+        let body = serde_json::json!({
+            "source": "test", "id": id, "kind": "test.ping", "key": "k", "payload": {}
+        });
+        assert_eq!(gw.post_event(&body).0, 202);
+    };
+    let arrived = |n: usize| {
+        wait_for("the pings", Duration::from_secs(30), || {
+            (consumer
+                .events()
+                .iter()
+                .filter(|e| e["kind"] == "test.ping")
+                .count()
+                >= n)
+                .then_some(())
+        })
+    };
+    sent("p1");
+    arrived(1);
+
+    renew_client_certificate(&certs);
+    wait_for("the relay to reconnect", Duration::from_secs(30), || {
+        let log = gw.log_text();
+        let renewed = log.find("relay client certificate renewed")?;
+        log[renewed..]
+            .contains("cloud relay connected")
+            .then_some(())
+    });
+    sent("p2");
+    arrived(2);
+}

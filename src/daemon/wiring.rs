@@ -103,8 +103,20 @@ pub fn relay(
         ),
         None => None,
     };
+    // The relay watches its client certificate for a renewal, so it gets the file's path as
+    // the TLS configuration read it.
+    let mut config = relay.clone();
+    if let Some(t) = &mut config.tls {
+        t.ca_file = c.resolve(&t.ca_file);
+        for p in [&mut t.client_cert_file, &mut t.client_key_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = c.resolve(p);
+        }
+    }
     Ok(Some(RelaySpawn {
-        config: relay.clone(),
+        config,
         facility: c.gateway.facility_id.clone(),
         tls,
         password,
