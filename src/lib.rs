@@ -5,6 +5,7 @@ pub mod access;
 pub mod clock;
 pub mod config;
 pub mod connectors;
+pub mod credentials;
 pub mod daemon;
 pub mod devices;
 pub mod facility;
@@ -19,6 +20,7 @@ pub mod relay;
 pub mod reload;
 pub mod settings;
 pub mod supervisor;
+pub mod suspension;
 pub mod web;
 
 /// The destination name of the cloud relay.

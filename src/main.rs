@@ -76,6 +76,11 @@ enum Cmd {
         #[command(subcommand)]
         action: ClientCmd,
     },
+    /// Integrations suspended for a security problem.
+    Integration {
+        #[command(subcommand)]
+        action: IntegrationCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +114,17 @@ enum ClientCmd {
     },
     /// Revoke a client: its tokens stop working and it gets no more (audited).
     Revoke {
+        name: String,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrationCmd {
+    /// Re-authorize the suspended integration NAME (hl7v2-mllp, hl7v2-sender, fhir): it sends and
+    /// receives again, starting with what it kept queued (audited).
+    Resume {
         name: String,
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -319,6 +335,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::User { action } => user(action),
         Cmd::Key { action } => key(action),
         Cmd::Client { action } => client(action),
+        Cmd::Integration { action } => integration(action),
         Cmd::Run { config } => {
             if let Err(code) = load(&config) {
                 return Ok(code);
@@ -582,6 +599,20 @@ fn user(action: UserCmd) -> anyhow::Result<ExitCode> {
             println!("disabled {name}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn integration(action: IntegrationCmd) -> anyhow::Result<ExitCode> {
+    let IntegrationCmd::Resume { name, config } = action;
+    let Some(mut store) = open(&config)? else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let resume = clinic_gateway::suspension::Resume {
+        name: name.clone(),
+        by: operator(),
+    };
+    in_tx(&mut store, |tx| resume.apply(tx, now_ms()))?;
+    println!("resumed integration {name}");
     Ok(ExitCode::SUCCESS)
 }
 

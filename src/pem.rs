@@ -1,8 +1,15 @@
 //! TLS certificates and private keys read from PEM files, for the servers the gateway runs
-//! (the page and API, the MLLP listener). A leaf: it knows files and rustls types only.
+//! (the page and API, the MLLP listener) and the relay's client certificate; the pair a
+//! handshake presents, read again when its files change so that a renewal is picked up without
+//! a restart; and when a certificate file's certificates stop being valid. A leaf: it knows
+//! files and rustls types only.
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
@@ -17,6 +24,117 @@ pub enum PemError {
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key")]
     NoKey { path: PathBuf },
+    #[error("{path}: the certificate cannot be read: {message}")]
+    X509 { path: PathBuf, message: String },
+    #[error("{cert} and {key}: {source}")]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+}
+
+/// When the earliest of the certificates in the PEM file at `path` stops being valid, in
+/// seconds since the epoch: a chain or a CA bundle is only as good as its first to expire.
+pub fn not_after(path: &Path) -> Result<i64, PemError> {
+    let mut earliest = i64::MAX;
+    for der in certificates(path)? {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| PemError::X509 {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        earliest = earliest.min(cert.validity().not_after.timestamp());
+    }
+    Ok(earliest)
+}
+
+/// What a file looked like when it was read: a replaced or rewritten file looks different.
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamp of the file at `path` now; none if it cannot be read.
+pub fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// A certificate and its key from PEM files, presented by every handshake and read again when
+/// either file has changed since: renewing a certificate is replacing its files. A pair that
+/// cannot be used (one file replaced before the other, a key not matching its certificate)
+/// leaves the last good one in place, and is tried again at the next handshake.
+#[derive(Debug)]
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Stamp, Stamp, Arc<CertifiedKey>)>,
+}
+
+impl CertFiles {
+    /// Reads the pair once, so that a bad pair at start-up is an error and not a failing
+    /// handshake later.
+    pub fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> Result<Self, PemError> {
+        let stamps = (stamp(cert), stamp(key));
+        let pair = certified(cert, key, &provider)?;
+        Ok(CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: Mutex::new((stamps.0, stamps.1, pair)),
+        })
+    }
+
+    /// The pair to present now.
+    fn current(&self) -> Arc<CertifiedKey> {
+        let stamps = (stamp(&self.cert), stamp(&self.key));
+        // A poisoned lock only means a handshake panicked mid-read; the pair kept is whole.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if (&stamps.0, &stamps.1) != (&current.0, &current.1) {
+            match certified(&self.cert, &self.key, &self.provider) {
+                Ok(pair) => {
+                    tracing::info!(cert = %self.cert.display(), "renewed certificate read");
+                    *current = (stamps.0, stamps.1, pair);
+                }
+                Err(e) => tracing::warn!(error = %e, "renewed certificate not usable yet"),
+            }
+        }
+        current.2.clone()
+    }
+}
+
+fn certified(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, PemError> {
+    let pair_error = |source| PemError::Pair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    };
+    let signing = provider
+        .key_provider
+        .load_private_key(private_key(key)?)
+        .map_err(pair_error)?;
+    let pair = CertifiedKey::new(certificates(cert)?, signing);
+    pair.keys_match().map_err(pair_error)?;
+    Ok(Arc::new(pair))
+}
+
+impl rustls::server::ResolvesServerCert for CertFiles {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertFiles {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Every certificate in the PEM file at `path`; at least one.

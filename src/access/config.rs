@@ -1,10 +1,11 @@
 //! `[access]`: staff logins. Off by default, and then the page and API stay as they were:
-//! loopback only, no logins. A leaf: imports nothing but the shared settings and its own
-//! `[access.oidc]` table.
+//! loopback only, no logins. A leaf: imports nothing but the shared settings, the account
+//! name rule and its own `[access.oidc]` table.
 
 use super::oidc::config::OidcConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -38,10 +39,159 @@ pub struct AccessConfig {
     /// How long a bearer token issued at `/oauth/token` to a SMART backend client lasts.
     #[serde(default = "default_token_lifetime_secs")]
     pub token_lifetime_secs: u64,
+    /// How many requests each client may make.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Staff and the cloud are told this many days ahead that a certificate or API key
+    /// expires (and again when it has).
+    #[serde(default = "default_credential_warning_days")]
+    pub credential_warning_days: u64,
 }
 
 fn default_token_lifetime_secs() -> u64 {
     300
+}
+
+fn default_credential_warning_days() -> u64 {
+    14
+}
+
+/// `[access.rate_limits]`: per-client budgets, so that one misbehaving system cannot starve
+/// the others. A client is an API key, a staff member, or for refused requests the peer's
+/// address.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Limit requests at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Requests per second a client may keep up.
+    #[serde(default = "default_per_second")]
+    pub per_second: f64,
+    /// Requests a client may make at once after a quiet spell.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Requests per second kept for each client's check-ins and calls, on top of its general
+    /// budget, so that flooding other routes cannot exhaust them.
+    #[serde(default = "default_critical_per_second")]
+    pub critical_per_second: f64,
+    /// The reserved budget's burst.
+    #[serde(default = "default_critical_burst")]
+    pub critical_burst: u32,
+    /// Refused requests (no, bad or insufficient credentials) per second per peer address;
+    /// beyond them a refusal is answered 429 and not audited.
+    #[serde(default = "default_refused_per_second")]
+    pub refused_per_second: f64,
+    /// The refused requests' burst.
+    #[serde(default = "default_refused_burst")]
+    pub refused_burst: u32,
+    /// A client over its limit is audited at most once in this many seconds.
+    #[serde(default = "default_audit_window_secs")]
+    pub audit_window_secs: u64,
+    /// Budgets of named clients in place of `per_second` and `burst`: `"key:<name>"` for an
+    /// API key, `"staff:<name>"` for a staff member.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientRate>,
+}
+
+/// A named client's budget.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRate {
+    /// Requests per second the client may keep up.
+    pub per_second: f64,
+    /// Requests the client may make at once after a quiet spell.
+    pub burst: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_per_second() -> f64 {
+    20.0
+}
+
+fn default_burst() -> u32 {
+    100
+}
+
+fn default_critical_per_second() -> f64 {
+    5.0
+}
+
+fn default_critical_burst() -> u32 {
+    20
+}
+
+fn default_refused_per_second() -> f64 {
+    1.0
+}
+
+fn default_refused_burst() -> u32 {
+    60
+}
+
+fn default_audit_window_secs() -> u64 {
+    60
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            per_second: default_per_second(),
+            burst: default_burst(),
+            critical_per_second: default_critical_per_second(),
+            critical_burst: default_critical_burst(),
+            refused_per_second: default_refused_per_second(),
+            refused_burst: default_refused_burst(),
+            audit_window_secs: default_audit_window_secs(),
+            clients: BTreeMap::new(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// Every problem of `[access.rate_limits]`.
+    fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
+        let prefix = "access.rate_limits.";
+        let rate = |bad: &mut dyn FnMut(&str, String), key: &str, per_second: f64, burst: u32| {
+            if !(per_second.is_finite() && per_second > 0.0) {
+                bad(
+                    &format!("{prefix}{key}per_second"),
+                    "must be above 0".into(),
+                );
+            }
+            if burst == 0 {
+                bad(&format!("{prefix}{key}burst"), "must be at least 1".into());
+            }
+        };
+        rate(bad, "", self.per_second, self.burst);
+        rate(
+            bad,
+            "critical_",
+            self.critical_per_second,
+            self.critical_burst,
+        );
+        rate(bad, "refused_", self.refused_per_second, self.refused_burst);
+        for (name, c) in &self.clients {
+            let (kind, who) = name.split_once(':').unwrap_or(("", ""));
+            if !matches!(kind, "key" | "staff" | "client") || !super::valid_name(who) {
+                bad(
+                    &format!("{prefix}clients.{name}"),
+                    "must be \"key:<key name>\", \"staff:<user name>\" or \"client:<SMART client>\"".into(),
+                );
+            }
+            rate(bad, &format!("clients.{name}."), c.per_second, c.burst);
+        }
+        if self.audit_window_secs == 0 {
+            bad(
+                &format!("{prefix}audit_window_secs"),
+                "must be above 0".into(),
+            );
+        }
+    }
 }
 
 fn default_idle_minutes() -> u64 {
@@ -80,6 +230,8 @@ impl Default for AccessConfig {
             allowed_hosts: default_allowed_hosts(),
             oidc: None,
             token_lifetime_secs: default_token_lifetime_secs(),
+            rate_limits: RateLimits::default(),
+            credential_warning_days: default_credential_warning_days(),
         }
     }
 }
@@ -128,6 +280,13 @@ impl AccessConfig {
                         "must be a host name or address without scheme, path or spaces".into(),
                     );
                 }
+            }
+            self.rate_limits.validate(bad);
+            if self.credential_warning_days == 0 || self.credential_warning_days > 365 {
+                bad(
+                    "access.credential_warning_days",
+                    "must be from 1 to 365".into(),
+                );
             }
             if self.oidc.is_some() && !self.enabled {
                 bad(

@@ -79,20 +79,6 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Who made a request, for the audit of what it changes: the logged-in staff member
-/// (`staff:<name>`), the system whose key it carried (`key:<name>`) or the SMART client whose
-/// token it carried (`client:<name>`); none with access off.
-pub fn audit_actor(req: &HttpRequest) -> Option<String> {
-    let ext = req.extensions();
-    if let Some(staff) = ext.get::<Staff>() {
-        return Some(super::actor(&staff.user));
-    }
-    if let Some(client) = ext.get::<super::SmartClient>() {
-        return Some(super::client_actor(&client.name));
-    }
-    ext.get::<ApiClient>().map(|c| super::key_actor(&c.name))
-}
-
 /// Audits a refused request, with the id of the key it carried if any; the answer waits for
 /// the record to be committed.
 async fn audit_refusal(
@@ -102,6 +88,9 @@ async fn audit_refusal(
     reason: &str,
     key: Option<&str>,
 ) {
+    if !super::throttle::refused(req).await {
+        return;
+    }
     let mut detail = json!({
         "reason": reason,
         "method": req.method().as_str(),

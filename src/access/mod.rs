@@ -14,9 +14,10 @@
 //!
 //! **Invariant:** with `[access]` disabled nothing here runs: the page and API behave as
 //! before, on loopback only.
-//! **Invariant:** a refused request or login is audited and answered with no detail beyond
-//! its status; secrets (passwords, TOTP secrets, session ids, key secrets, tokens, assertions)
-//! are never logged or audited.
+//! **Invariant:** a refused request or login is audited (a peer past its refusal budget once per
+//! window, see `throttle.rs`) and answered with no detail beyond its status; secrets
+//! (passwords, TOTP secrets, session ids, key secrets, tokens, assertions) are never logged
+//! or audited.
 
 pub mod config;
 pub mod http;
@@ -25,8 +26,10 @@ pub mod oauth;
 pub mod oidc;
 pub mod password;
 pub mod policy;
+pub mod ratelimit;
 pub mod smart;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod totp;
 
@@ -394,6 +397,20 @@ crate::journal_work!(
     ListKeys,
     FindKey
 );
+
+/// Who made a request, for the audit of what it changes: the logged-in staff member
+/// (`staff:<name>`), the system whose key it carried (`key:<name>`) or the SMART client whose
+/// token it carried (`client:<name>`); none with access off.
+pub fn audit_actor(req: &actix_web::HttpRequest) -> Option<String> {
+    let ext = actix_web::HttpMessage::extensions(req);
+    if let Some(staff) = ext.get::<Staff>() {
+        return Some(actor(&staff.user));
+    }
+    if let Some(client) = ext.get::<SmartClient>() {
+        return Some(client_actor(&client.name));
+    }
+    ext.get::<ApiClient>().map(|c| key_actor(&c.name))
+}
 
 /// The audit's name for a staff member.
 fn actor(name: &str) -> String {

@@ -199,7 +199,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/audit", Allowed::Group(Administration)),
 ];
 
-fn matches(pattern: &str, path: &str) -> bool {
+/// Whether `path` fits `pattern`, where `{}` is one non-empty segment.
+pub(crate) fn matches(pattern: &str, path: &str) -> bool {
     let mut want = pattern.split('/');
     let mut got = path.split('/');
     loop {

@@ -113,6 +113,10 @@ impl Gateway {
             self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir));
             applied.push("connectors");
         }
+        // The watcher is cheap to restart, and what it told is in the journal: restarting it on
+        // every reload follows any section naming a certificate file.
+        let (name, spawn) = wiring::credentials(&new, &self.journal);
+        self.supervisor.do_send(StartChild { name, spawn });
         if new.supervisor != old.supervisor {
             needs_restart.push("supervisor");
         }
@@ -226,6 +230,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     for (name, spawn) in wiring::connectors(&config, &journal, &fhir) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
+    let (name, spawn) = wiring::credentials(&config, &journal);
+    supervisor.send(StartChild { name, spawn }).await?;
     let tls = match &config.web.tls {
         Some(tls) => Some(
             web::tls::serving(

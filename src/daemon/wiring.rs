@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::connectors::{fhir, hl7v2};
+use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
 use crate::journal::{Extensions, JournalWriter, Schema, Settings};
@@ -11,6 +12,7 @@ use crate::relay::RelaySpawn;
 use crate::reload::ReloadConfig;
 use crate::supervisor::Spawn;
 use actix::{Addr, Recipient};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 6] {
+pub fn schemas() -> [&'static Schema; 8] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -29,6 +31,8 @@ pub fn schemas() -> [&'static Schema; 6] {
         &crate::devices::store::SCHEMA,
         &crate::connectors::fhir::store::SCHEMA,
         &crate::access::store::SCHEMA,
+        &crate::credentials::store::SCHEMA,
+        &crate::suspension::store::SCHEMA,
     ]
 }
 
@@ -99,8 +103,20 @@ pub fn relay(
         ),
         None => None,
     };
+    // The relay watches its client certificate for a renewal, so it gets the file's path as
+    // the TLS configuration read it.
+    let mut config = relay.clone();
+    if let Some(t) = &mut config.tls {
+        t.ca_file = c.resolve(&t.ca_file);
+        for p in [&mut t.client_cert_file, &mut t.client_key_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = c.resolve(p);
+        }
+    }
     Ok(Some(RelaySpawn {
-        config: relay.clone(),
+        config,
         facility: c.gateway.facility_id.clone(),
         tls,
         password,
@@ -189,4 +205,59 @@ pub fn connectors(
         ));
     }
     children
+}
+
+/// The credential watcher over every certificate file the configuration names (the API keys'
+/// expiries it reads from the journal).
+pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
+    let mut files = Vec::new();
+    let mut watch = |name: &str, path: PathBuf| {
+        files.push(credentials::Watched {
+            name: name.into(),
+            path,
+        })
+    };
+    if let Some(tls) = &config.web.tls {
+        watch(
+            "web.tls.cert_file",
+            tls.files(config.folder(), &config.data_dir()).0,
+        );
+    }
+    if let Some(tls) = config
+        .connectors
+        .hl7v2
+        .as_ref()
+        .and_then(|h| h.tls.as_ref())
+    {
+        watch(
+            "connectors.hl7v2.tls.cert_file",
+            config.resolve(&tls.cert_file),
+        );
+        if let Some(ca) = &tls.client_ca_file {
+            watch("connectors.hl7v2.tls.client_ca_file", config.resolve(ca));
+        }
+    }
+    if let Some(tls) = config.relay.as_ref().and_then(|r| r.tls.as_ref()) {
+        watch("relay.tls.ca_file", config.resolve(&tls.ca_file));
+        if let Some(cert) = &tls.client_cert_file {
+            watch("relay.tls.client_cert_file", config.resolve(cert));
+        }
+    }
+    let spawn = credentials::WatchSpawn {
+        files,
+        warning_days: config.access.credential_warning_days,
+        journal: journal.clone(),
+    };
+    (credentials::NAME.into(), Box::new(spawn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fhir, hl7v2};
+
+    #[test]
+    fn every_suspendable_integration_is_a_connector_by_its_supervisor_name() {
+        let names = [hl7v2::NAME, hl7v2::sender::NAME, fhir::NAME];
+        assert_eq!(crate::suspension::INTEGRATIONS, names);
+    }
 }

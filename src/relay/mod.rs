@@ -36,6 +36,10 @@ use tokio::sync::{mpsc, watch};
 /// Commands received and not yet carried out; beyond this a command is refused as busy.
 const COMMANDS_WAITING: usize = 32;
 
+/// How often the client certificate's file is looked at for a renewal: a stat, cheap, and a
+/// renewal is days ahead of the old certificate's expiry.
+const RENEWAL_CHECK: Duration = Duration::from_secs(2);
+
 /// Everything a relay needs, fixed for the life of one relay actor.
 #[derive(Clone)]
 pub struct RelaySpawn {
@@ -210,6 +214,15 @@ impl Link {
         commands: &mut Commands,
     ) -> SessionEnd {
         let window = self.spawn.config.inflight_window as usize;
+        // The client certificate as this connection's handshake will read it; a renewal
+        // replaces the file, and the relay then reconnects to present the new one.
+        let cert = self
+            .spawn
+            .config
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_cert_file.clone());
+        let cert_stamp = cert.as_deref().map(crate::pem::stamp);
         let (client, mut el) = AsyncClient::new(self.options(), window + 64);
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(15), el.poll()) => match r {
@@ -242,6 +255,7 @@ impl Link {
         }
         let signal = journal::signal(&self.spawn.journal, crate::CLOUD).await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        let mut renewal = tokio::time::interval(RENEWAL_CHECK);
         let mut idle = false;
         // Journal round trips run beside the connection: waiting for a commit must not stop
         // PUBACKs from being read or the next publishes from going out.
@@ -306,6 +320,12 @@ impl Link {
                 }
                 _ = signal.notified(), if idle => idle = false,
                 _ = retry.tick(), if idle => idle = false,
+                _ = renewal.tick(), if cert.is_some() => {
+                    if cert.as_deref().map(crate::pem::stamp) != cert_stamp {
+                        tracing::info!("relay client certificate renewed; reconnecting with it");
+                        break SessionEnd::Lost("the client certificate was renewed; reconnecting with it".into());
+                    }
+                }
             }
         };
         // Requests under way finish before anything more is said about these rows: a claim
@@ -496,6 +516,22 @@ async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
                 },
                 None => Err("no rooms are configured on this gateway".into()),
             }
+        }
+        Command::SuspendIntegration {
+            integration,
+            reason,
+        } => {
+            let suspend = crate::suspension::Suspend {
+                name: integration.clone(),
+                reason,
+                by: format!("cloud:{}", request.request_id),
+            };
+            journal::ask(journal, suspend)
+                .await
+                .map(|newly| {
+                    serde_json::json!({ "integration": integration, "suspended": true, "already": !newly })
+                })
+                .map_err(|e| e.to_string())
         }
         #[cfg(feature = "fault-hooks")]
         Command::Stall { ms } => {

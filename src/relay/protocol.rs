@@ -96,6 +96,9 @@ pub enum Command {
         hold: Option<crate::facility::Hold>,
         reason: Option<String>,
     },
+    /// Stop an integration sending and receiving until an admin re-authorizes it: its peer
+    /// reported a security problem.
+    SuspendIntegration { integration: String, reason: String },
     /// Holds the command worker for `ms` milliseconds: a fault hook, compiled only for tests,
     /// that shows a slow command does not hold back the connection.
     #[cfg(feature = "fault-hooks")]
@@ -150,6 +153,15 @@ struct RoomStateArgs {
     request_id: String,
     room: String,
     state: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendArgs {
+    request_id: String,
+    integration: String,
     #[serde(default)]
     reason: Option<String>,
 }
@@ -223,6 +235,35 @@ pub fn parse_command(name: &str, payload: &[u8]) -> Result<Request, Refusal> {
                     room: a.room,
                     hold,
                     reason: a.reason,
+                },
+            )
+        }
+        "suspend-integration" => {
+            let a: SuspendArgs = serde_json::from_value(value).map_err(bad)?;
+            if !crate::suspension::INTEGRATIONS.contains(&a.integration.as_str()) {
+                return Err(refuse(
+                    Some(a.request_id),
+                    format!(
+                        "\"integration\" must be one of {}",
+                        crate::suspension::INTEGRATIONS.join(", ")
+                    ),
+                ));
+            }
+            let reason = a
+                .reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "a security problem reported by the cloud".into());
+            if reason.len() > 256 {
+                return Err(refuse(
+                    Some(a.request_id),
+                    "\"reason\" must be at most 256 bytes".into(),
+                ));
+            }
+            (
+                a.request_id,
+                Command::SuspendIntegration {
+                    integration: a.integration,
+                    reason,
                 },
             )
         }
@@ -301,6 +342,24 @@ mod tests {
                 hold: Some(crate::facility::Hold::NeedsCleaning),
                 reason: Some("spill".into())
             })
+        );
+        assert_eq!(
+            check(
+                "suspend-integration",
+                r#"{"request_id":"r4","integration":"hl7v2-sender","reason":"leaked key"}"#
+            ),
+            Ok(Command::SuspendIntegration {
+                integration: "hl7v2-sender".into(),
+                reason: "leaked key".into()
+            })
+        );
+        assert!(
+            check(
+                "suspend-integration",
+                r#"{"request_id":"r4","integration":"cloud-relay"}"#
+            )
+            .expect_err("the relay cannot be suspended")
+            .contains("must be one of hl7v2-mllp, hl7v2-sender")
         );
         assert!(
             check(

@@ -1,5 +1,7 @@
-//! The relay's TLS client configuration (rustls with the ring provider), from PEM files.
+//! The relay's TLS client configuration (rustls with the ring provider), from PEM files; the
+//! client certificate is read again when its files change.
 
+use crate::pem::{self, CertFiles, PemError};
 use crate::settings::TlsConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,49 +47,31 @@ pub fn client_config(
             message: format!("{} holds no PEM certificate", ca_path.display()),
         });
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsError {
-        key: ca_key,
-        message: e.to_string(),
-    })?
-    .with_root_certificates(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError {
+            key: ca_key,
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots);
     let config = match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(key)) => {
             let (cert_key, key_key) = ("relay.tls.client_cert_file", "relay.tls.client_key_file");
-            let cert_path = resolve(cert);
-            let pem = read(&cert_path, cert_key)?;
-            let certs = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| TlsError {
-                    key: cert_key,
-                    message: format!("{}: {e}", cert_path.display()),
-                })?;
-            if certs.is_empty() {
-                return Err(TlsError {
-                    key: cert_key,
-                    message: format!("{} holds no PEM certificate", cert_path.display()),
-                });
-            }
-            let key_path = resolve(key);
-            let pem = read(&key_path, key_key)?;
-            let private = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| TlsError {
-                    key: key_key,
-                    message: format!("{}: {e}", key_path.display()),
-                })?
-                .ok_or_else(|| TlsError {
-                    key: key_key,
-                    message: format!("{} holds no PEM private key", key_path.display()),
-                })?;
-            builder
-                .with_client_auth_cert(certs, private)
-                .map_err(|e| TlsError {
-                    key: key_key,
+            let failed = |key: &'static str| {
+                move |e: PemError| TlsError {
+                    key,
                     message: e.to_string(),
-                })?
+                }
+            };
+            let (cert_path, key_path) = (resolve(cert), resolve(key));
+            pem::certificates(&cert_path).map_err(failed(cert_key))?;
+            pem::private_key(&key_path).map_err(failed(key_key))?;
+            // Read again at each connection when the files change: a renewed client
+            // certificate is used from the next reconnection on, without a restart.
+            let files =
+                CertFiles::load(&cert_path, &key_path, provider).map_err(failed(key_key))?;
+            builder.with_client_cert_resolver(Arc::new(files))
         }
         _ => builder.with_no_client_auth(),
     };

@@ -30,6 +30,8 @@ pub enum HealthState {
     Degraded,
     /// Not running: it failed and waits for its restart, or it was stopped.
     Down,
+    /// Running, but sending and receiving nothing until an admin re-authorizes it.
+    Suspended,
 }
 
 impl HealthState {
@@ -39,6 +41,7 @@ impl HealthState {
             HealthState::Healthy => "healthy",
             HealthState::Degraded => "degraded",
             HealthState::Down => "down",
+            HealthState::Suspended => "suspended",
         }
     }
 }

@@ -27,7 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Who did it, for the audit: the logged-in staff member or the key's system, else the name
 /// given, else the API client's address.
 fn by(given: Option<String>, req: &HttpRequest) -> String {
-    if let Some(who) = crate::access::http::audit_actor(req) {
+    if let Some(who) = crate::access::audit_actor(req) {
         return who;
     }
     given

@@ -72,10 +72,17 @@ pub fn server(
         journal: state.journal.clone(),
         lifetime_secs: state.access.token_lifetime_secs,
     };
+    let throttle = web::Data::new(access::throttle::Throttle::new(
+        &state.access,
+        state.journal.clone(),
+    ));
     let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(access::throttle::clients))
             .wrap(actix_web::middleware::from_fn(access::http::guard))
+            .wrap(actix_web::middleware::from_fn(access::throttle::refusals))
+            .app_data(throttle.clone())
             .app_data(web::Data::new(gate.clone()))
             .app_data(web::Data::new(api.clone()))
             .app_data(web::Data::new(issuer.clone()))
@@ -120,6 +127,10 @@ pub fn server(
                 web::post().to(acknowledge),
             )
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
+            .route(
+                "/api/v1/integrations/{name}/resume",
+                web::post().to(resume_integration),
+            )
             .route("/api/v1/rooms", web::get().to(rooms))
             .route("/api/v1/rooms/{room}/state", web::post().to(room_state))
             .route("/api/v1/queues", web::get().to(queue_list))
@@ -307,6 +318,27 @@ async fn dlq_list(s: web::Data<AppState>, q: web::Query<DlqQuery>) -> HttpRespon
     };
     match journal::ask(&s.journal, msg).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// `POST /api/v1/integrations/{name}/resume`: an admin re-authorizes a suspended integration
+/// (admin-only: the route is not in the policy's table); 404 if it is not suspended.
+async fn resume_integration(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    if !same_origin(&req) {
+        return HttpResponse::Forbidden().json(json!({ "error": "cross-site request refused" }));
+    }
+    let name = name.into_inner();
+    let resume = crate::suspension::Resume {
+        name: name.clone(),
+        by: by_staff(&req, "api"),
+    };
+    match journal::ask(&s.journal, resume).await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "resumed": name })),
         Err(e) => journal_error(e),
     }
 }
@@ -715,13 +747,13 @@ async fn reload(s: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
 /// Who did it, for the audit: the logged-in staff member or the key's system, else
 /// `{channel}:{client address}`.
 fn by_staff(req: &HttpRequest, channel: &str) -> String {
-    access::http::audit_actor(req).unwrap_or_else(|| format!("{channel}:{}", peer(req)))
+    access::audit_actor(req).unwrap_or_else(|| format!("{channel}:{}", peer(req)))
 }
 
 /// Who did it, for the audit: the logged-in staff member or the key's system, else `api:` and
 /// the name the request gave.
 fn staff_or(req: &HttpRequest, given: Option<&str>) -> String {
-    access::http::audit_actor(req).unwrap_or_else(|| format!("api:{}", given.unwrap_or("staff")))
+    access::audit_actor(req).unwrap_or_else(|| format!("api:{}", given.unwrap_or("staff")))
 }
 
 fn peer(req: &HttpRequest) -> String {

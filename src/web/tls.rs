@@ -5,7 +5,7 @@
 //! Only files are read here, never the network, so `clinic-gateway status` prints the
 //! fingerprint even when the daemon does not answer.
 
-use crate::pem::{PemError, certificates, private_key};
+use crate::pem::{CertFiles, PemError, certificates};
 use crate::web::config::WebTlsConfig;
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -30,7 +30,7 @@ pub enum WebTlsError {
 /// What the HTTPS listener needs, and the fingerprint it reports.
 pub struct Serving {
     pub config: rustls::ServerConfig,
-    /// SHA-256 of the server certificate's DER, as `AB:CD:...`.
+    /// SHA-256 of the server certificate's DER at start-up, as `AB:CD:...`.
     pub fingerprint: String,
 }
 
@@ -46,15 +46,14 @@ pub fn serving(
     if tls.self_signed && !cert_path.exists() {
         create_self_signed(&cert_path, &key_path, names)?;
     }
-    let certs = certificates(&cert_path)?;
-    let key = private_key(&key_path)?;
-    let fingerprint = fingerprint(&certs[0]);
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let fingerprint = fingerprint_of(&cert_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Renewal is replacing the files: each handshake presents what they hold then.
+    let files = CertFiles::load(&cert_path, &key_path, provider.clone())?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(files));
     Ok(Serving {
         config,
         fingerprint,

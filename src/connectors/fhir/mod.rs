@@ -33,6 +33,7 @@ use crate::queue::{CheckIn, Demographics, Entry, FromEhr, Priority};
 use crate::queue::{EhrInbound, QueueCheckIn, QueueLink, QueueList, RaisingFlags};
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, StopFuture, Supervisor};
+use crate::suspension::IsSuspended;
 use actix::prelude::*;
 use client::{Client, FhirError};
 use config::FhirConfig;
@@ -255,6 +256,31 @@ impl Shared {
         self.client
             .as_ref()
             .map_err(|e| FhirError::Unreachable(e.clone()))
+    }
+
+    /// Whether the connector is suspended (`suspension`), reported in its health: it then
+    /// neither polls nor delivers, and its rows wait in the outbox. Once resumed, the link's
+    /// own health is reported again. A journal that cannot answer counts as not suspended: the
+    /// suspension is seen at the next pass.
+    async fn suspended(&self) -> bool {
+        let ask = IsSuspended { name: NAME.into() };
+        match journal::ask(&self.journal, ask).await {
+            Ok(Some(reason)) => {
+                self.health.report(HealthState::Suspended, Some(reason));
+                true
+            }
+            Ok(None) => {
+                let link = self.counters().link.health();
+                if let Some((state, error)) = link {
+                    self.health.report(state, error);
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "suspension not checked");
+                false
+            }
+        }
     }
 
     /// Records how a request went and reports a changed health to the supervisor.
@@ -1284,7 +1310,7 @@ impl Actor for FhirActor {
         }
         let (shared, shutdown) = (self.shared.clone(), self.shutdown.clone());
         let interval = Duration::from_secs(shared.config.poll_interval_s);
-        let poll = every(interval, shutdown.clone(), move || {
+        let poll = every(interval, shared.clone(), shutdown.clone(), move || {
             let shared = shared.clone();
             async move { shared.poll().await }
         });
@@ -1293,7 +1319,7 @@ impl Actor for FhirActor {
         if let Some(a) = self.shared.config.appointments.clone() {
             let shared = self.shared.clone();
             let interval = Duration::from_secs(a.poll_interval_s);
-            let pass = every(interval, shutdown.clone(), move || {
+            let pass = every(interval, shared.clone(), shutdown.clone(), move || {
                 let (shared, a) = (shared.clone(), a.clone());
                 async move { shared.appointments(&a).await }
             });
@@ -1302,7 +1328,7 @@ impl Actor for FhirActor {
         if let Some(w) = self.shared.config.waits.clone() {
             let shared = self.shared.clone();
             let interval = Duration::from_secs(w.check_interval_s);
-            let pass = every(interval, shutdown.clone(), move || {
+            let pass = every(interval, shared.clone(), shutdown.clone(), move || {
                 let (shared, w) = (shared.clone(), w.clone());
                 async move {
                     shared.check_waits(&w).await;
@@ -1314,7 +1340,7 @@ impl Actor for FhirActor {
         if let Some(f) = self.shared.config.flags.clone() {
             let shared = self.shared.clone();
             let interval = Duration::from_secs(f.poll_interval_s);
-            let pass = every(interval, shutdown, move || {
+            let pass = every(interval, shared.clone(), shutdown, move || {
                 let (shared, f) = (shared.clone(), f.clone());
                 async move { shared.poll_flags(&f).await }
             });
@@ -1340,14 +1366,18 @@ impl Handler<GetStatus> for FhirActor {
     }
 }
 
-/// Runs `pass` every `every` (the first at once) until shutdown.
+/// Runs `pass` every `every` (the first at once) until shutdown, skipping it while the
+/// connector is suspended.
 async fn every<F: Future<Output = ()>>(
     every: Duration,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     mut pass: impl FnMut() -> F,
 ) {
     loop {
-        pass().await;
+        if !shared.suspended().await {
+            pass().await;
+        }
         if link::stop_asked_during(&mut shutdown, every).await {
             return;
         }
@@ -1366,7 +1396,8 @@ async fn delivery_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
     let signal = journal::signal(&shared.journal, DESTINATION).await;
     loop {
         // Paused by refused credentials: claiming now would only spend the rows' attempts.
-        if let Err(FhirError::Credentials(_)) = shared.usable() {
+        // Suspended: the rows wait, in order, for an admin to resume the connector.
+        if matches!(shared.usable(), Err(FhirError::Credentials(_))) || shared.suspended().await {
             if link::stop_asked_during(&mut shutdown, Duration::from_secs(1)).await {
                 return;
             }

@@ -34,6 +34,18 @@ pub struct Hl7Config {
     /// matching no entry is neither committed nor acknowledged.
     #[serde(default)]
     pub allow: Vec<AllowEntry>,
+    /// Refused senders (allow-list refusals, failed TLS handshakes) within
+    /// `refusal_window_s` after which the listener suspends itself until an admin resumes it;
+    /// absent: never.
+    #[serde(default)]
+    pub suspend_after_refusals: Option<u32>,
+    /// The window `suspend_after_refusals` counts in.
+    #[serde(default = "default_refusal_window_s")]
+    pub refusal_window_s: u64,
+}
+
+fn default_refusal_window_s() -> u64 {
+    60
 }
 
 /// `[connectors.hl7v2.tls]`.
@@ -177,6 +189,18 @@ impl Hl7Config {
 
     /// Reports every problem; `base` is the config file's folder.
     pub fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
+        if self.suspend_after_refusals == Some(0) {
+            bad(
+                "connectors.hl7v2.suspend_after_refusals",
+                "must be at least 1 (leave it out to never suspend)".into(),
+            );
+        }
+        if self.refusal_window_s == 0 {
+            bad(
+                "connectors.hl7v2.refusal_window_s",
+                "must be above 0".into(),
+            );
+        }
         let client_certificates = self
             .tls
             .as_ref()

@@ -31,13 +31,15 @@ use crate::journal::{self, AuditRecord, JournalWriter};
 use crate::queue::EhrInbound;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
+use crate::suspension::protocol::RefusalWindow;
+use crate::suspension::{IsSuspended, Suspend};
 use actix::prelude::*;
 use config::Hl7Config;
 use mllp::{Framer, Item};
 use protocol::{Decision, Identity, Sender};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -109,6 +111,7 @@ impl Actor for Listener {
                 tracing::info!(listen = %config.listen, tls = acceptor.is_some(), "HL7 v2 MLLP listener ready");
                 health.report(HealthState::Healthy, None);
                 let slots = Arc::new(Semaphore::new(config.max_connections));
+                let tripwire = Tripwire::new(&config, &journal, &health);
                 loop {
                     let permit = tokio::select! {
                         p = slots.clone().acquire_owned() => p,
@@ -121,14 +124,24 @@ impl Actor for Listener {
                     };
                     match accepted {
                         Ok((stream, peer)) => {
+                            if let Some(reason) = suspended(&journal).await {
+                                health.report(HealthState::Suspended, Some(reason));
+                                tracing::warn!(%peer, "MLLP listener suspended; connection closed");
+                                drop(stream);
+                                continue;
+                            }
+                            health.report(HealthState::Healthy, None);
                             let (config, journal) = (config.clone(), journal.clone());
-                            let acceptor = acceptor.clone();
+                            let (acceptor, tripwire) = (acceptor.clone(), tripwire.clone());
                             actix::spawn(async move {
                                 match acceptor {
                                     Some(acceptor) => {
-                                        serve_tls(acceptor, stream, peer, &config, &journal).await
+                                        serve_tls(acceptor, stream, peer, &config, &journal, &tripwire).await
                                     }
-                                    None => serve(stream, peer, None, &config, &journal).await,
+                                    None => {
+                                        serve(stream, peer, None, &config, &journal, &tripwire)
+                                            .await
+                                    }
                                 }
                                 drop(permit);
                             });
@@ -141,6 +154,61 @@ impl Actor for Listener {
             .map(|_, _, ctx| ctx.stop()),
         );
     }
+}
+
+/// Counts the listener's refused senders and suspends it when `suspend_after_refusals` of
+/// them come within `refusal_window_s`.
+#[derive(Clone)]
+struct Tripwire {
+    window: Option<Arc<Mutex<RefusalWindow>>>,
+    started: Instant,
+    journal: Addr<JournalWriter>,
+    health: Health,
+}
+
+impl Tripwire {
+    fn new(config: &Hl7Config, journal: &Addr<JournalWriter>, health: &Health) -> Tripwire {
+        let window_ms = config
+            .refusal_window_s
+            .saturating_mul(1000)
+            .min(i64::MAX as u64) as i64;
+        Tripwire {
+            window: config
+                .suspend_after_refusals
+                .map(|n| Arc::new(Mutex::new(RefusalWindow::new(n, window_ms)))),
+            started: Instant::now(),
+            journal: journal.clone(),
+            health: health.clone(),
+        }
+    }
+
+    fn refused(&self) {
+        let Some(window) = &self.window else { return };
+        let now = self.started.elapsed().as_millis().min(i64::MAX as u128) as i64;
+        // A poisoned lock only means a connection task panicked mid-count; the times kept are
+        // whole.
+        let tripped = window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused(now);
+        if tripped {
+            let reason = "refused senders came faster than connectors.hl7v2.suspend_after_refusals";
+            self.health
+                .report(HealthState::Suspended, Some(reason.into()));
+            self.journal.do_send(Suspend {
+                name: NAME.into(),
+                reason: reason.into(),
+                by: NAME.into(),
+            });
+        }
+    }
+}
+
+/// Why the listener is suspended, if it is; a journal that cannot answer counts as not
+/// suspended, as it would refuse the message's commit anyway.
+async fn suspended(journal: &Addr<JournalWriter>) -> Option<String> {
+    let ask = IsSuspended { name: NAME.into() };
+    journal::ask(journal, ask).await.ok().flatten()
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, for MSH-7 of our ACKs.
@@ -166,12 +234,14 @@ async fn serve_tls(
     peer: SocketAddr,
     config: &Hl7Config,
     journal: &Addr<JournalWriter>,
+    tripwire: &Tripwire,
 ) {
     let idle = Duration::from_secs(config.idle_timeout_s);
     let stream = match tokio::time::timeout(idle, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "MLLP TLS handshake refused");
+            tripwire.refused();
             return;
         }
         Err(_) => {
@@ -180,7 +250,7 @@ async fn serve_tls(
         }
     };
     let subject = tls::subject(stream.get_ref().1);
-    serve(stream, peer, subject, config, journal).await;
+    serve(stream, peer, subject, config, journal, tripwire).await;
 }
 
 /// Serves one connection; `subject` is the CN of the client certificate, if any.
@@ -190,6 +260,7 @@ async fn serve(
     subject: Option<String>,
     config: &Hl7Config,
     journal: &Addr<JournalWriter>,
+    tripwire: &Tripwire,
 ) {
     tracing::info!(%peer, subject = subject.as_deref().unwrap_or(""), "MLLP connection");
     if !protocol::connection_allowed(&config.allow, peer.ip(), subject.as_deref()) {
@@ -200,7 +271,7 @@ async fn serve(
             facility: String::new(),
             control_id: String::new(),
         };
-        refuse(&sender, peer, journal);
+        refuse(&sender, peer, journal, tripwire);
         return;
     }
     let me = Identity {
@@ -232,7 +303,13 @@ async fn serve(
                 Item::Frame(frame) => {
                     let sender = Sender::of(&frame, peer.ip(), subject.clone());
                     if !sender.allowed(&config.allow) {
-                        refuse(&sender, peer, journal);
+                        refuse(&sender, peer, journal, tripwire);
+                        return;
+                    }
+                    // A connection open when the integration was suspended takes nothing
+                    // more: closed unanswered, its sender keeps the message and resends later.
+                    if suspended(journal).await.is_some() {
+                        tracing::warn!(%peer, "MLLP listener suspended; connection closed");
                         return;
                     }
                     answer(&frame, peer, &me, config, journal).await
@@ -251,7 +328,8 @@ async fn serve(
 
 /// Logs (without PHI) and audits a sender the allow-list does not name; the MSH fields are
 /// empty when the connection itself was refused.
-fn refuse(sender: &Sender, peer: SocketAddr, journal: &Addr<JournalWriter>) {
+fn refuse(sender: &Sender, peer: SocketAddr, journal: &Addr<JournalWriter>, tripwire: &Tripwire) {
+    tripwire.refused();
     tracing::warn!(
         %peer,
         subject = sender.subject.as_deref().unwrap_or(""),

@@ -11,6 +11,7 @@ use super::mllp::{self, Framer, Item};
 use crate::journal::{self, Claim, Delivered, Failed, JournalWriter, OutboxRow};
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
+use crate::suspension::IsSuspended;
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
@@ -237,6 +238,13 @@ impl Link {
         let signal = journal::signal(&self.journal, DESTINATION).await;
         let mut framer = Framer::new(1 << 20);
         loop {
+            if self.suspended().await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                continue;
+            }
             let claim = Claim {
                 destination: DESTINATION.into(),
                 limit: 1,
@@ -264,6 +272,27 @@ impl Link {
                     self.settle_failed(row.id, why.clone(), false).await;
                     return Err(Lost(why));
                 }
+            }
+        }
+    }
+
+    /// Whether the integration is suspended, reported in its health; the rows wait in the
+    /// outbox meanwhile. A journal that cannot answer counts as not suspended: the suspension
+    /// is seen at the next message.
+    async fn suspended(&self) -> bool {
+        let ask = IsSuspended { name: NAME.into() };
+        match journal::ask(&self.journal, ask).await {
+            Ok(Some(reason)) => {
+                self.report(HealthState::Suspended, Some(reason));
+                true
+            }
+            Ok(None) => {
+                self.report(HealthState::Healthy, None);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "suspension not checked");
+                false
             }
         }
     }

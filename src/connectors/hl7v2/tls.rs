@@ -1,10 +1,11 @@
 //! The MLLP listener's TLS server configuration (rustls with the ring provider) from PEM
-//! files, and the client certificate's subject the allow-list matches.
+//! files, its certificate read again when the files change, and the client certificate's
+//! subject the allow-list matches.
 //!
 //! Only files are read here; the handshake itself runs in the listener.
 
 use super::config::ListenerTlsConfig;
-use crate::pem::{PemError, certificates, private_key};
+use crate::pem::{CertFiles, PemError, certificates};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,7 @@ pub fn server_config(
     tls: &ListenerTlsConfig,
 ) -> Result<Arc<rustls::ServerConfig>, ListenerTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider_for_pair = provider.clone();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca_file {
@@ -40,8 +42,9 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let config =
-        builder.with_single_cert(certificates(&tls.cert_file)?, private_key(&tls.key_file)?)?;
+    // Renewal is replacing the files: each handshake presents what they hold then.
+    let files = CertFiles::load(&tls.cert_file, &tls.key_file, provider_for_pair)?;
+    let config = builder.with_cert_resolver(Arc::new(files));
     Ok(Arc::new(config))
 }
 
