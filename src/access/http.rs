@@ -134,6 +134,22 @@ fn refusal(status: StatusCode) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
+/// A route the role may not use: a browser navigating there gets a page it can show and leave,
+/// anything else the JSON refusal.
+fn forbidden(req: &HttpRequest) -> HttpResponse {
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if !browser {
+        return refusal(StatusCode::FORBIDDEN);
+    }
+    HttpResponse::Forbidden()
+        .content_type("text/html; charset=utf-8")
+        .body(FORBIDDEN_PAGE)
+}
+
 /// Whether a request's body is an HTML form.
 fn is_form(req: &HttpRequest) -> bool {
     req.headers()
@@ -257,7 +273,8 @@ pub async fn guard(
     let who = super::actor(&staff.user);
     if !policy::permits(allowed, staff.role) {
         audit_refusal(&gate, req.request(), &who, "role", None).await;
-        return Ok(req.into_response(refusal(StatusCode::FORBIDDEN)));
+        let answer = forbidden(req.request());
+        return Ok(req.into_response(answer));
     }
     if changes {
         let header_token = req
@@ -429,6 +446,12 @@ async fn login(
         }
         Ok(None) => {
             tracing::info!("login refused");
+            if form {
+                // The form again, saying no more than the JSON answer would.
+                return HttpResponse::Unauthorized()
+                    .content_type("text/html; charset=utf-8")
+                    .body(login_html(LOGIN_REFUSED));
+            }
             refusal(StatusCode::UNAUTHORIZED)
         }
         Err(e) => {
@@ -481,7 +504,7 @@ const TO_LOGIN: &str = r#"<!doctype html>
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: log in</title></head>
 <body><h1>clinic-gateway</h1>
-<form method="post" action="/login">
+{message}<form method="post" action="/login">
 <p><label>Name <input name="name" autocomplete="username" required></label></p>
 <p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
 <p><label>Code from your authenticator <input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label></p>
@@ -489,10 +512,23 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 </form></body></html>
 "#;
 
+const LOGIN_REFUSED: &str =
+    r#"<p role="alert">Not logged in: the name, password or code was not accepted.</p>"#;
+
+const FORBIDDEN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: not for your role</title></head>
+<body><h1>Not for your role</h1><p>Your role may not open this page. The attempt was recorded.</p>
+<p><a href="/">Back to the status page</a></p></body></html>
+"#;
+
+fn login_html(message: &str) -> String {
+    LOGIN_PAGE.replace("{message}", message)
+}
+
 async fn login_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(LOGIN_PAGE)
+        .body(login_html(""))
 }
 
 #[cfg(test)]

@@ -1,0 +1,171 @@
+//! The staff's browser side against the real daemon over HTTPS (its self-signed certificate):
+//! headless Chromium (Debian's `chromium` and `chromium-driver`, driven by selenium through
+//! `tests/peers/browser_steps.py`) logs in with a password and a TOTP code computed from the
+//! enrolment URI, sees what its role may see and nothing else, is refused elsewhere with a page,
+//! and logs out.
+
+mod common;
+
+use common::https::start_https;
+use common::*;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+const ACCESS: &str = "[web.tls]\nself_signed = true\n\n[access]\nenabled = true\n";
+
+/// An account as the CLI printed it.
+struct Account {
+    name: String,
+    password: String,
+    uri: String,
+}
+
+impl Account {
+    fn login(&self) -> Value {
+        json!({ "login": { "name": self.name, "password": self.password, "uri": self.uri } })
+    }
+}
+
+fn add_user(gw: &Gateway, name: &str, role: &str) -> Account {
+    let out = gw.cli(&["user", "add", name, "--role", role]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "user add: {text}");
+    let after = |label: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("{label} in {text}"))
+            .trim()
+            .to_string()
+    };
+    Account {
+        name: name.into(),
+        password: after("one-time password:"),
+        uri: after("TOTP enrolment URI (add it to an authenticator app):"),
+    }
+}
+
+/// A gateway with logins, serving HTTPS, started and answering.
+fn gateway(dir: &Path) -> Gateway {
+    let mut gw = Gateway::new(dir, ACCESS);
+    start_https(&mut gw, &dir.join("data/web-cert.pem"), "/api/v1/health");
+    gw
+}
+
+/// Runs `steps` in headless Chromium against the gateway; fails the test with what the driver
+/// printed when a step fails, and loudly when the browser is not installed.
+fn browse(gw: &Gateway, steps: &[Value]) {
+    for tool in ["chromium", "chromedriver"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} is missing: run scripts/test-deps.sh");
+    }
+    let mut child = peer_script("browser_steps.py")
+        .arg(format!("https://127.0.0.1:{}", gw.web))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with selenium (scripts/test-deps.sh)");
+    let input = serde_json::to_vec(steps).expect("steps");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("steps to the driver");
+    let out = child.wait_with_output().expect("the browser driver");
+    assert!(
+        out.status.success(),
+        "the browser steps failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The audit records of `action` (actor, detail), read from the journal by the CLI.
+fn audited(gw: &Gateway, action: &str) -> Vec<(String, Value)> {
+    let out = gw.cli(&["audit", "export"]);
+    assert!(out.status.success(), "audit export");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["action"] == action)
+        .map(|r| {
+            let detail = r["detail"].as_str().unwrap_or("{}");
+            (
+                r["actor"].as_str().unwrap_or("").to_string(),
+                serde_json::from_str(detail).unwrap_or_else(|_| Value::from(detail)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn staff_see_their_roles_page_only_are_refused_elsewhere_and_log_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gw = gateway(dir.path());
+    let desk = add_user(&gw, "desk", "front_desk");
+    let facilities = add_user(&gw, "fm", "facilities");
+
+    browse(
+        &gw,
+        &[
+            json!({ "open": "/" }),
+            json!({ "path": "/login" }),
+            json!({ "login": { "name": "desk", "password": "not-the-password", "uri": desk.uri } }),
+            json!({ "see": "not accepted" }),
+            desk.login(),
+            json!({ "path": "/" }),
+            json!({ "see": "desk (front_desk)" }),
+            json!({ "see": "Waiting queues" }),
+            json!({ "not_see": "Devices and connectors" }),
+            json!({ "not_see": "Outbound backlog" }),
+            json!({ "not_see": "Dead letters" }),
+            json!({ "open": "/api/v1/backlog" }),
+            json!({ "title": "not for your role" }),
+            json!({ "open": "/" }),
+            json!({ "click": "Log out" }),
+            json!({ "path": "/login" }),
+            json!({ "open": "/" }),
+            json!({ "path": "/login" }),
+            facilities.login(),
+            json!({ "path": "/" }),
+            json!({ "see": "fm (facilities)" }),
+            json!({ "see": "Devices and connectors" }),
+            json!({ "see": "Outbound backlog" }),
+            json!({ "not_see": "Waiting queues" }),
+            json!({ "not_see": "Notices for staff" }),
+            json!({ "open": "/api/v1/queues" }),
+            json!({ "title": "not for your role" }),
+            json!({ "open": "/" }),
+            json!({ "click": "Log out" }),
+            json!({ "path": "/login" }),
+        ],
+    );
+
+    let refused = audited(&gw, "access.refused");
+    let by = |who: &str, path: &str| {
+        refused
+            .iter()
+            .any(|(a, d)| a == who && d["reason"] == "role" && d["path"] == path)
+    };
+    assert!(by("staff:desk", "/api/v1/backlog"), "{refused:?}");
+    assert!(by("staff:fm", "/api/v1/queues"), "{refused:?}");
+    let logins: Vec<String> = audited(&gw, "access.login")
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(logins, ["staff:desk", "staff:fm"]);
+    let logouts = audited(&gw, "access.logout");
+    assert_eq!(logouts.len(), 2, "{logouts:?}");
+    let wrong = audited(&gw, "access.login_refused");
+    assert!(
+        wrong
+            .iter()
+            .any(|(a, d)| a == "staff:desk" && d["reason"] == "bad_password"),
+        "{wrong:?}"
+    );
+}
