@@ -169,3 +169,73 @@ fn staff_see_their_roles_page_only_are_refused_elsewhere_and_log_out() {
         "{wrong:?}"
     );
 }
+
+#[test]
+fn an_admin_adds_a_front_desk_user_and_a_key_on_the_page_and_that_user_logs_in() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gw = gateway(dir.path());
+    let admin = add_user(&gw, "boss", "admin");
+    let fill = |form: &str, field: &str, value: &str| json!({ "fill": { "form": form, "field": field, "value": value } });
+
+    browse(
+        &gw,
+        &[
+            admin.login(),
+            json!({ "path": "/" }),
+            json!({ "see": "Users" }),
+            json!({ "see": "API keys" }),
+            fill("/users/add", "name", "newdesk"),
+            fill("/users/add", "role", "front_desk"),
+            json!({ "click": "Add user" }),
+            json!({ "see": "Account newdesk added" }),
+            json!({ "see": "newdesk (front_desk)" }),
+            json!({ "element": "svg[aria-label='TOTP enrolment QR code'] path" }),
+            json!({ "keep": { "id": "one-time-password", "as": "password" } }),
+            json!({ "keep": { "id": "enrolment-uri", "as": "uri" } }),
+            json!({ "open": "/" }),
+            json!({ "see": "Disable newdesk" }),
+            fill("/keys/add", "name", "kiosk-1"),
+            fill("/keys/add", "scope", "queue"),
+            fill("/keys/add", "expires_days", "30"),
+            json!({ "click": "Add key" }),
+            json!({ "see": "Key kiosk-1 added" }),
+            json!({ "element": "#key-text" }),
+            json!({ "open": "/" }),
+            json!({ "see": "in 30 days" }),
+            json!({ "click": "Revoke kiosk-1" }),
+            json!({ "see": "revoked" }),
+            json!({ "not_see": "Revoke kiosk-1" }),
+            json!({ "click": "Log out" }),
+            json!({ "path": "/login" }),
+            json!({ "login": { "name": "newdesk", "password": "$password", "uri": "$uri" } }),
+            json!({ "path": "/" }),
+            json!({ "see": "newdesk (front_desk)" }),
+            json!({ "see": "Waiting queues" }),
+            json!({ "not_see": "API keys" }),
+            json!({ "not_see": "Disable" }),
+        ],
+    );
+
+    let by_admin = |action: &str| {
+        let found = audited(&gw, action);
+        assert!(
+            found.iter().any(|(a, _)| a == "staff:boss"),
+            "{action} by the admin: {found:?}"
+        );
+        found
+    };
+    let added = by_admin("access.user_added");
+    assert!(
+        added
+            .iter()
+            .any(|(_, d)| d["user"] == "newdesk" && d["role"] == "front_desk"),
+        "{added:?}"
+    );
+    by_admin("access.key_added");
+    by_admin("access.key_revoked");
+    let logins: Vec<String> = audited(&gw, "access.login")
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(logins, ["staff:boss", "staff:newdesk"]);
+}

@@ -81,25 +81,69 @@ pub struct NewAccount {
     pub request: AddUser,
 }
 
-/// A new account for `name` with `role`: a one-time password and a fresh TOTP secret.
-pub fn new_account(name: &str, role: Role, by: &str) -> Result<NewAccount, AccessError> {
+/// Fresh secrets for the account `name`: a one-time password with its hash, a TOTP secret
+/// with its enrolment URI.
+struct Secrets {
+    password: String,
+    password_hash: String,
+    totp_secret: Vec<u8>,
+    enrolment_uri: String,
+}
+
+fn secrets(name: &str) -> Result<Secrets, AccessError> {
     if !valid_name(name) {
         return Err(AccessError::BadName);
     }
     let password = password::one_time();
-    let secret = totp::new_secret();
-    let enrolment_uri =
-        totp::enrolment_uri(&secret, name).ok_or_else(|| AccessError::Enrolment(name.into()))?;
+    let totp_secret = totp::new_secret();
+    let enrolment_uri = totp::enrolment_uri(&totp_secret, name)
+        .ok_or_else(|| AccessError::Enrolment(name.into()))?;
+    Ok(Secrets {
+        password_hash: password::hash(&password)?,
+        password,
+        totp_secret,
+        enrolment_uri,
+    })
+}
+
+/// A new account for `name` with `role`: a one-time password and a fresh TOTP secret.
+pub fn new_account(name: &str, role: Role, by: &str) -> Result<NewAccount, AccessError> {
+    let s = secrets(name)?;
     Ok(NewAccount {
         request: AddUser {
             name: name.into(),
             role,
-            password_hash: password::hash(&password)?,
-            totp_secret: secret,
+            password_hash: s.password_hash,
+            totp_secret: s.totp_secret,
             by: by.into(),
         },
-        password,
-        enrolment_uri,
+        password: s.password,
+        enrolment_uri: s.enrolment_uri,
+    })
+}
+
+/// An account's new one-time password and TOTP enrolment URI, told once to its owner; the
+/// request puts them in the journal.
+#[derive(Debug)]
+pub struct ResetAccount {
+    pub password: String,
+    pub enrolment_uri: String,
+    pub request: ResetUser,
+}
+
+/// New secrets for the account `name`, for when its owner forgot the password or lost the
+/// authenticator.
+pub fn reset_account(name: &str, by: &str) -> Result<ResetAccount, AccessError> {
+    let s = secrets(name)?;
+    Ok(ResetAccount {
+        request: ResetUser {
+            name: name.into(),
+            password_hash: s.password_hash,
+            totp_secret: s.totp_secret,
+            by: by.into(),
+        },
+        password: s.password,
+        enrolment_uri: s.enrolment_uri,
     })
 }
 
@@ -121,6 +165,16 @@ pub struct ListUsers;
 #[derive(Debug)]
 pub struct DisableUser {
     pub name: String,
+    pub by: String,
+}
+
+/// Replaces an account's password and TOTP secret, unlocks it and ends its sessions (audited
+/// with `by`); a disabled account stays disabled.
+#[derive(Debug)]
+pub struct ResetUser {
+    pub name: String,
+    pub password_hash: String,
+    pub totp_secret: Vec<u8>,
     pub by: String,
 }
 
@@ -273,11 +327,14 @@ crate::journal_work!(
     AddUser,
     ListUsers,
     DisableUser,
+    ResetUser,
     FindCredentials,
     FinishLogin,
     CheckSession,
     Logout,
+    AddKey,
     ListKeys,
+    RevokeKey,
     FindKey
 );
 
@@ -336,6 +393,16 @@ impl Work for DisableUser {
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
         self.apply(tx, now)
+    }
+}
+
+impl Work for ResetUser {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::reset(tx, &self.name, &self.password_hash, &self.totp_secret)?;
+        let detail = json!({ "user": self.name }).to_string();
+        tx.audit(&self.by, "access.user_reset", &detail, now)
     }
 }
 
@@ -431,6 +498,14 @@ impl AddKey {
     }
 }
 
+impl Work for AddKey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
+    }
+}
+
 impl Work for ListKeys {
     type Output = Vec<KeySummary>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -444,6 +519,14 @@ impl RevokeKey {
         let id = store::revoke_key(tx, &self.name, now)?;
         let detail = json!({ "key": id, "name": self.name }).to_string();
         tx.audit(&self.by, "access.key_revoked", &detail, now)
+    }
+}
+
+impl Work for RevokeKey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
     }
 }
 

@@ -179,6 +179,11 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/api/v1/reload", Allowed::Group(Administration)),
     ("GET", "/api/v1/audit", Allowed::Group(Administration)),
+    ("POST", "/users/add", Allowed::Group(Administration)),
+    ("POST", "/users/disable", Allowed::Group(Administration)),
+    ("POST", "/users/reset", Allowed::Group(Administration)),
+    ("POST", "/keys/add", Allowed::Group(Administration)),
+    ("POST", "/keys/revoke", Allowed::Group(Administration)),
 ];
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -321,6 +326,11 @@ mod tests {
         assert!(!check("POST", "/api/v1/dlq/replay", Role::Facilities));
         assert!(check("POST", "/api/v1/dlq/replay", Role::Admin));
         assert!(check("GET", "/api/v1/queues", Role::Admin));
+        for role in [Role::FrontDesk, Role::Clinical, Role::Facilities] {
+            assert!(!check("POST", "/users/add", role));
+            assert!(!check("POST", "/keys/revoke", role));
+        }
+        assert!(check("POST", "/users/reset", Role::Admin));
     }
 
     #[test]

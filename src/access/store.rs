@@ -127,6 +127,30 @@ pub fn disable(tx: &mut Tx<'_>, name: &str) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Replaces an account's password hash and TOTP secret, forgets its last code and failures,
+/// and ends its sessions.
+pub fn reset(
+    tx: &mut Tx<'_>,
+    name: &str,
+    password_hash: &str,
+    totp_secret: &[u8],
+) -> Result<(), JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_user SET password_hash = ?2, totp_secret = ?3, last_totp_step = NULL,
+             failed_attempts = 0, locked_until = NULL WHERE name = ?1",
+        )?
+        .execute(params![name, password_hash, totp_secret])?;
+    if changed == 0 {
+        return Err(JournalError::NotFound(format!("no user {name}")));
+    }
+    tx.sql()
+        .prepare_cached("DELETE FROM access_session WHERE user = ?1")?
+        .execute([name])?;
+    Ok(())
+}
+
 /// What a login is checked against.
 pub fn credentials(tx: &mut Tx<'_>, name: &str) -> Result<Option<Credentials>, JournalError> {
     Ok(tx

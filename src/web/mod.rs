@@ -7,6 +7,7 @@
 //! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
 //! payloads or ordering keys (a key may be a patient id).
 
+mod admin;
 pub mod config;
 #[cfg(feature = "fault-hooks")]
 mod faults;
@@ -127,6 +128,7 @@ pub fn server(
             .configure(|cfg| {
                 if enabled {
                     access::http::routes(cfg);
+                    admin::routes(cfg);
                 }
             });
         #[cfg(feature = "fault-hooks")]

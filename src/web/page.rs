@@ -1,7 +1,7 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
 use super::{AppState, actor_list, ask_rooms, by_staff, facility_error, overall, same_origin};
-use crate::access::{Role, Staff, policy};
+use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
 use crate::connectors::fhir::protocol::{Conflict, Side};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
@@ -31,7 +31,7 @@ pub(super) fn esc(s: &str) -> String {
 }
 
 /// "3 min ago" style age of a millisecond timestamp.
-fn age(now: i64, at: i64) -> String {
+pub(super) fn age(now: i64, at: i64) -> String {
     let s = ((now - at) / 1000).max(0);
     match s {
         0..=59 => format!("{s} s ago"),
@@ -64,6 +64,8 @@ struct Shown {
     backlog: bool,
     dead: bool,
     replay: bool,
+    /// Users and keys: only with logins on, as there is no one to manage without.
+    admin: bool,
 }
 
 impl Shown {
@@ -81,6 +83,7 @@ impl Shown {
             backlog: may("GET", "/api/v1/backlog"),
             dead: may("GET", "/api/v1/dlq"),
             replay: may("POST", "/dlq/replay"),
+            admin: role.is_some_and(|r| policy::permits(policy::allowed("POST", "/users/add"), r)),
         }
     }
 }
@@ -131,7 +134,14 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         },
         false => None,
     };
+    let (users, keys) = if shown.admin {
+        super::admin::listing(&s).await
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let view = View {
+        users: &users,
+        keys: &keys,
         actors: &actors,
         stats: stats.as_ref().ok(),
         dead: &dead,
@@ -160,6 +170,8 @@ struct View<'a> {
     shown: Shown,
     /// Who is logged in, when logins are on.
     staff: Option<&'a Staff>,
+    users: &'a [UserSummary],
+    keys: &'a [KeySummary],
 }
 
 /// The hidden field carrying the session's CSRF token in every form, when logins are on.
@@ -180,6 +192,8 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         rooms,
         shown,
         staff,
+        users,
+        keys,
     } = *v;
     let token = token_field(staff);
     let status = overall(actors, stats.is_some());
@@ -226,6 +240,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     }
     if shown.dead {
         dead_letters(&mut h, dead, now, shown.replay.then_some(token.as_str()));
+    }
+    if shown.admin {
+        h.push_str(&super::admin::section(users, keys, &token, now));
     }
     h.push_str("</body></html>");
     h
@@ -668,6 +685,8 @@ mod tests {
             rooms: None,
             shown: Shown::for_role(None),
             staff: None,
+            users: &[],
+            keys: &[],
         };
         let html = render("clinic-1", &view, 120_000);
         assert!(html.contains("&lt;script&gt;"), "{html}");

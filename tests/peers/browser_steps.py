@@ -9,7 +9,10 @@ Usage: browser_steps.py BASE_URL < steps.json. A step is a one-key object:
   {"see": "text"} / {"not_see": "text"}  the page's visible text contains it / does not
   {"title": "text"}                      the page's title contains it
   {"path": "/login"}                     the current URL's path becomes this
-  {"fill": {"field": name, "value": v}}  type into the input or pick in the select `name`
+  {"fill": {"form": action, "field": name, "value": v}}
+                                         type into the input, or pick in the select, `name`
+                                         of the form posting to `action`
+  {"element": "css selector"}            the page has such an element
   {"click": "label"}                     press the button with this label (first match)
   {"keep": {"id": element id, "as": v}}  remember the element's text as $v
   {"forget_session": true}               drop the cookies (another staff member's turn)
@@ -91,7 +94,8 @@ def run(driver, step):
             and d.execute_script("return document.readyState") == "complete"
         )
     elif kind == "fill":
-        field = driver.find_element(By.NAME, arg["field"])
+        form = driver.find_element(By.CSS_SELECTOR, f"form[action='{arg['form']}']")
+        field = form.find_element(By.NAME, arg["field"])
         if field.tag_name == "select":
             Select(field).select_by_value(value(arg["value"]))
         else:
@@ -103,6 +107,8 @@ def run(driver, step):
         if not buttons:
             raise AssertionError(f"no button {label!r}")
         submit(driver, buttons[0])
+    elif kind == "element":
+        driver.find_element(By.CSS_SELECTOR, value(arg))
     elif kind == "keep":
         kept[arg["as"]] = driver.find_element(By.ID, arg["id"]).text.strip()
     elif kind == "forget_session":
