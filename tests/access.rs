@@ -110,14 +110,18 @@ impl Client {
 
     /// Posts an HTML form as the page does (its CSRF token is a field, not a header).
     fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> u16 {
+        self.form_page(path, fields).0
+    }
+
+    /// Posts an HTML form; returns the status and the page answered.
+    fn form_page(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c);
         }
-        req.send_form(fields.iter().copied())
-            .expect("POST form")
-            .status()
-            .as_u16()
+        let mut r = req.send_form(fields.iter().copied()).expect("POST form");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -501,4 +505,90 @@ fn the_page_shows_each_role_its_own_parts_and_its_forms_carry_the_csrf_token() {
         "the audit names the logged-in admin"
     );
     assert!(refused(&admin, "staff:root", "csrf", "/dlq/replay"));
+}
+
+/// The text of the element with `id` on a page the gateway wrote (`<code id=ID>TEXT</code>`).
+fn element_text(page: &str, id: &str) -> String {
+    let start = page
+        .find(&format!("id={id}>"))
+        .unwrap_or_else(|| panic!("#{id} in {page}"))
+        + id.len()
+        + 4;
+    let end = page[start..].find('<').expect("element end") + start;
+    page[start..end].replace("&amp;", "&")
+}
+
+#[test]
+fn only_admins_reset_and_disable_accounts_through_the_pages_forms_and_each_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let root = add_user(&gw, "root", "admin");
+
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&desk), 200);
+    let csrf = d.csrf.clone().expect("csrf");
+    let (status, _) = d.form_page(
+        "/users/add",
+        &[("csrf", &csrf), ("name", "x"), ("role", "admin")],
+    );
+    assert_eq!(status, 403, "a front desk may not add accounts");
+    let (status, page) = d.page("/");
+    assert_eq!(status, 200);
+    assert!(!page.contains("/users/add"), "nor see the form");
+
+    let mut a = Client::new(&gw);
+    assert_eq!(a.login_as(&root), 200);
+    let admin_csrf = a.csrf.clone().expect("csrf");
+    let (status, page) = a.page("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("action=/users/add"), "{page}");
+    assert_eq!(
+        a.form_page("/users/reset", &[("name", "desk")]).0,
+        403,
+        "a form without the CSRF token changes nothing"
+    );
+    let (status, page) = a.form_page("/users/reset", &[("csrf", &admin_csrf), ("name", "desk")]);
+    assert_eq!(status, 200, "{page}");
+    let reset = Account {
+        name: "desk".into(),
+        password: element_text(&page, "one-time-password"),
+        totp: totp_rs::Totp::from_url(element_text(&page, "enrolment-uri")).expect("URI"),
+    };
+    assert_eq!(d.get("/api/v1/session").0, 401, "a reset ends the sessions");
+    assert_eq!(
+        Client::new(&gw).login_as(&desk),
+        401,
+        "the old secrets are gone"
+    );
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&reset), 200);
+
+    let (status, _) = a.form_page("/users/disable", &[("csrf", &admin_csrf), ("name", "root")]);
+    assert_eq!(status, 409, "an admin cannot lock themselves out");
+    let (status, _) = a.form_page("/users/disable", &[("csrf", &admin_csrf), ("name", "desk")]);
+    assert_eq!(status, 303);
+    assert_eq!(
+        d.get("/api/v1/session").0,
+        401,
+        "disabling ends the sessions"
+    );
+
+    for action in ["access.user_reset", "access.user_disabled"] {
+        let found = audited(&a, action);
+        assert!(
+            found
+                .iter()
+                .any(|(who, d)| who == "staff:root" && d["user"] == "desk"),
+            "{action}: {found:?}"
+        );
+    }
+    let refused = audited(&a, "access.refused");
+    assert!(
+        refused.iter().any(|(who, d)| who == "staff:desk"
+            && d["path"] == "/users/add"
+            && d["reason"] == "role"),
+        "{refused:?}"
+    );
 }
