@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 const ACCESS: &str = "[access]\nenabled = true\nlockout_after = 3\nlockout_initial_secs = 600\nlockout_max_secs = 3600\n";
 
@@ -591,4 +592,115 @@ fn only_admins_reset_and_disable_accounts_through_the_pages_forms_and_each_is_au
             && d["reason"] == "role"),
         "{refused:?}"
     );
+}
+
+/// The patients and purpose of each `access.patient_viewed` record by `who`, oldest first.
+fn patient_views(admin: &Client, who: &str) -> Vec<(Value, Value, Value)> {
+    let mut views: Vec<(Value, Value, Value)> = audited(admin, "access.patient_viewed")
+        .into_iter()
+        .filter(|(actor, _)| actor == who)
+        .map(|(_, d)| {
+            (
+                d["role"].clone(),
+                d["patients"].clone(),
+                d["purpose"].clone(),
+            )
+        })
+        .collect();
+    views.reverse();
+    views
+}
+
+#[test]
+fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_is_audited() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    let fhir = format!(
+        "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\npoll_interval_s = 300\n\
+         lookup_timeout_ms = 2000\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
+         [destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+        server.base()
+    );
+    let mut gw = Gateway::new(dir.path(), &format!("{ACCESS}\n{fhir}"));
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let nurse = add_user(&gw, "nurse", "clinical");
+    let root = add_user(&gw, "root", "admin");
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&desk), 200);
+    let mut n = Client::new(&gw);
+    assert_eq!(n.login_as(&nurse), 200);
+    let mut a = Client::new(&gw);
+    assert_eq!(a.login_as(&root), 200);
+
+    wait_for("the start-up poll", Duration::from_secs(20), || {
+        n.get("/api/v1/fhir/status").1["last_poll_at"].as_i64()
+    });
+    let (status, v) = d.post(
+        "/api/v1/queues/general/check-in",
+        &json!({ "patient_ref": "M1" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let mut theirs = jane.clone();
+    theirs["telecom"] = json!([{ "system": "phone", "value": "111" }]);
+    server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
+    let (status, v) = n.post(
+        &format!("/api/v1/fhir/patients/{id}/demographics"),
+        &json!({ "fields": { "phone": "222" } }),
+    );
+    assert_eq!(status, 202, "{v}");
+
+    let conflict = wait_for("the conflict", Duration::from_secs(30), || {
+        let (_, list) = n.get("/api/v1/fhir/conflicts");
+        list.as_array().and_then(|l| l.first().cloned())
+    });
+    assert_eq!(conflict["local"]["telecom"][0]["value"], "222");
+    assert_eq!(conflict["remote"]["telecom"][0]["value"], "111");
+    let (status, _) = n.get(&format!("/api/v1/fhir/patients/{id}"));
+    assert_eq!(status, 200);
+
+    // The status page names the conflict's fields only; its own page shows both values.
+    let (status, page) = n.page("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("EHR conflicts to resolve"), "{page}");
+    assert!(!page.contains("222") && !page.contains("111"), "{page}");
+    let compare = format!("/fhir/conflicts/{}", conflict["id"]);
+    assert!(page.contains(&compare), "{page}");
+    let (status, page) = n.page(&compare);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("222") && page.contains("111"), "{page}");
+    let (status, page) = a.page(&compare);
+    assert_eq!(status, 200, "admins too");
+    assert!(page.contains("111"), "{page}");
+
+    // The front desk sees neither, and its attempts show no patient data.
+    let (status, body) = d.get("/api/v1/fhir/conflicts");
+    assert_eq!((status, body), (403, json!({ "error": "forbidden" })));
+    let (status, page) = d.page(&compare);
+    assert_eq!(status, 403);
+    assert!(!page.contains("111"));
+    assert_eq!(d.get(&format!("/api/v1/fhir/patients/{id}")).0, 403);
+    let (_, page) = d.page("/");
+    assert!(!page.contains("EHR conflicts") && !page.contains(&compare));
+
+    let views = patient_views(&a, "staff:nurse");
+    let role = json!("clinical");
+    let patient = json!([id]);
+    assert_eq!(
+        views,
+        [
+            (role.clone(), patient.clone(), json!("operations")),
+            (role.clone(), patient.clone(), json!("treatment")),
+            (role, patient.clone(), json!("operations")),
+        ],
+        "the conflicts list, the patient, the conflict's page"
+    );
+    assert_eq!(
+        patient_views(&a, "staff:root"),
+        [(json!("admin"), patient, json!("operations"))]
+    );
+    assert!(patient_views(&a, "staff:desk").is_empty());
 }

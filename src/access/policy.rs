@@ -163,6 +163,7 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ),
     ("POST", "/fhir/conflicts/resolve", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/patients/{}", Allowed::Group(Ehr)),
+    ("GET", "/fhir/conflicts/{}", Allowed::Group(Ehr)),
     (
         "POST",
         "/api/v1/fhir/patients/{}/demographics",
@@ -213,6 +214,32 @@ pub fn permits(who: Allowed, role: Role) -> bool {
         Allowed::Public | Allowed::Staff => true,
         Allowed::Group(g) => role == Role::Admin || g.roles().contains(&role),
     }
+}
+
+/// Why a route shows patient data, recorded with every view of it (HL7 v3 PurposeOfUse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Care of the patient in front of the staff member (`TREAT`).
+    Treatment,
+    /// Keeping the records right, such as settling an EHR conflict (`HOPERAT`).
+    Operations,
+}
+
+/// Every route showing patient data, with why: a view on a route missing here is refused
+/// rather than recorded without a purpose.
+const PURPOSES: &[(&str, &str, Purpose)] = &[
+    ("GET", "/api/v1/fhir/patients/{}", Purpose::Treatment),
+    ("GET", "/api/v1/fhir/conflicts", Purpose::Operations),
+    ("GET", "/fhir/conflicts/{}", Purpose::Operations),
+];
+
+/// Why `method path` shows patient data, if it is a route that does.
+pub fn purpose(method: &str, path: &str) -> Option<Purpose> {
+    PURPOSES
+        .iter()
+        .find(|(m, p, _)| *m == method && matches(p, path))
+        .map(|(_, _, why)| *why)
 }
 
 /// What an API key may use: what a role may, or only the groups named.
@@ -331,6 +358,25 @@ mod tests {
             assert!(!check("POST", "/keys/revoke", role));
         }
         assert!(check("POST", "/users/reset", Role::Admin));
+    }
+
+    #[test]
+    fn patient_data_is_shown_for_a_purpose_and_to_clinical_staff_only() {
+        for (method, path, _) in PURPOSES {
+            let route = path.replace("{}", "7");
+            assert_eq!(allowed(method, &route), Allowed::Group(Ehr), "{route}");
+            assert!(!check(method, &route, Role::FrontDesk), "{route}");
+            assert!(!check(method, &route, Role::Facilities), "{route}");
+        }
+        assert_eq!(
+            purpose("GET", "/api/v1/fhir/patients/p1"),
+            Some(Purpose::Treatment)
+        );
+        assert_eq!(
+            purpose("GET", "/fhir/conflicts/3"),
+            Some(Purpose::Operations)
+        );
+        assert_eq!(purpose("GET", "/api/v1/queues"), None);
     }
 
     #[test]

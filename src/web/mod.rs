@@ -4,8 +4,10 @@
 //! `POST /api/v1/events` is the generic inbound path: an item is committed to the journal
 //! before it is acknowledged.
 //!
-//! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
-//! payloads or ordering keys (a key may be a patient id).
+//! **Invariant:** no patient data on the status page: it shows kinds, ids, counts and errors,
+//! never payloads or ordering keys (a key may be a patient id). With logins on, clinical staff
+//! and admins open an EHR conflict's values on its own page; that view, and every API answer
+//! carrying patient data, is audited first (who, role, which patients, why).
 
 mod admin;
 pub mod config;
@@ -129,6 +131,7 @@ pub fn server(
                 if enabled {
                     access::http::routes(cfg);
                     admin::routes(cfg);
+                    cfg.route("/fhir/conflicts/{id}", web::get().to(page::conflict_page));
                 }
             });
         #[cfg(feature = "fault-hooks")]

@@ -2,7 +2,7 @@
 
 use super::{AppState, actor_list, ask_rooms, by_staff, facility_error, overall, same_origin};
 use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
-use crate::connectors::fhir::protocol::{Conflict, Side};
+use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
@@ -10,6 +10,7 @@ use crate::notices::{AckNotice, ListNotices, Notice};
 use crate::queue::QueueList;
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -219,7 +220,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&notice_list(notices, now, &token));
     }
     if shown.conflicts {
-        h.push_str(&conflict_list(conflicts, now, &token));
+        h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
         h.push_str(&queue_board(entries, now));
@@ -380,9 +381,10 @@ fn notice_list(notices: &[Notice], now: i64, token: &str) -> String {
 }
 
 /// Open EHR conflicts: which demographic fields differ between the gateway's change and the
-/// EHR's, with a choice per field. The values stay off this page (it has no logins yet): staff
-/// compare them in the EHR or through `GET /api/v1/fhir/conflicts`.
-fn conflict_list(conflicts: &[Conflict], now: i64, token: &str) -> String {
+/// EHR's, with a choice per field. The values stay off this page, which refreshes itself and
+/// may stand in view of patients; with logins on, `compare` links each conflict to its own
+/// page showing both versions, each view audited.
+fn conflict_list(conflicts: &[Conflict], now: i64, token: &str, compare: bool) -> String {
     if conflicts.is_empty() {
         return String::new();
     }
@@ -392,25 +394,100 @@ fn conflict_list(conflicts: &[Conflict], now: i64, token: &str) -> String {
          <table><tr><th>Conflict</th><th>Since</th><th>Fields</th><th></th></tr>",
     );
     for c in conflicts {
+        let link = if compare {
+            format!(
+                " <a href=\"/fhir/conflicts/{id}\">Compare values</a>",
+                id = c.id
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             h,
-            "<tr><td>#{id}</td><td>{since}</td><td><form method=post action=/fhir/conflicts/resolve>\
-             <input type=hidden name=id value={id}>{token}",
+            "<tr><td>#{id}{link}</td><td>{since}</td><td>{form}</td></tr>",
             id = c.id,
             since = age(now, c.created_at),
+            form = resolve_choices(c, token, None),
         );
-        for f in &c.fields {
-            let f = esc(f);
-            let _ = write!(
-                h,
-                "<div>{f}: <label><input type=radio name=\"{f}\" value=local required> gateway</label> \
-                 <label><input type=radio name=\"{f}\" value=remote> EHR</label></div>"
-            );
-        }
-        h.push_str("</td><td><button>Resolve</button></form></td></tr>");
     }
     h.push_str("</table>");
     h
+}
+
+/// The form resolving conflict `c`: a gateway / EHR choice per differing field, with each
+/// side's value when `values` gives them.
+fn resolve_choices(c: &Conflict, token: &str, values: Option<(&Fields, &Fields)>) -> String {
+    let mut h = format!(
+        "<form method=post action=/fhir/conflicts/resolve><input type=hidden name=id value={id}>{token}",
+        id = c.id
+    );
+    for f in &c.fields {
+        let shown = |side: &Fields| {
+            values.map_or(String::new(), |_| {
+                let v = side.get(f).cloned().flatten();
+                format!(
+                    " <q class=value>{}</q>",
+                    v.as_deref().map_or("(none)".into(), esc)
+                )
+            })
+        };
+        let (ours, theirs) = match values {
+            Some((l, r)) => (shown(l), shown(r)),
+            None => (String::new(), String::new()),
+        };
+        let f = esc(f);
+        let _ = write!(
+            h,
+            "<div>{f}: <label><input type=radio name=\"{f}\" value=local required> gateway{ours}</label> \
+             <label><input type=radio name=\"{f}\" value=remote> EHR{theirs}</label></div>"
+        );
+    }
+    h.push_str("<button>Resolve</button></form>");
+    h
+}
+
+/// `GET /fhir/conflicts/{id}` (logins on, clinical staff and admins): one conflict with the
+/// gateway's and the EHR's value of each differing field, the view audited before it is shown.
+pub(super) async fn conflict_page(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let page = |status: StatusCode, body: &str| {
+        HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .body(format!(
+                "<!doctype html><html lang=en><head><meta charset=utf-8><title>clinic-gateway: conflict #{id}</title>\
+                 <style>{STYLE}</style></head><body><h1>EHR conflict #{id}</h1>{body}\
+                 <p><a href=\"/\">Back to the status page</a></p></body></html>"
+            ))
+    };
+    let all = match journal::ask(&s.journal, FhirConflicts { all: true }).await {
+        Ok(all) => all,
+        Err(_) => return page(StatusCode::SERVICE_UNAVAILABLE, "<p>Try again.</p>"),
+    };
+    let Some(c) = all.into_iter().find(|c| c.id == id) else {
+        return page(StatusCode::NOT_FOUND, "<p>No such conflict.</p>");
+    };
+    if !super::fhir::audit_view(&s, &req, &[&c.patient_id]).await {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "<p>Try again.</p>");
+    }
+    let staff = req.extensions().get::<Staff>().cloned();
+    let (local, remote) = (fields(&c.local), fields(&c.remote));
+    let body = if c.resolved_at.is_some() {
+        "<p>Resolved already.</p>".to_string()
+    } else {
+        format!(
+            "<p>Patient {p}: changed here and in the EHR since {since}. Choose which value each \
+             field keeps.</p>{form}",
+            p = esc(&c.patient_id),
+            since = age(journal::now_ms(), c.created_at),
+            form = resolve_choices(&c, &token_field(staff.as_ref()), Some((&local, &remote))),
+        )
+    };
+    page(StatusCode::OK, &body)
 }
 
 /// The queue board: tickets in call order per queue, never patient references.
