@@ -6,12 +6,14 @@
 
 mod common;
 
-use common::https::start_https;
+use common::fhir_server::{FhirServer, MRN};
+use common::https::{certificate, start_https, trusting};
 use common::*;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 const ACCESS: &str = "[web.tls]\nself_signed = true\n\n[access]\nenabled = true\n";
 
@@ -48,7 +50,11 @@ fn add_user(gw: &Gateway, name: &str, role: &str) -> Account {
 
 /// A gateway with logins, serving HTTPS, started and answering.
 fn gateway(dir: &Path) -> Gateway {
-    let mut gw = Gateway::new(dir, ACCESS);
+    gateway_with(dir, "")
+}
+
+fn gateway_with(dir: &Path, extra: &str) -> Gateway {
+    let mut gw = Gateway::new(dir, &format!("{ACCESS}\n{extra}"));
     start_https(&mut gw, &dir.join("data/web-cert.pem"), "/api/v1/health");
     gw
 }
@@ -238,4 +244,129 @@ fn an_admin_adds_a_front_desk_user_and_a_key_on_the_page_and_that_user_logs_in()
         .map(|(a, _)| a)
         .collect();
     assert_eq!(logins, ["staff:boss", "staff:newdesk"]);
+}
+
+/// A system calling the API over HTTPS with a key the CLI made.
+struct System {
+    agent: ureq::Agent,
+    base: String,
+    key: String,
+}
+
+impl System {
+    fn new(gw: &Gateway, scope: &str) -> System {
+        let out = gw.cli(&["key", "add", "ehr-tool", "--scope", scope]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("key (shown once; give it to the client):"))
+            .unwrap_or_else(|| panic!("a key in {text}"))
+            .trim()
+            .to_string();
+        let der = certificate(&gw.dir.join("data/web-cert.pem"));
+        let agent = trusting(&der);
+        System {
+            agent,
+            base: format!("https://127.0.0.1:{}", gw.web),
+            key: format!("Bearer {key}"),
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.agent
+            .get(format!("{}{path}", self.base))
+            .header("authorization", &self.key)
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_json()
+            .unwrap_or(Value::Null)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> u16 {
+        self.agent
+            .post(format!("{}{path}", self.base))
+            .header("authorization", &self.key)
+            .send_json(body)
+            .expect("POST")
+            .status()
+            .as_u16()
+    }
+}
+
+#[test]
+fn clinical_staff_compare_a_conflicts_values_in_the_browser_and_the_front_desk_cannot() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    let fhir = format!(
+        "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\npoll_interval_s = 300\n\
+         lookup_timeout_ms = 2000\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
+         [destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+        server.base()
+    );
+    let gw = gateway_with(dir.path(), &fhir);
+    let desk = add_user(&gw, "desk", "front_desk");
+    let nurse = add_user(&gw, "nurse", "clinical");
+
+    // A conflict: the patient changed in the EHR and here since the gateway cached it.
+    let system = System::new(&gw, "admin");
+    wait_for("the start-up poll", Duration::from_secs(20), || {
+        system.get("/api/v1/fhir/status")["last_poll_at"].as_i64()
+    });
+    let check_in = json!({ "patient_ref": "M1" });
+    assert_eq!(
+        system.post("/api/v1/queues/general/check-in", &check_in),
+        201
+    );
+    let mut theirs = jane.clone();
+    theirs["telecom"] = json!([{ "system": "phone", "value": "555-0111" }]);
+    server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
+    let ours = json!({ "fields": { "phone": "555-0222" } });
+    let edit = format!("/api/v1/fhir/patients/{id}/demographics");
+    assert_eq!(system.post(&edit, &ours), 202);
+    let conflict = wait_for("the conflict", Duration::from_secs(30), || {
+        let list = system.get("/api/v1/fhir/conflicts");
+        list.as_array()
+            .and_then(|l| l.first())
+            .map(|c| c["id"].clone())
+    });
+    let compare = format!("/fhir/conflicts/{conflict}");
+
+    browse(
+        &gw,
+        &[
+            nurse.login(),
+            json!({ "path": "/" }),
+            json!({ "see": "EHR conflicts to resolve" }),
+            json!({ "not_see": "555-0" }),
+            json!({ "element": format!("a[href='{compare}']") }),
+            json!({ "open": compare }),
+            json!({ "see": "555-0222" }),
+            json!({ "see": "555-0111" }),
+            json!({ "open": "/" }),
+            json!({ "click": "Log out" }),
+            json!({ "path": "/login" }),
+            desk.login(),
+            json!({ "path": "/" }),
+            json!({ "not_see": "EHR conflicts" }),
+            json!({ "open": compare }),
+            json!({ "title": "not for your role" }),
+            json!({ "not_see": "555-0" }),
+        ],
+    );
+
+    let views: Vec<(String, Value)> = audited(&gw, "access.patient_viewed")
+        .into_iter()
+        .filter(|(who, _)| who.starts_with("staff:"))
+        .collect();
+    assert_eq!(
+        views,
+        [(
+            "staff:nurse".to_string(),
+            json!({ "role": "clinical", "patients": [id], "purpose": "operations" })
+        )],
+        "the nurse's one look, and nothing for the front desk"
+    );
 }
