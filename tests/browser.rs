@@ -62,6 +62,11 @@ fn gateway_with(dir: &Path, extra: &str) -> Gateway {
 /// Runs `steps` in headless Chromium against the gateway; fails the test with what the driver
 /// printed when a step fails, and loudly when the browser is not installed.
 fn browse(gw: &Gateway, steps: &[Value]) {
+    browse_at(&format!("https://127.0.0.1:{}", gw.web), steps);
+}
+
+/// Runs `steps` against the gateway at `base`.
+fn browse_at(base: &str, steps: &[Value]) {
     for tool in ["chromium", "chromedriver"] {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -70,7 +75,7 @@ fn browse(gw: &Gateway, steps: &[Value]) {
         assert!(found, "{tool} is missing: run scripts/test-deps.sh");
     }
     let mut child = peer_script("browser_steps.py")
-        .arg(format!("https://127.0.0.1:{}", gw.web))
+        .arg(base)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -368,5 +373,49 @@ fn clinical_staff_compare_a_conflicts_values_in_the_browser_and_the_front_desk_c
             json!({ "role": "clinical", "patients": [id], "purpose": "operations" })
         )],
         "the nurse's one look, and nothing for the front desk"
+    );
+}
+
+#[test]
+fn a_nurse_enrols_a_passkey_and_logs_in_with_password_and_passkey() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Chromium refuses WebAuthn on a page whose certificate it does not trust, and trusts
+    // http://localhost as a secure context: the passkey's origin is that one.
+    let mut gw = Gateway::new(dir.path(), "[access]\nenabled = true\n");
+    gw.start();
+    let nurse = add_user(&gw, "nurse", "clinical");
+    let fill = |field: &str, value: &str| json!({ "fill": { "form": "/login", "field": field, "value": value } });
+
+    browse_at(
+        &format!("http://localhost:{}", gw.web),
+        &[
+            json!({ "virtual_authenticator": true }),
+            nurse.login(),
+            json!({ "path": "/" }),
+            json!({ "press": "Add a passkey" }),
+            json!({ "wait_see": "Passkey added" }),
+            json!({ "click": "Log out" }),
+            json!({ "path": "/login" }),
+            fill("name", "nurse"),
+            fill("password", "not-the-password"),
+            json!({ "press": "Log in with a passkey" }),
+            json!({ "wait_see": "not accepted" }),
+            fill("password", &nurse.password),
+            json!({ "press": "Log in with a passkey" }),
+            json!({ "path": "/" }),
+            json!({ "see": "nurse (clinical)" }),
+        ],
+    );
+
+    assert_eq!(audited(&gw, "access.passkey_added").len(), 1);
+    let logins = audited(&gw, "access.login");
+    let factors: Vec<Value> = logins.iter().map(|(_, d)| d["factor"].clone()).collect();
+    assert_eq!(factors, [Value::Null, json!("passkey")], "{logins:?}");
+    let refused = audited(&gw, "access.login_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|(a, d)| a == "staff:nurse" && d["reason"] == "bad_password"),
+        "{refused:?}"
     );
 }

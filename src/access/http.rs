@@ -35,7 +35,7 @@ pub struct Gate {
 
 impl Gate {
     /// The sessions' idle and absolute limits in ms.
-    fn limits(&self) -> (i64, i64) {
+    pub(super) fn limits(&self) -> (i64, i64) {
         let c = &self.config;
         let ms = |minutes: u64| minutes.saturating_mul(60_000).min(i64::MAX as u64) as i64;
         (
@@ -53,11 +53,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/session", web::get().to(session));
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn digest(token: &str) -> Vec<u8> {
+pub(super) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -79,7 +79,7 @@ fn session_token(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-fn peer(req: &HttpRequest) -> String {
+pub(super) fn peer(req: &HttpRequest) -> String {
     req.peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into())
@@ -125,7 +125,7 @@ async fn audit_refusal(
     }
 }
 
-fn refusal(status: StatusCode) -> HttpResponse {
+pub(super) fn refusal(status: StatusCode) -> HttpResponse {
     let error = match status.as_u16() {
         401 => "login required",
         403 => "forbidden",
@@ -508,8 +508,8 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 <p><label>Name <input name="name" autocomplete="username" required></label></p>
 <p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
 <p><label>Code from your authenticator <input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label></p>
-<p><button type="submit">Log in</button></p>
-</form></body></html>
+<p><button type="submit">Log in</button> <button type="button" id="passkey-login">Log in with a passkey</button></p>
+</form><p id="passkey-status" role="status"></p><script src="/passkey.js"></script></body></html>
 "#;
 
 const LOGIN_REFUSED: &str =

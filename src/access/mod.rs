@@ -16,10 +16,12 @@
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod passkey;
 pub mod password;
 pub mod policy;
 pub mod store;
 pub mod totp;
+pub mod webauthn;
 
 pub use policy::{Role, Scope};
 
@@ -178,6 +180,29 @@ pub struct ResetUser {
     pub by: String,
 }
 
+/// A passkey of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passkey {
+    pub id: i64,
+    pub credential_id: Vec<u8>,
+    /// An uncompressed P-256 point.
+    pub public_key: Vec<u8>,
+    pub sign_count: u32,
+}
+
+/// Adds a passkey to `user`'s account (audited as the user, who enrols it after a login).
+#[derive(Debug)]
+pub struct AddPasskey {
+    pub user: String,
+    pub key: webauthn::NewPasskey,
+}
+
+/// The passkeys of `user`'s account.
+#[derive(Debug)]
+pub struct FindPasskeys {
+    pub user: String,
+}
+
 /// The credentials of an account, if there is one by that name.
 #[derive(Debug)]
 pub struct FindCredentials {
@@ -190,6 +215,12 @@ pub enum Proof {
     /// Both matched; the code was the one of this TOTP step.
     Verified {
         step: u64,
+    },
+    /// The password matched and the account's passkey `id` signed the challenge, its counter
+    /// now reading `count`.
+    PasskeyVerified {
+        id: i64,
+        count: u32,
     },
     BadPassword,
     /// The password matched, the code did not.
@@ -328,6 +359,8 @@ crate::journal_work!(
     ListUsers,
     DisableUser,
     ResetUser,
+    AddPasskey,
+    FindPasskeys,
     FindCredentials,
     FinishLogin,
     CheckSession,
@@ -406,6 +439,28 @@ impl Work for ResetUser {
     }
 }
 
+impl Work for AddPasskey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::add_passkey(tx, &self.user, &self.key, now)?;
+        let detail = json!({ "credential": webauthn::b64(&self.key.credential_id) });
+        tx.audit(
+            &actor(&self.user),
+            "access.passkey_added",
+            &detail.to_string(),
+            now,
+        )
+    }
+}
+
+impl Work for FindPasskeys {
+    type Output = Vec<Passkey>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::passkeys(tx, &self.user)
+    }
+}
+
 impl Work for FindCredentials {
     type Output = Option<Credentials>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -448,6 +503,17 @@ impl Work for FinishLogin {
                     return Ok(Some(creds.role));
                 }
                 "replayed_code"
+            }
+            Proof::PasskeyVerified { id, count } => {
+                if store::record_passkey(tx, &self.name, id, count)? {
+                    let (id, csrf) = (&self.id_hash, &self.csrf);
+                    store::open_session(tx, id, &self.name, csrf, self.limits, now)?;
+                    let detail =
+                        json!({ "role": creds.role, "peer": self.peer, "factor": "passkey" });
+                    tx.audit(&who, "access.login", &detail.to_string(), now)?;
+                    return Ok(Some(creds.role));
+                }
+                "replayed_passkey"
             }
             Proof::BadCode => "bad_code",
             _ => "bad_password",

@@ -131,6 +131,7 @@ pub fn server(
                 if enabled {
                     access::http::routes(cfg);
                     admin::routes(cfg);
+                    access::passkey::routes(cfg);
                     cfg.route("/fhir/conflicts/{id}", web::get().to(page::conflict_page));
                 }
             });

@@ -42,6 +42,11 @@ pub(super) fn age(now: i64, at: i64) -> String {
     }
 }
 
+/// Reloads the page every 10 s unless the visitor has started filling a form or a message is
+/// showing (a passkey's outcome): a plain `<meta refresh>` would throw either away.
+const REFRESH: &str = "<script>let edited=false;document.addEventListener(\"input\",()=>{edited=true});\
+setInterval(()=>{if(!edited&&!document.querySelector(\"[role=status]:not(:empty)\"))location.reload()},10000)</script>";
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f6f7f9}\
 h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}\
 table{border-collapse:collapse;background:#fff;min-width:40rem}th,td{padding:.45rem .7rem;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}\
@@ -201,7 +206,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>\
+        "<!doctype html><html lang=en><head><meta charset=utf-8>{REFRESH}\
          <meta name=viewport content=\"width=device-width\"><title>clinic-gateway: {f}</title><style>{STYLE}</style></head><body>\
          <h1>clinic-gateway <span class=muted>{f}</span></h1>\
          <p>Overall: <span class=\"badge {status}\">{status}</span> <span class=muted>version {v}; refreshes every 10 s</span></p>",
@@ -244,6 +249,13 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     }
     if shown.admin {
         h.push_str(&super::admin::section(users, keys, &token, now));
+    }
+    if staff.is_some() {
+        // A passkey stands in for the TOTP code at the next login (`/passkey.js`).
+        h.push_str(
+            "<h2>Your passkeys</h2><p><button type=button id=passkey-add>Add a passkey</button> \
+             <span id=passkey-status role=status class=muted></span></p><script src=/passkey.js></script>",
+        );
     }
     h.push_str("</body></html>");
     h
@@ -769,7 +781,7 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(html.contains("priority raised to &lt;urgent&gt;"));
         assert!(html.contains("action=/notices/acknowledge><input type=hidden name=id value=3>"));
-        assert!(!html.contains("<script>"));
+        assert!(!html.contains("<script>x"));
         assert!(!html.contains("patient-SECRET"));
         assert!(html.contains("badge degraded"));
         assert!(html.contains("name=id value=7"));

@@ -13,7 +13,11 @@ Usage: browser_steps.py BASE_URL < steps.json. A step is a one-key object:
                                          type into the input, or pick in the select, `name`
                                          of the form posting to `action`
   {"element": "css selector"}            the page has such an element
-  {"click": "label"}                     press the button with this label (first match)
+  {"click": "label"}                     press the button with this label (first match) and
+                                         wait for the page it loads
+  {"press": "label"}                     press the button with this label, staying on the page
+  {"wait_see": "text"}                   the page's visible text comes to contain it
+  {"virtual_authenticator": true}        a CTAP2 platform authenticator that verifies its user
   {"keep": {"id": element id, "as": v}}  remember the element's text as $v
   {"forget_session": true}               drop the cookies (another staff member's turn)
 A string value "$v" stands for a kept value. Exits 1 naming the failed step and the page.
@@ -28,6 +32,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base = sys.argv[1].rstrip("/")
@@ -101,12 +106,27 @@ def run(driver, step):
         else:
             field.clear()
             field.send_keys(value(arg["value"]))
-    elif kind == "click":
+    elif kind in ("click", "press"):
         label = value(arg)
         buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text == label]
         if not buttons:
             raise AssertionError(f"no button {label!r}")
-        submit(driver, buttons[0])
+        if kind == "click":
+            submit(driver, buttons[0])
+        else:
+            buttons[0].click()
+    elif kind == "wait_see":
+        text = value(arg)
+        WebDriverWait(driver, 20).until(lambda d: text in body_text(d))
+    elif kind == "virtual_authenticator":
+        options = VirtualAuthenticatorOptions()
+        options.protocol = VirtualAuthenticatorOptions.Protocol.CTAP2
+        options.transport = VirtualAuthenticatorOptions.Transport.INTERNAL
+        options.has_resident_key = True
+        options.has_user_verification = True
+        options.is_user_consenting = True
+        options.is_user_verified = True
+        driver.add_virtual_authenticator(options)
     elif kind == "element":
         driver.find_element(By.CSS_SELECTOR, value(arg))
     elif kind == "keep":
