@@ -704,3 +704,54 @@ fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_i
     );
     assert!(patient_views(&a, "staff:desk").is_empty());
 }
+
+#[test]
+fn a_passkey_challenge_tells_nothing_about_the_name_or_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let c = Client::new(&gw);
+    let options = |name: &str| {
+        let (status, v) = c.post("/login/passkey/options", &json!({ "name": name }));
+        assert_eq!(status, 200, "{v}");
+        let ids = v["allowCredentials"].as_array().map(Vec::len);
+        (ids, v["challenge"].as_str().map(str::len))
+    };
+    assert_eq!(options("desk"), options("nobody"));
+    let (status, v) = c.post("/login/passkey/options", &json!({ "name": "desk" }));
+    assert_eq!(status, 200);
+    // A forged answer with the right password is refused like any failed login.
+    let forged = json!({
+        "password": desk.password,
+        "challenge": v["challenge"],
+        "id": v["allowCredentials"][0],
+        "clientDataJSON": "e30",
+        "authenticatorData": "AAAA",
+        "signature": "AAAA",
+    });
+    assert_eq!(
+        c.post("/login/passkey", &forged),
+        (401, json!({ "error": "login required" }))
+    );
+    assert_eq!(
+        c.post("/login/passkey", &forged).0,
+        401,
+        "a challenge is used once"
+    );
+    let (status, session) = Client::new(&gw).get("/api/v1/session");
+    assert_eq!(
+        (status, session),
+        (401, json!({ "error": "login required" }))
+    );
+    let mut root = Client::new(&gw);
+    let admin = add_user(&gw, "root", "admin");
+    assert_eq!(root.login_as(&admin), 200);
+    let refused = audited(&root, "access.login_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|(who, d)| who == "staff:desk" && d["reason"] == "bad_code"),
+        "{refused:?}"
+    );
+}

@@ -14,6 +14,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -87,14 +88,15 @@ fn busy() -> HttpResponse {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+struct NameBody {
     name: String,
-    password: String,
 }
 
 /// Records a refused passkey login as any refused login is (it counts towards the lock).
 async fn refuse(gate: &Gate, req: &HttpRequest, name: &str, proof: Proof) -> HttpResponse {
-    let _ = finish(gate, req, name, proof).await;
+    if let Err(e) = finish(gate, req, name, proof).await {
+        tracing::warn!(error = %e, "refused login not recorded");
+    }
     refusal(StatusCode::UNAUTHORIZED)
 }
 
@@ -126,56 +128,71 @@ async fn finish(
     Ok(role.map(|r| (token, csrf, r)))
 }
 
-/// `POST /login/passkey/options` with `name` and `password`: when the password is right and
-/// the account has passkeys, a challenge and the passkeys that may answer it. Every refusal is
-/// the same 401, recorded as a failed login.
+/// A credential id for a name without passkeys, the same each time within a run, so that the
+/// answer does not tell which names have accounts or passkeys.
+fn decoy_id(name: &str) -> Vec<u8> {
+    static SALT: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
+    let mut h = Sha256::new();
+    h.update(*SALT);
+    h.update(name.as_bytes());
+    h.finalize()[..16].to_vec()
+}
+
+/// `POST /login/passkey/options` with `name`: a challenge and the account's passkeys that may
+/// answer it. The answer looks the same for any name; the password and the passkey are checked
+/// together at `POST /login/passkey`, so that neither is learnt alone.
 async fn login_options(
     gate: web::Data<Gate>,
     req: HttpRequest,
-    body: web::Json<PasswordBody>,
+    body: web::Json<NameBody>,
 ) -> HttpResponse {
-    let PasswordBody { name, password } = body.into_inner();
-    let found = if valid_name(&name) {
-        let find = FindCredentials { name: name.clone() };
-        match journal::ask(&gate.journal, find).await {
-            Ok(found) => found,
+    let name = body.into_inner().name;
+    let keys = if valid_name(&name) {
+        match journal::ask(&gate.journal, FindPasskeys { user: name.clone() }).await {
+            Ok(keys) => keys,
             Err(_) => return busy(),
         }
     } else {
-        None
+        Vec::new()
     };
-    let Some(creds) = found.filter(|c| c.enabled) else {
-        let _ = web::block(move || password::verify_decoy(&password)).await;
-        return refuse(&gate, &req, &name, Proof::NoAccount).await;
+    let allow: Vec<String> = match keys.is_empty() {
+        true => vec![b64(&decoy_id(&name))],
+        false => keys.iter().map(|k| b64(&k.credential_id)).collect(),
     };
-    if creds.locked_until.is_some_and(|t| t > journal::now_ms()) {
-        return refuse(&gate, &req, &name, Proof::Locked).await;
-    }
-    let hash = creds.password_hash.clone();
-    let right = web::block(move || password::verify(&password, &hash)).await;
-    if !right.unwrap_or(false) {
-        return refuse(&gate, &req, &name, Proof::BadPassword).await;
-    }
-    let keys = match journal::ask(&gate.journal, FindPasskeys { user: name.clone() }).await {
-        Ok(keys) => keys,
-        Err(_) => return busy(),
-    };
-    if keys.is_empty() {
-        return refuse(&gate, &req, &name, Proof::BadCode).await;
-    }
     let Some(c) = challenge(&name, For::Login) else {
         return busy();
     };
     let (_, rp_id) = origin_of(&req);
-    let allow: Vec<String> = keys.iter().map(|k| b64(&k.credential_id)).collect();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "challenge": b64(&c), "rpId": rp_id, "allowCredentials": allow }))
 }
 
+/// Checks the password of `name` off the async executor, as `POST /login` does: what it proves,
+/// short of the second factor (`None` when the password is right).
+async fn check_password(gate: &Gate, name: &str, password: String) -> Result<Option<Proof>, ()> {
+    let found = if valid_name(name) {
+        let find = FindCredentials { name: name.into() };
+        journal::ask(&gate.journal, find).await.map_err(|_| ())?
+    } else {
+        None
+    };
+    let Some(creds) = found.filter(|c| c.enabled) else {
+        let _ = web::block(move || password::verify_decoy(&password)).await;
+        return Ok(Some(Proof::NoAccount));
+    };
+    if creds.locked_until.is_some_and(|t| t > journal::now_ms()) {
+        return Ok(Some(Proof::Locked));
+    }
+    let hash = creds.password_hash;
+    let right = web::block(move || password::verify(&password, &hash)).await;
+    Ok((!right.unwrap_or(false)).then_some(Proof::BadPassword))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AssertionBody {
+    password: String,
     challenge: String,
     id: String,
     #[serde(rename = "clientDataJSON")]
@@ -185,8 +202,8 @@ struct AssertionBody {
     signature: String,
 }
 
-/// `POST /login/passkey`: the passkey's answer to a login challenge; opens the session as
-/// `POST /login` does.
+/// `POST /login/passkey`: the password and the passkey's answer to a login challenge; opens
+/// the session as `POST /login` does. Any refusal is the same 401.
 async fn login(
     gate: web::Data<Gate>,
     req: HttpRequest,
@@ -197,6 +214,11 @@ async fn login(
         return refusal(StatusCode::UNAUTHORIZED);
     };
     let (user, challenge) = user;
+    match check_password(&gate, &user, b.password.clone()).await {
+        Ok(None) => {}
+        Ok(Some(proof)) => return refuse(&gate, &req, &user, proof).await,
+        Err(()) => return busy(),
+    }
     let keys = match journal::ask(&gate.journal, FindPasskeys { user: user.clone() }).await {
         Ok(keys) => keys,
         Err(_) => return busy(),
@@ -351,11 +373,11 @@ function say(text) { document.getElementById("passkey-status").textContent = tex
 async function passkeyLogin() {
   const f = document.querySelector("form[action='/login']");
   try {
-    const o = await post("/login/passkey/options", { name: f.elements.name.value, password: f.elements.password.value });
+    const o = await post("/login/passkey/options", { name: f.elements.name.value });
     const c = await navigator.credentials.get({ publicKey: {
       challenge: unb64(o.challenge), rpId: o.rpId, userVerification: "required", timeout: 60000,
       allowCredentials: o.allowCredentials.map((id) => ({ type: "public-key", id: unb64(id) })) } });
-    await post("/login/passkey", { challenge: o.challenge, id: b64(c.rawId),
+    await post("/login/passkey", { password: f.elements.password.value, challenge: o.challenge, id: b64(c.rawId),
       clientDataJSON: b64(c.response.clientDataJSON), authenticatorData: b64(c.response.authenticatorData),
       signature: b64(c.response.signature) });
     location.href = "/";
