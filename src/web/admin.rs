@@ -8,7 +8,7 @@
 //! answer to the form (never cached, never stored in clear); the lists show no secrets.
 
 use super::AppState;
-use super::page::{age, esc};
+use super::html::{age, esc};
 use crate::access::{
     self, AccessError, DisableUser, KeySummary, ListKeys, ListUsers, RevokeKey, Role, Scope, Staff,
     UserSummary, totp,

@@ -14,6 +14,7 @@ pub mod config;
 #[cfg(feature = "fault-hooks")]
 mod faults;
 mod fhir;
+mod html;
 mod page;
 mod preview;
 pub mod tls;
