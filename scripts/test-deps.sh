@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite's peers need, only when missing (idempotent). Debian, as root or
-# with sudo. Versions are Debian 12's: mosquitto 2.0.11, socat 1.7.4, lintian 2.116.
+# with sudo. Versions are Debian 12's: mosquitto 2.0.11, socat 1.7.4, lintian 2.116,
+# chromium and chromium-driver 156.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null || need+=(mosquitto)
@@ -18,6 +19,9 @@ command -v make >/dev/null || need+=(make)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The browser test drives Debian's Chromium through its WebDriver (tests/browser.rs).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -29,8 +33,9 @@ fi
 # tests/peers/requirements.txt; installed only when one of them is missing or at another version.
 req="$(dirname "$0")/../tests/peers/requirements.txt"
 pinned="$(grep -vE '^\s*(#|$)' "$req")"
-# Every pinned line must be installed as such (grep -f alone is satisfied by any one of them).
-if [ "$(python3 -m pip freeze 2>/dev/null | grep -cxF "$pinned")" -ne "$(printf '%s\n' "$pinned" | wc -l)" ]; then
+# Every pinned line must be installed as such (grep -f alone is satisfied by any one of them);
+# case aside, as pip freeze prints a project's own spelling (PyOTP).
+if [ "$(python3 -m pip freeze 2>/dev/null | grep -cixF "$pinned")" -ne "$(printf '%s\n' "$pinned" | wc -l)" ]; then
   echo "test-deps: installing Python peers from $req" >&2
   # Debian's own Python refuses user packages (PEP 668); the peers are test tools for this
   # machine, so they go next to the system's, as CI's throwaway machine wants.

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 const ACCESS: &str = "[access]\nenabled = true\nlockout_after = 3\nlockout_initial_secs = 600\nlockout_max_secs = 3600\n";
 
@@ -110,14 +111,18 @@ impl Client {
 
     /// Posts an HTML form as the page does (its CSRF token is a field, not a header).
     fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> u16 {
+        self.form_page(path, fields).0
+    }
+
+    /// Posts an HTML form; returns the status and the page answered.
+    fn form_page(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c);
         }
-        req.send_form(fields.iter().copied())
-            .expect("POST form")
-            .status()
-            .as_u16()
+        let mut r = req.send_form(fields.iter().copied()).expect("POST form");
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -501,4 +506,252 @@ fn the_page_shows_each_role_its_own_parts_and_its_forms_carry_the_csrf_token() {
         "the audit names the logged-in admin"
     );
     assert!(refused(&admin, "staff:root", "csrf", "/dlq/replay"));
+}
+
+/// The text of the element with `id` on a page the gateway wrote (`<code id=ID>TEXT</code>`).
+fn element_text(page: &str, id: &str) -> String {
+    let start = page
+        .find(&format!("id={id}>"))
+        .unwrap_or_else(|| panic!("#{id} in {page}"))
+        + id.len()
+        + 4;
+    let end = page[start..].find('<').expect("element end") + start;
+    page[start..end].replace("&amp;", "&")
+}
+
+#[test]
+fn only_admins_reset_and_disable_accounts_through_the_pages_forms_and_each_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let root = add_user(&gw, "root", "admin");
+
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&desk), 200);
+    let csrf = d.csrf.clone().expect("csrf");
+    let (status, _) = d.form_page(
+        "/users/add",
+        &[("csrf", &csrf), ("name", "x"), ("role", "admin")],
+    );
+    assert_eq!(status, 403, "a front desk may not add accounts");
+    let (status, page) = d.page("/");
+    assert_eq!(status, 200);
+    assert!(!page.contains("/users/add"), "nor see the form");
+
+    let mut a = Client::new(&gw);
+    assert_eq!(a.login_as(&root), 200);
+    let admin_csrf = a.csrf.clone().expect("csrf");
+    let (status, page) = a.page("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("action=/users/add"), "{page}");
+    assert_eq!(
+        a.form_page("/users/reset", &[("name", "desk")]).0,
+        403,
+        "a form without the CSRF token changes nothing"
+    );
+    let (status, page) = a.form_page("/users/reset", &[("csrf", &admin_csrf), ("name", "desk")]);
+    assert_eq!(status, 200, "{page}");
+    let reset = Account {
+        name: "desk".into(),
+        password: element_text(&page, "one-time-password"),
+        totp: totp_rs::Totp::from_url(element_text(&page, "enrolment-uri")).expect("URI"),
+    };
+    assert_eq!(d.get("/api/v1/session").0, 401, "a reset ends the sessions");
+    assert_eq!(
+        Client::new(&gw).login_as(&desk),
+        401,
+        "the old secrets are gone"
+    );
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&reset), 200);
+
+    let (status, _) = a.form_page("/users/disable", &[("csrf", &admin_csrf), ("name", "root")]);
+    assert_eq!(status, 409, "an admin cannot lock themselves out");
+    let (status, _) = a.form_page("/users/disable", &[("csrf", &admin_csrf), ("name", "desk")]);
+    assert_eq!(status, 303);
+    assert_eq!(
+        d.get("/api/v1/session").0,
+        401,
+        "disabling ends the sessions"
+    );
+
+    for action in ["access.user_reset", "access.user_disabled"] {
+        let found = audited(&a, action);
+        assert!(
+            found
+                .iter()
+                .any(|(who, d)| who == "staff:root" && d["user"] == "desk"),
+            "{action}: {found:?}"
+        );
+    }
+    let refused = audited(&a, "access.refused");
+    assert!(
+        refused.iter().any(|(who, d)| who == "staff:desk"
+            && d["path"] == "/users/add"
+            && d["reason"] == "role"),
+        "{refused:?}"
+    );
+}
+
+/// The patients and purpose of each `access.patient_viewed` record by `who`, oldest first.
+fn patient_views(admin: &Client, who: &str) -> Vec<(Value, Value, Value)> {
+    let mut views: Vec<(Value, Value, Value)> = audited(admin, "access.patient_viewed")
+        .into_iter()
+        .filter(|(actor, _)| actor == who)
+        .map(|(_, d)| {
+            (
+                d["role"].clone(),
+                d["patients"].clone(),
+                d["purpose"].clone(),
+            )
+        })
+        .collect();
+    views.reverse();
+    views
+}
+
+#[test]
+fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_is_audited() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let jane = server.create_patient("M1", "Doe", "Jane", "1980-02-03");
+    let id = jane["id"].as_str().expect("id").to_string();
+    let fhir = format!(
+        "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\npoll_interval_s = 300\n\
+         lookup_timeout_ms = 2000\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n\n\
+         [destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+        server.base()
+    );
+    let mut gw = Gateway::new(dir.path(), &format!("{ACCESS}\n{fhir}"));
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let nurse = add_user(&gw, "nurse", "clinical");
+    let root = add_user(&gw, "root", "admin");
+    let mut d = Client::new(&gw);
+    assert_eq!(d.login_as(&desk), 200);
+    let mut n = Client::new(&gw);
+    assert_eq!(n.login_as(&nurse), 200);
+    let mut a = Client::new(&gw);
+    assert_eq!(a.login_as(&root), 200);
+
+    wait_for("the start-up poll", Duration::from_secs(20), || {
+        n.get("/api/v1/fhir/status").1["last_poll_at"].as_i64()
+    });
+    let (status, v) = d.post(
+        "/api/v1/queues/general/check-in",
+        &json!({ "patient_ref": "M1" }),
+    );
+    assert_eq!(status, 201, "{v}");
+    let mut theirs = jane.clone();
+    theirs["telecom"] = json!([{ "system": "phone", "value": "111" }]);
+    server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
+    let (status, v) = n.post(
+        &format!("/api/v1/fhir/patients/{id}/demographics"),
+        &json!({ "fields": { "phone": "222" } }),
+    );
+    assert_eq!(status, 202, "{v}");
+
+    let conflict = wait_for("the conflict", Duration::from_secs(30), || {
+        let (_, list) = n.get("/api/v1/fhir/conflicts");
+        list.as_array().and_then(|l| l.first().cloned())
+    });
+    assert_eq!(conflict["local"]["telecom"][0]["value"], "222");
+    assert_eq!(conflict["remote"]["telecom"][0]["value"], "111");
+    let (status, _) = n.get(&format!("/api/v1/fhir/patients/{id}"));
+    assert_eq!(status, 200);
+
+    // The status page names the conflict's fields only; its own page shows both values.
+    let (status, page) = n.page("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("EHR conflicts to resolve"), "{page}");
+    assert!(!page.contains("222") && !page.contains("111"), "{page}");
+    let compare = format!("/fhir/conflicts/{}", conflict["id"]);
+    assert!(page.contains(&compare), "{page}");
+    let (status, page) = n.page(&compare);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("222") && page.contains("111"), "{page}");
+    let (status, page) = a.page(&compare);
+    assert_eq!(status, 200, "admins too");
+    assert!(page.contains("111"), "{page}");
+
+    // The front desk sees neither, and its attempts show no patient data.
+    let (status, body) = d.get("/api/v1/fhir/conflicts");
+    assert_eq!((status, body), (403, json!({ "error": "forbidden" })));
+    let (status, page) = d.page(&compare);
+    assert_eq!(status, 403);
+    assert!(!page.contains("111"));
+    assert_eq!(d.get(&format!("/api/v1/fhir/patients/{id}")).0, 403);
+    let (_, page) = d.page("/");
+    assert!(!page.contains("EHR conflicts") && !page.contains(&compare));
+
+    let views = patient_views(&a, "staff:nurse");
+    let role = json!("clinical");
+    let patient = json!([id]);
+    assert_eq!(
+        views,
+        [
+            (role.clone(), patient.clone(), json!("operations")),
+            (role.clone(), patient.clone(), json!("treatment")),
+            (role, patient.clone(), json!("operations")),
+        ],
+        "the conflicts list, the patient, the conflict's page"
+    );
+    assert_eq!(
+        patient_views(&a, "staff:root"),
+        [(json!("admin"), patient, json!("operations"))]
+    );
+    assert!(patient_views(&a, "staff:desk").is_empty());
+}
+
+#[test]
+fn a_passkey_challenge_tells_nothing_about_the_name_or_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let desk = add_user(&gw, "desk", "front_desk");
+    let c = Client::new(&gw);
+    let options = |name: &str| {
+        let (status, v) = c.post("/login/passkey/options", &json!({ "name": name }));
+        assert_eq!(status, 200, "{v}");
+        let ids = v["allowCredentials"].as_array().map(Vec::len);
+        (ids, v["challenge"].as_str().map(str::len))
+    };
+    assert_eq!(options("desk"), options("nobody"));
+    let (status, v) = c.post("/login/passkey/options", &json!({ "name": "desk" }));
+    assert_eq!(status, 200);
+    // A forged answer with the right password is refused like any failed login.
+    let forged = json!({
+        "password": desk.password,
+        "challenge": v["challenge"],
+        "id": v["allowCredentials"][0],
+        "clientDataJSON": "e30",
+        "authenticatorData": "AAAA",
+        "signature": "AAAA",
+    });
+    assert_eq!(
+        c.post("/login/passkey", &forged),
+        (401, json!({ "error": "login required" }))
+    );
+    assert_eq!(
+        c.post("/login/passkey", &forged).0,
+        401,
+        "a challenge is used once"
+    );
+    let (status, session) = Client::new(&gw).get("/api/v1/session");
+    assert_eq!(
+        (status, session),
+        (401, json!({ "error": "login required" }))
+    );
+    let mut root = Client::new(&gw);
+    let admin = add_user(&gw, "root", "admin");
+    assert_eq!(root.login_as(&admin), 200);
+    let refused = audited(&root, "access.login_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|(who, d)| who == "staff:desk" && d["reason"] == "bad_code"),
+        "{refused:?}"
+    );
 }

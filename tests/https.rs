@@ -6,22 +6,10 @@
 
 mod common;
 
+use common::https::{certificate, start_https};
 use common::*;
 use sha2::{Digest, Sha256};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
-
-/// The DER of the first certificate in the PEM file at `path`.
-fn certificate(path: &Path) -> Vec<u8> {
-    let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .expect("a certificate")
-        .expect("PEM")
-        .to_vec()
-}
 
 fn fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
@@ -31,52 +19,12 @@ fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-/// A client that trusts `der` and nothing else.
-fn trusting(der: &[u8]) -> ureq::Agent {
-    let roots = [Certificate::from_der(der).to_owned()];
-    ureq::Agent::config_builder()
-        .tls_config(
-            TlsConfig::builder()
-                .provider(TlsProvider::Rustls)
-                .root_certs(RootCerts::new_with_certs(&roots))
-                .unversioned_rustls_crypto_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .build(),
-        )
-        .build()
-        .into()
-}
-
-/// Starts the gateway and waits until its status answers over HTTPS with the certificate in
-/// `cert` (which the gateway may be the one to create); returns that answer.
-fn start_https(gw: &mut Gateway, cert: &Path) -> serde_json::Value {
-    gw.spawn();
-    let url = format!("https://127.0.0.1:{}/api/v1/status", gw.web);
-    wait_for(
-        "the gateway's API over HTTPS",
-        Duration::from_secs(20),
-        || {
-            if !cert.exists() {
-                return None;
-            }
-            trusting(&certificate(cert))
-                .get(&url)
-                .call()
-                .ok()?
-                .body_mut()
-                .read_json()
-                .ok()
-        },
-    )
-}
-
 #[test]
 fn a_self_signed_certificate_is_served_printed_by_status_and_kept_across_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut gw = Gateway::new(dir.path(), "[web.tls]\nself_signed = true\n");
     let cert = dir.path().join("data/web-cert.pem");
-    let status = start_https(&mut gw, &cert);
+    let status = start_https(&mut gw, &cert, "/api/v1/status");
     let der = certificate(&cert);
     let expected = fingerprint(&der);
     assert_eq!(status["tls_fingerprint"], expected.as_str());
@@ -101,7 +49,7 @@ fn a_self_signed_certificate_is_served_printed_by_status_and_kept_across_restart
 
     gw.signal("TERM");
     assert_eq!(gw.wait(Duration::from_secs(20)), Some(0));
-    let status = start_https(&mut gw, &cert);
+    let status = start_https(&mut gw, &cert, "/api/v1/status");
     assert_eq!(certificate(&cert), der, "a restart keeps the certificate");
     assert_eq!(status["tls_fingerprint"], expected.as_str());
 }
@@ -125,7 +73,7 @@ fn a_configured_certificate_and_key_are_served() {
         dir.path(),
         "[web.tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"tls/key.pem\"\n",
     );
-    let status = start_https(&mut gw, &dir.path().join("tls/cert.pem"));
+    let status = start_https(&mut gw, &dir.path().join("tls/cert.pem"), "/api/v1/status");
     assert_eq!(
         status["tls_fingerprint"],
         fingerprint(made.cert.der()).as_str()

@@ -53,7 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/session", web::get().to(session));
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -112,13 +112,29 @@ async fn audit_refusal(
     }
 }
 
-fn refusal(status: StatusCode) -> HttpResponse {
+pub(super) fn refusal(status: StatusCode) -> HttpResponse {
     let error = match status.as_u16() {
         401 => "login required",
         403 => "forbidden",
         _ => "bad request",
     };
     HttpResponse::build(status).json(json!({ "error": error }))
+}
+
+/// A route the role may not use: a browser navigating there gets a page it can show and leave,
+/// anything else the JSON refusal.
+fn forbidden(req: &HttpRequest) -> HttpResponse {
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if !browser {
+        return refusal(StatusCode::FORBIDDEN);
+    }
+    HttpResponse::Forbidden()
+        .content_type("text/html; charset=utf-8")
+        .body(FORBIDDEN_PAGE)
 }
 
 /// Whether a request's body is an HTML form.
@@ -248,7 +264,8 @@ pub async fn guard(
     let who = super::actor(&staff.user);
     if !policy::permits(allowed, staff.role) {
         audit_refusal(&gate, req.request(), &who, "role", None).await;
-        return Ok(req.into_response(refusal(StatusCode::FORBIDDEN)));
+        let answer = forbidden(req.request());
+        return Ok(req.into_response(answer));
     }
     if changes {
         let header_token = req
@@ -419,6 +436,12 @@ async fn login(
         }
         Ok(None) => {
             tracing::info!("login refused");
+            if form {
+                // The form again, saying no more than the JSON answer would.
+                return HttpResponse::Unauthorized()
+                    .content_type("text/html; charset=utf-8")
+                    .body(login_html(&gate, LOGIN_REFUSED));
+            }
             refusal(StatusCode::UNAUTHORIZED)
         }
         Err(e) => {
@@ -484,12 +507,12 @@ const TO_LOGIN: &str = r#"<!doctype html>
 const LOGIN_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: log in</title></head>
 <body><h1>clinic-gateway</h1>
-<!--sso--><form method="post" action="/login">
+{message}<!--sso--><form method="post" action="/login">
 <p><label>Name <input name="name" autocomplete="username" required></label></p>
 <p><label>Password <input name="password" type="password" autocomplete="current-password" required></label></p>
 <p><label>Code from your authenticator <input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label></p>
-<p><button type="submit">Log in</button></p>
-</form></body></html>
+<p><button type="submit">Log in</button> <button type="button" id="passkey-login">Log in with a passkey</button></p>
+</form><p id="passkey-status" role="status"></p><script src="/passkey.js"></script></body></html>
 "#;
 
 /// The login page's link to single sign-on, named after the provider.
@@ -501,11 +524,27 @@ fn sso_button(name: &str) -> String {
     format!("<p><a href=\"/login/oidc\">Sign in with {name}</a></p>\n")
 }
 
-async fn login_page(gate: web::Data<Gate>) -> HttpResponse {
+const LOGIN_REFUSED: &str =
+    r#"<p role="alert">Not logged in: the name, password or code was not accepted.</p>"#;
+
+const FORBIDDEN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>clinic-gateway: not for your role</title></head>
+<body><h1>Not for your role</h1><p>Your role may not open this page. The attempt was recorded.</p>
+<p><a href="/">Back to the status page</a></p></body></html>
+"#;
+
+/// The login form with `message` above it and the single sign-on link if there is one.
+fn login_html(gate: &Gate, message: &str) -> String {
     let sso = gate.config.oidc.as_ref().map(|o| sso_button(&o.name));
+    LOGIN_PAGE
+        .replace("{message}", message)
+        .replace("<!--sso-->", &sso.unwrap_or_default())
+}
+
+async fn login_page(gate: web::Data<Gate>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(LOGIN_PAGE.replace("<!--sso-->", &sso.unwrap_or_default()))
+        .body(login_html(&gate, ""))
 }
 
 #[cfg(test)]

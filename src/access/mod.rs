@@ -24,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod oauth;
 pub mod oidc;
+pub mod passkey;
 pub mod password;
 pub mod policy;
 pub mod ratelimit;
@@ -32,6 +33,7 @@ pub mod store;
 pub mod throttle;
 pub mod token;
 pub mod totp;
+pub mod webauthn;
 
 pub use policy::{Role, Scope};
 
@@ -104,25 +106,69 @@ pub struct NewAccount {
     pub request: AddUser,
 }
 
-/// A new account for `name` with `role`: a one-time password and a fresh TOTP secret.
-pub fn new_account(name: &str, role: Role, by: &str) -> Result<NewAccount, AccessError> {
+/// Fresh secrets for the account `name`: a one-time password with its hash, a TOTP secret
+/// with its enrolment URI.
+struct Secrets {
+    password: String,
+    password_hash: String,
+    totp_secret: Vec<u8>,
+    enrolment_uri: String,
+}
+
+fn secrets(name: &str) -> Result<Secrets, AccessError> {
     if !valid_name(name) {
         return Err(AccessError::BadName);
     }
     let password = password::one_time();
-    let secret = totp::new_secret();
-    let enrolment_uri =
-        totp::enrolment_uri(&secret, name).ok_or_else(|| AccessError::Enrolment(name.into()))?;
+    let totp_secret = totp::new_secret();
+    let enrolment_uri = totp::enrolment_uri(&totp_secret, name)
+        .ok_or_else(|| AccessError::Enrolment(name.into()))?;
+    Ok(Secrets {
+        password_hash: password::hash(&password)?,
+        password,
+        totp_secret,
+        enrolment_uri,
+    })
+}
+
+/// A new account for `name` with `role`: a one-time password and a fresh TOTP secret.
+pub fn new_account(name: &str, role: Role, by: &str) -> Result<NewAccount, AccessError> {
+    let s = secrets(name)?;
     Ok(NewAccount {
         request: AddUser {
             name: name.into(),
             role,
-            password_hash: password::hash(&password)?,
-            totp_secret: secret,
+            password_hash: s.password_hash,
+            totp_secret: s.totp_secret,
             by: by.into(),
         },
-        password,
-        enrolment_uri,
+        password: s.password,
+        enrolment_uri: s.enrolment_uri,
+    })
+}
+
+/// An account's new one-time password and TOTP enrolment URI, told once to its owner; the
+/// request puts them in the journal.
+#[derive(Debug)]
+pub struct ResetAccount {
+    pub password: String,
+    pub enrolment_uri: String,
+    pub request: ResetUser,
+}
+
+/// New secrets for the account `name`, for when its owner forgot the password or lost the
+/// authenticator.
+pub fn reset_account(name: &str, by: &str) -> Result<ResetAccount, AccessError> {
+    let s = secrets(name)?;
+    Ok(ResetAccount {
+        request: ResetUser {
+            name: name.into(),
+            password_hash: s.password_hash,
+            totp_secret: s.totp_secret,
+            by: by.into(),
+        },
+        password: s.password,
+        enrolment_uri: s.enrolment_uri,
     })
 }
 
@@ -147,6 +193,39 @@ pub struct DisableUser {
     pub by: String,
 }
 
+/// Replaces an account's password and TOTP secret, unlocks it and ends its sessions (audited
+/// with `by`); a disabled account stays disabled.
+#[derive(Debug)]
+pub struct ResetUser {
+    pub name: String,
+    pub password_hash: String,
+    pub totp_secret: Vec<u8>,
+    pub by: String,
+}
+
+/// A passkey of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passkey {
+    pub id: i64,
+    pub credential_id: Vec<u8>,
+    /// An uncompressed P-256 point.
+    pub public_key: Vec<u8>,
+    pub sign_count: u32,
+}
+
+/// Adds a passkey to `user`'s account (audited as the user, who enrols it after a login).
+#[derive(Debug)]
+pub struct AddPasskey {
+    pub user: String,
+    pub key: webauthn::NewPasskey,
+}
+
+/// The passkeys of `user`'s account.
+#[derive(Debug)]
+pub struct FindPasskeys {
+    pub user: String,
+}
+
 /// The credentials of an account, if there is one by that name.
 #[derive(Debug)]
 pub struct FindCredentials {
@@ -159,6 +238,12 @@ pub enum Proof {
     /// Both matched; the code was the one of this TOTP step.
     Verified {
         step: u64,
+    },
+    /// The password matched and the account's passkey `id` signed the challenge, its counter
+    /// now reading `count`.
+    PasskeyVerified {
+        id: i64,
+        count: u32,
     },
     BadPassword,
     /// The password matched, the code did not.
@@ -390,11 +475,16 @@ crate::journal_work!(
     AddUser,
     ListUsers,
     DisableUser,
+    ResetUser,
+    AddPasskey,
+    FindPasskeys,
     FindCredentials,
     FinishLogin,
     CheckSession,
     Logout,
+    AddKey,
     ListKeys,
+    RevokeKey,
     FindKey
 );
 
@@ -551,6 +641,38 @@ impl Work for DisableUser {
     }
 }
 
+impl Work for ResetUser {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::reset(tx, &self.name, &self.password_hash, &self.totp_secret)?;
+        let detail = json!({ "user": self.name }).to_string();
+        tx.audit(&self.by, "access.user_reset", &detail, now)
+    }
+}
+
+impl Work for AddPasskey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::add_passkey(tx, &self.user, &self.key, now)?;
+        let detail = json!({ "credential": webauthn::b64(&self.key.credential_id) });
+        tx.audit(
+            &actor(&self.user),
+            "access.passkey_added",
+            &detail.to_string(),
+            now,
+        )
+    }
+}
+
+impl Work for FindPasskeys {
+    type Output = Vec<Passkey>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::passkeys(tx, &self.user)
+    }
+}
+
 impl Work for FindCredentials {
     type Output = Option<Credentials>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -593,6 +715,17 @@ impl Work for FinishLogin {
                     return Ok(Some(creds.role));
                 }
                 "replayed_code"
+            }
+            Proof::PasskeyVerified { id, count } => {
+                if store::record_passkey(tx, &self.name, id, count)? {
+                    let (id, csrf) = (&self.id_hash, &self.csrf);
+                    store::open_session(tx, id, &self.name, csrf, self.limits, now)?;
+                    let detail =
+                        json!({ "role": creds.role, "peer": self.peer, "factor": "passkey" });
+                    tx.audit(&who, "access.login", &detail.to_string(), now)?;
+                    return Ok(Some(creds.role));
+                }
+                "replayed_passkey"
             }
             Proof::BadCode => "bad_code",
             _ => "bad_password",
@@ -643,6 +776,14 @@ impl AddKey {
     }
 }
 
+impl Work for AddKey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
+    }
+}
+
 impl Work for ListKeys {
     type Output = Vec<KeySummary>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -656,6 +797,14 @@ impl RevokeKey {
         let id = store::revoke_key(tx, &self.name, now)?;
         let detail = json!({ "key": id, "name": self.name }).to_string();
         tx.audit(&self.by, "access.key_revoked", &detail, now)
+    }
+}
+
+impl Work for RevokeKey {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        self.apply(tx, now)
     }
 }
 

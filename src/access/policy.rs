@@ -154,6 +154,11 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     // Every method: the FHIR API answers the ones it does not serve with its own 405.
     ("*", "/fhir/R4/{}", Allowed::Smart),
     ("*", "/fhir/R4/{}/{}", Allowed::Smart),
+    ("GET", "/passkey.js", Allowed::Public),
+    ("POST", "/login/passkey/options", Allowed::Public),
+    ("POST", "/login/passkey", Allowed::Public),
+    ("POST", "/passkeys/options", Allowed::Staff),
+    ("POST", "/passkeys", Allowed::Staff),
     ("POST", "/logout", Allowed::Staff),
     ("GET", "/api/v1/session", Allowed::Staff),
     ("GET", "/", Allowed::Staff),
@@ -181,6 +186,7 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ),
     ("POST", "/fhir/conflicts/resolve", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/patients/{}", Allowed::Group(Ehr)),
+    ("GET", "/fhir/conflicts/{}", Allowed::Group(Ehr)),
     (
         "POST",
         "/api/v1/fhir/patients/{}/demographics",
@@ -197,6 +203,11 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/api/v1/reload", Allowed::Group(Administration)),
     ("GET", "/api/v1/audit", Allowed::Group(Administration)),
+    ("POST", "/users/add", Allowed::Group(Administration)),
+    ("POST", "/users/disable", Allowed::Group(Administration)),
+    ("POST", "/users/reset", Allowed::Group(Administration)),
+    ("POST", "/keys/add", Allowed::Group(Administration)),
+    ("POST", "/keys/revoke", Allowed::Group(Administration)),
 ];
 
 /// Whether `path` fits `pattern`, where `{}` is one non-empty segment.
@@ -228,6 +239,32 @@ pub fn permits(who: Allowed, role: Role) -> bool {
         Allowed::Smart => false,
         Allowed::Group(g) => role == Role::Admin || g.roles().contains(&role),
     }
+}
+
+/// Why a route shows patient data, recorded with every view of it (HL7 v3 PurposeOfUse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Care of the patient in front of the staff member (`TREAT`).
+    Treatment,
+    /// Keeping the records right, such as settling an EHR conflict (`HOPERAT`).
+    Operations,
+}
+
+/// Every route showing patient data, with why: a view on a route missing here is refused
+/// rather than recorded without a purpose.
+const PURPOSES: &[(&str, &str, Purpose)] = &[
+    ("GET", "/api/v1/fhir/patients/{}", Purpose::Treatment),
+    ("GET", "/api/v1/fhir/conflicts", Purpose::Operations),
+    ("GET", "/fhir/conflicts/{}", Purpose::Operations),
+];
+
+/// Why `method path` shows patient data, if it is a route that does.
+pub fn purpose(method: &str, path: &str) -> Option<Purpose> {
+    PURPOSES
+        .iter()
+        .find(|(m, p, _)| *m == method && matches(p, path))
+        .map(|(_, _, why)| *why)
 }
 
 /// What an API key may use: what a role may, or only the groups named.
@@ -341,6 +378,30 @@ mod tests {
         assert!(!check("POST", "/api/v1/dlq/replay", Role::Facilities));
         assert!(check("POST", "/api/v1/dlq/replay", Role::Admin));
         assert!(check("GET", "/api/v1/queues", Role::Admin));
+        for role in [Role::FrontDesk, Role::Clinical, Role::Facilities] {
+            assert!(!check("POST", "/users/add", role));
+            assert!(!check("POST", "/keys/revoke", role));
+        }
+        assert!(check("POST", "/users/reset", Role::Admin));
+    }
+
+    #[test]
+    fn patient_data_is_shown_for_a_purpose_and_to_clinical_staff_only() {
+        for (method, path, _) in PURPOSES {
+            let route = path.replace("{}", "7");
+            assert_eq!(allowed(method, &route), Allowed::Group(Ehr), "{route}");
+            assert!(!check(method, &route, Role::FrontDesk), "{route}");
+            assert!(!check(method, &route, Role::Facilities), "{route}");
+        }
+        assert_eq!(
+            purpose("GET", "/api/v1/fhir/patients/p1"),
+            Some(Purpose::Treatment)
+        );
+        assert_eq!(
+            purpose("GET", "/fhir/conflicts/3"),
+            Some(Purpose::Operations)
+        );
+        assert_eq!(purpose("GET", "/api/v1/queues"), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use super::keys::StoredKey;
 use super::oauth::{ClientKey, StoredClient};
 use super::policy::Scope;
 use super::smart::Scopes;
-use super::{ClientSummary, Credentials, KeySummary, Role, UserSummary};
+use super::webauthn::NewPasskey;
+use super::{ClientSummary, Credentials, KeySummary, Passkey, Role, UserSummary};
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
@@ -82,6 +83,18 @@ CREATE TABLE access_jti (
 );
 CREATE INDEX access_jti_expiry ON access_jti(expires_at);
 "#,
+        // Passkeys: a second factor in place of the TOTP code, several per account.
+        r#"
+CREATE TABLE access_passkey (
+    id            INTEGER PRIMARY KEY,
+    user          TEXT    NOT NULL,
+    credential_id BLOB    NOT NULL UNIQUE,
+    public_key    BLOB    NOT NULL,
+    sign_count    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX access_passkey_user ON access_passkey(user);
+"#,
     ],
     legacy: &[],
 };
@@ -152,6 +165,30 @@ pub fn disable(tx: &mut Tx<'_>, name: &str) -> Result<(), JournalError> {
         .sql()
         .prepare_cached("UPDATE access_user SET enabled = 0 WHERE name = ?1")?
         .execute([name])?;
+    if changed == 0 {
+        return Err(JournalError::NotFound(format!("no user {name}")));
+    }
+    tx.sql()
+        .prepare_cached("DELETE FROM access_session WHERE user = ?1")?
+        .execute([name])?;
+    Ok(())
+}
+
+/// Replaces an account's password hash and TOTP secret, forgets its last code and failures,
+/// and ends its sessions.
+pub fn reset(
+    tx: &mut Tx<'_>,
+    name: &str,
+    password_hash: &str,
+    totp_secret: &[u8],
+) -> Result<(), JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_user SET password_hash = ?2, totp_secret = ?3, last_totp_step = NULL,
+             failed_attempts = 0, locked_until = NULL WHERE name = ?1",
+        )?
+        .execute(params![name, password_hash, totp_secret])?;
     if changed == 0 {
         return Err(JournalError::NotFound(format!("no user {name}")));
     }
@@ -590,3 +627,72 @@ pub fn token(
 
 #[cfg(test)]
 mod tests;
+
+/// Adds a passkey to `user`'s account; a credential registered already is refused.
+pub fn add_passkey(
+    tx: &mut Tx<'_>,
+    user: &str,
+    key: &NewPasskey,
+    now: i64,
+) -> Result<(), JournalError> {
+    let added = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO access_passkey (user, credential_id, public_key, sign_count, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (credential_id) DO NOTHING",
+        )?
+        .execute(params![
+            user,
+            key.credential_id,
+            key.public_key,
+            key.sign_count,
+            now
+        ])?;
+    if added == 0 {
+        return Err(JournalError::Rejected("passkey registered already".into()));
+    }
+    Ok(())
+}
+
+/// The passkeys of `user`'s account.
+pub fn passkeys(tx: &mut Tx<'_>, user: &str) -> Result<Vec<Passkey>, JournalError> {
+    let mut stmt = tx.sql().prepare_cached(
+        "SELECT id, credential_id, public_key, sign_count FROM access_passkey WHERE user = ?1
+          ORDER BY id",
+    )?;
+    let rows = stmt.query_map([user], |r| {
+        Ok(Passkey {
+            id: r.get(0)?,
+            credential_id: r.get(1)?,
+            public_key: r.get(2)?,
+            sign_count: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records a login by the passkey `id` of `name` whose counter now reads `count`: clears the
+/// failures. False when another login raced it to that counter (a replayed assertion).
+pub fn record_passkey(
+    tx: &mut Tx<'_>,
+    name: &str,
+    id: i64,
+    count: u32,
+) -> Result<bool, JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE access_passkey SET sign_count = ?3
+              WHERE id = ?2 AND user = ?1 AND (sign_count < ?3 OR (sign_count = 0 AND ?3 = 0))",
+        )?
+        .execute(params![name, id, count])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    tx.sql()
+        .prepare_cached(
+            "UPDATE access_user SET failed_attempts = 0, locked_until = NULL WHERE name = ?1",
+        )?
+        .execute([name])?;
+    Ok(true)
+}

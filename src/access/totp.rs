@@ -71,6 +71,27 @@ pub fn qr_text(uri: &str) -> Option<String> {
     Some(out)
 }
 
+/// The enrolment URI as a QR code in SVG for the page: one square per dark module on white,
+/// with the quiet zone. `None` if the text is too long for a QR code.
+pub fn qr_svg(uri: &str) -> Option<String> {
+    let qr = qrcodegen::QrCode::encode_text(uri, qrcodegen::QrCodeEcc::Medium).ok()?;
+    let side = qr.size() + 2 * QUIET;
+    let mut path = String::new();
+    for y in 0..qr.size() {
+        for x in 0..qr.size() {
+            if qr.get_module(x, y) {
+                path.push_str(&format!("M{},{}h1v1h-1z", x + QUIET, y + QUIET));
+            }
+        }
+    }
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" width=\"{px}\" \
+         height=\"{px}\" shape-rendering=\"crispEdges\" role=\"img\" aria-label=\"TOTP enrolment QR code\">\
+         <rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/><path d=\"{path}\" fill=\"#000\"/></svg>",
+        px = side * 6,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +151,16 @@ mod tests {
             "the quiet zone is light"
         );
         assert!(text.contains(' '), "dark modules");
+        let svg = qr_svg(&uri).expect("fits");
+        let side = width as i32;
+        assert!(
+            svg.contains(&format!("viewBox=\"0 0 {side} {side}\"")),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!("M{QUIET},{QUIET}h1v1h-1z")),
+            "a finder pattern's corner"
+        );
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! changes, and the conflicts staff resolve field by field.
 
 use super::{AppState, journal_error, peer, same_origin};
+use crate::access::{Staff, policy};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirEdit, FhirGet, FhirResolve};
 use crate::connectors::fhir::{self, protocol};
-use crate::journal;
-use actix_web::{HttpRequest, HttpResponse, web};
+use crate::journal::{self, AuditRecord};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -36,6 +37,40 @@ fn by(given: Option<String>, req: &HttpRequest) -> String {
         .unwrap_or_else(|| format!("api:{}", peer(req)))
 }
 
+/// Records that the caller is about to be shown the data of `patients` (their FHIR ids): who,
+/// with which role, and why (the route's purpose). False when it could not be recorded: the
+/// data is then not shown.
+pub(super) async fn audit_view(s: &AppState, req: &HttpRequest, patients: &[&str]) -> bool {
+    let mut patients = patients.to_vec();
+    patients.sort_unstable();
+    patients.dedup();
+    if patients.is_empty() {
+        return true;
+    }
+    let Some(purpose) = policy::purpose(req.method().as_str(), req.path()) else {
+        tracing::warn!(method = %req.method(), "patient data on a route without a purpose");
+        return false;
+    };
+    let role = req.extensions().get::<Staff>().map(|staff| staff.role);
+    let detail = json!({ "role": role, "patients": patients, "purpose": purpose });
+    let record = AuditRecord {
+        actor: by(None, req),
+        action: "access.patient_viewed".into(),
+        detail: detail.to_string(),
+    };
+    match journal::ask(&s.journal, record).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "patient data view not audited: not shown");
+            false
+        }
+    }
+}
+
+fn not_audited() -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(json!({ "error": "try again", "retryable": true }))
+}
+
 async fn status(s: web::Data<AppState>) -> HttpResponse {
     match fhir::status(&s.fhir).await {
         Some(s) => HttpResponse::Ok().json(s),
@@ -49,9 +84,20 @@ struct ConflictQuery {
     all: bool,
 }
 
-async fn conflicts(s: web::Data<AppState>, q: web::Query<ConflictQuery>) -> HttpResponse {
+/// The conflicts with both versions of each patient, a view of patient data.
+async fn conflicts(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<ConflictQuery>,
+) -> HttpResponse {
     match journal::ask(&s.journal, FhirConflicts { all: q.all }).await {
-        Ok(list) => HttpResponse::Ok().json(list),
+        Ok(list) => {
+            let patients: Vec<&str> = list.iter().map(|c| c.patient_id.as_str()).collect();
+            if !audit_view(&s, &req, &patients).await {
+                return not_audited();
+            }
+            HttpResponse::Ok().json(list)
+        }
         Err(e) => journal_error(e),
     }
 }
@@ -88,16 +134,19 @@ async fn resolve(
     }
 }
 
-async fn patient(s: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    match journal::ask(
-        &s.journal,
-        FhirGet {
-            id: path.into_inner(),
-        },
-    )
-    .await
-    {
-        Ok(Some(p)) => HttpResponse::Ok().json(p),
+async fn patient(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    match journal::ask(&s.journal, FhirGet { id: id.clone() }).await {
+        Ok(Some(p)) => {
+            if !audit_view(&s, &req, &[&id]).await {
+                return not_audited();
+            }
+            HttpResponse::Ok().json(p)
+        }
         Ok(None) => HttpResponse::NotFound().json(json!({ "error": "patient not cached" })),
         Err(e) => journal_error(e),
     }

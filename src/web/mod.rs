@@ -4,13 +4,17 @@
 //! `POST /api/v1/events` is the generic inbound path: an item is committed to the journal
 //! before it is acknowledged.
 //!
-//! **Invariant:** no patient data on the page: it shows kinds, ids, counts and errors, never
-//! payloads or ordering keys (a key may be a patient id).
+//! **Invariant:** no patient data on the status page: it shows kinds, ids, counts and errors,
+//! never payloads or ordering keys (a key may be a patient id). With logins on, clinical staff
+//! and admins open an EHR conflict's values on its own page; that view, and every API answer
+//! carrying patient data, is audited first (who, role, which patients, why).
 
+mod admin;
 pub mod config;
 #[cfg(feature = "fault-hooks")]
 mod faults;
 mod fhir;
+mod html;
 mod page;
 mod preview;
 pub mod tls;
@@ -152,6 +156,9 @@ pub fn server(
                     access::http::routes(cfg);
                     access::token::routes(cfg);
                     crate::fhir_api::routes(cfg);
+                    admin::routes(cfg);
+                    access::passkey::routes(cfg);
+                    cfg.route("/fhir/conflicts/{id}", web::get().to(page::conflict_page));
                 }
                 if let Some(sso) = state.sso.clone().filter(|_| enabled) {
                     cfg.app_data(web::Data::from(sso));

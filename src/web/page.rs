@@ -1,8 +1,8 @@
 //! The staff status page: server-rendered HTML that reads at a glance and refreshes itself.
 
 use super::{AppState, actor_list, ask_rooms, by_staff, facility_error, overall, same_origin};
-use crate::access::{Role, Staff, policy};
-use crate::connectors::fhir::protocol::{Conflict, Side};
+use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
+use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
@@ -10,36 +10,18 @@ use crate::notices::{AckNotice, ListNotices, Notice};
 use crate::queue::QueueList;
 use crate::queue::{Entry, Priority};
 use crate::supervisor::ActorHealth;
+use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use super::html::{age, esc};
 
-/// "3 min ago" style age of a millisecond timestamp.
-fn age(now: i64, at: i64) -> String {
-    let s = ((now - at) / 1000).max(0);
-    match s {
-        0..=59 => format!("{s} s ago"),
-        60..=3599 => format!("{} min ago", s / 60),
-        3600..=86_399 => format!("{} h ago", s / 3600),
-        _ => format!("{} days ago", s / 86_400),
-    }
-}
+/// Reloads the page every 10 s unless the visitor has started filling a form or a message is
+/// showing (a passkey's outcome): a plain `<meta refresh>` would throw either away.
+const REFRESH: &str = "<script>let edited=false;document.addEventListener(\"input\",()=>{edited=true});\
+setInterval(()=>{if(!edited&&!document.querySelector(\"[role=status]:not(:empty)\"))location.reload()},10000)</script>";
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f6f7f9}\
 h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}\
@@ -64,6 +46,8 @@ struct Shown {
     backlog: bool,
     dead: bool,
     replay: bool,
+    /// Users and keys: only with logins on, as there is no one to manage without.
+    admin: bool,
 }
 
 impl Shown {
@@ -81,6 +65,7 @@ impl Shown {
             backlog: may("GET", "/api/v1/backlog"),
             dead: may("GET", "/api/v1/dlq"),
             replay: may("POST", "/dlq/replay"),
+            admin: role.is_some_and(|r| policy::permits(policy::allowed("POST", "/users/add"), r)),
         }
     }
 }
@@ -131,7 +116,14 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         },
         false => None,
     };
+    let (users, keys) = if shown.admin {
+        super::admin::listing(&s).await
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let view = View {
+        users: &users,
+        keys: &keys,
         actors: &actors,
         stats: stats.as_ref().ok(),
         dead: &dead,
@@ -160,6 +152,8 @@ struct View<'a> {
     shown: Shown,
     /// Who is logged in, when logins are on.
     staff: Option<&'a Staff>,
+    users: &'a [UserSummary],
+    keys: &'a [KeySummary],
 }
 
 /// The hidden field carrying the session's CSRF token in every form, when logins are on.
@@ -180,13 +174,15 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         rooms,
         shown,
         staff,
+        users,
+        keys,
     } = *v;
     let token = token_field(staff);
     let status = overall(actors, stats.is_some());
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>\
+        "<!doctype html><html lang=en><head><meta charset=utf-8>{REFRESH}\
          <meta name=viewport content=\"width=device-width\"><title>clinic-gateway: {f}</title><style>{STYLE}</style></head><body>\
          <h1>clinic-gateway <span class=muted>{f}</span></h1>\
          <p>Overall: <span class=\"badge {status}\">{status}</span> <span class=muted>version {v}; refreshes every 10 s</span></p>",
@@ -205,7 +201,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&notice_list(notices, now, &token));
     }
     if shown.conflicts {
-        h.push_str(&conflict_list(conflicts, now, &token));
+        h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
         h.push_str(&queue_board(entries, now));
@@ -226,6 +222,16 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     }
     if shown.dead {
         dead_letters(&mut h, dead, now, shown.replay.then_some(token.as_str()));
+    }
+    if shown.admin {
+        h.push_str(&super::admin::section(users, keys, &token, now));
+    }
+    if staff.is_some() {
+        // A passkey stands in for the TOTP code at the next login (`/passkey.js`).
+        h.push_str(
+            "<h2>Your passkeys</h2><p><button type=button id=passkey-add>Add a passkey</button> \
+             <span id=passkey-status role=status class=muted></span></p><script src=/passkey.js></script>",
+        );
     }
     h.push_str("</body></html>");
     h
@@ -363,9 +369,10 @@ fn notice_list(notices: &[Notice], now: i64, token: &str) -> String {
 }
 
 /// Open EHR conflicts: which demographic fields differ between the gateway's change and the
-/// EHR's, with a choice per field. The values stay off this page (it has no logins yet): staff
-/// compare them in the EHR or through `GET /api/v1/fhir/conflicts`.
-fn conflict_list(conflicts: &[Conflict], now: i64, token: &str) -> String {
+/// EHR's, with a choice per field. The values stay off this page, which refreshes itself and
+/// may stand in view of patients; with logins on, `compare` links each conflict to its own
+/// page showing both versions, each view audited.
+fn conflict_list(conflicts: &[Conflict], now: i64, token: &str, compare: bool) -> String {
     if conflicts.is_empty() {
         return String::new();
     }
@@ -375,25 +382,100 @@ fn conflict_list(conflicts: &[Conflict], now: i64, token: &str) -> String {
          <table><tr><th>Conflict</th><th>Since</th><th>Fields</th><th></th></tr>",
     );
     for c in conflicts {
+        let link = if compare {
+            format!(
+                " <a href=\"/fhir/conflicts/{id}\">Compare values</a>",
+                id = c.id
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             h,
-            "<tr><td>#{id}</td><td>{since}</td><td><form method=post action=/fhir/conflicts/resolve>\
-             <input type=hidden name=id value={id}>{token}",
+            "<tr><td>#{id}{link}</td><td>{since}</td><td>{form}</td></tr>",
             id = c.id,
             since = age(now, c.created_at),
+            form = resolve_choices(c, token, None),
         );
-        for f in &c.fields {
-            let f = esc(f);
-            let _ = write!(
-                h,
-                "<div>{f}: <label><input type=radio name=\"{f}\" value=local required> gateway</label> \
-                 <label><input type=radio name=\"{f}\" value=remote> EHR</label></div>"
-            );
-        }
-        h.push_str("</td><td><button>Resolve</button></form></td></tr>");
     }
     h.push_str("</table>");
     h
+}
+
+/// The form resolving conflict `c`: a gateway / EHR choice per differing field, with each
+/// side's value when `values` gives them.
+fn resolve_choices(c: &Conflict, token: &str, values: Option<(&Fields, &Fields)>) -> String {
+    let mut h = format!(
+        "<form method=post action=/fhir/conflicts/resolve><input type=hidden name=id value={id}>{token}",
+        id = c.id
+    );
+    for f in &c.fields {
+        let shown = |side: &Fields| {
+            values.map_or(String::new(), |_| {
+                let v = side.get(f).cloned().flatten();
+                format!(
+                    " <q class=value>{}</q>",
+                    v.as_deref().map_or("(none)".into(), esc)
+                )
+            })
+        };
+        let (ours, theirs) = match values {
+            Some((l, r)) => (shown(l), shown(r)),
+            None => (String::new(), String::new()),
+        };
+        let f = esc(f);
+        let _ = write!(
+            h,
+            "<div>{f}: <label><input type=radio name=\"{f}\" value=local required> gateway{ours}</label> \
+             <label><input type=radio name=\"{f}\" value=remote> EHR{theirs}</label></div>"
+        );
+    }
+    h.push_str("<button>Resolve</button></form>");
+    h
+}
+
+/// `GET /fhir/conflicts/{id}` (logins on, clinical staff and admins): one conflict with the
+/// gateway's and the EHR's value of each differing field, the view audited before it is shown.
+pub(super) async fn conflict_page(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let page = |status: StatusCode, body: &str| {
+        HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .body(format!(
+                "<!doctype html><html lang=en><head><meta charset=utf-8><title>clinic-gateway: conflict #{id}</title>\
+                 <style>{STYLE}</style></head><body><h1>EHR conflict #{id}</h1>{body}\
+                 <p><a href=\"/\">Back to the status page</a></p></body></html>"
+            ))
+    };
+    let all = match journal::ask(&s.journal, FhirConflicts { all: true }).await {
+        Ok(all) => all,
+        Err(_) => return page(StatusCode::SERVICE_UNAVAILABLE, "<p>Try again.</p>"),
+    };
+    let Some(c) = all.into_iter().find(|c| c.id == id) else {
+        return page(StatusCode::NOT_FOUND, "<p>No such conflict.</p>");
+    };
+    if !super::fhir::audit_view(&s, &req, &[&c.patient_id]).await {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "<p>Try again.</p>");
+    }
+    let staff = req.extensions().get::<Staff>().cloned();
+    let (local, remote) = (fields(&c.local), fields(&c.remote));
+    let body = if c.resolved_at.is_some() {
+        "<p>Resolved already.</p>".to_string()
+    } else {
+        format!(
+            "<p>Patient {p}: changed here and in the EHR since {since}. Choose which value each \
+             field keeps.</p>{form}",
+            p = esc(&c.patient_id),
+            since = age(journal::now_ms(), c.created_at),
+            form = resolve_choices(&c, &token_field(staff.as_ref()), Some((&local, &remote))),
+        )
+    };
+    page(StatusCode::OK, &body)
 }
 
 /// The queue board: tickets in call order per queue, never patient references.
@@ -668,12 +750,14 @@ mod tests {
             rooms: None,
             shown: Shown::for_role(None),
             staff: None,
+            users: &[],
+            keys: &[],
         };
         let html = render("clinic-1", &view, 120_000);
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(html.contains("priority raised to &lt;urgent&gt;"));
         assert!(html.contains("action=/notices/acknowledge><input type=hidden name=id value=3>"));
-        assert!(!html.contains("<script>"));
+        assert!(!html.contains("<script>x"));
         assert!(!html.contains("patient-SECRET"));
         assert!(html.contains("badge degraded"));
         assert!(html.contains("name=id value=7"));

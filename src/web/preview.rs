@@ -5,7 +5,7 @@
 //! **Invariant:** the preview is a made-up ticket: it never shows a real entry.
 
 use super::AppState;
-use super::page::esc;
+use super::html::esc;
 use crate::devices::printer::{self, protocol::Style};
 use crate::journal;
 use actix_web::{HttpResponse, web};

@@ -7,6 +7,7 @@
 pub mod bacnet_sim;
 pub mod fhir_server;
 pub mod hl7_peer;
+pub mod https;
 pub mod modbus_sim;
 pub mod oidc_provider;
 pub mod printer;
