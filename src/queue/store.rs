@@ -760,6 +760,71 @@ pub(crate) fn queue_write_priority(
     Ok(())
 }
 
+/// A booking as the queue keeps it, for readers outside the queue (the FHIR API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingRow {
+    /// `Appointment/<id>`.
+    pub appointment_ref: String,
+    pub patient_ref: String,
+    /// Unix ms of the booked start.
+    pub starts_at: i64,
+    pub queue: String,
+    pub updated_at: i64,
+}
+
+/// Every booking kept, by appointment reference.
+pub fn bookings(tx: &mut Tx<'_>) -> Result<Vec<BookingRow>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT appointment_ref, patient_ref, starts_at, queue, updated_at
+               FROM appointment_booking ORDER BY appointment_ref",
+        )?
+        .query_map([], |r| {
+            Ok(BookingRow {
+                appointment_ref: r.get(0)?,
+                patient_ref: r.get(1)?,
+                starts_at: r.get(2)?,
+                queue: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// An EHR flag as the queue keeps it, for readers outside the queue (the FHIR API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagRow {
+    pub id: String,
+    pub patient_id: String,
+    /// Whether the flag raises its patient's priority now (it is active).
+    pub raises_priority: bool,
+    pub reason: String,
+    pub updated_at: i64,
+}
+
+/// Every EHR flag kept, active or not, by id.
+pub fn flags(tx: &mut Tx<'_>) -> Result<Vec<FlagRow>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, patient_id, priority IS NOT NULL, reason, updated_at
+               FROM fhir_flag ORDER BY id",
+        )?
+        .query_map([], |r| {
+            Ok(FlagRow {
+                id: r.get(0)?,
+                patient_id: r.get(1)?,
+                raises_priority: r.get(2)?,
+                reason: r.get(3)?,
+                updated_at: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// The active EHR flags of patients with an open entry: (flag id, patient id).
 pub fn raising_flags(tx: &mut Tx<'_>) -> Result<Vec<(String, String)>, JournalError> {
     let rows = tx

@@ -57,6 +57,37 @@ pub fn fhir_patient(tx: &mut Tx<'_>, id: &str) -> Result<Option<CachedPatient>, 
         .optional()?)
 }
 
+/// A cached Patient as last synced with the EHR, for readers outside the connector (the
+/// FHIR API): never the local version still to be written back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncedPatient {
+    pub id: String,
+    /// The EHR's copy, as JSON.
+    pub synced: serde_json::Value,
+    pub updated_at: i64,
+}
+
+/// Every cached Patient as last synced, by id; a row whose copy is not JSON is left out, as
+/// [`fhir_patient`] refuses it.
+pub fn synced_patients(tx: &mut Tx<'_>) -> Result<Vec<SyncedPatient>, JournalError> {
+    let rows: Vec<(String, String, i64)> = tx
+        .sql()
+        .prepare_cached("SELECT id, synced, updated_at FROM fhir_patient ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, synced, updated_at)| {
+            let synced = serde_json::from_str(&synced).ok()?;
+            Some(SyncedPatient {
+                id,
+                synced,
+                updated_at,
+            })
+        })
+        .collect())
+}
+
 /// Cached Patients with this identifier value, or else with this family name (any case)
 /// and birth date: the offline lookup of a check-in.
 pub fn fhir_find(
