@@ -5,33 +5,68 @@
 //! [`resources`] maps. Read-only: the API never changes a table.
 
 use super::resources;
-use super::search::{Indexed, Range};
+use super::search::{Indexed, Range, Search};
+use crate::connectors::fhir::store::PatientFilter;
 use crate::journal::chain::AuditRow;
 use crate::journal::{AuditFilter, JournalError, Tx};
+use crate::queue::store::{BookingFilter, FlagFilter};
 
-/// Every resource of `resource_type` the gateway holds (the audit aside, see [`audit_page`]).
-pub fn all(
+/// The resources of `resource_type` matching `search`, in the owner's order (the audit aside,
+/// see [`audit_page`]). The owners' queries take `_id`, `patient` and the date ranges where
+/// their rows hold them as stored; `search` is then applied to what they return, for the
+/// values the mapping derives (a status, an Encounter's patient and last change). Paging
+/// stays with the caller: a row the mapping leaves out must not count.
+pub fn matching(
     tx: &mut Tx<'_>,
     resource_type: &str,
+    search: &Search,
     facility: &str,
 ) -> Result<Vec<Indexed>, JournalError> {
-    Ok(match resource_type {
+    let id = search.id.as_deref();
+    let patient = search.patient.as_deref();
+    let updated_at = search.last_updated.from..search.last_updated.until;
+    let found: Vec<Indexed> = match resource_type {
         "Encounter" => crate::queue::store::queue_list(tx, None, Some(i64::MIN))?
             .iter()
             .map(|e| resources::encounter(e, facility))
             .collect(),
-        "Appointment" => crate::queue::store::bookings(tx)?
-            .iter()
-            .filter_map(resources::appointment)
-            .collect(),
-        "Patient" => patients(tx)?,
-        "Flag" => crate::queue::store::flags(tx)?
-            .iter()
-            .map(resources::flag)
-            .collect(),
+        "Appointment" => {
+            let appointment_ref = id.map(|id| format!("Appointment/{id}"));
+            let filter = BookingFilter {
+                appointment_ref: appointment_ref.as_deref(),
+                patient_id: patient,
+                // Outside a `date` search a booking of any start matches, whatever its value.
+                starts_at: (search.date != Range::ALL)
+                    .then_some(search.date.from..search.date.until),
+                updated_at,
+            };
+            crate::queue::store::bookings(tx, &filter)?
+                .iter()
+                .filter_map(resources::appointment)
+                .collect()
+        }
+        "Patient" => {
+            let filter = PatientFilter { id, updated_at };
+            crate::connectors::fhir::store::synced_patients(tx, &filter)?
+                .into_iter()
+                .map(|p| resources::patient(&p.id, p.synced, p.updated_at))
+                .collect()
+        }
+        "Flag" => {
+            let filter = FlagFilter {
+                id,
+                patient_id: patient,
+                updated_at,
+            };
+            crate::queue::store::flags(tx, &filter)?
+                .iter()
+                .map(resources::flag)
+                .collect()
+        }
         "Task" => tasks(tx)?,
         _ => Vec::new(),
-    })
+    };
+    Ok(found.into_iter().filter(|r| search.matches(r)).collect())
 }
 
 /// The resource of `resource_type` with this id, if there is one (the audit aside).
@@ -52,17 +87,18 @@ pub fn one(
             Err(e) => Err(e),
         };
     }
-    Ok(all(tx, resource_type, facility)?
+    let search = Search {
+        id: Some(id.to_string()),
+        patient: None,
+        date: Range::ALL,
+        status: None,
+        last_updated: Range::ALL,
+        count: 1,
+        offset: 0,
+    };
+    Ok(matching(tx, resource_type, &search, facility)?
         .into_iter()
-        .find(|r| r.id == id))
-}
-
-/// The cached Patients as last synced with the EHR.
-fn patients(tx: &mut Tx<'_>) -> Result<Vec<Indexed>, JournalError> {
-    Ok(crate::connectors::fhir::store::synced_patients(tx)?
-        .into_iter()
-        .map(|p| resources::patient(&p.id, p.synced, p.updated_at))
-        .collect())
+        .next())
 }
 
 /// The scheduling suggestions the FHIR connector committed (the journal's inbound items of

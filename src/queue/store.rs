@@ -12,6 +12,7 @@ use super::{
 };
 use crate::journal::{JournalError, NewItem, Receipt, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
+use std::ops::Range;
 
 /// The queue's migrations. Steps 1–4 were the journal's schema versions 2, 5 (in part), 6 (in
 /// part) and 7 before each domain owned its tables.
@@ -772,23 +773,64 @@ pub struct BookingRow {
     pub updated_at: i64,
 }
 
-/// Every booking kept, by appointment reference.
-pub fn bookings(tx: &mut Tx<'_>) -> Result<Vec<BookingRow>, JournalError> {
+/// Which bookings [`bookings`] reads; [`BookingFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingFilter<'a> {
+    /// `Appointment/<id>`.
+    pub appointment_ref: Option<&'a str>,
+    /// The patient's id: bookings whose reference is `Patient/<id>` or the bare id.
+    pub patient_id: Option<&'a str>,
+    /// Booked starts within this range (ms), if given.
+    pub starts_at: Option<Range<i64>>,
+    /// Last changed within this range (ms).
+    pub updated_at: Range<i64>,
+}
+
+impl BookingFilter<'_> {
+    pub const ALL: BookingFilter<'static> = BookingFilter {
+        appointment_ref: None,
+        patient_id: None,
+        starts_at: None,
+        updated_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The bookings `filter` admits, by appointment reference.
+pub fn bookings(
+    tx: &mut Tx<'_>,
+    filter: &BookingFilter<'_>,
+) -> Result<Vec<BookingRow>, JournalError> {
+    let starts = filter.starts_at.as_ref();
     let rows = tx
         .sql()
         .prepare_cached(
             "SELECT appointment_ref, patient_ref, starts_at, queue, updated_at
-               FROM appointment_booking ORDER BY appointment_ref",
+               FROM appointment_booking
+              WHERE (?1 IS NULL OR appointment_ref = ?1)
+                AND (?2 IS NULL OR patient_ref IN ('Patient/' || ?2, ?2))
+                AND (?3 IS NULL OR (starts_at >= ?3 AND starts_at < ?4))
+                AND updated_at >= ?5 AND updated_at < ?6
+              ORDER BY appointment_ref",
         )?
-        .query_map([], |r| {
-            Ok(BookingRow {
-                appointment_ref: r.get(0)?,
-                patient_ref: r.get(1)?,
-                starts_at: r.get(2)?,
-                queue: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })?
+        .query_map(
+            params![
+                filter.appointment_ref,
+                filter.patient_id,
+                starts.map(|r| r.start),
+                starts.map(|r| r.end),
+                filter.updated_at.start,
+                filter.updated_at.end,
+            ],
+            |r| {
+                Ok(BookingRow {
+                    appointment_ref: r.get(0)?,
+                    patient_ref: r.get(1)?,
+                    starts_at: r.get(2)?,
+                    queue: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -804,23 +846,51 @@ pub struct FlagRow {
     pub updated_at: i64,
 }
 
-/// Every EHR flag kept, active or not, by id.
-pub fn flags(tx: &mut Tx<'_>) -> Result<Vec<FlagRow>, JournalError> {
+/// Which flags [`flags`] reads; [`FlagFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagFilter<'a> {
+    pub id: Option<&'a str>,
+    pub patient_id: Option<&'a str>,
+    /// Last changed within this range (ms).
+    pub updated_at: Range<i64>,
+}
+
+impl FlagFilter<'_> {
+    pub const ALL: FlagFilter<'static> = FlagFilter {
+        id: None,
+        patient_id: None,
+        updated_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The EHR flags `filter` admits, active or not, by id.
+pub fn flags(tx: &mut Tx<'_>, filter: &FlagFilter<'_>) -> Result<Vec<FlagRow>, JournalError> {
     let rows = tx
         .sql()
         .prepare_cached(
             "SELECT id, patient_id, priority IS NOT NULL, reason, updated_at
-               FROM fhir_flag ORDER BY id",
+               FROM fhir_flag
+              WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR patient_id = ?2)
+                AND updated_at >= ?3 AND updated_at < ?4
+              ORDER BY id",
         )?
-        .query_map([], |r| {
-            Ok(FlagRow {
-                id: r.get(0)?,
-                patient_id: r.get(1)?,
-                raises_priority: r.get(2)?,
-                reason: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })?
+        .query_map(
+            params![
+                filter.id,
+                filter.patient_id,
+                filter.updated_at.start,
+                filter.updated_at.end,
+            ],
+            |r| {
+                Ok(FlagRow {
+                    id: r.get(0)?,
+                    patient_id: r.get(1)?,
+                    raises_priority: r.get(2)?,
+                    reason: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
