@@ -9,7 +9,7 @@ use super::search::{Indexed, Range, Search};
 use crate::connectors::fhir::store::PatientFilter;
 use crate::journal::chain::AuditRow;
 use crate::journal::{AuditFilter, JournalError, Tx};
-use crate::queue::store::{BookingFilter, FlagFilter};
+use crate::queue::store::{BookingFilter, EntryFilter, FlagFilter};
 
 /// The resources of `resource_type` matching `search`, in the owner's order (the audit aside,
 /// see [`audit_page`]). The owners' queries take `_id`, `patient` and the date ranges where
@@ -26,10 +26,28 @@ pub fn matching(
     let patient = search.patient.as_deref();
     let updated_at = search.last_updated.from..search.last_updated.until;
     let found: Vec<Indexed> = match resource_type {
-        "Encounter" => crate::queue::store::queue_list(tx, None, Some(i64::MIN))?
-            .iter()
-            .map(|e| resources::encounter(e, facility))
-            .collect(),
+        "Encounter" => {
+            let entry_id = match id.map(str::parse::<i64>) {
+                Some(Ok(n)) => Some(n),
+                // An entry's id is a number: no other id names one.
+                Some(Err(_)) => return Ok(Vec::new()),
+                None => None,
+            };
+            let filter = EntryFilter {
+                // Every entry, open or closed.
+                closed_since: Some(i64::MIN),
+                id: entry_id,
+                patient_id: patient,
+                arrived_at: (search.date != Range::ALL)
+                    .then_some(search.date.from..search.date.until),
+                last_step_at: updated_at,
+                ..EntryFilter::OPEN
+            };
+            crate::queue::store::queue_entries(tx, &filter)?
+                .iter()
+                .map(|e| resources::encounter(e, facility))
+                .collect()
+        }
         "Appointment" => {
             let appointment_ref = id.map(|id| format!("Appointment/{id}"));
             let filter = BookingFilter {

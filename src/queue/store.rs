@@ -298,15 +298,76 @@ pub fn queue_list(
     queue_name: Option<&str>,
     closed_since: Option<i64>,
 ) -> Result<Vec<Entry>, JournalError> {
+    let filter = EntryFilter {
+        queue: queue_name,
+        closed_since,
+        ..EntryFilter::OPEN
+    };
+    queue_entries(tx, &filter)
+}
+
+/// Which entries [`queue_entries`] reads; [`EntryFilter::OPEN`] admits every open one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFilter<'a> {
+    pub queue: Option<&'a str>,
+    /// Also the entries closed at or after this time (ms).
+    pub closed_since: Option<i64>,
+    pub id: Option<i64>,
+    /// The patient's id: entries whose demographics name it, or whose reference is
+    /// `Patient/<id>` or the bare id.
+    pub patient_id: Option<&'a str>,
+    /// Arrivals within this range (ms), if given.
+    pub arrived_at: Option<Range<i64>>,
+    /// Entries whose latest step (arrival, call, room, close) falls within this range (ms).
+    pub last_step_at: Range<i64>,
+}
+
+impl EntryFilter<'_> {
+    pub const OPEN: EntryFilter<'static> = EntryFilter {
+        queue: None,
+        closed_since: None,
+        id: None,
+        patient_id: None,
+        arrived_at: None,
+        last_step_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The entries `filter` admits, in queue order (priority, then arrival).
+pub fn queue_entries(
+    tx: &mut Tx<'_>,
+    filter: &EntryFilter<'_>,
+) -> Result<Vec<Entry>, JournalError> {
+    let arrived = filter.arrived_at.as_ref();
     let rows = tx
         .sql()
         .prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM queue_entry
               WHERE (?1 IS NULL OR queue = ?1)
                 AND (state IN ('waiting', 'called', 'in_room') OR (?2 IS NOT NULL AND closed_at >= ?2))
+                AND (?3 IS NULL OR id = ?3)
+                AND (?4 IS NULL OR json_extract(demographics, '$.patient_id') = ?4
+                     OR patient_ref IN ('Patient/' || ?4, ?4))
+                AND (?5 IS NULL OR (arrived_at >= ?5 AND arrived_at < ?6))
+                AND max(arrived_at, coalesce(called_at, arrived_at), coalesce(in_room_at, arrived_at),
+                        coalesce(closed_at, arrived_at)) >= ?7
+                AND max(arrived_at, coalesce(called_at, arrived_at), coalesce(in_room_at, arrived_at),
+                        coalesce(closed_at, arrived_at)) < ?8
               ORDER BY queue, priority DESC, arrived_at, id"
         ))?
-        .query_map(params![queue_name, closed_since], entry_from_row)?
+        .query_map(
+            params![
+                filter.queue,
+                filter.closed_since,
+                filter.id,
+                filter.patient_id,
+                arrived.map(|r| r.start),
+                arrived.map(|r| r.end),
+                filter.last_step_at.start,
+                filter.last_step_at.end,
+            ],
+            entry_from_row,
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }

@@ -636,3 +636,62 @@ fn bookings_and_flags_are_read_back_through_the_filters_readers_give() {
         }]
     );
 }
+
+#[test]
+fn entries_are_read_back_through_the_filters_readers_give() {
+    use super::EntryFilter;
+    use crate::queue::{CheckIn, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let check_in = |patient: &str, request_id: &str| CheckIn {
+        patient_ref: Some(patient.into()),
+        appointment_ref: None,
+        priority: Priority::Normal,
+        priority_reason: None,
+        request_id: Some(request_id.into()),
+        printer: None,
+        patient: None,
+        demographics: None,
+        unknown_to_ehr: false,
+    };
+    let found = store
+        .with_batch(|b| {
+            let extensions = Extensions::default();
+            let mut work = b.work(&extensions);
+            let tx = &mut work;
+            let mut ids = Vec::new();
+            for (patient, at) in [("Patient/p1", 10), ("p1", 20), ("Patient/p2", 30)] {
+                let (e, _) =
+                    super::queue_check_in(tx, "general", &check_in(patient, patient), None, at)?;
+                ids.push(e.id);
+            }
+            let mut arrivals = |filter: &EntryFilter<'_>| {
+                super::queue_entries(tx, filter)
+                    .map(|es| es.into_iter().map(|e| e.arrived_at).collect::<Vec<_>>())
+            };
+            Ok((
+                arrivals(&EntryFilter::OPEN)?,
+                arrivals(&EntryFilter {
+                    patient_id: Some("p1"),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    id: Some(ids[2]),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    arrived_at: Some(15..25),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    last_step_at: 25..i64::MAX,
+                    ..EntryFilter::OPEN
+                })?,
+            ))
+        })
+        .expect("read");
+    assert_eq!(
+        found,
+        (vec![10, 20, 30], vec![10, 20], vec![30], vec![20], vec![30])
+    );
+}
