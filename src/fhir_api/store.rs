@@ -8,7 +8,7 @@ use super::resources;
 use super::search::{Indexed, Range, Search};
 use crate::connectors::fhir::store::PatientFilter;
 use crate::journal::chain::AuditRow;
-use crate::journal::{AuditFilter, JournalError, Tx};
+use crate::journal::{AuditFilter, ItemFilter, JournalError, Tx};
 use crate::queue::store::{BookingFilter, EntryFilter, FlagFilter};
 
 /// The resources of `resource_type` matching `search`, in the owner's order (the audit aside,
@@ -81,7 +81,21 @@ pub fn matching(
                 .map(resources::flag)
                 .collect()
         }
-        "Task" => tasks(tx)?,
+        "Task" => {
+            let item_id = match id.map(str::parse::<i64>) {
+                Some(Ok(n)) => Some(n),
+                // A suggestion's id is its item's number: no other id names one.
+                Some(Err(_)) => return Ok(Vec::new()),
+                None => None,
+            };
+            let filter = ItemFilter {
+                kind: Some(crate::connectors::fhir::waits::KIND),
+                id: item_id,
+                received_at: updated_at,
+                ..ItemFilter::ALL
+            };
+            tasks(tx, &filter)?
+        }
         _ => Vec::new(),
     };
     Ok(found.into_iter().filter(|r| search.matches(r)).collect())
@@ -119,11 +133,12 @@ pub fn one(
         .next())
 }
 
-/// The scheduling suggestions the FHIR connector committed (the journal's inbound items of
-/// their kind); one whose payload is unreadable is left out, as the connector leaves it.
-fn tasks(tx: &mut Tx<'_>) -> Result<Vec<Indexed>, JournalError> {
+/// The scheduling suggestions the FHIR connector committed that `filter` admits (the journal's
+/// inbound items of their kind); one whose payload is unreadable is left out, as the
+/// connector leaves it.
+fn tasks(tx: &mut Tx<'_>, filter: &ItemFilter<'_>) -> Result<Vec<Indexed>, JournalError> {
     Ok(tx
-        .items_of_kind(crate::connectors::fhir::waits::KIND)?
+        .items(filter)?
         .into_iter()
         .filter_map(|item| {
             let s = serde_json::from_slice(&item.payload).ok()?;

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-pub use store::{AuditFilter, OpenOptions, Schema, Store, from_json, to_json};
+pub use store::{AuditFilter, ItemFilter, OpenOptions, Schema, Store, from_json, to_json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why the journal could not do what was asked.
@@ -396,9 +396,9 @@ impl<'t> Tx<'t> {
         Ok((total, store::audit_rows(self.conn, filter, limit, offset)?))
     }
 
-    /// Every inbound item of `kind`, oldest first (what a domain committed, read back).
-    pub fn items_of_kind(&self, kind: &str) -> Result<Vec<StoredItem>, JournalError> {
-        store::items(self.conn, Some(kind), None, usize::MAX)
+    /// Every inbound item `filter` admits, oldest first (what a domain committed, read back).
+    pub fn items(&self, filter: &ItemFilter<'_>) -> Result<Vec<StoredItem>, JournalError> {
+        store::items(self.conn, filter, usize::MAX)
     }
 
     /// Wakes a destination's connector after the commit (rows it delivers changed).

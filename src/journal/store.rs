@@ -13,6 +13,7 @@ use super::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, params};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -727,7 +728,12 @@ impl Batch<'_> {
         source_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredItem>, JournalError> {
-        items(&self.tx, kind, source_id, limit)
+        let filter = ItemFilter {
+            kind,
+            source_id,
+            ..ItemFilter::ALL
+        };
+        items(&self.tx, &filter, limit)
     }
 
     /// State name of one outbox row, for tests and the CLI.
@@ -823,31 +829,60 @@ pub(super) fn audit_count(conn: &Connection, filter: &AuditFilter) -> Result<usi
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// Up to `limit` inbound items, oldest first, of one kind and/or one source id.
+/// Which inbound items a read covers; [`ItemFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemFilter<'a> {
+    pub kind: Option<&'a str>,
+    pub source_id: Option<&'a str>,
+    pub id: Option<i64>,
+    /// Committed within this range (ms).
+    pub received_at: Range<i64>,
+}
+
+impl ItemFilter<'_> {
+    pub const ALL: ItemFilter<'static> = ItemFilter {
+        kind: None,
+        source_id: None,
+        id: None,
+        received_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// Up to `limit` inbound items `filter` admits, oldest first.
 pub(super) fn items(
     conn: &Connection,
-    kind: Option<&str>,
-    source_id: Option<&str>,
+    filter: &ItemFilter<'_>,
     limit: usize,
 ) -> Result<Vec<StoredItem>, JournalError> {
     let rows = conn
         .prepare_cached(
             "SELECT id, event_id, source, source_id, kind, key, payload, received_at FROM inbound
               WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR source_id = ?2)
-              ORDER BY id LIMIT ?3",
+                AND (?3 IS NULL OR id = ?3) AND received_at >= ?4 AND received_at < ?5
+              ORDER BY id LIMIT ?6",
         )?
-        .query_map(params![kind, source_id, sql_count(limit)], |r| {
-            Ok(StoredItem {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                source: r.get(2)?,
-                source_id: r.get(3)?,
-                kind: r.get(4)?,
-                key: r.get(5)?,
-                payload: r.get(6)?,
-                received_at: r.get(7)?,
-            })
-        })?
+        .query_map(
+            params![
+                filter.kind,
+                filter.source_id,
+                filter.id,
+                filter.received_at.start,
+                filter.received_at.end,
+                sql_count(limit)
+            ],
+            |r| {
+                Ok(StoredItem {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    source: r.get(2)?,
+                    source_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    key: r.get(5)?,
+                    payload: r.get(6)?,
+                    received_at: r.get(7)?,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
