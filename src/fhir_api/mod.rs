@@ -162,10 +162,7 @@ impl Work for FhirSearch {
                 .collect();
             (total, page)
         } else {
-            let found: Vec<Indexed> = store::all(tx, &self.resource_type, &self.facility)?
-                .into_iter()
-                .filter(|r| s.matches(r))
-                .collect();
+            let found = store::matching(tx, &self.resource_type, s, &self.facility)?;
             let total = found.len();
             let page = found.into_iter().skip(s.offset).take(s.count).collect();
             (total, page)

@@ -10,6 +10,7 @@ use crate::connectors::fhir::config::Suggest;
 use crate::connectors::fhir::encounter::IDENTIFIER_SYSTEM;
 use crate::connectors::fhir::waits;
 use crate::journal::chain::AuditRow;
+use crate::queue::store::{BookingRow, FlagRow};
 use crate::queue::{Entry, EntryState};
 use serde_json::{Value, json};
 
@@ -86,20 +87,9 @@ pub fn encounter(e: &Entry, facility: &str) -> Indexed {
     }
 }
 
-/// A booking the queue keeps for a patient's appointment today.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Booking {
-    /// `Appointment/<id>`.
-    pub appointment_ref: String,
-    pub patient_ref: String,
-    pub starts_at: i64,
-    pub queue: String,
-    pub updated_at: i64,
-}
-
 /// A booking as the `Appointment` it came from, as far as the gateway knows it: booked, for
 /// its patient, at its start; `None` for a reference that is not an Appointment's.
-pub fn appointment(b: &Booking) -> Option<Indexed> {
+pub fn appointment(b: &BookingRow) -> Option<Indexed> {
     let id = b.appointment_ref.strip_prefix("Appointment/")?.to_string();
     let patient = patient_id(&b.patient_ref);
     let mut participant = json!({ "status": "accepted" });
@@ -147,15 +137,6 @@ pub fn patient(id: &str, synced: Value, updated_at: i64) -> Indexed {
 
 /// A flag the EHR raised on a patient that the queue acts on (a priority), active while it
 /// raises one.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlagRow {
-    pub id: String,
-    pub patient_id: String,
-    pub raises_priority: bool,
-    pub reason: String,
-    pub updated_at: i64,
-}
-
 pub fn flag(f: &FlagRow) -> Indexed {
     let status = if f.raises_priority {
         "active"
@@ -376,7 +357,7 @@ mod tests {
             e.resource["meta"]["lastUpdated"],
             "2026-12-02T00:03:20.000Z"
         );
-        let b = Booking {
+        let b = BookingRow {
             appointment_ref: "Appointment/a-1".into(),
             patient_ref: "Patient/p-1".into(),
             starts_at: 1_796_169_600_000,

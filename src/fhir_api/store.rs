@@ -1,35 +1,104 @@
-//! What the FHIR API reads from the journal, as [`Indexed`] resources: queue entries (through
-//! the queue's own query), bookings, cached Patients, flags, scheduling suggestions and the
-//! audit. Read-only: the API
-//! never changes a table; the queue, the FHIR connector and the journal own theirs and their
-//! migrations, and these statements follow them.
+//! What the FHIR API reads, as [`Indexed`] resources: queue entries, bookings and flags
+//! (through the queue's store), cached Patients (the FHIR connector's store), scheduling
+//! suggestions (the journal's inbound items of their kind) and the audit (the journal's).
+//! No SQL here: each owner reads its own tables and returns its own rows, which
+//! [`resources`] maps. Read-only: the API never changes a table.
 
-use super::resources::{self, Booking, FlagRow};
-use super::search::{Indexed, Range};
+use super::resources;
+use super::search::{Indexed, Range, Search};
+use crate::connectors::fhir::store::PatientFilter;
 use crate::journal::chain::AuditRow;
-use crate::journal::{JournalError, Tx};
-use rusqlite::params;
+use crate::journal::{AuditFilter, ItemFilter, JournalError, Tx};
+use crate::queue::store::{BookingFilter, EntryFilter, FlagFilter};
 
-/// Every resource of `resource_type` the gateway holds (the audit aside, see [`audit_page`]).
-pub fn all(
+/// The resources of `resource_type` matching `search`, in the owner's order (the audit aside,
+/// see [`audit_page`]). The owners' queries take `_id`, `patient` and the date ranges where
+/// their rows hold them as stored; `search` is then applied to what they return, for the
+/// values the mapping derives (a status, an Encounter's patient and last change). Paging
+/// stays with the caller: a row the mapping leaves out must not count.
+pub fn matching(
     tx: &mut Tx<'_>,
     resource_type: &str,
+    search: &Search,
     facility: &str,
 ) -> Result<Vec<Indexed>, JournalError> {
-    Ok(match resource_type {
-        "Encounter" => crate::queue::store::queue_list(tx, None, Some(i64::MIN))?
-            .iter()
-            .map(|e| resources::encounter(e, facility))
-            .collect(),
-        "Appointment" => bookings(tx)?
-            .iter()
-            .filter_map(resources::appointment)
-            .collect(),
-        "Patient" => patients(tx)?,
-        "Flag" => flags(tx)?.iter().map(resources::flag).collect(),
-        "Task" => tasks(tx)?,
+    let id = search.id.as_deref();
+    let patient = search.patient.as_deref();
+    let updated_at = search.last_updated.from..search.last_updated.until;
+    let found: Vec<Indexed> = match resource_type {
+        "Encounter" => {
+            let entry_id = match id.map(str::parse::<i64>) {
+                Some(Ok(n)) => Some(n),
+                // An entry's id is a number: no other id names one.
+                Some(Err(_)) => return Ok(Vec::new()),
+                None => None,
+            };
+            let filter = EntryFilter {
+                // Every entry, open or closed.
+                closed_since: Some(i64::MIN),
+                id: entry_id,
+                patient_id: patient,
+                arrived_at: (search.date != Range::ALL)
+                    .then_some(search.date.from..search.date.until),
+                last_step_at: updated_at,
+                ..EntryFilter::OPEN
+            };
+            crate::queue::store::queue_entries(tx, &filter)?
+                .iter()
+                .map(|e| resources::encounter(e, facility))
+                .collect()
+        }
+        "Appointment" => {
+            let appointment_ref = id.map(|id| format!("Appointment/{id}"));
+            let filter = BookingFilter {
+                appointment_ref: appointment_ref.as_deref(),
+                patient_id: patient,
+                // Outside a `date` search a booking of any start matches, whatever its value.
+                starts_at: (search.date != Range::ALL)
+                    .then_some(search.date.from..search.date.until),
+                updated_at,
+            };
+            crate::queue::store::bookings(tx, &filter)?
+                .iter()
+                .filter_map(resources::appointment)
+                .collect()
+        }
+        "Patient" => {
+            let filter = PatientFilter { id, updated_at };
+            crate::connectors::fhir::store::synced_patients(tx, &filter)?
+                .into_iter()
+                .map(|p| resources::patient(&p.id, p.synced, p.updated_at))
+                .collect()
+        }
+        "Flag" => {
+            let filter = FlagFilter {
+                id,
+                patient_id: patient,
+                updated_at,
+            };
+            crate::queue::store::flags(tx, &filter)?
+                .iter()
+                .map(resources::flag)
+                .collect()
+        }
+        "Task" => {
+            let item_id = match id.map(str::parse::<i64>) {
+                Some(Ok(n)) => Some(n),
+                // A suggestion's id is its item's number: no other id names one.
+                Some(Err(_)) => return Ok(Vec::new()),
+                None => None,
+            };
+            let filter = ItemFilter {
+                kind: Some(crate::connectors::fhir::waits::KIND),
+                id: item_id,
+                received_at: updated_at,
+                ..ItemFilter::ALL
+            };
+            tasks(tx, &filter)?
+        }
         _ => Vec::new(),
-    })
+    };
+    Ok(found.into_iter().filter(|r| search.matches(r)).collect())
 }
 
 /// The resource of `resource_type` with this id, if there is one (the audit aside).
@@ -50,89 +119,36 @@ pub fn one(
             Err(e) => Err(e),
         };
     }
-    Ok(all(tx, resource_type, facility)?
+    let search = Search {
+        id: Some(id.to_string()),
+        patient: None,
+        date: Range::ALL,
+        status: None,
+        last_updated: Range::ALL,
+        count: 1,
+        offset: 0,
+    };
+    Ok(matching(tx, resource_type, &search, facility)?
         .into_iter()
-        .find(|r| r.id == id))
+        .next())
 }
 
-fn bookings(tx: &mut Tx<'_>) -> Result<Vec<Booking>, JournalError> {
-    let rows = tx
-        .sql()
-        .prepare_cached(
-            "SELECT appointment_ref, patient_ref, starts_at, queue, updated_at
-               FROM appointment_booking ORDER BY appointment_ref",
-        )?
-        .query_map([], |r| {
-            Ok(Booking {
-                appointment_ref: r.get(0)?,
-                patient_ref: r.get(1)?,
-                starts_at: r.get(2)?,
-                queue: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
-/// The cached Patients as last synced with the EHR; a row whose copy is not JSON is left out
-/// (the connector's own reader refuses it too).
-fn patients(tx: &mut Tx<'_>) -> Result<Vec<Indexed>, JournalError> {
-    let rows: Vec<(String, String, i64)> = tx
-        .sql()
-        .prepare_cached("SELECT id, synced, updated_at FROM fhir_patient ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(rows
+/// The scheduling suggestions the FHIR connector committed that `filter` admits (the journal's
+/// inbound items of their kind); one whose payload is unreadable is left out, as the
+/// connector leaves it.
+fn tasks(tx: &mut Tx<'_>, filter: &ItemFilter<'_>) -> Result<Vec<Indexed>, JournalError> {
+    Ok(tx
+        .items(filter)?
         .into_iter()
-        .filter_map(|(id, synced, at)| {
-            let synced = serde_json::from_str(&synced).ok()?;
-            Some(resources::patient(&id, synced, at))
-        })
-        .collect())
-}
-
-fn flags(tx: &mut Tx<'_>) -> Result<Vec<FlagRow>, JournalError> {
-    let rows = tx
-        .sql()
-        .prepare_cached(
-            "SELECT id, patient_id, priority IS NOT NULL, reason, updated_at
-               FROM fhir_flag ORDER BY id",
-        )?
-        .query_map([], |r| {
-            Ok(FlagRow {
-                id: r.get(0)?,
-                patient_id: r.get(1)?,
-                raises_priority: r.get(2)?,
-                reason: r.get(3)?,
-                updated_at: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
-}
-
-/// The scheduling suggestions the FHIR connector committed (the journal's inbound items of
-/// their kind); one whose payload is unreadable is left out, as the connector leaves it.
-fn tasks(tx: &mut Tx<'_>) -> Result<Vec<Indexed>, JournalError> {
-    let rows: Vec<(i64, Vec<u8>, i64)> = tx
-        .sql()
-        .prepare_cached("SELECT id, payload, received_at FROM inbound WHERE kind = ?1 ORDER BY id")?
-        .query_map([crate::connectors::fhir::waits::KIND], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, payload, at)| {
-            let s = serde_json::from_slice(&payload).ok()?;
-            resources::task(id, &s, at)
+        .filter_map(|item| {
+            let s = serde_json::from_slice(&item.payload).ok()?;
+            resources::task(item.id, &s, item.received_at)
         })
         .collect())
 }
 
 /// Audit records recorded within `at` (and with the id `id`, if given), oldest first: how
-/// many there are, and `limit` of them from `offset`. Paged in SQL: the audit only grows.
+/// many there are, and `limit` of them from `offset`.
 pub fn audit_page(
     tx: &mut Tx<'_>,
     id: Option<i64>,
@@ -140,33 +156,11 @@ pub fn audit_page(
     limit: usize,
     offset: usize,
 ) -> Result<(usize, Vec<AuditRow>), JournalError> {
-    let total: i64 = tx
-        .sql()
-        .prepare_cached(
-            "SELECT count(*) FROM audit WHERE (?1 IS NULL OR id = ?1) AND at >= ?2 AND at < ?3",
-        )?
-        .query_row(params![id, at.from, at.until], |r| r.get(0))?;
-    let rows = tx
-        .sql()
-        .prepare_cached(
-            "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit
-              WHERE (?1 IS NULL OR id = ?1) AND at >= ?2 AND at < ?3
-              ORDER BY id LIMIT ?4 OFFSET ?5",
-        )?
-        .query_map(
-            params![id, at.from, at.until, limit as i64, offset as i64],
-            |r| {
-                Ok(AuditRow {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: r.get(4)?,
-                    prev_hash: r.get(5)?,
-                    hash: r.get(6)?,
-                })
-            },
-        )?
-        .collect::<Result<_, _>>()?;
-    Ok((total.max(0) as usize, rows))
+    let filter = AuditFilter {
+        id,
+        from: at.from,
+        until: at.until,
+        ..AuditFilter::ALL
+    };
+    tx.audit_page(&filter, limit, offset)
 }

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-pub use store::{OpenOptions, Schema, Store, from_json, to_json};
+pub use store::{AuditFilter, ItemFilter, OpenOptions, Schema, Store, from_json, to_json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why the journal could not do what was asked.
@@ -382,6 +382,23 @@ impl<'t> Tx<'t> {
         now: i64,
     ) -> Result<(), JournalError> {
         store::audit(self.conn, actor, action, detail, now)
+    }
+
+    /// The audit records `filter` covers: how many there are, and `limit` of them from the
+    /// `offset`th, oldest first (the FHIR API's AuditEvents).
+    pub fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(usize, Vec<chain::AuditRow>), JournalError> {
+        let total = store::audit_count(self.conn, filter)?;
+        Ok((total, store::audit_rows(self.conn, filter, limit, offset)?))
+    }
+
+    /// Every inbound item `filter` admits, oldest first (what a domain committed, read back).
+    pub fn items(&self, filter: &ItemFilter<'_>) -> Result<Vec<StoredItem>, JournalError> {
+        store::items(self.conn, filter, usize::MAX)
     }
 
     /// Wakes a destination's connector after the commit (rows it delivers changed).

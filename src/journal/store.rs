@@ -13,6 +13,7 @@ use super::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Savepoint, Transaction, params};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -637,25 +638,7 @@ impl Batch<'_> {
 
     /// Up to `limit` audit records with an id above `after`, oldest first, with their hashes.
     pub fn audit_rows(&mut self, after: i64, limit: usize) -> Result<Vec<AuditRow>, JournalError> {
-        let rows = self
-            .tx
-            .prepare_cached(
-                "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit
-                  WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?
-            .query_map(params![after, limit as i64], |r| {
-                Ok(AuditRow {
-                    id: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: r.get(4)?,
-                    prev_hash: r.get(5)?,
-                    hash: r.get(6)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        audit_rows(&self.tx, &AuditFilter::after(after), limit, 0)
     }
 
     /// The audit chain's last record and length, as stored (not verified).
@@ -745,27 +728,12 @@ impl Batch<'_> {
         source_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredItem>, JournalError> {
-        let rows = self
-            .tx
-            .prepare_cached(
-                "SELECT id, event_id, source, source_id, kind, key, payload, received_at FROM inbound
-                  WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR source_id = ?2)
-                  ORDER BY id LIMIT ?3",
-            )?
-            .query_map(params![kind, source_id, limit as i64], |r| {
-                Ok(StoredItem {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    source: r.get(2)?,
-                    source_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    key: r.get(5)?,
-                    payload: r.get(6)?,
-                    received_at: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        let filter = ItemFilter {
+            kind,
+            source_id,
+            ..ItemFilter::ALL
+        };
+        items(&self.tx, &filter, limit)
     }
 
     /// State name of one outbox row, for tests and the CLI.
@@ -778,6 +746,150 @@ impl Batch<'_> {
             .optional()?
             .map(state_name))
     }
+}
+
+/// Which audit records a read covers: those with an id above `after` (and equal to `id`, if
+/// given) recorded within `[from, until)` ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub after: i64,
+    pub id: Option<i64>,
+    pub from: i64,
+    pub until: i64,
+}
+
+impl AuditFilter {
+    /// Every record.
+    pub const ALL: AuditFilter = AuditFilter {
+        after: i64::MIN,
+        id: None,
+        from: i64::MIN,
+        until: i64::MAX,
+    };
+
+    /// Every record after the one with id `after`: the chain's walk, a page at a time.
+    pub fn after(after: i64) -> AuditFilter {
+        AuditFilter {
+            after,
+            ..AuditFilter::ALL
+        }
+    }
+}
+
+/// Up to `limit` audit records of `filter` from the `offset`th, oldest first, with their
+/// hashes. Paged by id in SQL: the audit only grows.
+pub(super) fn audit_rows(
+    conn: &Connection,
+    filter: &AuditFilter,
+    limit: usize,
+    offset: usize,
+) -> Result<Vec<AuditRow>, JournalError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, at, actor, action, detail, prev_hash, hash FROM audit
+              WHERE id > ?1 AND (?2 IS NULL OR id = ?2) AND at >= ?3 AND at < ?4
+              ORDER BY id LIMIT ?5 OFFSET ?6",
+        )?
+        .query_map(
+            params![
+                filter.after,
+                filter.id,
+                filter.from,
+                filter.until,
+                sql_count(limit),
+                sql_count(offset)
+            ],
+            |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// How many audit records `filter` covers.
+pub(super) fn audit_count(conn: &Connection, filter: &AuditFilter) -> Result<usize, JournalError> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM audit
+              WHERE id > ?1 AND (?2 IS NULL OR id = ?2) AND at >= ?3 AND at < ?4",
+        )?
+        .query_row(
+            params![filter.after, filter.id, filter.from, filter.until],
+            |r| r.get(0),
+        )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Which inbound items a read covers; [`ItemFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemFilter<'a> {
+    pub kind: Option<&'a str>,
+    pub source_id: Option<&'a str>,
+    pub id: Option<i64>,
+    /// Committed within this range (ms).
+    pub received_at: Range<i64>,
+}
+
+impl ItemFilter<'_> {
+    pub const ALL: ItemFilter<'static> = ItemFilter {
+        kind: None,
+        source_id: None,
+        id: None,
+        received_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// Up to `limit` inbound items `filter` admits, oldest first.
+pub(super) fn items(
+    conn: &Connection,
+    filter: &ItemFilter<'_>,
+    limit: usize,
+) -> Result<Vec<StoredItem>, JournalError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, event_id, source, source_id, kind, key, payload, received_at FROM inbound
+              WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR source_id = ?2)
+                AND (?3 IS NULL OR id = ?3) AND received_at >= ?4 AND received_at < ?5
+              ORDER BY id LIMIT ?6",
+        )?
+        .query_map(
+            params![
+                filter.kind,
+                filter.source_id,
+                filter.id,
+                filter.received_at.start,
+                filter.received_at.end,
+                sql_count(limit)
+            ],
+            |r| {
+                Ok(StoredItem {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    source: r.get(2)?,
+                    source_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    key: r.get(5)?,
+                    payload: r.get(6)?,
+                    received_at: r.get(7)?,
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// A `LIMIT` or `OFFSET` value; `usize::MAX` (no limit) does not fit SQLite's integer.
+fn sql_count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Commits an inbound item and one pending outbox row per destination, or, when the same

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::journal::{JournalError, NewItem, Receipt, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
+use std::ops::Range;
 
 /// The queue's migrations. Steps 1–4 were the journal's schema versions 2, 5 (in part), 6 (in
 /// part) and 7 before each domain owned its tables.
@@ -297,15 +298,76 @@ pub fn queue_list(
     queue_name: Option<&str>,
     closed_since: Option<i64>,
 ) -> Result<Vec<Entry>, JournalError> {
+    let filter = EntryFilter {
+        queue: queue_name,
+        closed_since,
+        ..EntryFilter::OPEN
+    };
+    queue_entries(tx, &filter)
+}
+
+/// Which entries [`queue_entries`] reads; [`EntryFilter::OPEN`] admits every open one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFilter<'a> {
+    pub queue: Option<&'a str>,
+    /// Also the entries closed at or after this time (ms).
+    pub closed_since: Option<i64>,
+    pub id: Option<i64>,
+    /// The patient's id: entries whose demographics name it, or whose reference is
+    /// `Patient/<id>` or the bare id.
+    pub patient_id: Option<&'a str>,
+    /// Arrivals within this range (ms), if given.
+    pub arrived_at: Option<Range<i64>>,
+    /// Entries whose latest step (arrival, call, room, close) falls within this range (ms).
+    pub last_step_at: Range<i64>,
+}
+
+impl EntryFilter<'_> {
+    pub const OPEN: EntryFilter<'static> = EntryFilter {
+        queue: None,
+        closed_since: None,
+        id: None,
+        patient_id: None,
+        arrived_at: None,
+        last_step_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The entries `filter` admits, in queue order (priority, then arrival).
+pub fn queue_entries(
+    tx: &mut Tx<'_>,
+    filter: &EntryFilter<'_>,
+) -> Result<Vec<Entry>, JournalError> {
+    let arrived = filter.arrived_at.as_ref();
     let rows = tx
         .sql()
         .prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM queue_entry
               WHERE (?1 IS NULL OR queue = ?1)
                 AND (state IN ('waiting', 'called', 'in_room') OR (?2 IS NOT NULL AND closed_at >= ?2))
+                AND (?3 IS NULL OR id = ?3)
+                AND (?4 IS NULL OR json_extract(demographics, '$.patient_id') = ?4
+                     OR patient_ref IN ('Patient/' || ?4, ?4))
+                AND (?5 IS NULL OR (arrived_at >= ?5 AND arrived_at < ?6))
+                AND max(arrived_at, coalesce(called_at, arrived_at), coalesce(in_room_at, arrived_at),
+                        coalesce(closed_at, arrived_at)) >= ?7
+                AND max(arrived_at, coalesce(called_at, arrived_at), coalesce(in_room_at, arrived_at),
+                        coalesce(closed_at, arrived_at)) < ?8
               ORDER BY queue, priority DESC, arrived_at, id"
         ))?
-        .query_map(params![queue_name, closed_since], entry_from_row)?
+        .query_map(
+            params![
+                filter.queue,
+                filter.closed_since,
+                filter.id,
+                filter.patient_id,
+                arrived.map(|r| r.start),
+                arrived.map(|r| r.end),
+                filter.last_step_at.start,
+                filter.last_step_at.end,
+            ],
+            entry_from_row,
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -758,6 +820,140 @@ pub(crate) fn queue_write_priority(
             base.and_then(|(_, r)| r),
         ])?;
     Ok(())
+}
+
+/// A booking as the queue keeps it, for readers outside the queue (the FHIR API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingRow {
+    /// `Appointment/<id>`.
+    pub appointment_ref: String,
+    pub patient_ref: String,
+    /// Unix ms of the booked start.
+    pub starts_at: i64,
+    pub queue: String,
+    pub updated_at: i64,
+}
+
+/// Which bookings [`bookings`] reads; [`BookingFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingFilter<'a> {
+    /// `Appointment/<id>`.
+    pub appointment_ref: Option<&'a str>,
+    /// The patient's id: bookings whose reference is `Patient/<id>` or the bare id.
+    pub patient_id: Option<&'a str>,
+    /// Booked starts within this range (ms), if given.
+    pub starts_at: Option<Range<i64>>,
+    /// Last changed within this range (ms).
+    pub updated_at: Range<i64>,
+}
+
+impl BookingFilter<'_> {
+    pub const ALL: BookingFilter<'static> = BookingFilter {
+        appointment_ref: None,
+        patient_id: None,
+        starts_at: None,
+        updated_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The bookings `filter` admits, by appointment reference.
+pub fn bookings(
+    tx: &mut Tx<'_>,
+    filter: &BookingFilter<'_>,
+) -> Result<Vec<BookingRow>, JournalError> {
+    let starts = filter.starts_at.as_ref();
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT appointment_ref, patient_ref, starts_at, queue, updated_at
+               FROM appointment_booking
+              WHERE (?1 IS NULL OR appointment_ref = ?1)
+                AND (?2 IS NULL OR patient_ref IN ('Patient/' || ?2, ?2))
+                AND (?3 IS NULL OR (starts_at >= ?3 AND starts_at < ?4))
+                AND updated_at >= ?5 AND updated_at < ?6
+              ORDER BY appointment_ref",
+        )?
+        .query_map(
+            params![
+                filter.appointment_ref,
+                filter.patient_id,
+                starts.map(|r| r.start),
+                starts.map(|r| r.end),
+                filter.updated_at.start,
+                filter.updated_at.end,
+            ],
+            |r| {
+                Ok(BookingRow {
+                    appointment_ref: r.get(0)?,
+                    patient_ref: r.get(1)?,
+                    starts_at: r.get(2)?,
+                    queue: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// An EHR flag as the queue keeps it, for readers outside the queue (the FHIR API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagRow {
+    pub id: String,
+    pub patient_id: String,
+    /// Whether the flag raises its patient's priority now (it is active).
+    pub raises_priority: bool,
+    pub reason: String,
+    pub updated_at: i64,
+}
+
+/// Which flags [`flags`] reads; [`FlagFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagFilter<'a> {
+    pub id: Option<&'a str>,
+    pub patient_id: Option<&'a str>,
+    /// Last changed within this range (ms).
+    pub updated_at: Range<i64>,
+}
+
+impl FlagFilter<'_> {
+    pub const ALL: FlagFilter<'static> = FlagFilter {
+        id: None,
+        patient_id: None,
+        updated_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The EHR flags `filter` admits, active or not, by id.
+pub fn flags(tx: &mut Tx<'_>, filter: &FlagFilter<'_>) -> Result<Vec<FlagRow>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, patient_id, priority IS NOT NULL, reason, updated_at
+               FROM fhir_flag
+              WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR patient_id = ?2)
+                AND updated_at >= ?3 AND updated_at < ?4
+              ORDER BY id",
+        )?
+        .query_map(
+            params![
+                filter.id,
+                filter.patient_id,
+                filter.updated_at.start,
+                filter.updated_at.end,
+            ],
+            |r| {
+                Ok(FlagRow {
+                    id: r.get(0)?,
+                    patient_id: r.get(1)?,
+                    raises_priority: r.get(2)?,
+                    reason: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            },
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// The active EHR flags of patients with an open entry: (flag id, patient id).

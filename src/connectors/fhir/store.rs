@@ -10,6 +10,7 @@ use super::protocol::{self as fhir, CachedPatient, Conflict, Fields, Seen, Side}
 use crate::journal::{JournalError, NewItem, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// The connector's migrations. Step 1 was part of the journal's schema version 5 before each
 /// domain owned its tables.
@@ -55,6 +56,62 @@ pub fn fhir_patient(tx: &mut Tx<'_>, id: &str) -> Result<Option<CachedPatient>, 
         ))?
         .query_row([id], cached_from_row)
         .optional()?)
+}
+
+/// A cached Patient as last synced with the EHR, for readers outside the connector (the
+/// FHIR API): never the local version still to be written back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncedPatient {
+    pub id: String,
+    /// The EHR's copy, as JSON.
+    pub synced: serde_json::Value,
+    pub updated_at: i64,
+}
+
+/// Which cached Patients [`synced_patients`] reads; [`PatientFilter::ALL`] admits every one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientFilter<'a> {
+    pub id: Option<&'a str>,
+    /// Last changed within this range (ms).
+    pub updated_at: Range<i64>,
+}
+
+impl PatientFilter<'_> {
+    pub const ALL: PatientFilter<'static> = PatientFilter {
+        id: None,
+        updated_at: i64::MIN..i64::MAX,
+    };
+}
+
+/// The cached Patients `filter` admits as last synced, by id; a row whose copy is not JSON is
+/// left out, as [`fhir_patient`] refuses it.
+pub fn synced_patients(
+    tx: &mut Tx<'_>,
+    filter: &PatientFilter<'_>,
+) -> Result<Vec<SyncedPatient>, JournalError> {
+    let rows: Vec<(String, String, i64)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, synced, updated_at FROM fhir_patient
+              WHERE (?1 IS NULL OR id = ?1) AND updated_at >= ?2 AND updated_at < ?3
+              ORDER BY id",
+        )?
+        .query_map(
+            params![filter.id, filter.updated_at.start, filter.updated_at.end],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, synced, updated_at)| {
+            let synced = serde_json::from_str(&synced).ok()?;
+            Some(SyncedPatient {
+                id,
+                synced,
+                updated_at,
+            })
+        })
+        .collect())
 }
 
 /// Cached Patients with this identifier value, or else with this family name (any case)

@@ -554,3 +554,144 @@ fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
         .collect();
     assert_eq!(tickets, ["G-001", "G-002", "G-001"]);
 }
+
+#[test]
+fn bookings_and_flags_are_read_back_through_the_filters_readers_give() {
+    use super::{BookingFilter, FlagFilter};
+    use crate::queue::{Booking, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let booking = |filler: &str, patient: &str, starts_at: i64| Booking {
+        queue: "general".into(),
+        appointment_ref: filler.into(),
+        appointment_refs: vec![filler.into()],
+        patient_ref: patient.into(),
+        day: "2026-11-24".into(),
+        starts_at,
+        priority: None,
+    };
+    let (bookings, flags) = store
+        .with_batch(|b| {
+            let extensions = Extensions::default();
+            let mut work = b.work(&extensions);
+            let tx = &mut work;
+            super::remember_booking(tx, &booking("Appointment/a1", "Patient/p1", 100), 10)?;
+            super::remember_booking(tx, &booking("Appointment/a2", "p1", 200), 20)?;
+            super::remember_booking(tx, &booking("Appointment/a3", "Patient/p2", 300), 30)?;
+            let urgent = (Priority::Urgent, "fall risk".to_string());
+            super::queue_flag(tx, "f1", "p1", Some(&urgent), 10)?;
+            super::queue_flag(tx, "f2", "p2", None, 20)?;
+            let mut refs = |filter: &BookingFilter<'_>| {
+                super::bookings(tx, filter).map(|rows| {
+                    rows.into_iter()
+                        .map(|b| b.appointment_ref)
+                        .collect::<Vec<_>>()
+                })
+            };
+            let by_patient = BookingFilter {
+                patient_id: Some("p1"),
+                ..BookingFilter::ALL
+            };
+            let by_id_and_start = BookingFilter {
+                appointment_ref: Some("Appointment/a2"),
+                starts_at: Some(150..250),
+                ..BookingFilter::ALL
+            };
+            let by_update = BookingFilter {
+                updated_at: 20..31,
+                ..BookingFilter::ALL
+            };
+            let bookings = (
+                refs(&BookingFilter::ALL)?,
+                refs(&by_patient)?,
+                refs(&by_id_and_start)?,
+                refs(&by_update)?,
+            );
+            let tx = &mut work;
+            let p2 = FlagFilter {
+                patient_id: Some("p2"),
+                ..FlagFilter::ALL
+            };
+            let flags = (
+                super::flags(tx, &FlagFilter::ALL)?.len(),
+                super::flags(tx, &p2)?,
+            );
+            Ok((bookings, flags))
+        })
+        .expect("read");
+    let all = ["Appointment/a1", "Appointment/a2", "Appointment/a3"];
+    assert_eq!(bookings.0, all);
+    assert_eq!(bookings.1, all[..2]);
+    assert_eq!(bookings.2, all[1..2]);
+    assert_eq!(bookings.3, all[1..]);
+    assert_eq!(flags.0, 2);
+    assert_eq!(
+        flags.1,
+        [super::FlagRow {
+            id: "f2".into(),
+            patient_id: "p2".into(),
+            raises_priority: false,
+            reason: String::new(),
+            updated_at: 20,
+        }]
+    );
+}
+
+#[test]
+fn entries_are_read_back_through_the_filters_readers_give() {
+    use super::EntryFilter;
+    use crate::queue::{CheckIn, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let check_in = |patient: &str, request_id: &str| CheckIn {
+        patient_ref: Some(patient.into()),
+        appointment_ref: None,
+        priority: Priority::Normal,
+        priority_reason: None,
+        request_id: Some(request_id.into()),
+        printer: None,
+        patient: None,
+        demographics: None,
+        unknown_to_ehr: false,
+    };
+    let found = store
+        .with_batch(|b| {
+            let extensions = Extensions::default();
+            let mut work = b.work(&extensions);
+            let tx = &mut work;
+            let mut ids = Vec::new();
+            for (patient, at) in [("Patient/p1", 10), ("p1", 20), ("Patient/p2", 30)] {
+                let (e, _) =
+                    super::queue_check_in(tx, "general", &check_in(patient, patient), None, at)?;
+                ids.push(e.id);
+            }
+            let mut arrivals = |filter: &EntryFilter<'_>| {
+                super::queue_entries(tx, filter)
+                    .map(|es| es.into_iter().map(|e| e.arrived_at).collect::<Vec<_>>())
+            };
+            Ok((
+                arrivals(&EntryFilter::OPEN)?,
+                arrivals(&EntryFilter {
+                    patient_id: Some("p1"),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    id: Some(ids[2]),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    arrived_at: Some(15..25),
+                    ..EntryFilter::OPEN
+                })?,
+                arrivals(&EntryFilter {
+                    last_step_at: 25..i64::MAX,
+                    ..EntryFilter::OPEN
+                })?,
+            ))
+        })
+        .expect("read");
+    assert_eq!(
+        found,
+        (vec![10, 20, 30], vec![10, 20], vec![30], vec![20], vec![30])
+    );
+}
