@@ -226,3 +226,91 @@ fn a_renewed_relay_client_certificate_is_presented_after_a_reconnection_of_its_o
     sent("p2");
     arrived(2);
 }
+
+/// The texts of the staff notices of `kind`, once there are any.
+fn notices_of(gw: &Gateway, kind: &str) -> Vec<String> {
+    wait_for(kind, Duration::from_secs(20), || {
+        let texts: Vec<String> = gw
+            .get_json("/api/v1/notices")
+            .as_array()?
+            .iter()
+            .filter(|n| n["kind"] == kind)
+            .filter_map(|n| n["text"].as_str().map(str::to_string))
+            .collect();
+        (!texts.is_empty()).then_some(texts)
+    })
+}
+
+/// A FHIR connector table for an EHR that is not there: the watcher reads the credentials
+/// from the configuration and files alone.
+fn ehr(auth: &str) -> String {
+    format!(
+        "[connectors.fhir]\nbase_url = \"http://127.0.0.1:{}/fhir\"\nidentifier_system = \"urn:mrn\"\n\
+         [connectors.fhir.auth]\n{auth}\n",
+        free_port()
+    )
+}
+
+#[test]
+fn the_ehr_client_secret_near_its_stated_expiry_and_an_expired_bearer_token_are_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("secret"), "s3cret\n").expect("secret");
+    let soon = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24 * 3))
+        .expect("a date")
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &ehr(&format!(
+            "kind = \"client_credentials\"\ntoken_url = \"http://127.0.0.1:{}/token\"\n\
+             client_id = \"gateway\"\nclient_secret_file = \"secret\"\nclient_secret_expires = \"{soon}\"",
+            free_port()
+        )),
+    );
+    gw.start();
+    let texts = notices_of(&gw, "credential.expiring");
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains("client secret of connectors.fhir.auth.client_secret_file"),
+        "{texts:?}"
+    );
+    drop(gw);
+
+    // A bearer token that is a JWT whose `exp` has passed ({"alg":"none"}.{"exp":1700000000}).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("token"),
+        "eyJhbGciOiJub25lIn0.eyJleHAiOjE3MDAwMDAwMDB9.\n",
+    )
+    .expect("token");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &ehr("kind = \"bearer\"\ntoken_file = \"token\""),
+    );
+    gw.start();
+    let texts = notices_of(&gw, "credential.expired");
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains("bearer token in connectors.fhir.auth.token_file"),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_client_secret_expiry_is_a_config_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        ehr("kind = \"client_credentials\"\ntoken_url = \"http://127.0.0.1:1/token\"\n\
+             client_id = \"gateway\"\nclient_secret_file = \"secret\"\nclient_secret_expires = \"next spring\""),
+    )
+    .expect("config");
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("connectors.fhir.auth.client_secret_expires: must be an RFC 3339 time"),
+        "{stderr}"
+    );
+}

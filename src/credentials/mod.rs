@@ -1,5 +1,6 @@
 //! Expiring credentials: the certificates the gateway presents or trusts (the page's, the MLLP
-//! listener's and its client CA, the relay's client certificate and CA) and the API keys of
+//! listener's and its client CA, the relay's client certificate and CA), the EHR's credentials
+//! (its client secret's configured expiry, a bearer token's `exp`) and the API keys of
 //! systems. A supervised child reads their expiries at start and every hour, and raises a staff
 //! notice and a cloud event (`credential.expiring` within `[access] credential_warning_days`,
 //! `credential.expired` once past), once per credential and standing: what was told is kept in
@@ -27,11 +28,22 @@ pub const NAME: &str = "credential-watch";
 /// picked up by the TLS side at its next handshake whatever this is.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// A certificate file to watch, named by its config key (`web.tls.cert_file`).
+/// A credential to watch, named by its config key (`web.tls.cert_file`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watched {
     pub name: String,
-    pub path: PathBuf,
+    pub source: Source,
+}
+
+/// Where a credential's expiry is read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A PEM file of certificates: the first to expire.
+    Certificate(PathBuf),
+    /// A file holding a bearer token: its `exp` if it is a JWT (an opaque token has none).
+    Token(PathBuf),
+    /// A secret whose expiry the configuration states, in ms since the epoch.
+    Secret(i64),
 }
 
 /// Starts the watcher over `files` and the journal's API keys.
@@ -83,12 +95,28 @@ struct Expiry {
 async fn check(files: &[Watched], journal: &Addr<JournalWriter>, warning_ms: i64) -> usize {
     let mut expiries = Vec::new();
     for w in files {
-        match crate::pem::not_after(&w.path) {
-            Ok(secs) => expiries.push(Expiry {
+        let (kind, read) = match &w.source {
+            Source::Certificate(path) => (
+                "certificate",
+                crate::pem::not_after(path)
+                    .map(|secs| Some(secs.saturating_mul(1000)))
+                    .map_err(|e| e.to_string()),
+            ),
+            Source::Token(path) => (
+                "token",
+                std::fs::read_to_string(path)
+                    .map(|text| protocol::jwt_expiry(&text))
+                    .map_err(|e| format!("{}: {e}", path.display())),
+            ),
+            Source::Secret(at) => ("client_secret", Ok(Some(*at))),
+        };
+        match read {
+            Ok(Some(not_after_ms)) => expiries.push(Expiry {
                 name: w.name.clone(),
-                kind: "certificate",
-                not_after_ms: secs.saturating_mul(1000),
+                kind,
+                not_after_ms,
             }),
+            Ok(None) => {}
             Err(e) => tracing::warn!(credential = %w.name, error = %e, "expiry not read"),
         }
     }
@@ -149,10 +177,17 @@ impl Work for TellExpiry {
         let days = protocol::days_left(not_after_ms, now);
         let what = match kind {
             "api_key" => format!("The API key {}", name.trim_start_matches("key:")),
+            "token" => format!("The bearer token in {name}"),
+            "client_secret" => format!("The client secret of {name}"),
             _ => format!("The certificate in {name}"),
         };
         let renew = match kind {
             "api_key" => "give its client a new key (clinic-gateway key add) and revoke this one",
+            "token" => "replace the file; the gateway reads it at each request",
+            "client_secret" => {
+                "get a new secret from the EHR's administrators, replace the file and set the new \
+                 client_secret_expires (then reload)"
+            }
             _ => "replace its files; the gateway reads them again without a restart",
         };
         let text = match standing {

@@ -52,11 +52,39 @@ pub fn days_left(not_after_ms: i64, now_ms: i64) -> i64 {
     (not_after_ms - now_ms).div_euclid(86_400_000)
 }
 
+/// The `exp` of a JWT (RFC 7519 §4.1.4, seconds) in ms; none for a token that is not a JWT
+/// or has no `exp`. The signature is not checked: this is the gateway's own credential, read
+/// only to know when to renew it.
+pub fn jwt_expiry(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["exp"].as_i64()?.checked_mul(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_jwt_tells_its_expiry_and_an_opaque_token_none() {
+        // {"alg":"none"}.{"sub":"gateway","exp":1798761600}.
+        let jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJnYXRld2F5IiwiZXhwIjoxNzk4NzYxNjAwfQ.";
+        assert_eq!(jwt_expiry(jwt), Some(1_798_761_600_000));
+        assert_eq!(jwt_expiry(&format!("{jwt}\n")), Some(1_798_761_600_000));
+        assert_eq!(jwt_expiry("opaque-token-4711"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), None);
+        // {"alg":"none"}.{"sub":"gateway"}: no exp.
+        assert_eq!(
+            jwt_expiry("eyJhbGciOiJub25lIn0.eyJzdWIiOiJnYXRld2F5In0."),
+            None
+        );
+    }
 
     fn check(recorded: Option<(i64, Standing)>, not_after: i64, now: i64) -> (Standing, bool) {
         let s = standing(not_after, now, 14 * DAY);

@@ -207,16 +207,18 @@ pub fn connectors(
     children
 }
 
-/// The credential watcher over every certificate file the configuration names (the API keys'
-/// expiries it reads from the journal).
+/// The credential watcher over every certificate file the configuration names and the EHR's
+/// credentials (the API keys' expiries it reads from the journal).
 pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
     let mut files = Vec::new();
-    let mut watch = |name: &str, path: PathBuf| {
+    let mut watched = |name: &str, source: credentials::Source| {
         files.push(credentials::Watched {
             name: name.into(),
-            path,
+            source,
         })
     };
+    let mut watch =
+        |name: &str, path: PathBuf| watched(name, credentials::Source::Certificate(path));
     if let Some(tls) = &config.web.tls {
         watch(
             "web.tls.cert_file",
@@ -241,6 +243,22 @@ pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
         watch("relay.tls.ca_file", config.resolve(&tls.ca_file));
         if let Some(cert) = &tls.client_cert_file {
             watch("relay.tls.client_cert_file", config.resolve(cert));
+        }
+    }
+    if let Some(f) = &config.connectors.fhir {
+        match &f.auth {
+            fhir::config::Auth::Bearer { token_file } => watched(
+                "connectors.fhir.auth.token_file",
+                credentials::Source::Token(config.resolve(token_file)),
+            ),
+            auth => {
+                if let Some(Ok(at)) = auth.secret_expiry_ms() {
+                    watched(
+                        "connectors.fhir.auth.client_secret_file",
+                        credentials::Source::Secret(at),
+                    );
+                }
+            }
         }
     }
     let spawn = credentials::WatchSpawn {

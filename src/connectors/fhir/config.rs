@@ -178,7 +178,39 @@ pub enum Auth {
         /// A token is renewed this long before its `expires_in` runs out.
         #[serde(default = "default_refresh_margin_s")]
         refresh_margin_s: u64,
+        /// When the client secret stops working (RFC 3339, or a date taken as its midnight
+        /// UTC), as the EHR's administrators set it: staff are told ahead, as for certificates.
+        #[serde(default)]
+        client_secret_expires: Option<String>,
     },
+}
+
+impl Auth {
+    /// When the client secret expires, in ms since the epoch, if the config says; an
+    /// unreadable date is the config's problem, reported by `validate`.
+    pub fn secret_expiry_ms(&self) -> Option<Result<i64, String>> {
+        match self {
+            Auth::ClientCredentials {
+                client_secret_expires: Some(text),
+                ..
+            } => Some(instant_ms(text)),
+            _ => None,
+        }
+    }
+}
+
+/// An RFC 3339 instant, or a date (`2027-03-01`) taken as its midnight UTC, in ms.
+fn instant_ms(text: &str) -> Result<i64, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp().as_millisecond())
+        .ok_or_else(|| {
+            "must be an RFC 3339 time (2027-03-01T00:00:00Z) or a date (2027-03-01)".into()
+        })
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -344,6 +376,9 @@ impl FhirConfig {
             if client_id.is_empty() {
                 bad("connectors.fhir.auth.client_id", "must not be empty".into());
             }
+        }
+        if let Some(Err(e)) = self.auth.secret_expiry_ms() {
+            bad("connectors.fhir.auth.client_secret_expires", e);
         }
     }
 }
