@@ -4,6 +4,7 @@
 
 use super::config::AccessConfig;
 use super::keys::{self, Verdict};
+use super::mtls::PeerCertificate;
 use super::{
     ApiClient, CheckSession, FindCredentials, FindKey, FinishLogin, Lockout, Logout, Proof, Staff,
     password, peer, policy, totp, valid_name,
@@ -81,7 +82,7 @@ fn session_token(req: &HttpRequest) -> Option<String> {
 
 /// Audits a refused request, with the id of the key it carried if any; the answer waits for
 /// the record to be committed.
-async fn audit_refusal(
+pub(super) async fn audit_refusal(
     gate: &Gate,
     req: &HttpRequest,
     actor: &str,
@@ -163,8 +164,9 @@ async fn form_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
 
 /// Checks every request when access is enabled: the `Host` header, on a state-changing
 /// request the `Origin`, then either the API key of an `Authorization: Bearer` header and its
-/// scope, or the session and its role against the route table and, on a state-changing
-/// request, the session's CSRF token. A refused request is audited and answered 400, 401 or
+/// scope, or without a session cookie the key bound to the connection's client certificate,
+/// or the session and its role against the route table and, on a state-changing request, the
+/// session's CSRF token. A refused request is audited and answered 400, 401 or
 /// 403 without detail.
 pub async fn guard(
     mut req: ServiceRequest,
@@ -221,6 +223,20 @@ pub async fn guard(
         return match check_key(&gate, req.request(), &bearer, allowed).await {
             // A key is sent on purpose by its client, never by a browser on its own as a
             // cookie is, so no CSRF token is needed.
+            Ok(client) => {
+                req.extensions_mut().insert(client);
+                next.call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body)
+            }
+            Err(answer) => Ok(req.into_response(answer)),
+        };
+    }
+    let certificate = req.conn_data::<PeerCertificate>().cloned();
+    if let Some(cert) = certificate.filter(|_| session_token(req.request()).is_none()) {
+        return match super::mtls::check(&gate, req.request(), &cert, allowed).await {
+            // The certificate is presented by the client's TLS stack, never by a browser on
+            // a page's behalf without the user choosing it, so no CSRF token is needed.
             Ok(client) => {
                 req.extensions_mut().insert(client);
                 next.call(req)
@@ -323,10 +339,18 @@ async fn check_key(
         }
     };
     let who = super::key_actor(&key.name);
-    let reason = match key.judge(secret, journal::now_ms()) {
+    let presented = req
+        .conn_data::<PeerCertificate>()
+        .map(|c| c.fingerprint.as_str());
+    let reason = match key.judge(secret, presented, journal::now_ms()) {
         // Whoever sent a wrong secret is not the key's client: the record does not name it.
         Verdict::Forged => {
             audit_refusal(gate, req, "anonymous", "key_forged", Some(id)).await;
+            return Err(unauthorized());
+        }
+        // Nor is whoever holds a bound key's secret without its certificate.
+        Verdict::WrongCertificate => {
+            audit_refusal(gate, req, "anonymous", "key_certificate", Some(id)).await;
             return Err(unauthorized());
         }
         Verdict::Revoked => "key_revoked",

@@ -87,9 +87,14 @@ pub(super) fn section(users: &[UserSummary], keys: &[KeySummary], token: &str, n
             Some(t) if t <= now => "expired".to_string(),
             Some(t) => format!("in {} days", (t - now + 86_399_999) / 86_400_000),
         };
+        let bound = k
+            .certificate
+            .as_deref()
+            .map(|c| format!(", certificate {}", esc(&access::mtls::prefix(c))))
+            .unwrap_or_default();
         let _ = write!(
             h,
-            "<tr><td>{name}</td><td>{scope}</td><td>{created} by {by}</td><td>{expires}</td><td>{state}</td><td>",
+            "<tr><td>{name}</td><td>{scope}</td><td>{created} by {by}</td><td>{expires}</td><td>{state}{bound}</td><td>",
             scope = esc(&k.scope),
             created = age(now, k.created_at),
             by = esc(&k.created_by),
@@ -314,7 +319,7 @@ async fn add_key(
         },
     };
     let expires_at = days.map(|d| journal::now_ms() + i64::from(d) * 86_400_000);
-    let key = match access::new_key(&f.name, scope, expires_at, &by) {
+    let key = match access::new_key(&f.name, scope, expires_at, None, &by) {
         Ok(k) => k,
         Err(e) => return access_refused(e),
     };
@@ -372,6 +377,7 @@ mod tests {
             created_by: "staff:admin".into(),
             expires_at: Some(3 * 86_400_000),
             revoked_at: None,
+            certificate: Some("AB:CD:EF:01:23".into()),
         }];
         let token = "<input type=hidden name=csrf value=\"T\">";
         let html = section(&users, &keys, token, 60_000);
@@ -382,6 +388,7 @@ mod tests {
         assert_eq!(html.matches("<form").count(), 5);
         assert_eq!(html.matches(token).count(), 5);
         assert!(html.contains("in 3 days"));
+        assert!(html.contains("valid, certificate AB:CD:EF:01"), "{html}");
         assert!(!html.contains("k1"), "the key's id stays off the page");
     }
 }

@@ -1,0 +1,118 @@
+//! Mutual TLS for systems: an API key bound to a client certificate. The HTTPS listener
+//! verifies a presented certificate against `[web.tls] client_ca_file` during the handshake
+//! and hands its fingerprint to the connection's requests ([`PeerCertificate`]); here that
+//! fingerprint finds the key bound to it, whose client the request then is (`key:<name>`,
+//! throttled and audited as a key sent in a header is).
+//!
+//! The handshake is the proof of possession: nothing here verifies a certificate, and a
+//! fingerprint that did not come from a verified handshake must never reach this module.
+
+use super::http::{Gate, audit_refusal, refusal};
+use super::keys::Verdict;
+use super::{ApiClient, FindBoundKey, key_actor, policy};
+use crate::journal;
+use crate::pem::{self, PemError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::json;
+use std::path::Path;
+
+/// The client certificate a connection's handshake verified, as its SHA-256 fingerprint
+/// (`AB:CD:...`), kept in the connection's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    pub fingerprint: String,
+}
+
+/// What a key bound to a certificate keeps of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub fingerprint: String,
+    /// When the certificate stops being valid, ms since the epoch.
+    pub not_after_ms: i64,
+}
+
+/// The binding for the first certificate in the PEM file at `path` (the client's own; a chain
+/// behind it counts towards the expiry only).
+pub fn binding(path: &Path) -> Result<Binding, PemError> {
+    let leaf = pem::certificates(path)?.swap_remove(0);
+    Ok(Binding {
+        fingerprint: pem::fingerprint(&leaf),
+        not_after_ms: pem::not_after(path)?.saturating_mul(1000),
+    })
+}
+
+/// The first four bytes of a fingerprint, enough for staff to tell certificates apart.
+pub fn prefix(fingerprint: &str) -> String {
+    fingerprint.chars().take(11).collect()
+}
+
+/// A bound key's expiry: the one asked for unless the certificate's comes first, since after
+/// it no handshake presents the certificate anyway, and the credential watcher then tells
+/// staff ahead of the certificate's end.
+pub fn expiry(asked: Option<i64>, certificate: Option<&Binding>) -> Option<i64> {
+    match (asked, certificate.map(|c| c.not_after_ms)) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// The client of a request made over a connection that presented `cert` and no other
+/// credential: the key bound to it if that key is valid and its scope covers the route; else
+/// the refusal, audited.
+pub(super) async fn check(
+    gate: &Gate,
+    req: &HttpRequest,
+    cert: &PeerCertificate,
+    allowed: policy::Allowed,
+) -> Result<ApiClient, HttpResponse> {
+    let find = FindBoundKey {
+        fingerprint: cert.fingerprint.clone(),
+    };
+    let key = match journal::ask(&gate.journal, find).await {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            audit_refusal(gate, req, "anonymous", "certificate_unknown", None).await;
+            return Err(refusal(StatusCode::UNAUTHORIZED));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate not checked");
+            return Err(HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" })));
+        }
+    };
+    let who = key_actor(&key.name);
+    let reason = match key.standing(journal::now_ms()) {
+        Verdict::Valid if key.scope.permits(allowed) => return Ok(ApiClient { name: key.name }),
+        Verdict::Valid => {
+            audit_refusal(gate, req, &who, "key_scope", Some(&key.id)).await;
+            return Err(refusal(StatusCode::FORBIDDEN));
+        }
+        Verdict::Revoked => "key_revoked",
+        Verdict::Expired => "key_expired",
+        Verdict::Forged | Verdict::WrongCertificate => "key_certificate",
+    };
+    audit_refusal(gate, req, &who, reason, Some(&key.id)).await;
+    Err(refusal(StatusCode::UNAUTHORIZED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(asked: Option<i64>, certificate: Option<i64>) -> Option<i64> {
+        let binding = certificate.map(|not_after_ms| Binding {
+            fingerprint: "AB".into(),
+            not_after_ms,
+        });
+        expiry(asked, binding.as_ref())
+    }
+
+    #[test]
+    fn a_bound_key_expires_with_its_certificate_at_the_latest() {
+        assert_eq!(check(None, None), None);
+        assert_eq!(check(Some(5), None), Some(5));
+        assert_eq!(check(None, Some(9)), Some(9));
+        assert_eq!(check(Some(5), Some(9)), Some(5));
+        assert_eq!(check(Some(12), Some(9)), Some(9));
+    }
+}
