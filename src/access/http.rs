@@ -82,7 +82,7 @@ fn session_token(req: &HttpRequest) -> Option<String> {
 
 /// Audits a refused request, with the id of the key it carried if any; the answer waits for
 /// the record to be committed.
-pub(super) async fn audit_refusal(
+async fn audit_refusal(
     gate: &Gate,
     req: &HttpRequest,
     actor: &str,
@@ -234,17 +234,27 @@ pub async fn guard(
     }
     let certificate = req.conn_data::<PeerCertificate>().cloned();
     if let Some(cert) = certificate.filter(|_| session_token(req.request()).is_none()) {
-        return match super::mtls::check(&gate, req.request(), &cert, allowed).await {
+        let answer = match super::mtls::check(&gate.journal, &cert, allowed).await {
             // The certificate is presented by the client's TLS stack, never by a browser on
             // a page's behalf without the user choosing it, so no CSRF token is needed.
-            Ok(client) => {
+            Ok(Ok(client)) => {
                 req.extensions_mut().insert(client);
-                next.call(req)
+                return next
+                    .call(req)
                     .await
-                    .map(ServiceResponse::map_into_boxed_body)
+                    .map(ServiceResponse::map_into_boxed_body);
             }
-            Err(answer) => Ok(req.into_response(answer)),
+            Ok(Err(no)) => {
+                let key = no.key.as_deref();
+                audit_refusal(&gate, req.request(), &no.actor, no.reason, key).await;
+                refusal(no.status)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate not checked");
+                HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" }))
+            }
         };
+        return Ok(req.into_response(answer));
     }
     let staff = match session_token(req.request()) {
         Some(token) => {

@@ -521,7 +521,7 @@ fn actor(name: &str) -> String {
 }
 
 /// The audit's name for a system calling with a key.
-pub(crate) fn key_actor(name: &str) -> String {
+fn key_actor(name: &str) -> String {
     format!("key:{name}")
 }
 

@@ -7,14 +7,12 @@
 //! The handshake is the proof of possession: nothing here verifies a certificate, and a
 //! fingerprint that did not come from a verified handshake must never reach this module.
 
-use super::http::{Gate, audit_refusal, refusal};
 use super::keys::Verdict;
 use super::{ApiClient, FindBoundKey, key_actor, policy};
-use crate::journal;
+use crate::journal::{self, JournalError, JournalWriter};
 use crate::pem::{self, PemError};
+use actix::Addr;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
-use serde_json::json;
 use std::path::Path;
 
 /// The client certificate a connection's handshake verified, as its SHA-256 fingerprint
@@ -57,42 +55,52 @@ pub fn expiry(asked: Option<i64>, certificate: Option<&Binding>) -> Option<i64> 
     }
 }
 
+/// Why a request with a certificate is refused: what the guard audits and answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub actor: String,
+    pub reason: &'static str,
+    /// The id of the key bound to the certificate, if there is one.
+    pub key: Option<String>,
+}
+
 /// The client of a request made over a connection that presented `cert` and no other
 /// credential: the key bound to it if that key is valid and its scope covers the route; else
-/// the refusal, audited.
-pub(super) async fn check(
-    gate: &Gate,
-    req: &HttpRequest,
+/// why not.
+pub async fn check(
+    journal: &Addr<JournalWriter>,
     cert: &PeerCertificate,
     allowed: policy::Allowed,
-) -> Result<ApiClient, HttpResponse> {
+) -> Result<Result<ApiClient, Refused>, JournalError> {
     let find = FindBoundKey {
         fingerprint: cert.fingerprint.clone(),
     };
-    let key = match journal::ask(&gate.journal, find).await {
-        Ok(Some(key)) => key,
-        Ok(None) => {
-            audit_refusal(gate, req, "anonymous", "certificate_unknown", None).await;
-            return Err(refusal(StatusCode::UNAUTHORIZED));
+    let Some(key) = journal::ask(journal, find).await? else {
+        return Ok(Err(Refused {
+            status: StatusCode::UNAUTHORIZED,
+            actor: "anonymous".into(),
+            reason: "certificate_unknown",
+            key: None,
+        }));
+    };
+    let (status, reason) = match key.standing(journal::now_ms()) {
+        Verdict::Valid if key.scope.permits(allowed) => {
+            return Ok(Ok(ApiClient { name: key.name }));
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "certificate not checked");
-            return Err(HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" })));
+        Verdict::Valid => (StatusCode::FORBIDDEN, "key_scope"),
+        Verdict::Revoked => (StatusCode::UNAUTHORIZED, "key_revoked"),
+        Verdict::Expired => (StatusCode::UNAUTHORIZED, "key_expired"),
+        Verdict::Forged | Verdict::WrongCertificate => {
+            (StatusCode::UNAUTHORIZED, "key_certificate")
         }
     };
-    let who = key_actor(&key.name);
-    let reason = match key.standing(journal::now_ms()) {
-        Verdict::Valid if key.scope.permits(allowed) => return Ok(ApiClient { name: key.name }),
-        Verdict::Valid => {
-            audit_refusal(gate, req, &who, "key_scope", Some(&key.id)).await;
-            return Err(refusal(StatusCode::FORBIDDEN));
-        }
-        Verdict::Revoked => "key_revoked",
-        Verdict::Expired => "key_expired",
-        Verdict::Forged | Verdict::WrongCertificate => "key_certificate",
-    };
-    audit_refusal(gate, req, &who, reason, Some(&key.id)).await;
-    Err(refusal(StatusCode::UNAUTHORIZED))
+    Ok(Err(Refused {
+        status,
+        actor: key_actor(&key.name),
+        reason,
+        key: Some(key.id),
+    }))
 }
 
 #[cfg(test)]
