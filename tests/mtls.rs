@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// Runs `args` in `dir` with sh; panics if it fails.
 fn sh(dir: &Path, args: &str) {
@@ -163,25 +164,33 @@ fn refusals(rows: &[Value]) -> Vec<(String, Value)> {
         .collect()
 }
 
-#[test]
-fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passes_for_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = Certs::generate(dir.path());
-    client_certificate(dir.path(), "stray", "ca.crt", "ca.key");
-    client_certificate(dir.path(), "stranger", "other-ca.crt", "other.key");
+/// The gateway with logins, serving HTTPS with the test CA's server certificate and verifying
+/// client certificates against that CA; `access` is appended to `[access]`. Running, with
+/// its certificates.
+fn start(dir: &Path, access: &str) -> (Gateway, Certs) {
+    let certs = Certs::generate(dir);
     let tls = format!(
-        "[access]\nenabled = true\n\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+        "[access]\nenabled = true\n{access}\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
         certs.path("server.crt").display(),
         certs.path("server.key").display(),
         certs.path("ca.crt").display(),
     );
-    let mut gw = Gateway::new(dir.path(), &tls);
+    let mut gw = Gateway::new(dir, &tls);
     gw.spawn();
     wait_for(
         "the gateway's API over HTTPS",
-        std::time::Duration::from_secs(20),
+        Duration::from_secs(20),
         || curl(&gw, &certs, None, "GET", "/api/v1/health", &[]).0,
     );
+    (gw, certs)
+}
+
+#[test]
+fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passes_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, certs) = start(dir.path(), "");
+    client_certificate(dir.path(), "stray", "ca.crt", "ca.key");
+    client_certificate(dir.path(), "stranger", "other-ca.crt", "other.key");
     let (admin, _) = add_key(&gw, "ops-console", &["--scope", "admin"]);
     let client = certs.path("client.crt");
     let (bound, printed) = add_key(
@@ -318,6 +327,41 @@ fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passe
             .iter()
             .any(|(who, d)| who == "key:lab-analyser" && d["reason"] == "key_revoked"),
         "{refused:?}"
+    );
+}
+
+#[test]
+fn a_certificate_client_draws_from_its_keys_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = "\n[access.rate_limits]\nper_second = 100.0\nburst = 1000\n\n[access.rate_limits.clients.\"key:board\"]\nper_second = 0.2\nburst = 3\n";
+    let (gw, certs) = start(dir.path(), limits);
+    let (admin, _) = add_key(&gw, "ops-console", &["--scope", "admin"]);
+    let client = certs.path("client.crt").to_string_lossy().to_string();
+    add_key(
+        &gw,
+        "board",
+        &["--scope", "queue", "--certificate", &client],
+    );
+    let limited = wait_for("the board's budget spent", Duration::from_secs(20), || {
+        let answer = curl(&gw, &certs, Some("client"), "GET", "/api/v1/queues", &[]);
+        (answer.status() == 429).then_some(answer)
+    });
+    assert_eq!(limited.json()["error"], "too many requests");
+    // Another client is still served.
+    let other = curl(
+        &gw,
+        &certs,
+        None,
+        "GET",
+        "/api/v1/queues",
+        &[format!("authorization: Bearer {admin}")],
+    );
+    assert_eq!(other.status(), 200);
+    let rows = audit(&gw, &certs, &admin);
+    assert!(
+        rows.iter()
+            .any(|r| r["action"] == "access.rate_limited" && r["actor"] == "key:board"),
+        "{rows:?}"
     );
 }
 
