@@ -365,6 +365,131 @@ fn a_certificate_client_draws_from_its_keys_budget() {
     );
 }
 
+/// curl over HTTPS without a client certificate, trusting the test CA, keeping cookies in
+/// `jar`; the status and body.
+fn curl_with_jar(
+    gw: &Gateway,
+    certs: &Certs,
+    jar: &Path,
+    path: &str,
+    args: &[&str],
+) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(certs.path("ca.crt"))
+        .arg("-c")
+        .arg(jar)
+        .arg("-b")
+        .arg(jar)
+        .args(args)
+        .arg(format!("https://127.0.0.1:{}{path}", gw.web))
+        .output()
+        .expect("curl must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (code.trim().parse().expect("a status"), body.to_string())
+}
+
+#[test]
+fn a_certificate_pasted_on_the_admin_page_binds_the_new_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, certs) = start(dir.path(), "");
+    let out = gw.cli(&["user", "add", "root", "--role", "admin"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "user add: {text}");
+    let after = |label: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("{label} in {text}"))
+            .trim()
+            .to_string()
+    };
+    let password = after("one-time password:");
+    let totp = totp_rs::Totp::from_url(after(
+        "TOTP enrolment URI (add it to an authenticator app):",
+    ))
+    .expect("an otpauth URI");
+    let jar = dir.path().join("cookies");
+    let login = json!({
+        "name": "root",
+        "password": password,
+        "code": totp.generate_current().to_string(),
+    });
+    let (status, body) = curl_with_jar(
+        &gw,
+        &certs,
+        &jar,
+        "/login",
+        &[
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &login.to_string(),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    let csrf = serde_json::from_str::<Value>(&body).expect("json")["csrf"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    let certificate = format!("certificate@{}", certs.path("client.crt").display());
+    let (status, page) = curl_with_jar(
+        &gw,
+        &certs,
+        &jar,
+        "/keys/add",
+        &[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "name=pharmacy-robot",
+            "--data-urlencode",
+            "scope=queue",
+            "--data-urlencode",
+            &certificate,
+        ],
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Bound to the client certificate"), "{page}");
+    let (status, page) = curl_with_jar(
+        &gw,
+        &certs,
+        &jar,
+        "/keys/add",
+        &[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "name=broken",
+            "--data-urlencode",
+            "scope=queue",
+            "--data-urlencode",
+            "certificate=not a certificate",
+        ],
+    );
+    assert_eq!(status, 400, "{page}");
+
+    let queues = curl(&gw, &certs, Some("client"), "GET", "/api/v1/queues", &[]);
+    assert_eq!(queues.status(), 200, "{:?}", queues.0);
+    let (_, page) = curl_with_jar(&gw, &certs, &jar, "/", &[]);
+    assert!(
+        page.contains("valid, certificate "),
+        "the list shows the binding"
+    );
+}
+
 #[test]
 fn a_client_ca_file_without_a_certificate_is_named_by_check_config() {
     let dir = tempfile::tempdir().expect("temp dir");

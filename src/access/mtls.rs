@@ -40,6 +40,23 @@ pub fn binding(path: &Path) -> Result<Binding, PemError> {
     })
 }
 
+/// The binding for the first certificate of PEM text, as pasted into the page's form; none if
+/// it holds no certificate that can be read.
+pub fn binding_of_pem(text: &str) -> Option<Binding> {
+    let certs = rustls_pemfile::certs(&mut text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let mut not_after = i64::MAX;
+    for der in &certs {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        not_after = not_after.min(cert.validity().not_after.timestamp());
+    }
+    Some(Binding {
+        fingerprint: pem::fingerprint(certs.first()?),
+        not_after_ms: not_after.saturating_mul(1000),
+    })
+}
+
 /// The first four bytes of a fingerprint, enough for staff to tell certificates apart.
 pub fn prefix(fingerprint: &str) -> String {
     fingerprint.chars().take(11).collect()
@@ -113,6 +130,21 @@ mod tests {
             not_after_ms,
         });
         expiry(asked, binding.as_ref())
+    }
+
+    #[test]
+    fn pasted_pem_binds_its_first_certificate() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["lab".to_string()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(2030, 1, 2);
+        let cert = params.self_signed(&key).expect("certificate");
+        let text = format!("pasted with a blank line\n\n{}", cert.pem());
+        let bound = binding_of_pem(&text).expect("bound");
+        assert_eq!(bound.fingerprint, pem::fingerprint(cert.der()));
+        assert_eq!(bound.not_after_ms, 1_893_542_400_000);
+        assert_eq!(binding_of_pem("no certificate"), None);
+        let broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert_eq!(binding_of_pem(broken), None);
     }
 
     #[test]

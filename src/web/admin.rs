@@ -118,7 +118,9 @@ pub(super) fn section(users: &[UserSummary], keys: &[KeySummary], token: &str, n
         "</table><form method=post action=/keys/add><p>{token}\
          <label>Client <input name=name required pattern=\"[A-Za-z0-9._\\-]{{1,64}}\"></label> \
          <label>Scope <input name=scope required placeholder=\"a role, or groups: queue,metrics\"></label> \
-         <label>Expires after <input name=expires_days inputmode=numeric size=4> days</label> \
+         <label>Expires after <input name=expires_days inputmode=numeric size=4> days</label></p>\
+         <p><label>Client certificate (PEM; optional: binds the key to it) \
+         <textarea name=certificate rows=4 cols=64></textarea></label> \
          <button>Add key</button></p></form>"
     );
     h
@@ -294,6 +296,9 @@ pub(super) struct AddKeyForm {
     /// Empty: the key does not expire.
     #[serde(default)]
     expires_days: String,
+    /// A client certificate as PEM text; empty: the key is not bound to one.
+    #[serde(default)]
+    certificate: String,
 }
 
 async fn add_key(
@@ -319,16 +324,41 @@ async fn add_key(
         },
     };
     let expires_at = days.map(|d| journal::now_ms() + i64::from(d) * 86_400_000);
-    let key = match access::new_key(&f.name, scope, expires_at, None, &by) {
+    let certificate = match f.certificate.trim() {
+        "" => None,
+        text => match access::mtls::binding_of_pem(text) {
+            Some(b) => Some(b),
+            None => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "certificate: a PEM certificate (-----BEGIN CERTIFICATE-----)",
+                );
+            }
+        },
+    };
+    let key = match access::new_key(&f.name, scope, expires_at, certificate, &by) {
         Ok(k) => k,
         Err(e) => return access_refused(e),
     };
+    let bound = key
+        .request
+        .key
+        .certificate
+        .as_deref()
+        .map(|c| {
+            format!(
+                "<p>Bound to the client certificate {}: its key is accepted only over a \
+                 connection presenting it, and the certificate alone suffices.</p>",
+                esc(c)
+            )
+        })
+        .unwrap_or_default();
     if let Err(e) = journal::ask(&s.journal, key.request).await {
         return journal_refused(e);
     }
     let body = format!(
         "<p>Give this key to the client {name}'s administrator: it is shown this once and \
-         stored only as a hash.</p><p>Key: <code id=key-text>{key}</code></p>",
+         stored only as a hash.</p><p>Key: <code id=key-text>{key}</code></p>{bound}",
         name = esc(&f.name),
         key = esc(&key.text),
     );
