@@ -331,9 +331,9 @@ fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passe
 }
 
 #[test]
-fn a_certificate_client_draws_from_its_keys_budget() {
+fn a_certificate_client_draws_from_its_keys_budget_and_the_client_ca_is_watched() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let limits = "\n[access.rate_limits]\nper_second = 100.0\nburst = 1000\n\n[access.rate_limits.clients.\"key:board\"]\nper_second = 0.2\nburst = 3\n";
+    let limits = "credential_warning_days = 60\n\n[access.rate_limits]\nper_second = 100.0\nburst = 1000\n\n[access.rate_limits.clients.\"key:board\"]\nper_second = 0.2\nburst = 3\n";
     let (gw, certs) = start(dir.path(), limits);
     let (admin, _) = add_key(&gw, "ops-console", &["--scope", "admin"]);
     let client = certs.path("client.crt").to_string_lossy().to_string();
@@ -363,6 +363,21 @@ fn a_certificate_client_draws_from_its_keys_budget() {
             .any(|r| r["action"] == "access.rate_limited" && r["actor"] == "key:board"),
         "{rows:?}"
     );
+
+    // The test CA ends within the 60 days' warning: staff are told.
+    let bearer = [format!("authorization: Bearer {admin}")];
+    wait_for("the client CA's notice", Duration::from_secs(20), || {
+        let notices = curl(&gw, &certs, None, "GET", "/api/v1/notices", &bearer).json();
+        notices
+            .as_array()?
+            .iter()
+            .any(|n| {
+                n["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("web.tls.client_ca_file"))
+            })
+            .then_some(())
+    });
 }
 
 /// curl over HTTPS without a client certificate, trusting the test CA, keeping cookies in
