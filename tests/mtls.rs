@@ -273,6 +273,17 @@ fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passe
         (401, json!({ "error": "login required" }))
     );
 
+    // A browser with such a certificate opening the page is sent on to the login form.
+    let page = curl(&gw, &certs, Some("stray"), "GET", "/", &[]);
+    assert_eq!(page.status(), 401);
+    assert!(
+        page.0
+            .as_ref()
+            .is_some_and(|(_, b)| b.contains("url=/login")),
+        "{:?}",
+        page.0
+    );
+
     // A browser without a certificate still gets the login page.
     let login = curl(&gw, &certs, None, "GET", "/login", &[]);
     assert_eq!(login.status(), 200);

@@ -122,6 +122,17 @@ pub(super) fn refusal(status: StatusCode) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
+/// A request without a credential that counts: a browser opening the page (one that presented
+/// a workstation's certificate bound to no key too) is sent on to the login form.
+fn unauthorized(path: &str) -> HttpResponse {
+    if path == "/" {
+        return HttpResponse::Unauthorized()
+            .content_type("text/html; charset=utf-8")
+            .body(TO_LOGIN);
+    }
+    refusal(StatusCode::UNAUTHORIZED)
+}
+
 /// A route the role may not use: a browser navigating there gets a page it can show and leave,
 /// anything else the JSON refusal.
 fn forbidden(req: &HttpRequest) -> HttpResponse {
@@ -247,7 +258,11 @@ pub async fn guard(
             Ok(Err(no)) => {
                 let key = no.key.as_deref();
                 audit_refusal(&gate, req.request(), &no.actor, no.reason, key).await;
-                refusal(no.status)
+                if no.status == StatusCode::UNAUTHORIZED {
+                    unauthorized(req.path())
+                } else {
+                    refusal(no.status)
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "certificate not checked");
@@ -270,14 +285,7 @@ pub async fn guard(
         Ok(Some(s)) => s,
         Ok(None) => {
             audit_refusal(&gate, req.request(), "anonymous", "no_session", None).await;
-            let answer = if req.path() == "/" {
-                // A browser opening the page is sent on to the login form.
-                HttpResponse::Unauthorized()
-                    .content_type("text/html; charset=utf-8")
-                    .body(TO_LOGIN)
-            } else {
-                refusal(StatusCode::UNAUTHORIZED)
-            };
+            let answer = unauthorized(req.path());
             return Ok(req.into_response(answer));
         }
         Err(e) => {
