@@ -80,6 +80,14 @@ pub enum Verdict {
     WrongCertificate,
 }
 
+/// A key's standing at a time, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Valid,
+    Revoked,
+    Expired,
+}
+
 impl StoredKey {
     /// The verdict on `secret` presented at `now` over a connection whose client certificate
     /// has the fingerprint `presented`, if any. The secret is checked first, so that only a
@@ -94,19 +102,23 @@ impl StoredKey {
         {
             Verdict::WrongCertificate
         } else {
-            self.standing(now)
+            match self.standing(now) {
+                Standing::Valid => Verdict::Valid,
+                Standing::Revoked => Verdict::Revoked,
+                Standing::Expired => Verdict::Expired,
+            }
         }
     }
 
     /// The key's standing at `now` for a client that proved it holds it (its secret, or the
     /// certificate it is bound to).
-    pub fn standing(&self, now: i64) -> Verdict {
+    pub fn standing(&self, now: i64) -> Standing {
         if self.revoked_at.is_some_and(|t| t <= now) {
-            Verdict::Revoked
+            Standing::Revoked
         } else if self.expires_at.is_some_and(|t| t <= now) {
-            Verdict::Expired
+            Standing::Expired
         } else {
-            Verdict::Valid
+            Standing::Valid
         }
     }
 }
@@ -189,8 +201,8 @@ mod tests {
             key.judge(&"ce".repeat(32), Some("AB:CD"), 999),
             Verdict::Forged
         );
-        assert_eq!(key.standing(999), Verdict::Valid);
-        assert_eq!(key.standing(1_000), Verdict::Expired);
+        assert_eq!(key.standing(999), Standing::Valid);
+        assert_eq!(key.standing(1_000), Standing::Expired);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! The handshake is the proof of possession: nothing here verifies a certificate, and a
 //! fingerprint that did not come from a verified handshake must never reach this module.
 
-use super::keys::Verdict;
+use super::keys::Standing;
 use super::{ApiClient, FindBoundKey, key_actor, policy};
 use crate::journal::{self, JournalError, JournalWriter};
 use crate::pem::{self, PemError};
@@ -102,15 +102,12 @@ pub async fn check(
         }));
     };
     let (status, reason) = match key.standing(journal::now_ms()) {
-        Verdict::Valid if key.scope.permits(allowed) => {
+        Standing::Valid if key.scope.permits(allowed) => {
             return Ok(Ok(ApiClient { name: key.name }));
         }
-        Verdict::Valid => (StatusCode::FORBIDDEN, "key_scope"),
-        Verdict::Revoked => (StatusCode::UNAUTHORIZED, "key_revoked"),
-        Verdict::Expired => (StatusCode::UNAUTHORIZED, "key_expired"),
-        Verdict::Forged | Verdict::WrongCertificate => {
-            (StatusCode::UNAUTHORIZED, "key_certificate")
-        }
+        Standing::Valid => (StatusCode::FORBIDDEN, "key_scope"),
+        Standing::Revoked => (StatusCode::UNAUTHORIZED, "key_revoked"),
+        Standing::Expired => (StatusCode::UNAUTHORIZED, "key_expired"),
     };
     Ok(Err(Refused {
         status,
