@@ -154,6 +154,12 @@ enum KeyCmd {
         /// past makes a key that is refused from the start.
         #[arg(long, value_parser = parse_instant)]
         expires_at: Option<i64>,
+        /// Bind the key to the client certificate in this PEM file: a request over HTTPS
+        /// presenting it (`[web.tls] client_ca_file`) is the key's client without any header,
+        /// and the key's text is refused without it. The key expires with the certificate at
+        /// the latest.
+        #[arg(long)]
+        certificate: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -631,14 +637,25 @@ fn key(action: KeyCmd) -> anyhow::Result<ExitCode> {
             scope,
             expires_days,
             expires_at,
+            certificate,
             ..
         } => {
             let now = now_ms();
             let expires_at =
                 expires_at.or_else(|| expires_days.map(|d| now + i64::from(d) * 86_400_000));
-            let key = access::new_key(&name, scope, expires_at, &operator())?;
+            let binding = certificate
+                .as_deref()
+                .map(access::mtls::binding)
+                .transpose()?;
+            let key = access::new_key(&name, scope, expires_at, binding, &operator())?;
             in_tx(&mut store, |tx| key.request.apply(tx, now))?;
             println!("added key {name} ({})", key.request.key.scope);
+            if let Some(c) = &key.request.key.certificate {
+                println!("bound to the client certificate {c}");
+                if let Some(t) = key.request.key.expires_at {
+                    println!("expires {}", instant(t));
+                }
+            }
             println!("key (shown once; give it to the client): {}", key.text);
         }
         KeyCmd::List { json, .. } => {
@@ -656,7 +673,12 @@ fn key(action: KeyCmd) -> anyhow::Result<ExitCode> {
                         (None, Some(t)) => format!("expires {}", instant(t)),
                         (None, None) => "valid".into(),
                     };
-                    println!("{:<24} {:<16} {:<32} {state}", k.name, k.id, k.scope);
+                    let bound = k
+                        .certificate
+                        .as_deref()
+                        .map(|c| format!(" certificate {}", access::mtls::prefix(c)))
+                        .unwrap_or_default();
+                    println!("{:<24} {:<16} {:<32} {state}{bound}", k.name, k.id, k.scope);
                 }
             }
         }

@@ -7,6 +7,7 @@
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -135,6 +136,16 @@ impl rustls::client::ResolvesClientCert for CertFiles {
     fn has_certs(&self) -> bool {
         true
     }
+}
+
+/// SHA-256 of a certificate's DER, as upper-case hex pairs joined by `:` (the form browsers
+/// and `openssl x509 -fingerprint -sha256` show).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Every certificate in the PEM file at `path`; at least one.

@@ -4,6 +4,7 @@
 
 use super::config::AccessConfig;
 use super::keys::{self, Verdict};
+use super::mtls::PeerCertificate;
 use super::{
     ApiClient, CheckSession, FindCredentials, FindKey, FinishLogin, Lockout, Logout, Proof, Staff,
     password, peer, policy, totp, valid_name,
@@ -121,6 +122,17 @@ pub(super) fn refusal(status: StatusCode) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": error }))
 }
 
+/// A request without a credential that counts: a browser opening the page (one that presented
+/// a workstation's certificate bound to no key too) is sent on to the login form.
+fn unauthorized(path: &str) -> HttpResponse {
+    if path == "/" {
+        return HttpResponse::Unauthorized()
+            .content_type("text/html; charset=utf-8")
+            .body(TO_LOGIN);
+    }
+    refusal(StatusCode::UNAUTHORIZED)
+}
+
 /// A route the role may not use: a browser navigating there gets a page it can show and leave,
 /// anything else the JSON refusal.
 fn forbidden(req: &HttpRequest) -> HttpResponse {
@@ -163,8 +175,9 @@ async fn form_token(req: &mut ServiceRequest) -> Result<Option<String>, Error> {
 
 /// Checks every request when access is enabled: the `Host` header, on a state-changing
 /// request the `Origin`, then either the API key of an `Authorization: Bearer` header and its
-/// scope, or the session and its role against the route table and, on a state-changing
-/// request, the session's CSRF token. A refused request is audited and answered 400, 401 or
+/// scope, or without a session cookie the key bound to the connection's client certificate,
+/// or the session and its role against the route table and, on a state-changing request, the
+/// session's CSRF token. A refused request is audited and answered 400, 401 or
 /// 403 without detail.
 pub async fn guard(
     mut req: ServiceRequest,
@@ -230,6 +243,34 @@ pub async fn guard(
             Err(answer) => Ok(req.into_response(answer)),
         };
     }
+    let certificate = req.conn_data::<PeerCertificate>().cloned();
+    if let Some(cert) = certificate.filter(|_| session_token(req.request()).is_none()) {
+        let answer = match super::mtls::check(&gate.journal, &cert, allowed).await {
+            // The certificate is presented by the client's TLS stack, never by a browser on
+            // a page's behalf without the user choosing it, so no CSRF token is needed.
+            Ok(Ok(client)) => {
+                req.extensions_mut().insert(client);
+                return next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body);
+            }
+            Ok(Err(no)) => {
+                let key = no.key.as_deref();
+                audit_refusal(&gate, req.request(), &no.actor, no.reason, key).await;
+                if no.status == StatusCode::UNAUTHORIZED {
+                    unauthorized(req.path())
+                } else {
+                    refusal(no.status)
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate not checked");
+                HttpResponse::ServiceUnavailable().json(json!({ "error": "try again" }))
+            }
+        };
+        return Ok(req.into_response(answer));
+    }
     let staff = match session_token(req.request()) {
         Some(token) => {
             let check = CheckSession {
@@ -244,14 +285,7 @@ pub async fn guard(
         Ok(Some(s)) => s,
         Ok(None) => {
             audit_refusal(&gate, req.request(), "anonymous", "no_session", None).await;
-            let answer = if req.path() == "/" {
-                // A browser opening the page is sent on to the login form.
-                HttpResponse::Unauthorized()
-                    .content_type("text/html; charset=utf-8")
-                    .body(TO_LOGIN)
-            } else {
-                refusal(StatusCode::UNAUTHORIZED)
-            };
+            let answer = unauthorized(req.path());
             return Ok(req.into_response(answer));
         }
         Err(e) => {
@@ -323,10 +357,18 @@ async fn check_key(
         }
     };
     let who = super::key_actor(&key.name);
-    let reason = match key.judge(secret, journal::now_ms()) {
+    let presented = req
+        .conn_data::<PeerCertificate>()
+        .map(|c| c.fingerprint.as_str());
+    let reason = match key.judge(secret, presented, journal::now_ms()) {
         // Whoever sent a wrong secret is not the key's client: the record does not name it.
         Verdict::Forged => {
             audit_refusal(gate, req, "anonymous", "key_forged", Some(id)).await;
+            return Err(unauthorized());
+        }
+        // Nor is whoever holds a bound key's secret without its certificate.
+        Verdict::WrongCertificate => {
+            audit_refusal(gate, req, "anonymous", "key_certificate", Some(id)).await;
             return Err(unauthorized());
         }
         Verdict::Revoked => "key_revoked",

@@ -61,6 +61,10 @@ pub struct StoredKey {
     /// ms since the epoch; none: the key does not expire.
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The SHA-256 fingerprint (`AB:CD:...`) of the client certificate the key is bound to:
+    /// the key is accepted only over a connection that presented that certificate, and the
+    /// certificate alone authenticates as the key.
+    pub certificate: Option<String>,
 }
 
 /// What a presented key with a known id turned out to be.
@@ -71,20 +75,50 @@ pub enum Verdict {
     Forged,
     Revoked,
     Expired,
+    /// The secret is right but the key is bound to a client certificate the connection did
+    /// not present: a secret that left its system.
+    WrongCertificate,
+}
+
+/// A key's standing at a time, whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Valid,
+    Revoked,
+    Expired,
 }
 
 impl StoredKey {
-    /// The verdict on `secret` presented for this key at `now`. The secret is checked first,
-    /// so that only a holder of the real secret learns (through the audit) more than that.
-    pub fn judge(&self, secret: &str, now: i64) -> Verdict {
+    /// The verdict on `secret` presented at `now` over a connection whose client certificate
+    /// has the fingerprint `presented`, if any. The secret is checked first, so that only a
+    /// holder of the real secret learns (through the audit) more than that.
+    pub fn judge(&self, secret: &str, presented: Option<&str>, now: i64) -> Verdict {
         if !same(&secret_hash(secret), &self.secret_hash) {
             Verdict::Forged
-        } else if self.revoked_at.is_some_and(|t| t <= now) {
-            Verdict::Revoked
-        } else if self.expires_at.is_some_and(|t| t <= now) {
-            Verdict::Expired
+        } else if self
+            .certificate
+            .as_deref()
+            .is_some_and(|bound| presented != Some(bound))
+        {
+            Verdict::WrongCertificate
         } else {
-            Verdict::Valid
+            match self.standing(now) {
+                Standing::Valid => Verdict::Valid,
+                Standing::Revoked => Verdict::Revoked,
+                Standing::Expired => Verdict::Expired,
+            }
+        }
+    }
+
+    /// The key's standing at `now` for a client that proved it holds it (its secret, or the
+    /// certificate it is bound to).
+    pub fn standing(&self, now: i64) -> Standing {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            Standing::Revoked
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            Standing::Expired
+        } else {
+            Standing::Valid
         }
     }
 }
@@ -130,17 +164,45 @@ mod tests {
             secret_hash: secret_hash(&secret),
             expires_at: Some(1_000),
             revoked_at: None,
+            certificate: None,
         };
         assert_eq!(key.secret_hash.len(), 32);
-        assert_eq!(key.judge(&secret, 999), Verdict::Valid);
-        assert_eq!(key.judge(&secret, 1_000), Verdict::Expired);
-        assert_eq!(key.judge(&"ce".repeat(32), 999), Verdict::Forged);
+        assert_eq!(key.judge(&secret, None, 999), Verdict::Valid);
+        assert_eq!(key.judge(&secret, Some("AB"), 999), Verdict::Valid);
+        assert_eq!(key.judge(&secret, None, 1_000), Verdict::Expired);
+        assert_eq!(key.judge(&"ce".repeat(32), None, 999), Verdict::Forged);
         let revoked = StoredKey {
             revoked_at: Some(500),
             ..key
         };
-        assert_eq!(revoked.judge(&secret, 600), Verdict::Revoked);
-        assert_eq!(revoked.judge(&"ce".repeat(32), 600), Verdict::Forged);
+        assert_eq!(revoked.judge(&secret, None, 600), Verdict::Revoked);
+        assert_eq!(revoked.judge(&"ce".repeat(32), None, 600), Verdict::Forged);
+    }
+
+    #[test]
+    fn a_bound_key_needs_its_certificate_beside_its_secret() {
+        let secret = "cd".repeat(32);
+        let key = StoredKey {
+            id: "0123456789abcdef".into(),
+            name: "lab-analyser".into(),
+            scope: Scope::parse("queue").expect("scope"),
+            secret_hash: secret_hash(&secret),
+            expires_at: Some(1_000),
+            revoked_at: None,
+            certificate: Some("AB:CD".into()),
+        };
+        assert_eq!(key.judge(&secret, Some("AB:CD"), 999), Verdict::Valid);
+        assert_eq!(key.judge(&secret, None, 999), Verdict::WrongCertificate);
+        assert_eq!(
+            key.judge(&secret, Some("AB:CE"), 999),
+            Verdict::WrongCertificate
+        );
+        assert_eq!(
+            key.judge(&"ce".repeat(32), Some("AB:CD"), 999),
+            Verdict::Forged
+        );
+        assert_eq!(key.standing(999), Standing::Valid);
+        assert_eq!(key.standing(1_000), Standing::Expired);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod mtls;
 pub mod oauth;
 pub mod oidc;
 pub mod passkey;
@@ -318,6 +319,8 @@ pub struct KeySummary {
     /// ms since the epoch; none: it does not expire.
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The fingerprint of the client certificate the key is bound to, if any.
+    pub certificate: Option<String>,
 }
 
 /// A new key with its text, shown once; the request adds it to the journal.
@@ -327,11 +330,13 @@ pub struct NewKey {
     pub request: AddKey,
 }
 
-/// A new key for the client `name`, of `scope`, expiring at `expires_at` (ms) if given.
+/// A new key for the client `name`, of `scope`, expiring at `expires_at` (ms) if given; bound
+/// to a client certificate, it expires with the certificate at the latest.
 pub fn new_key(
     name: &str,
     scope: Scope,
     expires_at: Option<i64>,
+    certificate: Option<mtls::Binding>,
     by: &str,
 ) -> Result<NewKey, AccessError> {
     if !valid_name(name) {
@@ -344,8 +349,9 @@ pub fn new_key(
         name: name.into(),
         scope,
         secret_hash: keys::secret_hash(&secret),
-        expires_at,
+        expires_at: mtls::expiry(expires_at, certificate.as_ref()),
         revoked_at: None,
+        certificate: certificate.map(|c| c.fingerprint),
     };
     Ok(NewKey {
         text,
@@ -375,6 +381,12 @@ pub struct RevokeKey {
 #[derive(Debug)]
 pub struct FindKey {
     pub id: String,
+}
+
+/// The key bound to the client certificate with this fingerprint, if there is one.
+#[derive(Debug)]
+pub struct FindBoundKey {
+    pub fingerprint: String,
 }
 
 /// A system calling with a SMART Backend Services token: the client and what it was granted.
@@ -485,7 +497,8 @@ crate::journal_work!(
     AddKey,
     ListKeys,
     RevokeKey,
-    FindKey
+    FindKey,
+    FindBoundKey
 );
 
 /// Who made a request, for the audit of what it changes: the logged-in staff member
@@ -771,6 +784,7 @@ impl AddKey {
             "name": k.name,
             "scope": k.scope.to_string(),
             "expires_at": k.expires_at,
+            "certificate": k.certificate,
         });
         tx.audit(&self.by, "access.key_added", &detail.to_string(), now)
     }
@@ -812,5 +826,12 @@ impl Work for FindKey {
     type Output = Option<keys::StoredKey>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::key(tx, &self.id)
+    }
+}
+
+impl Work for FindBoundKey {
+    type Output = Option<keys::StoredKey>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::bound_key(tx, &self.fingerprint)
     }
 }

@@ -95,6 +95,12 @@ CREATE TABLE access_passkey (
 );
 CREATE INDEX access_passkey_user ON access_passkey(user);
 "#,
+        // A key bound to a client certificate keeps the certificate's SHA-256 fingerprint;
+        // a request over a connection presenting that certificate is the key's client.
+        r#"
+ALTER TABLE access_key ADD COLUMN certificate TEXT;
+CREATE INDEX access_key_certificate ON access_key(certificate);
+"#,
     ],
     legacy: &[],
 };
@@ -377,8 +383,9 @@ pub fn add_key(
     let added = tx
         .sql()
         .prepare_cached(
-            "INSERT INTO access_key (id, name, scope, secret_hash, created_at, created_by, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            "INSERT INTO access_key
+                    (id, name, scope, secret_hash, created_at, created_by, expires_at, certificate)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             key.id,
@@ -387,7 +394,8 @@ pub fn add_key(
             key.secret_hash,
             now,
             created_by,
-            key.expires_at
+            key.expires_at,
+            key.certificate
         ])?;
     if added == 0 {
         return Err(JournalError::Rejected(format!(
@@ -403,7 +411,7 @@ pub fn keys(tx: &mut Tx<'_>) -> Result<Vec<KeySummary>, JournalError> {
     let rows = tx
         .sql()
         .prepare_cached(
-            "SELECT id, name, scope, created_at, created_by, expires_at, revoked_at
+            "SELECT id, name, scope, created_at, created_by, expires_at, revoked_at, certificate
                FROM access_key ORDER BY name",
         )?
         .query_map([], |r| {
@@ -415,10 +423,23 @@ pub fn keys(tx: &mut Tx<'_>) -> Result<Vec<KeySummary>, JournalError> {
                 created_by: r.get(4)?,
                 expires_at: r.get(5)?,
                 revoked_at: r.get(6)?,
+                certificate: r.get(7)?,
             })
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+fn stored_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
+    Ok(StoredKey {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        scope: scope_of(2, r.get(2)?)?,
+        secret_hash: r.get(3)?,
+        expires_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+        certificate: r.get(6)?,
+    })
 }
 
 /// The key with this id, if there is one.
@@ -426,19 +447,25 @@ pub fn key(tx: &mut Tx<'_>, id: &str) -> Result<Option<StoredKey>, JournalError>
     Ok(tx
         .sql()
         .prepare_cached(
-            "SELECT id, name, scope, secret_hash, expires_at, revoked_at
+            "SELECT id, name, scope, secret_hash, expires_at, revoked_at, certificate
                FROM access_key WHERE id = ?1",
         )?
-        .query_row([id], |r| {
-            Ok(StoredKey {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                scope: scope_of(2, r.get(2)?)?,
-                secret_hash: r.get(3)?,
-                expires_at: r.get(4)?,
-                revoked_at: r.get(5)?,
-            })
-        })
+        .query_row([id], stored_key)
+        .optional()?)
+}
+
+/// The key bound to the client certificate with this fingerprint, if there is one. A
+/// certificate whose key was revoked and then bound to a new one names the new one: an
+/// unrevoked key comes first, then the newest.
+pub fn bound_key(tx: &mut Tx<'_>, fingerprint: &str) -> Result<Option<StoredKey>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, name, scope, secret_hash, expires_at, revoked_at, certificate
+               FROM access_key WHERE certificate = ?1
+              ORDER BY revoked_at IS NOT NULL, created_at DESC LIMIT 1",
+        )?
+        .query_row([fingerprint], stored_key)
         .optional()?)
 }
 

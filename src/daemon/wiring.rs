@@ -224,6 +224,9 @@ pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
             "web.tls.cert_file",
             tls.files(config.folder(), &config.data_dir()).0,
         );
+        if let Some(ca) = tls.client_ca(config.folder()) {
+            watch("web.tls.client_ca_file", ca);
+        }
     }
     if let Some(tls) = config
         .connectors

@@ -87,9 +87,14 @@ pub(super) fn section(users: &[UserSummary], keys: &[KeySummary], token: &str, n
             Some(t) if t <= now => "expired".to_string(),
             Some(t) => format!("in {} days", (t - now + 86_399_999) / 86_400_000),
         };
+        let bound = k
+            .certificate
+            .as_deref()
+            .map(|c| format!(", certificate {}", esc(&access::mtls::prefix(c))))
+            .unwrap_or_default();
         let _ = write!(
             h,
-            "<tr><td>{name}</td><td>{scope}</td><td>{created} by {by}</td><td>{expires}</td><td>{state}</td><td>",
+            "<tr><td>{name}</td><td>{scope}</td><td>{created} by {by}</td><td>{expires}</td><td>{state}{bound}</td><td>",
             scope = esc(&k.scope),
             created = age(now, k.created_at),
             by = esc(&k.created_by),
@@ -113,7 +118,9 @@ pub(super) fn section(users: &[UserSummary], keys: &[KeySummary], token: &str, n
         "</table><form method=post action=/keys/add><p>{token}\
          <label>Client <input name=name required pattern=\"[A-Za-z0-9._\\-]{{1,64}}\"></label> \
          <label>Scope <input name=scope required placeholder=\"a role, or groups: queue,metrics\"></label> \
-         <label>Expires after <input name=expires_days inputmode=numeric size=4> days</label> \
+         <label>Expires after <input name=expires_days inputmode=numeric size=4> days</label></p>\
+         <p><label>Client certificate (PEM; optional: binds the key to it) \
+         <textarea name=certificate rows=4 cols=64></textarea></label> \
          <button>Add key</button></p></form>"
     );
     h
@@ -289,6 +296,9 @@ pub(super) struct AddKeyForm {
     /// Empty: the key does not expire.
     #[serde(default)]
     expires_days: String,
+    /// A client certificate as PEM text; empty: the key is not bound to one.
+    #[serde(default)]
+    certificate: String,
 }
 
 async fn add_key(
@@ -314,16 +324,41 @@ async fn add_key(
         },
     };
     let expires_at = days.map(|d| journal::now_ms() + i64::from(d) * 86_400_000);
-    let key = match access::new_key(&f.name, scope, expires_at, &by) {
+    let certificate = match f.certificate.trim() {
+        "" => None,
+        text => match access::mtls::binding_of_pem(text) {
+            Some(b) => Some(b),
+            None => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "certificate: a PEM certificate (-----BEGIN CERTIFICATE-----)",
+                );
+            }
+        },
+    };
+    let key = match access::new_key(&f.name, scope, expires_at, certificate, &by) {
         Ok(k) => k,
         Err(e) => return access_refused(e),
     };
+    let bound = key
+        .request
+        .key
+        .certificate
+        .as_deref()
+        .map(|c| {
+            format!(
+                "<p>Bound to the client certificate {}: its key is accepted only over a \
+                 connection presenting it, and the certificate alone suffices.</p>",
+                esc(c)
+            )
+        })
+        .unwrap_or_default();
     if let Err(e) = journal::ask(&s.journal, key.request).await {
         return journal_refused(e);
     }
     let body = format!(
         "<p>Give this key to the client {name}'s administrator: it is shown this once and \
-         stored only as a hash.</p><p>Key: <code id=key-text>{key}</code></p>",
+         stored only as a hash.</p><p>Key: <code id=key-text>{key}</code></p>{bound}",
         name = esc(&f.name),
         key = esc(&key.text),
     );
@@ -372,6 +407,7 @@ mod tests {
             created_by: "staff:admin".into(),
             expires_at: Some(3 * 86_400_000),
             revoked_at: None,
+            certificate: Some("AB:CD:EF:01:23".into()),
         }];
         let token = "<input type=hidden name=csrf value=\"T\">";
         let html = section(&users, &keys, token, 60_000);
@@ -382,6 +418,7 @@ mod tests {
         assert_eq!(html.matches("<form").count(), 5);
         assert_eq!(html.matches(token).count(), 5);
         assert!(html.contains("in 3 days"));
+        assert!(html.contains("valid, certificate AB:CD:EF:01"), "{html}");
         assert!(!html.contains("k1"), "the key's id stays off the page");
     }
 }

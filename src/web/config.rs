@@ -34,6 +34,12 @@ pub struct WebTlsConfig {
     /// fingerprint (`clinic-gateway status`) once.
     #[serde(default)]
     pub self_signed: bool,
+    /// PEM certificates of the CA that issues systems' client certificates: the listener asks
+    /// every client for a certificate and verifies one it is given against these, so a system
+    /// whose certificate is bound to an API key (`key add --certificate`) needs no other
+    /// credential. Clients without a certificate, browsers, are still served.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// File name of the self-signed certificate in the data directory.
@@ -54,6 +60,13 @@ impl WebTlsConfig {
                 data_dir.join(SELF_SIGNED_KEY),
             ),
         }
+    }
+
+    /// The client CA file resolved against `base`, if there is one.
+    pub fn client_ca(&self, base: &Path) -> Option<PathBuf> {
+        self.client_ca_file
+            .as_ref()
+            .map(|ca| settings::resolve(base, ca))
     }
 }
 
@@ -105,6 +118,9 @@ impl WebConfig {
                         "needs cert_file and key_file, or self_signed = true".into(),
                     ),
                 }
+                if let Some(ca) = tls.client_ca(base) {
+                    check_ca(&ca, bad);
+                }
             }
             if !self.bind.ip().is_loopback() {
                 let mut missing = Vec::new();
@@ -126,6 +142,18 @@ impl WebConfig {
                 }
             }
         })
+    }
+}
+
+/// A client CA file must hold at least one certificate: without one, every client certificate
+/// would be refused and no certificate-bound key could ever be used.
+fn check_ca(path: &Path, bad: &mut dyn FnMut(&str, String)) {
+    const KEY: &str = "web.tls.client_ca_file";
+    settings::check_readable(path, KEY, bad);
+    if path.is_file()
+        && let Err(e) = crate::pem::certificates(path)
+    {
+        bad(KEY, e.to_string());
     }
 }
 
@@ -206,11 +234,41 @@ mod tests {
     }
 
     #[test]
+    fn a_client_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("written");
+        let web: WebConfig = settings::section(
+            "[web.tls]\nself_signed = true\nclient_ca_file = \"ca.pem\"\n",
+            "web",
+        )
+        .expect("a [web] table");
+        let problems: Vec<String> = web
+            .validate(dir.path(), false)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        assert_eq!(
+            problems,
+            [format!(
+                "web.tls.client_ca_file: {} holds no PEM certificate",
+                dir.path().join("ca.pem").display()
+            )]
+        );
+        let missing = check(
+            "[web.tls]\nself_signed = true\nclient_ca_file = \"ca.pem\"\n",
+            false,
+        );
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(missing[0].starts_with("web.tls.client_ca_file: cannot read /nonexistent/ca.pem"));
+    }
+
+    #[test]
     fn self_signed_files_live_in_the_data_dir() {
         let tls = WebTlsConfig {
             cert_file: None,
             key_file: None,
             self_signed: true,
+            client_ca_file: None,
         };
         assert_eq!(
             tls.files(Path::new("/etc/cg"), Path::new("/var/lib/cg")),
@@ -223,6 +281,7 @@ mod tests {
             cert_file: Some("tls/c.pem".into()),
             key_file: Some("/k.pem".into()),
             self_signed: false,
+            client_ca_file: None,
         };
         assert_eq!(
             files.files(Path::new("/etc/cg"), Path::new("/var/lib/cg")),

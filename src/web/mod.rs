@@ -169,6 +169,7 @@ pub fn server(
         let app = app.configure(faults::routes);
         app
     })
+    .on_connect(tls::on_connect)
     .workers(1)
     .shutdown_timeout(2);
     let server = match tls {

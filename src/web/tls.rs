@@ -2,13 +2,19 @@
 //! and kept in the data directory; and its SHA-256 fingerprint, which staff compare with what
 //! their browser shows the first time they accept a self-signed certificate.
 //!
+//! With a client CA, the listener asks clients for a certificate, and each connection's
+//! verified one is handed to the requests it carries as a [`PeerCertificate`].
+//!
 //! Only files are read here, never the network, so `clinic-gateway status` prints the
 //! fingerprint even when the daemon does not answer.
 
+use crate::access::mtls::PeerCertificate;
+pub use crate::pem::fingerprint;
 use crate::pem::{CertFiles, PemError, certificates};
 use crate::web::config::WebTlsConfig;
-use rustls::pki_types::CertificateDer;
-use sha2::{Digest, Sha256};
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,6 +31,8 @@ pub enum WebTlsError {
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key cannot be served: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("the client CA certificates cannot be used: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// What the HTTPS listener needs, and the fingerprint it reports.
@@ -35,7 +43,8 @@ pub struct Serving {
 }
 
 /// The certificate and key for `tls`: the configured files, or the self-signed pair in
-/// `data_dir`, created for `names` if it is not there yet. `base` is the config file's folder.
+/// `data_dir`, created for `names` if it is not there yet; with a client CA, client
+/// certificates are asked for and verified. `base` is the config file's folder.
 pub fn serving(
     tls: &WebTlsConfig,
     base: &Path,
@@ -50,10 +59,28 @@ pub fn serving(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Renewal is replacing the files: each handshake presents what they hold then.
     let files = CertFiles::load(&cert_path, &key_path, provider.clone())?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(files));
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match tls.client_ca(base) {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(&ca)? {
+                roots.add(cert)?;
+            }
+            // Browsers of staff have no client certificate and must still reach the login
+            // page; a certificate that is presented must chain to the CA, or the handshake
+            // fails.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(files));
     Ok(Serving {
         config,
         fingerprint,
@@ -65,14 +92,19 @@ pub fn fingerprint_of(path: &Path) -> Result<String, WebTlsError> {
     Ok(fingerprint(&certificates(path)?[0]))
 }
 
-/// SHA-256 of a certificate's DER, as upper-case hex pairs joined by `:` (the form browsers
-/// and `openssl x509 -fingerprint -sha256` show).
-pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    Sha256::digest(cert.as_ref())
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// Run by the server for each new connection: an HTTPS connection whose client presented a
+/// certificate (verified in the handshake against the client CA) gets that certificate's
+/// fingerprint in its data, where the access guard looks for it.
+pub fn on_connect(connection: &dyn std::any::Any, data: &mut Extensions) {
+    let Some(tls) = connection.downcast_ref::<TlsStream<TcpStream>>() else {
+        return;
+    };
+    let (_, session) = tls.get_ref();
+    if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
+        data.insert(PeerCertificate {
+            fingerprint: fingerprint(leaf),
+        });
+    }
 }
 
 /// Creates the certificate for `names` (host names or addresses; `[::1]` is taken as `::1`).
@@ -125,12 +157,14 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WebTlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
 
     fn self_signed() -> WebTlsConfig {
         WebTlsConfig {
             cert_file: None,
             key_file: None,
             self_signed: true,
+            client_ca_file: None,
         }
     }
 

@@ -168,6 +168,7 @@ fn a_key_is_found_by_id_revoked_once_and_its_name_never_reused() {
         secret_hash: vec![7; 32],
         expires_at: Some(5 * MIN),
         revoked_at: None,
+        certificate: None,
     };
     check(&mut s, |tx| add_key(tx, &key, "cli:root", 0));
     assert_eq!(
@@ -222,9 +223,41 @@ fn a_journal_from_before_keys_gains_their_table_and_keeps_its_accounts() {
         secret_hash: vec![7; 32],
         expires_at: None,
         revoked_at: None,
+        certificate: None,
     };
     check(&mut s, |tx| add_key(tx, &key, "cli:root", 0));
     assert_eq!(check(&mut s, |tx| self::key(tx, &key.id)), Some(key));
+}
+
+#[test]
+fn a_certificate_names_its_unrevoked_key_before_a_revoked_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(dir.path());
+    let old = StoredKey {
+        id: "0123456789abcdef".into(),
+        name: "lab-old".into(),
+        scope: Scope::Role(Role::FrontDesk),
+        secret_hash: vec![7; 32],
+        expires_at: None,
+        revoked_at: None,
+        certificate: Some("AB:CD".into()),
+    };
+    check(&mut s, |tx| add_key(tx, &old, "cli:root", 0));
+    assert_eq!(
+        check(&mut s, |tx| bound_key(tx, "AB:CD")).map(|k| k.name),
+        Some("lab-old".into())
+    );
+    assert_eq!(check(&mut s, |tx| bound_key(tx, "AB:CE")), None);
+    check(&mut s, |tx| revoke_key(tx, "lab-old", MIN));
+    let new = StoredKey {
+        id: "1111111111111111".into(),
+        name: "lab".into(),
+        ..old
+    };
+    check(&mut s, |tx| add_key(tx, &new, "cli:root", 2 * MIN));
+    assert_eq!(check(&mut s, |tx| bound_key(tx, "AB:CD")), Some(new));
+    let listed = check(&mut s, keys);
+    assert_eq!(listed[0].certificate.as_deref(), Some("AB:CD"));
 }
 
 #[test]
