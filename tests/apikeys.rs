@@ -261,3 +261,75 @@ fn a_key_from_a_foreign_host_is_refused() {
     assert_eq!(refused[0].0, "anonymous");
     assert_eq!(refused[0].1["reason"], "host");
 }
+
+/// Sends `body` as it is, with a content type, and answers the status and JSON.
+fn post_raw(gw: &Gateway, path: &str, key: &str, body: &[u8]) -> (u16, Value) {
+    let r = agent()
+        .post(gw.url(path))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .expect("POST");
+    answer(r)
+}
+
+#[test]
+fn an_oversized_or_malformed_body_is_refused_without_quoting_it_audited_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(dir.path(), ACCESS);
+    gw.start();
+    let admin = add_key(&gw, "ops-console", &["--scope", "admin"]);
+    let kiosk = add_key(&gw, "kiosk-1", &["--scope", "queue"]);
+    let check_in = "/api/v1/queues/general/check-in";
+
+    let huge = format!("{{\"patient_ref\": \"{}\"}}", "9".repeat(300 * 1024));
+    let (status, body) = post_raw(&gw, check_in, &kiosk, huge.as_bytes());
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = post_raw(&gw, check_in, &kiosk, b"{\"patient_ref\": \"MRN-7\"");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("not JSON"),
+        "{body}"
+    );
+    let (status, body) = post_raw(&gw, check_in, &kiosk, br#"{"patient_ref": 19800203}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        !body.to_string().contains("19800203"),
+        "the body is never quoted: {body}"
+    );
+
+    let (_, queues) = get(&gw, "/api/v1/queues", &admin);
+    assert!(
+        !queues.to_string().contains("MRN-7"),
+        "nothing was checked in: {queues}"
+    );
+    let (_, rows) = get(&gw, "/api/v1/audit?limit=500", &admin);
+    let reasons: Vec<(String, String, u64)> = rows
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|r| r["action"] == "request.refused")
+        .map(|r| {
+            let d: Value =
+                serde_json::from_str(r["detail"].as_str().unwrap_or("{}")).expect("detail");
+            (
+                r["actor"].as_str().unwrap_or("").to_string(),
+                d["reason"].as_str().unwrap_or("").to_string(),
+                d["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let row = |reason: &str, status: u64| ("key:kiosk-1".to_string(), reason.to_string(), status);
+    assert_eq!(
+        reasons,
+        [
+            row("body_malformed", 400),
+            row("body_malformed", 400),
+            row("body_too_large", 413),
+        ]
+    );
+    assert!(
+        !rows.to_string().contains("19800203") && !rows.to_string().contains("MRN-7"),
+        "the audit holds no body"
+    );
+}

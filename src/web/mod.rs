@@ -10,6 +10,7 @@
 //! carrying patient data, is audited first (who, role, which patients, why).
 
 mod admin;
+mod bodies;
 pub mod config;
 #[cfg(feature = "fault-hooks")]
 mod faults;
@@ -83,6 +84,7 @@ pub fn server(
     let server = HttpServer::new(move || {
         let enabled = gate.config.enabled;
         let app = App::new()
+            .wrap(actix_web::middleware::from_fn(bodies::audit))
             .wrap(actix_web::middleware::from_fn(access::throttle::clients))
             .wrap(actix_web::middleware::from_fn(access::http::guard))
             .wrap(actix_web::middleware::from_fn(access::throttle::refusals))
@@ -91,18 +93,7 @@ pub fn server(
             .app_data(web::Data::new(api.clone()))
             .app_data(web::Data::new(issuer.clone()))
             .app_data(web::Data::new(state.clone()))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(MAX_EVENT_BYTES)
-                    .error_handler(|e, _| {
-                        let body = json!({ "error": e.to_string() });
-                        actix_web::error::InternalError::from_response(
-                            e,
-                            HttpResponse::BadRequest().json(body),
-                        )
-                        .into()
-                    }),
-            )
+            .app_data(bodies::json(MAX_EVENT_BYTES))
             .route("/", web::get().to(page::index))
             .route("/dlq/replay", web::post().to(page::replay_form))
             .route("/rooms/state", web::post().to(page::room_state_form))
