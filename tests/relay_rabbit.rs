@@ -118,6 +118,23 @@ fn relay_drains_in_key_order_after_rabbitmq_restart() {
     node.restart();
     post_range(500..600);
     let events = wait_all(&consumer, &posted);
+    let queues = node.ctl(&[
+        "list_queues",
+        "-q",
+        "-p",
+        &vhost.name,
+        "name",
+        "type",
+        "durable",
+    ]);
+    assert!(
+        queues
+            .lines()
+            .any(|l| l.starts_with("mqtt-subscription-consumer-")
+                && l.contains("quorum")
+                && l.contains("true")),
+        "the consumer's session is a durable quorum queue: {queues}"
+    );
     for key in keys {
         let mut first_seen = Vec::new();
         let mut seen = BTreeSet::new();
