@@ -331,8 +331,13 @@ pub fn credentials(dir: &Path, vhost: &Vhost) -> String {
 }
 
 impl Drop for Rabbit {
+    /// Kills the whole process group at once: the shell, epmd, the node and the helpers it
+    /// spawned.
     fn drop(&mut self) {
         if let Some((mut child, stdin)) = self.shell.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
             drop(stdin);
             let _ = child.wait();
         }
