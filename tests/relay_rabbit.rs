@@ -24,10 +24,13 @@ fn n_of(e: &Value) -> Option<u64> {
 
 fn relay_state(gw: &Gateway) -> (String, String) {
     let actors = gw.get_json("/api/v1/actors");
-    let relay = actors
+    // A relay being replaced (a reload) is not listed until its successor starts.
+    let Some(relay) = actors
         .as_array()
         .and_then(|a| a.iter().find(|a| a["name"] == "cloud-relay").cloned())
-        .expect("relay actor listed");
+    else {
+        return ("not listed".into(), String::new());
+    };
     (
         relay["state"].as_str().unwrap_or("").into(),
         relay["last_error"].as_str().unwrap_or("").into(),
@@ -59,15 +62,34 @@ fn publish(node: &Rabbit, vhost: &Vhost, topic: &str, payload: &str) {
     assert!(ok);
 }
 
-fn wait_reply(consumer: &Consumer, request_id: Option<&str>) -> Value {
-    wait_for("a command reply", Duration::from_secs(30), || {
-        consumer
+/// The reply to `request_id`; a reply that never comes fails the test with what the relay
+/// logged and the topics the consumer saw.
+fn wait_reply(consumer: &Consumer, gw: &Gateway, request_id: Option<&str>) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = consumer
             .snapshot()
             .iter()
             .filter(|m| m.topic.contains("/replies/"))
             .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
-            .find(|r| r["request_id"].as_str() == request_id)
-    })
+            .find(|r| r["request_id"].as_str() == request_id);
+        if let Some(reply) = reply {
+            return reply;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = gw.log_text();
+            let relay: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("relay") || l.contains("reload"))
+                .collect();
+            let topics: Vec<String> = consumer.snapshot().into_iter().map(|m| m.topic).collect();
+            panic!(
+                "no reply to {request_id:?}\nrelay log:\n{}\ntopics seen: {topics:?}",
+                relay.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A consumer in `vhost` with a persistent QoS 1 session, and a gateway relaying to the node's
@@ -241,7 +263,7 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("dlq-replay"),
         r#"{"request_id":"bad-1","destination":"cloud"}"#,
     );
-    let r = wait_reply(&consumer, Some("bad-1"));
+    let r = wait_reply(&consumer, &gw, Some("bad-1"));
     assert_eq!(r["ok"], false, "{r}");
 
     let text = std::fs::read_to_string(&gw.config)
@@ -254,7 +276,7 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("reload-config"),
         r#"{"request_id":"reload-1"}"#,
     );
-    let r = wait_reply(&consumer, Some("reload-1"));
+    let r = wait_reply(&consumer, &gw, Some("reload-1"));
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["applied"], json!(["relay"]));
     wait_for("the new relay", Duration::from_secs(30), || {
@@ -266,7 +288,7 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("dlq-replay"),
         &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
     );
-    let r = wait_reply(&consumer, Some("replay-1"));
+    let r = wait_reply(&consumer, &gw, Some("replay-1"));
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["replayed"], 1);
     wait_all(&consumer, &BTreeSet::from([1000]));
