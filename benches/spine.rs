@@ -1,15 +1,10 @@
 //! Figures for the spine, printed (not asserted): journal append throughput with group commit,
-//! relay drain of a buffered backlog to a local Mosquitto, steady-state RSS of the daemon, and
-//! start to READY=1. Needs mosquitto (scripts/test-deps.sh).
+//! steady-state RSS of the daemon, and start to READY=1. Needs mosquitto (scripts/test-deps.sh).
+//! The relay drain to each cloud broker is `benches/brokers.rs`.
 //!
-//! `cargo bench --bench spine`; `BENCH_EVENTS` sets the backlog size (default 1 000 000).
+//! `cargo bench --bench spine`; `BENCH_ONLY` picks `append` or `daemon`.
 
 use clinic_gateway::journal::{self, Append, JournalWriter, NewItem, OpenOptions, Settings, Store};
-use clinic_gateway::metrics::METRICS;
-use clinic_gateway::relay::RelaySpawn;
-use clinic_gateway::relay::config::RelayConfig;
-use clinic_gateway::supervisor::SupervisorConfig;
-use clinic_gateway::supervisor::{StartChild, Supervisor};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
@@ -233,133 +228,6 @@ fn bench_append_probe(dir: &Path, producers: usize) -> f64 {
     rate
 }
 
-/// A bare rumqttc client publishing `total` QoS 1 messages of the relay's payload size to the
-/// same broker with the same window: the ceiling for [`bench_drain`].
-fn bench_publish_probe(port: u16, total: usize, window: u16) -> f64 {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let mut options = MqttOptions::new("bench-probe", "127.0.0.1", port);
-        options.set_inflight(window);
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut events) = AsyncClient::new(options, usize::from(window));
-        let payload = serde_json::to_vec(&serde_json::json!({
-            "id": uuid::Uuid::now_v7().to_string(),
-            "facility": "bench",
-            "kind": "bench.event",
-            "key": "patient-1",
-            "occurred_at": "2026-12-01T09:30:00.000Z",
-            "schema": "bench.event@1",
-            "payload": serde_json::from_slice::<serde_json::Value>(&item(0).payload).expect("json"),
-        }))
-        .expect("payload");
-        let publisher = tokio::spawn(async move {
-            for i in 0..total {
-                client
-                    .publish(
-                        format!("clinic/bench/events/bench.event/{}", i % 64),
-                        QoS::AtLeastOnce,
-                        false,
-                        payload.clone(),
-                    )
-                    .await
-                    .expect("publish");
-            }
-        });
-        let mut acked = 0usize;
-        let mut start = None;
-        while acked < total {
-            match events.poll().await.expect("probe connection") {
-                Event::Outgoing(Outgoing::Publish(_)) if start.is_none() => {
-                    start = Some(Instant::now());
-                }
-                Event::Incoming(Packet::PubAck(_)) => acked += 1,
-                _ => {}
-            }
-        }
-        publisher.await.expect("publisher");
-        total as f64 / start.expect("published").elapsed().as_secs_f64()
-    })
-}
-
-fn bench_drain(dir: &Path) {
-    let total: usize = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let path = dir.join("drain.db");
-    let mut store = open(&path);
-    let start = Instant::now();
-    for chunk in (0..total).collect::<Vec<_>>().chunks(10_000) {
-        store
-            .with_batch(|b| {
-                chunk
-                    .iter()
-                    .try_for_each(|&i| b.append(&item(i), journal::now_ms()).map(|_| ()))
-            })
-            .expect("fill");
-    }
-    println!(
-        "  (backlog of {total} events written in {:.1} s)",
-        start.elapsed().as_secs_f64()
-    );
-    let (_broker, port) = Mosquitto::start(dir);
-    let relay = RelayConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: None,
-        keep_alive_secs: 30,
-        inflight_window: 1000,
-        max_message_bytes: 1 << 20,
-        reconnect_initial_ms: 100,
-        reconnect_max_ms: 1000,
-        username: None,
-        password_file: None,
-        tls: None,
-    };
-    let rate = actix::System::new().block_on(async move {
-        let (journal, _thread) = JournalWriter::start(store, settings()).expect("writer");
-        let sup = actix::Actor::start(Supervisor::new(
-            journal.clone(),
-            &SupervisorConfig {
-                restart_initial_ms: 100,
-                restart_max_ms: 1000,
-            },
-        ));
-        let before = METRICS.relay_published.get();
-        let start = Instant::now();
-        let spawn = RelaySpawn {
-            config: relay,
-            facility: "bench".into(),
-            tls: None,
-            password: None,
-            journal: journal.clone(),
-            control: None,
-            rooms: Default::default(),
-        };
-        sup.send(StartChild {
-            name: "cloud-relay".into(),
-            spawn: Box::new(spawn),
-        })
-        .await
-        .expect("start relay");
-        // The two actor-state events ride along with the backlog.
-        while METRICS.relay_published.get() - before < total as u64 {
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-            assert!(start.elapsed() < Duration::from_secs(900), "drain stalled");
-        }
-        total as f64 / start.elapsed().as_secs_f64()
-    });
-    let probe = bench_publish_probe(port, total, 1000);
-    println!(
-        "relay drain of {total} buffered events to a local Mosquitto, QoS 1, marked delivered on PUBACK: {rate:.0} msg/s; bare rumqttc QoS 1 publisher, same broker and window: {probe:.0} msg/s; {:.0} % of the probe",
-        rate / probe * 100.0
-    );
-}
-
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_clinic-gateway")
 }
@@ -463,9 +331,6 @@ fn main() {
         for p in producers {
             bench_append(dir.path(), p);
         }
-    }
-    if only.is_empty() || only == "drain" {
-        bench_drain(dir.path());
     }
     if only.is_empty() || only == "daemon" {
         bench_ready_and_rss(dir.path());

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite's peers need, only when missing (idempotent). Debian, as root or
 # with sudo. Versions are Debian 12's: mosquitto 2.0.11, socat 1.7.4, lintian 2.116,
-# chromium and chromium-driver 156.
+# chromium and chromium-driver 156, rabbitmq-server 3.10.8.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null || need+=(mosquitto)
@@ -22,12 +22,21 @@ python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The browser test drives Debian's Chromium through its WebDriver (tests/browser.rs).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# The relay's RabbitMQ tests (tests/relay_rabbit.rs) start nodes of their own with Debian's
+# rabbitmq-server and its MQTT plugin, on their own ports and directories.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "test-deps: installing ${need[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The package enables and starts the system's node; the tests want none (a CI machine
+  # should not carry a broker on 5672 for every later job), so one this script installed is
+  # stopped and disabled. A node someone runs on purpose was there before and is left alone.
+  if [[ " ${need[*]} " == *" rabbitmq-server "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+  fi
 fi
 # Python peers (the hl7 package's mllp_send, the pymodbus simulator with pyserial, ...), pinned in
 # tests/peers/requirements.txt; installed only when one of them is missing or at another version.

@@ -595,8 +595,10 @@ struct Session {
     /// carries (`None` for status and replies). rumqttc sends requests in order, so the n-th
     /// `Outgoing::Publish` is the n-th entry here.
     expect: VecDeque<Option<i64>>,
-    /// Packet id → outbox row, awaiting PUBACK.
-    in_flight: HashMap<u16, i64>,
+    /// Packet id → outbox row (`None` for status and replies), awaiting PUBACK. A clean close
+    /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
+    /// before the DISCONNECT when the next relay connected with the same client id at once.
+    in_flight: HashMap<u16, Option<i64>>,
     /// Rows PUBACKed, not yet marked delivered.
     acked: Vec<i64>,
 }
@@ -619,12 +621,12 @@ impl Session {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(Some(row)) = self.expect.pop_front() {
+                if let Some(row) = self.expect.pop_front() {
                     self.in_flight.insert(pkid, row);
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(row) = self.in_flight.remove(&ack.pkid) {
+                if let Some(Some(row)) = self.in_flight.remove(&ack.pkid) {
                     self.acked.push(row);
                 }
             }

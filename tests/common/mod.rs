@@ -11,6 +11,7 @@ pub mod https;
 pub mod modbus_sim;
 pub mod oidc_provider;
 pub mod printer;
+pub mod rabbit;
 pub mod spine;
 
 use std::io::{BufRead, BufReader};
@@ -379,8 +380,14 @@ impl Consumer {
     }
 
     pub fn start_with(broker: &Broker, filter: &str, extra: &[&str]) -> Consumer {
+        Self::on_port(broker.port, filter, extra)
+    }
+
+    /// A consumer of any MQTT broker listening on `port`; `extra` (TLS files, a login) is given
+    /// to `mosquitto_sub` and to the probe's `mosquitto_pub` alike.
+    pub fn on_port(port: u16, filter: &str, extra: &[&str]) -> Consumer {
         let probe = format!("probe/{}", free_port());
-        let port = broker.port.to_string();
+        let port = port.to_string();
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",

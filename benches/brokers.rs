@@ -1,0 +1,255 @@
+//! The relay drain of a buffered backlog to each cloud broker the gateway is tested with, each
+//! beside a bare rumqttc QoS 1 publisher to the same broker in the same run (the ceiling).
+//! Printed, not asserted. The brokers are the test suite's own peers (`tests/common`), started
+//! here one after the other; no subscriber is attached, so the figure is the broker's intake
+//! and PUBACK, not its delivery to consumers.
+//!
+//! `cargo bench --bench brokers`; `BENCH_EVENTS` sets the backlog size (default 1 000 000),
+//! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq`; default all).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use clinic_gateway::journal::{self, JournalWriter, NewItem, OpenOptions, Settings, Store};
+use clinic_gateway::metrics::METRICS;
+use clinic_gateway::relay::RelaySpawn;
+use clinic_gateway::relay::config::RelayConfig;
+use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConfig};
+use common::rabbit::Rabbit;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Publishes awaiting PUBACK at once, for the relay and the probe alike.
+const WINDOW: u16 = 1000;
+
+/// A running broker: where it listens and how to log in. Dropping it stops the broker.
+struct Target {
+    port: u16,
+    /// User name and password, when the broker asks for them.
+    login: Option<(String, String)>,
+    _peer: Box<dyn std::any::Any>,
+}
+
+/// Starts a broker with its files in the directory given.
+type Starter = fn(&Path) -> Target;
+
+/// The brokers measured, in order: a name for `BENCH_BROKERS` and the printout, and a starter
+/// taking a directory of its own. A new broker is one entry here (NATS needs the relay's topic
+/// contract 2 first: it refuses the `.` of contract 1's topics).
+const BROKERS: &[(&str, Starter)] = &[("Mosquitto", mosquitto), ("RabbitMQ", rabbitmq)];
+
+fn mosquitto(dir: &Path) -> Target {
+    let broker = common::Broker::start(dir);
+    Target {
+        port: broker.port,
+        login: None,
+        _peer: Box::new(broker),
+    }
+}
+
+fn rabbitmq(dir: &Path) -> Target {
+    let node = Rabbit::start(dir);
+    let vhost = node.vhost();
+    Target {
+        port: node.port,
+        login: Some((vhost.username, vhost.password)),
+        _peer: Box::new(node),
+    }
+}
+
+fn item(i: usize) -> NewItem {
+    NewItem {
+        source: "bench".into(),
+        source_id: Some(format!("{i:012}")),
+        kind: "bench.event".into(),
+        key: format!("patient-{}", i % 64),
+        schema: "bench.event@1".into(),
+        payload: format!(
+            r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#
+        )
+        .into_bytes(),
+        reply: None,
+        occurred_at: None,
+        destinations: vec!["cloud".into()],
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        max_bytes: 64 << 30,
+        retention: Duration::from_secs(3600),
+        max_batch: 4096,
+        policies: BTreeMap::new(),
+        extensions: Default::default(),
+    }
+}
+
+/// A journal at `path` holding a backlog of `total` events for the cloud.
+fn backlog(path: &Path, total: usize) -> Store {
+    let mut store = Store::open(
+        path,
+        &OpenOptions {
+            create: true,
+            verify: false,
+            key: None,
+        },
+        &clinic_gateway::daemon::wiring::schemas(),
+    )
+    .expect("open journal");
+    let start = Instant::now();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(10_000) {
+        store
+            .with_batch(|b| {
+                chunk
+                    .iter()
+                    .try_for_each(|&i| b.append(&item(i), journal::now_ms()).map(|_| ()))
+            })
+            .expect("fill");
+    }
+    println!(
+        "  (backlog of {total} events written in {:.1} s)",
+        start.elapsed().as_secs_f64()
+    );
+    store
+}
+
+/// The relay, as the daemon supervises it, draining `store` to `target`: events per second
+/// until every row is marked delivered on its PUBACK.
+fn drain(store: Store, target: &Target, total: usize) -> f64 {
+    let relay = RelayConfig {
+        host: "127.0.0.1".into(),
+        port: target.port,
+        client_id: None,
+        keep_alive_secs: 30,
+        inflight_window: WINDOW,
+        max_message_bytes: 1 << 20,
+        reconnect_initial_ms: 100,
+        reconnect_max_ms: 1000,
+        username: target.login.as_ref().map(|(user, _)| user.clone()),
+        password_file: None,
+        tls: None,
+    };
+    let password = target.login.as_ref().map(|(_, password)| password.clone());
+    actix::System::new().block_on(async move {
+        let (journal, _thread) = JournalWriter::start(store, settings()).expect("writer");
+        let sup = actix::Actor::start(Supervisor::new(
+            journal.clone(),
+            &SupervisorConfig {
+                restart_initial_ms: 100,
+                restart_max_ms: 1000,
+            },
+        ));
+        let before = METRICS.relay_published.get();
+        let start = Instant::now();
+        let spawn = RelaySpawn {
+            config: relay,
+            facility: "bench".into(),
+            tls: None,
+            password,
+            journal: journal.clone(),
+            control: None,
+            rooms: Default::default(),
+        };
+        sup.send(StartChild {
+            name: "cloud-relay".into(),
+            spawn: Box::new(spawn),
+        })
+        .await
+        .expect("start relay");
+        // The two actor-state events ride along with the backlog.
+        while METRICS.relay_published.get() - before < total as u64 {
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            assert!(start.elapsed() < Duration::from_secs(1800), "drain stalled");
+        }
+        let rate = total as f64 / start.elapsed().as_secs_f64();
+        // The next broker's run starts with no relay of this one still connected.
+        sup.send(StopAll).await.expect("stop the relay");
+        let _ = journal::ask(&journal, journal::Close).await;
+        rate
+    })
+}
+
+/// A bare rumqttc client publishing `total` QoS 1 messages of the relay's payload size to the
+/// same broker with the same window: the ceiling for [`drain`].
+fn probe(target: &Target, total: usize) -> f64 {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let mut options = MqttOptions::new("bench-probe", "127.0.0.1", target.port);
+        options.set_inflight(WINDOW);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((user, password)) = &target.login {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        let (client, mut events) = AsyncClient::new(options, usize::from(WINDOW));
+        let payload = serde_json::to_vec(&serde_json::json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "facility": "bench",
+            "kind": "bench.event",
+            "key": "patient-1",
+            "occurred_at": "2026-12-01T09:30:00.000Z",
+            "schema": "bench.event@1",
+            "payload": serde_json::from_slice::<serde_json::Value>(&item(0).payload).expect("json"),
+        }))
+        .expect("payload");
+        let publisher = tokio::spawn(async move {
+            for i in 0..total {
+                client
+                    .publish(
+                        format!("clinic/bench/events/bench.event/{}", i % 64),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
+                    .await
+                    .expect("publish");
+            }
+        });
+        let mut acked = 0usize;
+        let mut start = None;
+        while acked < total {
+            match events.poll().await.expect("probe connection") {
+                Event::Outgoing(Outgoing::Publish(_)) if start.is_none() => {
+                    start = Some(Instant::now());
+                }
+                Event::Incoming(Packet::PubAck(_)) => acked += 1,
+                _ => {}
+            }
+        }
+        publisher.await.expect("publisher");
+        total as f64 / start.expect("published").elapsed().as_secs_f64()
+    })
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this with no flag: stay quick then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let total: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let wanted = std::env::var("BENCH_BROKERS")
+        .unwrap_or_default()
+        .to_lowercase();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, start) in BROKERS {
+        let id = name.to_lowercase();
+        if !wanted.is_empty() && !wanted.split(',').any(|w| w.trim() == id) {
+            continue;
+        }
+        let store = backlog(&dir.path().join(format!("{id}.db")), total);
+        let target = start(&dir.path().join(&id));
+        let rate = drain(store, &target, total);
+        let ceiling = probe(&target, total);
+        println!(
+            "relay drain of {total} buffered events to {name}, QoS 1, marked delivered on PUBACK (window {WINDOW}): {rate:.0} msg/s; bare rumqttc QoS 1 publisher, same broker and window: {ceiling:.0} msg/s; {:.0} % of the probe",
+            rate / ceiling * 100.0
+        );
+    }
+}
