@@ -319,6 +319,9 @@ fn bench_drain(dir: &Path) {
         username: None,
         password_file: None,
         tls: None,
+        contract: 1,
+        serve_contract_1: false,
+        poison_after: 3,
     };
     let rate = actix::System::new().block_on(async move {
         let (journal, _thread) = JournalWriter::start(store, settings()).expect("writer");

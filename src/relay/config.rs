@@ -44,6 +44,26 @@ pub struct RelayConfig {
     /// TLS to the broker; absent means plain TCP (only for a broker on the same host).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The topic contract served (`docs/relay.md`): 1 (`clinic/{f}/events/{kind}`, kinds with
+    /// dots, which NATS refuses) or 2 (`clinic/v2/{f}/events/{kind with '/' for '.'}`, which
+    /// every broker accepts).
+    #[serde(default = "default_contract")]
+    pub contract: u8,
+    /// Beside `contract = 2`, keep serving contract 1 for consumers not moved yet: every event
+    /// is published under both topics, and commands are taken on both.
+    #[serde(default)]
+    pub serve_contract_1: bool,
+    /// How many times the broker may close the connection right after the same row's publish
+    /// before that row is dead-lettered as a poison message.
+    #[serde(default = "default_poison_after")]
+    pub poison_after: u32,
+}
+
+fn default_contract() -> u8 {
+    1
+}
+fn default_poison_after() -> u32 {
+    3
 }
 
 fn default_mqtt_port() -> u16 {
@@ -80,6 +100,17 @@ impl RelayConfig {
                     "relay.max_message_bytes",
                     "must be between 256 and 67108864".into(),
                 );
+            }
+            match (self.contract, self.serve_contract_1) {
+                (1, true) => bad(
+                    "relay.serve_contract_1",
+                    "only goes beside contract = 2 (contract 1 is served already)".into(),
+                ),
+                (1 | 2, _) => {}
+                _ => bad("relay.contract", "must be 1 or 2".into()),
+            }
+            if self.poison_after == 0 {
+                bad("relay.poison_after", "must be at least 1".into());
             }
             if self.keep_alive_secs < 5 {
                 bad("relay.keep_alive_secs", "must be at least 5".into());

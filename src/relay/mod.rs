@@ -26,7 +26,7 @@ use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::RelayConfig;
-use protocol::{Command, Topics};
+use protocol::{Command, Contract, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -87,7 +87,11 @@ impl Actor for Relay {
         };
         let link = Link {
             spawn: self.spawn.clone(),
-            topics: Topics::new(&self.spawn.facility),
+            topics: Topics::new(
+                &self.spawn.facility,
+                self.spawn.config.contract,
+                self.spawn.config.serve_contract_1,
+            ),
             health: self.health.clone(),
         };
         ctx.spawn(
@@ -242,16 +246,18 @@ impl Link {
             client,
             expect: VecDeque::new(),
             in_flight: HashMap::new(),
+            owed: HashMap::new(),
             acked: Vec::new(),
         };
-        if let Err(e) = s.publish(self.topics.status(), true, b"online".to_vec(), None) {
-            return SessionEnd::Lost(e);
+        for status in self.topics.statuses() {
+            if let Err(e) = s.publish(status, true, b"online".to_vec(), None) {
+                return SessionEnd::Lost(e);
+            }
         }
-        if let Err(e) = s
-            .client
-            .try_subscribe(self.topics.commands(), QoS::AtLeastOnce)
-        {
-            return SessionEnd::Lost(e.to_string());
+        for filter in self.topics.commands() {
+            if let Err(e) = s.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                return SessionEnd::Lost(e.to_string());
+            }
         }
         let signal = journal::signal(&self.spawn.journal, crate::CLOUD).await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
@@ -262,12 +268,13 @@ impl Link {
         let mut claiming: Option<Pending<Vec<OutboxRow>>> = None;
         let mut settling: Option<Pending<usize>> = None;
         let chunk = (window / 4).max(1);
+        let per_row = self.topics.events("").len();
         let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
             if claiming.is_none() && !idle && outstanding + chunk <= window {
                 let claim = Claim {
                     destination: crate::CLOUD.into(),
-                    limit: window - outstanding,
+                    limit: ((window - outstanding) / per_row).max(1),
                 };
                 claiming = Some(self.request(claim));
             }
@@ -302,9 +309,9 @@ impl Link {
                 }
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some(name) = self.topics.command_name(&p.topic)
-                            && let Some(busy) = commands.take(name, p.payload.to_vec())
-                            && let Err(e) = s.publish(self.topics.reply(name), false, busy, None)
+                        if let Some((contract, name)) = self.topics.command_name(&p.topic)
+                            && let Some(busy) = commands.take(contract, name, p.payload.to_vec())
+                            && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
                         {
                             break SessionEnd::Lost(e);
                         }
@@ -312,9 +319,9 @@ impl Link {
                     Ok(ev) => s.on_event(ev),
                     Err(e) => break SessionEnd::Lost(e.to_string()),
                 },
-                Some((name, reply)) = commands.replies.recv() => {
+                Some((contract, name, reply)) = commands.replies.recv() => {
                     commands.waiting -= 1;
-                    if let Err(e) = s.publish(self.topics.reply(&name), false, reply, None) {
+                    if let Err(e) = s.publish(self.topics.reply(contract, &name), false, reply, None) {
                         break SessionEnd::Lost(e);
                     }
                 }
@@ -363,7 +370,11 @@ impl Link {
                 self.refuse_oversized(row.id, payload.len()).await;
                 continue;
             }
-            s.publish(self.topics.event(&row.kind), false, payload, Some(row.id))?;
+            // Under a migration the row goes out under both contracts' topics, and is delivered
+            // once both were acknowledged.
+            for topic in self.topics.events(&row.kind) {
+                s.publish(topic, false, payload.clone(), Some(row.id))?;
+            }
         }
         Ok(())
     }
@@ -410,15 +421,17 @@ impl Link {
         // its reply still goes out, if it comes in time.
         let _ = tokio::time::timeout(Duration::from_millis(1500), async {
             while commands.waiting > 0 {
-                let Some((name, reply)) = commands.replies.recv().await else {
+                let Some((contract, name, reply)) = commands.replies.recv().await else {
                     break;
                 };
                 commands.waiting -= 1;
-                let _ = s.publish(self.topics.reply(&name), false, reply, None);
+                let _ = s.publish(self.topics.reply(contract, &name), false, reply, None);
             }
         })
         .await;
-        let _ = s.publish(self.topics.status(), true, b"offline".to_vec(), None);
+        for status in self.topics.statuses() {
+            let _ = s.publish(status, true, b"offline".to_vec(), None);
+        }
         let drain = async {
             while !(s.expect.is_empty() && s.in_flight.is_empty()) {
                 match el.poll().await {
@@ -445,12 +458,12 @@ impl Link {
 /// Carries out received commands one at a time and hands their replies back.
 async fn commands(
     spawn: RelaySpawn,
-    mut received: mpsc::Receiver<(String, Vec<u8>)>,
-    replied: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    mut received: mpsc::Receiver<Job>,
+    replied: mpsc::UnboundedSender<Job>,
 ) {
-    while let Some((name, payload)) = received.recv().await {
+    while let Some((contract, name, payload)) = received.recv().await {
         let reply = command(&spawn, &name, &payload).await;
-        if replied.send((name, reply)).is_err() {
+        if replied.send((contract, name, reply)).is_err() {
             return;
         }
     }
@@ -551,10 +564,14 @@ async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
     protocol::reply(Some(&request.request_id), result)
 }
 
+/// A command for the worker, or its reply back: the contract it came under (its reply goes
+/// back under the same one), its name and the payload.
+type Job = (Contract, String, Vec<u8>);
+
 /// The relay's side of the command worker.
 struct Commands {
-    queue: mpsc::Sender<(String, Vec<u8>)>,
-    replies: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    queue: mpsc::Sender<Job>,
+    replies: mpsc::UnboundedReceiver<Job>,
     /// Commands queued whose reply has not been published yet.
     waiting: usize,
 }
@@ -562,15 +579,15 @@ struct Commands {
 impl Commands {
     /// Queues a received command for the worker; answers the reply to send at once when it
     /// cannot wait (too many commands waiting).
-    fn take(&mut self, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
+    fn take(&mut self, contract: Contract, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
         METRICS.commands_received.add(1);
-        match self.queue.try_send((name.to_string(), payload)) {
+        match self.queue.try_send((contract, name.to_string(), payload)) {
             Ok(()) => {
                 self.waiting += 1;
                 None
             }
             Err(e) => {
-                let (_, payload) = e.into_inner();
+                let (_, _, payload) = e.into_inner();
                 METRICS.commands_refused.add(1);
                 let request_id = match protocol::parse_command(name, &payload) {
                     Ok(r) => Some(r.request_id),
@@ -597,6 +614,8 @@ struct Session {
     expect: VecDeque<Option<i64>>,
     /// Packet id → outbox row, awaiting PUBACK.
     in_flight: HashMap<u16, i64>,
+    /// Outbox row → PUBACKs it still waits for: one per topic it is published under.
+    owed: HashMap<i64, usize>,
     /// Rows PUBACKed, not yet marked delivered.
     acked: Vec<i64>,
 }
@@ -612,6 +631,9 @@ impl Session {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|e| format!("cannot queue a publish: {e}"))?;
+        if let Some(row) = row {
+            *self.owed.entry(row).or_default() += 1;
+        }
         self.expect.push_back(row);
         Ok(())
     }
@@ -624,8 +646,14 @@ impl Session {
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(row) = self.in_flight.remove(&ack.pkid) {
-                    self.acked.push(row);
+                if let Some(row) = self.in_flight.remove(&ack.pkid)
+                    && let Some(owed) = self.owed.get_mut(&row)
+                {
+                    *owed -= 1;
+                    if *owed == 0 {
+                        self.owed.remove(&row);
+                        self.acked.push(row);
+                    }
                 }
             }
             _ => {}
