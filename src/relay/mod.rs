@@ -108,6 +108,9 @@ enum SessionEnd {
     Shutdown,
     /// The connection failed or was lost, with the reason.
     Lost(String),
+    /// The broker dropped a working connection while `suspect` was the oldest row published and
+    /// not acknowledged (see [`protocol::PoisonWatch`]).
+    Dropped { error: String, suspect: i64 },
 }
 
 struct Link {
@@ -144,6 +147,7 @@ impl Link {
         )
         .await;
         let mut failures = 0u32;
+        let mut poison = protocol::PoisonWatch::default();
         let (queue, received) = mpsc::channel(COMMANDS_WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
         // The worker ends with `run`: when `queue` is dropped, or with the relay's arbiter.
@@ -154,30 +158,37 @@ impl Link {
             waiting: 0,
         };
         loop {
-            match self
-                .session(&mut shutdown, &mut failures, &mut commands)
+            let (error, suspect) = match self
+                .session(&mut shutdown, &mut failures, &mut commands, &mut poison)
                 .await
             {
                 SessionEnd::Shutdown => return,
-                SessionEnd::Lost(error) => {
-                    failures += 1;
-                    tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
-                    self.report(HealthState::Degraded, Some(error.clone()));
-                    journal::put_back_in_flight(
-                        &self.spawn.journal,
-                        crate::CLOUD,
-                        format!("connection lost before PUBACK: {error}"),
-                    )
-                    .await;
-                    let delay = link::backoff(
-                        Duration::from_millis(cfg.reconnect_initial_ms),
-                        Duration::from_millis(cfg.reconnect_max_ms),
-                        failures,
-                    );
-                    if link::stop_asked_during(&mut shutdown, delay).await {
-                        return;
-                    }
+                SessionEnd::Lost(error) => (error, None),
+                SessionEnd::Dropped { error, suspect } => (error, Some(suspect)),
+            };
+            failures += 1;
+            tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
+            self.report(HealthState::Degraded, Some(error.clone()));
+            if let Some(row) = suspect {
+                let times = poison.dropped_after(row);
+                if times >= cfg.poison_after {
+                    self.dead_letter_poison(row, times, &error).await;
+                    poison.forget(&[row]);
                 }
+            }
+            journal::put_back_in_flight(
+                &self.spawn.journal,
+                crate::CLOUD,
+                format!("connection lost before PUBACK: {error}"),
+            )
+            .await;
+            let delay = link::backoff(
+                Duration::from_millis(cfg.reconnect_initial_ms),
+                Duration::from_millis(cfg.reconnect_max_ms),
+                failures,
+            );
+            if link::stop_asked_during(&mut shutdown, delay).await {
+                return;
             }
         }
     }
@@ -216,6 +227,7 @@ impl Link {
         shutdown: &mut watch::Receiver<bool>,
         failures: &mut u32,
         commands: &mut Commands,
+        poison: &mut protocol::PoisonWatch,
     ) -> SessionEnd {
         let window = self.spawn.config.inflight_window as usize;
         // The client certificate as this connection's handshake will read it; a renewal
@@ -247,6 +259,8 @@ impl Link {
             expect: VecDeque::new(),
             in_flight: HashMap::new(),
             owed: HashMap::new(),
+            written: VecDeque::new(),
+            acks: 0,
             acked: Vec::new(),
         };
         for status in self.topics.statuses() {
@@ -280,6 +294,7 @@ impl Link {
             }
             // Acks gathered while the previous batch commits make up the next batch.
             if settling.is_none() && !s.acked.is_empty() {
+                poison.forget(&s.acked);
                 settling = Some(self.request(Delivered(std::mem::take(&mut s.acked))));
             }
             tokio::select! {
@@ -317,7 +332,10 @@ impl Link {
                         }
                     }
                     Ok(ev) => s.on_event(ev),
-                    Err(e) => break SessionEnd::Lost(e.to_string()),
+                    Err(e) => break match s.suspect() {
+                        Some(suspect) => SessionEnd::Dropped { error: e.to_string(), suspect },
+                        None => SessionEnd::Lost(e.to_string()),
+                    },
                 },
                 Some((contract, name, reply)) = commands.replies.recv() => {
                     commands.waiting -= 1;
@@ -345,9 +363,10 @@ impl Link {
         {
             METRICS.relay_published.add(n as u64);
         }
+        poison.forget(&s.acked);
         match end {
             SessionEnd::Shutdown => self.close(&mut s, &mut el, commands).await,
-            SessionEnd::Lost(_) => self.settle(&mut s).await,
+            SessionEnd::Lost(_) | SessionEnd::Dropped { .. } => self.settle(&mut s).await,
         }
         end
     }
@@ -397,6 +416,27 @@ impl Link {
         };
         if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
             tracing::error!(error = %e, "cannot dead-letter an oversized event");
+        }
+    }
+
+    /// A row the broker closed the connection on `times` times in a row cannot be helped by
+    /// sending it again: dead letter it, so the rest of the backlog flows. Staff replay it once
+    /// the cause is fixed (a contract the broker accepts, a broker limit raised).
+    async fn dead_letter_poison(&self, id: i64, times: u32, error: &str) {
+        tracing::warn!(
+            row = id,
+            times,
+            %error,
+            "the broker closes the connection on this event; dead-lettered"
+        );
+        let failed = Failed {
+            destination: crate::CLOUD.into(),
+            ids: Some(vec![id]),
+            error: protocol::poison_reason(times, error),
+            permanent: true,
+        };
+        if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
+            tracing::error!(error = %e, "cannot dead-letter a poison event");
         }
     }
 
@@ -616,6 +656,11 @@ struct Session {
     in_flight: HashMap<u16, i64>,
     /// Outbox row → PUBACKs it still waits for: one per topic it is published under.
     owed: HashMap<i64, usize>,
+    /// Rows in the order their first publish was written, front trimmed of acknowledged ones:
+    /// the front is the oldest unacknowledged row.
+    written: VecDeque<i64>,
+    /// PUBACKs received on this connection: it was working.
+    acks: u64,
     /// Rows PUBACKed, not yet marked delivered.
     acked: Vec<i64>,
 }
@@ -643,9 +688,13 @@ impl Session {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(Some(row)) = self.expect.pop_front() {
                     self.in_flight.insert(pkid, row);
+                    if self.written.back() != Some(&row) {
+                        self.written.push_back(row);
+                    }
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
+                self.acks += 1;
                 if let Some(row) = self.in_flight.remove(&ack.pkid)
                     && let Some(owed) = self.owed.get_mut(&row)
                 {
@@ -655,8 +704,27 @@ impl Session {
                         self.acked.push(row);
                     }
                 }
+                while self
+                    .written
+                    .front()
+                    .is_some_and(|r| !self.owed.contains_key(r))
+                {
+                    self.written.pop_front();
+                }
             }
             _ => {}
         }
+    }
+
+    /// The row a drop of this connection would count against (see [`protocol::PoisonWatch`]):
+    /// the oldest row written and not acknowledged, if the broker acknowledged anything.
+    fn suspect(&self) -> Option<i64> {
+        if self.acks == 0 {
+            return None;
+        }
+        self.written
+            .iter()
+            .find(|r| self.owed.contains_key(r))
+            .copied()
     }
 }

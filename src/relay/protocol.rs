@@ -104,6 +104,56 @@ impl Topics {
     }
 }
 
+/// Recognises a poison message: a row whose publish makes the broker close the connection,
+/// every time it is sent.
+///
+/// A broker gives no reason on the wire for such a close under MQTT 3.1.1 (NATS refusing a
+/// topic, a broker's own size or ACL limit), and a broker that is merely restarting closes
+/// connections too. A drop therefore counts against a row only when the relay saw it as the
+/// *suspect*: the broker had acknowledged something on that connection (so it was working),
+/// and the row was the oldest publish written and not yet acknowledged when the connection
+/// dropped. A row's count is forgotten once the broker acknowledges it. An innocent row caught
+/// by a restart is suspect once, then acknowledged on the next connection; to reach the limit a
+/// row must be the one the connection dies on, connection after connection. Counts are kept
+/// per row, not only for the last suspect, because two poison rows of different keys take
+/// turns at the head of the backlog while each waits for its retry.
+#[derive(Debug, Default)]
+pub struct PoisonWatch {
+    counts: std::collections::HashMap<i64, u32>,
+}
+
+/// Rows counted at most; beyond it the counts start afresh (only rows replayed or
+/// dead-lettered elsewhere in between are never acknowledged, so this is far off).
+const SUSPECTS_KEPT: usize = 1024;
+
+impl PoisonWatch {
+    /// A drop with `row` as its suspect; how many drops it was suspect of, this one included.
+    pub fn dropped_after(&mut self, row: i64) -> u32 {
+        if self.counts.len() >= SUSPECTS_KEPT && !self.counts.contains_key(&row) {
+            self.counts.clear();
+        }
+        let n = self.counts.entry(row).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// These rows were acknowledged, or dealt with: their counts are dropped.
+    pub fn forget(&mut self, rows: &[i64]) {
+        if !self.counts.is_empty() {
+            for row in rows {
+                self.counts.remove(row);
+            }
+        }
+    }
+}
+
+/// The dead letter reason of a poison message, from the last error seen.
+pub fn poison_reason(times: u32, last_error: &str) -> String {
+    format!(
+        "the broker closed the connection after this publish {times} times (last: {last_error})"
+    )
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,
@@ -493,6 +543,17 @@ mod tests {
                 "payload": {"version": "0.1.0"}
             })
         );
+    }
+
+    #[test]
+    fn drops_add_up_per_row_until_it_is_acknowledged() {
+        let mut w = PoisonWatch::default();
+        assert_eq!(w.dropped_after(7), 1);
+        assert_eq!(w.dropped_after(9), 1);
+        assert_eq!(w.dropped_after(7), 2, "poison rows of two keys take turns");
+        w.forget(&[7]);
+        assert_eq!(w.dropped_after(7), 1, "an acknowledged row starts afresh");
+        assert_eq!(w.dropped_after(9), 2);
     }
 
     #[test]

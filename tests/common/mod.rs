@@ -9,6 +9,7 @@ pub mod fhir_server;
 pub mod hl7_peer;
 pub mod https;
 pub mod modbus_sim;
+pub mod nats;
 pub mod oidc_provider;
 pub mod printer;
 pub mod spine;
@@ -379,8 +380,13 @@ impl Consumer {
     }
 
     pub fn start_with(broker: &Broker, filter: &str, extra: &[&str]) -> Consumer {
+        Self::start_on(broker.port, filter, extra)
+    }
+
+    /// A consumer on any MQTT 3.1.1 broker listening on loopback `port` (NATS too).
+    pub fn start_on(port: u16, filter: &str, extra: &[&str]) -> Consumer {
         let probe = format!("probe/{}", free_port());
-        let port = broker.port.to_string();
+        let port = port.to_string();
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",
