@@ -310,6 +310,7 @@ fn bench_drain(dir: &Path) {
     let relay = RelayConfig {
         host: "127.0.0.1".into(),
         port,
+        hosts: Vec::new(),
         client_id: None,
         keep_alive_secs: 30,
         inflight_window: 1000,

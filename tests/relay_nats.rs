@@ -6,6 +6,7 @@ mod common;
 use common::nats::Nats;
 use common::*;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -173,4 +174,151 @@ fn a_refused_topic_is_dead_lettered_and_arrives_after_the_move_to_contract_2() {
         dead_letters(&gw).is_empty().then_some(())
     });
     assert_eq!(relay_state(&gw), "healthy");
+}
+
+/// Waits until the consumer has seen every `n` in `expected`; returns the events.
+fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
+    wait_for(
+        "every event at the consumer",
+        Duration::from_secs(120),
+        || {
+            let events = consumer.events();
+            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
+            expected.is_subset(&seen).then_some(events)
+        },
+    )
+}
+
+/// Each key's events arrived in order (first arrivals), `per_key` of each.
+fn assert_key_order(events: &[Value], keys: &[&str], per_key: usize) {
+    for key in keys {
+        let mut first_seen = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in events.iter().filter(|e| e["key"] == *key) {
+            let n = n_of(e).expect("n");
+            if seen.insert(n) {
+                first_seen.push(n);
+            }
+        }
+        let mut sorted = first_seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(first_seen, sorted, "events of {key} arrived out of order");
+        assert_eq!(first_seen.len(), per_key, "{key}");
+    }
+}
+
+#[test]
+fn relay_drains_to_nats_in_key_order_after_a_server_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nats = Nats::start(&dir.path().join("nats"));
+    let consumer = Consumer::start_on(nats.port, "clinic/v2/test-clinic/events/#", &[]);
+    let gw = gateway(dir.path(), &relay_to(nats.port, "contract = 2\n"));
+    let keys = ["patient-1", "patient-2", "patient-3"];
+    let mut posted = BTreeSet::new();
+    let mut post_range = |range: std::ops::Range<usize>| {
+        for i in range {
+            let (status, body) = gw.post_event(&event(i, "queue.checked_in", keys[i % 3]));
+            assert_eq!(status, 202, "{body}");
+            posted.insert(i as u64);
+        }
+    };
+    post_range(0..150);
+    nats.stop();
+    post_range(150..300);
+    wait_for(
+        "the relay to notice the server is gone",
+        Duration::from_secs(30),
+        || (relay_state(&gw) == "degraded").then_some(()),
+    );
+    nats.restart();
+    post_range(300..450);
+    let events = wait_all(&consumer, &posted);
+    assert_key_order(&events, &keys, 150);
+    assert!(
+        consumer
+            .snapshot()
+            .iter()
+            .filter(|m| m.payload.contains("\"queue.checked_in\""))
+            .all(|m| m.topic == "clinic/v2/test-clinic/events/queue/checked_in"),
+        "contract 2 topics"
+    );
+    wait_for(
+        "the relay to be healthy again",
+        Duration::from_secs(30),
+        || (relay_state(&gw) == "healthy").then_some(()),
+    );
+    let backlog = gw.get_json("/api/v1/backlog");
+    let dead = &backlog["destinations"]["cloud"]["dead"];
+    assert_eq!(dead.as_u64().unwrap_or(0), 0, "{backlog}");
+}
+
+#[test]
+fn relay_reaches_nats_over_mutual_tls_and_answers_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdir = dir.path().join("certs");
+    std::fs::create_dir_all(&cdir).expect("mkdir");
+    let certs = Certs::generate(&cdir);
+    let nats = Nats::start_tls(&dir.path().join("nats"), &certs);
+    let file = |name: &str| certs.path(name).display().to_string();
+    let tls_args = [
+        "--cafile",
+        &file("ca.crt"),
+        "--cert",
+        &file("client.crt"),
+        "--key",
+        &file("client.key"),
+    ];
+    let consumer = Consumer::start_on(nats.port, "clinic/v2/test-clinic/#", &tls_args);
+    let relay = format!(
+        "[relay]\nhost = \"localhost\"\nport = {}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\ncontract = 2\n\
+         [relay.tls]\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+        nats.port,
+        file("ca.crt"),
+        file("client.crt"),
+        file("client.key")
+    );
+    let gw = gateway(dir.path(), &relay);
+    assert_eq!(gw.post_event(&event(7, "queue.called", "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([7]));
+
+    let command = |name: &str, payload: &str| {
+        let ok = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &nats.port.to_string(),
+                "-V",
+                "mqttv311",
+            ])
+            .args(["-t", &format!("clinic/v2/test-clinic/commands/{name}")])
+            .args(["-m", payload, "-q", "1"])
+            .args(tls_args)
+            .status()
+            .expect("mosquitto_pub")
+            .success();
+        assert!(ok);
+    };
+    command(
+        "dlq-replay",
+        r#"{"request_id":"tls-1","destination":"cloud","all":true}"#,
+    );
+    let (topic, r) = wait_reply(&consumer, "tls-1");
+    assert_eq!(topic, "clinic/v2/test-clinic/replies/dlq-replay");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["replayed"], 0);
+    command("reload-config", r#"{"request_id":"tls-2","force":true}"#);
+    let (_, r) = wait_reply(&consumer, "tls-2");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("unknown field"),
+        "{r}"
+    );
+    assert!(
+        consumer
+            .snapshot()
+            .iter()
+            .any(|m| m.topic == "clinic/v2/test-clinic/status" && m.payload == "online"),
+        "the retained status"
+    );
 }

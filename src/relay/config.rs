@@ -16,6 +16,10 @@ pub struct RelayConfig {
     /// Broker port (1883 plain, 8883 TLS by convention).
     #[serde(default = "default_mqtt_port")]
     pub port: u16,
+    /// Further nodes of the same broker cluster, `"host:port"`: when a connection fails or is
+    /// lost, the relay tries the next one (after `host`, in this order, then `host` again).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// MQTT client id; default `clinic-gateway-<facility_id>`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -85,12 +89,35 @@ fn default_reconnect_max_ms() -> u64 {
     30_000
 }
 
+/// A `"host:port"` entry of `relay.hosts`.
+fn parse_node(node: &str) -> Option<(String, u16)> {
+    let (host, port) = node.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.trim().is_empty()).then(|| (host.to_string(), port))
+}
+
 impl RelayConfig {
+    /// The brokers to connect to, in the order they are tried: `host:port`, then `hosts`.
+    pub fn brokers(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.hosts.iter().filter_map(|n| parse_node(n)))
+            .collect()
+    }
+
     /// Every problem of `[relay]`; relative paths are resolved against `base`.
     pub fn validate(&self, base: &Path) -> Vec<Problem> {
         let mut problems = settings::collect(|bad| {
             if self.host.trim().is_empty() {
                 bad("relay.host", "must not be empty".into());
+            }
+            for (i, node) in self.hosts.iter().enumerate() {
+                if parse_node(node).is_none() {
+                    bad(
+                        &format!("relay.hosts[{i}]"),
+                        format!("{node:?} is not \"host:port\" (a port from 1 to 65535)"),
+                    );
+                }
             }
             if self.inflight_window == 0 {
                 bad("relay.inflight_window", "must be at least 1".into());

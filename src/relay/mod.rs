@@ -148,6 +148,8 @@ impl Link {
         .await;
         let mut failures = 0u32;
         let mut poison = protocol::PoisonWatch::default();
+        let brokers = cfg.brokers();
+        let mut broker = 0;
         let (queue, received) = mpsc::channel(COMMANDS_WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
         // The worker ends with `run`: when `queue` is dropped, or with the relay's arbiter.
@@ -159,7 +161,13 @@ impl Link {
         };
         loop {
             let (error, suspect) = match self
-                .session(&mut shutdown, &mut failures, &mut commands, &mut poison)
+                .session(
+                    &brokers[broker],
+                    &mut shutdown,
+                    &mut failures,
+                    &mut commands,
+                    &mut poison,
+                )
                 .await
             {
                 SessionEnd::Shutdown => return,
@@ -167,7 +175,10 @@ impl Link {
                 SessionEnd::Dropped { error, suspect } => (error, Some(suspect)),
             };
             failures += 1;
-            tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
+            let (host, port) = &brokers[broker];
+            tracing::warn!(broker = %host, port, %error, "cloud relay disconnected");
+            // Another node of the cluster may be up while this one is not.
+            broker = (broker + 1) % brokers.len();
             self.report(HealthState::Degraded, Some(error.clone()));
             if let Some(row) = suspect {
                 let times = poison.dropped_after(row);
@@ -193,13 +204,13 @@ impl Link {
         }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self, (host, port): &(String, u16)) -> MqttOptions {
         let cfg = &self.spawn.config;
         let client_id = cfg
             .client_id
             .clone()
             .unwrap_or_else(|| format!("clinic-gateway-{}", self.spawn.facility));
-        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+        let mut opts = MqttOptions::new(client_id, host.clone(), *port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
             .set_clean_session(true)
             .set_inflight(cfg.inflight_window)
@@ -224,6 +235,7 @@ impl Link {
 
     async fn session(
         &self,
+        broker: &(String, u16),
         shutdown: &mut watch::Receiver<bool>,
         failures: &mut u32,
         commands: &mut Commands,
@@ -239,7 +251,7 @@ impl Link {
             .as_ref()
             .and_then(|t| t.client_cert_file.clone());
         let cert_stamp = cert.as_deref().map(crate::pem::stamp);
-        let (client, mut el) = AsyncClient::new(self.options(), window + 64);
+        let (client, mut el) = AsyncClient::new(self.options(broker), window + 64);
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(15), el.poll()) => match r {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
@@ -251,7 +263,7 @@ impl Link {
         }
         *failures = 0;
         METRICS.relay_connects.add(1);
-        tracing::info!(broker = %self.spawn.config.host, port = self.spawn.config.port, "cloud relay connected");
+        tracing::info!(broker = %broker.0, port = broker.1, "cloud relay connected");
         self.report(HealthState::Healthy, None);
 
         let mut s = Session {

@@ -24,7 +24,7 @@ impl Nats {
         Self::launch(dir, None)
     }
 
-    /// The MQTT listener over TLS only, with the test's server certificate.
+    /// The MQTT listener over mutual TLS only, with the test's server certificate.
     pub fn start_tls(dir: &Path, certs: &Certs) -> Nats {
         Self::launch(dir, Some(certs.dir.clone()))
     }
@@ -46,7 +46,7 @@ impl Nats {
     pub fn restart(&mut self) {
         let tls = match &self.tls {
             Some(c) => format!(
-                "  tls {{ cert_file: \"{c}/server.crt\", key_file: \"{c}/server.key\", ca_file: \"{c}/ca.crt\" }}\n",
+                "  tls {{ cert_file: \"{c}/server.crt\", key_file: \"{c}/server.key\", ca_file: \"{c}/ca.crt\", verify: true }}\n",
                 c = c.display()
             ),
             None => String::new(),
