@@ -16,6 +16,8 @@ pub struct Nats {
     name: String,
     client_port: u16,
     tls: Option<PathBuf>,
+    /// In a cluster: this node's route port and its peer's.
+    routes: Option<(u16, u16)>,
     child: Option<Child>,
 }
 
@@ -30,17 +32,42 @@ impl Nats {
     }
 
     fn launch(dir: &Path, tls: Option<PathBuf>) -> Nats {
+        let mut n = Self::node(dir, tls, None);
+        n.restart();
+        n
+    }
+
+    fn node(dir: &Path, tls: Option<PathBuf>, routes: Option<(u16, u16)>) -> Nats {
         std::fs::create_dir_all(dir).expect("the server's directory");
-        let mut n = Nats {
+        Nats {
             port: free_port(),
             dir: dir.to_path_buf(),
             name: format!("n{}", free_port()),
             client_port: free_port(),
             tls,
+            routes,
             child: None,
-        };
-        n.restart();
-        n
+        }
+    }
+
+    /// A two-node cluster (`a` and `b` under `dir`), routed on loopback, whose MQTT streams
+    /// keep two replicas (`mqtt { stream_replicas: 2 }`): a message either node acknowledged is
+    /// on both. Returns once the nodes elected their JetStream metadata leader.
+    pub fn cluster(dir: &Path) -> (Nats, Nats) {
+        let (ra, rb) = (free_port(), free_port());
+        let mut a = Self::node(&dir.join("a"), None, Some((ra, rb)));
+        let mut b = Self::node(&dir.join("b"), None, Some((rb, ra)));
+        a.restart();
+        b.restart();
+        wait_for(
+            "the cluster's JetStream metadata leader",
+            Duration::from_secs(60),
+            || {
+                (a.log().contains("metadata leader") || b.log().contains("metadata leader"))
+                    .then_some(())
+            },
+        );
+        (a, b)
     }
 
     pub fn restart(&mut self) {
@@ -51,9 +78,18 @@ impl Nats {
             ),
             None => String::new(),
         };
+        let (cluster, replicas) = match self.routes {
+            Some((own, peer)) => (
+                format!(
+                    "cluster {{ name: relay-test, listen: 127.0.0.1:{own}, routes: [\"nats-route://127.0.0.1:{peer}\"] }}\n"
+                ),
+                "  stream_replicas: 2\n",
+            ),
+            None => (String::new(), ""),
+        };
         let conf = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{dir}/js\" }}\n\
-             mqtt {{\n  host: 127.0.0.1\n  port: {port}\n{tls}}}\n",
+            "server_name: {name}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{dir}/js\" }}\n{cluster}\
+             mqtt {{\n  host: 127.0.0.1\n  port: {port}\n{replicas}{tls}}}\n",
             name = self.name,
             client = self.client_port,
             dir = self.dir.display(),
@@ -89,6 +125,14 @@ impl Nats {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crashed node.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
             let _ = c.wait();
         }
     }
