@@ -16,10 +16,6 @@ pub struct RelayConfig {
     /// Broker port (1883 plain, 8883 TLS by convention).
     #[serde(default = "default_mqtt_port")]
     pub port: u16,
-    /// Further nodes of the same broker cluster, `"host:port"`: when a connection fails or is
-    /// lost, the relay tries the next one (after `host`, in this order, then `host` again).
-    #[serde(default)]
-    pub hosts: Vec<String>,
     /// MQTT client id; default `clinic-gateway-<facility_id>`.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -48,6 +44,10 @@ pub struct RelayConfig {
     /// TLS to the broker; absent means plain TCP (only for a broker on the same host).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Further nodes of the same broker cluster, `"host:port"`: when a connection fails or is
+    /// lost, the relay tries the next one (after `host`, in this order, then `host` again).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// The topic contract served (`docs/relay.md`): 1 (`clinic/{f}/events/{kind}`, kinds with
     /// dots, which NATS refuses) or 2 (`clinic/v2/{f}/events/{kind with '/' for '.'}`, which
     /// every broker accepts).
