@@ -344,9 +344,14 @@ impl Link {
                         }
                     }
                     Ok(ev) => s.on_event(ev),
+                    // A broker that stopped answering (no PINGRESP) did not close the connection
+                    // on a row: a hang blames no publish.
                     Err(e) => break match s.suspect() {
-                        Some(suspect) => SessionEnd::Dropped { error: e.to_string(), suspect },
-                        None => SessionEnd::Lost(e.to_string()),
+                        Some(suspect) if !matches!(
+                            e,
+                            rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)
+                        ) => SessionEnd::Dropped { error: e.to_string(), suspect },
+                        _ => SessionEnd::Lost(e.to_string()),
                     },
                 },
                 Some((contract, name, reply)) = commands.replies.recv() => {
