@@ -5,7 +5,8 @@
 //! and PUBACK, not its delivery to consumers.
 //!
 //! `cargo bench --bench brokers`; `BENCH_EVENTS` sets the backlog size (default 1 000 000),
-//! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq`; default all).
+//! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq,nats`; default all). Topic
+//! contract 2 for all of them: NATS refuses contract 1's dotted topics.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -15,6 +16,7 @@ use clinic_gateway::metrics::METRICS;
 use clinic_gateway::relay::RelaySpawn;
 use clinic_gateway::relay::config::RelayConfig;
 use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConfig};
+use common::nats::Nats;
 use common::rabbit::Rabbit;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,9 +37,12 @@ struct Target {
 type Starter = fn(&Path) -> Target;
 
 /// The brokers measured, in order: a name for `BENCH_BROKERS` and the printout, and a starter
-/// taking a directory of its own. A new broker is one entry here (NATS needs the relay's topic
-/// contract 2 first: it refuses the `.` of contract 1's topics).
-const BROKERS: &[(&str, Starter)] = &[("Mosquitto", mosquitto), ("RabbitMQ", rabbitmq)];
+/// taking a directory of its own. A new broker is one entry here.
+const BROKERS: &[(&str, Starter)] = &[
+    ("Mosquitto", mosquitto),
+    ("RabbitMQ", rabbitmq),
+    ("NATS", nats),
+];
 
 fn mosquitto(dir: &Path) -> Target {
     let broker = common::Broker::start(dir);
@@ -55,6 +60,15 @@ fn rabbitmq(dir: &Path) -> Target {
         port: node.port,
         login: Some((vhost.username, vhost.password)),
         _peer: Box::new(node),
+    }
+}
+
+fn nats(dir: &Path) -> Target {
+    let server = Nats::start(dir);
+    Target {
+        port: server.port,
+        login: None,
+        _peer: Box::new(server),
     }
 }
 
@@ -129,6 +143,10 @@ fn drain(store: Store, target: &Target, total: usize) -> f64 {
         username: target.login.as_ref().map(|(user, _)| user.clone()),
         password_file: None,
         tls: None,
+        hosts: Vec::new(),
+        contract: 2,
+        serve_contract_1: false,
+        poison_after: 3,
     };
     let password = target.login.as_ref().map(|(_, password)| password.clone());
     actix::System::new().block_on(async move {
@@ -200,7 +218,7 @@ fn probe(target: &Target, total: usize) -> f64 {
             for i in 0..total {
                 client
                     .publish(
-                        format!("clinic/bench/events/bench.event/{}", i % 64),
+                        format!("clinic/v2/bench/events/bench/event/{}", i % 64),
                         QoS::AtLeastOnce,
                         false,
                         payload.clone(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite's peers need, only when missing (idempotent). Debian, as root or
 # with sudo. Versions are Debian 12's: mosquitto 2.0.11, socat 1.7.4, lintian 2.116,
-# chromium and chromium-driver 156, rabbitmq-server 3.10.8.
+# chromium and chromium-driver 156, rabbitmq-server 3.10.8, nats-server 2.9.10.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null || need+=(mosquitto)
@@ -13,6 +13,8 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v curl >/dev/null || need+=(curl)
 # The audit tampering test edits the journal behind the gateway's back.
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+# The relay's NATS tests run a JetStream server with its MQTT listener (tests/relay_nats.rs).
+command -v nats-server >/dev/null || need+=(nats-server)
 # The encrypted-journal build compiles SQLCipher and OpenSSL from source.
 command -v perl >/dev/null || need+=(perl)
 command -v make >/dev/null || need+=(make)

@@ -776,6 +776,56 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_contract_is_checked() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\ncontract = 3\npoison_after = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:5: relay.contract: must be 1 or 2",
+                "t.toml:6: relay.poison_after: must be at least 1"
+            ]
+        );
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\nserve_contract_1 = true\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:5: relay.serve_contract_1: only goes beside contract = 2")
+        );
+        let c = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"h\"\ncontract = 2\nserve_contract_1 = true\n",
+        )
+        .expect("valid");
+        let relay = c.relay.expect("relay");
+        assert_eq!((relay.contract, relay.serve_contract_1), (2, true));
+    }
+
+    #[test]
+    fn relay_cluster_nodes_are_host_and_port() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"a\"\nport = 1883\nhosts = [\"b:1884\", \"c\"]\n",
+        )
+        .expect_err("refused");
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("t.toml:6: relay.hosts[1]: \"c\" is not"),
+            "{err:?}"
+        );
+        let c = check(
+            "[gateway]\nfacility_id = \"c\"\n[relay]\nhost = \"a\"\nport = 1883\nhosts = [\"b:1884\", \"[::1]:1885\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.relay.expect("relay").brokers(),
+            [("a".into(), 1883), ("b".into(), 1884), ("::1".into(), 1885)]
+        );
+    }
+
+    #[test]
     fn problems_in_arrays_of_tables_point_at_their_line() {
         let text = "[gateway]\nfacility_id = \"c\"\n[[destinations.x]]\n[relay]\nhost = \"h\"\n";
         let at = Locator::new(Path::new("t.toml"), text);

@@ -422,3 +422,78 @@ fn a_slow_command_does_not_hold_back_the_backlog() {
     assert_eq!(answered[1]["request_id"], "after-1", "{answered:?}");
     assert_eq!(answered[1]["ok"], true, "{answered:?}");
 }
+
+/// During a migration (`contract = 2` with `serve_contract_1`) each event goes out under both
+/// contracts' topics, and a command is answered under the contract it came in on.
+#[test]
+fn the_migration_serves_contract_2_and_contract_1_side_by_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, consumer, gw) = relayed_gateway(
+        dir.path(),
+        "clinic/#",
+        "contract = 2\nserve_contract_1 = true\n",
+    );
+    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    let topics = wait_for(
+        "the event under both topics",
+        Duration::from_secs(20),
+        || {
+            let topics: BTreeSet<String> = consumer
+                .snapshot()
+                .into_iter()
+                .filter(|m| m.payload.contains("\"test.seq\""))
+                .map(|m| m.topic)
+                .collect();
+            (topics.len() == 2).then_some(topics)
+        },
+    );
+    assert_eq!(
+        topics,
+        BTreeSet::from([
+            "clinic/test-clinic/events/test.seq".to_string(),
+            "clinic/v2/test-clinic/events/test/seq".to_string()
+        ])
+    );
+    for m in consumer
+        .snapshot()
+        .iter()
+        .filter(|m| m.topic.contains("/events/test"))
+    {
+        let e: Value = serde_json::from_str(&m.payload).expect("envelope");
+        assert_eq!(e["kind"], "test.seq", "the envelope keeps the dots");
+    }
+    for (topic, request_id) in [
+        ("clinic/test-clinic/commands/dlq-replay", "v1-1"),
+        ("clinic/v2/test-clinic/commands/dlq-replay", "v2-1"),
+    ] {
+        publish(
+            &broker,
+            topic,
+            &format!(r#"{{"request_id":"{request_id}","destination":"cloud","all":true}}"#),
+        );
+    }
+    let reply_topic = |request_id: &str| {
+        wait_for("a command reply", Duration::from_secs(20), || {
+            consumer
+                .snapshot()
+                .into_iter()
+                .find(|m| m.topic.contains("/replies/") && m.payload.contains(request_id))
+                .map(|m| m.topic)
+        })
+    };
+    assert_eq!(reply_topic("v1-1"), "clinic/test-clinic/replies/dlq-replay");
+    assert_eq!(
+        reply_topic("v2-1"),
+        "clinic/v2/test-clinic/replies/dlq-replay"
+    );
+    let status: BTreeSet<String> = consumer
+        .snapshot()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/status") && m.payload == "online")
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(status.len(), 2, "{status:?}");
+    let backlog = gw.get_json("/api/v1/backlog");
+    let dead = &backlog["destinations"]["cloud"]["dead"];
+    assert_eq!(dead.as_u64().unwrap_or(0), 0, "{backlog}");
+}

@@ -44,6 +44,30 @@ pub struct RelayConfig {
     /// TLS to the broker; absent means plain TCP (only for a broker on the same host).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Further nodes of the same broker cluster, `"host:port"`: when a connection fails or is
+    /// lost, the relay tries the next one (after `host`, in this order, then `host` again).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The topic contract served (`docs/relay.md`): 1 (`clinic/{f}/events/{kind}`, kinds with
+    /// dots, which NATS refuses) or 2 (`clinic/v2/{f}/events/{kind with '/' for '.'}`, which
+    /// every broker accepts).
+    #[serde(default = "default_contract")]
+    pub contract: u8,
+    /// Beside `contract = 2`, keep serving contract 1 for consumers not moved yet: every event
+    /// is published under both topics, and commands are taken on both.
+    #[serde(default)]
+    pub serve_contract_1: bool,
+    /// How many times the broker may close the connection right after the same row's publish
+    /// before that row is dead-lettered as a poison message.
+    #[serde(default = "default_poison_after")]
+    pub poison_after: u32,
+}
+
+fn default_contract() -> u8 {
+    1
+}
+fn default_poison_after() -> u32 {
+    3
 }
 
 fn default_mqtt_port() -> u16 {
@@ -65,12 +89,35 @@ fn default_reconnect_max_ms() -> u64 {
     30_000
 }
 
+/// A `"host:port"` entry of `relay.hosts`.
+fn parse_node(node: &str) -> Option<(String, u16)> {
+    let (host, port) = node.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.trim().is_empty()).then(|| (host.to_string(), port))
+}
+
 impl RelayConfig {
+    /// The brokers to connect to, in the order they are tried: `host:port`, then `hosts`.
+    pub fn brokers(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.hosts.iter().filter_map(|n| parse_node(n)))
+            .collect()
+    }
+
     /// Every problem of `[relay]`; relative paths are resolved against `base`.
     pub fn validate(&self, base: &Path) -> Vec<Problem> {
         let mut problems = settings::collect(|bad| {
             if self.host.trim().is_empty() {
                 bad("relay.host", "must not be empty".into());
+            }
+            for (i, node) in self.hosts.iter().enumerate() {
+                if parse_node(node).is_none() {
+                    bad(
+                        &format!("relay.hosts[{i}]"),
+                        format!("{node:?} is not \"host:port\" (a port from 1 to 65535)"),
+                    );
+                }
             }
             if self.inflight_window == 0 {
                 bad("relay.inflight_window", "must be at least 1".into());
@@ -80,6 +127,17 @@ impl RelayConfig {
                     "relay.max_message_bytes",
                     "must be between 256 and 67108864".into(),
                 );
+            }
+            match (self.contract, self.serve_contract_1) {
+                (1, true) => bad(
+                    "relay.serve_contract_1",
+                    "only goes beside contract = 2 (contract 1 is served already)".into(),
+                ),
+                (1 | 2, _) => {}
+                _ => bad("relay.contract", "must be 1 or 2".into()),
+            }
+            if self.poison_after == 0 {
+                bad("relay.poison_after", "must be at least 1".into());
             }
             if self.keep_alive_secs < 5 {
                 bad("relay.keep_alive_secs", "must be at least 5".into());

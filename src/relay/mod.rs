@@ -26,7 +26,7 @@ use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
 use config::RelayConfig;
-use protocol::{Command, Topics};
+use protocol::{Command, Contract, Topics};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -87,7 +87,11 @@ impl Actor for Relay {
         };
         let link = Link {
             spawn: self.spawn.clone(),
-            topics: Topics::new(&self.spawn.facility),
+            topics: Topics::new(
+                &self.spawn.facility,
+                self.spawn.config.contract,
+                self.spawn.config.serve_contract_1,
+            ),
             health: self.health.clone(),
         };
         ctx.spawn(
@@ -104,6 +108,9 @@ enum SessionEnd {
     Shutdown,
     /// The connection failed or was lost, with the reason.
     Lost(String),
+    /// The broker dropped a working connection while `suspect` was the oldest row published and
+    /// not acknowledged (see [`protocol::PoisonWatch`]).
+    Dropped { error: String, suspect: i64 },
 }
 
 struct Link {
@@ -140,6 +147,9 @@ impl Link {
         )
         .await;
         let mut failures = 0u32;
+        let mut poison = protocol::PoisonWatch::default();
+        let brokers = cfg.brokers();
+        let mut broker = 0;
         let (queue, received) = mpsc::channel(COMMANDS_WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
         // The worker ends with `run`: when `queue` is dropped, or with the relay's arbiter.
@@ -150,41 +160,57 @@ impl Link {
             waiting: 0,
         };
         loop {
-            match self
-                .session(&mut shutdown, &mut failures, &mut commands)
+            let (error, suspect) = match self
+                .session(
+                    &brokers[broker],
+                    &mut shutdown,
+                    &mut failures,
+                    &mut commands,
+                    &mut poison,
+                )
                 .await
             {
                 SessionEnd::Shutdown => return,
-                SessionEnd::Lost(error) => {
-                    failures += 1;
-                    tracing::warn!(broker = %cfg.host, port = cfg.port, %error, "cloud relay disconnected");
-                    self.report(HealthState::Degraded, Some(error.clone()));
-                    journal::put_back_in_flight(
-                        &self.spawn.journal,
-                        crate::CLOUD,
-                        format!("connection lost before PUBACK: {error}"),
-                    )
-                    .await;
-                    let delay = link::backoff(
-                        Duration::from_millis(cfg.reconnect_initial_ms),
-                        Duration::from_millis(cfg.reconnect_max_ms),
-                        failures,
-                    );
-                    if link::stop_asked_during(&mut shutdown, delay).await {
-                        return;
-                    }
+                SessionEnd::Lost(error) => (error, None),
+                SessionEnd::Dropped { error, suspect } => (error, Some(suspect)),
+            };
+            failures += 1;
+            let (host, port) = &brokers[broker];
+            tracing::warn!(broker = %host, port, %error, "cloud relay disconnected");
+            // Another node of the cluster may be up while this one is not.
+            broker = (broker + 1) % brokers.len();
+            self.report(HealthState::Degraded, Some(error.clone()));
+            if let Some(row) = suspect {
+                let times = poison.dropped_after(row);
+                if times >= cfg.poison_after {
+                    self.dead_letter_poison(row, times, &error).await;
+                    poison.forget(&[row]);
                 }
+            }
+            journal::put_back_in_flight(
+                &self.spawn.journal,
+                crate::CLOUD,
+                format!("connection lost before PUBACK: {error}"),
+            )
+            .await;
+            let delay = link::backoff(
+                Duration::from_millis(cfg.reconnect_initial_ms),
+                Duration::from_millis(cfg.reconnect_max_ms),
+                failures,
+            );
+            if link::stop_asked_during(&mut shutdown, delay).await {
+                return;
             }
         }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self, (host, port): &(String, u16)) -> MqttOptions {
         let cfg = &self.spawn.config;
         let client_id = cfg
             .client_id
             .clone()
             .unwrap_or_else(|| format!("clinic-gateway-{}", self.spawn.facility));
-        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+        let mut opts = MqttOptions::new(client_id, host.clone(), *port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
             .set_clean_session(true)
             .set_inflight(cfg.inflight_window)
@@ -209,9 +235,11 @@ impl Link {
 
     async fn session(
         &self,
+        broker: &(String, u16),
         shutdown: &mut watch::Receiver<bool>,
         failures: &mut u32,
         commands: &mut Commands,
+        poison: &mut protocol::PoisonWatch,
     ) -> SessionEnd {
         let window = self.spawn.config.inflight_window as usize;
         // The client certificate as this connection's handshake will read it; a renewal
@@ -223,7 +251,7 @@ impl Link {
             .as_ref()
             .and_then(|t| t.client_cert_file.clone());
         let cert_stamp = cert.as_deref().map(crate::pem::stamp);
-        let (client, mut el) = AsyncClient::new(self.options(), window + 64);
+        let (client, mut el) = AsyncClient::new(self.options(broker), window + 64);
         tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(15), el.poll()) => match r {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
@@ -235,23 +263,27 @@ impl Link {
         }
         *failures = 0;
         METRICS.relay_connects.add(1);
-        tracing::info!(broker = %self.spawn.config.host, port = self.spawn.config.port, "cloud relay connected");
+        tracing::info!(broker = %broker.0, port = broker.1, "cloud relay connected");
         self.report(HealthState::Healthy, None);
 
         let mut s = Session {
             client,
             expect: VecDeque::new(),
             in_flight: HashMap::new(),
+            owed: HashMap::new(),
+            written: VecDeque::new(),
+            acks: 0,
             acked: Vec::new(),
         };
-        if let Err(e) = s.publish(self.topics.status(), true, b"online".to_vec(), None) {
-            return SessionEnd::Lost(e);
+        for status in self.topics.statuses() {
+            if let Err(e) = s.publish(status, true, b"online".to_vec(), None) {
+                return SessionEnd::Lost(e);
+            }
         }
-        if let Err(e) = s
-            .client
-            .try_subscribe(self.topics.commands(), QoS::AtLeastOnce)
-        {
-            return SessionEnd::Lost(e.to_string());
+        for filter in self.topics.commands() {
+            if let Err(e) = s.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                return SessionEnd::Lost(e.to_string());
+            }
         }
         let signal = journal::signal(&self.spawn.journal, crate::CLOUD).await;
         let mut retry = tokio::time::interval(Duration::from_secs(1));
@@ -262,17 +294,19 @@ impl Link {
         let mut claiming: Option<Pending<Vec<OutboxRow>>> = None;
         let mut settling: Option<Pending<usize>> = None;
         let chunk = (window / 4).max(1);
+        let per_row = self.topics.events("").len();
         let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
             if claiming.is_none() && !idle && outstanding + chunk <= window {
                 let claim = Claim {
                     destination: crate::CLOUD.into(),
-                    limit: window - outstanding,
+                    limit: ((window - outstanding) / per_row).max(1),
                 };
                 claiming = Some(self.request(claim));
             }
             // Acks gathered while the previous batch commits make up the next batch.
             if settling.is_none() && !s.acked.is_empty() {
+                poison.forget(&s.acked);
                 settling = Some(self.request(Delivered(std::mem::take(&mut s.acked))));
             }
             tokio::select! {
@@ -302,19 +336,27 @@ impl Link {
                 }
                 ev = el.poll() => match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some(name) = self.topics.command_name(&p.topic)
-                            && let Some(busy) = commands.take(name, p.payload.to_vec())
-                            && let Err(e) = s.publish(self.topics.reply(name), false, busy, None)
+                        if let Some((contract, name)) = self.topics.command_name(&p.topic)
+                            && let Some(busy) = commands.take(contract, name, p.payload.to_vec())
+                            && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
                         {
                             break SessionEnd::Lost(e);
                         }
                     }
                     Ok(ev) => s.on_event(ev),
-                    Err(e) => break SessionEnd::Lost(e.to_string()),
+                    // A broker that stopped answering (no PINGRESP) did not close the connection
+                    // on a row: a hang blames no publish.
+                    Err(e) => break match s.suspect() {
+                        Some(suspect) if !matches!(
+                            e,
+                            rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)
+                        ) => SessionEnd::Dropped { error: e.to_string(), suspect },
+                        _ => SessionEnd::Lost(e.to_string()),
+                    },
                 },
-                Some((name, reply)) = commands.replies.recv() => {
+                Some((contract, name, reply)) = commands.replies.recv() => {
                     commands.waiting -= 1;
-                    if let Err(e) = s.publish(self.topics.reply(&name), false, reply, None) {
+                    if let Err(e) = s.publish(self.topics.reply(contract, &name), false, reply, None) {
                         break SessionEnd::Lost(e);
                     }
                 }
@@ -338,9 +380,10 @@ impl Link {
         {
             METRICS.relay_published.add(n as u64);
         }
+        poison.forget(&s.acked);
         match end {
             SessionEnd::Shutdown => self.close(&mut s, &mut el, commands).await,
-            SessionEnd::Lost(_) => self.settle(&mut s).await,
+            SessionEnd::Lost(_) | SessionEnd::Dropped { .. } => self.settle(&mut s).await,
         }
         end
     }
@@ -363,7 +406,11 @@ impl Link {
                 self.refuse_oversized(row.id, payload.len()).await;
                 continue;
             }
-            s.publish(self.topics.event(&row.kind), false, payload, Some(row.id))?;
+            // Under a migration the row goes out under both contracts' topics, and is delivered
+            // once both were acknowledged.
+            for topic in self.topics.events(&row.kind) {
+                s.publish(topic, false, payload.clone(), Some(row.id))?;
+            }
         }
         Ok(())
     }
@@ -389,6 +436,27 @@ impl Link {
         }
     }
 
+    /// A row the broker closed the connection on `times` times in a row cannot be helped by
+    /// sending it again: dead letter it, so the rest of the backlog flows. Staff replay it once
+    /// the cause is fixed (a contract the broker accepts, a broker limit raised).
+    async fn dead_letter_poison(&self, id: i64, times: u32, error: &str) {
+        tracing::warn!(
+            row = id,
+            times,
+            %error,
+            "the broker closes the connection on this event; dead-lettered"
+        );
+        let failed = Failed {
+            destination: crate::CLOUD.into(),
+            ids: Some(vec![id]),
+            error: protocol::poison_reason(times, error),
+            permanent: true,
+        };
+        if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
+            tracing::error!(error = %e, "cannot dead-letter a poison event");
+        }
+    }
+
     /// Marks acknowledged rows delivered.
     async fn settle(&self, s: &mut Session) {
         if s.acked.is_empty() {
@@ -410,15 +478,17 @@ impl Link {
         // its reply still goes out, if it comes in time.
         let _ = tokio::time::timeout(Duration::from_millis(1500), async {
             while commands.waiting > 0 {
-                let Some((name, reply)) = commands.replies.recv().await else {
+                let Some((contract, name, reply)) = commands.replies.recv().await else {
                     break;
                 };
                 commands.waiting -= 1;
-                let _ = s.publish(self.topics.reply(&name), false, reply, None);
+                let _ = s.publish(self.topics.reply(contract, &name), false, reply, None);
             }
         })
         .await;
-        let _ = s.publish(self.topics.status(), true, b"offline".to_vec(), None);
+        for status in self.topics.statuses() {
+            let _ = s.publish(status, true, b"offline".to_vec(), None);
+        }
         let drain = async {
             while !(s.expect.is_empty() && s.in_flight.is_empty()) {
                 match el.poll().await {
@@ -445,12 +515,12 @@ impl Link {
 /// Carries out received commands one at a time and hands their replies back.
 async fn commands(
     spawn: RelaySpawn,
-    mut received: mpsc::Receiver<(String, Vec<u8>)>,
-    replied: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    mut received: mpsc::Receiver<Job>,
+    replied: mpsc::UnboundedSender<Job>,
 ) {
-    while let Some((name, payload)) = received.recv().await {
+    while let Some((contract, name, payload)) = received.recv().await {
         let reply = command(&spawn, &name, &payload).await;
-        if replied.send((name, reply)).is_err() {
+        if replied.send((contract, name, reply)).is_err() {
             return;
         }
     }
@@ -551,10 +621,14 @@ async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
     protocol::reply(Some(&request.request_id), result)
 }
 
+/// A command for the worker, or its reply back: the contract it came under (its reply goes
+/// back under the same one), its name and the payload.
+type Job = (Contract, String, Vec<u8>);
+
 /// The relay's side of the command worker.
 struct Commands {
-    queue: mpsc::Sender<(String, Vec<u8>)>,
-    replies: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    queue: mpsc::Sender<Job>,
+    replies: mpsc::UnboundedReceiver<Job>,
     /// Commands queued whose reply has not been published yet.
     waiting: usize,
 }
@@ -562,15 +636,15 @@ struct Commands {
 impl Commands {
     /// Queues a received command for the worker; answers the reply to send at once when it
     /// cannot wait (too many commands waiting).
-    fn take(&mut self, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
+    fn take(&mut self, contract: Contract, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
         METRICS.commands_received.add(1);
-        match self.queue.try_send((name.to_string(), payload)) {
+        match self.queue.try_send((contract, name.to_string(), payload)) {
             Ok(()) => {
                 self.waiting += 1;
                 None
             }
             Err(e) => {
-                let (_, payload) = e.into_inner();
+                let (_, _, payload) = e.into_inner();
                 METRICS.commands_refused.add(1);
                 let request_id = match protocol::parse_command(name, &payload) {
                     Ok(r) => Some(r.request_id),
@@ -599,6 +673,13 @@ struct Session {
     /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
     /// before the DISCONNECT when the next relay connected with the same client id at once.
     in_flight: HashMap<u16, Option<i64>>,
+    /// Outbox row → PUBACKs it still waits for: one per topic it is published under.
+    owed: HashMap<i64, usize>,
+    /// Rows in the order their first publish was written, front trimmed of acknowledged ones:
+    /// the front is the oldest unacknowledged row.
+    written: VecDeque<i64>,
+    /// PUBACKs received on this connection: it was working.
+    acks: u64,
     /// Rows PUBACKed, not yet marked delivered.
     acked: Vec<i64>,
 }
@@ -614,6 +695,9 @@ impl Session {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .map_err(|e| format!("cannot queue a publish: {e}"))?;
+        if let Some(row) = row {
+            *self.owed.entry(row).or_default() += 1;
+        }
         self.expect.push_back(row);
         Ok(())
     }
@@ -623,14 +707,45 @@ impl Session {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(row) = self.expect.pop_front() {
                     self.in_flight.insert(pkid, row);
+                    if let Some(row) = row
+                        && self.written.back() != Some(&row)
+                    {
+                        self.written.push_back(row);
+                    }
                 }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Some(row)) = self.in_flight.remove(&ack.pkid) {
-                    self.acked.push(row);
+                self.acks += 1;
+                if let Some(Some(row)) = self.in_flight.remove(&ack.pkid)
+                    && let Some(owed) = self.owed.get_mut(&row)
+                {
+                    *owed -= 1;
+                    if *owed == 0 {
+                        self.owed.remove(&row);
+                        self.acked.push(row);
+                    }
+                }
+                while self
+                    .written
+                    .front()
+                    .is_some_and(|r| !self.owed.contains_key(r))
+                {
+                    self.written.pop_front();
                 }
             }
             _ => {}
         }
+    }
+
+    /// The row a drop of this connection would count against (see [`protocol::PoisonWatch`]):
+    /// the oldest row written and not acknowledged, if the broker acknowledged anything.
+    fn suspect(&self) -> Option<i64> {
+        if self.acks == 0 {
+            return None;
+        }
+        self.written
+            .iter()
+            .find(|r| self.owed.contains_key(r))
+            .copied()
     }
 }

@@ -1,46 +1,157 @@
 //! The cloud topic contract, pure: topic names, the event envelope, and command parsing.
 //!
 //! ```text
-//! clinic/{facility}/events/{kind}      gateway → cloud, QoS 1, JSON envelope
-//! clinic/{facility}/status             gateway → cloud, retained "online" / "offline" (last will)
-//! clinic/{facility}/commands/{name}    cloud → gateway, QoS 1, JSON {"request_id", ...}
-//! clinic/{facility}/replies/{name}     gateway → cloud, QoS 1, JSON {"request_id", "ok", ...}
+//! contract 1                          contract 2
+//! clinic/{f}/events/{kind}            clinic/v2/{f}/events/{kind, '.' → '/'}   gateway → cloud, QoS 1, JSON envelope
+//! clinic/{f}/status                   clinic/v2/{f}/status                      gateway → cloud, retained "online" / "offline"
+//! clinic/{f}/commands/{name}          clinic/v2/{f}/commands/{name}             cloud → gateway, QoS 1, JSON {"request_id", ...}
+//! clinic/{f}/replies/{name}           clinic/v2/{f}/replies/{name}              gateway → cloud, QoS 1, JSON {"request_id", "ok", ...}
 //! ```
+//!
+//! Contract 2 exists because NATS (and any broker mapping topic levels onto dotted subjects)
+//! refuses '.' in a topic: a kind's dots become levels there. The envelope is the same in both,
+//! its `kind` keeping the dots.
 
 use crate::journal::OutboxRow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Topic names of one facility.
+/// A version of the topic contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// `clinic/{f}/...`, the kind as it is (dots and all).
+    V1,
+    /// `clinic/v2/{f}/...`, every '.' of the kind a topic level of its own.
+    V2,
+}
+
+impl Contract {
+    fn prefix(self, facility: &str) -> String {
+        match self {
+            Contract::V1 => format!("clinic/{facility}"),
+            Contract::V2 => format!("clinic/v2/{facility}"),
+        }
+    }
+}
+
+/// Topic names of one facility, under the contract served and, during a migration, contract 1
+/// beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    prefix: String,
+    /// The contracts served, the configured one first (its status topic carries the last will).
+    served: Vec<(Contract, String)>,
 }
 
 impl Topics {
-    pub fn new(facility: &str) -> Self {
-        Topics {
-            prefix: format!("clinic/{facility}"),
+    /// `contract` is 1 or 2 (validated config); `serve_contract_1` adds contract 1 beside 2.
+    pub fn new(facility: &str, contract: u8, serve_contract_1: bool) -> Self {
+        let main = if contract == 2 {
+            Contract::V2
+        } else {
+            Contract::V1
+        };
+        let mut served = vec![(main, main.prefix(facility))];
+        if main == Contract::V2 && serve_contract_1 {
+            served.push((Contract::V1, Contract::V1.prefix(facility)));
+        }
+        Topics { served }
+    }
+    /// The topics an event of `kind` is published under, one per contract served.
+    pub fn events(&self, kind: &str) -> Vec<String> {
+        self.served
+            .iter()
+            .map(|(contract, prefix)| match contract {
+                Contract::V1 => format!("{prefix}/events/{kind}"),
+                Contract::V2 => format!("{prefix}/events/{}", kind.replace('.', "/")),
+            })
+            .collect()
+    }
+    /// The status topic of the configured contract: the one the last will goes to.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.served[0].1)
+    }
+    /// Every status topic served.
+    pub fn statuses(&self) -> Vec<String> {
+        self.served
+            .iter()
+            .map(|(_, prefix)| format!("{prefix}/status"))
+            .collect()
+    }
+    /// The command filters to subscribe to.
+    pub fn commands(&self) -> Vec<String> {
+        self.served
+            .iter()
+            .map(|(_, prefix)| format!("{prefix}/commands/+"))
+            .collect()
+    }
+    /// The reply topic for a command received under `contract`.
+    pub fn reply(&self, contract: Contract, name: &str) -> String {
+        let prefix = self
+            .served
+            .iter()
+            .find(|(c, _)| *c == contract)
+            .map_or(&self.served[0].1, |(_, p)| p);
+        format!("{prefix}/replies/{name}")
+    }
+    /// The command name of a topic under `commands/`, with the contract it came under.
+    pub fn command_name<'t>(&self, topic: &'t str) -> Option<(Contract, &'t str)> {
+        self.served.iter().find_map(|(contract, prefix)| {
+            let name = topic
+                .strip_prefix(prefix.as_str())?
+                .strip_prefix("/commands/")?;
+            Some((*contract, name))
+        })
+    }
+}
+
+/// Recognises a poison message: a row whose publish makes the broker close the connection,
+/// every time it is sent.
+///
+/// A broker gives no reason on the wire for such a close under MQTT 3.1.1 (NATS refusing a
+/// topic, a broker's own size or ACL limit), and a broker that is merely restarting closes
+/// connections too. A drop therefore counts against a row only when the relay saw it as the
+/// *suspect*: the broker had acknowledged something on that connection (so it was working),
+/// and the row was the oldest publish written and not yet acknowledged when the connection
+/// dropped. A row's count is forgotten once the broker acknowledges it. An innocent row caught
+/// by a restart is suspect once, then acknowledged on the next connection; to reach the limit a
+/// row must be the one the connection dies on, connection after connection. Counts are kept
+/// per row, not only for the last suspect, because two poison rows of different keys take
+/// turns at the head of the backlog while each waits for its retry.
+#[derive(Debug, Default)]
+pub struct PoisonWatch {
+    counts: std::collections::HashMap<i64, u32>,
+}
+
+/// Rows counted at most; beyond it the counts start afresh (only rows replayed or
+/// dead-lettered elsewhere in between are never acknowledged, so this is far off).
+const SUSPECTS_KEPT: usize = 1024;
+
+impl PoisonWatch {
+    /// A drop with `row` as its suspect; how many drops it was suspect of, this one included.
+    pub fn dropped_after(&mut self, row: i64) -> u32 {
+        if self.counts.len() >= SUSPECTS_KEPT && !self.counts.contains_key(&row) {
+            self.counts.clear();
+        }
+        let n = self.counts.entry(row).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// These rows were acknowledged, or dealt with: their counts are dropped.
+    pub fn forget(&mut self, rows: &[i64]) {
+        if !self.counts.is_empty() {
+            for row in rows {
+                self.counts.remove(row);
+            }
         }
     }
-    pub fn event(&self, kind: &str) -> String {
-        format!("{}/events/{kind}", self.prefix)
-    }
-    pub fn status(&self) -> String {
-        format!("{}/status", self.prefix)
-    }
-    pub fn commands(&self) -> String {
-        format!("{}/commands/+", self.prefix)
-    }
-    pub fn reply(&self, name: &str) -> String {
-        format!("{}/replies/{name}", self.prefix)
-    }
-    /// The command name of a topic under `commands/`, if it is one.
-    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        topic
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix("/commands/")
-    }
+}
+
+/// The dead letter reason of a poison message, from the last error seen.
+pub fn poison_reason(times: u32, last_error: &str) -> String {
+    format!(
+        "the broker closed the connection after this publish {times} times (last: {last_error})"
+    )
 }
 
 #[derive(Serialize)]
@@ -435,17 +546,82 @@ mod tests {
     }
 
     #[test]
+    fn drops_add_up_per_row_until_it_is_acknowledged() {
+        let mut w = PoisonWatch::default();
+        assert_eq!(w.dropped_after(7), 1);
+        assert_eq!(w.dropped_after(9), 1);
+        assert_eq!(w.dropped_after(7), 2, "poison rows of two keys take turns");
+        w.forget(&[7]);
+        assert_eq!(w.dropped_after(7), 1, "an acknowledged row starts afresh");
+        assert_eq!(w.dropped_after(9), 2);
+    }
+
+    #[test]
     fn topics_follow_the_contract() {
-        let t = Topics::new("clinic-1");
+        let t = Topics::new("clinic-1", 1, false);
         assert_eq!(
-            t.event("gateway.started"),
-            "clinic/clinic-1/events/gateway.started"
+            t.events("gateway.started"),
+            ["clinic/clinic-1/events/gateway.started"]
         );
         assert_eq!(t.status(), "clinic/clinic-1/status");
+        assert_eq!(t.commands(), ["clinic/clinic-1/commands/+"]);
         assert_eq!(
             t.command_name("clinic/clinic-1/commands/dlq-replay"),
-            Some("dlq-replay")
+            Some((Contract::V1, "dlq-replay"))
         );
         assert_eq!(t.command_name("clinic/other/commands/dlq-replay"), None);
+        assert_eq!(
+            t.command_name("clinic/v2/clinic-1/commands/dlq-replay"),
+            None
+        );
+    }
+
+    #[test]
+    fn contract_2_puts_the_kind_in_levels() {
+        let t = Topics::new("clinic-1", 2, false);
+        assert_eq!(
+            t.events("queue.checked_in"),
+            ["clinic/v2/clinic-1/events/queue/checked_in"]
+        );
+        assert_eq!(t.statuses(), ["clinic/v2/clinic-1/status"]);
+        assert_eq!(
+            t.command_name("clinic/v2/clinic-1/commands/reload-config"),
+            Some((Contract::V2, "reload-config"))
+        );
+        assert_eq!(
+            t.command_name("clinic/clinic-1/commands/reload-config"),
+            None
+        );
+        assert_eq!(
+            t.reply(Contract::V2, "reload-config"),
+            "clinic/v2/clinic-1/replies/reload-config"
+        );
+    }
+
+    #[test]
+    fn the_migration_serves_both_contracts() {
+        let t = Topics::new("clinic-1", 2, true);
+        assert_eq!(
+            t.events("gateway.started"),
+            [
+                "clinic/v2/clinic-1/events/gateway/started",
+                "clinic/clinic-1/events/gateway.started"
+            ]
+        );
+        assert_eq!(t.status(), "clinic/v2/clinic-1/status");
+        assert_eq!(
+            t.commands(),
+            [
+                "clinic/v2/clinic-1/commands/+",
+                "clinic/clinic-1/commands/+"
+            ]
+        );
+        let (contract, name) = t
+            .command_name("clinic/clinic-1/commands/dlq-replay")
+            .expect("a contract 1 command");
+        assert_eq!(
+            t.reply(contract, name),
+            "clinic/clinic-1/replies/dlq-replay"
+        );
     }
 }

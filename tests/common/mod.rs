@@ -1,4 +1,4 @@
-//! Test peers on loopback: a real Mosquitto broker, a `mosquitto_sub` consumer, socat pty
+//! Test peers on loopback: a real Mosquitto broker (NATS in `nats.rs`), a `mosquitto_sub` consumer, socat pty
 //! pairs, the Python peer scripts of `tests/peers` (started here, waited on until ready, in the
 //! submodules), and the gateway binary itself. Each is killed when dropped. A peer that cannot
 //! start fails the test.
@@ -9,6 +9,7 @@ pub mod fhir_server;
 pub mod hl7_peer;
 pub mod https;
 pub mod modbus_sim;
+pub mod nats;
 pub mod oidc_provider;
 pub mod printer;
 pub mod rabbit;
