@@ -401,15 +401,21 @@ impl Link {
     /// Publishes claimed rows in their order; an oversized one is dead-lettered instead.
     async fn publish_rows(&self, s: &mut Session, rows: Vec<OutboxRow>) -> Result<(), String> {
         for row in rows {
-            let payload = protocol::envelope(&self.spawn.facility, &row);
+            let mut payload = protocol::envelope(&self.spawn.facility, &row);
             if payload.len() > self.spawn.config.max_message_bytes {
                 self.refuse_oversized(row.id, payload.len()).await;
                 continue;
             }
             // Under a migration the row goes out under both contracts' topics, and is delivered
-            // once both were acknowledged.
-            for topic in self.topics.events(&row.kind) {
-                s.publish(topic, false, payload.clone(), Some(row.id))?;
+            // once both were acknowledged; the last topic takes the payload itself.
+            let mut topics = self.topics.events(&row.kind);
+            while let Some(topic) = topics.pop() {
+                let body = if topics.is_empty() {
+                    std::mem::take(&mut payload)
+                } else {
+                    payload.clone()
+                };
+                s.publish(topic, false, body, Some(row.id))?;
             }
         }
         Ok(())
