@@ -10,15 +10,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 
-use clinic_gateway::journal::{self, JournalWriter, NewItem, OpenOptions, Settings, Store};
+use clinic_gateway::journal::{self, JournalWriter, OpenOptions, Store};
 use clinic_gateway::metrics::METRICS;
 use clinic_gateway::relay::RelaySpawn;
 use clinic_gateway::relay::config::RelayConfig;
 use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConfig};
 use common::nats::Nats;
 use common::rabbit::Rabbit;
-use std::collections::BTreeMap;
+use shared::{item, settings};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -69,33 +70,6 @@ fn nats(dir: &Path) -> Target {
         port: server.port,
         login: None,
         _peer: Box::new(server),
-    }
-}
-
-fn item(i: usize) -> NewItem {
-    NewItem {
-        source: "bench".into(),
-        source_id: Some(format!("{i:012}")),
-        kind: "bench.event".into(),
-        key: format!("patient-{}", i % 64),
-        schema: "bench.event@1".into(),
-        payload: format!(
-            r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#
-        )
-        .into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: vec!["cloud".into()],
-    }
-}
-
-fn settings() -> Settings {
-    Settings {
-        max_bytes: 64 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 4096,
-        policies: BTreeMap::new(),
-        extensions: Default::default(),
     }
 }
 

@@ -4,40 +4,15 @@
 //!
 //! `cargo bench --bench spine`; `BENCH_ONLY` picks `append` or `daemon`.
 
-use clinic_gateway::journal::{self, Append, JournalWriter, NewItem, OpenOptions, Settings, Store};
-use std::collections::BTreeMap;
+mod shared;
+
+use clinic_gateway::journal::{self, Append, JournalWriter, NewItem, OpenOptions, Store};
+use shared::{item, settings};
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn item(i: usize) -> NewItem {
-    NewItem {
-        source: "bench".into(),
-        source_id: Some(format!("{i:012}")),
-        kind: "bench.event".into(),
-        key: format!("patient-{}", i % 64),
-        schema: "bench.event@1".into(),
-        payload: format!(
-            r#"{{"n":{i},"ticket":"A{i}","queue":"general","room":"12b","wait_min":14}}"#
-        )
-        .into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: vec!["cloud".into()],
-    }
-}
-
-fn settings() -> Settings {
-    Settings {
-        max_bytes: 64 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 4096,
-        policies: BTreeMap::new(),
-        extensions: Default::default(),
-    }
-}
 
 fn open(path: &Path) -> Store {
     Store::open(
