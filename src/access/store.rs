@@ -105,14 +105,13 @@ CREATE INDEX access_key_certificate ON access_key(certificate);
     legacy: &[],
 };
 
+/// A text column this domain cannot read back; `what` says what it held.
+fn unreadable(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+}
+
 fn role_of(column: usize, text: String) -> rusqlite::Result<Role> {
-    Role::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown role {text:?}").into(),
-        )
-    })
+    Role::parse(&text).ok_or_else(|| unreadable(column, format!("unknown role {text:?}")))
 }
 
 /// Adds an enabled account; a name already taken is refused.
@@ -364,13 +363,7 @@ pub fn end_session(tx: &mut Tx<'_>, id_hash: &[u8]) -> Result<Option<String>, Jo
 }
 
 fn scope_of(column: usize, text: String) -> rusqlite::Result<Scope> {
-    Scope::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown scope {text:?}").into(),
-        )
-    })
+    Scope::parse(&text).ok_or_else(|| unreadable(column, format!("unknown scope {text:?}")))
 }
 
 /// Adds a key; a name used before, by a revoked key too, is refused.
@@ -482,13 +475,7 @@ pub fn revoke_key(tx: &mut Tx<'_>, name: &str, now: i64) -> Result<String, Journ
 }
 
 fn scopes_of(column: usize, text: String) -> rusqlite::Result<Scopes> {
-    Scopes::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Text,
-            format!("unknown SMART scopes {text:?}").into(),
-        )
-    })
+    Scopes::parse(&text).ok_or_else(|| unreadable(column, format!("unknown SMART scopes {text:?}")))
 }
 
 /// Adds a client; a name used before, by a revoked client too, is refused.
@@ -552,13 +539,8 @@ pub fn client(tx: &mut Tx<'_>, name: &str) -> Result<Option<StoredClient>, Journ
         )?
         .query_row([name], |r| {
             let kind: String = r.get(1)?;
-            let key = ClientKey::from_stored(&kind, r.get(2)?).ok_or_else(|| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Text,
-                    format!("unknown key kind {kind:?}").into(),
-                )
-            })?;
+            let key = ClientKey::from_stored(&kind, r.get(2)?)
+                .ok_or_else(|| unreadable(1, format!("unknown key kind {kind:?}")))?;
             Ok(StoredClient {
                 name: r.get(0)?,
                 key,
