@@ -8,10 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-/// How long every posted event may take to reach the consumer.
-const ARRIVAL: Duration = Duration::from_secs(90);
-/// How long a command's reply may take.
-const REPLY: Duration = Duration::from_secs(20);
+fn event(i: usize, key: &str) -> Value {
+    json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": "test.seq", "key": key, "payload": { "n": i } })
+}
+
+fn n_of(e: &Value) -> Option<u64> {
+    e["payload"]["n"].as_u64()
+}
 
 fn relay_state(gw: &Gateway) -> (String, String) {
     let actors = gw.get_json("/api/v1/actors");
@@ -25,6 +28,19 @@ fn relay_state(gw: &Gateway) -> (String, String) {
     (
         relay["state"].as_str().unwrap_or("").into(),
         relay["last_error"].as_str().unwrap_or("").into(),
+    )
+}
+
+/// Waits until the consumer has seen every `n` in `expected`.
+fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
+    wait_for(
+        "every event at the consumer",
+        Duration::from_secs(90),
+        || {
+            let events = consumer.events();
+            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
+            expected.is_subset(&seen).then_some(events)
+        },
     )
 }
 
@@ -48,6 +64,18 @@ fn publish(broker: &Broker, topic: &str, payload: &str) {
     assert!(ok);
 }
 
+fn wait_reply(consumer: &Consumer, request_id: Option<&str>, nth: usize) -> Value {
+    wait_for("a command reply", Duration::from_secs(20), || {
+        consumer
+            .snapshot()
+            .iter()
+            .filter(|m| m.topic.contains("/replies/"))
+            .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
+            .filter(|r| r["request_id"].as_str() == request_id)
+            .nth(nth)
+    })
+}
+
 #[test]
 fn relay_drains_in_key_order_after_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -56,7 +84,7 @@ fn relay_drains_in_key_order_after_broker_restart() {
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
         for i in range {
-            let (status, body) = gw.post_event(&numbered_event(i, "test.seq", keys[i % 3]));
+            let (status, body) = gw.post_event(&event(i, keys[i % 3]));
             assert_eq!(status, 202, "{body}");
             posted.insert(i as u64);
         }
@@ -75,7 +103,7 @@ fn relay_drains_in_key_order_after_broker_restart() {
     post_range(400..500);
     broker.restart();
     post_range(500..600);
-    let events = wait_all(&consumer, &posted, ARRIVAL);
+    let events = wait_all(&consumer, &posted);
     for key in keys {
         let mut first_seen = Vec::new();
         let mut seen = BTreeSet::new();
@@ -118,10 +146,7 @@ fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
         std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
-                let (status, body) = post(
-                    &url,
-                    &numbered_event(i, "test.seq", &format!("patient-{}", i % 7)),
-                );
+                let (status, body) = post(&url, &event(i, &format!("patient-{}", i % 7)));
                 if status == 202 {
                     acked
                         .lock()
@@ -144,17 +169,13 @@ fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
     gw.start();
     // A resend of an acknowledged id after the crash is recognised, not processed again.
     let (&last, last_event) = acked.iter().next_back().expect("some acked");
-    let (status, body) = gw.post_event(&numbered_event(
-        last as usize,
-        "test.seq",
-        &format!("patient-{}", last % 7),
-    ));
+    let (status, body) = gw.post_event(&event(last as usize, &format!("patient-{}", last % 7)));
     assert_eq!(status, 202);
     assert_eq!(body["duplicate"], true);
     assert_eq!(body["event_id"].as_str(), Some(last_event.as_str()));
 
     let expected: BTreeSet<u64> = acked.keys().copied().collect();
-    let events = wait_all(&consumer, &expected, ARRIVAL);
+    let events = wait_all(&consumer, &expected);
     let mut ids_per_n: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for e in &events {
         if let Some(n) = n_of(e) {
@@ -190,16 +211,10 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
     );
     let big = json!({ "source": "lab", "id": "big-1", "kind": "test.big", "key": "patient-9", "payload": { "n": 1000, "blob": "x".repeat(2000) } });
     assert_eq!(gw.post_event(&big).0, 202);
-    assert_eq!(
-        gw.post_event(&numbered_event(1, "test.seq", "patient-9")).0,
-        202
-    );
-    assert_eq!(
-        gw.post_event(&numbered_event(2, "test.seq", "patient-8")).0,
-        202
-    );
+    assert_eq!(gw.post_event(&event(1, "patient-9")).0, 202);
+    assert_eq!(gw.post_event(&event(2, "patient-8")).0, 202);
     // The oversized head is dead-lettered at once; its key and the others keep flowing.
-    wait_all(&consumer, &BTreeSet::from([1, 2]), ARRIVAL);
+    wait_all(&consumer, &BTreeSet::from([1, 2]));
     let out = gw.cli(&["dlq", "list", "--json"]);
     assert!(
         out.status.success(),
@@ -225,11 +240,11 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("dlq-replay"),
         r#"{"request_id":"bad-1","destination":"cloud"}"#,
     );
-    let r = wait_reply(&consumer, Some("bad-1"), 0, REPLY).1;
+    let r = wait_reply(&consumer, Some("bad-1"), 0);
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap_or("").contains("\"id\""), "{r}");
     publish(&broker, &topic("reload-config"), "not json");
-    let r = wait_reply(&consumer, None, 0, REPLY).1;
+    let r = wait_reply(&consumer, None, 0);
     assert_eq!(r["ok"], false);
     assert!(
         r["error"].as_str().unwrap_or("").contains("not JSON"),
@@ -246,7 +261,7 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("reload-config"),
         r#"{"request_id":"reload-1"}"#,
     );
-    let r = wait_reply(&consumer, Some("reload-1"), 0, REPLY).1;
+    let r = wait_reply(&consumer, Some("reload-1"), 0);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["applied"], json!(["relay"]));
     wait_for("the new relay", Duration::from_secs(20), || {
@@ -257,10 +272,10 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("dlq-replay"),
         &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
     );
-    let r = wait_reply(&consumer, Some("replay-1"), 0, REPLY).1;
+    let r = wait_reply(&consumer, Some("replay-1"), 0);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["replayed"], 1);
-    wait_all(&consumer, &BTreeSet::from([1000]), ARRIVAL);
+    wait_all(&consumer, &BTreeSet::from([1000]));
 
     let audit = audit_log(&gw);
     for expected in [
@@ -311,21 +326,14 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
     std::fs::create_dir_all(&gdir).expect("mkdir");
     let mut gw = Gateway::new(&gdir, &tls("ca.crt"));
     gw.start();
-    assert_eq!(
-        gw.post_event(&numbered_event(7, "test.seq", "patient-1")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([7]), ARRIVAL);
+    assert_eq!(gw.post_event(&event(7, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([7]));
 
     let bad_dir = dir.path().join("bad");
     std::fs::create_dir_all(&bad_dir).expect("mkdir");
     let mut bad = Gateway::new(&bad_dir, &tls("other-ca.crt"));
     bad.start();
-    assert_eq!(
-        bad.post_event(&numbered_event(8, "test.seq", "patient-1"))
-            .0,
-        202
-    );
+    assert_eq!(bad.post_event(&event(8, "patient-1")).0, 202);
     let error = wait_for(
         "the relay to refuse the broker",
         Duration::from_secs(20),
@@ -343,11 +351,8 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
     let held = bad.get_json("/api/v1/backlog")["destinations"]["cloud"].clone();
     assert!(held["pending"].as_u64() >= Some(1), "{held}");
     assert_eq!(held["dead"], 0, "{held}");
-    assert_eq!(
-        gw.post_event(&numbered_event(9, "test.seq", "patient-1")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([7, 9]), ARRIVAL);
+    assert_eq!(gw.post_event(&event(9, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([7, 9]));
     assert!(
         consumer.events().iter().all(|e| n_of(e) != Some(8)),
         "nothing goes to an untrusted broker"
@@ -361,11 +366,8 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
 fn a_slow_command_does_not_hold_back_the_backlog() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
-    assert_eq!(
-        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    assert_eq!(gw.post_event(&event(0, "patient-0")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([0]));
 
     let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
     publish(
@@ -395,14 +397,10 @@ fn a_slow_command_does_not_hold_back_the_backlog() {
     );
     let backlog: BTreeSet<u64> = (1..=200).collect();
     for &n in &backlog {
-        let (status, body) = gw.post_event(&numbered_event(
-            n as usize,
-            "test.seq",
-            &format!("patient-{}", n % 5),
-        ));
+        let (status, body) = gw.post_event(&event(n as usize, &format!("patient-{}", n % 5)));
         assert_eq!(status, 202, "{body}");
     }
-    wait_all(&consumer, &backlog, ARRIVAL);
+    wait_all(&consumer, &backlog);
     let replies = |c: &Consumer| {
         c.snapshot()
             .into_iter()
@@ -435,10 +433,7 @@ fn the_migration_serves_contract_2_and_contract_1_side_by_side() {
         "clinic/#",
         "contract = 2\nserve_contract_1 = true\n",
     );
-    assert_eq!(
-        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
-        202
-    );
+    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
     let topics = wait_for(
         "the event under both topics",
         Duration::from_secs(20),
