@@ -501,6 +501,24 @@ crate::journal_work!(
     FindBoundKey
 );
 
+/// Requests the CLI also runs on the journal file itself (their `apply` takes the time): the
+/// daemon runs them at the writer's clock.
+macro_rules! applied_now {
+    ($($work:ty),* $(,)?) => {
+        $(
+            impl Work for $work {
+                type Output = ();
+                fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+                    let now = tx.now();
+                    self.apply(tx, now)
+                }
+            }
+        )*
+    };
+}
+
+applied_now!(AddUser, DisableUser, AddKey, RevokeKey);
+
 /// Who made a request, for the audit of what it changes: the logged-in staff member
 /// (`staff:<name>`), the system whose key it carried (`key:<name>`) or the SMART client whose
 /// token it carried (`client:<name>`); none with access off.
@@ -622,14 +640,6 @@ impl AddUser {
     }
 }
 
-impl Work for AddUser {
-    type Output = ();
-    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
-        let now = tx.now();
-        self.apply(tx, now)
-    }
-}
-
 impl Work for ListUsers {
     type Output = Vec<UserSummary>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -643,14 +653,6 @@ impl DisableUser {
         store::disable(tx, &self.name)?;
         let detail = json!({ "user": self.name }).to_string();
         tx.audit(&self.by, "access.user_disabled", &detail, now)
-    }
-}
-
-impl Work for DisableUser {
-    type Output = ();
-    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
-        let now = tx.now();
-        self.apply(tx, now)
     }
 }
 
@@ -790,14 +792,6 @@ impl AddKey {
     }
 }
 
-impl Work for AddKey {
-    type Output = ();
-    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
-        let now = tx.now();
-        self.apply(tx, now)
-    }
-}
-
 impl Work for ListKeys {
     type Output = Vec<KeySummary>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -811,14 +805,6 @@ impl RevokeKey {
         let id = store::revoke_key(tx, &self.name, now)?;
         let detail = json!({ "key": id, "name": self.name }).to_string();
         tx.audit(&self.by, "access.key_revoked", &detail, now)
-    }
-}
-
-impl Work for RevokeKey {
-    type Output = ();
-    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
-        let now = tx.now();
-        self.apply(tx, now)
     }
 }
 
