@@ -21,6 +21,7 @@ command -v make >/dev/null || need+=(make)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The browser test drives Debian's Chromium through its WebDriver (tests/browser.rs).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
@@ -68,4 +69,16 @@ npm_peer() {
 }
 npm_peer fhir "FHIR test server"
 npm_peer oidc "OpenID test provider"
+# The independent X12 parser (linuxforhealth-x12) needs pydantic 1, which other Python tools on
+# the machine may not want: it gets a virtual environment of its own, remade only when
+# tests/peers/x12/requirements.txt changes.
+x12="$(dirname "$0")/../tests/peers/x12"
+want="$(sha256sum "$x12/requirements.txt" | cut -d' ' -f1)"
+if [ ! -f "$x12/.venv/.requirements-sha256" ] || [ "$(cat "$x12/.venv/.requirements-sha256")" != "$want" ]; then
+  echo "test-deps: installing the X12 checker" >&2
+  rm -rf "$x12/.venv"
+  python3 -m venv "$x12/.venv"
+  "$x12/.venv/bin/pip" install -q --disable-pip-version-check -r "$x12/requirements.txt" >&2
+  echo "$want" > "$x12/.venv/.requirements-sha256"
+fi
 echo "test-deps: ok" >&2

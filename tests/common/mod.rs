@@ -14,6 +14,7 @@ pub mod oidc_provider;
 pub mod printer;
 pub mod rabbit;
 pub mod spine;
+pub mod x12;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
