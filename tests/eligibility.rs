@@ -1,7 +1,14 @@
-//! X12 005010X279A1 checked by an independent parser (PyPI `linuxforhealth-x12`): every 270
-//! the gateway writes is valid to it, and the 271s it writes are read as it meant them.
+//! Eligibility: X12 005010X279A1 checked by an independent parser (PyPI `linuxforhealth-x12`),
+//! and the gateway asking a payer's CAQH CORE endpoint (spyne, tests/peers/x12/core_peer.py)
+//! about queue entries, as the front desk does.
 
 mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use clinic_gateway::connectors::practice::eligibility::{self, Inquiry, Member, Status};
 use clinic_gateway::connectors::practice::x12::Envelope;
@@ -106,4 +113,324 @@ fn the_271s_the_independent_library_writes_are_read_as_meant() {
 
     let other = eligibility::read(common::x12::emit_271("active", "T8").as_bytes(), "T9");
     assert!(other.is_err(), "an answer to another inquiry is refused");
+}
+
+/// The payer's CORE endpoint, killed on drop; its stderr tells which 270s it checked.
+struct Payer {
+    port: u16,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Payer {
+    fn start(password: &str) -> Payer {
+        let port = free_port();
+        let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/peers/x12/.venv/bin/python");
+        let mut cmd = std::process::Command::new(python);
+        cmd.arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/x12/core_peer.py"),
+        )
+        .arg(port.to_string())
+        .arg(password);
+        let (child, lines) = start_until_ready(&mut cmd, "the payer's CORE endpoint", "ready");
+        Payer {
+            port,
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the peer to report a line starting with `prefix`; returns it.
+    fn saw(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+                return l.clone();
+            }
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!(
+                    "the payer never reported {prefix:?}; it said {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Payer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gateway(dir: &std::path::Path, payer: &Payer, extra: &str) -> Gateway {
+    std::fs::write(dir.join("payer.secret"), "s3cret\n").expect("password file");
+    let mut gw = Gateway::new(
+        dir,
+        &format!(
+            "[connectors.eligibility]\nurl = \"http://127.0.0.1:{}/\"\nusername = \"clinic\"\n\
+             password_file = \"payer.secret\"\nsender_id = \"CLINIC01\"\nreceiver_id = \"PAYER01\"\n\
+             provider_name = \"MAIN STREET CLINIC\"\nprovider_npi = \"1234567893\"\n\
+             originator = \"9CLINIC001\"\nservice_types = [\"30\", \"98\"]\n{extra}\n\
+             [[connectors.eligibility.payer]]\nname = \"acme\"\npayer_name = \"ACME HEALTH\"\npayer_id = \"60054\"\n\n\
+             [destinations.eligibility]\nbackoff_initial_ms = 200\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+            payer.port
+        ),
+    );
+    gw.start();
+    gw
+}
+
+fn check_in(gw: &Gateway) -> i64 {
+    let (status, body) = post(&gw.url("/api/v1/queues/general/check-in"), &json!({}));
+    assert_eq!(status, 201, "{body}");
+    body["entry"]["id"].as_i64().expect("entry id")
+}
+
+fn ask(gw: &Gateway, entry: i64, member_id: &str) -> (u16, Value) {
+    post(
+        &gw.url(&format!("/api/v1/queue-entries/{entry}/eligibility")),
+        &json!({ "member_id": member_id, "last_name": "DOE", "first_name": "JANE", "birth_date": "1980-01-01" }),
+    )
+}
+
+/// The entry's eligibility once it is no longer `pending` (and, with `cause`, has that cause).
+fn settled(gw: &Gateway, entry: i64, cause: Option<&str>) -> Value {
+    wait_for("the eligibility answer", Duration::from_secs(30), || {
+        let e = gw.get_json(&format!("/api/v1/queue-entries/{entry}/eligibility"));
+        let done = e["status"] != "pending" && cause.is_none_or(|c| e["cause"] == c);
+        done.then_some(e)
+    })
+}
+
+#[test]
+fn the_front_desk_sees_active_coverage_with_the_copay_and_nothing_of_the_member_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let entry = check_in(&gw);
+    let (status, asked) = ask(&gw, entry, "ACTIVE-W123456789");
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["status"], "pending");
+    payer.saw("270 ok ACTIVE-W123456789");
+    let e = settled(&gw, entry, None);
+    assert_eq!(e["status"], "verified", "{e}");
+    assert_eq!(e["copay"], 2500);
+    assert_eq!(e["deductible_remaining"], 25050);
+    assert_eq!(e["plan"], "GOLD PPO");
+
+    let events = wait_for("the eligibility event", Duration::from_secs(10), || {
+        let ev = journal_events(&gw, "eligibility.checked");
+        (!ev.is_empty()).then_some(ev)
+    });
+    assert_eq!(events[0]["status"], "verified");
+    assert_eq!(events[0]["entry"], entry);
+    let leaked = |text: &str| {
+        ["W123456789", "DOE", "JANE", "19800101"]
+            .iter()
+            .any(|p| text.contains(p))
+    };
+    assert!(!leaked(&events[0].to_string()), "{}", events[0]);
+    assert!(!leaked(&e.to_string()), "{e}");
+    assert!(!leaked(&gw.log_text()), "the log names the member");
+}
+
+#[test]
+fn a_rejection_or_inactive_plan_tells_the_front_desk_why_and_an_override_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let wrong_id = check_in(&gw);
+    ask(&gw, wrong_id, "BADID-1");
+    payer.saw("270 ok BADID-1");
+    let e = settled(&gw, wrong_id, None);
+    assert_eq!(
+        (e["status"].as_str(), e["cause"].as_str()),
+        (Some("not_verified"), Some("rejected")),
+        "{e}"
+    );
+    assert_eq!(
+        e["reasons"],
+        json!(["invalid or missing member id (correct and resubmit)"])
+    );
+    assert_eq!(e["retry"], true);
+    let notices = notice_texts(&gw);
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("G-001") && n.contains("invalid or missing member id")),
+        "{notices:?}"
+    );
+
+    let inactive = check_in(&gw);
+    ask(&gw, inactive, "INACTIVE-7");
+    let e = settled(&gw, inactive, None);
+    assert_eq!(
+        (e["status"].as_str(), e["cause"].as_str()),
+        (Some("not_verified"), Some("inactive")),
+        "{e}"
+    );
+
+    let url = gw.url(&format!(
+        "/api/v1/queue-entries/{inactive}/eligibility/override"
+    ));
+    let (status, refused) = post(&url, &json!({ "reason": "ok" }));
+    assert_eq!(
+        status, 409,
+        "an override needs a documented reason: {refused}"
+    );
+    let (status, done) = post(
+        &url,
+        &json!({ "reason": "self-pay agreed at the desk", "by": "maria" }),
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "overridden");
+    assert_eq!(done["override_by"], "api:maria");
+    let audit = audit_log(&gw);
+    assert!(
+        audit
+            .iter()
+            .any(|(action, actor, detail)| action == "eligibility.overridden"
+                && actor == "api:maria"
+                && detail.contains("self-pay agreed")),
+        "{audit:?}"
+    );
+    // The queue is untouched: both patients still wait in arrival order.
+    let (status, called) = post(&gw.url("/api/v1/queues/general/call-next"), &json!({}));
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["entry"]["ticket"], "G-001");
+}
+
+#[test]
+fn a_payer_that_cannot_answer_now_is_asked_again_until_it_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let entry = check_in(&gw);
+    ask(&gw, entry, "DOWNONCE-5");
+    let e = settled(&gw, entry, Some("no_answer"));
+    assert_eq!(
+        e["reasons"],
+        json!(["the payer cannot respond now (resubmission allowed)"])
+    );
+    payer.saw("270 ok DOWNONCE-5");
+    let e = wait_for("the second answer", Duration::from_secs(30), || {
+        let e = gw.get_json(&format!("/api/v1/queue-entries/{entry}/eligibility"));
+        (e["status"] == "verified").then_some(e)
+    });
+    assert_eq!(e["copay"], 2500);
+}
+
+#[test]
+fn slow_unreadable_and_lying_answers_and_a_refused_password_are_told_and_the_queue_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "timeout_ms = 5000");
+    let slow = check_in(&gw);
+    let garbage = check_in(&gw);
+    let liar = check_in(&gw);
+    ask(&gw, slow, "SLOW-1");
+    ask(&gw, garbage, "GARBAGE-1");
+    ask(&gw, liar, "LIAR-1");
+    let e = settled(&gw, slow, Some("no_answer"));
+    assert_eq!(e["reasons"], json!(["the payer did not answer within 5 s"]));
+    let e = settled(&gw, garbage, None);
+    assert_eq!(e["cause"], "unreadable", "{e}");
+    assert!(
+        e["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("does not start with ISA")),
+        "{e}"
+    );
+    let e = settled(&gw, liar, None);
+    assert_eq!(e["cause"], "unreadable", "{e}");
+    assert!(
+        e["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("answers inquiry SOMEONE-ELSE")),
+        "{e}"
+    );
+    // An unreadable answer is a dead letter staff can see and replay; the queue is not held.
+    let dead = gw.get_json("/api/v1/dlq?destination=eligibility");
+    assert_eq!(dead.as_array().map(Vec::len), Some(2), "{dead}");
+    let (status, called) = post(&gw.url("/api/v1/queues/general/call-next"), &json!({}));
+    assert_eq!(status, 200, "{called}");
+    payer.saw("270 ok SLOW-1");
+    drop(gw);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = Payer::start("another-password");
+    let gw = gateway(dir.path(), &wrong, "");
+    let entry = check_in(&gw);
+    ask(&gw, entry, "ACTIVE-2");
+    let e = settled(&gw, entry, None);
+    assert_eq!(e["cause"], "unreadable", "{e}");
+    assert!(
+        e["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("Unauthorized")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_request_without_what_the_payer_needs_or_for_an_unknown_entry_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let entry = check_in(&gw);
+    let url = gw.url(&format!("/api/v1/queue-entries/{entry}/eligibility"));
+    let (status, e) = post(&url, &json!({ "member_id": "X1" }));
+    assert_eq!(status, 409, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"last_name\" is required")),
+        "{e}"
+    );
+    let (status, e) = post(
+        &url,
+        &json!({ "member_id": "X*1", "last_name": "DOE", "first_name": "J", "birth_date": "1980-01-01" }),
+    );
+    assert_eq!(status, 409, "{e}");
+    let (status, e) = post(
+        &url,
+        &json!({ "member_id": "X1", "last_name": "DOE", "first_name": "J", "birth_date": "1980-02-30" }),
+    );
+    assert_eq!(status, 409, "{e}");
+    let (status, e) = post(&url, &json!({ "member_id": "X1", "payer": "nobody" }));
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = ask(&gw, 999, "ACTIVE-1");
+    assert_eq!(status, 404, "{e}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        config_text(
+            dir.path(),
+            free_port(),
+            "[connectors.eligibility]\nurl = \"http://example.com/\"\nusername = \"c\"\npassword_file = \"payer.secret\"\n\
+             sender_id = \"C\"\nreceiver_id = \"P\"\nprovider_name = \"X\"\nprovider_npi = \"1234567890\"\n\
+             originator = \"9CLINIC001\"\n[[connectors.eligibility.payer]]\nname = \"a\"\npayer_name = \"A\"\npayer_id = \"1\"\n",
+        ),
+    )
+    .expect("write");
+    let (code, text) = check_config(&bad);
+    assert_ne!(code, Some(0));
+    assert!(
+        text.contains("connectors.eligibility.url: must be https://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connectors.eligibility.provider_npi: not an NPI"),
+        "{text}"
+    );
 }

@@ -166,6 +166,16 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/api/v1/queues/{}/check-in", Allowed::Group(Queue)),
     ("POST", "/api/v1/queues/{}/call-next", Allowed::Group(Queue)),
     ("POST", "/api/v1/queue-entries/{}/{}", Allowed::Group(Queue)),
+    (
+        "GET",
+        "/api/v1/queue-entries/{}/eligibility",
+        Allowed::Group(Queue),
+    ),
+    (
+        "POST",
+        "/api/v1/queue-entries/{}/eligibility/override",
+        Allowed::Group(Queue),
+    ),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
     ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),

@@ -3,6 +3,7 @@
 use super::fhir::config::FhirConfig;
 use super::hl7v2::config::Hl7Config;
 use super::hl7v2::sender::SenderConfig;
+use super::practice::config::EligibilityConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
 
@@ -19,6 +20,9 @@ pub struct ConnectorsConfig {
     /// The EHR's FHIR R4 REST API (patient lookup, demographic sync).
     #[serde(default)]
     pub fhir: Option<FhirConfig>,
+    /// The payer or clearinghouse answering eligibility inquiries (X12 270/271, CAQH CORE).
+    #[serde(default)]
+    pub eligibility: Option<EligibilityConfig>,
 }
 
 impl ConnectorsConfig {
@@ -34,6 +38,9 @@ impl ConnectorsConfig {
             }
             if let Some(f) = &self.fhir {
                 f.validate(bad);
+            }
+            if let Some(e) = &self.eligibility {
+                e.validate(base, bad);
             }
         })
     }

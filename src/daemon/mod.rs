@@ -263,6 +263,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         access,
         sso,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        eligibility: config.connectors.eligibility.clone(),
     };
     let fingerprint = state.tls_fingerprint.clone();
     let server = web::server(config.web.bind, tls.map(|t| t.config), state)

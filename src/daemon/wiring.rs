@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2};
+use crate::connectors::{fhir, hl7v2, practice};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -23,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 8] {
+pub fn schemas() -> [&'static Schema; 9] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -33,6 +33,7 @@ pub fn schemas() -> [&'static Schema; 8] {
         &crate::access::store::SCHEMA,
         &crate::credentials::store::SCHEMA,
         &crate::suspension::store::SCHEMA,
+        &crate::connectors::practice::store::SCHEMA,
     ]
 }
 
@@ -201,6 +202,15 @@ pub fn connectors(
                 facility: config.gateway.facility_id.clone(),
                 journal: journal.clone(),
                 slot: fhir.clone(),
+            }),
+        ));
+    }
+    if let Some(e) = &config.connectors.eligibility {
+        children.push((
+            practice::NAME.into(),
+            Box::new(practice::EligibilitySpawn {
+                config: e.resolved(|p| config.resolve(p)),
+                journal: journal.clone(),
             }),
         ));
     }

@@ -12,6 +12,7 @@
 mod admin;
 mod bodies;
 pub mod config;
+mod eligibility;
 #[cfg(feature = "fault-hooks")]
 mod faults;
 mod fhir;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub sso: Option<std::sync::Arc<crate::access::oidc::Sso>>,
     /// SHA-256 fingerprint of the certificate served, when the page and API speak HTTPS.
     pub tls_fingerprint: Option<String>,
+    /// The eligibility connector's payers, when one is configured (as at start).
+    pub eligibility: Option<crate::connectors::practice::config::EligibilityConfig>,
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.
@@ -137,6 +140,8 @@ pub fn server(
                 "/api/v1/queues/{queue}/call-next",
                 web::post().to(queue_call_next),
             )
+            // Before the entries' actions, whose `{action}` would take `eligibility`.
+            .configure(eligibility::routes)
             .route(
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),

@@ -34,7 +34,7 @@ pub enum EligibilityError {
 }
 
 /// A member to ask about.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub last_name: String,
     pub first_name: String,

@@ -1,8 +1,604 @@
 //! Practice management: the clinic's PMS and the payers behind it. Eligibility is asked as an
-//! X12 270 and answered by a 271 (`eligibility.rs`, over the codec in `x12.rs`), both pure.
+//! X12 270 and answered by a 271 (`eligibility.rs`, over the codec in `x12.rs`), carried in
+//! the CAQH CORE real-time SOAP envelope (`core.rs`), all three pure. The front desk asks
+//! about a queue entry (`RequestEligibility`): the inquiry, with the member's details, is an
+//! outbox row of destination [`DESTINATION`] committed with the entry's pending status; the
+//! connector (`EligibilitySpawn`) sends it and commits the answer (`RecordAnswer`), a staff
+//! notice when coverage is not verified, and an `eligibility.checked` event with ids only.
 //!
-//! **Invariant:** nothing here opens a socket or SQLite; a 271 that cannot be read is an
-//! error naming the segment, never a panic or a half-read answer.
+//! **Invariant:** the member's id, name and birth date live in the inquiry's outbox row only:
+//! never in the eligibility table, a log line, a notice or a cloud event. A payer that does
+//! not answer leaves the row in the outbox (retried with backoff) and the entry's place in
+//! the queue untouched.
 
+pub mod config;
+pub mod core;
 pub mod eligibility;
+pub mod store;
 pub mod x12;
+
+use crate::journal::{self, Failed, JournalError, JournalWriter, NewItem, OutboxRow, Tx, Work};
+use crate::supervisor::link;
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
+use actix::Addr;
+use config::EligibilityConfig;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use store::{Detail, Eligibility, Status};
+
+/// The supervisor's name of the eligibility connector.
+pub const NAME: &str = "eligibility";
+/// The outbox destination of eligibility inquiries.
+pub const DESTINATION: &str = "eligibility";
+/// Inquiries sent at once.
+const CONCURRENT: usize = 16;
+
+/// The member an inquiry is about, as the card and the EHR give them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberIn {
+    pub member_id: String,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// `YYYY-MM-DD` or `YYYYMMDD`.
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    #[serde(default)]
+    pub gender: Option<String>,
+}
+
+/// Asks the payer about the patient of a queue entry; names and birth date the request lacks
+/// come from the entry's EHR demographics.
+#[derive(Debug)]
+pub struct RequestEligibility {
+    pub entry_id: i64,
+    /// A configured payer's name; the first when none.
+    pub payer: String,
+    pub member: MemberIn,
+    pub by: String,
+}
+
+/// The answer to an inquiry, as the connector read it.
+#[derive(Debug)]
+pub struct RecordAnswer {
+    pub trace: String,
+    pub status: Status,
+    pub detail: Detail,
+}
+
+/// Lets the visit go ahead without verification, audited with who and why.
+#[derive(Debug)]
+pub struct OverrideEligibility {
+    pub entry_id: i64,
+    pub reason: String,
+    pub by: String,
+}
+
+/// The entry's latest inquiry.
+#[derive(Debug)]
+pub struct GetEligibility {
+    pub entry_id: i64,
+}
+
+crate::journal_work!(
+    RequestEligibility,
+    RecordAnswer,
+    OverrideEligibility,
+    GetEligibility
+);
+
+/// What the outbox row carries to the connector.
+#[derive(Debug, Serialize, Deserialize)]
+struct Job {
+    trace: String,
+    entry_id: i64,
+    payer: String,
+    member: eligibility::Member,
+    /// `CCYYMMDD` in the clinic's time zone.
+    service_date: String,
+}
+
+fn refused(msg: impl Into<String>) -> JournalError {
+    JournalError::Rejected(msg.into())
+}
+
+fn member(
+    m: &MemberIn,
+    demographics: Option<&crate::queue::Demographics>,
+) -> Result<eligibility::Member, JournalError> {
+    let from_ehr =
+        |f: fn(&crate::queue::Demographics) -> Option<&String>| demographics.and_then(f).cloned();
+    let last = m
+        .last_name
+        .clone()
+        .or_else(|| from_ehr(|d| d.family.as_ref()));
+    let first = m
+        .first_name
+        .clone()
+        .or_else(|| from_ehr(|d| d.given.as_ref()));
+    let birth = m
+        .birth_date
+        .clone()
+        .or_else(|| from_ehr(|d| d.birth_date.as_ref()));
+    let gender = m.gender.clone().or_else(|| from_ehr(|d| d.gender.as_ref()));
+    let text = |field: &str, v: Option<String>, max: usize| match v {
+        Some(v) if !v.trim().is_empty() && v.len() <= max && config::x12_text(&v) => {
+            Ok(v.trim().to_string())
+        }
+        Some(_) => Err(refused(format!(
+            "\"{field}\": 1 to {max} characters, none of * ~ : ^"
+        ))),
+        None => Err(refused(format!(
+            "\"{field}\" is required: the entry has no EHR demographics to take it from"
+        ))),
+    };
+    let last_name = text("last_name", last, 60)?;
+    let first_name = text("first_name", first, 35)?;
+    let member_id = text("member_id", Some(m.member_id.clone()), 80)?;
+    let birth_date = text("birth_date", birth, 10)?.replace('-', "");
+    if birth_date.len() != 8 || jiff::civil::Date::strptime("%Y%m%d", &birth_date).is_err() {
+        return Err(refused("\"birth_date\": a date, YYYY-MM-DD"));
+    }
+    let gender = match gender.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("f" | "female") => Some("F".to_string()),
+        Some("m" | "male") => Some("M".to_string()),
+        Some("u" | "unknown") => Some("U".to_string()),
+        _ => None,
+    };
+    Ok(eligibility::Member {
+        last_name,
+        first_name,
+        member_id,
+        birth_date,
+        gender,
+    })
+}
+impl Work for RequestEligibility {
+    type Output = Eligibility;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        let now = tx.now();
+        let entry = crate::queue::store::queue_entry(tx, self.entry_id)?;
+        if entry.closed_at.is_some() {
+            return Err(refused(format!("entry {} is closed", entry.id)));
+        }
+        let member = member(&self.member, entry.demographics.as_ref())?;
+        let trace = uuid::Uuid::now_v7().simple().to_string();
+        let job = Job {
+            trace: trace.clone(),
+            entry_id: entry.id,
+            payer: self.payer.clone(),
+            member,
+            service_date: crate::clock::local_day(now).replace('-', ""),
+        };
+        let item = NewItem {
+            source: "practice".into(),
+            source_id: None,
+            kind: "eligibility.inquiry".into(),
+            key: format!("entry:{}", entry.id),
+            schema: "clinic-gateway/eligibility.inquiry@1".into(),
+            payload: journal::to_json(&job)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![DESTINATION.into()],
+        };
+        tx.append(&item, now)?;
+        store::request(tx, entry.id, &self.payer, &trace, &self.by, now)
+    }
+}
+
+impl Work for RecordAnswer {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        let Some((entry_id, before)) =
+            store::answered(tx, &self.trace, self.status, &self.detail, now)?
+        else {
+            return Ok(());
+        };
+        let entry = crate::queue::store::queue_entry(tx, entry_id)?;
+        if self.status == Status::NotVerified && before != Status::NotVerified {
+            let text = format!(
+                "Ticket {} ({}): insurance not verified — {}. Retry with a corrected member id or birth date, another payer, or self-pay; or override with a reason.",
+                entry.ticket,
+                entry.queue,
+                self.detail.reasons.join("; ")
+            );
+            crate::notices::store::notice(tx, "eligibility.not_verified", &text, now)?;
+        }
+        let payload = serde_json::json!({
+            "entry": entry.id,
+            "ticket": entry.ticket,
+            "queue": entry.queue,
+            "status": self.status,
+            "cause": self.detail.cause,
+        });
+        let item = NewItem {
+            source: "practice".into(),
+            source_id: None,
+            kind: "eligibility.checked".into(),
+            key: format!("queue:{}", entry.queue),
+            schema: "clinic-gateway/eligibility.checked@1".into(),
+            payload: journal::to_json(&payload)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        };
+        tx.append(&item, now).map(|_| ())
+    }
+}
+
+impl Work for OverrideEligibility {
+    type Output = Eligibility;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        let now = tx.now();
+        let reason = self.reason.trim();
+        if reason.len() < 5 || reason.len() > 500 || reason.chars().any(char::is_control) {
+            return Err(refused(
+                "\"reason\": 5 to 500 printable characters documenting why",
+            ));
+        }
+        let done =
+            store::override_latest(tx, self.entry_id, reason, &self.by, now)?.ok_or_else(|| {
+                JournalError::NotFound(format!(
+                    "entry {} has no eligibility inquiry",
+                    self.entry_id
+                ))
+            })?;
+        let detail = serde_json::json!({ "entry": self.entry_id, "reason": reason });
+        tx.audit(&self.by, "eligibility.overridden", &detail.to_string(), now)?;
+        Ok(done)
+    }
+}
+
+impl Work for GetEligibility {
+    type Output = Option<Eligibility>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::latest(tx, self.entry_id)
+    }
+}
+
+/// Starts the eligibility connector.
+pub struct EligibilitySpawn {
+    /// With its file paths resolved.
+    pub config: EligibilityConfig,
+    pub journal: Addr<JournalWriter>,
+}
+
+impl Spawn for EligibilitySpawn {
+    fn kind(&self) -> &'static str {
+        "eligibility"
+    }
+
+    fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+        let (config, journal) = (self.config.clone(), self.journal.clone());
+        link::start(name, supervisor, Duration::from_secs(1), move |link| {
+            Box::pin(async move {
+                let client = Client::new(config).map_err(|e| e.to_string())?;
+                client.run(journal, link).await;
+                Ok(())
+            })
+        })
+    }
+}
+
+/// How one inquiry ended, for its outbox row.
+enum Settle {
+    Delivered,
+    /// Kept for another try after the destination's backoff.
+    Retry(String),
+    /// Dead-lettered: sending it again as it is cannot help (staff can replay it).
+    Refused(String),
+}
+
+#[derive(Clone)]
+struct Client {
+    config: std::sync::Arc<EligibilityConfig>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(config: EligibilityConfig) -> Result<Client, String> {
+        // reqwest is built without a default crypto provider: ring is the project's provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .user_agent(concat!("clinic-gateway/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("connectors.eligibility.ca_file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("connectors.eligibility.ca_file {}: {e}", path.display()))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| e.to_string())?;
+        Ok(Client {
+            config: std::sync::Arc::new(config),
+            http,
+        })
+    }
+
+    async fn run(self, journal: Addr<JournalWriter>, mut link: link::LinkCtx) {
+        // Inquiries in flight when an earlier run ended go back in line.
+        journal::put_back_in_flight(
+            &journal,
+            DESTINATION,
+            "the eligibility connector stopped while asking".into(),
+        )
+        .await;
+        link.health.report(HealthState::Healthy, None);
+        let signal = journal::signal(&journal, DESTINATION).await;
+        loop {
+            let claim = journal::Claim {
+                destination: DESTINATION.into(),
+                limit: CONCURRENT,
+            };
+            let rows = match journal::ask(&journal, claim).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim eligibility inquiries");
+                    Vec::new()
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    _ = signal.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = link.shutdown.changed() => return,
+                }
+                continue;
+            }
+            let mut running = tokio::task::JoinSet::new();
+            for row in rows {
+                let (client, journal) = (self.clone(), journal.clone());
+                running.spawn(async move {
+                    let id = row.id;
+                    let settle = client.inquire(&journal, row).await;
+                    (id, settle)
+                });
+            }
+            let mut failures = 0;
+            while let Some(done) = running.join_next().await {
+                let Ok((id, settle)) = done else { continue };
+                if !matches!(settle, Settle::Delivered) {
+                    failures += 1;
+                }
+                settle_row(&journal, id, settle).await;
+            }
+            if failures > 0 {
+                link.health.report(
+                    HealthState::Degraded,
+                    Some(format!("{failures} inquiries not answered")),
+                );
+            } else {
+                link.health.report(HealthState::Healthy, None);
+            }
+        }
+    }
+
+    /// Sends one inquiry and commits what came of it.
+    async fn inquire(&self, journal: &Addr<JournalWriter>, row: OutboxRow) -> Settle {
+        let job: Job = match serde_json::from_slice(&row.payload) {
+            Ok(j) => j,
+            Err(e) => return Settle::Refused(format!("unreadable inquiry: {e}")),
+        };
+        let (status, detail, settle) = match self.ask(&job, &row).await {
+            Ok(answer) => outcome(answer),
+            Err(Trouble::NoAnswer(why)) => (
+                Status::NotVerified,
+                failed("no_answer", why.clone(), true),
+                Settle::Retry(why),
+            ),
+            Err(Trouble::Unreadable(why)) => (
+                Status::NotVerified,
+                failed("unreadable", why.clone(), false),
+                Settle::Refused(why),
+            ),
+        };
+        tracing::info!(entry = job.entry_id, status = ?status, cause = ?detail.cause, "eligibility answered");
+        let record = RecordAnswer {
+            trace: job.trace,
+            status,
+            detail,
+        };
+        match journal::ask(journal, record).await {
+            Ok(()) => settle,
+            Err(e) => Settle::Retry(format!("answer not recorded: {e}")),
+        }
+    }
+
+    async fn ask(&self, job: &Job, row: &OutboxRow) -> Result<eligibility::Answer, Trouble> {
+        let c = &self.config;
+        let payer = c.payer(Some(&job.payer)).ok_or_else(|| {
+            Trouble::Unreadable(format!("payer {:?} is no longer configured", job.payer))
+        })?;
+        let now = jiff::Timestamp::now();
+        let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
+        // ISA13 must differ between interchanges: the row and its attempt make it so.
+        let control = ((row.id.unsigned_abs() * 100 + u64::from(row.attempts % 100)) % 999_999_999
+            + 1) as u32;
+        let env = x12::Envelope {
+            sender: ("ZZ".into(), c.sender_id.clone()),
+            receiver: ("ZZ".into(), c.receiver_id.clone()),
+            application_sender: c.sender_id.clone(),
+            application_receiver: c.receiver_id.clone(),
+            control,
+            date: utc.strftime("%Y%m%d").to_string(),
+            time: utc.strftime("%H%M").to_string(),
+            production: c.production,
+        };
+        let inquiry = eligibility::Inquiry {
+            payer_name: payer.payer_name.clone(),
+            payer_id: payer.payer_id.clone(),
+            provider_name: c.provider_name.clone(),
+            provider_npi: c.provider_npi.clone(),
+            member: job.member.clone(),
+            service_date: job.service_date.clone(),
+            service_types: c.service_types.clone(),
+            trace: job.trace.clone(),
+            originator: c.originator.clone(),
+        };
+        let x12 =
+            eligibility::request(&inquiry, &env).map_err(|e| Trouble::Unreadable(e.to_string()))?;
+        let password = std::fs::read_to_string(&c.password_file)
+            .map_err(|e| Trouble::NoAnswer(format!("connectors.eligibility.password_file: {e}")))?;
+        let payload_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let timestamp = utc.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let body = core::envelope(&core::Request {
+            payload_type: "X12_270_Request_005010X279A1",
+            payload_id: &payload_id,
+            timestamp: &timestamp,
+            sender_id: &c.sender_id,
+            receiver_id: &c.receiver_id,
+            username: &c.username,
+            password: password.trim_end_matches(['\r', '\n']),
+            payload: &x12,
+        });
+        let sent = self
+            .http
+            .post(&c.url)
+            .header(reqwest::header::CONTENT_TYPE, core::CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(a) => a,
+            Err(e) if e.is_timeout() => {
+                return Err(Trouble::NoAnswer(format!(
+                    "the payer did not answer within {} s",
+                    c.timeout_ms / 1000
+                )));
+            }
+            Err(e) => {
+                return Err(Trouble::NoAnswer(format!(
+                    "cannot reach the clearinghouse: {}",
+                    chain(&e)
+                )));
+            }
+        };
+        let code = answer.status();
+        let text = match answer.text().await {
+            Ok(t) => t,
+            Err(e) if e.is_timeout() => {
+                return Err(Trouble::NoAnswer(format!(
+                    "the payer did not answer within {} s",
+                    c.timeout_ms / 1000
+                )));
+            }
+            Err(e) => {
+                return Err(Trouble::NoAnswer(format!(
+                    "the answer broke off: {}",
+                    chain(&e)
+                )));
+            }
+        };
+        let payload = match core::response_payload(&text, &payload_id) {
+            Ok(p) => p,
+            Err(core::CoreError::NotXml(_) | core::CoreError::NotCore)
+                if code.is_server_error() =>
+            {
+                return Err(Trouble::NoAnswer(format!(
+                    "the clearinghouse answered HTTP {code}"
+                )));
+            }
+            Err(e) => return Err(Trouble::Unreadable(e.to_string())),
+        };
+        eligibility::read(payload.as_bytes(), &job.trace)
+            .map_err(|e| Trouble::Unreadable(format!("the 271 could not be read: {e}")))
+    }
+}
+
+/// Why an inquiry has no answer.
+enum Trouble {
+    /// Nothing (or nothing usable yet) came back: asked again after the backoff.
+    NoAnswer(String),
+    /// What came back cannot be used as it is; staff see why and can replay it.
+    Unreadable(String),
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn failed(cause: &str, why: String, retry: bool) -> Detail {
+    Detail {
+        cause: Some(cause.into()),
+        reasons: vec![why],
+        retry,
+        ..Detail::default()
+    }
+}
+
+/// The status, detail and outbox outcome of a 271: a payer that said it cannot answer now
+/// (AAA 42, 80) is asked again; any other rejection waits for the front desk.
+fn outcome(a: eligibility::Answer) -> (Status, Detail, Settle) {
+    match a.status {
+        eligibility::Status::Active => (
+            Status::Verified,
+            Detail {
+                plan: a.plan,
+                copay: a.copay,
+                deductible_remaining: a.deductible_remaining,
+                ..Detail::default()
+            },
+            Settle::Delivered,
+        ),
+        eligibility::Status::Inactive(why) => (
+            Status::NotVerified,
+            failed("inactive", why, false),
+            Settle::Delivered,
+        ),
+        eligibility::Status::Rejected(rejections) => {
+            let later = rejections
+                .iter()
+                .any(|r| matches!(r.code.as_str(), "42" | "80"));
+            let reasons: Vec<String> = rejections
+                .iter()
+                .map(|r| match &r.follow_up {
+                    Some(f) => format!("{} ({f})", r.reason),
+                    None => r.reason.clone(),
+                })
+                .collect();
+            let detail = Detail {
+                cause: Some(if later { "no_answer" } else { "rejected" }.into()),
+                retry: rejections.iter().any(|r| r.retry),
+                reasons: reasons.clone(),
+                ..Detail::default()
+            };
+            let settle = if later {
+                Settle::Retry(reasons.join("; "))
+            } else {
+                Settle::Delivered
+            };
+            (Status::NotVerified, detail, settle)
+        }
+    }
+}
+
+async fn settle_row(journal: &Addr<JournalWriter>, id: i64, settle: Settle) {
+    let failed = |error: String, permanent: bool| Failed {
+        destination: DESTINATION.into(),
+        ids: Some(vec![id]),
+        error,
+        permanent,
+    };
+    let result = match settle {
+        Settle::Delivered => journal::ask(journal, journal::Delivered(vec![id]))
+            .await
+            .map(|_| ()),
+        Settle::Retry(error) => journal::ask(journal, failed(error, false))
+            .await
+            .map(|_| ()),
+        Settle::Refused(error) => journal::ask(journal, failed(error, true)).await.map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::error!(row = id, error = %e, "eligibility inquiry not settled");
+    }
+}

@@ -1,0 +1,215 @@
+//! The eligibility table: one row per inquiry about a queue entry, its status as the front
+//! desk sees it and the payer's answer in words. The member's details travel in the
+//! inquiry's outbox row only; this table keeps no member id, name or birth date.
+
+use crate::journal::{JournalError, Schema, Tx, from_json, to_json};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// The practice connectors' migrations.
+pub const SCHEMA: Schema = Schema {
+    domain: "practice",
+    steps: &[r#"
+CREATE TABLE eligibility (
+    id              INTEGER PRIMARY KEY,
+    entry_id        INTEGER NOT NULL,
+    trace           TEXT    NOT NULL UNIQUE,
+    payer           TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    detail          TEXT    NOT NULL,
+    requested_at    INTEGER NOT NULL,
+    requested_by    TEXT    NOT NULL,
+    answered_at     INTEGER,
+    override_by     TEXT,
+    override_reason TEXT,
+    override_at     INTEGER
+);
+CREATE INDEX eligibility_entry ON eligibility(entry_id, id);
+"#],
+    legacy: &[],
+};
+
+/// Where an entry's insurance stands, as the board shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Asked, no answer yet (or the payer is being asked again).
+    Pending,
+    /// Active coverage.
+    Verified,
+    /// Inactive coverage, a rejection, no answer in time or an answer that could not be read:
+    /// `cause` and `reason` say which.
+    NotVerified,
+    /// Staff let the visit go ahead without verification, with a documented reason.
+    Overridden,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Verified => "verified",
+            Status::NotVerified => "not_verified",
+            Status::Overridden => "overridden",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "verified" => Status::Verified,
+            "not_verified" => Status::NotVerified,
+            "overridden" => Status::Overridden,
+            _ => Status::Pending,
+        }
+    }
+}
+
+/// What the payer's answer said, in the front desk's terms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    /// `inactive`, `rejected`, `no_answer` or `unreadable` when not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Why, in words (the rejection's reason and follow-up, or the error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Whether asking again (corrected, or later) may succeed.
+    #[serde(default)]
+    pub retry: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Cents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copay: Option<i64>,
+    /// Cents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deductible_remaining: Option<i64>,
+}
+
+/// One inquiry as staff see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Eligibility {
+    pub entry_id: i64,
+    pub payer: String,
+    pub status: Status,
+    #[serde(flatten)]
+    pub detail: Detail,
+    pub requested_at: i64,
+    pub requested_by: String,
+    pub answered_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+}
+
+const COLUMNS: &str = "entry_id, payer, status, detail, requested_at, requested_by, answered_at,
+                       override_by, override_reason";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Eligibility> {
+    Ok(Eligibility {
+        entry_id: r.get(0)?,
+        payer: r.get(1)?,
+        status: Status::parse(&r.get::<_, String>(2)?),
+        detail: from_json(3, &r.get::<_, String>(3)?)?,
+        requested_at: r.get(4)?,
+        requested_by: r.get(5)?,
+        answered_at: r.get(6)?,
+        override_by: r.get(7)?,
+        override_reason: r.get(8)?,
+    })
+}
+
+/// Records a new inquiry about `entry_id`, pending, under `trace`.
+pub fn request(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    payer: &str,
+    trace: &str,
+    by: &str,
+    now: i64,
+) -> Result<Eligibility, JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO eligibility (entry_id, trace, payer, status, detail, requested_at, requested_by)
+             VALUES (?1, ?2, ?3, 'pending', '{}', ?4, ?5)",
+        )?
+        .execute(params![entry_id, trace, payer, now, by])?;
+    latest(tx, entry_id)?
+        .ok_or_else(|| JournalError::NotFound(format!("eligibility of {entry_id}")))
+}
+
+/// Records the answer to the inquiry `trace`; returns the entry it was about and its status
+/// before, or None when no such inquiry is waiting (answered before, or overridden meanwhile:
+/// the answer is then kept out).
+pub fn answered(
+    tx: &mut Tx<'_>,
+    trace: &str,
+    status: Status,
+    detail: &Detail,
+    now: i64,
+) -> Result<Option<(i64, Status)>, JournalError> {
+    let waiting: Option<(i64, String)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT entry_id, status FROM eligibility
+              WHERE trace = ?1 AND status IN ('pending', 'not_verified')",
+        )?
+        .query_row([trace], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((entry, before)) = waiting else {
+        return Ok(None);
+    };
+    tx.sql()
+        .prepare_cached(
+            "UPDATE eligibility SET status = ?2, detail = ?3, answered_at = ?4 WHERE trace = ?1",
+        )?
+        .execute(params![trace, status.as_str(), to_json(detail)?, now])?;
+    Ok(Some((entry, Status::parse(&before))))
+}
+
+/// Marks the entry's latest inquiry overridden by `by` for `reason`; None when the entry has
+/// no inquiry.
+pub fn override_latest(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<Option<Eligibility>, JournalError> {
+    let changed = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE eligibility SET status = 'overridden', override_by = ?2, override_reason = ?3,
+                    override_at = ?4
+              WHERE id = (SELECT max(id) FROM eligibility WHERE entry_id = ?1)",
+        )?
+        .execute(params![entry_id, by, reason, now])?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    latest(tx, entry_id)
+}
+
+/// The entry's latest inquiry.
+pub fn latest(tx: &mut Tx<'_>, entry_id: i64) -> Result<Option<Eligibility>, JournalError> {
+    let row = tx
+        .sql()
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM eligibility WHERE entry_id = ?1 ORDER BY id DESC LIMIT 1"
+        ))?
+        .query_row([entry_id], from_row)
+        .optional()?;
+    Ok(row)
+}
+
+/// The latest inquiry of every entry that has one among `entry_ids`, for the board.
+pub fn latest_of(tx: &mut Tx<'_>, entry_ids: &[i64]) -> Result<Vec<Eligibility>, JournalError> {
+    let mut out = Vec::new();
+    for &id in entry_ids {
+        if let Some(e) = latest(tx, id)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,103 @@
+"""A payer's CAQH CORE real-time endpoint for the tests: spyne answering the SOAP 1.2
+COREEnvelopeRealTimeRequest. Every 270 is checked by linuxforhealth-x12 (x12_peer.check270)
+and reported on stderr as `270 ok <member_id>` or `270 refused <error>`; the answer depends on
+the member id's first word (before '-'):
+
+  ACTIVE, INACTIVE, BADID (AAA 72), DOWN (AAA 42: the payer cannot answer now) -> a 271
+  DOWNONCE   AAA 42 the first time, then active
+  SLOW       waits 30 s before answering active (past the gateway's timeout)
+  GARBAGE    a payload that is not X12
+  LIAR       an active 271 for another trace
+  anything else -> active
+
+A wrong WS-Security password is answered with ErrorCode Unauthorized.
+Usage: core_peer.py PORT PASSWORD"""
+
+import sys
+import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
+
+from spyne import Application, ComplexModel, ServiceBase, Unicode, rpc
+from spyne.protocol.soap import Soap12
+from spyne.server.wsgi import WsgiApplication
+
+import x12_peer
+
+NS = "http://www.caqh.org/SOAP/WSDL/CORERule2.2.0.xsd"
+WSSE = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+# The rule's children are unqualified, as clearinghouses send them.
+U = Unicode(sub_ns="")
+FIELDS = ["PayloadType", "ProcessingMode", "PayloadID", "TimeStamp", "SenderID", "ReceiverID",
+          "CORERuleVersion", "Payload"]
+PASSWORD = sys.argv[2]
+seen = {}
+
+
+class COREEnvelopeRealTimeRequest(ComplexModel):
+    __namespace__ = NS
+    _type_info = [(f, U) for f in FIELDS]
+
+
+class COREEnvelopeRealTimeResponse(ComplexModel):
+    __namespace__ = NS
+    _type_info = [(f, U) for f in FIELDS + ["ErrorCode", "ErrorMessage"]]
+
+
+def say(*words):
+    print(*words, file=sys.stderr, flush=True)
+
+
+def answer(req, payload="", code="Success", message="None"):
+    return COREEnvelopeRealTimeResponse(
+        PayloadType="X12_271_Response_005010X279A1", ProcessingMode="RealTime",
+        PayloadID=req.PayloadID, TimeStamp="2026-12-02T09:15:00Z", SenderID=req.ReceiverID,
+        ReceiverID=req.SenderID, CORERuleVersion="2.2.0", Payload=payload, ErrorCode=code,
+        ErrorMessage=message)
+
+
+class Core(ServiceBase):
+    @rpc(COREEnvelopeRealTimeRequest, _returns=COREEnvelopeRealTimeResponse, _body_style="bare",
+         _in_message_name="COREEnvelopeRealTimeRequest",
+         _out_message_name="COREEnvelopeRealTimeResponse",
+         _operation_name="RealTimeTransaction")
+    def RealTimeTransaction(ctx, req):
+        password = ctx.in_document.find(f".//{WSSE}Password")
+        if password is None or password.text != PASSWORD:
+            say("auth refused")
+            return answer(req, code="Unauthorized", message="UsernameToken refused")
+        try:
+            asked = x12_peer.check270(req.Payload)
+        except Exception as error:  # the parser's validation errors, whatever their type
+            say("270 refused", str(error).replace("\n", " "))
+            return answer(req, code="PayloadTypeIncorrect", message="not a valid 270")
+        member, trace = asked["member_id"], asked["trace"]
+        say("270 ok", member)
+        scenario = member.split("-")[0]
+        seen[member] = seen.get(member, 0) + 1
+        if scenario == "SLOW":
+            time.sleep(30)
+        if scenario == "GARBAGE":
+            return answer(req, "this is not X12")
+        if scenario == "LIAR":
+            return answer(req, x12_peer.emit271("active", "SOMEONE-ELSE"))
+        name = {"INACTIVE": "inactive", "BADID": "member_id", "DOWN": "payer_down"}.get(scenario, "active")
+        if scenario == "DOWNONCE":
+            name = "payer_down" if seen[member] == 1 else "active"
+        return answer(req, x12_peer.emit271(name, trace))
+
+
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+app = Application([Core], tns=NS, in_protocol=Soap12(validator="soft"), out_protocol=Soap12())
+server = make_server("127.0.0.1", int(sys.argv[1]), WsgiApplication(app), server_class=Server,
+                     handler_class=Quiet)
+say("ready")
+server.serve_forever()
