@@ -434,3 +434,42 @@ fn a_request_without_what_the_payer_needs_or_for_an_unknown_entry_is_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn a_card_shown_at_check_in_is_asked_about_and_the_patient_is_queued_whatever_it_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let card = json!({ "coverage": { "member_id": "ACTIVE-88", "last_name": "DOE", "first_name": "JANE", "birth_date": "1980-01-01" } });
+    let (status, body) = post(&gw.url("/api/v1/queues/general/check-in"), &card);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["eligibility"]["status"], "pending", "{body}");
+    let entry = body["entry"]["id"].as_i64().expect("entry id");
+    payer.saw("270 ok ACTIVE-88");
+    assert_eq!(settled(&gw, entry, None)["status"], "verified");
+
+    // A card without what the payer needs still queues the patient, and says what is missing.
+    let (status, body) = post(
+        &gw.url("/api/v1/queues/general/check-in"),
+        &json!({ "coverage": { "member_id": "ACTIVE-89" } }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["eligibility"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"last_name\" is required")),
+        "{body}"
+    );
+    assert_eq!(body["entry"]["ticket"], "G-002");
+    let (status, body) = post(
+        &gw.url("/api/v1/queues/general/check-in"),
+        &json!({ "coverage": { "member": "ACTIVE-89" } }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("coverage: unknown field `member`")),
+        "{body}"
+    );
+}

@@ -68,7 +68,7 @@ fn answer(e: &JsonPayloadError) -> (HttpResponse, &'static str) {
 /// serde's message without its position and without the value it found (`invalid type: string
 /// "Jane Doe", expected u32` becomes `invalid type: string, expected u32`): what is wrong, and
 /// the field it names, but nothing the body held.
-fn unquoted(message: &str) -> String {
+pub(super) fn unquoted(message: &str) -> String {
     let message = message.rsplit_once(" at line ").map_or(message, |(m, _)| m);
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(rest) = message.strip_prefix(prefix)

@@ -1,11 +1,13 @@
 //! `/api/v1/queue-entries/{id}/eligibility`: the front desk asks the payer about an entry's
 //! insurance, sees where it stands, and overrides it with a documented reason.
 
+use super::bodies::unquoted;
 use super::{AppState, journal_error, staff_or};
 use crate::connectors::practice::{
     GetEligibility, MemberIn, OverrideEligibility, RequestEligibility,
 };
 use crate::journal;
+use crate::queue::CheckIn;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -22,14 +24,81 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// A check-in's body: the queue's [`CheckIn`] and the insurance card shown with it
+/// (`"coverage"`), which the eligibility connector takes and the queue never keeps. Read by
+/// hand so that a bad field is refused like any body: placed, never quoted.
+pub(super) struct CheckInBody {
+    pub check_in: CheckIn,
+    pub coverage: Option<AskBody>,
+}
+
+impl<'de> Deserialize<'de> for CheckInBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let coverage = map
+            .remove("coverage")
+            .map(AskBody::deserialize)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("coverage: {}", unquoted(&e.to_string()))))?;
+        let check_in = CheckIn::deserialize(serde_json::Value::Object(map))
+            .map_err(|e| D::Error::custom(unquoted(&e.to_string())))?;
+        Ok(CheckInBody { check_in, coverage })
+    }
+}
+
+/// Asks about a new entry's coverage; what the front desk sees of it (the pending inquiry, or
+/// why none could be asked) goes in the check-in's answer.
+pub(super) async fn ask_at_check_in(
+    s: &AppState,
+    entry_id: i64,
+    body: AskBody,
+) -> serde_json::Value {
+    let Some(config) = s.eligibility.as_ref() else {
+        return json!({ "error": "\"coverage\": no eligibility connector is configured" });
+    };
+    let Some(payer) = config.payer(body.payer.as_deref()) else {
+        return json!({ "error": "\"coverage.payer\": not a configured payer" });
+    };
+    let ask = RequestEligibility {
+        entry_id,
+        payer: payer.name.clone(),
+        member: body.member(),
+        by: "check-in".into(),
+    };
+    match journal::ask(&s.journal, ask).await {
+        Ok(e) => json!(e),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AskBody {
+pub(super) struct AskBody {
     /// A configured payer's name; the first configured when absent.
     #[serde(default)]
     payer: Option<String>,
-    #[serde(flatten)]
-    member: MemberIn,
+    member_id: String,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    birth_date: Option<String>,
+    #[serde(default)]
+    gender: Option<String>,
+}
+
+impl AskBody {
+    fn member(self) -> MemberIn {
+        MemberIn {
+            member_id: self.member_id,
+            last_name: self.last_name,
+            first_name: self.first_name,
+            birth_date: self.birth_date,
+            gender: self.gender,
+        }
+    }
 }
 
 async fn request(
@@ -51,7 +120,7 @@ async fn request(
     let ask = RequestEligibility {
         entry_id: path.into_inner(),
         payer: payer.name.clone(),
-        member: body.member,
+        member: body.member(),
         by: staff_or(&req, None),
     };
     match journal::ask(&s.journal, ask).await {

@@ -469,13 +469,16 @@ fn bad_queue(name: &str) -> Option<HttpResponse> {
 async fn queue_check_in(
     s: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<queue::CheckIn>,
+    body: web::Json<eligibility::CheckInBody>,
 ) -> HttpResponse {
     let name = path.into_inner();
     if let Some(r) = bad_queue(&name) {
         return r;
     }
-    let mut check_in = body.into_inner();
+    let eligibility::CheckInBody {
+        mut check_in,
+        coverage,
+    } = body.into_inner();
     if let Err(msg) = check_in.validate() {
         return HttpResponse::BadRequest().json(json!({ "error": msg }));
     }
@@ -506,12 +509,21 @@ async fn queue_check_in(
     )
     .await
     {
-        Ok((entry, duplicate)) => HttpResponse::Created().json(json!({
-            "entry": entry,
-            "duplicate": duplicate,
-            // A repeated request printed nothing new.
-            "printer": if duplicate { None } else { printer },
-        })),
+        Ok((entry, duplicate)) => {
+            // Asked after the check-in committed: the patient is queued whatever the payer's
+            // connector says, and a repeated request asks nothing again.
+            let eligibility = match coverage {
+                Some(c) if !duplicate => Some(eligibility::ask_at_check_in(&s, entry.id, c).await),
+                _ => None,
+            };
+            HttpResponse::Created().json(json!({
+                "entry": entry,
+                "duplicate": duplicate,
+                // A repeated request printed nothing new.
+                "printer": if duplicate { None } else { printer },
+                "eligibility": eligibility,
+            }))
+        }
         Err(e) => journal_error(e),
     }
 }
