@@ -121,6 +121,10 @@ fn drain(store: Store, target: &Target, total: usize) -> f64 {
         contract: 2,
         serve_contract_1: false,
         poison_after: 3,
+        protocol: Default::default(),
+        message_expiry_secs: None,
+        message_expiry_by_kind: Default::default(),
+        session_expiry_secs: 0,
     };
     let password = target.login.as_ref().map(|(_, password)| password.clone());
     actix::System::new().block_on(async move {

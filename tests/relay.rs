@@ -78,8 +78,20 @@ fn wait_reply(consumer: &Consumer, request_id: Option<&str>, nth: usize) -> Valu
 
 #[test]
 fn relay_drains_in_key_order_after_broker_restart() {
+    drains_in_key_order_after_broker_restart("");
+}
+
+#[test]
+fn relay_drains_in_key_order_after_broker_restart_over_mqtt_5() {
+    drains_in_key_order_after_broker_restart("protocol = \"5\"\n");
+}
+
+/// 600 events of three keys, a third of them posted while the broker is down, all arrive in
+/// each key's order; `relay_extra` is added to `[relay]`.
+fn drains_in_key_order_after_broker_restart(relay_extra: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/events/#", "");
+    let (mut broker, consumer, gw) =
+        relayed_gateway(dir.path(), "clinic/test-clinic/events/#", relay_extra);
     let keys = ["patient-1", "patient-2", "patient-3"];
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
@@ -496,4 +508,292 @@ fn the_migration_serves_contract_2_and_contract_1_side_by_side() {
     let backlog = gw.get_json("/api/v1/backlog");
     let dead = &backlog["destinations"]["cloud"]["dead"];
     assert_eq!(dead.as_u64().unwrap_or(0), 0, "{backlog}");
+}
+
+fn publish_v5(broker: &Broker, topic: &str) -> String {
+    let out = Command::new("mosquitto_pub")
+        .args(["-V", "mqttv5", "-d", "-h", "127.0.0.1", "-p"])
+        .arg(broker.port.to_string())
+        .args(["-t", topic, "-m", "probe", "-q", "1"])
+        .output()
+        .expect("mosquitto_pub");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dead_letters(gw: &Gateway) -> Value {
+    let out = gw.cli(&["dlq", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("dlq JSON")
+}
+
+/// MQTT 5: a topic the broker's ACL denies gets PUBACK 0x87. That row alone becomes a dead
+/// letter saying "not authorized", the connection stays up and later events (of its key too)
+/// arrive; once the ACL allows the topic, the replayed row arrives.
+#[test]
+fn a_publish_refused_by_mqtt_5_reason_code_is_dead_lettered_alone_and_replays_once_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acl = dir.path().join("acl");
+    let denied = "topic readwrite #\ntopic deny clinic/test-clinic/events/test.blocked\ntopic deny probe/denied\n";
+    std::fs::write(&acl, denied).expect("acl");
+    // Mosquitto 2.0.11 with `max_queued_messages 0` (unlimited, the test brokers' setting)
+    // closes the connection right after its PUBACK 0x87; with a limit it keeps it.
+    let broker = Broker::start_with(
+        &dir.path().join("broker"),
+        &format!("acl_file {}\nmax_queued_messages 100000\n", acl.display()),
+    );
+    assert!(
+        publish_v5(&broker, "probe/denied").contains("RC:135"),
+        "the ACL denies"
+    );
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!("{}protocol = \"5\"\n", relay_table(&broker)),
+    );
+    gw.start();
+    let blocked = json!({ "source": "lab", "id": "blocked-1", "kind": "test.blocked", "key": "patient-1", "payload": { "n": 1000 } });
+    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    assert_eq!(gw.post_event(&blocked).0, 202);
+    assert_eq!(gw.post_event(&event(2, "patient-1")).0, 202);
+    assert_eq!(gw.post_event(&event(3, "patient-2")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([1, 2, 3]));
+    let dead = wait_for(
+        "the refused row's dead letter",
+        Duration::from_secs(20),
+        || {
+            let dead = dead_letters(&gw);
+            (dead.as_array().map(Vec::len) == Some(1)).then_some(dead)
+        },
+    );
+    assert_eq!(dead[0]["kind"], "test.blocked", "{dead}");
+    let reason = dead[0]["last_error"].as_str().unwrap_or("");
+    assert!(reason.contains("not authorized"), "{reason}");
+    assert!(reason.contains("0x87"), "{reason}");
+    assert_eq!(
+        relay_state(&gw).0,
+        "healthy",
+        "a refusal is not a lost connection"
+    );
+    let connects = ureq::get(&gw.url("/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    assert!(
+        connects.contains("clinic_gateway_relay_connects_total 1\n"),
+        "one connection throughout: {connects}"
+    );
+
+    // The operator fixes the ACL; the broker reads it again on SIGHUP.
+    std::fs::write(&acl, "topic readwrite #\n").expect("acl");
+    broker.reload();
+    wait_for(
+        "the broker to allow the topic",
+        Duration::from_secs(20),
+        || {
+            publish_v5(&broker, "probe/denied")
+                .contains("RC:16")
+                .then_some(())
+        },
+    );
+    let row = dead[0]["id"].as_i64().expect("row id");
+    publish(
+        &broker,
+        "clinic/test-clinic/commands/dlq-replay",
+        &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
+    );
+    let r = wait_reply(&consumer, Some("replay-1"), 0);
+    assert_eq!(r["ok"], true, "{r}");
+    wait_all(&consumer, &BTreeSet::from([1000]));
+    assert_eq!(dead_letters(&gw), json!([]));
+}
+
+/// MQTT 5: each event carries its CloudEvents attributes as user properties beside the
+/// unchanged JSON body, and an event of a kind with a message expiry is not delivered to a
+/// subscriber that was offline longer than that, while one without expiry is.
+#[test]
+fn mqtt_5_events_carry_cloud_event_attributes_and_expire_for_an_offline_subscriber() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let filter = "clinic/v2/test-clinic/events/#";
+    let (broker, consumer, gw) = relayed_gateway(
+        dir.path(),
+        filter,
+        "protocol = \"5\"\ncontract = 2\nmessage_expiry_by_kind = { \"test.short\" = 1 }\n",
+    );
+    let offline = Consumer5::start(broker.port, "offline-v5", filter);
+    let live = Consumer5::start(broker.port, "live-v5", filter);
+    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    let received = wait_for(
+        "the event at the MQTT 5 consumer",
+        Duration::from_secs(20),
+        || {
+            live.snapshot()
+                .into_iter()
+                .find(|m| m.topic.contains("/events/"))
+        },
+    );
+    let envelope: Value =
+        serde_json::from_str(&received.payload).expect("the body is the envelope");
+    assert_eq!(n_of(&envelope), Some(1));
+    let props: BTreeMap<String, String> = received.user_properties.iter().cloned().collect();
+    assert_eq!(
+        props,
+        BTreeMap::from([
+            ("ce_specversion".to_string(), "1.0".to_string()),
+            (
+                "ce_id".to_string(),
+                envelope["id"].as_str().expect("id").to_string()
+            ),
+            ("ce_type".to_string(), "test.seq".to_string()),
+            ("ce_source".to_string(), "test-clinic".to_string()),
+            (
+                "ce_time".to_string(),
+                envelope["occurred_at"].as_str().expect("time").to_string()
+            ),
+        ])
+    );
+    assert_eq!(received.message_expiry, None, "test.seq has no expiry");
+    wait_for(
+        "the offline consumer's copy",
+        Duration::from_secs(20),
+        || {
+            offline
+                .snapshot()
+                .iter()
+                .any(|m| m.topic.contains("/events/"))
+                .then_some(())
+        },
+    );
+    drop(offline);
+
+    // Posted while that subscriber is away: one expiring after a second, one not expiring.
+    let short = json!({ "source": "kiosk-1", "id": "short-1", "kind": "test.short", "key": "patient-1", "payload": { "n": 2 } });
+    assert_eq!(gw.post_event(&short).0, 202);
+    let short_at = wait_for(
+        "the expiring event at the live consumer",
+        Duration::from_secs(20),
+        || {
+            live.snapshot()
+                .into_iter()
+                .find(|m| m.topic.ends_with("/events/test/short"))
+        },
+    );
+    assert_eq!(
+        short_at.message_expiry,
+        Some(1),
+        "sent with its kind's expiry"
+    );
+    let broker_took_it = std::time::Instant::now();
+    // Mosquitto drops a message whose expiry second has passed; the marker goes out after that.
+    wait_for("the expiry to run out", Duration::from_secs(10), || {
+        (broker_took_it.elapsed() > Duration::from_millis(2500)).then_some(())
+    });
+    assert_eq!(gw.post_event(&event(3, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([1, 2, 3]));
+    let back = Consumer5::start(broker.port, "offline-v5", filter);
+    wait_for(
+        "the marker at the returning consumer",
+        Duration::from_secs(20),
+        || {
+            back.snapshot()
+                .iter()
+                .any(|m| m.payload.contains("\"n\":3"))
+                .then_some(())
+        },
+    );
+    assert!(
+        back.snapshot()
+            .iter()
+            .all(|m| !m.topic.ends_with("/events/test/short")),
+        "the expired event was not delivered: {:?}",
+        back.snapshot()
+    );
+}
+
+/// MQTT 5 with `session_expiry_secs`: the broker keeps the relay's command subscription while
+/// the gateway is down, and a command sent meanwhile is carried out and answered after restart.
+#[test]
+fn commands_sent_while_the_gateway_is_down_arrive_after_restart_with_a_session_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, consumer, mut gw) = relayed_gateway(
+        dir.path(),
+        "clinic/test-clinic/#",
+        "protocol = \"5\"\nsession_expiry_secs = 600\n",
+    );
+    // An event through means the relay's session and subscription are in place.
+    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    wait_all(&consumer, &BTreeSet::from([1]));
+    let topic = "clinic/test-clinic/commands/dlq-replay";
+    publish(
+        &broker,
+        topic,
+        r#"{"request_id":"before-1","destination":"cloud","all":true}"#,
+    );
+    assert_eq!(wait_reply(&consumer, Some("before-1"), 0)["ok"], true);
+    gw.signal("TERM");
+    gw.wait(Duration::from_secs(20));
+    publish(
+        &broker,
+        topic,
+        r#"{"request_id":"while-down-1","destination":"cloud","all":true}"#,
+    );
+    gw.start();
+    let r = wait_reply(&consumer, Some("while-down-1"), 0);
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+/// MQTT 5 settings under MQTT 3.1.1, a zero expiry and an unknown protocol are refused at
+/// start-up, each naming its file, line and key.
+#[test]
+fn mqtt_5_settings_are_refused_without_protocol_5() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |relay: &str| {
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            config_text(
+                dir.path(),
+                free_port(),
+                &format!("[relay]\nhost = \"h\"\n{relay}"),
+            ),
+        )
+        .expect("config");
+        let (code, out) = check_config(&path);
+        assert_ne!(code, Some(0), "{out}");
+        (path.display().to_string(), out)
+    };
+    let (file, out) = check("session_expiry_secs = 60\nmessage_expiry_secs = 30\n");
+    assert!(
+        out.contains(&format!(
+            "{file}:12: relay.session_expiry_secs: needs relay.protocol = \"5\""
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{file}:13: relay.message_expiry_secs: needs relay.protocol = \"5\""
+        )),
+        "{out}"
+    );
+    let (file, out) = check("protocol = \"5\"\nmessage_expiry_secs = 0\n");
+    assert!(
+        out.contains(&format!(
+            "{file}:13: relay.message_expiry_secs: must be at least 1"
+        )),
+        "{out}"
+    );
+    let (file, out) = check("protocol = \"4\"\n");
+    assert!(
+        out.contains(&format!("{file}:12: relay.protocol: ")),
+        "{out}"
+    );
+    assert!(
+        out.contains("3.1.1"),
+        "the refusal names the versions: {out}"
+    );
 }

@@ -3,6 +3,7 @@
 pub use crate::settings::TlsConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The prefix of every key this section reports.
@@ -61,6 +62,36 @@ pub struct RelayConfig {
     /// before that row is dead-lettered as a poison message.
     #[serde(default = "default_poison_after")]
     pub poison_after: u32,
+    /// The MQTT version spoken to the broker: `"3.1.1"` (the default; all NATS and RabbitMQ 3.10
+    /// speak) or `"5"` (Mosquitto and others: PUBACK reason codes, message and session expiry,
+    /// CloudEvents attributes as user properties).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// MQTT 5: seconds the broker keeps an event for a subscriber that has not received it yet
+    /// (an offline persistent session), counted from its arrival at the broker; absent, no expiry.
+    #[serde(default)]
+    pub message_expiry_secs: Option<u32>,
+    /// MQTT 5: the expiry of events of a kind, overriding `message_expiry_secs`
+    /// (`{ "device.reading" = 300 }`).
+    #[serde(default)]
+    pub message_expiry_by_kind: BTreeMap<String, u32>,
+    /// MQTT 5: seconds the broker keeps the relay's session after the connection ends: its
+    /// command subscription, and the commands sent to it meanwhile, which arrive when the
+    /// gateway reconnects. 0 (the default) ends the session with the connection.
+    #[serde(default)]
+    pub session_expiry_secs: u32,
+}
+
+/// The MQTT version of the relay's connection.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1: a broker closing the connection is the only refusal it can express.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
 }
 
 fn default_contract() -> u8 {
@@ -105,6 +136,14 @@ impl RelayConfig {
             .collect()
     }
 
+    /// The message expiry of an event of `kind`, in seconds, if one is configured.
+    pub fn message_expiry(&self, kind: &str) -> Option<u32> {
+        self.message_expiry_by_kind
+            .get(kind)
+            .copied()
+            .or(self.message_expiry_secs)
+    }
+
     /// Every problem of `[relay]`; relative paths are resolved against `base`.
     pub fn validate(&self, base: &Path) -> Vec<Problem> {
         let mut problems = settings::collect(|bad| {
@@ -138,6 +177,29 @@ impl RelayConfig {
             }
             if self.poison_after == 0 {
                 bad("relay.poison_after", "must be at least 1".into());
+            }
+            if self.protocol == Protocol::V311 {
+                let only_5 = "needs relay.protocol = \"5\" (MQTT 3.1.1 has no expiry)";
+                if self.message_expiry_secs.is_some() {
+                    bad("relay.message_expiry_secs", only_5.into());
+                }
+                if !self.message_expiry_by_kind.is_empty() {
+                    bad("relay.message_expiry_by_kind", only_5.into());
+                }
+                if self.session_expiry_secs > 0 {
+                    bad("relay.session_expiry_secs", only_5.into());
+                }
+            }
+            if self.message_expiry_secs == Some(0) {
+                bad("relay.message_expiry_secs", "must be at least 1".into());
+            }
+            for (kind, secs) in &self.message_expiry_by_kind {
+                if *secs == 0 {
+                    bad(
+                        &format!("relay.message_expiry_by_kind.{kind}"),
+                        "must be at least 1".into(),
+                    );
+                }
             }
             if self.keep_alive_secs < 5 {
                 bad("relay.keep_alive_secs", "must be at least 5".into());

@@ -14,6 +14,7 @@
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
 pub mod config;
+pub mod mqtt;
 pub mod protocol;
 pub mod tls;
 
@@ -25,9 +26,9 @@ use crate::reload::ReloadConfig;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
-use config::RelayConfig;
+use config::{Protocol, RelayConfig};
+use mqtt::{Connection, Happened};
 use protocol::{Command, Contract, Topics};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,33 +205,27 @@ impl Link {
         }
     }
 
-    fn options(&self, (host, port): &(String, u16)) -> MqttOptions {
+    fn options(&self, (host, port): &(String, u16)) -> mqtt::Options {
         let cfg = &self.spawn.config;
-        let client_id = cfg
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("clinic-gateway-{}", self.spawn.facility));
-        let mut opts = MqttOptions::new(client_id, host.clone(), *port);
-        opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs))
-            .set_clean_session(true)
-            .set_inflight(cfg.inflight_window)
-            // Room for the largest envelope plus the topic and MQTT header.
-            .set_max_packet_size(cfg.max_message_bytes + 4096, cfg.max_message_bytes + 4096)
-            .set_last_will(LastWill::new(
-                self.topics.status(),
-                "offline",
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(tls) = &self.spawn.tls {
-            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
+        let window = cfg.inflight_window;
+        mqtt::Options {
+            protocol: cfg.protocol,
+            client_id: cfg
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("clinic-gateway-{}", self.spawn.facility)),
+            host: host.clone(),
+            port: *port,
+            keep_alive: Duration::from_secs(cfg.keep_alive_secs),
+            inflight: window,
+            // Room for the largest envelope plus the topic, properties and MQTT header.
+            max_packet: cfg.max_message_bytes + 4096,
+            will_topic: self.topics.status(),
+            tls: self.spawn.tls.clone(),
+            credentials: cfg.username.clone().zip(self.spawn.password.clone()),
+            session_expiry_secs: cfg.session_expiry_secs,
+            capacity: usize::from(window) + 64,
         }
-        if let (Some(user), Some(password)) = (&cfg.username, &self.spawn.password) {
-            opts.set_credentials(user.clone(), password.clone());
-        }
-        opts
     }
 
     async fn session(
@@ -251,19 +246,19 @@ impl Link {
             .as_ref()
             .and_then(|t| t.client_cert_file.clone());
         let cert_stamp = cert.as_deref().map(crate::pem::stamp);
-        let (client, mut el) = AsyncClient::new(self.options(broker), window + 64);
-        tokio::select! {
+        let (client, mut el) = mqtt::open(self.options(broker));
+        let resumed = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(15), el.poll()) => match r {
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {}
+                Ok(Ok(Happened::Connected { session_present })) => session_present,
                 Ok(Ok(other)) => return SessionEnd::Lost(format!("unexpected first packet {other:?}")),
-                Ok(Err(e)) => return SessionEnd::Lost(e.to_string()),
+                Ok(Err(e)) => return SessionEnd::Lost(e.error),
                 Err(_) => return SessionEnd::Lost("no CONNACK within 15 s".into()),
             },
             _ = shutdown.changed() => return SessionEnd::Shutdown,
-        }
+        };
         *failures = 0;
         METRICS.relay_connects.add(1);
-        tracing::info!(broker = %broker.0, port = broker.1, "cloud relay connected");
+        tracing::info!(broker = %broker.0, port = broker.1, resumed, "cloud relay connected");
         self.report(HealthState::Healthy, None);
 
         let mut s = Session {
@@ -274,15 +269,18 @@ impl Link {
             written: VecDeque::new(),
             acks: 0,
             acked: Vec::new(),
+            refused: Vec::new(),
         };
         for status in self.topics.statuses() {
             if let Err(e) = s.publish(status, true, b"online".to_vec(), None) {
                 return SessionEnd::Lost(e);
             }
         }
+        // Asked again on a resumed session too: harmless, and the filters may have changed
+        // (a contract migration) since the session began.
         for filter in self.topics.commands() {
-            if let Err(e) = s.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                return SessionEnd::Lost(e.to_string());
+            if let Err(e) = s.client.subscribe(filter) {
+                return SessionEnd::Lost(e);
             }
         }
         let signal = journal::signal(&self.spawn.journal, crate::CLOUD).await;
@@ -335,23 +333,23 @@ impl Link {
                     }
                 }
                 ev = el.poll() => match ev {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if let Some((contract, name)) = self.topics.command_name(&p.topic)
-                            && let Some(busy) = commands.take(contract, name, p.payload.to_vec())
+                    Ok(Happened::Message { topic, payload }) => {
+                        if let Some((contract, name)) = self.topics.command_name(&topic)
+                            && let Some(busy) = commands.take(contract, name, payload)
                             && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
                         {
                             break SessionEnd::Lost(e);
                         }
                     }
-                    Ok(ev) => s.on_event(ev),
+                    Ok(ev) => {
+                        s.on_event(ev);
+                        self.dead_letter_refused(&mut s, poison).await;
+                    }
                     // A broker that stopped answering (no PINGRESP) did not close the connection
                     // on a row: a hang blames no publish.
                     Err(e) => break match s.suspect() {
-                        Some(suspect) if !matches!(
-                            e,
-                            rumqttc::ConnectionError::MqttState(rumqttc::StateError::AwaitPingResp)
-                        ) => SessionEnd::Dropped { error: e.to_string(), suspect },
-                        _ => SessionEnd::Lost(e.to_string()),
+                        Some(suspect) if !e.hang => SessionEnd::Dropped { error: e.error, suspect },
+                        _ => SessionEnd::Lost(e.error),
                     },
                 },
                 Some((contract, name, reply)) = commands.replies.recv() => {
@@ -385,6 +383,7 @@ impl Link {
             SessionEnd::Shutdown => self.close(&mut s, &mut el, commands).await,
             SessionEnd::Lost(_) | SessionEnd::Dropped { .. } => self.settle(&mut s).await,
         }
+        self.dead_letter_refused(&mut s, poison).await;
         end
     }
 
@@ -400,22 +399,27 @@ impl Link {
 
     /// Publishes claimed rows in their order; an oversized one is dead-lettered instead.
     async fn publish_rows(&self, s: &mut Session, rows: Vec<OutboxRow>) -> Result<(), String> {
+        let cfg = &self.spawn.config;
         for row in rows {
             let mut payload = protocol::envelope(&self.spawn.facility, &row);
-            if payload.len() > self.spawn.config.max_message_bytes {
+            if payload.len() > cfg.max_message_bytes {
                 self.refuse_oversized(row.id, payload.len()).await;
                 continue;
             }
+            let properties = (cfg.protocol == Protocol::V5).then(|| mqtt::Properties {
+                expiry_secs: cfg.message_expiry(&row.kind),
+                user: protocol::cloud_event_attributes(&self.spawn.facility, &row),
+            });
             // Under a migration the row goes out under both contracts' topics, and is delivered
             // once both were acknowledged; the last topic takes the payload itself.
             let mut topics = self.topics.events(&row.kind);
             while let Some(topic) = topics.pop() {
-                let body = if topics.is_empty() {
-                    std::mem::take(&mut payload)
+                let (body, props) = if topics.is_empty() {
+                    (std::mem::take(&mut payload), properties.clone())
                 } else {
-                    payload.clone()
+                    (payload.clone(), properties.clone())
                 };
-                s.publish(topic, false, body, Some(row.id))?;
+                s.publish_with(topic, false, body, Some(row.id), props)?;
             }
         }
         Ok(())
@@ -463,6 +467,25 @@ impl Link {
         }
     }
 
+    /// Dead-letters the rows the broker refused with a PUBACK reason code (MQTT 5): sending
+    /// them again would be refused again, and the connection is fine, so the rest of the
+    /// backlog flows on it. Staff replay them once the cause is fixed (an ACL, a quota).
+    async fn dead_letter_refused(&self, s: &mut Session, poison: &mut protocol::PoisonWatch) {
+        for (id, reason) in std::mem::take(&mut s.refused) {
+            tracing::warn!(row = id, %reason, "the broker refused this event; dead-lettered");
+            poison.forget(&[id]);
+            let failed = Failed {
+                destination: crate::CLOUD.into(),
+                ids: Some(vec![id]),
+                error: protocol::refusal_reason(&reason),
+                permanent: true,
+            };
+            if let Err(e) = journal::ask(&self.spawn.journal, failed).await {
+                tracing::error!(error = %e, "cannot dead-letter a refused event");
+            }
+        }
+    }
+
     /// Marks acknowledged rows delivered.
     async fn settle(&self, s: &mut Session) {
         if s.acked.is_empty() {
@@ -479,7 +502,7 @@ impl Link {
     }
 
     /// Clean shutdown: say "offline", wait (bounded) for outstanding PUBACKs, disconnect.
-    async fn close(&self, s: &mut Session, el: &mut EventLoop, commands: &mut Commands) {
+    async fn close(&self, s: &mut Session, el: &mut Connection, commands: &mut Commands) {
         // A command under way may be the one that stops the relay (a reload that replaces it):
         // its reply still goes out, if it comes in time.
         let _ = tokio::time::timeout(Duration::from_millis(1500), async {
@@ -505,10 +528,10 @@ impl Link {
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
         self.settle(s).await;
-        if s.client.try_disconnect().is_ok() {
+        if s.client.disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 while let Ok(ev) = el.poll().await {
-                    if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    if matches!(ev, Happened::Disconnected) {
                         break;
                     }
                 }
@@ -670,7 +693,7 @@ impl Commands {
 
 /// The bookkeeping of one connection.
 struct Session {
-    client: AsyncClient,
+    client: mqtt::Client,
     /// Publishes handed to rumqttc, in order, not yet given a packet id: the outbox row each
     /// carries (`None` for status and replies). rumqttc sends requests in order, so the n-th
     /// `Outgoing::Publish` is the n-th entry here.
@@ -688,6 +711,9 @@ struct Session {
     acks: u64,
     /// Rows PUBACKed, not yet marked delivered.
     acked: Vec<i64>,
+    /// Rows the broker refused (MQTT 5 PUBACK reason codes), with its reason, not yet
+    /// dead-lettered.
+    refused: Vec<(i64, String)>,
 }
 
 impl Session {
@@ -698,9 +724,18 @@ impl Session {
         payload: Vec<u8>,
         row: Option<i64>,
     ) -> Result<(), String> {
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-            .map_err(|e| format!("cannot queue a publish: {e}"))?;
+        self.publish_with(topic, retain, payload, row, None)
+    }
+
+    fn publish_with(
+        &mut self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+        row: Option<i64>,
+        properties: Option<mqtt::Properties>,
+    ) -> Result<(), String> {
+        self.client.publish(topic, retain, payload, properties)?;
         if let Some(row) = row {
             *self.owed.entry(row).or_default() += 1;
         }
@@ -708,9 +743,9 @@ impl Session {
         Ok(())
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: Happened) {
         match ev {
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Happened::Written(pkid) => {
                 if let Some(row) = self.expect.pop_front() {
                     self.in_flight.insert(pkid, row);
                     if let Some(row) = row
@@ -720,13 +755,18 @@ impl Session {
                     }
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => {
+            Happened::Acked { pkid, refused } => {
                 self.acks += 1;
-                if let Some(Some(row)) = self.in_flight.remove(&ack.pkid)
+                if let Some(Some(row)) = self.in_flight.remove(&pkid)
                     && let Some(owed) = self.owed.get_mut(&row)
                 {
                     *owed -= 1;
-                    if *owed == 0 {
+                    if let Some(reason) = refused {
+                        // One refused topic is enough: the row is dead-lettered, and the
+                        // PUBACKs of its other topics (a migration) no longer count.
+                        self.owed.remove(&row);
+                        self.refused.push((row, reason));
+                    } else if *owed == 0 {
                         self.owed.remove(&row);
                         self.acked.push(row);
                     }

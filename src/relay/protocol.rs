@@ -154,6 +154,31 @@ pub fn poison_reason(times: u32, last_error: &str) -> String {
     )
 }
 
+/// The dead letter reason of an event the broker refused with a PUBACK reason code.
+pub fn refusal_reason(reason: &str) -> String {
+    format!("the broker refused this publish: {reason}")
+}
+
+/// The CloudEvents attributes of an event (binary content mode, the MQTT 5 binding's user
+/// properties), taken from the same row as its envelope: `ce_id` the envelope's `id`,
+/// `ce_type` its `kind`, `ce_source` its `facility`, `ce_time` its `occurred_at`.
+pub fn cloud_event_attributes(facility: &str, row: &OutboxRow) -> Vec<(String, String)> {
+    vec![
+        ("ce_specversion".into(), "1.0".into()),
+        ("ce_id".into(), row.event_id.clone()),
+        ("ce_type".into(), row.kind.clone()),
+        ("ce_source".into(), facility.into()),
+        ("ce_time".into(), occurred_at(row)),
+    ]
+}
+
+/// The row's time as the envelope's `occurred_at` (RFC 3339, UTC, milliseconds).
+fn occurred_at(row: &OutboxRow) -> String {
+    let occurred =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.occurred_at.max(0) as u64);
+    humantime::format_rfc3339_millis(occurred).to_string()
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,
@@ -177,14 +202,12 @@ pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
             &quoted
         }
     };
-    let occurred =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.occurred_at.max(0) as u64);
     let env = Envelope {
         id: &row.event_id,
         facility,
         kind: &row.kind,
         key: &row.key,
-        occurred_at: humantime::format_rfc3339_millis(occurred).to_string(),
+        occurred_at: occurred_at(row),
         schema: &row.schema,
         payload,
     };
@@ -543,6 +566,38 @@ mod tests {
                 "payload": {"version": "0.1.0"}
             })
         );
+    }
+
+    #[test]
+    fn cloud_event_attributes_match_the_envelope() {
+        let row = OutboxRow {
+            id: 1,
+            key: "patient-7".into(),
+            attempts: 1,
+            event_id: "0190c7a8-0000-7000-8000-000000000001".into(),
+            kind: "queue.checked_in".into(),
+            schema: "clinic-gateway/queue.checked_in@1".into(),
+            payload: br#"{}"#.to_vec(),
+            occurred_at: 1_700_000_000_123,
+        };
+        let envelope: serde_json::Value =
+            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+        let attributes: std::collections::BTreeMap<String, String> =
+            cloud_event_attributes("clinic-1", &row)
+                .into_iter()
+                .collect();
+        assert_eq!(attributes["ce_specversion"], "1.0");
+        for (attribute, field) in [
+            ("ce_id", "id"),
+            ("ce_type", "kind"),
+            ("ce_source", "facility"),
+            ("ce_time", "occurred_at"),
+        ] {
+            assert_eq!(
+                attributes[attribute],
+                envelope[field].as_str().expect(field)
+            );
+        }
     }
 
     #[test]

@@ -266,6 +266,8 @@ pub struct Broker {
     dir: PathBuf,
     child: Option<Child>,
     tls: Option<(PathBuf, bool)>,
+    /// Further lines of its config (an `acl_file`, ...).
+    extra: String,
 }
 
 impl Broker {
@@ -278,13 +280,23 @@ impl Broker {
         Self::launch(dir, Some((certs.dir.clone(), require_client_cert)))
     }
 
+    /// A plain broker with `extra` lines added to its config.
+    pub fn start_with(dir: &Path, extra: &str) -> Broker {
+        Self::launch_with(dir, None, extra)
+    }
+
     fn launch(dir: &Path, tls: Option<(PathBuf, bool)>) -> Broker {
+        Self::launch_with(dir, tls, "")
+    }
+
+    fn launch_with(dir: &Path, tls: Option<(PathBuf, bool)>, extra: &str) -> Broker {
         std::fs::create_dir_all(dir).expect("the broker's directory");
         let mut b = Broker {
             port: free_port(),
             dir: dir.to_path_buf(),
             child: None,
             tls,
+            extra: extra.to_string(),
         };
         b.restart();
         b
@@ -307,6 +319,7 @@ impl Broker {
                 c = certs.display()
             ));
         }
+        conf.push_str(&self.extra);
         let path = self.dir.join("mosquitto.conf");
         std::fs::write(&path, conf).expect("write mosquitto.conf");
         let child = Command::new("mosquitto")
@@ -321,6 +334,19 @@ impl Broker {
         wait_for("mosquitto to listen", Duration::from_secs(10), || {
             port_open(port).then_some(())
         });
+    }
+
+    /// Asks the broker to read its ACL and password files again (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .arg("-HUP")
+                .arg(c.id().to_string())
+                .status()
+                .expect("kill")
+                .success();
+            assert!(ok, "SIGHUP to mosquitto");
+        }
     }
 
     /// Stops the broker the way an operator would (SIGTERM: it saves its sessions).
@@ -469,6 +495,91 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One message seen by an MQTT 5 consumer, with its properties.
+#[derive(Debug, Clone)]
+pub struct Received5 {
+    pub topic: String,
+    pub payload: String,
+    pub user_properties: Vec<(String, String)>,
+    pub message_expiry: Option<u32>,
+}
+
+/// An MQTT 5 consumer (rumqttc v5) with a persistent session kept an hour by the broker:
+/// dropped, it disconnects and the broker queues what arrives for it; started again with the
+/// same id, it gets what was queued (unless it expired).
+pub struct Consumer5 {
+    client: rumqttc::v5::Client,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub messages: Arc<Mutex<Vec<Received5>>>,
+}
+
+impl Consumer5 {
+    pub fn start(port: u16, id: &str, filter: &str) -> Consumer5 {
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{Client, Event, MqttOptions};
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(3600));
+        let (client, mut connection) = Client::new(options, 100);
+        let probe = format!("probe/{}", free_port());
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .expect("subscribe");
+        client
+            .subscribe(probe.as_str(), QoS::AtLeastOnce)
+            .expect("subscribe");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let thread = std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let props = p.properties.unwrap_or_default();
+                        sink.lock().expect("lock").push(Received5 {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            user_properties: props.user_properties,
+                            message_expiry: props.message_expiry_interval,
+                        });
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        let c = Consumer5 {
+            client,
+            thread: Some(thread),
+            messages,
+        };
+        // Subscribed once its own probe, published after the subscriptions, comes back.
+        c.client
+            .publish(probe.as_str(), QoS::AtLeastOnce, false, "probe")
+            .expect("probe");
+        wait_for(
+            "the MQTT 5 consumer's subscription",
+            Duration::from_secs(10),
+            || c.snapshot().iter().any(|m| m.topic == probe).then_some(()),
+        );
+        c
+    }
+
+    pub fn snapshot(&self) -> Vec<Received5> {
+        self.messages.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Consumer5 {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
