@@ -3,6 +3,7 @@
 use super::fhir::config::FhirConfig;
 use super::hl7v2::config::Hl7Config;
 use super::hl7v2::sender::SenderConfig;
+use super::lab::config::LabConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
 
@@ -19,6 +20,10 @@ pub struct ConnectorsConfig {
     /// The EHR's FHIR R4 REST API (patient lookup, demographic sync).
     #[serde(default)]
     pub fhir: Option<FhirConfig>,
+    /// What laboratory results (ORU^R01 through the MLLP listener) do to the queue; absent:
+    /// results are journaled only.
+    #[serde(default)]
+    pub lab: Option<LabConfig>,
 }
 
 impl ConnectorsConfig {
@@ -34,6 +39,9 @@ impl ConnectorsConfig {
             }
             if let Some(f) = &self.fhir {
                 f.validate(bad);
+            }
+            if let Some(l) = &self.lab {
+                l.validate(bad);
             }
         })
     }

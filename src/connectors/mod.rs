@@ -6,5 +6,6 @@
 pub mod config;
 pub mod fhir;
 pub mod hl7v2;
+pub mod lab;
 
 pub use config::ConnectorsConfig;
