@@ -8,6 +8,7 @@
 //! Start-up and reload share [`load`]; actors only ever receive a validated [`Config`].
 
 use crate::access::config::AccessConfig;
+use crate::alerts::config::AlertsConfig;
 use crate::connectors::config::ConnectorsConfig;
 use crate::devices::bacnet::protocol::ObjectKind;
 use crate::devices::config::DevicesConfig;
@@ -96,6 +97,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// Rooms and the rules joining sensors to building systems (`[facility]`).
     pub facility: FacilityConfig,
+    /// Clinical alerts: the time to acknowledge and the escalation (`[alerts]`).
+    pub alerts: AlertsConfig,
     /// Where the file was read from; relative paths in it are resolved against its folder.
     pub source: PathBuf,
 }
@@ -193,7 +196,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The top-level keys of the file, in the order their sections are read.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "gateway",
     "journal",
     "destinations",
@@ -204,6 +207,7 @@ const SECTIONS: [&str; 10] = [
     "connectors",
     "devices",
     "facility",
+    "alerts",
 ];
 
 /// Parses and validates configuration text that came from `path`.
@@ -238,6 +242,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let connectors = reader.section::<ConnectorsConfig>("connectors");
     let devices = reader.section::<DevicesConfig>("devices");
     let facility = reader.section::<FacilityConfig>("facility");
+    let alerts = reader.section::<AlertsConfig>("alerts");
     reader.unknown_sections();
     let mut problems = reader.problems;
     if let Section::Absent = &gateway {
@@ -279,6 +284,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     if let Some(c) = connectors.checkable() {
         found.extend(c.validate(base));
     }
+    if let Some(a) = alerts.checkable() {
+        found.extend(a.validate());
+    }
     let no_devices = DevicesConfig::default();
     let devices_read = match &devices {
         Section::Absent => Some(&no_devices),
@@ -318,6 +326,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connectors: connectors.accepted().unwrap_or_default(),
         devices: devices.accepted().unwrap_or_default(),
         facility: facility.accepted().unwrap_or_default(),
+        alerts: alerts.accepted().unwrap_or_default(),
         source: path.to_path_buf(),
     })
 }
@@ -646,6 +655,24 @@ mod tests {
     fn check(text: &str) -> Result<Config, Vec<String>> {
         parse(Path::new("t.toml"), text)
             .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn lab_and_alerts_problems_are_named_with_their_lines() {
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[connectors.lab]\n[[connectors.lab.priority]]\nqueue = \"general\"\ncodes = []\npriority = \"urgent\"\n[alerts]\nack_within_s = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:6: connectors.lab.priority[0].codes: at least one non-empty test code",
+                "t.toml:9: alerts.ack_within_s: 1 to 86400 seconds"
+            ]
+        );
+        let ok = check("[gateway]\nfacility_id = \"c\"\n").expect("defaults");
+        assert_eq!(ok.alerts.ack_within_s, 300);
+        assert!(ok.connectors.lab.is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! systems and its upstream services. See ARCHITECTURE.md for the map.
 
 pub mod access;
+pub mod alerts;
 pub mod clock;
 pub mod config;
 pub mod connectors;

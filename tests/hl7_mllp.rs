@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::hl7_peer::{Receiver, a08, hl7_gateway_with, mllp_send};
+use common::hl7_peer::{Receiver, a08, framed, hl7_gateway_with, mllp_send};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -89,15 +89,6 @@ fn resend_after_kill_9_is_answered_without_double_processing() {
     let again = mllp_send(dir.path(), port, A04_V23);
     assert_eq!(first, again);
     assert_eq!(committed(&gw, "V23-1"), 1);
-}
-
-fn framed(text: &str) -> Vec<u8> {
-    [
-        &[0x0b][..],
-        text.replace('\n', "\r").as_bytes(),
-        &[0x1c, 0x0d],
-    ]
-    .concat()
 }
 
 /// Reads MLLP frames from the stream until `n` have arrived.

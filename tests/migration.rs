@@ -200,6 +200,7 @@ async fn a_schema_7_journal_migrates_forward_and_keeps_every_row() {
                 patient_ref: "MRN-3".into(),
                 today: "2026-11-30".into(),
             }],
+            resources: Vec::new(),
         },
     )
     .await

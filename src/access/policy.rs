@@ -187,6 +187,10 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         Allowed::Group(Notices),
     ),
     ("POST", "/notices/acknowledge", Allowed::Group(Notices)),
+    // Clinical alerts go with the notices: clinical staff and admins, never the front desk.
+    ("GET", "/api/v1/alerts", Allowed::Group(Notices)),
+    ("POST", "/api/v1/alerts/{}/ack", Allowed::Group(Notices)),
+    ("POST", "/alerts/ack", Allowed::Group(Notices)),
     ("GET", "/api/v1/fhir/status", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/conflicts", Allowed::Group(Ehr)),
     (

@@ -3,6 +3,7 @@
 use super::fhir::config::FhirConfig;
 use super::hl7v2::config::Hl7Config;
 use super::hl7v2::sender::SenderConfig;
+use super::lab::config::LabConfig;
 use super::practice::config::EligibilityConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
@@ -23,6 +24,10 @@ pub struct ConnectorsConfig {
     /// The payer or clearinghouse answering eligibility inquiries (X12 270/271, CAQH CORE).
     #[serde(default)]
     pub eligibility: Option<EligibilityConfig>,
+    /// What laboratory results (ORU^R01 through the MLLP listener) do to the queue; absent:
+    /// results are journaled only.
+    #[serde(default)]
+    pub lab: Option<LabConfig>,
 }
 
 impl ConnectorsConfig {
@@ -41,6 +46,9 @@ impl ConnectorsConfig {
             }
             if let Some(e) = &self.eligibility {
                 e.validate(base, bad);
+            }
+            if let Some(l) = &self.lab {
+                l.validate(bad);
             }
         })
     }

@@ -117,6 +117,8 @@ impl Gateway {
         // every reload follows any section naming a certificate file.
         let (name, spawn) = wiring::credentials(&new, &self.journal);
         self.supervisor.do_send(StartChild { name, spawn });
+        let (name, spawn) = wiring::alerts(&new, &self.journal);
+        self.supervisor.do_send(StartChild { name, spawn });
         if new.supervisor != old.supervisor {
             needs_restart.push("supervisor");
         }
@@ -231,6 +233,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     let (name, spawn) = wiring::credentials(&config, &journal);
+    supervisor.send(StartChild { name, spawn }).await?;
+    let (name, spawn) = wiring::alerts(&config, &journal);
     supervisor.send(StartChild { name, spawn }).await?;
     let tls = match &config.web.tls {
         Some(tls) => Some(

@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2, practice};
+use crate::connectors::{fhir, hl7v2, lab, practice};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -23,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 9] {
+pub fn schemas() -> [&'static Schema; 11] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -34,6 +34,8 @@ pub fn schemas() -> [&'static Schema; 9] {
         &crate::credentials::store::SCHEMA,
         &crate::suspension::store::SCHEMA,
         &crate::connectors::practice::store::SCHEMA,
+        &crate::connectors::lab::store::SCHEMA,
+        &crate::alerts::store::SCHEMA,
     ]
 }
 
@@ -59,10 +61,15 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
             hooks.push(Arc::new(fhir::registration::Policy::new(facility, r)));
         }
     }
+    let mut inbound: Vec<Arc<dyn crate::queue::Inbound>> = Vec::new();
+    if let Some(l) = &c.connectors.lab {
+        inbound.push(Arc::new(lab::Results { config: l.clone() }));
+    }
     let mut extensions = Extensions::default();
     extensions.insert(crate::queue::Settings {
         zone: zone.clone(),
         hooks,
+        inbound,
     });
     let settings = Settings {
         max_bytes: c.journal.max_bytes,
@@ -215,6 +222,16 @@ pub fn connectors(
         ));
     }
     children
+}
+
+/// The escalation watch of clinical alerts: cheap, and its times are in the journal, so it is
+/// started again on every reload.
+pub fn alerts(config: &Config, journal: &Addr<JournalWriter>) -> Child {
+    let spawn = crate::alerts::EscalateSpawn {
+        config: config.alerts.clone(),
+        journal: journal.clone(),
+    };
+    (crate::alerts::NAME.into(), Box::new(spawn))
 }
 
 /// The credential watcher over every certificate file the configuration names and the EHR's

@@ -14,7 +14,7 @@ pub use requests::{
 };
 pub use schedule::{CheckInWhen, Schedule};
 use serde::{Deserialize, Serialize};
-pub use settings::{Hook, Settings};
+pub use settings::{Hook, Inbound, Settings};
 
 /// How soon a patient must be seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

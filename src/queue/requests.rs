@@ -48,11 +48,14 @@ pub struct QueueList {
 }
 
 /// An item from the EHR with what it does to the queue, committed together; a resend of the
-/// same source id gets the first receipt and changes nothing.
-#[derive(Debug)]
+/// same source id gets the first receipt and changes nothing. `resources` are the FHIR
+/// resources the item carries (mapped from a v2 message, or the polled resource), handed to
+/// the [`Inbound`](super::Inbound) hooks (lab, pharmacy) after the queue's own effects.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EhrInbound {
     pub item: NewItem,
     pub effects: Vec<FromEhr>,
+    pub resources: Vec<serde_json::Value>,
 }
 
 /// Links an entry to what the EHR registered for it: the new Patient's demographics, or the
@@ -128,7 +131,14 @@ impl Work for EhrInbound {
     const LIMITED: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         let now = tx.now();
-        store::ehr_inbound(tx, &self.item, &self.effects, now)
+        let receipt = store::ehr_inbound(tx, &self.item, &self.effects, now)?;
+        if !receipt.duplicate {
+            let hooks = settings(tx).inbound.clone();
+            for hook in hooks {
+                hook.on_inbound(tx, &self.item, &self.resources, now)?;
+            }
+        }
+        Ok(receipt)
     }
 }
 

@@ -3,7 +3,7 @@
 //! transaction.
 
 use super::{Action, CheckIn, Entry};
-use crate::journal::{NewItem, Tx};
+use crate::journal::{JournalError, NewItem, Tx};
 use std::sync::{Arc, LazyLock};
 
 /// What a queue change also commits, decided by another part of the gateway (the HL7 ADT of
@@ -24,6 +24,21 @@ pub trait Hook: Send + Sync {
     }
 }
 
+/// What an item from the EHR (an HL7 message, a polled FHIR resource) does beyond the
+/// queue's own effects, decided by the part that owns its domain (lab results, pharmacy
+/// orders): run in the transaction committing the item, after the queue's effects, and only
+/// for an item not committed before, so a resend changes nothing twice.
+pub trait Inbound: Send + Sync {
+    /// `resources` are the FHIR resources the item carries.
+    fn on_inbound(
+        &self,
+        tx: &mut Tx<'_>,
+        item: &NewItem,
+        resources: &[serde_json::Value],
+        now: i64,
+    ) -> Result<(), JournalError>;
+}
+
 /// The queue's settings on the writer thread (a journal extension, replaced on reload).
 #[derive(Clone)]
 pub struct Settings {
@@ -31,6 +46,8 @@ pub struct Settings {
     /// its midnight.
     pub zone: jiff::tz::TimeZone,
     pub hooks: Vec<Arc<dyn Hook>>,
+    /// What an inbound EHR item does to other domains (see [`Inbound`]).
+    pub inbound: Vec<Arc<dyn Inbound>>,
 }
 
 impl Default for Settings {
@@ -38,6 +55,7 @@ impl Default for Settings {
         Settings {
             zone: jiff::tz::TimeZone::UTC,
             hooks: Vec::new(),
+            inbound: Vec::new(),
         }
     }
 }

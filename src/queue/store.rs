@@ -793,6 +793,56 @@ pub(crate) fn queue_base_priority(
     Ok(())
 }
 
+/// The open entries (waiting, called, in a room) of a patient, named by the reference entries
+/// carry (`patient_ref`, e.g. PID-3) or by the EHR's Patient id, in queue order.
+pub fn open_entries_of_patient(
+    tx: &mut Tx<'_>,
+    patient_ref: Option<&str>,
+    patient_id: Option<&str>,
+) -> Result<Vec<Entry>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM queue_entry
+              WHERE state IN ('waiting', 'called', 'in_room')
+                AND ((?1 IS NOT NULL AND patient_ref = ?1)
+                  OR (?2 IS NOT NULL AND json_extract(demographics, '$.patient_id') = ?2))
+              ORDER BY priority DESC, arrived_at, id"
+        ))?
+        .query_map(params![patient_ref, patient_id], entry_from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Raises the priority an open entry returns to when no EHR flag raises it to at least
+/// `priority` (a clinical finding such as a lab result), keeping a higher one. Answers the
+/// entry when its priority changed (a `queue.priority_changed` event is then committed);
+/// telling staff is the caller's, who knows why.
+pub fn queue_raise(
+    tx: &mut Tx<'_>,
+    entry: &Entry,
+    priority: Priority,
+    reason: &str,
+    now: i64,
+) -> Result<Option<Entry>, JournalError> {
+    let base: (Priority, Option<String>) = tx
+        .sql()
+        .prepare_cached(
+            "SELECT COALESCE(base_priority, priority),
+                    CASE WHEN base_priority IS NULL THEN priority_reason ELSE base_reason END
+               FROM queue_entry WHERE id = ?1",
+        )?
+        .query_row([entry.id], |r| {
+            Ok((Priority::from_i64(r.get(0)?), r.get(1)?))
+        })?;
+    if base.0 >= priority {
+        return Ok(None);
+    }
+    queue_base_priority(tx, entry, priority, Some(reason), now)?;
+    let after = queue_entry(tx, entry.id)?;
+    Ok((after.priority != entry.priority).then_some(after))
+}
+
 /// Writes an entry's priority with its reason and, given `base`, the priority (and reason)
 /// it returns to when no EHR flag raises it.
 pub(crate) fn queue_write_priority(

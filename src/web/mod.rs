@@ -124,6 +124,9 @@ pub fn server(
                 "/api/v1/notices/{id}/acknowledge",
                 web::post().to(acknowledge),
             )
+            .route("/api/v1/alerts", web::get().to(alerts))
+            .route("/api/v1/alerts/{id}/ack", web::post().to(acknowledge_alert))
+            .route("/alerts/ack", web::post().to(page::acknowledge_alert_form))
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
             .route(
                 "/api/v1/integrations/{name}/resume",
@@ -724,26 +727,72 @@ struct AckBody {
     by: Option<String>,
 }
 
+/// Who acknowledges, for the audit (see [`staff_or`]); a `by` in the body that cannot be
+/// recorded is refused with 400.
+fn acknowledged_by(
+    req: &HttpRequest,
+    body: Option<web::Json<AckBody>>,
+) -> Result<String, &'static str> {
+    let by = body.and_then(|b| b.into_inner().by);
+    if by
+        .as_ref()
+        .is_some_and(|b| b.len() > 200 || b.chars().any(char::is_control))
+    {
+        return Err("\"by\": at most 200 printable characters");
+    }
+    Ok(staff_or(req, by.as_deref()))
+}
+
 async fn acknowledge(
     s: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<i64>,
     body: Option<web::Json<AckBody>>,
 ) -> HttpResponse {
-    let by = body.and_then(|b| b.into_inner().by);
-    if by
-        .as_ref()
-        .is_some_and(|b| b.len() > 200 || b.chars().any(char::is_control))
-    {
-        return HttpResponse::BadRequest()
-            .json(json!({ "error": "\"by\": at most 200 printable characters" }));
-    }
+    let by = match acknowledged_by(&req, body) {
+        Ok(by) => by,
+        Err(e) => return HttpResponse::BadRequest().json(json!({ "error": e })),
+    };
     let ack = crate::notices::AckNotice {
         id: path.into_inner(),
-        by: staff_or(&req, by.as_deref()),
+        by,
     };
     match journal::ask(&s.journal, ack).await {
         Ok(()) => HttpResponse::Ok().json(json!({ "acknowledged": true })),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// Clinical alerts, newest first: the open ones, or with `?all=true` also acknowledged ones.
+async fn alerts(s: web::Data<AppState>, q: web::Query<NoticeQuery>) -> HttpResponse {
+    let list = crate::alerts::ListAlerts {
+        all: q.all.unwrap_or(false),
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    match journal::ask(&s.journal, list).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// Acknowledges a clinical alert, audited with the staff member (or the key's system, or the
+/// name given without logins).
+async fn acknowledge_alert(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: Option<web::Json<AckBody>>,
+) -> HttpResponse {
+    let by = match acknowledged_by(&req, body) {
+        Ok(by) => by,
+        Err(e) => return HttpResponse::BadRequest().json(json!({ "error": e })),
+    };
+    let ack = crate::alerts::AckAlert {
+        id: path.into_inner(),
+        by,
+    };
+    match journal::ask(&s.journal, ack).await {
+        Ok(alert) => HttpResponse::Ok().json(alert),
         Err(e) => journal_error(e),
     }
 }

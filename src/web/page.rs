@@ -2,6 +2,7 @@
 
 use super::{AppState, actor_list, ask_rooms, by_staff, facility_error, overall, same_origin};
 use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
+use crate::alerts::{AckAlert, Alert, ListAlerts};
 use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::facility::{self, FacilityView, RoomStatus};
@@ -38,6 +39,7 @@ button{padding:.3rem .8rem;border-radius:.3rem;border:1px solid #1d4a8f;backgrou
 #[derive(Debug, Clone, Copy)]
 struct Shown {
     notices: bool,
+    alerts: bool,
     conflicts: bool,
     queue: bool,
     rooms: bool,
@@ -57,6 +59,7 @@ impl Shown {
         };
         Shown {
             notices: may("GET", "/api/v1/notices"),
+            alerts: may("GET", "/api/v1/alerts"),
             conflicts: may("GET", "/api/v1/fhir/conflicts"),
             queue: may("GET", "/api/v1/queues"),
             rooms: may("GET", "/api/v1/rooms"),
@@ -102,6 +105,15 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         Vec::new()
     };
+    let alerts = if shown.alerts {
+        let list = ListAlerts {
+            all: false,
+            limit: 50,
+        };
+        journal::ask(&s.journal, list).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let conflicts = if shown.conflicts {
         journal::ask(&s.journal, FhirConflicts { all: false })
             .await
@@ -129,6 +141,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         dead: &dead,
         entries: &entries,
         notices: &notices,
+        alerts: &alerts,
         conflicts: &conflicts,
         rooms: rooms.as_ref(),
         shown,
@@ -147,6 +160,7 @@ struct View<'a> {
     dead: &'a [DeadLetter],
     entries: &'a [Entry],
     notices: &'a [Notice],
+    alerts: &'a [Alert],
     conflicts: &'a [Conflict],
     rooms: Option<&'a FacilityView>,
     shown: Shown,
@@ -170,6 +184,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         dead,
         entries,
         notices,
+        alerts,
         conflicts,
         rooms,
         shown,
@@ -196,6 +211,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             esc(&who.user),
             who.role.as_str(),
         );
+    }
+    if shown.alerts {
+        h.push_str(&alert_list(alerts, now, &token));
     }
     if shown.notices {
         h.push_str(&notice_list(notices, now, &token));
@@ -344,6 +362,34 @@ fn dead_letters(h: &mut String, dead: &[DeadLetter], now: i64, replay: Option<&s
             );
         }
     }
+}
+
+/// Open clinical alerts (ticket, queue, test code and why; never a value), each with its
+/// acknowledge button; an escalated one says to whom.
+fn alert_list(alerts: &[Alert], now: i64, token: &str) -> String {
+    if alerts.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Clinical alerts to acknowledge</h2><table><tr><th>When</th><th>Ticket</th><th>Alert</th><th>Escalated</th><th></th></tr>",
+    );
+    for a in alerts {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} ({})</td><td class=err>{} {} ({})</td><td>{}</td><td><form method=post action=/alerts/ack>\
+             <input type=hidden name=id value={}>{token}<button>Acknowledge</button></form></td></tr>",
+            age(now, a.raised_at),
+            esc(&a.ticket),
+            esc(&a.queue),
+            esc(&a.kind.replace('_', " ")),
+            esc(&a.code),
+            esc(&a.reason),
+            esc(a.escalated_to.as_deref().unwrap_or("")),
+            a.id
+        );
+    }
+    h.push_str("</table>");
+    h
 }
 
 /// Open notices for staff (tickets and queues only), each with its acknowledge button.
@@ -629,15 +675,35 @@ pub(super) async fn acknowledge_form(
     req: HttpRequest,
     form: web::Form<AckForm>,
 ) -> HttpResponse {
-    if !same_origin(&req) {
+    let id = form.id;
+    acknowledge_then_home(&s, &req, |by| AckNotice { id, by }).await
+}
+
+pub(super) async fn acknowledge_alert_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<AckForm>,
+) -> HttpResponse {
+    let id = form.id;
+    acknowledge_then_home(&s, &req, |by| AckAlert { id, by }).await
+}
+
+/// A page form acknowledging something (a notice, an alert) as the staff member: same-origin
+/// only, then back to the page.
+async fn acknowledge_then_home<R>(
+    s: &AppState,
+    req: &HttpRequest,
+    ack: impl FnOnce(String) -> R,
+) -> HttpResponse
+where
+    R: journal::Request,
+    crate::journal::JournalWriter: actix::Handler<R>,
+{
+    if !same_origin(req) {
         return HttpResponse::Forbidden().body("cross-site request refused");
     }
-    let ack = AckNotice {
-        id: form.id,
-        by: by_staff(&req, "web"),
-    };
-    match journal::ask(&s.journal, ack).await {
-        Ok(()) => HttpResponse::SeeOther()
+    match journal::ask(&s.journal, ack(by_staff(req, "web"))).await {
+        Ok(_) => HttpResponse::SeeOther()
             .insert_header(("location", "/"))
             .finish(),
         Err(e) => HttpResponse::NotFound().body(e.to_string()),
@@ -746,6 +812,7 @@ mod tests {
             dead: &dead,
             entries: &[],
             notices: &notices,
+            alerts: &[],
             conflicts: &[],
             rooms: None,
             shown: Shown::for_role(None),

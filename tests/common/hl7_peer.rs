@@ -82,6 +82,16 @@ pub fn mllp_send(dir: &Path, port: u16, text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `text` (messages with `\n` segment ends) as one MLLP frame, for a raw TCP sender.
+pub fn framed(text: &str) -> Vec<u8> {
+    [
+        &[0x0b][..],
+        text.replace('\n', "\r").as_bytes(),
+        &[0x1c, 0x0d],
+    ]
+    .concat()
+}
+
 /// The body of `POST /api/v1/hl7/outbound` for an ADT^A08 with control id `control`.
 pub fn a08(control: &str) -> serde_json::Value {
     serde_json::json!({ "message": format!("MSH|^~\\&|EDGE|CLINIC|EHR|HOSP|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\nEVN|A08|20261124150000\nPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\n") })

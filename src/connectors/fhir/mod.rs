@@ -673,6 +673,7 @@ impl Shared {
             let msg = EhrInbound {
                 item: protocol::received(&gone),
                 effects: vec![effect],
+                resources: Vec::new(),
             };
             match journal::ask(&self.journal, msg).await {
                 Ok(r) if !r.duplicate => released += 1,
@@ -718,6 +719,7 @@ impl Shared {
                 let msg = EhrInbound {
                     item: protocol::received(r),
                     effects: vec![e],
+                    resources: Vec::new(),
                 };
                 match journal::ask(&self.journal, msg).await {
                     Ok(receipt) if !receipt.duplicate => effective += 1,
@@ -1157,6 +1159,7 @@ impl Shared {
                 let msg = EhrInbound {
                     item,
                     effects: vec![effect],
+                    resources: Vec::new(),
                 };
                 match journal::ask(&self.journal, msg).await {
                     Ok(_) => tracing::info!(appointment = %id, ?why, "appointment entry closed"),

@@ -1,5 +1,6 @@
 //! HL7 v2 → FHIR R4, following the HL7 V2-to-FHIR mapping guidance (PID → Patient, PV1 →
-//! Encounter, SCH/TQ1/AIL/AIP → Appointment, PV1-3/AIL-3 → Location). The mapping is data: one
+//! Encounter, SCH/TQ1/AIL/AIP → Appointment, PV1-3/AIL-3 → Location, OBR → DiagnosticReport and
+//! each OBX → Observation). The mapping is data: one
 //! table of (v2 path, FHIR path, conversion) rows per resource, plus the vocabulary tables the
 //! guidance names. Code here only walks the tables, so a field is added by adding a row.
 
@@ -20,17 +21,21 @@ enum Conv {
     DateTime,
     /// A non-negative integer.
     Integer,
+    /// NM: a decimal number (FHIR `decimal`).
+    Decimal,
     /// A code looked up in a vocabulary table; unmapped codes are left out, not guessed.
     Code(&'static [(&'static str, &'static str)]),
 }
 
 /// One row: the value at `v2` goes to `fhir`; when it does, each `also` (FHIR path, constant)
-/// is set too (e.g. the code system of a mapped code).
+/// is set too (e.g. the code system of a mapped code). With `when` (v2 path, value), the row
+/// applies only when that field holds that value (OBX-5 is read by the type OBX-2 names).
 struct Row {
     v2: &'static str,
     fhir: &'static str,
     conv: Conv,
     also: &'static [(&'static str, &'static str)],
+    when: Option<(&'static str, &'static str)>,
 }
 
 const fn row(v2: &'static str, fhir: &'static str, conv: Conv) -> Row {
@@ -39,6 +44,22 @@ const fn row(v2: &'static str, fhir: &'static str, conv: Conv) -> Row {
         fhir,
         conv,
         also: &[],
+        when: None,
+    }
+}
+
+const fn when(
+    guard: (&'static str, &'static str),
+    v2: &'static str,
+    fhir: &'static str,
+    conv: Conv,
+) -> Row {
+    Row {
+        v2,
+        fhir,
+        conv,
+        also: &[],
+        when: Some(guard),
     }
 }
 
@@ -53,6 +74,7 @@ const fn with(
         fhir,
         conv,
         also,
+        when: None,
     }
 }
 
@@ -256,6 +278,171 @@ const LOCATION: &[Row] = &[
     row("AIL-3.2", "name", Conv::Text),
 ];
 
+/// HL7 table 0396 (coding system) → FHIR system URI, for the systems a lab names; codes of
+/// other systems keep their code without a system.
+const CODING_SYSTEM: &[(&str, &str)] = &[
+    ("LN", "http://loinc.org"),
+    ("SCT", "http://snomed.info/sct"),
+    ("SNM", "http://snomed.info/sct"),
+    ("UCUM", "http://unitsofmeasure.org"),
+    ("RXN", "http://www.nlm.nih.gov/research/umls/rxnorm"),
+];
+
+/// HL7 table 0085 (observation result status, OBX-11) → FHIR observation-status, as the
+/// V2-to-FHIR concept map gives it.
+const RESULT_STATUS: &[(&str, &str)] = &[
+    ("C", "corrected"),
+    ("D", "entered-in-error"),
+    ("F", "final"),
+    ("I", "registered"),
+    ("O", "registered"),
+    ("P", "preliminary"),
+    ("R", "preliminary"),
+    ("S", "preliminary"),
+    ("U", "final"),
+    ("W", "entered-in-error"),
+    ("X", "cancelled"),
+];
+
+/// HL7 table 0123 (result status, OBR-25) → FHIR diagnostic-report-status.
+const REPORT_STATUS: &[(&str, &str)] = &[
+    ("O", "registered"),
+    ("I", "registered"),
+    ("S", "registered"),
+    ("A", "partial"),
+    ("P", "preliminary"),
+    ("C", "corrected"),
+    ("R", "partial"),
+    ("F", "final"),
+    ("X", "cancelled"),
+];
+
+/// HL7 table 0078 (abnormal flags, OBX-8) → v3 ObservationInterpretation, which kept the v2
+/// codes; codes outside it are left out.
+const INTERPRETATION: &[(&str, &str)] = &[
+    ("L", "L"),
+    ("H", "H"),
+    ("LL", "LL"),
+    ("HH", "HH"),
+    ("LU", "LU"),
+    ("HU", "HU"),
+    ("N", "N"),
+    ("A", "A"),
+    ("AA", "AA"),
+    ("S", "S"),
+    ("R", "R"),
+    ("I", "I"),
+    ("POS", "POS"),
+    ("NEG", "NEG"),
+    ("IND", "IND"),
+    ("DET", "DET"),
+    ("ND", "ND"),
+];
+
+const INTERPRETATION_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+
+/// OBX → Observation, one per OBX segment (`OBX-` is read from the segment at hand).
+const OBSERVATION: &[Row] = &[
+    row("OBX-3.1", "code.coding[0].code", Conv::Text),
+    row("OBX-3.2", "code.coding[0].display", Conv::Text),
+    row(
+        "OBX-3.3",
+        "code.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    when(
+        ("OBX-2", "NM"),
+        "OBX-5.1",
+        "valueQuantity.value",
+        Conv::Decimal,
+    ),
+    when(("OBX-2", "NM"), "OBX-6.1", "valueQuantity.unit", Conv::Text),
+    when(
+        ("OBX-2", "SN"),
+        "OBX-5.2",
+        "valueQuantity.value",
+        Conv::Decimal,
+    ),
+    when(("OBX-2", "SN"), "OBX-6.1", "valueQuantity.unit", Conv::Text),
+    when(("OBX-2", "ST"), "OBX-5", "valueString", Conv::Text),
+    when(("OBX-2", "TX"), "OBX-5", "valueString", Conv::Text),
+    when(("OBX-2", "FT"), "OBX-5", "valueString", Conv::Text),
+    when(
+        ("OBX-2", "CWE"),
+        "OBX-5.1",
+        "valueCodeableConcept.coding[0].code",
+        Conv::Text,
+    ),
+    when(
+        ("OBX-2", "CWE"),
+        "OBX-5.2",
+        "valueCodeableConcept.coding[0].display",
+        Conv::Text,
+    ),
+    when(
+        ("OBX-2", "CE"),
+        "OBX-5.1",
+        "valueCodeableConcept.coding[0].code",
+        Conv::Text,
+    ),
+    when(
+        ("OBX-2", "CE"),
+        "OBX-5.2",
+        "valueCodeableConcept.coding[0].display",
+        Conv::Text,
+    ),
+    row("OBX-7", "referenceRange[0].text", Conv::Text),
+    with(
+        "OBX-8[1].1",
+        "interpretation[0].coding[0].code",
+        Conv::Code(INTERPRETATION),
+        &[("interpretation[0].coding[0].system", INTERPRETATION_SYSTEM)],
+    ),
+    with(
+        "OBX-8[2].1",
+        "interpretation[1].coding[0].code",
+        Conv::Code(INTERPRETATION),
+        &[("interpretation[1].coding[0].system", INTERPRETATION_SYSTEM)],
+    ),
+    row("OBX-11", "status", Conv::Code(RESULT_STATUS)),
+    row("OBX-14.1", "effectiveDateTime", Conv::DateTime),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
+/// OBR → DiagnosticReport, one per OBR segment.
+const DIAGNOSTIC_REPORT: &[Row] = &[
+    with(
+        "OBR-2.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+        ],
+    ),
+    with(
+        "OBR-3.1",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
+    row("OBR-4.1", "code.coding[0].code", Conv::Text),
+    row("OBR-4.2", "code.coding[0].display", Conv::Text),
+    row(
+        "OBR-4.3",
+        "code.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("OBR-7.1", "effectiveDateTime", Conv::DateTime),
+    row("OBR-22.1", "issued", Conv::DateTime),
+    row("OBR-25", "status", Conv::Code(REPORT_STATUS)),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
 /// A status the trigger event implies, whatever the message's own status fields say.
 const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("ADT", "A01", "Encounter", "in-progress"),
@@ -266,14 +453,18 @@ const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("SIU", "S26", "Appointment", "noshow"),
 ];
 
-/// Which resources each message type carries, in the order they are mapped.
-const RESOURCES: &[(&str, &str, &[Row])] = &[
-    ("ADT", "Patient", PATIENT),
-    ("ADT", "Encounter", ENCOUNTER),
-    ("ADT", "Location", LOCATION),
-    ("SIU", "Patient", PATIENT),
-    ("SIU", "Appointment", APPOINTMENT),
-    ("SIU", "Location", LOCATION),
+/// Which resources each message type carries, in the order they are mapped; with a segment
+/// name, one resource per occurrence of that segment.
+const RESOURCES: &[(&str, &str, &[Row], Option<&str>)] = &[
+    ("ADT", "Patient", PATIENT, None),
+    ("ADT", "Encounter", ENCOUNTER, None),
+    ("ADT", "Location", LOCATION, None),
+    ("SIU", "Patient", PATIENT, None),
+    ("SIU", "Appointment", APPOINTMENT, None),
+    ("SIU", "Location", LOCATION, None),
+    ("ORU", "Patient", PATIENT, None),
+    ("ORU", "DiagnosticReport", DIAGNOSTIC_REPORT, Some("OBR")),
+    ("ORU", "Observation", OBSERVATION, Some("OBX")),
 ];
 
 /// The FHIR resources one message maps to; a resource none of whose fields are present is left
@@ -282,34 +473,63 @@ pub fn map(message: &hl7_2::Message) -> Vec<Value> {
     let field = |path: &str| message.get(path).ok().flatten().unwrap_or_default();
     let (code, trigger) = (field("MSH-9.1"), field("MSH-9.2"));
     let mut out = Vec::new();
-    for (_, resource_type, rows) in RESOURCES.iter().filter(|(c, _, _)| *c == code) {
-        let mut resource = Value::Object(Map::new());
-        for r in *rows {
-            let Some(value) = convert(&field(r.v2), r.conv) else {
-                continue;
+    for (_, resource_type, rows, per) in RESOURCES.iter().filter(|(c, ..)| *c == code) {
+        let occurrences = match per {
+            Some(segment) => message.segments().filter(|s| s.name == *segment).count(),
+            None => 1,
+        };
+        for n in 1..=occurrences {
+            // `OBX-5` of the n-th OBX is `OBX[n]-5`; other segments' paths stay as they are.
+            let at = |path: &str| match per {
+                Some(segment) if path.starts_with(&format!("{segment}-")) => {
+                    field(&format!("{segment}[{n}]{}", &path[segment.len()..]))
+                }
+                _ => field(path),
             };
-            set(&mut resource, r.fhir, value);
-            for (path, constant) in r.also {
-                set(&mut resource, path, Value::String((*constant).into()));
+            if let Some(resource) = map_one(&at, rows, resource_type, &code, &trigger) {
+                out.push(resource);
             }
         }
-        if resource.as_object().is_some_and(Map::is_empty) {
-            continue;
-        }
-        if let Some((_, _, _, status)) = TRIGGER_STATUS
-            .iter()
-            .find(|(c, t, r, _)| *c == code && *t == trigger && r == resource_type)
-        {
-            set(&mut resource, "status", Value::String((*status).into()));
-        }
-        set(
-            &mut resource,
-            "resourceType",
-            Value::String((*resource_type).into()),
-        );
-        out.push(resource);
     }
     out
+}
+
+/// One resource from its rows, reading fields through `field`; `None` when no row applied.
+fn map_one(
+    field: &dyn Fn(&str) -> String,
+    rows: &[Row],
+    resource_type: &str,
+    code: &str,
+    trigger: &str,
+) -> Option<Value> {
+    let mut resource = Value::Object(Map::new());
+    for r in rows {
+        if r.when.is_some_and(|(path, want)| field(path) != want) {
+            continue;
+        }
+        let Some(value) = convert(&field(r.v2), r.conv) else {
+            continue;
+        };
+        set(&mut resource, r.fhir, value);
+        for (path, constant) in r.also {
+            set(&mut resource, path, Value::String((*constant).into()));
+        }
+    }
+    if resource.as_object().is_some_and(Map::is_empty) {
+        return None;
+    }
+    if let Some((_, _, _, status)) = TRIGGER_STATUS
+        .iter()
+        .find(|(c, t, r, _)| *c == code && *t == trigger && *r == resource_type)
+    {
+        set(&mut resource, "status", Value::String((*status).into()));
+    }
+    set(
+        &mut resource,
+        "resourceType",
+        Value::String(resource_type.into()),
+    );
+    Some(resource)
 }
 
 fn convert(v2: &str, conv: Conv) -> Option<Value> {
@@ -322,6 +542,12 @@ fn convert(v2: &str, conv: Conv) -> Option<Value> {
         Conv::Date => date(v).map(Value::String),
         Conv::DateTime => date_time(v).map(Value::String),
         Conv::Integer => v.parse::<u32>().ok().map(Value::from),
+        Conv::Decimal => v
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
         Conv::Code(table) => table
             .iter()
             .find(|(code, _)| code.eq_ignore_ascii_case(v))
@@ -507,6 +733,60 @@ mod tests {
     }
 
     #[test]
+    fn oru_maps_obr_to_a_report_and_each_obx_to_an_observation_by_its_value_type() {
+        let r = mapped(
+            "MSH|^~\\&|LAB|HOSP|GW|CLINIC|20261124||ORU^R01^ORU_R01|M3|P|2.5.1\r\
+             PID|1||MRN-1^^^HOSP^MR||Doe^John\r\
+             OBR|1|PL-1|FI-1|24323-8^Metabolic panel^LN|||20261124083000+0100|||||||||||||||20261124090000+0100|||F\r\
+             OBX|1|NM|2823-3^Potassium^LN||6.9|mmol/L|3.5-5.1|HH~A|||F|||20261124083000+0100\r\
+             OBX|2|ST|8251-1^Comment^LN||hemolysed||||||C\r\
+             OBX|3|CWE|600-7^Culture^LN||112283007^E. coli^SCT||||||P",
+        );
+        let kinds: Vec<&str> = r
+            .iter()
+            .filter_map(|v| v["resourceType"].as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Patient",
+                "DiagnosticReport",
+                "Observation",
+                "Observation",
+                "Observation"
+            ]
+        );
+        assert_eq!(r[1]["status"], "final");
+        assert_eq!(r[1]["identifier"][1]["value"], "FI-1");
+        assert_eq!(r[1]["code"]["coding"][0]["system"], "http://loinc.org");
+        assert_eq!(r[1]["issued"], "2026-11-24T09:00:00+01:00");
+        assert_eq!(
+            r[2],
+            json!({
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"code": "2823-3", "display": "Potassium", "system": "http://loinc.org"}]},
+                "valueQuantity": {"value": 6.9, "unit": "mmol/L"},
+                "referenceRange": [{"text": "3.5-5.1"}],
+                "interpretation": [
+                    {"coding": [{"code": "HH", "system": INTERPRETATION_SYSTEM}]},
+                    {"coding": [{"code": "A", "system": INTERPRETATION_SYSTEM}]}
+                ],
+                "effectiveDateTime": "2026-11-24T08:30:00+01:00",
+                "subject": {"identifier": {"value": "MRN-1"}}
+            })
+        );
+        assert_eq!(r[3]["valueString"], "hemolysed");
+        assert_eq!(r[3]["status"], "corrected");
+        assert!(r[3].get("valueQuantity").is_none(), "ST is no quantity");
+        assert_eq!(
+            r[4]["valueCodeableConcept"]["coding"][0]["code"],
+            "112283007"
+        );
+        assert_eq!(r[4]["status"], "preliminary");
+    }
+
+    #[test]
     fn conversions_refuse_what_they_cannot_read() {
         assert_eq!(date("19800215").as_deref(), Some("1980-02-15"));
         assert_eq!(date("198002").as_deref(), Some("1980-02"));
@@ -529,7 +809,9 @@ mod tests {
         );
         assert_eq!(convert("\"\"", Conv::Text), None, "a v2 null sets nothing");
         assert_eq!(convert("abc", Conv::Integer), None);
-        let m = mapped("MSH|^~\\&|A||||1||ORU^R01|1|P|2.5\rPID|1||X");
-        assert!(m.is_empty(), "only ADT and SIU are mapped: {m:?}");
+        let m = mapped("MSH|^~\\&|A||||1||RDE^O11|1|P|2.5\rPID|1||X");
+        assert!(m.is_empty(), "pharmacy orders are not mapped: {m:?}");
+        assert_eq!(convert("1e999", Conv::Decimal), None);
+        assert_eq!(convert("-0.5", Conv::Decimal), Some(json!(-0.5)));
     }
 }

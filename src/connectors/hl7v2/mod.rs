@@ -28,7 +28,6 @@ pub mod tls;
 pub const DESTINATION: &str = "ehr-mllp";
 
 use crate::journal::{self, AuditRecord, JournalWriter};
-use crate::queue::EhrInbound;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use crate::suspension::protocol::RefusalWindow;
@@ -372,14 +371,16 @@ async fn answer(
             tracing::warn!(%peer, %reason, "HL7 message refused");
             ack
         }
-        Decision::Accept(item, effects) => {
+        Decision::Accept(inbound) => {
             let (kind, control) = (
-                item.kind.clone(),
-                item.source_id.clone().unwrap_or_default(),
+                inbound.item.kind.clone(),
+                inbound.item.source_id.clone().unwrap_or_default(),
             );
-            match journal::ask(journal, EhrInbound { item, effects }).await {
+            match journal::ask(journal, *inbound).await {
                 Ok(receipt) => {
                     tracing::info!(%peer, %kind, %control, duplicate = receipt.duplicate, "HL7 message committed");
+                    #[cfg(feature = "fault-hooks")]
+                    hold_ack(&control, receipt.duplicate).await;
                     receipt.reply.unwrap_or_default()
                 }
                 Err(e) => {
@@ -400,6 +401,18 @@ async fn answer(
                 }
             }
         }
+    }
+}
+
+/// Fault injection for the tests (`fault-hooks` builds only): the first commit of the control
+/// id named by `CLINIC_GATEWAY_FAULT_HOLD_ACK` is never answered, so that a test can kill the
+/// daemon between the commit and the ACK; its resend (a duplicate) is answered as usual.
+#[cfg(feature = "fault-hooks")]
+async fn hold_ack(control: &str, duplicate: bool) {
+    let held = std::env::var("CLINIC_GATEWAY_FAULT_HOLD_ACK").is_ok_and(|c| c == control);
+    if held && !duplicate {
+        tracing::warn!(%control, "fault hook: ACK held after the commit");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -7,12 +7,13 @@
 
 use super::config::AllowEntry;
 use crate::journal::NewItem;
-use crate::queue::{FromEhr, Schedule};
+use crate::queue::{EhrInbound, FromEhr, Schedule};
 use hl7_2::{Builder, Version};
 use std::net::IpAddr;
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
-/// queue; lab and pharmacy types are journaled now and processed by their own workflows later.
+/// queue; results (ORU) reach the lab's hook through their mapped Observations; pharmacy types
+/// are journaled only.
 const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ADT", "A01", "hl7.adt.admit"),
     ("ADT", "A03", "hl7.adt.discharge"),
@@ -46,9 +47,10 @@ const VERSIONS: &[(&str, Version)] = &[
 /// What to do with one received frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Commit `item` (whose `reply` is the AA to send) with its effects on the queue, then send
-    /// the journal's stored reply.
-    Accept(NewItem, Vec<FromEhr>),
+    /// Commit the item (whose `reply` is the AA to send) with its effects on the queue and its
+    /// mapped resources for the other domains' hooks (lab results), then send the journal's
+    /// stored reply.
+    Accept(Box<EhrInbound>),
     /// Send this ACK (AR or AE) now; nothing is committed.
     Reject { ack: Vec<u8>, reason: String },
 }
@@ -134,7 +136,11 @@ pub fn decide(
         occurred_at: None,
         destinations: Vec::new(),
     };
-    Decision::Accept(item, effects)
+    Decision::Accept(Box::new(EhrInbound {
+        item,
+        effects,
+        resources,
+    }))
 }
 
 /// An original-mode ACK (MSA-1 `code`), with an ERR segment carrying `reason` when given.
@@ -279,8 +285,9 @@ mod tests {
 
     fn ack_text(d: &Decision) -> String {
         match d {
-            Decision::Accept(item, _) => {
-                String::from_utf8(item.reply.clone().unwrap_or_default()).unwrap_or_default()
+            Decision::Accept(inbound) => {
+                String::from_utf8(inbound.item.reply.clone().unwrap_or_default())
+                    .unwrap_or_default()
             }
             Decision::Reject { ack, .. } => String::from_utf8(ack.clone()).unwrap_or_default(),
         }
@@ -292,9 +299,10 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
     #[test]
     fn accepted_message_is_journaled_with_an_aa_for_its_control_id() {
         let d = check(A04);
-        let Decision::Accept(item, _) = &d else {
+        let Decision::Accept(inbound) = &d else {
             panic!("{d:?}")
         };
+        let item = &inbound.item;
         assert_eq!(item.source, "hl7:HIS^HOSP");
         assert_eq!(item.source_id.as_deref(), Some("MSG00001"));
         assert_eq!(item.kind, "hl7.adt.register");
@@ -318,9 +326,10 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
         // v2.3 with other delimiters and an escaped field separator in the control id.
         let custom = "MSH#*~\\&#LAB#HOSP#EDGE#CLINIC#20261124##ORU*R01#A\\F\\1#P#2.3\rPID#1##77";
         let d = check(custom);
-        let Decision::Accept(item, _) = &d else {
+        let Decision::Accept(inbound) = &d else {
             panic!("{d:?}")
         };
+        let item = &inbound.item;
         assert_eq!(item.source_id.as_deref(), Some("A#1"));
         assert_eq!(item.key, "patient:77");
         let ack = ack_text(&d);
@@ -375,7 +384,7 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
             utc_offset_min: 60,
         });
         match decide(text.as_bytes(), &ME, "2026", "A", schedule.as_ref()) {
-            Decision::Accept(_, effects) => effects,
+            Decision::Accept(inbound) => inbound.effects,
             Decision::Reject { reason, .. } => panic!("{reason}"),
         }
     }
@@ -534,10 +543,10 @@ EVN|A04|20261124140500\rPID|1||123456^^^CLINIC^MR||DOE^JANE||19800101|F\rPV1|1|O
     fn every_accepted_type_maps_to_a_kind() {
         for (code, trigger, kind) in ACCEPTED {
             let text = format!("MSH|^~\\&|S|F|||2026||{code}^{trigger}|C1|P|2.5");
-            let Decision::Accept(item, _) = check(&text) else {
+            let Decision::Accept(inbound) = check(&text) else {
                 panic!("{code}^{trigger}")
             };
-            assert_eq!(&item.kind, kind);
+            assert_eq!(&inbound.item.kind, kind);
         }
     }
 

@@ -525,6 +525,7 @@ fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
     la.insert(crate::queue::Settings {
         zone: crate::clock::zone(Some("America/Los_Angeles")).expect("zone"),
         hooks: Vec::new(),
+        inbound: Vec::new(),
     });
     let walk_in = || CheckIn {
         patient_ref: None,

@@ -1,0 +1,132 @@
+//! `[connectors.lab]`: what results from the laboratory (LIS) do to the queue.
+
+use crate::queue::{Priority, valid_queue_name};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LabConfig {
+    /// Results that change care: a final or corrected result of one of a rule's test codes
+    /// raises the priority of the patient's entry in the rule's queue.
+    #[serde(default)]
+    pub priority: Vec<PriorityRule>,
+    /// Interpretation codes (OBX-8, `Observation.interpretation`) that make a result critical:
+    /// the patient's entries become urgent and clinical staff get an alert.
+    #[serde(default = "default_critical_flags")]
+    pub critical_flags: Vec<String>,
+    /// Critical limits per test: a numeric result outside them is critical whatever its flags.
+    #[serde(default)]
+    pub critical: Vec<CriticalLimit>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            priority: Vec::new(),
+            critical_flags: default_critical_flags(),
+            critical: Vec::new(),
+        }
+    }
+}
+
+fn default_critical_flags() -> Vec<String> {
+    ["HH", "LL", "AA"].map(String::from).to_vec()
+}
+
+/// `[[connectors.lab.critical]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CriticalLimit {
+    /// The test code (LOINC).
+    pub code: String,
+    /// A value below this is critical.
+    #[serde(default)]
+    pub low: Option<f64>,
+    /// A value above this is critical.
+    #[serde(default)]
+    pub high: Option<f64>,
+}
+
+/// `[[connectors.lab.priority]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRule {
+    /// The queue whose entries the rule raises.
+    pub queue: String,
+    /// Test codes (LOINC, OBX-3.1 / `Observation.code`) whose results change care there.
+    pub codes: Vec<String>,
+    /// The priority an entry is raised to (never lowered by a rule).
+    pub priority: Priority,
+}
+
+impl LabConfig {
+    /// Reports every problem under `connectors.lab`.
+    pub fn validate(&self, bad: &mut dyn FnMut(&str, String)) {
+        for (i, rule) in self.priority.iter().enumerate() {
+            let key = |k: &str| format!("connectors.lab.priority[{i}].{k}");
+            if !valid_queue_name(&rule.queue) {
+                bad(
+                    &key("queue"),
+                    "a queue name: 1 to 32 letters, digits, '-' or '_'".into(),
+                );
+            }
+            if rule.codes.is_empty() || rule.codes.iter().any(|c| c.trim().is_empty()) {
+                bad(&key("codes"), "at least one non-empty test code".into());
+            }
+            if rule.priority == Priority::Normal {
+                bad(
+                    &key("priority"),
+                    "\"elevated\" or \"urgent\": a rule that raises nothing does nothing".into(),
+                );
+            }
+        }
+        if self.critical_flags.iter().any(|f| f.trim().is_empty()) {
+            bad("connectors.lab.critical_flags", "empty code".into());
+        }
+        for (i, limit) in self.critical.iter().enumerate() {
+            let key = |k: &str| format!("connectors.lab.critical[{i}].{k}");
+            if limit.code.trim().is_empty() {
+                bad(&key("code"), "a test code".into());
+            }
+            match (limit.low, limit.high) {
+                (None, None) => bad(&key("low"), "give low, high or both".into()),
+                (l, h) if l.into_iter().chain(h).any(|v| !v.is_finite()) => {
+                    bad(&key("low"), "a finite number".into())
+                }
+                (Some(l), Some(h)) if l >= h => bad(&key("high"), "must be above low".into()),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Vec<String> {
+        let config: LabConfig = toml::from_str(text).expect("parses");
+        let mut problems = Vec::new();
+        config.validate(&mut |key, message| problems.push(format!("{key}: {message}")));
+        problems
+    }
+
+    #[test]
+    fn rules_need_a_queue_codes_and_a_raise() {
+        assert!(
+            check(
+                "[[priority]]\nqueue = \"general\"\ncodes = [\"2345-7\"]\npriority = \"elevated\""
+            )
+            .is_empty()
+        );
+        let problems = check("[[priority]]\nqueue = \"a/b\"\ncodes = []\npriority = \"normal\"");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("connectors.lab.priority[0].queue: "));
+        let limits = check(
+            "[[critical]]\ncode = \"2823-3\"\nlow = 6.0\nhigh = 2.5\n[[critical]]\ncode = \"x\"",
+        );
+        assert_eq!(limits.len(), 2, "{limits:?}");
+        assert!(limits[0].starts_with("connectors.lab.critical[0].high: "));
+        assert_eq!(LabConfig::default().critical_flags, ["HH", "LL", "AA"]);
+    }
+}
