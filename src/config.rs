@@ -14,6 +14,7 @@ use crate::devices::config::DevicesConfig;
 use crate::devices::modbus::config::Function;
 use crate::facility::config::{self as facility, FacilityConfig};
 use crate::journal::config::{self as journal, DestinationConfig, Destinations, JournalConfig};
+use crate::messaging::config::MessagingConfig;
 use crate::relay::config::RelayConfig;
 use crate::settings::{self, Problem};
 use crate::supervisor::config::SupervisorConfig;
@@ -96,6 +97,8 @@ pub struct Config {
     pub devices: DevicesConfig,
     /// Rooms and the rules joining sensors to building systems (`[facility]`).
     pub facility: FacilityConfig,
+    /// Patient messaging (`[messaging]`); absent: notifications only go to the cloud.
+    pub messaging: Option<MessagingConfig>,
     /// Where the file was read from; relative paths in it are resolved against its folder.
     pub source: PathBuf,
 }
@@ -193,7 +196,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The top-level keys of the file, in the order their sections are read.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "gateway",
     "journal",
     "destinations",
@@ -204,6 +207,7 @@ const SECTIONS: [&str; 10] = [
     "connectors",
     "devices",
     "facility",
+    "messaging",
 ];
 
 /// Parses and validates configuration text that came from `path`.
@@ -238,6 +242,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let connectors = reader.section::<ConnectorsConfig>("connectors");
     let devices = reader.section::<DevicesConfig>("devices");
     let facility = reader.section::<FacilityConfig>("facility");
+    let messaging = reader.section::<MessagingConfig>("messaging");
     reader.unknown_sections();
     let mut problems = reader.problems;
     if let Section::Absent = &gateway {
@@ -297,6 +302,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }));
         }
     }
+    if let Some(m) = messaging.checkable() {
+        found.extend(settings::collect(|bad| m.validate(base, bad)));
+    }
     problems.extend(found.into_iter().map(|p| at.locate(p)));
     // The file's order is the order in which whoever fixes it reads it.
     problems.sort_by_key(|p| p.line);
@@ -318,6 +326,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         connectors: connectors.accepted().unwrap_or_default(),
         devices: devices.accepted().unwrap_or_default(),
         facility: facility.accepted().unwrap_or_default(),
+        messaging: messaging.accepted(),
         source: path.to_path_buf(),
     })
 }

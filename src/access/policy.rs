@@ -167,6 +167,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("POST", "/api/v1/queues/{}/call-next", Allowed::Group(Queue)),
     ("POST", "/api/v1/queue-entries/{}/{}", Allowed::Group(Queue)),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
+    // Receipts per ticket: statuses, channels and providers, never a number or address.
+    ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
     ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
     ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),
     ("POST", "/rooms/state", Allowed::Group(Rooms)),

@@ -8,6 +8,7 @@ use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
 use crate::journal::{Extensions, JournalWriter, Schema, Settings};
+use crate::messaging;
 use crate::relay::RelaySpawn;
 use crate::reload::ReloadConfig;
 use crate::supervisor::Spawn;
@@ -23,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 8] {
+pub fn schemas() -> [&'static Schema; 9] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -33,6 +34,7 @@ pub fn schemas() -> [&'static Schema; 8] {
         &crate::access::store::SCHEMA,
         &crate::credentials::store::SCHEMA,
         &crate::suspension::store::SCHEMA,
+        &crate::messaging::store::SCHEMA,
     ]
 }
 
@@ -58,10 +60,19 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
             hooks.push(Arc::new(fhir::registration::Policy::new(facility, r)));
         }
     }
+    let mut tx_hooks: Vec<Arc<dyn crate::queue::TxHook>> = Vec::new();
+    if let Some(m) = &c.messaging {
+        tx_hooks.push(Arc::new(messaging::Notifier {
+            config: Arc::new(m.clone()),
+            zone: zone.clone(),
+            facility: facility.clone(),
+        }));
+    }
     let mut extensions = Extensions::default();
     extensions.insert(crate::queue::Settings {
         zone: zone.clone(),
         hooks,
+        tx_hooks,
     });
     let settings = Settings {
         max_bytes: c.journal.max_bytes,
@@ -205,6 +216,17 @@ pub fn connectors(
         ));
     }
     children
+}
+
+/// The deliverer of patient messages, if `[messaging]` is configured.
+pub fn messaging(config: &Config, journal: &Addr<JournalWriter>) -> Option<Child> {
+    let m = config.messaging.as_ref()?;
+    let spawn = messaging::DelivererSpawn {
+        config: Arc::new(m.clone()),
+        folder: config.folder().to_path_buf(),
+        journal: journal.clone(),
+    };
+    Some((messaging::NAME.into(), Box::new(spawn)))
 }
 
 /// The credential watcher over every certificate file the configuration names and the EHR's

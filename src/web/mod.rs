@@ -16,6 +16,7 @@ pub mod config;
 mod faults;
 mod fhir;
 mod html;
+mod messaging;
 mod page;
 mod preview;
 pub mod tls;
@@ -117,6 +118,10 @@ pub fn server(
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
             .route("/api/v1/notices", web::get().to(notices))
+            .route(
+                "/api/v1/notifications",
+                web::get().to(messaging::notifications),
+            )
             .route(
                 "/api/v1/notices/{id}/acknowledge",
                 web::post().to(acknowledge),
