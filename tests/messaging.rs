@@ -1,11 +1,13 @@
 //! Patient messaging against real peers on loopback: email through aiosmtpd (plain, STARTTLS
 //! with AUTH, implicit TLS with AUTH), exactly once across a gateway restart with messages
-//! pending; refusals recorded on the notification.
+//! pending; refusals recorded on the notification; SMS through Kannel's `sendsms` in front of
+//! the scripted SMSC (npm `smpp`), its delivery receipts coming back to the gateway.
 
 mod common;
 
+use common::smsc::{Kannel, SENDSMS_PASSWORD, SENDSMS_USER, Smsc};
 use common::smtp::{Security, SmtpServer, messages_in};
-use common::{Certs, Gateway, free_port, post, wait_for};
+use common::{Certs, Gateway, config_text, free_port, post, wait_for};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -232,4 +234,60 @@ fn email_goes_over_starttls_with_auth() {
 #[test]
 fn email_goes_over_implicit_tls_with_auth() {
     email_over_tls_with_auth(true);
+}
+
+/// A gateway whose SMS goes through Kannel's `sendsms` (provider `kannel`), receipts coming
+/// back to its own endpoint.
+fn kannel_gateway(dir: &Path, kannel: &Kannel) -> Gateway {
+    std::fs::write(
+        dir.join("sendsms.password"),
+        format!("{SENDSMS_PASSWORD}\n"),
+    )
+    .expect("pw");
+    let mut gw = Gateway::new(dir, "");
+    let extra = format!(
+        "[destinations.messaging]\nbackoff_initial_ms = 200\nbackoff_max_ms = 500\nmax_attempts = 1000\n\n\
+[messaging]\nchannels = [\"sms\"]\nreceipt_base_url = \"http://127.0.0.1:{web}\"\n\n\
+[[messaging.providers]]\nname = \"kannel\"\nprice_per_segment = 0.05\n\
+[messaging.providers.http]\nurl = \"http://127.0.0.1:{port}/cgi-bin/sendsms\"\npassword_file = \"sendsms.password\"\n\
+params = {{ username = \"{SENDSMS_USER}\", password = \"{{password}}\", to = \"{{to}}\", text = \"{{text}}\", charset = \"UTF-8\", coding = \"2\", dlr-mask = \"19\", dlr-url = \"{{dlr_url}}\" }}\n\
+{TEMPLATES}",
+        web = gw.web,
+        port = kannel.sendsms_port,
+    );
+    std::fs::write(&gw.config, config_text(dir, gw.web, &extra)).expect("config");
+    gw.start();
+    gw
+}
+
+#[test]
+fn sms_through_kannel_is_delivered_or_expired_as_the_smscs_receipt_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut smsc = Smsc::start(free_port(), "kannel:kannelpw", 0);
+    let kannel = Kannel::start(dir.path(), &smsc);
+    let gw = kannel_gateway(dir.path(), &kannel);
+    check_in(&gw, json!({ "request_id": "k-1" }));
+    for n in 2..=3 {
+        check_in(
+            &gw,
+            json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 123 45 6{n}"), "language": "de" } }),
+        );
+    }
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(told["attempts"][0]["provider"], "kannel");
+    assert_eq!(told["attempts"][0]["status"], "delivered");
+    assert_eq!(told["attempts"][0]["segments"], 1);
+    let submitted = smsc.submitted();
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    assert!(submitted[0].1.ends_with("41791234562"), "{submitted:?}");
+    // The SMSC now lets messages expire: the receipt says so, and so does the notification.
+    smsc.command("receipts expired");
+    call_next(&gw);
+    let expired = wait_status(&gw, "G-003", "expired");
+    assert_eq!(expired["reason"], "receipt: expired");
+    let failed = common::journal_events(&gw, "notification.failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["status"], "expired");
+    assert_eq!(smsc.submitted().len(), 2);
 }

@@ -201,6 +201,12 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/metrics", Allowed::Group(Metrics)),
     ("POST", "/api/v1/events", Allowed::Group(Integration)),
     ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),
+    // Delivery receipts from messaging providers (Kannel's dlr-url, status callbacks).
+    (
+        "*",
+        "/api/v1/messaging/receipts/{}",
+        Allowed::Group(Integration),
+    ),
     ("POST", "/api/v1/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/api/v1/reload", Allowed::Group(Administration)),

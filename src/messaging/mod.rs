@@ -15,6 +15,7 @@
 //! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
 
 pub mod config;
+pub mod http;
 pub mod protocol;
 pub mod smtp;
 pub mod store;
@@ -144,6 +145,15 @@ pub struct FailNotification {
 #[derive(Debug)]
 pub struct ReleaseHeld;
 
+/// A delivery receipt from a provider (see [`store::apply_receipt`]); answers whether it
+/// named an attempt that waited for one.
+#[derive(Debug)]
+pub struct ApplyReceipt {
+    pub provider: String,
+    pub of: store::ReceiptFor,
+    pub receipt: protocol::Receipt,
+}
+
 /// The newest notifications, of one ticket when given (staff's view).
 #[derive(Debug)]
 pub struct ListNotifications {
@@ -155,6 +165,7 @@ crate::journal_work!(
     LoadPending,
     RecordAttempt,
     FailNotification,
+    ApplyReceipt,
     ReleaseHeld,
     ListNotifications
 );
@@ -193,6 +204,19 @@ impl journal::Work for ReleaseHeld {
     }
 }
 
+impl journal::Work for ApplyReceipt {
+    type Output = bool;
+    fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
+        let now = tx.now();
+        let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
+        if !applied {
+            // A provider's receipt for nothing waiting: a repeat, or a confused provider.
+            tracing::info!(provider = %self.provider, "receipt for no waiting message");
+        }
+        Ok(applied)
+    }
+}
+
 impl journal::Work for ListNotifications {
     type Output = Vec<store::NotificationView>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
@@ -203,12 +227,14 @@ impl journal::Work for ListNotifications {
 /// A configured provider, ready to send.
 enum Provider {
     Smtp(smtp::Smtp),
+    Http(http::HttpApi),
 }
 
 impl Provider {
     async fn send(&self, id: i64, route: &protocol::Route) -> Result<Option<String>, SendError> {
         match self {
             Provider::Smtp(s) => s.send(id, route).await,
+            Provider::Http(h) => h.send(id, route).await,
         }
     }
 }
@@ -269,7 +295,17 @@ impl Deliverer {
                     smtp::Smtp::new(s, timeout, |f| crate::settings::resolve(folder, f))
                         .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
                 ),
-                Some(ProviderKind::Http(_)) | None => continue,
+                Some(ProviderKind::Http(h)) => Provider::Http(
+                    http::HttpApi::new(
+                        &p.name,
+                        h,
+                        timeout,
+                        config.receipt_base_url.as_deref(),
+                        |f| crate::settings::resolve(folder, f),
+                    )
+                    .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
+                ),
+                None => continue,
             };
             providers.insert(p.name.clone(), provider);
         }

@@ -326,6 +326,72 @@ pub fn segments(text: &str) -> u32 {
     }
 }
 
+/// What a delivery receipt says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    Delivered,
+    Failed,
+    /// The provider gave up before the handset took it (validity period over).
+    Expired,
+}
+
+impl Receipt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Receipt::Delivered => "delivered",
+            Receipt::Failed => "failed",
+            Receipt::Expired => "expired",
+        }
+    }
+}
+
+/// An SMPP receipt's `stat:` (SMPP 3.4 appendix B): final ones only; `ENROUTE`, `ACCEPTD` and
+/// unknown states say nothing yet.
+pub fn receipt_stat(stat: &str) -> Option<Receipt> {
+    match stat {
+        "DELIVRD" => Some(Receipt::Delivered),
+        "EXPIRED" => Some(Receipt::Expired),
+        "UNDELIV" | "REJECTD" | "DELETED" => Some(Receipt::Failed),
+        _ => None,
+    }
+}
+
+/// The `id:` and `stat:` of an SMPP delivery receipt's text
+/// (`id:IIIIIIIIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm stat:DDDDDDD
+/// err:E text:...`).
+pub fn receipt_text(text: &str) -> Option<(&str, &str)> {
+    let field = |name: &str| {
+        let at = text.find(name)?;
+        // `id:` must start a word (`submit date:` holds no `id:`, but be strict anyway).
+        if at > 0 && !text[..at].ends_with(' ') {
+            return None;
+        }
+        let value = &text[at + name.len()..];
+        Some(value.split(' ').next().unwrap_or_default())
+    };
+    let id = field("id:")?;
+    let stat = field("stat:")?;
+    (!id.is_empty() && !stat.is_empty()).then_some((id, stat))
+}
+
+/// What an HTTP provider's receipt call says: Kannel's DLR type (`status`: 1 delivered, 2
+/// failed, 16 rejected by the SMSC; 4 and 8 are intermediate) refined by the SMSC's receipt
+/// text (`answer`, which tells an expiry from a failure), or a Twilio-style status word.
+pub fn http_receipt(status: Option<&str>, answer: Option<&str>) -> Option<Receipt> {
+    if let Some(found) = answer
+        .and_then(receipt_text)
+        .and_then(|(_, stat)| receipt_stat(stat))
+    {
+        return Some(found);
+    }
+    match status?.trim() {
+        "1" | "delivered" | "DELIVRD" => Some(Receipt::Delivered),
+        "2" | "16" | "failed" | "undelivered" | "UNDELIV" | "REJECTD" => Some(Receipt::Failed),
+        "expired" | "EXPIRED" => Some(Receipt::Expired),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +574,31 @@ sms = "Your appointment moved to {new_start}."
         let now = 1_796_249_730_000;
         assert_eq!(not_before(Some(&q), &zone, now), 1_796_284_800_000);
         assert_eq!(not_before(None, &zone, now), now);
+    }
+
+    #[test]
+    fn receipts_are_read_from_smpp_text_kannel_types_and_status_words() {
+        let text = "id:1042 sub:001 dlvrd:001 submit date:2612021200 done date:2612021201 stat:DELIVRD err:000 text:";
+        assert_eq!(receipt_text(text), Some(("1042", "DELIVRD")));
+        assert_eq!(receipt_text("stat:DELIVRD"), None, "no id");
+        assert_eq!(receipt_text(""), None);
+        assert_eq!(http_receipt(Some("1"), None), Some(Receipt::Delivered));
+        assert_eq!(
+            http_receipt(Some("8"), None),
+            None,
+            "accepted by the SMSC only"
+        );
+        assert_eq!(
+            http_receipt(Some("2"), Some("id:7 stat:EXPIRED err:000")),
+            Some(Receipt::Expired),
+            "the SMSC's text tells an expiry from a failure"
+        );
+        assert_eq!(
+            http_receipt(Some("undelivered"), None),
+            Some(Receipt::Failed)
+        );
+        assert_eq!(http_receipt(Some("sent"), None), None);
+        assert_eq!(http_receipt(None, None), None);
     }
 
     #[test]

@@ -365,6 +365,57 @@ pub fn record_attempt(
     }
 }
 
+/// How a receipt names the message it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptFor {
+    /// The gateway's notification id (Kannel's `dlr-url`).
+    Notification(i64),
+    /// The provider's own id of the message (an SMPP `message_id`, a Twilio `MessageSid`).
+    ProviderRef(String),
+}
+
+/// Applies a delivery receipt from `provider` to the attempt it names, if that attempt still
+/// waits for one: the attempt and its notification become delivered, failed or expired (with
+/// the cloud event). A repeated or late receipt changes nothing; answers whether it applied.
+pub fn apply_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+    receipt: super::protocol::Receipt,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let (by_id, by_ref) = match of {
+        ReceiptFor::Notification(id) => (Some(*id), None),
+        ReceiptFor::ProviderRef(r) => (None, Some(r.as_str())),
+    };
+    let found: Option<(i64, i64)> = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE msg_attempt SET status = ?4, receipt_at = ?5
+              WHERE id = (SELECT id FROM msg_attempt
+                           WHERE provider = ?1 AND status = 'sent'
+                             AND (notification_id = ?2 OR provider_ref = ?3)
+                           ORDER BY id DESC LIMIT 1)
+              RETURNING id, notification_id",
+        )?
+        .query_row(
+            params![provider, by_id, by_ref, receipt.as_str(), now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((_, notification)) = found else {
+        return Ok(false);
+    };
+    let status = match receipt {
+        super::protocol::Receipt::Delivered => Status::Delivered,
+        super::protocol::Receipt::Failed => Status::Failed,
+        super::protocol::Receipt::Expired => Status::Expired,
+    };
+    let reason = (status != Status::Delivered).then(|| format!("receipt: {}", receipt.as_str()));
+    set_status(tx, notification, status, reason.as_deref(), now)?;
+    Ok(true)
+}
+
 /// A notification that no route can carry fails, with its reason.
 pub fn fail_notification(
     tx: &mut Tx<'_>,

@@ -123,6 +123,14 @@ pub fn server(
                 web::get().to(messaging::notifications),
             )
             .route(
+                "/api/v1/messaging/receipts/{provider}",
+                web::get().to(messaging::receipt_get),
+            )
+            .route(
+                "/api/v1/messaging/receipts/{provider}",
+                web::post().to(messaging::receipt_post),
+            )
+            .route(
                 "/api/v1/notices/{id}/acknowledge",
                 web::post().to(acknowledge),
             )
