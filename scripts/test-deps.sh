@@ -28,6 +28,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The relay's RabbitMQ tests (tests/relay_rabbit.rs) start nodes of their own with Debian's
 # rabbitmq-server and its MQTT plugin, on their own ports and directories.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+# The messaging tests' HTTP SMS gateway (tests/common/smsc.rs starts its own bearerbox and
+# smsbox on loopback; Debian 12's kannel 1.4.5).
+[ -x /usr/sbin/bearerbox ] || need+=(kannel)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -55,7 +58,8 @@ if [ "$(python3 -m pip freeze 2>/dev/null | grep -cixF "$pinned")" -ne "$(printf
 fi
 # The FHIR R4 test server (@medplum/fhir-router, pinned by tests/peers/fhir/package-lock.json):
 # `npm ci` only when node_modules is missing or was installed from another lock file.
-# The same for the OpenID provider of the single sign-on tests (oidc-provider).
+# The same for the OpenID provider of the single sign-on tests (oidc-provider) and the
+# messaging tests' SMSC (smpp).
 npm_peer() {
   local dir="$(dirname "$0")/../tests/peers/$1"
   local stamp="$dir/node_modules/.lock-sha256"
@@ -69,6 +73,8 @@ npm_peer() {
 }
 npm_peer fhir "FHIR test server"
 npm_peer oidc "OpenID test provider"
+# The messaging tests' SMSC (the npm smpp server, scripted by the tests).
+npm_peer smsc "test SMSC"
 # The independent X12 parser (linuxforhealth-x12) needs pydantic 1, which other Python tools on
 # the machine may not want: it gets a virtual environment of its own, remade only when
 # tests/peers/x12/requirements.txt changes.

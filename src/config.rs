@@ -15,6 +15,7 @@ use crate::devices::config::DevicesConfig;
 use crate::devices::modbus::config::Function;
 use crate::facility::config::{self as facility, FacilityConfig};
 use crate::journal::config::{self as journal, DestinationConfig, Destinations, JournalConfig};
+use crate::messaging::config::MessagingConfig;
 use crate::relay::config::RelayConfig;
 use crate::settings::{self, Problem};
 use crate::supervisor::config::SupervisorConfig;
@@ -99,6 +100,8 @@ pub struct Config {
     pub facility: FacilityConfig,
     /// Clinical alerts: the time to acknowledge and the escalation (`[alerts]`).
     pub alerts: AlertsConfig,
+    /// Patient messaging (`[messaging]`); absent: notifications only go to the cloud.
+    pub messaging: Option<MessagingConfig>,
     /// Where the file was read from; relative paths in it are resolved against its folder.
     pub source: PathBuf,
 }
@@ -196,7 +199,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// The top-level keys of the file, in the order their sections are read.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "gateway",
     "journal",
     "destinations",
@@ -208,6 +211,7 @@ const SECTIONS: [&str; 11] = [
     "devices",
     "facility",
     "alerts",
+    "messaging",
 ];
 
 /// Parses and validates configuration text that came from `path`.
@@ -243,6 +247,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let devices = reader.section::<DevicesConfig>("devices");
     let facility = reader.section::<FacilityConfig>("facility");
     let alerts = reader.section::<AlertsConfig>("alerts");
+    let messaging = reader.section::<MessagingConfig>("messaging");
     reader.unknown_sections();
     let mut problems = reader.problems;
     if let Section::Absent = &gateway {
@@ -305,6 +310,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }));
         }
     }
+    if let Some(m) = messaging.checkable() {
+        found.extend(settings::collect(|bad| m.validate(base, bad)));
+    }
     problems.extend(found.into_iter().map(|p| at.locate(p)));
     // The file's order is the order in which whoever fixes it reads it.
     problems.sort_by_key(|p| p.line);
@@ -327,6 +335,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         devices: devices.accepted().unwrap_or_default(),
         facility: facility.accepted().unwrap_or_default(),
         alerts: alerts.accepted().unwrap_or_default(),
+        messaging: messaging.accepted(),
         source: path.to_path_buf(),
     })
 }

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod facility;
 pub mod fhir_api;
 pub mod journal;
+pub mod messaging;
 pub mod metrics;
 pub mod notices;
 pub mod notify;

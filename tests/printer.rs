@@ -54,6 +54,7 @@ impl Spine {
                 priority_reason: None,
                 request_id: None,
                 printer: None,
+                contact: None,
                 patient: None,
                 demographics: None,
                 unknown_to_ehr: false,

@@ -177,6 +177,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         Allowed::Group(Queue),
     ),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
+    // Receipts per ticket: statuses, channels and providers, never a number or address.
+    ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
     ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
     ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),
     ("POST", "/rooms/state", Allowed::Group(Rooms)),
@@ -213,6 +215,12 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/metrics", Allowed::Group(Metrics)),
     ("POST", "/api/v1/events", Allowed::Group(Integration)),
     ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),
+    // Delivery receipts from messaging providers (Kannel's dlr-url, status callbacks).
+    (
+        "*",
+        "/api/v1/messaging/receipts/{}",
+        Allowed::Group(Integration),
+    ),
     ("POST", "/api/v1/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/dlq/replay", Allowed::Group(Administration)),
     ("POST", "/api/v1/reload", Allowed::Group(Administration)),

@@ -113,6 +113,12 @@ impl Gateway {
             self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir));
             applied.push("connectors");
         }
+        if new.messaging != old.messaging {
+            let before = wiring::messaging(old, &self.journal).into_iter().collect();
+            let now = wiring::messaging(&new, &self.journal).into_iter().collect();
+            self.replace_children(before, now);
+            applied.push("messaging");
+        }
         // The watcher is cheap to restart, and what it told is in the journal: restarting it on
         // every reload follows any section naming a certificate file.
         let (name, spawn) = wiring::credentials(&new, &self.journal);
@@ -230,6 +236,9 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     for (name, spawn) in wiring::connectors(&config, &journal, &fhir) {
+        supervisor.send(StartChild { name, spawn }).await?;
+    }
+    if let Some((name, spawn)) = wiring::messaging(&config, &journal) {
         supervisor.send(StartChild { name, spawn }).await?;
     }
     let (name, spawn) = wiring::credentials(&config, &journal);

@@ -8,6 +8,7 @@ use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
 use crate::journal::{Extensions, JournalWriter, Schema, Settings};
+use crate::messaging;
 use crate::relay::RelaySpawn;
 use crate::reload::ReloadConfig;
 use crate::supervisor::Spawn;
@@ -23,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 11] {
+pub fn schemas() -> [&'static Schema; 12] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -36,6 +37,7 @@ pub fn schemas() -> [&'static Schema; 11] {
         &crate::connectors::practice::store::SCHEMA,
         &crate::connectors::lab::store::SCHEMA,
         &crate::alerts::store::SCHEMA,
+        &crate::messaging::store::SCHEMA,
     ]
 }
 
@@ -65,11 +67,20 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
     if let Some(l) = &c.connectors.lab {
         inbound.push(Arc::new(lab::Results { config: l.clone() }));
     }
+    let mut tx_hooks: Vec<Arc<dyn crate::queue::TxHook>> = Vec::new();
+    if let Some(m) = &c.messaging {
+        tx_hooks.push(Arc::new(messaging::Notifier {
+            config: Arc::new(m.clone()),
+            zone: zone.clone(),
+            facility: facility.clone(),
+        }));
+    }
     let mut extensions = Extensions::default();
     extensions.insert(crate::queue::Settings {
         zone: zone.clone(),
         hooks,
         inbound,
+        tx_hooks,
     });
     let settings = Settings {
         max_bytes: c.journal.max_bytes,
@@ -232,6 +243,17 @@ pub fn alerts(config: &Config, journal: &Addr<JournalWriter>) -> Child {
         journal: journal.clone(),
     };
     (crate::alerts::NAME.into(), Box::new(spawn))
+}
+
+/// The deliverer of patient messages, if `[messaging]` is configured.
+pub fn messaging(config: &Config, journal: &Addr<JournalWriter>) -> Option<Child> {
+    let m = config.messaging.as_ref()?;
+    let spawn = messaging::DelivererSpawn {
+        config: Arc::new(m.clone()),
+        folder: config.folder().to_path_buf(),
+        journal: journal.clone(),
+    };
+    Some((messaging::NAME.into(), Box::new(spawn)))
 }
 
 /// The credential watcher over every certificate file the configuration names and the EHR's

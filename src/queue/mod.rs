@@ -14,7 +14,7 @@ pub use requests::{
 };
 pub use schedule::{CheckInWhen, Schedule};
 use serde::{Deserialize, Serialize};
-pub use settings::{Hook, Inbound, Settings};
+pub use settings::{Hook, Inbound, Notification, Settings, TxHook};
 
 /// How soon a patient must be seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -415,6 +415,30 @@ pub struct CheckIn {
     /// for the queue, if any.
     #[serde(default)]
     pub printer: Option<String>,
+    /// How the patient wants to be told (queue changes, "you are next"): kept by patient
+    /// messaging in its own tables, never in the entry or its events.
+    #[serde(default)]
+    pub contact: Option<Contact>,
+}
+
+/// Contact details and preferences given at check-in; they take precedence over the EHR's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// A mobile number in international form (`+41791234567`).
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// A BCP 47 language tag (`de`, `fr-CH`) for the templates.
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Channels in the order the patient prefers them (`sms`, `email`, `voice`).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// The patient asked not to be messaged.
+    #[serde(default)]
+    pub opted_out: bool,
 }
 
 /// A ticket to print for a new check-in, decided by the API from the configuration.
@@ -470,6 +494,23 @@ impl CheckIn {
             }
             if !valid_date(&p.birth_date) {
                 return Err("\"patient.birth_date\": YYYY-MM-DD".into());
+            }
+        }
+        if let Some(c) = &self.contact {
+            // Only the size is checked here: a malformed number or address is refused, with
+            // its reason, on the notification that would have used it.
+            let fields = [&c.phone, &c.email, &c.language];
+            if fields
+                .into_iter()
+                .flatten()
+                .chain(&c.channels)
+                .any(|v| v.is_empty() || v.len() > 254 || v.chars().any(char::is_control))
+                || c.channels.len() > 8
+            {
+                return Err(
+                    "\"contact\": fields are 1 to 254 printable characters, at most 8 channels"
+                        .into(),
+                );
             }
         }
         if self.priority > Priority::Normal
@@ -543,6 +584,7 @@ mod tests {
             priority_reason: None,
             request_id: None,
             printer: None,
+            contact: None,
             patient: None,
             demographics: None,
             unknown_to_ehr: false,

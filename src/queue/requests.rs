@@ -89,6 +89,9 @@ impl Work for QueueCheckIn {
             store::queue_check_in(tx, &self.queue, &self.check_in, self.ticket.as_ref(), now)?;
         if !duplicate {
             hooked(tx, |h| h.on_check_in(&entry, &self.check_in, now))?;
+            for hook in settings(tx).tx_hooks.clone() {
+                hook.on_check_in(tx, &entry, &self.check_in)?;
+            }
         }
         Ok((entry, duplicate))
     }

@@ -1,6 +1,6 @@
 //! The queue's settings on the journal writer's thread: the clinic's time zone and the hooks
-//! through which other parts (the EHR connectors) add their own items to a queue change's
-//! transaction.
+//! through which other parts (the EHR connectors, patient messaging) add their own items or
+//! rows to a queue change's transaction.
 
 use super::{Action, CheckIn, Entry};
 use crate::journal::{JournalError, NewItem, Tx};
@@ -39,6 +39,42 @@ pub trait Inbound: Send + Sync {
     ) -> Result<(), JournalError>;
 }
 
+/// A patient notification the queue committed (its `patient.notification` event, once per
+/// event id), as another domain sees it in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification<'a> {
+    /// The `patient.notification` event's id: one notification per event.
+    pub event_id: &'a str,
+    /// `appointment_cancelled`, `appointment_rescheduled`, `you_are_next`, ...
+    pub reason: &'a str,
+    pub entry: &'a Entry,
+    /// The appointment's new start, for a rescheduled one.
+    pub new_start: Option<&'a str>,
+}
+
+/// What a domain writes to its own tables in a queue change's transaction (patient messaging
+/// keeps the check-in's contact details and turns a notification into messages), so that the
+/// change and those rows commit together or not at all.
+pub trait TxHook: Send + Sync {
+    /// A new check-in (not a repeated request).
+    fn on_check_in(
+        &self,
+        _tx: &mut Tx<'_>,
+        _entry: &Entry,
+        _check_in: &CheckIn,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
+    /// A patient notification was committed (never twice for one event).
+    fn on_notification(
+        &self,
+        _tx: &mut Tx<'_>,
+        _notification: &Notification<'_>,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
+}
+
 /// The queue's settings on the writer thread (a journal extension, replaced on reload).
 #[derive(Clone)]
 pub struct Settings {
@@ -48,6 +84,8 @@ pub struct Settings {
     pub hooks: Vec<Arc<dyn Hook>>,
     /// What an inbound EHR item does to other domains (see [`Inbound`]).
     pub inbound: Vec<Arc<dyn Inbound>>,
+    /// Domains writing their own rows in a queue change's transaction.
+    pub tx_hooks: Vec<Arc<dyn TxHook>>,
 }
 
 impl Default for Settings {
@@ -56,12 +94,13 @@ impl Default for Settings {
             zone: jiff::tz::TimeZone::UTC,
             hooks: Vec::new(),
             inbound: Vec::new(),
+            tx_hooks: Vec::new(),
         }
     }
 }
 
 /// The queue's settings as the wiring gave them to the writer, else the defaults.
-pub(super) fn settings<'t>(tx: &'t Tx<'_>) -> &'t Settings {
+pub(crate) fn settings<'t>(tx: &'t Tx<'_>) -> &'t Settings {
     static DEFAULT: LazyLock<Settings> = LazyLock::new(Settings::default);
     tx.extension::<Settings>().unwrap_or(&DEFAULT)
 }

@@ -260,6 +260,9 @@ pub fn queue_act(
     .execute(params![id, to.as_str(), room, now])?;
     let entry = queue_entry(tx, id)?;
     queue_event(tx, action.event_kind(), &entry, now)?;
+    if let Action::Call { .. } = action {
+        tell_next(tx, &entry.queue, now)?;
+    }
     Ok(entry)
 }
 
@@ -449,6 +452,7 @@ pub(crate) fn queue_from_ehr(
             demographics: None,
             unknown_to_ehr: false,
             printer: None,
+            contact: None,
         };
         // No ticket is printed: neither a booking nor the registration desk's arrival comes
         // from a kiosk.
@@ -503,13 +507,14 @@ pub(crate) fn queue_from_ehr(
                     queue_next_prepared(tx, &done, now)?
                 }
                 FromEhr::Cancelled { .. } => {
-                    patient_notification(tx, &done, "appointment_cancelled", None, now)?
+                    patient_notification(tx, &done, "appointment_cancelled", None, None, now)?
                 }
                 FromEhr::Moved { start, .. } => patient_notification(
                     tx,
                     &done,
                     "appointment_rescheduled",
                     start.as_deref(),
+                    None,
                     now,
                 )?,
                 _ => {}
@@ -1041,14 +1046,18 @@ pub(crate) fn flag_priority(
     Ok(found)
 }
 
-/// A patient to be told that their appointment changed (`reason`; `start`: the new one),
-/// for the notification providers behind the cloud: who (the patient reference and the
-/// EHR's Patient id) and which ticket, queue and appointment, no demographics.
+/// A patient to be told that their appointment changed (`reason`; `start`: the new one), or
+/// that they are next: an event for the cloud with who (the patient reference and the EHR's
+/// Patient id) and which ticket, queue and appointment, no demographics; and, in the same
+/// transaction, what the domains' [`queue::TxHook`]s make of it (patient messaging's
+/// messages). `once`: an id under which the notification is committed only once (a second
+/// one changes nothing).
 pub(crate) fn patient_notification(
     tx: &mut Tx<'_>,
     entry: &Entry,
     reason: &str,
     start: Option<&str>,
+    once: Option<String>,
     now: i64,
 ) -> Result<(), JournalError> {
     let payload = serde_json::json!({
@@ -1067,7 +1076,7 @@ pub(crate) fn patient_notification(
         .unwrap_or_else(|| format!("entry-{}", entry.id));
     let item = NewItem {
         source: "queue".into(),
-        source_id: None,
+        source_id: once,
         kind: "patient.notification".into(),
         key: format!("patient:{who}"),
         schema: "clinic-gateway/patient.notification@1".into(),
@@ -1076,7 +1085,31 @@ pub(crate) fn patient_notification(
         occurred_at: Some(now),
         destinations: vec![crate::CLOUD.into()],
     };
-    tx.append(&item, now).map(|_| ())
+    let receipt = tx.append(&item, now)?;
+    if receipt.duplicate {
+        return Ok(());
+    }
+    let event_id = receipt.event_id.to_string();
+    let notification = queue::Notification {
+        event_id: &event_id,
+        reason,
+        entry,
+        new_start: start,
+    };
+    for hook in settings(tx).tx_hooks.clone() {
+        hook.on_notification(tx, &notification)?;
+    }
+    Ok(())
+}
+
+/// After a call: the queue's first waiting patient is told they are next, once per entry
+/// (however often calls leave them first).
+fn tell_next(tx: &mut Tx<'_>, queue_name: &str, now: i64) -> Result<(), JournalError> {
+    if let Some(next) = queue_first_waiting(tx, queue_name)? {
+        let once = format!("you_are_next:{}", next.id);
+        patient_notification(tx, &next, "you_are_next", None, Some(once), now)?;
+    }
+    Ok(())
 }
 
 /// After the EHR finished a visit: the queue's next patient (call order), announced with

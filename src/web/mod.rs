@@ -17,6 +17,7 @@ mod eligibility;
 mod faults;
 mod fhir;
 mod html;
+mod messaging;
 mod page;
 mod preview;
 pub mod tls;
@@ -120,6 +121,18 @@ pub fn server(
             .route("/api/v1/reload", web::post().to(reload))
             .route("/api/v1/audit", web::get().to(audit))
             .route("/api/v1/notices", web::get().to(notices))
+            .route(
+                "/api/v1/notifications",
+                web::get().to(messaging::notifications),
+            )
+            .route(
+                "/api/v1/messaging/receipts/{provider}",
+                web::get().to(messaging::receipt_get),
+            )
+            .route(
+                "/api/v1/messaging/receipts/{provider}",
+                web::post().to(messaging::receipt_post),
+            )
             .route(
                 "/api/v1/notices/{id}/acknowledge",
                 web::post().to(acknowledge),

@@ -13,6 +13,8 @@ pub mod nats;
 pub mod oidc_provider;
 pub mod printer;
 pub mod rabbit;
+pub mod smsc;
+pub mod smtp;
 pub mod spine;
 pub mod x12;
 

@@ -1114,6 +1114,7 @@ impl Shared {
                     demographics,
                     unknown_to_ehr: false,
                     printer: None,
+                    contact: None,
                 };
                 // Not printed: the patient is not at the kiosk; the ticket comes at check-in.
                 let msg = QueueCheckIn {

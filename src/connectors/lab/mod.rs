@@ -57,7 +57,14 @@ impl Inbound for Results {
             )?;
             // One notification per patient and message, however many entries they hold.
             if let Some(first) = entries.first() {
-                queue::store::patient_notification(tx, first, "lab_results_ready", None, now)?;
+                queue::store::patient_notification(
+                    tx,
+                    first,
+                    "lab_results_ready",
+                    None,
+                    None,
+                    now,
+                )?;
             }
             for entry in &entries {
                 let text = format!(

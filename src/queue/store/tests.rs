@@ -44,6 +44,7 @@ fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending(
         priority_reason: (priority > Priority::Normal).then(|| "pain".to_string()),
         request_id: Some(request_id.into()),
         printer: None,
+        contact: None,
         patient: None,
         demographics: None,
         unknown_to_ehr: false,
@@ -526,6 +527,7 @@ fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
         zone: crate::clock::zone(Some("America/Los_Angeles")).expect("zone"),
         hooks: Vec::new(),
         inbound: Vec::new(),
+        tx_hooks: Vec::new(),
     });
     let walk_in = || CheckIn {
         patient_ref: None,
@@ -534,6 +536,7 @@ fn ticket_numbers_start_again_at_the_clinics_midnight_not_utcs() {
         priority_reason: None,
         request_id: None,
         printer: None,
+        contact: None,
         patient: None,
         demographics: None,
         unknown_to_ehr: false,
@@ -651,6 +654,7 @@ fn entries_are_read_back_through_the_filters_readers_give() {
         priority_reason: None,
         request_id: Some(request_id.into()),
         printer: None,
+        contact: None,
         patient: None,
         demographics: None,
         unknown_to_ehr: false,

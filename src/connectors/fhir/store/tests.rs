@@ -183,6 +183,7 @@ fn a_newer_ehr_version_reaches_the_open_entries_showing_the_patient() {
         priority_reason: None,
         request_id: None,
         printer: None,
+        contact: None,
         patient: None,
         demographics: Some(demographics),
         unknown_to_ehr: false,

@@ -1,0 +1,581 @@
+//! `[messaging]`: the channels and providers patient messages go through, the templates per
+//! notification kind and language, quiet hours, and their validation. A leaf: it imports no
+//! other component's config.
+
+use crate::settings::{self, check_readable, resolve};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A way of reaching a patient.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Email,
+    Voice,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::Voice => "voice",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        [Channel::Sms, Channel::Email, Channel::Voice]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// `[messaging]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Channels in the order they are tried when the patient states no preference.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<Channel>,
+    /// The templates' language when the patient's has none (a BCP 47 tag such as `en`).
+    #[serde(default = "default_language")]
+    pub default_language: String,
+    /// The URL of the EHR's Patient extension that, with `valueBoolean: true`, says the patient
+    /// must not be messaged; absent: only the check-in's `opted_out` counts.
+    #[serde(default)]
+    pub opt_out_extension: Option<String>,
+    /// Hours of the clinic's day in which nothing but "you are next" is sent; messages made
+    /// then wait for their end.
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
+    /// The base URL at which providers reach the gateway's receipt endpoint
+    /// (`{base}/api/v1/messaging/receipts/<provider>`), e.g. Kannel's `dlr-url`.
+    #[serde(default)]
+    pub receipt_base_url: Option<String>,
+    /// The providers, tried within a channel by `priority` (lowest first).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Templates by notification kind (`you_are_next`, `appointment_cancelled`, ...), then by
+    /// language.
+    #[serde(default)]
+    pub templates: BTreeMap<String, BTreeMap<String, Template>>,
+}
+
+fn default_channels() -> Vec<Channel> {
+    vec![Channel::Sms, Channel::Email]
+}
+fn default_language() -> String {
+    "en".into()
+}
+
+/// A span of the clinic's day, `HH:MM` to `HH:MM` (past midnight when `to` is earlier).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Start, `HH:MM` in the clinic's time zone.
+    pub from: String,
+    /// End, `HH:MM` in the clinic's time zone.
+    pub to: String,
+}
+
+/// The texts of one notification kind in one language. Placeholders: `{ticket}`, `{queue}`,
+/// `{new_start}`, `{facility}`. No clinical details belong here.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// The SMS text.
+    #[serde(default)]
+    pub sms: Option<String>,
+    /// The email's subject.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The email's plain-text body.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// What a voice call reads out.
+    #[serde(default)]
+    pub voice: Option<String>,
+}
+
+impl Template {
+    /// The text of `channel`, if this template has one.
+    pub fn text(&self, channel: Channel) -> Option<&str> {
+        match channel {
+            Channel::Sms => self.sms.as_deref(),
+            Channel::Email => self.email.as_deref(),
+            Channel::Voice => self.voice.as_deref(),
+        }
+    }
+}
+
+/// `[[messaging.providers]]`: one provider account.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// 1 to 64 letters, digits, `-` or `_`; names the provider in receipts, analytics, logs.
+    pub name: String,
+    /// Lower is tried first within its channel.
+    #[serde(default)]
+    pub priority: u32,
+    /// Price of one message, in the account's currency.
+    #[serde(default)]
+    pub price_per_message: f64,
+    /// Price of one SMS segment.
+    #[serde(default)]
+    pub price_per_segment: f64,
+    /// Price of one started minute of a call.
+    #[serde(default)]
+    pub price_per_minute: f64,
+    /// How long one send may take before it counts as failed.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp` and `http`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// SMS or voice over an HTTP API.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// How a provider is spoken to: its one protocol table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProviderKind<'a> {
+    /// Email over SMTP.
+    Smtp(&'a SmtpConfig),
+    /// SMS or voice over an HTTP API (Kannel's `sendsms`, Twilio-style JSON APIs).
+    Http(&'a HttpConfig),
+}
+
+impl ProviderConfig {
+    /// The provider's protocol; `None` when the table names none or several (refused by
+    /// validation).
+    pub fn kind(&self) -> Option<ProviderKind<'_>> {
+        match (&self.smtp, &self.http) {
+            (Some(s), None) => Some(ProviderKind::Smtp(s)),
+            (None, Some(h)) => Some(ProviderKind::Http(h)),
+            _ => None,
+        }
+    }
+
+    /// The channel the provider serves.
+    pub fn channel(&self) -> Option<Channel> {
+        match self.kind()? {
+            ProviderKind::Smtp(_) => Some(Channel::Email),
+            ProviderKind::Http(h) => Some(h.channel),
+        }
+    }
+}
+
+/// How SMTP is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain text: only for a relay on the appliance itself.
+    None,
+    /// Plain connection upgraded by STARTTLS, which must succeed.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+/// An SMTP provider.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    #[serde(default = "default_security")]
+    pub security: SmtpSecurity,
+    /// PEM CA certificate(s) the server's must chain to; default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The user name for AUTH; needs `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The file holding the AUTH password (its own credentials file, not in this config).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The sender address (`From:` and envelope).
+    pub from: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_security() -> SmtpSecurity {
+    SmtpSecurity::Starttls
+}
+
+/// How an HTTP API is asked to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMethod {
+    /// `GET` with the parameters in the query (Kannel's `sendsms`).
+    Get,
+    /// `POST` of an `application/x-www-form-urlencoded` body (Twilio's Messages API).
+    PostForm,
+    /// `POST` of a JSON object of the parameters.
+    PostJson,
+}
+
+/// An HTTP SMS or voice provider. Its parameters are templates over `{to}`, `{text}`,
+/// `{dlr_url}`, `{password}` and `{message}` (the gateway's message id).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `sms` or `voice`.
+    #[serde(default = "default_http_channel")]
+    pub channel: Channel,
+    /// The API's URL, e.g. `http://127.0.0.1:13013/cgi-bin/sendsms`.
+    pub url: String,
+    /// `get`, `post_form` or `post_json`.
+    #[serde(default = "default_method")]
+    pub method: HttpMethod,
+    /// Request parameters by name.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// User name for HTTP basic authentication (with `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The file holding the password or API token: basic authentication's with `username`,
+    /// and `{password}` in `params`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Where the provider's message id is in a JSON answer (a JSON pointer, `/sid`); absent:
+    /// the gateway's own message id identifies it in receipts.
+    #[serde(default)]
+    pub id_pointer: Option<String>,
+}
+
+fn default_http_channel() -> Channel {
+    Channel::Sms
+}
+fn default_method() -> HttpMethod {
+    HttpMethod::Get
+}
+
+/// The placeholders a template may use.
+pub const TEMPLATE_FIELDS: [&str; 4] = ["ticket", "queue", "new_start", "facility"];
+/// The placeholders an HTTP provider's parameters may use.
+pub const HTTP_FIELDS: [&str; 5] = ["to", "text", "dlr_url", "password", "message"];
+
+/// The names inside `{...}` of a template, or why it cannot be read.
+pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err("a '}' without its '{'".into());
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or("a '{' without its '}'")?;
+        out.push(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    Ok(out)
+}
+
+/// `HH:MM` as minutes of the day.
+pub fn minutes_of_day(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+}
+
+impl MessagingConfig {
+    /// Every problem of `[messaging]`; `base` resolves its file paths.
+    pub fn validate(&self, base: &Path, bad: &mut dyn FnMut(&str, String)) {
+        if self.channels.is_empty() {
+            bad(
+                "messaging.channels",
+                "must name at least one channel".into(),
+            );
+        }
+        if !is_language(&self.default_language) {
+            bad(
+                "messaging.default_language",
+                "must be a language tag such as en or fr-CH".into(),
+            );
+        }
+        if let Some(q) = &self.quiet_hours {
+            for (key, v) in [("from", &q.from), ("to", &q.to)] {
+                if minutes_of_day(v).is_none() {
+                    bad(
+                        &format!("messaging.quiet_hours.{key}"),
+                        "must be HH:MM".into(),
+                    );
+                }
+            }
+        }
+        if let Some(url) = &self.receipt_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bad(
+                "messaging.receipt_base_url",
+                "must be an http:// or https:// URL".into(),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = |field: &str| format!("messaging.providers[{i}].{field}");
+            settings::check_name(&p.name, &key("name"), &mut names, "provider", bad);
+            for (field, price) in [
+                ("price_per_message", p.price_per_message),
+                ("price_per_segment", p.price_per_segment),
+                ("price_per_minute", p.price_per_minute),
+            ] {
+                if !(price.is_finite() && price >= 0.0) {
+                    bad(&key(field), "must be a price of 0 or more".into());
+                }
+            }
+            if p.timeout_ms < 100 {
+                bad(&key("timeout_ms"), "must be at least 100".into());
+            }
+            let key = |field: &str| match p.kind() {
+                Some(ProviderKind::Smtp(_)) => format!("messaging.providers[{i}].smtp.{field}"),
+                Some(ProviderKind::Http(_)) => format!("messaging.providers[{i}].http.{field}"),
+                None => format!("messaging.providers[{i}].{field}"),
+            };
+            match p.kind() {
+                None => bad(
+                    &format!("messaging.providers[{i}]"),
+                    "needs exactly one of smtp and http".into(),
+                ),
+                Some(ProviderKind::Smtp(s)) => {
+                    if s.host.trim().is_empty() {
+                        bad(&key("host"), "must not be empty".into());
+                    }
+                    if !is_email(&s.from) {
+                        bad(&key("from"), "must be an email address".into());
+                    }
+                    if let Some(ca) = &s.ca_file {
+                        check_readable(&resolve(base, ca), &key("ca_file"), bad);
+                    }
+                    match (&s.username, &s.password_file) {
+                        (Some(_), Some(f)) => {
+                            check_readable(&resolve(base, f), &key("password_file"), bad)
+                        }
+                        (None, None) => {}
+                        _ => bad(
+                            &key("username"),
+                            "username and password_file go together".into(),
+                        ),
+                    }
+                    if s.security == SmtpSecurity::None && s.username.is_some() {
+                        bad(
+                            &key("security"),
+                            "a password is never sent without TLS: use starttls or tls".into(),
+                        );
+                    }
+                }
+                Some(ProviderKind::Http(h)) => {
+                    if h.channel == Channel::Email {
+                        bad(
+                            &key("channel"),
+                            "an HTTP provider serves sms or voice".into(),
+                        );
+                    }
+                    if url::Url::parse(&h.url)
+                        .ok()
+                        .is_none_or(|u| !matches!(u.scheme(), "http" | "https"))
+                    {
+                        bad(&key("url"), "must be an http:// or https:// URL".into());
+                    }
+                    for (name, v) in &h.params {
+                        match placeholders(v) {
+                            Err(e) => bad(&key(&format!("params.{name}")), e),
+                            Ok(found) => {
+                                for f in found.into_iter().filter(|f| !HTTP_FIELDS.contains(f)) {
+                                    bad(
+                                        &key(&format!("params.{name}")),
+                                        format!(
+                                            "unknown placeholder {{{f}}}; known: {}",
+                                            HTTP_FIELDS.join(", ")
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    if let Some(f) = &h.password_file {
+                        check_readable(&resolve(base, f), &key("password_file"), bad);
+                    }
+                    if h.id_pointer.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                        bad(
+                            &key("id_pointer"),
+                            "must be a JSON pointer such as /sid".into(),
+                        );
+                    }
+                }
+            }
+        }
+        for (kind, languages) in &self.templates {
+            for (language, t) in languages {
+                let key = |field: &str| format!("messaging.templates.{kind}.{language}.{field}");
+                if !is_language(language) {
+                    bad(
+                        &format!("messaging.templates.{kind}.{language}"),
+                        "must be a language tag such as en or fr-CH".into(),
+                    );
+                }
+                let texts = [
+                    ("sms", &t.sms),
+                    ("subject", &t.subject),
+                    ("email", &t.email),
+                    ("voice", &t.voice),
+                ];
+                for (field, text) in texts {
+                    let Some(text) = text else { continue };
+                    match placeholders(text) {
+                        Err(e) => bad(&key(field), e),
+                        Ok(found) => {
+                            for f in found.into_iter().filter(|f| !TEMPLATE_FIELDS.contains(f)) {
+                                bad(
+                                    &key(field),
+                                    format!(
+                                        "unknown placeholder {{{f}}}; known: {}",
+                                        TEMPLATE_FIELDS.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                if t.email.is_some() != t.subject.is_some() {
+                    bad(
+                        &key("subject"),
+                        "an email needs both subject and email".into(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The providers of `channel`, by priority then their order in the file.
+    pub fn providers_of(&self, channel: Channel) -> Vec<&ProviderConfig> {
+        let mut found: Vec<&ProviderConfig> = self
+            .providers
+            .iter()
+            .filter(|p| p.channel() == Some(channel))
+            .collect();
+        found.sort_by_key(|p| p.priority);
+        found
+    }
+
+    /// The provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+/// An address `local@domain.tld` without spaces, angle brackets or a second `@`: what a
+/// notification may be sent to.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let fine = |c: char| !c.is_whitespace() && !c.is_control() && !"<>()[],;:\\\"@".contains(c);
+    !local.is_empty()
+        && local.len() <= 64
+        && domain.len() <= 253
+        && local.chars().all(fine)
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// A BCP 47-looking tag: letters, digits and `-`, starting with two or three letters.
+pub fn is_language(tag: &str) -> bool {
+    let primary = tag.split('-').next().unwrap_or_default();
+    (2..=3).contains(&primary.len())
+        && primary.chars().all(|c| c.is_ascii_alphabetic())
+        && tag.len() <= 35
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{keyed, section};
+
+    fn check(text: &str) -> Vec<String> {
+        let c: MessagingConfig = section(text, "messaging").expect("reads");
+        keyed(settings::collect(|bad| c.validate(Path::new("."), bad)))
+    }
+
+    #[test]
+    fn a_minimal_section_is_valid() {
+        assert_eq!(check("[messaging]\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_placeholders_and_unbalanced_braces_name_their_key() {
+        let found = check(
+            r#"
+[messaging.templates.you_are_next.en]
+sms = "Ticket {ticket}: {diagnosis}"
+subject = "Ticket {ticket"
+email = "x"
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "messaging.templates.you_are_next.en.sms: unknown placeholder {diagnosis}; known: ticket, queue, new_start, facility",
+                "messaging.templates.you_are_next.en.subject: a '{' without its '}'",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_password_without_tls_and_duplicate_names_are_refused() {
+        let found = check(
+            r#"
+[[messaging.providers]]
+name = "mail"
+smtp = { host = "127.0.0.1", security = "none", username = "u", password_file = "/nonexistent", from = "clinic@example.org" }
+
+[[messaging.providers]]
+name = "mail"
+http = { url = "ftp://x", params = { to = "{to}", x = "{nope}" } }
+
+[[messaging.providers]]
+name = "neither"
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "messaging.providers[0].smtp.password_file: cannot read /nonexistent: No such file or directory (os error 2)",
+                "messaging.providers[0].smtp.security: a password is never sent without TLS: use starttls or tls",
+                "messaging.providers[1].name: another provider is already named \"mail\"",
+                "messaging.providers[1].http.url: must be an http:// or https:// URL",
+                "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message",
+                "messaging.providers[2]: needs exactly one of smtp and http",
+            ]
+        );
+    }
+
+    #[test]
+    fn quiet_hours_are_hh_mm() {
+        assert_eq!(minutes_of_day("21:30"), Some(21 * 60 + 30));
+        assert_eq!(minutes_of_day("24:00"), None);
+        assert_eq!(minutes_of_day("7:00"), None);
+        let found = check("[messaging]\nquiet_hours = { from = \"21:00\", to = \"8\" }\n");
+        assert_eq!(found, ["messaging.quiet_hours.to: must be HH:MM"]);
+    }
+}

@@ -1,0 +1,511 @@
+//! Patient messaging: the gateway itself tells patients about their queue and appointments
+//! (`you_are_next`, `appointment_cancelled`, `appointment_rescheduled`, and what other parts
+//! notify) by SMS, email or voice, through several providers per channel.
+//!
+//! A queue notification becomes a row here in the transaction that commits its
+//! `patient.notification` event ([`Notifier`], a queue [`TxHook`]): the routes planned from
+//! the patient's contact details (the check-in's, else the EHR's cached Patient) and the
+//! templates, or the reason nothing is sent. A planned one is an outbox row of destination
+//! [`DESTINATION`] until a provider took it; the supervised [`DelivererSpawn`] sends it
+//! through the first provider of its first route that takes it, then the next ones, and
+//! records every attempt. Quiet hours hold a message in its row until they end.
+//!
+//! **Invariant:** one notification per event id, and a notification a provider took is never
+//! handed to another: a resent outbox row whose notification was sent is only marked done.
+//! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
+
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod smtp;
+pub mod store;
+
+use crate::connectors::fhir::store::{PatientFilter, synced_patients};
+use crate::journal::{self, Claim, Delivered, Failed, JournalError, JournalWriter, OutboxRow, Tx};
+use crate::queue::{CheckIn, Entry, Notification, TxHook};
+use crate::supervisor::{HealthState, Running, Spawn, Supervisor, link};
+use actix::Addr;
+use config::{Channel, MessagingConfig, ProviderKind};
+use protocol::{Fields, Plan, Reach};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+pub use store::DESTINATION;
+use tokio::sync::watch;
+
+/// The supervisor's name for the deliverer.
+pub const NAME: &str = "messaging";
+
+/// Why a provider did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The provider cannot be reached or failed: another provider, or a later try, may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The provider refused this message (its address, its content): this route is done.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Turns queue notifications into messages, on the journal writer's thread.
+pub struct Notifier {
+    pub config: Arc<MessagingConfig>,
+    pub zone: jiff::tz::TimeZone,
+    pub facility: String,
+}
+
+impl TxHook for Notifier {
+    fn on_check_in(
+        &self,
+        tx: &mut Tx<'_>,
+        entry: &Entry,
+        check_in: &CheckIn,
+    ) -> Result<(), JournalError> {
+        match &check_in.contact {
+            Some(c) => store::keep_contact(tx, entry.id, &Reach::from_check_in(c), tx.now()),
+            None => Ok(()),
+        }
+    }
+
+    fn on_notification(&self, tx: &mut Tx<'_>, n: &Notification<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        let reach = match store::contact(tx, n.entry.id)? {
+            Some(r) => r,
+            None => self.ehr_reach(tx, n.entry)?,
+        };
+        let fields = Fields {
+            ticket: &n.entry.ticket,
+            queue: &n.entry.queue,
+            new_start: n.new_start,
+            facility: &self.facility,
+        };
+        let plan = match protocol::plan(&self.config, &reach, n.reason, &fields) {
+            Plan::Send(routes) => Ok(routes),
+            Plan::Refused(why) => Err(why),
+        };
+        let not_before = if protocol::waits_for_quiet_hours(n.reason) {
+            protocol::not_before(self.config.quiet_hours.as_ref(), &self.zone, now)
+        } else {
+            now
+        };
+        if let Err(why) = &plan {
+            // The reason is about the patient's details in general terms, never the details.
+            tracing::info!(entry = n.entry.id, kind = n.reason, reason = %why, "notification refused");
+        }
+        let recorded = store::NewNotification {
+            event_id: n.event_id,
+            entry_id: n.entry.id,
+            ticket: &n.entry.ticket,
+            queue: &n.entry.queue,
+            kind: n.reason,
+            plan,
+            not_before,
+        };
+        store::record_notification(tx, &recorded, now).map(|_| ())
+    }
+}
+
+impl Notifier {
+    /// The patient's details as the EHR's cached Patient has them, if the entry names one.
+    fn ehr_reach(&self, tx: &mut Tx<'_>, entry: &Entry) -> Result<Reach, JournalError> {
+        let Some(d) = &entry.demographics else {
+            return Ok(Reach::default());
+        };
+        let filter = PatientFilter {
+            id: Some(&d.patient_id),
+            ..PatientFilter::ALL
+        };
+        Ok(synced_patients(tx, &filter)?
+            .first()
+            .map(|p| Reach::from_patient(&p.synced, self.config.opt_out_extension.as_deref()))
+            .unwrap_or_default())
+    }
+}
+
+/// A notification and its attempts (see [`store::pending`]).
+#[derive(Debug)]
+pub struct LoadPending(pub i64);
+
+/// Records one attempt (see [`store::record_attempt`]).
+#[derive(Debug)]
+pub struct RecordAttempt {
+    pub outcome: store::Outcome,
+    pub delivered_on_take: bool,
+}
+
+/// A notification no route can carry: failed, for good.
+#[derive(Debug)]
+pub struct FailNotification {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// Queues what quiet hours held and is now due; answers when the next held one is due.
+#[derive(Debug)]
+pub struct ReleaseHeld;
+
+/// A delivery receipt from a provider (see [`store::apply_receipt`]); answers whether it
+/// named an attempt that waited for one.
+#[derive(Debug)]
+pub struct ApplyReceipt {
+    pub provider: String,
+    pub of: store::ReceiptFor,
+    pub receipt: protocol::Receipt,
+}
+
+/// The newest notifications, of one ticket when given (staff's view).
+#[derive(Debug)]
+pub struct ListNotifications {
+    pub ticket: Option<String>,
+    pub limit: usize,
+}
+
+crate::journal_work!(
+    LoadPending,
+    RecordAttempt,
+    FailNotification,
+    ApplyReceipt,
+    ReleaseHeld,
+    ListNotifications
+);
+
+impl journal::Work for LoadPending {
+    type Output = Option<store::Pending>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::pending(tx, self.0)
+    }
+}
+
+impl journal::Work for RecordAttempt {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::record_attempt(tx, &self.outcome, self.delivered_on_take, now)
+    }
+}
+
+impl journal::Work for FailNotification {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::fail_notification(tx, self.id, &self.reason, now)
+    }
+}
+
+impl journal::Work for ReleaseHeld {
+    type Output = Option<i64>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let now = tx.now();
+        if store::release_held(tx, now)? > 0 {
+            tx.wake(DESTINATION);
+        }
+        store::next_release(tx)
+    }
+}
+
+impl journal::Work for ApplyReceipt {
+    type Output = bool;
+    fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
+        let now = tx.now();
+        let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
+        if !applied {
+            // A provider's receipt for nothing waiting: a repeat, or a confused provider.
+            tracing::info!(provider = %self.provider, "receipt for no waiting message");
+        }
+        Ok(applied)
+    }
+}
+
+impl journal::Work for ListNotifications {
+    type Output = Vec<store::NotificationView>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::notifications(tx, self.ticket.as_deref(), self.limit)
+    }
+}
+
+/// A configured provider, ready to send.
+enum Provider {
+    Smtp(smtp::Smtp),
+    Http(http::HttpApi),
+}
+
+impl Provider {
+    async fn send(&self, id: i64, route: &protocol::Route) -> Result<Option<String>, SendError> {
+        match self {
+            Provider::Smtp(s) => s.send(id, route).await,
+            Provider::Http(h) => h.send(id, route).await,
+        }
+    }
+}
+
+/// Starts the deliverer of the `messaging` outbox.
+pub struct DelivererSpawn {
+    pub config: Arc<MessagingConfig>,
+    /// The folder the config file's relative paths start from.
+    pub folder: PathBuf,
+    pub journal: Addr<JournalWriter>,
+}
+
+impl Spawn for DelivererSpawn {
+    fn kind(&self) -> &'static str {
+        "messaging"
+    }
+
+    fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
+        let (config, folder, journal) = (
+            self.config.clone(),
+            self.folder.clone(),
+            self.journal.clone(),
+        );
+        link::start(name, supervisor, Duration::from_secs(2), move |link| {
+            Box::pin(async move {
+                let deliverer = Deliverer::new(config, &folder, journal, link.health)?;
+                deliverer.run(link.shutdown).await;
+                Ok(())
+            })
+        })
+    }
+}
+
+struct Deliverer {
+    config: Arc<MessagingConfig>,
+    providers: BTreeMap<String, Provider>,
+    journal: Addr<JournalWriter>,
+    health: link::Health,
+}
+
+/// How many notifications are taken from the outbox at once.
+const BATCH: usize = 16;
+/// The longest wait between two looks at the outbox and the held notifications.
+const IDLE: Duration = Duration::from_secs(30);
+
+impl Deliverer {
+    fn new(
+        config: Arc<MessagingConfig>,
+        folder: &Path,
+        journal: Addr<JournalWriter>,
+        health: link::Health,
+    ) -> Result<Deliverer, String> {
+        let mut providers = BTreeMap::new();
+        for p in &config.providers {
+            let timeout = Duration::from_millis(p.timeout_ms);
+            let provider = match p.kind() {
+                Some(ProviderKind::Smtp(s)) => Provider::Smtp(
+                    smtp::Smtp::new(s, timeout, |f| crate::settings::resolve(folder, f))
+                        .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
+                ),
+                Some(ProviderKind::Http(h)) => Provider::Http(
+                    http::HttpApi::new(
+                        &p.name,
+                        h,
+                        timeout,
+                        config.receipt_base_url.as_deref(),
+                        |f| crate::settings::resolve(folder, f),
+                    )
+                    .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
+                ),
+                None => continue,
+            };
+            providers.insert(p.name.clone(), provider);
+        }
+        Ok(Deliverer {
+            config,
+            providers,
+            journal,
+            health,
+        })
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Rows left in flight by a run that ended mid-send go back in line; their
+        // notifications tell whether a provider took them meanwhile.
+        journal::put_back_in_flight(
+            &self.journal,
+            DESTINATION,
+            "the messaging deliverer stopped while sending".into(),
+        )
+        .await;
+        let signal = journal::signal(&self.journal, DESTINATION).await;
+        self.health.report(HealthState::Healthy, None);
+        loop {
+            let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
+                Ok(at) => at,
+                Err(e) => {
+                    tracing::warn!(error = %e, "held notifications not released");
+                    None
+                }
+            };
+            let claim = Claim {
+                destination: DESTINATION.into(),
+                limit: BATCH,
+            };
+            let rows = match journal::ask(&self.journal, claim).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim notifications");
+                    Vec::new()
+                }
+            };
+            if rows.is_empty() {
+                let wait = next_release
+                    .map(|at| {
+                        Duration::from_millis((at - journal::now_ms()).clamp(0, 30_000) as u64)
+                    })
+                    .unwrap_or(IDLE)
+                    .min(IDLE);
+                tokio::select! {
+                    _ = signal.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            for row in rows {
+                self.deliver(&row).await;
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends one notification through its routes and their providers, in order, until one
+    /// takes it; settles its outbox row.
+    async fn deliver(&self, row: &OutboxRow) {
+        let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
+            .ok()
+            .and_then(|v| v["notification"].as_i64());
+        let Some(id) = id else {
+            self.settle(row.id, Err(("not a notification row".into(), true)))
+                .await;
+            return;
+        };
+        let pending = match journal::ask(&self.journal, LoadPending(id)).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                self.settle(row.id, Err((format!("notification {id} is gone"), true)))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                self.settle(row.id, Err((e.to_string(), false))).await;
+                return;
+            }
+        };
+        if pending.status != store::Status::Queued {
+            // Taken (or refused) before: a resent row changes nothing.
+            self.settle(row.id, Ok(())).await;
+            return;
+        }
+        // A route a provider refused (its address, its text) is not tried again.
+        let mut refused: BTreeSet<usize> = pending
+            .attempts
+            .iter()
+            .filter(|a| a.status == "refused")
+            .map(|a| a.route)
+            .collect();
+        let mut unavailable = Vec::new();
+        for (route_index, route) in pending.routes.iter().enumerate() {
+            for provider_config in self.config.providers_of(route.channel) {
+                if refused.contains(&route_index) {
+                    break;
+                }
+                let Some(provider) = self.providers.get(&provider_config.name) else {
+                    continue;
+                };
+                let result = provider.send(id, route).await;
+                let name = provider_config.name.as_str();
+                match &result {
+                    Ok(_) => tracing::info!(
+                        notification = id,
+                        provider = name,
+                        channel = route.channel.as_str(),
+                        "notification sent"
+                    ),
+                    Err(e) => tracing::warn!(
+                        notification = id,
+                        provider = name,
+                        channel = route.channel.as_str(),
+                        error = %e,
+                        "provider did not take the notification"
+                    ),
+                }
+                let segments = match route.channel {
+                    Channel::Sms => protocol::segments(&route.body),
+                    _ => 1,
+                };
+                let record = RecordAttempt {
+                    outcome: store::Outcome {
+                        notification: id,
+                        route: route_index,
+                        channel: route.channel.as_str(),
+                        provider: name.to_string(),
+                        result: result.clone(),
+                        segments,
+                        cost: provider_config.price_per_message
+                            + f64::from(segments) * provider_config.price_per_segment,
+                    },
+                    // SMTP has no receipts: the server's acceptance is all there is.
+                    delivered_on_take: route.channel == Channel::Email,
+                };
+                if let Err(e) = journal::ask(&self.journal, record).await {
+                    // Without the journal the outcome cannot be kept: the row is retried,
+                    // and a message a provider took may then be sent again.
+                    tracing::error!(notification = id, error = %e, "attempt not recorded");
+                }
+                match result {
+                    Ok(_) => {
+                        self.health.report(HealthState::Healthy, None);
+                        self.settle(row.id, Ok(())).await;
+                        return;
+                    }
+                    Err(SendError::Refused(_)) => {
+                        refused.insert(route_index);
+                    }
+                    Err(SendError::Unavailable(e)) => unavailable.push(format!("{name}: {e}")),
+                }
+            }
+        }
+        if unavailable.is_empty() {
+            // Every route was refused, or none has a provider: nothing later can help.
+            let fail = FailNotification {
+                id,
+                reason: "every route was refused".into(),
+            };
+            if let Err(e) = journal::ask(&self.journal, fail).await {
+                tracing::error!(notification = id, error = %e, "failure not recorded");
+                self.settle(row.id, Err((e.to_string(), false))).await;
+                return;
+            }
+            self.settle(row.id, Ok(())).await;
+            return;
+        }
+        let why = unavailable.join("; ");
+        self.health.report(HealthState::Degraded, Some(why.clone()));
+        self.settle(row.id, Err((why, false))).await;
+    }
+
+    /// Marks an outbox row delivered (`Ok`) or failed (`Err((why, permanent))`).
+    async fn settle(&self, row: i64, result: Result<(), (String, bool)>) {
+        let asked = match result {
+            Ok(()) => journal::ask(&self.journal, Delivered(vec![row]))
+                .await
+                .map(|_| ()),
+            Err((error, permanent)) => journal::ask(
+                &self.journal,
+                Failed {
+                    destination: DESTINATION.into(),
+                    ids: Some(vec![row]),
+                    error,
+                    permanent,
+                },
+            )
+            .await
+            .map(|_| ()),
+        };
+        if let Err(e) = asked {
+            tracing::error!(row, error = %e, "notification row not settled");
+        }
+    }
+}

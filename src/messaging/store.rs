@@ -1,0 +1,546 @@
+//! Patient messaging's tables and every SQL statement on them: the contact details a check-in
+//! gave, the notifications (one per `patient.notification` event) with the routes planned for
+//! them or the reason they were refused, and the attempts made through each provider with
+//! their receipts and costs.
+//!
+//! Each function runs inside the journal writer's transaction ([`Tx`]), so a notification, its
+//! rows here and its outbox row commit together. Nothing here opens SQLite.
+
+use super::protocol::{Reach, Route};
+use crate::journal::{JournalError, NewItem, Schema, Tx, from_json, to_json};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+/// The outbox destination of notifications waiting to be sent.
+pub const DESTINATION: &str = "messaging";
+
+/// Messaging's migrations.
+pub const SCHEMA: Schema = Schema {
+    domain: "messaging",
+    steps: &[r#"
+CREATE TABLE msg_contact (
+    entry_id   INTEGER PRIMARY KEY,
+    reach      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE msg_notification (
+    id          INTEGER PRIMARY KEY,
+    event_id    TEXT    NOT NULL UNIQUE,
+    entry_id    INTEGER NOT NULL,
+    ticket      TEXT    NOT NULL,
+    queue       TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    reason      TEXT,
+    routes      TEXT    NOT NULL,
+    not_before  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX msg_notification_entry ON msg_notification(entry_id);
+CREATE INDEX msg_notification_held ON msg_notification(not_before) WHERE status = 'held';
+CREATE TABLE msg_attempt (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL REFERENCES msg_notification(id),
+    route           INTEGER NOT NULL,
+    channel         TEXT    NOT NULL,
+    provider        TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    error           TEXT,
+    provider_ref    TEXT,
+    segments        INTEGER NOT NULL,
+    cost            REAL    NOT NULL,
+    sent_at         INTEGER NOT NULL,
+    receipt_at      INTEGER
+);
+CREATE INDEX msg_attempt_notification ON msg_attempt(notification_id);
+CREATE UNIQUE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
+CREATE INDEX msg_attempt_sent ON msg_attempt(sent_at);
+"#],
+    legacy: &[],
+};
+
+/// Keeps the contact details a check-in gave for its entry.
+pub fn keep_contact(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    reach: &Reach,
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO msg_contact (entry_id, reach, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (entry_id) DO UPDATE SET reach = excluded.reach",
+        )?
+        .execute(params![entry_id, to_json(reach)?, now])?;
+    Ok(())
+}
+
+/// The contact details a check-in gave for an entry.
+pub fn contact(tx: &mut Tx<'_>, entry_id: i64) -> Result<Option<Reach>, JournalError> {
+    tx.sql()
+        .prepare_cached("SELECT reach FROM msg_contact WHERE entry_id = ?1")?
+        .query_row([entry_id], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(|t| from_json(0, &t).map_err(JournalError::from))
+        .transpose()
+}
+
+/// Where a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for quiet hours to end.
+    Held,
+    /// In the outbox, to be sent.
+    Queued,
+    /// A provider took it; no receipt yet.
+    Sent,
+    Delivered,
+    /// Every route failed, or the receipt said so.
+    Failed,
+    /// The provider gave up delivering it.
+    Expired,
+    /// Nothing was sent: no usable contact, opted out, a template error.
+    Refused,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Held => "held",
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
+            Status::Expired => "expired",
+            Status::Refused => "refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Held,
+            Status::Queued,
+            Status::Sent,
+            Status::Delivered,
+            Status::Failed,
+            Status::Expired,
+            Status::Refused,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A notification as first recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification<'a> {
+    pub event_id: &'a str,
+    pub entry_id: i64,
+    pub ticket: &'a str,
+    pub queue: &'a str,
+    pub kind: &'a str,
+    /// The routes to try, or why nothing is sent.
+    pub plan: Result<Vec<Route>, String>,
+    /// Not sent before this time (ms): quiet hours.
+    pub not_before: i64,
+}
+
+/// Records a notification once per event id (a second one changes nothing), refused with its
+/// reason, held for quiet hours, or queued with its outbox row.
+pub fn record_notification(
+    tx: &mut Tx<'_>,
+    n: &NewNotification<'_>,
+    now: i64,
+) -> Result<Option<i64>, JournalError> {
+    let (status, reason, routes) = match &n.plan {
+        Err(why) => (Status::Refused, Some(why.as_str()), to_json(&())?),
+        Ok(routes) if n.not_before > now => (Status::Held, None, to_json(routes)?),
+        Ok(routes) => (Status::Queued, None, to_json(routes)?),
+    };
+    let id: Option<i64> = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO msg_notification (event_id, entry_id, ticket, queue, kind, status, reason, routes, not_before, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (event_id) DO NOTHING RETURNING id",
+        )?
+        .query_row(
+            params![
+                n.event_id,
+                n.entry_id,
+                n.ticket,
+                n.queue,
+                n.kind,
+                status.as_str(),
+                reason,
+                routes,
+                n.not_before,
+                now
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let (Some(id), Status::Queued) = (id, status) {
+        enqueue(tx, id, now)?;
+    }
+    Ok(id)
+}
+
+/// The outbox row that has a notification sent; its key is the notification's own, so one
+/// that cannot be sent holds up no other.
+fn enqueue(tx: &mut Tx<'_>, id: i64, now: i64) -> Result<(), JournalError> {
+    let item = NewItem {
+        source: "messaging".into(),
+        source_id: Some(format!("notification:{id}")),
+        kind: "messaging.send".into(),
+        key: format!("notification:{id}"),
+        schema: "clinic-gateway/messaging.send@1".into(),
+        payload: to_json(&serde_json::json!({ "notification": id }))?.into_bytes(),
+        reply: None,
+        occurred_at: Some(now),
+        destinations: vec![DESTINATION.into()],
+    };
+    tx.append(&item, now).map(|_| ())
+}
+
+/// Queues the held notifications whose quiet hours are over; how many.
+pub fn release_held(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
+    let due: Vec<i64> = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE msg_notification SET status = 'queued', updated_at = ?1
+              WHERE status = 'held' AND not_before <= ?1 RETURNING id",
+        )?
+        .query_map([now], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for &id in &due {
+        enqueue(tx, id, now)?;
+    }
+    Ok(due.len())
+}
+
+/// The earliest time a held notification may be sent.
+pub fn next_release(tx: &mut Tx<'_>) -> Result<Option<i64>, JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached("SELECT min(not_before) FROM msg_notification WHERE status = 'held'")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// A notification to send, with the attempts made so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: i64,
+    pub event_id: String,
+    pub entry_id: i64,
+    pub kind: String,
+    pub status: Status,
+    pub routes: Vec<Route>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One try through one provider.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub id: i64,
+    /// Index into the notification's routes.
+    pub route: usize,
+    pub channel: String,
+    pub provider: String,
+    /// `sent`, `delivered`, `failed`, `expired`; `error` (the provider was unavailable) or
+    /// `refused` (it refused this message).
+    pub status: String,
+    pub error: Option<String>,
+    pub segments: u32,
+    pub cost: f64,
+    pub sent_at: i64,
+    pub receipt_at: Option<i64>,
+}
+
+/// A notification and its attempts, for the deliverer.
+pub fn pending(tx: &mut Tx<'_>, id: i64) -> Result<Option<Pending>, JournalError> {
+    let row: Option<(String, i64, String, String, String)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT event_id, entry_id, kind, status, routes FROM msg_notification WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((event_id, entry_id, kind, status, routes)) = row else {
+        return Ok(None);
+    };
+    let status = Status::parse(&status)
+        .ok_or_else(|| JournalError::Sqlite(format!("unknown notification status {status:?}")))?;
+    // A refused notification has no routes (`null`).
+    let routes: Option<Vec<Route>> = from_json(4, &routes)?;
+    Ok(Some(Pending {
+        id,
+        event_id,
+        entry_id,
+        kind,
+        status,
+        routes: routes.unwrap_or_default(),
+        attempts: attempts(tx, id)?,
+    }))
+}
+
+fn attempts(tx: &mut Tx<'_>, notification: i64) -> Result<Vec<Attempt>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, route, channel, provider, status, error, segments, cost, sent_at, receipt_at
+               FROM msg_attempt WHERE notification_id = ?1 ORDER BY id",
+        )?
+        .query_map([notification], |r| {
+            Ok(Attempt {
+                id: r.get(0)?,
+                route: r.get::<_, i64>(1)? as usize,
+                channel: r.get(2)?,
+                provider: r.get(3)?,
+                status: r.get(4)?,
+                error: r.get(5)?,
+                segments: r.get::<_, i64>(6)? as u32,
+                cost: r.get(7)?,
+                sent_at: r.get(8)?,
+                receipt_at: r.get(9)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub notification: i64,
+    pub route: usize,
+    pub channel: &'static str,
+    pub provider: String,
+    /// `Ok(provider's id)`: taken.
+    pub result: Result<Option<String>, super::SendError>,
+    pub segments: u32,
+    pub cost: f64,
+}
+
+/// Records an attempt; a taken one makes the notification `sent` (or `delivered` for a
+/// channel without receipts, `delivered_on_take`).
+pub fn record_attempt(
+    tx: &mut Tx<'_>,
+    o: &Outcome,
+    delivered_on_take: bool,
+    now: i64,
+) -> Result<(), JournalError> {
+    use super::SendError;
+    let (status, error, provider_ref) = match &o.result {
+        Ok(r) if delivered_on_take => ("delivered", None, r.clone()),
+        Ok(r) => ("sent", None, r.clone()),
+        Err(SendError::Refused(e)) => ("refused", Some(e.as_str()), None),
+        Err(SendError::Unavailable(e)) => ("error", Some(e.as_str()), None),
+    };
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END)",
+        )?
+        .execute(params![
+            o.notification,
+            o.route as i64,
+            o.channel,
+            o.provider,
+            status,
+            error,
+            provider_ref,
+            o.segments as i64,
+            if o.result.is_ok() { o.cost } else { 0.0 },
+            now
+        ])?;
+    match o.result {
+        Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
+        Ok(_) => set_status(tx, o.notification, Status::Sent, None, now),
+        Err(_) => Ok(()),
+    }
+}
+
+/// How a receipt names the message it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptFor {
+    /// The gateway's notification id (Kannel's `dlr-url`).
+    Notification(i64),
+    /// The provider's own id of the message (an SMPP `message_id`, a Twilio `MessageSid`).
+    ProviderRef(String),
+}
+
+/// Applies a delivery receipt from `provider` to the attempt it names, if that attempt still
+/// waits for one: the attempt and its notification become delivered, failed or expired (with
+/// the cloud event). A repeated or late receipt changes nothing; answers whether it applied.
+pub fn apply_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+    receipt: super::protocol::Receipt,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let (by_id, by_ref) = match of {
+        ReceiptFor::Notification(id) => (Some(*id), None),
+        ReceiptFor::ProviderRef(r) => (None, Some(r.as_str())),
+    };
+    let found: Option<(i64, i64)> = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE msg_attempt SET status = ?4, receipt_at = ?5
+              WHERE id = (SELECT id FROM msg_attempt
+                           WHERE provider = ?1 AND status = 'sent'
+                             AND (notification_id = ?2 OR provider_ref = ?3)
+                           ORDER BY id DESC LIMIT 1)
+              RETURNING id, notification_id",
+        )?
+        .query_row(
+            params![provider, by_id, by_ref, receipt.as_str(), now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((_, notification)) = found else {
+        return Ok(false);
+    };
+    let status = match receipt {
+        super::protocol::Receipt::Delivered => Status::Delivered,
+        super::protocol::Receipt::Failed => Status::Failed,
+        super::protocol::Receipt::Expired => Status::Expired,
+    };
+    let reason = (status != Status::Delivered).then(|| format!("receipt: {}", receipt.as_str()));
+    set_status(tx, notification, status, reason.as_deref(), now)?;
+    Ok(true)
+}
+
+/// A notification that no route can carry fails, with its reason.
+pub fn fail_notification(
+    tx: &mut Tx<'_>,
+    id: i64,
+    reason: &str,
+    now: i64,
+) -> Result<(), JournalError> {
+    set_status(tx, id, Status::Failed, Some(reason), now)
+}
+
+/// Sets a notification's status, and tells the cloud when it is final (delivered, failed,
+/// expired): ids and codes only.
+fn set_status(
+    tx: &mut Tx<'_>,
+    id: i64,
+    status: Status,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), JournalError> {
+    let row: Option<(String, i64)> = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE msg_notification SET status = ?2, reason = coalesce(?3, reason), updated_at = ?4
+              WHERE id = ?1 RETURNING event_id, entry_id",
+        )?
+        .query_row(params![id, status.as_str(), reason, now], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let kind = match status {
+        Status::Delivered => "notification.delivered",
+        Status::Failed | Status::Expired => "notification.failed",
+        _ => return Ok(()),
+    };
+    let Some((event_id, entry)) = row else {
+        return Ok(());
+    };
+    let item = NewItem {
+        source: "messaging".into(),
+        source_id: Some(format!("{kind}:{id}")),
+        kind: kind.into(),
+        key: format!("notification:{id}"),
+        schema: format!("clinic-gateway/{kind}@1"),
+        payload: to_json(&serde_json::json!({
+            "notification": id,
+            "event_id": event_id,
+            "entry": entry,
+            "status": status.as_str(),
+        }))?
+        .into_bytes(),
+        reply: None,
+        occurred_at: Some(now),
+        destinations: vec![crate::CLOUD.into()],
+    };
+    tx.append(&item, now).map(|_| ())
+}
+
+/// A notification as staff see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationView {
+    pub id: i64,
+    pub entry: i64,
+    pub ticket: String,
+    pub queue: String,
+    pub kind: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Each attempt's channel and provider tell staff how the patient was reached; the
+    /// number or address itself is never shown.
+    pub attempts: Vec<Attempt>,
+}
+
+/// The newest notifications (of one ticket, when given), up to `limit`.
+pub fn notifications(
+    tx: &mut Tx<'_>,
+    ticket: Option<&str>,
+    limit: usize,
+) -> Result<Vec<NotificationView>, JournalError> {
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+        i64,
+    );
+    let rows: Vec<Row> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, entry_id, ticket, queue, kind, status, reason, created_at, updated_at
+               FROM msg_notification WHERE (?1 IS NULL OR ticket = ?1) ORDER BY id DESC LIMIT ?2",
+        )?
+        .query_map(params![ticket, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, entry, ticket, queue, kind, status, reason, created_at, updated_at) in rows {
+        out.push(NotificationView {
+            id,
+            entry,
+            ticket,
+            queue,
+            kind,
+            status,
+            reason,
+            created_at,
+            updated_at,
+            attempts: attempts(tx, id)?,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// The SMSC of the messaging tests: the npm `smpp` 0.5.1 server on 127.0.0.1, scripted by the
+// test through its stdin, one command a line:
+//
+//   receipts delivered|expired|failed|none   what deliver_sm receipts say from now on
+//   throttle N                               answer the next N submit_sm with 0x58 (throttled)
+//   window                                   print the most submit_sm ever unanswered at once
+//
+// Usage: node smsc.js PORT [SYSTEM_ID:PASSWORD]. It answers every submit_sm with a new decimal
+// message id, after `SMSC_DELAY_MS` (default 0), and then sends a receipt
+// (`id:<id> sub:001 dlvrd:001 submit date:... done date:... stat:DELIVRD err:000 text:...`)
+// unless receipts are `none`. Logs on stderr: `ready`, `bind <kind> <system_id>`,
+// `submit <id> <destination> <data_coding> <text as JSON>`, `throttled <destination>`,
+// `receipt <id> <stat>`, `window <n>`. Stops on SIGTERM.
+'use strict';
+const smpp = require('smpp');
+const readline = require('readline');
+
+const port = Number(process.argv[2] || 2775);
+const [wantId, wantPassword] = (process.argv[3] || '').split(':');
+const delay = Number(process.env.SMSC_DELAY_MS || 0);
+let receipts = 'delivered';
+let throttle = 0;
+let nextId = 1000;
+let open = 0;
+let widest = 0;
+const log = (line) => process.stderr.write(line + '\n');
+const sessions = new Set();
+
+const stat = { delivered: 'DELIVRD', expired: 'EXPIRED', failed: 'UNDELIV' };
+
+function smppDate(d) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${p(d.getUTCFullYear() % 100)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}${p(d.getUTCHours())}${p(d.getUTCMinutes())}`;
+}
+
+const server = smpp.createServer((session) => {
+  sessions.add(session);
+  session.on('close', () => sessions.delete(session));
+  session.on('error', () => {});
+  for (const kind of ['bind_transceiver', 'bind_transmitter', 'bind_receiver']) {
+    session.on(kind, (pdu) => {
+      if (wantId && (pdu.system_id !== wantId || pdu.password !== wantPassword)) {
+        log(`bind refused ${pdu.system_id}`);
+        session.send(pdu.response({ command_status: smpp.ESME_RBINDFAIL }));
+        session.close();
+        return;
+      }
+      log(`bind ${kind.slice(5)} ${pdu.system_id}`);
+      session.send(pdu.response({ system_id: 'test-smsc' }));
+    });
+  }
+  session.on('enquire_link', (pdu) => session.send(pdu.response()));
+  session.on('unbind', (pdu) => {
+    session.send(pdu.response());
+    session.close();
+  });
+  session.on('submit_sm', (pdu) => {
+    if (throttle > 0) {
+      throttle -= 1;
+      log(`throttled ${pdu.destination_addr}`);
+      session.send(pdu.response({ command_status: smpp.ESME_RTHROTTLED }));
+      return;
+    }
+    open += 1;
+    widest = Math.max(widest, open);
+    const id = String(nextId++);
+    const sm = pdu.short_message || {};
+    const body = sm.message !== undefined ? sm.message : sm;
+    const text = Buffer.isBuffer(body) ? body.toString('hex') : String(body);
+    log(`submit ${id} ${pdu.destination_addr} ${pdu.data_coding} ${JSON.stringify(text)}`);
+    setTimeout(() => {
+      open -= 1;
+      session.send(pdu.response({ message_id: id }));
+      if (receipts === 'none' || !(pdu.registered_delivery & 1)) return;
+      const now = smppDate(new Date());
+      const st = stat[receipts];
+      session.deliver_sm({
+        source_addr: pdu.destination_addr,
+        destination_addr: pdu.source_addr,
+        esm_class: 0x04,
+        short_message: `id:${id} sub:001 dlvrd:${st === 'DELIVRD' ? '001' : '000'} submit date:${now} done date:${now} stat:${st} err:000 text:`,
+      });
+      log(`receipt ${id} ${st}`);
+    }, delay);
+  });
+});
+
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  const [cmd, arg] = line.trim().split(/\s+/);
+  if (cmd === 'receipts') receipts = arg;
+  else if (cmd === 'throttle') throttle = Number(arg);
+  else if (cmd === 'window') log(`window ${widest}`);
+  log(`ok ${line.trim()}`);
+});
+
+process.on('SIGTERM', () => {
+  for (const s of sessions) s.close();
+  server.close();
+  process.exit(0);
+});
+server.listen(port, '127.0.0.1', () => log('ready'));
