@@ -226,6 +226,8 @@ fn the_front_desk_sees_active_coverage_with_the_copay_and_nothing_of_the_member_
     assert_eq!(e["copay"], 2500);
     assert_eq!(e["deductible_remaining"], 25050);
     assert_eq!(e["plan"], "GOLD PPO");
+    let board = gw.get_text("/");
+    assert!(board.contains("verified</span>, co-pay 25.00"), "{board}");
 
     let events = wait_for("the eligibility event", Duration::from_secs(10), || {
         let ev = journal_events(&gw, "eligibility.checked");
@@ -241,6 +243,7 @@ fn the_front_desk_sees_active_coverage_with_the_copay_and_nothing_of_the_member_
     assert!(!leaked(&events[0].to_string()), "{}", events[0]);
     assert!(!leaked(&e.to_string()), "{e}");
     assert!(!leaked(&gw.log_text()), "the log names the member");
+    assert!(!leaked(&board), "the board names the member");
 }
 
 #[test]

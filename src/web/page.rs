@@ -96,6 +96,16 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         Vec::new()
     };
+    // The insurance column, when an eligibility connector asks payers.
+    let insurance = if shown.queue && s.eligibility.is_some() {
+        let ask = crate::connectors::practice::ListEligibility {
+            entry_ids: entries.iter().map(|e| e.id).collect(),
+        };
+        let found = journal::ask(&s.journal, ask).await.unwrap_or_default();
+        Some(found.into_iter().map(|e| (e.entry_id, e)).collect())
+    } else {
+        None
+    };
     let notices = if shown.notices {
         let list = ListNotices {
             all: false,
@@ -140,6 +150,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         stats: stats.as_ref().ok(),
         dead: &dead,
         entries: &entries,
+        insurance: insurance.as_ref(),
         notices: &notices,
         alerts: &alerts,
         conflicts: &conflicts,
@@ -153,12 +164,17 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         .body(html)
 }
 
+/// Entries' latest eligibility inquiries by entry id.
+type Insurance = std::collections::BTreeMap<i64, crate::connectors::practice::store::Eligibility>;
+
 /// What the page shows, as read for one request.
 struct View<'a> {
     actors: &'a [ActorHealth],
     stats: Option<&'a Stats>,
     dead: &'a [DeadLetter],
     entries: &'a [Entry],
+    /// Each entry's latest eligibility inquiry by entry id, when a connector asks payers.
+    insurance: Option<&'a Insurance>,
     notices: &'a [Notice],
     alerts: &'a [Alert],
     conflicts: &'a [Conflict],
@@ -183,6 +199,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         stats,
         dead,
         entries,
+        insurance,
         notices,
         alerts,
         conflicts,
@@ -222,7 +239,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
-        h.push_str(&queue_board(entries, now));
+        h.push_str(&queue_board(entries, insurance, now));
     }
     if let Some(view) = rooms {
         let actions = if shown.room_actions {
@@ -524,8 +541,10 @@ pub(super) async fn conflict_page(
     page(StatusCode::OK, &body)
 }
 
-/// The queue board: tickets in call order per queue, never patient references.
-fn queue_board(entries: &[Entry], now: i64) -> String {
+/// The queue board: tickets in call order per queue, never patient references; with
+/// `insurance`, where each entry's eligibility stands (the payer's reason in words, never
+/// the member's details).
+fn queue_board(entries: &[Entry], insurance: Option<&Insurance>, now: i64) -> String {
     let mut h = String::from("<h2>Waiting queues</h2>");
     if entries.is_empty() {
         h.push_str("<p class=muted>Nobody is queued.</p>");
@@ -536,8 +555,13 @@ fn queue_board(entries: &[Entry], now: i64) -> String {
     for q in queues {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th></tr>",
-            esc(q)
+            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th>{}</tr>",
+            esc(q),
+            if insurance.is_some() {
+                "<th>Insurance</th>"
+            } else {
+                ""
+            }
         );
         for (i, e) in entries.iter().filter(|e| e.queue == q).enumerate() {
             let priority = match e.priority {
@@ -545,9 +569,12 @@ fn queue_board(entries: &[Entry], now: i64) -> String {
                 Priority::Elevated => "<span class=\"badge degraded\">elevated</span>",
                 Priority::Urgent => "<span class=\"badge down\">urgent</span>",
             };
+            let cover = insurance.map_or(String::new(), |i| {
+                format!("<td>{}</td>", coverage(i.get(&e.id)))
+            });
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td>{cover}</tr>",
                 i + 1,
                 esc(&e.ticket),
                 e.state.as_str().replace('_', " "),
@@ -558,6 +585,31 @@ fn queue_board(entries: &[Entry], now: i64) -> String {
         h.push_str("</table>");
     }
     h
+}
+
+/// One entry's insurance cell: verified with its co-pay, pending, overridden, or not verified
+/// with the reason in words.
+fn coverage(e: Option<&crate::connectors::practice::store::Eligibility>) -> String {
+    use crate::connectors::practice::store::Status;
+    let Some(e) = e else {
+        return "<span class=muted>not asked</span>".into();
+    };
+    let money = |c: i64| format!("{}.{:02}", c / 100, c % 100);
+    match e.status {
+        Status::Verified => {
+            let copay = e
+                .detail
+                .copay
+                .map_or(String::new(), |c| format!(", co-pay {}", money(c)));
+            format!("<span class=\"badge healthy\">verified</span>{copay}")
+        }
+        Status::Pending => "<span class=muted>pending</span>".into(),
+        Status::Overridden => "<span class=\"badge degraded\">overridden</span>".into(),
+        Status::NotVerified => format!(
+            "<span class=\"badge down\">not verified</span> {}",
+            esc(&e.detail.reasons.join("; "))
+        ),
+    }
 }
 
 #[derive(Deserialize)]
@@ -811,6 +863,7 @@ mod tests {
             stats: Some(&Stats::default()),
             dead: &dead,
             entries: &[],
+            insurance: None,
             notices: &notices,
             alerts: &[],
             conflicts: &[],
@@ -862,11 +915,68 @@ mod tests {
                 entry(2, "G-002", Priority::Urgent),
                 entry(1, "G-001", Priority::Normal),
             ],
+            None,
             60_000,
         );
         assert!(html.find("G-002") < html.find("G-001"), "{html}");
         assert!(html.contains("urgent"));
         assert!(!html.contains("MRN-SECRET") && !html.contains("pain"));
         assert!(!html.contains("FAMILY-SECRET") && !html.contains("1980"));
+        assert!(!html.contains("Insurance"), "no column without a connector");
+
+        use crate::connectors::practice::store::{Detail, Eligibility, Status};
+        let asked = |entry_id: i64, status: Status, detail: Detail| Eligibility {
+            entry_id,
+            payer: "acme".into(),
+            status,
+            detail,
+            requested_at: 0,
+            requested_by: "check-in".into(),
+            answered_at: None,
+            override_by: None,
+            override_reason: None,
+        };
+        let insurance: Insurance = [
+            (
+                2,
+                asked(
+                    2,
+                    Status::Verified,
+                    Detail {
+                        copay: Some(2505),
+                        ..Detail::default()
+                    },
+                ),
+            ),
+            (
+                1,
+                asked(
+                    1,
+                    Status::NotVerified,
+                    Detail {
+                        reasons: vec!["patient not found".into()],
+                        ..Detail::default()
+                    },
+                ),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let html = queue_board(
+            &[
+                entry(2, "G-002", Priority::Urgent),
+                entry(1, "G-001", Priority::Normal),
+                entry(3, "G-003", Priority::Normal),
+            ],
+            Some(&insurance),
+            60_000,
+        );
+        assert!(html.contains("<th>Insurance</th>"), "{html}");
+        assert!(html.contains("verified</span>, co-pay 25.05"), "{html}");
+        assert!(
+            html.contains("not verified</span> patient not found"),
+            "{html}"
+        );
+        assert!(html.contains("not asked"), "{html}");
     }
 }

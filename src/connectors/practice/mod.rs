@@ -81,11 +81,18 @@ pub struct GetEligibility {
     pub entry_id: i64,
 }
 
+/// The latest inquiry of each of these entries that has one, for the board.
+#[derive(Debug)]
+pub struct ListEligibility {
+    pub entry_ids: Vec<i64>,
+}
+
 crate::journal_work!(
     RequestEligibility,
     RecordAnswer,
     OverrideEligibility,
-    GetEligibility
+    GetEligibility,
+    ListEligibility
 );
 
 /// What the outbox row carries to the connector.
@@ -255,6 +262,13 @@ impl Work for GetEligibility {
     type Output = Option<Eligibility>;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::latest(tx, self.entry_id)
+    }
+}
+
+impl Work for ListEligibility {
+    type Output = Vec<Eligibility>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::latest_of(tx, &self.entry_ids)
     }
 }
 
