@@ -475,37 +475,20 @@ impl Client {
             .body(body)
             .send()
             .await;
-        let answer = match sent {
-            Ok(a) => a,
-            Err(e) if e.is_timeout() => {
-                return Err(Trouble::NoAnswer(format!(
-                    "the payer did not answer within {} s",
-                    c.timeout_ms / 1000
-                )));
-            }
-            Err(e) => {
-                return Err(Trouble::NoAnswer(format!(
-                    "cannot reach the clearinghouse: {}",
-                    chain(&e)
-                )));
-            }
+        // reqwest's timeout covers the whole exchange: sending, waiting and reading.
+        let lost = |e: reqwest::Error, what: &str| {
+            Trouble::NoAnswer(if e.is_timeout() {
+                format!("the payer did not answer within {} s", c.timeout_ms / 1000)
+            } else {
+                format!("{what}: {}", chain(&e))
+            })
         };
+        let answer = sent.map_err(|e| lost(e, "cannot reach the clearinghouse"))?;
         let code = answer.status();
-        let text = match answer.text().await {
-            Ok(t) => t,
-            Err(e) if e.is_timeout() => {
-                return Err(Trouble::NoAnswer(format!(
-                    "the payer did not answer within {} s",
-                    c.timeout_ms / 1000
-                )));
-            }
-            Err(e) => {
-                return Err(Trouble::NoAnswer(format!(
-                    "the answer broke off: {}",
-                    chain(&e)
-                )));
-            }
-        };
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| lost(e, "the answer broke off"))?;
         let payload = match core::response_payload(&text, &payload_id) {
             Ok(p) => p,
             Err(core::CoreError::NotXml(_) | core::CoreError::NotCore)
