@@ -476,3 +476,27 @@ fn a_card_shown_at_check_in_is_asked_about_and_the_patient_is_queued_whatever_it
         "{body}"
     );
 }
+
+#[test]
+fn the_cores_mime_multipart_form_asks_and_reads_as_the_soap_one_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "form = \"mime\"");
+    let active = check_in(&gw);
+    let wrong = check_in(&gw);
+    ask(&gw, active, "ACTIVE-MIME");
+    ask(&gw, wrong, "BADID-MIME");
+    payer.saw("270 ok ACTIVE-MIME");
+    let e = settled(&gw, active, None);
+    assert_eq!(
+        (e["status"].as_str(), e["copay"].as_i64()),
+        (Some("verified"), Some(2500)),
+        "{e}"
+    );
+    let e = settled(&gw, wrong, None);
+    assert_eq!(
+        e["reasons"],
+        json!(["invalid or missing member id (correct and resubmit)"]),
+        "{e}"
+    );
+}

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 pub struct EligibilityConfig {
     /// The CORE real-time endpoint (`https://…`; `http://` only on loopback).
     pub url: String,
+    /// The CORE rule's form the endpoint takes: the SOAP 1.2 envelope or the HTTP MIME
+    /// multipart form.
+    #[serde(default)]
+    pub form: CoreForm,
     /// The WS-Security UsernameToken's user name.
     pub username: String,
     /// A file holding the UsernameToken's password (read at each request, so it can be
@@ -40,6 +44,15 @@ pub struct EligibilityConfig {
     pub timeout_ms: u64,
     /// The payers the clinic asks, by the name the front desk picks; the first is the default.
     pub payer: Vec<PayerConfig>,
+}
+
+/// The two forms of the CAQH CORE real-time message.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreForm {
+    #[default]
+    Soap,
+    Mime,
 }
 
 /// One payer the clearinghouse reaches.

@@ -1,8 +1,10 @@
-//! The CAQH CORE connectivity rule's real-time SOAP envelope (rule version 2.2.0), pure: an X12
-//! payload in a `COREEnvelopeRealTimeRequest` with a WS-Security UsernameToken, over SOAP 1.2;
-//! the `COREEnvelopeRealTimeResponse` read back by element names, whatever prefixes and
-//! namespaces the responder chose for the children (clearinghouses differ), with its
-//! `ErrorCode` and a SOAP fault told apart from a payload.
+//! The CAQH CORE connectivity rule's real-time message (rule version 2.2.0), pure, in its two
+//! forms: the SOAP 1.2 envelope (an X12 payload in a `COREEnvelopeRealTimeRequest` with a
+//! WS-Security UsernameToken; the `COREEnvelopeRealTimeResponse` read back by element names,
+//! whatever prefixes and namespaces the responder chose for the children, as clearinghouses
+//! differ) and the HTTP MIME multipart form (the same fields as `multipart/form-data` parts,
+//! the user name and password among them). Either way a responder's `ErrorCode`, or a SOAP
+//! fault, is told apart from a payload.
 
 use thiserror::Error;
 
@@ -95,46 +97,119 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The X12 payload of a successful response to the request `payload_id`.
+/// The X12 payload of a successful SOAP response to the request `payload_id`.
 pub fn response_payload(xml: &str, payload_id: &str) -> Result<String, CoreError> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| CoreError::NotXml(e.to_string()))?;
     let root = doc.root_element();
     if let Some(fault) = named(root, "Fault") {
-        let code = named(fault, "Value")
-            .and_then(|v| v.text())
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let reason = named(fault, "Text")
-            .and_then(|v| v.text())
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        return Err(CoreError::Fault { code, reason });
+        let part = |name| {
+            named(fault, name)
+                .and_then(|v| v.text())
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        return Err(CoreError::Fault {
+            code: part("Value"),
+            reason: part("Text"),
+        });
     }
     let response = named(root, "COREEnvelopeRealTimeResponse").ok_or(CoreError::NotCore)?;
-    let code = text(response, "ErrorCode");
+    checked(|name| text(response, name), payload_id)
+}
+
+/// The payload of a response whose fields `field` gives, once its error code, payload id and
+/// type are checked.
+fn checked(field: impl Fn(&str) -> String, payload_id: &str) -> Result<String, CoreError> {
+    let code = field("ErrorCode");
     if !code.trim().is_empty() && code.trim() != "Success" {
         return Err(CoreError::Refused {
             code: code.trim().to_string(),
-            message: text(response, "ErrorMessage").trim().to_string(),
+            message: field("ErrorMessage").trim().to_string(),
         });
     }
-    let id = text(response, "PayloadID");
+    let id = field("PayloadID");
     if id.trim() != payload_id {
         return Err(CoreError::OtherPayload {
             found: id.trim().to_string(),
             expected: payload_id.to_string(),
         });
     }
-    let kind = text(response, "PayloadType");
-    if !kind.trim().starts_with("X12_271")
-        && !kind.trim().starts_with("X12_999")
-        && !kind.trim().starts_with("X12_TA1")
+    let kind = field("PayloadType");
+    if !["X12_271", "X12_999", "X12_TA1"]
+        .iter()
+        .any(|k| kind.trim().starts_with(k))
     {
         return Err(CoreError::PayloadType(kind.trim().to_string()));
     }
-    Ok(text(response, "Payload").trim().to_string())
+    Ok(field("Payload").trim().to_string())
+}
+
+/// The MIME multipart form of `r`: its content type (with `boundary`) and its body.
+pub fn multipart(r: &Request<'_>, boundary: &str) -> (String, String) {
+    let fields = [
+        ("PayloadType", r.payload_type),
+        ("ProcessingMode", "RealTime"),
+        ("PayloadID", r.payload_id),
+        ("TimeStamp", r.timestamp),
+        ("UserName", r.username),
+        ("Password", r.password),
+        ("SenderID", r.sender_id),
+        ("ReceiverID", r.receiver_id),
+        ("CORERuleVersion", "2.2.0"),
+        ("Payload", r.payload),
+    ];
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The X12 payload of a successful multipart response to the request `payload_id`.
+pub fn multipart_payload(
+    content_type: &str,
+    body: &str,
+    payload_id: &str,
+) -> Result<String, CoreError> {
+    let not_core = || CoreError::NotCore;
+    let boundary = content_type
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()
+        .map(|b| b.trim_matches('"'))
+        .filter(|b| !b.is_empty() && content_type.trim_start().starts_with("multipart/form-data"))
+        .ok_or_else(not_core)?;
+    let mut fields = std::collections::HashMap::new();
+    for part in body.split(&format!("--{boundary}")).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let part = part.strip_prefix("\r\n").unwrap_or(part);
+        let Some((head, value)) = part.split_once("\r\n\r\n") else {
+            return Err(not_core());
+        };
+        let name = head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .flat_map(|l| l.split(';'))
+            .filter_map(|p| p.trim().strip_prefix("name="))
+            .next()
+            .map(|n| n.trim_matches('"').to_string())
+            .ok_or_else(not_core)?;
+        let value = value.strip_suffix("\r\n").unwrap_or(value);
+        fields.insert(name, value.to_string());
+    }
+    if fields.is_empty() {
+        return Err(not_core());
+    }
+    checked(
+        |name| fields.get(name).cloned().unwrap_or_default(),
+        payload_id,
+    )
 }
 
 #[cfg(test)]
@@ -184,6 +259,37 @@ mod tests {
             .replace("<Payload", "<tns:Payload")
             .replace("</Payload", "</tns:Payload");
         assert_eq!(response_payload(&qualified, "id-1"), Ok("ISA*00*~".into()));
+    }
+
+    #[test]
+    fn the_multipart_form_carries_the_same_fields_and_is_read_back() {
+        let (kind, body) = multipart(&request("ISA*00*~"), "b0undary");
+        assert_eq!(kind, "multipart/form-data; boundary=b0undary");
+        assert!(
+            body.contains("name=\"Password\"\r\n\r\np<&>w\r\n"),
+            "{body}"
+        );
+        let answer = "--x\r\nContent-Disposition: form-data; name=\"PayloadType\"\r\n\r\nX12_271_Response_005010X279A1\r\n\
+--x\r\nContent-Disposition: form-data; name=\"PayloadID\"\r\n\r\nid-1\r\n\
+--x\r\nContent-Disposition: form-data; name=\"Payload\"\r\n\r\nISA*00*~\r\n\
+--x\r\nContent-Disposition: form-data; name=\"ErrorCode\"\r\n\r\nSuccess\r\n--x--\r\n";
+        assert_eq!(
+            multipart_payload("multipart/form-data; boundary=\"x\"", answer, "id-1"),
+            Ok("ISA*00*~".into())
+        );
+        let refused = answer.replace("\r\nSuccess\r\n", "\r\nUnauthorized\r\n");
+        assert!(matches!(
+            multipart_payload("multipart/form-data; boundary=x", &refused, "id-1"),
+            Err(CoreError::Refused { .. })
+        ));
+        assert_eq!(
+            multipart_payload("text/plain", answer, "id-1"),
+            Err(CoreError::NotCore)
+        );
+        assert_eq!(
+            multipart_payload("multipart/form-data; boundary=x", "junk", "id-1"),
+            Err(CoreError::NotCore)
+        );
     }
 
     #[test]

@@ -458,7 +458,7 @@ impl Client {
             .map_err(|e| Trouble::NoAnswer(format!("connectors.eligibility.password_file: {e}")))?;
         let payload_id = uuid::Uuid::now_v7().hyphenated().to_string();
         let timestamp = utc.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let body = core::envelope(&core::Request {
+        let request = core::Request {
             payload_type: "X12_270_Request_005010X279A1",
             payload_id: &payload_id,
             timestamp: &timestamp,
@@ -467,11 +467,17 @@ impl Client {
             username: &c.username,
             password: password.trim_end_matches(['\r', '\n']),
             payload: &x12,
-        });
+        };
+        let (content_type, body) = match c.form {
+            config::CoreForm::Soap => (core::CONTENT_TYPE.to_string(), core::envelope(&request)),
+            config::CoreForm::Mime => {
+                core::multipart(&request, &uuid::Uuid::now_v7().simple().to_string())
+            }
+        };
         let sent = self
             .http
             .post(&c.url)
-            .header(reqwest::header::CONTENT_TYPE, core::CONTENT_TYPE)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
             .await;
@@ -485,11 +491,21 @@ impl Client {
         };
         let answer = sent.map_err(|e| lost(e, "cannot reach the clearinghouse"))?;
         let code = answer.status();
+        let answered_as = answer
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let text = answer
             .text()
             .await
             .map_err(|e| lost(e, "the answer broke off"))?;
-        let payload = match core::response_payload(&text, &payload_id) {
+        let read = match c.form {
+            config::CoreForm::Soap => core::response_payload(&text, &payload_id),
+            config::CoreForm::Mime => core::multipart_payload(&answered_as, &text, &payload_id),
+        };
+        let payload = match read {
             Ok(p) => p,
             Err(core::CoreError::NotXml(_) | core::CoreError::NotCore)
                 if code.is_server_error() =>

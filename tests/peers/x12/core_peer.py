@@ -10,11 +10,15 @@ the member id's first word (before '-'):
   LIAR       an active 271 for another trace
   anything else -> active
 
-A wrong WS-Security password is answered with ErrorCode Unauthorized.
+A wrong WS-Security password is answered with ErrorCode Unauthorized. The rule's HTTP MIME
+multipart form (a multipart/form-data POST, answered in kind) gets the same answers.
 Usage: core_peer.py PORT PASSWORD"""
 
 import sys
 import time
+import uuid
+from email.parser import BytesParser
+from email.policy import HTTP
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
 
@@ -56,6 +60,32 @@ def answer(req, payload="", code="Success", message="None"):
         ErrorMessage=message)
 
 
+def respond(password, payload):
+    """The Payload, ErrorCode and ErrorMessage answering one request."""
+    if password != PASSWORD:
+        say("auth refused")
+        return "", "Unauthorized", "UsernameToken refused"
+    try:
+        asked = x12_peer.check270(payload)
+    except Exception as error:  # the parser's validation errors, whatever their type
+        say("270 refused", str(error).replace("\n", " "))
+        return "", "PayloadTypeIncorrect", "not a valid 270"
+    member, trace = asked["member_id"], asked["trace"]
+    say("270 ok", member)
+    scenario = member.split("-")[0]
+    seen[member] = seen.get(member, 0) + 1
+    if scenario == "SLOW":
+        time.sleep(30)
+    if scenario == "GARBAGE":
+        return "this is not X12", "Success", "None"
+    if scenario == "LIAR":
+        return x12_peer.emit271("active", "SOMEONE-ELSE"), "Success", "None"
+    name = {"INACTIVE": "inactive", "BADID": "member_id", "DOWN": "payer_down"}.get(scenario, "active")
+    if scenario == "DOWNONCE":
+        name = "payer_down" if seen[member] == 1 else "active"
+    return x12_peer.emit271(name, trace), "Success", "None"
+
+
 class Core(ServiceBase):
     @rpc(COREEnvelopeRealTimeRequest, _returns=COREEnvelopeRealTimeResponse, _body_style="bare",
          _in_message_name="COREEnvelopeRealTimeRequest",
@@ -63,28 +93,27 @@ class Core(ServiceBase):
          _operation_name="RealTimeTransaction")
     def RealTimeTransaction(ctx, req):
         password = ctx.in_document.find(f".//{WSSE}Password")
-        if password is None or password.text != PASSWORD:
-            say("auth refused")
-            return answer(req, code="Unauthorized", message="UsernameToken refused")
-        try:
-            asked = x12_peer.check270(req.Payload)
-        except Exception as error:  # the parser's validation errors, whatever their type
-            say("270 refused", str(error).replace("\n", " "))
-            return answer(req, code="PayloadTypeIncorrect", message="not a valid 270")
-        member, trace = asked["member_id"], asked["trace"]
-        say("270 ok", member)
-        scenario = member.split("-")[0]
-        seen[member] = seen.get(member, 0) + 1
-        if scenario == "SLOW":
-            time.sleep(30)
-        if scenario == "GARBAGE":
-            return answer(req, "this is not X12")
-        if scenario == "LIAR":
-            return answer(req, x12_peer.emit271("active", "SOMEONE-ELSE"))
-        name = {"INACTIVE": "inactive", "BADID": "member_id", "DOWN": "payer_down"}.get(scenario, "active")
-        if scenario == "DOWNONCE":
-            name = "payer_down" if seen[member] == 1 else "active"
-        return answer(req, x12_peer.emit271(name, trace))
+        payload, code, message = respond(None if password is None else password.text, req.Payload)
+        return answer(req, payload, code, message)
+
+
+def multipart(environ, start_response):
+    """The MIME multipart form: the same fields as form-data parts."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    head = f"Content-Type: {environ['CONTENT_TYPE']}\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + environ["wsgi.input"].read(length))
+    fields = {part.get_param("name", header="content-disposition"): part.get_content().strip()
+              for part in message.iter_parts()}
+    payload, code, text = respond(fields.get("Password"), fields.get("Payload", ""))
+    out = {"PayloadType": "X12_271_Response_005010X279A1", "ProcessingMode": "RealTime",
+           "PayloadID": fields.get("PayloadID", ""), "TimeStamp": "2026-12-02T09:15:00Z",
+           "SenderID": fields.get("ReceiverID", ""), "ReceiverID": fields.get("SenderID", ""),
+           "CORERuleVersion": "2.2.0", "Payload": payload, "ErrorCode": code, "ErrorMessage": text}
+    boundary = uuid.uuid4().hex
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in out.items()) + f"--{boundary}--\r\n"
+    start_response("200 OK", [("Content-Type", f"multipart/form-data; boundary={boundary}")])
+    return [body.encode()]
 
 
 class Server(ThreadingMixIn, WSGIServer):
@@ -97,7 +126,16 @@ class Quiet(WSGIRequestHandler):
 
 
 app = Application([Core], tns=NS, in_protocol=Soap12(validator="soft"), out_protocol=Soap12())
-server = make_server("127.0.0.1", int(sys.argv[1]), WsgiApplication(app), server_class=Server,
+soap = WsgiApplication(app)
+
+
+def route(environ, start_response):
+    if environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        return multipart(environ, start_response)
+    return soap(environ, start_response)
+
+
+server = make_server("127.0.0.1", int(sys.argv[1]), route, server_class=Server,
                      handler_class=Quiet)
 say("ready")
 server.serve_forever()
