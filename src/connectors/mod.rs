@@ -7,5 +7,6 @@ pub mod config;
 pub mod fhir;
 pub mod hl7v2;
 pub mod lab;
+pub mod pharmacy;
 
 pub use config::ConnectorsConfig;

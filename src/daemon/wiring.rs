@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2, lab};
+use crate::connectors::{fhir, hl7v2, lab, pharmacy};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -23,7 +23,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 10] {
+pub fn schemas() -> [&'static Schema; 11] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -35,6 +35,7 @@ pub fn schemas() -> [&'static Schema; 10] {
         &crate::suspension::store::SCHEMA,
         &crate::connectors::lab::store::SCHEMA,
         &crate::alerts::store::SCHEMA,
+        &crate::connectors::pharmacy::store::SCHEMA,
     ]
 }
 
@@ -63,6 +64,9 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
     let mut inbound: Vec<Arc<dyn crate::queue::Inbound>> = Vec::new();
     if let Some(l) = &c.connectors.lab {
         inbound.push(Arc::new(lab::Results { config: l.clone() }));
+    }
+    if let Some(p) = &c.connectors.pharmacy {
+        inbound.push(Arc::new(pharmacy::Prescriptions { config: p.clone() }));
     }
     let mut extensions = Extensions::default();
     extensions.insert(crate::queue::Settings {

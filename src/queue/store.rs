@@ -1051,7 +1051,25 @@ pub(crate) fn patient_notification(
     start: Option<&str>,
     now: i64,
 ) -> Result<(), JournalError> {
-    let payload = serde_json::json!({
+    patient_notification_with(
+        tx,
+        entry,
+        reason,
+        &[("new_start", serde_json::json!(start))],
+        now,
+    )
+}
+
+/// A `patient.notification` for `entry` with `reason` and the fields `extra` adds (ids, codes
+/// and times only: the cloud gets no demographics, results or drugs).
+pub(crate) fn patient_notification_with(
+    tx: &mut Tx<'_>,
+    entry: &Entry,
+    reason: &str,
+    extra: &[(&str, serde_json::Value)],
+    now: i64,
+) -> Result<(), JournalError> {
+    let mut payload = serde_json::json!({
         "reason": reason,
         "entry": entry.id,
         "ticket": entry.ticket,
@@ -1059,8 +1077,10 @@ pub(crate) fn patient_notification(
         "patient_ref": entry.patient_ref,
         "patient_id": entry.demographics.as_ref().map(|d| &d.patient_id),
         "appointment_ref": entry.appointment_ref,
-        "new_start": start,
     });
+    for (k, v) in extra {
+        payload[*k] = v.clone();
+    }
     let who = entry
         .patient_ref
         .clone()

@@ -5,6 +5,7 @@ use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
 use crate::alerts::{AckAlert, Alert, ListAlerts};
 use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
+use crate::connectors::pharmacy::ListPrescriptions;
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
 use crate::notices::{AckNotice, ListNotices, Notice};
@@ -87,14 +88,19 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         Vec::new()
     };
-    let entries = if shown.queue {
+    let (entries, prescriptions) = if shown.queue {
         let list = QueueList {
             queue: None,
             closed_since: None,
         };
-        journal::ask(&s.journal, list).await.unwrap_or_default()
+        (
+            journal::ask(&s.journal, list).await.unwrap_or_default(),
+            journal::ask(&s.journal, ListPrescriptions)
+                .await
+                .unwrap_or_default(),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let notices = if shown.notices {
         let list = ListNotices {
@@ -140,6 +146,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         stats: stats.as_ref().ok(),
         dead: &dead,
         entries: &entries,
+        prescriptions: &prescriptions,
         notices: &notices,
         alerts: &alerts,
         conflicts: &conflicts,
@@ -159,6 +166,7 @@ struct View<'a> {
     stats: Option<&'a Stats>,
     dead: &'a [DeadLetter],
     entries: &'a [Entry],
+    prescriptions: &'a [(i64, String)],
     notices: &'a [Notice],
     alerts: &'a [Alert],
     conflicts: &'a [Conflict],
@@ -183,6 +191,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         stats,
         dead,
         entries,
+        prescriptions,
         notices,
         alerts,
         conflicts,
@@ -222,7 +231,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
-        h.push_str(&queue_board(entries, now));
+        h.push_str(&queue_board(entries, prescriptions, now));
     }
     if let Some(view) = rooms {
         let actions = if shown.room_actions {
@@ -525,7 +534,9 @@ pub(super) async fn conflict_page(
 }
 
 /// The queue board: tickets in call order per queue, never patient references.
-fn queue_board(entries: &[Entry], now: i64) -> String {
+/// The queue board; `prescriptions` are (entry id, state) of the entries' prescriptions,
+/// shown by state only (no drugs).
+fn queue_board(entries: &[Entry], prescriptions: &[(i64, String)], now: i64) -> String {
     let mut h = String::from("<h2>Waiting queues</h2>");
     if entries.is_empty() {
         h.push_str("<p class=muted>Nobody is queued.</p>");
@@ -536,7 +547,7 @@ fn queue_board(entries: &[Entry], now: i64) -> String {
     for q in queues {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th></tr>",
+            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th><th>Pharmacy</th></tr>",
             esc(q)
         );
         for (i, e) in entries.iter().filter(|e| e.queue == q).enumerate() {
@@ -545,14 +556,20 @@ fn queue_board(entries: &[Entry], now: i64) -> String {
                 Priority::Elevated => "<span class=\"badge degraded\">elevated</span>",
                 Priority::Urgent => "<span class=\"badge down\">urgent</span>",
             };
+            let rx: Vec<String> = prescriptions
+                .iter()
+                .filter(|(entry, _)| *entry == e.id)
+                .map(|(_, state)| format!("prescription {}", esc(&state.replace('_', " "))))
+                .collect();
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 i + 1,
                 esc(&e.ticket),
                 e.state.as_str().replace('_', " "),
                 esc(e.room.as_deref().unwrap_or("")),
-                age(now, e.arrived_at)
+                age(now, e.arrived_at),
+                rx.join(", ")
             );
         }
         h.push_str("</table>");
@@ -811,6 +828,7 @@ mod tests {
             stats: Some(&Stats::default()),
             dead: &dead,
             entries: &[],
+            prescriptions: &[],
             notices: &notices,
             alerts: &[],
             conflicts: &[],
@@ -862,8 +880,10 @@ mod tests {
                 entry(2, "G-002", Priority::Urgent),
                 entry(1, "G-001", Priority::Normal),
             ],
+            &[(1, "in_preparation".into())],
             60_000,
         );
+        assert!(html.contains("prescription in preparation"), "{html}");
         assert!(html.find("G-002") < html.find("G-001"), "{html}");
         assert!(html.contains("urgent"));
         assert!(!html.contains("MRN-SECRET") && !html.contains("pain"));
