@@ -89,7 +89,13 @@ impl Work for QueueCheckIn {
             store::queue_check_in(tx, &self.queue, &self.check_in, self.ticket.as_ref(), now)?;
         if !duplicate {
             hooked(tx, |h| h.on_check_in(&entry, &self.check_in, now))?;
+            let inbound = settings(tx).inbound.clone();
+            for hook in inbound {
+                hook.on_check_in(tx, &entry, now)?;
+            }
         }
+        // What the hooks decided (awaiting results) shows in the answer.
+        let entry = store::queue_entry(tx, entry.id)?;
         Ok((entry, duplicate))
     }
 }

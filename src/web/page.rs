@@ -566,7 +566,11 @@ fn queue_board(entries: &[Entry], prescriptions: &[(i64, String)], now: i64) -> 
                 "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 i + 1,
                 esc(&e.ticket),
-                e.state.as_str().replace('_', " "),
+                if e.awaiting_results {
+                    format!("{}, awaiting results", e.state.as_str().replace('_', " "))
+                } else {
+                    e.state.as_str().replace('_', " ")
+                },
                 esc(e.room.as_deref().unwrap_or("")),
                 age(now, e.arrived_at),
                 rx.join(", ")
@@ -865,6 +869,7 @@ mod tests {
             called_at: None,
             in_room_at: None,
             closed_at: None,
+            awaiting_results: false,
             demographics: Some(crate::queue::Demographics {
                 patient_id: "p1".into(),
                 identifier: Some("MRN-SECRET".into()),
