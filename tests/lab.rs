@@ -387,3 +387,56 @@ fn an_appointment_requiring_results_waits_uncallable_in_its_place_until_they_arr
     assert_eq!(status, 200, "{called}");
     assert_eq!(called["entry"]["id"], booked["id"]);
 }
+
+#[test]
+fn a_critical_observation_polled_from_the_ehr_makes_the_entry_urgent_and_alerts() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let patient = server.create_patient("MRN-77", "Roe", "Rita", "1970-01-01");
+    let patient_id = patient["id"].as_str().expect("patient id").to_string();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\n\
+             [connectors.fhir.results]\npoll_interval_s = 1\n{LAB}\n[alerts]\nack_within_s = 3600\n",
+            server.base()
+        ),
+    );
+    gw.start();
+    // Checked in by identifier: the EHR's lookup links the entry to its Patient.
+    let queued = check_in(&gw, "general", "MRN-77");
+    assert_eq!(
+        queued["demographics"]["patient_id"],
+        patient_id.as_str(),
+        "{queued}"
+    );
+    server.call(
+        "POST",
+        "/Observation",
+        Some(json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+            "subject": {"reference": format!("Patient/{patient_id}")},
+            "valueQuantity": {"value": 7.1, "unit": "mmol/L"},
+            "interpretation": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                "code": "HH"
+            }]}]
+        })),
+    );
+    let raised = wait_for(
+        "the alert from the polled Observation",
+        Duration::from_secs(20),
+        || Some(alerts(&gw)).filter(|a| !a.is_empty()),
+    );
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["code"], "2823-3");
+    assert_eq!(raised[0]["reason"], "flag:HH");
+    assert_eq!(entry(&gw, &queued["id"])["priority"], "urgent");
+    assert_eq!(notifications(&gw, "lab_results_ready").len(), 1);
+    // Polled again and again, the same version raises nothing more.
+    let polls = journal_items(&gw, &["--kind", "fhir.observation_changed"]).len();
+    assert_eq!(polls, 1);
+}
