@@ -313,3 +313,130 @@ fn unacknowledged_alert_escalates_to_the_second_group_then_the_cloud_across_a_re
             >= 2
     );
 }
+
+/// The clinic's date `days` from now (the test config's zone is UTC), `YYYYMMDD`.
+fn clinic_day(days: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(days * 86_400);
+    humantime::format_rfc3339(at).to_string()[..10].replace('-', "")
+}
+
+#[test]
+fn an_appointment_requiring_results_waits_uncallable_in_its_place_until_they_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway_with(
+        dir.path(),
+        &format!(
+            "\n[connectors.hl7v2.appointments]\nqueue = \"general\"\ncheck_in = \"arrived\"\n{LAB}\n[[connectors.lab.required]]\nappointment_type = \"DIAB-FU\"\ncodes = [\"4548-4\"]\n"
+        ),
+    );
+    let today = clinic_day(0);
+    // The booking (SCH-8 the appointment type) is remembered for the patient's arrival.
+    let s12 = format!(
+        "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|{today}0800||SIU^S12^SIU_S12|BOOK-1|P|2.5.1\n\
+         SCH|P-A|F-A||||||DIAB-FU^Diabetes follow-up|15|min|||||||||||||||Booked\n\
+         TQ1|1||||||{today}0930\n\
+         PID|1||MRN-1^^^HOSP^MR||DOE^JOHN\n"
+    );
+    sent_ok(&mllp_send(dir.path(), port, &s12), "BOOK-1");
+    // The patient checks in at the kiosk first; another walks in after them.
+    let (status, body) = post(
+        &gw.url("/api/v1/queues/general/check-in"),
+        &json!({ "patient_ref": "MRN-1", "appointment_ref": "F-A" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let booked = &body["entry"];
+    assert_eq!(booked["awaiting_results"], true, "{body}");
+    let walk_in = check_in(&gw, "general", "MRN-2");
+    assert!(
+        notice_texts(&gw).contains(
+            &"G-001 (general): awaiting lab results (4548-4); not callable until they arrive"
+                .to_string()
+        ),
+        "{:?}",
+        notice_texts(&gw)
+    );
+    assert!(gw.get_text("/").contains("waiting, awaiting results"));
+    // Not callable: calling it is refused, and call-next takes the walk-in behind it.
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{}/call", booked["id"])),
+        &json!({}),
+    );
+    assert_eq!(status, 409);
+    let (status, called) = post(&gw.url("/api/v1/queues/general/call-next"), &json!({}));
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["entry"]["id"], walk_in["id"], "{called}");
+    assert_eq!(entry(&gw, &booked["id"])["awaiting_results"], true);
+    assert_eq!(journal_events(&gw, "queue.awaiting_results").len(), 1);
+
+    // The required result arrives (final HbA1c): the entry becomes callable in its place.
+    sent_ok(
+        &mllp_send(
+            dir.path(),
+            port,
+            &oru("A1C-1", "MRN-1", "4548-4", "6.1", "", "F"),
+        ),
+        "A1C-1",
+    );
+    assert_eq!(entry(&gw, &booked["id"])["awaiting_results"], false);
+    assert!(
+        notice_texts(&gw)
+            .contains(&"G-001 (general): required lab results arrived; callable".to_string())
+    );
+    assert_eq!(journal_events(&gw, "queue.results_complete").len(), 1);
+    let (status, called) = post(&gw.url("/api/v1/queues/general/call-next"), &json!({}));
+    assert_eq!(status, 200, "{called}");
+    assert_eq!(called["entry"]["id"], booked["id"]);
+}
+
+#[test]
+fn a_critical_observation_polled_from_the_ehr_makes_the_entry_urgent_and_alerts() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let patient = server.create_patient("MRN-77", "Roe", "Rita", "1970-01-01");
+    let patient_id = patient["id"].as_str().expect("patient id").to_string();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\n\
+             [connectors.fhir.results]\npoll_interval_s = 1\n{LAB}\n[alerts]\nack_within_s = 3600\n",
+            server.base()
+        ),
+    );
+    gw.start();
+    // Checked in by identifier: the EHR's lookup links the entry to its Patient.
+    let queued = check_in(&gw, "general", "MRN-77");
+    assert_eq!(
+        queued["demographics"]["patient_id"],
+        patient_id.as_str(),
+        "{queued}"
+    );
+    server.call(
+        "POST",
+        "/Observation",
+        Some(json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+            "subject": {"reference": format!("Patient/{patient_id}")},
+            "valueQuantity": {"value": 7.1, "unit": "mmol/L"},
+            "interpretation": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                "code": "HH"
+            }]}]
+        })),
+    );
+    let raised = wait_for(
+        "the alert from the polled Observation",
+        Duration::from_secs(20),
+        || Some(alerts(&gw)).filter(|a| !a.is_empty()),
+    );
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["code"], "2823-3");
+    assert_eq!(raised[0]["reason"], "flag:HH");
+    assert_eq!(entry(&gw, &queued["id"])["priority"], "urgent");
+    assert_eq!(notifications(&gw, "lab_results_ready").len(), 1);
+    // Polled again and again, the same version raises nothing more.
+    let polls = journal_items(&gw, &["--kind", "fhir.observation_changed"]).len();
+    assert_eq!(polls, 1);
+}

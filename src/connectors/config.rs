@@ -4,6 +4,7 @@ use super::fhir::config::FhirConfig;
 use super::hl7v2::config::Hl7Config;
 use super::hl7v2::sender::SenderConfig;
 use super::lab::config::LabConfig;
+use super::pharmacy::config::PharmacyConfig;
 use super::practice::config::EligibilityConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
@@ -28,6 +29,10 @@ pub struct ConnectorsConfig {
     /// results are journaled only.
     #[serde(default)]
     pub lab: Option<LabConfig>,
+    /// Prescriptions (RDE^O11 / RDS^O13 through the MLLP listener) tracked on the patient's
+    /// entry; absent: pharmacy messages are journaled only.
+    #[serde(default)]
+    pub pharmacy: Option<PharmacyConfig>,
 }
 
 impl ConnectorsConfig {
@@ -49,6 +54,9 @@ impl ConnectorsConfig {
             }
             if let Some(l) = &self.lab {
                 l.validate(bad);
+            }
+            if let Some(p) = &self.pharmacy {
+                p.validate(bad);
             }
         })
     }

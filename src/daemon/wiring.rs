@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2, lab, practice};
+use crate::connectors::{fhir, hl7v2, lab, pharmacy, practice};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -24,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 12] {
+pub fn schemas() -> [&'static Schema; 13] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -38,6 +38,7 @@ pub fn schemas() -> [&'static Schema; 12] {
         &crate::connectors::lab::store::SCHEMA,
         &crate::alerts::store::SCHEMA,
         &crate::messaging::store::SCHEMA,
+        &crate::connectors::pharmacy::store::SCHEMA,
     ]
 }
 
@@ -66,6 +67,9 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
     let mut inbound: Vec<Arc<dyn crate::queue::Inbound>> = Vec::new();
     if let Some(l) = &c.connectors.lab {
         inbound.push(Arc::new(lab::Results { config: l.clone() }));
+    }
+    if let Some(p) = &c.connectors.pharmacy {
+        inbound.push(Arc::new(pharmacy::Prescriptions { config: p.clone() }));
     }
     let mut tx_hooks: Vec<Arc<dyn crate::queue::TxHook>> = Vec::new();
     if let Some(m) = &c.messaging {

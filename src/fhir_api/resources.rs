@@ -337,6 +337,7 @@ mod tests {
             called_at: Some(1_796_169_700_000),
             in_room_at: Some(1_796_169_800_000),
             closed_at: None,
+            awaiting_results: false,
             demographics: Some(Demographics {
                 patient_id: "p-1".into(),
                 identifier: None,

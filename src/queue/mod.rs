@@ -356,6 +356,10 @@ pub struct Entry {
     pub called_at: Option<i64>,
     pub in_room_at: Option<i64>,
     pub closed_at: Option<i64>,
+    /// Results the visit requires have not arrived (docs/lab.md): shown, kept in its place,
+    /// but not callable.
+    #[serde(default)]
+    pub awaiting_results: bool,
     /// The patient's demographics from the EHR (or its local copy) at check-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demographics: Option<Demographics>,

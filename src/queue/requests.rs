@@ -92,7 +92,13 @@ impl Work for QueueCheckIn {
             for hook in settings(tx).tx_hooks.clone() {
                 hook.on_check_in(tx, &entry, &self.check_in)?;
             }
+            let inbound = settings(tx).inbound.clone();
+            for hook in inbound {
+                hook.on_check_in(tx, &entry, now)?;
+            }
         }
+        // What the hooks decided (awaiting results) shows in the answer.
+        let entry = store::queue_entry(tx, entry.id)?;
         Ok((entry, duplicate))
     }
 }

@@ -27,7 +27,8 @@ pub trait Hook: Send + Sync {
 /// What an item from the EHR (an HL7 message, a polled FHIR resource) does beyond the
 /// queue's own effects, decided by the part that owns its domain (lab results, pharmacy
 /// orders): run in the transaction committing the item, after the queue's effects, and only
-/// for an item not committed before, so a resend changes nothing twice.
+/// for an item not committed before, so a resend changes nothing twice. The same part may
+/// act on a new check-in in its transaction too (results a visit requires).
 pub trait Inbound: Send + Sync {
     /// `resources` are the FHIR resources the item carries.
     fn on_inbound(
@@ -37,6 +38,11 @@ pub trait Inbound: Send + Sync {
         resources: &[serde_json::Value],
         now: i64,
     ) -> Result<(), JournalError>;
+
+    /// A new check-in from a kiosk or the desk (not a repeated request), in its transaction.
+    fn on_check_in(&self, _tx: &mut Tx<'_>, _entry: &Entry, _now: i64) -> Result<(), JournalError> {
+        Ok(())
+    }
 }
 
 /// A patient notification the queue committed (its `patient.notification` event, once per

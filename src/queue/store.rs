@@ -76,6 +76,9 @@ CREATE TABLE appointment_booking (
 CREATE INDEX appointment_booking_patient ON appointment_booking(patient_ref, day, starts_at);
 CREATE INDEX appointment_booking_day ON appointment_booking(day);
 "#,
+        r#"
+ALTER TABLE queue_entry ADD COLUMN awaiting_results INTEGER NOT NULL DEFAULT 0;
+"#,
     ],
     legacy: &[(2, 1), (5, 2), (6, 3), (7, 4)],
 };
@@ -242,6 +245,11 @@ pub fn queue_act(
     now: i64,
 ) -> Result<Entry, JournalError> {
     let entry = queue_entry(tx, id)?;
+    if entry.awaiting_results && matches!(action, Action::Call { .. }) {
+        return Err(JournalError::Rejected(
+            "the entry awaits the lab results its visit requires".into(),
+        ));
+    }
     let to = queue::transition(entry.state, action)
         .map_err(|e| JournalError::Rejected(e.to_string()))?;
     let room = match action {
@@ -287,6 +295,7 @@ pub(crate) fn queue_first_waiting(
         .sql()
         .prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM queue_entry WHERE queue = ?1 AND state = 'waiting'
+                AND awaiting_results = 0
               ORDER BY priority DESC, arrived_at, id LIMIT 1"
         ))?
         .query_row([queue_name], entry_from_row)
@@ -819,6 +828,33 @@ pub fn open_entries_of_patient(
     Ok(rows)
 }
 
+/// Marks an open entry as awaiting the results its visit requires (not callable, still in its
+/// place), or no longer; a change is a `queue.awaiting_results` or `queue.results_complete`
+/// event. Answers the entry when it changed.
+pub fn queue_set_awaiting(
+    tx: &mut Tx<'_>,
+    entry: &Entry,
+    awaiting: bool,
+    now: i64,
+) -> Result<Option<Entry>, JournalError> {
+    if entry.awaiting_results == awaiting || !entry.state.is_open() {
+        return Ok(None);
+    }
+    tx.sql()
+        .prepare_cached(
+            "UPDATE queue_entry SET awaiting_results = ?2, updated_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![entry.id, awaiting, now])?;
+    let changed = queue_entry(tx, entry.id)?;
+    let kind = if awaiting {
+        "queue.awaiting_results"
+    } else {
+        "queue.results_complete"
+    };
+    queue_event(tx, kind, &changed, now)?;
+    Ok(Some(changed))
+}
+
 /// Raises the priority an open entry returns to when no EHR flag raises it to at least
 /// `priority` (a clinical finding such as a lab result), keeping a higher one. Answers the
 /// entry when its priority changed (a `queue.priority_changed` event is then committed);
@@ -1060,7 +1096,22 @@ pub(crate) fn patient_notification(
     once: Option<String>,
     now: i64,
 ) -> Result<(), JournalError> {
-    let payload = serde_json::json!({
+    patient_notification_with(tx, entry, reason, start, &[], once, now)
+}
+
+/// A `patient.notification` for `entry` with `reason` and the fields `extra` adds (ids, codes
+/// and times only: the cloud gets no demographics, results or drugs); `start` and `once` as
+/// for [`patient_notification`].
+pub(crate) fn patient_notification_with(
+    tx: &mut Tx<'_>,
+    entry: &Entry,
+    reason: &str,
+    start: Option<&str>,
+    extra: &[(&str, serde_json::Value)],
+    once: Option<String>,
+    now: i64,
+) -> Result<(), JournalError> {
+    let mut payload = serde_json::json!({
         "reason": reason,
         "entry": entry.id,
         "ticket": entry.ticket,
@@ -1070,6 +1121,9 @@ pub(crate) fn patient_notification(
         "appointment_ref": entry.appointment_ref,
         "new_start": start,
     });
+    for (k, v) in extra {
+        payload[*k] = v.clone();
+    }
     let who = entry
         .patient_ref
         .clone()
@@ -1141,7 +1195,7 @@ pub(crate) fn queue_next_prepared(
 }
 
 /// Columns read by [`entry_from_row`], in its order.
-const ENTRY_COLUMNS: &str = "id, queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, room, arrived_at, called_at, in_room_at, closed_at, demographics";
+const ENTRY_COLUMNS: &str = "id, queue, ticket, patient_ref, appointment_ref, priority, priority_reason, state, room, arrived_at, called_at, in_room_at, closed_at, demographics, awaiting_results";
 
 fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let state: String = r.get(7)?;
@@ -1169,6 +1223,7 @@ fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
             .get::<_, Option<String>>(13)?
             .map(|t| from_json::<Demographics>(13, &t))
             .transpose()?,
+        awaiting_results: r.get(14)?,
     })
 }
 

@@ -5,6 +5,7 @@ use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
 use crate::alerts::{AckAlert, Alert, ListAlerts};
 use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
+use crate::connectors::pharmacy::ListPrescriptions;
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
 use crate::notices::{AckNotice, ListNotices, Notice};
@@ -87,14 +88,19 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         Vec::new()
     };
-    let entries = if shown.queue {
+    let (entries, prescriptions) = if shown.queue {
         let list = QueueList {
             queue: None,
             closed_since: None,
         };
-        journal::ask(&s.journal, list).await.unwrap_or_default()
+        (
+            journal::ask(&s.journal, list).await.unwrap_or_default(),
+            journal::ask(&s.journal, ListPrescriptions)
+                .await
+                .unwrap_or_default(),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     // The insurance column, when an eligibility connector asks payers.
     let insurance = if shown.queue && s.eligibility.is_some() {
@@ -150,6 +156,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         stats: stats.as_ref().ok(),
         dead: &dead,
         entries: &entries,
+        prescriptions: &prescriptions,
         insurance: insurance.as_ref(),
         notices: &notices,
         alerts: &alerts,
@@ -173,6 +180,7 @@ struct View<'a> {
     stats: Option<&'a Stats>,
     dead: &'a [DeadLetter],
     entries: &'a [Entry],
+    prescriptions: &'a [(i64, String)],
     /// Each entry's latest eligibility inquiry by entry id, when a connector asks payers.
     insurance: Option<&'a Insurance>,
     notices: &'a [Notice],
@@ -199,6 +207,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         stats,
         dead,
         entries,
+        prescriptions,
         insurance,
         notices,
         alerts,
@@ -239,7 +248,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
-        h.push_str(&queue_board(entries, insurance, now));
+        h.push_str(&queue_board(entries, prescriptions, insurance, now));
     }
     if let Some(view) = rooms {
         let actions = if shown.room_actions {
@@ -541,10 +550,16 @@ pub(super) async fn conflict_page(
     page(StatusCode::OK, &body)
 }
 
-/// The queue board: tickets in call order per queue, never patient references; with
-/// `insurance`, where each entry's eligibility stands (the payer's reason in words, never
-/// the member's details).
-fn queue_board(entries: &[Entry], insurance: Option<&Insurance>, now: i64) -> String {
+/// The queue board: tickets in call order per queue, never patient references.
+/// `prescriptions` are (entry id, state) of the entries' prescriptions, shown by state only
+/// (no drugs); with `insurance`, where each entry's eligibility stands (the payer's reason in
+/// words, never the member's details).
+fn queue_board(
+    entries: &[Entry],
+    prescriptions: &[(i64, String)],
+    insurance: Option<&Insurance>,
+    now: i64,
+) -> String {
     let mut h = String::from("<h2>Waiting queues</h2>");
     if entries.is_empty() {
         h.push_str("<p class=muted>Nobody is queued.</p>");
@@ -555,7 +570,7 @@ fn queue_board(entries: &[Entry], insurance: Option<&Insurance>, now: i64) -> St
     for q in queues {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th>{}</tr>",
+            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th><th>Pharmacy</th>{}</tr>",
             esc(q),
             if insurance.is_some() {
                 "<th>Insurance</th>"
@@ -569,17 +584,27 @@ fn queue_board(entries: &[Entry], insurance: Option<&Insurance>, now: i64) -> St
                 Priority::Elevated => "<span class=\"badge degraded\">elevated</span>",
                 Priority::Urgent => "<span class=\"badge down\">urgent</span>",
             };
+            let rx: Vec<String> = prescriptions
+                .iter()
+                .filter(|(entry, _)| *entry == e.id)
+                .map(|(_, state)| format!("prescription {}", esc(&state.replace('_', " "))))
+                .collect();
             let cover = insurance.map_or(String::new(), |i| {
                 format!("<td>{}</td>", coverage(i.get(&e.id)))
             });
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td>{cover}</tr>",
+                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{cover}</tr>",
                 i + 1,
                 esc(&e.ticket),
-                e.state.as_str().replace('_', " "),
+                if e.awaiting_results {
+                    format!("{}, awaiting results", e.state.as_str().replace('_', " "))
+                } else {
+                    e.state.as_str().replace('_', " ")
+                },
                 esc(e.room.as_deref().unwrap_or("")),
-                age(now, e.arrived_at)
+                age(now, e.arrived_at),
+                rx.join(", ")
             );
         }
         h.push_str("</table>");
@@ -863,6 +888,7 @@ mod tests {
             stats: Some(&Stats::default()),
             dead: &dead,
             entries: &[],
+            prescriptions: &[],
             insurance: None,
             notices: &notices,
             alerts: &[],
@@ -900,6 +926,7 @@ mod tests {
             called_at: None,
             in_room_at: None,
             closed_at: None,
+            awaiting_results: false,
             demographics: Some(crate::queue::Demographics {
                 patient_id: "p1".into(),
                 identifier: Some("MRN-SECRET".into()),
@@ -915,9 +942,11 @@ mod tests {
                 entry(2, "G-002", Priority::Urgent),
                 entry(1, "G-001", Priority::Normal),
             ],
+            &[(1, "in_preparation".into())],
             None,
             60_000,
         );
+        assert!(html.contains("prescription in preparation"), "{html}");
         assert!(html.find("G-002") < html.find("G-001"), "{html}");
         assert!(html.contains("urgent"));
         assert!(!html.contains("MRN-SECRET") && !html.contains("pain"));
@@ -968,6 +997,7 @@ mod tests {
                 entry(1, "G-001", Priority::Normal),
                 entry(3, "G-003", Priority::Normal),
             ],
+            &[],
             Some(&insurance),
             60_000,
         );

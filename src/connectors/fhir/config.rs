@@ -46,6 +46,9 @@ pub struct FhirConfig {
     /// EHR Flags raise the priority of the flagged patient's entries; absent: not read.
     #[serde(default)]
     pub flags: Option<FlagsConfig>,
+    /// Lab results (Observation) read for the lab's hook (docs/lab.md); absent: not read.
+    #[serde(default)]
+    pub results: Option<ResultsConfig>,
     /// Waits longer than the booked slots are suggested to the EHR's scheduling staff and shown
     /// to staff; absent: waits are not watched.
     #[serde(default)]
@@ -118,6 +121,20 @@ pub struct FlagsConfig {
     /// How often Flags are read: faster than other resources, as they change who goes first.
     #[serde(default = "default_flag_poll_s")]
     pub poll_interval_s: u64,
+}
+
+/// `[connectors.fhir.results]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// How often results are read: a critical value must reach staff within the urgent sync
+    /// limit (1 minute), so at most 60.
+    #[serde(default = "default_results_poll_s")]
+    pub poll_interval_s: u64,
+}
+
+fn default_results_poll_s() -> u64 {
+    30
 }
 
 fn default_flag_priority() -> crate::queue::Priority {
@@ -309,6 +326,14 @@ impl FhirConfig {
                     "must be -720 to 840".into(),
                 );
             }
+        }
+        if let Some(r) = &self.results
+            && (r.poll_interval_s == 0 || r.poll_interval_s > 60)
+        {
+            bad(
+                "connectors.fhir.results.poll_interval_s",
+                "1 to 60 seconds (the urgent sync limit)".into(),
+            );
         }
         if let Some(f) = &self.flags {
             if f.priority == crate::queue::Priority::Normal {

@@ -240,6 +240,7 @@ mod tests {
             called_at: Some(1_700_000_000_000),
             in_room_at: None,
             closed_at: None,
+            awaiting_results: false,
             demographics: Some(Demographics {
                 patient_id: "p1".into(),
                 identifier: Some("MRN1".into()),

@@ -55,6 +55,9 @@ const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
+/// The resources read for the lab, each with its cursor (the pharmacy's MedicationRequest and
+/// MedicationDispense are to join once the validator knows them).
+const RESULT_KINDS: [(&str, &str); 1] = [("Observation", "observation_cursor")];
 /// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
 const OVERRUNS: &str = "wait_overruns";
 /// Most entries the link pass asks the EHR about per poll.
@@ -621,10 +624,22 @@ impl Shared {
         let start = start_cursor(self.config.poll_interval_s);
         let closed = self
             .poll_changes("Encounter", ENCOUNTER_CURSOR, start, |e| {
-                encounter::finished_visit(e, &self.facility, tag)
+                encounter::finished_visit(e, &self.facility, tag).map(|e| vec![e])
             })
             .await;
         self.counters().visits_closed += closed;
+    }
+
+    /// Results changed since their cursors, each version journaled once with the resource,
+    /// which the lab's hook acts on in its transaction.
+    async fn poll_results(&self) {
+        for (kind, cursor) in RESULT_KINDS {
+            let start = start_cursor(self.config.poll_interval_s);
+            let read = self
+                .poll_changes(kind, cursor, start, |_| Some(Vec::new()))
+                .await;
+            tracing::debug!(kind, read, "FHIR results read");
+        }
     }
 
     /// Flags changed since their cursor set the priority of the flagged patients' entries. The
@@ -634,7 +649,7 @@ impl Shared {
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let applied = self
             .poll_changes("Flag", FLAG_CURSOR, start, |f| {
-                flag::effect(f, config, &now)
+                flag::effect(f, config, &now).map(|e| vec![e])
             })
             .await;
         let released = self.release_deleted_flags().await;
@@ -685,15 +700,16 @@ impl Shared {
     }
 
     /// Reads the resources of `kind` changed since the cursor `key` (`start` at the first
-    /// poll) and journals each version that affects the queue once (source id
-    /// `<id>/<versionId>`), with its effect in the same transaction. Answers how many new
-    /// versions had an effect.
+    /// poll) and journals each version `effect` takes (`Some`, its queue effects, possibly
+    /// none) once (source id `<id>/<versionId>`), with its effects and the resource for the
+    /// other domains' hooks in the same transaction. Answers how many new versions were
+    /// journaled.
     async fn poll_changes(
         &self,
         kind: &str,
         key: &str,
         start: String,
-        effect: impl Fn(&serde_json::Value) -> Option<crate::queue::FromEhr>,
+        effect: impl Fn(&serde_json::Value) -> Option<Vec<crate::queue::FromEhr>>,
     ) -> u64 {
         let Some(cursor) = self.cursor(key, start).await else {
             return 0;
@@ -715,11 +731,12 @@ impl Shared {
                 applied += 1;
                 continue;
             }
-            if let Some(e) = effect(r) {
+            if let Some(effects) = effect(r) {
+                // The resource goes along for the other domains' hooks (lab, pharmacy).
                 let msg = EhrInbound {
                     item: protocol::received(r),
-                    effects: vec![e],
-                    resources: Vec::new(),
+                    effects,
+                    resources: vec![r.clone()],
                 };
                 match journal::ask(&self.journal, msg).await {
                     Ok(receipt) if !receipt.duplicate => effective += 1,
@@ -1338,6 +1355,15 @@ impl Actor for FhirActor {
                     shared.check_waits(&w).await;
                     shared.counters().last_waits_at = Some(journal::now_ms());
                 }
+            });
+            ctx.spawn(pass.into_actor(self));
+        }
+        if let Some(r) = self.shared.config.results.clone() {
+            let shared = self.shared.clone();
+            let interval = Duration::from_secs(r.poll_interval_s);
+            let pass = every(interval, shared.clone(), shutdown.clone(), move || {
+                let shared = shared.clone();
+                async move { shared.poll_results().await }
             });
             ctx.spawn(pass.into_actor(self));
         }

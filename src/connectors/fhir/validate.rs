@@ -223,6 +223,10 @@ const EVENT_STATUS: Kind = Code(
      | unknown",
 );
 const FLAG_STATUS: Kind = Code("flag-status", "active | inactive | entered-in-error");
+const OBSERVATION_STATUS: Kind = Code(
+    "observation-status",
+    "registered | preliminary | final | amended | corrected | cancelled | entered-in-error | unknown",
+);
 const GENDER: Kind = Code("administrative-gender", "male | female | other | unknown");
 const IDENTIFIER_USE: Kind = Code(
     "identifier-use",
@@ -453,11 +457,12 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 7] = [
+static RESOURCES: [&Def; 8] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
     &FLAG,
+    &OBSERVATION,
     &TASK,
     &COMMUNICATION,
     &AUDIT_EVENT,
@@ -697,6 +702,70 @@ static FLAG: Def = resource(
         opt("period", Complex(&PERIOD)),
         opt("encounter", Complex(&REFERENCE)),
         opt("author", Complex(&REFERENCE)),
+    ],
+);
+
+/// The value types an Observation's `value[x]` may take that the gateway reads; a result
+/// given as a Range, Ratio, SampledData or Timing is refused as one it cannot read.
+const OBSERVATION_VALUES: &[Kind] = &[
+    Complex(&QUANTITY),
+    Complex(&CODEABLE_CONCEPT),
+    STRING,
+    BOOLEAN,
+    INTEGER,
+    TIME,
+    DATE_TIME,
+    Complex(&PERIOD),
+];
+
+static OBSERVATION: Def = resource(
+    "Observation",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("basedOn", Complex(&REFERENCE)),
+        list("partOf", Complex(&REFERENCE)),
+        req("status", OBSERVATION_STATUS),
+        list("category", Complex(&CODEABLE_CONCEPT)),
+        req("code", Complex(&CODEABLE_CONCEPT)),
+        opt("subject", Complex(&REFERENCE)),
+        list("focus", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        choice("effective", 0, &[DATE_TIME, Complex(&PERIOD), INSTANT]),
+        opt("issued", INSTANT),
+        list("performer", Complex(&REFERENCE)),
+        choice("value", 0, OBSERVATION_VALUES),
+        opt("dataAbsentReason", Complex(&CODEABLE_CONCEPT)),
+        list("interpretation", Complex(&CODEABLE_CONCEPT)),
+        list("note", Complex(&ANNOTATION)),
+        opt("bodySite", Complex(&CODEABLE_CONCEPT)),
+        opt("method", Complex(&CODEABLE_CONCEPT)),
+        opt("specimen", Complex(&REFERENCE)),
+        opt("device", Complex(&REFERENCE)),
+        elem(
+            "referenceRange",
+            0,
+            true,
+            Types::One(backbone![
+                opt("low", Complex(&QUANTITY)),
+                opt("high", Complex(&QUANTITY)),
+                opt("type", Complex(&CODEABLE_CONCEPT)),
+                list("appliesTo", Complex(&CODEABLE_CONCEPT)),
+                opt("text", STRING),
+            ]),
+        ),
+        list("hasMember", Complex(&REFERENCE)),
+        list("derivedFrom", Complex(&REFERENCE)),
+        elem(
+            "component",
+            0,
+            true,
+            Types::One(backbone![
+                req("code", Complex(&CODEABLE_CONCEPT)),
+                choice("value", 0, OBSERVATION_VALUES),
+                opt("dataAbsentReason", Complex(&CODEABLE_CONCEPT)),
+                list("interpretation", Complex(&CODEABLE_CONCEPT)),
+            ]),
+        ),
     ],
 );
 
@@ -1744,15 +1813,32 @@ mod tests {
 
     #[test]
     fn only_the_exchanged_resource_types_are_accepted() {
-        let observation = json!({ "resourceType": "Observation", "status": "final" });
+        let specimen = json!({ "resourceType": "Specimen", "status": "available" });
         assert_eq!(
-            validate(&observation),
+            validate(&specimen),
             Err(Invalid {
-                resource_type: "Observation".into(),
+                resource_type: "Specimen".into(),
                 issues: vec![
-                    "resourceType: \"Observation\" is not a resource the gateway exchanges".into()
+                    "resourceType: \"Specimen\" is not a resource the gateway exchanges".into()
                 ],
             })
+        );
+        let observation = json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+            "subject": {"reference": "Patient/p-1"},
+            "valueQuantity": {"value": 7.1, "unit": "mmol/L"},
+            "interpretation": [{"coding": [{"code": "HH"}]}],
+            "referenceRange": [{"text": "3.5-5.1"}]
+        });
+        assert_eq!(validate(&observation), Ok(()));
+        let ranged = json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"code": "x"}]}, "valueRange": {"low": {"value": 1}}
+        });
+        assert!(
+            validate(&ranged).is_err(),
+            "a value type the gateway cannot read"
         );
         assert_eq!(
             check(json!({ "id": "x" })),

@@ -191,6 +191,7 @@ mod tests {
             called_at: None,
             in_room_at: None,
             closed_at: None,
+            awaiting_results: false,
             demographics: None,
         }
     }

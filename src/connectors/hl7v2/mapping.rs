@@ -443,6 +443,83 @@ const DIAGNOSTIC_REPORT: &[Row] = &[
     row("PID-3[1].1", "subject.identifier.value", Conv::Text),
 ];
 
+/// HL7 table 0119 (order control, ORC-1) → FHIR medicationrequest-status.
+const ORDER_CONTROL: &[(&str, &str)] = &[
+    ("NW", "active"),
+    ("XO", "active"),
+    ("RP", "active"),
+    ("OK", "active"),
+    ("HD", "on-hold"),
+    ("CA", "cancelled"),
+    ("OC", "cancelled"),
+    ("DC", "stopped"),
+    ("OD", "stopped"),
+];
+
+/// HL7 table 0038 (order status, ORC-5) of a dispense → FHIR medicationdispense-status, whose
+/// `in-progress` is "ready for pickup" and `completed` "picked up".
+const DISPENSE_STATUS: &[(&str, &str)] = &[
+    ("IP", "preparation"),
+    ("SC", "preparation"),
+    ("A", "preparation"),
+    ("CM", "completed"),
+    ("CA", "cancelled"),
+    ("DC", "stopped"),
+    ("HD", "on-hold"),
+];
+
+/// The order ids of a pharmacy order or dispense: ORC-2 the placer's, ORC-3 the filler's.
+const ORDER_IDS: &[Row] = &[
+    with(
+        "ORC-2.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+        ],
+    ),
+    with(
+        "ORC-3.1",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
+];
+
+/// RDE (ORC/RXE) → MedicationRequest: the order, its status and the give code; the drug's name
+/// (RXE-2.2) is not carried, as nothing downstream may show it.
+const MEDICATION_REQUEST: &[Row] = &[
+    row("ORC-1", "status", Conv::Code(ORDER_CONTROL)),
+    row(
+        "RXE-2.1",
+        "medicationCodeableConcept.coding[0].code",
+        Conv::Text,
+    ),
+    row(
+        "RXE-2.3",
+        "medicationCodeableConcept.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
+/// RDS (ORC/RXD) → MedicationDispense: its status from ORC-5 and, while it is being prepared,
+/// the pharmacy's estimate of when it will be ready (RXD-3).
+const MEDICATION_DISPENSE: &[Row] = &[
+    row("ORC-5", "status", Conv::Code(DISPENSE_STATUS)),
+    row(
+        "RXD-2.1",
+        "medicationCodeableConcept.coding[0].code",
+        Conv::Text,
+    ),
+    row("RXD-3.1", "whenPrepared", Conv::DateTime),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
 /// A status the trigger event implies, whatever the message's own status fields say.
 const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("ADT", "A01", "Encounter", "in-progress"),
@@ -453,18 +530,40 @@ const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("SIU", "S26", "Appointment", "noshow"),
 ];
 
-/// Which resources each message type carries, in the order they are mapped; with a segment
-/// name, one resource per occurrence of that segment.
-const RESOURCES: &[(&str, &str, &[Row], Option<&str>)] = &[
-    ("ADT", "Patient", PATIENT, None),
-    ("ADT", "Encounter", ENCOUNTER, None),
-    ("ADT", "Location", LOCATION, None),
-    ("SIU", "Patient", PATIENT, None),
-    ("SIU", "Appointment", APPOINTMENT, None),
-    ("SIU", "Location", LOCATION, None),
-    ("ORU", "Patient", PATIENT, None),
-    ("ORU", "DiagnosticReport", DIAGNOSTIC_REPORT, Some("OBR")),
-    ("ORU", "Observation", OBSERVATION, Some("OBX")),
+/// (message code, resource type, its row tables, the segment mapped once per occurrence).
+type Resource = (
+    &'static str,
+    &'static str,
+    &'static [&'static [Row]],
+    Option<&'static str>,
+);
+
+/// Which resources each message type carries (their row tables), in the order they are
+/// mapped; with a segment name, one resource per occurrence of that segment.
+const RESOURCES: &[Resource] = &[
+    ("ADT", "Patient", &[PATIENT], None),
+    ("ADT", "Encounter", &[ENCOUNTER], None),
+    ("ADT", "Location", &[LOCATION], None),
+    ("SIU", "Patient", &[PATIENT], None),
+    ("SIU", "Appointment", &[APPOINTMENT], None),
+    ("SIU", "Location", &[LOCATION], None),
+    ("ORU", "Patient", &[PATIENT], None),
+    ("ORU", "DiagnosticReport", &[DIAGNOSTIC_REPORT], Some("OBR")),
+    ("ORU", "Observation", &[OBSERVATION], Some("OBX")),
+    ("RDE", "Patient", &[PATIENT], None),
+    (
+        "RDE",
+        "MedicationRequest",
+        &[ORDER_IDS, MEDICATION_REQUEST],
+        None,
+    ),
+    ("RDS", "Patient", &[PATIENT], None),
+    (
+        "RDS",
+        "MedicationDispense",
+        &[ORDER_IDS, MEDICATION_DISPENSE],
+        None,
+    ),
 ];
 
 /// The FHIR resources one message maps to; a resource none of whose fields are present is left
@@ -497,13 +596,13 @@ pub fn map(message: &hl7_2::Message) -> Vec<Value> {
 /// One resource from its rows, reading fields through `field`; `None` when no row applied.
 fn map_one(
     field: &dyn Fn(&str) -> String,
-    rows: &[Row],
+    rows: &[&[Row]],
     resource_type: &str,
     code: &str,
     trigger: &str,
 ) -> Option<Value> {
     let mut resource = Value::Object(Map::new());
-    for r in rows {
+    for r in rows.iter().copied().flatten() {
         if r.when.is_some_and(|(path, want)| field(path) != want) {
             continue;
         }
@@ -787,6 +886,30 @@ mod tests {
     }
 
     #[test]
+    fn rde_and_rds_map_to_a_request_and_a_dispense_without_the_drugs_name() {
+        let rde = mapped(
+            "MSH|^~\\&|PH|HOSP|GW|CLINIC|2026||RDE^O11^RDE_O11|M4|P|2.5.1\r\
+             PID|1||MRN-1^^^HOSP^MR\rORC|NW|RX-1|F-1\rRXE|1^BID|00093-7180^Lisinopril^NDC",
+        );
+        assert_eq!(rde[1]["resourceType"], "MedicationRequest");
+        assert_eq!(rde[1]["status"], "active");
+        assert_eq!(rde[1]["identifier"][0]["value"], "RX-1");
+        assert_eq!(
+            rde[1]["medicationCodeableConcept"]["coding"][0]["code"],
+            "00093-7180"
+        );
+        assert!(!rde[1].to_string().contains("Lisinopril"));
+        let rds = mapped(
+            "MSH|^~\\&|PH|HOSP|GW|CLINIC|2026||RDS^O13^RDS_O13|M5|P|2.5.1\r\
+             PID|1||MRN-1^^^HOSP^MR\rORC|RE|RX-1|F-1||IP\rRXD|1|00093-7180^Lisinopril^NDC|20261124153000+0100",
+        );
+        assert_eq!(rds[1]["resourceType"], "MedicationDispense");
+        assert_eq!(rds[1]["status"], "preparation");
+        assert_eq!(rds[1]["whenPrepared"], "2026-11-24T15:30:00+01:00");
+        assert_eq!(rds[1]["subject"]["identifier"]["value"], "MRN-1");
+    }
+
+    #[test]
     fn conversions_refuse_what_they_cannot_read() {
         assert_eq!(date("19800215").as_deref(), Some("1980-02-15"));
         assert_eq!(date("198002").as_deref(), Some("1980-02"));
@@ -809,8 +932,8 @@ mod tests {
         );
         assert_eq!(convert("\"\"", Conv::Text), None, "a v2 null sets nothing");
         assert_eq!(convert("abc", Conv::Integer), None);
-        let m = mapped("MSH|^~\\&|A||||1||RDE^O11|1|P|2.5\rPID|1||X");
-        assert!(m.is_empty(), "pharmacy orders are not mapped: {m:?}");
+        let m = mapped("MSH|^~\\&|A||||1||RRE^O12|1|P|2.5\rPID|1||X");
+        assert!(m.is_empty(), "order acknowledgements are not mapped: {m:?}");
         assert_eq!(convert("1e999", Conv::Decimal), None);
         assert_eq!(convert("-0.5", Conv::Decimal), Some(json!(-0.5)));
     }

@@ -112,6 +112,7 @@ mod tests {
             called_at: Some(1_795_000_000_000),
             in_room_at: None,
             closed_at: None,
+            awaiting_results: false,
             demographics: None,
         };
         let item = called(&entry, CallTrigger::A04, "clinic-1", 0).expect("a notice");

@@ -12,7 +12,8 @@ use hl7_2::{Builder, Version};
 use std::net::IpAddr;
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
-/// queue; results (ORU) reach the lab's hook through their mapped Observations; pharmacy types
+/// queue; results (ORU) and pharmacy orders and dispenses (RDE, RDS) reach the lab's and the
+/// pharmacy's hooks through their mapped resources; the pharmacy's acknowledgements (RRE, RRD)
 /// are journaled only.
 const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ADT", "A01", "hl7.adt.admit"),
@@ -29,6 +30,8 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ORU", "R01", "hl7.oru.result"),
     ("RDE", "O11", "hl7.rde.order"),
     ("RDS", "O13", "hl7.rds.dispense"),
+    ("RRE", "O12", "hl7.rre.order_ack"),
+    ("RRD", "O14", "hl7.rrd.dispense_ack"),
 ];
 
 /// Releases accepted (MSH-12).

@@ -17,6 +17,28 @@ pub struct LabConfig {
     /// Critical limits per test: a numeric result outside them is critical whatever its flags.
     #[serde(default)]
     pub critical: Vec<CriticalLimit>,
+    /// Results an appointment type requires before the patient is seen: until they arrive the
+    /// entry is `awaiting_results` (shown, kept in its place, not callable).
+    #[serde(default)]
+    pub required: Vec<RequiredResults>,
+    /// How recent a required result must be to count, in hours.
+    #[serde(default = "default_required_within_h")]
+    pub required_within_h: u64,
+}
+
+/// `[[connectors.lab.required]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredResults {
+    /// The appointment type (SCH-8.1 or SCH-7.1; FHIR `appointmentType` or `serviceType`
+    /// code).
+    pub appointment_type: String,
+    /// The tests (LOINC) whose final or corrected results must have arrived.
+    pub codes: Vec<String>,
+}
+
+fn default_required_within_h() -> u64 {
+    24
 }
 
 impl Default for LabConfig {
@@ -25,6 +47,8 @@ impl Default for LabConfig {
             priority: Vec::new(),
             critical_flags: default_critical_flags(),
             critical: Vec::new(),
+            required: Vec::new(),
+            required_within_h: default_required_within_h(),
         }
     }
 }
@@ -79,6 +103,23 @@ impl LabConfig {
                     "\"elevated\" or \"urgent\": a rule that raises nothing does nothing".into(),
                 );
             }
+        }
+        for (i, r) in self.required.iter().enumerate() {
+            if r.appointment_type.trim().is_empty() {
+                bad(
+                    &format!("connectors.lab.required[{i}].appointment_type"),
+                    "an appointment type code".into(),
+                );
+            }
+            if r.codes.is_empty() || r.codes.iter().any(|c| c.trim().is_empty()) {
+                bad(
+                    &format!("connectors.lab.required[{i}].codes"),
+                    "at least one non-empty test code".into(),
+                );
+            }
+        }
+        if !(1..=24 * 30).contains(&self.required_within_h) {
+            bad("connectors.lab.required_within_h", "1 to 720 hours".into());
         }
         if self.critical_flags.iter().any(|f| f.trim().is_empty()) {
             bad("connectors.lab.critical_flags", "empty code".into());

@@ -8,7 +8,9 @@
 //! priority where a `[[connectors.lab.priority]]` rule says the test changes care there. A
 //! critical result (a configured interpretation flag, or outside configured limits) makes the
 //! patient's open entries urgent and raises a clinical alert per entry and test
-//! (`crate::alerts`), in the same transaction.
+//! (`crate::alerts`), in the same transaction. An appointment whose type requires tests
+//! (`[[connectors.lab.required]]`) keeps its entry `awaiting_results` (not callable) from
+//! check-in until their results have arrived.
 //!
 //! **Invariant:** notices, events and logs carry tickets, queues and test codes, never values.
 
@@ -18,13 +20,15 @@ pub mod store;
 
 use crate::alerts::{self, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx};
-use crate::queue::{self, Inbound, Priority};
+use crate::queue::{self, Entry, Inbound, Priority};
 use config::LabConfig;
 
 /// The staff notice kind of results that arrived for a queued patient.
 pub const NOTICE_READY: &str = "lab.results_ready";
 /// The staff notice kind of a priority a lab result raised.
 pub const NOTICE_PRIORITY: &str = "lab.priority_raised";
+/// The staff notice kind of an entry waiting for, or no longer waiting for, required results.
+pub const NOTICE_AWAITING: &str = "lab.awaiting_results";
 /// The priority reason of an entry a critical result made urgent.
 const CRITICAL_REASON: &str = "critical lab result";
 
@@ -41,6 +45,9 @@ impl Inbound for Results {
         resources: &[serde_json::Value],
         now: i64,
     ) -> Result<(), JournalError> {
+        for (refs, types) in protocol::appointment_types(resources) {
+            store::remember_types(tx, &refs, &types, now)?;
+        }
         for (subject, results) in protocol::results(resources) {
             let reportable: Vec<_> = results
                 .into_iter()
@@ -113,6 +120,54 @@ impl Inbound for Results {
                     alerts::store::raise(tx, &alert, now)?;
                 }
             }
+        }
+        // A booking may have queued an entry, or results arrived: either changes what waits.
+        self.reassess(tx, None, now)
+    }
+
+    fn on_check_in(&self, tx: &mut Tx<'_>, entry: &Entry, now: i64) -> Result<(), JournalError> {
+        self.reassess(tx, Some(entry.id), now)
+    }
+}
+
+impl Results {
+    /// Marks each open entry (or only `only`) whose appointment's type requires results that
+    /// have not arrived as awaiting them, and clears the mark once they have, telling staff
+    /// either way.
+    fn reassess(&self, tx: &mut Tx<'_>, only: Option<i64>, now: i64) -> Result<(), JournalError> {
+        if self.config.required.is_empty() {
+            return Ok(());
+        }
+        let since = now.saturating_sub((self.config.required_within_h * 3_600_000) as i64);
+        let open = queue::store::queue_list(tx, None, None)?;
+        for entry in open.iter().filter(|e| only.is_none_or(|id| e.id == id)) {
+            let Some(appointment) = &entry.appointment_ref else {
+                continue;
+            };
+            let types = store::types_of(tx, appointment)?;
+            let patient_id = entry.demographics.as_ref().map(|d| d.patient_id.as_str());
+            let received =
+                store::received_codes(tx, entry.patient_ref.as_deref(), patient_id, since)?;
+            let missing = protocol::missing(&self.config, &types, &received);
+            let Some(changed) =
+                queue::store::queue_set_awaiting(tx, entry, !missing.is_empty(), now)?
+            else {
+                continue;
+            };
+            let text = if changed.awaiting_results {
+                format!(
+                    "{} ({}): awaiting lab results ({}); not callable until they arrive",
+                    changed.ticket,
+                    changed.queue,
+                    missing.join(", ")
+                )
+            } else {
+                format!(
+                    "{} ({}): required lab results arrived; callable",
+                    changed.ticket, changed.queue
+                )
+            };
+            crate::notices::store::notice(tx, NOTICE_AWAITING, &text, now)?;
         }
         Ok(())
     }

@@ -154,6 +154,51 @@ pub fn critical(config: &LabConfig, result: &LabResult) -> Option<String> {
         })
 }
 
+/// The identifiers and type codes of the Appointments among `resources` (SCH-1/SCH-2 and
+/// SCH-8/SCH-7 mapped; a FHIR Appointment's `appointmentType` and `serviceType`).
+pub fn appointment_types(resources: &[Value]) -> Vec<(Vec<String>, Vec<String>)> {
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    resources
+        .iter()
+        .filter(|r| r["resourceType"] == "Appointment")
+        .filter_map(|a| {
+            let refs: Vec<String> = list(&a["identifier"])
+                .iter()
+                .filter_map(|i| text(&i["value"]))
+                .chain(text(&a["id"]).map(|id| format!("Appointment/{id}")))
+                .collect();
+            let mut concepts = vec![a["appointmentType"].clone()];
+            concepts.extend(list(&a["serviceType"]));
+            concepts.extend(list(&a["reasonCode"]));
+            let types: Vec<String> = concepts
+                .iter()
+                .flat_map(|c| list(&c["coding"]))
+                .filter_map(|c| text(&c["code"]))
+                .collect();
+            (!refs.is_empty() && !types.is_empty()).then_some((refs, types))
+        })
+        .collect()
+}
+
+/// The tests an appointment of `types` requires that are not among `received`, in the order
+/// configured.
+pub fn missing(config: &LabConfig, types: &[String], received: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rule in config
+        .required
+        .iter()
+        .filter(|r| types.contains(&r.appointment_type))
+    {
+        for code in &rule.codes {
+            if !received.contains(code) && !out.contains(code) {
+                out.push(code.clone());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +324,50 @@ mod tests {
         );
         assert_eq!(verdict("2823-3", "final", None, 4.0), None);
         assert_eq!(verdict("2823-3", "preliminary", Some("LL"), 2.1), None);
+    }
+
+    #[test]
+    fn an_appointments_types_require_the_tests_not_received_yet() {
+        use crate::connectors::lab::config::RequiredResults;
+        let siu = json!({
+            "resourceType": "Appointment",
+            "identifier": [{"value": "P-1"}, {"value": "F-1"}],
+            "appointmentType": {"coding": [{"code": "DIAB-FU"}]},
+            "reasonCode": [{"coding": [{"code": "FOLLOWUP"}]}],
+        });
+        let polled = json!({"resourceType": "Appointment", "id": "a1", "serviceType": [{"coding": [{"code": "ANTICOAG"}]}]});
+        let found = appointment_types(&[
+            siu,
+            polled,
+            json!({"resourceType": "Appointment", "id": "x"}),
+        ]);
+        assert_eq!(
+            found,
+            [
+                (
+                    vec!["P-1".into(), "F-1".into()],
+                    vec!["DIAB-FU".into(), "FOLLOWUP".into()]
+                ),
+                (vec!["Appointment/a1".into()], vec!["ANTICOAG".into()])
+            ]
+        );
+        let config = LabConfig {
+            required: vec![
+                RequiredResults {
+                    appointment_type: "DIAB-FU".into(),
+                    codes: vec!["4548-4".into(), "2345-7".into()],
+                },
+                RequiredResults {
+                    appointment_type: "FOLLOWUP".into(),
+                    codes: vec!["2345-7".into()],
+                },
+            ],
+            ..LabConfig::default()
+        };
+        let types = found[0].1.clone();
+        assert_eq!(missing(&config, &types, &[]), ["4548-4", "2345-7"]);
+        assert_eq!(missing(&config, &types, &["2345-7".into()]), ["4548-4"]);
+        assert!(missing(&config, &types, &["2345-7".into(), "4548-4".into()]).is_empty());
+        assert!(missing(&config, &["OTHER".into()], &[]).is_empty());
     }
 }

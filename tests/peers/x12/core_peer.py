@@ -15,6 +15,7 @@ multipart form (a multipart/form-data POST, answered in kind) gets the same answ
 Usage: core_peer.py PORT PASSWORD"""
 
 import sys
+import threading
 import time
 import uuid
 from email.parser import BytesParser
@@ -48,8 +49,14 @@ class COREEnvelopeRealTimeResponse(ComplexModel):
     _type_info = [(f, U) for f in FIELDS + ["ErrorCode", "ErrorMessage"]]
 
 
+said = threading.Lock()
+
+
 def say(*words):
-    print(*words, file=sys.stderr, flush=True)
+    # One write per line under a lock: requests are answered on threads of their own.
+    with said:
+        sys.stderr.write(" ".join(words) + "\n")
+        sys.stderr.flush()
 
 
 def answer(req, payload="", code="Success", message="None"):
