@@ -17,6 +17,8 @@
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod smpp;
+pub mod smpp_link;
 pub mod smtp;
 pub mod store;
 
@@ -210,8 +212,9 @@ impl journal::Work for ApplyReceipt {
         let now = tx.now();
         let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
         if !applied {
-            // A provider's receipt for nothing waiting: a repeat, or a confused provider.
-            tracing::info!(provider = %self.provider, "receipt for no waiting message");
+            // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
+            tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
+            store::keep_early_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
         }
         Ok(applied)
     }
@@ -228,6 +231,7 @@ impl journal::Work for ListNotifications {
 enum Provider {
     Smtp(smtp::Smtp),
     Http(http::HttpApi),
+    Smpp(smpp_link::Smpp),
 }
 
 impl Provider {
@@ -235,6 +239,7 @@ impl Provider {
         match self {
             Provider::Smtp(s) => s.send(id, route).await,
             Provider::Http(h) => h.send(id, route).await,
+            Provider::Smpp(s) => s.send(route).await,
         }
     }
 }
@@ -277,8 +282,9 @@ struct Deliverer {
 
 /// How many notifications are taken from the outbox at once.
 const BATCH: usize = 16;
-/// The longest wait between two looks at the outbox and the held notifications.
-const IDLE: Duration = Duration::from_secs(30);
+/// The longest wait between two looks at the outbox and the held notifications: a failed
+/// row's retry comes due without a wake-up, so the outbox is looked at this often.
+const IDLE: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     fn new(
@@ -305,6 +311,22 @@ impl Deliverer {
                     )
                     .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
                 ),
+                Some(ProviderKind::Smpp(s)) => {
+                    let path = crate::settings::resolve(folder, &s.password_file);
+                    let password = std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            format!("messaging provider {}: {}: {e}", p.name, path.display())
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    Provider::Smpp(smpp_link::Smpp::start(
+                        &p.name,
+                        s,
+                        password,
+                        timeout,
+                        journal.clone(),
+                    ))
+                }
                 None => continue,
             };
             providers.insert(p.name.clone(), provider);

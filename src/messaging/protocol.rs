@@ -336,6 +336,12 @@ pub enum Receipt {
 }
 
 impl Receipt {
+    pub fn parse(s: &str) -> Option<Receipt> {
+        [Receipt::Delivered, Receipt::Failed, Receipt::Expired]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Receipt::Delivered => "delivered",

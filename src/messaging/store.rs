@@ -56,6 +56,13 @@ CREATE TABLE msg_attempt (
 CREATE INDEX msg_attempt_notification ON msg_attempt(notification_id);
 CREATE UNIQUE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
 CREATE INDEX msg_attempt_sent ON msg_attempt(sent_at);
+CREATE TABLE msg_early_receipt (
+    provider     TEXT    NOT NULL,
+    provider_ref TEXT    NOT NULL,
+    receipt      TEXT    NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (provider, provider_ref)
+);
 "#],
     legacy: &[],
 };
@@ -358,11 +365,74 @@ pub fn record_attempt(
             if o.result.is_ok() { o.cost } else { 0.0 },
             now
         ])?;
-    match o.result {
+    match &o.result {
         Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
-        Ok(_) => set_status(tx, o.notification, Status::Sent, None, now),
+        Ok(r) => {
+            set_status(tx, o.notification, Status::Sent, None, now)?;
+            // An SMSC may send the receipt right behind its answer, so it can reach the
+            // journal before this attempt did: it waited for it.
+            let by_id = ReceiptFor::Notification(o.notification);
+            let keys = r
+                .iter()
+                .map(|r| ReceiptFor::ProviderRef(r.clone()))
+                .chain([by_id]);
+            for of in keys {
+                if let Some(receipt) = take_early_receipt(tx, &o.provider, &of)? {
+                    apply_receipt(tx, &o.provider, &of, receipt, now)?;
+                    break;
+                }
+            }
+            Ok(())
+        }
         Err(_) => Ok(()),
     }
+}
+
+/// A receipt that came before its attempt was recorded, taken out.
+fn take_early_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+) -> Result<Option<super::protocol::Receipt>, JournalError> {
+    let provider_ref = early_key(of);
+    let found: Option<String> = tx
+        .sql()
+        .prepare_cached(
+            "DELETE FROM msg_early_receipt WHERE provider = ?1 AND provider_ref = ?2 RETURNING receipt",
+        )?
+        .query_row(params![provider, provider_ref], |r| r.get(0))
+        .optional()?;
+    Ok(found.and_then(|r| super::protocol::Receipt::parse(&r)))
+}
+
+/// The key an early receipt is kept under.
+fn early_key(of: &ReceiptFor) -> String {
+    match of {
+        ReceiptFor::ProviderRef(r) => r.clone(),
+        ReceiptFor::Notification(id) => format!("notification:{id}"),
+    }
+}
+
+/// Keeps a receipt that names no attempt yet, for [`record_attempt`]. Ones older than a day
+/// are dropped then: a confused provider cannot fill the table.
+pub fn keep_early_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+    receipt: super::protocol::Receipt,
+    now: i64,
+) -> Result<(), JournalError> {
+    let provider_ref = early_key(of);
+    tx.sql()
+        .prepare_cached("DELETE FROM msg_early_receipt WHERE received_at < ?1")?
+        .execute([now - 86_400_000])?;
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO msg_early_receipt (provider, provider_ref, receipt, received_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![provider, provider_ref, receipt.as_str(), now])?;
+    Ok(())
 }
 
 /// How a receipt names the message it is about.
