@@ -198,6 +198,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/backlog", Allowed::Group(Operations)),
     ("GET", "/api/v1/status", Allowed::Group(Operations)),
     ("GET", "/api/v1/dlq", Allowed::Group(Operations)),
+    // Messaging costs per provider: counts and prices, no patient data.
+    ("GET", "/api/v1/messaging/costs", Allowed::Group(Operations)),
     ("GET", "/metrics", Allowed::Group(Metrics)),
     ("POST", "/api/v1/events", Allowed::Group(Integration)),
     ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),

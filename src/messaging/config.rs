@@ -133,6 +133,13 @@ pub struct ProviderConfig {
     /// How long one send may take before it counts as failed.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Unavailable answers in a row (errors, timeouts, throttling) that open the provider's
+    /// circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps messages away before one probes the provider.
+    #[serde(default = "default_breaker_open_s")]
+    pub breaker_open_s: u64,
     /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http` and
     /// `smpp`.
     #[serde(default)]
@@ -197,6 +204,12 @@ fn default_enquire_link_s() -> u64 {
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open_s() -> u64 {
+    30
 }
 
 /// How a provider is spoken to: its one protocol table.
@@ -398,6 +411,9 @@ impl MessagingConfig {
             }
             if p.timeout_ms < 100 {
                 bad(&key("timeout_ms"), "must be at least 100".into());
+            }
+            if p.breaker_failures == 0 {
+                bad(&key("breaker_failures"), "must be at least 1".into());
             }
             let key = |field: &str| match p.kind() {
                 Some(ProviderKind::Smtp(_)) => format!("messaging.providers[{i}].smtp.{field}"),

@@ -29,6 +29,7 @@ use crate::supervisor::{HealthState, Running, Spawn, Supervisor, link};
 use actix::Addr;
 use config::{Channel, MessagingConfig, ProviderKind};
 use protocol::{Fields, Plan, Reach};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,6 +157,12 @@ pub struct ApplyReceipt {
     pub receipt: protocol::Receipt,
 }
 
+/// What providers took over the last `days` days (see [`store::taken_since`]).
+#[derive(Debug)]
+pub struct TakenSince {
+    pub days: u32,
+}
+
 /// The newest notifications, of one ticket when given (staff's view).
 #[derive(Debug)]
 pub struct ListNotifications {
@@ -168,6 +175,7 @@ crate::journal_work!(
     RecordAttempt,
     FailNotification,
     ApplyReceipt,
+    TakenSince,
     ReleaseHeld,
     ListNotifications
 );
@@ -217,6 +225,14 @@ impl journal::Work for ApplyReceipt {
             store::keep_early_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
         }
         Ok(applied)
+    }
+}
+
+impl journal::Work for TakenSince {
+    type Output = Vec<protocol::Taken>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let since = tx.now() - i64::from(self.days) * 86_400_000;
+        store::taken_since(tx, since)
     }
 }
 
@@ -276,6 +292,8 @@ impl Spawn for DelivererSpawn {
 struct Deliverer {
     config: Arc<MessagingConfig>,
     providers: BTreeMap<String, Provider>,
+    /// Each provider's circuit breaker (in memory: a restart gives every provider a new try).
+    breakers: RefCell<BTreeMap<String, protocol::Breaker>>,
     journal: Addr<JournalWriter>,
     health: link::Health,
 }
@@ -334,6 +352,7 @@ impl Deliverer {
         Ok(Deliverer {
             config,
             providers,
+            breakers: RefCell::default(),
             journal,
             health,
         })
@@ -436,8 +455,25 @@ impl Deliverer {
                 let Some(provider) = self.providers.get(&provider_config.name) else {
                     continue;
                 };
-                let result = provider.send(id, route).await;
                 let name = provider_config.name.as_str();
+                if !self.breaker(name, |b| b.admit(journal::now_ms())) {
+                    unavailable.push(format!("{name}: circuit open"));
+                    continue;
+                }
+                let result = provider.send(id, route).await;
+                match &result {
+                    Ok(_) | Err(SendError::Refused(_)) => self.breaker(name, |b| b.success()),
+                    Err(SendError::Unavailable(_)) => {
+                        let open_ms = provider_config.breaker_open_s.saturating_mul(1000) as i64;
+                        let failures = provider_config.breaker_failures;
+                        if self.breaker(name, |b| b.failure(journal::now_ms(), failures, open_ms)) {
+                            tracing::warn!(
+                                provider = name,
+                                "circuit opened: the next provider takes its messages"
+                            );
+                        }
+                    }
+                }
                 match &result {
                     Ok(_) => tracing::info!(
                         notification = id,
@@ -506,6 +542,15 @@ impl Deliverer {
         let why = unavailable.join("; ");
         self.health.report(HealthState::Degraded, Some(why.clone()));
         self.settle(row.id, Err((why, false))).await;
+    }
+
+    /// Runs `f` on a provider's breaker.
+    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut protocol::Breaker) -> T) -> T {
+        f(self
+            .breakers
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default())
     }
 
     /// Marks an outbox row delivered (`Ok`) or failed (`Err((why, permanent))`).

@@ -614,3 +614,33 @@ pub fn notifications(
     }
     Ok(out)
 }
+
+/// What providers took since `since` (ms), for cost analytics.
+pub fn taken_since(
+    tx: &mut Tx<'_>,
+    since: i64,
+) -> Result<Vec<super::protocol::Taken>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT provider, channel, sent_at, segments, cost, status, receipt_at - sent_at
+               FROM msg_attempt
+              WHERE sent_at >= ?1 AND status IN ('sent', 'delivered', 'failed', 'expired')
+              ORDER BY sent_at",
+        )?
+        .query_map([since], |r| {
+            let status: String = r.get(5)?;
+            let latency: Option<i64> = r.get(6)?;
+            Ok(super::protocol::Taken {
+                provider: r.get(0)?,
+                channel: r.get(1)?,
+                sent_at: r.get(2)?,
+                segments: r.get::<_, i64>(3)? as u32,
+                cost: r.get(4)?,
+                latency_ms: latency.filter(|_| status == "delivered"),
+                status,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}

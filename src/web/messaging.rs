@@ -6,7 +6,7 @@
 use super::{AppState, journal_error};
 use crate::journal;
 use crate::messaging::store::ReceiptFor;
-use crate::messaging::{ApplyReceipt, ListNotifications, protocol};
+use crate::messaging::{ApplyReceipt, ListNotifications, TakenSince, protocol};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -89,6 +89,33 @@ async fn receipt(
     };
     match journal::ask(&s.journal, apply).await {
         Ok(applied) => HttpResponse::Ok().json(json!({ "applied": applied, "final": true })),
+        Err(e) => journal_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CostQuery {
+    /// How many days back (default 30, at most 366).
+    days: Option<u32>,
+}
+
+/// Cost analytics: per provider and channel, per day and per month, and over the whole span
+/// with the recommendation of a cheaper provider at the same delivery rate.
+pub(super) async fn costs(s: web::Data<AppState>, q: web::Query<CostQuery>) -> HttpResponse {
+    let days = q.days.unwrap_or(30).clamp(1, 366);
+    match journal::ask(&s.journal, TakenSince { days }).await {
+        Ok(taken) => {
+            let day = &crate::clock::local_day;
+            let all = protocol::figures(&taken, day, None);
+            HttpResponse::Ok().json(json!({
+                "days": days,
+                "daily": protocol::figures(&taken, day, Some(false)),
+                "monthly": protocol::figures(&taken, day, Some(true)),
+                "total": all,
+                "recommendations": protocol::recommendations(&all, days),
+            }))
+        }
         Err(e) => journal_error(e),
     }
 }

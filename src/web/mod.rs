@@ -126,6 +126,7 @@ pub fn server(
                 "/api/v1/messaging/receipts/{provider}",
                 web::get().to(messaging::receipt_get),
             )
+            .route("/api/v1/messaging/costs", web::get().to(messaging::costs))
             .route(
                 "/api/v1/messaging/receipts/{provider}",
                 web::post().to(messaging::receipt_post),
