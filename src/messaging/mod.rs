@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-pub use store::DESTINATION;
+pub use store::{BULK_DESTINATION, DESTINATION};
 use tokio::sync::watch;
 
 /// The supervisor's name for the deliverer.
@@ -209,6 +209,7 @@ impl journal::Work for ReleaseHeld {
         let now = tx.now();
         if store::release_held(tx, now)? > 0 {
             tx.wake(DESTINATION);
+            tx.wake(BULK_DESTINATION);
         }
         store::next_release(tx)
     }
@@ -300,6 +301,8 @@ struct Deliverer {
 
 /// How many notifications are taken from the outbox at once.
 const BATCH: usize = 16;
+/// How many bulk notifications are taken at once, after the urgent ones.
+const BULK_BATCH: usize = 4;
 /// The longest wait between two looks at the outbox and the held notifications: a failed
 /// row's retry comes due without a wake-up, so the outbox is looked at this often.
 const IDLE: Duration = Duration::from_secs(1);
@@ -361,13 +364,16 @@ impl Deliverer {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // Rows left in flight by a run that ended mid-send go back in line; their
         // notifications tell whether a provider took them meanwhile.
-        journal::put_back_in_flight(
-            &self.journal,
-            DESTINATION,
-            "the messaging deliverer stopped while sending".into(),
-        )
-        .await;
+        for destination in [DESTINATION, BULK_DESTINATION] {
+            journal::put_back_in_flight(
+                &self.journal,
+                destination,
+                "the messaging deliverer stopped while sending".into(),
+            )
+            .await;
+        }
         let signal = journal::signal(&self.journal, DESTINATION).await;
+        let bulk_signal = journal::signal(&self.journal, BULK_DESTINATION).await;
         self.health.report(HealthState::Healthy, None);
         loop {
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
@@ -377,17 +383,14 @@ impl Deliverer {
                     None
                 }
             };
-            let claim = Claim {
-                destination: DESTINATION.into(),
-                limit: BATCH,
-            };
-            let rows = match journal::ask(&self.journal, claim).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim notifications");
-                    Vec::new()
-                }
-            };
+            // What a patient in the waiting room or waiting for a result needs goes first;
+            // bulk notices only fill the rest of a batch, a few at a time, so that an urgent
+            // one never waits behind many of them.
+            let mut rows = self.claim(DESTINATION, BATCH).await;
+            if rows.len() < BATCH {
+                let more = self.claim(BULK_DESTINATION, BULK_BATCH).await;
+                rows.extend(more);
+            }
             if rows.is_empty() {
                 let wait = next_release
                     .map(|at| {
@@ -397,13 +400,14 @@ impl Deliverer {
                     .min(IDLE);
                 tokio::select! {
                     _ = signal.notified() => {}
+                    _ = bulk_signal.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
                 }
                 continue;
             }
-            for row in rows {
-                self.deliver(&row).await;
+            for (destination, row) in rows {
+                self.deliver(destination, &row).await;
                 if *shutdown.borrow() {
                     return;
                 }
@@ -411,32 +415,60 @@ impl Deliverer {
         }
     }
 
+    /// Up to `limit` deliverable rows of `destination`.
+    async fn claim(
+        &self,
+        destination: &'static str,
+        limit: usize,
+    ) -> Vec<(&'static str, OutboxRow)> {
+        let claim = Claim {
+            destination: destination.into(),
+            limit,
+        };
+        match journal::ask(&self.journal, claim).await {
+            Ok(rows) => rows.into_iter().map(|r| (destination, r)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, destination, "cannot claim notifications");
+                Vec::new()
+            }
+        }
+    }
+
     /// Sends one notification through its routes and their providers, in order, until one
     /// takes it; settles its outbox row.
-    async fn deliver(&self, row: &OutboxRow) {
+    async fn deliver(&self, destination: &'static str, row: &OutboxRow) {
         let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
             .ok()
             .and_then(|v| v["notification"].as_i64());
         let Some(id) = id else {
-            self.settle(row.id, Err(("not a notification row".into(), true)))
-                .await;
+            self.settle(
+                destination,
+                row.id,
+                Err(("not a notification row".into(), true)),
+            )
+            .await;
             return;
         };
         let pending = match journal::ask(&self.journal, LoadPending(id)).await {
             Ok(Some(p)) => p,
             Ok(None) => {
-                self.settle(row.id, Err((format!("notification {id} is gone"), true)))
-                    .await;
+                self.settle(
+                    destination,
+                    row.id,
+                    Err((format!("notification {id} is gone"), true)),
+                )
+                .await;
                 return;
             }
             Err(e) => {
-                self.settle(row.id, Err((e.to_string(), false))).await;
+                self.settle(destination, row.id, Err((e.to_string(), false)))
+                    .await;
                 return;
             }
         };
         if pending.status != store::Status::Queued {
             // Taken (or refused) before: a resent row changes nothing.
-            self.settle(row.id, Ok(())).await;
+            self.settle(destination, row.id, Ok(())).await;
             return;
         }
         // A route a provider refused (its address, its text) is not tried again.
@@ -515,7 +547,7 @@ impl Deliverer {
                 match result {
                     Ok(_) => {
                         self.health.report(HealthState::Healthy, None);
-                        self.settle(row.id, Ok(())).await;
+                        self.settle(destination, row.id, Ok(())).await;
                         return;
                     }
                     Err(SendError::Refused(_)) => {
@@ -533,15 +565,16 @@ impl Deliverer {
             };
             if let Err(e) = journal::ask(&self.journal, fail).await {
                 tracing::error!(notification = id, error = %e, "failure not recorded");
-                self.settle(row.id, Err((e.to_string(), false))).await;
+                self.settle(destination, row.id, Err((e.to_string(), false)))
+                    .await;
                 return;
             }
-            self.settle(row.id, Ok(())).await;
+            self.settle(destination, row.id, Ok(())).await;
             return;
         }
         let why = unavailable.join("; ");
         self.health.report(HealthState::Degraded, Some(why.clone()));
-        self.settle(row.id, Err((why, false))).await;
+        self.settle(destination, row.id, Err((why, false))).await;
     }
 
     /// Runs `f` on a provider's breaker.
@@ -554,7 +587,7 @@ impl Deliverer {
     }
 
     /// Marks an outbox row delivered (`Ok`) or failed (`Err((why, permanent))`).
-    async fn settle(&self, row: i64, result: Result<(), (String, bool)>) {
+    async fn settle(&self, destination: &str, row: i64, result: Result<(), (String, bool)>) {
         let asked = match result {
             Ok(()) => journal::ask(&self.journal, Delivered(vec![row]))
                 .await
@@ -562,7 +595,7 @@ impl Deliverer {
             Err((error, permanent)) => journal::ask(
                 &self.journal,
                 Failed {
-                    destination: DESTINATION.into(),
+                    destination: destination.into(),
                     ids: Some(vec![row]),
                     error,
                     permanent,

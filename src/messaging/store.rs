@@ -11,8 +11,21 @@ use crate::journal::{JournalError, NewItem, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-/// The outbox destination of notifications waiting to be sent.
+/// The outbox destination of notifications waiting to be sent: "you are next" and results
+/// (see [`is_urgent`]).
 pub const DESTINATION: &str = "messaging";
+/// The outbox destination of the other notifications (appointment changes, delays,
+/// reminders), sent when no urgent one waits.
+pub const BULK_DESTINATION: &str = "messaging-bulk";
+
+/// Whether a notification kind goes before the bulk: the patient is in the waiting room
+/// (`you_are_next`) or waits for a result.
+pub fn is_urgent(kind: &str) -> bool {
+    matches!(
+        kind,
+        "you_are_next" | "lab_results_ready" | "medication_ready"
+    )
+}
 
 /// Messaging's migrations.
 pub const SCHEMA: Schema = Schema {
@@ -190,14 +203,19 @@ pub fn record_notification(
         )
         .optional()?;
     if let (Some(id), Status::Queued) = (id, status) {
-        enqueue(tx, id, now)?;
+        enqueue(tx, id, n.kind, now)?;
     }
     Ok(id)
 }
 
 /// The outbox row that has a notification sent; its key is the notification's own, so one
 /// that cannot be sent holds up no other.
-fn enqueue(tx: &mut Tx<'_>, id: i64, now: i64) -> Result<(), JournalError> {
+fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), JournalError> {
+    let destination = if is_urgent(kind) {
+        DESTINATION
+    } else {
+        BULK_DESTINATION
+    };
     let item = NewItem {
         source: "messaging".into(),
         source_id: Some(format!("notification:{id}")),
@@ -207,23 +225,23 @@ fn enqueue(tx: &mut Tx<'_>, id: i64, now: i64) -> Result<(), JournalError> {
         payload: to_json(&serde_json::json!({ "notification": id }))?.into_bytes(),
         reply: None,
         occurred_at: Some(now),
-        destinations: vec![DESTINATION.into()],
+        destinations: vec![destination.into()],
     };
     tx.append(&item, now).map(|_| ())
 }
 
 /// Queues the held notifications whose quiet hours are over; how many.
 pub fn release_held(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
-    let due: Vec<i64> = tx
+    let due: Vec<(i64, String)> = tx
         .sql()
         .prepare_cached(
             "UPDATE msg_notification SET status = 'queued', updated_at = ?1
-              WHERE status = 'held' AND not_before <= ?1 RETURNING id",
+              WHERE status = 'held' AND not_before <= ?1 RETURNING id, kind",
         )?
-        .query_map([now], |r| r.get(0))?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for &id in &due {
-        enqueue(tx, id, now)?;
+    for (id, kind) in &due {
+        enqueue(tx, *id, kind, now)?;
     }
     Ok(due.len())
 }
