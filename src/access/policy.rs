@@ -169,6 +169,7 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     // Receipts per ticket: statuses, channels and providers, never a number or address.
     ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
+    ("GET", "/messaging", Allowed::Group(Queue)),
     ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
     ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),
     ("POST", "/rooms/state", Allowed::Group(Rooms)),
