@@ -53,15 +53,22 @@ fn notifications(gw: &Gateway) -> Vec<Value> {
 
 /// The notification of `ticket`, once it has one in `status`.
 fn wait_status(gw: &Gateway, ticket: &str, status: &str) -> Value {
-    wait_for(
-        &format!("{ticket}'s notification {status}"),
-        Duration::from_secs(30),
-        || {
-            notifications(gw)
-                .into_iter()
-                .find(|n| n["ticket"] == ticket && n["status"] == status)
-        },
-    )
+    let start = std::time::Instant::now();
+    loop {
+        let all = notifications(gw);
+        if let Some(n) = all
+            .iter()
+            .find(|n| n["ticket"] == ticket && n["status"] == status)
+        {
+            return n.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{ticket}'s notification never became {status}: {all:#?}\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn message_ids(maildir: &Path) -> Vec<String> {
@@ -290,4 +297,134 @@ fn sms_through_kannel_is_delivered_or_expired_as_the_smscs_receipt_says() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["status"], "expired");
     assert_eq!(smsc.submitted().len(), 2);
+}
+
+/// `[[messaging.providers]]` tables of SMPP providers, each `(name, SMSC port)` in priority
+/// order, binding as `gateway:smpp-pw`.
+fn smpp_gateway(dir: &Path, smscs: &[(&str, u16)]) -> Gateway {
+    std::fs::write(dir.join("smpp.password"), "smpp-pw\n").expect("pw");
+    let mut providers = String::new();
+    for (i, (name, port)) in smscs.iter().enumerate() {
+        providers.push_str(&format!(
+            "[[messaging.providers]]\nname = \"{name}\"\npriority = {i}\ntimeout_ms = 3000\nprice_per_segment = 0.0{}\n\
+smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password_file = \"smpp.password\", source = \"Clinic\", window = 4, enquire_link_s = 5 }}\n\n",
+            i + 4
+        ));
+    }
+    let extra = format!(
+        "[destinations.messaging]\nbackoff_initial_ms = 200\nbackoff_max_ms = 500\nmax_attempts = 1000\n\n\
+[messaging]\nchannels = [\"sms\"]\n\n{providers}{TEMPLATES}"
+    );
+    let mut gw = Gateway::new(dir, &extra);
+    gw.start();
+    gw
+}
+
+/// Checks in `n` patients with phone numbers after one without (tickets G-002 on are told).
+fn check_in_phones(gw: &Gateway, n: usize) {
+    check_in(gw, json!({ "request_id": "k-1" }));
+    for i in 2..=n + 1 {
+        check_in(
+            gw,
+            json!({ "request_id": format!("k-{i}"), "contact": { "phone": format!("+41 79 555 00 {i:02}") } }),
+        );
+    }
+}
+
+#[test]
+fn sms_over_smpp_is_submitted_once_through_throttling_and_its_receipt_delivers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let gw = smpp_gateway(dir.path(), &[("smsc-a", smsc.port)]);
+    check_in_phones(&gw, 2);
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(told["attempts"][0]["provider"], "smsc-a");
+    let submitted = smsc.submitted();
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    assert_eq!(submitted[0].1, "41795550002");
+    assert_eq!(submitted[0].2, "Ticket G-002: you are next.");
+    assert!(
+        smsc.lines()
+            .contains(&"bind transceiver gateway".to_string())
+    );
+    // The SMSC throttles the next two submits: the message waits and goes once.
+    smsc.command("throttle 2");
+    call_next(&gw);
+    let told = wait_status(&gw, "G-003", "delivered");
+    let errors: Vec<&Value> = told["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .filter(|a| a["status"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 2, "{told}");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("throttled")
+    );
+    let to_g3 = smsc
+        .submitted()
+        .iter()
+        .filter(|s| s.1 == "41795550003")
+        .count();
+    assert_eq!(to_g3, 1);
+    assert_eq!(
+        smsc.lines()
+            .iter()
+            .filter(|l| l.starts_with("throttled "))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn notifications_fail_over_to_the_next_smsc_when_the_primary_stops_and_none_is_sent_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut primary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let secondary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let mut gw = smpp_gateway(
+        dir.path(),
+        &[("primary", primary.port), ("secondary", secondary.port)],
+    );
+    check_in_phones(&gw, 6);
+    call_next(&gw);
+    wait_status(&gw, "G-002", "delivered");
+    assert_eq!(primary.submitted().len(), 1);
+    // The primary goes away mid-run: the next ones go through the secondary.
+    primary.stop();
+    call_next(&gw);
+    call_next(&gw);
+    for ticket in ["G-003", "G-004"] {
+        let told = wait_status(&gw, ticket, "delivered");
+        let taken: Vec<&Value> = told["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter(|a| a["status"] == "delivered")
+            .collect();
+        assert_eq!(taken.len(), 1, "{told}");
+        assert_eq!(taken[0]["provider"], "secondary", "{told}");
+    }
+    // A restart with notifications waiting loses none and sends none twice.
+    gw.kill9();
+    gw.start();
+    call_next(&gw);
+    call_next(&gw);
+    for ticket in ["G-005", "G-006"] {
+        wait_status(&gw, ticket, "delivered");
+    }
+    let mut numbers: Vec<String> = primary
+        .submitted()
+        .into_iter()
+        .chain(secondary.submitted())
+        .map(|s| s.1)
+        .collect();
+    numbers.sort();
+    let all = numbers.len();
+    numbers.dedup();
+    assert_eq!(all, numbers.len(), "a number got two messages: {numbers:?}");
+    assert_eq!(all, 5, "{numbers:?}");
 }

@@ -179,6 +179,7 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     // Receipts per ticket: statuses, channels and providers, never a number or address.
     ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
+    ("GET", "/messaging", Allowed::Group(Queue)),
     ("GET", "/api/v1/rooms", Allowed::Group(RoomsList)),
     ("POST", "/api/v1/rooms/{}/state", Allowed::Group(Rooms)),
     ("POST", "/rooms/state", Allowed::Group(Rooms)),
@@ -212,6 +213,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/backlog", Allowed::Group(Operations)),
     ("GET", "/api/v1/status", Allowed::Group(Operations)),
     ("GET", "/api/v1/dlq", Allowed::Group(Operations)),
+    // Messaging costs per provider: counts and prices, no patient data.
+    ("GET", "/api/v1/messaging/costs", Allowed::Group(Operations)),
     ("GET", "/metrics", Allowed::Group(Metrics)),
     ("POST", "/api/v1/events", Allowed::Group(Integration)),
     ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),

@@ -133,16 +133,83 @@ pub struct ProviderConfig {
     /// How long one send may take before it counts as failed.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp` and `http`.
+    /// Unavailable answers in a row (errors, timeouts, throttling) that open the provider's
+    /// circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps messages away before one probes the provider.
+    #[serde(default = "default_breaker_open_s")]
+    pub breaker_open_s: u64,
+    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http` and
+    /// `smpp`.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
     /// SMS or voice over an HTTP API.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// SMS over SMPP 3.4.
+    #[serde(default)]
+    pub smpp: Option<SmppConfig>,
+}
+
+/// How the gateway binds to an SMSC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmppBind {
+    /// Submits and receives receipts on one connection.
+    Transceiver,
+    /// Submits only: no receipts reach the gateway.
+    Transmitter,
+}
+
+/// An SMPP 3.4 SMSC account.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmppConfig {
+    pub host: String,
+    #[serde(default = "default_smpp_port")]
+    pub port: u16,
+    /// The account's `system_id` (at most 15 characters).
+    pub system_id: String,
+    /// The file holding the account's password (at most 8 characters).
+    pub password_file: PathBuf,
+    /// The bind's `system_type`; most SMSCs want it empty.
+    #[serde(default)]
+    pub system_type: String,
+    /// The sender shown to patients: a number, or up to 11 letters and digits.
+    pub source: String,
+    /// `transceiver` (receipts on the same connection) or `transmitter`.
+    #[serde(default = "default_bind")]
+    pub bind: SmppBind,
+    /// Most submit_sm awaiting their answer at once, as the provider's contract allows.
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// Seconds between two enquire_link; one left unanswered that long drops the link.
+    #[serde(default = "default_enquire_link_s")]
+    pub enquire_link_s: u64,
+}
+
+fn default_smpp_port() -> u16 {
+    2775
+}
+fn default_bind() -> SmppBind {
+    SmppBind::Transceiver
+}
+fn default_window() -> u32 {
+    10
+}
+fn default_enquire_link_s() -> u64 {
+    30
 }
 
 fn default_timeout_ms() -> u64 {
     10_000
+}
+fn default_breaker_failures() -> u32 {
+    3
+}
+fn default_breaker_open_s() -> u64 {
+    30
 }
 
 /// How a provider is spoken to: its one protocol table.
@@ -152,15 +219,18 @@ pub enum ProviderKind<'a> {
     Smtp(&'a SmtpConfig),
     /// SMS or voice over an HTTP API (Kannel's `sendsms`, Twilio-style JSON APIs).
     Http(&'a HttpConfig),
+    /// SMS over SMPP 3.4.
+    Smpp(&'a SmppConfig),
 }
 
 impl ProviderConfig {
     /// The provider's protocol; `None` when the table names none or several (refused by
     /// validation).
     pub fn kind(&self) -> Option<ProviderKind<'_>> {
-        match (&self.smtp, &self.http) {
-            (Some(s), None) => Some(ProviderKind::Smtp(s)),
-            (None, Some(h)) => Some(ProviderKind::Http(h)),
+        match (&self.smtp, &self.http, &self.smpp) {
+            (Some(s), None, None) => Some(ProviderKind::Smtp(s)),
+            (None, Some(h), None) => Some(ProviderKind::Http(h)),
+            (None, None, Some(s)) => Some(ProviderKind::Smpp(s)),
             _ => None,
         }
     }
@@ -170,6 +240,7 @@ impl ProviderConfig {
         match self.kind()? {
             ProviderKind::Smtp(_) => Some(Channel::Email),
             ProviderKind::Http(h) => Some(h.channel),
+            ProviderKind::Smpp(_) => Some(Channel::Sms),
         }
     }
 }
@@ -341,16 +412,48 @@ impl MessagingConfig {
             if p.timeout_ms < 100 {
                 bad(&key("timeout_ms"), "must be at least 100".into());
             }
+            if p.breaker_failures == 0 {
+                bad(&key("breaker_failures"), "must be at least 1".into());
+            }
             let key = |field: &str| match p.kind() {
                 Some(ProviderKind::Smtp(_)) => format!("messaging.providers[{i}].smtp.{field}"),
                 Some(ProviderKind::Http(_)) => format!("messaging.providers[{i}].http.{field}"),
+                Some(ProviderKind::Smpp(_)) => format!("messaging.providers[{i}].smpp.{field}"),
                 None => format!("messaging.providers[{i}].{field}"),
             };
             match p.kind() {
                 None => bad(
                     &format!("messaging.providers[{i}]"),
-                    "needs exactly one of smtp and http".into(),
+                    "needs exactly one of smtp, http and smpp".into(),
                 ),
+                Some(ProviderKind::Smpp(c)) => {
+                    if c.host.trim().is_empty() {
+                        bad(&key("host"), "must not be empty".into());
+                    }
+                    if c.system_id.is_empty() || c.system_id.len() > 15 {
+                        bad(&key("system_id"), "must be 1 to 15 characters".into());
+                    }
+                    if c.system_type.len() > 12 {
+                        bad(&key("system_type"), "must be at most 12 characters".into());
+                    }
+                    check_readable(&resolve(base, &c.password_file), &key("password_file"), bad);
+                    let numeric = c.source.chars().all(|ch| ch.is_ascii_digit());
+                    if c.source.is_empty()
+                        || (numeric && c.source.len() > 15)
+                        || (!numeric && (c.source.len() > 11 || !c.source.is_ascii()))
+                    {
+                        bad(
+                            &key("source"),
+                            "must be a number or 1 to 11 ASCII letters and digits".into(),
+                        );
+                    }
+                    if c.window == 0 || c.window > 1000 {
+                        bad(&key("window"), "must be 1 to 1000".into());
+                    }
+                    if c.enquire_link_s == 0 {
+                        bad(&key("enquire_link_s"), "must be at least 1".into());
+                    }
+                }
                 Some(ProviderKind::Smtp(s)) => {
                     if s.host.trim().is_empty() {
                         bad(&key("host"), "must not be empty".into());
@@ -565,7 +668,7 @@ name = "neither"
                 "messaging.providers[1].name: another provider is already named \"mail\"",
                 "messaging.providers[1].http.url: must be an http:// or https:// URL",
                 "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message",
-                "messaging.providers[2]: needs exactly one of smtp and http",
+                "messaging.providers[2]: needs exactly one of smtp, http and smpp",
             ]
         );
     }

@@ -17,6 +17,8 @@
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod smpp;
+pub mod smpp_link;
 pub mod smtp;
 pub mod store;
 
@@ -27,11 +29,12 @@ use crate::supervisor::{HealthState, Running, Spawn, Supervisor, link};
 use actix::Addr;
 use config::{Channel, MessagingConfig, ProviderKind};
 use protocol::{Fields, Plan, Reach};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-pub use store::DESTINATION;
+pub use store::{BULK_DESTINATION, DESTINATION};
 use tokio::sync::watch;
 
 /// The supervisor's name for the deliverer.
@@ -154,6 +157,12 @@ pub struct ApplyReceipt {
     pub receipt: protocol::Receipt,
 }
 
+/// What providers took over the last `days` days (see [`store::taken_since`]).
+#[derive(Debug)]
+pub struct TakenSince {
+    pub days: u32,
+}
+
 /// The newest notifications, of one ticket when given (staff's view).
 #[derive(Debug)]
 pub struct ListNotifications {
@@ -166,6 +175,7 @@ crate::journal_work!(
     RecordAttempt,
     FailNotification,
     ApplyReceipt,
+    TakenSince,
     ReleaseHeld,
     ListNotifications
 );
@@ -199,6 +209,7 @@ impl journal::Work for ReleaseHeld {
         let now = tx.now();
         if store::release_held(tx, now)? > 0 {
             tx.wake(DESTINATION);
+            tx.wake(BULK_DESTINATION);
         }
         store::next_release(tx)
     }
@@ -210,10 +221,19 @@ impl journal::Work for ApplyReceipt {
         let now = tx.now();
         let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
         if !applied {
-            // A provider's receipt for nothing waiting: a repeat, or a confused provider.
-            tracing::info!(provider = %self.provider, "receipt for no waiting message");
+            // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
+            tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
+            store::keep_early_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
         }
         Ok(applied)
+    }
+}
+
+impl journal::Work for TakenSince {
+    type Output = Vec<protocol::Taken>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let since = tx.now() - i64::from(self.days) * 86_400_000;
+        store::taken_since(tx, since)
     }
 }
 
@@ -228,6 +248,7 @@ impl journal::Work for ListNotifications {
 enum Provider {
     Smtp(smtp::Smtp),
     Http(http::HttpApi),
+    Smpp(smpp_link::Smpp),
 }
 
 impl Provider {
@@ -235,6 +256,7 @@ impl Provider {
         match self {
             Provider::Smtp(s) => s.send(id, route).await,
             Provider::Http(h) => h.send(id, route).await,
+            Provider::Smpp(s) => s.send(route).await,
         }
     }
 }
@@ -271,14 +293,19 @@ impl Spawn for DelivererSpawn {
 struct Deliverer {
     config: Arc<MessagingConfig>,
     providers: BTreeMap<String, Provider>,
+    /// Each provider's circuit breaker (in memory: a restart gives every provider a new try).
+    breakers: RefCell<BTreeMap<String, protocol::Breaker>>,
     journal: Addr<JournalWriter>,
     health: link::Health,
 }
 
 /// How many notifications are taken from the outbox at once.
 const BATCH: usize = 16;
-/// The longest wait between two looks at the outbox and the held notifications.
-const IDLE: Duration = Duration::from_secs(30);
+/// How many bulk notifications are taken at once, after the urgent ones.
+const BULK_BATCH: usize = 4;
+/// The longest wait between two looks at the outbox and the held notifications: a failed
+/// row's retry comes due without a wake-up, so the outbox is looked at this often.
+const IDLE: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     fn new(
@@ -305,6 +332,22 @@ impl Deliverer {
                     )
                     .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
                 ),
+                Some(ProviderKind::Smpp(s)) => {
+                    let path = crate::settings::resolve(folder, &s.password_file);
+                    let password = std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            format!("messaging provider {}: {}: {e}", p.name, path.display())
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    Provider::Smpp(smpp_link::Smpp::start(
+                        &p.name,
+                        s,
+                        password,
+                        timeout,
+                        journal.clone(),
+                    ))
+                }
                 None => continue,
             };
             providers.insert(p.name.clone(), provider);
@@ -312,6 +355,7 @@ impl Deliverer {
         Ok(Deliverer {
             config,
             providers,
+            breakers: RefCell::default(),
             journal,
             health,
         })
@@ -320,13 +364,16 @@ impl Deliverer {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // Rows left in flight by a run that ended mid-send go back in line; their
         // notifications tell whether a provider took them meanwhile.
-        journal::put_back_in_flight(
-            &self.journal,
-            DESTINATION,
-            "the messaging deliverer stopped while sending".into(),
-        )
-        .await;
+        for destination in [DESTINATION, BULK_DESTINATION] {
+            journal::put_back_in_flight(
+                &self.journal,
+                destination,
+                "the messaging deliverer stopped while sending".into(),
+            )
+            .await;
+        }
         let signal = journal::signal(&self.journal, DESTINATION).await;
+        let bulk_signal = journal::signal(&self.journal, BULK_DESTINATION).await;
         self.health.report(HealthState::Healthy, None);
         loop {
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
@@ -336,17 +383,14 @@ impl Deliverer {
                     None
                 }
             };
-            let claim = Claim {
-                destination: DESTINATION.into(),
-                limit: BATCH,
-            };
-            let rows = match journal::ask(&self.journal, claim).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim notifications");
-                    Vec::new()
-                }
-            };
+            // What a patient in the waiting room or waiting for a result needs goes first;
+            // bulk notices only fill the rest of a batch, a few at a time, so that an urgent
+            // one never waits behind many of them.
+            let mut rows = self.claim(DESTINATION, BATCH).await;
+            if rows.len() < BATCH {
+                let more = self.claim(BULK_DESTINATION, BULK_BATCH).await;
+                rows.extend(more);
+            }
             if rows.is_empty() {
                 let wait = next_release
                     .map(|at| {
@@ -356,13 +400,14 @@ impl Deliverer {
                     .min(IDLE);
                 tokio::select! {
                     _ = signal.notified() => {}
+                    _ = bulk_signal.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => return,
                 }
                 continue;
             }
-            for row in rows {
-                self.deliver(&row).await;
+            for (destination, row) in rows {
+                self.deliver(destination, &row).await;
                 if *shutdown.borrow() {
                     return;
                 }
@@ -370,32 +415,60 @@ impl Deliverer {
         }
     }
 
+    /// Up to `limit` deliverable rows of `destination`.
+    async fn claim(
+        &self,
+        destination: &'static str,
+        limit: usize,
+    ) -> Vec<(&'static str, OutboxRow)> {
+        let claim = Claim {
+            destination: destination.into(),
+            limit,
+        };
+        match journal::ask(&self.journal, claim).await {
+            Ok(rows) => rows.into_iter().map(|r| (destination, r)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, destination, "cannot claim notifications");
+                Vec::new()
+            }
+        }
+    }
+
     /// Sends one notification through its routes and their providers, in order, until one
     /// takes it; settles its outbox row.
-    async fn deliver(&self, row: &OutboxRow) {
+    async fn deliver(&self, destination: &'static str, row: &OutboxRow) {
         let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
             .ok()
             .and_then(|v| v["notification"].as_i64());
         let Some(id) = id else {
-            self.settle(row.id, Err(("not a notification row".into(), true)))
-                .await;
+            self.settle(
+                destination,
+                row.id,
+                Err(("not a notification row".into(), true)),
+            )
+            .await;
             return;
         };
         let pending = match journal::ask(&self.journal, LoadPending(id)).await {
             Ok(Some(p)) => p,
             Ok(None) => {
-                self.settle(row.id, Err((format!("notification {id} is gone"), true)))
-                    .await;
+                self.settle(
+                    destination,
+                    row.id,
+                    Err((format!("notification {id} is gone"), true)),
+                )
+                .await;
                 return;
             }
             Err(e) => {
-                self.settle(row.id, Err((e.to_string(), false))).await;
+                self.settle(destination, row.id, Err((e.to_string(), false)))
+                    .await;
                 return;
             }
         };
         if pending.status != store::Status::Queued {
             // Taken (or refused) before: a resent row changes nothing.
-            self.settle(row.id, Ok(())).await;
+            self.settle(destination, row.id, Ok(())).await;
             return;
         }
         // A route a provider refused (its address, its text) is not tried again.
@@ -414,8 +487,25 @@ impl Deliverer {
                 let Some(provider) = self.providers.get(&provider_config.name) else {
                     continue;
                 };
-                let result = provider.send(id, route).await;
                 let name = provider_config.name.as_str();
+                if !self.breaker(name, |b| b.admit(journal::now_ms())) {
+                    unavailable.push(format!("{name}: circuit open"));
+                    continue;
+                }
+                let result = provider.send(id, route).await;
+                match &result {
+                    Ok(_) | Err(SendError::Refused(_)) => self.breaker(name, |b| b.success()),
+                    Err(SendError::Unavailable(_)) => {
+                        let open_ms = provider_config.breaker_open_s.saturating_mul(1000) as i64;
+                        let failures = provider_config.breaker_failures;
+                        if self.breaker(name, |b| b.failure(journal::now_ms(), failures, open_ms)) {
+                            tracing::warn!(
+                                provider = name,
+                                "circuit opened: the next provider takes its messages"
+                            );
+                        }
+                    }
+                }
                 match &result {
                     Ok(_) => tracing::info!(
                         notification = id,
@@ -457,7 +547,7 @@ impl Deliverer {
                 match result {
                     Ok(_) => {
                         self.health.report(HealthState::Healthy, None);
-                        self.settle(row.id, Ok(())).await;
+                        self.settle(destination, row.id, Ok(())).await;
                         return;
                     }
                     Err(SendError::Refused(_)) => {
@@ -475,19 +565,29 @@ impl Deliverer {
             };
             if let Err(e) = journal::ask(&self.journal, fail).await {
                 tracing::error!(notification = id, error = %e, "failure not recorded");
-                self.settle(row.id, Err((e.to_string(), false))).await;
+                self.settle(destination, row.id, Err((e.to_string(), false)))
+                    .await;
                 return;
             }
-            self.settle(row.id, Ok(())).await;
+            self.settle(destination, row.id, Ok(())).await;
             return;
         }
         let why = unavailable.join("; ");
         self.health.report(HealthState::Degraded, Some(why.clone()));
-        self.settle(row.id, Err((why, false))).await;
+        self.settle(destination, row.id, Err((why, false))).await;
+    }
+
+    /// Runs `f` on a provider's breaker.
+    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut protocol::Breaker) -> T) -> T {
+        f(self
+            .breakers
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default())
     }
 
     /// Marks an outbox row delivered (`Ok`) or failed (`Err((why, permanent))`).
-    async fn settle(&self, row: i64, result: Result<(), (String, bool)>) {
+    async fn settle(&self, destination: &str, row: i64, result: Result<(), (String, bool)>) {
         let asked = match result {
             Ok(()) => journal::ask(&self.journal, Delivered(vec![row]))
                 .await
@@ -495,7 +595,7 @@ impl Deliverer {
             Err((error, permanent)) => journal::ask(
                 &self.journal,
                 Failed {
-                    destination: DESTINATION.into(),
+                    destination: destination.into(),
                     ids: Some(vec![row]),
                     error,
                     permanent,

@@ -5,6 +5,7 @@
 
 use super::config::{self, Channel, MessagingConfig, QuietHours};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How a patient can be reached, from the check-in or the EHR.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +337,12 @@ pub enum Receipt {
 }
 
 impl Receipt {
+    pub fn parse(s: &str) -> Option<Receipt> {
+        [Receipt::Delivered, Receipt::Failed, Receipt::Expired]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Receipt::Delivered => "delivered",
@@ -390,6 +397,185 @@ pub fn http_receipt(status: Option<&str>, answer: Option<&str>) -> Option<Receip
         "expired" | "EXPIRED" => Some(Receipt::Expired),
         _ => None,
     }
+}
+
+/// A provider's circuit breaker: opened by `failures` unavailable answers in a row, it keeps
+/// messages away from the provider for `open_ms`, then lets one through as a probe
+/// (half-open): a taken probe closes it, a failed one opens it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Breaker {
+    /// Messages go through; `failures` unavailable answers in a row so far.
+    Closed { failures: u32 },
+    /// No message is sent before `until` (ms).
+    Open { until: i64 },
+    /// One probe is out; until it answers, no other message is sent.
+    HalfOpen,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker::Closed { failures: 0 }
+    }
+}
+
+impl Breaker {
+    /// Whether a message may be sent at `now`; an open breaker whose time is over lets this
+    /// one through as its probe.
+    pub fn admit(&mut self, now: i64) -> bool {
+        match *self {
+            Breaker::Closed { .. } => true,
+            Breaker::Open { until } if now >= until => {
+                *self = Breaker::HalfOpen;
+                true
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen => false,
+        }
+    }
+
+    /// The provider took a message, or refused it for the message's own sake: it works.
+    pub fn success(&mut self) {
+        *self = Breaker::Closed { failures: 0 };
+    }
+
+    /// The provider was unavailable (an error, a timeout, throttling); answers whether this
+    /// opened the breaker.
+    pub fn failure(&mut self, now: i64, failures: u32, open_ms: i64) -> bool {
+        match *self {
+            Breaker::Closed { failures: n } if n + 1 < failures => {
+                *self = Breaker::Closed { failures: n + 1 };
+                false
+            }
+            _ => {
+                *self = Breaker::Open {
+                    until: now + open_ms,
+                };
+                true
+            }
+        }
+    }
+
+    /// The breaker's state for health and the page.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One attempt a provider took, as cost analytics reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    pub provider: String,
+    pub channel: String,
+    pub sent_at: i64,
+    pub segments: u32,
+    pub cost: f64,
+    /// `sent` (no receipt yet), `delivered`, `failed` or `expired`.
+    pub status: String,
+    /// Receipt time minus send time, for a delivered one.
+    pub latency_ms: Option<i64>,
+}
+
+/// One provider's figures in one channel and period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    /// `YYYY-MM-DD` or `YYYY-MM` in the clinic's time zone; `all` for the whole span.
+    pub period: String,
+    pub provider: String,
+    pub channel: String,
+    pub messages: u64,
+    pub segments: u64,
+    pub delivered: u64,
+    /// Failed or expired by their receipt.
+    pub failed: u64,
+    /// Delivered among those with a final receipt; `None` before any.
+    pub delivery_rate: Option<f64>,
+    pub median_latency_ms: Option<i64>,
+    pub cost: f64,
+}
+
+/// The figures per period (`month`: calendar months, else days; `None`: the whole span) and
+/// provider, from `taken`; `day_of` gives the clinic's date of a time.
+pub fn figures(
+    taken: &[Taken],
+    day_of: &dyn Fn(i64) -> String,
+    month: Option<bool>,
+) -> Vec<Figures> {
+    let mut groups: BTreeMap<(String, String, String), Vec<&Taken>> = BTreeMap::new();
+    for t in taken {
+        let period = match month {
+            None => "all".to_string(),
+            Some(m) => {
+                let day = day_of(t.sent_at);
+                if m {
+                    day[..7.min(day.len())].to_string()
+                } else {
+                    day
+                }
+            }
+        };
+        groups
+            .entry((period, t.channel.clone(), t.provider.clone()))
+            .or_default()
+            .push(t);
+    }
+    groups
+        .into_iter()
+        .map(|((period, channel, provider), rows)| {
+            let delivered = rows.iter().filter(|t| t.status == "delivered").count() as u64;
+            let failed = rows
+                .iter()
+                .filter(|t| t.status == "failed" || t.status == "expired")
+                .count() as u64;
+            let mut latencies: Vec<i64> = rows.iter().filter_map(|t| t.latency_ms).collect();
+            latencies.sort_unstable();
+            Figures {
+                period,
+                provider,
+                channel,
+                messages: rows.len() as u64,
+                segments: rows.iter().map(|t| u64::from(t.segments)).sum(),
+                delivered,
+                failed,
+                delivery_rate: (delivered + failed > 0)
+                    .then(|| delivered as f64 / (delivered + failed) as f64),
+                median_latency_ms: latencies.get(latencies.len() / 2).copied(),
+                cost: rows.iter().map(|t| t.cost).sum(),
+            }
+        })
+        .collect()
+}
+
+/// What another provider of a channel would have cost at a delivery rate at least as good
+/// (within one percentage point) as the one carrying most of its messages, over the span of
+/// `all` (figures with period `all`); the largest saving per channel, as a sentence.
+pub fn recommendations(all: &[Figures], days: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let channels: BTreeSet<&str> = all.iter().map(|f| f.channel.as_str()).collect();
+    for channel in channels {
+        let of: Vec<&Figures> = all.iter().filter(|f| f.channel == channel).collect();
+        let Some(main) = of.iter().max_by_key(|f| f.messages) else {
+            continue;
+        };
+        let per_message = |f: &Figures| f.cost / f.messages.max(1) as f64;
+        let main_rate = main.delivery_rate.unwrap_or(0.0);
+        let best = of
+            .iter()
+            .filter(|f| f.provider != main.provider && f.messages > 0)
+            .filter(|f| f.delivery_rate.is_some_and(|r| r + 0.01 >= main_rate))
+            .filter(|f| per_message(f) < per_message(main))
+            .min_by(|a, b| per_message(a).total_cmp(&per_message(b)));
+        if let Some(b) = best {
+            let saving = (1.0 - per_message(b) / per_message(main)) * 100.0;
+            out.push(format!(
+                "{} would have cost {:.0} % less than {} for {} at the same delivery rate over the last {} days",
+                b.provider, saving, main.provider, channel, days
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -574,6 +760,73 @@ sms = "Your appointment moved to {new_start}."
         let now = 1_796_249_730_000;
         assert_eq!(not_before(Some(&q), &zone, now), 1_796_284_800_000);
         assert_eq!(not_before(None, &zone, now), now);
+    }
+
+    #[test]
+    fn a_breaker_opens_after_failures_in_a_row_and_probes_once_when_its_time_is_over() {
+        let mut b = Breaker::default();
+        assert!(!b.failure(0, 3, 1000));
+        b.success();
+        assert!(!b.failure(0, 3, 1000));
+        assert!(!b.failure(0, 3, 1000));
+        assert!(b.failure(10, 3, 1000), "the third in a row opens it");
+        assert!(!b.admit(500));
+        assert!(b.admit(1010), "its time is over: one probe");
+        assert_eq!(b, Breaker::HalfOpen);
+        assert!(!b.admit(1011), "no second message beside the probe");
+        assert!(b.failure(1020, 3, 1000), "a failed probe opens it again");
+        assert!(!b.admit(1500));
+        assert!(b.admit(2020));
+        b.success();
+        assert!(b.admit(2021));
+        assert_eq!(b.as_str(), "closed");
+    }
+
+    #[test]
+    fn figures_and_the_cheaper_provider_at_the_same_delivery_rate() {
+        let t = |provider: &str, day: i64, cost: f64, status: &str, latency: Option<i64>| Taken {
+            provider: provider.into(),
+            channel: "sms".into(),
+            sent_at: 1_796_169_600_000 + day * 86_400_000,
+            segments: 1,
+            cost,
+            status: status.into(),
+            latency_ms: latency,
+        };
+        let taken = [
+            t("a", 0, 0.10, "delivered", Some(900)),
+            t("a", 0, 0.10, "delivered", Some(1500)),
+            t("a", 1, 0.10, "failed", None),
+            t("a", 1, 0.10, "delivered", Some(1100)),
+            t("b", 1, 0.069, "delivered", Some(2000)),
+            t("b", 1, 0.069, "delivered", Some(2000)),
+            t("b", 1, 0.069, "sent", None),
+        ];
+        let zone = jiff::tz::TimeZone::UTC;
+        let zone = &|ms| crate::clock::day_in(&zone, ms);
+        let days = figures(&taken, zone, Some(false));
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[0].period, "2026-12-02");
+        assert_eq!(days[0].median_latency_ms, Some(1500));
+        assert_eq!(days[1].delivery_rate, Some(0.5));
+        let months = figures(&taken, zone, Some(true));
+        assert_eq!(months.len(), 2);
+        assert_eq!(months[0].period, "2026-12");
+        let all = figures(&taken, zone, None);
+        assert_eq!(all[0].messages, 4);
+        assert_eq!(all[0].delivery_rate, Some(0.75));
+        assert_eq!(
+            recommendations(&all, 30),
+            [
+                "b would have cost 31 % less than a for sms at the same delivery rate over the last 30 days"
+            ]
+        );
+        // A cheaper provider that delivers less is no recommendation.
+        let worse = [
+            t("a", 0, 0.1, "delivered", None),
+            t("b", 0, 0.01, "failed", None),
+        ];
+        assert!(recommendations(&figures(&worse, zone, None), 30).is_empty());
     }
 
     #[test]

@@ -11,8 +11,21 @@ use crate::journal::{JournalError, NewItem, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-/// The outbox destination of notifications waiting to be sent.
+/// The outbox destination of notifications waiting to be sent: "you are next" and results
+/// (see [`is_urgent`]).
 pub const DESTINATION: &str = "messaging";
+/// The outbox destination of the other notifications (appointment changes, delays,
+/// reminders), sent when no urgent one waits.
+pub const BULK_DESTINATION: &str = "messaging-bulk";
+
+/// Whether a notification kind goes before the bulk: the patient is in the waiting room
+/// (`you_are_next`) or waits for a result.
+pub fn is_urgent(kind: &str) -> bool {
+    matches!(
+        kind,
+        "you_are_next" | "lab_results_ready" | "medication_ready"
+    )
+}
 
 /// Messaging's migrations.
 pub const SCHEMA: Schema = Schema {
@@ -56,6 +69,13 @@ CREATE TABLE msg_attempt (
 CREATE INDEX msg_attempt_notification ON msg_attempt(notification_id);
 CREATE UNIQUE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
 CREATE INDEX msg_attempt_sent ON msg_attempt(sent_at);
+CREATE TABLE msg_early_receipt (
+    provider     TEXT    NOT NULL,
+    provider_ref TEXT    NOT NULL,
+    receipt      TEXT    NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (provider, provider_ref)
+);
 "#],
     legacy: &[],
 };
@@ -183,14 +203,19 @@ pub fn record_notification(
         )
         .optional()?;
     if let (Some(id), Status::Queued) = (id, status) {
-        enqueue(tx, id, now)?;
+        enqueue(tx, id, n.kind, now)?;
     }
     Ok(id)
 }
 
 /// The outbox row that has a notification sent; its key is the notification's own, so one
 /// that cannot be sent holds up no other.
-fn enqueue(tx: &mut Tx<'_>, id: i64, now: i64) -> Result<(), JournalError> {
+fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), JournalError> {
+    let destination = if is_urgent(kind) {
+        DESTINATION
+    } else {
+        BULK_DESTINATION
+    };
     let item = NewItem {
         source: "messaging".into(),
         source_id: Some(format!("notification:{id}")),
@@ -200,23 +225,23 @@ fn enqueue(tx: &mut Tx<'_>, id: i64, now: i64) -> Result<(), JournalError> {
         payload: to_json(&serde_json::json!({ "notification": id }))?.into_bytes(),
         reply: None,
         occurred_at: Some(now),
-        destinations: vec![DESTINATION.into()],
+        destinations: vec![destination.into()],
     };
     tx.append(&item, now).map(|_| ())
 }
 
 /// Queues the held notifications whose quiet hours are over; how many.
 pub fn release_held(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
-    let due: Vec<i64> = tx
+    let due: Vec<(i64, String)> = tx
         .sql()
         .prepare_cached(
             "UPDATE msg_notification SET status = 'queued', updated_at = ?1
-              WHERE status = 'held' AND not_before <= ?1 RETURNING id",
+              WHERE status = 'held' AND not_before <= ?1 RETURNING id, kind",
         )?
-        .query_map([now], |r| r.get(0))?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for &id in &due {
-        enqueue(tx, id, now)?;
+    for (id, kind) in &due {
+        enqueue(tx, *id, kind, now)?;
     }
     Ok(due.len())
 }
@@ -358,11 +383,74 @@ pub fn record_attempt(
             if o.result.is_ok() { o.cost } else { 0.0 },
             now
         ])?;
-    match o.result {
+    match &o.result {
         Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
-        Ok(_) => set_status(tx, o.notification, Status::Sent, None, now),
+        Ok(r) => {
+            set_status(tx, o.notification, Status::Sent, None, now)?;
+            // An SMSC may send the receipt right behind its answer, so it can reach the
+            // journal before this attempt did: it waited for it.
+            let by_id = ReceiptFor::Notification(o.notification);
+            let keys = r
+                .iter()
+                .map(|r| ReceiptFor::ProviderRef(r.clone()))
+                .chain([by_id]);
+            for of in keys {
+                if let Some(receipt) = take_early_receipt(tx, &o.provider, &of)? {
+                    apply_receipt(tx, &o.provider, &of, receipt, now)?;
+                    break;
+                }
+            }
+            Ok(())
+        }
         Err(_) => Ok(()),
     }
+}
+
+/// A receipt that came before its attempt was recorded, taken out.
+fn take_early_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+) -> Result<Option<super::protocol::Receipt>, JournalError> {
+    let provider_ref = early_key(of);
+    let found: Option<String> = tx
+        .sql()
+        .prepare_cached(
+            "DELETE FROM msg_early_receipt WHERE provider = ?1 AND provider_ref = ?2 RETURNING receipt",
+        )?
+        .query_row(params![provider, provider_ref], |r| r.get(0))
+        .optional()?;
+    Ok(found.and_then(|r| super::protocol::Receipt::parse(&r)))
+}
+
+/// The key an early receipt is kept under.
+fn early_key(of: &ReceiptFor) -> String {
+    match of {
+        ReceiptFor::ProviderRef(r) => r.clone(),
+        ReceiptFor::Notification(id) => format!("notification:{id}"),
+    }
+}
+
+/// Keeps a receipt that names no attempt yet, for [`record_attempt`]. Ones older than a day
+/// are dropped then: a confused provider cannot fill the table.
+pub fn keep_early_receipt(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+    receipt: super::protocol::Receipt,
+    now: i64,
+) -> Result<(), JournalError> {
+    let provider_ref = early_key(of);
+    tx.sql()
+        .prepare_cached("DELETE FROM msg_early_receipt WHERE received_at < ?1")?
+        .execute([now - 86_400_000])?;
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO msg_early_receipt (provider, provider_ref, receipt, received_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![provider, provider_ref, receipt.as_str(), now])?;
+    Ok(())
 }
 
 /// How a receipt names the message it is about.
@@ -543,4 +631,34 @@ pub fn notifications(
         });
     }
     Ok(out)
+}
+
+/// What providers took since `since` (ms), for cost analytics.
+pub fn taken_since(
+    tx: &mut Tx<'_>,
+    since: i64,
+) -> Result<Vec<super::protocol::Taken>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT provider, channel, sent_at, segments, cost, status, receipt_at - sent_at
+               FROM msg_attempt
+              WHERE sent_at >= ?1 AND status IN ('sent', 'delivered', 'failed', 'expired')
+              ORDER BY sent_at",
+        )?
+        .query_map([since], |r| {
+            let status: String = r.get(5)?;
+            let latency: Option<i64> = r.get(6)?;
+            Ok(super::protocol::Taken {
+                provider: r.get(0)?,
+                channel: r.get(1)?,
+                sent_at: r.get(2)?,
+                segments: r.get::<_, i64>(3)? as u32,
+                cost: r.get(4)?,
+                latency_ms: latency.filter(|_| status == "delivered"),
+                status,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }

@@ -129,6 +129,8 @@ pub fn server(
                 "/api/v1/messaging/receipts/{provider}",
                 web::get().to(messaging::receipt_get),
             )
+            .route("/api/v1/messaging/costs", web::get().to(messaging::costs))
+            .route("/messaging", web::get().to(messaging::page))
             .route(
                 "/api/v1/messaging/receipts/{provider}",
                 web::post().to(messaging::receipt_post),

@@ -25,7 +25,7 @@ use super::html::{age, esc};
 const REFRESH: &str = "<script>let edited=false;document.addEventListener(\"input\",()=>{edited=true});\
 setInterval(()=>{if(!edited&&!document.querySelector(\"[role=status]:not(:empty)\"))location.reload()},10000)</script>";
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f6f7f9}\
+pub(super) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f6f7f9}\
 h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}\
 table{border-collapse:collapse;background:#fff;min-width:40rem}th,td{padding:.45rem .7rem;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}\
 th{background:#eef1f5;font-weight:600}.badge{display:inline-block;padding:.1rem .55rem;border-radius:1rem;font-weight:600;font-size:.9rem}\
