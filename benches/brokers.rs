@@ -7,6 +7,10 @@
 //! `cargo bench --bench brokers`; `BENCH_EVENTS` sets the backlog size (default 1 000 000),
 //! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq,nats`; default all). Topic
 //! contract 2 for all of them: NATS refuses contract 1's dotted topics.
+//!
+//! `BENCH_PART=fill|relay|probe` runs one part alone (the backlog written; written and drained;
+//! the probe), for counting instructions per event under `valgrind --tool=callgrind` on a busy
+//! machine, where wall-clock figures mean little: relay − fill and probe, each over the events.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -234,14 +238,33 @@ fn main() {
     let wanted = std::env::var("BENCH_BROKERS")
         .unwrap_or_default()
         .to_lowercase();
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, start) in BROKERS {
         let id = name.to_lowercase();
         if !wanted.is_empty() && !wanted.split(',').any(|w| w.trim() == id) {
             continue;
         }
-        let store = backlog(&dir.path().join(format!("{id}.db")), total);
         let target = start(&dir.path().join(&id));
+        match part.as_str() {
+            "fill" => {
+                backlog(&dir.path().join(format!("{id}.db")), total);
+                continue;
+            }
+            "relay" => {
+                let store = backlog(&dir.path().join(format!("{id}.db")), total);
+                let rate = drain(store, &target, total);
+                println!("relay drain to {name}: {rate:.0} msg/s");
+                continue;
+            }
+            "probe" => {
+                let ceiling = probe(&target, total);
+                println!("bare rumqttc publisher to {name}: {ceiling:.0} msg/s");
+                continue;
+            }
+            _ => {}
+        }
+        let store = backlog(&dir.path().join(format!("{id}.db")), total);
         let rate = drain(store, &target, total);
         let ceiling = probe(&target, total);
         println!(

@@ -259,7 +259,6 @@ impl Link {
         *failures = 0;
         METRICS.relay_connects.add(1);
         tracing::info!(broker = %broker.0, port = broker.1, resumed, "cloud relay connected");
-        self.report(HealthState::Healthy, None);
 
         let mut s = Session {
             client,
@@ -271,14 +270,11 @@ impl Link {
             acked: Vec::new(),
             refused: Vec::new(),
         };
-        for status in self.topics.statuses() {
-            if let Err(e) = s.publish(status, true, b"online".to_vec(), None) {
-                return SessionEnd::Lost(e);
-            }
-        }
         // Asked again on a resumed session too: harmless, and the filters may have changed
         // (a contract migration) since the session began.
-        for filter in self.topics.commands() {
+        let filters = self.topics.commands();
+        let mut subscribing = filters.len();
+        for filter in filters {
             if let Err(e) = s.client.subscribe(filter) {
                 return SessionEnd::Lost(e);
             }
@@ -339,6 +335,21 @@ impl Link {
                             && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
                         {
                             break SessionEnd::Lost(e);
+                        }
+                    }
+                    // "online" (and healthy) only once the broker has the command subscription:
+                    // the cloud sends commands on "online", and RabbitMQ drops a command that
+                    // arrives before the subscription's queue is bound.
+                    Ok(Happened::Subscribed) => {
+                        subscribing = subscribing.saturating_sub(1);
+                        if subscribing == 0 {
+                            let online = self.topics.statuses().into_iter().try_for_each(|status| {
+                                s.publish(status, true, b"online".to_vec(), None)
+                            });
+                            if let Err(e) = online {
+                                break SessionEnd::Lost(e);
+                            }
+                            self.report(HealthState::Healthy, None);
                         }
                     }
                     Ok(ev) => {

@@ -69,6 +69,8 @@ pub enum Happened {
     Acked { pkid: u16, refused: Option<String> },
     /// A message on a subscribed topic.
     Message { topic: String, payload: Vec<u8> },
+    /// The broker answered a subscription (SUBACK).
+    Subscribed,
     /// The DISCONNECT went out.
     Disconnected,
     /// Nothing the relay acts on (PINGRESP, SUBACK, ...).
@@ -237,6 +239,7 @@ fn from_v311(ev: rumqttc::Event) -> Happened {
             topic: p.topic,
             payload: p.payload.to_vec(),
         },
+        Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
         _ => Happened::Other,
     }
@@ -261,6 +264,7 @@ fn from_v5(ev: rumqttc::v5::Event) -> Happened {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
         },
+        Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
         _ => Happened::Other,
     }
