@@ -30,6 +30,7 @@ use config::{Protocol, RelayConfig};
 use mqtt::{Connection, Happened};
 use protocol::{Command, Contract, Topics};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -263,8 +264,8 @@ impl Link {
         let mut s = Session {
             client,
             expect: VecDeque::new(),
-            in_flight: HashMap::new(),
-            owed: HashMap::new(),
+            in_flight: InFlight::default(),
+            owed: Rows::default(),
             written: VecDeque::new(),
             acks: 0,
             acked: Vec::new(),
@@ -288,6 +289,7 @@ impl Link {
         let mut claiming: Option<Pending<Vec<OutboxRow>>> = None;
         let mut settling: Option<Pending<usize>> = None;
         let chunk = (window / 4).max(1);
+        let mut topics = TopicCache::default();
         let per_row = self.topics.events("").len();
         let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
@@ -311,7 +313,7 @@ impl Link {
                     match rows {
                         Ok(rows) if rows.is_empty() => idle = true,
                         Ok(rows) => {
-                            if let Err(e) = self.publish_rows(&mut s, rows).await {
+                            if let Err(e) = self.publish_rows(&mut s, &mut topics, rows).await {
                                 break SessionEnd::Lost(e);
                             }
                         }
@@ -354,7 +356,9 @@ impl Link {
                     }
                     Ok(ev) => {
                         s.on_event(ev);
-                        self.dead_letter_refused(&mut s, poison).await;
+                        if !s.refused.is_empty() {
+                            self.dead_letter_refused(&mut s, poison).await;
+                        }
                     }
                     // A broker that stopped answering (no PINGRESP) did not close the connection
                     // on a row: a hang blames no publish.
@@ -409,7 +413,12 @@ impl Link {
     }
 
     /// Publishes claimed rows in their order; an oversized one is dead-lettered instead.
-    async fn publish_rows(&self, s: &mut Session, rows: Vec<OutboxRow>) -> Result<(), String> {
+    async fn publish_rows(
+        &self,
+        s: &mut Session,
+        topics: &mut TopicCache,
+        rows: Vec<OutboxRow>,
+    ) -> Result<(), String> {
         let cfg = &self.spawn.config;
         for row in rows {
             let mut payload = protocol::envelope(&self.spawn.facility, &row);
@@ -423,14 +432,14 @@ impl Link {
             });
             // Under a migration the row goes out under both contracts' topics, and is delivered
             // once both were acknowledged; the last topic takes the payload itself.
-            let mut topics = self.topics.events(&row.kind);
-            while let Some(topic) = topics.pop() {
-                let (body, props) = if topics.is_empty() {
-                    (std::mem::take(&mut payload), properties.clone())
+            let under = topics.of(&self.topics, &row.kind);
+            for (i, topic) in under.iter().enumerate() {
+                let body = if i + 1 == under.len() {
+                    std::mem::take(&mut payload)
                 } else {
-                    (payload.clone(), properties.clone())
+                    payload.clone()
                 };
-                s.publish_with(topic, false, body, Some(row.id), props)?;
+                s.publish_with(topic.clone(), false, body, Some(row.id), properties.clone())?;
             }
         }
         Ok(())
@@ -712,9 +721,9 @@ struct Session {
     /// Packet id → outbox row (`None` for status and replies), awaiting PUBACK. A clean close
     /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
     /// before the DISCONNECT when the next relay connected with the same client id at once.
-    in_flight: HashMap<u16, Option<i64>>,
+    in_flight: InFlight,
     /// Outbox row → PUBACKs it still waits for: one per topic it is published under.
-    owed: HashMap<i64, usize>,
+    owed: Rows<usize>,
     /// Rows in the order their first publish was written, front trimmed of acknowledged ones:
     /// the front is the oldest unacknowledged row.
     written: VecDeque<i64>,
@@ -768,7 +777,7 @@ impl Session {
             }
             Happened::Acked { pkid, refused } => {
                 self.acks += 1;
-                if let Some(Some(row)) = self.in_flight.remove(&pkid)
+                if let Some(Some(row)) = self.in_flight.remove(pkid)
                     && let Some(owed) = self.owed.get_mut(&row)
                 {
                     *owed -= 1;
@@ -804,5 +813,85 @@ impl Session {
             .iter()
             .find(|r| self.owed.contains_key(r))
             .copied()
+    }
+}
+
+/// Packet id → the outbox row its publish carries (`None` for status and replies), for
+/// publishes awaiting PUBACK. A vector indexed by packet id, since rumqttc hands ids out from 1
+/// up to the in-flight window: two lookups per event, each an index rather than a hash.
+#[derive(Default)]
+struct InFlight {
+    slots: Vec<Option<Option<i64>>>,
+    len: usize,
+}
+
+impl InFlight {
+    fn insert(&mut self, pkid: u16, row: Option<i64>) {
+        let i = usize::from(pkid);
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].replace(row).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, pkid: u16) -> Option<Option<i64>> {
+        let taken = self.slots.get_mut(usize::from(pkid))?.take();
+        if taken.is_some() {
+            self.len -= 1;
+        }
+        taken
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Hashes outbox row ids for the session's maps with one multiply: the ids are the journal's
+/// own distinct integers, not keys an attacker picks, so SipHash's cost (a third of the
+/// bookkeeping per event) buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct RowHash(u64);
+
+impl std::hash::Hasher for RowHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by outbox row id.
+type Rows<V> = HashMap<i64, V, BuildHasherDefault<RowHash>>;
+
+/// The topics of each event kind seen on this connection, built once per kind rather than
+/// formatted for every event.
+#[derive(Default)]
+struct TopicCache(HashMap<String, Vec<String>>);
+
+/// Kinds kept at most; posted items bring their own kinds, so the cache starts afresh beyond.
+const KINDS_CACHED: usize = 256;
+
+impl TopicCache {
+    fn of(&mut self, topics: &Topics, kind: &str) -> &[String] {
+        if !self.0.contains_key(kind) {
+            if self.0.len() >= KINDS_CACHED {
+                self.0.clear();
+            }
+            self.0.insert(kind.to_string(), topics.events(kind));
+        }
+        self.0.get(kind).map_or(&[], Vec::as_slice)
     }
 }
