@@ -88,6 +88,10 @@ pub struct Lost {
 /// A client and its connection, not connected yet (the first poll connects).
 pub fn open(o: Options) -> (Client, Connection) {
     let will = "offline";
+    // The two versions' options are distinct types; what they share is built once here.
+    let transport = o
+        .tls
+        .map(|tls| rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)));
     match o.protocol {
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
@@ -101,10 +105,8 @@ pub fn open(o: Options) -> (Client, Connection) {
                     QoS::AtLeastOnce,
                     true,
                 ));
-            if let Some(tls) = o.tls {
-                opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                    tls,
-                )));
+            if let Some(tls) = transport {
+                opts.set_transport(tls);
             }
             if let Some((user, password)) = o.credentials {
                 opts.set_credentials(user, password);
@@ -129,10 +131,8 @@ pub fn open(o: Options) -> (Client, Connection) {
                     true,
                     None,
                 ));
-            if let Some(tls) = o.tls {
-                opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                    tls,
-                )));
+            if let Some(tls) = transport {
+                opts.set_transport(tls);
             }
             if let Some((user, password)) = o.credentials {
                 opts.set_credentials(user, password);
