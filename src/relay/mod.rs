@@ -1,8 +1,11 @@
 //! The cloud relay: publishes the journal's `cloud` outbox to the cloud broker over MQTT (TLS,
 //! optionally mutual) and takes commands from it.
 //!
-//! Each connection is a fresh rumqttc session. Rows are claimed from the journal in order, up to
-//! a window of unacknowledged publishes, and marked delivered only on their PUBACK. When the
+//! Each connection is a fresh rumqttc client, MQTT 3.1.1 or 5 behind the seam in [`mqtt`]; only
+//! with MQTT 5 and a session expiry does the broker resume its side of the session (the command
+//! subscription and the commands queued for it), never the events. Rows are claimed from the
+//! journal in order, up to a window of unacknowledged publishes, and marked delivered only on
+//! their PUBACK; a PUBACK refusing one (MQTT 5 reason code) dead-letters it. When the
 //! connection drops, every row still in flight goes back to the journal as a failed attempt and
 //! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
 //! so the journal stays the only source of truth.
