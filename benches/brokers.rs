@@ -8,6 +8,8 @@
 //! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq,nats`; default all). Topic
 //! contract 2 for all of them: NATS refuses contract 1's dotted topics.
 //!
+//! `BENCH_PROTOCOL=5` has the relay speak MQTT 5 (Mosquitto only).
+//!
 //! `BENCH_PART=fill|relay|probe` runs one part alone (the backlog written; written and drained;
 //! the probe), for counting instructions per event under `valgrind --tool=callgrind` on a busy
 //! machine, where wall-clock figures mean little: relay − fill and probe, each over the events.
@@ -19,7 +21,7 @@ mod shared;
 use clinic_gateway::journal::{self, JournalWriter, OpenOptions, Store};
 use clinic_gateway::metrics::METRICS;
 use clinic_gateway::relay::RelaySpawn;
-use clinic_gateway::relay::config::RelayConfig;
+use clinic_gateway::relay::config::{Protocol, RelayConfig};
 use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConfig};
 use common::nats::Nats;
 use common::rabbit::Rabbit;
@@ -106,6 +108,15 @@ fn backlog(path: &Path, total: usize) -> Store {
     store
 }
 
+/// The relay's MQTT version: `BENCH_PROTOCOL=5` for MQTT 5 (Mosquitto only: NATS and RabbitMQ
+/// 3.10 refuse it), 3.1.1 otherwise. The probe speaks 3.1.1 either way.
+fn protocol() -> Protocol {
+    match std::env::var("BENCH_PROTOCOL").as_deref() {
+        Ok("5") => Protocol::V5,
+        _ => Protocol::V311,
+    }
+}
+
 /// The relay, as the daemon supervises it, draining `store` to `target`: events per second
 /// until every row is marked delivered on its PUBACK.
 fn drain(store: Store, target: &Target, total: usize) -> f64 {
@@ -125,7 +136,7 @@ fn drain(store: Store, target: &Target, total: usize) -> f64 {
         contract: 2,
         serve_contract_1: false,
         poison_after: 3,
-        protocol: Default::default(),
+        protocol: protocol(),
         message_expiry_secs: None,
         message_expiry_by_kind: Default::default(),
         session_expiry_secs: 0,
