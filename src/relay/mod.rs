@@ -38,6 +38,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Connection events taken at most per turn of the session's select, so that claims, delivered
+/// marks and replies get their turn during a long run of PUBACKs.
+const BURST: usize = 64;
+
+/// The output of `f` if it is ready at once; `None` if it would wait (it is then dropped, as
+/// `select!` drops the branches that lose, and polled afresh on the next turn).
+fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// Commands received and not yet carried out; beyond this a command is refused as busy.
 const COMMANDS_WAITING: usize = 32;
 
@@ -333,43 +348,25 @@ impl Link {
                         Err(e) => tracing::error!(error = %e, "cannot mark cloud rows delivered; they will be sent again"),
                     }
                 }
-                ev = el.poll() => match ev {
-                    Ok(Happened::Message { topic, payload }) => {
-                        if let Some((contract, name)) = self.topics.command_name(&topic)
-                            && let Some(busy) = commands.take(contract, name, payload)
-                            && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
-                        {
-                            break SessionEnd::Lost(e);
+                ev = el.poll() => {
+                    // What rumqttc already holds (it reads many PUBACKs per socket read) is
+                    // taken here, a burst at a time, rather than one event per turn of this
+                    // select, each turn polling every branch again.
+                    let mut next = Some(ev);
+                    let mut taken = 0;
+                    let mut ended = None;
+                    while let Some(ev) = next.take() {
+                        ended = self.on_happened(ev, &mut s, commands, poison, &mut subscribing).await;
+                        taken += 1;
+                        if ended.is_some() || taken == BURST {
+                            break;
                         }
+                        next = ready(el.poll());
                     }
-                    // "online" (and healthy) only once the broker has the command subscription:
-                    // the cloud sends commands on "online", and RabbitMQ drops a command that
-                    // arrives before the subscription's queue is bound.
-                    Ok(Happened::Subscribed) => {
-                        subscribing = subscribing.saturating_sub(1);
-                        if subscribing == 0 {
-                            let online = self.topics.statuses().into_iter().try_for_each(|status| {
-                                s.publish(status, true, b"online".to_vec(), None)
-                            });
-                            if let Err(e) = online {
-                                break SessionEnd::Lost(e);
-                            }
-                            self.report(HealthState::Healthy, None);
-                        }
+                    if let Some(end) = ended {
+                        break end;
                     }
-                    Ok(ev) => {
-                        s.on_event(ev);
-                        if !s.refused.is_empty() {
-                            self.dead_letter_refused(&mut s, poison).await;
-                        }
-                    }
-                    // A broker that stopped answering (no PINGRESP) did not close the connection
-                    // on a row: a hang blames no publish.
-                    Err(e) => break match s.suspect() {
-                        Some(suspect) if !e.hang => SessionEnd::Dropped { error: e.error, suspect },
-                        _ => SessionEnd::Lost(e.error),
-                    },
-                },
+                }
                 Some((contract, name, reply)) = commands.replies.recv() => {
                     commands.waiting -= 1;
                     if let Err(e) = s.publish(self.topics.reply(contract, &name), false, reply, None) {
@@ -403,6 +400,61 @@ impl Link {
         }
         self.dead_letter_refused(&mut s, poison).await;
         end
+    }
+
+    /// Acts on what the connection reported; the end of the session when it ends it.
+    async fn on_happened(
+        &self,
+        ev: Result<Happened, mqtt::Lost>,
+        s: &mut Session,
+        commands: &mut Commands,
+        poison: &mut protocol::PoisonWatch,
+        subscribing: &mut usize,
+    ) -> Option<SessionEnd> {
+        match ev {
+            Ok(Happened::Message { topic, payload }) => {
+                if let Some((contract, name)) = self.topics.command_name(&topic)
+                    && let Some(busy) = commands.take(contract, name, payload)
+                    && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
+                {
+                    return Some(SessionEnd::Lost(e));
+                }
+            }
+            // "online" (and healthy) only once the broker has the command subscription: the
+            // cloud sends commands on "online", and RabbitMQ drops a command that arrives
+            // before the subscription's queue is bound.
+            Ok(Happened::Subscribed) => {
+                *subscribing = subscribing.saturating_sub(1);
+                if *subscribing == 0 {
+                    let online =
+                        self.topics.statuses().into_iter().try_for_each(|status| {
+                            s.publish(status, true, b"online".to_vec(), None)
+                        });
+                    if let Err(e) = online {
+                        return Some(SessionEnd::Lost(e));
+                    }
+                    self.report(HealthState::Healthy, None);
+                }
+            }
+            Ok(ev) => {
+                s.on_event(ev);
+                if !s.refused.is_empty() {
+                    self.dead_letter_refused(s, poison).await;
+                }
+            }
+            // A broker that stopped answering (no PINGRESP) did not close the connection on a
+            // row: a hang blames no publish.
+            Err(e) => {
+                return Some(match s.suspect() {
+                    Some(suspect) if !e.hang => SessionEnd::Dropped {
+                        error: e.error,
+                        suspect,
+                    },
+                    _ => SessionEnd::Lost(e.error),
+                });
+            }
+        }
+        None
     }
 
     /// Sends a journal request without holding up the connection.
