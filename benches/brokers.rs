@@ -7,6 +7,12 @@
 //! `cargo bench --bench brokers`; `BENCH_EVENTS` sets the backlog size (default 1 000 000),
 //! `BENCH_BROKERS` picks brokers by name (`mosquitto,rabbitmq,nats`; default all). Topic
 //! contract 2 for all of them: NATS refuses contract 1's dotted topics.
+//!
+//! `BENCH_PROTOCOL=5` has the relay speak MQTT 5 (Mosquitto only).
+//!
+//! `BENCH_PART=fill|relay|probe` runs one part alone (the backlog written; written and drained;
+//! the probe), for counting instructions per event under `valgrind --tool=callgrind` on a busy
+//! machine, where wall-clock figures mean little: relay − fill and probe, each over the events.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -15,7 +21,7 @@ mod shared;
 use clinic_gateway::journal::{self, JournalWriter, OpenOptions, Store};
 use clinic_gateway::metrics::METRICS;
 use clinic_gateway::relay::RelaySpawn;
-use clinic_gateway::relay::config::RelayConfig;
+use clinic_gateway::relay::config::{Protocol, RelayConfig};
 use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConfig};
 use common::nats::Nats;
 use common::rabbit::Rabbit;
@@ -102,6 +108,15 @@ fn backlog(path: &Path, total: usize) -> Store {
     store
 }
 
+/// The relay's MQTT version: `BENCH_PROTOCOL=5` for MQTT 5 (Mosquitto only: NATS and RabbitMQ
+/// 3.10 refuse it), 3.1.1 otherwise. The probe speaks 3.1.1 either way.
+fn protocol() -> Protocol {
+    match std::env::var("BENCH_PROTOCOL").as_deref() {
+        Ok("5") => Protocol::V5,
+        _ => Protocol::V311,
+    }
+}
+
 /// The relay, as the daemon supervises it, draining `store` to `target`: events per second
 /// until every row is marked delivered on its PUBACK.
 fn drain(store: Store, target: &Target, total: usize) -> f64 {
@@ -121,7 +136,7 @@ fn drain(store: Store, target: &Target, total: usize) -> f64 {
         contract: 2,
         serve_contract_1: false,
         poison_after: 3,
-        protocol: Default::default(),
+        protocol: protocol(),
         message_expiry_secs: None,
         message_expiry_by_kind: Default::default(),
         session_expiry_secs: 0,
@@ -234,14 +249,33 @@ fn main() {
     let wanted = std::env::var("BENCH_BROKERS")
         .unwrap_or_default()
         .to_lowercase();
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, start) in BROKERS {
         let id = name.to_lowercase();
         if !wanted.is_empty() && !wanted.split(',').any(|w| w.trim() == id) {
             continue;
         }
-        let store = backlog(&dir.path().join(format!("{id}.db")), total);
         let target = start(&dir.path().join(&id));
+        match part.as_str() {
+            "fill" => {
+                backlog(&dir.path().join(format!("{id}.db")), total);
+                continue;
+            }
+            "relay" => {
+                let store = backlog(&dir.path().join(format!("{id}.db")), total);
+                let rate = drain(store, &target, total);
+                println!("relay drain to {name}: {rate:.0} msg/s");
+                continue;
+            }
+            "probe" => {
+                let ceiling = probe(&target, total);
+                println!("bare rumqttc publisher to {name}: {ceiling:.0} msg/s");
+                continue;
+            }
+            _ => {}
+        }
+        let store = backlog(&dir.path().join(format!("{id}.db")), total);
         let rate = drain(store, &target, total);
         let ceiling = probe(&target, total);
         println!(

@@ -8,13 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-fn event(i: usize, key: &str) -> Value {
-    json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": "test.seq", "key": key, "payload": { "n": i } })
-}
-
-fn n_of(e: &Value) -> Option<u64> {
-    e["payload"]["n"].as_u64()
-}
+/// How long every posted event may take to reach the consumer.
+const ARRIVAL: Duration = Duration::from_secs(90);
+/// How long a command's reply may take.
+const REPLY: Duration = Duration::from_secs(20);
 
 fn relay_state(gw: &Gateway) -> (String, String) {
     let actors = gw.get_json("/api/v1/actors");
@@ -28,19 +25,6 @@ fn relay_state(gw: &Gateway) -> (String, String) {
     (
         relay["state"].as_str().unwrap_or("").into(),
         relay["last_error"].as_str().unwrap_or("").into(),
-    )
-}
-
-/// Waits until the consumer has seen every `n` in `expected`.
-fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
-    wait_for(
-        "every event at the consumer",
-        Duration::from_secs(90),
-        || {
-            let events = consumer.events();
-            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
-            expected.is_subset(&seen).then_some(events)
-        },
     )
 }
 
@@ -64,18 +48,6 @@ fn publish(broker: &Broker, topic: &str, payload: &str) {
     assert!(ok);
 }
 
-fn wait_reply(consumer: &Consumer, request_id: Option<&str>, nth: usize) -> Value {
-    wait_for("a command reply", Duration::from_secs(20), || {
-        consumer
-            .snapshot()
-            .iter()
-            .filter(|m| m.topic.contains("/replies/"))
-            .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
-            .filter(|r| r["request_id"].as_str() == request_id)
-            .nth(nth)
-    })
-}
-
 #[test]
 fn relay_drains_in_key_order_after_broker_restart() {
     drains_in_key_order_after_broker_restart("");
@@ -96,7 +68,7 @@ fn drains_in_key_order_after_broker_restart(relay_extra: &str) {
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
         for i in range {
-            let (status, body) = gw.post_event(&event(i, keys[i % 3]));
+            let (status, body) = gw.post_event(&numbered_event(i, "test.seq", keys[i % 3]));
             assert_eq!(status, 202, "{body}");
             posted.insert(i as u64);
         }
@@ -115,7 +87,7 @@ fn drains_in_key_order_after_broker_restart(relay_extra: &str) {
     post_range(400..500);
     broker.restart();
     post_range(500..600);
-    let events = wait_all(&consumer, &posted);
+    let events = wait_all(&consumer, &posted, ARRIVAL);
     for key in keys {
         let mut first_seen = Vec::new();
         let mut seen = BTreeSet::new();
@@ -158,7 +130,10 @@ fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
         std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 20_000 {
-                let (status, body) = post(&url, &event(i, &format!("patient-{}", i % 7)));
+                let (status, body) = post(
+                    &url,
+                    &numbered_event(i, "test.seq", &format!("patient-{}", i % 7)),
+                );
                 if status == 202 {
                     acked
                         .lock()
@@ -181,13 +156,17 @@ fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
     gw.start();
     // A resend of an acknowledged id after the crash is recognised, not processed again.
     let (&last, last_event) = acked.iter().next_back().expect("some acked");
-    let (status, body) = gw.post_event(&event(last as usize, &format!("patient-{}", last % 7)));
+    let (status, body) = gw.post_event(&numbered_event(
+        last as usize,
+        "test.seq",
+        &format!("patient-{}", last % 7),
+    ));
     assert_eq!(status, 202);
     assert_eq!(body["duplicate"], true);
     assert_eq!(body["event_id"].as_str(), Some(last_event.as_str()));
 
     let expected: BTreeSet<u64> = acked.keys().copied().collect();
-    let events = wait_all(&consumer, &expected);
+    let events = wait_all(&consumer, &expected, ARRIVAL);
     let mut ids_per_n: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for e in &events {
         if let Some(n) = n_of(e) {
@@ -223,10 +202,16 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
     );
     let big = json!({ "source": "lab", "id": "big-1", "kind": "test.big", "key": "patient-9", "payload": { "n": 1000, "blob": "x".repeat(2000) } });
     assert_eq!(gw.post_event(&big).0, 202);
-    assert_eq!(gw.post_event(&event(1, "patient-9")).0, 202);
-    assert_eq!(gw.post_event(&event(2, "patient-8")).0, 202);
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-9")).0,
+        202
+    );
+    assert_eq!(
+        gw.post_event(&numbered_event(2, "test.seq", "patient-8")).0,
+        202
+    );
     // The oversized head is dead-lettered at once; its key and the others keep flowing.
-    wait_all(&consumer, &BTreeSet::from([1, 2]));
+    wait_all(&consumer, &BTreeSet::from([1, 2]), ARRIVAL);
     let out = gw.cli(&["dlq", "list", "--json"]);
     assert!(
         out.status.success(),
@@ -252,11 +237,11 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("dlq-replay"),
         r#"{"request_id":"bad-1","destination":"cloud"}"#,
     );
-    let r = wait_reply(&consumer, Some("bad-1"), 0);
+    let r = wait_reply(&consumer, Some("bad-1"), 0, REPLY).1;
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap_or("").contains("\"id\""), "{r}");
     publish(&broker, &topic("reload-config"), "not json");
-    let r = wait_reply(&consumer, None, 0);
+    let r = wait_reply(&consumer, None, 0, REPLY).1;
     assert_eq!(r["ok"], false);
     assert!(
         r["error"].as_str().unwrap_or("").contains("not JSON"),
@@ -273,7 +258,7 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("reload-config"),
         r#"{"request_id":"reload-1"}"#,
     );
-    let r = wait_reply(&consumer, Some("reload-1"), 0);
+    let r = wait_reply(&consumer, Some("reload-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["applied"], json!(["relay"]));
     wait_for("the new relay", Duration::from_secs(20), || {
@@ -284,10 +269,10 @@ fn dead_letter_is_replayed_by_cloud_command_after_a_config_reload() {
         &topic("dlq-replay"),
         &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
     );
-    let r = wait_reply(&consumer, Some("replay-1"), 0);
+    let r = wait_reply(&consumer, Some("replay-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["replayed"], 1);
-    wait_all(&consumer, &BTreeSet::from([1000]));
+    wait_all(&consumer, &BTreeSet::from([1000]), ARRIVAL);
 
     let audit = audit_log(&gw);
     for expected in [
@@ -338,14 +323,21 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
     std::fs::create_dir_all(&gdir).expect("mkdir");
     let mut gw = Gateway::new(&gdir, &tls("ca.crt"));
     gw.start();
-    assert_eq!(gw.post_event(&event(7, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([7]));
+    assert_eq!(
+        gw.post_event(&numbered_event(7, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([7]), ARRIVAL);
 
     let bad_dir = dir.path().join("bad");
     std::fs::create_dir_all(&bad_dir).expect("mkdir");
     let mut bad = Gateway::new(&bad_dir, &tls("other-ca.crt"));
     bad.start();
-    assert_eq!(bad.post_event(&event(8, "patient-1")).0, 202);
+    assert_eq!(
+        bad.post_event(&numbered_event(8, "test.seq", "patient-1"))
+            .0,
+        202
+    );
     let error = wait_for(
         "the relay to refuse the broker",
         Duration::from_secs(20),
@@ -363,8 +355,11 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
     let held = bad.get_json("/api/v1/backlog")["destinations"]["cloud"].clone();
     assert!(held["pending"].as_u64() >= Some(1), "{held}");
     assert_eq!(held["dead"], 0, "{held}");
-    assert_eq!(gw.post_event(&event(9, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([7, 9]));
+    assert_eq!(
+        gw.post_event(&numbered_event(9, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([7, 9]), ARRIVAL);
     assert!(
         consumer.events().iter().all(|e| n_of(e) != Some(8)),
         "nothing goes to an untrusted broker"
@@ -378,8 +373,11 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
 fn a_slow_command_does_not_hold_back_the_backlog() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
-    assert_eq!(gw.post_event(&event(0, "patient-0")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([0]));
+    assert_eq!(
+        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
 
     let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
     publish(
@@ -409,10 +407,14 @@ fn a_slow_command_does_not_hold_back_the_backlog() {
     );
     let backlog: BTreeSet<u64> = (1..=200).collect();
     for &n in &backlog {
-        let (status, body) = gw.post_event(&event(n as usize, &format!("patient-{}", n % 5)));
+        let (status, body) = gw.post_event(&numbered_event(
+            n as usize,
+            "test.seq",
+            &format!("patient-{}", n % 5),
+        ));
         assert_eq!(status, 202, "{body}");
     }
-    wait_all(&consumer, &backlog);
+    wait_all(&consumer, &backlog, ARRIVAL);
     let replies = |c: &Consumer| {
         c.snapshot()
             .into_iter()
@@ -445,7 +447,10 @@ fn the_migration_serves_contract_2_and_contract_1_side_by_side() {
         "clinic/#",
         "contract = 2\nserve_contract_1 = true\n",
     );
-    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
+        202
+    );
     let topics = wait_for(
         "the event under both topics",
         Duration::from_secs(20),
@@ -556,11 +561,20 @@ fn a_publish_refused_by_mqtt_5_reason_code_is_dead_lettered_alone_and_replays_on
     );
     gw.start();
     let blocked = json!({ "source": "lab", "id": "blocked-1", "kind": "test.blocked", "key": "patient-1", "payload": { "n": 1000 } });
-    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
+        202
+    );
     assert_eq!(gw.post_event(&blocked).0, 202);
-    assert_eq!(gw.post_event(&event(2, "patient-1")).0, 202);
-    assert_eq!(gw.post_event(&event(3, "patient-2")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([1, 2, 3]));
+    assert_eq!(
+        gw.post_event(&numbered_event(2, "test.seq", "patient-1")).0,
+        202
+    );
+    assert_eq!(
+        gw.post_event(&numbered_event(3, "test.seq", "patient-2")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([1, 2, 3]), ARRIVAL);
     let dead = wait_for(
         "the refused row's dead letter",
         Duration::from_secs(20),
@@ -607,9 +621,9 @@ fn a_publish_refused_by_mqtt_5_reason_code_is_dead_lettered_alone_and_replays_on
         "clinic/test-clinic/commands/dlq-replay",
         &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
     );
-    let r = wait_reply(&consumer, Some("replay-1"), 0);
+    let r = wait_reply(&consumer, Some("replay-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
-    wait_all(&consumer, &BTreeSet::from([1000]));
+    wait_all(&consumer, &BTreeSet::from([1000]), ARRIVAL);
     assert_eq!(dead_letters(&gw), json!([]));
 }
 
@@ -627,7 +641,10 @@ fn mqtt_5_events_carry_cloud_event_attributes_and_expire_for_an_offline_subscrib
     );
     let offline = Consumer5::start(broker.port, "offline-v5", filter);
     let live = Consumer5::start(broker.port, "live-v5", filter);
-    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
+        202
+    );
     let received = wait_for(
         "the event at the MQTT 5 consumer",
         Duration::from_secs(20),
@@ -693,8 +710,11 @@ fn mqtt_5_events_carry_cloud_event_attributes_and_expire_for_an_offline_subscrib
     wait_for("the expiry to run out", Duration::from_secs(10), || {
         (broker_took_it.elapsed() > Duration::from_millis(2500)).then_some(())
     });
-    assert_eq!(gw.post_event(&event(3, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([1, 2, 3]));
+    assert_eq!(
+        gw.post_event(&numbered_event(3, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([1, 2, 3]), ARRIVAL);
     let back = Consumer5::start(broker.port, "offline-v5", filter);
     wait_for(
         "the marker at the returning consumer",
@@ -726,15 +746,21 @@ fn commands_sent_while_the_gateway_is_down_arrive_after_restart_with_a_session_e
         "protocol = \"5\"\nsession_expiry_secs = 600\n",
     );
     // An event through means the relay's session and subscription are in place.
-    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([1]));
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([1]), ARRIVAL);
     let topic = "clinic/test-clinic/commands/dlq-replay";
     publish(
         &broker,
         topic,
         r#"{"request_id":"before-1","destination":"cloud","all":true}"#,
     );
-    assert_eq!(wait_reply(&consumer, Some("before-1"), 0)["ok"], true);
+    assert_eq!(
+        wait_reply(&consumer, Some("before-1"), 0, REPLY).1["ok"],
+        true
+    );
     gw.signal("TERM");
     gw.wait(Duration::from_secs(20));
     publish(
@@ -743,7 +769,7 @@ fn commands_sent_while_the_gateway_is_down_arrive_after_restart_with_a_session_e
         r#"{"request_id":"while-down-1","destination":"cloud","all":true}"#,
     );
     gw.start();
-    let r = wait_reply(&consumer, Some("while-down-1"), 0);
+    let r = wait_reply(&consumer, Some("while-down-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
 }
 

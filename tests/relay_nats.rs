@@ -5,19 +5,16 @@ mod common;
 
 use common::nats::Nats;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn event(i: usize, kind: &str, key: &str) -> Value {
-    json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": kind, "key": key, "payload": { "n": i } })
-}
-
-fn n_of(e: &Value) -> Option<u64> {
-    e["payload"]["n"].as_u64()
-}
+/// How long every posted event may take to reach the consumer.
+const ARRIVAL: Duration = Duration::from_secs(120);
+/// How long a command's reply may take.
+const REPLY: Duration = Duration::from_secs(60);
 
 /// The `[relay]` table for a plain NATS MQTT listener, with fast reconnects.
 fn relay_to(port: u16, extra: &str) -> String {
@@ -53,15 +50,6 @@ fn publish(port: u16, topic: &str, payload: &str) {
     assert!(ok);
 }
 
-fn wait_reply(consumer: &Consumer, request_id: &str) -> (String, Value) {
-    wait_for("a command reply", Duration::from_secs(60), || {
-        consumer.snapshot().into_iter().find_map(|m| {
-            let r: Value = serde_json::from_str(&m.payload).ok()?;
-            (m.topic.contains("/replies/") && r["request_id"] == request_id).then_some((m.topic, r))
-        })
-    })
-}
-
 fn dead_letters(gw: &Gateway) -> Vec<Value> {
     let out = gw.cli(&["dlq", "list", "--json"]);
     assert!(
@@ -86,7 +74,10 @@ fn a_refused_topic_is_dead_lettered_and_arrives_after_the_move_to_contract_2() {
     let consumer = Consumer::on_port(nats.port, "clinic/#", &[]);
     let gw = gateway(dir.path(), &relay_to(nats.port, ""));
     // A kind without a dot has a contract 1 topic NATS takes: it flows past the poison rows.
-    assert_eq!(gw.post_event(&event(1, "testseq", "patient-1")).0, 202);
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "testseq", "patient-1")).0,
+        202
+    );
     wait_for("the event without a dot", Duration::from_secs(60), || {
         consumer
             .events()
@@ -149,7 +140,7 @@ fn a_refused_topic_is_dead_lettered_and_arrives_after_the_move_to_contract_2() {
         "clinic/v2/test-clinic/commands/dlq-replay",
         r#"{"request_id":"replay-1","destination":"cloud","all":true}"#,
     );
-    let (topic, r) = wait_reply(&consumer, "replay-1");
+    let (topic, r) = wait_reply(&consumer, Some("replay-1"), 0, REPLY);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(topic, "clinic/v2/test-clinic/replies/dlq-replay");
     let arrived = wait_for(
@@ -169,19 +160,6 @@ fn a_refused_topic_is_dead_lettered_and_arrives_after_the_move_to_contract_2() {
         dead_letters(&gw).is_empty().then_some(())
     });
     assert_eq!(relay_state(&gw), "healthy");
-}
-
-/// Waits until the consumer has seen every `n` in `expected`; returns the events.
-fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
-    wait_for(
-        "every event at the consumer",
-        Duration::from_secs(120),
-        || {
-            let events = consumer.events();
-            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
-            expected.is_subset(&seen).then_some(events)
-        },
-    )
 }
 
 /// Each key's events arrived in order (first arrivals), `per_key` of each.
@@ -212,7 +190,7 @@ fn relay_drains_to_nats_in_key_order_after_a_server_restart() {
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
         for i in range {
-            let (status, body) = gw.post_event(&event(i, "queue.checked_in", keys[i % 3]));
+            let (status, body) = gw.post_event(&numbered_event(i, "queue.checked_in", keys[i % 3]));
             assert_eq!(status, 202, "{body}");
             posted.insert(i as u64);
         }
@@ -220,7 +198,7 @@ fn relay_drains_to_nats_in_key_order_after_a_server_restart() {
     post_range(0..150);
     // The server is stopped once these arrived: what this test shows is the relay holding and
     // then draining what it could not send, not the server's handling of its own shutdown.
-    wait_all(&consumer, &(0..150).collect());
+    wait_all(&consumer, &(0..150).collect(), ARRIVAL);
     nats.stop();
     post_range(150..300);
     wait_for(
@@ -230,7 +208,7 @@ fn relay_drains_to_nats_in_key_order_after_a_server_restart() {
     );
     nats.restart();
     post_range(300..450);
-    let events = wait_all(&consumer, &posted);
+    let events = wait_all(&consumer, &posted, ARRIVAL);
     assert_key_order(&events, &keys, 150);
     assert!(
         consumer
@@ -276,8 +254,12 @@ fn relay_reaches_nats_over_mutual_tls_and_answers_commands() {
         file("client.key")
     );
     let gw = gateway(dir.path(), &relay);
-    assert_eq!(gw.post_event(&event(7, "queue.called", "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([7]));
+    assert_eq!(
+        gw.post_event(&numbered_event(7, "queue.called", "patient-1"))
+            .0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([7]), ARRIVAL);
 
     let command = |name: &str, payload: &str| {
         let ok = Command::new("mosquitto_pub")
@@ -301,12 +283,12 @@ fn relay_reaches_nats_over_mutual_tls_and_answers_commands() {
         "dlq-replay",
         r#"{"request_id":"tls-1","destination":"cloud","all":true}"#,
     );
-    let (topic, r) = wait_reply(&consumer, "tls-1");
+    let (topic, r) = wait_reply(&consumer, Some("tls-1"), 0, REPLY);
     assert_eq!(topic, "clinic/v2/test-clinic/replies/dlq-replay");
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["replayed"], 0);
     command("reload-config", r#"{"request_id":"tls-2","force":true}"#);
-    let (_, r) = wait_reply(&consumer, "tls-2");
+    let (_, r) = wait_reply(&consumer, Some("tls-2"), 0, REPLY);
     assert_eq!(r["ok"], false, "{r}");
     assert!(
         r["error"].as_str().unwrap_or("").contains("unknown field"),
@@ -344,7 +326,7 @@ fn a_cluster_node_killed_mid_drain_loses_nothing() {
     let total = 800;
     let producer = std::thread::spawn(move || {
         for i in 0..total {
-            let (status, body) = post(&url, &event(i, "queue.called", keys[i % 4]));
+            let (status, body) = post(&url, &numbered_event(i, "queue.called", keys[i % 4]));
             assert_eq!(status, 202, "{body}");
         }
     });
@@ -362,7 +344,7 @@ fn a_cluster_node_killed_mid_drain_loses_nothing() {
     assert_eq!(held["dead"].as_u64().unwrap_or(0), 0, "{held}");
     a.restart();
     let expected: BTreeSet<u64> = (0..total as u64).collect();
-    wait_all(&consumer, &expected);
+    wait_all(&consumer, &expected, ARRIVAL);
     let backlog = gw.get_json("/api/v1/backlog");
     let dead = &backlog["destinations"]["cloud"]["dead"];
     assert_eq!(dead.as_u64().unwrap_or(0), 0, "{backlog}");

@@ -14,13 +14,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn event(i: usize, key: &str) -> Value {
-    json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": "test.seq", "key": key, "payload": { "n": i } })
-}
-
-fn n_of(e: &Value) -> Option<u64> {
-    e["payload"]["n"].as_u64()
-}
+/// How long every posted event may take to reach the consumer.
+const ARRIVAL: Duration = Duration::from_secs(90);
+/// How long a command's reply may take.
+const REPLY: Duration = Duration::from_secs(30);
 
 fn relay_state(gw: &Gateway) -> (String, String) {
     let actors = gw.get_json("/api/v1/actors");
@@ -37,19 +34,6 @@ fn relay_state(gw: &Gateway) -> (String, String) {
     )
 }
 
-/// Waits until the consumer has seen every `n` in `expected`.
-fn wait_all(consumer: &Consumer, expected: &BTreeSet<u64>) -> Vec<Value> {
-    wait_for(
-        "every event at the consumer",
-        Duration::from_secs(90),
-        || {
-            let events = consumer.events();
-            let seen: BTreeSet<u64> = events.iter().filter_map(n_of).collect();
-            expected.is_subset(&seen).then_some(events)
-        },
-    )
-}
-
 /// A QoS 1 publish into `vhost`, as the cloud sends a command.
 fn publish(node: &Rabbit, vhost: &Vhost, topic: &str, payload: &str) {
     let ok = Command::new("mosquitto_pub")
@@ -60,36 +44,6 @@ fn publish(node: &Rabbit, vhost: &Vhost, topic: &str, payload: &str) {
         .expect("mosquitto_pub")
         .success();
     assert!(ok);
-}
-
-/// The reply to `request_id`; a reply that never comes fails the test with what the relay
-/// logged and the topics the consumer saw.
-fn wait_reply(consumer: &Consumer, gw: &Gateway, request_id: Option<&str>) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = consumer
-            .snapshot()
-            .iter()
-            .filter(|m| m.topic.contains("/replies/"))
-            .map(|m| serde_json::from_str::<Value>(&m.payload).expect("reply JSON"))
-            .find(|r| r["request_id"].as_str() == request_id);
-        if let Some(reply) = reply {
-            return reply;
-        }
-        if std::time::Instant::now() > deadline {
-            let log = gw.log_text();
-            let relay: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("relay") || l.contains("reload"))
-                .collect();
-            let topics: Vec<String> = consumer.snapshot().into_iter().map(|m| m.topic).collect();
-            panic!(
-                "no reply to {request_id:?}\nrelay log:\n{}\ntopics seen: {topics:?}",
-                relay.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A consumer in `vhost` with a persistent QoS 1 session, and a gateway relaying to the node's
@@ -119,7 +73,7 @@ fn relay_drains_in_key_order_after_rabbitmq_restart() {
     let mut posted = BTreeSet::new();
     let mut post_range = |range: std::ops::Range<usize>| {
         for i in range {
-            let (status, body) = gw.post_event(&event(i, keys[i % 3]));
+            let (status, body) = gw.post_event(&numbered_event(i, "test.seq", keys[i % 3]));
             assert_eq!(status, 202, "{body}");
             posted.insert(i as u64);
         }
@@ -139,7 +93,7 @@ fn relay_drains_in_key_order_after_rabbitmq_restart() {
     // before mosquitto_sub reconnects waits for it there.
     node.restart();
     post_range(500..600);
-    let events = wait_all(&consumer, &posted);
+    let events = wait_all(&consumer, &posted, ARRIVAL);
     let queues = node.ctl(&[
         "list_queues",
         "-q",
@@ -197,8 +151,11 @@ fn rabbitmq_delivers_dotted_kinds_as_topic_levels() {
     let vhost = node.vhost();
     let (consumer, gw) = relayed_gateway(dir.path(), node, &vhost, "clinic/test-clinic/#", "");
     let levels = Consumer::on_port(node.port, "clinic/test-clinic/events/+", &vhost.login());
-    assert_eq!(gw.post_event(&event(1, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([1]));
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([1]), ARRIVAL);
     let topics: BTreeSet<String> = consumer
         .snapshot()
         .into_iter()
@@ -244,8 +201,11 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
     );
     let big = json!({ "source": "lab", "id": "big-1", "kind": "test.big", "key": "patient-9", "payload": { "n": 1000, "blob": "x".repeat(2000) } });
     assert_eq!(gw.post_event(&big).0, 202);
-    assert_eq!(gw.post_event(&event(1, "patient-9")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([1]));
+    assert_eq!(
+        gw.post_event(&numbered_event(1, "test.seq", "patient-9")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([1]), ARRIVAL);
     let out = gw.cli(&["dlq", "list", "--json"]);
     assert!(
         out.status.success(),
@@ -263,7 +223,7 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("dlq-replay"),
         r#"{"request_id":"bad-1","destination":"cloud"}"#,
     );
-    let r = wait_reply(&consumer, &gw, Some("bad-1"));
+    let r = wait_reply(&consumer, Some("bad-1"), 0, REPLY).1;
     assert_eq!(r["ok"], false, "{r}");
 
     let text = std::fs::read_to_string(&gw.config)
@@ -276,7 +236,7 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("reload-config"),
         r#"{"request_id":"reload-1"}"#,
     );
-    let r = wait_reply(&consumer, &gw, Some("reload-1"));
+    let r = wait_reply(&consumer, Some("reload-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["applied"], json!(["relay"]));
     wait_for("the new relay", Duration::from_secs(30), || {
@@ -318,10 +278,10 @@ fn cloud_commands_come_down_and_replies_go_up_through_rabbitmq() {
         &topic("dlq-replay"),
         &format!(r#"{{"request_id":"replay-1","destination":"cloud","id":{row}}}"#),
     );
-    let r = wait_reply(&consumer, &gw, Some("replay-1"));
+    let r = wait_reply(&consumer, Some("replay-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["replayed"], 1);
-    wait_all(&consumer, &BTreeSet::from([1000]));
+    wait_all(&consumer, &BTreeSet::from([1000]), ARRIVAL);
 }
 
 #[test]
@@ -350,14 +310,21 @@ fn relay_uses_mutual_tls_with_rabbitmq_and_reports_an_untrusted_broker() {
     std::fs::create_dir_all(&gdir).expect("mkdir");
     let mut gw = Gateway::new(&gdir, &tls(&gdir, "ca.crt"));
     gw.start();
-    assert_eq!(gw.post_event(&event(7, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([7]));
+    assert_eq!(
+        gw.post_event(&numbered_event(7, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([7]), ARRIVAL);
 
     let bad_dir = dir.path().join("bad");
     std::fs::create_dir_all(&bad_dir).expect("mkdir");
     let mut bad = Gateway::new(&bad_dir, &tls(&bad_dir, "other-ca.crt"));
     bad.start();
-    assert_eq!(bad.post_event(&event(8, "patient-1")).0, 202);
+    assert_eq!(
+        bad.post_event(&numbered_event(8, "test.seq", "patient-1"))
+            .0,
+        202
+    );
     let error = wait_for(
         "the relay to refuse the broker",
         Duration::from_secs(30),
@@ -373,8 +340,11 @@ fn relay_uses_mutual_tls_with_rabbitmq_and_reports_an_untrusted_broker() {
     let held = bad.get_json("/api/v1/backlog")["destinations"]["cloud"].clone();
     assert!(held["pending"].as_u64() >= Some(1), "{held}");
     assert_eq!(held["dead"], 0, "{held}");
-    assert_eq!(gw.post_event(&event(9, "patient-1")).0, 202);
-    wait_all(&consumer, &BTreeSet::from([7, 9]));
+    assert_eq!(
+        gw.post_event(&numbered_event(9, "test.seq", "patient-1")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([7, 9]), ARRIVAL);
     assert!(
         consumer.events().iter().all(|e| n_of(e) != Some(8)),
         "nothing goes to an untrusted broker"

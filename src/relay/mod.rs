@@ -1,8 +1,11 @@
 //! The cloud relay: publishes the journal's `cloud` outbox to the cloud broker over MQTT (TLS,
 //! optionally mutual) and takes commands from it.
 //!
-//! Each connection is a fresh rumqttc session. Rows are claimed from the journal in order, up to
-//! a window of unacknowledged publishes, and marked delivered only on their PUBACK. When the
+//! Each connection is a fresh rumqttc client, MQTT 3.1.1 or 5 behind the seam in [`mqtt`]; only
+//! with MQTT 5 and a session expiry does the broker resume its side of the session (the command
+//! subscription and the commands queued for it), never the events. Rows are claimed from the
+//! journal in order, up to a window of unacknowledged publishes, and marked delivered only on
+//! their PUBACK; a PUBACK refusing one (MQTT 5 reason code) dead-letters it. When the
 //! connection drops, every row still in flight goes back to the journal as a failed attempt and
 //! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
 //! so the journal stays the only source of truth.
@@ -30,9 +33,25 @@ use config::{Protocol, RelayConfig};
 use mqtt::{Connection, Happened};
 use protocol::{Command, Contract, Topics};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// Connection events taken at most per turn of the session's select, so that claims, delivered
+/// marks and replies get their turn during a long run of PUBACKs.
+const BURST: usize = 64;
+
+/// The output of `f` if it is ready at once; `None` if it would wait (it is then dropped, as
+/// `select!` drops the branches that lose, and polled afresh on the next turn).
+fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
 
 /// Commands received and not yet carried out; beyond this a command is refused as busy.
 const COMMANDS_WAITING: usize = 32;
@@ -259,26 +278,22 @@ impl Link {
         *failures = 0;
         METRICS.relay_connects.add(1);
         tracing::info!(broker = %broker.0, port = broker.1, resumed, "cloud relay connected");
-        self.report(HealthState::Healthy, None);
 
         let mut s = Session {
             client,
             expect: VecDeque::new(),
-            in_flight: HashMap::new(),
-            owed: HashMap::new(),
+            in_flight: InFlight::default(),
+            owed: Rows::default(),
             written: VecDeque::new(),
             acks: 0,
             acked: Vec::new(),
             refused: Vec::new(),
         };
-        for status in self.topics.statuses() {
-            if let Err(e) = s.publish(status, true, b"online".to_vec(), None) {
-                return SessionEnd::Lost(e);
-            }
-        }
         // Asked again on a resumed session too: harmless, and the filters may have changed
         // (a contract migration) since the session began.
-        for filter in self.topics.commands() {
+        let filters = self.topics.commands();
+        let mut subscribing = filters.len();
+        for filter in filters {
             if let Err(e) = s.client.subscribe(filter) {
                 return SessionEnd::Lost(e);
             }
@@ -292,6 +307,7 @@ impl Link {
         let mut claiming: Option<Pending<Vec<OutboxRow>>> = None;
         let mut settling: Option<Pending<usize>> = None;
         let chunk = (window / 4).max(1);
+        let mut topics = TopicCache::default();
         let per_row = self.topics.events("").len();
         let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
@@ -315,7 +331,7 @@ impl Link {
                     match rows {
                         Ok(rows) if rows.is_empty() => idle = true,
                         Ok(rows) => {
-                            if let Err(e) = self.publish_rows(&mut s, rows).await {
+                            if let Err(e) = self.publish_rows(&mut s, &mut topics, rows).await {
                                 break SessionEnd::Lost(e);
                             }
                         }
@@ -332,26 +348,25 @@ impl Link {
                         Err(e) => tracing::error!(error = %e, "cannot mark cloud rows delivered; they will be sent again"),
                     }
                 }
-                ev = el.poll() => match ev {
-                    Ok(Happened::Message { topic, payload }) => {
-                        if let Some((contract, name)) = self.topics.command_name(&topic)
-                            && let Some(busy) = commands.take(contract, name, payload)
-                            && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
-                        {
-                            break SessionEnd::Lost(e);
+                ev = el.poll() => {
+                    // What rumqttc already holds (it reads many PUBACKs per socket read) is
+                    // taken here, a burst at a time, rather than one event per turn of this
+                    // select, each turn polling every branch again.
+                    let mut next = Some(ev);
+                    let mut taken = 0;
+                    let mut ended = None;
+                    while let Some(ev) = next.take() {
+                        ended = self.on_happened(ev, &mut s, commands, poison, &mut subscribing).await;
+                        taken += 1;
+                        if ended.is_some() || taken == BURST {
+                            break;
                         }
+                        next = ready(el.poll());
                     }
-                    Ok(ev) => {
-                        s.on_event(ev);
-                        self.dead_letter_refused(&mut s, poison).await;
+                    if let Some(end) = ended {
+                        break end;
                     }
-                    // A broker that stopped answering (no PINGRESP) did not close the connection
-                    // on a row: a hang blames no publish.
-                    Err(e) => break match s.suspect() {
-                        Some(suspect) if !e.hang => SessionEnd::Dropped { error: e.error, suspect },
-                        _ => SessionEnd::Lost(e.error),
-                    },
-                },
+                }
                 Some((contract, name, reply)) = commands.replies.recv() => {
                     commands.waiting -= 1;
                     if let Err(e) = s.publish(self.topics.reply(contract, &name), false, reply, None) {
@@ -387,6 +402,61 @@ impl Link {
         end
     }
 
+    /// Acts on what the connection reported; the end of the session when it ends it.
+    async fn on_happened(
+        &self,
+        ev: Result<Happened, mqtt::Lost>,
+        s: &mut Session,
+        commands: &mut Commands,
+        poison: &mut protocol::PoisonWatch,
+        subscribing: &mut usize,
+    ) -> Option<SessionEnd> {
+        match ev {
+            Ok(Happened::Message { topic, payload }) => {
+                if let Some((contract, name)) = self.topics.command_name(&topic)
+                    && let Some(busy) = commands.take(contract, name, payload)
+                    && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
+                {
+                    return Some(SessionEnd::Lost(e));
+                }
+            }
+            // "online" (and healthy) only once the broker has the command subscription: the
+            // cloud sends commands on "online", and RabbitMQ drops a command that arrives
+            // before the subscription's queue is bound.
+            Ok(Happened::Subscribed) => {
+                *subscribing = subscribing.saturating_sub(1);
+                if *subscribing == 0 {
+                    let online =
+                        self.topics.statuses().into_iter().try_for_each(|status| {
+                            s.publish(status, true, b"online".to_vec(), None)
+                        });
+                    if let Err(e) = online {
+                        return Some(SessionEnd::Lost(e));
+                    }
+                    self.report(HealthState::Healthy, None);
+                }
+            }
+            Ok(ev) => {
+                s.on_event(ev);
+                if !s.refused.is_empty() {
+                    self.dead_letter_refused(s, poison).await;
+                }
+            }
+            // A broker that stopped answering (no PINGRESP) did not close the connection on a
+            // row: a hang blames no publish.
+            Err(e) => {
+                return Some(match s.suspect() {
+                    Some(suspect) if !e.hang => SessionEnd::Dropped {
+                        error: e.error,
+                        suspect,
+                    },
+                    _ => SessionEnd::Lost(e.error),
+                });
+            }
+        }
+        None
+    }
+
     /// Sends a journal request without holding up the connection.
     fn request<R>(&self, msg: R) -> Pending<R::Output>
     where
@@ -398,7 +468,12 @@ impl Link {
     }
 
     /// Publishes claimed rows in their order; an oversized one is dead-lettered instead.
-    async fn publish_rows(&self, s: &mut Session, rows: Vec<OutboxRow>) -> Result<(), String> {
+    async fn publish_rows(
+        &self,
+        s: &mut Session,
+        topics: &mut TopicCache,
+        rows: Vec<OutboxRow>,
+    ) -> Result<(), String> {
         let cfg = &self.spawn.config;
         for row in rows {
             let mut payload = protocol::envelope(&self.spawn.facility, &row);
@@ -412,14 +487,14 @@ impl Link {
             });
             // Under a migration the row goes out under both contracts' topics, and is delivered
             // once both were acknowledged; the last topic takes the payload itself.
-            let mut topics = self.topics.events(&row.kind);
-            while let Some(topic) = topics.pop() {
-                let (body, props) = if topics.is_empty() {
-                    (std::mem::take(&mut payload), properties.clone())
+            let under = topics.of(&self.topics, &row.kind);
+            for (i, topic) in under.iter().enumerate() {
+                let body = if i + 1 == under.len() {
+                    std::mem::take(&mut payload)
                 } else {
-                    (payload.clone(), properties.clone())
+                    payload.clone()
                 };
-                s.publish_with(topic, false, body, Some(row.id), props)?;
+                s.publish_with(topic.clone(), false, body, Some(row.id), properties.clone())?;
             }
         }
         Ok(())
@@ -701,9 +776,9 @@ struct Session {
     /// Packet id → outbox row (`None` for status and replies), awaiting PUBACK. A clean close
     /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
     /// before the DISCONNECT when the next relay connected with the same client id at once.
-    in_flight: HashMap<u16, Option<i64>>,
+    in_flight: InFlight,
     /// Outbox row → PUBACKs it still waits for: one per topic it is published under.
-    owed: HashMap<i64, usize>,
+    owed: Rows<usize>,
     /// Rows in the order their first publish was written, front trimmed of acknowledged ones:
     /// the front is the oldest unacknowledged row.
     written: VecDeque<i64>,
@@ -757,7 +832,7 @@ impl Session {
             }
             Happened::Acked { pkid, refused } => {
                 self.acks += 1;
-                if let Some(Some(row)) = self.in_flight.remove(&pkid)
+                if let Some(Some(row)) = self.in_flight.remove(pkid)
                     && let Some(owed) = self.owed.get_mut(&row)
                 {
                     *owed -= 1;
@@ -793,5 +868,85 @@ impl Session {
             .iter()
             .find(|r| self.owed.contains_key(r))
             .copied()
+    }
+}
+
+/// Packet id → the outbox row its publish carries (`None` for status and replies), for
+/// publishes awaiting PUBACK. A vector indexed by packet id, since rumqttc hands ids out from 1
+/// up to the in-flight window: two lookups per event, each an index rather than a hash.
+#[derive(Default)]
+struct InFlight {
+    slots: Vec<Option<Option<i64>>>,
+    len: usize,
+}
+
+impl InFlight {
+    fn insert(&mut self, pkid: u16, row: Option<i64>) {
+        let i = usize::from(pkid);
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        if self.slots[i].replace(row).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, pkid: u16) -> Option<Option<i64>> {
+        let taken = self.slots.get_mut(usize::from(pkid))?.take();
+        if taken.is_some() {
+            self.len -= 1;
+        }
+        taken
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Hashes outbox row ids for the session's maps with one multiply: the ids are the journal's
+/// own distinct integers, not keys an attacker picks, so SipHash's cost (a third of the
+/// bookkeeping per event) buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct RowHash(u64);
+
+impl std::hash::Hasher for RowHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by outbox row id.
+type Rows<V> = HashMap<i64, V, BuildHasherDefault<RowHash>>;
+
+/// The topics of each event kind seen on this connection, built once per kind rather than
+/// formatted for every event.
+#[derive(Default)]
+struct TopicCache(HashMap<String, Vec<String>>);
+
+/// Kinds kept at most; posted items bring their own kinds, so the cache starts afresh beyond.
+const KINDS_CACHED: usize = 256;
+
+impl TopicCache {
+    fn of(&mut self, topics: &Topics, kind: &str) -> &[String] {
+        if !self.0.contains_key(kind) {
+            if self.0.len() >= KINDS_CACHED {
+                self.0.clear();
+            }
+            self.0.insert(kind.to_string(), topics.events(kind));
+        }
+        self.0.get(kind).map_or(&[], Vec::as_slice)
     }
 }

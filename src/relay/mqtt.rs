@@ -69,6 +69,8 @@ pub enum Happened {
     Acked { pkid: u16, refused: Option<String> },
     /// A message on a subscribed topic.
     Message { topic: String, payload: Vec<u8> },
+    /// The broker answered a subscription (SUBACK).
+    Subscribed,
     /// The DISCONNECT went out.
     Disconnected,
     /// Nothing the relay acts on (PINGRESP, SUBACK, ...).
@@ -86,6 +88,10 @@ pub struct Lost {
 /// A client and its connection, not connected yet (the first poll connects).
 pub fn open(o: Options) -> (Client, Connection) {
     let will = "offline";
+    // The two versions' options are distinct types; what they share is built once here.
+    let transport = o
+        .tls
+        .map(|tls| rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(tls)));
     match o.protocol {
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
@@ -99,10 +105,8 @@ pub fn open(o: Options) -> (Client, Connection) {
                     QoS::AtLeastOnce,
                     true,
                 ));
-            if let Some(tls) = o.tls {
-                opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                    tls,
-                )));
+            if let Some(tls) = transport {
+                opts.set_transport(tls);
             }
             if let Some((user, password)) = o.credentials {
                 opts.set_credentials(user, password);
@@ -127,10 +131,8 @@ pub fn open(o: Options) -> (Client, Connection) {
                     true,
                     None,
                 ));
-            if let Some(tls) = o.tls {
-                opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                    tls,
-                )));
+            if let Some(tls) = transport {
+                opts.set_transport(tls);
             }
             if let Some((user, password)) = o.credentials {
                 opts.set_credentials(user, password);
@@ -237,6 +239,7 @@ fn from_v311(ev: rumqttc::Event) -> Happened {
             topic: p.topic,
             payload: p.payload.to_vec(),
         },
+        Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
         _ => Happened::Other,
     }
@@ -261,6 +264,7 @@ fn from_v5(ev: rumqttc::v5::Event) -> Happened {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
         },
+        Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
         _ => Happened::Other,
     }

@@ -13,7 +13,7 @@
 //! its `kind` keeping the dots.
 
 use crate::journal::OutboxRow;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// A version of the topic contract.
@@ -179,39 +179,51 @@ fn occurred_at(row: &OutboxRow) -> String {
     humantime::format_rfc3339_millis(occurred).to_string()
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    id: &'a str,
-    facility: &'a str,
-    kind: &'a str,
-    key: &'a str,
-    occurred_at: String,
-    schema: &'a str,
-    payload: &'a RawValue,
+/// The JSON envelope of an outbox row:
+/// `{"id","facility","kind","key","occurred_at","schema","payload"}`, in that order. A payload
+/// that is not JSON (it should always be; the journal only takes JSON) is sent as a JSON string
+/// rather than dropped.
+///
+/// Written by hand rather than through a derived `Serialize`: it is built once per event on the
+/// relay's hot path, and strings without a character JSON must escape (ids, kinds, times: all
+/// of them in practice) are copied as they are.
+pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + row.payload.len() + row.key.len() + row.schema.len());
+    out.extend_from_slice(b"{\"id\":");
+    json_string(&mut out, &row.event_id);
+    out.extend_from_slice(b",\"facility\":");
+    json_string(&mut out, facility);
+    out.extend_from_slice(b",\"kind\":");
+    json_string(&mut out, &row.kind);
+    out.extend_from_slice(b",\"key\":");
+    json_string(&mut out, &row.key);
+    out.extend_from_slice(b",\"occurred_at\":\"");
+    out.extend_from_slice(occurred_at(row).as_bytes());
+    out.extend_from_slice(b"\",\"schema\":");
+    json_string(&mut out, &row.schema);
+    out.extend_from_slice(b",\"payload\":");
+    match std::str::from_utf8(&row.payload)
+        .ok()
+        .filter(|text| serde_json::from_str::<&RawValue>(text).is_ok())
+    {
+        // Validated JSON goes in as it is, like a `RawValue`.
+        Some(text) => out.extend_from_slice(text.trim().as_bytes()),
+        None => json_string(&mut out, &String::from_utf8_lossy(&row.payload)),
+    }
+    out.push(b'}');
+    out
 }
 
-/// The JSON envelope of an outbox row. A payload that is not JSON (it should always be; the
-/// journal only takes JSON) is sent as a JSON string rather than dropped.
-pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
-    let text = String::from_utf8_lossy(&row.payload);
-    let quoted;
-    let payload: &RawValue = match serde_json::from_str::<&RawValue>(&text) {
-        Ok(raw) => raw,
-        Err(_) => {
-            quoted = serde_json::value::to_raw_value(&text).unwrap_or_default();
-            &quoted
-        }
-    };
-    let env = Envelope {
-        id: &row.event_id,
-        facility,
-        kind: &row.kind,
-        key: &row.key,
-        occurred_at: occurred_at(row),
-        schema: &row.schema,
-        payload,
-    };
-    serde_json::to_vec(&env).unwrap_or_default()
+/// Appends `s` as a JSON string: copied as it is when nothing in it needs escaping.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Writing a string into a Vec cannot fail; an empty string keeps the JSON whole.
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 /// A command from the cloud, validated.
@@ -566,6 +578,32 @@ mod tests {
                 "payload": {"version": "0.1.0"}
             })
         );
+    }
+
+    #[test]
+    fn envelope_escapes_what_json_must_and_quotes_a_payload_that_is_not_json() {
+        let row = OutboxRow {
+            id: 2,
+            key: "queue:\"A\" \\ b\n".into(),
+            attempts: 1,
+            event_id: "e-2".into(),
+            kind: "test.seq".into(),
+            schema: "s@1".into(),
+            payload: b" {\"n\": [1, 2]} ".to_vec(),
+            occurred_at: 0,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+        assert_eq!(v["key"], "queue:\"A\" \\ b\n");
+        assert_eq!(v["payload"], serde_json::json!({ "n": [1, 2] }));
+        assert_eq!(v["occurred_at"], "1970-01-01T00:00:00.000Z");
+        let not_json = OutboxRow {
+            payload: b"not {json".to_vec(),
+            ..row
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&envelope("clinic-1", &not_json)).expect("json");
+        assert_eq!(v["payload"], "not {json");
     }
 
     #[test]

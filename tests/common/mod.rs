@@ -781,3 +781,49 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// A numbered test event of `kind` for `key` (`payload.n` is `i`), as `POST /api/v1/events`
+/// takes it: the relay tests count and order these at the consumer.
+pub fn numbered_event(i: usize, kind: &str, key: &str) -> serde_json::Value {
+    serde_json::json!({ "source": "kiosk-1", "id": format!("e{i}"), "kind": kind, "key": key, "payload": { "n": i } })
+}
+
+/// The number of a [`numbered_event`] as it arrived.
+pub fn n_of(e: &serde_json::Value) -> Option<u64> {
+    e["payload"]["n"].as_u64()
+}
+
+/// Every event at the consumer, once every number of `expected` has arrived.
+pub fn wait_all(
+    consumer: &Consumer,
+    expected: &std::collections::BTreeSet<u64>,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    wait_for("every event at the consumer", limit, || {
+        let events = consumer.events();
+        let seen: std::collections::BTreeSet<u64> = events.iter().filter_map(n_of).collect();
+        expected.is_subset(&seen).then_some(events)
+    })
+}
+
+/// The `nth` (0: the first) command reply carrying `request_id` (none: a command sent without
+/// one) on any replies topic, with that topic.
+pub fn wait_reply(
+    consumer: &Consumer,
+    request_id: Option<&str>,
+    nth: usize,
+    limit: Duration,
+) -> (String, serde_json::Value) {
+    wait_for("a command reply", limit, || {
+        consumer
+            .snapshot()
+            .into_iter()
+            .filter(|m| m.topic.contains("/replies/"))
+            .map(|m| {
+                let reply = serde_json::from_str::<serde_json::Value>(&m.payload);
+                (m.topic, reply.expect("reply JSON"))
+            })
+            .filter(|(_, r)| r["request_id"].as_str() == request_id)
+            .nth(nth)
+    })
+}
