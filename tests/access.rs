@@ -645,11 +645,11 @@ fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_i
     );
     assert_eq!(status, 201, "{v}");
     let mut theirs = jane.clone();
-    theirs["telecom"] = json!([{ "system": "phone", "value": "111" }]);
+    theirs["telecom"] = json!([{ "system": "phone", "value": "+41 555 0111" }]);
     server.call("PUT", &format!("/Patient/{id}"), Some(theirs));
     let (status, v) = n.post(
         &format!("/api/v1/fhir/patients/{id}/demographics"),
-        &json!({ "fields": { "phone": "222" } }),
+        &json!({ "fields": { "phone": "+41 555 0222" } }),
     );
     assert_eq!(status, 202, "{v}");
 
@@ -657,8 +657,8 @@ fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_i
         let (_, list) = n.get("/api/v1/fhir/conflicts");
         list.as_array().and_then(|l| l.first().cloned())
     });
-    assert_eq!(conflict["local"]["telecom"][0]["value"], "222");
-    assert_eq!(conflict["remote"]["telecom"][0]["value"], "111");
+    assert_eq!(conflict["local"]["telecom"][0]["value"], "+41 555 0222");
+    assert_eq!(conflict["remote"]["telecom"][0]["value"], "+41 555 0111");
     let (status, _) = n.get(&format!("/api/v1/fhir/patients/{id}"));
     assert_eq!(status, 200);
 
@@ -666,22 +666,28 @@ fn clinical_staff_see_both_values_of_a_conflict_and_every_view_of_patient_data_i
     let (status, page) = n.page("/");
     assert_eq!(status, 200);
     assert!(page.contains("EHR conflicts to resolve"), "{page}");
-    assert!(!page.contains("222") && !page.contains("111"), "{page}");
+    assert!(
+        !page.contains("+41 555 0222") && !page.contains("+41 555 0111"),
+        "{page}"
+    );
     let compare = format!("/fhir/conflicts/{}", conflict["id"]);
     assert!(page.contains(&compare), "{page}");
     let (status, page) = n.page(&compare);
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("222") && page.contains("111"), "{page}");
+    assert!(
+        page.contains("+41 555 0222") && page.contains("+41 555 0111"),
+        "{page}"
+    );
     let (status, page) = a.page(&compare);
     assert_eq!(status, 200, "admins too");
-    assert!(page.contains("111"), "{page}");
+    assert!(page.contains("+41 555 0111"), "{page}");
 
     // The front desk sees neither, and its attempts show no patient data.
     let (status, body) = d.get("/api/v1/fhir/conflicts");
     assert_eq!((status, body), (403, json!({ "error": "forbidden" })));
     let (status, page) = d.page(&compare);
     assert_eq!(status, 403);
-    assert!(!page.contains("111"));
+    assert!(!page.contains("+41 555 0111"));
     assert_eq!(d.get(&format!("/api/v1/fhir/patients/{id}")).0, 403);
     let (_, page) = d.page("/");
     assert!(!page.contains("EHR conflicts") && !page.contains(&compare));

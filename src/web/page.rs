@@ -249,6 +249,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     }
     if shown.queue {
         h.push_str(&queue_board(entries, prescriptions, insurance, now));
+        h.push_str("<p><a href=\"/messaging\">Patient messages: delivery per ticket</a></p>");
     }
     if let Some(view) = rooms {
         let actions = if shown.room_actions {
@@ -901,6 +902,7 @@ mod tests {
         };
         let html = render("clinic-1", &view, 120_000);
         assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("<a href=\"/messaging\">"), "{html}");
         assert!(html.contains("priority raised to &lt;urgent&gt;"));
         assert!(html.contains("action=/notices/acknowledge><input type=hidden name=id value=3>"));
         assert!(!html.contains("<script>x"));
