@@ -53,22 +53,15 @@ fn notifications(gw: &Gateway) -> Vec<Value> {
 
 /// The notification of `ticket`, once it has one in `status`.
 fn wait_status(gw: &Gateway, ticket: &str, status: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        let all = notifications(gw);
-        if let Some(n) = all
-            .iter()
-            .find(|n| n["ticket"] == ticket && n["status"] == status)
-        {
-            return n.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{ticket}'s notification never became {status}: {all:#?}\n{}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        &format!("{ticket}'s notification to become {status}"),
+        Duration::from_secs(30),
+        || {
+            notifications(gw)
+                .into_iter()
+                .find(|n| n["ticket"] == ticket && n["status"] == status)
+        },
+    )
 }
 
 fn message_ids(maildir: &Path) -> Vec<String> {
