@@ -194,6 +194,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/alerts", Allowed::Group(Notices)),
     ("POST", "/api/v1/alerts/{}/ack", Allowed::Group(Notices)),
     ("POST", "/alerts/ack", Allowed::Group(Notices)),
+    // Specimens and the delays they cause: clinical staff and admins, never the front desk.
+    ("GET", "/api/v1/specimens", Allowed::Group(Notices)),
     ("GET", "/api/v1/fhir/status", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/conflicts", Allowed::Group(Ehr)),
     (
