@@ -377,3 +377,76 @@ fn a_collection_running_long_delays_the_patients_behind_once_per_order() {
     assert_eq!(row["entry"], first["id"]);
     assert_eq!(row["entry_delay_min"], 30);
 }
+
+#[test]
+fn orders_and_specimens_polled_from_the_ehr_are_tracked_and_a_rejection_delays_once() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let patient = server.create_patient("MRN-77", "Roe", "Rita", "1970-01-01");
+    let patient_id = patient["id"].as_str().expect("patient id").to_string();
+    server.create_patient("MRN-78", "Doe", "Dan", "1971-01-01");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\n\
+             [connectors.fhir.results]\npoll_interval_s = 1\n{}",
+            server.base(),
+            lab(3600)
+        ),
+    );
+    gw.start();
+    // Checked in by identifier: the EHR's lookup links each entry to its Patient.
+    let queued = check_in(&gw, "lab", "MRN-77");
+    assert_eq!(queued["demographics"]["patient_id"], patient_id.as_str());
+    let behind = check_in(&gw, "lab", "MRN-78");
+    let subject = json!({ "reference": format!("Patient/{patient_id}") });
+    let order = server.call(
+        "POST",
+        "/ServiceRequest",
+        Some(json!({
+            "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "subject": subject
+        })),
+    );
+    let order_ref = format!("ServiceRequest/{}", order["id"].as_str().expect("id"));
+    let mut specimen = server.call(
+        "POST",
+        "/Specimen",
+        Some(json!({
+            "resourceType": "Specimen", "status": "available",
+            "type": {"coding": [{"code": "BLD"}]},
+            "subject": subject,
+            "request": [{"reference": order_ref}],
+            "collection": {"collectedDateTime": "2026-11-24T09:00:00+01:00"}
+        })),
+    );
+    let id = format!("Specimen/{}", specimen["id"].as_str().expect("id"));
+    let row = wait_for("the polled specimen", Duration::from_secs(20), || {
+        specimens(&gw).into_iter().find(|s| s["specimen"] == id)
+    });
+    assert_eq!(row["state"], "collected", "{row}");
+    assert_eq!(row["order"], order_ref.as_str());
+    assert_eq!(row["entry"], queued["id"]);
+
+    // The lab rejects it: the patient behind is told once, however often it is polled.
+    specimen["status"] = json!("unsatisfactory");
+    specimen["extension"] = json!([{
+        "url": "http://hl7.org/fhir/StructureDefinition/specimen-rejectReason",
+        "valueCodeableConcept": {"coding": [{"code": "QS"}]}
+    }]);
+    let path = format!("/{id}");
+    server.call("PUT", &path, Some(specimen));
+    wait_for("the rejection polled", Duration::from_secs(20), || {
+        (state_of(&gw, &id) == "rejected").then_some(())
+    });
+    assert_eq!(delays(&gw), [(behind["id"].clone(), json!(25), json!(15))]);
+    let versions = journal_items(&gw, &["--kind", "fhir.specimen_changed"]).len();
+    assert_eq!(versions, 2, "each version once");
+    let states: Vec<Value> = journal_events(&gw, "specimen.status_changed")
+        .into_iter()
+        .map(|e| e["state"].clone())
+        .collect();
+    assert_eq!(states, [json!("collected"), json!("rejected")]);
+}

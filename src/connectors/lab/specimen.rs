@@ -96,7 +96,8 @@ pub struct Patient {
 /// A lab order read from a ServiceRequest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
-    /// The placer's order id (ORC-2 / OBR-2), else the filler's.
+    /// The placer's order id (ORC-2 / OBR-2), else the filler's; a polled ServiceRequest
+    /// without identifiers is `ServiceRequest/<id>`.
     pub id: String,
     pub patient: Patient,
     /// The test ordered (OBR-4.1).
@@ -108,9 +109,10 @@ pub struct Order {
 /// A specimen update read from a Specimen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecimenUpdate {
-    /// The placer's specimen id (SPM-2.1), else the filler's.
+    /// The placer's specimen id (SPM-2.1), else the filler's; a polled Specimen without
+    /// identifiers is `Specimen/<id>`.
     pub id: String,
-    /// The order it was taken for.
+    /// The order it was taken for (its id, or its reference when polled).
     pub order: Option<String>,
     pub patient: Patient,
     pub state: SpecimenState,
@@ -138,11 +140,16 @@ fn patient(r: &Value) -> Option<Patient> {
     (found.patient_ref.is_some() || found.patient_id.is_some()).then_some(found)
 }
 
+/// A resource's first identifier value, else (a resource polled from a FHIR server without
+/// business identifiers) `<type>/<id>`, as other resources reference it.
 fn first_id(r: &Value) -> Option<String> {
     r["identifier"]
-        .as_array()?
-        .iter()
-        .find_map(|i| text(&i["value"]))
+        .as_array()
+        .and_then(|ids| ids.iter().find_map(|i| text(&i["value"])))
+        .or_else(|| {
+            let kind = r["resourceType"].as_str()?;
+            text(&r["id"]).map(|id| format!("{kind}/{id}"))
+        })
 }
 
 /// The lab orders among `resources`; one without an id or a patient is left out.
@@ -197,9 +204,11 @@ pub fn specimens(kind: &str, resources: &[Value]) -> Vec<SpecimenUpdate> {
             });
             Some(SpecimenUpdate {
                 id: first_id(r)?,
-                order: r["request"]
-                    .as_array()
-                    .and_then(|refs| refs.iter().find_map(|q| text(&q["identifier"]["value"]))),
+                order: r["request"].as_array().and_then(|refs| {
+                    refs.iter().find_map(|q| {
+                        text(&q["identifier"]["value"]).or_else(|| text(&q["reference"]))
+                    })
+                }),
                 patient: patient(r)?,
                 state,
                 type_code: text(&r["type"]["coding"][0]["code"]),
@@ -262,6 +271,7 @@ pub fn waits(slots: &[Slot], minutes_per: u32) -> Vec<u32> {
 mod tests {
     use super::*;
     use crate::connectors::hl7v2::mapping;
+    use serde_json::json;
 
     fn check(kind: &str, v2: &str) -> (Vec<Order>, Vec<SpecimenUpdate>) {
         let resources = mapping::map(&hl7_2::parse(v2).expect("parse"));
@@ -342,6 +352,42 @@ mod tests {
         );
         assert_eq!(s[0].condition.as_deref(), Some("HEM"));
         assert_eq!(s[0].type_code.as_deref(), Some("BLD"));
+    }
+
+    #[test]
+    fn polled_resources_without_identifiers_link_by_reference() {
+        let order = json!({
+            "resourceType": "ServiceRequest", "id": "sr-1", "status": "revoked",
+            "intent": "order", "subject": {"reference": "Patient/p-1"}
+        });
+        let polled = json!({
+            "resourceType": "Specimen", "id": "sp-1", "status": "unsatisfactory",
+            "subject": {"reference": "Patient/p-1"},
+            "request": [{"reference": "ServiceRequest/sr-1"}],
+            "extension": [{
+                "url": SPECIMEN_REJECT_EXTENSION,
+                "valueCodeableConcept": {"coding": [{"code": "QS"}]}
+            }]
+        });
+        let found = orders(&[order]);
+        assert_eq!(found[0].id, "ServiceRequest/sr-1");
+        assert!(found[0].closed);
+        assert_eq!(found[0].patient.patient_id.as_deref(), Some("p-1"));
+        let s = specimens("fhir.specimen_changed", &[polled]).remove(0);
+        assert_eq!(
+            (
+                s.id.as_str(),
+                s.order.as_deref(),
+                s.state,
+                s.reject_reason.as_deref()
+            ),
+            (
+                "Specimen/sp-1",
+                Some("ServiceRequest/sr-1"),
+                SpecimenState::Rejected,
+                Some("QS")
+            )
+        );
     }
 
     #[test]
