@@ -398,6 +398,8 @@ mod tests {
             Role::Clinical
         ));
         assert!(!check("GET", "/api/v1/notices", Role::FrontDesk));
+        assert!(!check("GET", "/api/v1/specimens", Role::FrontDesk));
+        assert!(check("GET", "/api/v1/specimens", Role::Clinical));
         assert!(check("GET", "/api/v1/fhir/patients/p1", Role::Clinical));
         assert!(!check("GET", "/api/v1/fhir/patients/p1", Role::Facilities));
         assert!(check("GET", "/api/v1/backlog", Role::Facilities));
