@@ -194,6 +194,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/alerts", Allowed::Group(Notices)),
     ("POST", "/api/v1/alerts/{}/ack", Allowed::Group(Notices)),
     ("POST", "/alerts/ack", Allowed::Group(Notices)),
+    // Specimens and the delays they cause: clinical staff and admins, never the front desk.
+    ("GET", "/api/v1/specimens", Allowed::Group(Notices)),
     ("GET", "/api/v1/fhir/status", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/conflicts", Allowed::Group(Ehr)),
     (
@@ -396,6 +398,8 @@ mod tests {
             Role::Clinical
         ));
         assert!(!check("GET", "/api/v1/notices", Role::FrontDesk));
+        assert!(!check("GET", "/api/v1/specimens", Role::FrontDesk));
+        assert!(check("GET", "/api/v1/specimens", Role::Clinical));
         assert!(check("GET", "/api/v1/fhir/patients/p1", Role::Clinical));
         assert!(!check("GET", "/api/v1/fhir/patients/p1", Role::Facilities));
         assert!(check("GET", "/api/v1/backlog", Role::Facilities));

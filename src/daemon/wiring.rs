@@ -67,6 +67,9 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
     let mut inbound: Vec<Arc<dyn crate::queue::Inbound>> = Vec::new();
     if let Some(l) = &c.connectors.lab {
         inbound.push(Arc::new(lab::Results { config: l.clone() }));
+        if let Some(s) = &l.specimens {
+            inbound.push(Arc::new(lab::tracking::Specimens { config: s.clone() }));
+        }
     }
     if let Some(p) = &c.connectors.pharmacy {
         inbound.push(Arc::new(pharmacy::Prescriptions { config: p.clone() }));
@@ -232,6 +235,20 @@ pub fn connectors(
             practice::NAME.into(),
             Box::new(practice::EligibilitySpawn {
                 config: e.resolved(|p| config.resolve(p)),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(s) = config
+        .connectors
+        .lab
+        .as_ref()
+        .and_then(|l| l.specimens.as_ref())
+    {
+        children.push((
+            lab::tracking::NAME.into(),
+            Box::new(lab::tracking::WatchSpawn {
+                config: s.clone(),
                 journal: journal.clone(),
             }),
         ));

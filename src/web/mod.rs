@@ -140,6 +140,7 @@ pub fn server(
                 web::post().to(acknowledge),
             )
             .route("/api/v1/alerts", web::get().to(alerts))
+            .route("/api/v1/specimens", web::get().to(specimens))
             .route("/api/v1/alerts/{id}/ack", web::post().to(acknowledge_alert))
             .route("/alerts/ack", web::post().to(page::acknowledge_alert_form))
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
@@ -784,6 +785,15 @@ async fn alerts(s: web::Data<AppState>, q: web::Query<NoticeQuery>) -> HttpRespo
         all: q.all.unwrap_or(false),
         limit: q.limit.unwrap_or(100).min(1000),
     };
+    match journal::ask(&s.journal, list).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// The lab specimens of the open queue entries: ids, codes and states, never a result.
+async fn specimens(s: web::Data<AppState>) -> HttpResponse {
+    let list = crate::connectors::lab::tracking::ListSpecimens;
     match journal::ask(&s.journal, list).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => journal_error(e),

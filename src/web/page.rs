@@ -5,6 +5,8 @@ use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
 use crate::alerts::{AckAlert, Alert, ListAlerts};
 use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
+use crate::connectors::lab::store::SpecimenRow;
+use crate::connectors::lab::tracking::ListSpecimens;
 use crate::connectors::pharmacy::ListPrescriptions;
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
@@ -41,6 +43,8 @@ button{padding:.3rem .8rem;border-radius:.3rem;border:1px solid #1d4a8f;backgrou
 struct Shown {
     notices: bool,
     alerts: bool,
+    /// Lab specimens and the delays added to entries: clinical staff, like alerts.
+    specimens: bool,
     conflicts: bool,
     queue: bool,
     rooms: bool,
@@ -61,6 +65,7 @@ impl Shown {
         Shown {
             notices: may("GET", "/api/v1/notices"),
             alerts: may("GET", "/api/v1/alerts"),
+            specimens: may("GET", "/api/v1/specimens"),
             conflicts: may("GET", "/api/v1/fhir/conflicts"),
             queue: may("GET", "/api/v1/queues"),
             rooms: may("GET", "/api/v1/rooms"),
@@ -130,6 +135,13 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         Vec::new()
     };
+    let specimens = if shown.specimens {
+        journal::ask(&s.journal, ListSpecimens)
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let conflicts = if shown.conflicts {
         journal::ask(&s.journal, FhirConflicts { all: false })
             .await
@@ -160,6 +172,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         insurance: insurance.as_ref(),
         notices: &notices,
         alerts: &alerts,
+        specimens: &specimens,
         conflicts: &conflicts,
         rooms: rooms.as_ref(),
         shown,
@@ -185,6 +198,7 @@ struct View<'a> {
     insurance: Option<&'a Insurance>,
     notices: &'a [Notice],
     alerts: &'a [Alert],
+    specimens: &'a [SpecimenRow],
     conflicts: &'a [Conflict],
     rooms: Option<&'a FacilityView>,
     shown: Shown,
@@ -211,6 +225,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         insurance,
         notices,
         alerts,
+        specimens,
         conflicts,
         rooms,
         shown,
@@ -240,6 +255,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     }
     if shown.alerts {
         h.push_str(&alert_list(alerts, now, &token));
+    }
+    if shown.specimens {
+        h.push_str(&specimen_list(specimens, now));
     }
     if shown.notices {
         h.push_str(&notice_list(notices, now, &token));
@@ -413,6 +431,47 @@ fn alert_list(alerts: &[Alert], now: i64, token: &str) -> String {
             esc(&a.reason),
             esc(a.escalated_to.as_deref().unwrap_or("")),
             a.id
+        );
+    }
+    h.push_str("</table>");
+    h
+}
+
+/// The specimens of the queued patients (ids, type, state, the lab's reject reason and
+/// condition codes, the delay added to the entry; never a result).
+fn specimen_list(specimens: &[SpecimenRow], now: i64) -> String {
+    if specimens.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Lab specimens</h2><table><tr><th>Ticket</th><th>Specimen</th><th>Order</th><th>Type</th><th>State</th><th>Delay</th><th>Changed</th></tr>",
+    );
+    for sp in specimens {
+        let state = match (&sp.reject_reason, &sp.condition) {
+            (Some(why), _) => format!("{} ({why})", sp.state.replace('_', " ")),
+            (None, Some(c)) => format!("{} ({c})", sp.state.replace('_', " ")),
+            (None, None) => sp.state.replace('_', " "),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&sp.ticket),
+            esc(&sp.queue),
+            esc(&sp.specimen),
+            esc(sp.order.as_deref().unwrap_or("")),
+            esc(sp.type_code.as_deref().unwrap_or("")),
+            if sp.state == "rejected" {
+                " class=err"
+            } else {
+                ""
+            },
+            esc(&state),
+            if sp.entry_delay_min > 0 {
+                format!("+{} min", sp.entry_delay_min)
+            } else {
+                String::new()
+            },
+            age(now, sp.updated_at),
         );
     }
     h.push_str("</table>");
@@ -893,6 +952,7 @@ mod tests {
             insurance: None,
             notices: &notices,
             alerts: &[],
+            specimens: &[],
             conflicts: &[],
             rooms: None,
             shown: Shown::for_role(None),

@@ -55,9 +55,14 @@ const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
-/// The resources read for the lab, each with its cursor (the pharmacy's MedicationRequest and
-/// MedicationDispense are to join once the validator knows them).
-const RESULT_KINDS: [(&str, &str); 1] = [("Observation", "observation_cursor")];
+/// The resources read for the lab, each with its cursor: results, then orders before the
+/// specimens taken for them (the pharmacy's MedicationRequest and MedicationDispense are to
+/// join once the validator knows them).
+const RESULT_KINDS: [(&str, &str); 3] = [
+    ("Observation", "observation_cursor"),
+    ("ServiceRequest", "service_request_cursor"),
+    ("Specimen", "specimen_cursor"),
+];
 /// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
 const OVERRUNS: &str = "wait_overruns";
 /// Most entries the link pass asks the EHR about per poll.
@@ -630,8 +635,8 @@ impl Shared {
         self.counters().visits_closed += closed;
     }
 
-    /// Results changed since their cursors, each version journaled once with the resource,
-    /// which the lab's hook acts on in its transaction.
+    /// Results, lab orders and specimens changed since their cursors, each version journaled
+    /// once with the resource, which the lab's hooks act on in its transaction.
     async fn poll_results(&self) {
         for (kind, cursor) in RESULT_KINDS {
             let start = start_cursor(self.config.poll_interval_s);
