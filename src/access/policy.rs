@@ -176,6 +176,10 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         "/api/v1/queue-entries/{}/eligibility/override",
         Allowed::Group(Queue),
     ),
+    ("GET", "/api/v1/queue-entries/{}/payments", Allowed::Group(Queue)),
+    // A processor's webhook has no key or session: its signature (checked by the handler
+    // against the processor's signing secret) is what admits it.
+    ("POST", "/api/v1/payments/webhook/{}", Allowed::Public),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     // Receipts per ticket: statuses, channels and providers, never a number or address.
     ("GET", "/api/v1/notifications", Allowed::Group(Queue)),

@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2, lab, pharmacy, practice};
+use crate::connectors::{fhir, hl7v2, lab, payments, pharmacy, practice};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -24,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 13] {
+pub fn schemas() -> [&'static Schema; 14] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -39,6 +39,7 @@ pub fn schemas() -> [&'static Schema; 13] {
         &crate::alerts::store::SCHEMA,
         &crate::messaging::store::SCHEMA,
         &crate::connectors::pharmacy::store::SCHEMA,
+        &crate::connectors::payments::store::SCHEMA,
     ]
 }
 
@@ -232,6 +233,16 @@ pub fn connectors(
             practice::NAME.into(),
             Box::new(practice::EligibilitySpawn {
                 config: e.resolved(|p| config.resolve(p)),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(p) = &config.connectors.payments {
+        children.push((
+            payments::NAME.into(),
+            Box::new(payments::PaymentsSpawn {
+                config: p.resolved(|p| config.resolve(p)),
+                facility: config.gateway.facility_id.clone(),
                 journal: journal.clone(),
             }),
         ));
