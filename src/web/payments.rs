@@ -79,7 +79,8 @@ async fn request(
     body: web::Json<RequestBody>,
 ) -> HttpResponse {
     let Some(config) = s.payments.as_ref() else {
-        return HttpResponse::NotFound().json(json!({ "error": "no payment processor is configured" }));
+        return HttpResponse::NotFound()
+            .json(json!({ "error": "no payment processor is configured" }));
     };
     let body = body.into_inner();
     let Some(method) = Method::parse(&body.method) else {
@@ -154,7 +155,8 @@ async fn webhook(
 ) -> HttpResponse {
     let name = path.into_inner();
     let (Some(config), Some(effects)) = (s.payments.as_ref(), effects(&s)) else {
-        return HttpResponse::NotFound().json(json!({ "error": "no payment processor is configured" }));
+        return HttpResponse::NotFound()
+            .json(json!({ "error": "no payment processor is configured" }));
     };
     let Some(processor) = config.processor(&name) else {
         return HttpResponse::NotFound().json(json!({ "error": "no such processor" }));

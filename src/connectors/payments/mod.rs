@@ -585,7 +585,12 @@ impl Client {
         let opened = self
             .breaker(name)
             .failure(journal::now_ms(), failures, open_ms);
-        tracing::warn!(processor = name, error = why, breaker_opened = opened, "payment processor unavailable");
+        tracing::warn!(
+            processor = name,
+            error = why,
+            breaker_opened = opened,
+            "payment processor unavailable"
+        );
     }
 
     /// Creates the intent of one requested payment on the first processor that takes it.
@@ -604,7 +609,12 @@ impl Client {
             Ok(None) => return Settle::Refused("no such payment".into()),
             Err(e) => return Settle::Retry(format!("payment not read: {e}")),
         }
-        let names: Vec<String> = self.config.processor.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<String> = self
+            .config
+            .processor
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
         let mut cause = "unavailable";
         for name in protocol::order(&names, job.processor.as_deref()) {
             if !self.breaker(name).admit(journal::now_ms()) {
@@ -658,17 +668,13 @@ impl Client {
         let key = std::fs::read_to_string(&processor.secret_key_file).map_err(|e| {
             Trouble::Unavailable(format!("{}: {e}", processor.secret_key_file.display()))
         })?;
-        let answer = request
-            .bearer_auth(key.trim())
-            .send()
-            .await
-            .map_err(|e| {
-                Trouble::Unavailable(if e.is_timeout() {
-                    format!("no answer within {} ms", processor.timeout_ms)
-                } else {
-                    format!("cannot reach it: {}", chain(&e))
-                })
-            })?;
+        let answer = request.bearer_auth(key.trim()).send().await.map_err(|e| {
+            Trouble::Unavailable(if e.is_timeout() {
+                format!("no answer within {} ms", processor.timeout_ms)
+            } else {
+                format!("cannot reach it: {}", chain(&e))
+            })
+        })?;
         let status = answer.status().as_u16();
         let body = answer
             .bytes()

@@ -204,9 +204,9 @@ pub fn verify(
     }
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let signed = [t.to_string().as_bytes(), b".", body].concat();
-    let matches = signatures.iter().any(|s| {
-        unhex(s).is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
-    });
+    let matches = signatures
+        .iter()
+        .any(|s| unhex(s).is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok()));
     if matches {
         Ok(())
     } else {
@@ -378,12 +378,18 @@ mod tests {
         let e = event(body.to_string().as_bytes()).expect("an event");
         assert_eq!(e.id, "evt_9");
         let i = e.intent.clone().expect("its intent");
-        assert_eq!((i.id.as_str(), i.error_code.as_deref()), ("pi_1", Some("card_declined")));
+        assert_eq!(
+            (i.id.as_str(), i.error_code.as_deref()),
+            ("pi_1", Some("card_declined"))
+        );
         assert_eq!(
             event_outcome(&e),
             Some(Outcome::Failed("declined:card_declined".into()))
         );
-        assert_eq!(outcome(&i), Outcome::Failed("declined:card_declined".into()));
+        assert_eq!(
+            outcome(&i),
+            Outcome::Failed("declined:card_declined".into())
+        );
         let other = json!({ "id": "evt_1", "object": "event", "type": "charge.succeeded",
                             "data": { "object": { "object": "charge" } } });
         let e = event(other.to_string().as_bytes()).expect("an event");
@@ -403,7 +409,10 @@ mod tests {
         assert_eq!(outcome(&i("succeeded", None)), Outcome::Confirmed);
         assert_eq!(outcome(&i("requires_payment_method", None)), Outcome::Open);
         assert_eq!(outcome(&i("processing", None)), Outcome::Open);
-        assert_eq!(outcome(&i("canceled", None)), Outcome::Failed("canceled".into()));
+        assert_eq!(
+            outcome(&i("canceled", None)),
+            Outcome::Failed("canceled".into())
+        );
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub struct Payment {
     pub confirmed_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, ref, entry_id, amount_cents, currency, method, status, processor, intent,
+const COLUMNS: &str =
+    "id, ref, entry_id, amount_cents, currency, method, status, processor, intent,
                        client_secret, cause, requested_at, requested_by, updated_at, confirmed_at";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
