@@ -23,7 +23,7 @@ fn gateway(dir: &std::path::Path, a: &Stripe, b: &Stripe, pms: u16) -> Gateway {
         &format!(
             "[connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {pms}\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n\n\
              [connectors.payments]\npms = \"hl7v2\"\npoll_after_ms = 3000\npoll_every_ms = 1000\n\
-             breaker_failures = 1\nbreaker_open_s = 600\n\n\
+             breaker_failures = 1\nbreaker_open_s = 2\n\n\
              [[connectors.payments.processor]]\nname = \"a\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
              secret_key_file = \"stripe.key\"\nwebhook_secret_file = \"a.whsec\"\ntimeout_ms = 2000\n\n\
              [[connectors.payments.processor]]\nname = \"b\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
@@ -91,7 +91,7 @@ fn queue_order(gw: &Gateway) -> Vec<i64> {
 }
 
 #[test]
-fn copays_are_confirmed_once_declines_keep_the_place_and_a_dead_processor_fails_over() {
+fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processor_fails_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, mut b) = (Stripe::start(), Stripe::start());
     let pms_port = free_port();
@@ -220,6 +220,25 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_dead_processor_fails_
         || (dfts(&pms, &in_flight) > 0).then_some(()),
     );
 
+    // Processor `a` hangs (frozen): its create times out, its breaker opens, `b` takes the
+    // payment within the same request.
+    let fifth = check_in(&gw, "MRN-500");
+    a.pause();
+    let (status, body) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{fifth}/payments")),
+        &json!({ "amount_cents": 2000, "currency": "usd", "method": "hosted" }),
+    );
+    a.resume();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["payment"]["processor"], "b", "failed over: {body}");
+    let intent5 = body["payment"]["intent"].as_str().expect("intent");
+    assert_eq!(b.pay(intent5, "4242424242424242"), 200);
+    wait_standing(&gw, fifth, "paid");
+    assert!(
+        gw.log_text().contains("payment processor unavailable"),
+        "the timeout is logged"
+    );
+
     // Processor `b` dies mid-payment: the patient at its terminal has not paid, its polls
     // fail and its breaker opens; asked again (`b` first), the payment fails over to `a`.
     let fourth = check_in(&gw, "MRN-400");
@@ -245,7 +264,7 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_dead_processor_fails_
         (payments["state"] == "degraded"
             && payments["last_error"]
                 .as_str()
-                .is_some_and(|e| e.contains('b')))
+                .is_some_and(|e| e.ends_with(" b")))
         .then_some(())
     });
     let (status, body) = on_b(&gw);
@@ -263,7 +282,7 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_dead_processor_fails_
     for p in [&paid, &in_flight] {
         assert_eq!(dfts(&pms, p), 1, "{:?}", pms.received());
     }
-    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 3);
+    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 4);
     let cloud = format!(
         "{:?}{:?}",
         journal_events(&gw, "payment.confirmed"),

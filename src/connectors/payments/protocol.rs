@@ -199,8 +199,9 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now_s - t).abs() > tolerance_s {
-        return Err(SignatureError::Stale(now_s - t));
+    let away = now_s.saturating_sub(t);
+    if away.saturating_abs() > tolerance_s {
+        return Err(SignatureError::Stale(away));
     }
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let signed = [t.to_string().as_bytes(), b".", body].concat();
@@ -350,6 +351,16 @@ mod tests {
         );
         let rolled = format!("{good},v1=00ff");
         assert_eq!(verify(Some(&rolled), body, b"whsec_a", 1000, 300), Ok(()));
+        assert_eq!(
+            verify(
+                Some("t=-9223372036854775808,v1=00"),
+                body,
+                b"whsec_a",
+                1000,
+                300
+            ),
+            Err(SignatureError::Stale(i64::MAX))
+        );
         assert_eq!(
             verify(Some("v1=abcd"), body, b"whsec_a", 1000, 300),
             Err(SignatureError::Malformed)
