@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fhir_server::{FhirServer, MRN};
 use common::hl7_peer::Receiver;
 use common::stripe::{self, Stripe};
 use common::*;
@@ -347,4 +348,76 @@ fn a_bad_payments_table_is_refused_naming_file_line_and_key() {
     ] {
         assert!(stderr.contains(&expected), "{expected} in {stderr}");
     }
+}
+
+#[test]
+fn a_confirmed_payment_reaches_a_fhir_pms_as_one_payment_notice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let processor = Stripe::start();
+    std::fs::write(dir.path().join("stripe.key"), stripe::KEY).expect("key file");
+    std::fs::write(dir.path().join("a.whsec"), SECRET_A).expect("secret file");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nrequest_timeout_ms = 2000\n\n\
+             [destinations.ehr-fhir]\nbackoff_initial_ms = 100\nbackoff_max_ms = 400\n\n\
+             [connectors.payments]\npms = \"fhir\"\npoll_after_ms = 1000\npoll_every_ms = 1000\n\n\
+             [[connectors.payments.processor]]\nname = \"a\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
+             secret_key_file = \"stripe.key\"\nwebhook_secret_file = \"a.whsec\"\n",
+            server.base(),
+            processor.url()
+        ),
+    );
+    gw.start();
+    // Delivered twice; the poll may come first: one PaymentNotice whatever arrives.
+    let hook = gw.url("/api/v1/payments/webhook/a");
+    processor.webhook("gateway", &hook, SECRET_A);
+    processor.webhook("gateway-again", &hook, SECRET_A);
+    let entry = check_in(&gw, "MRN-900");
+    let payment = ask(&gw, entry);
+    let intent = payment["intent"].as_str().expect("intent");
+    assert_eq!(processor.pay(intent, "4242424242424242"), 200);
+    wait_standing(&gw, entry, "paid");
+    wait_for(
+        "both deliveries of the event",
+        Duration::from_secs(30),
+        || {
+            (processor.logged("webhook \"payment_intent.succeeded\" successfully delivered") >= 2)
+                .then_some(())
+        },
+    );
+    let search = format!(
+        "/PaymentNotice?identifier=urn:clinic-gateway:payment|PAY{}",
+        payment["id"]
+    );
+    let notices = wait_for(
+        "the PaymentNotice in the PMS",
+        Duration::from_secs(30),
+        || {
+            let bundle = server.call("GET", &search, None);
+            bundle["entry"]
+                .as_array()
+                .filter(|e| !e.is_empty())
+                .cloned()
+        },
+    );
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let n = &notices[0]["resource"];
+    assert_eq!(n["amount"]["value"].as_f64(), Some(25.0), "{n}");
+    assert_eq!(n["amount"]["currency"], "USD", "{n}");
+    assert_eq!(n["payment"]["identifier"]["value"], intent, "{n}");
+    assert_eq!(
+        n["request"]["identifier"],
+        json!({ "system": MRN, "value": "MRN-900" })
+    );
+    let row = wait_for(
+        "the notice's outbox row delivered",
+        Duration::from_secs(30),
+        || {
+            let items = journal_items(&gw, &["--kind", "fhir.create"]);
+            (items.len() == 1).then_some(items)
+        },
+    );
+    assert_eq!(row.len(), 1, "one notice, whatever came twice");
 }

@@ -63,7 +63,7 @@ impl ConnectorsConfig {
                 p.validate(bad);
             }
             if let Some(p) = &self.payments {
-                p.validate(base, self.hl7v2_out.is_some(), bad);
+                p.validate(base, self.hl7v2_out.is_some(), self.fhir.is_some(), bad);
             }
         })
     }

@@ -242,12 +242,26 @@ pub fn connectors(
             payments::NAME.into(),
             Box::new(payments::PaymentsSpawn {
                 config: p.resolved(|p| config.resolve(p)),
-                facility: config.gateway.facility_id.clone(),
+                effects: payment_effects(config, p),
                 journal: journal.clone(),
             }),
         ));
     }
     children
+}
+
+/// What a settled payment does beyond its row: where the PMS is told, and who the facility and
+/// the patient are in that message.
+pub fn payment_effects(config: &Config, p: &payments::config::PaymentsConfig) -> payments::Effects {
+    payments::Effects {
+        facility: config.gateway.facility_id.clone(),
+        pms: p.pms,
+        patient_system: config
+            .connectors
+            .fhir
+            .as_ref()
+            .map(|f| f.identifier_system.clone()),
+    }
 }
 
 /// The escalation watch of clinical alerts: cheap, and its times are in the journal, so it is

@@ -65,6 +65,8 @@ pub struct AppState {
     /// The payment processors, with their files resolved, when payments are configured (as
     /// at start).
     pub payments: Option<crate::connectors::payments::config::PaymentsConfig>,
+    /// What a payment a webhook settles does beyond its row, when payments are configured.
+    pub payment_effects: Option<crate::connectors::payments::Effects>,
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.

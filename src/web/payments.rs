@@ -6,7 +6,7 @@ use super::{AppState, journal_error, staff_or};
 use crate::connectors::payments::protocol::{self, Method};
 use crate::connectors::payments::store::{Payment, Status};
 use crate::connectors::payments::{
-    Effects, GetPayment, GetPayments, Received, RefuseWebhook, RequestPayment, Webhook,
+    GetPayment, GetPayments, Received, RefuseWebhook, RequestPayment, Webhook,
 };
 use crate::journal;
 use crate::metrics::METRICS;
@@ -28,13 +28,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/api/v1/payments/webhook/{processor}",
         web::post().to(webhook),
     );
-}
-
-fn effects(s: &AppState) -> Option<Effects> {
-    s.payments.as_ref().map(|c| Effects {
-        facility: s.facility.clone(),
-        pms: c.pms,
-    })
 }
 
 #[derive(Deserialize)]
@@ -154,7 +147,7 @@ async fn webhook(
     body: web::Bytes,
 ) -> HttpResponse {
     let name = path.into_inner();
-    let (Some(config), Some(effects)) = (s.payments.as_ref(), effects(&s)) else {
+    let (Some(config), Some(effects)) = (s.payments.as_ref(), s.payment_effects.clone()) else {
         return HttpResponse::NotFound()
             .json(json!({ "error": "no payment processor is configured" }));
     };

@@ -24,7 +24,7 @@ pub struct Invalid {
     pub issues: Vec<String>,
 }
 
-/// Checks a Patient, Encounter, Appointment, Flag, Task or Communication against R4: `Ok` when
+/// Checks a Patient, Encounter, Appointment, Flag, Task, Communication or PaymentNotice against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -457,7 +457,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 8] = [
+static RESOURCES: [&Def; 9] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -466,6 +466,7 @@ static RESOURCES: [&Def; 8] = [
     &TASK,
     &COMMUNICATION,
     &AUDIT_EVENT,
+    &PAYMENT_NOTICE,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -766,6 +767,26 @@ static OBSERVATION: Def = resource(
                 list("interpretation", Complex(&CODEABLE_CONCEPT)),
             ]),
         ),
+    ],
+);
+
+const FM_STATUS: Kind = Code("fm-status", "active | cancelled | draft | entered-in-error");
+
+static PAYMENT_NOTICE: Def = resource(
+    "PaymentNotice",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", FM_STATUS),
+        opt("request", Complex(&REFERENCE)),
+        opt("response", Complex(&REFERENCE)),
+        req("created", DATE_TIME),
+        opt("provider", Complex(&REFERENCE)),
+        req("payment", Complex(&REFERENCE)),
+        opt("paymentDate", DATE),
+        opt("payee", Complex(&REFERENCE)),
+        req("recipient", Complex(&REFERENCE)),
+        req("amount", Opaque("Money")),
+        opt("paymentStatus", Complex(&CODEABLE_CONCEPT)),
     ],
 );
 

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     /// How a confirmed payment is posted to the PMS: `"hl7v2"`, a DFT^P03 through
-    /// `[connectors.hl7v2_out]`, or `"none"`.
+    /// `[connectors.hl7v2_out]`; `"fhir"`, a PaymentNotice through `[connectors.fhir]`; or
+    /// `"none"`.
     #[serde(default)]
     pub pms: Pms,
     /// A payment no webhook confirmed within this long is asked about (GET PaymentIntent).
@@ -43,6 +44,8 @@ pub enum Pms {
     /// A DFT^P03 over the outbound MLLP sender.
     #[default]
     Hl7v2,
+    /// A FHIR R4 PaymentNotice created through the FHIR connector.
+    Fhir,
     /// Nowhere: the clinic posts payments in the PMS itself.
     None,
 }
@@ -111,13 +114,26 @@ impl PaymentsConfig {
         self.processor.iter().find(|p| p.name == name)
     }
 
-    /// `has_sender`: whether `[connectors.hl7v2_out]` is configured.
-    pub fn validate(&self, base: &Path, has_sender: bool, bad: &mut dyn FnMut(&str, String)) {
+    /// `has_sender`, `has_fhir`: whether `[connectors.hl7v2_out]`, `[connectors.fhir]` are
+    /// configured.
+    pub fn validate(
+        &self,
+        base: &Path,
+        has_sender: bool,
+        has_fhir: bool,
+        bad: &mut dyn FnMut(&str, String),
+    ) {
         let key = |k: &str| format!("connectors.payments.{k}");
         if self.pms == Pms::Hl7v2 && !has_sender {
             bad(
                 &key("pms"),
                 "\"hl7v2\" needs [connectors.hl7v2_out] (or say \"none\")".into(),
+            );
+        }
+        if self.pms == Pms::Fhir && !has_fhir {
+            bad(
+                &key("pms"),
+                "\"fhir\" needs [connectors.fhir] (or say \"none\")".into(),
             );
         }
         if !(1_000..=3_600_000).contains(&self.poll_after_ms) {

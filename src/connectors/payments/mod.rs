@@ -39,9 +39,12 @@ pub const NOTICE_FAILED: &str = "payment.failed";
 /// What a settled payment does beyond its own row.
 #[derive(Debug, Clone)]
 pub struct Effects {
-    /// MSH-4 of the DFT.
+    /// MSH-4 of the DFT, the PaymentNotice's recipient.
     pub facility: String,
     pub pms: Pms,
+    /// The EHR's patient identifier system (`[connectors.fhir] identifier_system`), naming
+    /// the patient in a PaymentNotice.
+    pub patient_system: Option<String>,
 }
 
 /// Asks the patient of a queue entry for `amount_cents`.
@@ -399,8 +402,8 @@ fn apply(
     Ok(true)
 }
 
-/// The DFT^P03 of a confirmed payment, for the `ehr-mllp` outbox. Its MSH-10 is the
-/// payment's, and the journal takes it once by that id.
+/// The DFT^P03 (for the `ehr-mllp` outbox) or PaymentNotice (for `ehr-fhir`) of a confirmed
+/// payment. Its id is the payment's, and the journal takes it once by that id.
 fn post_to_pms(
     tx: &mut Tx<'_>,
     p: &Payment,
@@ -429,16 +432,33 @@ fn post_to_pms(
         intent: p.intent.as_deref().unwrap_or_default(),
         at_ms: now,
     };
-    let item = NewItem {
-        source: "payments:dft".into(),
-        source_id: Some(protocol::control_id(p.id)),
-        kind: "hl7.outbound.dft_p03".into(),
-        key: format!("patient:{patient}"),
-        schema: "hl7v2/DFT_P03@2.5.1".into(),
-        payload: protocol::dft_p03(&posting).into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::connectors::hl7v2::DESTINATION.into()],
+    let item = match effects.pms {
+        Pms::Fhir => NewItem {
+            source: "payments:notice".into(),
+            source_id: Some(protocol::control_id(p.id)),
+            kind: crate::connectors::fhir::CREATE.into(),
+            key: format!("patient:{patient}"),
+            schema: "fhir/PaymentNotice@4.0.1".into(),
+            payload: journal::to_json(&protocol::payment_notice(
+                &posting,
+                effects.patient_system.as_deref(),
+            ))?
+            .into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::connectors::fhir::DESTINATION.into()],
+        },
+        _ => NewItem {
+            source: "payments:dft".into(),
+            source_id: Some(protocol::control_id(p.id)),
+            kind: "hl7.outbound.dft_p03".into(),
+            key: format!("patient:{patient}"),
+            schema: "hl7v2/DFT_P03@2.5.1".into(),
+            payload: protocol::dft_p03(&posting).into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::connectors::hl7v2::DESTINATION.into()],
+        },
     };
     tx.append(&item, now).map(|_| ())
 }
@@ -447,7 +467,7 @@ fn post_to_pms(
 pub struct PaymentsSpawn {
     /// With its file paths resolved.
     pub config: PaymentsConfig,
-    pub facility: String,
+    pub effects: Effects,
     pub journal: Addr<JournalWriter>,
 }
 
@@ -458,10 +478,7 @@ impl Spawn for PaymentsSpawn {
 
     fn spawn(&self, name: &str, supervisor: Addr<Supervisor>) -> Box<dyn Running> {
         let (config, journal) = (self.config.clone(), self.journal.clone());
-        let effects = Effects {
-            facility: self.facility.clone(),
-            pms: config.pms,
-        };
+        let effects = self.effects.clone();
         link::start(name, supervisor, Duration::from_secs(1), move |link| {
             Box::pin(async move {
                 let mut client = Client::new(config, effects).map_err(|e| e.to_string())?;

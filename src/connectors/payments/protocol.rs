@@ -315,6 +315,51 @@ pub fn dft_p03(p: &Posting<'_>) -> String {
     )
 }
 
+/// The identifier system of the gateway's payments in the PMS.
+pub const PAYMENT_SYSTEM: &str = "urn:clinic-gateway:payment";
+
+/// The FHIR R4 PaymentNotice of a confirmed payment: identified by the payment (so that the
+/// PMS creates it once), the processor's intent as the payment reference, the patient by the
+/// identifier the entry names (`patient_system` is the EHR's identifier system, when known).
+pub fn payment_notice(p: &Posting<'_>, patient_system: Option<&str>) -> serde_json::Value {
+    let at = jiff::Timestamp::from_millisecond(p.at_ms)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let mut patient = serde_json::json!({ "value": p.patient });
+    if let Some(system) = patient_system {
+        patient["system"] = serde_json::json!(system);
+    }
+    serde_json::json!({
+        "resourceType": "PaymentNotice",
+        "identifier": [{ "system": PAYMENT_SYSTEM, "value": control_id(p.payment_id) }],
+        "status": "active",
+        "request": { "type": "Patient", "identifier": patient },
+        "created": at,
+        "payment": {
+            "identifier": {
+                "system": format!("urn:clinic-gateway:processor:{}", p.processor),
+                "value": p.intent,
+            }
+        },
+        "paymentDate": &at[..10],
+        "recipient": {
+            "type": "Organization",
+            "identifier": { "system": "urn:clinic-gateway:facility", "value": p.facility },
+        },
+        "amount": {
+            "value": p.amount_cents as f64 / 100.0,
+            "currency": p.currency.to_ascii_uppercase(),
+        },
+        "paymentStatus": {
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/paymentstatus",
+                "code": "paid",
+            }]
+        },
+    })
+}
+
 /// MSH-10 of a payment's DFT (at most 20 characters).
 pub fn control_id(payment_id: i64) -> String {
     format!("PAY{payment_id}")
@@ -459,6 +504,27 @@ mod tests {
         assert_eq!(get("FT1-6"), "PY");
         assert_eq!(get("FT1-3.2"), "pi_123");
         assert_eq!(get("FT1-11"), "25.05&USD");
+        let notice = payment_notice(
+            &Posting {
+                facility: "clinic-1",
+                payment_id: 42,
+                patient: "MRN|7",
+                ticket: "G-003",
+                amount_cents: 2505,
+                currency: "usd",
+                processor: "stripe-a",
+                intent: "pi_123",
+                at_ms: 1_795_000_000_000,
+            },
+            Some("urn:mrn"),
+        );
+        crate::connectors::fhir::protocol::conform(&notice).expect("valid R4");
+        assert_eq!(
+            notice["amount"],
+            json!({ "value": 25.05, "currency": "USD" })
+        );
+        assert_eq!(notice["paymentDate"], "2026-11-18");
+        assert_eq!(notice["identifier"][0]["value"], "PAY42");
         let form = create_form(2505, "usd", Method::Terminal, "p1", 7);
         assert!(form.contains(&("payment_method_types[]".into(), "card_present".into())));
         assert_eq!(idempotency_key("e1", "a"), "clinic-gateway-e1-a");
