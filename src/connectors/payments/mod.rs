@@ -567,7 +567,7 @@ impl Client {
             let now = journal::now_ms();
             let open: Vec<&str> = self
                 .breakers
-                .iter_mut()
+                .iter()
                 .filter(|(_, b)| !matches!(b, Breaker::Closed { .. }))
                 .filter(|(_, b)| !matches!(b, Breaker::Open { until } if *until <= now))
                 .map(|(n, _)| n.as_str())
