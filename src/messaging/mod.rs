@@ -294,7 +294,7 @@ struct Deliverer {
     config: Arc<MessagingConfig>,
     providers: BTreeMap<String, Provider>,
     /// Each provider's circuit breaker (in memory: a restart gives every provider a new try).
-    breakers: RefCell<BTreeMap<String, protocol::Breaker>>,
+    breakers: RefCell<BTreeMap<String, crate::breaker::Breaker>>,
     journal: Addr<JournalWriter>,
     health: link::Health,
 }
@@ -578,7 +578,7 @@ impl Deliverer {
     }
 
     /// Runs `f` on a provider's breaker.
-    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut protocol::Breaker) -> T) -> T {
+    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut crate::breaker::Breaker) -> T) -> T {
         f(self
             .breakers
             .borrow_mut()

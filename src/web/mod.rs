@@ -19,6 +19,7 @@ mod fhir;
 mod html;
 mod messaging;
 mod page;
+mod payments;
 mod preview;
 pub mod tls;
 
@@ -61,6 +62,11 @@ pub struct AppState {
     pub tls_fingerprint: Option<String>,
     /// The eligibility connector's payers, when one is configured (as at start).
     pub eligibility: Option<crate::connectors::practice::config::EligibilityConfig>,
+    /// The payment processors, with their files resolved, when payments are configured (as
+    /// at start).
+    pub payments: Option<crate::connectors::payments::config::PaymentsConfig>,
+    /// What a payment a webhook settles does beyond its row, when payments are configured.
+    pub payment_effects: Option<crate::connectors::payments::Effects>,
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.
@@ -159,8 +165,9 @@ pub fn server(
                 "/api/v1/queues/{queue}/call-next",
                 web::post().to(queue_call_next),
             )
-            // Before the entries' actions, whose `{action}` would take `eligibility`.
+            // Before the entries' actions, whose `{action}` would take `eligibility` and `payments`.
             .configure(eligibility::routes)
+            .configure(payments::routes)
             .route(
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),

@@ -50,6 +50,9 @@ use tokio::sync::watch;
 pub const NAME: &str = "fhir";
 /// The outbox destination of local Patient changes.
 pub const DESTINATION: &str = "ehr-fhir";
+/// The outbox kind of a resource another family asks the EHR to create once: the payload is
+/// the resource, created conditionally on its first identifier.
+pub const CREATE: &str = "fhir.create";
 /// Where the poll cursor (the newest `meta.lastUpdated` seen) is kept.
 const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
@@ -767,6 +770,7 @@ impl Shared {
         match row.kind.as_str() {
             encounter::KIND => self.deliver_encounter(row).await,
             waits::KIND => self.deliver_suggestion(row).await,
+            CREATE => self.deliver_created(row).await,
             registration::NEW_PATIENT | registration::WALK_IN => {
                 self.deliver_registration(row).await
             }
@@ -883,6 +887,30 @@ impl Shared {
         self.outcome(&created);
         created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
         tracing::info!(queue = %s.overrun.queue, kind, "scheduling suggestion sent to the EHR");
+        Ok(())
+    }
+
+    /// A resource another family committed for the EHR (a payment's PaymentNotice), created
+    /// once: a retry after a lost answer finds the first by its identifier.
+    async fn deliver_created(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let r: serde_json::Value = serde_json::from_slice(&row.payload)
+            .map_err(|e| (format!("unusable resource: {e}"), true))?;
+        let kind = match r["resourceType"].as_str() {
+            Some("PaymentNotice") => "PaymentNotice",
+            other => return Err((format!("{other:?} is not created this way"), true)),
+        };
+        protocol::conform(&r).map_err(|e| (format!("not sent: {e}"), true))?;
+        let id = &r["identifier"][0];
+        let (Some(system), Some(value)) = (id["system"].as_str(), id["value"].as_str()) else {
+            return Err(("a created resource needs an identifier".into(), true));
+        };
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let created = client
+            .create(kind, &r, &format!("identifier={system}|{value}"))
+            .await;
+        self.outcome(&created);
+        created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
+        tracing::info!(kind, "resource created in the EHR");
         Ok(())
     }
 

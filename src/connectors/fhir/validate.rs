@@ -24,8 +24,8 @@ pub struct Invalid {
     pub issues: Vec<String>,
 }
 
-/// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task
-/// or Communication against R4: `Ok` when
+/// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
+/// Communication or PaymentNotice against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -471,7 +471,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 10] = [
+static RESOURCES: [&Def; 11] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -482,6 +482,7 @@ static RESOURCES: [&Def; 10] = [
     &TASK,
     &COMMUNICATION,
     &AUDIT_EVENT,
+    &PAYMENT_NOTICE,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -891,6 +892,26 @@ static SERVICE_REQUEST: Def = resource(
         list("note", Complex(&ANNOTATION)),
         opt("patientInstruction", STRING),
         list("relevantHistory", Complex(&REFERENCE)),
+    ],
+);
+
+const FM_STATUS: Kind = Code("fm-status", "active | cancelled | draft | entered-in-error");
+
+static PAYMENT_NOTICE: Def = resource(
+    "PaymentNotice",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", FM_STATUS),
+        opt("request", Complex(&REFERENCE)),
+        opt("response", Complex(&REFERENCE)),
+        req("created", DATE_TIME),
+        opt("provider", Complex(&REFERENCE)),
+        req("payment", Complex(&REFERENCE)),
+        opt("paymentDate", DATE),
+        opt("payee", Complex(&REFERENCE)),
+        req("recipient", Complex(&REFERENCE)),
+        req("amount", Opaque("Money")),
+        opt("paymentStatus", Complex(&CODEABLE_CONCEPT)),
     ],
 );
 
