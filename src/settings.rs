@@ -1,5 +1,6 @@
 //! What every component's `config.rs` shares: the [`Problem`] its validation returns, and the
-//! checks several sections make alike (names, retry delays, readable files, TLS files).
+//! checks several sections make alike (names, retry delays, readable files, TLS files), and the
+//! tables several take alike (TLS to a broker, authentication to an HTTP API).
 //!
 //! This module is a leaf: it imports nothing from the crate, so that any component's config can
 //! use it without reaching into another component or into `config.rs`, which composes them.
@@ -133,6 +134,105 @@ impl TlsConfig {
             (None, None) => {}
         }
     }
+}
+
+/// How the gateway authenticates to an HTTP API (a FHIR server: the EHR's, a PMS's), the
+/// `auth` table of `[connectors.fhir]` and `[connectors.eligibility]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    /// No credentials (a server reached only over a trusted link).
+    #[default]
+    None,
+    /// A static bearer token, read from a file so it stays out of the config.
+    Bearer { token_file: PathBuf },
+    /// OAuth 2.0 client credentials; the token is refreshed before it expires.
+    ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret_file: PathBuf,
+        /// Space-separated scopes, e.g. `system/Patient.rw system/Appointment.r`.
+        #[serde(default)]
+        scope: Option<String>,
+        /// A token is renewed this long before its `expires_in` runs out.
+        #[serde(default = "default_refresh_margin_s")]
+        refresh_margin_s: u64,
+        /// When the client secret stops working (RFC 3339, or a date taken as its midnight
+        /// UTC), as the server's administrators set it: staff are told ahead, as for
+        /// certificates.
+        #[serde(default)]
+        client_secret_expires: Option<String>,
+    },
+}
+
+fn default_refresh_margin_s() -> u64 {
+    60
+}
+
+impl HttpAuth {
+    /// When the client secret expires, in ms since the epoch, if the config says; an
+    /// unreadable date is the config's problem, reported by `validate`.
+    pub fn secret_expiry_ms(&self) -> Option<Result<i64, String>> {
+        match self {
+            HttpAuth::ClientCredentials {
+                client_secret_expires: Some(text),
+                ..
+            } => Some(instant_ms(text)),
+            _ => None,
+        }
+    }
+
+    /// The table with its file paths resolved by `resolve`.
+    pub fn resolved(&self, resolve: impl Fn(&Path) -> PathBuf) -> HttpAuth {
+        let mut a = self.clone();
+        match &mut a {
+            HttpAuth::None => {}
+            HttpAuth::Bearer { token_file } => *token_file = resolve(token_file),
+            HttpAuth::ClientCredentials {
+                client_secret_file, ..
+            } => *client_secret_file = resolve(client_secret_file),
+        }
+        a
+    }
+
+    /// Reports what is wrong with the table at `prefix` (e.g. `connectors.fhir.auth`).
+    pub fn validate(&self, prefix: &str, bad: &mut dyn FnMut(&str, String)) {
+        if let HttpAuth::ClientCredentials {
+            token_url,
+            client_id,
+            ..
+        } = self
+        {
+            let http = (token_url.starts_with("http://") || token_url.starts_with("https://"))
+                && token_url.len() > "https://".len();
+            if !http {
+                bad(
+                    &format!("{prefix}.token_url"),
+                    "must be an http:// or https:// URL".into(),
+                );
+            }
+            if client_id.is_empty() {
+                bad(&format!("{prefix}.client_id"), "must not be empty".into());
+            }
+        }
+        if let Some(Err(e)) = self.secret_expiry_ms() {
+            bad(&format!("{prefix}.client_secret_expires"), e);
+        }
+    }
+}
+
+/// An RFC 3339 instant, or a date (`2027-03-01`) taken as its midnight UTC, in ms.
+fn instant_ms(text: &str) -> Result<i64, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp().as_millisecond())
+        .ok_or_else(|| {
+            "must be an RFC 3339 time (2027-03-01T00:00:00Z) or a date (2027-03-01)".into()
+        })
 }
 
 /// The table at the dotted `path` of TOML `text`, deserialized, for the components' tests of

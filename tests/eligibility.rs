@@ -500,3 +500,218 @@ fn the_cores_mime_multipart_form_asks_and_reads_as_the_soap_one_does() {
         "{e}"
     );
 }
+
+/// The payer behind a FHIR PMS that stores but does not decide (the FHIR test server): it
+/// reads each new CoverageEligibilityRequest and creates the CoverageEligibilityResponse
+/// pointing back at it, by the member id's first word as the CORE peer does (ACTIVE, INACTIVE,
+/// BADID: an `error.code` X12 72; SILENT: nothing; LATE: nothing until `late` is set).
+struct FhirPayer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    late: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FhirPayer {
+    fn start(base: String, token: &str) -> FhirPayer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let late = std::sync::Arc::new(AtomicBool::new(false));
+        let (stop2, late2, auth) = (stop.clone(), late.clone(), format!("Bearer {token}"));
+        let thread = std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut answered = std::collections::BTreeSet::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let page: Value = agent
+                    .get(&format!("{base}/CoverageEligibilityRequest?_count=200"))
+                    .header("Authorization", &auth)
+                    .call()
+                    .expect("search requests")
+                    .body_mut()
+                    .read_json()
+                    .expect("a Bundle");
+                for entry in page["entry"].as_array().into_iter().flatten() {
+                    let request = &entry["resource"];
+                    let id = request["id"].as_str().expect("an id").to_string();
+                    let member = request["contained"]
+                        .as_array()
+                        .and_then(|c| c.iter().find(|r| r["resourceType"] == "Coverage"))
+                        .and_then(|c| c["subscriberId"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    let scenario = member.split('-').next().unwrap_or_default();
+                    let waiting = scenario == "SILENT"
+                        || (scenario == "LATE" && !late2.load(Ordering::Relaxed));
+                    if answered.contains(&id) || waiting {
+                        continue;
+                    }
+                    let mut response = json!({
+                        "resourceType": "CoverageEligibilityResponse", "status": "active",
+                        "purpose": ["validation", "benefits"],
+                        "patient": {"display": "the member"},
+                        "created": "2026-12-02T09:15:00Z",
+                        "request": {"reference": format!("CoverageEligibilityRequest/{id}")},
+                        "outcome": "complete",
+                        "insurer": {"display": "ACME HEALTH"},
+                    });
+                    let money = |v: f64| json!({ "value": v, "currency": "USD" });
+                    match scenario {
+                        "INACTIVE" => {
+                            response["insurance"] =
+                                json!([{ "coverage": {"display": "GOLD PPO"}, "inforce": false }])
+                        }
+                        "BADID" => {
+                            response["outcome"] = json!("error");
+                            response["error"] = json!([{ "code": { "coding": [{
+                                "system": "https://x12.org/codes/reject-reason-codes", "code": "72"
+                            }] } }]);
+                        }
+                        _ => {
+                            response["insurance"] = json!([{
+                                "coverage": {"display": "GOLD PPO"}, "inforce": true,
+                                "item": [
+                                    {"category": {"coding": [{"code": "30"}]}, "benefit": [
+                                        {"type": {"coding": [{"code": "copay"}]}, "allowedMoney": money(40.0)},
+                                        {"type": {"coding": [{"code": "deductible"}]}, "allowedMoney": money(1500.0), "usedMoney": money(1249.5)}
+                                    ]},
+                                    {"category": {"coding": [{"code": "98"}]}, "network": {"coding": [{"code": "in"}]}, "benefit": [
+                                        {"type": {"coding": [{"code": "copay"}]}, "allowedMoney": money(25.0)}
+                                    ]}
+                                ]
+                            }])
+                        }
+                    }
+                    let status = agent
+                        .post(&format!("{base}/CoverageEligibilityResponse"))
+                        .header("Authorization", &auth)
+                        .header("Content-Type", "application/fhir+json")
+                        .send(response.to_string())
+                        .expect("create the response")
+                        .status()
+                        .as_u16();
+                    assert_eq!(status, 201, "the FHIR server refused the payer's response");
+                    answered.insert(id);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        FhirPayer {
+            stop,
+            late,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FhirPayer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn the_fhir_form_asks_a_pms_and_reads_the_payers_response_to_its_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fhir =
+        common::fhir_server::FhirServer::start(dir.path(), &[("FHIR_BEARER_TOKEN", "pms-token")]);
+    let payer = FhirPayer::start(fhir.base(), "pms-token");
+    std::fs::write(dir.path().join("pms.token"), "pms-token\n").expect("token file");
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.eligibility]\nform = \"fhir\"\nurl = \"{}\"\n\
+             provider_name = \"MAIN STREET CLINIC\"\nprovider_npi = \"1234567893\"\n\
+             service_types = [\"30\", \"98\"]\ntimeout_ms = 3000\n\
+             [connectors.eligibility.auth]\nkind = \"bearer\"\ntoken_file = \"pms.token\"\n\
+             [[connectors.eligibility.payer]]\nname = \"acme\"\npayer_name = \"ACME HEALTH\"\npayer_id = \"60054\"\n\n\
+             [destinations.eligibility]\nbackoff_initial_ms = 200\nbackoff_max_ms = 400\nmax_attempts = 1000\n",
+            fhir.base()
+        ),
+    );
+    gw.start();
+    let active = check_in(&gw);
+    let inactive = check_in(&gw);
+    let wrong = check_in(&gw);
+    let late = check_in(&gw);
+    for (entry, member) in [
+        (active, "ACTIVE-W123456789"),
+        (inactive, "INACTIVE-7"),
+        (wrong, "BADID-1"),
+        (late, "LATE-1"),
+    ] {
+        let (status, asked) = ask(&gw, entry, member);
+        assert_eq!(status, 202, "{asked}");
+    }
+    let e = settled(&gw, active, None);
+    assert_eq!(
+        (
+            e["status"].as_str(),
+            e["copay"].as_i64(),
+            e["deductible_remaining"].as_i64()
+        ),
+        (Some("verified"), Some(2500), Some(25050)),
+        "{e}"
+    );
+    assert_eq!(e["plan"], "GOLD PPO");
+    let e = settled(&gw, inactive, None);
+    assert_eq!(
+        (e["status"].as_str(), e["cause"].as_str()),
+        (Some("not_verified"), Some("inactive")),
+        "{e}"
+    );
+    let e = settled(&gw, wrong, None);
+    assert_eq!(e["cause"], "rejected", "{e}");
+    assert_eq!(e["reasons"], json!(["invalid or missing member id"]));
+    assert_eq!(e["retry"], true);
+
+    // A payer that has not answered in time is asked again: the request is found by its
+    // identifier, not made twice, and its late response is read.
+    let e = settled(&gw, late, Some("no_answer"));
+    assert_eq!(e["reasons"], json!(["the payer did not answer within 3 s"]));
+    payer.late.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = wait_for("the late answer", Duration::from_secs(30), || {
+        let e = gw.get_json(&format!("/api/v1/queue-entries/{late}/eligibility"));
+        (e["status"] == "verified").then_some(e)
+    });
+    assert_eq!(e["copay"], 2500);
+    let requests = fhir.call("GET", "/CoverageEligibilityRequest?_count=200", None);
+    let sent: Vec<&Value> = requests["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert_eq!(sent.len(), 4, "one request per inquiry: {requests}");
+    assert!(
+        sent.iter()
+            .all(|r| r["purpose"] == json!(["validation", "benefits"])),
+        "{requests}"
+    );
+    let leaked = |text: &str| {
+        ["W123456789", "DOE", "JANE"]
+            .iter()
+            .any(|p| text.contains(p))
+    };
+    assert!(!leaked(&gw.log_text()), "the log names the member");
+
+    // Credentials the PMS refuses are told, and the inquiry waits for staff in the dead letters.
+    std::fs::write(dir.path().join("pms.token"), "stale\n").expect("token file");
+    let refused = check_in(&gw);
+    ask(&gw, refused, "ACTIVE-2");
+    let e = settled(&gw, refused, None);
+    assert_eq!(e["cause"], "unreadable", "{e}");
+    assert!(
+        e["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("the payer refused our credentials")),
+        "{e}"
+    );
+    let (status, called) = post(&gw.url("/api/v1/queues/general/call-next"), &json!({}));
+    assert_eq!(status, 200, "{called}");
+    drop(payer);
+}

@@ -50,6 +50,17 @@ struct Token {
 /// that the reason is recorded; the refused resource is not applied at all.
 pub type Refusals = Box<dyn Fn(&DecodeError) + Send + Sync>;
 
+/// A FHIR server to talk to: its base URL, credentials and bounds.
+pub struct Endpoint<'a> {
+    /// The config table it comes from, naming it in errors (`connectors.fhir`).
+    pub key: &'static str,
+    pub base_url: &'a str,
+    pub auth: &'a Auth,
+    pub ca_file: Option<&'a std::path::Path>,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
 pub struct Client {
     http: reqwest::Client,
     refusals: Refusals,
@@ -95,23 +106,38 @@ struct TokenAnswer {
 impl Client {
     /// `config`'s file paths must be resolved already ([`FhirConfig::resolved`]).
     pub fn new(config: &FhirConfig, refusals: Refusals) -> Result<Client, FhirError> {
+        Client::to(
+            &Endpoint {
+                key: "connectors.fhir",
+                base_url: &config.base_url,
+                auth: &config.auth,
+                ca_file: config.ca_file.as_deref(),
+                request_timeout_ms: config.request_timeout_ms,
+                connect_timeout_ms: config.connect_timeout_ms,
+            },
+            refusals,
+        )
+    }
+
+    /// A client of another FHIR server than the EHR's (a PMS's), its file paths resolved.
+    pub fn to(e: &Endpoint<'_>, refusals: Refusals) -> Result<Client, FhirError> {
         // reqwest is built without a default crypto provider: ring is the project's provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .timeout(Duration::from_millis(e.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(e.connect_timeout_ms))
             .user_agent(concat!("clinic-gateway/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                FhirError::Unreachable(format!("connectors.fhir.ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                FhirError::Unreachable(format!("connectors.fhir.ca_file {}: {e}", path.display()))
-            })?;
+        if let Some(path) = e.ca_file {
+            let unusable = |why: String| {
+                FhirError::Unreachable(format!("{}.ca_file {}: {why}", e.key, path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|why| unusable(why.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|why| unusable(why.to_string()))?;
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(unreachable)?;
-        let secret_file = match &config.auth {
+        let secret_file = match e.auth {
             Auth::None => None,
             Auth::Bearer { token_file } => Some(token_file.clone()),
             Auth::ClientCredentials {
@@ -121,8 +147,8 @@ impl Client {
         Ok(Client {
             http,
             refusals,
-            base: config.base_url.trim_end_matches('/').to_string(),
-            auth: config.auth.clone(),
+            base: e.base_url.trim_end_matches('/').to_string(),
+            auth: e.auth.clone(),
             secret_file,
             token: Mutex::new(None),
         })
@@ -342,6 +368,52 @@ impl Client {
             return Err(Self::refused(status, &answer));
         }
         protocol::decode_resource(&answer, kind).map_err(|e| self.refuse(e))
+    }
+
+    /// `POST <kind>` of `resource`, conditional on `if_none_exist` like [`Client::create`], for
+    /// a server that may answer with another resource than the one sent (a payer answering a
+    /// request with its response, or a Bundle): the answer's JSON, unchecked, and its status.
+    pub async fn submit(
+        &self,
+        kind: &'static str,
+        resource: &Value,
+        if_none_exist: &str,
+    ) -> Result<Value, FhirError> {
+        let url = format!("{}/{kind}", self.base);
+        let body = serde_json::to_vec(resource).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let (status, answer) = self
+            .send(|| {
+                self.http
+                    .post(&url)
+                    .header("Content-Type", "application/fhir+json")
+                    .header("Prefer", "return=representation")
+                    .header("If-None-Exist", if_none_exist)
+                    .body(body.clone())
+            })
+            .await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &answer));
+        }
+        serde_json::from_slice(&answer)
+            .map_err(|e| FhirError::Decode(DecodeError::Json(e.to_string())))
+    }
+
+    /// One page of `<kind>?<query>`: the entries of that type, unchecked.
+    pub async fn search(
+        &self,
+        kind: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, FhirError> {
+        let url = format!("{}/{kind}", self.base);
+        let (status, body) = self.send(|| self.http.get(&url).query(query)).await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        let (entries, _) = protocol::decode_bundle(&body)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e["resourceType"] == kind)
+            .collect())
     }
 
     /// `PUT <kind>/<id>` with `If-Match` on the version it was based on; answers the stored

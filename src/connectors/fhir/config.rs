@@ -1,6 +1,8 @@
 //! `[connectors.fhir]`: the EHR's FHIR R4 REST endpoint, its credentials and the sync cadence.
 
 pub use crate::queue::CheckInWhen;
+/// `[connectors.fhir.auth]`.
+pub use crate::settings::HttpAuth as Auth;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -175,61 +177,6 @@ fn default_appointment_poll_s() -> u64 {
     300
 }
 
-/// `[connectors.fhir.auth]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Auth {
-    /// No credentials (an EHR reached only over a trusted link).
-    #[default]
-    None,
-    /// A static bearer token, read from a file so it stays out of the config.
-    Bearer { token_file: PathBuf },
-    /// OAuth 2.0 client credentials; the token is refreshed before it expires.
-    ClientCredentials {
-        token_url: String,
-        client_id: String,
-        client_secret_file: PathBuf,
-        /// Space-separated scopes, e.g. `system/Patient.rw system/Appointment.r`.
-        #[serde(default)]
-        scope: Option<String>,
-        /// A token is renewed this long before its `expires_in` runs out.
-        #[serde(default = "default_refresh_margin_s")]
-        refresh_margin_s: u64,
-        /// When the client secret stops working (RFC 3339, or a date taken as its midnight
-        /// UTC), as the EHR's administrators set it: staff are told ahead, as for certificates.
-        #[serde(default)]
-        client_secret_expires: Option<String>,
-    },
-}
-
-impl Auth {
-    /// When the client secret expires, in ms since the epoch, if the config says; an
-    /// unreadable date is the config's problem, reported by `validate`.
-    pub fn secret_expiry_ms(&self) -> Option<Result<i64, String>> {
-        match self {
-            Auth::ClientCredentials {
-                client_secret_expires: Some(text),
-                ..
-            } => Some(instant_ms(text)),
-            _ => None,
-        }
-    }
-}
-
-/// An RFC 3339 instant, or a date (`2027-03-01`) taken as its midnight UTC, in ms.
-fn instant_ms(text: &str) -> Result<i64, String> {
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Ok(t.as_millisecond());
-    }
-    text.parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| z.timestamp().as_millisecond())
-        .ok_or_else(|| {
-            "must be an RFC 3339 time (2027-03-01T00:00:00Z) or a date (2027-03-01)".into()
-        })
-}
-
 fn default_request_timeout_ms() -> u64 {
     10_000
 }
@@ -248,10 +195,6 @@ fn default_credential_retry_s() -> u64 {
 fn default_tag_system() -> String {
     "urn:clinic-gateway:write".into()
 }
-fn default_refresh_margin_s() -> u64 {
-    60
-}
-
 fn http_url(url: &str) -> bool {
     (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len()
 }
@@ -261,13 +204,7 @@ impl FhirConfig {
     pub fn resolved(&self, resolve: impl Fn(&std::path::Path) -> PathBuf) -> FhirConfig {
         let mut c = self.clone();
         c.ca_file = c.ca_file.map(|p| resolve(&p));
-        match &mut c.auth {
-            Auth::None => {}
-            Auth::Bearer { token_file } => *token_file = resolve(token_file),
-            Auth::ClientCredentials {
-                client_secret_file, ..
-            } => *client_secret_file = resolve(client_secret_file),
-        }
+        c.auth = c.auth.resolved(resolve);
         c
     }
 
@@ -386,24 +323,6 @@ impl FhirConfig {
                 "must be 1 to 480".into(),
             );
         }
-        if let Auth::ClientCredentials {
-            token_url,
-            client_id,
-            ..
-        } = &self.auth
-        {
-            if !http_url(token_url) {
-                bad(
-                    "connectors.fhir.auth.token_url",
-                    "must be an http:// or https:// URL".into(),
-                );
-            }
-            if client_id.is_empty() {
-                bad("connectors.fhir.auth.client_id", "must not be empty".into());
-            }
-        }
-        if let Some(Err(e)) = self.auth.secret_expiry_ms() {
-            bad("connectors.fhir.auth.client_secret_expires", e);
-        }
+        self.auth.validate("connectors.fhir.auth", bad);
     }
 }

@@ -25,7 +25,8 @@ pub struct Invalid {
 }
 
 /// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
-/// Communication or PaymentNotice against R4: `Ok` when
+/// Communication, PaymentNotice, CoverageEligibilityRequest or CoverageEligibilityResponse
+/// against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -471,7 +472,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 11] = [
+static RESOURCES: [&Def; 13] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -483,6 +484,8 @@ static RESOURCES: [&Def; 11] = [
     &COMMUNICATION,
     &AUDIT_EVENT,
     &PAYMENT_NOTICE,
+    &COVERAGE_ELIGIBILITY_REQUEST,
+    &COVERAGE_ELIGIBILITY_RESPONSE,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -912,6 +915,124 @@ static PAYMENT_NOTICE: Def = resource(
         req("recipient", Complex(&REFERENCE)),
         req("amount", Opaque("Money")),
         opt("paymentStatus", Complex(&CODEABLE_CONCEPT)),
+    ],
+);
+
+// Its currency is bound (required) to ISO 4217, too long a list to inline: the format only.
+static MONEY: Def = datatype("Money", &[opt("value", DECIMAL), opt("currency", CODE)]);
+
+const ELIGIBILITY_PURPOSE: Kind = Code(
+    "eligibilityrequest-purpose",
+    "auth-requirements | benefits | discovery | validation",
+);
+const REMITTANCE_OUTCOME: Kind = Code("remittance-outcome", "queued | complete | error | partial");
+
+static COVERAGE_ELIGIBILITY_REQUEST: Def = resource(
+    "CoverageEligibilityRequest",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", FM_STATUS),
+        opt("priority", Complex(&CODEABLE_CONCEPT)),
+        elem("purpose", 1, true, Types::One(ELIGIBILITY_PURPOSE)),
+        req("patient", Complex(&REFERENCE)),
+        choice("serviced", 0, &[DATE, Complex(&PERIOD)]),
+        req("created", DATE_TIME),
+        opt("enterer", Complex(&REFERENCE)),
+        opt("provider", Complex(&REFERENCE)),
+        req("insurer", Complex(&REFERENCE)),
+        opt("facility", Complex(&REFERENCE)),
+        list(
+            "supportingInfo",
+            backbone![
+                req("sequence", POSITIVE_INT),
+                req("information", Complex(&REFERENCE)),
+                opt("appliesToAll", BOOLEAN),
+            ],
+        ),
+        list(
+            "insurance",
+            backbone![
+                opt("focal", BOOLEAN),
+                req("coverage", Complex(&REFERENCE)),
+                opt("businessArrangement", STRING),
+            ],
+        ),
+        list(
+            "item",
+            backbone![
+                list("supportingInfoSequence", POSITIVE_INT),
+                opt("category", Complex(&CODEABLE_CONCEPT)),
+                opt("productOrService", Complex(&CODEABLE_CONCEPT)),
+                list("modifier", Complex(&CODEABLE_CONCEPT)),
+                opt("provider", Complex(&REFERENCE)),
+                opt("quantity", Complex(&QUANTITY)),
+                opt("unitPrice", Complex(&MONEY)),
+                opt("facility", Complex(&REFERENCE)),
+                list(
+                    "diagnosis",
+                    backbone![choice(
+                        "diagnosis",
+                        0,
+                        &[Complex(&CODEABLE_CONCEPT), Complex(&REFERENCE)]
+                    )],
+                ),
+                list("detail", Complex(&REFERENCE)),
+            ],
+        ),
+    ],
+);
+
+static COVERAGE_ELIGIBILITY_RESPONSE: Def = resource(
+    "CoverageEligibilityResponse",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", FM_STATUS),
+        elem("purpose", 1, true, Types::One(ELIGIBILITY_PURPOSE)),
+        req("patient", Complex(&REFERENCE)),
+        choice("serviced", 0, &[DATE, Complex(&PERIOD)]),
+        req("created", DATE_TIME),
+        opt("requestor", Complex(&REFERENCE)),
+        req("request", Complex(&REFERENCE)),
+        req("outcome", REMITTANCE_OUTCOME),
+        opt("disposition", STRING),
+        req("insurer", Complex(&REFERENCE)),
+        list(
+            "insurance",
+            backbone![
+                req("coverage", Complex(&REFERENCE)),
+                opt("inforce", BOOLEAN),
+                opt("benefitPeriod", Complex(&PERIOD)),
+                list(
+                    "item",
+                    backbone![
+                        opt("category", Complex(&CODEABLE_CONCEPT)),
+                        opt("productOrService", Complex(&CODEABLE_CONCEPT)),
+                        list("modifier", Complex(&CODEABLE_CONCEPT)),
+                        opt("provider", Complex(&REFERENCE)),
+                        opt("excluded", BOOLEAN),
+                        opt("name", STRING),
+                        opt("description", STRING),
+                        opt("network", Complex(&CODEABLE_CONCEPT)),
+                        opt("unit", Complex(&CODEABLE_CONCEPT)),
+                        opt("term", Complex(&CODEABLE_CONCEPT)),
+                        list(
+                            "benefit",
+                            backbone![
+                                req("type", Complex(&CODEABLE_CONCEPT)),
+                                choice("allowed", 0, &[UNSIGNED_INT, STRING, Complex(&MONEY)]),
+                                choice("used", 0, &[UNSIGNED_INT, STRING, Complex(&MONEY)]),
+                            ],
+                        ),
+                        opt("authorizationRequired", BOOLEAN),
+                        list("authorizationSupporting", Complex(&CODEABLE_CONCEPT)),
+                        opt("authorizationUrl", URI),
+                    ],
+                ),
+            ],
+        ),
+        opt("preAuthRef", STRING),
+        opt("form", Complex(&CODEABLE_CONCEPT)),
+        list("error", backbone![req("code", Complex(&CODEABLE_CONCEPT))]),
     ],
 );
 
@@ -2051,5 +2172,39 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.to_string().matches("; ").count(), 3, "{err}");
+    }
+    #[test]
+    fn eligibility_responses_are_checked_down_to_their_benefits() {
+        let answer = json!({
+            "resourceType": "CoverageEligibilityResponse", "status": "active",
+            "purpose": ["validation", "benefits"], "patient": {"reference": "Patient/p-1"},
+            "created": "2026-12-02T09:15:00Z", "request": {"reference": "CoverageEligibilityRequest/r-1"},
+            "outcome": "complete", "insurer": {"display": "ACME HEALTH"},
+            "insurance": [{
+                "coverage": {"reference": "Coverage/c-1"}, "inforce": true,
+                "item": [{
+                    "category": {"coding": [{"code": "98"}]},
+                    "benefit": [
+                        {"type": {"coding": [{"code": "copay"}]}, "allowedMoney": {"value": 25, "currency": "USD"}},
+                        {"type": {"coding": [{"code": "visit"}]}, "allowedUnsignedInt": 20, "usedString": "some"}
+                    ]
+                }]
+            }]
+        });
+        assert_eq!(check(answer.clone()), Vec::<String>::new());
+        let bad = with(answer, "/outcome", Some(json!("done")));
+        let bad = with(
+            bad,
+            "/insurance/0/item/0/benefit/0/allowedMoney/value",
+            Some(json!("25")),
+        );
+        assert_eq!(
+            check(with(bad, "/purpose", Some(json!(["check"])))),
+            [
+                "CoverageEligibilityResponse.insurance[0].item[0].benefit[0].allowedMoney.value: expected a decimal number, found a string",
+                "CoverageEligibilityResponse.outcome: \"done\" is not in the required value set remittance-outcome",
+                "CoverageEligibilityResponse.purpose[0]: \"check\" is not in the required value set eligibilityrequest-purpose",
+            ]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `[connectors.eligibility]`: the payer or clearinghouse answering X12 270s over the CAQH CORE
-//! real-time SOAP envelope, the clinic's identity in them, and the payers it may ask.
+//! real-time SOAP envelope (or a PMS or payer answering FHIR R4 CoverageEligibilityRequests),
+//! the clinic's identity in them, and the payers it may ask.
 
 use crate::settings;
 use serde::Deserialize;
@@ -9,29 +10,40 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EligibilityConfig {
-    /// The CORE real-time endpoint (`https://…`; `http://` only on loopback).
+    /// The CORE real-time endpoint, or the FHIR base URL with `form = "fhir"` (`https://…`;
+    /// `http://` only on loopback).
     pub url: String,
-    /// The CORE rule's form the endpoint takes: the SOAP 1.2 envelope or the HTTP MIME
-    /// multipart form.
+    /// What the endpoint takes: the CORE rule's SOAP 1.2 envelope or HTTP MIME multipart form
+    /// around an X12 270, or FHIR R4.
     #[serde(default)]
-    pub form: CoreForm,
-    /// The WS-Security UsernameToken's user name.
+    pub form: Form,
+    /// The WS-Security UsernameToken's user name (CORE forms only).
+    #[serde(default)]
     pub username: String,
     /// A file holding the UsernameToken's password (read at each request, so it can be
-    /// replaced without a restart).
+    /// replaced without a restart; CORE forms only).
+    #[serde(default)]
     pub password_file: PathBuf,
+    /// How the gateway authenticates to the FHIR server (`form = "fhir"` only), as for
+    /// `[connectors.fhir.auth]`.
+    #[serde(default)]
+    pub auth: Option<settings::HttpAuth>,
     /// A PEM bundle trusted for the endpoint instead of the system's roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// ISA06 / GS02 / CORE SenderID: the clinic's id with the clearinghouse.
+    /// ISA06 / GS02 / CORE SenderID: the clinic's id with the clearinghouse (CORE forms only).
+    #[serde(default)]
     pub sender_id: String,
-    /// ISA08 / GS03 / CORE ReceiverID.
+    /// ISA08 / GS03 / CORE ReceiverID (CORE forms only).
+    #[serde(default)]
     pub receiver_id: String,
     /// The clinic as the information receiver (2100B NM103).
     pub provider_name: String,
     /// The clinic's NPI (2100B NM109): ten digits with a valid check digit.
     pub provider_npi: String,
-    /// TRN03 of every inquiry: `1` and the clinic's EIN, or `9` and nine characters of its own.
+    /// TRN03 of every inquiry: `1` and the clinic's EIN, or `9` and nine characters of its own
+    /// (CORE forms only).
+    #[serde(default)]
     pub originator: String,
     /// EQ01 service type codes asked about (default: `30`, health benefit plan coverage).
     #[serde(default = "default_service_types")]
@@ -46,13 +58,17 @@ pub struct EligibilityConfig {
     pub payer: Vec<PayerConfig>,
 }
 
-/// The two forms of the CAQH CORE real-time message.
+/// What an inquiry travels as.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum CoreForm {
+pub enum Form {
+    /// An X12 270 in the CAQH CORE real-time SOAP 1.2 envelope.
     #[default]
     Soap,
+    /// An X12 270 in the CORE rule's HTTP MIME multipart form.
     Mime,
+    /// A FHIR R4 CoverageEligibilityRequest.
+    Fhir,
 }
 
 /// One payer the clearinghouse reaches.
@@ -81,6 +97,7 @@ impl EligibilityConfig {
         let mut c = self.clone();
         c.password_file = resolve(&c.password_file);
         c.ca_file = c.ca_file.as_deref().map(&resolve);
+        c.auth = c.auth.as_ref().map(|a| a.resolved(&resolve));
         c
     }
 
@@ -103,20 +120,52 @@ impl EligibilityConfig {
             ),
             Err(e) => bad(&key("url"), format!("not a URL: {e}")),
         }
-        settings::check_readable(
-            &settings::resolve(base, &self.password_file),
-            &key("password_file"),
-            bad,
-        );
         if let Some(ca) = &self.ca_file {
             settings::check_readable(&settings::resolve(base, ca), &key("ca_file"), bad);
         }
-        for (k, v, max) in [
-            ("sender_id", &self.sender_id, 15),
-            ("receiver_id", &self.receiver_id, 15),
-            ("username", &self.username, 128),
-            ("provider_name", &self.provider_name, 60),
-        ] {
+        let core = self.form != Form::Fhir;
+        match (&self.auth, core) {
+            (Some(_), true) => bad(&key("auth"), "only with form = \"fhir\"".into()),
+            (Some(a), false) => a.validate(&key("auth"), bad),
+            (None, _) => {}
+        }
+        let mut fields = vec![("provider_name", &self.provider_name, 60)];
+        if core {
+            settings::check_readable(
+                &settings::resolve(base, &self.password_file),
+                &key("password_file"),
+                bad,
+            );
+            fields.extend([
+                ("sender_id", &self.sender_id, 15),
+                ("receiver_id", &self.receiver_id, 15),
+                ("username", &self.username, 128),
+            ]);
+            if self.originator.len() != 10
+                || !matches!(self.originator.as_bytes()[0], b'1' | b'9')
+                || !x12_text(&self.originator)
+            {
+                bad(
+                    &key("originator"),
+                    "ten characters: 1 and the EIN, or 9 and an id of nine characters".into(),
+                );
+            }
+        } else {
+            let given = [
+                ("username", !self.username.is_empty()),
+                ("password_file", !self.password_file.as_os_str().is_empty()),
+                ("sender_id", !self.sender_id.is_empty()),
+                ("receiver_id", !self.receiver_id.is_empty()),
+                ("originator", !self.originator.is_empty()),
+            ];
+            for (k, _) in given.iter().filter(|(_, given)| *given) {
+                bad(
+                    &key(k),
+                    "only with form = \"soap\" or \"mime\" (X12)".into(),
+                );
+            }
+        }
+        for (k, v, max) in fields {
             if v.trim().is_empty() || v.len() > max || !x12_text(v) {
                 bad(
                     &key(k),
@@ -128,15 +177,6 @@ impl EligibilityConfig {
             bad(
                 &key("provider_npi"),
                 "not an NPI: ten digits with a valid check digit".into(),
-            );
-        }
-        if self.originator.len() != 10
-            || !matches!(self.originator.as_bytes()[0], b'1' | b'9')
-            || !x12_text(&self.originator)
-        {
-            bad(
-                &key("originator"),
-                "ten characters: 1 and the EIN, or 9 and an id of nine characters".into(),
             );
         }
         if self.service_types.is_empty()
@@ -220,5 +260,48 @@ mod tests {
         assert!(!npi_ok("1234567890"));
         assert!(!npi_ok("123456789"));
         assert!(!npi_ok("12345678A3"));
+    }
+    fn problems(text: &str) -> Vec<String> {
+        let c: EligibilityConfig =
+            settings::section(text, "connectors.eligibility").expect("a section");
+        let base = std::env::temp_dir();
+        settings::keyed(settings::collect(|bad| c.validate(&base, bad)))
+    }
+
+    const PAYER: &str = "[[connectors.eligibility.payer]]\nname = \"acme\"\npayer_name = \"ACME\"\npayer_id = \"1\"\n";
+
+    #[test]
+    fn the_fhir_form_needs_no_x12_identity_and_takes_an_auth_table() {
+        let fhir = "[connectors.eligibility]\nform = \"fhir\"\nurl = \"https://pms.example/fhir/R4\"\n\
+                    provider_name = \"CLINIC\"\nprovider_npi = \"1234567893\"\n";
+        assert_eq!(problems(&format!("{fhir}{PAYER}")), Vec::<String>::new());
+        assert_eq!(
+            problems(&format!(
+                "{fhir}sender_id = \"C\"\n[connectors.eligibility.auth]\nkind = \"client_credentials\"\n\
+                 token_url = \"ftp://x\"\nclient_id = \"gw\"\nclient_secret_file = \"s\"\n{PAYER}"
+            )),
+            [
+                "connectors.eligibility.auth.token_url: must be an http:// or https:// URL",
+                "connectors.eligibility.sender_id: only with form = \"soap\" or \"mime\" (X12)",
+            ]
+        );
+        let soap = "[connectors.eligibility]\nurl = \"https://ch.example/core\"\n\
+                    provider_name = \"CLINIC\"\nprovider_npi = \"1234567893\"\n\
+                    [connectors.eligibility.auth]\nkind = \"none\"\n";
+        let found = problems(&format!("{soap}{PAYER}"));
+        for key in [
+            "auth",
+            "password_file",
+            "sender_id",
+            "username",
+            "originator",
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("connectors.eligibility.{key}:"))),
+                "{key}: {found:?}"
+            );
+        }
     }
 }

@@ -436,7 +436,12 @@ fn eb01(code: &str) -> &'static str {
 
 /// AAA03 (the guide's reject reason codes).
 fn aaa_reason(code: &str) -> &'static str {
-    match code {
+    reject_reason(code).unwrap_or("rejected (a reason code this gateway does not know)")
+}
+
+/// An X12 reject reason code (AAA03) in words, when it is one.
+pub fn reject_reason(code: &str) -> Option<&'static str> {
+    Some(match code {
         "15" => "required application data missing",
         "41" => "authorization or access restrictions",
         "42" => "the payer cannot respond now",
@@ -479,8 +484,8 @@ fn aaa_reason(code: &str) -> &'static str {
         "80" => "no response received; the transaction was ended",
         "97" => "invalid or missing provider address",
         "T4" => "payer name or identifier missing",
-        _ => "rejected (a reason code this gateway does not know)",
-    }
+        _ => return None,
+    })
 }
 
 /// AAA04.

@@ -1,6 +1,7 @@
 //! Practice management: the clinic's PMS and the payers behind it. Eligibility is asked as an
 //! X12 270 and answered by a 271 (`eligibility.rs`, over the codec in `x12.rs`), carried in
-//! the CAQH CORE real-time SOAP envelope (`core.rs`), all three pure. The front desk asks
+//! the CAQH CORE real-time SOAP envelope (`core.rs`), or as a FHIR R4
+//! CoverageEligibilityRequest answered by a CoverageEligibilityResponse (`fhir.rs`), all pure. The front desk asks
 //! about a queue entry (`RequestEligibility`): the inquiry, with the member's details, is an
 //! outbox row of destination [`DESTINATION`] committed with the entry's pending status; the
 //! connector (`EligibilitySpawn`) sends it and commits the answer (`RecordAnswer`), a staff
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod core;
 pub mod eligibility;
+pub mod fhir;
 pub mod store;
 pub mod x12;
 
@@ -309,6 +311,8 @@ enum Settle {
 struct Client {
     config: std::sync::Arc<EligibilityConfig>,
     http: reqwest::Client,
+    /// The FHIR server asked with `form = "fhir"`.
+    pms: Option<std::sync::Arc<crate::connectors::fhir::client::Client>>,
 }
 
 impl Client {
@@ -326,9 +330,32 @@ impl Client {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(|e| e.to_string())?;
+        let pms = match config.form {
+            config::Form::Fhir => {
+                let endpoint = crate::connectors::fhir::client::Endpoint {
+                    key: "connectors.eligibility",
+                    base_url: &config.url,
+                    auth: config
+                        .auth
+                        .as_ref()
+                        .unwrap_or(&crate::settings::HttpAuth::None),
+                    ca_file: config.ca_file.as_deref(),
+                    request_timeout_ms: config.timeout_ms,
+                    connect_timeout_ms: config.timeout_ms.min(3_000),
+                };
+                // Answers are read by `fhir.rs`, which names what it refuses in the inquiry's
+                // outcome: nothing to record beside it.
+                let client =
+                    crate::connectors::fhir::client::Client::to(&endpoint, Box::new(|_| {}))
+                        .map_err(|e| e.to_string())?;
+                Some(std::sync::Arc::new(client))
+            }
+            config::Form::Soap | config::Form::Mime => None,
+        };
         Ok(Client {
             config: std::sync::Arc::new(config),
             http,
+            pms,
         })
     }
 
@@ -426,6 +453,20 @@ impl Client {
         let payer = c.payer(Some(&job.payer)).ok_or_else(|| {
             Trouble::Unreadable(format!("payer {:?} is no longer configured", job.payer))
         })?;
+        let inquiry = eligibility::Inquiry {
+            payer_name: payer.payer_name.clone(),
+            payer_id: payer.payer_id.clone(),
+            provider_name: c.provider_name.clone(),
+            provider_npi: c.provider_npi.clone(),
+            member: job.member.clone(),
+            service_date: job.service_date.clone(),
+            service_types: c.service_types.clone(),
+            trace: job.trace.clone(),
+            originator: c.originator.clone(),
+        };
+        if let Some(pms) = &self.pms {
+            return self.ask_fhir(pms, &inquiry).await;
+        }
         let now = jiff::Timestamp::now();
         let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
         // ISA13 must differ between interchanges: the row and its attempt make it so.
@@ -440,17 +481,6 @@ impl Client {
             date: utc.strftime("%Y%m%d").to_string(),
             time: utc.strftime("%H%M").to_string(),
             production: c.production,
-        };
-        let inquiry = eligibility::Inquiry {
-            payer_name: payer.payer_name.clone(),
-            payer_id: payer.payer_id.clone(),
-            provider_name: c.provider_name.clone(),
-            provider_npi: c.provider_npi.clone(),
-            member: job.member.clone(),
-            service_date: job.service_date.clone(),
-            service_types: c.service_types.clone(),
-            trace: job.trace.clone(),
-            originator: c.originator.clone(),
         };
         let x12 =
             eligibility::request(&inquiry, &env).map_err(|e| Trouble::Unreadable(e.to_string()))?;
@@ -469,9 +499,11 @@ impl Client {
             payload: &x12,
         };
         let (content_type, body) = match c.form {
-            config::CoreForm::Soap => (core::CONTENT_TYPE.to_string(), core::envelope(&request)),
-            config::CoreForm::Mime => {
+            config::Form::Mime => {
                 core::multipart(&request, &uuid::Uuid::now_v7().simple().to_string())
+            }
+            config::Form::Soap | config::Form::Fhir => {
+                (core::CONTENT_TYPE.to_string(), core::envelope(&request))
             }
         };
         let sent = self
@@ -502,8 +534,8 @@ impl Client {
             .await
             .map_err(|e| lost(e, "the answer broke off"))?;
         let read = match c.form {
-            config::CoreForm::Soap => core::response_payload(&text, &payload_id),
-            config::CoreForm::Mime => core::multipart_payload(&answered_as, &text, &payload_id),
+            config::Form::Mime => core::multipart_payload(&answered_as, &text, &payload_id),
+            config::Form::Soap | config::Form::Fhir => core::response_payload(&text, &payload_id),
         };
         let payload = match read {
             Ok(p) => p,
@@ -519,6 +551,111 @@ impl Client {
         eligibility::read(payload.as_bytes(), &job.trace)
             .map_err(|e| Trouble::Unreadable(format!("the 271 could not be read: {e}")))
     }
+}
+
+impl Client {
+    /// Asks a FHIR server: the request is created (conditionally on its identifier, so an
+    /// inquiry sent again finds the request it made before); a payer deciding at once answers
+    /// the response, else the response pointing back at the stored request is read until
+    /// `timeout_ms` has passed.
+    async fn ask_fhir(
+        &self,
+        pms: &crate::connectors::fhir::client::Client,
+        q: &eligibility::Inquiry,
+    ) -> Result<eligibility::Answer, Trouble> {
+        let c = &self.config;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(c.timeout_ms);
+        let created = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let resource =
+            fhir::request(q, &created).map_err(|e| Trouble::Unreadable(e.to_string()))?;
+        let condition = format!("identifier={}|{}", fhir::IDENTIFIER_SYSTEM, q.trace);
+        let unread = |e: fhir::FhirEligibilityError| {
+            Trouble::Unreadable(format!("the payer's answer could not be read: {e}"))
+        };
+        let asking = async {
+            let sent = pms
+                .submit("CoverageEligibilityRequest", &resource, &condition)
+                .await;
+            let id = match sent {
+                Ok(v) => match fhir::reply(&v, &q.trace).map_err(unread)? {
+                    fhir::Reply::Answered(a) => return Ok(a),
+                    fhir::Reply::Stored(id) => id,
+                },
+                Err(e) => return fhir_trouble(e),
+            };
+            let reference = format!("CoverageEligibilityRequest/{id}");
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let found = match pms
+                    .search("CoverageEligibilityResponse", &[("request", &reference)])
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(e) => return fhir_trouble(e),
+                };
+                for r in &found {
+                    if let Some(a) = fhir::read(r, &q.trace, Some(&id)).map_err(unread)? {
+                        return Ok(a);
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        };
+        tokio::time::timeout_at(deadline, asking)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Trouble::NoAnswer(format!(
+                    "the payer did not answer within {} s",
+                    c.timeout_ms / 1000
+                )))
+            })
+    }
+}
+
+/// What a FHIR server's error means for the inquiry: a refusal of the request (4xx, with its
+/// OperationOutcome in words) is the payer's answer; no answer yet is asked again; refused
+/// credentials or an answer that is not FHIR wait for staff.
+fn fhir_trouble(
+    e: crate::connectors::fhir::client::FhirError,
+) -> Result<eligibility::Answer, Trouble> {
+    use crate::connectors::fhir::client::FhirError;
+    match e {
+        FhirError::Status { status, detail } if !retryable_status(status) => {
+            Ok(eligibility::Answer {
+                status: eligibility::Status::Rejected(vec![eligibility::Rejection {
+                    place: "CoverageEligibilityRequest".into(),
+                    code: status.to_string(),
+                    reason: format!("the payer refused the request (HTTP {status}): {detail}"),
+                    follow_up: None,
+                    retry: false,
+                }]),
+                payer: None,
+                plan: None,
+                copay: None,
+                deductible_remaining: None,
+            })
+        }
+        FhirError::Status { status, detail } => Err(Trouble::NoAnswer(format!(
+            "the payer answered HTTP {status}: {detail}"
+        ))),
+        FhirError::Unreachable(why) => {
+            Err(Trouble::NoAnswer(format!("cannot reach the payer: {why}")))
+        }
+        FhirError::Credentials(why) => Err(Trouble::Unreadable(format!(
+            "the payer refused our credentials: {why}"
+        ))),
+        other @ (FhirError::VersionChanged | FhirError::Decode(_)) => Err(Trouble::Unreadable(
+            format!("the payer's answer could not be read: {other}"),
+        )),
+    }
+}
+
+/// HTTP statuses after which the same request may succeed later.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
 }
 
 /// Why an inquiry has no answer.

@@ -6,6 +6,7 @@ the member id's first word (before '-'):
   ACTIVE, INACTIVE, BADID (AAA 72), DOWN (AAA 42: the payer cannot answer now) -> a 271
   DOWNONCE   AAA 42 the first time, then active
   SLOW       waits 30 s before answering active (past the gateway's timeout)
+  WAIT200    waits 200 ms before answering active (benches/eligibility.rs: a payer's pace)
   GARBAGE    a payload that is not X12
   LIAR       an active 271 for another trace
   anything else -> active
@@ -83,6 +84,8 @@ def respond(password, payload):
     seen[member] = seen.get(member, 0) + 1
     if scenario == "SLOW":
         time.sleep(30)
+    if scenario == "WAIT200":
+        time.sleep(0.2)
     if scenario == "GARBAGE":
         return "this is not X12", "Success", "None"
     if scenario == "LIAR":
