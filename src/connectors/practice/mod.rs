@@ -752,3 +752,38 @@ async fn settle_row(journal: &Addr<JournalWriter>, id: i64, settle: Settle) {
         tracing::error!(row = id, error = %e, "eligibility inquiry not settled");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::fhir::client::FhirError;
+
+    #[test]
+    fn a_fhir_servers_refusal_is_an_answer_and_its_trouble_is_retried_or_held() {
+        let refusal = FhirError::Status {
+            status: 400,
+            detail: "Coverage.subscriberId is required".into(),
+        };
+        let Ok(eligibility::Answer {
+            status: eligibility::Status::Rejected(r),
+            ..
+        }) = fhir_trouble(refusal)
+        else {
+            panic!("a 400 is the payer's refusal")
+        };
+        assert_eq!(
+            r[0].reason,
+            "the payer refused the request (HTTP 400): Coverage.subscriberId is required"
+        );
+        assert!(!r[0].retry);
+        let busy = FhirError::Status {
+            status: 503,
+            detail: "busy".into(),
+        };
+        assert!(matches!(fhir_trouble(busy), Err(Trouble::NoAnswer(_))));
+        let down = FhirError::Unreachable("connection refused".into());
+        assert!(matches!(fhir_trouble(down), Err(Trouble::NoAnswer(_))));
+        let denied = FhirError::Credentials("the EHR answered 401".into());
+        assert!(matches!(fhir_trouble(denied), Err(Trouble::Unreadable(_))));
+    }
+}
