@@ -617,10 +617,12 @@ impl Drop for FhirPayer {
 #[test]
 fn the_fhir_form_asks_a_pms_and_reads_the_payers_response_to_its_request() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fhir =
-        common::fhir_server::FhirServer::start(dir.path(), &[("FHIR_BEARER_TOKEN", "pms-token")]);
-    let payer = FhirPayer::start(fhir.base(), "pms-token");
-    std::fs::write(dir.path().join("pms.token"), "pms-token\n").expect("token file");
+    // A JWT whose `exp` has passed ({"alg":"none"}.{"exp":1700000000}), which this PMS still
+    // takes: the gateway's credentials watcher tells staff all the same.
+    let token = "eyJhbGciOiJub25lIn0.eyJleHAiOjE3MDAwMDAwMDB9.";
+    let fhir = common::fhir_server::FhirServer::start(dir.path(), &[("FHIR_BEARER_TOKEN", token)]);
+    let payer = FhirPayer::start(fhir.base(), token);
+    std::fs::write(dir.path().join("pms.token"), format!("{token}\n")).expect("token file");
     let mut gw = Gateway::new(
         dir.path(),
         &format!(
@@ -698,6 +700,16 @@ fn the_fhir_form_asks_a_pms_and_reads_the_payers_response_to_its_request() {
             .any(|p| text.contains(p))
     };
     assert!(!leaked(&gw.log_text()), "the log names the member");
+    wait_for(
+        "the expired token's notice",
+        Duration::from_secs(10),
+        || {
+            notice_texts(&gw)
+                .iter()
+                .any(|n| n.contains("bearer token in connectors.eligibility.auth.token_file"))
+                .then_some(())
+        },
+    );
 
     // Credentials the PMS refuses are told, and the inquiry waits for staff in the dead letters.
     std::fs::write(dir.path().join("pms.token"), "stale\n").expect("token file");

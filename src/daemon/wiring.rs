@@ -343,16 +343,30 @@ pub fn credentials(config: &Config, journal: &Addr<JournalWriter>) -> Child {
             watch("relay.tls.client_cert_file", config.resolve(cert));
         }
     }
-    if let Some(f) = &config.connectors.fhir {
-        match &f.auth {
+    // The EHR's credentials, and a FHIR PMS's that eligibility inquiries go to.
+    let servers = [
+        config
+            .connectors
+            .fhir
+            .as_ref()
+            .map(|f| ("connectors.fhir", &f.auth)),
+        config
+            .connectors
+            .eligibility
+            .as_ref()
+            .and_then(|e| e.auth.as_ref())
+            .map(|a| ("connectors.eligibility", a)),
+    ];
+    for (table, auth) in servers.into_iter().flatten() {
+        match auth {
             fhir::config::Auth::Bearer { token_file } => watched(
-                "connectors.fhir.auth.token_file",
+                &format!("{table}.auth.token_file"),
                 credentials::Source::Token(config.resolve(token_file)),
             ),
             auth => {
                 if let Some(Ok(at)) = auth.secret_expiry_ms() {
                     watched(
-                        "connectors.fhir.auth.client_secret_file",
+                        &format!("{table}.auth.client_secret_file"),
                         credentials::Source::Secret(at),
                     );
                 }
