@@ -7,6 +7,7 @@ mod common;
 
 use common::smsc::{Kannel, SENDSMS_PASSWORD, SENDSMS_USER, Smsc};
 use common::smtp::{Security, SmtpServer, messages_in};
+use common::voice::{ACCOUNT as VOICE_ACCOUNT, TOKEN as VOICE_TOKEN, VoiceApi};
 use common::{Certs, Gateway, config_text, free_port, post, wait_for};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -17,6 +18,7 @@ const TEMPLATES: &str = r#"
 sms = "Ticket {ticket}: you are next."
 subject = "Ticket {ticket}: you are next"
 email = "Ticket {ticket} ({queue}) at {facility}: you are next. Please stay near the board."
+voice = "This is {facility}. Ticket {ticket}: you are next."
 [messaging.templates.you_are_next.de]
 sms = "Nummer {ticket}: Sie sind als Nächste dran."
 subject = "Nummer {ticket}"
@@ -53,9 +55,14 @@ fn notifications(gw: &Gateway) -> Vec<Value> {
 
 /// The notification of `ticket`, once it has one in `status`.
 fn wait_status(gw: &Gateway, ticket: &str, status: &str) -> Value {
+    wait_status_within(gw, ticket, status, Duration::from_secs(30))
+}
+
+/// The notification of `ticket`, once it has one in `status`, failing after `limit`.
+fn wait_status_within(gw: &Gateway, ticket: &str, status: &str, limit: Duration) -> Value {
     wait_for(
         &format!("{ticket}'s notification to become {status}"),
-        Duration::from_secs(30),
+        limit,
         || {
             notifications(gw)
                 .into_iter()
@@ -292,25 +299,61 @@ fn sms_through_kannel_is_delivered_or_expired_as_the_smscs_receipt_says() {
     assert_eq!(smsc.submitted().len(), 2);
 }
 
-/// `[[messaging.providers]]` tables of SMPP providers, each `(name, SMSC port)` in priority
-/// order, binding as `gateway:smpp-pw`.
-fn smpp_gateway(dir: &Path, smscs: &[(&str, u16)]) -> Gateway {
+/// A `[[messaging.providers]]` table of an SMPP provider binding as `gateway:smpp-pw`, with
+/// `extra` lines (a price, a receipt watch).
+fn smpp_provider(name: &str, priority: usize, port: u16, extra: &str) -> String {
+    format!(
+        "[[messaging.providers]]\nname = \"{name}\"\npriority = {priority}\ntimeout_ms = 3000\n{extra}\n\
+smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password_file = \"smpp.password\", source = \"Clinic\", window = 4, enquire_link_s = 5 }}\n\n"
+    )
+}
+
+/// A started gateway whose `[messaging]` section is `head` (channels, routing) and then
+/// `providers`, with fast outbox retries; `head` may use `{web}` for the gateway's own port.
+fn messaging_gateway(dir: &Path, head: &str, providers: &str) -> Gateway {
     std::fs::write(dir.join("smpp.password"), "smpp-pw\n").expect("pw");
-    let mut providers = String::new();
-    for (i, (name, port)) in smscs.iter().enumerate() {
-        providers.push_str(&format!(
-            "[[messaging.providers]]\nname = \"{name}\"\npriority = {i}\ntimeout_ms = 3000\nprice_per_segment = 0.0{}\n\
-smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password_file = \"smpp.password\", source = \"Clinic\", window = 4, enquire_link_s = 5 }}\n\n",
-            i + 4
-        ));
-    }
+    let mut gw = Gateway::new(dir, "");
+    let head = head.replace("{web}", &gw.web.to_string());
     let extra = format!(
         "[destinations.messaging]\nbackoff_initial_ms = 200\nbackoff_max_ms = 500\nmax_attempts = 1000\n\n\
-[messaging]\nchannels = [\"sms\"]\n\n{providers}{TEMPLATES}"
+[messaging]\n{head}\n\n{providers}{TEMPLATES}"
     );
-    let mut gw = Gateway::new(dir, &extra);
+    std::fs::write(&gw.config, config_text(dir, gw.web, &extra)).expect("config");
     gw.start();
     gw
+}
+
+/// SMPP providers, each `(name, SMSC port)` in priority order.
+fn smpp_gateway(dir: &Path, smscs: &[(&str, u16)]) -> Gateway {
+    let providers: String = smscs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, port))| {
+            smpp_provider(name, i, *port, &format!("price_per_segment = 0.0{}", i + 4))
+        })
+        .collect();
+    messaging_gateway(dir, "channels = [\"sms\"]", &providers)
+}
+
+/// The providers of a notification's attempts with their status, in order.
+fn attempts(n: &Value) -> Vec<(String, String)> {
+    n["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| {
+            (
+                a["provider"].as_str().unwrap_or_default().to_string(),
+                a["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 /// Checks in `n` patients with phone numbers after one without (tickets G-002 on are told).
@@ -420,4 +463,221 @@ fn notifications_fail_over_to_the_next_smsc_when_the_primary_stops_and_none_is_s
     numbers.dedup();
     assert_eq!(all, numbers.len(), "a number got two messages: {numbers:?}");
     assert_eq!(all, 5, "{numbers:?}");
+}
+
+#[test]
+fn a_provider_whose_receipts_stop_is_opened_and_later_messages_go_to_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut primary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let secondary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    primary.command("receipts none");
+    let providers = smpp_provider(
+        "primary",
+        0,
+        primary.port,
+        "receipt_watch = { messages = 2, seconds = 1 }\nbreaker_open_s = 600",
+    ) + &smpp_provider("secondary", 1, secondary.port, "");
+    let gw = messaging_gateway(dir.path(), "channels = [\"sms\"]", &providers);
+    check_in_phones(&gw, 4);
+    // The primary takes two messages and sends no receipt for either.
+    for ticket in ["G-002", "G-003"] {
+        call_next(&gw);
+        let sent = wait_status(&gw, ticket, "sent");
+        assert_eq!(attempts(&sent), pairs(&[("primary", "sent")]));
+    }
+    wait_for(
+        "the primary's breaker to open",
+        Duration::from_secs(30),
+        || {
+            gw.log_text()
+                .contains("circuit opened: receipts stopped arriving")
+                .then_some(())
+        },
+    );
+    for ticket in ["G-004", "G-005"] {
+        call_next(&gw);
+        let told = wait_status(&gw, ticket, "delivered");
+        assert_eq!(attempts(&told), pairs(&[("secondary", "delivered")]));
+    }
+    assert_eq!(primary.submitted().len(), 2);
+    assert_eq!(secondary.submitted().len(), 2);
+}
+
+#[test]
+fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_within_two_minutes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut primary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let mut secondary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let smtp = SmtpServer::start(dir.path(), free_port(), Security::Plain, None);
+    primary.command("receipts failed");
+    let providers = smpp_provider("primary", 0, primary.port, "")
+        + &smpp_provider("secondary", 1, secondary.port, "")
+        + &format!(
+            "[[messaging.providers]]\nname = \"mail\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, security = \"none\", from = \"clinic@example.org\" }}\n\n",
+            smtp.port
+        );
+    let gw = messaging_gateway(dir.path(), "channels = [\"sms\", \"email\"]", &providers);
+    check_in(&gw, json!({ "request_id": "k-1" }));
+    for n in 2..=3 {
+        check_in(
+            &gw,
+            json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 555 00 0{n}"), "email": format!("p{n}@example.org") } }),
+        );
+    }
+    // The primary's receipt says failed: the secondary delivers it.
+    call_next(&gw);
+    let told = wait_status_within(&gw, "G-002", "delivered", Duration::from_secs(120));
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("primary", "failed"), ("secondary", "delivered")])
+    );
+    // Both SMSCs fail it now: the next channel of the patient's preference delivers it.
+    secondary.command("receipts expired");
+    call_next(&gw);
+    let told = wait_status_within(&gw, "G-003", "delivered", Duration::from_secs(120));
+    assert_eq!(
+        attempts(&told),
+        pairs(&[
+            ("primary", "failed"),
+            ("secondary", "expired"),
+            ("mail", "delivered")
+        ])
+    );
+    let took = told["updated_at"].as_i64().expect("updated_at")
+        - told["created_at"].as_i64().expect("created_at");
+    assert!(took < 120_000, "failover took {took} ms");
+    // Each provider was asked once for each notification.
+    let to = |smsc: &Smsc, number: &str| smsc.submitted().iter().filter(|s| s.1 == number).count();
+    for number in ["41795550002", "41795550003"] {
+        assert_eq!(to(&primary, number), 1, "{number}");
+        assert_eq!(to(&secondary, number), 1, "{number}");
+    }
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("To: p3@example.org"), "{}", mail[0]);
+    // The cloud hears one final outcome per notification.
+    assert_eq!(common::journal_events(&gw, "notification.failed").len(), 0);
+    assert_eq!(
+        common::journal_events(&gw, "notification.delivered").len(),
+        2
+    );
+}
+
+#[test]
+fn the_cheapest_provider_above_the_delivery_rate_floor_goes_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dear = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let mut cheap = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let providers = smpp_provider("dear", 0, dear.port, "price_per_segment = 0.05")
+        + &smpp_provider("cheap", 1, cheap.port, "price_per_segment = 0.01");
+    let gw = messaging_gateway(
+        dir.path(),
+        "channels = [\"sms\"]\nrouting = { prefer = \"cheapest\", delivery_rate_floor = 0.9 }",
+        &providers,
+    );
+    check_in_phones(&gw, 5);
+    // Without delivery figures the priority decides.
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(attempts(&told), pairs(&[("dear", "delivered")]));
+    // The dear one is down: the cheap one delivers, and so has a delivery rate.
+    dear.stop();
+    call_next(&gw);
+    let told = wait_status(&gw, "G-003", "delivered");
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("dear", "error"), ("cheap", "delivered")])
+    );
+    // At 100 % it is above the floor and cheaper: it goes first.
+    call_next(&gw);
+    let told = wait_status(&gw, "G-004", "delivered");
+    assert_eq!(attempts(&told), pairs(&[("cheap", "delivered")]));
+    // The dear one is back; the cheap one's receipts now fail.
+    dear = Smsc::start(dear.port, "gateway:smpp-pw", 0);
+    cheap.command("receipts failed");
+    wait_for(
+        "the gateway to bind to the dear SMSC again",
+        Duration::from_secs(30),
+        || {
+            dear.lines()
+                .contains(&"bind transceiver gateway".to_string())
+                .then_some(())
+        },
+    );
+    call_next(&gw);
+    let told = wait_status(&gw, "G-005", "delivered");
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("cheap", "failed"), ("dear", "delivered")])
+    );
+    // Two of three delivered is below the floor: the dear one goes first again.
+    call_next(&gw);
+    let told = wait_status(&gw, "G-006", "delivered");
+    assert_eq!(attempts(&told), pairs(&[("dear", "delivered")]));
+    let costs = gw.get_json("/api/v1/messaging/costs");
+    let cheap_rate = costs["total"]
+        .as_array()
+        .expect("total")
+        .iter()
+        .find(|f| f["provider"] == "cheap")
+        .map(|f| f["delivery_rate"].clone());
+    let rate = cheap_rate.and_then(|r| r.as_f64()).expect("a rate");
+    assert!((rate - 2.0 / 3.0).abs() < 1e-9, "{rate}");
+}
+
+#[test]
+fn patients_who_prefer_voice_are_called_and_a_busy_line_falls_back_to_sms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut voice = VoiceApi::start(free_port());
+    let smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    std::fs::write(dir.path().join("voice.token"), format!("{VOICE_TOKEN}\n")).expect("token");
+    let providers = format!(
+        "[[messaging.providers]]\nname = \"calls\"\nprice_per_minute = 0.12\n\
+[messaging.providers.http]\nchannel = \"voice\"\nurl = \"{url}\"\nmethod = \"post_form\"\n\
+username = \"{VOICE_ACCOUNT}\"\npassword_file = \"voice.token\"\nid_pointer = \"/sid\"\n\
+params = {{ To = \"{{to}}\", From = \"+41440000000\", Text = \"{{text}}\", StatusCallback = \"{{dlr_url}}\" }}\n\n",
+        url = voice.calls_url()
+    ) + &smpp_provider("smsc", 0, smsc.port, "");
+    let gw = messaging_gateway(
+        dir.path(),
+        "channels = [\"sms\"]\nreceipt_base_url = \"http://127.0.0.1:{web}\"",
+        &providers,
+    );
+    check_in(&gw, json!({ "request_id": "k-1" }));
+    for n in 2..=3 {
+        check_in(
+            &gw,
+            json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 555 00 0{n}"), "channels": ["voice", "sms"] } }),
+        );
+    }
+    // The call is answered: its status callback is the receipt.
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(attempts(&told), pairs(&[("calls", "delivered")]));
+    assert_eq!(told["attempts"][0]["channel"], "voice");
+    assert_eq!(told["attempts"][0]["cost"], 0.12);
+    let calls = voice.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, "+41795550002");
+    assert_eq!(
+        calls[0].2,
+        "This is test-clinic. Ticket G-002: you are next."
+    );
+    // The line is busy: the patient's next channel, SMS, tells them.
+    voice.command("status busy");
+    call_next(&gw);
+    let told = wait_status(&gw, "G-003", "delivered");
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("calls", "failed"), ("smsc", "delivered")])
+    );
+    assert_eq!(voice.calls().len(), 2);
+    let texts: Vec<(String, String)> = smsc.submitted().into_iter().map(|s| (s.1, s.2)).collect();
+    assert_eq!(
+        texts,
+        [(
+            "41795550003".to_string(),
+            "Ticket G-003: you are next.".to_string()
+        )]
+    );
 }

@@ -30,7 +30,8 @@ pub fn is_urgent(kind: &str) -> bool {
 /// Messaging's migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "messaging",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE msg_contact (
     entry_id   INTEGER PRIMARY KEY,
     reach      TEXT    NOT NULL,
@@ -76,7 +77,16 @@ CREATE TABLE msg_early_receipt (
     received_at  INTEGER NOT NULL,
     PRIMARY KEY (provider, provider_ref)
 );
-"#],
+"#,
+        // A provider's message ids are not unique for ever (an SMSC restarted may count
+        // from its start again): a receipt names the newest attempt with its id. And what a
+        // provider took that still waits for its receipt, for the receipt watch.
+        r#"
+DROP INDEX msg_attempt_ref;
+CREATE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
+CREATE INDEX msg_attempt_provider ON msg_attempt(provider, status, sent_at);
+"#,
+    ],
     legacy: &[],
 };
 
@@ -203,14 +213,21 @@ pub fn record_notification(
         )
         .optional()?;
     if let (Some(id), Status::Queued) = (id, status) {
-        enqueue(tx, id, n.kind, now)?;
+        enqueue(tx, id, n.kind, None, now)?;
     }
     Ok(id)
 }
 
 /// The outbox row that has a notification sent; its key is the notification's own, so one
 /// that cannot be sent holds up no other.
-fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), JournalError> {
+/// `after`: the attempt whose failed receipt sends it again, which makes the row new.
+fn enqueue(
+    tx: &mut Tx<'_>,
+    id: i64,
+    kind: &str,
+    after: Option<i64>,
+    now: i64,
+) -> Result<(), JournalError> {
     let destination = if is_urgent(kind) {
         DESTINATION
     } else {
@@ -218,7 +235,10 @@ fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), Journal
     };
     let item = NewItem {
         source: "messaging".into(),
-        source_id: Some(format!("notification:{id}")),
+        source_id: Some(match after {
+            None => format!("notification:{id}"),
+            Some(attempt) => format!("notification:{id}:after:{attempt}"),
+        }),
         kind: "messaging.send".into(),
         key: format!("notification:{id}"),
         schema: "clinic-gateway/messaging.send@1".into(),
@@ -241,7 +261,7 @@ pub fn release_held(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, kind) in &due {
-        enqueue(tx, *id, kind, now)?;
+        enqueue(tx, *id, kind, None, now)?;
     }
     Ok(due.len())
 }
@@ -491,27 +511,74 @@ pub fn apply_receipt(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((_, notification)) = found else {
+    let Some((attempt, notification)) = found else {
         return Ok(false);
     };
-    let status = match receipt {
-        super::protocol::Receipt::Delivered => Status::Delivered,
-        super::protocol::Receipt::Failed => Status::Failed,
-        super::protocol::Receipt::Expired => Status::Expired,
-    };
-    let reason = (status != Status::Delivered).then(|| format!("receipt: {}", receipt.as_str()));
-    set_status(tx, notification, status, reason.as_deref(), now)?;
+    if receipt == super::protocol::Receipt::Delivered {
+        set_status(tx, notification, Status::Delivered, None, now)?;
+        return Ok(true);
+    }
+    // The message reached no one: the deliverer tries the providers and routes not tried
+    // yet, and fails the notification when none is left.
+    let reason = format!("receipt: {} through {provider}", receipt.as_str());
+    set_status(tx, notification, Status::Queued, Some(&reason), now)?;
+    let kind: String = tx
+        .sql()
+        .prepare_cached("SELECT kind FROM msg_notification WHERE id = ?1")?
+        .query_row([notification], |r| r.get(0))?;
+    enqueue(tx, notification, &kind, Some(attempt), now)?;
     Ok(true)
 }
 
-/// A notification that no route can carry fails, with its reason.
+/// How many messages `provider` took that wait for their receipt with no receipt from it
+/// since the oldest of them was taken, and when that oldest was taken.
+pub fn awaiting_receipts(
+    tx: &mut Tx<'_>,
+    provider: &str,
+) -> Result<(u32, Option<i64>), JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT count(*), min(sent_at) FROM msg_attempt
+              WHERE provider = ?1 AND status = 'sent'
+                AND sent_at > coalesce((SELECT max(receipt_at) FROM msg_attempt
+                                         WHERE provider = ?1 AND receipt_at IS NOT NULL), 0)",
+        )?
+        .query_row([provider], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))?)
+}
+
+/// Each provider's delivery rate since `since` (ms): delivered among the messages with a
+/// final receipt; a provider without any has none.
+pub fn delivery_rates(
+    tx: &mut Tx<'_>,
+    since: i64,
+) -> Result<std::collections::BTreeMap<String, f64>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT provider, sum(status = 'delivered'), sum(status IN ('delivered', 'failed', 'expired'))
+               FROM msg_attempt WHERE sent_at >= ?1 GROUP BY provider",
+        )?
+        .query_map([since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, finals)| *finals > 0)
+        .map(|(p, delivered, finals)| (p, delivered as f64 / finals as f64))
+        .collect())
+}
+
+/// A notification that no route can carry ends `failed` or `expired`, with its reason.
 pub fn fail_notification(
     tx: &mut Tx<'_>,
     id: i64,
+    status: Status,
     reason: &str,
     now: i64,
 ) -> Result<(), JournalError> {
-    set_status(tx, id, Status::Failed, Some(reason), now)
+    set_status(tx, id, status, Some(reason), now)
 }
 
 /// Sets a notification's status, and tells the cloud when it is final (delivered, failed,

@@ -16,6 +16,7 @@ pub mod rabbit;
 pub mod smsc;
 pub mod smtp;
 pub mod spine;
+pub mod voice;
 pub mod x12;
 
 use std::io::{BufRead, BufReader};
