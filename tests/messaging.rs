@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::hl7_peer::mllp_send;
 use common::smsc::{Kannel, SENDSMS_PASSWORD, SENDSMS_USER, Smsc};
 use common::smtp::{Security, SmtpServer, messages_in};
 use common::voice::{ACCOUNT as VOICE_ACCOUNT, TOKEN as VOICE_TOKEN, VoiceApi};
@@ -19,6 +20,8 @@ sms = "Ticket {ticket}: you are next."
 subject = "Ticket {ticket}: you are next"
 email = "Ticket {ticket} ({queue}) at {facility}: you are next. Please stay near the board."
 voice = "This is {facility}. Ticket {ticket}: you are next."
+[messaging.templates.appointment_cancelled.en]
+sms = "Ticket {ticket}: your appointment today is cancelled."
 [messaging.templates.you_are_next.de]
 sms = "Nummer {ticket}: Sie sind als Nächste dran."
 subject = "Nummer {ticket}"
@@ -311,11 +314,16 @@ smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password
 /// A started gateway whose `[messaging]` section is `head` (channels, routing) and then
 /// `providers`, with fast outbox retries; `head` may use `{web}` for the gateway's own port.
 fn messaging_gateway(dir: &Path, head: &str, providers: &str) -> Gateway {
+    messaging_gateway_after(dir, "", head, providers)
+}
+
+/// [`messaging_gateway`] with the sections `before` (a connector) ahead of messaging's.
+fn messaging_gateway_after(dir: &Path, before: &str, head: &str, providers: &str) -> Gateway {
     std::fs::write(dir.join("smpp.password"), "smpp-pw\n").expect("pw");
     let mut gw = Gateway::new(dir, "");
     let head = head.replace("{web}", &gw.web.to_string());
     let extra = format!(
-        "[destinations.messaging]\nbackoff_initial_ms = 200\nbackoff_max_ms = 500\nmax_attempts = 1000\n\n\
+        "{before}\n[destinations.messaging]\nbackoff_initial_ms = 200\nbackoff_max_ms = 500\nmax_attempts = 1000\n\n\
 [messaging]\n{head}\n\n{providers}{TEMPLATES}"
     );
     std::fs::write(&gw.config, config_text(dir, gw.web, &extra)).expect("config");
@@ -680,4 +688,126 @@ params = {{ To = \"{{to}}\", From = \"+41440000000\", Text = \"{{text}}\", Statu
             "Ticket G-003: you are next.".to_string()
         )]
     );
+}
+
+/// A gateway taking appointment cancellations from the EHR over MLLP, sending SMS through
+/// `smsc` with `provider_extra` and `head` under `[messaging]`; answers it and its MLLP port.
+fn cancelling_gateway(dir: &Path, smsc: &Smsc, head: &str, provider_extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let before = format!(
+        "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n\n[connectors.hl7v2.appointments]\nqueue = \"general\"\n"
+    );
+    let providers = smpp_provider("smsc", 0, smsc.port, provider_extra);
+    let gw = messaging_gateway_after(dir, &before, head, &providers);
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    (gw, port)
+}
+
+/// Checks in G-001 without contact details, G-002 with a phone, and then `booked` patients
+/// with phones and appointments `F-3`, `F-4`, ... (tickets G-003 on).
+fn check_in_booked(gw: &Gateway, booked: usize) {
+    check_in(gw, json!({ "request_id": "k-1" }));
+    for n in 2..=booked + 2 {
+        let mut body = json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 555 00 {n:02}") } });
+        if n > 2 {
+            body["appointment_ref"] = json!(format!("F-{n}"));
+        }
+        check_in(gw, body);
+    }
+}
+
+/// The EHR cancels appointments `F-<n>` for each `n` in `numbers`, in one MLLP session.
+fn cancel_appointments(dir: &Path, port: u16, numbers: std::ops::RangeInclusive<usize>) {
+    let text: String = numbers
+        .clone()
+        .map(|n| {
+            format!(
+                "MSH|^~\\&|SCHED|HOSP|EDGE|CLINIC|20261202090000||SIU^S15^SIU_S12|CANCEL-{n}|P|2.5\n\
+SCH|P-{n}|F-{n}|||||||15|min|||||||||||||||Cancelled\nPID|1||MRN-{n}^^^HOSP^MR||DOE^JOHN\n"
+            )
+        })
+        .collect();
+    let acks = mllp_send(dir, port, &text);
+    assert_eq!(acks.len(), numbers.count(), "{acks:?}");
+    assert!(acks.iter().all(|a| a.contains("MSA|AA|")), "{acks:?}");
+}
+
+#[test]
+fn under_a_rate_limit_you_are_next_overtakes_a_backlog_of_cancellations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let (gw, port) = cancelling_gateway(
+        dir.path(),
+        &smsc,
+        "channels = [\"sms\"]",
+        "max_per_second = 2",
+    );
+    check_in_booked(&gw, 16);
+    // Sixteen cancellations make a backlog the provider's limit drains in eight seconds.
+    cancel_appointments(dir.path(), port, 3..=18);
+    wait_for(
+        "the backlog to start draining",
+        Duration::from_secs(30),
+        || (!smsc.submitted().is_empty()).then_some(()),
+    );
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(told["kind"], "you_are_next");
+    for n in 3..=18 {
+        let cancelled = wait_status(&gw, &format!("G-{n:03}"), "delivered");
+        assert_eq!(cancelled["kind"], "appointment_cancelled");
+    }
+    let order: Vec<String> = smsc.submitted().into_iter().map(|s| s.1).collect();
+    assert_eq!(order.len(), 17, "{order:?}");
+    let urgent_at = order
+        .iter()
+        .position(|to| to == "41795550002")
+        .expect("you are next");
+    // It waits at most for the bulk notices already taken in hand, not for the backlog.
+    assert!(
+        urgent_at < 12,
+        "\"you are next\" waited behind {urgent_at} cancellations: {order:?}"
+    );
+    // Two a second with one second's worth at once: a submit_sm and the second after it are
+    // at least 500 ms apart (less the jitter between the gateway's clock and the SMSC's).
+    smsc.command("span 2");
+    let span = smsc
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("span ")?.parse::<i64>().ok())
+        .expect("a span");
+    assert!(span >= 450, "three submit_sm within {span} ms");
+}
+
+#[test]
+fn quiet_hours_hold_cancellations_but_not_you_are_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    // Quiet from two hours ago to two hours ahead, in the clinic's (UTC) day.
+    let minute = |offset: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let m = (now / 60 + offset).rem_euclid(24 * 60);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    let head = format!(
+        "channels = [\"sms\"]\nquiet_hours = {{ from = \"{}\", to = \"{}\" }}",
+        minute(-120),
+        minute(120)
+    );
+    let (gw, port) = cancelling_gateway(dir.path(), &smsc, &head, "");
+    check_in_booked(&gw, 1);
+    cancel_appointments(dir.path(), port, 3..=3);
+    let held = wait_status(&gw, "G-003", "held");
+    assert_eq!(held["kind"], "appointment_cancelled");
+    call_next(&gw);
+    wait_status(&gw, "G-002", "delivered");
+    // The cancellation is still held once "you are next", made after it, was delivered.
+    wait_status(&gw, "G-003", "held");
+    let to: Vec<String> = smsc.submitted().into_iter().map(|s| s.1).collect();
+    assert_eq!(to, ["41795550002"]);
 }
