@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::fhir_server::{FhirServer, MRN};
 use common::hl7_peer::mllp_send;
 use common::smsc::{Kannel, SENDSMS_PASSWORD, SENDSMS_USER, Smsc};
 use common::smtp::{Security, SmtpServer, messages_in};
@@ -512,7 +513,8 @@ fn a_provider_whose_receipts_stop_is_opened_and_later_messages_go_to_the_next() 
 }
 
 #[test]
-fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_within_two_minutes() {
+fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_within_two_minutes_and_across_a_restart()
+ {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut primary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
     let mut secondary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
@@ -524,7 +526,7 @@ fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_withi
             "[[messaging.providers]]\nname = \"mail\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, security = \"none\", from = \"clinic@example.org\" }}\n\n",
             smtp.port
         );
-    let gw = messaging_gateway(dir.path(), "channels = [\"sms\", \"email\"]", &providers);
+    let mut gw = messaging_gateway(dir.path(), "channels = [\"sms\", \"email\"]", &providers);
     check_in(&gw, json!({ "request_id": "k-1" }));
     for n in 2..=3 {
         check_in(
@@ -532,6 +534,10 @@ fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_withi
             json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 555 00 0{n}"), "email": format!("p{n}@example.org") } }),
         );
     }
+    check_in(
+        &gw,
+        json!({ "request_id": "k-4", "contact": { "phone": "+41 79 555 00 04" } }),
+    );
     // The primary's receipt says failed: the secondary delivers it.
     call_next(&gw);
     let told = wait_status_within(&gw, "G-002", "delivered", Duration::from_secs(120));
@@ -569,6 +575,34 @@ fn failed_and_expired_receipts_fail_over_to_the_next_provider_then_channel_withi
         common::journal_events(&gw, "notification.delivered").len(),
         2
     );
+    // A failover that cannot go on yet (the secondary is down) outlives a gateway restart.
+    secondary.stop();
+    call_next(&gw);
+    wait_for(
+        "G-004 to wait for the secondary",
+        Duration::from_secs(30),
+        || {
+            notifications(&gw).into_iter().find(|n| {
+                n["ticket"] == "G-004"
+                    && n["status"] == "queued"
+                    && attempts(n).contains(&("secondary".to_string(), "error".to_string()))
+            })
+        },
+    );
+    gw.kill9();
+    let secondary = Smsc::start(secondary.port, "gateway:smpp-pw", 0);
+    gw.start();
+    let told = wait_status_within(&gw, "G-004", "delivered", Duration::from_secs(120));
+    let taken: Vec<(String, String)> = attempts(&told)
+        .into_iter()
+        .filter(|(_, status)| status != "error")
+        .collect();
+    assert_eq!(
+        taken,
+        pairs(&[("primary", "failed"), ("secondary", "delivered")])
+    );
+    assert_eq!(to(&primary, "41795550004"), 1);
+    assert_eq!(to(&secondary, "41795550004"), 1);
 }
 
 #[test]
@@ -810,4 +844,72 @@ fn quiet_hours_hold_cancellations_but_not_you_are_next() {
     wait_status(&gw, "G-003", "held");
     let to: Vec<String> = smsc.submitted().into_iter().map(|s| s.1).collect();
     assert_eq!(to, ["41795550002"]);
+}
+
+#[test]
+fn contact_details_language_and_opt_out_come_from_the_ehrs_patient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fhir = FhirServer::start(dir.path(), &[]);
+    let smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    const OPT_OUT: &str = "urn:clinic:no-messages";
+    let patient = |mrn: &str, extra: Value| {
+        let mut p = json!({
+            "resourceType": "Patient",
+            "identifier": [{ "system": MRN, "value": mrn }],
+            "name": [{ "family": "Doe", "given": ["Kim"] }],
+            "birthDate": "1980-02-03",
+            "telecom": [
+                { "system": "phone", "value": "+41 79 555 00 91", "rank": 2 },
+                { "system": "phone", "value": "+41 79 555 00 90", "use": "old", "rank": 1 },
+                { "system": "sms", "value": "+41 79 555 00 92", "rank": 1 }
+            ],
+            "communication": [
+                { "language": { "coding": [{ "code": "fr" }] } },
+                { "language": { "coding": [{ "code": "de" }] }, "preferred": true }
+            ]
+        });
+        if let (Some(p), Some(extra)) = (p.as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
+        fhir.call("POST", "/Patient", Some(p))
+    };
+    patient("M1", json!({}));
+    patient(
+        "M2",
+        json!({ "extension": [{ "url": OPT_OUT, "valueBoolean": true }] }),
+    );
+    let before = format!(
+        "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\nrequest_timeout_ms = 2000\nconnect_timeout_ms = 500\n",
+        fhir.base()
+    );
+    let gw = messaging_gateway_after(
+        dir.path(),
+        &before,
+        &format!("channels = [\"sms\"]\nopt_out_extension = \"{OPT_OUT}\""),
+        &smpp_provider("smsc", 0, smsc.port, ""),
+    );
+    check_in(&gw, json!({ "request_id": "k-1" }));
+    for (n, mrn) in [(2, "M1"), (3, "M2")] {
+        let entry = check_in(
+            &gw,
+            json!({ "request_id": format!("k-{n}"), "patient_ref": mrn }),
+        );
+        assert_eq!(entry["entry"]["demographics"]["source"], "ehr", "{entry}");
+    }
+    // The best-ranked current number, in the patient's preferred language.
+    call_next(&gw);
+    wait_status(&gw, "G-002", "delivered");
+    let sent: Vec<(String, String)> = smsc.submitted().into_iter().map(|s| (s.1, s.2)).collect();
+    assert_eq!(
+        sent,
+        [(
+            "41795550092".to_string(),
+            "Nummer G-002: Sie sind als Nächste dran.".to_string()
+        )]
+    );
+    // The EHR says this patient is not to be messaged.
+    call_next(&gw);
+    let refused = wait_status(&gw, "G-003", "refused");
+    assert_eq!(refused["reason"], "the patient opted out of messages");
+    assert_eq!(smsc.submitted().len(), 1);
 }
