@@ -10,8 +10,15 @@
 //! through the first provider of its first route that takes it, then the next ones, and
 //! records every attempt. Quiet hours hold a message in its row until they end.
 //!
+//! A failed or expired receipt puts the notification back in line, in the receipt's
+//! transaction, for the providers and routes that have not taken it yet. Providers whose
+//! receipts stop arriving (`receipt_watch`) are opened like failing ones; `prefer = "cheapest"`
+//! orders a channel's providers by price above a delivery-rate floor; `max_per_second` is a
+//! token bucket per provider.
+//!
 //! **Invariant:** one notification per event id, and a notification a provider took is never
-//! handed to another: a resent outbox row whose notification was sent is only marked done.
+//! handed to another unless its receipt said it failed or expired; a provider is asked at most
+//! once per route; a resent outbox row whose notification was sent is only marked done.
 //! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
 
 pub mod config;
