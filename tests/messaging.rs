@@ -7,6 +7,7 @@ mod common;
 
 use common::fhir_server::{FhirServer, MRN};
 use common::hl7_peer::mllp_send;
+use common::sipp::Sipp;
 use common::smsc::{Kannel, SENDSMS_PASSWORD, SENDSMS_USER, Smsc};
 use common::smtp::{Security, SmtpServer, messages_in};
 use common::voice::{ACCOUNT as VOICE_ACCOUNT, TOKEN as VOICE_TOKEN, VoiceApi};
@@ -911,5 +912,80 @@ fn contact_details_language_and_opt_out_come_from_the_ehrs_patient() {
     call_next(&gw);
     let refused = wait_status(&gw, "G-003", "refused");
     assert_eq!(refused["reason"], "the patient opted out of messages");
+    assert_eq!(smsc.submitted().len(), 1);
+}
+
+#[test]
+fn a_sip_call_plays_the_prompt_to_the_callee_and_a_busy_line_falls_back_to_sms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The callee's audio goes here: the RTP packets as they arrive.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("RTP sink");
+    let rtp_port = sink.local_addr().expect("addr").port();
+    let packets: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let kept = packets.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = sink.recv(&mut buf) {
+            kept.lock().expect("lock").push(buf[..n].to_vec());
+        }
+    });
+    // 0.4 s of G.711 µ-law: twenty 20 ms packets.
+    let prompt: Vec<u8> = (0..3200).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("next.ulaw"), &prompt).expect("prompt");
+    let sip_port = free_port();
+    let mut callee = Sipp::start(dir.path(), "answer", sip_port, rtp_port);
+    let smsc = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let providers = format!(
+        "[[messaging.providers]]\nname = \"pbx\"\ntimeout_ms = 5000\n\
+sip = {{ host = \"127.0.0.1\", port = {sip_port}, from_user = \"clinic\", prompts = {{ you_are_next = \"next.ulaw\" }} }}\n\n"
+    ) + &smpp_provider("smsc", 0, smsc.port, "");
+    let gw = messaging_gateway(dir.path(), "channels = [\"sms\"]", &providers);
+    check_in(&gw, json!({ "request_id": "k-1" }));
+    for n in 2..=3 {
+        check_in(
+            &gw,
+            json!({ "request_id": format!("k-{n}"), "contact": { "phone": format!("+41 79 555 00 0{n}"), "channels": ["voice", "sms"] } }),
+        );
+    }
+    call_next(&gw);
+    let told = wait_status(&gw, "G-002", "delivered");
+    assert_eq!(attempts(&told), pairs(&[("pbx", "delivered")]));
+    assert!(callee.wait_exit().success(), "{}", callee.messages());
+    let trace = callee.messages();
+    for step in [
+        "INVITE sip:+41795550002@127.0.0.1:",
+        "SIP/2.0 200 OK",
+        "ACK sip:+41795550002@",
+        "BYE sip:+41795550002@",
+    ] {
+        assert!(trace.contains(step), "{step} missing: {trace}");
+    }
+    // The whole prompt reached the callee's audio port, in order, as PCMU.
+    let got = wait_for("the prompt's 20 packets", Duration::from_secs(10), || {
+        let p = packets.lock().expect("lock").clone();
+        (p.len() >= 20).then_some(p)
+    });
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter().all(|p| p[0] == 0x80 && p[1] & 0x7f == 0),
+        "PCMU, RTP version 2"
+    );
+    let sequence = |p: &Vec<u8>| u16::from_be_bytes([p[2], p[3]]);
+    assert!(
+        got.windows(2)
+            .all(|w| sequence(&w[1]) == sequence(&w[0]).wrapping_add(1))
+    );
+    let audio: Vec<u8> = got.iter().flat_map(|p| p[12..].to_vec()).collect();
+    assert_eq!(audio, prompt);
+    // The line is busy: the patient's next channel tells them.
+    let mut busy = Sipp::start(dir.path(), "busy", sip_port, rtp_port);
+    call_next(&gw);
+    let told = wait_status(&gw, "G-003", "delivered");
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("pbx", "refused"), ("smsc", "delivered")])
+    );
+    assert_eq!(told["attempts"][0]["error"], "SIP 486 Busy Here");
+    assert!(busy.wait_exit().success(), "{}", busy.messages());
     assert_eq!(smsc.submitted().len(), 1);
 }

@@ -203,8 +203,8 @@ pub struct ProviderConfig {
     /// one second's worth); absent: no limit beyond the SMPP window and throttling answers.
     #[serde(default)]
     pub max_per_second: Option<f64>,
-    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http` and
-    /// `smpp`.
+    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http`,
+    /// `smpp` and `sip`.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
     /// SMS or voice over an HTTP API.
@@ -213,6 +213,28 @@ pub struct ProviderConfig {
     /// SMS over SMPP 3.4.
     #[serde(default)]
     pub smpp: Option<SmppConfig>,
+    /// Voice calls over SIP, playing a prerecorded prompt.
+    #[serde(default)]
+    pub sip: Option<SipConfig>,
+}
+
+/// A SIP trunk or PBX that places the calls (UDP, no registration or authentication: the
+/// trunk trusts the appliance's address).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub host: String,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// The user part of our `From` and `Contact` (the caller the patient sees).
+    pub from_user: String,
+    /// The prompt each notification kind plays: a raw G.711 µ-law file at 8 kHz, mono
+    /// (`sox in.wav -t ul -r 8000 -c 1 prompt.ulaw`). A kind without one is not called.
+    pub prompts: BTreeMap<String, PathBuf>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
 }
 
 /// How the gateway binds to an SMSC.
@@ -284,16 +306,19 @@ pub enum ProviderKind<'a> {
     Http(&'a HttpConfig),
     /// SMS over SMPP 3.4.
     Smpp(&'a SmppConfig),
+    /// Voice calls over SIP.
+    Sip(&'a SipConfig),
 }
 
 impl ProviderConfig {
     /// The provider's protocol; `None` when the table names none or several (refused by
     /// validation).
     pub fn kind(&self) -> Option<ProviderKind<'_>> {
-        match (&self.smtp, &self.http, &self.smpp) {
-            (Some(s), None, None) => Some(ProviderKind::Smtp(s)),
-            (None, Some(h), None) => Some(ProviderKind::Http(h)),
-            (None, None, Some(s)) => Some(ProviderKind::Smpp(s)),
+        match (&self.smtp, &self.http, &self.smpp, &self.sip) {
+            (Some(s), None, None, None) => Some(ProviderKind::Smtp(s)),
+            (None, Some(h), None, None) => Some(ProviderKind::Http(h)),
+            (None, None, Some(s), None) => Some(ProviderKind::Smpp(s)),
+            (None, None, None, Some(s)) => Some(ProviderKind::Sip(s)),
             _ => None,
         }
     }
@@ -304,6 +329,7 @@ impl ProviderConfig {
             ProviderKind::Smtp(_) => Some(Channel::Email),
             ProviderKind::Http(h) => Some(h.channel),
             ProviderKind::Smpp(_) => Some(Channel::Sms),
+            ProviderKind::Sip(_) => Some(Channel::Voice),
         }
     }
 }
@@ -494,6 +520,7 @@ impl MessagingConfig {
                 }
                 let without_receipts = match p.kind() {
                     Some(ProviderKind::Smtp(_)) => Some("SMTP has no delivery receipts"),
+                    Some(ProviderKind::Sip(_)) => Some("a SIP call has no receipts"),
                     Some(ProviderKind::Smpp(s)) if s.bind == SmppBind::Transmitter => {
                         Some("a transmitter bind receives no receipts")
                     }
@@ -512,13 +539,35 @@ impl MessagingConfig {
                 Some(ProviderKind::Smtp(_)) => format!("messaging.providers[{i}].smtp.{field}"),
                 Some(ProviderKind::Http(_)) => format!("messaging.providers[{i}].http.{field}"),
                 Some(ProviderKind::Smpp(_)) => format!("messaging.providers[{i}].smpp.{field}"),
+                Some(ProviderKind::Sip(_)) => format!("messaging.providers[{i}].sip.{field}"),
                 None => format!("messaging.providers[{i}].{field}"),
             };
             match p.kind() {
                 None => bad(
                     &format!("messaging.providers[{i}]"),
-                    "needs exactly one of smtp, http and smpp".into(),
+                    "needs exactly one of smtp, http, smpp and sip".into(),
                 ),
+                Some(ProviderKind::Sip(c)) => {
+                    if c.host.trim().is_empty() {
+                        bad(&key("host"), "must not be empty".into());
+                    }
+                    let user_char = |ch: char| ch.is_ascii_alphanumeric() || "+-_.".contains(ch);
+                    if c.from_user.is_empty() || !c.from_user.chars().all(user_char) {
+                        bad(
+                            &key("from_user"),
+                            "must be letters, digits, '+', '-', '_' or '.'".into(),
+                        );
+                    }
+                    if c.prompts.is_empty() {
+                        bad(
+                            &key("prompts"),
+                            "must name a prompt file for at least one notification kind".into(),
+                        );
+                    }
+                    for (kind, file) in &c.prompts {
+                        check_readable(&resolve(base, file), &key(&format!("prompts.{kind}")), bad);
+                    }
+                }
                 Some(ProviderKind::Smpp(c)) => {
                     if c.host.trim().is_empty() {
                         bad(&key("host"), "must not be empty".into());
@@ -761,7 +810,7 @@ name = "neither"
                 "messaging.providers[1].name: another provider is already named \"mail\"",
                 "messaging.providers[1].http.url: must be an http:// or https:// URL",
                 "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message",
-                "messaging.providers[2]: needs exactly one of smtp, http and smpp",
+                "messaging.providers[2]: needs exactly one of smtp, http, smpp and sip",
             ]
         );
     }

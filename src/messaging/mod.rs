@@ -14,7 +14,7 @@
 //! transaction, for the providers and routes that have not taken it yet. Providers whose
 //! receipts stop arriving (`receipt_watch`) are opened like failing ones; `prefer = "cheapest"`
 //! orders a channel's providers by price above a delivery-rate floor; `max_per_second` is a
-//! token bucket per provider.
+//! token bucket per provider. Voice goes through HTTP call APIs or SIP (`sip_call`).
 //!
 //! **Invariant:** one notification per event id, and a notification a provider took is never
 //! handed to another unless its receipt said it failed or expired; a provider is asked at most
@@ -24,6 +24,8 @@
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod sip;
+pub mod sip_call;
 pub mod smpp;
 pub mod smpp_link;
 pub mod smtp;
@@ -285,15 +287,29 @@ enum Provider {
     Smtp(smtp::Smtp),
     Http(http::HttpApi),
     Smpp(smpp_link::Smpp),
+    Sip(sip_call::Sip),
 }
 
 impl Provider {
-    async fn send(&self, id: i64, route: &protocol::Route) -> Result<Option<String>, SendError> {
+    /// Sends notification `id` of `kind` along `route`.
+    async fn send(
+        &self,
+        id: i64,
+        kind: &str,
+        route: &protocol::Route,
+    ) -> Result<Option<String>, SendError> {
         match self {
             Provider::Smtp(s) => s.send(id, route).await,
             Provider::Http(h) => h.send(id, route).await,
             Provider::Smpp(s) => s.send(route).await,
+            Provider::Sip(s) => s.call(route, kind).await,
         }
+    }
+
+    /// Whether taking a message is all there is to know: SMTP and SIP have no receipts (a
+    /// SIP call returns once the prompt was played to the callee).
+    fn delivered_on_take(&self) -> bool {
+        matches!(self, Provider::Smtp(_) | Provider::Sip(_))
     }
 }
 
@@ -389,6 +405,10 @@ impl Deliverer {
                         journal.clone(),
                     ))
                 }
+                Some(ProviderKind::Sip(s)) => Provider::Sip(
+                    sip_call::Sip::new(s, timeout, |f| crate::settings::resolve(folder, f))
+                        .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
+                ),
                 None => continue,
             };
             providers.insert(p.name.clone(), provider);
@@ -581,7 +601,7 @@ impl Deliverer {
                     continue;
                 }
                 self.rate_limit(name).await;
-                let result = provider.send(id, route).await;
+                let result = provider.send(id, &pending.kind, route).await;
                 match &result {
                     Ok(_) | Err(SendError::Refused(_)) => self.breaker(name, |b| b.success()),
                     Err(SendError::Unavailable(_)) => {
@@ -620,8 +640,7 @@ impl Deliverer {
                         segments,
                         cost: protocol::price(provider_config, route.channel, segments),
                     },
-                    // SMTP has no receipts: the server's acceptance is all there is.
-                    delivered_on_take: route.channel == Channel::Email,
+                    delivered_on_take: provider.delivered_on_take(),
                 };
                 if let Err(e) = journal::ask(&self.journal, record).await {
                     // Without the journal the outcome cannot be kept: the row is retried,

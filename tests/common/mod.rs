@@ -13,6 +13,7 @@ pub mod nats;
 pub mod oidc_provider;
 pub mod printer;
 pub mod rabbit;
+pub mod sipp;
 pub mod smsc;
 pub mod smtp;
 pub mod spine;
