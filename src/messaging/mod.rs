@@ -663,17 +663,16 @@ impl Deliverer {
         if unavailable.is_empty() {
             // Every route was refused or failed by its receipt, or none has a provider:
             // nothing later can help. The last receipt names how it ended.
-            let last_receipt = pending
-                .attempts
-                .iter()
-                .rev()
-                .find_map(|a| store::Status::parse(&a.status))
-                .filter(|s| matches!(s, store::Status::Failed | store::Status::Expired));
-            let fail = match last_receipt {
-                Some(status) => FailNotification {
+            let last_failure =
+                protocol::last_failure(pending.attempts.iter().map(|a| a.status.as_str()));
+            let fail = match last_failure {
+                Some(receipt) => FailNotification {
                     id,
-                    status,
-                    reason: format!("receipt: {}", status.as_str()),
+                    status: match receipt {
+                        protocol::Receipt::Expired => store::Status::Expired,
+                        _ => store::Status::Failed,
+                    },
+                    reason: format!("receipt: {}", receipt.as_str()),
                 },
                 None => FailNotification {
                     id,

@@ -354,6 +354,15 @@ impl Receipt {
     }
 }
 
+/// The last failed or expired receipt among a notification's attempts' statuses (oldest
+/// first): how it ended when no provider is left to try.
+pub fn last_failure<'a>(statuses: impl DoubleEndedIterator<Item = &'a str>) -> Option<Receipt> {
+    statuses
+        .rev()
+        .filter_map(Receipt::parse)
+        .find(|r| *r != Receipt::Delivered)
+}
+
 /// An SMPP receipt's `stat:` (SMPP 3.4 appendix B): final ones only; `ENROUTE`, `ACCEPTD` and
 /// unknown states say nothing yet.
 pub fn receipt_stat(stat: &str) -> Option<Receipt> {
@@ -930,6 +939,18 @@ sms = "Your appointment moved to {new_start}."
         );
         assert_eq!(http_receipt(Some("sent"), None), None);
         assert_eq!(http_receipt(None, None), None);
+    }
+
+    #[test]
+    fn a_notification_ends_as_its_last_failed_receipt_said() {
+        let ended = |s: &[&str]| last_failure(s.iter().copied());
+        assert_eq!(
+            ended(&["failed", "expired", "refused", "error"]),
+            Some(Receipt::Expired)
+        );
+        assert_eq!(ended(&["expired", "failed"]), Some(Receipt::Failed));
+        assert_eq!(ended(&["refused", "error"]), None);
+        assert_eq!(ended(&[]), None);
     }
 
     #[test]
