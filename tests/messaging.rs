@@ -698,7 +698,8 @@ params = {{ To = \"{{to}}\", From = \"+41440000000\", Text = \"{{text}}\", Statu
     let told = wait_status(&gw, "G-002", "delivered");
     assert_eq!(attempts(&told), pairs(&[("calls", "delivered")]));
     assert_eq!(told["attempts"][0]["channel"], "voice");
-    assert_eq!(told["attempts"][0]["cost"], 0.12);
+    // 75 s: two started minutes.
+    assert_eq!(told["attempts"][0]["cost"], 0.24);
     let calls = voice.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].1, "+41795550002");
@@ -714,6 +715,7 @@ params = {{ To = \"{{to}}\", From = \"+41440000000\", Text = \"{{text}}\", Statu
         attempts(&told),
         pairs(&[("calls", "failed"), ("smsc", "delivered")])
     );
+    assert_eq!(told["attempts"][0]["cost"], 0.0, "no minute of a busy line");
     assert_eq!(voice.calls().len(), 2);
     let texts: Vec<(String, String)> = smsc.submitted().into_iter().map(|s| (s.1, s.2)).collect();
     assert_eq!(

@@ -176,6 +176,8 @@ pub struct ApplyReceipt {
     pub provider: String,
     pub of: store::ReceiptFor,
     pub receipt: protocol::Receipt,
+    /// A call's length in started minutes, when its receipt gives it.
+    pub minutes: Option<u32>,
 }
 
 /// What providers took over the last `days` days (see [`store::taken_since`]).
@@ -257,7 +259,14 @@ impl journal::Work for ApplyReceipt {
     type Output = bool;
     fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
         let now = tx.now();
-        let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
+        let applied = store::apply_receipt(
+            tx,
+            &self.provider,
+            &self.of,
+            self.receipt,
+            self.minutes,
+            now,
+        )?;
         if !applied {
             // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
             tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
@@ -639,6 +648,10 @@ impl Deliverer {
                         result: result.clone(),
                         segments,
                         cost: protocol::price(provider_config, route.channel, segments),
+                        minute_price: match route.channel {
+                            Channel::Voice => provider_config.price_per_minute,
+                            _ => 0.0,
+                        },
                     },
                     delivered_on_take: provider.delivered_on_take(),
                 };

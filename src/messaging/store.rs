@@ -79,12 +79,14 @@ CREATE TABLE msg_early_receipt (
 );
 "#,
         // A provider's message ids are not unique for ever (an SMSC restarted may count
-        // from its start again): a receipt names the newest attempt with its id. And what a
-        // provider took that still waits for its receipt, for the receipt watch.
+        // from its start again): a receipt names the newest attempt with its id. What a
+        // provider took that still waits for its receipt, for the receipt watch. A call's
+        // price per minute, billed by the duration its receipt gives.
         r#"
 DROP INDEX msg_attempt_ref;
 CREATE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
 CREATE INDEX msg_attempt_provider ON msg_attempt(provider, status, sent_at);
+ALTER TABLE msg_attempt ADD COLUMN minute_price REAL NOT NULL DEFAULT 0;
 "#,
     ],
     legacy: &[],
@@ -368,7 +370,10 @@ pub struct Outcome {
     /// `Ok(provider's id)`: taken.
     pub result: Result<Option<String>, super::SendError>,
     pub segments: u32,
+    /// What taking it costs: a call counts one minute until its receipt gives its length.
     pub cost: f64,
+    /// A call's price per minute.
+    pub minute_price: f64,
 }
 
 /// Records an attempt; a taken one makes the notification `sent` (or `delivered` for a
@@ -388,8 +393,8 @@ pub fn record_attempt(
     };
     tx.sql()
         .prepare_cached(
-            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END)",
+            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at, minute_price)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END, ?11)",
         )?
         .execute(params![
             o.notification,
@@ -401,7 +406,8 @@ pub fn record_attempt(
             provider_ref,
             o.segments as i64,
             if o.result.is_ok() { o.cost } else { 0.0 },
-            now
+            now,
+            o.minute_price
         ])?;
     match &o.result {
         Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
@@ -416,7 +422,7 @@ pub fn record_attempt(
                 .chain([by_id]);
             for of in keys {
                 if let Some(receipt) = take_early_receipt(tx, &o.provider, &of)? {
-                    apply_receipt(tx, &o.provider, &of, receipt, now)?;
+                    apply_receipt(tx, &o.provider, &of, receipt, None, now)?;
                     break;
                 }
             }
@@ -484,12 +490,14 @@ pub enum ReceiptFor {
 
 /// Applies a delivery receipt from `provider` to the attempt it names, if that attempt still
 /// waits for one: the attempt and its notification become delivered, failed or expired (with
-/// the cloud event). A repeated or late receipt changes nothing; answers whether it applied.
+/// the cloud event). A call's receipt gives its `minutes`, which set its cost. A repeated or
+/// late receipt changes nothing; answers whether it applied.
 pub fn apply_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
     receipt: super::protocol::Receipt,
+    minutes: Option<u32>,
     now: i64,
 ) -> Result<bool, JournalError> {
     let (by_id, by_ref) = match of {
@@ -514,6 +522,14 @@ pub fn apply_receipt(
     let Some((attempt, notification)) = found else {
         return Ok(false);
     };
+    if let Some(minutes) = minutes {
+        // The one minute counted when the call was placed becomes the call's length.
+        tx.sql()
+            .prepare_cached(
+                "UPDATE msg_attempt SET cost = cost + (?2 - 1) * minute_price WHERE id = ?1",
+            )?
+            .execute(params![attempt, i64::from(minutes)])?;
+    }
     if receipt == super::protocol::Receipt::Delivered {
         set_status(tx, notification, Status::Delivered, None, now)?;
         return Ok(true);

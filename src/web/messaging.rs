@@ -88,10 +88,15 @@ async fn receipt(
     ) else {
         return HttpResponse::Ok().json(json!({ "applied": false, "final": false }));
     };
+    // A call's length in seconds (Twilio's `CallDuration`), billed by started minute.
+    let minutes = get("CallDuration")
+        .and_then(|d| d.parse::<u32>().ok())
+        .map(|s| s.div_ceil(60));
     let apply = ApplyReceipt {
         provider,
         of,
         receipt,
+        minutes,
     };
     match journal::ask(&s.journal, apply).await {
         Ok(applied) => HttpResponse::Ok().json(json!({ "applied": applied, "final": true })),

@@ -7,8 +7,8 @@
 ACCOUNT:TOKEN and a form holding `To`, `From`, what the call says (`Text`, `Twiml` or a prompt
 `Url`) and `StatusCallback` is answered `201` with `{"sid": "CA...", "status": "queued"}`, as
 Twilio's Calls API answers. The call then "rings" and ends: the status callback is POSTed a
-form with `CallSid`, `CallStatus` `ringing`, then the final status (`completed` with a
-`CallDuration`, or what the test set) — the call's receipt. A call without `To`, `From` and
+form with `CallSid`, `CallStatus` `ringing`, then the final status (`completed`, or what the
+test set) with its `CallDuration` (75 s answered, else 0) — the call's receipt. A call without `To`, `From` and
 something to say is answered 400; a wrong login 401.
 
 Scripted by the test through stdin, one command a line, each answered `ok <command>`:
@@ -44,8 +44,9 @@ def call_back(url, sid, status):
     """POSTs the call's states to its status callback, as the call rings and ends."""
     for step in ["ringing", status]:
         fields = {"CallSid": sid, "CallStatus": step, "AccountSid": account}
-        if step == "completed":
-            fields["CallDuration"] = "12"
+        if step != "ringing":
+            # Twilio gives a final state's length in seconds: 0 when no one answered.
+            fields["CallDuration"] = "75" if step == "completed" else "0"
         body = urllib.parse.urlencode(fields).encode()
         request = urllib.request.Request(url, data=body, method="POST")
         request.add_header("Content-Type", "application/x-www-form-urlencoded")
