@@ -679,6 +679,14 @@ mod tests {
                 "t.toml:9: alerts.ack_within_s: 1 to 86400 seconds"
             ]
         );
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[connectors.lab]\n[connectors.lab.specimens]\ndelay_min = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            ["t.toml:5: connectors.lab.specimens.delay_min: 1 to 240 minutes"]
+        );
         let ok = check("[gateway]\nfacility_id = \"c\"\n").expect("defaults");
         assert_eq!(ok.alerts.ack_within_s, 300);
         assert!(ok.connectors.lab.is_none());

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod connectors;

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub dead_letters: Counter,
     pub actor_restarts: Counter,
     pub inbound_refused: Counter,
+    pub payment_webhooks_refused: Counter,
     pub relay_published: Counter,
     pub relay_connects: Counter,
     pub commands_received: Counter,
@@ -75,6 +76,7 @@ pub static METRICS: Metrics = Metrics {
     dead_letters: Counter::new(),
     actor_restarts: Counter::new(),
     inbound_refused: Counter::new(),
+    payment_webhooks_refused: Counter::new(),
     relay_published: Counter::new(),
     relay_connects: Counter::new(),
     commands_received: Counter::new(),
@@ -86,7 +88,7 @@ pub static METRICS: Metrics = Metrics {
 pub fn render(backlog: &[(String, &'static str, u64)]) -> String {
     let m = &METRICS;
     let mut out = String::new();
-    let counters: [(&str, &str, &Counter); 10] = [
+    let counters: [(&str, &str, &Counter); 11] = [
         (
             "clinic_gateway_journal_appends_total",
             "Inbound items committed to the journal.",
@@ -116,6 +118,11 @@ pub fn render(backlog: &[(String, &'static str, u64)]) -> String {
             "clinic_gateway_inbound_refused_total",
             "Inbound items refused (journal full or failing).",
             &m.inbound_refused,
+        ),
+        (
+            "clinic_gateway_payment_webhooks_refused_total",
+            "Payment processor webhooks refused for their signature.",
+            &m.payment_webhooks_refused,
         ),
         (
             "clinic_gateway_relay_published_total",

@@ -176,6 +176,14 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         "/api/v1/queue-entries/{}/eligibility/override",
         Allowed::Group(Queue),
     ),
+    (
+        "GET",
+        "/api/v1/queue-entries/{}/payments",
+        Allowed::Group(Queue),
+    ),
+    // A processor's webhook has no key or session: its signature (checked by the handler
+    // against the processor's signing secret) is what admits it.
+    ("POST", "/api/v1/payments/webhook/{}", Allowed::Public),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     // Receipts per ticket: statuses, channels and providers, never a number or address.
     ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
@@ -194,6 +202,8 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     ("GET", "/api/v1/alerts", Allowed::Group(Notices)),
     ("POST", "/api/v1/alerts/{}/ack", Allowed::Group(Notices)),
     ("POST", "/alerts/ack", Allowed::Group(Notices)),
+    // Specimens and the delays they cause: clinical staff and admins, never the front desk.
+    ("GET", "/api/v1/specimens", Allowed::Group(Notices)),
     ("GET", "/api/v1/fhir/status", Allowed::Group(Ehr)),
     ("GET", "/api/v1/fhir/conflicts", Allowed::Group(Ehr)),
     (
@@ -396,6 +406,8 @@ mod tests {
             Role::Clinical
         ));
         assert!(!check("GET", "/api/v1/notices", Role::FrontDesk));
+        assert!(!check("GET", "/api/v1/specimens", Role::FrontDesk));
+        assert!(check("GET", "/api/v1/specimens", Role::Clinical));
         assert!(check("GET", "/api/v1/fhir/patients/p1", Role::Clinical));
         assert!(!check("GET", "/api/v1/fhir/patients/p1", Role::Facilities));
         assert!(check("GET", "/api/v1/backlog", Role::Facilities));
@@ -408,6 +420,30 @@ mod tests {
             assert!(!check("POST", "/keys/revoke", role));
         }
         assert!(check("POST", "/users/reset", Role::Admin));
+        assert!(check(
+            "POST",
+            "/api/v1/queue-entries/4/payments",
+            Role::FrontDesk
+        ));
+        assert!(check(
+            "GET",
+            "/api/v1/queue-entries/4/payments",
+            Role::FrontDesk
+        ));
+        assert!(!check(
+            "GET",
+            "/api/v1/queue-entries/4/payments",
+            Role::Facilities
+        ));
+        assert_eq!(
+            allowed("POST", "/api/v1/payments/webhook/a"),
+            Allowed::Public,
+            "a processor's webhook is admitted by its signature"
+        );
+        assert_eq!(
+            allowed("GET", "/api/v1/payments/webhook/a"),
+            Allowed::Group(Administration)
+        );
     }
 
     #[test]

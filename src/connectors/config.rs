@@ -4,6 +4,7 @@ use super::fhir::config::FhirConfig;
 use super::hl7v2::config::Hl7Config;
 use super::hl7v2::sender::SenderConfig;
 use super::lab::config::LabConfig;
+use super::payments::config::PaymentsConfig;
 use super::pharmacy::config::PharmacyConfig;
 use super::practice::config::EligibilityConfig;
 use crate::settings::{self, Problem};
@@ -33,6 +34,9 @@ pub struct ConnectorsConfig {
     /// entry; absent: pharmacy messages are journaled only.
     #[serde(default)]
     pub pharmacy: Option<PharmacyConfig>,
+    /// The payment processors taking co-pays and balances (a Stripe-style API), in order.
+    #[serde(default)]
+    pub payments: Option<PaymentsConfig>,
 }
 
 impl ConnectorsConfig {
@@ -57,6 +61,9 @@ impl ConnectorsConfig {
             }
             if let Some(p) = &self.pharmacy {
                 p.validate(bad);
+            }
+            if let Some(p) = &self.payments {
+                p.validate(base, self.hl7v2_out.is_some(), self.fhir.is_some(), bad);
             }
         })
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod fhir;
 pub mod hl7v2;
 pub mod lab;
+pub mod payments;
 pub mod pharmacy;
 pub mod practice;
 

@@ -277,6 +277,16 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         sso,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
         eligibility: config.connectors.eligibility.clone(),
+        payments: config
+            .connectors
+            .payments
+            .as_ref()
+            .map(|p| p.resolved(|f| config.resolve(f))),
+        payment_effects: config
+            .connectors
+            .payments
+            .as_ref()
+            .map(|p| wiring::payment_effects(&config, p)),
     };
     let fingerprint = state.tls_fingerprint.clone();
     let server = web::server(config.web.bind, tls.map(|t| t.config), state)

@@ -3,7 +3,7 @@
 //! else in the daemon.
 
 use crate::config::Config;
-use crate::connectors::{fhir, hl7v2, lab, pharmacy, practice};
+use crate::connectors::{fhir, hl7v2, lab, payments, pharmacy, practice};
 use crate::credentials;
 use crate::devices::{Handles, bacnet, modbus, occupancy, printer};
 use crate::facility::{self, FacilitySlot};
@@ -24,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 13] {
+pub fn schemas() -> [&'static Schema; 14] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -39,6 +39,7 @@ pub fn schemas() -> [&'static Schema; 13] {
         &crate::alerts::store::SCHEMA,
         &crate::messaging::store::SCHEMA,
         &crate::connectors::pharmacy::store::SCHEMA,
+        &crate::connectors::payments::store::SCHEMA,
     ]
 }
 
@@ -67,6 +68,9 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
     let mut inbound: Vec<Arc<dyn crate::queue::Inbound>> = Vec::new();
     if let Some(l) = &c.connectors.lab {
         inbound.push(Arc::new(lab::Results { config: l.clone() }));
+        if let Some(s) = &l.specimens {
+            inbound.push(Arc::new(lab::tracking::Specimens { config: s.clone() }));
+        }
     }
     if let Some(p) = &c.connectors.pharmacy {
         inbound.push(Arc::new(pharmacy::Prescriptions { config: p.clone() }));
@@ -236,7 +240,45 @@ pub fn connectors(
             }),
         ));
     }
+    if let Some(s) = config
+        .connectors
+        .lab
+        .as_ref()
+        .and_then(|l| l.specimens.as_ref())
+    {
+        children.push((
+            lab::tracking::NAME.into(),
+            Box::new(lab::tracking::WatchSpawn {
+                config: s.clone(),
+                journal: journal.clone(),
+            }),
+        ));
+    }
+    if let Some(p) = &config.connectors.payments {
+        children.push((
+            payments::NAME.into(),
+            Box::new(payments::PaymentsSpawn {
+                config: p.resolved(|p| config.resolve(p)),
+                effects: payment_effects(config, p),
+                journal: journal.clone(),
+            }),
+        ));
+    }
     children
+}
+
+/// What a settled payment does beyond its row: where the PMS is told, and who the facility and
+/// the patient are in that message.
+pub fn payment_effects(config: &Config, p: &payments::config::PaymentsConfig) -> payments::Effects {
+    payments::Effects {
+        facility: config.gateway.facility_id.clone(),
+        pms: p.pms,
+        patient_system: config
+            .connectors
+            .fhir
+            .as_ref()
+            .map(|f| f.identifier_system.clone()),
+    }
 }
 
 /// The escalation watch of clinical alerts: cheap, and its times are in the journal, so it is

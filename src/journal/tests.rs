@@ -469,6 +469,10 @@ fn migration_chains_the_audit_rows_of_an_older_journal_in_id_order() {
     conn.execute_batch(
         "ALTER TABLE audit DROP COLUMN prev_hash;
          ALTER TABLE audit DROP COLUMN hash;
+         DROP INDEX outbox_pending;
+         DROP INDEX outbox_in_flight;
+         DROP INDEX outbox_dead;
+         CREATE INDEX outbox_by_state ON outbox(state, destination, id);
          INSERT INTO audit (at, actor, action, detail) VALUES
              (1000, 'gateway', 'config-reload', 'by=api ok'),
              (1001, 'cli:root', 'dlq-replay', 'destination=cloud all replayed=0');
@@ -493,4 +497,72 @@ fn migration_chains_the_audit_rows_of_an_older_journal_in_id_order() {
     s.with_batch(|b| b.audit("gateway", "config-reload", "after the migration", 2_000))
         .expect("audit");
     assert_eq!(check_chain(&mut s).count, 3);
+}
+
+#[test]
+fn reads_by_state_never_walk_the_delivered_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    drop(open(&path));
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    for sql in [
+        store::PEEK,
+        store::IN_FLIGHT,
+        store::DEAD_LETTERS,
+        store::STATE_COUNTS,
+        store::RECOVER_IN_FLIGHT,
+    ] {
+        let mut explain = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let unbound = vec![None::<i64>; explain.parameter_count()];
+        let plan: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let walks = plan
+            .iter()
+            .any(|step| step == "SCAN o" || step == "SCAN outbox");
+        assert!(!walks, "{sql}\nreads every outbox row: {plan:#?}");
+    }
+}
+
+#[test]
+fn marks_by_runs_touch_exactly_the_rows_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["a", "b", "c", "d", "e", "f"]);
+    let claimed: Vec<i64> = claimed_keys(&mut s, 1_000)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(claimed.len(), 6);
+    // Two runs and a repeat, out of order; the fourth row stays in flight.
+    let named = [
+        claimed[5], claimed[0], claimed[1], claimed[4], claimed[1], claimed[2],
+    ];
+    let marked = s
+        .with_batch(|b| b.delivered(&named, 2_000))
+        .expect("delivered");
+    assert_eq!(marked, 5);
+    let states: Vec<_> = s
+        .with_batch(|b| {
+            claimed
+                .iter()
+                .map(|id| b.row_state(*id).map(Option::unwrap))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("states");
+    assert_eq!(
+        states,
+        [
+            "delivered",
+            "delivered",
+            "delivered",
+            "in_flight",
+            "delivered",
+            "delivered"
+        ]
+    );
 }

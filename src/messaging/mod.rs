@@ -355,7 +355,7 @@ struct Deliverer {
     config: Arc<MessagingConfig>,
     providers: BTreeMap<String, Provider>,
     /// Each provider's circuit breaker (in memory: a restart gives every provider a new try).
-    breakers: RefCell<BTreeMap<String, protocol::Breaker>>,
+    breakers: RefCell<BTreeMap<String, crate::breaker::Breaker>>,
     /// The rate limits of the providers that have one.
     buckets: RefCell<BTreeMap<String, protocol::TokenBucket>>,
     /// Each provider's delivery rate over the last 30 days, read once a round for
@@ -759,7 +759,7 @@ impl Deliverer {
     }
 
     /// Runs `f` on a provider's breaker.
-    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut protocol::Breaker) -> T) -> T {
+    fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut crate::breaker::Breaker) -> T) -> T {
         f(self
             .breakers
             .borrow_mut()

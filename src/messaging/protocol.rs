@@ -413,71 +413,6 @@ pub fn http_receipt(status: Option<&str>, answer: Option<&str>) -> Option<Receip
     }
 }
 
-/// A provider's circuit breaker: opened by `failures` unavailable answers in a row, it keeps
-/// messages away from the provider for `open_ms`, then lets one through as a probe
-/// (half-open): a taken probe closes it, a failed one opens it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Breaker {
-    /// Messages go through; `failures` unavailable answers in a row so far.
-    Closed { failures: u32 },
-    /// No message is sent before `until` (ms).
-    Open { until: i64 },
-    /// One probe is out; until it answers, no other message is sent.
-    HalfOpen,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker::Closed { failures: 0 }
-    }
-}
-
-impl Breaker {
-    /// Whether a message may be sent at `now`; an open breaker whose time is over lets this
-    /// one through as its probe.
-    pub fn admit(&mut self, now: i64) -> bool {
-        match *self {
-            Breaker::Closed { .. } => true,
-            Breaker::Open { until } if now >= until => {
-                *self = Breaker::HalfOpen;
-                true
-            }
-            Breaker::Open { .. } | Breaker::HalfOpen => false,
-        }
-    }
-
-    /// The provider took a message, or refused it for the message's own sake: it works.
-    pub fn success(&mut self) {
-        *self = Breaker::Closed { failures: 0 };
-    }
-
-    /// The provider was unavailable (an error, a timeout, throttling); answers whether this
-    /// opened the breaker.
-    pub fn failure(&mut self, now: i64, failures: u32, open_ms: i64) -> bool {
-        match *self {
-            Breaker::Closed { failures: n } if n + 1 < failures => {
-                *self = Breaker::Closed { failures: n + 1 };
-                false
-            }
-            _ => {
-                *self = Breaker::Open {
-                    until: now + open_ms,
-                };
-                true
-            }
-        }
-    }
-
-    /// The breaker's state for health and the page.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Breaker::Closed { .. } => "closed",
-            Breaker::Open { .. } => "open",
-            Breaker::HalfOpen => "half_open",
-        }
-    }
-}
-
 /// Whether a provider's receipts count as stopped at `now`: `waiting` messages it took wait
 /// for their receipt with none from it since the oldest, taken at `oldest` (ms).
 pub fn receipts_stopped(watch: &ReceiptWatch, waiting: u32, oldest: Option<i64>, now: i64) -> bool {
@@ -847,26 +782,6 @@ sms = "Your appointment moved to {new_start}."
         let now = 1_796_249_730_000;
         assert_eq!(not_before(Some(&q), &zone, now), 1_796_284_800_000);
         assert_eq!(not_before(None, &zone, now), now);
-    }
-
-    #[test]
-    fn a_breaker_opens_after_failures_in_a_row_and_probes_once_when_its_time_is_over() {
-        let mut b = Breaker::default();
-        assert!(!b.failure(0, 3, 1000));
-        b.success();
-        assert!(!b.failure(0, 3, 1000));
-        assert!(!b.failure(0, 3, 1000));
-        assert!(b.failure(10, 3, 1000), "the third in a row opens it");
-        assert!(!b.admit(500));
-        assert!(b.admit(1010), "its time is over: one probe");
-        assert_eq!(b, Breaker::HalfOpen);
-        assert!(!b.admit(1011), "no second message beside the probe");
-        assert!(b.failure(1020, 3, 1000), "a failed probe opens it again");
-        assert!(!b.admit(1500));
-        assert!(b.admit(2020));
-        b.success();
-        assert!(b.admit(2021));
-        assert_eq!(b.as_str(), "closed");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod fhir;
 mod html;
 mod messaging;
 mod page;
+mod payments;
 mod preview;
 pub mod tls;
 
@@ -61,6 +62,11 @@ pub struct AppState {
     pub tls_fingerprint: Option<String>,
     /// The eligibility connector's payers, when one is configured (as at start).
     pub eligibility: Option<crate::connectors::practice::config::EligibilityConfig>,
+    /// The payment processors, with their files resolved, when payments are configured (as
+    /// at start).
+    pub payments: Option<crate::connectors::payments::config::PaymentsConfig>,
+    /// What a payment a webhook settles does beyond its row, when payments are configured.
+    pub payment_effects: Option<crate::connectors::payments::Effects>,
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.
@@ -140,6 +146,7 @@ pub fn server(
                 web::post().to(acknowledge),
             )
             .route("/api/v1/alerts", web::get().to(alerts))
+            .route("/api/v1/specimens", web::get().to(specimens))
             .route("/api/v1/alerts/{id}/ack", web::post().to(acknowledge_alert))
             .route("/alerts/ack", web::post().to(page::acknowledge_alert_form))
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
@@ -158,8 +165,9 @@ pub fn server(
                 "/api/v1/queues/{queue}/call-next",
                 web::post().to(queue_call_next),
             )
-            // Before the entries' actions, whose `{action}` would take `eligibility`.
+            // Before the entries' actions, whose `{action}` would take `eligibility` and `payments`.
             .configure(eligibility::routes)
+            .configure(payments::routes)
             .route(
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),
@@ -784,6 +792,15 @@ async fn alerts(s: web::Data<AppState>, q: web::Query<NoticeQuery>) -> HttpRespo
         all: q.all.unwrap_or(false),
         limit: q.limit.unwrap_or(100).min(1000),
     };
+    match journal::ask(&s.journal, list).await {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// The lab specimens of the open queue entries: ids, codes and states, never a result.
+async fn specimens(s: web::Data<AppState>) -> HttpResponse {
+    let list = crate::connectors::lab::tracking::ListSpecimens;
     match journal::ask(&s.journal, list).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => journal_error(e),

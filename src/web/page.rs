@@ -5,6 +5,8 @@ use crate::access::{KeySummary, Role, Staff, UserSummary, policy};
 use crate::alerts::{AckAlert, Alert, ListAlerts};
 use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
+use crate::connectors::lab::store::SpecimenRow;
+use crate::connectors::lab::tracking::ListSpecimens;
 use crate::connectors::pharmacy::ListPrescriptions;
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
@@ -41,6 +43,8 @@ button{padding:.3rem .8rem;border-radius:.3rem;border:1px solid #1d4a8f;backgrou
 struct Shown {
     notices: bool,
     alerts: bool,
+    /// Lab specimens and the delays added to entries: clinical staff, like alerts.
+    specimens: bool,
     conflicts: bool,
     queue: bool,
     rooms: bool,
@@ -61,6 +65,7 @@ impl Shown {
         Shown {
             notices: may("GET", "/api/v1/notices"),
             alerts: may("GET", "/api/v1/alerts"),
+            specimens: may("GET", "/api/v1/specimens"),
             conflicts: may("GET", "/api/v1/fhir/conflicts"),
             queue: may("GET", "/api/v1/queues"),
             rooms: may("GET", "/api/v1/rooms"),
@@ -112,6 +117,16 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         None
     };
+    // The payment column, when processors take co-pays.
+    let payments = if shown.queue && s.payments.is_some() {
+        let ask = crate::connectors::payments::ListPayments {
+            entry_ids: entries.iter().map(|e| e.id).collect(),
+        };
+        let found = journal::ask(&s.journal, ask).await.unwrap_or_default();
+        Some(found.into_iter().map(|p| (p.entry_id, p)).collect())
+    } else {
+        None
+    };
     let notices = if shown.notices {
         let list = ListNotices {
             all: false,
@@ -127,6 +142,13 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             limit: 50,
         };
         journal::ask(&s.journal, list).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let specimens = if shown.specimens {
+        journal::ask(&s.journal, ListSpecimens)
+            .await
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -158,8 +180,10 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         entries: &entries,
         prescriptions: &prescriptions,
         insurance: insurance.as_ref(),
+        payments: payments.as_ref(),
         notices: &notices,
         alerts: &alerts,
+        specimens: &specimens,
         conflicts: &conflicts,
         rooms: rooms.as_ref(),
         shown,
@@ -174,6 +198,9 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
 /// Entries' latest eligibility inquiries by entry id.
 type Insurance = std::collections::BTreeMap<i64, crate::connectors::practice::store::Eligibility>;
 
+/// Entries' latest payments by entry id.
+type Payments = std::collections::BTreeMap<i64, crate::connectors::payments::store::Payment>;
+
 /// What the page shows, as read for one request.
 struct View<'a> {
     actors: &'a [ActorHealth],
@@ -183,8 +210,11 @@ struct View<'a> {
     prescriptions: &'a [(i64, String)],
     /// Each entry's latest eligibility inquiry by entry id, when a connector asks payers.
     insurance: Option<&'a Insurance>,
+    /// Each entry's latest payment by entry id, when processors take co-pays.
+    payments: Option<&'a Payments>,
     notices: &'a [Notice],
     alerts: &'a [Alert],
+    specimens: &'a [SpecimenRow],
     conflicts: &'a [Conflict],
     rooms: Option<&'a FacilityView>,
     shown: Shown,
@@ -209,8 +239,10 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         entries,
         prescriptions,
         insurance,
+        payments,
         notices,
         alerts,
+        specimens,
         conflicts,
         rooms,
         shown,
@@ -241,6 +273,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
     if shown.alerts {
         h.push_str(&alert_list(alerts, now, &token));
     }
+    if shown.specimens {
+        h.push_str(&specimen_list(specimens, now));
+    }
     if shown.notices {
         h.push_str(&notice_list(notices, now, &token));
     }
@@ -248,7 +283,13 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         h.push_str(&conflict_list(conflicts, now, &token, staff.is_some()));
     }
     if shown.queue {
-        h.push_str(&queue_board(entries, prescriptions, insurance, now));
+        h.push_str(&queue_board(
+            entries,
+            prescriptions,
+            insurance,
+            payments,
+            now,
+        ));
         h.push_str("<p><a href=\"/messaging\">Patient messages: delivery per ticket</a></p>");
     }
     if let Some(view) = rooms {
@@ -419,6 +460,47 @@ fn alert_list(alerts: &[Alert], now: i64, token: &str) -> String {
     h
 }
 
+/// The specimens of the queued patients (ids, type, state, the lab's reject reason and
+/// condition codes, the delay added to the entry; never a result).
+fn specimen_list(specimens: &[SpecimenRow], now: i64) -> String {
+    if specimens.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Lab specimens</h2><table><tr><th>Ticket</th><th>Specimen</th><th>Order</th><th>Type</th><th>State</th><th>Delay</th><th>Changed</th></tr>",
+    );
+    for sp in specimens {
+        let state = match (&sp.reject_reason, &sp.condition) {
+            (Some(why), _) => format!("{} ({why})", sp.state.replace('_', " ")),
+            (None, Some(c)) => format!("{} ({c})", sp.state.replace('_', " ")),
+            (None, None) => sp.state.replace('_', " "),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&sp.ticket),
+            esc(&sp.queue),
+            esc(&sp.specimen),
+            esc(sp.order.as_deref().unwrap_or("")),
+            esc(sp.type_code.as_deref().unwrap_or("")),
+            if sp.state == "rejected" {
+                " class=err"
+            } else {
+                ""
+            },
+            esc(&state),
+            if sp.entry_delay_min > 0 {
+                format!("+{} min", sp.entry_delay_min)
+            } else {
+                String::new()
+            },
+            age(now, sp.updated_at),
+        );
+    }
+    h.push_str("</table>");
+    h
+}
+
 /// Open notices for staff (tickets and queues only), each with its acknowledge button.
 fn notice_list(notices: &[Notice], now: i64, token: &str) -> String {
     if notices.is_empty() {
@@ -554,11 +636,13 @@ pub(super) async fn conflict_page(
 /// The queue board: tickets in call order per queue, never patient references.
 /// `prescriptions` are (entry id, state) of the entries' prescriptions, shown by state only
 /// (no drugs); with `insurance`, where each entry's eligibility stands (the payer's reason in
-/// words, never the member's details).
+/// words, never the member's details); with `payments`, where each entry's latest payment
+/// stands (paid, awaiting payment, or payment pending with why).
 fn queue_board(
     entries: &[Entry],
     prescriptions: &[(i64, String)],
     insurance: Option<&Insurance>,
+    payments: Option<&Payments>,
     now: i64,
 ) -> String {
     let mut h = String::from("<h2>Waiting queues</h2>");
@@ -571,10 +655,15 @@ fn queue_board(
     for q in queues {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th><th>Pharmacy</th>{}</tr>",
+            "<h3>{}</h3><table><tr><th>#</th><th>Ticket</th><th>Priority</th><th>State</th><th>Room</th><th>Arrived</th><th>Pharmacy</th>{}{}</tr>",
             esc(q),
             if insurance.is_some() {
                 "<th>Insurance</th>"
+            } else {
+                ""
+            },
+            if payments.is_some() {
+                "<th>Payment</th>"
             } else {
                 ""
             }
@@ -593,9 +682,12 @@ fn queue_board(
             let cover = insurance.map_or(String::new(), |i| {
                 format!("<td>{}</td>", coverage(i.get(&e.id)))
             });
+            let paid = payments.map_or(String::new(), |p| {
+                format!("<td>{}</td>", payment(p.get(&e.id)))
+            });
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{cover}</tr>",
+                "<tr><td>{}</td><td><b>{}</b></td><td>{priority}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{cover}{paid}</tr>",
                 i + 1,
                 esc(&e.ticket),
                 if e.awaiting_results {
@@ -611,6 +703,23 @@ fn queue_board(
         h.push_str("</table>");
     }
     h
+}
+
+/// One entry's payment cell: paid, awaiting payment, or payment pending with its cause (a
+/// decline code, never card details).
+fn payment(p: Option<&crate::connectors::payments::store::Payment>) -> String {
+    use crate::connectors::payments::store::Status;
+    let Some(p) = p else {
+        return String::new();
+    };
+    match p.status {
+        Status::Confirmed => "<span class=\"badge healthy\">paid</span>".into(),
+        Status::Requested | Status::Open => "<span class=muted>awaiting payment</span>".into(),
+        Status::Failed => format!(
+            "<span class=\"badge down\">payment pending</span> {}",
+            esc(p.cause.as_deref().unwrap_or_default())
+        ),
+    }
 }
 
 /// One entry's insurance cell: verified with its co-pay, pending, overridden, or not verified
@@ -891,8 +1000,10 @@ mod tests {
             entries: &[],
             prescriptions: &[],
             insurance: None,
+            payments: None,
             notices: &notices,
             alerts: &[],
+            specimens: &[],
             conflicts: &[],
             rooms: None,
             shown: Shown::for_role(None),
@@ -946,6 +1057,7 @@ mod tests {
             ],
             &[(1, "in_preparation".into())],
             None,
+            None,
             60_000,
         );
         assert!(html.contains("prescription in preparation"), "{html}");
@@ -993,6 +1105,30 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        use crate::connectors::payments::store::{Payment, Status as Paid};
+        let paid = |entry_id: i64, status: Paid, cause: Option<&str>| Payment {
+            id: entry_id,
+            reference: format!("r{entry_id}"),
+            entry_id,
+            amount_cents: 2500,
+            currency: "usd".into(),
+            method: "hosted".into(),
+            status,
+            processor: Some("a".into()),
+            intent: Some("pi_1".into()),
+            client_secret: Some("pi_1_secret_x".into()),
+            cause: cause.map(str::to_string),
+            requested_at: 0,
+            requested_by: "api:staff".into(),
+            updated_at: 0,
+            confirmed_at: None,
+        };
+        let payments: Payments = [
+            (2, paid(2, Paid::Confirmed, None)),
+            (1, paid(1, Paid::Failed, Some("declined:card_declined"))),
+        ]
+        .into_iter()
+        .collect();
         let html = queue_board(
             &[
                 entry(2, "G-002", Priority::Urgent),
@@ -1001,9 +1137,17 @@ mod tests {
             ],
             &[],
             Some(&insurance),
+            Some(&payments),
             60_000,
         );
         assert!(html.contains("<th>Insurance</th>"), "{html}");
+        assert!(html.contains("<th>Payment</th>"), "{html}");
+        assert!(html.contains("paid</span>"), "{html}");
+        assert!(
+            html.contains("payment pending</span> declined:card_declined"),
+            "{html}"
+        );
+        assert!(!html.contains("_secret_"), "{html}");
         assert!(html.contains("verified</span>, co-pay 25.05"), "{html}");
         assert!(
             html.contains("not verified</span> patient not found"),

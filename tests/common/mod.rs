@@ -17,6 +17,7 @@ pub mod sipp;
 pub mod smsc;
 pub mod smtp;
 pub mod spine;
+pub mod stripe;
 pub mod voice;
 pub mod x12;
 

@@ -50,14 +50,22 @@ use tokio::sync::watch;
 pub const NAME: &str = "fhir";
 /// The outbox destination of local Patient changes.
 pub const DESTINATION: &str = "ehr-fhir";
+/// The outbox kind of a resource another family asks the EHR to create once: the payload is
+/// the resource, created conditionally on its first identifier.
+pub const CREATE: &str = "fhir.create";
 /// Where the poll cursor (the newest `meta.lastUpdated` seen) is kept.
 const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
-/// The resources read for the lab, each with its cursor (the pharmacy's MedicationRequest and
-/// MedicationDispense are to join once the validator knows them).
-const RESULT_KINDS: [(&str, &str); 1] = [("Observation", "observation_cursor")];
+/// The resources read for the lab, each with its cursor: results, then orders before the
+/// specimens taken for them (the pharmacy's MedicationRequest and MedicationDispense are to
+/// join once the validator knows them).
+const RESULT_KINDS: [(&str, &str); 3] = [
+    ("Observation", "observation_cursor"),
+    ("ServiceRequest", "service_request_cursor"),
+    ("Specimen", "specimen_cursor"),
+];
 /// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
 const OVERRUNS: &str = "wait_overruns";
 /// Most entries the link pass asks the EHR about per poll.
@@ -630,8 +638,8 @@ impl Shared {
         self.counters().visits_closed += closed;
     }
 
-    /// Results changed since their cursors, each version journaled once with the resource,
-    /// which the lab's hook acts on in its transaction.
+    /// Results, lab orders and specimens changed since their cursors, each version journaled
+    /// once with the resource, which the lab's hooks act on in its transaction.
     async fn poll_results(&self) {
         for (kind, cursor) in RESULT_KINDS {
             let start = start_cursor(self.config.poll_interval_s);
@@ -762,6 +770,7 @@ impl Shared {
         match row.kind.as_str() {
             encounter::KIND => self.deliver_encounter(row).await,
             waits::KIND => self.deliver_suggestion(row).await,
+            CREATE => self.deliver_created(row).await,
             registration::NEW_PATIENT | registration::WALK_IN => {
                 self.deliver_registration(row).await
             }
@@ -878,6 +887,30 @@ impl Shared {
         self.outcome(&created);
         created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
         tracing::info!(queue = %s.overrun.queue, kind, "scheduling suggestion sent to the EHR");
+        Ok(())
+    }
+
+    /// A resource another family committed for the EHR (a payment's PaymentNotice), created
+    /// once: a retry after a lost answer finds the first by its identifier.
+    async fn deliver_created(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
+        let r: serde_json::Value = serde_json::from_slice(&row.payload)
+            .map_err(|e| (format!("unusable resource: {e}"), true))?;
+        let kind = match r["resourceType"].as_str() {
+            Some("PaymentNotice") => "PaymentNotice",
+            other => return Err((format!("{other:?} is not created this way"), true)),
+        };
+        protocol::conform(&r).map_err(|e| (format!("not sent: {e}"), true))?;
+        let id = &r["identifier"][0];
+        let (Some(system), Some(value)) = (id["system"].as_str(), id["value"].as_str()) else {
+            return Err(("a created resource needs an identifier".into(), true));
+        };
+        let client = self.usable().map_err(|e| (e.to_string(), false))?;
+        let created = client
+            .create(kind, &r, &format!("identifier={system}|{value}"))
+            .await;
+        self.outcome(&created);
+        created.map_err(|e| (e.to_string(), !e.is_retryable()))?;
+        tracing::info!(kind, "resource created in the EHR");
         Ok(())
     }
 

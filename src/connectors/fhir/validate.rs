@@ -24,7 +24,8 @@ pub struct Invalid {
     pub issues: Vec<String>,
 }
 
-/// Checks a Patient, Encounter, Appointment, Flag, Task or Communication against R4: `Ok` when
+/// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
+/// Communication or PaymentNotice against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -256,6 +257,19 @@ const TASK_INTENT: Kind = Code(
     "unknown | proposal | plan | order | original-order | reflex-order | filler-order \
      | instance-order | option",
 );
+const REQUEST_STATUS: Kind = Code(
+    "request-status",
+    "draft | active | on-hold | revoked | completed | entered-in-error | unknown",
+);
+const REQUEST_INTENT: Kind = Code(
+    "request-intent",
+    "proposal | plan | directive | order | original-order | reflex-order | filler-order \
+     | instance-order | option",
+);
+const SPECIMEN_STATUS: Kind = Code(
+    "specimen-status",
+    "available | unavailable | unsatisfactory | entered-in-error",
+);
 const TASK_STATUS: Kind = Code(
     "task-status",
     "draft | requested | received | accepted | rejected | ready | cancelled | in-progress \
@@ -457,15 +471,18 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 8] = [
+static RESOURCES: [&Def; 11] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
     &FLAG,
     &OBSERVATION,
+    &SPECIMEN,
+    &SERVICE_REQUEST,
     &TASK,
     &COMMUNICATION,
     &AUDIT_EVENT,
+    &PAYMENT_NOTICE,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -766,6 +783,135 @@ static OBSERVATION: Def = resource(
                 list("interpretation", Complex(&CODEABLE_CONCEPT)),
             ]),
         ),
+    ],
+);
+
+static SPECIMEN: Def = resource(
+    "Specimen",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        opt("accessionIdentifier", Complex(&IDENTIFIER)),
+        opt("status", SPECIMEN_STATUS),
+        opt("type", Complex(&CODEABLE_CONCEPT)),
+        opt("subject", Complex(&REFERENCE)),
+        opt("receivedTime", DATE_TIME),
+        list("parent", Complex(&REFERENCE)),
+        list("request", Complex(&REFERENCE)),
+        elem(
+            "collection",
+            0,
+            false,
+            Types::One(backbone![
+                opt("collector", Complex(&REFERENCE)),
+                choice("collected", 0, &[DATE_TIME, Complex(&PERIOD)]),
+                opt("duration", Complex(&DURATION)),
+                opt("quantity", Complex(&QUANTITY)),
+                opt("method", Complex(&CODEABLE_CONCEPT)),
+                opt("bodySite", Complex(&CODEABLE_CONCEPT)),
+                choice(
+                    "fastingStatus",
+                    0,
+                    &[Complex(&CODEABLE_CONCEPT), Complex(&DURATION)]
+                ),
+            ]),
+        ),
+        elem(
+            "processing",
+            0,
+            true,
+            Types::One(backbone![
+                opt("description", STRING),
+                opt("procedure", Complex(&CODEABLE_CONCEPT)),
+                list("additive", Complex(&REFERENCE)),
+                choice("time", 0, &[DATE_TIME, Complex(&PERIOD)]),
+            ]),
+        ),
+        elem(
+            "container",
+            0,
+            true,
+            Types::One(backbone![
+                list("identifier", Complex(&IDENTIFIER)),
+                opt("description", STRING),
+                opt("type", Complex(&CODEABLE_CONCEPT)),
+                opt("capacity", Complex(&QUANTITY)),
+                opt("specimenQuantity", Complex(&QUANTITY)),
+                choice(
+                    "additive",
+                    0,
+                    &[Complex(&CODEABLE_CONCEPT), Complex(&REFERENCE)]
+                ),
+            ]),
+        ),
+        list("condition", Complex(&CODEABLE_CONCEPT)),
+        list("note", Complex(&ANNOTATION)),
+    ],
+);
+
+static SERVICE_REQUEST: Def = resource(
+    "ServiceRequest",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("instantiatesCanonical", CANONICAL),
+        list("instantiatesUri", URI),
+        list("basedOn", Complex(&REFERENCE)),
+        list("replaces", Complex(&REFERENCE)),
+        opt("requisition", Complex(&IDENTIFIER)),
+        req("status", REQUEST_STATUS),
+        req("intent", REQUEST_INTENT),
+        list("category", Complex(&CODEABLE_CONCEPT)),
+        opt("priority", REQUEST_PRIORITY),
+        opt("doNotPerform", BOOLEAN),
+        opt("code", Complex(&CODEABLE_CONCEPT)),
+        list("orderDetail", Complex(&CODEABLE_CONCEPT)),
+        choice(
+            "quantity",
+            0,
+            &[Complex(&QUANTITY), Opaque("Ratio"), Opaque("Range")],
+        ),
+        req("subject", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        choice(
+            "occurrence",
+            0,
+            &[DATE_TIME, Complex(&PERIOD), Opaque("Timing")],
+        ),
+        choice("asNeeded", 0, &[BOOLEAN, Complex(&CODEABLE_CONCEPT)]),
+        opt("authoredOn", DATE_TIME),
+        opt("requester", Complex(&REFERENCE)),
+        opt("performerType", Complex(&CODEABLE_CONCEPT)),
+        list("performer", Complex(&REFERENCE)),
+        list("locationCode", Complex(&CODEABLE_CONCEPT)),
+        list("locationReference", Complex(&REFERENCE)),
+        list("reasonCode", Complex(&CODEABLE_CONCEPT)),
+        list("reasonReference", Complex(&REFERENCE)),
+        list("insurance", Complex(&REFERENCE)),
+        list("supportingInfo", Complex(&REFERENCE)),
+        list("specimen", Complex(&REFERENCE)),
+        list("bodySite", Complex(&CODEABLE_CONCEPT)),
+        list("note", Complex(&ANNOTATION)),
+        opt("patientInstruction", STRING),
+        list("relevantHistory", Complex(&REFERENCE)),
+    ],
+);
+
+const FM_STATUS: Kind = Code("fm-status", "active | cancelled | draft | entered-in-error");
+
+static PAYMENT_NOTICE: Def = resource(
+    "PaymentNotice",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", FM_STATUS),
+        opt("request", Complex(&REFERENCE)),
+        opt("response", Complex(&REFERENCE)),
+        req("created", DATE_TIME),
+        opt("provider", Complex(&REFERENCE)),
+        req("payment", Complex(&REFERENCE)),
+        opt("paymentDate", DATE),
+        opt("payee", Complex(&REFERENCE)),
+        req("recipient", Complex(&REFERENCE)),
+        req("amount", Opaque("Money")),
+        opt("paymentStatus", Complex(&CODEABLE_CONCEPT)),
     ],
 );
 
@@ -1813,15 +1959,42 @@ mod tests {
 
     #[test]
     fn only_the_exchanged_resource_types_are_accepted() {
-        let specimen = json!({ "resourceType": "Specimen", "status": "available" });
+        let device = json!({ "resourceType": "Device", "status": "active" });
         assert_eq!(
-            validate(&specimen),
+            validate(&device),
             Err(Invalid {
-                resource_type: "Specimen".into(),
+                resource_type: "Device".into(),
                 issues: vec![
-                    "resourceType: \"Specimen\" is not a resource the gateway exchanges".into()
+                    "resourceType: \"Device\" is not a resource the gateway exchanges".into()
                 ],
             })
+        );
+        let specimen = json!({
+            "resourceType": "Specimen", "status": "unsatisfactory",
+            "identifier": [{"value": "S-1"}],
+            "type": {"coding": [{"code": "BLD"}]},
+            "subject": {"reference": "Patient/p-1"},
+            "request": [{"reference": "ServiceRequest/o-1"}],
+            "collection": {"collectedDateTime": "2026-11-24T09:00:00+01:00"},
+            "extension": [{
+                "url": "http://hl7.org/fhir/StructureDefinition/specimen-rejectReason",
+                "valueCodeableConcept": {"coding": [{"code": "RH"}]}
+            }]
+        });
+        assert_eq!(validate(&specimen), Ok(()));
+        assert_eq!(
+            check(with(specimen, "/status", Some(json!("collected")))),
+            ["Specimen.status: \"collected\" is not in the required value set specimen-status"]
+        );
+        let order = json!({
+            "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+            "subject": {"reference": "Patient/p-1"}
+        });
+        assert_eq!(validate(&order), Ok(()));
+        assert_eq!(
+            check(with(order, "/intent", None)),
+            ["ServiceRequest.intent: required (min 1)"]
         );
         let observation = json!({
             "resourceType": "Observation", "status": "final",

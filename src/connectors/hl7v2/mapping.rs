@@ -1,6 +1,6 @@
 //! HL7 v2 → FHIR R4, following the HL7 V2-to-FHIR mapping guidance (PID → Patient, PV1 →
 //! Encounter, SCH/TQ1/AIL/AIP → Appointment, PV1-3/AIL-3 → Location, OBR → DiagnosticReport and
-//! each OBX → Observation). The mapping is data: one
+//! each OBX → Observation, ORC/OBR → ServiceRequest, SPM → Specimen). The mapping is data: one
 //! table of (v2 path, FHIR path, conversion) rows per resource, plus the vocabulary tables the
 //! guidance names. Code here only walks the tables, so a field is added by adding a row.
 
@@ -520,6 +520,170 @@ const MEDICATION_DISPENSE: &[Row] = &[
     row("PID-3[1].1", "subject.identifier.value", Conv::Text),
 ];
 
+/// HL7 table 0038 (order status, ORC-5) of a lab order → FHIR request-status.
+const LAB_ORDER_STATUS: &[(&str, &str)] = &[
+    ("SC", "active"),
+    ("IP", "active"),
+    ("A", "active"),
+    ("CM", "completed"),
+    ("CA", "revoked"),
+    ("DC", "revoked"),
+    ("HD", "on-hold"),
+    ("ER", "entered-in-error"),
+];
+
+/// HL7 table 0119 (order control, ORC-1) of a lab order → FHIR request-status; ORC-5, when
+/// sent, says more and is read after it.
+const LAB_ORDER_CONTROL: &[(&str, &str)] = &[
+    ("NW", "active"),
+    ("XO", "active"),
+    ("RP", "active"),
+    ("OK", "active"),
+    ("SC", "active"),
+    ("HD", "on-hold"),
+    ("CA", "revoked"),
+    ("OC", "revoked"),
+    ("DC", "revoked"),
+    ("OD", "revoked"),
+];
+
+/// ORC/OBR → ServiceRequest, one per ORC (with the OBR beside it): the order ids, its status,
+/// the test ordered and the patient.
+const SERVICE_REQUEST: &[Row] = &[
+    with(
+        "OBR-2.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+            ("intent", "order"),
+        ],
+    ),
+    with(
+        "ORC-2.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+            ("intent", "order"),
+        ],
+    ),
+    with(
+        "OBR-3.1",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
+    with(
+        "ORC-3.1",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
+    row("ORC-1", "status", Conv::Code(LAB_ORDER_CONTROL)),
+    row("ORC-5", "status", Conv::Code(LAB_ORDER_STATUS)),
+    row("OBR-4.1", "code.coding[0].code", Conv::Text),
+    row(
+        "OBR-4.3",
+        "code.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("ORC-9.1", "authoredOn", Conv::DateTime),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
+/// HL7 table 0493 (specimen condition, SPM-24).
+const SPECIMEN_CONDITION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0493";
+/// HL7 table 0490 (specimen reject reason, SPM-21).
+const SPECIMEN_REJECT_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0490";
+/// The FHIR extension a specimen's reject reason travels in.
+pub const SPECIMEN_REJECT_EXTENSION: &str =
+    "http://hl7.org/fhir/StructureDefinition/specimen-rejectReason";
+
+/// HL7 table 0136 on SPM-20 (specimen availability) → FHIR specimen-status.
+const SPECIMEN_AVAILABILITY: &[(&str, &str)] = &[("Y", "available"), ("N", "unavailable")];
+
+/// SPM → Specimen, one per SPM (with the ORC/OBR beside it, else the message's first, as the
+/// order it was taken for): its ids, type, collection and receipt times, availability; a
+/// reject reason (SPM-21) makes it `unsatisfactory`, read after SPM-20 so that it wins.
+const SPECIMEN: &[Row] = &[
+    with(
+        "SPM-2.1",
+        "identifier[0].value",
+        Conv::Text,
+        &[
+            ("identifier[0].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[0].type.coding[0].code", "PLAC"),
+        ],
+    ),
+    with(
+        "SPM-2.2",
+        "identifier[1].value",
+        Conv::Text,
+        &[
+            ("identifier[1].type.coding[0].system", IDENTIFIER_TYPE),
+            ("identifier[1].type.coding[0].code", "FILL"),
+        ],
+    ),
+    row("SPM-4.1", "type.coding[0].code", Conv::Text),
+    row("SPM-4.2", "type.coding[0].display", Conv::Text),
+    row(
+        "SPM-4.3",
+        "type.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("SPM-17.1", "collection.collectedDateTime", Conv::DateTime),
+    row("SPM-18.1", "receivedTime", Conv::DateTime),
+    row("SPM-20", "status", Conv::Code(SPECIMEN_AVAILABILITY)),
+    with(
+        "SPM-21.1",
+        "extension[0].valueCodeableConcept.coding[0].code",
+        Conv::Text,
+        &[
+            ("extension[0].url", SPECIMEN_REJECT_EXTENSION),
+            (
+                "extension[0].valueCodeableConcept.coding[0].system",
+                SPECIMEN_REJECT_SYSTEM,
+            ),
+            ("status", "unsatisfactory"),
+        ],
+    ),
+    with(
+        "SPM-24[1].1",
+        "condition[0].coding[0].code",
+        Conv::Text,
+        &[("condition[0].coding[0].system", SPECIMEN_CONDITION_SYSTEM)],
+    ),
+    row("OBR-2.1", "request[0].identifier.value", Conv::Text),
+    row("ORC-2.1", "request[0].identifier.value", Conv::Text),
+    row("PID-3[1].1", "subject.identifier.value", Conv::Text),
+];
+
+/// What an SPM must carry to be tracked, and the fields that must be readable when sent:
+/// (field, conversion or `None` for "must be present", what the refusal says).
+const SPECIMEN_CONFORMANCE: &[(&str, Option<Conv>, &str)] = &[
+    ("SPM-2.1", None, "SPM-2 (specimen id) is empty"),
+    ("SPM-4.1", None, "SPM-4 (specimen type) is empty"),
+    (
+        "SPM-17.1",
+        Some(Conv::DateTime),
+        "SPM-17 (collection time) is not a date and time",
+    ),
+    (
+        "SPM-18.1",
+        Some(Conv::DateTime),
+        "SPM-18 (received time) is not a date and time",
+    ),
+];
+
 /// A status the trigger event implies, whatever the message's own status fields say.
 const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("ADT", "A01", "Encounter", "in-progress"),
@@ -530,40 +694,50 @@ const TRIGGER_STATUS: &[(&str, &str, &str, &str)] = &[
     ("SIU", "S26", "Appointment", "noshow"),
 ];
 
-/// (message code, resource type, its row tables, the segment mapped once per occurrence).
+/// (message code, resource type, its row tables, the segments mapped once per occurrence).
 type Resource = (
     &'static str,
     &'static str,
     &'static [&'static [Row]],
-    Option<&'static str>,
+    &'static [&'static str],
 );
 
 /// Which resources each message type carries (their row tables), in the order they are
-/// mapped; with a segment name, one resource per occurrence of that segment.
+/// mapped; with segment names, one resource per occurrence of the first, reading the same
+/// occurrence of the others (their first when they occur fewer times).
 const RESOURCES: &[Resource] = &[
-    ("ADT", "Patient", &[PATIENT], None),
-    ("ADT", "Encounter", &[ENCOUNTER], None),
-    ("ADT", "Location", &[LOCATION], None),
-    ("SIU", "Patient", &[PATIENT], None),
-    ("SIU", "Appointment", &[APPOINTMENT], None),
-    ("SIU", "Location", &[LOCATION], None),
-    ("ORU", "Patient", &[PATIENT], None),
-    ("ORU", "DiagnosticReport", &[DIAGNOSTIC_REPORT], Some("OBR")),
-    ("ORU", "Observation", &[OBSERVATION], Some("OBX")),
-    ("RDE", "Patient", &[PATIENT], None),
+    ("ADT", "Patient", &[PATIENT], &[]),
+    ("ADT", "Encounter", &[ENCOUNTER], &[]),
+    ("ADT", "Location", &[LOCATION], &[]),
+    ("SIU", "Patient", &[PATIENT], &[]),
+    ("SIU", "Appointment", &[APPOINTMENT], &[]),
+    ("SIU", "Location", &[LOCATION], &[]),
+    ("ORU", "Patient", &[PATIENT], &[]),
+    ("ORU", "DiagnosticReport", &[DIAGNOSTIC_REPORT], &["OBR"]),
+    ("ORU", "Observation", &[OBSERVATION], &["OBX"]),
+    ("RDE", "Patient", &[PATIENT], &[]),
     (
         "RDE",
         "MedicationRequest",
         &[ORDER_IDS, MEDICATION_REQUEST],
-        None,
+        &[],
     ),
-    ("RDS", "Patient", &[PATIENT], None),
+    ("RDS", "Patient", &[PATIENT], &[]),
     (
         "RDS",
         "MedicationDispense",
         &[ORDER_IDS, MEDICATION_DISPENSE],
-        None,
+        &[],
     ),
+    ("ORM", "Patient", &[PATIENT], &[]),
+    ("ORM", "ServiceRequest", &[SERVICE_REQUEST], &["ORC", "OBR"]),
+    ("OML", "Patient", &[PATIENT], &[]),
+    ("OML", "ServiceRequest", &[SERVICE_REQUEST], &["ORC", "OBR"]),
+    ("OML", "Specimen", &[SPECIMEN], &["SPM", "ORC", "OBR"]),
+    ("OUL", "Patient", &[PATIENT], &[]),
+    ("OUL", "Specimen", &[SPECIMEN], &["SPM", "ORC", "OBR"]),
+    ("OUL", "DiagnosticReport", &[DIAGNOSTIC_REPORT], &["OBR"]),
+    ("OUL", "Observation", &[OBSERVATION], &["OBX"]),
 ];
 
 /// The FHIR resources one message maps to; a resource none of whose fields are present is left
@@ -572,18 +746,21 @@ pub fn map(message: &hl7_2::Message) -> Vec<Value> {
     let field = |path: &str| message.get(path).ok().flatten().unwrap_or_default();
     let (code, trigger) = (field("MSH-9.1"), field("MSH-9.2"));
     let mut out = Vec::new();
+    let count = |segment: &str| message.segments().filter(|s| s.name == segment).count();
     for (_, resource_type, rows, per) in RESOURCES.iter().filter(|(c, ..)| *c == code) {
-        let occurrences = match per {
-            Some(segment) => message.segments().filter(|s| s.name == *segment).count(),
-            None => 1,
-        };
+        let occurrences = per.first().map_or(1, |segment| count(segment));
         for n in 1..=occurrences {
-            // `OBX-5` of the n-th OBX is `OBX[n]-5`; other segments' paths stay as they are.
-            let at = |path: &str| match per {
-                Some(segment) if path.starts_with(&format!("{segment}-")) => {
-                    field(&format!("{segment}[{n}]{}", &path[segment.len()..]))
+            // `OBX-5` of the n-th OBX is `OBX[n]-5`; a companion segment occurring fewer times
+            // is read at its first; other segments' paths stay as they are.
+            let at = |path: &str| match per
+                .iter()
+                .find(|segment| path.starts_with(&format!("{segment}-")))
+            {
+                Some(segment) => {
+                    let k = if count(segment) >= n { n } else { 1 };
+                    field(&format!("{segment}[{k}]{}", &path[segment.len()..]))
                 }
-                _ => field(path),
+                None => field(path),
             };
             if let Some(resource) = map_one(&at, rows, resource_type, &code, &trigger) {
                 out.push(resource);
@@ -629,6 +806,23 @@ fn map_one(
         Value::String(resource_type.into()),
     );
     Some(resource)
+}
+
+/// Why a message cannot be tracked as sent (an SPM without its id or type, or with a time
+/// that is not one), if it cannot: the message is then refused with this reason.
+pub fn nonconforming(message: &hl7_2::Message) -> Option<String> {
+    let field = |path: &str| message.get(path).ok().flatten().unwrap_or_default();
+    let specimens = message.segments().filter(|s| s.name == "SPM").count();
+    (1..=specimens).find_map(|n| {
+        SPECIMEN_CONFORMANCE.iter().find_map(|(path, conv, why)| {
+            let value = field(&format!("SPM[{n}]{}", &path[3..]));
+            let bad = match conv {
+                None => convert(&value, Conv::Text).is_none(),
+                Some(conv) => !value.trim().is_empty() && convert(&value, *conv).is_none(),
+            };
+            bad.then(|| format!("SPM {n}: {why}"))
+        })
+    })
 }
 
 fn convert(v2: &str, conv: Conv) -> Option<Value> {
@@ -907,6 +1101,78 @@ mod tests {
         assert_eq!(rds[1]["status"], "preparation");
         assert_eq!(rds[1]["whenPrepared"], "2026-11-24T15:30:00+01:00");
         assert_eq!(rds[1]["subject"]["identifier"]["value"], "MRN-1");
+    }
+
+    #[test]
+    fn orders_map_to_service_requests_and_each_spm_to_a_specimen_of_its_order() {
+        let oml = mapped(
+            "MSH|^~\\&|LIS|L|GW|CLINIC|2026||OML^O33^OML_O33|M6|P|2.5.1\r\
+             PID|1||MRN-1^^^HOSP^MR||Doe^John\r\
+             SPM|1|S-1^F-S1||BLD^Whole blood^HL70487|||||||||||||20261124090000+0100|20261124093000+0100||N|RH^Hemolysis^HL70490|||HEM\r\
+             ORC|NW|O-1|F-1||IP\r\
+             OBR|1|O-1|F-1|2345-7^Glucose^LN\r\
+             SPM|2|S-2||SER\r\
+             ORC|NW|O-2\r\
+             OBR|2|O-2||4548-4^HbA1c^LN",
+        );
+        let of = |kind: &str| -> Vec<&Value> {
+            oml.iter().filter(|r| r["resourceType"] == kind).collect()
+        };
+        let requests = of("ServiceRequest");
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0]["identifier"][0]["value"], "O-1");
+        assert_eq!(requests[0]["status"], "active", "ORC-5 IP");
+        assert_eq!(requests[0]["intent"], "order");
+        assert_eq!(requests[1]["code"]["coding"][0]["code"], "4548-4");
+        let specimens = of("Specimen");
+        assert_eq!(
+            *specimens[0],
+            json!({
+                "resourceType": "Specimen",
+                "identifier": [
+                    {"value": "S-1", "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "PLAC"}]}},
+                    {"value": "F-S1", "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "FILL"}]}}
+                ],
+                "type": {"coding": [{"code": "BLD", "display": "Whole blood"}]},
+                "collection": {"collectedDateTime": "2026-11-24T09:00:00+01:00"},
+                "receivedTime": "2026-11-24T09:30:00+01:00",
+                "status": "unsatisfactory",
+                "extension": [{
+                    "url": SPECIMEN_REJECT_EXTENSION,
+                    "valueCodeableConcept": {"coding": [{"code": "RH", "system": SPECIMEN_REJECT_SYSTEM}]}
+                }],
+                "condition": [{"coding": [{"code": "HEM", "system": SPECIMEN_CONDITION_SYSTEM}]}],
+                "request": [{"identifier": {"value": "O-1"}}],
+                "subject": {"identifier": {"value": "MRN-1"}}
+            })
+        );
+        assert_eq!(specimens[1]["request"][0]["identifier"]["value"], "O-2");
+        assert!(specimens[1].get("status").is_none());
+    }
+
+    #[test]
+    fn a_specimen_without_its_id_or_type_or_with_a_bad_time_does_not_conform() {
+        let check = |spm: &str| {
+            nonconforming(
+                &hl7_2::parse(&format!(
+                    "MSH|^~\\&|LIS|L|GW|C|2026||OUL^R22|M7|P|2.5.1\rPID|1||MRN-1\rSPM|1|S-1||BLD\r{spm}"
+                ))
+                .expect("parse"),
+            )
+        };
+        assert_eq!(check("SPM|2|S-2||SER|||||||||||||20261124"), None);
+        assert_eq!(
+            check("SPM|2|||SER").as_deref(),
+            Some("SPM 2: SPM-2 (specimen id) is empty")
+        );
+        assert_eq!(
+            check("SPM|2|S-2|").as_deref(),
+            Some("SPM 2: SPM-4 (specimen type) is empty")
+        );
+        assert_eq!(
+            check("SPM|2|S-2||SER|||||||||||||20261345").as_deref(),
+            Some("SPM 2: SPM-17 (collection time) is not a date and time")
+        );
     }
 
     #[test]

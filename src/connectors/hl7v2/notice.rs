@@ -43,7 +43,7 @@ impl Hook for CallNotice {
 }
 
 /// Escapes the HL7 delimiters (`|^~\&`) in a value, escape character first.
-fn escape(v: &str) -> String {
+pub fn escape(v: &str) -> String {
     v.replace('\\', "\\E\\")
         .replace('|', "\\F\\")
         .replace('^', "\\S\\")
@@ -53,7 +53,7 @@ fn escape(v: &str) -> String {
 }
 
 /// `YYYYMMDDHHMMSS` (UTC, with the zone) of a millisecond timestamp.
-fn timestamp(ms: i64) -> String {
+pub fn timestamp(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     let s = humantime::format_rfc3339_seconds(t).to_string();
     format!("{}+0000", s[..19].replace(['-', ':', 'T'], ""))

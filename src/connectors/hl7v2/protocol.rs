@@ -12,9 +12,9 @@ use hl7_2::{Builder, Version};
 use std::net::IpAddr;
 
 /// Message types the gateway accepts, with the journal kind each becomes. ADT and SIU drive the
-/// queue; results (ORU) and pharmacy orders and dispenses (RDE, RDS) reach the lab's and the
-/// pharmacy's hooks through their mapped resources; the pharmacy's acknowledgements (RRE, RRD)
-/// are journaled only.
+/// queue; results (ORU), lab orders (ORM, OML^O21), specimens (OML^O33, OUL^R22) and pharmacy
+/// orders and dispenses (RDE, RDS) reach the lab's and the pharmacy's hooks through their
+/// mapped resources; the pharmacy's acknowledgements (RRE, RRD) are journaled only.
 const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ADT", "A01", "hl7.adt.admit"),
     ("ADT", "A03", "hl7.adt.discharge"),
@@ -28,6 +28,10 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("SIU", "S15", "hl7.siu.cancel"),
     ("SIU", "S26", "hl7.siu.no_show"),
     ("ORU", "R01", "hl7.oru.result"),
+    ("ORM", "O01", "hl7.orm.order"),
+    ("OML", "O21", "hl7.oml.order"),
+    ("OML", "O33", "hl7.oml.specimen_order"),
+    ("OUL", "R22", "hl7.oul.specimen_result"),
     ("RDE", "O11", "hl7.rde.order"),
     ("RDS", "O13", "hl7.rds.dispense"),
     ("RRE", "O12", "hl7.rre.order_ack"),
@@ -114,6 +118,9 @@ pub fn decide(
             Some(&message),
         );
     };
+    if let Some(reason) = super::mapping::nonconforming(&message) {
+        return reject("AR", reason, Some(&message));
+    }
     let sender = format!("{}^{}", field("MSH-3.1"), field("MSH-4.1"));
     // Ordering key: the patient, so that one patient's messages are processed in order; a
     // message without a patient id is ordered with its sender's.

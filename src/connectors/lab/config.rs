@@ -24,6 +24,65 @@ pub struct LabConfig {
     /// How recent a required result must be to count, in hours.
     #[serde(default = "default_required_within_h")]
     pub required_within_h: u64,
+    /// Specimens tracked per queue entry, and the delays a long collection or a recollection
+    /// causes to the patients behind; absent: specimen messages are journaled only.
+    #[serde(default)]
+    pub specimens: Option<SpecimensConfig>,
+}
+
+/// `[connectors.lab.specimens]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpecimensConfig {
+    /// Seconds an order may wait for its specimen to be collected, counted from the order (or
+    /// from the rejection that asks for a recollection); past them the collection runs long.
+    #[serde(default = "default_collection_within_s")]
+    pub collection_within_s: u64,
+    /// Minutes a collection running long, or a recollection, adds to its entry's expected
+    /// time.
+    #[serde(default = "default_delay_min")]
+    pub delay_min: u32,
+    /// Minutes each entry ahead in the queue counts in an estimated wait, plus the delays
+    /// added to it.
+    #[serde(default = "default_minutes_per_patient")]
+    pub minutes_per_patient: u32,
+    /// A patient behind a delayed entry is told (`delay`) once their estimated wait moved by
+    /// more than this many minutes since they were last told.
+    #[serde(default = "default_notify_over_min")]
+    pub notify_over_min: u32,
+}
+
+impl Default for SpecimensConfig {
+    fn default() -> Self {
+        SpecimensConfig {
+            collection_within_s: default_collection_within_s(),
+            delay_min: default_delay_min(),
+            minutes_per_patient: default_minutes_per_patient(),
+            notify_over_min: default_notify_over_min(),
+        }
+    }
+}
+
+fn default_collection_within_s() -> u64 {
+    20 * 60
+}
+
+fn default_delay_min() -> u32 {
+    15
+}
+
+fn default_minutes_per_patient() -> u32 {
+    10
+}
+
+fn default_notify_over_min() -> u32 {
+    10
+}
+
+impl SpecimensConfig {
+    pub fn collection_within_ms(&self) -> i64 {
+        (self.collection_within_s * 1000) as i64
+    }
 }
 
 /// `[[connectors.lab.required]]`.
@@ -49,6 +108,7 @@ impl Default for LabConfig {
             critical: Vec::new(),
             required: Vec::new(),
             required_within_h: default_required_within_h(),
+            specimens: None,
         }
     }
 }
@@ -121,6 +181,26 @@ impl LabConfig {
         if !(1..=24 * 30).contains(&self.required_within_h) {
             bad("connectors.lab.required_within_h", "1 to 720 hours".into());
         }
+        if let Some(s) = &self.specimens {
+            if !(1..=86_400).contains(&s.collection_within_s) {
+                bad(
+                    "connectors.lab.specimens.collection_within_s",
+                    "1 to 86400 seconds".into(),
+                );
+            }
+            for (key, value, least) in [
+                ("delay_min", s.delay_min, 1),
+                ("minutes_per_patient", s.minutes_per_patient, 1),
+                ("notify_over_min", s.notify_over_min, 0),
+            ] {
+                if !(least..=240).contains(&value) {
+                    bad(
+                        &format!("connectors.lab.specimens.{key}"),
+                        format!("{least} to 240 minutes"),
+                    );
+                }
+            }
+        }
         if self.critical_flags.iter().any(|f| f.trim().is_empty()) {
             bad("connectors.lab.critical_flags", "empty code".into());
         }
@@ -169,5 +249,15 @@ mod tests {
         assert_eq!(limits.len(), 2, "{limits:?}");
         assert!(limits[0].starts_with("connectors.lab.critical[0].high: "));
         assert_eq!(LabConfig::default().critical_flags, ["HH", "LL", "AA"]);
+        let specimens =
+            check("[specimens]\ncollection_within_s = 0\ndelay_min = 0\nnotify_over_min = 5");
+        assert_eq!(
+            specimens,
+            [
+                "connectors.lab.specimens.collection_within_s: 1 to 86400 seconds",
+                "connectors.lab.specimens.delay_min: 1 to 240 minutes"
+            ]
+        );
+        assert!(check("[specimens]").is_empty());
     }
 }

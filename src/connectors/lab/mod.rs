@@ -10,13 +10,16 @@
 //! patient's open entries urgent and raises a clinical alert per entry and test
 //! (`crate::alerts`), in the same transaction. An appointment whose type requires tests
 //! (`[[connectors.lab.required]]`) keeps its entry `awaiting_results` (not callable) from
-//! check-in until their results have arrived.
+//! check-in until their results have arrived. Lab orders and specimens, and the delays they
+//! cause the patients behind, are [`tracking`]'s.
 //!
 //! **Invariant:** notices, events and logs carry tickets, queues and test codes, never values.
 
 pub mod config;
 pub mod protocol;
+pub mod specimen;
 pub mod store;
+pub mod tracking;
 
 use crate::alerts::{self, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx};

@@ -1,0 +1,266 @@
+//! The payment table: one row per co-pay or balance asked for a queue entry, with the
+//! processor's ids and tokens and where it stands. Amounts are the clinic's; no card number,
+//! holder or expiry is ever written here (the processor's hosted page or terminal takes them).
+
+use crate::journal::{JournalError, Schema, Tx};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+/// The payments connector's migrations.
+pub const SCHEMA: Schema = Schema {
+    domain: "payments",
+    steps: &[r#"
+CREATE TABLE payment (
+    id            INTEGER PRIMARY KEY,
+    ref           TEXT    NOT NULL UNIQUE,
+    entry_id      INTEGER NOT NULL,
+    amount_cents  INTEGER NOT NULL,
+    currency      TEXT    NOT NULL,
+    method        TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    processor     TEXT,
+    intent        TEXT,
+    client_secret TEXT,
+    cause         TEXT,
+    requested_at  INTEGER NOT NULL,
+    requested_by  TEXT    NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    poll_at       INTEGER,
+    confirmed_at  INTEGER
+);
+CREATE INDEX payment_entry ON payment(entry_id, id);
+CREATE UNIQUE INDEX payment_intent ON payment(processor, intent);
+CREATE INDEX payment_poll ON payment(poll_at) WHERE status = 'open';
+"#],
+    legacy: &[],
+};
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Journaled; no processor has an intent for it yet.
+    Requested,
+    /// A processor holds its intent; the patient has not paid yet.
+    Open,
+    /// Paid: the entry is `paid` and the PMS was told once.
+    Confirmed,
+    /// Declined, canceled, not paid in time, or no processor could take it: the entry is
+    /// `payment_pending`, in its place.
+    Failed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Requested => "requested",
+            Status::Open => "open",
+            Status::Confirmed => "confirmed",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "open" => Status::Open,
+            "confirmed" => Status::Confirmed,
+            "failed" => Status::Failed,
+            _ => Status::Requested,
+        }
+    }
+}
+
+/// One payment as staff see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    pub id: i64,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub entry_id: i64,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub method: String,
+    pub status: Status,
+    pub processor: Option<String>,
+    pub intent: Option<String>,
+    /// What the hosted page or terminal takes to collect this intent.
+    pub client_secret: Option<String>,
+    /// Why it failed: `declined:<code>`, `canceled`, `expired`, `refused`, `unavailable`.
+    pub cause: Option<String>,
+    pub requested_at: i64,
+    pub requested_by: String,
+    pub updated_at: i64,
+    pub confirmed_at: Option<i64>,
+}
+
+const COLUMNS: &str =
+    "id, ref, entry_id, amount_cents, currency, method, status, processor, intent,
+                       client_secret, cause, requested_at, requested_by, updated_at, confirmed_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
+    Ok(Payment {
+        id: r.get(0)?,
+        reference: r.get(1)?,
+        entry_id: r.get(2)?,
+        amount_cents: r.get(3)?,
+        currency: r.get(4)?,
+        method: r.get(5)?,
+        status: Status::parse(&r.get::<_, String>(6)?),
+        processor: r.get(7)?,
+        intent: r.get(8)?,
+        client_secret: r.get(9)?,
+        cause: r.get(10)?,
+        requested_at: r.get(11)?,
+        requested_by: r.get(12)?,
+        updated_at: r.get(13)?,
+        confirmed_at: r.get(14)?,
+    })
+}
+
+/// What a new payment asks for.
+pub struct New<'a> {
+    pub reference: &'a str,
+    pub entry_id: i64,
+    pub amount_cents: i64,
+    pub currency: &'a str,
+    pub method: &'a str,
+    pub by: &'a str,
+}
+
+/// Records a new payment, `requested`.
+pub fn request(tx: &mut Tx<'_>, p: &New<'_>, now: i64) -> Result<Payment, JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO payment (ref, entry_id, amount_cents, currency, method, status,
+                                  requested_at, requested_by, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6, ?7, ?6)",
+        )?
+        .execute(params![
+            p.reference,
+            p.entry_id,
+            p.amount_cents,
+            p.currency,
+            p.method,
+            now,
+            p.by
+        ])?;
+    by_ref(tx, p.reference)?.ok_or_else(|| JournalError::NotFound(p.reference.to_string()))
+}
+
+/// The payment `reference`.
+pub fn by_ref(tx: &mut Tx<'_>, reference: &str) -> Result<Option<Payment>, JournalError> {
+    let row = tx
+        .sql()
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM payment WHERE ref = ?1"))?
+        .query_row([reference], from_row)
+        .optional()?;
+    Ok(row)
+}
+
+/// The payment whose intent `intent` the processor `processor` holds.
+pub fn by_intent(
+    tx: &mut Tx<'_>,
+    processor: &str,
+    intent: &str,
+) -> Result<Option<Payment>, JournalError> {
+    let row = tx
+        .sql()
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM payment WHERE processor = ?1 AND intent = ?2"
+        ))?
+        .query_row([processor, intent], from_row)
+        .optional()?;
+    Ok(row)
+}
+
+/// A requested payment's intent, `open` from now and asked about at `poll_at` if no webhook
+/// confirms it first; false when the payment already had one (a create sent again after a
+/// restart keeps the first).
+pub fn opened(
+    tx: &mut Tx<'_>,
+    reference: &str,
+    processor: &str,
+    intent: &str,
+    client_secret: Option<&str>,
+    poll_at: i64,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let n = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE payment SET status = 'open', processor = ?2, intent = ?3, client_secret = ?4,
+                    poll_at = ?5, updated_at = ?6
+              WHERE ref = ?1 AND status = 'requested'",
+        )?
+        .execute(params![
+            reference,
+            processor,
+            intent,
+            client_secret,
+            poll_at,
+            now
+        ])?;
+    Ok(n == 1)
+}
+
+/// Moves a payment to `status` (with `cause` when failed); false when it already was there
+/// or is confirmed (a confirmation is final), so that a repeated outcome changes nothing.
+pub fn settle(
+    tx: &mut Tx<'_>,
+    id: i64,
+    status: Status,
+    cause: Option<&str>,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let n = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE payment SET status = ?2, cause = ?3, updated_at = ?4, poll_at = NULL,
+                    confirmed_at = CASE WHEN ?2 = 'confirmed' THEN ?4 END
+              WHERE id = ?1 AND status NOT IN ('confirmed', ?2)",
+        )?
+        .execute(params![id, status.as_str(), cause, now])?;
+    Ok(n == 1)
+}
+
+/// Asks about an open payment again at `at`.
+pub fn poll_later(tx: &mut Tx<'_>, id: i64, at: i64) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached("UPDATE payment SET poll_at = ?2 WHERE id = ?1 AND status = 'open'")?
+        .execute(params![id, at])?;
+    Ok(())
+}
+
+/// Open payments due to be asked about at `now`, oldest due first.
+pub fn due(tx: &mut Tx<'_>, now: i64, limit: usize) -> Result<Vec<Payment>, JournalError> {
+    let mut stmt = tx.sql().prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM payment WHERE status = 'open' AND poll_at <= ?1
+          ORDER BY poll_at LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![now, limit as i64], from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// An entry's payments, newest first.
+pub fn of_entry(tx: &mut Tx<'_>, entry_id: i64) -> Result<Vec<Payment>, JournalError> {
+    let mut stmt = tx.sql().prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM payment WHERE entry_id = ?1 ORDER BY id DESC"
+    ))?;
+    let rows = stmt
+        .query_map([entry_id], from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The latest payment of each of these entries that has one, for the board.
+pub fn latest_of(tx: &mut Tx<'_>, entry_ids: &[i64]) -> Result<Vec<Payment>, JournalError> {
+    let mut out = Vec::new();
+    for &id in entry_ids {
+        if let Some(p) = of_entry(tx, id)?.into_iter().next() {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
