@@ -31,6 +31,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 # The messaging tests' HTTP SMS gateway (tests/common/smsc.rs starts its own bearerbox and
 # smsbox on loopback; Debian 12's kannel 1.4.5).
 [ -x /usr/sbin/bearerbox ] || need+=(kannel)
+# The messaging tests' SIP callee (tests/common/sipp.rs runs SIPp scenarios of tests/peers/sipp;
+# Debian 12's sip-tester 3.6.1).
+command -v sipp >/dev/null || need+=(sip-tester)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

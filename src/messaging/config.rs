@@ -56,7 +56,11 @@ pub struct MessagingConfig {
     /// (`{base}/api/v1/messaging/receipts/<provider>`), e.g. Kannel's `dlr-url`.
     #[serde(default)]
     pub receipt_base_url: Option<String>,
-    /// The providers, tried within a channel by `priority` (lowest first).
+    /// How the providers of a channel are ordered.
+    #[serde(default)]
+    pub routing: Routing,
+    /// The providers, tried within a channel by `priority` (lowest first), or as `routing`
+    /// says.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     /// Templates by notification kind (`you_are_next`, `appointment_cancelled`, ...), then by
@@ -70,6 +74,56 @@ fn default_channels() -> Vec<Channel> {
 }
 fn default_language() -> String {
     "en".into()
+}
+
+/// What goes first among the providers of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    /// By `priority`, lowest first.
+    #[default]
+    Priority,
+    /// The cheapest provider for the message whose delivery rate over the last 30 days is at
+    /// least `delivery_rate_floor`, then the others by `priority`.
+    Cheapest,
+}
+
+/// `[messaging.routing]`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// `priority` or `cheapest`.
+    #[serde(default)]
+    pub prefer: Prefer,
+    /// With `prefer = "cheapest"`: the delivery rate (0 to 1, among messages with a final
+    /// receipt over the last 30 days) a provider needs to be chosen for its price; one without
+    /// any such receipt has none.
+    #[serde(default = "default_delivery_rate_floor")]
+    pub delivery_rate_floor: f64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            prefer: Prefer::Priority,
+            delivery_rate_floor: default_delivery_rate_floor(),
+        }
+    }
+}
+
+fn default_delivery_rate_floor() -> f64 {
+    0.95
+}
+
+/// When a provider's receipts count as stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptWatch {
+    /// At least this many messages it took wait for their receipt, with no receipt from it
+    /// since the oldest of them was taken ...
+    pub messages: u32,
+    /// ... and that oldest was taken this many seconds ago.
+    pub seconds: u64,
 }
 
 /// A span of the clinic's day, `HH:MM` to `HH:MM` (past midnight when `to` is earlier).
@@ -140,8 +194,17 @@ pub struct ProviderConfig {
     /// How long an open breaker keeps messages away before one probes the provider.
     #[serde(default = "default_breaker_open_s")]
     pub breaker_open_s: u64,
-    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http` and
-    /// `smpp`.
+    /// Opens the breaker when the provider's delivery receipts stop arriving; absent: only
+    /// errors, timeouts and throttling open it. Only for providers that send receipts (SMS,
+    /// voice; not SMTP, not an SMPP transmitter bind).
+    #[serde(default)]
+    pub receipt_watch: Option<ReceiptWatch>,
+    /// The provider's rate limit: at most this many messages a second (a token bucket holding
+    /// one second's worth); absent: no limit beyond the SMPP window and throttling answers.
+    #[serde(default)]
+    pub max_per_second: Option<f64>,
+    /// Email over SMTP: `smtp = { host = ..., from = ... }`. Exactly one of `smtp`, `http`,
+    /// `smpp` and `sip`.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
     /// SMS or voice over an HTTP API.
@@ -150,6 +213,28 @@ pub struct ProviderConfig {
     /// SMS over SMPP 3.4.
     #[serde(default)]
     pub smpp: Option<SmppConfig>,
+    /// Voice calls over SIP, playing a prerecorded prompt.
+    #[serde(default)]
+    pub sip: Option<SipConfig>,
+}
+
+/// A SIP trunk or PBX that places the calls (UDP, no registration or authentication: the
+/// trunk trusts the appliance's address).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub host: String,
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// The user part of our `From` and `Contact` (the caller the patient sees).
+    pub from_user: String,
+    /// The prompt each notification kind plays: a raw G.711 µ-law file at 8 kHz, mono
+    /// (`sox in.wav -t ul -r 8000 -c 1 prompt.ulaw`). A kind without one is not called.
+    pub prompts: BTreeMap<String, PathBuf>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
 }
 
 /// How the gateway binds to an SMSC.
@@ -221,16 +306,19 @@ pub enum ProviderKind<'a> {
     Http(&'a HttpConfig),
     /// SMS over SMPP 3.4.
     Smpp(&'a SmppConfig),
+    /// Voice calls over SIP.
+    Sip(&'a SipConfig),
 }
 
 impl ProviderConfig {
     /// The provider's protocol; `None` when the table names none or several (refused by
     /// validation).
     pub fn kind(&self) -> Option<ProviderKind<'_>> {
-        match (&self.smtp, &self.http, &self.smpp) {
-            (Some(s), None, None) => Some(ProviderKind::Smtp(s)),
-            (None, Some(h), None) => Some(ProviderKind::Http(h)),
-            (None, None, Some(s)) => Some(ProviderKind::Smpp(s)),
+        match (&self.smtp, &self.http, &self.smpp, &self.sip) {
+            (Some(s), None, None, None) => Some(ProviderKind::Smtp(s)),
+            (None, Some(h), None, None) => Some(ProviderKind::Http(h)),
+            (None, None, Some(s), None) => Some(ProviderKind::Smpp(s)),
+            (None, None, None, Some(s)) => Some(ProviderKind::Sip(s)),
             _ => None,
         }
     }
@@ -241,6 +329,7 @@ impl ProviderConfig {
             ProviderKind::Smtp(_) => Some(Channel::Email),
             ProviderKind::Http(h) => Some(h.channel),
             ProviderKind::Smpp(_) => Some(Channel::Sms),
+            ProviderKind::Sip(_) => Some(Channel::Voice),
         }
     }
 }
@@ -396,6 +485,13 @@ impl MessagingConfig {
                 "must be an http:// or https:// URL".into(),
             );
         }
+        let floor = self.routing.delivery_rate_floor;
+        if !(floor.is_finite() && (0.0..=1.0).contains(&floor)) {
+            bad(
+                "messaging.routing.delivery_rate_floor",
+                "must be a rate from 0 to 1".into(),
+            );
+        }
         let mut names = BTreeSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             let key = |field: &str| format!("messaging.providers[{i}].{field}");
@@ -415,17 +511,63 @@ impl MessagingConfig {
             if p.breaker_failures == 0 {
                 bad(&key("breaker_failures"), "must be at least 1".into());
             }
+            if let Some(w) = &p.receipt_watch {
+                if w.messages == 0 {
+                    bad(&key("receipt_watch.messages"), "must be at least 1".into());
+                }
+                if w.seconds == 0 {
+                    bad(&key("receipt_watch.seconds"), "must be at least 1".into());
+                }
+                let without_receipts = match p.kind() {
+                    Some(ProviderKind::Smtp(_)) => Some("SMTP has no delivery receipts"),
+                    Some(ProviderKind::Sip(_)) => Some("a SIP call has no receipts"),
+                    Some(ProviderKind::Smpp(s)) if s.bind == SmppBind::Transmitter => {
+                        Some("a transmitter bind receives no receipts")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = without_receipts {
+                    bad(&key("receipt_watch"), why.into());
+                }
+            }
+            if let Some(rate) = p.max_per_second
+                && !(rate.is_finite() && (0.1..=10_000.0).contains(&rate))
+            {
+                bad(&key("max_per_second"), "must be 0.1 to 10000".into());
+            }
             let key = |field: &str| match p.kind() {
                 Some(ProviderKind::Smtp(_)) => format!("messaging.providers[{i}].smtp.{field}"),
                 Some(ProviderKind::Http(_)) => format!("messaging.providers[{i}].http.{field}"),
                 Some(ProviderKind::Smpp(_)) => format!("messaging.providers[{i}].smpp.{field}"),
+                Some(ProviderKind::Sip(_)) => format!("messaging.providers[{i}].sip.{field}"),
                 None => format!("messaging.providers[{i}].{field}"),
             };
             match p.kind() {
                 None => bad(
                     &format!("messaging.providers[{i}]"),
-                    "needs exactly one of smtp, http and smpp".into(),
+                    "needs exactly one of smtp, http, smpp and sip".into(),
                 ),
+                Some(ProviderKind::Sip(c)) => {
+                    if c.host.trim().is_empty() {
+                        bad(&key("host"), "must not be empty".into());
+                    }
+                    let user_char = |ch: char| ch.is_ascii_alphanumeric() || "+-_.".contains(ch);
+                    if c.from_user.is_empty() || !c.from_user.chars().all(user_char) {
+                        bad(
+                            &key("from_user"),
+                            "must be letters, digits, '+', '-', '_' or '.'".into(),
+                        );
+                    }
+                    if c.prompts.is_empty() {
+                        bad(
+                            &key("prompts"),
+                            "must name a prompt file for at least one notification kind".into(),
+                        );
+                    }
+                    for (kind, file) in &c.prompts {
+                        check_readable(&resolve(base, file), &key(&format!("prompts.{kind}")), bad);
+                    }
+                }
                 Some(ProviderKind::Smpp(c)) => {
                     if c.host.trim().is_empty() {
                         bad(&key("host"), "must not be empty".into());
@@ -668,7 +810,33 @@ name = "neither"
                 "messaging.providers[1].name: another provider is already named \"mail\"",
                 "messaging.providers[1].http.url: must be an http:// or https:// URL",
                 "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message",
-                "messaging.providers[2]: needs exactly one of smtp, http and smpp",
+                "messaging.providers[2]: needs exactly one of smtp, http, smpp and sip",
+            ]
+        );
+    }
+
+    #[test]
+    fn receipt_watches_rates_and_the_floor_are_checked() {
+        let found = check(
+            r#"
+[messaging.routing]
+prefer = "cheapest"
+delivery_rate_floor = 1.5
+
+[[messaging.providers]]
+name = "mail"
+receipt_watch = { messages = 0, seconds = 60 }
+max_per_second = 0
+smtp = { host = "127.0.0.1", from = "clinic@example.org" }
+"#,
+        );
+        assert_eq!(
+            found,
+            [
+                "messaging.routing.delivery_rate_floor: must be a rate from 0 to 1",
+                "messaging.providers[0].receipt_watch.messages: must be at least 1",
+                "messaging.providers[0].receipt_watch: SMTP has no delivery receipts",
+                "messaging.providers[0].max_per_second: must be 0.1 to 10000",
             ]
         );
     }

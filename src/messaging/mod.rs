@@ -10,13 +10,22 @@
 //! through the first provider of its first route that takes it, then the next ones, and
 //! records every attempt. Quiet hours hold a message in its row until they end.
 //!
+//! A failed or expired receipt puts the notification back in line, in the receipt's
+//! transaction, for the providers and routes that have not taken it yet. Providers whose
+//! receipts stop arriving (`receipt_watch`) are opened like failing ones; `prefer = "cheapest"`
+//! orders a channel's providers by price above a delivery-rate floor; `max_per_second` is a
+//! token bucket per provider. Voice goes through HTTP call APIs or SIP (`sip_call`).
+//!
 //! **Invariant:** one notification per event id, and a notification a provider took is never
-//! handed to another: a resent outbox row whose notification was sent is only marked done.
+//! handed to another unless its receipt said it failed or expired; a provider is asked at most
+//! once per route; a resent outbox row whose notification was sent is only marked done.
 //! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
 
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod sip;
+pub mod sip_call;
 pub mod smpp;
 pub mod smpp_link;
 pub mod smtp;
@@ -137,11 +146,23 @@ pub struct RecordAttempt {
     pub delivered_on_take: bool,
 }
 
-/// A notification no route can carry: failed, for good.
+/// A notification no route can carry: failed (or expired, as its last receipt said), for good.
 #[derive(Debug)]
 pub struct FailNotification {
     pub id: i64,
+    pub status: store::Status,
     pub reason: String,
+}
+
+/// How many messages a provider took wait for their receipt (see
+/// [`store::awaiting_receipts`]).
+#[derive(Debug)]
+pub struct AwaitingReceipts(pub String);
+
+/// Each provider's delivery rate over the last `days` days (see [`store::delivery_rates`]).
+#[derive(Debug)]
+pub struct DeliveryRates {
+    pub days: u32,
 }
 
 /// Queues what quiet hours held and is now due; answers when the next held one is due.
@@ -155,6 +176,8 @@ pub struct ApplyReceipt {
     pub provider: String,
     pub of: store::ReceiptFor,
     pub receipt: protocol::Receipt,
+    /// A call's length in started minutes, when its receipt gives it.
+    pub minutes: Option<u32>,
 }
 
 /// What providers took over the last `days` days (see [`store::taken_since`]).
@@ -174,6 +197,8 @@ crate::journal_work!(
     LoadPending,
     RecordAttempt,
     FailNotification,
+    AwaitingReceipts,
+    DeliveryRates,
     ApplyReceipt,
     TakenSince,
     ReleaseHeld,
@@ -199,7 +224,22 @@ impl journal::Work for FailNotification {
     type Output = ();
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
-        store::fail_notification(tx, self.id, &self.reason, now)
+        store::fail_notification(tx, self.id, self.status, &self.reason, now)
+    }
+}
+
+impl journal::Work for AwaitingReceipts {
+    type Output = (u32, Option<i64>);
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::awaiting_receipts(tx, &self.0)
+    }
+}
+
+impl journal::Work for DeliveryRates {
+    type Output = BTreeMap<String, f64>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let since = tx.now() - i64::from(self.days) * 86_400_000;
+        store::delivery_rates(tx, since)
     }
 }
 
@@ -219,7 +259,14 @@ impl journal::Work for ApplyReceipt {
     type Output = bool;
     fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
         let now = tx.now();
-        let applied = store::apply_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
+        let applied = store::apply_receipt(
+            tx,
+            &self.provider,
+            &self.of,
+            self.receipt,
+            self.minutes,
+            now,
+        )?;
         if !applied {
             // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
             tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
@@ -249,15 +296,29 @@ enum Provider {
     Smtp(smtp::Smtp),
     Http(http::HttpApi),
     Smpp(smpp_link::Smpp),
+    Sip(sip_call::Sip),
 }
 
 impl Provider {
-    async fn send(&self, id: i64, route: &protocol::Route) -> Result<Option<String>, SendError> {
+    /// Sends notification `id` of `kind` along `route`.
+    async fn send(
+        &self,
+        id: i64,
+        kind: &str,
+        route: &protocol::Route,
+    ) -> Result<Option<String>, SendError> {
         match self {
             Provider::Smtp(s) => s.send(id, route).await,
             Provider::Http(h) => h.send(id, route).await,
             Provider::Smpp(s) => s.send(route).await,
+            Provider::Sip(s) => s.call(route, kind).await,
         }
+    }
+
+    /// Whether taking a message is all there is to know: SMTP and SIP have no receipts (a
+    /// SIP call returns once the prompt was played to the callee).
+    fn delivered_on_take(&self) -> bool {
+        matches!(self, Provider::Smtp(_) | Provider::Sip(_))
     }
 }
 
@@ -295,6 +356,11 @@ struct Deliverer {
     providers: BTreeMap<String, Provider>,
     /// Each provider's circuit breaker (in memory: a restart gives every provider a new try).
     breakers: RefCell<BTreeMap<String, crate::breaker::Breaker>>,
+    /// The rate limits of the providers that have one.
+    buckets: RefCell<BTreeMap<String, protocol::TokenBucket>>,
+    /// Each provider's delivery rate over the last 30 days, read once a round for
+    /// `prefer = "cheapest"`.
+    rates: RefCell<BTreeMap<String, f64>>,
     journal: Addr<JournalWriter>,
     health: link::Health,
 }
@@ -348,14 +414,31 @@ impl Deliverer {
                         journal.clone(),
                     ))
                 }
+                Some(ProviderKind::Sip(s)) => Provider::Sip(
+                    sip_call::Sip::new(s, timeout, |f| crate::settings::resolve(folder, f))
+                        .map_err(|e| format!("messaging provider {}: {e}", p.name))?,
+                ),
                 None => continue,
             };
             providers.insert(p.name.clone(), provider);
         }
+        let buckets = config
+            .providers
+            .iter()
+            .filter_map(|p| {
+                let rate = p.max_per_second?;
+                Some((
+                    p.name.clone(),
+                    protocol::TokenBucket::new(rate, journal::now_ms()),
+                ))
+            })
+            .collect();
         Ok(Deliverer {
             config,
             providers,
             breakers: RefCell::default(),
+            buckets: RefCell::new(buckets),
+            rates: RefCell::default(),
             journal,
             health,
         })
@@ -376,6 +459,13 @@ impl Deliverer {
         let bulk_signal = journal::signal(&self.journal, BULK_DESTINATION).await;
         self.health.report(HealthState::Healthy, None);
         loop {
+            self.watch_receipts().await;
+            if self.config.routing.prefer == config::Prefer::Cheapest {
+                match journal::ask(&self.journal, DeliveryRates { days: 30 }).await {
+                    Ok(rates) => *self.rates.borrow_mut() = rates,
+                    Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
+                }
+            }
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
                 Ok(at) => at,
                 Err(e) => {
@@ -478,21 +568,49 @@ impl Deliverer {
             .filter(|a| a.status == "refused")
             .map(|a| a.route)
             .collect();
+        // A provider that took the message is not asked again for its route: it is here
+        // again only because its receipt said failed or expired.
+        let taken: BTreeSet<(usize, &str)> = pending
+            .attempts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.status.as_str(),
+                    "sent" | "delivered" | "failed" | "expired"
+                )
+            })
+            .map(|a| (a.route, a.provider.as_str()))
+            .collect();
         let mut unavailable = Vec::new();
         for (route_index, route) in pending.routes.iter().enumerate() {
-            for provider_config in self.config.providers_of(route.channel) {
+            let segments = match route.channel {
+                Channel::Sms => protocol::segments(&route.body),
+                _ => 1,
+            };
+            let order = protocol::order(
+                self.config.providers_of(route.channel),
+                &self.config.routing,
+                &self.rates.borrow(),
+                route.channel,
+                segments,
+            );
+            for provider_config in order {
                 if refused.contains(&route_index) {
                     break;
                 }
-                let Some(provider) = self.providers.get(&provider_config.name) else {
+                let name = provider_config.name.as_str();
+                if taken.contains(&(route_index, name)) {
+                    continue;
+                }
+                let Some(provider) = self.providers.get(name) else {
                     continue;
                 };
-                let name = provider_config.name.as_str();
                 if !self.breaker(name, |b| b.admit(journal::now_ms())) {
                     unavailable.push(format!("{name}: circuit open"));
                     continue;
                 }
-                let result = provider.send(id, route).await;
+                self.rate_limit(name).await;
+                let result = provider.send(id, &pending.kind, route).await;
                 match &result {
                     Ok(_) | Err(SendError::Refused(_)) => self.breaker(name, |b| b.success()),
                     Err(SendError::Unavailable(_)) => {
@@ -521,10 +639,6 @@ impl Deliverer {
                         "provider did not take the notification"
                     ),
                 }
-                let segments = match route.channel {
-                    Channel::Sms => protocol::segments(&route.body),
-                    _ => 1,
-                };
                 let record = RecordAttempt {
                     outcome: store::Outcome {
                         notification: id,
@@ -533,11 +647,13 @@ impl Deliverer {
                         provider: name.to_string(),
                         result: result.clone(),
                         segments,
-                        cost: provider_config.price_per_message
-                            + f64::from(segments) * provider_config.price_per_segment,
+                        cost: protocol::price(provider_config, route.channel, segments),
+                        minute_price: match route.channel {
+                            Channel::Voice => provider_config.price_per_minute,
+                            _ => 0.0,
+                        },
                     },
-                    // SMTP has no receipts: the server's acceptance is all there is.
-                    delivered_on_take: route.channel == Channel::Email,
+                    delivered_on_take: provider.delivered_on_take(),
                 };
                 if let Err(e) = journal::ask(&self.journal, record).await {
                     // Without the journal the outcome cannot be kept: the row is retried,
@@ -558,10 +674,24 @@ impl Deliverer {
             }
         }
         if unavailable.is_empty() {
-            // Every route was refused, or none has a provider: nothing later can help.
-            let fail = FailNotification {
-                id,
-                reason: "every route was refused".into(),
+            // Every route was refused or failed by its receipt, or none has a provider:
+            // nothing later can help. The last receipt names how it ended.
+            let last_failure =
+                protocol::last_failure(pending.attempts.iter().map(|a| a.status.as_str()));
+            let fail = match last_failure {
+                Some(receipt) => FailNotification {
+                    id,
+                    status: match receipt {
+                        protocol::Receipt::Expired => store::Status::Expired,
+                        _ => store::Status::Failed,
+                    },
+                    reason: format!("receipt: {}", receipt.as_str()),
+                },
+                None => FailNotification {
+                    id,
+                    status: store::Status::Failed,
+                    reason: "every route was refused".into(),
+                },
             };
             if let Err(e) = journal::ask(&self.journal, fail).await {
                 tracing::error!(notification = id, error = %e, "failure not recorded");
@@ -575,6 +705,57 @@ impl Deliverer {
         let why = unavailable.join("; ");
         self.health.report(HealthState::Degraded, Some(why.clone()));
         self.settle(destination, row.id, Err((why, false))).await;
+    }
+
+    /// Opens the breaker of each watched provider whose receipts stopped arriving (see
+    /// [`protocol::receipts_stopped`]); an open or probing breaker is left as it is, so that
+    /// its probe can show the receipts are back.
+    async fn watch_receipts(&self) {
+        for p in &self.config.providers {
+            let Some(watch) = &p.receipt_watch else {
+                continue;
+            };
+            if self.breaker(&p.name, |b| b.as_str()) != "closed" {
+                continue;
+            }
+            let (waiting, oldest) =
+                match journal::ask(&self.journal, AwaitingReceipts(p.name.clone())).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(provider = %p.name, error = %e, "receipts not counted");
+                        continue;
+                    }
+                };
+            let now = journal::now_ms();
+            if protocol::receipts_stopped(watch, waiting, oldest, now) {
+                let open_ms = p.breaker_open_s.saturating_mul(1000) as i64;
+                // One failure with a threshold of one opens a closed breaker.
+                self.breaker(&p.name, |b| b.failure(now, 1, open_ms));
+                tracing::warn!(
+                    provider = %p.name,
+                    waiting,
+                    "circuit opened: receipts stopped arriving; the next provider takes its messages"
+                );
+                self.health.report(
+                    HealthState::Degraded,
+                    Some(format!("{}: receipts stopped arriving", p.name)),
+                );
+            }
+        }
+    }
+
+    /// Waits for a token of the provider's rate limit, if it has one.
+    async fn rate_limit(&self, name: &str) {
+        loop {
+            let wait = match self.buckets.borrow_mut().get_mut(name) {
+                None => return,
+                Some(bucket) => match bucket.take(journal::now_ms()) {
+                    Ok(()) => return,
+                    Err(ms) => ms,
+                },
+            };
+            tokio::time::sleep(Duration::from_millis(wait.max(1) as u64)).await;
+        }
     }
 
     /// Runs `f` on a provider's breaker.

@@ -3,7 +3,9 @@
 //! templates filled, quiet hours, SMS segments (GSM-7 160/153, UCS-2 70/67). No I/O, no SQL:
 //! the store and the deliverer decide with these.
 
-use super::config::{self, Channel, MessagingConfig, QuietHours};
+use super::config::{
+    self, Channel, MessagingConfig, Prefer, ProviderConfig, QuietHours, ReceiptWatch, Routing,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -352,6 +354,15 @@ impl Receipt {
     }
 }
 
+/// The last failed or expired receipt among a notification's attempts' statuses (oldest
+/// first): how it ended when no provider is left to try.
+pub fn last_failure<'a>(statuses: impl DoubleEndedIterator<Item = &'a str>) -> Option<Receipt> {
+    statuses
+        .rev()
+        .filter_map(Receipt::parse)
+        .find(|r| *r != Receipt::Delivered)
+}
+
 /// An SMPP receipt's `stat:` (SMPP 3.4 appendix B): final ones only; `ENROUTE`, `ACCEPTD` and
 /// unknown states say nothing yet.
 pub fn receipt_stat(stat: &str) -> Option<Receipt> {
@@ -391,11 +402,87 @@ pub fn http_receipt(status: Option<&str>, answer: Option<&str>) -> Option<Receip
     {
         return Some(found);
     }
+    // Besides SMS words, a voice API's call states: `completed` is a call the callee answered
+    // and heard to its end; `busy`, `no-answer` and `canceled` reached no one.
     match status?.trim() {
-        "1" | "delivered" | "DELIVRD" => Some(Receipt::Delivered),
-        "2" | "16" | "failed" | "undelivered" | "UNDELIV" | "REJECTD" => Some(Receipt::Failed),
+        "1" | "delivered" | "DELIVRD" | "completed" => Some(Receipt::Delivered),
+        "2" | "16" | "failed" | "undelivered" | "UNDELIV" | "REJECTD" | "busy" | "no-answer"
+        | "canceled" => Some(Receipt::Failed),
         "expired" | "EXPIRED" => Some(Receipt::Expired),
         _ => None,
+    }
+}
+
+/// Whether a provider's receipts count as stopped at `now`: `waiting` messages it took wait
+/// for their receipt with none from it since the oldest, taken at `oldest` (ms).
+pub fn receipts_stopped(watch: &ReceiptWatch, waiting: u32, oldest: Option<i64>, now: i64) -> bool {
+    let old_enough = oldest.is_some_and(|at| now - at >= watch.seconds as i64 * 1000);
+    waiting >= watch.messages && old_enough
+}
+
+/// What one message costs through `p` (`segments` SMS segments; a call counts one minute).
+pub fn price(p: &ProviderConfig, channel: Channel, segments: u32) -> f64 {
+    let per_unit = match channel {
+        Channel::Sms => f64::from(segments) * p.price_per_segment,
+        Channel::Voice => p.price_per_minute,
+        Channel::Email => 0.0,
+    };
+    p.price_per_message + per_unit
+}
+
+/// The order in which `providers` (already by priority) are tried for one message: with
+/// `prefer = "cheapest"`, the ones whose delivery `rates` reach the floor by price (the
+/// cheapest first, ties by priority), then the others by priority.
+pub fn order<'a>(
+    providers: Vec<&'a ProviderConfig>,
+    routing: &Routing,
+    rates: &BTreeMap<String, f64>,
+    channel: Channel,
+    segments: u32,
+) -> Vec<&'a ProviderConfig> {
+    if routing.prefer == Prefer::Priority {
+        return providers;
+    }
+    let (mut good, rest): (Vec<_>, Vec<_>) = providers.into_iter().partition(|p| {
+        rates
+            .get(&p.name)
+            .is_some_and(|r| *r >= routing.delivery_rate_floor)
+    });
+    // A stable sort keeps the priority order among equal prices.
+    good.sort_by(|a, b| price(a, channel, segments).total_cmp(&price(b, channel, segments)));
+    good.extend(rest);
+    good
+}
+
+/// A provider's rate limit: `rate` messages a second, at most one second's worth at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    /// When `tokens` was counted (ms).
+    at: i64,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, now: i64) -> TokenBucket {
+        TokenBucket {
+            rate,
+            tokens: rate.max(1.0),
+            at: now,
+        }
+    }
+
+    /// Takes one message's token at `now`, or answers how many ms until there is one.
+    pub fn take(&mut self, now: i64) -> Result<(), i64> {
+        let elapsed = (now - self.at).max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate) * 1000.0).ceil() as i64)
+        }
     }
 }
 
@@ -767,6 +854,119 @@ sms = "Your appointment moved to {new_start}."
         );
         assert_eq!(http_receipt(Some("sent"), None), None);
         assert_eq!(http_receipt(None, None), None);
+    }
+
+    #[test]
+    fn a_notification_ends_as_its_last_failed_receipt_said() {
+        let ended = |s: &[&str]| last_failure(s.iter().copied());
+        assert_eq!(
+            ended(&["failed", "expired", "refused", "error"]),
+            Some(Receipt::Expired)
+        );
+        assert_eq!(ended(&["expired", "failed"]), Some(Receipt::Failed));
+        assert_eq!(ended(&["refused", "error"]), None);
+        assert_eq!(ended(&[]), None);
+    }
+
+    #[test]
+    fn call_states_are_receipts() {
+        assert_eq!(
+            http_receipt(Some("completed"), None),
+            Some(Receipt::Delivered)
+        );
+        assert_eq!(http_receipt(Some("busy"), None), Some(Receipt::Failed));
+        assert_eq!(http_receipt(Some("no-answer"), None), Some(Receipt::Failed));
+        assert_eq!(http_receipt(Some("ringing"), None), None);
+    }
+
+    #[test]
+    fn receipts_stop_after_enough_messages_and_time() {
+        let watch = ReceiptWatch {
+            messages: 2,
+            seconds: 10,
+        };
+        assert!(!receipts_stopped(&watch, 1, Some(0), 60_000), "one message");
+        assert!(
+            !receipts_stopped(&watch, 2, Some(55_000), 60_000),
+            "too recent"
+        );
+        assert!(receipts_stopped(&watch, 2, Some(50_000), 60_000));
+        assert!(!receipts_stopped(&watch, 0, None, 60_000));
+    }
+
+    #[test]
+    fn the_cheapest_provider_above_the_floor_goes_first() {
+        let c: MessagingConfig = crate::settings::section(
+            r#"
+[messaging]
+routing = { prefer = "cheapest", delivery_rate_floor = 0.9 }
+[[messaging.providers]]
+name = "dear"
+priority = 0
+price_per_segment = 0.05
+http = { url = "http://127.0.0.1:1/a" }
+[[messaging.providers]]
+name = "cheap"
+priority = 1
+price_per_segment = 0.01
+http = { url = "http://127.0.0.1:1/b" }
+[[messaging.providers]]
+name = "cheapest"
+priority = 2
+price_per_segment = 0.001
+http = { url = "http://127.0.0.1:1/c" }
+"#,
+            "messaging",
+        )
+        .expect("config");
+        let names = |rates: &[(&str, f64)], routing: &Routing| {
+            let rates = rates.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+            order(
+                c.providers_of(Channel::Sms),
+                routing,
+                &rates,
+                Channel::Sms,
+                2,
+            )
+            .into_iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(
+                &[("dear", 1.0), ("cheap", 0.95), ("cheapest", 0.5)],
+                &c.routing
+            ),
+            ["cheap", "dear", "cheapest"],
+            "below the floor goes last"
+        );
+        assert_eq!(
+            names(&[], &c.routing),
+            ["dear", "cheap", "cheapest"],
+            "without figures: by priority"
+        );
+        assert_eq!(
+            names(&[("cheapest", 1.0)], &Routing::default()),
+            ["dear", "cheap", "cheapest"],
+            "prefer = priority ignores prices"
+        );
+    }
+
+    #[test]
+    fn a_token_bucket_spaces_messages_at_its_rate() {
+        let mut b = TokenBucket::new(2.0, 0);
+        assert_eq!(b.take(0), Ok(()));
+        assert_eq!(b.take(0), Ok(()));
+        assert_eq!(b.take(0), Err(500));
+        assert_eq!(b.take(250), Err(250));
+        assert_eq!(b.take(500), Ok(()));
+        // An idle provider saves up one second's worth, no more.
+        assert_eq!(b.take(60_000), Ok(()));
+        assert_eq!(b.take(60_000), Ok(()));
+        assert_eq!(b.take(60_000), Err(500));
+        let mut slow = TokenBucket::new(0.5, 0);
+        assert_eq!(slow.take(0), Ok(()));
+        assert_eq!(slow.take(0), Err(2000));
     }
 
     #[test]

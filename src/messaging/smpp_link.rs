@@ -236,6 +236,7 @@ impl Link {
                         provider: self.name.clone(),
                         of: ReceiptFor::ProviderRef(r.message_id),
                         receipt: state,
+                        minutes: None,
                     };
                     // Answered only once committed: an SMSC resends what it was not answered.
                     if let Err(e) = journal::ask(&self.journal, apply).await {

@@ -30,7 +30,8 @@ pub fn is_urgent(kind: &str) -> bool {
 /// Messaging's migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "messaging",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE msg_contact (
     entry_id   INTEGER PRIMARY KEY,
     reach      TEXT    NOT NULL,
@@ -76,7 +77,18 @@ CREATE TABLE msg_early_receipt (
     received_at  INTEGER NOT NULL,
     PRIMARY KEY (provider, provider_ref)
 );
-"#],
+"#,
+        // A provider's message ids are not unique for ever (an SMSC restarted may count
+        // from its start again): a receipt names the newest attempt with its id. What a
+        // provider took that still waits for its receipt, for the receipt watch. A call's
+        // price per minute, billed by the duration its receipt gives.
+        r#"
+DROP INDEX msg_attempt_ref;
+CREATE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provider_ref IS NOT NULL;
+CREATE INDEX msg_attempt_provider ON msg_attempt(provider, status, sent_at);
+ALTER TABLE msg_attempt ADD COLUMN minute_price REAL NOT NULL DEFAULT 0;
+"#,
+    ],
     legacy: &[],
 };
 
@@ -203,14 +215,21 @@ pub fn record_notification(
         )
         .optional()?;
     if let (Some(id), Status::Queued) = (id, status) {
-        enqueue(tx, id, n.kind, now)?;
+        enqueue(tx, id, n.kind, None, now)?;
     }
     Ok(id)
 }
 
 /// The outbox row that has a notification sent; its key is the notification's own, so one
 /// that cannot be sent holds up no other.
-fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), JournalError> {
+/// `after`: the attempt whose failed receipt sends it again, which makes the row new.
+fn enqueue(
+    tx: &mut Tx<'_>,
+    id: i64,
+    kind: &str,
+    after: Option<i64>,
+    now: i64,
+) -> Result<(), JournalError> {
     let destination = if is_urgent(kind) {
         DESTINATION
     } else {
@@ -218,7 +237,10 @@ fn enqueue(tx: &mut Tx<'_>, id: i64, kind: &str, now: i64) -> Result<(), Journal
     };
     let item = NewItem {
         source: "messaging".into(),
-        source_id: Some(format!("notification:{id}")),
+        source_id: Some(match after {
+            None => format!("notification:{id}"),
+            Some(attempt) => format!("notification:{id}:after:{attempt}"),
+        }),
         kind: "messaging.send".into(),
         key: format!("notification:{id}"),
         schema: "clinic-gateway/messaging.send@1".into(),
@@ -241,7 +263,7 @@ pub fn release_held(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, kind) in &due {
-        enqueue(tx, *id, kind, now)?;
+        enqueue(tx, *id, kind, None, now)?;
     }
     Ok(due.len())
 }
@@ -348,7 +370,10 @@ pub struct Outcome {
     /// `Ok(provider's id)`: taken.
     pub result: Result<Option<String>, super::SendError>,
     pub segments: u32,
+    /// What taking it costs: a call counts one minute until its receipt gives its length.
     pub cost: f64,
+    /// A call's price per minute.
+    pub minute_price: f64,
 }
 
 /// Records an attempt; a taken one makes the notification `sent` (or `delivered` for a
@@ -368,8 +393,8 @@ pub fn record_attempt(
     };
     tx.sql()
         .prepare_cached(
-            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END)",
+            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at, minute_price)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END, ?11)",
         )?
         .execute(params![
             o.notification,
@@ -381,7 +406,8 @@ pub fn record_attempt(
             provider_ref,
             o.segments as i64,
             if o.result.is_ok() { o.cost } else { 0.0 },
-            now
+            now,
+            o.minute_price
         ])?;
     match &o.result {
         Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
@@ -396,7 +422,7 @@ pub fn record_attempt(
                 .chain([by_id]);
             for of in keys {
                 if let Some(receipt) = take_early_receipt(tx, &o.provider, &of)? {
-                    apply_receipt(tx, &o.provider, &of, receipt, now)?;
+                    apply_receipt(tx, &o.provider, &of, receipt, None, now)?;
                     break;
                 }
             }
@@ -464,12 +490,14 @@ pub enum ReceiptFor {
 
 /// Applies a delivery receipt from `provider` to the attempt it names, if that attempt still
 /// waits for one: the attempt and its notification become delivered, failed or expired (with
-/// the cloud event). A repeated or late receipt changes nothing; answers whether it applied.
+/// the cloud event). A call's receipt gives its `minutes`, which set its cost. A repeated or
+/// late receipt changes nothing; answers whether it applied.
 pub fn apply_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
     receipt: super::protocol::Receipt,
+    minutes: Option<u32>,
     now: i64,
 ) -> Result<bool, JournalError> {
     let (by_id, by_ref) = match of {
@@ -491,27 +519,82 @@ pub fn apply_receipt(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((_, notification)) = found else {
+    let Some((attempt, notification)) = found else {
         return Ok(false);
     };
-    let status = match receipt {
-        super::protocol::Receipt::Delivered => Status::Delivered,
-        super::protocol::Receipt::Failed => Status::Failed,
-        super::protocol::Receipt::Expired => Status::Expired,
-    };
-    let reason = (status != Status::Delivered).then(|| format!("receipt: {}", receipt.as_str()));
-    set_status(tx, notification, status, reason.as_deref(), now)?;
+    if let Some(minutes) = minutes {
+        // The one minute counted when the call was placed becomes the call's length.
+        tx.sql()
+            .prepare_cached(
+                "UPDATE msg_attempt SET cost = cost + (?2 - 1) * minute_price WHERE id = ?1",
+            )?
+            .execute(params![attempt, i64::from(minutes)])?;
+    }
+    if receipt == super::protocol::Receipt::Delivered {
+        set_status(tx, notification, Status::Delivered, None, now)?;
+        return Ok(true);
+    }
+    // The message reached no one: the deliverer tries the providers and routes not tried
+    // yet, and fails the notification when none is left.
+    let reason = format!("receipt: {} through {provider}", receipt.as_str());
+    set_status(tx, notification, Status::Queued, Some(&reason), now)?;
+    let kind: String = tx
+        .sql()
+        .prepare_cached("SELECT kind FROM msg_notification WHERE id = ?1")?
+        .query_row([notification], |r| r.get(0))?;
+    enqueue(tx, notification, &kind, Some(attempt), now)?;
     Ok(true)
 }
 
-/// A notification that no route can carry fails, with its reason.
+/// How many messages `provider` took that wait for their receipt with no receipt from it
+/// since the oldest of them was taken, and when that oldest was taken.
+pub fn awaiting_receipts(
+    tx: &mut Tx<'_>,
+    provider: &str,
+) -> Result<(u32, Option<i64>), JournalError> {
+    Ok(tx
+        .sql()
+        .prepare_cached(
+            "SELECT count(*), min(sent_at) FROM msg_attempt
+              WHERE provider = ?1 AND status = 'sent'
+                AND sent_at > coalesce((SELECT max(receipt_at) FROM msg_attempt
+                                         WHERE provider = ?1 AND receipt_at IS NOT NULL), 0)",
+        )?
+        .query_row([provider], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))?)
+}
+
+/// Each provider's delivery rate since `since` (ms): delivered among the messages with a
+/// final receipt; a provider without any has none.
+pub fn delivery_rates(
+    tx: &mut Tx<'_>,
+    since: i64,
+) -> Result<std::collections::BTreeMap<String, f64>, JournalError> {
+    let rows = tx
+        .sql()
+        .prepare_cached(
+            "SELECT provider, sum(status = 'delivered'), sum(status IN ('delivered', 'failed', 'expired'))
+               FROM msg_attempt WHERE sent_at >= ?1 GROUP BY provider",
+        )?
+        .query_map([since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, finals)| *finals > 0)
+        .map(|(p, delivered, finals)| (p, delivered as f64 / finals as f64))
+        .collect())
+}
+
+/// A notification that no route can carry ends `failed` or `expired`, with its reason.
 pub fn fail_notification(
     tx: &mut Tx<'_>,
     id: i64,
+    status: Status,
     reason: &str,
     now: i64,
 ) -> Result<(), JournalError> {
-    set_status(tx, id, Status::Failed, Some(reason), now)
+    set_status(tx, id, status, Some(reason), now)
 }
 
 /// Sets a notification's status, and tells the cloud when it is final (delivered, failed,

@@ -59,7 +59,8 @@ pub(super) async fn receipt_post(
 }
 
 /// Reads a receipt's fields: the message by our id (`message`) or the provider's
-/// (`ref`, `MessageSid`), and its state (`status`, Kannel's `answer`, `MessageStatus`). An
+/// (`ref`, `MessageSid`, a call's `CallSid`), and its state (`status`, Kannel's `answer`,
+/// `MessageStatus`, `CallStatus`). An
 /// intermediate state is acknowledged and changes nothing.
 async fn receipt(
     s: web::Data<AppState>,
@@ -75,21 +76,27 @@ async fn receipt(
                     .json(json!({ "error": "\"message\" must be a notification id" }));
             }
         }
-    } else if let Some(r) = get("ref").or(get("MessageSid")) {
+    } else if let Some(r) = get("ref").or(get("MessageSid")).or(get("CallSid")) {
         ReceiptFor::ProviderRef(r.to_string())
     } else {
         return HttpResponse::BadRequest()
             .json(json!({ "error": "a receipt names \"message\" or \"ref\"" }));
     };
-    let Some(receipt) =
-        protocol::http_receipt(get("status").or(get("MessageStatus")), get("answer"))
-    else {
+    let Some(receipt) = protocol::http_receipt(
+        get("status").or(get("MessageStatus")).or(get("CallStatus")),
+        get("answer"),
+    ) else {
         return HttpResponse::Ok().json(json!({ "applied": false, "final": false }));
     };
+    // A call's length in seconds (Twilio's `CallDuration`), billed by started minute.
+    let minutes = get("CallDuration")
+        .and_then(|d| d.parse::<u32>().ok())
+        .map(|s| s.div_ceil(60));
     let apply = ApplyReceipt {
         provider,
         of,
         receipt,
+        minutes,
     };
     match journal::ask(&s.journal, apply).await {
         Ok(applied) => HttpResponse::Ok().json(json!({ "applied": applied, "final": true })),

@@ -13,10 +13,12 @@ pub mod nats;
 pub mod oidc_provider;
 pub mod printer;
 pub mod rabbit;
+pub mod sipp;
 pub mod smsc;
 pub mod smtp;
 pub mod spine;
 pub mod stripe;
+pub mod voice;
 pub mod x12;
 
 use std::io::{BufRead, BufReader};

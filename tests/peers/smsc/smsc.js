@@ -5,13 +5,15 @@
 //   receipts delivered|expired|failed|none   what deliver_sm receipts say from now on
 //   throttle N                               answer the next N submit_sm with 0x58 (throttled)
 //   window                                   print the most submit_sm ever unanswered at once
+//   span N                                   print the shortest time (ms) from a submit_sm to
+//                                            the Nth after it
 //
 // Usage: node smsc.js PORT [SYSTEM_ID:PASSWORD]. It answers every submit_sm with a new decimal
 // message id, after `SMSC_DELAY_MS` (default 0), and then sends a receipt
 // (`id:<id> sub:001 dlvrd:001 submit date:... done date:... stat:DELIVRD err:000 text:...`)
 // unless receipts are `none`. Logs on stderr: `ready`, `bind <kind> <system_id>`,
 // `submit <id> <destination> <data_coding> <text as JSON>`, `throttled <destination>`,
-// `receipt <id> <stat>`, `window <n>`. Stops on SIGTERM.
+// `receipt <id> <stat>`, `window <n>`, `span <ms>` (-1 before N + 1 submits). Stops on SIGTERM.
 'use strict';
 const smpp = require('smpp');
 const readline = require('readline');
@@ -24,6 +26,7 @@ let throttle = 0;
 let nextId = 1000;
 let open = 0;
 let widest = 0;
+const submitTimes = [];
 const log = (line) => process.stderr.write(line + '\n');
 const sessions = new Set();
 
@@ -56,6 +59,7 @@ const server = smpp.createServer((session) => {
     session.close();
   });
   session.on('submit_sm', (pdu) => {
+    submitTimes.push(Number(process.hrtime.bigint() / 1000000n));
     if (throttle > 0) {
       throttle -= 1;
       log(`throttled ${pdu.destination_addr}`);
@@ -91,6 +95,15 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
   if (cmd === 'receipts') receipts = arg;
   else if (cmd === 'throttle') throttle = Number(arg);
   else if (cmd === 'window') log(`window ${widest}`);
+  else if (cmd === 'span') {
+    const n = Number(arg);
+    let shortest = -1;
+    for (let i = 0; i + n < submitTimes.length; i++) {
+      const span = submitTimes[i + n] - submitTimes[i];
+      if (shortest < 0 || span < shortest) shortest = span;
+    }
+    log(`span ${shortest}`);
+  }
   log(`ok ${line.trim()}`);
 });
 
