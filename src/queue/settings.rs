@@ -71,6 +71,15 @@ pub trait TxHook: Send + Sync {
     ) -> Result<(), JournalError> {
         Ok(())
     }
+    /// A staff action applied to an entry (the entry as it now is), in its transaction.
+    fn on_action(
+        &self,
+        _tx: &mut Tx<'_>,
+        _entry: &Entry,
+        _action: &Action,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
     /// A patient notification was committed (never twice for one event).
     fn on_notification(
         &self,

@@ -11,6 +11,7 @@
 //! not answer leaves the row in the outbox (retried with backoff) and the entry's place in
 //! the queue untouched.
 
+pub mod billing;
 pub mod config;
 pub mod core;
 pub mod eligibility;
