@@ -16,7 +16,7 @@ const BILLING: &str = "fee_schedule = { office-visit = 12000, flu-shot = 2500 }\
     [[connectors.billing.rule]]\nappointment_type = \"office-visit\"\nnew_patient = false\n\
     codes = [\"HCPCS:G0463\", \"ICD10:Z00.00\"]\n\n\
     [[connectors.billing.rule]]\nappointment_type = \"flu-shot\"\nprocedure = \"flu-vaccine\"\n\
-    codes = [\"HCPCS:G0008\", \"HCPCS:90686\", \"ICD10:Z23\"]\n";
+    codes = [\"HCPCS:G0008\", \"HCPCS:Q2035\", \"ICD10:Z23\"]\n";
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -382,10 +382,49 @@ fn a_coded_visit_reaches_a_fhir_pms_as_planned_charge_items_once() {
         .iter()
         .map(|b| &b["entry"][0]["resource"]["code"]["coding"][0]["code"])
         .collect();
-    assert_eq!(codes, [&json!("G0008"), &json!("90686")]);
+    assert_eq!(codes, [&json!("G0008"), &json!("Q2035")]);
     let rows = wait_for("the charges' outbox rows", Duration::from_secs(30), || {
         let items = journal_items(&gw, &["--kind", "fhir.create"]);
         (items.len() == 2).then_some(items)
     });
     assert_eq!(rows.len(), 2);
+}
+
+#[test]
+fn a_bad_billing_table_is_refused_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    let text = config_text(
+        dir.path(),
+        free_port(),
+        "[connectors.billing]\ntransaction_type = \"CG\"\n\n\
+         [[connectors.billing.rule]]\nappointment_type = \"office-visit\"\ncodes = [\"HCPCS:G0463\"]\n\n\
+         [[connectors.billing.rule]]\nappointment_type = \"flu-shot\"\ncodes = [\"LOINC:1234-5\"]\n",
+    );
+    std::fs::write(&path, &text).expect("write");
+    let line = |needle: &str| {
+        text.lines()
+            .position(|l| l.starts_with(needle))
+            .map(|i| i + 1)
+            .expect("line")
+    };
+    let (code, stderr) = check_config(&path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let file = path.display();
+    for expected in [
+        format!(
+            "{file}:{}: connectors.billing.pms: \"hl7v2\" needs",
+            line("[connectors.billing]")
+        ),
+        format!(
+            "{file}:{}: connectors.billing.transaction_type: \"CG\" posts",
+            line("transaction_type")
+        ),
+        format!(
+            "{file}:{}: connectors.billing.rule[1].codes: \"LOINC:1234-5\" is not",
+            line("codes = [\"LOINC")
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "{expected} in {stderr}");
+    }
 }

@@ -12,10 +12,11 @@
 //! No code here decides a final charge; the table is the clinic's (CPT is licensed to it).
 
 use super::store::{self, Visit, VisitStatus};
+pub use super::visit::{Code, Facts, System};
 use crate::journal::{self, JournalError, NewItem, Tx, Work};
 use crate::queue::{Entry, EntryState};
 use crate::settings;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The notice kind telling staff a visit could not be coded.
@@ -84,90 +85,6 @@ fn default_transaction_type() -> String {
 }
 fn default_currency() -> String {
     "usd".into()
-}
-
-/// A code system of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum System {
-    Hcpcs,
-    Cpt,
-    Icd10,
-}
-
-impl System {
-    /// HL7 table 0396's name of the system.
-    fn hl7(self) -> &'static str {
-        match self {
-            System::Hcpcs => "HCPCS",
-            System::Cpt => "C4",
-            System::Icd10 => "I10",
-        }
-    }
-
-    fn uri(self) -> &'static str {
-        match self {
-            System::Hcpcs => "urn:oid:2.16.840.1.113883.6.285",
-            System::Cpt => "http://www.ama-assn.org/go/cpt",
-            System::Icd10 => "http://hl7.org/fhir/sid/icd-10-cm",
-        }
-    }
-}
-
-/// A code of the table: `HCPCS:G0008`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Code {
-    pub system: System,
-    pub code: String,
-}
-
-impl Code {
-    pub fn parse(s: &str) -> Option<Code> {
-        let (system, code) = s.split_once(':')?;
-        let system = match system {
-            "HCPCS" => System::Hcpcs,
-            "CPT" => System::Cpt,
-            "ICD10" => System::Icd10,
-            _ => return None,
-        };
-        let ok = !code.is_empty()
-            && code.len() <= 10
-            && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
-        ok.then(|| Code {
-            system,
-            code: code.to_string(),
-        })
-    }
-
-    fn is_procedure(&self) -> bool {
-        self.system != System::Icd10
-    }
-}
-
-/// What staff record about a visit for its coding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Facts {
-    pub appointment_type: String,
-    #[serde(default)]
-    pub new_patient: bool,
-    /// Procedures done (the table's `procedure` names).
-    #[serde(default)]
-    pub procedures: Vec<String>,
-}
-
-impl Facts {
-    /// Checks the sizes; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        if !settings::is_identifier(&self.appointment_type) {
-            return Err("\"appointment_type\": letters, digits, '-' and '_' only".into());
-        }
-        if self.procedures.len() > 32 || !self.procedures.iter().all(|p| settings::is_identifier(p))
-        {
-            return Err("\"procedures\": at most 32, letters, digits, '-' and '_' only".into());
-        }
-        Ok(())
-    }
 }
 
 /// Why a visit got no suggestion.
@@ -601,7 +518,7 @@ mod tests {
             [[rule]]
             appointment_type = "office-visit"
             procedure = "flu-shot"
-            codes = ["HCPCS:G0008", "HCPCS:90686", "ICD10:Z23"]
+            codes = ["HCPCS:G0008", "HCPCS:Q2035", "ICD10:Z23"]
             "#,
         )
         .expect("table")
@@ -640,7 +557,7 @@ mod tests {
             Ok(&[
                 "Hcpcs:G0463",
                 "Hcpcs:G0008",
-                "Hcpcs:90686",
+                "Hcpcs:Q2035",
                 "Icd10:Z00.00",
                 "Icd10:Z23",
             ]),
@@ -660,6 +577,33 @@ mod tests {
             15,
             Err("appointment type \"tattoo\" is not in the billing table"),
         );
+    }
+
+    #[test]
+    fn the_shipped_example_table_is_valid() {
+        #[derive(Deserialize)]
+        struct File {
+            connectors: Connectors,
+        }
+        #[derive(Deserialize)]
+        struct Connectors {
+            billing: BillingConfig,
+        }
+        let text = include_str!("../../../firmware-config/billing-example.toml");
+        let file: File = toml::from_str(text).expect("the example table");
+        let mut problems = Vec::new();
+        file.connectors
+            .billing
+            .validate(true, false, &mut |k, m| problems.push(format!("{k}: {m}")));
+        assert_eq!(problems, Vec::<String>::new());
+        let facts = Facts {
+            appointment_type: "annual-wellness".into(),
+            new_patient: false,
+            procedures: vec!["depression-screening".into()],
+        };
+        let codes = file.connectors.billing.suggest(&facts, 30).expect("codes");
+        let codes: Vec<&str> = codes.iter().map(|c| c.code.as_str()).collect();
+        assert_eq!(codes, ["G0439", "G0444", "Z00.00", "Z13.31"]);
     }
 
     #[test]

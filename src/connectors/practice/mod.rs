@@ -16,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod eligibility;
 pub mod store;
+pub mod visit;
 pub mod x12;
 
 use crate::journal::{self, Failed, JournalError, JournalWriter, NewItem, OutboxRow, Tx, Work};

@@ -256,11 +256,11 @@ impl VisitStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Visit {
     pub entry_id: i64,
-    pub facts: super::billing::Facts,
+    pub facts: super::visit::Facts,
     pub recorded_at: i64,
     pub recorded_by: String,
     pub status: VisitStatus,
-    pub codes: Vec<super::billing::Code>,
+    pub codes: Vec<super::visit::Code>,
     /// The fee schedule's amount of the appointment type, once suggested.
     pub fee_cents: Option<i64>,
     pub reason: Option<String>,
@@ -293,7 +293,7 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
 pub fn record_visit(
     tx: &mut Tx<'_>,
     entry_id: i64,
-    facts: &super::billing::Facts,
+    facts: &super::visit::Facts,
     by: &str,
     now: i64,
 ) -> Result<bool, JournalError> {
@@ -336,7 +336,7 @@ pub fn visits_of(tx: &mut Tx<'_>, entry_ids: &[i64]) -> Result<Vec<Visit>, Journ
 pub fn visit_suggested(
     tx: &mut Tx<'_>,
     entry_id: i64,
-    codes: &[super::billing::Code],
+    codes: &[super::visit::Code],
     fee_cents: Option<i64>,
     now: i64,
 ) -> Result<(), JournalError> {
