@@ -238,6 +238,18 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
         assert_eq!(pms.received().iter().filter(|r| *r == c).count(), 1, "{c}");
     }
 
+    // After a hard restart the visits are still coded: a resend is refused, nothing is added.
+    let keys = [desk.key, front.key, manager.key];
+    gw.kill9();
+    gw.start();
+    let [desk, front, manager] = keys.map(|key| Client { gw: &gw, key });
+    let (status, body) = desk.facts(flu, json!({ "appointment_type": "flu-shot" }));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        journal_items(&gw, &["--kind", "hl7.outbound.dft_p03"]).len(),
+        2
+    );
+
     // Reports: exact figures, JSON and CSV, no patient in them.
     let no_shows = manager.get_json("/api/v1/reports/no-shows?period=day");
     let rows = no_shows["rows"].as_array().expect("rows");
@@ -258,7 +270,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     assert_eq!(
         csv,
         format!(
-            "period,queue,booked,seen,billed,no_shows\r\n{},general,5,3,2,2\r\n",
+            "period,queue,booked,insured,seen,billed,no_shows\r\n{},general,5,0,3,2,2\r\n",
             &today[..7]
         )
     );

@@ -7,7 +7,9 @@
 //! appointment type: never a ticket, a patient or an entry id.
 
 use crate::connectors::payments::store::{Payment, Status as PaymentStatus};
-use crate::connectors::practice::store::{Visit, VisitStatus};
+use crate::connectors::practice::store::{
+    Eligibility, Status as EligibilityStatus, Visit, VisitStatus,
+};
 use crate::journal::{JournalError, Tx, Work};
 use crate::queue::store::EntryFilter;
 use crate::queue::{Entry, EntryState};
@@ -63,7 +65,7 @@ impl Kind {
                 "left_without_being_seen",
             ],
             Kind::Revenue => &["visits", "suggested", "billed_cents", "paid_cents"],
-            Kind::Appointments => &["booked", "seen", "billed", "no_shows"],
+            Kind::Appointments => &["booked", "insured", "seen", "billed", "no_shows"],
         }
     }
 
@@ -127,6 +129,8 @@ pub struct Facts {
     pub entries: Vec<Entry>,
     pub visits: Vec<Visit>,
     pub payments: Vec<Payment>,
+    /// Each entry's latest eligibility inquiry, if it had one.
+    pub eligibility: Vec<Eligibility>,
     /// The clinic's time zone, which dates the entries.
     pub zone: Option<jiff::tz::TimeZone>,
 }
@@ -149,11 +153,13 @@ impl Work for ReadFacts {
         for &id in &ids {
             payments.extend(crate::connectors::payments::store::of_entry(tx, id)?);
         }
+        let eligibility = crate::connectors::practice::store::latest_of(tx, &ids)?;
         let zone = crate::queue::settings::settings(tx).zone.clone();
         Ok(Facts {
             entries,
             visits,
             payments,
+            eligibility,
             zone: Some(zone),
         })
     }
@@ -267,6 +273,17 @@ pub fn report(kind: Kind, period: Period, facts: &Facts, fees: &BTreeMap<String,
     {
         *paid.entry(p.entry_id).or_default() += p.amount_cents;
     }
+    let insured: std::collections::HashSet<i64> = facts
+        .eligibility
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.status,
+                EligibilityStatus::Verified | EligibilityStatus::Overridden
+            )
+        })
+        .map(|e| e.entry_id)
+        .collect();
     let type_of = |e: &Entry| visits.get(&e.id).map(|v| v.facts.appointment_type.clone());
     let billed = |e: &Entry| {
         visits
@@ -351,6 +368,7 @@ pub fn report(kind: Kind, period: Period, facts: &Facts, fees: &BTreeMap<String,
                     let booked = |e: &Entry| e.appointment_ref.is_some();
                     vec![
                         count(&|e| booked(e)),
+                        count(&|e| booked(e) && insured.contains(&e.id)),
                         count(&|e| booked(e) && e.state == EntryState::Done),
                         count(&|e| booked(e) && billed(e)),
                         count(&|e| booked(e) && e.state == EntryState::NoShow),
@@ -398,6 +416,29 @@ mod tests {
             fee_cents: fee,
             reason: None,
             coded_at: None,
+        }
+    }
+
+    fn payment(entry_id: i64, status: &str, cents: i64) -> Payment {
+        Payment {
+            id: 0,
+            reference: String::new(),
+            entry_id,
+            amount_cents: cents,
+            currency: "usd".into(),
+            method: "hosted".into(),
+            status: match status {
+                "confirmed" => PaymentStatus::Confirmed,
+                _ => PaymentStatus::Failed,
+            },
+            processor: None,
+            intent: None,
+            client_secret: None,
+            cause: None,
+            requested_at: 0,
+            requested_by: "desk".into(),
+            updated_at: 0,
+            confirmed_at: None,
         }
     }
 
@@ -459,7 +500,18 @@ mod tests {
                 visit(2, "flu-shot", VisitStatus::Refused, None),
                 visit(3, "office-visit", VisitStatus::Recorded, None),
             ],
-            payments: Vec::new(),
+            payments: vec![payment(1, "confirmed", 2500), payment(1, "failed", 2500)],
+            eligibility: vec![Eligibility {
+                entry_id: 1,
+                payer: "acme".into(),
+                status: EligibilityStatus::Verified,
+                detail: Default::default(),
+                requested_at: t,
+                requested_by: "desk".into(),
+                answered_at: Some(t),
+                override_by: None,
+                override_reason: None,
+            }],
             zone: Some(jiff::tz::TimeZone::UTC),
         }
     }
@@ -504,12 +556,12 @@ mod tests {
             Kind::Revenue,
             Period::Day,
             "period,appointment_type,visits,suggested,billed_cents,paid_cents\n\
-             2024-10-04,flu-shot,1,0,0,0\n2024-10-04,office-visit,1,1,12000,0\n",
+             2024-10-04,flu-shot,1,0,0,0\n2024-10-04,office-visit,1,1,12000,2500\n",
         );
         check(
             Kind::Appointments,
             Period::Month,
-            "period,queue,booked,seen,billed,no_shows\n2024-10,gp,3,2,1,1\n2024-10,lab,1,0,0,1\n",
+            "period,queue,booked,insured,seen,billed,no_shows\n2024-10,gp,3,1,2,1,1\n2024-10,lab,1,0,0,0,1\n",
         );
     }
 }
