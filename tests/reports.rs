@@ -6,7 +6,7 @@
 mod common;
 
 use common::fhir_server::{FhirServer, MRN};
-use common::hl7_peer::Receiver;
+use common::hl7_peer::{self, Receiver};
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -98,10 +98,12 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pms_port = free_port();
     let pms = Receiver::start(dir.path(), pms_port);
+    let ehr_port = free_port();
     let mut gw = Gateway::new(
         dir.path(),
         &format!(
             "[access]\nenabled = true\n\n\
+             [connectors.hl7v2]\nlisten = \"127.0.0.1:{ehr_port}\"\n\n\
              [connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {pms_port}\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n\n\
              [connectors.billing]\npms = \"hl7v2\"\n{BILLING}"
         ),
@@ -128,6 +130,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     let missed_untyped = desk.check_in("MRN-4", Some("A4"));
     let walk_in = desk.check_in("MRN-5", None);
     let unknown = desk.check_in("MRN-6", Some("A6"));
+    let discharged = desk.check_in("MRN-7", Some("A7"));
     let (status, body) = desk.facts(
         office,
         json!({ "appointment_type": "office-visit", "new_patient": false }),
@@ -139,6 +142,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     );
     desk.facts(missed, json!({ "appointment_type": "office-visit" }));
     desk.facts(unknown, json!({ "appointment_type": "tattoo" }));
+    desk.facts(discharged, json!({ "appointment_type": "office-visit" }));
     desk.act(office, "call", json!({}));
     desk.act(office, "assign-room", json!({ "room": "3" }));
     desk.act(office, "complete", json!({}));
@@ -157,6 +161,22 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     desk.act(unknown, "call", json!({}));
     // The unknown type is refused; the visit still completes.
     desk.act(unknown, "complete", json!({}));
+
+    // The EHR ends MRN-7's visit (ADT^A03, sent twice): coded like a visit staff complete.
+    desk.act(discharged, "call", json!({}));
+    let a03 = "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124150100||ADT^A03^ADT_A03|D-1|P|2.5.1\n\
+EVN|A03|20261124150100\n\
+PID|1||MRN-7^^^HOSP^MR||ROE^RICHARD\n\
+PV1|1|O\n";
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", ehr_port)).ok()
+    });
+    for _ in 0..2 {
+        let acks = hl7_peer::mllp_send(dir.path(), ehr_port, a03);
+        assert!(acks[0].contains("MSA|AA|D-1"), "{acks:?}");
+    }
+    let coded = desk.get_json(&format!("/api/v1/queue-entries/{discharged}/visit"));
+    assert_eq!(coded["visit"]["status"], "suggested", "{coded}");
 
     let visit = desk.get_json(&format!("/api/v1/queue-entries/{office}/visit"));
     assert_eq!(visit["visit"]["status"], "suggested", "{visit}");
@@ -200,7 +220,11 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     assert_eq!(status, 409, "{body}");
 
     // The PMS receives one DFT^P03 per coded visit, each a suggestion.
-    let controls = [format!("SUG{office}"), format!("SUG{flu}")];
+    let controls = [
+        format!("SUG{office}"),
+        format!("SUG{flu}"),
+        format!("SUG{discharged}"),
+    ];
     wait_for(
         "both suggestions at the PMS",
         Duration::from_secs(30),
@@ -233,7 +257,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
         "{flu_dft}"
     );
     let dfts = journal_items(&gw, &["--kind", "hl7.outbound.dft_p03"]);
-    assert_eq!(dfts.len(), 2, "one per coded visit: {dfts:?}");
+    assert_eq!(dfts.len(), 3, "one per coded visit: {dfts:?}");
     for c in &controls {
         assert_eq!(pms.received().iter().filter(|r| *r == c).count(), 1, "{c}");
     }
@@ -247,7 +271,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(
         journal_items(&gw, &["--kind", "hl7.outbound.dft_p03"]).len(),
-        2
+        3
     );
 
     // Reports: exact figures, JSON and CSV, no patient in them.
@@ -270,7 +294,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     assert_eq!(
         csv,
         format!(
-            "period,queue,booked,insured,seen,billed,no_shows\r\n{},general,5,0,3,2,2\r\n",
+            "period,queue,booked,insured,seen,billed,no_shows\r\n{},general,6,0,4,3,2\r\n",
             &today[..7]
         )
     );
@@ -281,7 +305,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
         csv,
         format!(
             "period,appointment_type,visits,suggested,billed_cents,paid_cents\r\n\
-             {today},flu-shot,1,1,2500,0\r\n{today},office-visit,1,1,12000,0\r\n{today},tattoo,1,0,0,0\r\n"
+             {today},flu-shot,1,1,2500,0\r\n{today},office-visit,2,2,24000,0\r\n{today},tattoo,1,0,0,0\r\n"
         )
     );
     let efficiency = manager.get_json("/api/v1/reports/queue-efficiency?period=week&queue=general");
@@ -292,7 +316,7 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
             &row["seen"],
             &row["left_without_being_seen"]
         ),
-        (&json!(6), &json!(3), &json!(1)),
+        (&json!(7), &json!(4), &json!(1)),
         "{efficiency}"
     );
     assert!(

@@ -71,7 +71,8 @@ pub trait TxHook: Send + Sync {
     ) -> Result<(), JournalError> {
         Ok(())
     }
-    /// A staff action applied to an entry (the entry as it now is), in its transaction.
+    /// An action applied to an entry by staff or by the EHR (a discharge completing the
+    /// visit), in its transaction (the entry as it now is).
     fn on_action(
         &self,
         _tx: &mut Tx<'_>,
