@@ -25,7 +25,8 @@ pub fn set(zone: TimeZone) {
     *ZONE.write().unwrap_or_else(|p| p.into_inner()) = zone;
 }
 
-fn current() -> TimeZone {
+/// The clinic's time zone.
+pub fn current() -> TimeZone {
     ZONE.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 

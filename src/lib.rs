@@ -21,6 +21,7 @@ pub mod pem;
 pub mod queue;
 pub mod relay;
 pub mod reload;
+pub mod reports;
 pub mod settings;
 pub mod supervisor;
 pub mod suspension;

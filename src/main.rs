@@ -142,8 +142,8 @@ enum KeyCmd {
     /// Add a key for the client NAME; prints the key, which is shown this once (audited).
     Add {
         name: String,
-        /// A role (front_desk, clinical, facilities, admin), or route groups separated by
-        /// commas: queue, rooms_list, rooms, notices, ehr, operations, metrics, integration,
+        /// A role (front_desk, clinical, facilities, manager, admin), or route groups separated by
+        /// commas: queue, rooms_list, rooms, notices, ehr, operations, metrics, integration, reports,
         /// administration.
         #[arg(long, value_parser = parse_scope)]
         scope: Scope,

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub actor_restarts: Counter,
     pub inbound_refused: Counter,
     pub payment_webhooks_refused: Counter,
+    pub billing_refused: Counter,
     pub relay_published: Counter,
     pub relay_connects: Counter,
     pub commands_received: Counter,
@@ -77,6 +78,7 @@ pub static METRICS: Metrics = Metrics {
     actor_restarts: Counter::new(),
     inbound_refused: Counter::new(),
     payment_webhooks_refused: Counter::new(),
+    billing_refused: Counter::new(),
     relay_published: Counter::new(),
     relay_connects: Counter::new(),
     commands_received: Counter::new(),
@@ -88,7 +90,7 @@ pub static METRICS: Metrics = Metrics {
 pub fn render(backlog: &[(String, &'static str, u64)]) -> String {
     let m = &METRICS;
     let mut out = String::new();
-    let counters: [(&str, &str, &Counter); 11] = [
+    let counters: [(&str, &str, &Counter); 12] = [
         (
             "clinic_gateway_journal_appends_total",
             "Inbound items committed to the journal.",
@@ -123,6 +125,11 @@ pub fn render(backlog: &[(String, &'static str, u64)]) -> String {
             "clinic_gateway_payment_webhooks_refused_total",
             "Payment processor webhooks refused for their signature.",
             &m.payment_webhooks_refused,
+        ),
+        (
+            "clinic_gateway_billing_refused_total",
+            "Completed visits the billing table gave no codes (unknown appointment type).",
+            &m.billing_refused,
         ),
         (
             "clinic_gateway_relay_published_total",

@@ -15,15 +15,18 @@ pub enum Role {
     Clinical,
     /// Devices, rooms, rules and the backlog.
     Facilities,
+    /// The clinic's reports (counts and money, never a patient).
+    Manager,
     /// Everything, including users, dead-letter replay and reload.
     Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::FrontDesk,
         Role::Clinical,
         Role::Facilities,
+        Role::Manager,
         Role::Admin,
     ];
 
@@ -32,6 +35,7 @@ impl Role {
             Role::FrontDesk => "front_desk",
             Role::Clinical => "clinical",
             Role::Facilities => "facilities",
+            Role::Manager => "manager",
             Role::Admin => "admin",
         }
     }
@@ -61,12 +65,14 @@ pub enum Group {
     Metrics,
     /// Integration inputs: `/api/v1/events` and HL7 outbound.
     Integration,
+    /// The reports: no-shows, queue efficiency, revenue, appointments.
+    Reports,
     /// Dead-letter replay, reload, the audit, and every route missing from the table.
     Administration,
 }
 
 impl Group {
-    pub const ALL: [Group; 9] = [
+    pub const ALL: [Group; 10] = [
         Group::Queue,
         Group::RoomsList,
         Group::Rooms,
@@ -75,6 +81,7 @@ impl Group {
         Group::Operations,
         Group::Metrics,
         Group::Integration,
+        Group::Reports,
         Group::Administration,
     ];
 
@@ -90,6 +97,7 @@ impl Group {
             Group::Operations => "operations",
             Group::Metrics => "metrics",
             Group::Integration => "integration",
+            Group::Reports => "reports",
             Group::Administration => "administration",
         }
     }
@@ -103,6 +111,7 @@ impl Group {
         const DESK: &[Role] = &[Role::FrontDesk, Role::Clinical];
         const CLINICAL: &[Role] = &[Role::Clinical];
         const FACILITIES: &[Role] = &[Role::Facilities];
+        const MANAGER: &[Role] = &[Role::Manager];
         const ALL_STAFF: &[Role] = &[Role::FrontDesk, Role::Clinical, Role::Facilities];
         match self {
             Group::Queue => DESK,
@@ -110,6 +119,7 @@ impl Group {
             Group::Rooms => FACILITIES,
             Group::Notices | Group::Ehr => CLINICAL,
             Group::Operations | Group::Metrics => FACILITIES,
+            Group::Reports => MANAGER,
             Group::Integration | Group::Administration => &[],
         }
     }
@@ -184,6 +194,11 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     // A processor's webhook has no key or session: its signature (checked by the handler
     // against the processor's signing secret) is what admits it.
     ("POST", "/api/v1/payments/webhook/{}", Allowed::Public),
+    (
+        "GET",
+        "/api/v1/queue-entries/{}/visit",
+        Allowed::Group(Queue),
+    ),
     ("GET", "/printers/{}/preview", Allowed::Group(Queue)),
     // Receipts per ticket: statuses, channels and providers, never a number or address.
     ("GET", "/api/v1/notifications", Allowed::Group(Queue)),
@@ -226,6 +241,9 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
     // Messaging costs per provider: counts and prices, no patient data.
     ("GET", "/api/v1/messaging/costs", Allowed::Group(Operations)),
     ("GET", "/metrics", Allowed::Group(Metrics)),
+    // Counts, durations and money per queue and appointment type: no patient in them.
+    ("GET", "/api/v1/reports/{}", Allowed::Group(Reports)),
+    ("GET", "/reports", Allowed::Group(Reports)),
     ("POST", "/api/v1/events", Allowed::Group(Integration)),
     ("POST", "/api/v1/hl7/outbound", Allowed::Group(Integration)),
     // Delivery receipts from messaging providers (Kannel's dlr-url, status callbacks).
@@ -444,6 +462,15 @@ mod tests {
             allowed("GET", "/api/v1/payments/webhook/a"),
             Allowed::Group(Administration)
         );
+        for role in [Role::FrontDesk, Role::Clinical, Role::Facilities] {
+            assert!(!check("GET", "/api/v1/reports/no-shows", role), "{role:?}");
+            assert!(!check("GET", "/reports", role), "{role:?}");
+        }
+        for role in [Role::Manager, Role::Admin] {
+            assert!(check("GET", "/api/v1/reports/no-shows", role), "{role:?}");
+            assert!(check("GET", "/reports", role), "{role:?}");
+        }
+        assert!(!check("GET", "/api/v1/queues", Role::Manager));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::hl7v2::sender::SenderConfig;
 use super::lab::config::LabConfig;
 use super::payments::config::PaymentsConfig;
 use super::pharmacy::config::PharmacyConfig;
+use super::practice::billing::BillingConfig;
 use super::practice::config::EligibilityConfig;
 use crate::settings::{self, Problem};
 use serde::Deserialize;
@@ -37,6 +38,9 @@ pub struct ConnectorsConfig {
     /// The payment processors taking co-pays and balances (a Stripe-style API), in order.
     #[serde(default)]
     pub payments: Option<PaymentsConfig>,
+    /// Billing code suggestions (a code table per appointment type) and the fee schedule.
+    #[serde(default)]
+    pub billing: Option<BillingConfig>,
 }
 
 impl ConnectorsConfig {
@@ -64,6 +68,9 @@ impl ConnectorsConfig {
             }
             if let Some(p) = &self.payments {
                 p.validate(base, self.hl7v2_out.is_some(), self.fhir.is_some(), bad);
+            }
+            if let Some(b) = &self.billing {
+                b.validate(self.hl7v2_out.is_some(), self.fhir.is_some(), bad);
             }
         })
     }

@@ -287,6 +287,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
             .payments
             .as_ref()
             .map(|p| wiring::payment_effects(&config, p)),
+        billing: wiring::billing(&config),
     };
     let fingerprint = state.tls_fingerprint.clone();
     let server = web::server(config.web.bind, tls.map(|t| t.config), state)

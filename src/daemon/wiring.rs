@@ -83,6 +83,9 @@ pub fn journal_settings(c: &Config) -> (Settings, jiff::tz::TimeZone) {
             facility: facility.clone(),
         }));
     }
+    if let Some(b) = billing(c) {
+        tx_hooks.push(b);
+    }
     let mut extensions = Extensions::default();
     extensions.insert(crate::queue::Settings {
         zone: zone.clone(),
@@ -279,6 +282,21 @@ pub fn payment_effects(config: &Config, p: &payments::config::PaymentsConfig) ->
             .as_ref()
             .map(|f| f.identifier_system.clone()),
     }
+}
+
+/// Billing code suggestions, when `[connectors.billing]` is configured: the queue's hook at a
+/// visit's completion and the API's recording of its facts share it.
+pub fn billing(config: &Config) -> Option<Arc<practice::billing::Billing>> {
+    let b = config.connectors.billing.as_ref()?;
+    Some(Arc::new(practice::billing::Billing {
+        config: b.clone(),
+        facility: config.gateway.facility_id.clone(),
+        patient_system: config
+            .connectors
+            .fhir
+            .as_ref()
+            .map(|f| f.identifier_system.clone()),
+    }))
 }
 
 /// The escalation watch of clinical alerts: cheap, and its times are in the journal, so it is

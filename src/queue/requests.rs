@@ -124,6 +124,9 @@ impl Work for QueueAct {
         let now = tx.now();
         let entry = store::queue_act(tx, self.id, &self.action, now)?;
         hooked(tx, |h| h.on_action(&entry, &self.action, now))?;
+        for hook in settings(tx).tx_hooks.clone() {
+            hook.on_action(tx, &entry, &self.action)?;
+        }
         Ok(entry)
     }
 }

@@ -71,6 +71,16 @@ pub trait TxHook: Send + Sync {
     ) -> Result<(), JournalError> {
         Ok(())
     }
+    /// An action applied to an entry by staff or by the EHR (a discharge completing the
+    /// visit), in its transaction (the entry as it now is).
+    fn on_action(
+        &self,
+        _tx: &mut Tx<'_>,
+        _entry: &Entry,
+        _action: &Action,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
     /// A patient notification was committed (never twice for one event).
     fn on_notification(
         &self,

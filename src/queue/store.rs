@@ -511,6 +511,9 @@ pub(crate) fn queue_from_ehr(
             queue_base_priority(tx, &entry, *priority, reason.as_deref(), now)?;
         } else if let Some(action) = effect.action(entry.state) {
             let done = queue_act(tx, entry.id, &action, now)?;
+            for hook in settings(tx).tx_hooks.clone() {
+                hook.on_action(tx, &done, &action)?;
+            }
             match effect {
                 FromEhr::Visit { .. } if action == Action::Complete => {
                     queue_next_prepared(tx, &done, now)?

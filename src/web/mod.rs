@@ -10,6 +10,7 @@
 //! carrying patient data, is audited first (who, role, which patients, why).
 
 mod admin;
+mod billing;
 mod bodies;
 pub mod config;
 mod eligibility;
@@ -21,6 +22,7 @@ mod messaging;
 mod page;
 mod payments;
 mod preview;
+mod reports;
 pub mod tls;
 
 use crate::access;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub payments: Option<crate::connectors::payments::config::PaymentsConfig>,
     /// What a payment a webhook settles does beyond its row, when payments are configured.
     pub payment_effects: Option<crate::connectors::payments::Effects>,
+    /// The billing code table and fee schedule, when configured (as at start).
+    pub billing: Option<std::sync::Arc<crate::connectors::practice::billing::Billing>>,
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.
@@ -168,6 +172,8 @@ pub fn server(
             // Before the entries' actions, whose `{action}` would take `eligibility` and `payments`.
             .configure(eligibility::routes)
             .configure(payments::routes)
+            .configure(billing::routes)
+            .configure(reports::routes)
             .route(
                 "/api/v1/queue-entries/{id}/{action}",
                 web::post().to(queue_act),

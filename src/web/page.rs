@@ -53,6 +53,8 @@ struct Shown {
     backlog: bool,
     dead: bool,
     replay: bool,
+    /// The link to the reports: managers and admins.
+    reports: bool,
     /// Users and keys: only with logins on, as there is no one to manage without.
     admin: bool,
 }
@@ -74,6 +76,7 @@ impl Shown {
             backlog: may("GET", "/api/v1/backlog"),
             dead: may("GET", "/api/v1/dlq"),
             replay: may("POST", "/dlq/replay"),
+            reports: may("GET", "/reports"),
             admin: role.is_some_and(|r| policy::permits(policy::allowed("POST", "/users/add"), r)),
         }
     }
@@ -299,6 +302,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             None
         };
         h.push_str(&rooms_table(view, now, actions));
+    }
+    if shown.reports {
+        h.push_str("<p><a href=\"/reports\">Reports: no-shows, queue efficiency, revenue, appointments</a></p>");
     }
     if shown.devices {
         devices(&mut h, actors, now);

@@ -890,13 +890,15 @@ impl Shared {
         Ok(())
     }
 
-    /// A resource another family committed for the EHR (a payment's PaymentNotice), created
+    /// A resource another family committed for the EHR (a payment's PaymentNotice, a visit's
+    /// suggested ChargeItem), created
     /// once: a retry after a lost answer finds the first by its identifier.
     async fn deliver_created(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
         let r: serde_json::Value = serde_json::from_slice(&row.payload)
             .map_err(|e| (format!("unusable resource: {e}"), true))?;
         let kind = match r["resourceType"].as_str() {
             Some("PaymentNotice") => "PaymentNotice",
+            Some("ChargeItem") => "ChargeItem",
             other => return Err((format!("{other:?} is not created this way"), true)),
         };
         protocol::conform(&r).map_err(|e| (format!("not sent: {e}"), true))?;

@@ -25,8 +25,8 @@ pub struct Invalid {
 }
 
 /// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
-/// Communication, PaymentNotice, CoverageEligibilityRequest or CoverageEligibilityResponse
-/// against R4: `Ok` when
+/// Communication, PaymentNotice, ChargeItem, CoverageEligibilityRequest or
+/// CoverageEligibilityResponse against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -472,7 +472,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 13] = [
+static RESOURCES: [&Def; 14] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -486,6 +486,7 @@ static RESOURCES: [&Def; 13] = [
     &PAYMENT_NOTICE,
     &COVERAGE_ELIGIBILITY_REQUEST,
     &COVERAGE_ELIGIBILITY_RESPONSE,
+    &CHARGE_ITEM,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -913,7 +914,7 @@ static PAYMENT_NOTICE: Def = resource(
         opt("paymentDate", DATE),
         opt("payee", Complex(&REFERENCE)),
         req("recipient", Complex(&REFERENCE)),
-        req("amount", Opaque("Money")),
+        req("amount", Complex(&MONEY)),
         opt("paymentStatus", Complex(&CODEABLE_CONCEPT)),
     ],
 );
@@ -1033,6 +1034,51 @@ static COVERAGE_ELIGIBILITY_RESPONSE: Def = resource(
         opt("preAuthRef", STRING),
         opt("form", Complex(&CODEABLE_CONCEPT)),
         list("error", backbone![req("code", Complex(&CODEABLE_CONCEPT))]),
+    ],
+);
+
+const CHARGE_ITEM_STATUS: Kind = Code(
+    "chargeitem-status",
+    "planned | billable | not-billable | aborted | billed | entered-in-error | unknown",
+);
+
+static CHARGE_ITEM: Def = resource(
+    "ChargeItem",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("definitionUri", URI),
+        list("definitionCanonical", CANONICAL),
+        req("status", CHARGE_ITEM_STATUS),
+        list("partOf", Complex(&REFERENCE)),
+        req("code", Complex(&CODEABLE_CONCEPT)),
+        req("subject", Complex(&REFERENCE)),
+        opt("context", Complex(&REFERENCE)),
+        choice(
+            "occurrence",
+            0,
+            &[DATE_TIME, Complex(&PERIOD), Opaque("Timing")],
+        ),
+        list("performer", Opaque("ChargeItem.performer")),
+        opt("performingOrganization", Complex(&REFERENCE)),
+        opt("requestingOrganization", Complex(&REFERENCE)),
+        opt("costCenter", Complex(&REFERENCE)),
+        opt("quantity", Complex(&QUANTITY)),
+        list("bodysite", Complex(&CODEABLE_CONCEPT)),
+        opt("factorOverride", DECIMAL),
+        opt("priceOverride", Complex(&MONEY)),
+        opt("overrideReason", STRING),
+        opt("enterer", Complex(&REFERENCE)),
+        opt("enteredDate", DATE_TIME),
+        list("reason", Complex(&CODEABLE_CONCEPT)),
+        list("service", Complex(&REFERENCE)),
+        choice(
+            "product",
+            0,
+            &[Complex(&REFERENCE), Complex(&CODEABLE_CONCEPT)],
+        ),
+        list("account", Complex(&REFERENCE)),
+        list("note", Complex(&ANNOTATION)),
+        list("supportingInformation", Complex(&REFERENCE)),
     ],
 );
 

@@ -12,11 +12,13 @@
 //! not answer leaves the row in the outbox (retried with backoff) and the entry's place in
 //! the queue untouched.
 
+pub mod billing;
 pub mod config;
 pub mod core;
 pub mod eligibility;
 pub mod fhir;
 pub mod store;
+pub mod visit;
 pub mod x12;
 
 use crate::journal::{self, Failed, JournalError, JournalWriter, NewItem, OutboxRow, Tx, Work};

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// The practice connectors' migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "practice",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE eligibility (
     id              INTEGER PRIMARY KEY,
     entry_id        INTEGER NOT NULL,
@@ -25,7 +26,21 @@ CREATE TABLE eligibility (
     override_at     INTEGER
 );
 CREATE INDEX eligibility_entry ON eligibility(entry_id, id);
-"#],
+"#,
+        r#"
+CREATE TABLE billing_visit (
+    entry_id     INTEGER PRIMARY KEY,
+    facts        TEXT    NOT NULL,
+    recorded_at  INTEGER NOT NULL,
+    recorded_by  TEXT    NOT NULL,
+    status       TEXT    NOT NULL,
+    codes        TEXT,
+    fee_cents    INTEGER,
+    reason       TEXT,
+    coded_at     INTEGER
+);
+"#,
+    ],
     legacy: &[],
 };
 
@@ -212,4 +227,141 @@ pub fn latest_of(tx: &mut Tx<'_>, entry_ids: &[i64]) -> Result<Vec<Eligibility>,
         }
     }
     Ok(out)
+}
+
+/// Where a visit's coding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitStatus {
+    /// Facts recorded; the visit is not complete yet.
+    Recorded,
+    /// Codes suggested and sent to the PMS as a suggestion.
+    Suggested,
+    /// The table gave no codes (`reason` says why); staff were told.
+    Refused,
+}
+
+impl VisitStatus {
+    fn parse(s: &str) -> VisitStatus {
+        match s {
+            "suggested" => VisitStatus::Suggested,
+            "refused" => VisitStatus::Refused,
+            _ => VisitStatus::Recorded,
+        }
+    }
+}
+
+/// A visit's facts for its coding, and what the table made of them. No patient data: the
+/// appointment type, the procedures' table names and codes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Visit {
+    pub entry_id: i64,
+    pub facts: super::visit::Facts,
+    pub recorded_at: i64,
+    pub recorded_by: String,
+    pub status: VisitStatus,
+    pub codes: Vec<super::visit::Code>,
+    /// The fee schedule's amount of the appointment type, once suggested.
+    pub fee_cents: Option<i64>,
+    pub reason: Option<String>,
+    pub coded_at: Option<i64>,
+}
+
+const VISIT_COLUMNS: &str =
+    "entry_id, facts, recorded_at, recorded_by, status, codes, fee_cents, reason, coded_at";
+
+fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
+    let codes: Option<String> = r.get(5)?;
+    Ok(Visit {
+        entry_id: r.get(0)?,
+        facts: from_json(1, &r.get::<_, String>(1)?)?,
+        recorded_at: r.get(2)?,
+        recorded_by: r.get(3)?,
+        status: VisitStatus::parse(&r.get::<_, String>(4)?),
+        codes: codes
+            .map(|c| from_json(5, &c))
+            .transpose()?
+            .unwrap_or_default(),
+        fee_cents: r.get(6)?,
+        reason: r.get(7)?,
+        coded_at: r.get(8)?,
+    })
+}
+
+/// Records (or replaces) a visit's facts; false when the visit is coded already, which a
+/// recording never changes.
+pub fn record_visit(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    facts: &super::visit::Facts,
+    by: &str,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let n = tx
+        .sql()
+        .prepare_cached(
+            "INSERT INTO billing_visit (entry_id, facts, recorded_at, recorded_by, status)
+             VALUES (?1, ?2, ?3, ?4, 'recorded')
+             ON CONFLICT (entry_id) DO UPDATE SET facts = ?2, recorded_at = ?3, recorded_by = ?4
+              WHERE status = 'recorded'",
+        )?
+        .execute(params![entry_id, to_json(facts)?, now, by])?;
+    Ok(n == 1)
+}
+
+/// The visit of entry `entry_id`, if facts were recorded.
+pub fn visit(tx: &mut Tx<'_>, entry_id: i64) -> Result<Option<Visit>, JournalError> {
+    let row = tx
+        .sql()
+        .prepare_cached(&format!(
+            "SELECT {VISIT_COLUMNS} FROM billing_visit WHERE entry_id = ?1"
+        ))?
+        .query_row([entry_id], visit_from_row)
+        .optional()?;
+    Ok(row)
+}
+
+/// The visits of these entries that have one.
+pub fn visits_of(tx: &mut Tx<'_>, entry_ids: &[i64]) -> Result<Vec<Visit>, JournalError> {
+    let mut out = Vec::new();
+    for &id in entry_ids {
+        if let Some(v) = visit(tx, id)? {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// A recorded visit's suggested codes.
+pub fn visit_suggested(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    codes: &[super::visit::Code],
+    fee_cents: Option<i64>,
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "UPDATE billing_visit SET status = 'suggested', codes = ?2, fee_cents = ?3,
+                    coded_at = ?4
+              WHERE entry_id = ?1 AND status = 'recorded'",
+        )?
+        .execute(params![entry_id, to_json(&codes)?, fee_cents, now])?;
+    Ok(())
+}
+
+/// A recorded visit the table gave no codes, and why.
+pub fn visit_refused(
+    tx: &mut Tx<'_>,
+    entry_id: i64,
+    reason: &str,
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "UPDATE billing_visit SET status = 'refused', reason = ?2, coded_at = ?3
+              WHERE entry_id = ?1 AND status = 'recorded'",
+        )?
+        .execute(params![entry_id, reason, now])?;
+    Ok(())
 }
