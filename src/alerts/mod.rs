@@ -1,5 +1,5 @@
-//! Clinical alerts: findings clinical staff must acknowledge (a critical lab value, later a
-//! drug interaction or an allergy), each tied to a queue entry and shown on the page to the
+//! Clinical alerts: findings clinical staff must acknowledge (a critical lab value, a drug
+//! interaction or another issue the pharmacy or EHR detected, a prescribed allergen), each tied to a queue entry and shown on the page to the
 //! roles that see notices (clinical, admin), never to the front desk. An alert not
 //! acknowledged within `[alerts] ack_within_s` is escalated to a second staff group
 //! (`escalate_to`), then to the cloud (`alert.escalated`). Other domains raise alerts in their
@@ -24,6 +24,12 @@ pub const NAME: &str = "alert-escalation";
 
 /// The kind of an alert raised by a critical lab result.
 pub const CRITICAL_RESULT: &str = "critical_result";
+/// The kind of an alert raised by an issue the pharmacy or EHR detected (an interaction, a
+/// duplicate therapy): a FHIR DetectedIssue, or an RDE's alert segment.
+pub const DETECTED_ISSUE: &str = "detected_issue";
+/// The kind of an alert raised by a prescription whose medication code is one the patient is
+/// allergic to.
+pub const ALLERGY: &str = "allergy";
 
 /// An alert to raise.
 #[derive(Debug, Clone, PartialEq)]

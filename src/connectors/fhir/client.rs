@@ -261,6 +261,25 @@ impl Client {
         Ok(self.usable_patients(entries))
     }
 
+    /// One page of `<kind>?<query>`, entries of that type only (a patient's allergies or
+    /// detected issues are few; paging is not needed).
+    pub async fn search(
+        &self,
+        kind: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, FhirError> {
+        let url = format!("{}/{kind}", self.base);
+        let (status, body) = self.send(|| self.http.get(&url).query(query)).await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        let (entries, _) = protocol::decode_bundle(&body)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e["resourceType"] == kind)
+            .collect())
+    }
+
     /// Every Patient changed at or after `since` (a FHIR instant), following result pages.
     pub async fn changed_patients(&self, since: &str) -> Result<Vec<Patient>, FhirError> {
         let changed = self.changed("Patient", since).await?;
