@@ -58,10 +58,11 @@ const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
-/// The resources read for the lab, each with its cursor: results, then orders before the
-/// specimens taken for them.
-const RESULT_KINDS: [(&str, &str); 3] = [
+/// The resources read for the lab, each with its cursor: results and the reports grouping
+/// them, then orders before the specimens taken for them.
+const RESULT_KINDS: [(&str, &str); 4] = [
     ("Observation", "observation_cursor"),
+    ("DiagnosticReport", "diagnostic_report_cursor"),
     ("ServiceRequest", "service_request_cursor"),
     ("Specimen", "specimen_cursor"),
 ];
@@ -1168,6 +1169,7 @@ impl Shared {
             if ours && matches!(step, AppointmentStep::Queue { .. }) {
                 continue;
             }
+            self.hand_over_types(a).await;
             self.apply_appointment(config, &id, step, Some(a), &open)
                 .await;
         }
@@ -1196,6 +1198,28 @@ impl Shared {
                 .await;
         }
         self.counters().last_appointments_at = Some(journal::now_ms());
+    }
+
+    /// An appointment's type and service types go to the lab's hook (the results its visit
+    /// requires) before it is queued, once per version. Journaled under a source of their own,
+    /// so that the same version closing its entry is not taken for a repeat.
+    async fn hand_over_types(&self, a: &model::Appointment) {
+        let Ok(v) = serde_json::to_value(a) else {
+            return;
+        };
+        if v.get("appointmentType").is_none() && v.get("serviceType").is_none() {
+            return;
+        }
+        let mut item = protocol::received(&v);
+        item.source = "fhir:Appointment.type".into();
+        let msg = EhrInbound {
+            item,
+            effects: Vec::new(),
+            resources: vec![v],
+        };
+        if let Err(e) = journal::ask(&self.journal, msg).await {
+            tracing::warn!(appointment = ?a.id, error = %e, "appointment types not handed over");
+        }
     }
 
     async fn apply_appointment(

@@ -25,8 +25,8 @@ pub struct Invalid {
 }
 
 /// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
-/// Communication, PaymentNotice, MedicationRequest, MedicationDispense, DetectedIssue or
-/// AllergyIntolerance against R4: `Ok` when
+/// Communication, PaymentNotice, MedicationRequest, MedicationDispense, DetectedIssue,
+/// AllergyIntolerance or DiagnosticReport against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -472,7 +472,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 15] = [
+static RESOURCES: [&Def; 16] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -488,6 +488,7 @@ static RESOURCES: [&Def; 15] = [
     &MEDICATION_DISPENSE,
     &DETECTED_ISSUE,
     &ALLERGY_INTOLERANCE,
+    &DIAGNOSTIC_REPORT,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -788,6 +789,39 @@ static OBSERVATION: Def = resource(
                 list("interpretation", Complex(&CODEABLE_CONCEPT)),
             ]),
         ),
+    ],
+);
+
+const DIAGNOSTIC_REPORT_STATUS: Kind = Code(
+    "diagnostic-report-status",
+    "registered | partial | preliminary | final | amended | corrected | appended | cancelled \
+     | entered-in-error | unknown",
+);
+
+static DIAGNOSTIC_REPORT: Def = resource(
+    "DiagnosticReport",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("basedOn", Complex(&REFERENCE)),
+        req("status", DIAGNOSTIC_REPORT_STATUS),
+        list("category", Complex(&CODEABLE_CONCEPT)),
+        req("code", Complex(&CODEABLE_CONCEPT)),
+        opt("subject", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        choice("effective", 0, &[DATE_TIME, Complex(&PERIOD)]),
+        opt("issued", INSTANT),
+        list("performer", Complex(&REFERENCE)),
+        list("resultsInterpreter", Complex(&REFERENCE)),
+        list("specimen", Complex(&REFERENCE)),
+        list("result", Complex(&REFERENCE)),
+        list("imagingStudy", Complex(&REFERENCE)),
+        list(
+            "media",
+            backbone![opt("comment", STRING), req("link", Complex(&REFERENCE))],
+        ),
+        opt("conclusion", STRING),
+        list("conclusionCode", Complex(&CODEABLE_CONCEPT)),
+        list("presentedForm", Complex(&ATTACHMENT)),
     ],
 );
 
@@ -1833,7 +1867,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pharmacys_resources_conform_and_their_codes_are_checked() {
+    fn the_pharmacys_resources_and_reports_conform_and_their_codes_are_checked() {
         let subject = json!({ "reference": "Patient/p-1" });
         let request = json!({
             "resourceType": "MedicationRequest", "id": "m-1", "status": "active",
@@ -1863,7 +1897,14 @@ mod tests {
             "onsetString": "childhood",
             "reaction": [{ "manifestation": [{ "text": "hives" }], "severity": "mild" }]
         });
-        for r in [&request, &dispense, &issue, &allergy] {
+        let report = json!({
+            "resourceType": "DiagnosticReport", "status": "final",
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "24323-8" }] },
+            "subject": subject, "issued": "2026-11-24T09:00:00.000+01:00",
+            "result": [{ "reference": "Observation/o-1" }],
+            "media": [{ "link": { "reference": "Media/m-1" } }]
+        });
+        for r in [&request, &dispense, &issue, &allergy, &report] {
             assert_eq!(check(r.clone()), Vec::<String>::new(), "{r}");
         }
         assert_eq!(
