@@ -236,6 +236,32 @@ fn critical_value_makes_entries_urgent_and_alerts_clinical_staff_until_acknowled
         .collect();
     assert_eq!(limit.len(), 2, "raised once per entry: {limit:?}");
 
+    // A critical value for a patient not in the queue still reaches clinical staff, once,
+    // named by the message that carried it.
+    let stranger = oru("CR-3", "MRN-9", "2345-7", "1.9", "LL", "F");
+    let ack = mllp_send(dir.path(), port, &stranger);
+    sent_ok(&ack, "CR-3");
+    assert_eq!(mllp_send(dir.path(), port, &stranger), ack);
+    let unqueued: Vec<Value> = alerts(&gw)
+        .into_iter()
+        .filter(|a| a["entry"].is_null())
+        .collect();
+    assert_eq!(unqueued.len(), 1, "{unqueued:?}");
+    assert_eq!(unqueued[0]["reason"], "flag:LL");
+    assert_eq!(unqueued[0]["ticket"], Value::Null);
+    assert_eq!(unqueued[0]["origin"], "hl7:LIS^HOSP:CR-3");
+    let page = gw.get_text("/");
+    assert!(page.contains("not queued (hl7:LIS^HOSP:CR-3)"), "{page}");
+    assert!(!page.contains("1.9"), "no value on the page");
+    let (status, _) = post(
+        &gw.url(&format!(
+            "/api/v1/alerts/{}/ack",
+            unqueued[0]["id"].as_i64().expect("id")
+        )),
+        &json!({ "by": "dr-quinn" }),
+    );
+    assert_eq!(status, 200);
+
     // Acknowledged once, audited with who did it.
     let id = raised[0]["id"].as_i64().expect("id");
     let ack = |by: &str| {

@@ -6,8 +6,9 @@
 //! own transaction with [`store::raise`]; the supervised [`EscalateSpawn`] child escalates
 //! them, its times computed from the journal, so a restart keeps them.
 //!
-//! **Invariant:** an alert names a ticket, a queue, a test or drug code and a reason code,
-//! never a result value, a drug name or patient data.
+//! **Invariant:** an alert names a ticket, a queue (or, for a patient not in the queue, the
+//! message or resource that raised it), a test or drug code and a reason code, never a result
+//! value, a drug name or patient data.
 
 pub mod config;
 pub mod store;
@@ -39,13 +40,31 @@ pub struct NewAlert {
     /// What raised it (`<item source>:<source id>`): the same origin raises an alert for an
     /// entry and code once.
     pub origin: String,
-    pub entry_id: i64,
-    pub ticket: String,
-    pub queue: String,
+    /// The patient's queue entry (its id, ticket and queue); `None` for a patient not in the
+    /// queue (a critical result still reaches clinical staff).
+    pub entry: Option<AlertEntry>,
     /// The test (LOINC) or drug code.
     pub code: String,
     /// Why, as a code: `flag:HH`, `limit:high`, ...
     pub reason: String,
+}
+
+/// The queue entry an alert is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEntry {
+    pub id: i64,
+    pub ticket: String,
+    pub queue: String,
+}
+
+impl AlertEntry {
+    pub fn of(entry: &crate::queue::Entry) -> AlertEntry {
+        AlertEntry {
+            id: entry.id,
+            ticket: entry.ticket.clone(),
+            queue: entry.queue.clone(),
+        }
+    }
 }
 
 /// An alert as staff and the API see it.
@@ -53,10 +72,13 @@ pub struct NewAlert {
 pub struct Alert {
     pub id: i64,
     pub kind: String,
-    /// The queue entry's id.
-    pub entry: i64,
-    pub ticket: String,
-    pub queue: String,
+    /// The queue entry's id, ticket and queue; null for a patient not in the queue.
+    pub entry: Option<i64>,
+    pub ticket: Option<String>,
+    pub queue: Option<String>,
+    /// What raised it (`<item source>:<source id>`), so staff can find a patient not in the
+    /// queue in the sender's system.
+    pub origin: String,
     pub code: String,
     pub reason: String,
     pub raised_at: i64,
@@ -145,7 +167,7 @@ impl Spawn for EscalateSpawn {
                     match journal::ask(&journal, ask()).await {
                         Ok(escalated) => {
                             for a in escalated {
-                                tracing::warn!(alert = a.id, ticket = %a.ticket, level = a.level, "clinical alert escalated");
+                                tracing::warn!(alert = a.id, ticket = ?a.ticket, level = a.level, "clinical alert escalated");
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "alerts not escalated"),

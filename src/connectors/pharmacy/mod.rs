@@ -17,7 +17,7 @@ pub mod config;
 pub mod protocol;
 pub mod store;
 
-use crate::alerts::{self, NewAlert};
+use crate::alerts::{self, AlertEntry, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx, Work};
 use crate::queue::{self, Entry, Inbound};
 use config::PharmacyConfig;
@@ -227,9 +227,7 @@ fn new_alert(kind: &str, origin: &str, entry: &Entry, code: &str, reason: &str) 
     NewAlert {
         kind: kind.into(),
         origin: origin.into(),
-        entry_id: entry.id,
-        ticket: entry.ticket.clone(),
-        queue: entry.queue.clone(),
+        entry: Some(AlertEntry::of(entry)),
         code: code.into(),
         reason: reason.into(),
     }
