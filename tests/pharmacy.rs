@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::hl7_peer::{hl7_gateway_with, mllp_send};
+use common::hl7_peer::{framed, hl7_gateway_with, mllp_send};
 use common::*;
 use serde_json::{Value, json};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 const PHARMACY: &str = "\n[connectors.pharmacy]\nminutes_per_prescription = 10\n";
@@ -422,4 +424,48 @@ fn issues_allergies_and_prescriptions_from_the_ehr_and_the_pharmacy_alert_clinic
             assert!(!shown.contains(name), "{name} shown: {shown}");
         }
     }
+}
+
+#[test]
+fn an_interaction_committed_but_not_acknowledged_survives_kill_9_and_its_resend_alerts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{PHARMACY}\
+             [[connectors.pharmacy.alert_rules]]\nsegment = \"ZAL\"\nfield = 2\n"
+        ),
+    )
+    .env("CLINIC_GATEWAY_FAULT_HOLD_ACK", "K-1");
+    gw.start();
+    let queued = check_in(&gw, "MRN-1");
+    let order = rde_of("K-1", "MRN-1", "RX-1", "1191", "ZAL|1|DRG^Interaction\n");
+    let mut stream = wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream.write_all(&framed(&order)).expect("send");
+    // The fault hook holds the AA once the message and its alert committed.
+    wait_for(
+        "the commit whose ACK is held",
+        Duration::from_secs(10),
+        || {
+            gw.log_text()
+                .contains("ACK held after the commit")
+                .then_some(())
+        },
+    );
+    gw.kill9();
+    drop(stream);
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // The pharmacy saw no ACK and resends: answered AA from the journal, alerted once.
+    send(dir.path(), port, &order, "K-1");
+    let raised = alerts(&gw);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["entry"], queued["id"]);
+    assert_eq!(raised[0]["reason"], "hl7:ZAL-2");
+    assert_eq!(raised[0]["code"], "1191");
 }
