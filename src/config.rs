@@ -667,7 +667,7 @@ mod tests {
     }
 
     #[test]
-    fn lab_and_alerts_problems_are_named_with_their_lines() {
+    fn lab_pharmacy_and_alerts_problems_are_named_with_their_lines() {
         let err = check(
             "[gateway]\nfacility_id = \"c\"\n[connectors.lab]\n[[connectors.lab.priority]]\nqueue = \"general\"\ncodes = []\npriority = \"urgent\"\n[alerts]\nack_within_s = 0\n",
         )
@@ -686,6 +686,19 @@ mod tests {
         assert_eq!(
             err,
             ["t.toml:5: connectors.lab.specimens.delay_min: 1 to 240 minutes"]
+        );
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"http://ehr\"\nidentifier_system = \"urn:mrn\"\n\
+             [connectors.fhir.pharmacy]\npoll_interval_s = 90\n[connectors.pharmacy]\n\
+             [[connectors.pharmacy.alert_rules]]\nsegment = \"NTE\"\nfield = 0\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:7: connectors.fhir.pharmacy.poll_interval_s: 1 to 60 seconds (the urgent sync limit)",
+                "t.toml:11: connectors.pharmacy.alert_rules[0].field: a field number, 1 to 999"
+            ]
         );
         let ok = check("[gateway]\nfacility_id = \"c\"\n").expect("defaults");
         assert_eq!(ok.alerts.ack_within_s, 300);

@@ -236,6 +236,32 @@ fn critical_value_makes_entries_urgent_and_alerts_clinical_staff_until_acknowled
         .collect();
     assert_eq!(limit.len(), 2, "raised once per entry: {limit:?}");
 
+    // A critical value for a patient not in the queue still reaches clinical staff, once,
+    // named by the message that carried it.
+    let stranger = oru("CR-3", "MRN-9", "2345-7", "1.9", "LL", "F");
+    let ack = mllp_send(dir.path(), port, &stranger);
+    sent_ok(&ack, "CR-3");
+    assert_eq!(mllp_send(dir.path(), port, &stranger), ack);
+    let unqueued: Vec<Value> = alerts(&gw)
+        .into_iter()
+        .filter(|a| a["entry"].is_null())
+        .collect();
+    assert_eq!(unqueued.len(), 1, "{unqueued:?}");
+    assert_eq!(unqueued[0]["reason"], "flag:LL");
+    assert_eq!(unqueued[0]["ticket"], Value::Null);
+    assert_eq!(unqueued[0]["origin"], "hl7:LIS^HOSP:CR-3");
+    let page = gw.get_text("/");
+    assert!(page.contains("not queued (hl7:LIS^HOSP:CR-3)"), "{page}");
+    assert!(!page.contains("1.9"), "no value on the page");
+    let (status, _) = post(
+        &gw.url(&format!(
+            "/api/v1/alerts/{}/ack",
+            unqueued[0]["id"].as_i64().expect("id")
+        )),
+        &json!({ "by": "dr-quinn" }),
+    );
+    assert_eq!(status, 200);
+
     // Acknowledged once, audited with who did it.
     let id = raised[0]["id"].as_i64().expect("id");
     let ack = |by: &str| {
@@ -439,4 +465,73 @@ fn a_critical_observation_polled_from_the_ehr_makes_the_entry_urgent_and_alerts(
     // Polled again and again, the same version raises nothing more.
     let polls = journal_items(&gw, &["--kind", "fhir.observation_changed"]).len();
     assert_eq!(polls, 1);
+}
+
+#[test]
+fn a_polled_appointments_type_holds_its_entry_until_a_polled_report_brings_the_result() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let patient = server.create_patient("MRN-77", "Roe", "Rita", "1970-01-01");
+    let subject =
+        json!({ "reference": format!("Patient/{}", patient["id"].as_str().expect("id")) });
+    let today = clinic_day(0);
+    let today = format!("{}-{}-{}", &today[..4], &today[4..6], &today[6..]);
+    let booked = server.call(
+        "POST",
+        "/Appointment",
+        Some(json!({
+            "resourceType": "Appointment", "status": "booked",
+            "appointmentType": {"coding": [{"code": "DIAB-FU"}]},
+            "serviceType": [{"coding": [{"code": "diabetes"}]}],
+            "start": format!("{today}T12:00:00Z"), "end": format!("{today}T12:15:00Z"),
+            "participant": [{"actor": subject, "status": "accepted"}]
+        })),
+    );
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\n\
+             [connectors.fhir.appointments]\nqueue = \"general\"\ncheck_in = \"booked\"\npoll_interval_s = 1\n\
+             [connectors.fhir.results]\npoll_interval_s = 1\n{LAB}\n\
+             [[connectors.lab.required]]\nappointment_type = \"DIAB-FU\"\ncodes = [\"4548-4\"]\n",
+            server.base()
+        ),
+    );
+    gw.start();
+    let queued = wait_for("the appointment queued", Duration::from_secs(20), || {
+        gw.get_json("/api/v1/queues?queue=general")
+            .as_array()?
+            .first()
+            .cloned()
+    });
+    assert_eq!(
+        queued["appointment_ref"],
+        format!("Appointment/{}", booked["id"].as_str().expect("id"))
+    );
+    assert_eq!(
+        queued["awaiting_results"], true,
+        "the EHR's appointment type requires 4548-4: {queued}"
+    );
+
+    // A final report of the required panel, polled: the entry is callable, the patient told.
+    server.call(
+        "POST",
+        "/DiagnosticReport",
+        Some(json!({
+            "resourceType": "DiagnosticReport", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+            "subject": subject, "conclusion": "HbA1c 6.1 %"
+        })),
+    );
+    wait_for("the required result", Duration::from_secs(20), || {
+        (entry(&gw, &queued["id"])["awaiting_results"] == false).then_some(())
+    });
+    assert_eq!(notifications(&gw, "lab_results_ready").len(), 1);
+    assert_eq!(journal_events(&gw, "queue.results_complete").len(), 1);
+    assert_eq!(
+        journal_items(&gw, &["--kind", "fhir.diagnosticreport_changed"]).len(),
+        1
+    );
+    assert!(!gw.get_text("/").contains("6.1"), "no value on the page");
 }

@@ -3,9 +3,12 @@
 
 mod common;
 
-use common::hl7_peer::{hl7_gateway_with, mllp_send};
+use common::hl7_peer::{framed, hl7_gateway_with, mllp_send};
 use common::*;
 use serde_json::{Value, json};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
 
 const PHARMACY: &str = "\n[connectors.pharmacy]\nminutes_per_prescription = 10\n";
 
@@ -166,4 +169,303 @@ fn the_pharmacys_own_estimate_is_the_pickup_time() {
         "D-2",
     );
     assert_eq!(ready_told(&gw).len(), 1);
+}
+
+fn alerts(gw: &Gateway) -> Vec<Value> {
+    gw.get_json("/api/v1/alerts?all=true")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The alerts of one kind, oldest first.
+fn alerts_of(gw: &Gateway, kind: &str) -> Vec<Value> {
+    let mut found: Vec<Value> = alerts(gw)
+        .into_iter()
+        .filter(|a| a["kind"] == kind)
+        .collect();
+    found.reverse();
+    found
+}
+
+const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+
+/// An RDE^O11 of `code` (RxNorm) with the extra segments `extra`.
+fn rde_of(control: &str, mrn: &str, order: &str, code: &str, extra: &str) -> String {
+    format!(
+        "MSH|^~\\&|PHARM|HOSP|EDGE|CLINIC|20261124150000||RDE^O11^RDE_O11|{control}|P|2.5.1\n\
+         PID|1||{mrn}^^^CLINIC^MR||POE^PAT\n\
+         ORC|NW|{order}|F-{order}\n\
+         RXE|1^BID|{code}^{DRUG} 10 mg^RXN|10||mg\n{extra}"
+    )
+}
+
+#[test]
+fn issues_allergies_and_prescriptions_from_the_ehr_and_the_pharmacy_alert_clinical_staff_once() {
+    use common::fhir_server::{FhirServer, MRN};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FhirServer::start(dir.path(), &[]);
+    let roe = server.create_patient("MRN-77", "Roe", "Rita", "1970-01-01");
+    let roe_id = roe["id"].as_str().expect("patient id").to_string();
+    let doe = server.create_patient("MRN-78", "Doe", "Dan", "1971-01-01");
+    let doe_id = doe["id"].as_str().expect("patient id").to_string();
+    let allergy = |patient: &str, codes: &[&str]| {
+        let coding: Vec<Value> = codes
+            .iter()
+            .map(|c| json!({"system": RXNORM, "code": c}))
+            .collect();
+        server.call(
+            "POST",
+            "/AllergyIntolerance",
+            Some(json!({
+                "resourceType": "AllergyIntolerance",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
+                "code": {"coding": coding, "text": "Penicillin"},
+                "patient": {"reference": format!("Patient/{patient}")},
+                "reaction": [{"manifestation": [{"text": "Hives"}]}]
+            })),
+        )
+    };
+    // Recorded long before the visit: read all the same once the patient is queued.
+    allergy(&roe_id, &["7980", "723"]);
+    let port = free_port();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n\
+             [connectors.fhir]\nbase_url = \"{}\"\nidentifier_system = \"{MRN}\"\nlookup_timeout_ms = 2000\n\
+             [connectors.fhir.pharmacy]\npoll_interval_s = 1\n{PHARMACY}\
+             [[connectors.pharmacy.alert_rules]]\nsegment = \"NTE\"\nfield = 3\nmatch = \"interaction\"\n\
+             [[connectors.pharmacy.alert_rules]]\nsegment = \"ZAL\"\nfield = 2\n\
+             [alerts]\nack_within_s = 3600\n",
+            server.base()
+        ),
+    );
+    gw.start();
+    let roe_entry = check_in(&gw, "MRN-77");
+    assert_eq!(roe_entry["demographics"]["patient_id"], roe_id.as_str());
+    let doe_entry = check_in(&gw, "MRN-78");
+    wait_for(
+        "the queued patient's allergy",
+        Duration::from_secs(20),
+        || {
+            (journal_items(&gw, &["--kind", "fhir.allergyintolerance_changed"]).len() == 1)
+                .then_some(())
+        },
+    );
+
+    // The pharmacy's RDE of an allergen: alerted in the message's transaction, before its AA.
+    send(
+        dir.path(),
+        port,
+        &rde_of("A-1", "MRN-77", "RX-1", "7980", ""),
+        "A-1",
+    );
+    let allergic = alerts_of(&gw, "allergy");
+    assert_eq!(allergic.len(), 1, "{allergic:?}");
+    assert_eq!(allergic[0]["code"], "7980");
+    assert_eq!(allergic[0]["entry"], roe_entry["id"]);
+    assert_eq!(allergic[0]["reason"], "allergy_code_match");
+
+    // An RDE whose NTE reports an interaction, and one with a ZAL alert: one alert each, also
+    // when resent; an NTE saying something else raises nothing.
+    let noted = rde_of(
+        "A-2",
+        "MRN-77",
+        "RX-2",
+        "1191",
+        "NTE|1||DRUG INTERACTION with Warfarin: bleeding risk\n",
+    );
+    let ack = send(dir.path(), port, &noted, "A-2");
+    assert_eq!(send(dir.path(), port, &noted, "A-2"), ack, "the stored ACK");
+    send(
+        dir.path(),
+        port,
+        &rde_of(
+            "A-3",
+            "MRN-78",
+            "RX-3",
+            "1191",
+            "ZAL|1|DUP^Duplicate therapy\n",
+        ),
+        "A-3",
+    );
+    send(
+        dir.path(),
+        port,
+        &rde_of("A-4", "MRN-78", "RX-4", "1191", "NTE|1||Take with food\n"),
+        "A-4",
+    );
+    let detected = alerts_of(&gw, "detected_issue");
+    let summary: Vec<(Value, Value, Value)> = detected
+        .iter()
+        .map(|a| (a["entry"].clone(), a["code"].clone(), a["reason"].clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (roe_entry["id"].clone(), json!("1191"), json!("hl7:NTE-3")),
+            (doe_entry["id"].clone(), json!("1191"), json!("hl7:ZAL-2"))
+        ]
+    );
+
+    // An allergy recorded after the prescription alerts on it too.
+    allergy(&doe_id, &["1191"]);
+    wait_for(
+        "the allergy to a prescription already given",
+        Duration::from_secs(20),
+        || {
+            alerts_of(&gw, "allergy")
+                .into_iter()
+                .find(|a| a["entry"] == doe_entry["id"])
+        },
+    );
+
+    // The EHR's DetectedIssue for a queued patient: codes only.
+    server.call(
+        "POST",
+        "/DetectedIssue",
+        Some(json!({
+            "resourceType": "DetectedIssue", "status": "final", "severity": "high",
+            "code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "DRG"}]},
+            "patient": {"reference": format!("Patient/{roe_id}")},
+            "detail": "Warfarin and aspirin: bleeding risk"
+        })),
+    );
+    let issue = wait_for("the EHR's detected issue", Duration::from_secs(20), || {
+        alerts_of(&gw, "detected_issue")
+            .into_iter()
+            .find(|a| a["code"] == "DRG")
+    });
+    assert_eq!(issue["reason"], "severity:high");
+    assert_eq!(issue["entry"], roe_entry["id"]);
+
+    // A MedicationRequest and its dispenses polled from the EHR move the board as RDE/RDS do.
+    let request = server.call(
+        "POST",
+        "/MedicationRequest",
+        Some(json!({
+            "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "723"}], "text": DRUG},
+            "subject": {"reference": format!("Patient/{roe_id}")}
+        })),
+    );
+    let order = format!(
+        "MedicationRequest/{}",
+        request["id"].as_str().expect("request id")
+    );
+    wait_for(
+        "the polled request's allergy",
+        Duration::from_secs(20),
+        || {
+            alerts_of(&gw, "allergy")
+                .into_iter()
+                .find(|a| a["code"] == "723")
+        },
+    );
+    let mut dispense = server.call(
+        "POST",
+        "/MedicationDispense",
+        Some(json!({
+            "resourceType": "MedicationDispense", "status": "preparation",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "723"}], "text": DRUG},
+            "subject": {"reference": format!("Patient/{roe_id}")},
+            "authorizingPrescription": [{"reference": order}]
+        })),
+    );
+    let cell = |want: &str| {
+        let want = want.to_string();
+        wait_for(&want, Duration::from_secs(20), || {
+            board_cell(&gw, "G-001").contains(&want).then_some(())
+        })
+    };
+    cell("prescription in preparation");
+    dispense["status"] = json!("in-progress");
+    let path = format!(
+        "/MedicationDispense/{}",
+        dispense["id"].as_str().expect("dispense id")
+    );
+    server.call("PUT", &path, Some(dispense.clone()));
+    let told = wait_for("ready for pickup", Duration::from_secs(20), || {
+        ready_told(&gw).into_iter().find(|n| n["order"] == order)
+    });
+    assert_eq!(told["entry"], roe_entry["id"]);
+    dispense["status"] = json!("completed");
+    server.call("PUT", &path, Some(dispense));
+    cell("prescription picked up");
+    assert_eq!(
+        journal_items(&gw, &["--kind", "fhir.medicationdispense_changed"]).len(),
+        3,
+        "each version once"
+    );
+    assert_eq!(ready_told(&gw).len(), 1, "ready once");
+
+    // Every alert once, however often the EHR was read; acknowledged and audited.
+    let all = alerts(&gw);
+    assert_eq!(all.len(), 7, "{all:?}");
+    let id = issue["id"].as_i64().expect("alert id");
+    let (status, _) = post(
+        &gw.url(&format!("/api/v1/alerts/{id}/ack")),
+        &json!({ "by": "nurse-1" }),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        audit_log(&gw)
+            .iter()
+            .any(|(action, by, _)| action == "alert.acknowledged" && by == "api:nurse-1")
+    );
+    let page = gw.get_text("/");
+    for shown in notice_texts(&gw)
+        .into_iter()
+        .chain([page])
+        .chain(alerts(&gw).iter().map(Value::to_string))
+    {
+        for name in [DRUG, "Warfarin", "Penicillin", "Hives", "Roe"] {
+            assert!(!shown.contains(name), "{name} shown: {shown}");
+        }
+    }
+}
+
+#[test]
+fn an_interaction_committed_but_not_acknowledged_survives_kill_9_and_its_resend_alerts_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n{PHARMACY}\
+             [[connectors.pharmacy.alert_rules]]\nsegment = \"ZAL\"\nfield = 2\n"
+        ),
+    )
+    .env("CLINIC_GATEWAY_FAULT_HOLD_ACK", "K-1");
+    gw.start();
+    let queued = check_in(&gw, "MRN-1");
+    let order = rde_of("K-1", "MRN-1", "RX-1", "1191", "ZAL|1|DRG^Interaction\n");
+    let mut stream = wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream.write_all(&framed(&order)).expect("send");
+    // The fault hook holds the AA once the message and its alert committed.
+    wait_for(
+        "the commit whose ACK is held",
+        Duration::from_secs(10),
+        || {
+            gw.log_text()
+                .contains("ACK held after the commit")
+                .then_some(())
+        },
+    );
+    gw.kill9();
+    drop(stream);
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // The pharmacy saw no ACK and resends: answered AA from the journal, alerted once.
+    send(dir.path(), port, &order, "K-1");
+    let raised = alerts(&gw);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["entry"], queued["id"]);
+    assert_eq!(raised[0]["reason"], "hl7:ZAL-2");
+    assert_eq!(raised[0]["code"], "1191");
 }

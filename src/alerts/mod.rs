@@ -1,13 +1,14 @@
-//! Clinical alerts: findings clinical staff must acknowledge (a critical lab value, later a
-//! drug interaction or an allergy), each tied to a queue entry and shown on the page to the
+//! Clinical alerts: findings clinical staff must acknowledge (a critical lab value, a drug
+//! interaction or another issue the pharmacy or EHR detected, a prescribed allergen), each tied to a queue entry and shown on the page to the
 //! roles that see notices (clinical, admin), never to the front desk. An alert not
 //! acknowledged within `[alerts] ack_within_s` is escalated to a second staff group
 //! (`escalate_to`), then to the cloud (`alert.escalated`). Other domains raise alerts in their
 //! own transaction with [`store::raise`]; the supervised [`EscalateSpawn`] child escalates
 //! them, its times computed from the journal, so a restart keeps them.
 //!
-//! **Invariant:** an alert names a ticket, a queue, a test or drug code and a reason code,
-//! never a result value, a drug name or patient data.
+//! **Invariant:** an alert names a ticket, a queue (or, for a patient not in the queue, the
+//! message or resource that raised it), a test or drug code and a reason code, never a result
+//! value, a drug name or patient data.
 
 pub mod config;
 pub mod store;
@@ -24,6 +25,12 @@ pub const NAME: &str = "alert-escalation";
 
 /// The kind of an alert raised by a critical lab result.
 pub const CRITICAL_RESULT: &str = "critical_result";
+/// The kind of an alert raised by an issue the pharmacy or EHR detected (an interaction, a
+/// duplicate therapy): a FHIR DetectedIssue, or an RDE's alert segment.
+pub const DETECTED_ISSUE: &str = "detected_issue";
+/// The kind of an alert raised by a prescription whose medication code is one the patient is
+/// allergic to.
+pub const ALLERGY: &str = "allergy";
 
 /// An alert to raise.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,13 +40,31 @@ pub struct NewAlert {
     /// What raised it (`<item source>:<source id>`): the same origin raises an alert for an
     /// entry and code once.
     pub origin: String,
-    pub entry_id: i64,
-    pub ticket: String,
-    pub queue: String,
+    /// The patient's queue entry (its id, ticket and queue); `None` for a patient not in the
+    /// queue (a critical result still reaches clinical staff).
+    pub entry: Option<AlertEntry>,
     /// The test (LOINC) or drug code.
     pub code: String,
     /// Why, as a code: `flag:HH`, `limit:high`, ...
     pub reason: String,
+}
+
+/// The queue entry an alert is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEntry {
+    pub id: i64,
+    pub ticket: String,
+    pub queue: String,
+}
+
+impl AlertEntry {
+    pub fn of(entry: &crate::queue::Entry) -> AlertEntry {
+        AlertEntry {
+            id: entry.id,
+            ticket: entry.ticket.clone(),
+            queue: entry.queue.clone(),
+        }
+    }
 }
 
 /// An alert as staff and the API see it.
@@ -47,10 +72,13 @@ pub struct NewAlert {
 pub struct Alert {
     pub id: i64,
     pub kind: String,
-    /// The queue entry's id.
-    pub entry: i64,
-    pub ticket: String,
-    pub queue: String,
+    /// The queue entry's id, ticket and queue; null for a patient not in the queue.
+    pub entry: Option<i64>,
+    pub ticket: Option<String>,
+    pub queue: Option<String>,
+    /// What raised it (`<item source>:<source id>`), so staff can find a patient not in the
+    /// queue in the sender's system.
+    pub origin: String,
     pub code: String,
     pub reason: String,
     pub raised_at: i64,
@@ -139,7 +167,7 @@ impl Spawn for EscalateSpawn {
                     match journal::ask(&journal, ask()).await {
                         Ok(escalated) => {
                             for a in escalated {
-                                tracing::warn!(alert = a.id, ticket = %a.ticket, level = a.level, "clinical alert escalated");
+                                tracing::warn!(alert = a.id, ticket = ?a.ticket, level = a.level, "clinical alert escalated");
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "alerts not escalated"),

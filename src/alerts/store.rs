@@ -9,7 +9,8 @@ use rusqlite::{OptionalExtension, params};
 /// The alerts' migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "alerts",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE clinical_alert (
     id              INTEGER PRIMARY KEY,
     kind            TEXT    NOT NULL,
@@ -28,7 +29,33 @@ CREATE TABLE clinical_alert (
 );
 CREATE UNIQUE INDEX clinical_alert_once ON clinical_alert(kind, origin, entry_id, code);
 CREATE INDEX clinical_alert_open ON clinical_alert(raised_at) WHERE acknowledged_at IS NULL;
-"#],
+"#,
+        // A critical result for a patient not in the queue alerts too: entry, ticket and queue
+        // become optional (SQLite changes a column's NOT NULL only by copying the table).
+        r#"
+CREATE TABLE clinical_alert_v2 (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT    NOT NULL,
+    origin          TEXT    NOT NULL,
+    entry_id        INTEGER,
+    ticket          TEXT,
+    queue           TEXT,
+    code            TEXT    NOT NULL,
+    reason          TEXT    NOT NULL,
+    raised_at       INTEGER NOT NULL,
+    level           INTEGER NOT NULL DEFAULT 0,
+    escalated_to    TEXT,
+    escalated_at    INTEGER,
+    acknowledged_at INTEGER,
+    acknowledged_by TEXT
+);
+INSERT INTO clinical_alert_v2 SELECT * FROM clinical_alert;
+DROP TABLE clinical_alert;
+ALTER TABLE clinical_alert_v2 RENAME TO clinical_alert;
+CREATE UNIQUE INDEX clinical_alert_once ON clinical_alert(kind, origin, COALESCE(entry_id, 0), code);
+CREATE INDEX clinical_alert_open ON clinical_alert(raised_at) WHERE acknowledged_at IS NULL;
+"#,
+    ],
     legacy: &[],
 };
 
@@ -47,12 +74,19 @@ pub fn raise(tx: &mut Tx<'_>, a: &NewAlert, now: i64) -> Result<Option<i64>, Jou
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
-            a.kind, a.origin, a.entry_id, a.ticket, a.queue, a.code, a.reason, now
+            a.kind,
+            a.origin,
+            a.entry.as_ref().map(|e| e.id),
+            a.entry.as_ref().map(|e| &e.ticket),
+            a.entry.as_ref().map(|e| &e.queue),
+            a.code,
+            a.reason,
+            now
         ])?;
     Ok((added == 1).then(|| tx.sql().last_insert_rowid()))
 }
 
-const COLUMNS: &str = "id, kind, entry_id, ticket, queue, code, reason, raised_at, level, escalated_to, escalated_at, acknowledged_at, acknowledged_by";
+const COLUMNS: &str = "id, kind, entry_id, ticket, queue, code, reason, raised_at, level, escalated_to, escalated_at, acknowledged_at, acknowledged_by, origin";
 
 fn alert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     Ok(Alert {
@@ -69,6 +103,7 @@ fn alert_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
         escalated_at: r.get(10)?,
         acknowledged_at: r.get(11)?,
         acknowledged_by: r.get(12)?,
+        origin: r.get(13)?,
     })
 }
 
@@ -149,8 +184,9 @@ pub fn escalate_due(
         tx.audit("alerts", "alert.escalated", &detail.to_string(), now)?;
         if level == LEVEL_GROUP {
             let text = format!(
-                "{} ({}): alert {} not acknowledged in time; escalated to {group}",
-                a.ticket, a.queue, a.id
+                "{}: alert {} not acknowledged in time; escalated to {group}",
+                about(&a),
+                a.id
             );
             crate::notices::store::notice(tx, "alert.escalated", &text, now)?;
         } else {
@@ -161,6 +197,15 @@ pub fn escalate_due(
         }
     }
     Ok(escalated)
+}
+
+/// Whom an alert is about, for a staff notice: `G-001 (general)`, or the message that raised
+/// it for a patient not in the queue.
+fn about(a: &Alert) -> String {
+    match (&a.ticket, &a.queue) {
+        (Some(ticket), Some(queue)) => format!("{ticket} ({queue})"),
+        _ => format!("not queued ({})", a.origin),
+    }
 }
 
 /// The cloud's `alert.escalated`: ids and codes, never a value.

@@ -438,7 +438,8 @@ fn dead_letters(h: &mut String, dead: &[DeadLetter], now: i64, replay: Option<&s
     }
 }
 
-/// Open clinical alerts (ticket, queue, test code and why; never a value), each with its
+/// Open clinical alerts (ticket and queue, or what raised it for a patient not in the queue;
+/// code and why; never a value), each with its
 /// acknowledge button; an escalated one says to whom.
 fn alert_list(alerts: &[Alert], now: i64, token: &str) -> String {
     if alerts.is_empty() {
@@ -450,11 +451,13 @@ fn alert_list(alerts: &[Alert], now: i64, token: &str) -> String {
     for a in alerts {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{} ({})</td><td class=err>{} {} ({})</td><td>{}</td><td><form method=post action=/alerts/ack>\
+            "<tr><td>{}</td><td>{}</td><td class=err>{} {} ({})</td><td>{}</td><td><form method=post action=/alerts/ack>\
              <input type=hidden name=id value={}>{token}<button>Acknowledge</button></form></td></tr>",
             age(now, a.raised_at),
-            esc(&a.ticket),
-            esc(&a.queue),
+            match (&a.ticket, &a.queue) {
+                (Some(ticket), Some(queue)) => format!("{} ({})", esc(ticket), esc(queue)),
+                _ => format!("not queued ({})", esc(&a.origin)),
+            },
             esc(&a.kind.replace('_', " ")),
             esc(&a.code),
             esc(&a.reason),

@@ -287,6 +287,26 @@ impl Client {
         Ok(self.usable_patients(entries))
     }
 
+    /// One page of `<kind>?<query>`, entries of that type only, unchecked (a patient's
+    /// allergies or detected issues, the responses to one eligibility request: few, so paging
+    /// is not needed).
+    pub async fn search(
+        &self,
+        kind: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<Value>, FhirError> {
+        let url = format!("{}/{kind}", self.base);
+        let (status, body) = self.send(|| self.http.get(&url).query(query)).await?;
+        if !status.is_success() {
+            return Err(Self::refused(status, &body));
+        }
+        let (entries, _) = protocol::decode_bundle(&body)?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e["resourceType"] == kind)
+            .collect())
+    }
+
     /// Every Patient changed at or after `since` (a FHIR instant), following result pages.
     pub async fn changed_patients(&self, since: &str) -> Result<Vec<Patient>, FhirError> {
         let changed = self.changed("Patient", since).await?;
@@ -396,24 +416,6 @@ impl Client {
         }
         serde_json::from_slice(&answer)
             .map_err(|e| FhirError::Decode(DecodeError::Json(e.to_string())))
-    }
-
-    /// One page of `<kind>?<query>`: the entries of that type, unchecked.
-    pub async fn search(
-        &self,
-        kind: &str,
-        query: &[(&str, &str)],
-    ) -> Result<Vec<Value>, FhirError> {
-        let url = format!("{}/{kind}", self.base);
-        let (status, body) = self.send(|| self.http.get(&url).query(query)).await?;
-        if !status.is_success() {
-            return Err(Self::refused(status, &body));
-        }
-        let (entries, _) = protocol::decode_bundle(&body)?;
-        Ok(entries
-            .into_iter()
-            .filter(|e| e["resourceType"] == kind)
-            .collect())
     }
 
     /// `PUT <kind>/<id>` with `If-Match` on the version it was based on; answers the stored

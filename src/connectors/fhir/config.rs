@@ -51,6 +51,11 @@ pub struct FhirConfig {
     /// Lab results (Observation) read for the lab's hook (docs/lab.md); absent: not read.
     #[serde(default)]
     pub results: Option<ResultsConfig>,
+    /// Prescriptions and dispenses (MedicationRequest, MedicationDispense) read for the
+    /// pharmacy's hook, and the allergies and detected issues of the queued patients
+    /// (docs/pharmacy.md); absent: not read.
+    #[serde(default)]
+    pub pharmacy: Option<ResultsConfig>,
     /// Waits longer than the booked slots are suggested to the EHR's scheduling staff and shown
     /// to staff; absent: waits are not watched.
     #[serde(default)]
@@ -125,7 +130,7 @@ pub struct FlagsConfig {
     pub poll_interval_s: u64,
 }
 
-/// `[connectors.fhir.results]`.
+/// `[connectors.fhir.results]` and `[connectors.fhir.pharmacy]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsConfig {
@@ -264,13 +269,15 @@ impl FhirConfig {
                 );
             }
         }
-        if let Some(r) = &self.results
-            && (r.poll_interval_s == 0 || r.poll_interval_s > 60)
-        {
-            bad(
-                "connectors.fhir.results.poll_interval_s",
-                "1 to 60 seconds (the urgent sync limit)".into(),
-            );
+        for (key, polled) in [("results", &self.results), ("pharmacy", &self.pharmacy)] {
+            if let Some(r) = polled
+                && (r.poll_interval_s == 0 || r.poll_interval_s > 60)
+            {
+                bad(
+                    &format!("connectors.fhir.{key}.poll_interval_s"),
+                    "1 to 60 seconds (the urgent sync limit)".into(),
+                );
+            }
         }
         if let Some(f) = &self.flags {
             if f.priority == crate::queue::Priority::Normal {

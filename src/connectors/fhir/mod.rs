@@ -58,14 +58,21 @@ const CURSOR: &str = "patient_cursor";
 /// The same for Encounters and Flags.
 const ENCOUNTER_CURSOR: &str = "encounter_cursor";
 const FLAG_CURSOR: &str = "flag_cursor";
-/// The resources read for the lab, each with its cursor: results, then orders before the
-/// specimens taken for them (the pharmacy's MedicationRequest and MedicationDispense are to
-/// join once the validator knows them).
-const RESULT_KINDS: [(&str, &str); 3] = [
+/// The resources read for the lab, each with its cursor: results and the reports grouping
+/// them, then orders before the specimens taken for them.
+const RESULT_KINDS: [(&str, &str); 4] = [
     ("Observation", "observation_cursor"),
+    ("DiagnosticReport", "diagnostic_report_cursor"),
     ("ServiceRequest", "service_request_cursor"),
     ("Specimen", "specimen_cursor"),
 ];
+/// The resources read for the pharmacy, each with its cursor: orders before their dispenses.
+const MEDICATION_KINDS: [(&str, &str); 2] = [
+    ("MedicationRequest", "medication_request_cursor"),
+    ("MedicationDispense", "medication_dispense_cursor"),
+];
+/// What is read per queued patient for the pharmacy: allergies before the issues detected.
+const PATIENT_KINDS: [&str; 2] = ["AllergyIntolerance", "DetectedIssue"];
 /// The queues whose waits run past their slots and were suggested to the EHR (a JSON array).
 const OVERRUNS: &str = "wait_overruns";
 /// Most entries the link pass asks the EHR about per poll.
@@ -650,6 +657,63 @@ impl Shared {
         }
     }
 
+    /// The queued patients' allergies and detected issues, then prescriptions and dispenses
+    /// changed since their cursors: each version journaled once with the resource, which the
+    /// pharmacy's hook acts on in its transaction (allergies first, so that a prescription
+    /// read in the same pass is checked against them).
+    async fn poll_pharmacy(&self) {
+        self.poll_queued_patients().await;
+        for (kind, cursor) in MEDICATION_KINDS {
+            let start = start_cursor(self.config.poll_interval_s);
+            let read = self
+                .poll_changes(kind, cursor, start, |_| Some(Vec::new()))
+                .await;
+            tracing::debug!(kind, read, "FHIR prescriptions read");
+        }
+    }
+
+    /// Every allergy and detected issue of each patient with an open entry, read whole rather
+    /// than since a cursor: one recorded long before the patient arrived counts as much as a
+    /// new one. Versions already journaled change nothing.
+    async fn poll_queued_patients(&self) {
+        let Ok(client) = self.usable() else {
+            return;
+        };
+        let list = QueueList {
+            queue: None,
+            closed_since: None,
+        };
+        let Ok(open) = journal::ask(&self.journal, list).await else {
+            return;
+        };
+        let mut patients: Vec<String> = open
+            .iter()
+            .filter_map(|e| Some(format!("Patient/{}", e.demographics.as_ref()?.patient_id)))
+            .collect();
+        patients.sort();
+        patients.dedup();
+        for patient in &patients {
+            for kind in PATIENT_KINDS {
+                let found = client.search(kind, &[("patient", patient)]).await;
+                self.outcome(&found);
+                let Ok(found) = found else {
+                    return;
+                };
+                for r in found.iter().filter(|r| client.conforms(r)) {
+                    let msg = EhrInbound {
+                        item: protocol::received(r),
+                        effects: Vec::new(),
+                        resources: vec![r.clone()],
+                    };
+                    if let Err(e) = journal::ask(&self.journal, msg).await {
+                        tracing::warn!(error = %e, kind, "FHIR pharmacy poll stopped: journal refused a change");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Flags changed since their cursor set the priority of the flagged patients' entries. The
     /// first poll reads every Flag the EHR has, so flags set before the gateway started count.
     async fn poll_flags(&self, config: &config::FlagsConfig) {
@@ -1107,6 +1171,7 @@ impl Shared {
             if ours && matches!(step, AppointmentStep::Queue { .. }) {
                 continue;
             }
+            self.hand_over_types(a).await;
             self.apply_appointment(config, &id, step, Some(a), &open)
                 .await;
         }
@@ -1135,6 +1200,28 @@ impl Shared {
                 .await;
         }
         self.counters().last_appointments_at = Some(journal::now_ms());
+    }
+
+    /// An appointment's type and service types go to the lab's hook (the results its visit
+    /// requires) before it is queued, once per version. Journaled under a source of their own,
+    /// so that the same version closing its entry is not taken for a repeat.
+    async fn hand_over_types(&self, a: &model::Appointment) {
+        let Ok(v) = serde_json::to_value(a) else {
+            return;
+        };
+        if v.get("appointmentType").is_none() && v.get("serviceType").is_none() {
+            return;
+        }
+        let mut item = protocol::received(&v);
+        item.source = "fhir:Appointment.type".into();
+        let msg = EhrInbound {
+            item,
+            effects: Vec::new(),
+            resources: vec![v],
+        };
+        if let Err(e) = journal::ask(&self.journal, msg).await {
+            tracing::warn!(appointment = ?a.id, error = %e, "appointment types not handed over");
+        }
     }
 
     async fn apply_appointment(
@@ -1399,6 +1486,15 @@ impl Actor for FhirActor {
             let pass = every(interval, shared.clone(), shutdown.clone(), move || {
                 let shared = shared.clone();
                 async move { shared.poll_results().await }
+            });
+            ctx.spawn(pass.into_actor(self));
+        }
+        if let Some(p) = self.shared.config.pharmacy.clone() {
+            let shared = self.shared.clone();
+            let interval = Duration::from_secs(p.poll_interval_s);
+            let pass = every(interval, shared.clone(), shutdown.clone(), move || {
+                let shared = shared.clone();
+                async move { shared.poll_pharmacy().await }
             });
             ctx.spawn(pass.into_actor(self));
         }

@@ -25,8 +25,9 @@ pub struct Invalid {
 }
 
 /// Checks a Patient, Encounter, Appointment, Flag, Observation, Specimen, ServiceRequest, Task,
-/// Communication, PaymentNotice, ChargeItem, CoverageEligibilityRequest or
-/// CoverageEligibilityResponse against R4: `Ok` when
+/// Communication, PaymentNotice, ChargeItem, CoverageEligibilityRequest,
+/// CoverageEligibilityResponse, MedicationRequest, MedicationDispense, DetectedIssue,
+/// AllergyIntolerance or DiagnosticReport against R4: `Ok` when
 /// it conforms, else every problem found (checking goes on past the first).
 pub fn validate(resource: &Value) -> Result<(), Invalid> {
     let mut check = Check::default();
@@ -472,7 +473,7 @@ static ANNOTATION: Def = datatype(
 );
 
 /// The resources the gateway exchanges with the EHR, and the audit it serves on its FHIR API.
-static RESOURCES: [&Def; 14] = [
+static RESOURCES: [&Def; 19] = [
     &PATIENT,
     &ENCOUNTER,
     &APPOINTMENT,
@@ -487,6 +488,11 @@ static RESOURCES: [&Def; 14] = [
     &COVERAGE_ELIGIBILITY_REQUEST,
     &COVERAGE_ELIGIBILITY_RESPONSE,
     &CHARGE_ITEM,
+    &MEDICATION_REQUEST,
+    &MEDICATION_DISPENSE,
+    &DETECTED_ISSUE,
+    &ALLERGY_INTOLERANCE,
+    &DIAGNOSTIC_REPORT,
 ];
 
 const AUDIT_EVENT_ACTION: Kind = Code("audit-event-action", "C | R | U | D | E");
@@ -790,6 +796,39 @@ static OBSERVATION: Def = resource(
     ],
 );
 
+const DIAGNOSTIC_REPORT_STATUS: Kind = Code(
+    "diagnostic-report-status",
+    "registered | partial | preliminary | final | amended | corrected | appended | cancelled \
+     | entered-in-error | unknown",
+);
+
+static DIAGNOSTIC_REPORT: Def = resource(
+    "DiagnosticReport",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("basedOn", Complex(&REFERENCE)),
+        req("status", DIAGNOSTIC_REPORT_STATUS),
+        list("category", Complex(&CODEABLE_CONCEPT)),
+        req("code", Complex(&CODEABLE_CONCEPT)),
+        opt("subject", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        choice("effective", 0, &[DATE_TIME, Complex(&PERIOD)]),
+        opt("issued", INSTANT),
+        list("performer", Complex(&REFERENCE)),
+        list("resultsInterpreter", Complex(&REFERENCE)),
+        list("specimen", Complex(&REFERENCE)),
+        list("result", Complex(&REFERENCE)),
+        list("imagingStudy", Complex(&REFERENCE)),
+        list(
+            "media",
+            backbone![opt("comment", STRING), req("link", Complex(&REFERENCE))],
+        ),
+        opt("conclusion", STRING),
+        list("conclusionCode", Complex(&CODEABLE_CONCEPT)),
+        list("presentedForm", Complex(&ATTACHMENT)),
+    ],
+);
+
 static SPECIMEN: Def = resource(
     "Specimen",
     &[
@@ -1079,6 +1118,206 @@ static CHARGE_ITEM: Def = resource(
         list("account", Complex(&REFERENCE)),
         list("note", Complex(&ANNOTATION)),
         list("supportingInformation", Complex(&REFERENCE)),
+    ],
+);
+
+// The pharmacy's resources. Their dosage (Dosage) and the dispense request's details are open:
+// the gateway reads only ids, statuses, subjects and codes from them.
+const MEDICATION_REQUEST_STATUS: Kind = Code(
+    "medicationrequest-status",
+    "active | on-hold | cancelled | completed | entered-in-error | stopped | draft | unknown",
+);
+const MEDICATION_REQUEST_INTENT: Kind = Code(
+    "medicationrequest-intent",
+    "proposal | plan | order | original-order | reflex-order | filler-order | instance-order \
+     | option",
+);
+const MEDICATION_DISPENSE_STATUS: Kind = Code(
+    "medicationdispense-status",
+    "preparation | in-progress | cancelled | on-hold | completed | entered-in-error | stopped \
+     | declined | unknown",
+);
+const DETECTED_ISSUE_SEVERITY: Kind = Code("detectedissue-severity", "high | moderate | low");
+const ALLERGY_TYPE: Kind = Code("allergy-intolerance-type", "allergy | intolerance");
+const ALLERGY_CATEGORY: Kind = Code(
+    "allergy-intolerance-category",
+    "food | medication | environment | biologic",
+);
+const ALLERGY_CRITICALITY: Kind = Code(
+    "allergy-intolerance-criticality",
+    "low | high | unable-to-assess",
+);
+const REACTION_SEVERITY: Kind = Code("reaction-event-severity", "mild | moderate | severe");
+const MEDICATION: &[Kind] = &[Complex(&CODEABLE_CONCEPT), Complex(&REFERENCE)];
+
+static MEDICATION_REQUEST: Def = resource(
+    "MedicationRequest",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", MEDICATION_REQUEST_STATUS),
+        opt("statusReason", Complex(&CODEABLE_CONCEPT)),
+        req("intent", MEDICATION_REQUEST_INTENT),
+        list("category", Complex(&CODEABLE_CONCEPT)),
+        opt("priority", REQUEST_PRIORITY),
+        opt("doNotPerform", BOOLEAN),
+        choice("reported", 0, &[BOOLEAN, Complex(&REFERENCE)]),
+        choice("medication", 1, MEDICATION),
+        req("subject", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        list("supportingInformation", Complex(&REFERENCE)),
+        opt("authoredOn", DATE_TIME),
+        opt("requester", Complex(&REFERENCE)),
+        opt("performer", Complex(&REFERENCE)),
+        opt("performerType", Complex(&CODEABLE_CONCEPT)),
+        opt("recorder", Complex(&REFERENCE)),
+        list("reasonCode", Complex(&CODEABLE_CONCEPT)),
+        list("reasonReference", Complex(&REFERENCE)),
+        list("instantiatesCanonical", CANONICAL),
+        list("instantiatesUri", URI),
+        list("basedOn", Complex(&REFERENCE)),
+        opt("groupIdentifier", Complex(&IDENTIFIER)),
+        opt("courseOfTherapyType", Complex(&CODEABLE_CONCEPT)),
+        list("insurance", Complex(&REFERENCE)),
+        list("note", Complex(&ANNOTATION)),
+        list("dosageInstruction", Opaque("Dosage")),
+        opt("dispenseRequest", Opaque("BackboneElement")),
+        opt(
+            "substitution",
+            backbone![
+                choice("allowed", 1, &[BOOLEAN, Complex(&CODEABLE_CONCEPT)]),
+                opt("reason", Complex(&CODEABLE_CONCEPT)),
+            ],
+        ),
+        opt("priorPrescription", Complex(&REFERENCE)),
+        list("detectedIssue", Complex(&REFERENCE)),
+        list("eventHistory", Complex(&REFERENCE)),
+    ],
+);
+
+static MEDICATION_DISPENSE: Def = resource(
+    "MedicationDispense",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        list("partOf", Complex(&REFERENCE)),
+        req("status", MEDICATION_DISPENSE_STATUS),
+        choice(
+            "statusReason",
+            0,
+            &[Complex(&CODEABLE_CONCEPT), Complex(&REFERENCE)],
+        ),
+        opt("category", Complex(&CODEABLE_CONCEPT)),
+        choice("medication", 1, MEDICATION),
+        opt("subject", Complex(&REFERENCE)),
+        opt("context", Complex(&REFERENCE)),
+        list("supportingInformation", Complex(&REFERENCE)),
+        list(
+            "performer",
+            backbone![
+                opt("function", Complex(&CODEABLE_CONCEPT)),
+                req("actor", Complex(&REFERENCE)),
+            ],
+        ),
+        opt("location", Complex(&REFERENCE)),
+        list("authorizingPrescription", Complex(&REFERENCE)),
+        opt("type", Complex(&CODEABLE_CONCEPT)),
+        opt("quantity", Complex(&QUANTITY)),
+        opt("daysSupply", Complex(&QUANTITY)),
+        opt("whenPrepared", DATE_TIME),
+        opt("whenHandedOver", DATE_TIME),
+        opt("destination", Complex(&REFERENCE)),
+        list("receiver", Complex(&REFERENCE)),
+        list("note", Complex(&ANNOTATION)),
+        list("dosageInstruction", Opaque("Dosage")),
+        opt(
+            "substitution",
+            backbone![
+                req("wasSubstituted", BOOLEAN),
+                opt("type", Complex(&CODEABLE_CONCEPT)),
+                list("reason", Complex(&CODEABLE_CONCEPT)),
+                list("responsibleParty", Complex(&REFERENCE)),
+            ],
+        ),
+        list("detectedIssue", Complex(&REFERENCE)),
+        list("eventHistory", Complex(&REFERENCE)),
+    ],
+);
+
+static DETECTED_ISSUE: Def = resource(
+    "DetectedIssue",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        req("status", OBSERVATION_STATUS),
+        opt("code", Complex(&CODEABLE_CONCEPT)),
+        opt("severity", DETECTED_ISSUE_SEVERITY),
+        opt("patient", Complex(&REFERENCE)),
+        choice("identified", 0, &[DATE_TIME, Complex(&PERIOD)]),
+        opt("author", Complex(&REFERENCE)),
+        list("implicated", Complex(&REFERENCE)),
+        list(
+            "evidence",
+            backbone![
+                list("code", Complex(&CODEABLE_CONCEPT)),
+                list("detail", Complex(&REFERENCE)),
+            ],
+        ),
+        opt("detail", STRING),
+        opt("reference", URI),
+        list(
+            "mitigation",
+            backbone![
+                req("action", Complex(&CODEABLE_CONCEPT)),
+                opt("date", DATE_TIME),
+                opt("author", Complex(&REFERENCE)),
+            ],
+        ),
+    ],
+);
+
+static ALLERGY_INTOLERANCE: Def = resource(
+    "AllergyIntolerance",
+    &[
+        list("identifier", Complex(&IDENTIFIER)),
+        opt("clinicalStatus", Complex(&CODEABLE_CONCEPT)),
+        opt("verificationStatus", Complex(&CODEABLE_CONCEPT)),
+        opt("type", ALLERGY_TYPE),
+        list("category", ALLERGY_CATEGORY),
+        opt("criticality", ALLERGY_CRITICALITY),
+        opt("code", Complex(&CODEABLE_CONCEPT)),
+        req("patient", Complex(&REFERENCE)),
+        opt("encounter", Complex(&REFERENCE)),
+        choice(
+            "onset",
+            0,
+            &[
+                DATE_TIME,
+                Complex(&AGE),
+                Complex(&PERIOD),
+                Opaque("Range"),
+                STRING,
+            ],
+        ),
+        opt("recordedDate", DATE_TIME),
+        opt("recorder", Complex(&REFERENCE)),
+        opt("asserter", Complex(&REFERENCE)),
+        opt("lastOccurrence", DATE_TIME),
+        list("note", Complex(&ANNOTATION)),
+        list(
+            "reaction",
+            backbone![
+                opt("substance", Complex(&CODEABLE_CONCEPT)),
+                elem(
+                    "manifestation",
+                    1,
+                    true,
+                    Types::One(Complex(&CODEABLE_CONCEPT))
+                ),
+                opt("description", STRING),
+                opt("onset", DATE_TIME),
+                opt("severity", REACTION_SEVERITY),
+                opt("exposureRoute", Complex(&CODEABLE_CONCEPT)),
+                list("note", Complex(&ANNOTATION)),
+            ],
+        ),
     ],
 );
 
@@ -1792,6 +2031,63 @@ mod tests {
         ] {
             assert_eq!(check(resource.clone()), Vec::<String>::new(), "{resource}");
         }
+    }
+
+    #[test]
+    fn the_pharmacys_resources_and_reports_conform_and_their_codes_are_checked() {
+        let subject = json!({ "reference": "Patient/p-1" });
+        let request = json!({
+            "resourceType": "MedicationRequest", "id": "m-1", "status": "active",
+            "intent": "order", "subject": subject,
+            "medicationCodeableConcept": { "coding": [{ "system": "rx", "code": "7980" }] },
+            "dosageInstruction": [{ "text": "once a day", "timing": { "code": { "text": "QD" } } }],
+            "substitution": { "allowedBoolean": true }
+        });
+        let dispense = json!({
+            "resourceType": "MedicationDispense", "status": "in-progress",
+            "medicationReference": { "reference": "Medication/x" }, "subject": subject,
+            "authorizingPrescription": [{ "reference": "MedicationRequest/m-1" }],
+            "whenPrepared": "2026-11-24T15:00:00+01:00",
+            "performer": [{ "actor": { "reference": "Practitioner/ph" } }]
+        });
+        let issue = json!({
+            "resourceType": "DetectedIssue", "status": "final", "severity": "high",
+            "code": { "coding": [{ "code": "DRG" }] }, "patient": subject,
+            "implicated": [{ "reference": "MedicationRequest/m-1" }],
+            "mitigation": [{ "action": { "text": "stopped" } }]
+        });
+        let allergy = json!({
+            "resourceType": "AllergyIntolerance", "patient": subject,
+            "clinicalStatus": { "coding": [{ "code": "active" }] },
+            "category": ["medication"], "criticality": "high",
+            "code": { "coding": [{ "code": "7980" }] },
+            "onsetString": "childhood",
+            "reaction": [{ "manifestation": [{ "text": "hives" }], "severity": "mild" }]
+        });
+        let report = json!({
+            "resourceType": "DiagnosticReport", "status": "final",
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "24323-8" }] },
+            "subject": subject, "issued": "2026-11-24T09:00:00.000+01:00",
+            "result": [{ "reference": "Observation/o-1" }],
+            "media": [{ "link": { "reference": "Media/m-1" } }]
+        });
+        for r in [&request, &dispense, &issue, &allergy, &report] {
+            assert_eq!(check(r.clone()), Vec::<String>::new(), "{r}");
+        }
+        assert_eq!(
+            check(with(request, "/intent", Some(json!("wish")))).len(),
+            1,
+            "an intent outside its value set"
+        );
+        assert_eq!(
+            check(with(dispense, "/medicationReference", None)),
+            ["MedicationDispense.medication[x]: required (min 1)"]
+        );
+        assert_eq!(
+            check(with(issue, "/severity", Some(json!("grave")))).len(),
+            1
+        );
+        assert_eq!(check(with(allergy, "/patient", None)).len(), 1);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! priority where a `[[connectors.lab.priority]]` rule says the test changes care there. A
 //! critical result (a configured interpretation flag, or outside configured limits) makes the
 //! patient's open entries urgent and raises a clinical alert per entry and test
-//! (`crate::alerts`), in the same transaction. An appointment whose type requires tests
+//! (`crate::alerts`), in the same transaction; for a patient not in the queue, one alert per
+//! test without an entry. An appointment whose type requires tests
 //! (`[[connectors.lab.required]]`) keeps its entry `awaiting_results` (not callable) from
 //! check-in until their results have arrived. Lab orders and specimens, and the delays they
 //! cause the patients behind, are [`tracking`]'s.
@@ -21,7 +22,7 @@ pub mod specimen;
 pub mod store;
 pub mod tracking;
 
-use crate::alerts::{self, NewAlert};
+use crate::alerts::{self, AlertEntry, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx};
 use crate::queue::{self, Entry, Inbound, Priority};
 use config::LabConfig;
@@ -107,20 +108,15 @@ impl Inbound for Results {
                     crate::notices::store::notice(tx, NOTICE_PRIORITY, &text, now)?;
                 }
                 for (result, why) in criticals {
-                    let alert = NewAlert {
-                        kind: alerts::CRITICAL_RESULT.into(),
-                        origin: format!(
-                            "{}:{}",
-                            item.source,
-                            item.source_id.as_deref().unwrap_or_default()
-                        ),
-                        entry_id: entry.id,
-                        ticket: entry.ticket.clone(),
-                        queue: entry.queue.clone(),
-                        code: result.code.clone(),
-                        reason: why,
-                    };
-                    alerts::store::raise(tx, &alert, now)?;
+                    critical_alert(tx, item, Some(entry), &result.code, why, now)?;
+                }
+            }
+            // A critical value for a patient not in the queue still reaches clinical staff.
+            if entries.is_empty() {
+                for r in &reportable {
+                    if let Some(why) = protocol::critical(&self.config, r) {
+                        critical_alert(tx, item, None, &r.code, why, now)?;
+                    }
                 }
             }
         }
@@ -131,6 +127,29 @@ impl Inbound for Results {
     fn on_check_in(&self, tx: &mut Tx<'_>, entry: &Entry, now: i64) -> Result<(), JournalError> {
         self.reassess(tx, Some(entry.id), now)
     }
+}
+
+/// Raises the clinical alert of a critical result, on the patient's entry or on none.
+fn critical_alert(
+    tx: &mut Tx<'_>,
+    item: &NewItem,
+    entry: Option<&Entry>,
+    code: &str,
+    reason: String,
+    now: i64,
+) -> Result<(), JournalError> {
+    let alert = NewAlert {
+        kind: alerts::CRITICAL_RESULT.into(),
+        origin: format!(
+            "{}:{}",
+            item.source,
+            item.source_id.as_deref().unwrap_or_default()
+        ),
+        entry: entry.map(AlertEntry::of),
+        code: code.into(),
+        reason,
+    };
+    alerts::store::raise(tx, &alert, now).map(|_| ())
 }
 
 impl Results {

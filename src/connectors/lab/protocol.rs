@@ -52,7 +52,8 @@ pub struct Subject {
     pub patient_id: Option<String>,
 }
 
-/// One result (an Observation), without its value's text: what the rules need.
+/// One result (an Observation, or a DiagnosticReport as a whole), without its value's text:
+/// what the rules need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabResult {
     /// The test code (LOINC when the lab sends it).
@@ -64,15 +65,19 @@ pub struct LabResult {
     pub value: Option<f64>,
 }
 
-/// The Observations among `resources`, grouped by patient in the order first seen; one
-/// without a code or a patient is left out (nothing could act on it).
+/// The Observations and DiagnosticReports among `resources`, grouped by patient in the order
+/// first seen; one without a code or a patient is left out (nothing could act on it). A report
+/// counts as one result of its own code (the panel's), without flags or value: its
+/// Observations, read on their own, carry those.
 pub fn results(resources: &[Value]) -> Vec<(Subject, Vec<LabResult>)> {
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
     let mut out: Vec<(Subject, Vec<LabResult>)> = Vec::new();
-    for o in resources
-        .iter()
-        .filter(|r| r["resourceType"] == "Observation")
-    {
+    for o in resources.iter().filter(|r| {
+        matches!(
+            r["resourceType"].as_str(),
+            Some("Observation" | "DiagnosticReport")
+        )
+    }) {
         let subject = Subject {
             patient_ref: text(&o["subject"]["identifier"]["value"]),
             patient_id: o["subject"]["reference"]
@@ -221,6 +226,32 @@ mod tests {
 
     fn check(resources: &[Value]) -> Vec<(Subject, Vec<LabResult>)> {
         results(resources)
+    }
+
+    #[test]
+    fn a_diagnostic_report_is_one_result_of_its_panel_code_without_value() {
+        let report = |status: &str| {
+            json!({
+                "resourceType": "DiagnosticReport", "status": status,
+                "code": {"coding": [{"system": "http://loinc.org", "code": "24323-8"}]},
+                "subject": {"reference": "Patient/abc"},
+                "conclusion": "Within normal limits",
+            })
+        };
+        let got = check(&[report("final")]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.patient_id.as_deref(), Some("abc"));
+        assert_eq!(
+            got[0].1,
+            [LabResult {
+                code: "24323-8".into(),
+                status: ResultStatus::Final,
+                flags: Vec::new(),
+                value: None,
+            }]
+        );
+        assert!(!check(&[report("partial")])[0].1[0].status.is_reportable());
+        assert!(check(&[report("corrected")])[0].1[0].status.is_reportable());
     }
 
     #[test]

@@ -4,18 +4,24 @@
 //! [`Prescriptions`], a queue [`Inbound`] hook, applies them in the transaction that commits
 //! the message, before its AA. A prescription that becomes ready tells the patient
 //! (`patient.notification`, `medication_ready`, with the estimated pickup time) and staff.
+//! The same hook acts on the FHIR MedicationRequest / MedicationDispense, DetectedIssue and
+//! AllergyIntolerance the FHIR connector polls: an issue the pharmacy or EHR detected (a
+//! DetectedIssue, or an RDE whose segment matches an `alert_rules` entry) and a prescription
+//! whose medication code exactly matches one of the patient's active allergies raise a
+//! clinical alert (`crate::alerts`) on each of the patient's open entries.
 //!
 //! **Invariant:** the board, notices, events and logs carry order ids, tickets and states,
-//! never a drug's name or code.
+//! never a drug's name or code; only a clinical alert carries a drug's code.
 
 pub mod config;
 pub mod protocol;
 pub mod store;
 
+use crate::alerts::{self, AlertEntry, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx, Work};
-use crate::queue::{self, Inbound};
+use crate::queue::{self, Entry, Inbound};
 use config::PharmacyConfig;
-use protocol::RxState;
+use protocol::{Code, RxState};
 
 /// The staff notice kind of a prescription ready for pickup.
 pub const NOTICE_READY: &str = "pharmacy.ready";
@@ -29,11 +35,26 @@ impl Inbound for Prescriptions {
     fn on_inbound(
         &self,
         tx: &mut Tx<'_>,
-        _item: &NewItem,
+        item: &NewItem,
         resources: &[serde_json::Value],
         now: i64,
     ) -> Result<(), JournalError> {
-        for update in protocol::updates(resources) {
+        let updates = protocol::updates(resources);
+        self.track(tx, &updates, now)?;
+        self.detected(tx, item, resources, &updates, now)?;
+        self.allergies(tx, resources, &updates, now)
+    }
+}
+
+impl Prescriptions {
+    /// Moves each prescription forward on its patient's entry.
+    fn track(
+        &self,
+        tx: &mut Tx<'_>,
+        updates: &[protocol::RxUpdate],
+        now: i64,
+    ) -> Result<(), JournalError> {
+        for update in updates {
             let entry = match store::prescription(tx, &update.order)? {
                 Some((entry, state)) if state.moves_to(update.state) => {
                     queue::store::queue_entry(tx, entry)?
@@ -99,6 +120,138 @@ impl Inbound for Prescriptions {
         }
         Ok(())
     }
+
+    /// Issues the pharmacy or EHR detected: each DetectedIssue, and an RDE whose segments
+    /// match an alert rule, alert clinical staff on the patient's open entries.
+    fn detected(
+        &self,
+        tx: &mut Tx<'_>,
+        item: &NewItem,
+        resources: &[serde_json::Value],
+        updates: &[protocol::RxUpdate],
+        now: i64,
+    ) -> Result<(), JournalError> {
+        for issue in protocol::issues(resources) {
+            let entries = queue::store::open_entries_of_patient(tx, None, Some(&issue.patient_id))?;
+            for entry in &entries {
+                let alert = new_alert(
+                    alerts::DETECTED_ISSUE,
+                    &issue.origin,
+                    entry,
+                    &issue.code,
+                    &issue.reason,
+                );
+                alerts::store::raise(tx, &alert, now)?;
+            }
+        }
+        if item.kind != RDE_KIND || self.config.alert_rules.is_empty() {
+            return Ok(());
+        }
+        let Some(reason) = protocol::rule_hit(&item.payload, &self.config.alert_rules) else {
+            return Ok(());
+        };
+        let origin = format!(
+            "{}:{}",
+            item.source,
+            item.source_id.as_deref().unwrap_or_default()
+        );
+        for update in updates {
+            let entries = queue::store::open_entries_of_patient(
+                tx,
+                update.patient_ref.as_deref(),
+                update.patient_id.as_deref(),
+            )?;
+            let code = update.codes.first().map(|c| c.code.as_str()).unwrap_or("");
+            for entry in &entries {
+                let alert = new_alert(alerts::DETECTED_ISSUE, &origin, entry, code, &reason);
+                alerts::store::raise(tx, &alert, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allergies meet prescriptions either way round: a prescription's codes are matched
+    /// against the patient's active allergies read before it, and an allergy read later against
+    /// the prescriptions already on the patient's entries. Either raises one alert per
+    /// allergy, prescription and entry.
+    fn allergies(
+        &self,
+        tx: &mut Tx<'_>,
+        resources: &[serde_json::Value],
+        updates: &[protocol::RxUpdate],
+        now: i64,
+    ) -> Result<(), JournalError> {
+        for update in updates.iter().filter(|u| !u.codes.is_empty()) {
+            let Some((entry, _)) = store::prescription(tx, &update.order)? else {
+                continue;
+            };
+            store::set_codes(tx, &update.order, &update.codes)?;
+            let entry = queue::store::queue_entry(tx, entry)?;
+            let patient = entry
+                .demographics
+                .as_ref()
+                .map(|d| d.patient_id.clone())
+                .or_else(|| update.patient_id.clone());
+            let Some(patient) = patient else {
+                continue;
+            };
+            for (origin, allergy) in store::active_allergies(tx, &patient)? {
+                if let Some(code) = protocol::allergic(&update.codes, &allergy) {
+                    raise_allergy(tx, &entry, &origin, &update.order, code, now)?;
+                }
+            }
+        }
+        for allergy in protocol::allergies(resources) {
+            store::remember_allergy(tx, &allergy, now)?;
+            if !allergy.active {
+                continue;
+            }
+            let entries =
+                queue::store::open_entries_of_patient(tx, None, Some(&allergy.patient_id))?;
+            for entry in &entries {
+                for (order, codes) in store::codes_on_entry(tx, entry.id)? {
+                    if let Some(code) = protocol::allergic(&codes, &allergy.codes) {
+                        raise_allergy(tx, entry, &allergy.origin, &order, code, now)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The item kind of an RDE^O11, the message whose segments the alert rules look at.
+const RDE_KIND: &str = "hl7.rde.order";
+
+fn new_alert(kind: &str, origin: &str, entry: &Entry, code: &str, reason: &str) -> NewAlert {
+    NewAlert {
+        kind: kind.into(),
+        origin: origin.into(),
+        entry: Some(AlertEntry::of(entry)),
+        code: code.into(),
+        reason: reason.into(),
+    }
+}
+
+/// An allergy alert's origin is the allergy and the prescription, so whichever is read last
+/// raises it, once.
+fn raise_allergy(
+    tx: &mut Tx<'_>,
+    entry: &Entry,
+    allergy: &str,
+    order: &str,
+    code: &Code,
+    now: i64,
+) -> Result<(), JournalError> {
+    let origin = format!("{allergy}:{order}");
+    let alert = new_alert(
+        alerts::ALLERGY,
+        &origin,
+        entry,
+        &code.code,
+        "allergy_code_match",
+    );
+    alerts::store::raise(tx, &alert, now).map(|_| ())
 }
 
 /// The prescriptions of the open queue entries: (entry id, state), for the board.

@@ -1,7 +1,12 @@
 //! Prescriptions, pure: the FHIR MedicationRequest / MedicationDispense an item carries
 //! (mapped from RDE^O11 / RDS^O13, or polled) read into a prescription's state, the order in
-//! which states may follow each other, and the pickup estimate. No I/O, no clock.
+//! which states may follow each other, and the pickup estimate; the issues the pharmacy or
+//! EHR detected (DetectedIssue, an RDE's alert segments per the configured rules) and the
+//! allergies (AllergyIntolerance) a prescription's codes are matched against. No I/O, no
+//! clock.
 
+use super::config::AlertRule;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Where a prescription is. Ordered by progress: a state never goes back.
@@ -61,6 +66,54 @@ pub struct RxUpdate {
     pub state: RxState,
     /// The pharmacy's estimate of when it is ready (`whenPrepared`), as sent.
     pub ready_estimate: Option<String>,
+    /// The medication's codes (a request's: what allergies are matched against).
+    pub codes: Vec<Code>,
+}
+
+/// A coded concept's coding: the system when sent, and the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    pub system: Option<String>,
+    pub code: String,
+}
+
+impl Code {
+    /// The same code, in the same system when both name one: exact matches only, as no
+    /// open terminology maps drugs to allergy classes the gateway could trust.
+    pub fn matches(&self, other: &Code) -> bool {
+        self.code == other.code
+            && match (&self.system, &other.system) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// The codings of a CodeableConcept that carry a code.
+fn codes(concept: &Value) -> Vec<Code> {
+    concept["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some(Code {
+                system: c["system"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+                code: c["code"].as_str().filter(|s| !s.is_empty())?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The EHR's Patient id a reference names (`Patient/<id>`).
+fn patient_id(reference: &Value) -> Option<String> {
+    reference["reference"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("Patient/"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// The prescription updates among `resources`; one without an order id or a patient, or with
@@ -82,14 +135,23 @@ pub fn updates(resources: &[Value]) -> Vec<RxUpdate> {
                 ) => RxState::Cancelled,
                 _ => return None,
             };
-            let ids = r["identifier"].as_array()?;
-            let order = ids.iter().find_map(|i| text(&i["value"]))?;
+            // A polled request is known by its reference, which its dispenses name as their
+            // authorizing prescription; a mapped HL7 one (no id) by its order number, which
+            // its RDS carries too.
+            let identifier = || {
+                r["identifier"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|i| text(&i["value"]))
+            };
+            let order = match r["resourceType"].as_str() {
+                Some("MedicationRequest") => text(&r["id"])
+                    .map(|id| format!("MedicationRequest/{id}"))
+                    .or_else(identifier),
+                _ => text(&r["authorizingPrescription"][0]["reference"]).or_else(identifier),
+            }?;
             let patient_ref = text(&r["subject"]["identifier"]["value"]);
-            let patient_id = r["subject"]["reference"]
-                .as_str()
-                .and_then(|s| s.strip_prefix("Patient/"))
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
+            let patient_id = patient_id(&r["subject"]);
             if patient_ref.is_none() && patient_id.is_none() {
                 return None;
             }
@@ -99,9 +161,112 @@ pub fn updates(resources: &[Value]) -> Vec<RxUpdate> {
                 patient_id,
                 state,
                 ready_estimate: text(&r["whenPrepared"]),
+                codes: codes(&r["medicationCodeableConcept"]),
             })
         })
         .collect()
+}
+
+/// An issue the pharmacy or EHR detected for a patient (a FHIR DetectedIssue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// `DetectedIssue/<id>`: its versions raise one alert.
+    pub origin: String,
+    pub patient_id: String,
+    /// The issue's type (`DRG` drug interaction, `ALGY` allergy, ...), never its text.
+    pub code: String,
+    /// `severity:high`, or `detected` without one.
+    pub reason: String,
+}
+
+/// The standing DetectedIssues among `resources` with a patient; a cancelled or erroneous one
+/// is left out.
+pub fn issues(resources: &[Value]) -> Vec<Issue> {
+    resources
+        .iter()
+        .filter(|r| r["resourceType"] == "DetectedIssue")
+        .filter(|r| !matches!(r["status"].as_str(), Some("cancelled" | "entered-in-error")))
+        .filter_map(|r| {
+            let id = r["id"].as_str().filter(|s| !s.is_empty())?;
+            Some(Issue {
+                origin: format!("DetectedIssue/{id}"),
+                patient_id: patient_id(&r["patient"])?,
+                code: codes(&r["code"])
+                    .into_iter()
+                    .next()
+                    .map(|c| c.code)
+                    .unwrap_or_default(),
+                reason: match r["severity"].as_str() {
+                    Some(s) => format!("severity:{s}"),
+                    None => "detected".into(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// A patient's allergy or intolerance, as its codes (never its text or reactions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allergy {
+    /// `AllergyIntolerance/<id>`.
+    pub origin: String,
+    pub patient_id: String,
+    /// Whether it is to be matched: clinically active and not refuted.
+    pub active: bool,
+    pub codes: Vec<Code>,
+}
+
+/// The AllergyIntolerances among `resources` with an id and a patient.
+pub fn allergies(resources: &[Value]) -> Vec<Allergy> {
+    resources
+        .iter()
+        .filter(|r| r["resourceType"] == "AllergyIntolerance")
+        .filter_map(|r| {
+            let id = r["id"].as_str().filter(|s| !s.is_empty())?;
+            let status = |key: &str| codes(&r[key]).into_iter().next().map(|c| c.code);
+            // R4 (ait-1): a clinical status is present unless the allergy is entered in error;
+            // an absent one is not taken as active.
+            let active = status("clinicalStatus").as_deref() == Some("active")
+                && !matches!(
+                    status("verificationStatus").as_deref(),
+                    Some("refuted" | "entered-in-error")
+                );
+            Some(Allergy {
+                origin: format!("AllergyIntolerance/{id}"),
+                patient_id: patient_id(&r["patient"])?,
+                active,
+                codes: codes(&r["code"]),
+            })
+        })
+        .collect()
+}
+
+/// The first of `medication`'s codes one of `allergy` matches.
+pub fn allergic<'a>(medication: &'a [Code], allergy: &[Code]) -> Option<&'a Code> {
+    medication
+        .iter()
+        .find(|m| allergy.iter().any(|a| a.matches(m)))
+}
+
+/// The first alert rule an HL7 v2 message matches, as the alert's reason (`hl7:ZAL-2`): a
+/// segment of the rule's id whose field holds its text (any non-empty value when it has none).
+/// The field's text itself goes nowhere.
+pub fn rule_hit(frame: &[u8], rules: &[AlertRule]) -> Option<String> {
+    let text = std::str::from_utf8(frame).ok()?;
+    let separator = text.strip_prefix("MSH")?.chars().next()?;
+    let segments: Vec<Vec<&str>> = text
+        .split(['\r', '\n'])
+        .map(|s| s.split(separator).collect())
+        .collect();
+    rules.iter().find_map(|rule| {
+        let wanted = rule.matches.to_lowercase();
+        segments
+            .iter()
+            .filter(|s| s.first() == Some(&rule.segment.as_str()))
+            .filter_map(|s| s.get(rule.field))
+            .any(|v| !v.is_empty() && v.to_lowercase().contains(&wanted))
+            .then(|| format!("hl7:{}-{}", rule.segment, rule.field))
+    })
 }
 
 /// When a ready prescription may be picked up, in Unix ms: the pharmacy's estimate when it
@@ -179,6 +344,98 @@ mod tests {
         assert!(!PickedUp.moves_to(Cancelled));
         assert!(!Cancelled.moves_to(Ready));
         assert_eq!(RxState::parse("in_preparation"), Some(InPreparation));
+    }
+
+    #[test]
+    fn polled_requests_are_known_by_reference_and_their_dispenses_name_it() {
+        let request = check(json!({
+            "resourceType": "MedicationRequest", "id": "m1", "status": "active",
+            "identifier": [{"value": "ORD-9"}],
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7980"}]},
+            "subject": {"reference": "Patient/p1"},
+        }))
+        .expect("a request");
+        assert_eq!(request.order, "MedicationRequest/m1");
+        assert_eq!(request.patient_id.as_deref(), Some("p1"));
+        assert_eq!(request.codes[0].code, "7980");
+        let dispense = check(json!({
+            "resourceType": "MedicationDispense", "id": "d1", "status": "completed",
+            "authorizingPrescription": [{"reference": "MedicationRequest/m1"}],
+            "subject": {"reference": "Patient/p1"},
+        }))
+        .expect("a dispense");
+        assert_eq!(
+            (dispense.order.as_str(), dispense.state),
+            ("MedicationRequest/m1", RxState::PickedUp)
+        );
+    }
+
+    #[test]
+    fn issues_and_allergies_keep_codes_only_and_match_exactly() {
+        let issue = |status: &str| {
+            issues(&[json!({
+                "resourceType": "DetectedIssue", "id": "i1", "status": status,
+                "code": {"coding": [{"code": "DRG"}], "text": "Warfarin and aspirin"},
+                "severity": "high", "patient": {"reference": "Patient/p1"},
+                "detail": "Warfarin and aspirin: bleeding risk",
+            })])
+        };
+        let found = issue("final");
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].code.as_str(), found[0].reason.as_str()),
+            ("DRG", "severity:high")
+        );
+        assert!(issue("cancelled").is_empty());
+        let allergy = |clinical: &str, verification: &str| {
+            allergies(&[json!({
+                "resourceType": "AllergyIntolerance", "id": "a1",
+                "clinicalStatus": {"coding": [{"code": clinical}]},
+                "verificationStatus": {"coding": [{"code": verification}]},
+                "code": {"coding": [{"system": "rx", "code": "7980"}]},
+                "patient": {"reference": "Patient/p1"},
+            })])
+            .pop()
+            .expect("an allergy")
+        };
+        assert!(allergy("active", "confirmed").active);
+        assert!(!allergy("resolved", "confirmed").active);
+        assert!(!allergy("active", "refuted").active);
+        let code = |system: Option<&str>, code: &str| Code {
+            system: system.map(str::to_string),
+            code: code.into(),
+        };
+        let known = allergy("active", "confirmed").codes;
+        assert!(allergic(&[code(Some("rx"), "7980")], &known).is_some());
+        assert!(
+            allergic(&[code(None, "7980")], &known).is_some(),
+            "no system"
+        );
+        assert!(allergic(&[code(Some("ndc"), "7980")], &known).is_none());
+        assert!(allergic(&[code(Some("rx"), "798")], &known).is_none());
+    }
+
+    #[test]
+    fn alert_rules_match_a_segments_field_and_say_which() {
+        let rule = |segment: &str, field: usize, matches: &str| AlertRule {
+            segment: segment.into(),
+            field,
+            matches: matches.into(),
+        };
+        let rde = b"MSH|^~\\&|PH|H|GW|C|2026||RDE^O11|M1|P|2.5.1\rPID|1||MRN-1\r\
+                    ORC|NW|RX-1\rNTE|1||Drug INTERACTION with warfarin\rZAL|1|\r";
+        let hit = |rules: &[AlertRule]| rule_hit(rde, rules);
+        assert_eq!(
+            hit(&[rule("NTE", 3, "interaction")]).as_deref(),
+            Some("hl7:NTE-3")
+        );
+        assert_eq!(hit(&[rule("NTE", 3, "allergy")]), None);
+        assert_eq!(hit(&[rule("ZAL", 2, "")]), None, "an empty field");
+        assert_eq!(
+            hit(&[rule("ZAL", 2, ""), rule("NTE", 3, "")]).as_deref(),
+            Some("hl7:NTE-3")
+        );
+        assert_eq!(rule_hit(b"not hl7", &[rule("NTE", 3, "")]), None);
     }
 
     #[test]

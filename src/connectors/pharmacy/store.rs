@@ -1,15 +1,17 @@
-//! The pharmacy's table: each tracked prescription, by order id, with the queue entry it
-//! belongs to and its state (never the drug). Functions run inside the journal writer's
-//! transaction ([`Tx`]); nothing here opens SQLite.
+//! The pharmacy's tables: each tracked prescription, by order id, with the queue entry it
+//! belongs to, its state and its medication's codes (never the drug's name), and the queued
+//! patients' allergies as codes (never their text or reactions). Functions run inside the
+//! journal writer's transaction ([`Tx`]); nothing here opens SQLite.
 
-use super::protocol::RxState;
+use super::protocol::{Allergy, Code, RxState};
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
 /// The pharmacy's migrations.
 pub const SCHEMA: Schema = Schema {
     domain: "pharmacy",
-    steps: &[r#"
+    steps: &[
+        r#"
 CREATE TABLE prescription (
     order_id    TEXT    PRIMARY KEY,
     entry_id    INTEGER NOT NULL,
@@ -20,7 +22,19 @@ CREATE TABLE prescription (
 );
 CREATE INDEX prescription_entry ON prescription(entry_id);
 CREATE INDEX prescription_ready ON prescription(state) WHERE state = 'ready';
-"#],
+"#,
+        r#"
+ALTER TABLE prescription ADD COLUMN codes TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE allergy (
+    origin      TEXT    PRIMARY KEY,
+    patient_id  TEXT    NOT NULL,
+    active      INTEGER NOT NULL,
+    codes       TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX allergy_patient ON allergy(patient_id) WHERE active;
+"#,
+    ],
     legacy: &[],
 };
 
@@ -93,4 +107,66 @@ pub fn on_open_entries(tx: &mut Tx<'_>) -> Result<Vec<(i64, String)>, JournalErr
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+fn codes_text(codes: &[Code]) -> Result<String, JournalError> {
+    crate::journal::to_json(&codes)
+}
+
+fn codes_of(text: String) -> Vec<Code> {
+    // Written by `codes_text` only; a row that no longer reads matches nothing.
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// Keeps a tracked prescription's medication codes, for the allergies read after it.
+pub fn set_codes(tx: &mut Tx<'_>, order: &str, codes: &[Code]) -> Result<(), JournalError> {
+    let text = codes_text(codes)?;
+    tx.sql()
+        .prepare_cached("UPDATE prescription SET codes = ?2 WHERE order_id = ?1")?
+        .execute(params![order, text])?;
+    Ok(())
+}
+
+/// The medication codes of each prescription tracked on an entry: (order id, codes).
+pub fn codes_on_entry(
+    tx: &mut Tx<'_>,
+    entry: i64,
+) -> Result<Vec<(String, Vec<Code>)>, JournalError> {
+    let rows: Vec<(String, String)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT order_id, codes FROM prescription WHERE entry_id = ?1 ORDER BY created_at, order_id",
+        )?
+        .query_map([entry], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().map(|(o, c)| (o, codes_of(c))).collect())
+}
+
+/// Keeps an allergy as read last (a later version replaces it, an inactive one stops
+/// matching).
+pub fn remember_allergy(tx: &mut Tx<'_>, a: &Allergy, now: i64) -> Result<(), JournalError> {
+    let text = codes_text(&a.codes)?;
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO allergy (origin, patient_id, active, codes, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(origin) DO UPDATE SET patient_id = ?2, active = ?3, codes = ?4, updated_at = ?5",
+        )?
+        .execute(params![a.origin, a.patient_id, a.active, text, now])?;
+    Ok(())
+}
+
+/// A patient's active allergies: (origin, codes).
+pub fn active_allergies(
+    tx: &mut Tx<'_>,
+    patient_id: &str,
+) -> Result<Vec<(String, Vec<Code>)>, JournalError> {
+    let rows: Vec<(String, String)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT origin, codes FROM allergy WHERE patient_id = ?1 AND active ORDER BY origin",
+        )?
+        .query_map([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().map(|(o, c)| (o, codes_of(c))).collect())
 }
