@@ -755,7 +755,7 @@ mod tests {
         assert_eq!(
             err,
             [
-                "t.toml:13: access.oidc.roles.staff: unknown variant `nurse`, expected one of `front_desk`, `clinical`, `facilities`, `admin`"
+                "t.toml:13: access.oidc.roles.staff: unknown variant `nurse`, expected one of `front_desk`, `clinical`, `facilities`, `manager`, `admin`"
             ]
         );
         let err = check(&text.replace("nurse", "clinical")).expect_err("refused");
