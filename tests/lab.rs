@@ -110,6 +110,20 @@ fn final_result_for_a_queued_patient_tells_them_and_staff_and_raises_by_the_queu
     );
     sent_ok(&acks, "R-2");
     assert_eq!(notifications(&gw, "lab_results_ready").len(), 1);
+
+    // A second panel for the queued patient: staff are told, the patient already was.
+    let acks = mllp_send(
+        dir.path(),
+        port,
+        &oru("R-3", "MRN-1", "2951-2", "140", "", "F"),
+    );
+    sent_ok(&acks, "R-3");
+    let ready = notice_texts(&gw)
+        .into_iter()
+        .filter(|t| t == "G-001 (general): 1 lab result ready")
+        .count();
+    assert_eq!(ready, 2);
+    assert_eq!(notifications(&gw, "lab_results_ready").len(), 1);
 }
 
 #[test]

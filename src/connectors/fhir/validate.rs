@@ -732,14 +732,18 @@ static FLAG: Def = resource(
     ],
 );
 
-/// The value types an Observation's `value[x]` may take that the gateway reads; a result
-/// given as a Range, Ratio, SampledData or Timing is refused as one it cannot read.
+/// The value types R4 allows an Observation's `value[x]`. A titer (Ratio), a range or sampled
+/// data is a result like any other: it is kept, and only a Quantity is held against the
+/// configured critical limits (the flags and interpretation still count for every type).
 const OBSERVATION_VALUES: &[Kind] = &[
     Complex(&QUANTITY),
     Complex(&CODEABLE_CONCEPT),
     STRING,
     BOOLEAN,
     INTEGER,
+    Opaque("Range"),
+    Opaque("Ratio"),
+    Opaque("SampledData"),
     TIME,
     DATE_TIME,
     Complex(&PERIOD),
@@ -2468,13 +2472,19 @@ mod tests {
             "referenceRange": [{"text": "3.5-5.1"}]
         });
         assert_eq!(validate(&observation), Ok(()));
-        let ranged = json!({
+        let titer = json!({
             "resourceType": "Observation", "status": "final",
-            "code": {"coding": [{"code": "x"}]}, "valueRange": {"low": {"value": 1}}
+            "code": {"coding": [{"code": "x"}]},
+            "valueRatio": {"numerator": {"value": 1}, "denominator": {"value": 64}}
+        });
+        assert_eq!(validate(&titer), Ok(()));
+        let timed = json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"code": "x"}]}, "valueTiming": {"event": ["2026-12-01"]}
         });
         assert!(
-            validate(&ranged).is_err(),
-            "a value type the gateway cannot read"
+            validate(&timed).is_err(),
+            "Timing is no Observation value in R4"
         );
         assert_eq!(
             check(json!({ "id": "x" })),

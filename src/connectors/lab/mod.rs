@@ -66,14 +66,17 @@ impl Inbound for Results {
                 subject.patient_ref.as_deref(),
                 subject.patient_id.as_deref(),
             )?;
-            // One notification per patient and message, however many entries they hold.
+            // One notification per visit, however many entries the patient holds and however
+            // the results come: an ORU, then each Observation and the DiagnosticReport of the
+            // same panel polled one by one, would otherwise each tell the patient again. Staff
+            // see every batch in the notices below.
             if let Some(first) = entries.first() {
                 queue::store::patient_notification(
                     tx,
                     first,
                     "lab_results_ready",
                     None,
-                    None,
+                    Some(format!("lab_results_ready:{}", first.id)),
                     now,
                 )?;
             }
