@@ -651,6 +651,36 @@ where
     addr.send(msg).await.map_err(|_| JournalError::Closed)?
 }
 
+/// How a connector's attempt at one outbox row ended.
+#[derive(Debug)]
+pub enum Settle {
+    Delivered,
+    /// Kept for another try after the destination's backoff.
+    Retry(String),
+    /// Dead-lettered: sending it again as it is cannot help (staff can replay it).
+    Refused(String),
+}
+
+/// Records how the attempt at row `id` of `destination` ended.
+pub async fn settle(
+    addr: &Addr<JournalWriter>,
+    destination: &str,
+    id: i64,
+    settle: Settle,
+) -> Result<(), JournalError> {
+    let failed = |error: String, permanent: bool| Failed {
+        destination: destination.into(),
+        ids: Some(vec![id]),
+        error,
+        permanent,
+    };
+    match settle {
+        Settle::Delivered => ask(addr, Delivered(vec![id])).await.map(|_| ()),
+        Settle::Retry(error) => ask(addr, failed(error, false)).await.map(|_| ()),
+        Settle::Refused(error) => ask(addr, failed(error, true)).await.map(|_| ()),
+    }
+}
+
 impl JournalWriter {
     /// Starts the writer thread on an opened store and the actor in front of it. The returned
     /// handle finishes after [`Close`] (or once every sender is gone).

@@ -21,7 +21,7 @@ pub mod store;
 pub mod visit;
 pub mod x12;
 
-use crate::journal::{self, Failed, JournalError, JournalWriter, NewItem, OutboxRow, Tx, Work};
+use crate::journal::{self, JournalError, JournalWriter, NewItem, OutboxRow, Settle, Tx, Work};
 use crate::supervisor::link;
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::Addr;
@@ -298,15 +298,6 @@ impl Spawn for EligibilitySpawn {
             })
         })
     }
-}
-
-/// How one inquiry ended, for its outbox row.
-enum Settle {
-    Delivered,
-    /// Kept for another try after the destination's backoff.
-    Retry(String),
-    /// Dead-lettered: sending it again as it is cannot help (staff can replay it).
-    Refused(String),
 }
 
 #[derive(Clone)]
@@ -735,22 +726,7 @@ fn outcome(a: eligibility::Answer) -> (Status, Detail, Settle) {
 }
 
 async fn settle_row(journal: &Addr<JournalWriter>, id: i64, settle: Settle) {
-    let failed = |error: String, permanent: bool| Failed {
-        destination: DESTINATION.into(),
-        ids: Some(vec![id]),
-        error,
-        permanent,
-    };
-    let result = match settle {
-        Settle::Delivered => journal::ask(journal, journal::Delivered(vec![id]))
-            .await
-            .map(|_| ()),
-        Settle::Retry(error) => journal::ask(journal, failed(error, false))
-            .await
-            .map(|_| ()),
-        Settle::Refused(error) => journal::ask(journal, failed(error, true)).await.map(|_| ()),
-    };
-    if let Err(e) = result {
+    if let Err(e) = journal::settle(journal, DESTINATION, id, settle).await {
         tracing::error!(row = id, error = %e, "eligibility inquiry not settled");
     }
 }
