@@ -12,22 +12,17 @@
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
 //! 500), `BENCH_ROUNDS` the rounds of 100 of part 2 (default 20).
 
+#[path = "shared/daemon.rs"]
+mod daemon;
+use daemon::free_port;
+
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const AT_ONCE: usize = 100;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -101,22 +96,7 @@ impl Daemon {
             ),
         )
         .expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_clinic-gateway"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", web)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the gateway did not open"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::start(&config, &[web]);
         Daemon { child, web }
     }
 

@@ -7,19 +7,15 @@
 //!
 //! `cargo bench --bench lab`; `BENCH_RESULTS` sets how many results (default 1 000).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "shared/daemon.rs"]
+mod daemon;
+use daemon::free_port;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 fn framed(text: &str) -> Vec<u8> {
     [&[0x0b][..], text.as_bytes(), &[0x1c, 0x0d]].concat()
@@ -84,24 +80,7 @@ impl Daemon {
             ),
         )
         .expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_clinic-gateway"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", mllp)).is_err()
-            || TcpStream::connect(("127.0.0.1", web)).is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the gateway did not open"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::start(&config, &[mllp, web]);
         Daemon { child, mllp, web }
     }
 

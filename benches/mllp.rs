@@ -7,9 +7,13 @@
 //!
 //! `cargo bench --bench mllp`; `BENCH_MESSAGES` sets the burst size (default 20 000).
 
+#[path = "shared/daemon.rs"]
+mod daemon;
+use daemon::free_port;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,14 +21,6 @@ use tokio::net::TcpStream;
 const CONNECTIONS: usize = 8;
 const START: u8 = 0x0b;
 const END: [u8; 2] = [0x1c, 0x0d];
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A demographics update as a registration system sends it; `n` makes the control id unique.
 fn message(n: usize) -> Vec<u8> {
@@ -230,22 +226,7 @@ impl Daemon {
             ),
         )
         .expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_clinic-gateway"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", mllp)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the MLLP listener did not open"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::start(&config, &[mllp]);
         Daemon { child, mllp }
     }
 
