@@ -372,33 +372,32 @@ impl Client {
         resource: &Value,
         if_none_exist: &str,
     ) -> Result<Value, FhirError> {
-        let url = format!("{}/{kind}", self.base);
-        let body = serde_json::to_vec(resource).map_err(|e| DecodeError::Json(e.to_string()))?;
-        let (status, answer) = self
-            .send(|| {
-                self.http
-                    .post(&url)
-                    .header("Content-Type", "application/fhir+json")
-                    .header("Prefer", "return=representation")
-                    .header("If-None-Exist", if_none_exist)
-                    .body(body.clone())
-            })
-            .await?;
-        if !status.is_success() {
-            return Err(Self::refused(status, &answer));
-        }
+        let answer = self.post_once(kind, resource, if_none_exist).await?;
         protocol::decode_resource(&answer, kind).map_err(|e| self.refuse(e))
     }
 
     /// `POST <kind>` of `resource`, conditional on `if_none_exist` like [`Client::create`], for
     /// a server that may answer with another resource than the one sent (a payer answering a
-    /// request with its response, or a Bundle): the answer's JSON, unchecked, and its status.
+    /// request with its response, or a Bundle): the answer's JSON, unchecked.
     pub async fn submit(
         &self,
         kind: &'static str,
         resource: &Value,
         if_none_exist: &str,
     ) -> Result<Value, FhirError> {
+        let answer = self.post_once(kind, resource, if_none_exist).await?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| FhirError::Decode(DecodeError::Json(e.to_string())))
+    }
+
+    /// The conditional `POST` both [`Client::create`] and [`Client::submit`] send: the body of
+    /// a successful answer.
+    async fn post_once(
+        &self,
+        kind: &str,
+        resource: &Value,
+        if_none_exist: &str,
+    ) -> Result<Vec<u8>, FhirError> {
         let url = format!("{}/{kind}", self.base);
         let body = serde_json::to_vec(resource).map_err(|e| DecodeError::Json(e.to_string()))?;
         let (status, answer) = self
@@ -414,8 +413,7 @@ impl Client {
         if !status.is_success() {
             return Err(Self::refused(status, &answer));
         }
-        serde_json::from_slice(&answer)
-            .map_err(|e| FhirError::Decode(DecodeError::Json(e.to_string())))
+        Ok(answer)
     }
 
     /// `PUT <kind>/<id>` with `If-Match` on the version it was based on; answers the stored
