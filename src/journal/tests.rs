@@ -370,6 +370,51 @@ fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
     });
 }
 
+/// A work whose refused part is undone apart: the item before it commits, the one inside does not.
+struct KeptAroundARefusal;
+
+impl Work for KeptAroundARefusal {
+    type Output = bool;
+    fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
+        tx.append(&item("before", Some("apart-1")), tx.now())?;
+        let refused = tx.apart(|tx| RefusedAfterAppend.run(tx));
+        tx.append(&item("after", Some("apart-2")), tx.now())?;
+        Ok(matches!(refused, Err(JournalError::Rejected(_))))
+    }
+}
+
+crate::journal_work!(KeptAroundARefusal);
+
+#[test]
+fn a_part_done_apart_is_undone_alone_and_its_work_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    let settings = Settings {
+        max_bytes: 1 << 30,
+        retention: Duration::from_secs(3600),
+        max_batch: 64,
+        policies: BTreeMap::new(),
+        extensions: Extensions::default(),
+    };
+    actix::System::new().block_on(async move {
+        let (j, _thread) = JournalWriter::start(store, settings).expect("start");
+        assert!(ask(&j, KeptAroundARefusal).await.expect("work"));
+        let rows = ask(
+            &j,
+            Claim {
+                destination: "cloud".into(),
+                limit: 10,
+            },
+        )
+        .await
+        .expect("claim");
+        assert_eq!(
+            rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["before", "after"]
+        );
+    });
+}
+
 /// Walks the whole audit chain of `store`; panics naming the first broken record.
 fn check_chain(store: &mut Store) -> chain::Head {
     let rows = store

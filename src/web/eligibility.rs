@@ -6,8 +6,8 @@ use super::{AppState, journal_error, staff_or};
 use crate::connectors::practice::{
     GetEligibility, MemberIn, OverrideEligibility, RequestEligibility,
 };
-use crate::journal;
-use crate::queue::CheckIn;
+use crate::journal::{self, JournalError, Tx, Work};
+use crate::queue::{CheckIn, Entry, QueueCheckIn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -47,28 +47,53 @@ impl<'de> Deserialize<'de> for CheckInBody {
     }
 }
 
-/// Asks about a new entry's coverage; what the front desk sees of it (the pending inquiry, or
-/// why none could be asked) goes in the check-in's answer.
-pub(super) async fn ask_at_check_in(
-    s: &AppState,
-    entry_id: i64,
-    body: AskBody,
-) -> serde_json::Value {
-    let Some(config) = s.eligibility.as_ref() else {
-        return json!({ "error": "\"coverage\": no eligibility connector is configured" });
-    };
-    let Some(payer) = config.payer(body.payer.as_deref()) else {
-        return json!({ "error": "\"coverage.payer\": not a configured payer" });
-    };
-    let ask = RequestEligibility {
-        entry_id,
+/// The inquiry about the card shown at a check-in, or why none can be asked.
+pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility, String> {
+    let config = s
+        .eligibility
+        .as_ref()
+        .ok_or("\"coverage\": no eligibility connector is configured")?;
+    let payer = config
+        .payer(body.payer.as_deref())
+        .ok_or("\"coverage.payer\": not a configured payer")?;
+    Ok(RequestEligibility {
+        entry_id: 0,
         payer: payer.name.clone(),
         member: body.member(),
         by: "check-in".into(),
-    };
-    match journal::ask(&s.journal, ask).await {
-        Ok(e) => json!(e),
-        Err(e) => json!({ "error": e.to_string() }),
+    })
+}
+
+/// A check-in and the inquiry about its card, committed together so that the front desk waits
+/// on one commit; a refused inquiry (a bad birth date) is undone alone and the patient is
+/// queued all the same. A repeated check-in asks nothing again.
+pub(super) struct CheckInAsking {
+    pub check_in: QueueCheckIn,
+    pub inquiry: Option<Result<RequestEligibility, String>>,
+}
+
+crate::journal_work!(CheckInAsking);
+
+impl Work for CheckInAsking {
+    /// The entry, whether the check-in repeated an earlier one, and what the front desk sees
+    /// of the inquiry (the pending inquiry, or why none was asked).
+    type Output = (Entry, bool, Option<serde_json::Value>);
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let (entry, duplicate) = self.check_in.run(tx)?;
+        let eligibility = match self.inquiry {
+            _ if duplicate => None,
+            None => None,
+            Some(Err(why)) => Some(json!({ "error": why })),
+            Some(Ok(mut ask)) => {
+                ask.entry_id = entry.id;
+                match tx.apart(|tx| ask.run(tx)) {
+                    Ok(e) => Some(json!(e)),
+                    Err(JournalError::Rejected(why)) => Some(json!({ "error": why })),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        Ok((entry, duplicate, eligibility))
     }
 }
 

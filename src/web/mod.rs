@@ -531,31 +531,23 @@ async fn queue_check_in(
             Found::Unknown => {}
         }
     }
-    match journal::ask(
-        &s.journal,
-        crate::queue::QueueCheckIn {
+    let inquiry = coverage.map(|c| eligibility::inquiry(&s, c));
+    let work = eligibility::CheckInAsking {
+        check_in: crate::queue::QueueCheckIn {
             queue: name,
             check_in,
             ticket,
         },
-    )
-    .await
-    {
-        Ok((entry, duplicate)) => {
-            // Asked after the check-in committed: the patient is queued whatever the payer's
-            // connector says, and a repeated request asks nothing again.
-            let eligibility = match coverage {
-                Some(c) if !duplicate => Some(eligibility::ask_at_check_in(&s, entry.id, c).await),
-                _ => None,
-            };
-            HttpResponse::Created().json(json!({
-                "entry": entry,
-                "duplicate": duplicate,
-                // A repeated request printed nothing new.
-                "printer": if duplicate { None } else { printer },
-                "eligibility": eligibility,
-            }))
-        }
+        inquiry,
+    };
+    match journal::ask(&s.journal, work).await {
+        Ok((entry, duplicate, eligibility)) => HttpResponse::Created().json(json!({
+            "entry": entry,
+            "duplicate": duplicate,
+            // A repeated request printed nothing new.
+            "printer": if duplicate { None } else { printer },
+            "eligibility": eligibility,
+        })),
         Err(e) => journal_error(e),
     }
 }
