@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::hl7_peer::{framed, hl7_gateway_with, mllp_send};
+use common::hl7_peer::{hl7_gateway_with, kill_9_while_the_ack_is_held, mllp_send};
 use common::*;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 /// Glucose (2345-7) results change care in `general`.
@@ -168,26 +166,7 @@ fn result_committed_but_not_acknowledged_survives_kill_9_and_its_resend_applies_
     gw.start();
     let queued = check_in(&gw, "general", "MRN-1");
     let result = oru("K-1", "MRN-1", "2345-7", "7.4", "", "F");
-    let mut stream = wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    stream.write_all(&framed(&result)).expect("send");
-    // The fault hook holds the AA once the message and its effects committed.
-    wait_for(
-        "the commit whose ACK is held",
-        Duration::from_secs(10),
-        || {
-            gw.log_text()
-                .contains("ACK held after the commit")
-                .then_some(())
-        },
-    );
-    gw.kill9();
-    drop(stream);
-    gw.start();
-    wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    kill_9_while_the_ack_is_held(&mut gw, port, &result);
     // The lab saw no ACK and resends: it is answered AA from the journal, applied once.
     let acks = mllp_send(dir.path(), port, &result);
     sent_ok(&acks, "K-1");

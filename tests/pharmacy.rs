@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::hl7_peer::{framed, hl7_gateway_with, mllp_send};
+use common::hl7_peer::{hl7_gateway_with, kill_9_while_the_ack_is_held, mllp_send};
 use common::*;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 const PHARMACY: &str = "\n[connectors.pharmacy]\nminutes_per_prescription = 10\n";
@@ -441,26 +439,7 @@ fn an_interaction_committed_but_not_acknowledged_survives_kill_9_and_its_resend_
     gw.start();
     let queued = check_in(&gw, "MRN-1");
     let order = rde_of("K-1", "MRN-1", "RX-1", "1191", "ZAL|1|DRG^Interaction\n");
-    let mut stream = wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    stream.write_all(&framed(&order)).expect("send");
-    // The fault hook holds the AA once the message and its alert committed.
-    wait_for(
-        "the commit whose ACK is held",
-        Duration::from_secs(10),
-        || {
-            gw.log_text()
-                .contains("ACK held after the commit")
-                .then_some(())
-        },
-    );
-    gw.kill9();
-    drop(stream);
-    gw.start();
-    wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    kill_9_while_the_ack_is_held(&mut gw, port, &order);
     // The pharmacy saw no ACK and resends: answered AA from the journal, alerted once.
     send(dir.path(), port, &order, "K-1");
     let raised = alerts(&gw);

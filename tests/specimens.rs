@@ -4,11 +4,9 @@
 
 mod common;
 
-use common::hl7_peer::{framed, hl7_gateway_with, mllp_send};
+use common::hl7_peer::{hl7_gateway_with, kill_9_while_the_ack_is_held, mllp_send};
 use common::*;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
 /// Specimens tracked; a delay adds 15 minutes, patients are told past 10.
@@ -293,24 +291,7 @@ fn a_rejection_committed_but_not_acknowledged_survives_kill_9_and_its_resend_del
         "O-1",
         &spm("S-1", true, Some(("QS", "CLOT"))),
     );
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.write_all(&framed(&rejected)).expect("send");
-    // The fault hook holds the AA once the message and its effects committed.
-    wait_for(
-        "the commit whose ACK is held",
-        Duration::from_secs(10),
-        || {
-            gw.log_text()
-                .contains("ACK held after the commit")
-                .then_some(())
-        },
-    );
-    gw.kill9();
-    drop(stream);
-    gw.start();
-    wait_for("the MLLP listener", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    kill_9_while_the_ack_is_held(&mut gw, port, &rejected);
     // The lab saw no ACK and resends: answered AA from the journal, applied once.
     sent_ok(&mllp_send(dir.path(), port, &rejected), "KR-1");
     assert_eq!(state_of(&gw, "S-1"), "rejected");

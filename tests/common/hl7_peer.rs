@@ -2,6 +2,7 @@
 //! delivers to (`tests/peers/hl7_receiver.py`) and `mllp_send`, the package's MLLP client.
 
 use super::{Gateway, free_port, peer_script, wait_for};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,6 +91,32 @@ pub fn framed(text: &str) -> Vec<u8> {
         &[0x1c, 0x0d],
     ]
     .concat()
+}
+
+/// Sends `text` to the gateway's MLLP listener on `port` (started with
+/// `CLINIC_GATEWAY_FAULT_HOLD_ACK` naming its control id), waits until the gateway committed it
+/// and holds its ACK, kills the gateway with SIGKILL and starts it again: the sender saw no ACK
+/// and must resend what the journal already holds.
+pub fn kill_9_while_the_ack_is_held(gw: &mut Gateway, port: u16, text: &str) {
+    let mut stream = wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    stream.write_all(&framed(text)).expect("send");
+    wait_for(
+        "the commit whose ACK is held",
+        Duration::from_secs(10),
+        || {
+            gw.log_text()
+                .contains("ACK held after the commit")
+                .then_some(())
+        },
+    );
+    gw.kill9();
+    drop(stream);
+    gw.start();
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
 }
 
 /// The body of `POST /api/v1/hl7/outbound` for an ADT^A08 with control id `control`.
