@@ -3,7 +3,7 @@
 //! writer's transaction ([`Tx`]); nothing here opens SQLite.
 
 use super::{Alert, NewAlert};
-use crate::journal::{JournalError, NewItem, Schema, Tx, to_json};
+use crate::journal::{JournalError, NewItem, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
 /// The alerts' migrations.
@@ -220,16 +220,7 @@ fn escalated_event(tx: &mut Tx<'_>, a: &Alert, now: i64) -> Result<(), JournalEr
         "raised_at": a.raised_at,
         "escalated_to": a.escalated_to,
     });
-    let item = NewItem {
-        source: "alerts".into(),
-        source_id: None,
-        kind: "alert.escalated".into(),
-        key: format!("alert:{}", a.id),
-        schema: "clinic-gateway/alert.escalated@1".into(),
-        payload: to_json(&payload)?.into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::CLOUD.into()],
-    };
-    tx.append(&item, now).map(|_| ())
+    let key = format!("alert:{}", a.id);
+    let event = NewItem::event("alerts", "alert.escalated", key, &payload, &[crate::CLOUD]);
+    tx.raise(event, now).map(|_| ())
 }

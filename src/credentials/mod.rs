@@ -201,17 +201,8 @@ impl Work for TellExpiry {
             "not_after": until,
             "days_left": days,
         });
-        let item = NewItem {
-            source: "gateway".into(),
-            source_id: None,
-            kind: event.clone(),
-            key: format!("credential:{name}"),
-            schema: format!("clinic-gateway/{event}@1"),
-            payload: payload.to_string().into_bytes(),
-            reply: None,
-            occurred_at: None,
-            destinations: vec![crate::CLOUD.into()],
-        };
+        let key = format!("credential:{name}");
+        let item = NewItem::event("gateway", &event, key, &payload, &[crate::CLOUD]);
         crate::notices::store::notice(tx, &event, &text, now)?;
         tx.append(&item, now)?;
         store::record(tx, &name, not_after_ms, standing, now)?;

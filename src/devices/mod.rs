@@ -153,17 +153,8 @@ where
 
 /// An event from a device for the cloud, keyed by the device so that its events stay in order.
 pub fn device_event(device: &str, kind: &str, payload: serde_json::Value) -> NewItem {
-    NewItem {
-        source: format!("device:{device}"),
-        source_id: None,
-        kind: kind.into(),
-        key: format!("device:{device}"),
-        schema: format!("clinic-gateway/{kind}@1"),
-        payload: payload.to_string().into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: vec![crate::CLOUD.into()],
-    }
+    let source = format!("device:{device}");
+    NewItem::event(source.clone(), kind, source, &payload, &[crate::CLOUD])
 }
 
 /// Decides which readings become events: values that differ from the last event's, or the

@@ -64,20 +64,16 @@ pub fn set_room_hold(
         ),
         now,
     )?;
-    let item = NewItem {
-        source: "facility".into(),
-        source_id: None,
-        kind: "facility.room_hold".into(),
-        key: format!("room:{room}"),
-        schema: "clinic-gateway/facility.room_hold@1".into(),
-        payload: serde_json::json!({ "room": room, "state": state, "reason": reason, "by": by })
-            .to_string()
-            .into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::CLOUD.into()],
-    };
-    tx.append(&item, now)?;
+    let payload = serde_json::json!({ "room": room, "state": state, "reason": reason, "by": by });
+    let key = format!("room:{room}");
+    let event = NewItem::event(
+        "facility",
+        "facility.room_hold",
+        key,
+        &payload,
+        &[crate::CLOUD],
+    );
+    tx.raise(event, now)?;
     Ok(held)
 }
 

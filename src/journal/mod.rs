@@ -110,6 +110,30 @@ pub struct NewItem {
     pub destinations: Vec<String>,
 }
 
+impl NewItem {
+    /// An event the gateway raises itself (no sender's id, nothing to answer): `payload` under
+    /// the schema `clinic-gateway/{kind}@1`, occurring when committed unless set.
+    pub fn event(
+        source: impl Into<String>,
+        kind: &str,
+        key: impl Into<String>,
+        payload: &serde_json::Value,
+        destinations: &[&str],
+    ) -> NewItem {
+        NewItem {
+            source: source.into(),
+            source_id: None,
+            kind: kind.into(),
+            key: key.into(),
+            schema: format!("clinic-gateway/{kind}@1"),
+            payload: payload.to_string().into_bytes(),
+            reply: None,
+            occurred_at: None,
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+}
+
 /// Proof that an item is committed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Receipt {
@@ -371,6 +395,17 @@ impl<'t> Tx<'t> {
             self.woken.extend(item.destinations.iter().cloned());
         }
         Ok(receipt)
+    }
+
+    /// Commits an event that happened at `now` (see [`NewItem::event`]).
+    pub fn raise(&mut self, event: NewItem, now: i64) -> Result<Receipt, JournalError> {
+        self.append(
+            &NewItem {
+                occurred_at: Some(now),
+                ..event
+            },
+            now,
+        )
     }
 
     /// Appends an audit record.

@@ -1183,18 +1183,15 @@ pub(crate) fn queue_next_prepared(
         "finished": { "id": done.id, "ticket": done.ticket },
         "next": next.map(|n| serde_json::json!({ "id": n.id, "ticket": n.ticket })),
     });
-    let item = NewItem {
-        source: "queue".into(),
-        source_id: None,
-        kind: "queue.next_prepared".into(),
-        key: format!("queue:{}", done.queue),
-        schema: "clinic-gateway/queue.next_prepared@1".into(),
-        payload: to_json(&payload)?.into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::CLOUD.into()],
-    };
-    tx.append(&item, now).map(|_| ())
+    let key = format!("queue:{}", done.queue);
+    let event = NewItem::event(
+        "queue",
+        "queue.next_prepared",
+        key,
+        &payload,
+        &[crate::CLOUD],
+    );
+    tx.raise(event, now).map(|_| ())
 }
 
 /// Columns read by [`entry_from_row`], in its order.

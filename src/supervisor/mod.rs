@@ -236,17 +236,7 @@ impl Supervisor {
 
 /// A gateway event for the cloud, keyed so that one source's events stay in order.
 pub fn gateway_event(kind: &str, key: &str, payload: serde_json::Value) -> NewItem {
-    NewItem {
-        source: "gateway".into(),
-        source_id: None,
-        kind: kind.into(),
-        key: key.into(),
-        schema: format!("clinic-gateway/{kind}@1"),
-        payload: payload.to_string().into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: vec![crate::CLOUD.into()],
-    }
+    NewItem::event("gateway", kind, key, &payload, &[crate::CLOUD])
 }
 
 impl Actor for Supervisor {

@@ -48,17 +48,8 @@ pub struct IsSuspended {
 crate::journal_work!(Suspend, Resume, IsSuspended);
 
 fn event(kind: &str, name: &str, payload: serde_json::Value) -> NewItem {
-    NewItem {
-        source: "gateway".into(),
-        source_id: None,
-        kind: kind.into(),
-        key: format!("integration:{name}"),
-        schema: format!("clinic-gateway/{kind}@1"),
-        payload: payload.to_string().into_bytes(),
-        reply: None,
-        occurred_at: None,
-        destinations: vec![crate::CLOUD.into()],
-    }
+    let key = format!("integration:{name}");
+    NewItem::event("gateway", kind, key, &payload, &[crate::CLOUD])
 }
 
 impl Work for Suspend {

@@ -350,17 +350,13 @@ impl Shared {
             pause.as_secs()
         );
         let payload = serde_json::json!({ "error": error, "retry_s": pause.as_secs() });
-        let item = journal::NewItem {
-            source: "gateway".into(),
-            source_id: None,
-            kind: "fhir.credentials_refused".into(),
-            key: NAME.into(),
-            schema: "clinic-gateway/fhir.credentials_refused@1".into(),
-            payload: payload.to_string().into_bytes(),
-            reply: None,
-            occurred_at: None,
-            destinations: vec![crate::CLOUD.into()],
-        };
+        let item = journal::NewItem::event(
+            "gateway",
+            "fhir.credentials_refused",
+            NAME,
+            &payload,
+            &[crate::CLOUD],
+        );
         self.journal.do_send(RaiseNotice {
             kind: "fhir.credentials_refused".into(),
             text,

@@ -282,18 +282,14 @@ pub(crate) fn fhir_change(
         "fields": changes.keys().collect::<Vec<_>>(),
     });
     tx.audit(by, action, &detail.to_string(), now)?;
-    let item = NewItem {
-        source: "fhir".into(),
-        source_id: None,
-        kind: "fhir.patient_update".into(),
-        key: format!("fhir:Patient/{}", cached.id),
-        schema: "clinic-gateway/fhir.patient_update@1".into(),
-        payload: to_json(&serde_json::json!({ "patient_id": cached.id }))?.into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::connectors::fhir::DESTINATION.into()],
-    };
-    tx.append(&item, now)?;
+    let event = NewItem::event(
+        "fhir",
+        "fhir.patient_update",
+        format!("fhir:Patient/{}", cached.id),
+        &serde_json::json!({ "patient_id": cached.id }),
+        &[crate::connectors::fhir::DESTINATION],
+    );
+    tx.raise(event, now)?;
     Ok(true)
 }
 

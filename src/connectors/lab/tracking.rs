@@ -13,7 +13,7 @@
 use super::config::SpecimensConfig;
 use super::specimen::{self, Slot, SpecimenState, SpecimenUpdate};
 use super::store::{self, SpecimenRow};
-use crate::journal::{self, JournalError, JournalWriter, NewItem, Tx, Work, to_json};
+use crate::journal::{self, JournalError, JournalWriter, NewItem, Tx, Work};
 use crate::queue::{self, Entry, EntryState, Inbound};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor, link};
 use actix::Addr;
@@ -166,18 +166,9 @@ fn specimen_event(
         "reject_reason": update.reject_reason,
         "condition": update.condition,
     });
-    let item = NewItem {
-        source: "lab".into(),
-        source_id: None,
-        kind: EVENT.into(),
-        key: format!("queue:{}", entry.queue),
-        schema: format!("clinic-gateway/{EVENT}@1"),
-        payload: to_json(&payload)?.into_bytes(),
-        reply: None,
-        occurred_at: Some(now),
-        destinations: vec![crate::CLOUD.into()],
-    };
-    tx.append(&item, now).map(|_| ())
+    let key = format!("queue:{}", entry.queue);
+    let event = NewItem::event("lab", EVENT, key, &payload, &[crate::CLOUD]);
+    tx.raise(event, now).map(|_| ())
 }
 
 /// Adds `delay_min` to `entry`'s expected time and moves the estimated waits of the patients

@@ -224,18 +224,15 @@ impl Work for RecordAnswer {
             "status": self.status,
             "cause": self.detail.cause,
         });
-        let item = NewItem {
-            source: "practice".into(),
-            source_id: None,
-            kind: "eligibility.checked".into(),
-            key: format!("queue:{}", entry.queue),
-            schema: "clinic-gateway/eligibility.checked@1".into(),
-            payload: journal::to_json(&payload)?.into_bytes(),
-            reply: None,
-            occurred_at: Some(now),
-            destinations: vec![crate::CLOUD.into()],
-        };
-        tx.append(&item, now).map(|_| ())
+        let key = format!("queue:{}", entry.queue);
+        let event = NewItem::event(
+            "practice",
+            "eligibility.checked",
+            key,
+            &payload,
+            &[crate::CLOUD],
+        );
+        tx.raise(event, now).map(|_| ())
     }
 }
 
