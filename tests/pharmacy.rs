@@ -424,6 +424,67 @@ fn issues_allergies_and_prescriptions_from_the_ehr_and_the_pharmacy_alert_clinic
     }
 }
 
+/// An ADT^A08 of `mrn` listing the allergies `al1s` (AL1 segments).
+fn a08_with(control: &str, mrn: &str, al1s: &str) -> String {
+    format!(
+        "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124150000||ADT^A08^ADT_A01|{control}|P|2.5.1\n\
+         EVN|A08|20261124150000\n\
+         PID|1||{mrn}^^^CLINIC^MR||POE^PAT\n{al1s}"
+    )
+}
+
+#[test]
+fn hl7_al1_allergies_meet_prescriptions_and_a_later_list_without_one_retires_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway_with(dir.path(), PHARMACY);
+    let queued = check_in(&gw, "MRN-7");
+    let listed = a08_with(
+        "A-1",
+        "MRN-7",
+        "AL1|1|DA|7980^Penicillin G^RXN|SV|Hives\nAL1|2|DA|1191^Aspirin^RXN|MO\n",
+    );
+    send(dir.path(), port, &listed, "A-1");
+    // A prescription of a listed allergen, read after the list: one alert naming the code, on
+    // the entry the patient was checked in with by the same identifier.
+    send(
+        dir.path(),
+        port,
+        &rde_of("R-1", "MRN-7", "RX-1", "7980", ""),
+        "R-1",
+    );
+    let raised = alerts_of(&gw, "allergy");
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["entry"], queued["id"]);
+    assert_eq!(raised[0]["code"], "7980");
+    let said = serde_json::to_string(&alerts(&gw)).expect("json");
+    assert!(
+        !said.contains("Penicillin") && !said.contains("Hives"),
+        "{said}"
+    );
+
+    // The next list no longer names aspirin: its prescription raises nothing. The alerts are
+    // decided in the transaction the AA waits for, so the AA is the sign to look.
+    let relisted = a08_with("A-2", "MRN-7", "AL1|1|DA|7980^Penicillin G^RXN|SV\n");
+    send(dir.path(), port, &relisted, "A-2");
+    send(
+        dir.path(),
+        port,
+        &rde_of("R-2", "MRN-7", "RX-2", "1191", ""),
+        "R-2",
+    );
+    assert_eq!(alerts_of(&gw, "allergy").len(), 1);
+    // A list read after the prescription still meets it.
+    let added = a08_with(
+        "A-3",
+        "MRN-7",
+        "AL1|1|DA|7980^Penicillin G^RXN|SV\nAL1|2|DA|1191^Aspirin^RXN|MO\n",
+    );
+    send(dir.path(), port, &added, "A-3");
+    let raised = alerts_of(&gw, "allergy");
+    assert_eq!(raised.len(), 2, "{raised:?}");
+    assert_eq!(raised[1]["code"], "1191");
+}
+
 #[test]
 fn an_interaction_committed_but_not_acknowledged_survives_kill_9_and_its_resend_alerts_once() {
     let dir = tempfile::tempdir().expect("tempdir");

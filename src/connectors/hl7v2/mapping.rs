@@ -507,6 +507,45 @@ const MEDICATION_REQUEST: &[Row] = &[
     row("PID-3[1].1", "subject.identifier.value", Conv::Text),
 ];
 
+/// AL1 → AllergyIntolerance, one per AL1: the allergen's code (never its text or the
+/// reaction), its type and severity. The AL1s of a message are the patient's whole list, so each
+/// is active; the patient is named by PID-3 as on the other mapped resources.
+const ALLERGY: &[Row] = &[
+    row("AL1-3.1", "code.coding[0].code", Conv::Text),
+    row(
+        "AL1-3.3",
+        "code.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("AL1-2.1", "category[0]", Conv::Code(ALLERGEN_TYPE)),
+    row("AL1-4.1", "criticality", Conv::Code(ALLERGY_SEVERITY)),
+    with(
+        "PID-3[1].1",
+        "patient.identifier.value",
+        Conv::Text,
+        &[("clinicalStatus.coding[0].code", "active")],
+    ),
+];
+
+/// HL7 table 0127 (allergen type, AL1-2) → FHIR allergy-intolerance-category; the
+/// miscellaneous types (MA, MC) have none.
+const ALLERGEN_TYPE: &[(&str, &str)] = &[
+    ("DA", "medication"),
+    ("FA", "food"),
+    ("EA", "environment"),
+    ("AA", "biologic"),
+    ("PA", "environment"),
+    ("LA", "environment"),
+];
+
+/// HL7 table 0128 (allergy severity, AL1-4) → FHIR allergy-intolerance-criticality.
+const ALLERGY_SEVERITY: &[(&str, &str)] = &[
+    ("SV", "high"),
+    ("MO", "low"),
+    ("MI", "low"),
+    ("U", "unable-to-assess"),
+];
+
 /// RDS (ORC/RXD) → MedicationDispense: its status from ORC-5 and, while it is being prepared,
 /// the pharmacy's estimate of when it will be ready (RXD-3).
 const MEDICATION_DISPENSE: &[Row] = &[
@@ -709,6 +748,7 @@ const RESOURCES: &[Resource] = &[
     ("ADT", "Patient", &[PATIENT], &[]),
     ("ADT", "Encounter", &[ENCOUNTER], &[]),
     ("ADT", "Location", &[LOCATION], &[]),
+    ("ADT", "AllergyIntolerance", &[ALLERGY], &["AL1"]),
     ("SIU", "Patient", &[PATIENT], &[]),
     ("SIU", "Appointment", &[APPOINTMENT], &[]),
     ("SIU", "Location", &[LOCATION], &[]),
@@ -722,6 +762,7 @@ const RESOURCES: &[Resource] = &[
         &[ORDER_IDS, MEDICATION_REQUEST],
         &[],
     ),
+    ("RDE", "AllergyIntolerance", &[ALLERGY], &["AL1"]),
     ("RDS", "Patient", &[PATIENT], &[]),
     (
         "RDS",
@@ -1101,6 +1142,44 @@ mod tests {
         assert_eq!(rds[1]["status"], "preparation");
         assert_eq!(rds[1]["whenPrepared"], "2026-11-24T15:30:00+01:00");
         assert_eq!(rds[1]["subject"]["identifier"]["value"], "MRN-1");
+    }
+
+    #[test]
+    fn each_al1_maps_to_an_active_allergy_by_its_code_without_its_text() {
+        let r = mapped(
+            "MSH|^~\\&|HIS|HOSP|GW|CLINIC|2026||ADT^A08^ADT_A01|M6|P|2.5.1\r\
+             EVN|A08|2026\rPID|1||MRN-1^^^HOSP^MR\r\
+             AL1|1|DA|7980^Penicillin G^RXN|SV|Hives\r\
+             AL1|2|FA|^Peanuts\r\
+             AL1|3|MA|1191^Aspirin^RXN|XX",
+        );
+        let allergies: Vec<&Value> = r
+            .iter()
+            .filter(|v| v["resourceType"] == "AllergyIntolerance")
+            .collect();
+        assert_eq!(allergies.len(), 3, "{r:?}");
+        assert_eq!(
+            allergies[0]["code"]["coding"][0],
+            json!({ "code": "7980", "system": "http://www.nlm.nih.gov/research/umls/rxnorm" })
+        );
+        assert_eq!(
+            allergies[0]["clinicalStatus"]["coding"][0]["code"],
+            "active"
+        );
+        assert_eq!(allergies[0]["category"][0], "medication");
+        assert_eq!(allergies[0]["criticality"], "high");
+        assert_eq!(allergies[0]["patient"]["identifier"]["value"], "MRN-1");
+        // Named by its text only: no code to match a prescription against.
+        assert!(allergies[1].get("code").is_none());
+        assert_eq!(allergies[1]["category"][0], "food");
+        // An unknown severity and a type without a category are left out, not guessed.
+        assert_eq!(allergies[2]["code"]["coding"][0]["code"], "1191");
+        assert!(allergies[2].get("criticality").is_none());
+        assert!(allergies[2].get("category").is_none());
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(
+            !text.contains("Penicillin") && !text.contains("Hives") && !text.contains("Peanuts")
+        );
     }
 
     #[test]

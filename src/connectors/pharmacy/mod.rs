@@ -21,7 +21,8 @@ use crate::alerts::{self, AlertEntry, NewAlert};
 use crate::journal::{JournalError, NewItem, Tx, Work};
 use crate::queue::{self, Entry, Inbound};
 use config::PharmacyConfig;
-use protocol::{Code, RxState};
+use protocol::{Code, Patient, RxState};
+use std::collections::BTreeSet;
 
 /// The staff notice kind of a prescription ready for pickup.
 pub const NOTICE_READY: &str = "pharmacy.ready";
@@ -173,7 +174,8 @@ impl Prescriptions {
     /// Allergies meet prescriptions either way round: a prescription's codes are matched
     /// against the patient's active allergies read before it, and an allergy read later against
     /// the prescriptions already on the patient's entries. Either raises one alert per
-    /// allergy, prescription and entry.
+    /// allergy, prescription and entry. Allergies come from the EHR's AllergyIntolerances and
+    /// from HL7 v2 AL1 segments (each message's AL1s being the patient's whole list).
     fn allergies(
         &self,
         tx: &mut Tx<'_>,
@@ -181,33 +183,53 @@ impl Prescriptions {
         updates: &[protocol::RxUpdate],
         now: i64,
     ) -> Result<(), JournalError> {
+        let read = protocol::allergies(resources);
+        let listed: BTreeSet<&Patient> = read
+            .iter()
+            .filter(|a| a.from_v2())
+            .map(|a| &a.patient)
+            .collect();
+        for patient in listed {
+            store::retire_v2_allergies(tx, patient, now)?;
+        }
+        for allergy in &read {
+            store::remember_allergy(tx, allergy, now)?;
+        }
+        if !read.is_empty() {
+            store::forget_allergies(tx, now - ALLERGIES_KEPT_MS, 100)?;
+        }
         for update in updates.iter().filter(|u| !u.codes.is_empty()) {
             let Some((entry, _)) = store::prescription(tx, &update.order)? else {
                 continue;
             };
             store::set_codes(tx, &update.order, &update.codes)?;
             let entry = queue::store::queue_entry(tx, entry)?;
-            let patient = entry
+            let id = entry
                 .demographics
                 .as_ref()
                 .map(|d| d.patient_id.clone())
                 .or_else(|| update.patient_id.clone());
-            let Some(patient) = patient else {
-                continue;
-            };
-            for (origin, allergy) in store::active_allergies(tx, &patient)? {
-                if let Some(code) = protocol::allergic(&update.codes, &allergy) {
-                    raise_allergy(tx, &entry, &origin, &update.order, code, now)?;
+            let reference = entry
+                .patient_ref
+                .clone()
+                .or_else(|| update.patient_ref.clone());
+            let patients = id
+                .map(Patient::Id)
+                .into_iter()
+                .chain(reference.map(Patient::Ref));
+            for patient in patients {
+                for (origin, allergy) in store::active_allergies(tx, &patient)? {
+                    if let Some(code) = protocol::allergic(&update.codes, &allergy) {
+                        raise_allergy(tx, &entry, &origin, &update.order, code, now)?;
+                    }
                 }
             }
         }
-        for allergy in protocol::allergies(resources) {
-            store::remember_allergy(tx, &allergy, now)?;
-            if !allergy.active {
-                continue;
-            }
-            let entries =
-                queue::store::open_entries_of_patient(tx, None, Some(&allergy.patient_id))?;
+        for allergy in read.iter().filter(|a| a.active) {
+            let entries = match &allergy.patient {
+                Patient::Id(id) => queue::store::open_entries_of_patient(tx, None, Some(id))?,
+                Patient::Ref(r) => queue::store::open_entries_of_patient(tx, Some(r), None)?,
+            };
             for entry in &entries {
                 for (order, codes) in store::codes_on_entry(tx, entry.id)? {
                     if let Some(code) = protocol::allergic(&codes, &allergy.codes) {
@@ -219,6 +241,9 @@ impl Prescriptions {
         Ok(())
     }
 }
+
+/// How long an allergy not read again is kept: a year of visits.
+const ALLERGIES_KEPT_MS: i64 = 365 * 24 * 3_600_000;
 
 /// The item kind of an RDE^O11, the message whose segments the alert rules look at.
 const RDE_KIND: &str = "hl7.rde.order";

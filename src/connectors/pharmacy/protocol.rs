@@ -205,25 +205,73 @@ pub fn issues(resources: &[Value]) -> Vec<Issue> {
         .collect()
 }
 
+/// Who an allergy belongs to: the EHR's Patient (FHIR), or the identifier an HL7 v2 message
+/// names the patient by (PID-3), as queue entries keep it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Patient {
+    Id(String),
+    Ref(String),
+}
+
+impl Patient {
+    /// As the allergy table keeps it: a FHIR id as it is, an identifier after `ref:`, which no
+    /// FHIR id can contain.
+    pub fn key(&self) -> String {
+        match self {
+            Patient::Id(id) => id.clone(),
+            Patient::Ref(identifier) => format!("ref:{identifier}"),
+        }
+    }
+}
+
 /// A patient's allergy or intolerance, as its codes (never its text or reactions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allergy {
-    /// `AllergyIntolerance/<id>`.
+    /// `AllergyIntolerance/<id>`, or for an HL7 v2 AL1 (which has no id)
+    /// `AL1/<patient identifier>/<system>|<code>`.
     pub origin: String,
-    pub patient_id: String,
+    pub patient: Patient,
     /// Whether it is to be matched: clinically active and not refuted.
     pub active: bool,
     pub codes: Vec<Code>,
 }
 
-/// The AllergyIntolerances among `resources` with an id and a patient.
+impl Allergy {
+    /// Read from an HL7 v2 message, whose AL1s are the patient's whole list.
+    pub fn from_v2(&self) -> bool {
+        self.origin.starts_with(V2_ORIGIN)
+    }
+}
+
+/// The origin prefix of the allergies an HL7 v2 message lists.
+pub const V2_ORIGIN: &str = "AL1/";
+
+/// The AllergyIntolerances among `resources` with a patient, and an id or (mapped from an
+/// AL1) a code.
 pub fn allergies(resources: &[Value]) -> Vec<Allergy> {
     resources
         .iter()
         .filter(|r| r["resourceType"] == "AllergyIntolerance")
         .filter_map(|r| {
-            let id = r["id"].as_str().filter(|s| !s.is_empty())?;
-            let status = |key: &str| codes(&r[key]).into_iter().next().map(|c| c.code);
+            let codes = codes(&r["code"]);
+            let (origin, patient) = match r["id"].as_str().filter(|s| !s.is_empty()) {
+                Some(id) => (
+                    format!("AllergyIntolerance/{id}"),
+                    Patient::Id(patient_id(&r["patient"])?),
+                ),
+                None => {
+                    let identifier = r["patient"]["identifier"]["value"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())?;
+                    let first = codes.first()?;
+                    let system = first.system.as_deref().unwrap_or_default();
+                    (
+                        format!("{V2_ORIGIN}{identifier}/{system}|{}", first.code),
+                        Patient::Ref(identifier.to_string()),
+                    )
+                }
+            };
+            let status = |key: &str| self::codes(&r[key]).into_iter().next().map(|c| c.code);
             // R4 (ait-1): a clinical status is present unless the allergy is entered in error;
             // an absent one is not taken as active.
             let active = status("clinicalStatus").as_deref() == Some("active")
@@ -232,10 +280,10 @@ pub fn allergies(resources: &[Value]) -> Vec<Allergy> {
                     Some("refuted" | "entered-in-error")
                 );
             Some(Allergy {
-                origin: format!("AllergyIntolerance/{id}"),
-                patient_id: patient_id(&r["patient"])?,
+                origin,
+                patient,
                 active,
-                codes: codes(&r["code"]),
+                codes,
             })
         })
         .collect()
@@ -413,6 +461,30 @@ mod tests {
         );
         assert!(allergic(&[code(Some("ndc"), "7980")], &known).is_none());
         assert!(allergic(&[code(Some("rx"), "798")], &known).is_none());
+        assert_eq!(
+            allergy("active", "confirmed").patient.key(),
+            "p1",
+            "a FHIR allergy is the EHR patient's"
+        );
+    }
+
+    #[test]
+    fn a_mapped_al1_is_known_by_its_patients_identifier_and_its_code() {
+        let mapped = |code: Value| {
+            allergies(&[json!({
+                "resourceType": "AllergyIntolerance",
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+                "code": code,
+                "patient": {"identifier": {"value": "MRN-1"}},
+            })])
+        };
+        let found = mapped(json!({"coding": [{"system": "rx", "code": "7980"}]}));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].origin, "AL1/MRN-1/rx|7980");
+        assert_eq!(found[0].patient, Patient::Ref("MRN-1".into()));
+        assert_eq!(found[0].patient.key(), "ref:MRN-1");
+        assert!(found[0].active && found[0].from_v2());
+        assert!(mapped(json!(null)).is_empty(), "no code: nothing to match");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! patients' allergies as codes (never their text or reactions). Functions run inside the
 //! journal writer's transaction ([`Tx`]); nothing here opens SQLite.
 
-use super::protocol::{Allergy, Code, RxState};
+use super::protocol::{Allergy, Code, Patient, RxState, V2_ORIGIN};
 use crate::journal::{JournalError, Schema, Tx};
 use rusqlite::{OptionalExtension, params};
 
@@ -33,6 +33,12 @@ CREATE TABLE allergy (
     updated_at  INTEGER NOT NULL
 );
 CREATE INDEX allergy_patient ON allergy(patient_id) WHERE active;
+"#,
+        // An allergy's `patient_id` is now a patient key (`Allergy::patient`): a FHIR id, or
+        // `ref:` and an HL7 v2 identifier; allergies not read again for a year are forgotten.
+        r#"
+CREATE INDEX allergy_by_patient ON allergy(patient_id, origin);
+CREATE INDEX allergy_updated ON allergy(updated_at);
 "#,
     ],
     legacy: &[],
@@ -152,21 +158,49 @@ pub fn remember_allergy(tx: &mut Tx<'_>, a: &Allergy, now: i64) -> Result<(), Jo
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(origin) DO UPDATE SET patient_id = ?2, active = ?3, codes = ?4, updated_at = ?5",
         )?
-        .execute(params![a.origin, a.patient_id, a.active, text, now])?;
+        .execute(params![a.origin, a.patient.key(), a.active, text, now])?;
+    Ok(())
+}
+
+/// Stops matching every allergy an HL7 v2 message listed for `patient` before: a message's AL1s
+/// are the patient's whole list, and the ones it still lists are remembered again after this.
+pub fn retire_v2_allergies(
+    tx: &mut Tx<'_>,
+    patient: &Patient,
+    now: i64,
+) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "UPDATE allergy SET active = 0, updated_at = ?3
+              WHERE patient_id = ?1 AND origin >= ?2 AND origin < ?2 || x'ff' AND active",
+        )?
+        .execute(params![patient.key(), V2_ORIGIN, now])?;
+    Ok(())
+}
+
+/// Forgets up to `limit` allergies not read again since `before`: a patient not seen for that
+/// long has theirs read afresh at their next visit.
+pub fn forget_allergies(tx: &mut Tx<'_>, before: i64, limit: usize) -> Result<(), JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "DELETE FROM allergy WHERE origin IN
+               (SELECT origin FROM allergy WHERE updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+        )?
+        .execute(params![before, limit as i64])?;
     Ok(())
 }
 
 /// A patient's active allergies: (origin, codes).
 pub fn active_allergies(
     tx: &mut Tx<'_>,
-    patient_id: &str,
+    patient: &Patient,
 ) -> Result<Vec<(String, Vec<Code>)>, JournalError> {
     let rows: Vec<(String, String)> = tx
         .sql()
         .prepare_cached(
             "SELECT origin, codes FROM allergy WHERE patient_id = ?1 AND active ORDER BY origin",
         )?
-        .query_map([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([patient.key()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(rows.into_iter().map(|(o, c)| (o, codes_of(c))).collect())
 }
