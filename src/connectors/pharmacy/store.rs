@@ -204,3 +204,58 @@ pub fn active_allergies(
         .collect::<Result<_, _>>()?;
     Ok(rows.into_iter().map(|(o, c)| (o, codes_of(c))).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Extensions, OpenOptions, Store};
+
+    fn allergy(origin: &str, patient: Patient) -> Allergy {
+        Allergy {
+            origin: origin.into(),
+            patient,
+            active: true,
+            codes: vec![Code {
+                system: None,
+                code: origin.rsplit('|').next().unwrap_or(origin).into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_v2_list_retires_only_that_patients_v2_allergies_and_old_ones_are_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        };
+        let mut store = Store::open(&dir.path().join("j.db"), &options, &[&SCHEMA]).expect("open");
+        let mrn = Patient::Ref("MRN-1".into());
+        let other = Patient::Ref("MRN-10".into());
+        let (kept, others, left) = store
+            .with_batch(|b| {
+                let extensions = Extensions::default();
+                let tx = &mut b.work(&extensions);
+                remember_allergy(tx, &allergy("AL1/MRN-1/|1", mrn.clone()), 1_000)?;
+                remember_allergy(tx, &allergy("AL1/MRN-10/|2", other.clone()), 1_000)?;
+                remember_allergy(tx, &allergy("AllergyIntolerance/a", mrn.clone()), 1_000)?;
+                retire_v2_allergies(tx, &mrn, 2_000)?;
+                let kept = active_allergies(tx, &mrn)?;
+                let others = active_allergies(tx, &other)?;
+                forget_allergies(tx, 1_500, 10)?;
+                let left: i64 = tx
+                    .sql()
+                    .query_row("SELECT count(*) FROM allergy", [], |r| r.get(0))?;
+                Ok((kept, others, left))
+            })
+            .expect("batch");
+        assert_eq!(
+            kept.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(),
+            ["AllergyIntolerance/a"],
+            "the FHIR allergy stays"
+        );
+        assert_eq!(others.len(), 1, "another patient's list is not touched");
+        assert_eq!(left, 1, "only the retired one was updated since 1 500");
+    }
+}
