@@ -6,7 +6,13 @@
 //! records the intent's ids (`Opened`). The processor's signed webhook (`Webhook`) or, when
 //! none came in time, the connector's poll (`Resolve`) settles it: confirmed, the entry is
 //! paid and the PMS is told with a DFT^P03; failed, the entry keeps its place, marked
-//! `payment_pending`, and staff are told the alternatives.
+//! `payment_pending`, and staff are told the alternatives (or let the patient pay later:
+//! `PayLater`, the amount owed).
+//!
+//! Each create is committed first as an attempt under its idempotency key, which the intent's
+//! metadata carries too: after a restart, or when a processor answered too late, the intent
+//! it made is found in its list (`find`) and adopted, or kept as left open for staff to cancel
+//! (`CancelLeftOpen`); one paid as well is shown as a payment taken twice.
 //!
 //! **Invariant:** card data never reaches the gateway; the journal keeps the processor's ids,
 //! the client secret and statuses only. A payment is confirmed, posted to the PMS and
@@ -158,11 +164,11 @@ struct Found {
     effects: Effects,
 }
 
-/// A processor answered about an attempt's intent (`None` when it refused the create).
+/// The processor made no intent for attempt `key`: it refused the create, or its list has
+/// none under the key.
 #[derive(Debug)]
-struct AttemptIs {
+struct MadeNothing {
     key: String,
-    state: AttemptState,
 }
 
 /// No processor could take a requested payment (`cause`: `unavailable` or `refused`).
@@ -226,7 +232,7 @@ crate::journal_work!(
     Unanswered,
     Behind,
     Found,
-    AttemptIs,
+    MadeNothing,
     RequestPayment,
     GetPayment,
     GetPayments,
@@ -379,11 +385,11 @@ impl Work for Behind {
     }
 }
 
-impl Work for AttemptIs {
+impl Work for MadeNothing {
     type Output = ();
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
-        store::attempt_is(tx, &self.key, self.state, None, now)
+        store::attempt_is(tx, &self.key, AttemptState::None, None, now)
     }
 }
 
@@ -1004,10 +1010,7 @@ impl Client {
                 }
                 Ok(None) => {
                     self.breaker(&a.processor).success();
-                    let none = AttemptIs {
-                        key: a.key,
-                        state: AttemptState::None,
-                    };
+                    let none = MadeNothing { key: a.key };
                     if let Err(e) = journal::ask(journal, none).await {
                         return Settle::Retry(format!("attempt not recorded: {e}"));
                     }
@@ -1062,10 +1065,7 @@ impl Client {
                 Err(Trouble::Refused(why)) => {
                     self.breaker(name).success();
                     tracing::warn!(processor = name, error = %why, entry = job.entry_id, "payment refused by the processor");
-                    let none = AttemptIs {
-                        key,
-                        state: AttemptState::None,
-                    };
+                    let none = MadeNothing { key };
                     if let Err(e) = journal::ask(journal, none).await {
                         return Settle::Retry(format!("attempt not recorded: {e}"));
                     }
@@ -1244,10 +1244,7 @@ impl Client {
         for a in behind {
             let Some(processor) = self.config.processor(&a.processor).cloned() else {
                 // No longer configured: nothing can be looked up or canceled there.
-                let none = AttemptIs {
-                    key: a.key,
-                    state: AttemptState::None,
-                };
+                let none = MadeNothing { key: a.key };
                 if let Err(e) = journal::ask(journal, none).await {
                     tracing::error!(error = %e, "attempt not recorded");
                 }
