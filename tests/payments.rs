@@ -1,6 +1,8 @@
 //! Payments against two real processors (`localstripe`, tests/common/stripe.rs) and the Python
 //! `hl7` MLLP receiver as the PMS: the front desk asks for a co-pay, the patient pays (or is
-//! declined) at the processor, webhooks and polls confirm it, the PMS gets one DFT^P03.
+//! declined) at the processor, webhooks and polls confirm it, the PMS gets one DFT^P03; a
+//! restart between a create and its commit adopts the intent made; staff let a patient pay
+//! later, cancel intents left open at a processor and see payments taken twice.
 
 mod common;
 
@@ -13,6 +15,9 @@ use std::time::Duration;
 
 const SECRET_A: &str = "whsec_alpha";
 const SECRET_B: &str = "whsec_bravo";
+
+/// The amount whose create the fault hook holds before its intent is recorded.
+const HELD_CENTS: &str = "1234";
 
 /// The gateway with processors `a` then `b`, and the PMS's MLLP receiver.
 fn gateway(dir: &std::path::Path, a: &Stripe, b: &Stripe, pms: u16) -> Gateway {
@@ -33,9 +38,58 @@ fn gateway(dir: &std::path::Path, a: &Stripe, b: &Stripe, pms: u16) -> Gateway {
             a.url(),
             b.url()
         ),
-    );
+    )
+    .env("CLINIC_GATEWAY_FAULT_HOLD_INTENT", HELD_CENTS);
     gw.start();
     gw
+}
+
+/// The intents processor `stripe` holds for the payment `reference`.
+fn intents_of(stripe: &Stripe, reference: &str) -> Vec<Value> {
+    let list = stripe.get("/v1/payment_intents?limit=100");
+    list["data"]
+        .as_array()
+        .expect("intents")
+        .iter()
+        .filter(|i| i["metadata"]["payment"] == reference)
+        .cloned()
+        .collect()
+}
+
+/// The intent left behind at `processor` for payment `payment`, once it is in `state`.
+fn left_behind(gw: &Gateway, processor: &str, payment: &Value, state: &str) -> Value {
+    wait_for(
+        &format!("an intent {state} at {processor}"),
+        Duration::from_secs(30),
+        || {
+            let list = gw.get_json("/api/v1/payments/left-open");
+            list["intents"].as_array().and_then(|l| {
+                l.iter()
+                    .find(|i| {
+                        i["processor"] == processor
+                            && i["payment_id"] == payment["id"]
+                            && i["state"] == state
+                    })
+                    .cloned()
+            })
+        },
+    )
+}
+
+/// Freezes `a` while a payment is asked on `entry`: its create times out and `b` takes it;
+/// thawed, `a` makes the intent late. Answers the payment, once that intent is left open.
+fn failover_with_a_late_intent(gw: &Gateway, a: &Stripe, entry: i64) -> (Value, Value) {
+    a.pause();
+    let (status, body) = post(
+        &gw.url(&format!("/api/v1/queue-entries/{entry}/payments")),
+        &json!({ "amount_cents": 2000, "currency": "usd", "method": "hosted" }),
+    );
+    a.resume();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["payment"]["processor"], "b", "failed over: {body}");
+    let payment = body["payment"].clone();
+    let late = left_behind(gw, "a", &payment, "left_open");
+    (payment, late)
 }
 
 fn check_in(gw: &Gateway, patient: &str) -> i64 {
@@ -201,6 +255,40 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["entry"], second);
 
+    // Pay later: the entry leaves payment_pending, the balance is owed, audited, announced.
+    let later = format!(
+        "/api/v1/queue-entries/{second}/payments/{}/pay-later",
+        open["id"]
+    );
+    let (status, body) = post(&gw.url(&later), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry_payment"], "owed", "{body}");
+    assert_eq!(body["owed_cents"], json!({ "usd": 2500 }), "{body}");
+    let p = payments(&gw, second);
+    assert_eq!(
+        (&p["entry_payment"], &p["owed_cents"], &p["alternatives"]),
+        (&json!("owed"), &json!({ "usd": 2500 }), &json!([])),
+        "{p}"
+    );
+    assert!(
+        gw.get_text("/").contains("owes</span> 25.00 USD"),
+        "the board shows what is owed"
+    );
+    assert!(
+        audit_log(&gw)
+            .iter()
+            .any(|(action, _, detail)| action == "payment.pay_later"
+                && detail.contains(&format!("\"payment\":{}", open["id"]))),
+        "{:?}",
+        audit_log(&gw)
+    );
+    let owed = journal_events(&gw, "payment.owed");
+    assert_eq!(owed.len(), 1, "{owed:?}");
+    assert_eq!(owed[0]["entry"], second);
+    let (status, body) = post(&gw.url(&later), &json!({}));
+    assert_eq!(status, 409, "only a failed payment: {body}");
+    assert_eq!(queue_order(&gw), before, "paying later moves no one");
+
     // The restart: the gateway is killed with a payment open, the patient pays meanwhile (the
     // webhook finds no one), and the poll after the restart confirms it, once.
     let third = check_in(&gw, "MRN-300");
@@ -221,24 +309,118 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
         || (dfts(&pms, &in_flight) > 0).then_some(()),
     );
 
-    // Processor `a` hangs (frozen): its create times out, its breaker opens, `b` takes the
-    // payment within the same request.
-    let fifth = check_in(&gw, "MRN-500");
-    a.pause();
+    // Killed after the processor made the intent and before the gateway recorded it:
+    // localstripe ignores Idempotency-Key, so the intent is found by its metadata and
+    // adopted after the restart, never made twice; the payment confirms once.
+    let held = check_in(&gw, "MRN-350");
     let (status, body) = post(
-        &gw.url(&format!("/api/v1/queue-entries/{fifth}/payments")),
-        &json!({ "amount_cents": 2000, "currency": "usd", "method": "hosted" }),
+        &gw.url(&format!("/api/v1/queue-entries/{held}/payments")),
+        &json!({ "amount_cents": HELD_CENTS.parse::<i64>().expect("cents"), "currency": "usd", "method": "hosted" }),
     );
-    a.resume();
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["payment"]["processor"], "b", "failed over: {body}");
-    let intent5 = body["payment"]["intent"].as_str().expect("intent");
-    assert_eq!(b.pay(intent5, "4242424242424242"), 200);
-    wait_standing(&gw, fifth, "paid");
+    assert_eq!(status, 202, "held before the intent is recorded: {body}");
+    let reference = body["payment"]["ref"].as_str().expect("ref").to_string();
+    wait_for("the create held", Duration::from_secs(30), || {
+        gw.log_text()
+            .contains("fault hook: intent held before its commit")
+            .then_some(())
+    });
+    assert_eq!(intents_of(&a, &reference).len(), 1, "made before the kill");
+    gw.kill9();
+    gw.start();
+    let p = wait_for("the intent adopted", Duration::from_secs(30), || {
+        let p = payments(&gw, held);
+        (p["payments"][0]["status"] == "open").then_some(p)
+    });
+    let made = intents_of(&a, &reference);
+    assert_eq!(made.len(), 1, "one intent at the processor: {made:?}");
+    assert_eq!(p["payments"][0]["intent"], made[0]["id"], "{p}");
+    assert!(gw.log_text().contains("found after a restart, adopted"));
+    let adopted = p["payments"][0].clone();
+    let intent = adopted["intent"].as_str().expect("intent");
+    assert_eq!(a.pay(intent, "4242424242424242"), 200);
+    wait_standing(&gw, held, "paid");
+    wait_for(
+        "the DFT of the adopted intent",
+        Duration::from_secs(30),
+        || (dfts(&pms, &adopted) > 0).then_some(()),
+    );
+
+    // Processor `a` hangs (frozen): its create times out, its breaker opens, `b` takes the
+    // payment within the same request; `a`, thawed, makes the intent late: looked up, it is
+    // left open there. The patient pays it after all: the payment is confirmed through it, and
+    // `b`'s intent is the one left open, which staff cancel.
+    let fifth = check_in(&gw, "MRN-500");
+    let (on_b, late) = failover_with_a_late_intent(&gw, &a, fifth);
     assert!(
         gw.log_text().contains("payment processor unavailable"),
         "the timeout is logged"
     );
+    let late_intent = late["intent"].as_str().expect("the late intent");
+    assert_eq!(late["entry_id"], fifth, "{late}");
+    assert_eq!(a.pay(late_intent, "4242424242424242"), 200);
+    let p = wait_standing(&gw, fifth, "paid");
+    assert_eq!(
+        (&p["payments"][0]["processor"], &p["payments"][0]["intent"]),
+        (&json!("a"), &json!(late_intent)),
+        "{p}"
+    );
+    let left = left_behind(&gw, "b", &on_b, "left_open");
+    assert_eq!(left["intent"], on_b["intent"], "{left}");
+    let key = left["key"].as_str().expect("key");
+    let (status, body) = post(
+        &gw.url(&format!("/api/v1/payments/left-open/{key}/cancel")),
+        &json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["intent"]["state"], "canceled", "{body}");
+    let at_b = b.get(&format!(
+        "/v1/payment_intents/{}",
+        on_b["intent"].as_str().expect("intent")
+    ));
+    assert_eq!(at_b["status"], "canceled", "{at_b}");
+    assert!(
+        audit_log(&gw)
+            .iter()
+            .any(|(action, _, detail)| action == "payment.cancel_left_open"
+                && detail.contains(on_b["intent"].as_str().expect("intent"))),
+        "{:?}",
+        audit_log(&gw)
+    );
+    wait_for(
+        "the DFT of the late intent",
+        Duration::from_secs(30),
+        || (dfts(&pms, &on_b) > 0).then_some(()),
+    );
+
+    // Again, but the patient pays `b`'s intent first, then `a`'s late one as well: the
+    // payment is confirmed once, and staff see the second payment to refund.
+    let sixth = check_in(&gw, "MRN-600");
+    let (on_b, late) = failover_with_a_late_intent(&gw, &a, sixth);
+    assert_eq!(
+        b.pay(on_b["intent"].as_str().expect("intent"), "4242424242424242"),
+        200
+    );
+    wait_standing(&gw, sixth, "paid");
+    assert_eq!(
+        a.pay(late["intent"].as_str().expect("intent"), "4242424242424242"),
+        200
+    );
+    let twice = left_behind(&gw, "a", &on_b, "paid_twice");
+    assert_eq!(twice["intent"], late["intent"], "{twice}");
+    assert!(
+        notice_texts(&gw)
+            .iter()
+            .any(|n| n.contains("paid twice")
+                && n.contains(late["intent"].as_str().expect("intent"))),
+        "{:?}",
+        notice_texts(&gw)
+    );
+    let p = payments(&gw, sixth);
+    assert_eq!(
+        p["payments"][0]["intent"], on_b["intent"],
+        "confirmed once: {p}"
+    );
+    assert_eq!(journal_events(&gw, "payment.paid_twice").len(), 1);
 
     // Processor `b` dies mid-payment: the patient at its terminal has not paid, its polls
     // fail and its breaker opens; asked again (`b` first), the payment fails over to `a`.
@@ -280,14 +462,16 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     );
 
     // Every DFT once, whatever came twice; no card data or patient in the cloud events.
-    for p in [&paid, &in_flight] {
+    for p in [&paid, &in_flight, &adopted] {
         assert_eq!(dfts(&pms, p), 1, "{:?}", pms.received());
     }
-    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 4);
+    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 6);
     let cloud = format!(
-        "{:?}{:?}",
+        "{:?}{:?}{:?}{:?}",
         journal_events(&gw, "payment.confirmed"),
-        journal_events(&gw, "payment.failed")
+        journal_events(&gw, "payment.failed"),
+        journal_events(&gw, "payment.owed"),
+        journal_events(&gw, "payment.paid_twice")
     );
     for leak in ["MRN-", "amount", "_secret_"] {
         assert!(!cloud.contains(leak), "{leak} in {cloud}");

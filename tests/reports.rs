@@ -1,12 +1,14 @@
 //! Billing code suggestions and the reports against the real daemon: a day of check-ins,
 //! calls, no-shows and visits driven through the API, its suggestions received by the Python
 //! `hl7` MLLP receiver as DFT^P03 (or created in the FHIR test server as planned ChargeItems),
-//! and the reports' exact figures in JSON and CSV, for managers and admins only.
+//! and the reports' exact figures in JSON and CSV, for managers and admins only; the paid
+//! figures from a co-pay taken through a real processor (`localstripe`).
 
 mod common;
 
 use common::fhir_server::{FhirServer, MRN};
 use common::hl7_peer::{self, Receiver};
+use common::stripe::{self, Stripe};
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -99,13 +101,21 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     let pms_port = free_port();
     let pms = Receiver::start(dir.path(), pms_port);
     let ehr_port = free_port();
+    let processor = Stripe::start();
+    std::fs::write(dir.path().join("stripe.key"), stripe::KEY).expect("key file");
+    std::fs::write(dir.path().join("stripe.whsec"), "whsec_reports").expect("secret file");
+    // The payment is not posted to the PMS (`pms = "none"`): its DFTs are the suggestions'.
     let mut gw = Gateway::new(
         dir.path(),
         &format!(
             "[access]\nenabled = true\n\n\
              [connectors.hl7v2]\nlisten = \"127.0.0.1:{ehr_port}\"\n\n\
              [connectors.hl7v2_out]\nhost = \"127.0.0.1\"\nport = {pms_port}\nreconnect_initial_ms = 100\nreconnect_max_ms = 200\n\n\
-             [connectors.billing]\npms = \"hl7v2\"\n{BILLING}"
+             [connectors.payments]\npms = \"none\"\npoll_after_ms = 1000\npoll_every_ms = 1000\n\n\
+             [[connectors.payments.processor]]\nname = \"a\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
+             secret_key_file = \"stripe.key\"\nwebhook_secret_file = \"stripe.whsec\"\n\n\
+             [connectors.billing]\npms = \"hl7v2\"\n{BILLING}",
+            processor.url()
         ),
     );
     gw.start();
@@ -143,6 +153,19 @@ fn a_day_of_visits_gives_exact_reports_and_one_suggestion_per_visit() {
     desk.facts(missed, json!({ "appointment_type": "office-visit" }));
     desk.facts(unknown, json!({ "appointment_type": "tattoo" }));
     desk.facts(discharged, json!({ "appointment_type": "office-visit" }));
+    // The front desk takes the office visit's co-pay; the patient pays at the processor and
+    // the poll confirms it.
+    let (status, body) = front.post(
+        &format!("/api/v1/queue-entries/{office}/payments"),
+        &json!({ "amount_cents": 3000, "currency": "usd", "method": "terminal" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let intent = body["payment"]["intent"].as_str().expect("intent");
+    assert_eq!(processor.pay(intent, "4242424242424242"), 200);
+    wait_for("the co-pay confirmed", Duration::from_secs(30), || {
+        let p = front.get_json(&format!("/api/v1/queue-entries/{office}/payments"));
+        (p["entry_payment"] == "paid").then_some(())
+    });
     desk.act(office, "call", json!({}));
     desk.act(office, "assign-room", json!({ "room": "3" }));
     desk.act(office, "complete", json!({}));
@@ -305,8 +328,21 @@ PV1|1|O\n";
         csv,
         format!(
             "period,appointment_type,visits,suggested,billed_cents,paid_cents\r\n\
-             {today},flu-shot,1,1,2500,0\r\n{today},office-visit,2,2,24000,0\r\n{today},tattoo,1,0,0,0\r\n"
+             {today},flu-shot,1,1,2500,0\r\n{today},office-visit,2,2,24000,3000\r\n{today},tattoo,1,0,0,0\r\n"
         )
+    );
+    let revenue = manager.get_json(&format!("/api/v1/reports/revenue?from={today}&to={today}"));
+    let office_row = revenue["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["appointment_type"] == "office-visit")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&office_row["billed_cents"], &office_row["paid_cents"]),
+        (&json!(24000), &json!(3000)),
+        "{revenue}"
     );
     let efficiency = manager.get_json("/api/v1/reports/queue-efficiency?period=week&queue=general");
     let row = &efficiency["rows"][0];
@@ -346,7 +382,11 @@ PV1|1|O\n";
     assert_eq!(status, 400, "{body}");
 
     // The front desk may not see them; a manager may not run the queue.
-    for path in ["/api/v1/reports/no-shows", "/reports"] {
+    for path in [
+        "/api/v1/reports/no-shows",
+        "/api/v1/reports/revenue",
+        "/reports",
+    ] {
         let (status, body) = front.get(path);
         assert_eq!(status, 403, "{path}: {body}");
     }

@@ -191,6 +191,17 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         "/api/v1/queue-entries/{}/payments",
         Allowed::Group(Queue),
     ),
+    (
+        "POST",
+        "/api/v1/queue-entries/{}/payments/{}/pay-later",
+        Allowed::Group(Queue),
+    ),
+    ("GET", "/api/v1/payments/left-open", Allowed::Group(Queue)),
+    (
+        "POST",
+        "/api/v1/payments/left-open/{}/cancel",
+        Allowed::Group(Queue),
+    ),
     // A processor's webhook has no key or session: its signature (checked by the handler
     // against the processor's signing secret) is what admits it.
     ("POST", "/api/v1/payments/webhook/{}", Allowed::Public),
@@ -451,6 +462,21 @@ mod tests {
         assert!(!check(
             "GET",
             "/api/v1/queue-entries/4/payments",
+            Role::Facilities
+        ));
+        assert!(check(
+            "POST",
+            "/api/v1/queue-entries/4/payments/9/pay-later",
+            Role::FrontDesk
+        ));
+        assert!(check(
+            "POST",
+            "/api/v1/payments/left-open/k/cancel",
+            Role::FrontDesk
+        ));
+        assert!(!check(
+            "GET",
+            "/api/v1/payments/left-open",
             Role::Facilities
         ));
         assert_eq!(

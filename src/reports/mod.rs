@@ -438,6 +438,8 @@ mod tests {
             requested_at: 0,
             requested_by: "desk".into(),
             updated_at: 0,
+            owed_at: None,
+            owed_by: None,
             confirmed_at: None,
         }
     }

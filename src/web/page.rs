@@ -714,8 +714,8 @@ fn queue_board(
     h
 }
 
-/// One entry's payment cell: paid, awaiting payment, or payment pending with its cause (a
-/// decline code, never card details).
+/// One entry's payment cell: paid, awaiting payment, payment pending with its cause (a
+/// decline code, never card details), or what the patient owes after "pay later".
 fn payment(p: Option<&crate::connectors::payments::store::Payment>) -> String {
     use crate::connectors::payments::store::Status;
     let Some(p) = p else {
@@ -727,6 +727,12 @@ fn payment(p: Option<&crate::connectors::payments::store::Payment>) -> String {
         Status::Failed => format!(
             "<span class=\"badge down\">payment pending</span> {}",
             esc(p.cause.as_deref().unwrap_or_default())
+        ),
+        Status::Owed => format!(
+            "<span class=\"badge degraded\">owes</span> {}.{:02} {}",
+            p.amount_cents / 100,
+            p.amount_cents % 100,
+            esc(&p.currency.to_ascii_uppercase())
         ),
     }
 }
@@ -1131,6 +1137,8 @@ mod tests {
             requested_by: "api:staff".into(),
             updated_at: 0,
             confirmed_at: None,
+            owed_at: None,
+            owed_by: None,
         };
         let payments: Payments = [
             (2, paid(2, Paid::Confirmed, None)),

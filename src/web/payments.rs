@@ -1,12 +1,15 @@
 //! `/api/v1/queue-entries/{id}/payments`: the front desk asks a patient for a co-pay or a
-//! balance and sees where it stands; `/api/v1/payments/webhook/{processor}`: the processors'
-//! signed confirmations.
+//! balance, sees where it stands and lets a patient pay later; `/api/v1/payments/left-open`:
+//! intents left at processors (to cancel) and payments taken twice (to refund);
+//! `/api/v1/payments/webhook/{processor}`: the processors' signed confirmations.
 
 use super::{AppState, journal_error, staff_or};
 use crate::connectors::payments::protocol::{self, Method};
+use crate::connectors::payments::store::AttemptState;
 use crate::connectors::payments::store::{Payment, Status};
 use crate::connectors::payments::{
-    GetPayment, GetPayments, Received, RefuseWebhook, RequestPayment, Webhook,
+    CancelLeftOpen, GetAttempt, GetPayment, GetPayments, ListLeftBehind, PayLater, Received,
+    RefuseWebhook, RequestPayment, Webhook,
 };
 use crate::journal;
 use crate::metrics::METRICS;
@@ -24,6 +27,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::post().to(request),
     )
     .route("/api/v1/queue-entries/{id}/payments", web::get().to(get))
+    .route(
+        "/api/v1/queue-entries/{id}/payments/{payment}/pay-later",
+        web::post().to(pay_later),
+    )
+    .route("/api/v1/payments/left-open", web::get().to(left_open))
+    .route(
+        "/api/v1/payments/left-open/{attempt}/cancel",
+        web::post().to(cancel),
+    )
     .route(
         "/api/v1/payments/webhook/{processor}",
         web::post().to(webhook),
@@ -43,13 +55,26 @@ struct RequestBody {
 }
 
 /// An entry's payment standing: `paid`, `payment_pending` (the latest failed: the entry
-/// keeps its place and staff pick an alternative) or `awaiting_payment`.
+/// keeps its place and staff pick an alternative), `owed` (staff chose "pay later") or
+/// `awaiting_payment`.
 fn standing(latest: Option<&Payment>) -> Option<&'static str> {
     Some(match latest?.status {
         Status::Confirmed => "paid",
         Status::Failed => "payment_pending",
+        Status::Owed => "owed",
         Status::Requested | Status::Open => "awaiting_payment",
     })
+}
+
+/// What the patient owes from payments let for later, per currency.
+fn owed(payments: &[Payment]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::<&str, i64>::new();
+    for p in payments.iter().filter(|p| p.status == Status::Owed) {
+        *out.entry(p.currency.as_str()).or_default() += p.amount_cents;
+    }
+    out.into_iter()
+        .map(|(c, n)| (c.to_string(), json!(n)))
+        .collect()
 }
 
 /// What staff can do about a failed payment.
@@ -133,10 +158,70 @@ async fn get(s: web::Data<AppState>, path: web::Path<i64>) -> HttpResponse {
                 "entry": entry_id,
                 "entry_payment": standing(latest),
                 "alternatives": alternatives(&s, latest),
+                "owed_cents": owed(&payments),
                 "payments": payments,
             }))
         }
         Err(e) => journal_error(e),
+    }
+}
+
+async fn pay_later(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(i64, i64)>,
+) -> HttpResponse {
+    let (entry_id, payment_id) = path.into_inner();
+    let ask = PayLater {
+        entry_id,
+        payment_id,
+        by: staff_or(&req, None),
+    };
+    if let Err(e) = journal::ask(&s.journal, ask).await {
+        return journal_error(e);
+    }
+    match journal::ask(&s.journal, GetPayments { entry_id }).await {
+        Ok(payments) => HttpResponse::Ok().json(json!({
+            "entry": entry_id,
+            "entry_payment": standing(payments.first()),
+            "owed_cents": owed(&payments),
+            "payments": payments,
+        })),
+        Err(e) => journal_error(e),
+    }
+}
+
+async fn left_open(s: web::Data<AppState>) -> HttpResponse {
+    match journal::ask(&s.journal, ListLeftBehind).await {
+        Ok(list) => HttpResponse::Ok().json(json!({ "intents": list })),
+        Err(e) => journal_error(e),
+    }
+}
+
+/// Asks the connector to cancel an intent left open; answers once it did (within 5 s), else
+/// `202` with the intent still `left_open`.
+async fn cancel(s: web::Data<AppState>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let key = path.into_inner();
+    let ask = CancelLeftOpen {
+        key: key.clone(),
+        by: staff_or(&req, None),
+    };
+    let mut attempt = match journal::ask(&s.journal, ask).await {
+        Ok(a) => a,
+        Err(e) => return journal_error(e),
+    };
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    while attempt.state == AttemptState::LeftOpen && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match journal::ask(&s.journal, GetAttempt { key: key.clone() }).await {
+            Ok(Some(a)) => attempt = a,
+            Ok(None) => break,
+            Err(e) => return journal_error(e),
+        }
+    }
+    match attempt.state {
+        AttemptState::LeftOpen => HttpResponse::Accepted().json(json!({ "intent": attempt })),
+        _ => HttpResponse::Ok().json(json!({ "intent": attempt })),
     }
 }
 

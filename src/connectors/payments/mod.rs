@@ -6,7 +6,13 @@
 //! records the intent's ids (`Opened`). The processor's signed webhook (`Webhook`) or, when
 //! none came in time, the connector's poll (`Resolve`) settles it: confirmed, the entry is
 //! paid and the PMS is told with a DFT^P03; failed, the entry keeps its place, marked
-//! `payment_pending`, and staff are told the alternatives.
+//! `payment_pending`, and staff are told the alternatives (or let the patient pay later:
+//! `PayLater`, the amount owed).
+//!
+//! Each create is committed first as an attempt under its idempotency key, which the intent's
+//! metadata carries too: after a restart, or when a processor answered too late, the intent
+//! it made is found in its list (`find`) and adopted, or kept as left open for staff to cancel
+//! (`CancelLeftOpen`); one paid as well is shown as a payment taken twice.
 //!
 //! **Invariant:** card data never reaches the gateway; the journal keeps the processor's ids,
 //! the client secret and statuses only. A payment is confirmed, posted to the PMS and
@@ -27,7 +33,7 @@ use protocol::{Answered, Intent, Method, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use store::{Payment, Status};
+use store::{Attempt, AttemptState, Payment, Status};
 
 /// The supervisor's name of the payments connector.
 pub const NAME: &str = "payments";
@@ -35,6 +41,10 @@ pub const NAME: &str = "payments";
 pub const DESTINATION: &str = "payments";
 /// The notice kind telling the front desk a payment failed.
 pub const NOTICE_FAILED: &str = "payment.failed";
+/// The notice kind telling the front desk a patient paid twice: one payment to refund.
+pub const NOTICE_PAID_TWICE: &str = "payment.paid_twice";
+/// The outbox row kind asking a processor to cancel an intent left open there.
+const CANCEL: &str = "payment.cancel";
 
 /// What a settled payment does beyond its own row.
 #[derive(Debug, Clone)]
@@ -77,13 +87,88 @@ pub struct ListPayments {
     pub entry_ids: Vec<i64>,
 }
 
-/// A processor holds the payment's intent.
+/// Staff let the patient of a failed payment pay later: the amount is owed.
+#[derive(Debug)]
+pub struct PayLater {
+    pub entry_id: i64,
+    pub payment_id: i64,
+    pub by: String,
+}
+
+/// An intent left behind at a processor, as staff see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftBehind {
+    #[serde(flatten)]
+    pub attempt: Attempt,
+    pub entry_id: i64,
+    pub ticket: String,
+    pub queue: String,
+    pub amount_cents: i64,
+    pub currency: String,
+}
+
+/// The intents left open at processors and those paid twice.
+#[derive(Debug)]
+pub struct ListLeftBehind;
+
+/// One attempt by its key.
+#[derive(Debug)]
+pub struct GetAttempt {
+    pub key: String,
+}
+
+/// Staff ask for the intent of attempt `key`, left open at its processor, to be canceled.
+#[derive(Debug)]
+pub struct CancelLeftOpen {
+    pub key: String,
+    pub by: String,
+}
+
+/// A processor holds the payment's intent, made by attempt `attempt`.
 #[derive(Debug)]
 struct Opened {
     reference: String,
     processor: String,
+    attempt: String,
     intent: Intent,
     poll_at: i64,
+}
+
+/// A create is about to be sent to `processor` under `key`.
+#[derive(Debug)]
+struct Asked {
+    key: String,
+    reference: String,
+    processor: String,
+}
+
+/// A payment's creates whose outcome was never recorded.
+#[derive(Debug)]
+struct Unanswered {
+    reference: String,
+}
+
+/// Unanswered creates asked before `before` whose payment went on without them.
+#[derive(Debug)]
+struct Behind {
+    before: i64,
+    limit: usize,
+}
+
+/// What a processor turned out to have made for an attempt that is not its payment's:
+/// nothing, or `intent`, whose status says what became of it.
+#[derive(Debug)]
+struct Found {
+    key: String,
+    intent: Option<Intent>,
+    effects: Effects,
+}
+
+/// The processor made no intent for attempt `key`: it refused the create, or its list has
+/// none under the key.
+#[derive(Debug)]
+struct MadeNothing {
+    key: String,
 }
 
 /// No processor could take a requested payment (`cause`: `unavailable` or `refused`).
@@ -139,6 +224,15 @@ pub struct RefuseWebhook {
 }
 
 crate::journal_work!(
+    PayLater,
+    ListLeftBehind,
+    GetAttempt,
+    CancelLeftOpen,
+    Asked,
+    Unanswered,
+    Behind,
+    Found,
+    MadeNothing,
     RequestPayment,
     GetPayment,
     GetPayments,
@@ -161,6 +255,12 @@ struct Job {
     method: Method,
     #[serde(default)]
     processor: Option<String>,
+}
+
+/// What a cancel row carries to the connector.
+#[derive(Debug, Serialize, Deserialize)]
+struct CancelJob {
+    key: String,
 }
 
 fn refused(msg: impl Into<String>) -> JournalError {
@@ -240,7 +340,7 @@ impl Work for Opened {
     type Output = ();
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
-        store::opened(
+        let held = store::opened(
             tx,
             &self.reference,
             &self.processor,
@@ -248,8 +348,157 @@ impl Work for Opened {
             self.intent.client_secret.as_deref(),
             self.poll_at,
             now,
-        )
-        .map(|_| ())
+        )?;
+        let state = if held {
+            AttemptState::Held
+        } else {
+            AttemptState::LeftOpen
+        };
+        store::attempt_is(tx, &self.attempt, state, Some(&self.intent.id), now)
+    }
+}
+
+impl Work for Asked {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        let p = store::by_ref(tx, &self.reference)?
+            .ok_or_else(|| JournalError::NotFound(self.reference.clone()))?;
+        store::asked(tx, &self.key, p.id, &self.processor, now)
+    }
+}
+
+impl Work for Unanswered {
+    type Output = Vec<Attempt>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        match store::by_ref(tx, &self.reference)? {
+            Some(p) => store::unanswered(tx, p.id),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Work for Behind {
+    type Output = Vec<Attempt>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::unanswered_behind(tx, self.before, self.limit)
+    }
+}
+
+impl Work for MadeNothing {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::attempt_is(tx, &self.key, AttemptState::None, None, now)
+    }
+}
+
+impl Work for Found {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        let Some(a) = store::attempt(tx, &self.key)? else {
+            return Ok(());
+        };
+        match &self.intent {
+            None => store::attempt_is(tx, &a.key, AttemptState::None, None, now),
+            Some(i) => late(tx, &a, i, &protocol::outcome(i), &self.effects).map(|_| ()),
+        }
+    }
+}
+
+impl Work for GetAttempt {
+    type Output = Option<Attempt>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::attempt(tx, &self.key)
+    }
+}
+
+impl Work for ListLeftBehind {
+    type Output = Vec<LeftBehind>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        let mut out = Vec::new();
+        for attempt in store::left_behind(tx)? {
+            let Some(p) = store::by_id(tx, attempt.payment_id)? else {
+                continue;
+            };
+            let entry = crate::queue::store::queue_entry(tx, p.entry_id)?;
+            out.push(LeftBehind {
+                attempt,
+                entry_id: entry.id,
+                ticket: entry.ticket,
+                queue: entry.queue,
+                amount_cents: p.amount_cents,
+                currency: p.currency,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Work for CancelLeftOpen {
+    type Output = Attempt;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Attempt, JournalError> {
+        let now = tx.now();
+        let a = store::attempt(tx, &self.key)?
+            .ok_or_else(|| JournalError::NotFound(format!("intent attempt {}", self.key)))?;
+        if a.state != AttemptState::LeftOpen {
+            return Err(refused(format!(
+                "attempt {} is {:?}, not left open at its processor",
+                a.key, a.state
+            )));
+        }
+        let job = CancelJob { key: a.key.clone() };
+        let item = NewItem {
+            source: "payments".into(),
+            source_id: None,
+            kind: CANCEL.into(),
+            key: format!("payment:{}", a.payment_id),
+            schema: "clinic-gateway/payment.cancel@1".into(),
+            payload: journal::to_json(&job)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![DESTINATION.into()],
+        };
+        tx.append(&item, now)?;
+        let detail = serde_json::json!({
+            "payment": a.payment_id,
+            "processor": a.processor,
+            "intent": a.intent,
+        });
+        tx.audit(
+            &self.by,
+            "payment.cancel_left_open",
+            &detail.to_string(),
+            now,
+        )?;
+        Ok(a)
+    }
+}
+
+impl Work for PayLater {
+    type Output = Payment;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Payment, JournalError> {
+        let now = tx.now();
+        let p = store::by_id(tx, self.payment_id)?
+            .filter(|p| p.entry_id == self.entry_id)
+            .ok_or_else(|| {
+                JournalError::NotFound(format!(
+                    "payment {} of entry {}",
+                    self.payment_id, self.entry_id
+                ))
+            })?;
+        if !store::owe(tx, p.id, &self.by, now)? {
+            return Err(refused(format!(
+                "payment {} is {:?}: only a failed payment can be paid later",
+                p.id, p.status
+            )));
+        }
+        let entry = crate::queue::store::queue_entry(tx, p.entry_id)?;
+        let detail = serde_json::json!({ "payment": p.id, "entry": entry.id });
+        tx.audit(&self.by, "payment.pay_later", &detail.to_string(), now)?;
+        announce(tx, "payment.owed", &p, &entry, None, now)?;
+        store::by_id(tx, p.id)?.ok_or_else(|| JournalError::NotFound(p.id.to_string()))
     }
 }
 
@@ -312,7 +561,18 @@ impl Work for Webhook {
             return Ok(Received::Ignored);
         };
         let Some(p) = store::by_intent(tx, &self.processor, &intent.id)? else {
-            return Ok(Received::Ignored);
+            // Not a payment's intent: perhaps one an attempt left behind (a processor that
+            // answered too late, after the payment had gone to the next one).
+            let mut attempt = store::attempt_of_intent(tx, &self.processor, &intent.id)?;
+            if attempt.is_none()
+                && let Some(key) = intent.attempt.as_deref()
+            {
+                attempt = store::attempt(tx, key)?.filter(|a| a.processor == self.processor);
+            }
+            return match attempt {
+                Some(a) if late(tx, &a, intent, &outcome, &self.effects)? => Ok(Received::Applied),
+                _ => Ok(Received::Ignored),
+            };
         };
         if apply(tx, &p, &outcome, now, &self.effects)? {
             Ok(Received::Applied)
@@ -334,6 +594,97 @@ impl Work for RefuseWebhook {
             now,
         )
     }
+}
+
+/// What became of `intent`, made at a processor by attempt `a` but not its payment's intent.
+/// Paid: the payment is confirmed through it if it was not yet (its own intent is then the
+/// one left open), else it is a payment twice, for staff to refund. Answers whether anything
+/// changed.
+fn late(
+    tx: &mut Tx<'_>,
+    a: &Attempt,
+    intent: &Intent,
+    outcome: &Outcome,
+    effects: &Effects,
+) -> Result<bool, JournalError> {
+    let now = tx.now();
+    let Some(p) = store::by_id(tx, a.payment_id)? else {
+        return Ok(false);
+    };
+    let state = match outcome {
+        Outcome::Confirmed if a.state == AttemptState::PaidTwice => return Ok(false),
+        Outcome::Confirmed if p.status == Status::Confirmed => {
+            store::attempt_is(tx, &a.key, AttemptState::PaidTwice, Some(&intent.id), now)?;
+            let entry = crate::queue::store::queue_entry(tx, p.entry_id)?;
+            tracing::warn!(payment = p.id, processor = %a.processor, intent = %intent.id, "payment taken twice");
+            let text = format!(
+                "Ticket {} ({}): paid twice, the second time at {} ({}): refund it there.",
+                entry.ticket, entry.queue, a.processor, intent.id
+            );
+            crate::notices::store::notice(tx, NOTICE_PAID_TWICE, &text, now)?;
+            let at = Some((a.processor.as_str(), intent.id.as_str()));
+            announce(tx, "payment.paid_twice", &p, &entry, at, now)?;
+            return Ok(true);
+        }
+        Outcome::Confirmed => {
+            if let (Some(processor), Some(held)) = (p.processor.as_deref(), p.intent.as_deref())
+                && let Some(own) = store::attempt_of_intent(tx, processor, held)?
+            {
+                store::attempt_is(tx, &own.key, AttemptState::LeftOpen, None, now)?;
+            }
+            store::attempt_is(tx, &a.key, AttemptState::Held, Some(&intent.id), now)?;
+            store::take_intent(tx, p.id, &a.processor, &intent.id, now)?;
+            let p = store::by_id(tx, p.id)?.ok_or(JournalError::NotFound(p.reference))?;
+            return apply(tx, &p, outcome, now, effects);
+        }
+        Outcome::Failed(cause) if cause == "canceled" => AttemptState::Canceled,
+        Outcome::Failed(_) | Outcome::Open => AttemptState::LeftOpen,
+    };
+    if a.state == state && a.intent.as_deref() == Some(intent.id.as_str()) {
+        return Ok(false);
+    }
+    store::attempt_is(tx, &a.key, state, Some(&intent.id), now)?;
+    Ok(true)
+}
+
+/// The cloud event `kind` about payment `p` of `entry` (or of its intent `at` a processor):
+/// ids only, no amount, no patient.
+fn announce(
+    tx: &mut Tx<'_>,
+    kind: &str,
+    p: &Payment,
+    entry: &crate::queue::Entry,
+    at: Option<(&str, &str)>,
+    now: i64,
+) -> Result<(), JournalError> {
+    let (processor, intent) = match at {
+        Some((processor, intent)) => (Some(processor), Some(intent)),
+        None => (p.processor.as_deref(), p.intent.as_deref()),
+    };
+    let event = serde_json::json!({
+        "payment": p.id,
+        "entry": entry.id,
+        "ticket": entry.ticket,
+        "queue": entry.queue,
+        "processor": processor,
+        "intent": intent,
+        "cause": p.cause,
+    });
+    tx.append(
+        &NewItem {
+            source: "payments".into(),
+            source_id: None,
+            kind: kind.into(),
+            key: format!("queue:{}", entry.queue),
+            schema: format!("clinic-gateway/{kind}@1"),
+            payload: journal::to_json(&event)?.into_bytes(),
+            reply: None,
+            occurred_at: Some(now),
+            destinations: vec![crate::CLOUD.into()],
+        },
+        now,
+    )
+    .map(|_| ())
 }
 
 /// Settles `p` as `outcome` says, with what follows a change: the cloud event, and for a
@@ -526,8 +877,8 @@ impl Client {
     }
 
     async fn run(&mut self, journal: Addr<JournalWriter>, mut link: link::LinkCtx) {
-        // Requests in flight when an earlier run ended go back in line; their idempotency
-        // keys make the processor answer with the intent it may have made already.
+        // Requests in flight when an earlier run ended go back in line; their creates whose
+        // answer was never recorded are looked up at the processor before anything is sent.
         journal::put_back_in_flight(
             &journal,
             DESTINATION,
@@ -551,7 +902,11 @@ impl Client {
             let idle = rows.is_empty();
             for row in rows {
                 let id = row.id;
-                let settle = self.place(&journal, row).await;
+                let settle = if row.kind == CANCEL {
+                    self.cancel(&journal, row).await
+                } else {
+                    self.place(&journal, row).await
+                };
                 settle_row(&journal, id, settle).await;
             }
             self.poll(&journal).await;
@@ -617,6 +972,54 @@ impl Client {
             Ok(None) => return Settle::Refused("no such payment".into()),
             Err(e) => return Settle::Retry(format!("payment not read: {e}")),
         }
+        // A processor may ignore or forget idempotency keys: an intent a create made before a
+        // restart is found by its metadata and adopted rather than made twice.
+        let unanswered = match journal::ask(
+            journal,
+            Unanswered {
+                reference: job.reference.clone(),
+            },
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return Settle::Retry(format!("attempts not read: {e}")),
+        };
+        for a in unanswered {
+            let Some(processor) = self.config.processor(&a.processor).cloned() else {
+                continue;
+            };
+            if !self.breaker(&a.processor).admit(journal::now_ms()) {
+                continue;
+            }
+            match self.find(&processor, &a.key).await {
+                Ok(Some(intent)) => {
+                    self.breaker(&a.processor).success();
+                    tracing::info!(processor = %a.processor, intent = %intent.id, entry = job.entry_id, "payment intent found after a restart, adopted");
+                    let opened = Opened {
+                        reference: job.reference,
+                        processor: a.processor,
+                        attempt: a.key,
+                        poll_at: journal::now_ms() + self.config.poll_after_ms as i64,
+                        intent,
+                    };
+                    return match journal::ask(journal, opened).await {
+                        Ok(()) => Settle::Delivered,
+                        Err(e) => Settle::Retry(format!("intent not recorded: {e}")),
+                    };
+                }
+                Ok(None) => {
+                    self.breaker(&a.processor).success();
+                    let none = MadeNothing { key: a.key };
+                    if let Err(e) = journal::ask(journal, none).await {
+                        return Settle::Retry(format!("attempt not recorded: {e}"));
+                    }
+                }
+                Err(Trouble::Unavailable(why) | Trouble::Refused(why)) => {
+                    self.failed(&a.processor, &why)
+                }
+            }
+        }
         let names: Vec<String> = self
             .config
             .processor
@@ -632,13 +1035,24 @@ impl Client {
                 continue;
             };
             let key = protocol::idempotency_key(&row.event_id, name);
+            let asked = Asked {
+                key: key.clone(),
+                reference: job.reference.clone(),
+                processor: name.to_string(),
+            };
+            if let Err(e) = journal::ask(journal, asked).await {
+                return Settle::Retry(format!("attempt not recorded: {e}"));
+            }
             match self.create(&processor, &job, &key).await {
                 Ok(intent) => {
                     self.breaker(name).success();
                     tracing::info!(processor = name, intent = %intent.id, entry = job.entry_id, "payment intent created");
+                    #[cfg(feature = "fault-hooks")]
+                    hold_intent(job.amount_cents).await;
                     let opened = Opened {
                         reference: job.reference,
                         processor: name.to_string(),
+                        attempt: key,
                         poll_at: journal::now_ms() + self.config.poll_after_ms as i64,
                         intent,
                     };
@@ -651,6 +1065,10 @@ impl Client {
                 Err(Trouble::Refused(why)) => {
                     self.breaker(name).success();
                     tracing::warn!(processor = name, error = %why, entry = job.entry_id, "payment refused by the processor");
+                    let none = MadeNothing { key };
+                    if let Err(e) = journal::ask(journal, none).await {
+                        return Settle::Retry(format!("attempt not recorded: {e}"));
+                    }
                     cause = "refused";
                     break;
                 }
@@ -717,6 +1135,7 @@ impl Client {
             job.method,
             &job.reference,
             job.entry_id,
+            key,
         );
         let url = format!(
             "{}/v1/payment_intents",
@@ -727,8 +1146,138 @@ impl Client {
         protocol::intent(&v).map_err(|e| Trouble::Unavailable(e.to_string()))
     }
 
+    /// The intent attempt `key` made at `processor`, if it made one: the processor's list of
+    /// intents, newest first, read page by page for the one whose metadata names the key.
+    async fn find(
+        &self,
+        processor: &ProcessorConfig,
+        key: &str,
+    ) -> Result<Option<Intent>, Trouble> {
+        let url = format!(
+            "{}/v1/payment_intents",
+            processor.base_url.trim_end_matches('/')
+        );
+        let mut after: Option<String> = None;
+        // An attempt is recent: a busy processor's first pages hold it.
+        for _ in 0..LIST_PAGES {
+            let mut query = vec![("limit", protocol::PAGE.to_string())];
+            if let Some(a) = &after {
+                query.push(("starting_after", a.clone()));
+            }
+            let request = self.http[&processor.name].get(&url).query(&query);
+            let page = self.call(processor, request).await?;
+            let (found, next) = protocol::find_in_page(&page, key)
+                .map_err(|e| Trouble::Unavailable(e.to_string()))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Cancels an intent left open at a processor, as staff asked.
+    async fn cancel(&mut self, journal: &Addr<JournalWriter>, row: OutboxRow) -> Settle {
+        let job: CancelJob = match serde_json::from_slice(&row.payload) {
+            Ok(j) => j,
+            Err(e) => return Settle::Refused(format!("unreadable cancel request: {e}")),
+        };
+        let a = match journal::ask(journal, GetAttempt { key: job.key }).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Settle::Refused("no such attempt".into()),
+            Err(e) => return Settle::Retry(format!("attempt not read: {e}")),
+        };
+        let (Some(intent), AttemptState::LeftOpen) = (a.intent.as_deref(), a.state) else {
+            return Settle::Delivered;
+        };
+        let Some(processor) = self.config.processor(&a.processor).cloned() else {
+            return Settle::Refused(format!("processor {} is no longer configured", a.processor));
+        };
+        let url = format!(
+            "{}/v1/payment_intents/{intent}/cancel",
+            processor.base_url.trim_end_matches('/')
+        );
+        let request = self.http[&processor.name].post(url);
+        match self.call(&processor, request).await {
+            Ok(v) => {
+                self.breaker(&a.processor).success();
+                let canceled = match protocol::intent(&v) {
+                    Ok(i) => i,
+                    Err(e) => return Settle::Retry(format!("the cancel's answer: {e}")),
+                };
+                tracing::info!(processor = %a.processor, %intent, "intent left open canceled");
+                let found = Found {
+                    key: a.key,
+                    intent: Some(canceled),
+                    effects: self.effects.clone(),
+                };
+                match journal::ask(journal, found).await {
+                    Ok(()) => Settle::Delivered,
+                    Err(e) => Settle::Retry(format!("cancel not recorded: {e}")),
+                }
+            }
+            Err(Trouble::Unavailable(why)) => {
+                self.failed(&a.processor, &why);
+                Settle::Retry(why)
+            }
+            Err(Trouble::Refused(why)) => {
+                tracing::warn!(processor = %a.processor, %intent, error = %why, "intent left open not canceled");
+                Settle::Refused(why)
+            }
+        }
+    }
+
+    /// Looks up the creates a processor never answered while the payment went on elsewhere:
+    /// an intent it made late is left open there, for staff to cancel.
+    async fn look_behind(&mut self, journal: &Addr<JournalWriter>) {
+        let before = journal::now_ms() - self.config.poll_after_ms as i64;
+        let behind = match journal::ask(journal, Behind { before, limit: 8 }).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the unanswered attempts");
+                return;
+            }
+        };
+        for a in behind {
+            let Some(processor) = self.config.processor(&a.processor).cloned() else {
+                // No longer configured: nothing can be looked up or canceled there.
+                let none = MadeNothing { key: a.key };
+                if let Err(e) = journal::ask(journal, none).await {
+                    tracing::error!(error = %e, "attempt not recorded");
+                }
+                continue;
+            };
+            if !self.breaker(&a.processor).admit(journal::now_ms()) {
+                continue;
+            }
+            let intent = match self.find(&processor, &a.key).await {
+                Ok(i) => i,
+                Err(Trouble::Unavailable(why) | Trouble::Refused(why)) => {
+                    self.failed(&a.processor, &why);
+                    continue;
+                }
+            };
+            self.breaker(&a.processor).success();
+            if let Some(i) = &intent {
+                tracing::warn!(processor = %a.processor, intent = %i.id, payment = a.payment_id, "an intent was left behind at a processor");
+            }
+            let found = Found {
+                key: a.key,
+                intent,
+                effects: self.effects.clone(),
+            };
+            if let Err(e) = journal::ask(journal, found).await {
+                tracing::error!(error = %e, "attempt lookup not recorded");
+            }
+        }
+    }
+
     /// Asks about the open payments no webhook settled in time.
     async fn poll(&mut self, journal: &Addr<JournalWriter>) {
+        self.look_behind(journal).await;
         let due = match journal::ask(journal, Due { limit: 16 }).await {
             Ok(d) => d,
             Err(e) => {
@@ -779,6 +1328,22 @@ impl Client {
                 tracing::error!(payment = p.id, error = %e, "payment poll not recorded");
             }
         }
+    }
+}
+
+/// Pages of a processor's intents read to find one attempt's.
+const LIST_PAGES: usize = 10;
+
+/// Fault injection for the tests (`fault-hooks` builds only): a create of the amount named by
+/// `CLINIC_GATEWAY_FAULT_HOLD_INTENT` (cents) is held once the processor answered and before
+/// its intent is recorded, so that a test can kill the daemon there.
+#[cfg(feature = "fault-hooks")]
+async fn hold_intent(amount_cents: i64) {
+    let held = std::env::var("CLINIC_GATEWAY_FAULT_HOLD_INTENT")
+        .is_ok_and(|a| a == amount_cents.to_string());
+    if held {
+        tracing::warn!(amount_cents, "fault hook: intent held before its commit");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -43,13 +43,15 @@ impl Method {
 }
 
 /// The form of `POST /v1/payment_intents`. The metadata names the payment and the entry by
-/// id, never the patient.
+/// id, never the patient, and the attempt by its idempotency key: a processor that ignores
+/// or forgets the key still lets the gateway find the intent it made.
 pub fn create_form(
     amount_cents: i64,
     currency: &str,
     method: Method,
     payment: &str,
     entry_id: i64,
+    attempt: &str,
 ) -> Vec<(String, String)> {
     vec![
         ("amount".into(), amount_cents.to_string()),
@@ -57,7 +59,37 @@ pub fn create_form(
         ("payment_method_types[]".into(), method.types().into()),
         ("metadata[payment]".into(), payment.to_string()),
         ("metadata[entry]".into(), entry_id.to_string()),
+        ("metadata[attempt]".into(), attempt.to_string()),
     ]
+}
+
+/// How many intents one page of `GET /v1/payment_intents` asks for.
+pub const PAGE: usize = 100;
+
+/// One page of `GET /v1/payment_intents`: the intent made for `attempt` if it is on it, and
+/// the id to list the next page after (`starting_after`) when there is one. The list is
+/// used rather than Stripe's search, which is eventually consistent (an intent made a moment
+/// ago may be missing) and which processors of the same API do not all serve.
+pub fn find_in_page(
+    page: &serde_json::Value,
+    attempt: &str,
+) -> Result<(Option<Intent>, Option<String>), ProtocolError> {
+    let data = page
+        .get("data")
+        .and_then(|d| d.as_array())
+        .ok_or_else(|| ProtocolError::Shape("a list without data".into()))?;
+    for v in data {
+        let i = intent(v)?;
+        if i.attempt.as_deref() == Some(attempt) {
+            return Ok((Some(i), None));
+        }
+    }
+    let more = page.get("has_more").and_then(|m| m.as_bool()) == Some(true);
+    let last = data
+        .last()
+        .and_then(|v| v.get("id"))
+        .and_then(|i| i.as_str());
+    Ok((None, last.filter(|_| more).map(str::to_string)))
 }
 
 /// The `Idempotency-Key` of a payment's intent at one processor, from the journal row that
@@ -75,6 +107,8 @@ pub struct Intent {
     pub client_secret: Option<String>,
     /// `last_payment_error.code` (e.g. `card_declined`).
     pub error_code: Option<String>,
+    /// `metadata.attempt`: the idempotency key of the create that made it.
+    pub attempt: Option<String>,
 }
 
 /// The intent in a processor's JSON (an answer, or an event's `data.object`).
@@ -90,11 +124,17 @@ pub fn intent(v: &serde_json::Value) -> Result<Intent, ProtocolError> {
         .and_then(|e| e.get("code"))
         .and_then(|c| c.as_str())
         .map(str::to_string);
+    let attempt = v
+        .get("metadata")
+        .and_then(|m| m.get("attempt"))
+        .and_then(|a| a.as_str())
+        .map(str::to_string);
     Ok(Intent {
         id,
         status,
         client_secret: text("client_secret"),
         error_code,
+        attempt,
     })
 }
 
@@ -461,6 +501,7 @@ mod tests {
             status: status.into(),
             client_secret: None,
             error_code: code.map(str::to_string),
+            attempt: None,
         };
         assert_eq!(outcome(&i("succeeded", None)), Outcome::Confirmed);
         assert_eq!(outcome(&i("requires_payment_method", None)), Outcome::Open);
@@ -469,6 +510,24 @@ mod tests {
             outcome(&i("canceled", None)),
             Outcome::Failed("canceled".into())
         );
+    }
+
+    #[test]
+    fn an_attempt_is_found_on_its_page_or_the_next_page_is_named() {
+        let pi = |id: &str, attempt: &str| {
+            json!({ "object": "payment_intent", "id": id, "status": "requires_payment_method",
+                    "metadata": { "payment": "p", "attempt": attempt } })
+        };
+        let page = json!({ "object": "list", "has_more": true,
+                           "data": [pi("pi_1", "k1"), pi("pi_2", "k2")] });
+        let (found, next) = find_in_page(&page, "k2").expect("a list");
+        assert_eq!(found.map(|i| i.id).as_deref(), Some("pi_2"));
+        assert_eq!(next, None);
+        let (found, next) = find_in_page(&page, "k3").expect("a list");
+        assert_eq!((found, next.as_deref()), (None, Some("pi_2")));
+        let last = json!({ "object": "list", "has_more": false, "data": [pi("pi_3", "k1")] });
+        assert_eq!(find_in_page(&last, "k3").expect("a list"), (None, None));
+        assert!(find_in_page(&json!({ "object": "list" }), "k1").is_err());
     }
 
     #[test]
@@ -525,8 +584,9 @@ mod tests {
         );
         assert_eq!(notice["paymentDate"], "2026-11-18");
         assert_eq!(notice["identifier"][0]["value"], "PAY42");
-        let form = create_form(2505, "usd", Method::Terminal, "p1", 7);
+        let form = create_form(2505, "usd", Method::Terminal, "p1", 7, "k1");
         assert!(form.contains(&("payment_method_types[]".into(), "card_present".into())));
+        assert!(form.contains(&("metadata[attempt]".into(), "k1".into())));
         assert_eq!(idempotency_key("e1", "a"), "clinic-gateway-e1-a");
     }
 }
