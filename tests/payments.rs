@@ -367,12 +367,42 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     let left = left_behind(&gw, "b", &on_b, "left_open");
     assert_eq!(left["intent"], on_b["intent"], "{left}");
     let key = left["key"].as_str().expect("key");
+    // The front desk sees it on the page, with the button that cancels it there.
+    let page = gw.get_text("/");
+    let section = page
+        .split("<h2>Payments to set right</h2>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no payments to set right on the page: {page}"));
+    assert!(
+        section.contains(left["ticket"].as_str().expect("ticket")),
+        "{section}"
+    );
+    assert!(
+        section.contains(&format!("name=key value=\"{key}\"")),
+        "{section}"
+    );
+    let status = ureq::post(&gw.url("/payments/cancel"))
+        .send_form([("key", key)])
+        .expect("the page's cancel form")
+        .status();
+    assert_eq!(status, 200, "back on the page");
+    wait_for(
+        "the canceled intent off the list",
+        Duration::from_secs(30),
+        || {
+            let list = gw.get_json("/api/v1/payments/left-open");
+            let listed = list["intents"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|i| i["key"] == key));
+            (!listed).then_some(())
+        },
+    );
+    // Canceled once: asked again by the API, there is nothing left open to cancel.
     let (status, body) = post(
         &gw.url(&format!("/api/v1/payments/left-open/{key}/cancel")),
         &json!({}),
     );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["intent"]["state"], "canceled", "{body}");
+    assert_eq!(status, 409, "{body}");
     let at_b = b.get(&format!(
         "/v1/payment_intents/{}",
         on_b["intent"].as_str().expect("intent")
@@ -407,6 +437,11 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     );
     let twice = left_behind(&gw, "a", &on_b, "paid_twice");
     assert_eq!(twice["intent"], late["intent"], "{twice}");
+    assert!(
+        gw.get_text("/")
+            .contains("paid twice: refund it at the processor"),
+        "the front desk sees the payment to refund"
+    );
     assert!(
         notice_texts(&gw)
             .iter()

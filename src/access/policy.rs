@@ -197,6 +197,7 @@ const ROUTES: &[(&str, &str, Allowed)] = &[
         Allowed::Group(Queue),
     ),
     ("GET", "/api/v1/payments/left-open", Allowed::Group(Queue)),
+    ("POST", "/payments/cancel", Allowed::Group(Queue)),
     (
         "POST",
         "/api/v1/payments/left-open/{}/cancel",

@@ -153,6 +153,10 @@ pub fn server(
             .route("/api/v1/specimens", web::get().to(specimens))
             .route("/api/v1/alerts/{id}/ack", web::post().to(acknowledge_alert))
             .route("/alerts/ack", web::post().to(page::acknowledge_alert_form))
+            .route(
+                "/payments/cancel",
+                web::post().to(page::cancel_left_open_form),
+            )
             .route("/api/v1/hl7/outbound", web::post().to(hl7_outbound))
             .route(
                 "/api/v1/integrations/{name}/resume",

@@ -7,6 +7,8 @@ use crate::connectors::fhir::protocol::{Conflict, Fields, Side, fields};
 use crate::connectors::fhir::requests::{FhirConflicts, FhirResolve};
 use crate::connectors::lab::store::SpecimenRow;
 use crate::connectors::lab::tracking::ListSpecimens;
+use crate::connectors::payments::store::AttemptState;
+use crate::connectors::payments::{CancelLeftOpen, LeftBehind, ListLeftBehind};
 use crate::connectors::pharmacy::ListPrescriptions;
 use crate::facility::{self, FacilityView, RoomStatus};
 use crate::journal::{self, DeadLetter, GetStats, ListDead, Replay, Stats};
@@ -53,6 +55,8 @@ struct Shown {
     backlog: bool,
     dead: bool,
     replay: bool,
+    /// Intents left open at processors and payments taken twice, with the cancel button.
+    left_behind: bool,
     /// The link to the reports: managers and admins.
     reports: bool,
     /// Users and keys: only with logins on, as there is no one to manage without.
@@ -76,6 +80,7 @@ impl Shown {
             backlog: may("GET", "/api/v1/backlog"),
             dead: may("GET", "/api/v1/dlq"),
             replay: may("POST", "/dlq/replay"),
+            left_behind: may("GET", "/api/v1/payments/left-open"),
             reports: may("GET", "/reports"),
             admin: role.is_some_and(|r| policy::permits(policy::allowed("POST", "/users/add"), r)),
         }
@@ -129,6 +134,13 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         Some(found.into_iter().map(|p| (p.entry_id, p)).collect())
     } else {
         None
+    };
+    let left_behind = if shown.left_behind && s.payments.is_some() {
+        journal::ask(&s.journal, ListLeftBehind)
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
     };
     let notices = if shown.notices {
         let list = ListNotices {
@@ -184,6 +196,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         prescriptions: &prescriptions,
         insurance: insurance.as_ref(),
         payments: payments.as_ref(),
+        left_behind: &left_behind,
         notices: &notices,
         alerts: &alerts,
         specimens: &specimens,
@@ -215,6 +228,8 @@ struct View<'a> {
     insurance: Option<&'a Insurance>,
     /// Each entry's latest payment by entry id, when processors take co-pays.
     payments: Option<&'a Payments>,
+    /// Intents left open at processors and payments taken twice.
+    left_behind: &'a [LeftBehind],
     notices: &'a [Notice],
     alerts: &'a [Alert],
     specimens: &'a [SpecimenRow],
@@ -243,6 +258,7 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
         prescriptions,
         insurance,
         payments,
+        left_behind,
         notices,
         alerts,
         specimens,
@@ -294,6 +310,9 @@ fn render(facility: &str, v: &View<'_>, now: i64) -> String {
             now,
         ));
         h.push_str("<p><a href=\"/messaging\">Patient messages: delivery per ticket</a></p>");
+    }
+    if shown.left_behind {
+        h.push_str(&left_behind_list(left_behind, now, &token));
     }
     if let Some(view) = rooms {
         let actions = if shown.room_actions {
@@ -714,6 +733,47 @@ fn queue_board(
     h
 }
 
+/// Money to set right at a processor: an intent a failover left open there (with its cancel
+/// button) and an intent paid as well as the payment's own (to refund there).
+fn left_behind_list(list: &[LeftBehind], now: i64, token: &str) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Payments to set right</h2><table><tr><th>Since</th><th>Ticket</th><th>Amount</th><th>Processor</th><th>What</th><th></th></tr>",
+    );
+    for l in list {
+        let (what, action) = match l.attempt.state {
+            AttemptState::LeftOpen => (
+                "intent left open after a failover".to_string(),
+                format!(
+                    "<form method=post action=/payments/cancel>{token}<input type=hidden name=key value=\"{}\">\
+                     <button>Cancel it there</button></form>",
+                    esc(&l.attempt.key)
+                ),
+            ),
+            _ => (
+                "<span class=err>paid twice: refund it at the processor</span>".to_string(),
+                String::new(),
+            ),
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{} ({})</td><td>{}.{:02} {}</td><td>{} <span class=muted>{}</span></td><td>{what}</td><td>{action}</td></tr>",
+            age(now, l.attempt.updated_at),
+            esc(&l.ticket),
+            esc(&l.queue),
+            l.amount_cents / 100,
+            l.amount_cents % 100,
+            esc(&l.currency.to_uppercase()),
+            esc(&l.attempt.processor),
+            esc(l.attempt.intent.as_deref().unwrap_or_default()),
+        );
+    }
+    h.push_str("</table>");
+    h
+}
+
 /// One entry's payment cell: paid, awaiting payment, payment pending with its cause (a
 /// decline code, never card details), or what the patient owes after "pay later".
 fn payment(p: Option<&crate::connectors::payments::store::Payment>) -> String {
@@ -872,6 +932,21 @@ pub(super) struct AckForm {
     id: i64,
 }
 
+#[derive(Deserialize)]
+pub(super) struct CancelForm {
+    key: String,
+}
+
+/// Staff cancel an intent left open at its processor (see `CancelLeftOpen`).
+pub(super) async fn cancel_left_open_form(
+    s: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<CancelForm>,
+) -> HttpResponse {
+    let key = form.into_inner().key;
+    acknowledge_then_home(&s, &req, |by| CancelLeftOpen { key, by }).await
+}
+
 pub(super) async fn acknowledge_form(
     s: web::Data<AppState>,
     req: HttpRequest,
@@ -1016,6 +1091,7 @@ mod tests {
             prescriptions: &[],
             insurance: None,
             payments: None,
+            left_behind: &[],
             notices: &notices,
             alerts: &[],
             specimens: &[],
