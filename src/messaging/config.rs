@@ -272,7 +272,16 @@ pub struct SmppConfig {
     /// Seconds between two enquire_link; one left unanswered that long drops the link.
     #[serde(default = "default_enquire_link_s")]
     pub enquire_link_s: u64,
+    /// Seconds the SMSC may keep trying a message (each submit_sm's relative
+    /// `validity_period`). A transceiver's message with no receipt this long after it was
+    /// taken (and a short grace) can no longer reach the handset: the next provider sends it.
+    #[serde(default = "default_validity_s")]
+    pub validity_s: u64,
 }
+
+/// The longest `validity_s`: a day, which SMPP's relative time holds and after which a
+/// notification about today's queue means nothing.
+pub const MAX_VALIDITY_S: u64 = 86_400;
 
 fn default_smpp_port() -> u16 {
     2775
@@ -285,6 +294,10 @@ fn default_window() -> u32 {
 }
 fn default_enquire_link_s() -> u64 {
     30
+}
+/// Well under the 2-minute failover limit, with room for the grace and the resend.
+fn default_validity_s() -> u64 {
+    60
 }
 
 fn default_timeout_ms() -> u64 {
@@ -595,6 +608,9 @@ impl MessagingConfig {
                     if c.enquire_link_s == 0 {
                         bad(&key("enquire_link_s"), "must be at least 1".into());
                     }
+                    if !(1..=MAX_VALIDITY_S).contains(&c.validity_s) {
+                        bad(&key("validity_s"), format!("must be 1 to {MAX_VALIDITY_S}"));
+                    }
                 }
                 Some(ProviderKind::Smtp(s)) => {
                     if s.host.trim().is_empty() {
@@ -813,6 +829,23 @@ name = "neither"
                 "messaging.providers[2]: needs exactly one of smtp, http, smpp and sip",
             ]
         );
+    }
+
+    #[test]
+    fn an_smpp_validity_is_one_second_to_a_day() {
+        let provider = |validity: u64| {
+            format!(
+                "[[messaging.providers]]\nname = \"smsc\"\n\
+smpp = {{ host = \"127.0.0.1\", system_id = \"gw\", password_file = \"Cargo.toml\", source = \"Clinic\", validity_s = {validity} }}\n"
+            )
+        };
+        assert_eq!(check(&provider(60)), Vec::<String>::new());
+        for wrong in [0, MAX_VALIDITY_S + 1] {
+            assert_eq!(
+                check(&provider(wrong)),
+                ["messaging.providers[0].smpp.validity_s: must be 1 to 86400"]
+            );
+        }
     }
 
     #[test]
