@@ -262,7 +262,7 @@ fn kannel_gateway(dir: &Path, kannel: &Kannel) -> Gateway {
 [messaging]\nchannels = [\"sms\"]\nreceipt_base_url = \"http://127.0.0.1:{web}\"\n\n\
 [[messaging.providers]]\nname = \"kannel\"\nprice_per_segment = 0.05\n\
 [messaging.providers.http]\nurl = \"http://127.0.0.1:{port}/cgi-bin/sendsms\"\npassword_file = \"sendsms.password\"\n\
-params = {{ username = \"{SENDSMS_USER}\", password = \"{{password}}\", to = \"{{to}}\", text = \"{{text}}\", charset = \"UTF-8\", coding = \"2\", dlr-mask = \"19\", dlr-url = \"{{dlr_url}}\" }}\n\
+params = {{ username = \"{SENDSMS_USER}\", password = \"{{password}}\", to = \"{{to}}\", text = \"{{text}}\", charset = \"UTF-8\", coding = \"2\", dlr-mask = \"19\", dlr-url = \"{{dlr_url}}\", validity = \"{{validity_min}}\" }}\nvalidity_s = 60\n\
 {TEMPLATES}",
         web = gw.web,
         port = kannel.sendsms_port,
@@ -302,6 +302,14 @@ fn sms_through_kannel_is_delivered_or_expired_as_the_smscs_receipt_says() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["status"], "expired");
     assert_eq!(smsc.submitted().len(), 2);
+    // Kannel turned the gateway's one minute of validity into each submit's validity_period
+    // (an absolute time, to the second).
+    let validity = validities(&smsc);
+    assert_eq!(validity.len(), 2, "{validity:?}");
+    for (id, seconds) in &validity {
+        let seconds: i64 = seconds.parse().expect("seconds");
+        assert!((55..=60).contains(&seconds), "{id}: {seconds}");
+    }
 }
 
 /// A `[[messaging.providers]]` table of an SMPP provider binding as `gateway:smpp-pw`, with

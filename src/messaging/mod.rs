@@ -357,6 +357,7 @@ impl Provider {
     fn validity_ms(&self) -> Option<i64> {
         match self {
             Provider::Smpp(s) => s.validity_ms(),
+            Provider::Http(h) => h.validity_ms(),
             _ => None,
         }
     }
