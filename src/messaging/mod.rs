@@ -11,14 +11,18 @@
 //! records every attempt. Quiet hours hold a message in its row until they end.
 //!
 //! A failed or expired receipt puts the notification back in line, in the receipt's
-//! transaction, for the providers and routes that have not taken it yet. Providers whose
+//! transaction, for the providers and routes that have not taken it yet; so does a message
+//! with no receipt once the validity its provider was told has passed (`LapseOverdue`, from
+//! the stored times). Claimed rows go side by side, one patient's in order, so that an SMPP
+//! link's window fills. Providers whose
 //! receipts stop arriving (`receipt_watch`) are opened like failing ones; `prefer = "cheapest"`
 //! orders a channel's providers by price above a delivery-rate floor; `max_per_second` is a
 //! token bucket per provider. Voice goes through HTTP call APIs or SIP (`sip_call`).
 //!
 //! **Invariant:** one notification per event id, and a notification a provider took is never
-//! handed to another unless its receipt said it failed or expired; a provider is asked at most
-//! once per route; a resent outbox row whose notification was sent is only marked done.
+//! handed to another unless its receipt said it failed or expired, or its validity passed
+//! with no receipt; a provider is asked at most once per route; a resent outbox row whose
+//! notification was sent is only marked done; a delivered notification stays delivered.
 //! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
 
 pub mod config;

@@ -607,7 +607,7 @@ pub fn lapse_overdue(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
         .sql()
         .prepare_cached(
             "UPDATE msg_attempt SET status = 'lapsed', error = 'no receipt within its validity'
-              WHERE status = 'sent' AND valid_until IS NOT NULL AND valid_until + ?1 <= ?2
+              WHERE status = 'sent' AND valid_until IS NOT NULL AND valid_until <= ?2 - ?1
               RETURNING id, notification_id, provider",
         )?
         .query_map(params![LAPSE_GRACE_MS, now], |r| {
