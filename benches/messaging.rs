@@ -100,6 +100,7 @@ async fn probe(port: u16, n: usize) -> Duration {
                 "Clinic",
                 "+41790000000",
                 "Ticket P-001: you are next.",
+                60,
             );
             s.write_all(&pdu).await.expect("submit");
             sent += 1;

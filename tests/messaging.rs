@@ -262,7 +262,7 @@ fn kannel_gateway(dir: &Path, kannel: &Kannel) -> Gateway {
 [messaging]\nchannels = [\"sms\"]\nreceipt_base_url = \"http://127.0.0.1:{web}\"\n\n\
 [[messaging.providers]]\nname = \"kannel\"\nprice_per_segment = 0.05\n\
 [messaging.providers.http]\nurl = \"http://127.0.0.1:{port}/cgi-bin/sendsms\"\npassword_file = \"sendsms.password\"\n\
-params = {{ username = \"{SENDSMS_USER}\", password = \"{{password}}\", to = \"{{to}}\", text = \"{{text}}\", charset = \"UTF-8\", coding = \"2\", dlr-mask = \"19\", dlr-url = \"{{dlr_url}}\" }}\n\
+params = {{ username = \"{SENDSMS_USER}\", password = \"{{password}}\", to = \"{{to}}\", text = \"{{text}}\", charset = \"UTF-8\", coding = \"2\", dlr-mask = \"19\", dlr-url = \"{{dlr_url}}\", validity = \"{{validity_min}}\" }}\nvalidity_s = 60\n\
 {TEMPLATES}",
         web = gw.web,
         port = kannel.sendsms_port,
@@ -302,14 +302,27 @@ fn sms_through_kannel_is_delivered_or_expired_as_the_smscs_receipt_says() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["status"], "expired");
     assert_eq!(smsc.submitted().len(), 2);
+    // Kannel turned the gateway's one minute of validity into each submit's validity_period
+    // (an absolute time, to the second).
+    let validity = validities(&smsc);
+    assert_eq!(validity.len(), 2, "{validity:?}");
+    for (id, seconds) in &validity {
+        let seconds: i64 = seconds.parse().expect("seconds");
+        assert!((55..=60).contains(&seconds), "{id}: {seconds}");
+    }
 }
 
 /// A `[[messaging.providers]]` table of an SMPP provider binding as `gateway:smpp-pw`, with
 /// `extra` lines (a price, a receipt watch).
 fn smpp_provider(name: &str, priority: usize, port: u16, extra: &str) -> String {
+    smpp_provider_with(name, priority, port, extra, ", window = 4")
+}
+
+/// [`smpp_provider`] with these keys ending its `smpp` table (`, window = 2`).
+fn smpp_provider_with(name: &str, priority: usize, port: u16, extra: &str, smpp: &str) -> String {
     format!(
         "[[messaging.providers]]\nname = \"{name}\"\npriority = {priority}\ntimeout_ms = 3000\n{extra}\n\
-smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password_file = \"smpp.password\", source = \"Clinic\", window = 4, enquire_link_s = 5 }}\n\n"
+smpp = {{ host = \"127.0.0.1\", port = {port}, system_id = \"gateway\", password_file = \"smpp.password\", source = \"Clinic\", enquire_link_s = 5{smpp} }}\n\n"
     )
 }
 
@@ -511,6 +524,97 @@ fn a_provider_whose_receipts_stop_is_opened_and_later_messages_go_to_the_next() 
     }
     assert_eq!(primary.submitted().len(), 2);
     assert_eq!(secondary.submitted().len(), 2);
+}
+
+/// The `validity <id> <seconds>` lines of an SMSC: what each submit's validity_period said.
+fn validities(smsc: &Smsc) -> Vec<(String, String)> {
+    smsc.lines()
+        .iter()
+        .filter_map(|l| {
+            let (id, seconds) = l.strip_prefix("validity ")?.split_once(' ')?;
+            Some((id.to_string(), seconds.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn messages_a_silent_smsc_took_are_sent_once_through_the_next_when_their_validity_ends_also_across_a_kill9()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut primary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    let secondary = Smsc::start(free_port(), "gateway:smpp-pw", 0);
+    // The primary takes messages and keeps their receipts back (until `release`).
+    primary.command("receipts held");
+    let providers = smpp_provider_with(
+        "primary",
+        0,
+        primary.port,
+        "receipt_watch = { messages = 2, seconds = 1 }\nbreaker_open_s = 600",
+        ", window = 4, validity_s = 5",
+    ) + &smpp_provider("secondary", 1, secondary.port, "");
+    let mut gw = messaging_gateway(dir.path(), "channels = [\"sms\"]", &providers);
+    check_in_phones(&gw, 3);
+    for ticket in ["G-002", "G-003"] {
+        call_next(&gw);
+        let sent = wait_status(&gw, ticket, "sent");
+        assert_eq!(attempts(&sent), pairs(&[("primary", "sent")]));
+    }
+    // No receipt within their validity: the secondary delivers each, within the limit.
+    for ticket in ["G-002", "G-003"] {
+        let told = wait_status_within(&gw, ticket, "delivered", Duration::from_secs(120));
+        assert_eq!(
+            attempts(&told),
+            pairs(&[("primary", "lapsed"), ("secondary", "delivered")])
+        );
+        let took = told["updated_at"].as_i64().expect("updated_at")
+            - told["created_at"].as_i64().expect("created_at");
+        assert!(took < 120_000, "failover took {took} ms");
+    }
+    // The primary's late receipts are recorded on its attempts and send nothing again.
+    primary.command("release");
+    for ticket in ["G-002", "G-003"] {
+        let told = wait_for(
+            &format!("the late receipt of {ticket}"),
+            Duration::from_secs(30),
+            || {
+                notifications(&gw).into_iter().find(|n| {
+                    n["ticket"] == ticket
+                        && attempts(n)
+                            == pairs(&[("primary", "delivered"), ("secondary", "delivered")])
+                })
+            },
+        );
+        assert_eq!(told["status"], "delivered");
+    }
+    assert_eq!(
+        common::journal_events(&gw, "notification.delivered").len(),
+        2
+    );
+    // A message waiting for its receipt outlives a kill -9: its deadline is in the journal.
+    // (A restart closes the primary's breaker, so it takes the next message again.)
+    primary.command("receipts none");
+    gw.kill9();
+    gw.start();
+    call_next(&gw);
+    wait_status(&gw, "G-004", "sent");
+    gw.kill9();
+    gw.start();
+    let told = wait_status_within(&gw, "G-004", "delivered", Duration::from_secs(120));
+    assert_eq!(
+        attempts(&told),
+        pairs(&[("primary", "lapsed"), ("secondary", "delivered")])
+    );
+    let to = |smsc: &Smsc, number: &str| smsc.submitted().iter().filter(|s| s.1 == number).count();
+    for number in ["41795550002", "41795550003", "41795550004"] {
+        assert_eq!(to(&primary, number), 1, "{number}");
+        assert_eq!(to(&secondary, number), 1, "{number}");
+    }
+    // Each submit told the primary how long it may try: 5 s (a second may pass in between).
+    let validity = validities(&primary);
+    assert_eq!(validity.len(), 3, "{validity:?}");
+    for (id, seconds) in &validity {
+        assert!(["4", "5"].contains(&seconds.as_str()), "{id}: {seconds}");
+    }
 }
 
 #[test]
@@ -816,6 +920,35 @@ fn under_a_rate_limit_you_are_next_overtakes_a_backlog_of_cancellations() {
         .find_map(|l| l.strip_prefix("span ")?.parse::<i64>().ok())
         .expect("a span");
     assert!(span >= 450, "three submit_sm within {span} ms");
+}
+
+#[test]
+fn the_deliverer_keeps_up_to_the_window_of_submits_outstanding_and_never_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each submit_sm waits 300 ms for its answer, so several are outstanding at once.
+    let mut smsc = Smsc::start(free_port(), "gateway:smpp-pw", 300);
+    let port = free_port();
+    let before = format!(
+        "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n\n[connectors.hl7v2.appointments]\nqueue = \"general\"\n"
+    );
+    let providers = smpp_provider_with("smsc", 0, smsc.port, "", ", window = 2");
+    let gw = messaging_gateway_after(dir.path(), &before, "channels = [\"sms\"]", &providers);
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    check_in_booked(&gw, 8);
+    cancel_appointments(dir.path(), port, 3..=10);
+    for n in 3..=10 {
+        wait_status(&gw, &format!("G-{n:03}"), "delivered");
+    }
+    assert_eq!(smsc.submitted().len(), 8);
+    smsc.command("window");
+    let widest = smsc
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("window ")?.parse::<u32>().ok())
+        .expect("the widest window");
+    assert_eq!(widest, 2, "the most submit_sm outstanding at once");
 }
 
 #[test]

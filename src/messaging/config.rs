@@ -272,7 +272,16 @@ pub struct SmppConfig {
     /// Seconds between two enquire_link; one left unanswered that long drops the link.
     #[serde(default = "default_enquire_link_s")]
     pub enquire_link_s: u64,
+    /// Seconds the SMSC may keep trying a message (each submit_sm's relative
+    /// `validity_period`). A transceiver's message with no receipt this long after it was
+    /// taken (and a short grace) can no longer reach the handset: the next provider sends it.
+    #[serde(default = "default_validity_s")]
+    pub validity_s: u64,
 }
+
+/// The longest `validity_s`: a day, which SMPP's relative time holds and after which a
+/// notification about today's queue means nothing.
+pub const MAX_VALIDITY_S: u64 = 86_400;
 
 fn default_smpp_port() -> u16 {
     2775
@@ -285,6 +294,10 @@ fn default_window() -> u32 {
 }
 fn default_enquire_link_s() -> u64 {
     30
+}
+/// Well under the 2-minute failover limit, with room for the grace and the resend.
+fn default_validity_s() -> u64 {
+    60
 }
 
 fn default_timeout_ms() -> u64 {
@@ -389,7 +402,8 @@ pub enum HttpMethod {
 }
 
 /// An HTTP SMS or voice provider. Its parameters are templates over `{to}`, `{text}`,
-/// `{dlr_url}`, `{password}` and `{message}` (the gateway's message id).
+/// `{dlr_url}`, `{password}`, `{message}` (the gateway's message id), `{validity_s}` and
+/// `{validity_min}` (`validity_s` in whole minutes, rounded up: Kannel's `validity`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -415,6 +429,32 @@ pub struct HttpConfig {
     /// the gateway's own message id identifies it in receipts.
     #[serde(default)]
     pub id_pointer: Option<String>,
+    /// Seconds the provider may keep trying an SMS, told through `{validity_s}` or
+    /// `{validity_min}`: with receipts (`receipt_base_url`), a message with no receipt by
+    /// then (and a short grace) is sent through the next provider.
+    #[serde(default)]
+    pub validity_s: Option<u64>,
+}
+
+impl HttpConfig {
+    /// How long (ms) the provider is told it may try a message: `validity_s`, or the whole
+    /// minutes `{validity_min}` makes of it; none when no parameter tells it.
+    pub fn validity_ms(&self) -> Option<i64> {
+        let seconds = self.validity_s?;
+        let uses = |field: &str| {
+            self.params
+                .values()
+                .any(|v| placeholders(v).is_ok_and(|p| p.contains(&field)))
+        };
+        let told = if uses("validity_min") {
+            seconds.div_ceil(60) * 60
+        } else if uses("validity_s") {
+            seconds
+        } else {
+            return None;
+        };
+        Some(told.saturating_mul(1000) as i64)
+    }
 }
 
 fn default_http_channel() -> Channel {
@@ -427,7 +467,15 @@ fn default_method() -> HttpMethod {
 /// The placeholders a template may use.
 pub const TEMPLATE_FIELDS: [&str; 4] = ["ticket", "queue", "new_start", "facility"];
 /// The placeholders an HTTP provider's parameters may use.
-pub const HTTP_FIELDS: [&str; 5] = ["to", "text", "dlr_url", "password", "message"];
+pub const HTTP_FIELDS: [&str; 7] = [
+    "to",
+    "text",
+    "dlr_url",
+    "password",
+    "message",
+    "validity_s",
+    "validity_min",
+];
 
 /// The names inside `{...}` of a template, or why it cannot be read.
 pub fn placeholders(text: &str) -> Result<Vec<&str>, String> {
@@ -595,6 +643,9 @@ impl MessagingConfig {
                     if c.enquire_link_s == 0 {
                         bad(&key("enquire_link_s"), "must be at least 1".into());
                     }
+                    if !(1..=MAX_VALIDITY_S).contains(&c.validity_s) {
+                        bad(&key("validity_s"), format!("must be 1 to {MAX_VALIDITY_S}"));
+                    }
                 }
                 Some(ProviderKind::Smtp(s)) => {
                     if s.host.trim().is_empty() {
@@ -635,6 +686,27 @@ impl MessagingConfig {
                         .is_none_or(|u| !matches!(u.scheme(), "http" | "https"))
                     {
                         bad(&key("url"), "must be an http:// or https:// URL".into());
+                    }
+                    match h.validity_s {
+                        Some(v) if !(1..=MAX_VALIDITY_S).contains(&v) => {
+                            bad(&key("validity_s"), format!("must be 1 to {MAX_VALIDITY_S}"));
+                        }
+                        Some(_) if h.validity_ms().is_none() => bad(
+                            &key("validity_s"),
+                            "no parameter tells it: use {validity_s} or {validity_min}".into(),
+                        ),
+                        None if h.params.values().any(|v| {
+                            placeholders(v).is_ok_and(|p| {
+                                p.contains(&"validity_s") || p.contains(&"validity_min")
+                            })
+                        }) =>
+                        {
+                            bad(
+                                &key("validity_s"),
+                                "must be set for {validity_s} or {validity_min}".into(),
+                            )
+                        }
+                        _ => {}
                     }
                     for (name, v) in &h.params {
                         match placeholders(v) {
@@ -809,9 +881,64 @@ name = "neither"
                 "messaging.providers[0].smtp.security: a password is never sent without TLS: use starttls or tls",
                 "messaging.providers[1].name: another provider is already named \"mail\"",
                 "messaging.providers[1].http.url: must be an http:// or https:// URL",
-                "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message",
+                "messaging.providers[1].http.params.x: unknown placeholder {nope}; known: to, text, dlr_url, password, message, validity_s, validity_min",
                 "messaging.providers[2]: needs exactly one of smtp, http, smpp and sip",
             ]
+        );
+    }
+
+    #[test]
+    fn an_smpp_validity_is_one_second_to_a_day() {
+        let provider = |validity: u64| {
+            format!(
+                "[[messaging.providers]]\nname = \"smsc\"\n\
+smpp = {{ host = \"127.0.0.1\", system_id = \"gw\", password_file = \"Cargo.toml\", source = \"Clinic\", validity_s = {validity} }}\n"
+            )
+        };
+        assert_eq!(check(&provider(60)), Vec::<String>::new());
+        for wrong in [0, MAX_VALIDITY_S + 1] {
+            assert_eq!(
+                check(&provider(wrong)),
+                ["messaging.providers[0].smpp.validity_s: must be 1 to 86400"]
+            );
+        }
+    }
+
+    #[test]
+    fn an_http_validity_is_told_to_the_provider_in_seconds_or_whole_minutes() {
+        let provider = |validity: &str, param: &str| {
+            format!(
+                "[[messaging.providers]]\nname = \"kannel\"\n[messaging.providers.http]\n\
+url = \"http://127.0.0.1:13013/cgi-bin/sendsms\"\n{validity}\nparams = {{ to = \"{{to}}\"{param} }}\n"
+            )
+        };
+        let read = |text: &str| -> HttpConfig {
+            let c: MessagingConfig = section(text, "messaging").expect("reads");
+            c.providers[0].http.clone().expect("http")
+        };
+        let minutes = provider("validity_s = 90", r#", validity = "{validity_min}""#);
+        assert_eq!(check(&minutes), Vec::<String>::new());
+        assert_eq!(read(&minutes).validity_ms(), Some(120_000));
+        let seconds = provider("validity_s = 90", r#", ValidityPeriod = "{validity_s}""#);
+        assert_eq!(read(&seconds).validity_ms(), Some(90_000));
+        assert_eq!(
+            check(&provider("validity_s = 90", "")),
+            [
+                "messaging.providers[0].http.validity_s: no parameter tells it: use {validity_s} or {validity_min}"
+            ]
+        );
+        assert_eq!(
+            check(&provider("", r#", validity = "{validity_min}""#)),
+            [
+                "messaging.providers[0].http.validity_s: must be set for {validity_s} or {validity_min}"
+            ]
+        );
+        assert_eq!(
+            check(&provider(
+                "validity_s = 0",
+                r#", validity = "{validity_min}""#
+            )),
+            ["messaging.providers[0].http.validity_s: must be 1 to 86400"]
         );
     }
 

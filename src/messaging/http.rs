@@ -59,6 +59,17 @@ impl HttpApi {
         })
     }
 
+    /// How long (ms) a message it took may wait for its receipt: the validity it was told,
+    /// when its receipts reach the gateway.
+    pub fn validity_ms(&self) -> Option<i64> {
+        let told_receipts =
+            self.receipts.is_some() && self.config.params.values().any(|v| v.contains("{dlr_url}"));
+        if !told_receipts || self.config.channel != super::config::Channel::Sms {
+            return None;
+        }
+        self.config.validity_ms()
+    }
+
     /// The value of one parameter template.
     fn fill(&self, template: &str, id: i64, route: &Route) -> String {
         // Kannel replaces `%d` with the receipt's type and `%A` with the SMSC's receipt text
@@ -84,6 +95,13 @@ impl HttpApi {
                 "dlr_url" => out.push_str(&dlr),
                 "password" => out.push_str(self.password.as_deref().unwrap_or_default()),
                 "message" => out.push_str(&id.to_string()),
+                "validity_s" => {
+                    out.push_str(&self.config.validity_s.unwrap_or_default().to_string());
+                }
+                "validity_min" => {
+                    let seconds = self.config.validity_s.unwrap_or_default();
+                    out.push_str(&seconds.div_ceil(60).to_string());
+                }
                 other => {
                     out.push('{');
                     out.push_str(other);

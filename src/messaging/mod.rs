@@ -11,14 +11,18 @@
 //! records every attempt. Quiet hours hold a message in its row until they end.
 //!
 //! A failed or expired receipt puts the notification back in line, in the receipt's
-//! transaction, for the providers and routes that have not taken it yet. Providers whose
+//! transaction, for the providers and routes that have not taken it yet; so does a message
+//! with no receipt once the validity its provider was told has passed (`LapseOverdue`, from
+//! the stored times). Claimed rows go side by side, one patient's in order, so that an SMPP
+//! link's window fills. Providers whose
 //! receipts stop arriving (`receipt_watch`) are opened like failing ones; `prefer = "cheapest"`
 //! orders a channel's providers by price above a delivery-rate floor; `max_per_second` is a
 //! token bucket per provider. Voice goes through HTTP call APIs or SIP (`sip_call`).
 //!
 //! **Invariant:** one notification per event id, and a notification a provider took is never
-//! handed to another unless its receipt said it failed or expired; a provider is asked at most
-//! once per route; a resent outbox row whose notification was sent is only marked done.
+//! handed to another unless its receipt said it failed or expired, or its validity passed
+//! with no receipt; a provider is asked at most once per route; a resent outbox row whose
+//! notification was sent is only marked done; a delivered notification stays delivered.
 //! **Invariant:** no phone number, address or message text reaches a log or a cloud event.
 
 pub mod config;
@@ -41,6 +45,7 @@ use protocol::{Fields, Plan, Reach};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 pub use store::{BULK_DESTINATION, DESTINATION};
@@ -169,6 +174,15 @@ pub struct DeliveryRates {
 #[derive(Debug)]
 pub struct ReleaseHeld;
 
+/// The entry of each of these notifications (see [`store::entries_of`]).
+#[derive(Debug)]
+pub struct EntriesOf(pub Vec<i64>);
+
+/// Sends again, elsewhere, what a provider took and can no longer deliver (see
+/// [`store::lapse_overdue`]).
+#[derive(Debug)]
+pub struct LapseOverdue;
+
 /// A delivery receipt from a provider (see [`store::apply_receipt`]); answers whether it
 /// named an attempt that waited for one.
 #[derive(Debug)]
@@ -202,6 +216,8 @@ crate::journal_work!(
     ApplyReceipt,
     TakenSince,
     ReleaseHeld,
+    LapseOverdue,
+    EntriesOf,
     ListNotifications
 );
 
@@ -252,6 +268,26 @@ impl journal::Work for ReleaseHeld {
             tx.wake(BULK_DESTINATION);
         }
         store::next_release(tx)
+    }
+}
+
+impl journal::Work for EntriesOf {
+    type Output = BTreeMap<i64, i64>;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        store::entries_of(tx, &self.0)
+    }
+}
+
+impl journal::Work for LapseOverdue {
+    type Output = usize;
+    fn run(self, tx: &mut Tx<'_>) -> Result<usize, JournalError> {
+        let now = tx.now();
+        let lapsed = store::lapse_overdue(tx, now)?;
+        if lapsed > 0 {
+            tx.wake(DESTINATION);
+            tx.wake(BULK_DESTINATION);
+        }
+        Ok(lapsed)
     }
 }
 
@@ -320,6 +356,15 @@ impl Provider {
     fn delivered_on_take(&self) -> bool {
         matches!(self, Provider::Smtp(_) | Provider::Sip(_))
     }
+
+    /// How long a message it took may take to deliver, when a receipt tells the outcome.
+    fn validity_ms(&self) -> Option<i64> {
+        match self {
+            Provider::Smpp(s) => s.validity_ms(),
+            Provider::Http(h) => h.validity_ms(),
+            _ => None,
+        }
+    }
 }
 
 /// Starts the deliverer of the `messaging` outbox.
@@ -344,7 +389,7 @@ impl Spawn for DelivererSpawn {
         link::start(name, supervisor, Duration::from_secs(2), move |link| {
             Box::pin(async move {
                 let deliverer = Deliverer::new(config, &folder, journal, link.health)?;
-                deliverer.run(link.shutdown).await;
+                Rc::new(deliverer).run(link.shutdown).await;
                 Ok(())
             })
         })
@@ -444,7 +489,7 @@ impl Deliverer {
         })
     }
 
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(self: Rc<Self>, mut shutdown: watch::Receiver<bool>) {
         // Rows left in flight by a run that ended mid-send go back in line; their
         // notifications tell whether a provider took them meanwhile.
         for destination in [DESTINATION, BULK_DESTINATION] {
@@ -466,6 +511,14 @@ impl Deliverer {
                     Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
                 }
             }
+            match journal::ask(&self.journal, LapseOverdue).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    messages = n,
+                    "no receipt within their validity: the next providers send them"
+                ),
+                Err(e) => tracing::warn!(error = %e, "overdue receipts not looked at"),
+            }
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
                 Ok(at) => at,
                 Err(e) => {
@@ -476,12 +529,13 @@ impl Deliverer {
             // What a patient in the waiting room or waiting for a result needs goes first;
             // bulk notices only fill the rest of a batch, a few at a time, so that an urgent
             // one never waits behind many of them.
-            let mut rows = self.claim(DESTINATION, BATCH).await;
-            if rows.len() < BATCH {
-                let more = self.claim(BULK_DESTINATION, BULK_BATCH).await;
-                rows.extend(more);
-            }
-            if rows.is_empty() {
+            let urgent = self.claim(DESTINATION, BATCH).await;
+            let bulk = if urgent.len() < BATCH {
+                self.claim(BULK_DESTINATION, BULK_BATCH).await
+            } else {
+                Vec::new()
+            };
+            if urgent.is_empty() && bulk.is_empty() {
                 let wait = next_release
                     .map(|at| {
                         Duration::from_millis((at - journal::now_ms()).clamp(0, 30_000) as u64)
@@ -496,11 +550,66 @@ impl Deliverer {
                 }
                 continue;
             }
-            for (destination, row) in rows {
-                self.deliver(destination, &row).await;
+            // The urgent ones take a rate limit's tokens before the bulk.
+            for rows in [urgent, bulk] {
+                self.deliver_side_by_side(rows, &shutdown).await;
                 if *shutdown.borrow() {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Sends `rows` side by side, so that an SMPP provider's window fills with different
+    /// patients' messages; one patient's notifications go one after the other, in order.
+    /// A shutdown lets the messages being sent finish and starts no other.
+    async fn deliver_side_by_side(
+        self: &Rc<Self>,
+        rows: Vec<(&'static str, OutboxRow)>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        if rows.is_empty() {
+            return;
+        }
+        let ids = rows
+            .iter()
+            .filter_map(|(_, r)| notification_of(r))
+            .collect();
+        let entries = match journal::ask(&self.journal, EntriesOf(ids)).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                // Without the entries, each row goes on its own: order is only lost
+                // between one patient's notifications claimed together.
+                tracing::warn!(error = %e, "entries of notifications not read");
+                BTreeMap::new()
+            }
+        };
+        let mut chains: BTreeMap<(bool, i64), Vec<(&'static str, OutboxRow)>> = BTreeMap::new();
+        for (destination, row) in rows {
+            let key = match notification_of(&row).and_then(|id| entries.get(&id)) {
+                Some(entry) => (true, *entry),
+                None => (false, row.id),
+            };
+            chains.entry(key).or_default().push((destination, row));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for chain in chains.into_values() {
+            let (this, shutdown) = (self.clone(), shutdown.clone());
+            tasks.spawn_local(async move {
+                for (destination, row) in chain {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    this.deliver(destination, &row).await;
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                // As when the deliverer sent one at a time: its supervisor restarts it.
+                std::panic::resume_unwind(e.into_panic());
             }
         }
     }
@@ -527,10 +636,7 @@ impl Deliverer {
     /// Sends one notification through its routes and their providers, in order, until one
     /// takes it; settles its outbox row.
     async fn deliver(&self, destination: &'static str, row: &OutboxRow) {
-        let id = serde_json::from_slice::<serde_json::Value>(&row.payload)
-            .ok()
-            .and_then(|v| v["notification"].as_i64());
-        let Some(id) = id else {
+        let Some(id) = notification_of(row) else {
             self.settle(
                 destination,
                 row.id,
@@ -569,14 +675,14 @@ impl Deliverer {
             .map(|a| a.route)
             .collect();
         // A provider that took the message is not asked again for its route: it is here
-        // again only because its receipt said failed or expired.
+        // again only because its receipt said failed or expired, or never came in time.
         let taken: BTreeSet<(usize, &str)> = pending
             .attempts
             .iter()
             .filter(|a| {
                 matches!(
                     a.status.as_str(),
-                    "sent" | "delivered" | "failed" | "expired"
+                    "sent" | "delivered" | "failed" | "expired" | "lapsed"
                 )
             })
             .map(|a| (a.route, a.provider.as_str()))
@@ -652,6 +758,7 @@ impl Deliverer {
                             Channel::Voice => provider_config.price_per_minute,
                             _ => 0.0,
                         },
+                        validity_ms: provider.validity_ms(),
                     },
                     delivered_on_take: provider.delivered_on_take(),
                 };
@@ -676,8 +783,12 @@ impl Deliverer {
         if unavailable.is_empty() {
             // Every route was refused or failed by its receipt, or none has a provider:
             // nothing later can help. The last receipt names how it ended.
+            // A message that lapsed ended as an expired one does.
             let last_failure =
-                protocol::last_failure(pending.attempts.iter().map(|a| a.status.as_str()));
+                protocol::last_failure(pending.attempts.iter().map(|a| match a.status.as_str() {
+                    "lapsed" => "expired",
+                    s => s,
+                }));
             let fail = match last_failure {
                 Some(receipt) => FailNotification {
                     id,
@@ -789,4 +900,11 @@ impl Deliverer {
             tracing::error!(row, error = %e, "notification row not settled");
         }
     }
+}
+
+/// The notification an outbox row sends.
+fn notification_of(row: &OutboxRow) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(&row.payload)
+        .ok()
+        .and_then(|v| v["notification"].as_i64())
 }

@@ -137,9 +137,25 @@ pub fn encode_text(text: &str) -> (u8, Vec<u8>) {
     }
 }
 
+/// `seconds` as SMPP 3.4 relative time (section 7.1.1, `YYMMDDhhmmsstnnp` with `p` = `R`):
+/// days, hours, minutes and seconds from now; tenths and the quarter-hour offset are 0.
+/// Days above 99 are kept at 99 (the longest a relative time says in days alone).
+pub fn relative_time(seconds: u64) -> String {
+    let days = (seconds / 86_400).min(99);
+    let (h, m, s) = (seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    format!("0000{days:02}{h:02}{m:02}{s:02}000R")
+}
+
 /// A submit_sm (section 4.4) from `source` to `destination` (international numbers without
-/// the `+`), asking for a receipt on final delivery or failure.
-pub fn submit_sm(sequence: u32, source: &str, destination: &str, text: &str) -> Vec<u8> {
+/// the `+`), asking for a receipt on final delivery or failure; the SMSC gives up on it after
+/// `validity_s` seconds.
+pub fn submit_sm(
+    sequence: u32,
+    source: &str,
+    destination: &str,
+    text: &str,
+    validity_s: u64,
+) -> Vec<u8> {
     let (coding, bytes) = encode_text(text);
     let mut body = Vec::new();
     put_cstr(&mut body, ""); // service_type
@@ -151,7 +167,7 @@ pub fn submit_sm(sequence: u32, source: &str, destination: &str, text: &str) -> 
     put_cstr(&mut body, destination.trim_start_matches('+'));
     body.extend_from_slice(&[0, 0, 0]); // esm_class, protocol_id, priority_flag
     put_cstr(&mut body, ""); // schedule_delivery_time
-    put_cstr(&mut body, ""); // validity_period
+    put_cstr(&mut body, &relative_time(validity_s));
     body.extend_from_slice(&[1, 0, coding, 0]); // registered_delivery, replace, data_coding, default msg
     if bytes.len() <= 254 {
         body.push(bytes.len() as u8);
@@ -320,7 +336,7 @@ mod tests {
 
     #[test]
     fn submit_sm_carries_ascii_as_ia5_and_the_rest_as_ucs2() {
-        let pdu = submit_sm(7, "Clinic", "+41791234567", "Hi");
+        let pdu = submit_sm(7, "Clinic", "+41791234567", "Hi", 60);
         let tail = &pdu[pdu.len() - 4..];
         assert_eq!(
             tail,
@@ -329,14 +345,26 @@ mod tests {
         );
         assert_eq!(pdu[pdu.len() - 5], 0x01, "data_coding IA5");
         assert!(pdu.windows(12).any(|w| w == b"41791234567\0"), "no +");
-        let pdu = submit_sm(8, "Clinic", "+41791234567", "Nä");
+        let pdu = submit_sm(8, "Clinic", "+41791234567", "Nä", 60);
         assert_eq!(&pdu[pdu.len() - 5..], [4, 0, b'N', 0, 0xe4]);
         assert_eq!(encode_text("Nä").0, 0x08);
-        let long = submit_sm(9, "Clinic", "+41791234567", &"x".repeat(300));
+        let long = submit_sm(9, "Clinic", "+41791234567", &"x".repeat(300), 60);
         assert!(
             long.windows(4).any(|w| w == [0x04, 0x24, 0x01, 0x2c]),
             "message_payload of 300"
         );
+    }
+
+    #[test]
+    fn validity_is_relative_time_as_section_7_1_1_says() {
+        assert_eq!(relative_time(60), "000000000100000R");
+        assert_eq!(relative_time(90), "000000000130000R");
+        assert_eq!(relative_time(86_400 + 3_661), "000001010101000R");
+        assert_eq!(relative_time(200 * 86_400), "000099000000000R");
+        let pdu = submit_sm(7, "Clinic", "+41791234567", "Hi", 45);
+        // schedule_delivery_time empty, then validity_period, then registered_delivery 1.
+        let want = b"\x00000000000045000R\x00\x01";
+        assert!(pdu.windows(want.len()).any(|w| w == want), "{pdu:?}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ struct Submit {
 pub struct Smpp {
     submits: mpsc::Sender<Submit>,
     timeout: Duration,
+    /// How long a message it took may wait for its receipt: its validity, when receipts come
+    /// back on this bind.
+    validity_ms: Option<i64>,
 }
 
 impl Smpp {
@@ -50,7 +53,19 @@ impl Smpp {
             sequence: 0,
         };
         tokio::task::spawn_local(link.run(rx));
-        Smpp { submits, timeout }
+        let validity_ms = (config.bind == SmppBind::Transceiver)
+            .then(|| config.validity_s.saturating_mul(1000) as i64);
+        Smpp {
+            submits,
+            timeout,
+            validity_ms,
+        }
+    }
+
+    /// After how long (ms) a message it took, with no receipt, can no longer be delivered;
+    /// none for a transmitter bind, which never hears receipts.
+    pub fn validity_ms(&self) -> Option<i64> {
+        self.validity_ms
     }
 
     /// Submits `route`; answers the SMSC's message id.
@@ -167,7 +182,13 @@ impl Link {
                 s = submits.recv(), if window_open => {
                     let Some(s) = s else { break Ok(()) };
                     let seq = self.next();
-                    let pdu = smpp::submit_sm(seq, &self.config.source, &s.destination, &s.text);
+                    let pdu = smpp::submit_sm(
+                        seq,
+                        &self.config.source,
+                        &s.destination,
+                        &s.text,
+                        self.config.validity_s,
+                    );
                     if let Err(e) = stream.write_all(&pdu).await {
                         let _ = s.answer.send(Err(SendError::Unavailable(format!("SMPP write failed: {e}"))));
                         break Err(io(e));

@@ -88,6 +88,12 @@ CREATE INDEX msg_attempt_ref ON msg_attempt(provider, provider_ref) WHERE provid
 CREATE INDEX msg_attempt_provider ON msg_attempt(provider, status, sent_at);
 ALTER TABLE msg_attempt ADD COLUMN minute_price REAL NOT NULL DEFAULT 0;
 "#,
+        // When a message a provider took can no longer reach the handset (its validity
+        // over): with no receipt by then, the next provider sends it.
+        r#"
+ALTER TABLE msg_attempt ADD COLUMN valid_until INTEGER;
+CREATE INDEX msg_attempt_lapse ON msg_attempt(valid_until) WHERE status = 'sent' AND valid_until IS NOT NULL;
+"#,
     ],
     legacy: &[],
 };
@@ -296,14 +302,34 @@ pub struct Attempt {
     pub route: usize,
     pub channel: String,
     pub provider: String,
-    /// `sent`, `delivered`, `failed`, `expired`; `error` (the provider was unavailable) or
-    /// `refused` (it refused this message).
+    /// `sent`, `delivered`, `failed`, `expired`; `lapsed` (its validity passed with no
+    /// receipt: sent again elsewhere; a late receipt still replaces it); `error` (the provider
+    /// was unavailable) or `refused` (it refused this message).
     pub status: String,
     pub error: Option<String>,
     pub segments: u32,
     pub cost: f64,
     pub sent_at: i64,
     pub receipt_at: Option<i64>,
+}
+
+/// The entry (the patient's place in a queue) of each of these notifications that exists.
+pub fn entries_of(
+    tx: &mut Tx<'_>,
+    ids: &[i64],
+) -> Result<std::collections::BTreeMap<i64, i64>, JournalError> {
+    let mut found = std::collections::BTreeMap::new();
+    for id in ids {
+        let entry: Option<i64> = tx
+            .sql()
+            .prepare_cached("SELECT entry_id FROM msg_notification WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(entry) = entry {
+            found.insert(*id, entry);
+        }
+    }
+    Ok(found)
 }
 
 /// A notification and its attempts, for the deliverer.
@@ -374,7 +400,14 @@ pub struct Outcome {
     pub cost: f64,
     /// A call's price per minute.
     pub minute_price: f64,
+    /// How long (ms) the provider may try to deliver a message it took, when its receipts
+    /// tell the gateway the outcome (see [`lapse_overdue`]).
+    pub validity_ms: Option<i64>,
 }
+
+/// How long after a message's validity its receipt may still be on its way: only then is it
+/// given up on.
+pub const LAPSE_GRACE_MS: i64 = 5_000;
 
 /// Records an attempt; a taken one makes the notification `sent` (or `delivered` for a
 /// channel without receipts, `delivered_on_take`).
@@ -393,8 +426,9 @@ pub fn record_attempt(
     };
     tx.sql()
         .prepare_cached(
-            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at, minute_price)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END, ?11)",
+            "INSERT INTO msg_attempt (notification_id, route, channel, provider, status, error, provider_ref, segments, cost, sent_at, receipt_at, minute_price, valid_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, CASE WHEN ?5 = 'delivered' THEN ?10 END, ?11,
+                     CASE WHEN ?5 = 'sent' THEN ?10 + ?12 END)",
         )?
         .execute(params![
             o.notification,
@@ -407,7 +441,8 @@ pub fn record_attempt(
             o.segments as i64,
             if o.result.is_ok() { o.cost } else { 0.0 },
             now,
-            o.minute_price
+            o.minute_price,
+            o.validity_ms
         ])?;
     match &o.result {
         Ok(_) if delivered_on_take => set_status(tx, o.notification, Status::Delivered, None, now),
@@ -490,8 +525,13 @@ pub enum ReceiptFor {
 
 /// Applies a delivery receipt from `provider` to the attempt it names, if that attempt still
 /// waits for one: the attempt and its notification become delivered, failed or expired (with
-/// the cloud event). A call's receipt gives its `minutes`, which set its cost. A repeated or
-/// late receipt changes nothing; answers whether it applied.
+/// the cloud event). A call's receipt gives its `minutes`, which set its cost. A repeated
+/// receipt changes nothing; answers whether it applied.
+///
+/// A receipt for a `lapsed` attempt (sent again elsewhere since) is recorded on that attempt
+/// only: it sends nothing again. If it says delivered, the patient got the message, so the
+/// notification is delivered unless it already was. Once a notification is delivered, no
+/// receipt of another attempt changes it.
 pub fn apply_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
@@ -504,24 +544,25 @@ pub fn apply_receipt(
         ReceiptFor::Notification(id) => (Some(*id), None),
         ReceiptFor::ProviderRef(r) => (None, Some(r.as_str())),
     };
-    let found: Option<(i64, i64)> = tx
+    // The attempt's status before the receipt: `RETURNING` gives the new row only.
+    let found: Option<(i64, i64, String)> = tx
         .sql()
         .prepare_cached(
-            "UPDATE msg_attempt SET status = ?4, receipt_at = ?5
-              WHERE id = (SELECT id FROM msg_attempt
-                           WHERE provider = ?1 AND status = 'sent'
-                             AND (notification_id = ?2 OR provider_ref = ?3)
-                           ORDER BY id DESC LIMIT 1)
-              RETURNING id, notification_id",
+            "SELECT id, notification_id, status FROM msg_attempt
+              WHERE provider = ?1 AND status IN ('sent', 'lapsed')
+                AND (notification_id = ?2 OR provider_ref = ?3)
+              ORDER BY id DESC LIMIT 1",
         )?
-        .query_row(
-            params![provider, by_id, by_ref, receipt.as_str(), now],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row(params![provider, by_id, by_ref], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let Some((attempt, notification)) = found else {
+    let Some((attempt, notification, was)) = found else {
         return Ok(false);
     };
+    tx.sql()
+        .prepare_cached("UPDATE msg_attempt SET status = ?2, receipt_at = ?3 WHERE id = ?1")?
+        .execute(params![attempt, receipt.as_str(), now])?;
     if let Some(minutes) = minutes {
         // The one minute counted when the call was placed becomes the call's length.
         tx.sql()
@@ -530,8 +571,19 @@ pub fn apply_receipt(
             )?
             .execute(params![attempt, i64::from(minutes)])?;
     }
+    let status: String = tx
+        .sql()
+        .prepare_cached("SELECT status FROM msg_notification WHERE id = ?1")?
+        .query_row([notification], |r| r.get(0))?;
+    if status == Status::Delivered.as_str() {
+        return Ok(true);
+    }
     if receipt == super::protocol::Receipt::Delivered {
         set_status(tx, notification, Status::Delivered, None, now)?;
+        return Ok(true);
+    }
+    if was == "lapsed" {
+        // Its failover already went (or goes) to the next provider.
         return Ok(true);
     }
     // The message reached no one: the deliverer tries the providers and routes not tried
@@ -546,8 +598,41 @@ pub fn apply_receipt(
     Ok(true)
 }
 
-/// How many messages `provider` took that wait for their receipt with no receipt from it
-/// since the oldest of them was taken, and when that oldest was taken.
+/// The notifications of the attempts whose validity (and grace) is over at `now` with no
+/// receipt: each attempt becomes `lapsed` and its notification goes back in line for the
+/// providers and routes not tried yet, as an expired receipt would put it. Computed from the
+/// stored times, so a restart loses no deadline. Answers how many.
+pub fn lapse_overdue(tx: &mut Tx<'_>, now: i64) -> Result<usize, JournalError> {
+    let lapsed: Vec<(i64, i64, String)> = tx
+        .sql()
+        .prepare_cached(
+            "UPDATE msg_attempt SET status = 'lapsed', error = 'no receipt within its validity'
+              WHERE status = 'sent' AND valid_until IS NOT NULL AND valid_until <= ?2 - ?1
+              RETURNING id, notification_id, provider",
+        )?
+        .query_map(params![LAPSE_GRACE_MS, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (attempt, notification, provider) in &lapsed {
+        let kind: Option<String> = tx
+            .sql()
+            .prepare_cached("SELECT kind FROM msg_notification WHERE id = ?1 AND status = 'sent'")?
+            .query_row([notification], |r| r.get(0))
+            .optional()?;
+        let Some(kind) = kind else {
+            continue;
+        };
+        let reason = format!("no receipt within its validity through {provider}");
+        set_status(tx, *notification, Status::Queued, Some(&reason), now)?;
+        enqueue(tx, *notification, &kind, Some(*attempt), now)?;
+    }
+    Ok(lapsed.len())
+}
+
+/// How many messages `provider` took that wait for their receipt (or lapsed without one)
+/// with no receipt from it since the oldest of them was taken, and when that oldest was
+/// taken.
 pub fn awaiting_receipts(
     tx: &mut Tx<'_>,
     provider: &str,
@@ -556,7 +641,7 @@ pub fn awaiting_receipts(
         .sql()
         .prepare_cached(
             "SELECT count(*), min(sent_at) FROM msg_attempt
-              WHERE provider = ?1 AND status = 'sent'
+              WHERE provider = ?1 AND status IN ('sent', 'lapsed')
                 AND sent_at > coalesce((SELECT max(receipt_at) FROM msg_attempt
                                          WHERE provider = ?1 AND receipt_at IS NOT NULL), 0)",
         )?
@@ -572,7 +657,7 @@ pub fn delivery_rates(
     let rows = tx
         .sql()
         .prepare_cached(
-            "SELECT provider, sum(status = 'delivered'), sum(status IN ('delivered', 'failed', 'expired'))
+            "SELECT provider, sum(status = 'delivered'), sum(status IN ('delivered', 'failed', 'expired', 'lapsed'))
                FROM msg_attempt WHERE sent_at >= ?1 GROUP BY provider",
         )?
         .query_map([since], |r| {
@@ -598,7 +683,8 @@ pub fn fail_notification(
 }
 
 /// Sets a notification's status, and tells the cloud when it is final (delivered, failed,
-/// expired): ids and codes only.
+/// expired): ids and codes only. A delivered one stays delivered: a late receipt of a message
+/// sent again may have said so while its resend was under way.
 fn set_status(
     tx: &mut Tx<'_>,
     id: i64,
@@ -610,7 +696,7 @@ fn set_status(
         .sql()
         .prepare_cached(
             "UPDATE msg_notification SET status = ?2, reason = coalesce(?3, reason), updated_at = ?4
-              WHERE id = ?1 RETURNING event_id, entry_id",
+              WHERE id = ?1 AND status <> 'delivered' RETURNING event_id, entry_id",
         )?
         .query_row(params![id, status.as_str(), reason, now], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -724,9 +810,10 @@ pub fn taken_since(
     let rows = tx
         .sql()
         .prepare_cached(
-            "SELECT provider, channel, sent_at, segments, cost, status, receipt_at - sent_at
+            "SELECT provider, channel, sent_at, segments, cost,
+                    CASE status WHEN 'lapsed' THEN 'expired' ELSE status END, receipt_at - sent_at
                FROM msg_attempt
-              WHERE sent_at >= ?1 AND status IN ('sent', 'delivered', 'failed', 'expired')
+              WHERE sent_at >= ?1 AND status IN ('sent', 'delivered', 'failed', 'expired', 'lapsed')
               ORDER BY sent_at",
         )?
         .query_map([since], |r| {
