@@ -1124,3 +1124,42 @@ sip = {{ host = \"127.0.0.1\", port = {sip_port}, from_user = \"clinic\", prompt
     assert!(busy.wait_exit().success(), "{}", busy.messages());
     assert_eq!(smsc.submitted().len(), 1);
 }
+
+#[test]
+fn a_ready_prescription_tells_the_patient_when_to_pick_it_up_in_the_clinics_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let smtp = SmtpServer::start(dir.path(), free_port(), Security::Plain, None);
+    let port = free_port();
+    let before = format!(
+        "[connectors.hl7v2]\nlisten = \"127.0.0.1:{port}\"\n\n[connectors.pharmacy]\nminutes_per_prescription = 10\n"
+    );
+    let providers = format!(
+        "[[messaging.providers]]\nname = \"mail\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, security = \"none\", from = \"clinic@example.org\" }}\n\n\
+[messaging.templates.medication_ready.en]\nsubject = \"Ticket {{ticket}}\"\n\
+email = \"Ticket {{ticket}}: your prescription can be picked up from {{pickup_at}}.\"\n\n",
+        smtp.port
+    );
+    let gw = messaging_gateway_after(dir.path(), &before, "channels = [\"email\"]", &providers);
+    wait_for("the MLLP listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    check_in(
+        &gw,
+        json!({ "patient_ref": "MRN-1", "contact": { "email": "p1@example.org" } }),
+    );
+    // The pharmacy says when it will be ready (RXD-3, 15:40 in the clinic's zone, UTC here).
+    let messages = "MSH|^~\\&|PHARM|HOSP|EDGE|CLINIC|20261124150000||RDE^O11^RDE_O11|R-1|P|2.5.1\n\
+PID|1||MRN-1^^^CLINIC^MR||POE^PAT\nORC|NW|RX-1|F-RX-1\nRXE|1^BID|00093-7180^Drug^NDC|10||mg\n\
+MSH|^~\\&|PHARM|HOSP|EDGE|CLINIC|20261124151000||RDS^O13^RDS_O13|R-2|P|2.5.1\n\
+PID|1||MRN-1^^^CLINIC^MR||POE^PAT\nORC|RE|RX-1|F-RX-1||\nRXD|1|00093-7180^Drug^NDC|20991124154000+0000|30|TAB\n";
+    let acks = mllp_send(dir.path(), port, messages);
+    assert!(acks.iter().all(|a| a.contains("MSA|AA|")), "{acks:?}");
+    wait_status(&gw, "G-001", "delivered");
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(
+        mail[0].contains("your prescription can be picked up from 15:40."),
+        "{}",
+        mail[0]
+    );
+}

@@ -465,7 +465,15 @@ fn default_method() -> HttpMethod {
 }
 
 /// The placeholders a template may use.
-pub const TEMPLATE_FIELDS: [&str; 4] = ["ticket", "queue", "new_start", "facility"];
+pub const TEMPLATE_FIELDS: [&str; 7] = [
+    "ticket",
+    "queue",
+    "new_start",
+    "facility",
+    "wait_min",
+    "delay_min",
+    "pickup_at",
+];
 /// The placeholders an HTTP provider's parameters may use.
 pub const HTTP_FIELDS: [&str; 7] = [
     "to",
@@ -852,7 +860,7 @@ email = "x"
         assert_eq!(
             found,
             [
-                "messaging.templates.you_are_next.en.sms: unknown placeholder {diagnosis}; known: ticket, queue, new_start, facility",
+                "messaging.templates.you_are_next.en.sms: unknown placeholder {diagnosis}; known: ticket, queue, new_start, facility, wait_min, delay_min, pickup_at",
                 "messaging.templates.you_are_next.en.subject: a '{' without its '}'",
             ]
         );

@@ -91,11 +91,18 @@ impl TxHook for Notifier {
             Some(r) => r,
             None => self.ehr_reach(tx, n.entry)?,
         };
+        let extra = |key: &str| n.extra.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        let minutes = |key: &str| extra(key).and_then(|v| v.as_i64()).map(|m| m.to_string());
         let fields = Fields {
             ticket: &n.entry.ticket,
             queue: &n.entry.queue,
             new_start: n.new_start,
             facility: &self.facility,
+            wait_min: minutes("estimated_wait_min"),
+            delay_min: minutes("delayed_by_min"),
+            pickup_at: extra("estimated_pickup_at")
+                .and_then(|v| v.as_str()?.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.to_zoned(self.zone.clone()).strftime("%H:%M").to_string()),
         };
         let plan = match protocol::plan(&self.config, &reach, n.reason, &fields) {
             Plan::Send(routes) => Ok(routes),

@@ -116,6 +116,11 @@ pub struct Fields<'a> {
     pub queue: &'a str,
     pub new_start: Option<&'a str>,
     pub facility: &'a str,
+    /// A delay's new estimated wait and how much it grew, in minutes.
+    pub wait_min: Option<String>,
+    pub delay_min: Option<String>,
+    /// When a prescription can be picked up (`HH:MM`, the clinic's time).
+    pub pickup_at: Option<String>,
 }
 
 /// A template filled with `fields`; a placeholder whose value is missing is an error.
@@ -131,6 +136,9 @@ pub fn render(template: &str, fields: &Fields<'_>) -> Result<String, String> {
             "queue" => Some(fields.queue),
             "new_start" => fields.new_start,
             "facility" => Some(fields.facility),
+            "wait_min" => fields.wait_min.as_deref(),
+            "delay_min" => fields.delay_min.as_deref(),
+            "pickup_at" => fields.pickup_at.as_deref(),
             other => return Err(format!("unknown placeholder {{{other}}}")),
         };
         out.push_str(value.ok_or_else(|| format!("{{{}}} has no value", &after[..close]))?);
@@ -636,6 +644,9 @@ sms = "Your appointment moved to {new_start}."
             queue: "general",
             new_start: None,
             facility: "test-clinic",
+            wait_min: None,
+            delay_min: None,
+            pickup_at: None,
         }
     }
 
@@ -741,6 +752,28 @@ sms = "Your appointment moved to {new_start}."
         assert_eq!(
             refused(Reach::default(), "you_are_next"),
             "no contact on a configured channel"
+        );
+    }
+
+    #[test]
+    fn a_delay_and_a_pickup_show_their_minutes_and_time() {
+        let delayed = Fields {
+            wait_min: Some("25".into()),
+            delay_min: Some("15".into()),
+            ..fields()
+        };
+        assert_eq!(
+            render(
+                "Ticket {ticket}: about {wait_min} min now ({delay_min} more).",
+                &delayed
+            )
+            .as_deref(),
+            Ok("Ticket A-001: about 25 min now (15 more).")
+        );
+        assert_eq!(
+            render("Ready from {pickup_at}.", &fields()),
+            Err("{pickup_at} has no value".to_string()),
+            "another kind's notification has none"
         );
     }
 

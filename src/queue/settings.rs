@@ -56,6 +56,9 @@ pub struct Notification<'a> {
     pub entry: &'a Entry,
     /// The appointment's new start, for a rescheduled one.
     pub new_start: Option<&'a str>,
+    /// What the notification's event adds for its reason (a delay's new estimated wait, a
+    /// prescription's pickup time), as the event carries it.
+    pub extra: &'a [(&'a str, serde_json::Value)],
 }
 
 /// What a domain writes to its own tables in a queue change's transaction (patient messaging

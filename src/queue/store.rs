@@ -1152,6 +1152,7 @@ pub(crate) fn patient_notification_with(
         reason,
         entry,
         new_start: start,
+        extra,
     };
     for hook in settings(tx).tx_hooks.clone() {
         hook.on_notification(tx, &notification)?;
