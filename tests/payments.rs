@@ -288,6 +288,22 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     let (status, body) = post(&gw.url(&later), &json!({}));
     assert_eq!(status, 409, "only a failed payment: {body}");
     assert_eq!(queue_order(&gw), before, "paying later moves no one");
+    // Later the patient pays the balance: it settles what was owed, once.
+    let balance = ask(&gw, second);
+    let intent = balance["intent"].as_str().expect("intent");
+    assert_eq!(a.pay(intent, "4242424242424242"), 200);
+    let p = wait_standing(&gw, second, "paid");
+    assert_eq!(p["owed_cents"], json!({}), "{p}");
+    let settled = p["payments"]
+        .as_array()
+        .and_then(|l| l.iter().find(|x| x["id"] == open["id"]))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&settled["status"], &settled["settled_by"]),
+        (&json!("settled"), &balance["id"]),
+        "{p}"
+    );
 
     // The restart: the gateway is killed with a payment open, the patient pays meanwhile (the
     // webhook finds no one), and the poll after the restart confirms it, once.
@@ -500,7 +516,7 @@ fn copays_are_confirmed_once_declines_keep_the_place_and_a_hung_or_dead_processo
     for p in [&paid, &in_flight, &adopted] {
         assert_eq!(dfts(&pms, p), 1, "{:?}", pms.received());
     }
-    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 6);
+    assert_eq!(journal_events(&gw, "payment.confirmed").len(), 7);
     let cloud = format!(
         "{:?}{:?}{:?}{:?}",
         journal_events(&gw, "payment.confirmed"),

@@ -440,6 +440,7 @@ mod tests {
             updated_at: 0,
             owed_at: None,
             owed_by: None,
+            settled_by: None,
             confirmed_at: None,
         }
     }

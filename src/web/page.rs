@@ -782,7 +782,7 @@ fn payment(p: Option<&crate::connectors::payments::store::Payment>) -> String {
         return String::new();
     };
     match p.status {
-        Status::Confirmed => "<span class=\"badge healthy\">paid</span>".into(),
+        Status::Confirmed | Status::Settled => "<span class=\"badge healthy\">paid</span>".into(),
         Status::Requested | Status::Open => "<span class=muted>awaiting payment</span>".into(),
         Status::Failed => format!(
             "<span class=\"badge down\">payment pending</span> {}",
@@ -1215,6 +1215,7 @@ mod tests {
             confirmed_at: None,
             owed_at: None,
             owed_by: None,
+            settled_by: None,
         };
         let payments: Payments = [
             (2, paid(2, Paid::Confirmed, None)),

@@ -62,6 +62,8 @@ fn standing(latest: Option<&Payment>) -> Option<&'static str> {
         Status::Confirmed => "paid",
         Status::Failed => "payment_pending",
         Status::Owed => "owed",
+        // Only older than the payment that settled it, so never the latest.
+        Status::Settled => "paid",
         Status::Requested | Status::Open => "awaiting_payment",
     })
 }

@@ -739,7 +739,18 @@ fn apply(
         now,
     )?;
     match status {
-        Status::Confirmed => post_to_pms(tx, p, &entry, effects, now)?,
+        Status::Confirmed => {
+            post_to_pms(tx, p, &entry, effects, now)?;
+            let settled = store::settle_owed(tx, p, now)?;
+            if !settled.is_empty() {
+                tracing::info!(
+                    payment = p.id,
+                    entry = entry.id,
+                    ?settled,
+                    "owed payments settled"
+                );
+            }
+        }
         _ => {
             let text = format!(
                 "Ticket {} ({}): payment not completed ({}). The patient keeps their place: try another processor, another method, or let them pay later.",

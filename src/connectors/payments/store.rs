@@ -49,6 +49,9 @@ CREATE INDEX payment_attempt_payment ON payment_attempt(payment_id);
 CREATE INDEX payment_attempt_state ON payment_attempt(state, asked_at);
 CREATE UNIQUE INDEX payment_attempt_intent ON payment_attempt(processor, intent);
 "#,
+        r#"
+ALTER TABLE payment ADD COLUMN settled_by INTEGER;
+"#,
     ],
     legacy: &[],
 };
@@ -68,6 +71,8 @@ pub enum Status {
     Failed,
     /// Failed, and staff chose "pay later": the amount is owed; the visit goes on.
     Owed,
+    /// Owed, then paid by a later payment of the entry (`settled_by`).
+    Settled,
 }
 
 impl Status {
@@ -78,6 +83,7 @@ impl Status {
             Status::Confirmed => "confirmed",
             Status::Failed => "failed",
             Status::Owed => "owed",
+            Status::Settled => "settled",
         }
     }
 
@@ -87,6 +93,7 @@ impl Status {
             "confirmed" => Status::Confirmed,
             "failed" => Status::Failed,
             "owed" => Status::Owed,
+            "settled" => Status::Settled,
             _ => Status::Requested,
         }
     }
@@ -116,12 +123,14 @@ pub struct Payment {
     /// When staff chose "pay later", and who.
     pub owed_at: Option<i64>,
     pub owed_by: Option<String>,
+    /// The later payment that paid what this one owed.
+    pub settled_by: Option<i64>,
 }
 
 const COLUMNS: &str =
     "id, ref, entry_id, amount_cents, currency, method, status, processor, intent,
                        client_secret, cause, requested_at, requested_by, updated_at, confirmed_at,
-                       owed_at, owed_by";
+                       owed_at, owed_by, settled_by";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
     Ok(Payment {
@@ -142,6 +151,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Payment> {
         confirmed_at: r.get(14)?,
         owed_at: r.get(15)?,
         owed_by: r.get(16)?,
+        settled_by: r.get(17)?,
     })
 }
 
@@ -241,6 +251,37 @@ pub fn owe(tx: &mut Tx<'_>, id: i64, by: &str, now: i64) -> Result<bool, Journal
         )?
         .execute(params![id, now, by])?;
     Ok(n == 1)
+}
+
+/// What `paid` (just confirmed) settles of its entry's owed payments in its currency: the
+/// oldest first, as many as its amount covers whole. Answers their ids.
+pub fn settle_owed(tx: &mut Tx<'_>, paid: &Payment, now: i64) -> Result<Vec<i64>, JournalError> {
+    let owed: Vec<(i64, i64)> = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, amount_cents FROM payment
+              WHERE entry_id = ?1 AND currency = ?2 AND status = 'owed' AND id < ?3
+              ORDER BY id",
+        )?
+        .query_map(params![paid.entry_id, paid.currency, paid.id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut left = paid.amount_cents;
+    let mut settled = Vec::new();
+    for (id, amount) in owed {
+        if amount > left {
+            break;
+        }
+        left -= amount;
+        tx.sql()
+            .prepare_cached(
+                "UPDATE payment SET status = 'settled', settled_by = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, paid.id, now])?;
+        settled.push(id);
+    }
+    Ok(settled)
 }
 
 /// The payment `id`.
