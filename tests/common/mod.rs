@@ -114,8 +114,9 @@ pub fn peer_script(script: &str) -> Command {
 
 /// Starts `peer` and waits for a line on its stderr starting with `ready`; returns the child and
 /// the lines it writes after that one. Its stderr is drained for its whole life so that a
-/// chatty peer never blocks on a full pipe. A peer not ready within 20 s is killed and fails
-/// the test with what it printed.
+/// chatty peer never blocks on a full pipe. A peer not ready within 60 s (Node peers take
+/// seconds to start on a loaded 2-core machine) is killed and fails the test with what it
+/// printed.
 pub fn start_until_ready(
     peer: &mut Command,
     what: &str,
@@ -134,7 +135,7 @@ pub fn start_until_ready(
         }
     });
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) if line.starts_with(ready) => return (child, rx),
