@@ -700,6 +700,18 @@ mod tests {
                 "t.toml:11: connectors.pharmacy.alert_rules[0].field: a field number, 1 to 999"
             ]
         );
+        let err = check(
+            "[gateway]\nfacility_id = \"c\"\n[connectors.fhir]\nbase_url = \"http://ehr\"\nidentifier_system = \"urn:mrn\"\n\
+             [connectors.fhir.results]\n[connectors.fhir.pharmacy]\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            [
+                "t.toml:6: connectors.fhir.results: polls results for [connectors.lab], which is not configured",
+                "t.toml:7: connectors.fhir.pharmacy: polls prescriptions, allergies and detected issues for [connectors.pharmacy], which is not configured"
+            ]
+        );
         let ok = check("[gateway]\nfacility_id = \"c\"\n").expect("defaults");
         assert_eq!(ok.alerts.ack_within_s, 300);
         assert!(ok.connectors.lab.is_none());

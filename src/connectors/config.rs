@@ -56,6 +56,19 @@ impl ConnectorsConfig {
             }
             if let Some(f) = &self.fhir {
                 f.validate(bad);
+                // What these poll is acted on only by their family's hook.
+                if f.results.is_some() && self.lab.is_none() {
+                    bad(
+                        "connectors.fhir.results",
+                        "polls results for [connectors.lab], which is not configured".into(),
+                    );
+                }
+                if f.pharmacy.is_some() && self.pharmacy.is_none() {
+                    bad(
+                        "connectors.fhir.pharmacy",
+                        "polls prescriptions, allergies and detected issues for [connectors.pharmacy], which is not configured".into(),
+                    );
+                }
             }
             if let Some(e) = &self.eligibility {
                 e.validate(base, bad);
