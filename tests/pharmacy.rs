@@ -438,20 +438,24 @@ fn hl7_al1_allergies_meet_prescriptions_and_a_later_list_without_one_retires_it(
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, port) = hl7_gateway_with(dir.path(), PHARMACY);
     let queued = check_in(&gw, "MRN-7");
-    let listed = a08_with(
-        "A-1",
-        "MRN-7",
-        "AL1|1|DA|7980^Penicillin G^RXN|SV|Hives\nAL1|2|DA|1191^Aspirin^RXN|MO\n",
-    );
-    send(dir.path(), port, &listed, "A-1");
+    // The patient's allergy list (AL1s) and a prescription, each answered AA: the alerts are
+    // decided in the transaction the AA waits for, so the AA is the sign to look.
+    let list = |control: &str, al1s: &str| {
+        send(dir.path(), port, &a08_with(control, "MRN-7", al1s), control);
+    };
+    let order = |control: &str, order: &str, code: &str| {
+        send(
+            dir.path(),
+            port,
+            &rde_of(control, "MRN-7", order, code, ""),
+            control,
+        );
+    };
+    let both = "AL1|1|DA|7980^Penicillin G^RXN|SV|Hives\nAL1|2|DA|1191^Aspirin^RXN|MO\n";
+    list("A-1", both);
     // A prescription of a listed allergen, read after the list: one alert naming the code, on
     // the entry the patient was checked in with by the same identifier.
-    send(
-        dir.path(),
-        port,
-        &rde_of("R-1", "MRN-7", "RX-1", "7980", ""),
-        "R-1",
-    );
+    order("R-1", "RX-1", "7980");
     let raised = alerts_of(&gw, "allergy");
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(raised[0]["entry"], queued["id"]);
@@ -462,24 +466,12 @@ fn hl7_al1_allergies_meet_prescriptions_and_a_later_list_without_one_retires_it(
         "{said}"
     );
 
-    // The next list no longer names aspirin: its prescription raises nothing. The alerts are
-    // decided in the transaction the AA waits for, so the AA is the sign to look.
-    let relisted = a08_with("A-2", "MRN-7", "AL1|1|DA|7980^Penicillin G^RXN|SV\n");
-    send(dir.path(), port, &relisted, "A-2");
-    send(
-        dir.path(),
-        port,
-        &rde_of("R-2", "MRN-7", "RX-2", "1191", ""),
-        "R-2",
-    );
+    // The next list no longer names aspirin: its prescription raises nothing.
+    list("A-2", "AL1|1|DA|7980^Penicillin G^RXN|SV\n");
+    order("R-2", "RX-2", "1191");
     assert_eq!(alerts_of(&gw, "allergy").len(), 1);
     // A list read after the prescription still meets it.
-    let added = a08_with(
-        "A-3",
-        "MRN-7",
-        "AL1|1|DA|7980^Penicillin G^RXN|SV\nAL1|2|DA|1191^Aspirin^RXN|MO\n",
-    );
-    send(dir.path(), port, &added, "A-3");
+    list("A-3", both);
     let raised = alerts_of(&gw, "allergy");
     assert_eq!(raised.len(), 2, "{raised:?}");
     assert_eq!(raised[1]["code"], "1191");

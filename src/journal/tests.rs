@@ -50,6 +50,17 @@ fn policy(max_attempts: u32) -> RetryPolicy {
     }
 }
 
+/// The writer's settings for a test: a size limit, and defaults otherwise.
+fn writer_settings(max_bytes: u64) -> Settings {
+    Settings {
+        max_bytes,
+        retention: Duration::from_secs(3600),
+        max_batch: 64,
+        policies: BTreeMap::new(),
+        extensions: Extensions::default(),
+    }
+}
+
 /// Appends `keys` in order and returns the outbox ids.
 fn check_append(store: &mut Store, keys: &[&str]) -> Vec<i64> {
     store
@@ -226,13 +237,7 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     let store = open(&path);
-    let settings = Settings {
-        max_bytes: 256 * 1024,
-        retention: Duration::from_secs(3600),
-        max_batch: 64,
-        policies: BTreeMap::new(),
-        extensions: Extensions::default(),
-    };
+    let settings = writer_settings(256 * 1024);
     let acked = actix::System::new().block_on(async move {
         let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
         let mut acked = 0u64;
@@ -339,13 +344,7 @@ crate::journal_work!(RefusedAfterAppend);
 fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("j.db"));
-    let settings = Settings {
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 64,
-        policies: BTreeMap::new(),
-        extensions: Extensions::default(),
-    };
+    let settings = writer_settings(1 << 30);
     actix::System::new().block_on(async move {
         let (j, _thread) = JournalWriter::start(store, settings).expect("start");
         let (refused, appended) = tokio::join!(
@@ -389,13 +388,7 @@ crate::journal_work!(KeptAroundARefusal);
 fn a_part_done_apart_is_undone_alone_and_its_work_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("j.db"));
-    let settings = Settings {
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 64,
-        policies: BTreeMap::new(),
-        extensions: Extensions::default(),
-    };
+    let settings = writer_settings(1 << 30);
     actix::System::new().block_on(async move {
         let (j, _thread) = JournalWriter::start(store, settings).expect("start");
         assert!(ask(&j, KeptAroundARefusal).await.expect("work"));
@@ -471,13 +464,7 @@ fn a_refused_work_inside_a_batch_leaves_the_audit_chain_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     let store = open(&path);
-    let settings = Settings {
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(3600),
-        max_batch: 64,
-        policies: BTreeMap::new(),
-        extensions: Extensions::default(),
-    };
+    let settings = writer_settings(1 << 30);
     let record = |detail: &str| AuditRecord {
         actor: "gateway".into(),
         action: "config-reload".into(),

@@ -670,21 +670,9 @@ fn announce(
         "intent": intent,
         "cause": p.cause,
     });
-    tx.append(
-        &NewItem {
-            source: "payments".into(),
-            source_id: None,
-            kind: kind.into(),
-            key: format!("queue:{}", entry.queue),
-            schema: format!("clinic-gateway/{kind}@1"),
-            payload: journal::to_json(&event)?.into_bytes(),
-            reply: None,
-            occurred_at: Some(now),
-            destinations: vec![crate::CLOUD.into()],
-        },
-        now,
-    )
-    .map(|_| ())
+    let key = format!("queue:{}", entry.queue);
+    let event = NewItem::event("payments", kind, key, &event, &[crate::CLOUD]);
+    tx.raise(event, now).map(|_| ())
 }
 
 /// Settles `p` as `outcome` says, with what follows a change: the cloud event, and for a
@@ -715,29 +703,11 @@ fn apply(
         _ => "payment.failed",
     };
     tracing::info!(payment = p.id, entry = entry.id, processor = ?p.processor, %kind, cause = ?cause, "payment settled");
-    let event = serde_json::json!({
-        "payment": p.id,
-        "entry": entry.id,
-        "ticket": entry.ticket,
-        "queue": entry.queue,
-        "processor": p.processor,
-        "intent": p.intent,
-        "cause": cause,
-    });
-    tx.append(
-        &NewItem {
-            source: "payments".into(),
-            source_id: None,
-            kind: kind.into(),
-            key: format!("queue:{}", entry.queue),
-            schema: format!("clinic-gateway/{kind}@1"),
-            payload: journal::to_json(&event)?.into_bytes(),
-            reply: None,
-            occurred_at: Some(now),
-            destinations: vec![crate::CLOUD.into()],
-        },
-        now,
-    )?;
+    let settled = Payment {
+        cause: cause.map(str::to_string),
+        ..p.clone()
+    };
+    announce(tx, kind, &settled, &entry, None, now)?;
     match status {
         Status::Confirmed => {
             post_to_pms(tx, p, &entry, effects, now)?;
