@@ -510,21 +510,29 @@ impl Deliverer {
         let signal = journal::signal(&self.journal, DESTINATION).await;
         let bulk_signal = journal::signal(&self.journal, BULK_DESTINATION).await;
         self.health.report(HealthState::Healthy, None);
+        let mut looked: Option<std::time::Instant> = None;
         loop {
-            self.watch_receipts().await;
-            if self.config.routing.prefer == config::Prefer::Cheapest {
-                match journal::ask(&self.journal, DeliveryRates { days: 30 }).await {
-                    Ok(rates) => *self.rates.borrow_mut() = rates,
-                    Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
+            // Receipts that stop and validities that pass are judged in seconds: looking once
+            // a second is enough however busy the deliverer is, and costs a busy one nothing.
+            let look = looked.is_none_or(|at| at.elapsed() >= IDLE);
+            if look {
+                looked = Some(std::time::Instant::now());
+                self.watch_receipts().await;
+                match journal::ask(&self.journal, LapseOverdue).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        messages = n,
+                        "no receipt within their validity: the next providers send them"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "overdue receipts not looked at"),
                 }
-            }
-            match journal::ask(&self.journal, LapseOverdue).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    messages = n,
-                    "no receipt within their validity: the next providers send them"
-                ),
-                Err(e) => tracing::warn!(error = %e, "overdue receipts not looked at"),
+                // Thirty days' rates move slowly too.
+                if self.config.routing.prefer == config::Prefer::Cheapest {
+                    match journal::ask(&self.journal, DeliveryRates { days: 30 }).await {
+                        Ok(rates) => *self.rates.borrow_mut() = rates,
+                        Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
+                    }
+                }
             }
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
                 Ok(at) => at,
