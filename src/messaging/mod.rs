@@ -526,13 +526,6 @@ impl Deliverer {
                     ),
                     Err(e) => tracing::warn!(error = %e, "overdue receipts not looked at"),
                 }
-                // Thirty days' rates move slowly too.
-                if self.config.routing.prefer == config::Prefer::Cheapest {
-                    match journal::ask(&self.journal, DeliveryRates { days: 30 }).await {
-                        Ok(rates) => *self.rates.borrow_mut() = rates,
-                        Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
-                    }
-                }
             }
             let next_release = match journal::ask(&self.journal, ReleaseHeld).await {
                 Ok(at) => at,
@@ -550,6 +543,15 @@ impl Deliverer {
             } else {
                 Vec::new()
             };
+            // Each batch is routed on the rates as they stand (the last receipt counts).
+            if self.config.routing.prefer == config::Prefer::Cheapest
+                && !(urgent.is_empty() && bulk.is_empty())
+            {
+                match journal::ask(&self.journal, DeliveryRates { days: 30 }).await {
+                    Ok(rates) => *self.rates.borrow_mut() = rates,
+                    Err(e) => tracing::warn!(error = %e, "delivery rates not read"),
+                }
+            }
             if urgent.is_empty() && bulk.is_empty() {
                 let wait = next_release
                     .map(|at| {
