@@ -353,20 +353,18 @@ fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
         );
         assert!(matches!(refused, Err(JournalError::Rejected(_))));
         assert!(!appended.expect("append").duplicate);
-        let rows = ask(
-            &j,
-            Claim {
-                destination: "cloud".into(),
-                limit: 10,
-            },
-        )
-        .await
-        .expect("claim");
-        assert_eq!(
-            rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-            ["kept"]
-        );
+        assert_eq!(claimed_cloud_keys(&j).await, ["kept"]);
     });
+}
+
+/// The keys of the cloud rows the writer `j` lets a connector claim now, in order.
+async fn claimed_cloud_keys(j: &Addr<JournalWriter>) -> Vec<String> {
+    let claim = Claim {
+        destination: "cloud".into(),
+        limit: 10,
+    };
+    let rows = ask(j, claim).await.expect("claim");
+    rows.into_iter().map(|r| r.key).collect()
 }
 
 /// A work whose refused part is undone apart: the item before it commits, the one inside does not.
@@ -392,19 +390,7 @@ fn a_part_done_apart_is_undone_alone_and_its_work_commits() {
     actix::System::new().block_on(async move {
         let (j, _thread) = JournalWriter::start(store, settings).expect("start");
         assert!(ask(&j, KeptAroundARefusal).await.expect("work"));
-        let rows = ask(
-            &j,
-            Claim {
-                destination: "cloud".into(),
-                limit: 10,
-            },
-        )
-        .await
-        .expect("claim");
-        assert_eq!(
-            rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-            ["before", "after"]
-        );
+        assert_eq!(claimed_cloud_keys(&j).await, ["before", "after"]);
     });
 }
 
