@@ -7,7 +7,9 @@
 //!    check-in at a time (target p99 < 300 ms).
 //! 2. The check-in's own answer time with 100 check-ins at once, with a card (eligibility on)
 //!    and without (off), in alternating rounds on the same daemon so that both see the same
-//!    journal and machine load: a check-in must not wait for the payer.
+//!    journal and machine load: a check-in must not wait for the payer. Beside it, the journal
+//!    writer's CPU per check-in in each kind of round (an inquiry answered after its round ends
+//!    counts in the next).
 //!
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
 //! 500), `BENCH_ROUNDS` the rounds of 100 of part 2 (default 20).
@@ -168,6 +170,21 @@ fn at_once(web: u16, round: usize, cards: bool) -> Vec<Duration> {
         .collect()
 }
 
+/// CPU time the daemon's journal writer has used so far (its thread's schedstat): every
+/// check-in's rows, and with eligibility on its inquiry's, go through that one thread.
+fn writer_cpu(pid: u32) -> Duration {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let task = task.expect("a thread").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.trim() == "journal-writer" {
+            let stat = std::fs::read_to_string(task.join("schedstat")).expect("schedstat");
+            let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok());
+            return Duration::from_nanos(ns.expect("schedstat's CPU time"));
+        }
+    }
+    panic!("the daemon has no journal-writer thread")
+}
+
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -211,16 +228,24 @@ fn main() {
         .collect();
 
     let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut cpu_on, mut cpu_off) = (Duration::ZERO, Duration::ZERO);
+    let pid = daemon.child.id();
     for round in 0..rounds {
         // Alternating which goes first, so that neither always meets the other's tail.
-        if round % 2 == 0 {
-            on.extend(at_once(daemon.web, round, true));
-            off.extend(at_once(daemon.web, round, false));
-        } else {
-            off.extend(at_once(daemon.web, round, false));
-            on.extend(at_once(daemon.web, round, true));
+        for cards in [round % 2 == 0, round % 2 != 0] {
+            let before = writer_cpu(pid);
+            let times = at_once(daemon.web, round, cards);
+            let used = writer_cpu(pid) - before;
+            if cards {
+                on.extend(times);
+                cpu_on += used;
+            } else {
+                off.extend(times);
+                cpu_off += used;
+            }
         }
     }
+    let per_checkin = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (rounds * AT_ONCE) as f64;
 
     let (s50, s99) = percentiles(shown);
     let (on50, on99) = percentiles(on);
@@ -230,5 +255,10 @@ fn main() {
     );
     println!(
         "check-in answer, {AT_ONCE} at once ({rounds} rounds each): eligibility on p50 {on50:.1} ms, p99 {on99:.1} ms | off p50 {off50:.1} ms, p99 {off99:.1} ms (target: unchanged)"
+    );
+    println!(
+        "journal writer CPU per check-in in those rounds: eligibility on {:.0} µs | off {:.0} µs",
+        per_checkin(cpu_on),
+        per_checkin(cpu_off)
     );
 }

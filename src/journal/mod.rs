@@ -436,29 +436,6 @@ impl<'t> Tx<'t> {
         store::items(self.conn, filter, usize::MAX)
     }
 
-    /// Runs `work` so that its failure undoes only what it wrote, and the rest of the request
-    /// still commits (a check-in whose insurance inquiry is refused queues the patient).
-    pub fn apart<T>(
-        &mut self,
-        work: impl FnOnce(&mut Tx<'t>) -> Result<T, JournalError>,
-    ) -> Result<T, JournalError> {
-        self.conn.execute_batch("SAVEPOINT apart")?;
-        let (woken, appended) = (self.woken.clone(), self.appended);
-        match work(self) {
-            Ok(v) => {
-                self.conn.execute_batch("RELEASE apart")?;
-                Ok(v)
-            }
-            Err(e) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO apart; RELEASE apart")?;
-                self.woken = woken;
-                self.appended = appended;
-                Err(e)
-            }
-        }
-    }
-
     /// Wakes a destination's connector after the commit (rows it delivers changed).
     pub fn wake(&mut self, destination: &str) {
         self.woken.insert(destination.to_string());
@@ -1053,7 +1030,7 @@ impl Writer {
                                 woken.extend(work_woken);
                                 appended += work_appended;
                             }
-                            Err(e) => abort = Some(e.into()),
+                            Err(e) => abort = Some(e),
                         },
                         Err(e) => {
                             // The work's own changes are undone; the rest of the batch stands

@@ -367,33 +367,6 @@ async fn claimed_cloud_keys(j: &Addr<JournalWriter>) -> Vec<String> {
     rows.into_iter().map(|r| r.key).collect()
 }
 
-/// A work whose refused part is undone apart: the item before it commits, the one inside does not.
-struct KeptAroundARefusal;
-
-impl Work for KeptAroundARefusal {
-    type Output = bool;
-    fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
-        tx.append(&item("before", Some("apart-1")), tx.now())?;
-        let refused = tx.apart(|tx| RefusedAfterAppend.run(tx));
-        tx.append(&item("after", Some("apart-2")), tx.now())?;
-        Ok(matches!(refused, Err(JournalError::Rejected(_))))
-    }
-}
-
-crate::journal_work!(KeptAroundARefusal);
-
-#[test]
-fn a_part_done_apart_is_undone_alone_and_its_work_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir.path().join("j.db"));
-    let settings = writer_settings(1 << 30);
-    actix::System::new().block_on(async move {
-        let (j, _thread) = JournalWriter::start(store, settings).expect("start");
-        assert!(ask(&j, KeptAroundARefusal).await.expect("work"));
-        assert_eq!(claimed_cloud_keys(&j).await, ["before", "after"]);
-    });
-}
-
 /// Walks the whole audit chain of `store`; panics naming the first broken record.
 fn check_chain(store: &mut Store) -> chain::Head {
     let rows = store

@@ -65,8 +65,8 @@ pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility,
 }
 
 /// A check-in and the inquiry about its card, committed together so that the front desk waits
-/// on one commit; a refused inquiry (a bad birth date) is undone alone and the patient is
-/// queued all the same. A repeated check-in asks nothing again.
+/// on one commit; an inquiry is refused (a bad birth date) before it writes anything, and the
+/// patient is queued all the same. A repeated check-in asks nothing again.
 pub(super) struct CheckInAsking {
     pub check_in: QueueCheckIn,
     pub inquiry: Option<Result<RequestEligibility, String>>,
@@ -86,8 +86,8 @@ impl Work for CheckInAsking {
             Some(Err(why)) => Some(json!({ "error": why })),
             Some(Ok(mut ask)) => {
                 ask.entry_id = entry.id;
-                match tx.apart(|tx| ask.run(tx)) {
-                    Ok(e) => Some(json!(e)),
+                match ask.check(tx, Some(&entry)) {
+                    Ok(checked) => Some(json!(checked.record(tx)?)),
                     Err(JournalError::Rejected(why)) => Some(json!({ "error": why })),
                     Err(e) => return Err(e),
                 }

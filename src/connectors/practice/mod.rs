@@ -165,36 +165,72 @@ fn member(
         gender,
     })
 }
-impl Work for RequestEligibility {
-    type Output = Eligibility;
-    fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
-        let now = tx.now();
-        let entry = crate::queue::store::queue_entry(tx, self.entry_id)?;
+/// An inquiry that nothing refused: everything it depends on has been read and checked, and
+/// nothing is written yet.
+pub struct CheckedInquiry {
+    job: Job,
+    by: String,
+}
+
+impl RequestEligibility {
+    /// Checks the inquiry against its entry (`entry`, when the caller has just made or read it)
+    /// without writing anything, so that a refusal leaves the transaction as it was: a
+    /// check-in goes on without the inquiry its card could not make.
+    pub fn check(
+        self,
+        tx: &mut Tx<'_>,
+        entry: Option<&crate::queue::Entry>,
+    ) -> Result<CheckedInquiry, JournalError> {
+        let read;
+        let entry = match entry {
+            Some(e) => e,
+            None => {
+                read = crate::queue::store::queue_entry(tx, self.entry_id)?;
+                &read
+            }
+        };
         if entry.closed_at.is_some() {
             return Err(refused(format!("entry {} is closed", entry.id)));
         }
         let member = member(&self.member, entry.demographics.as_ref())?;
-        let trace = uuid::Uuid::now_v7().simple().to_string();
-        let job = Job {
-            trace: trace.clone(),
-            entry_id: entry.id,
-            payer: self.payer.clone(),
-            member,
-            service_date: crate::clock::local_day(now).replace('-', ""),
-        };
+        Ok(CheckedInquiry {
+            job: Job {
+                trace: uuid::Uuid::now_v7().simple().to_string(),
+                entry_id: entry.id,
+                payer: self.payer,
+                member,
+                service_date: crate::clock::local_day(tx.now()).replace('-', ""),
+            },
+            by: self.by,
+        })
+    }
+}
+
+impl CheckedInquiry {
+    /// Journals the inquiry for the connector and records it pending.
+    pub fn record(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        let now = tx.now();
+        let job = &self.job;
         let item = NewItem {
             source: "practice".into(),
             source_id: None,
             kind: "eligibility.inquiry".into(),
-            key: format!("entry:{}", entry.id),
+            key: format!("entry:{}", job.entry_id),
             schema: "clinic-gateway/eligibility.inquiry@1".into(),
-            payload: journal::to_json(&job)?.into_bytes(),
+            payload: journal::to_json(job)?.into_bytes(),
             reply: None,
             occurred_at: Some(now),
             destinations: vec![DESTINATION.into()],
         };
         tx.append(&item, now)?;
-        store::request(tx, entry.id, &self.payer, &trace, &self.by, now)
+        store::request(tx, job.entry_id, &job.payer, &job.trace, &self.by, now)
+    }
+}
+
+impl Work for RequestEligibility {
+    type Output = Eligibility;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        self.check(tx, None)?.record(tx)
     }
 }
 

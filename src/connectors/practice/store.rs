@@ -150,8 +150,17 @@ pub fn request(
              VALUES (?1, ?2, ?3, 'pending', '{}', ?4, ?5)",
         )?
         .execute(params![entry_id, trace, payer, now, by])?;
-    latest(tx, entry_id)?
-        .ok_or_else(|| JournalError::NotFound(format!("eligibility of {entry_id}")))
+    Ok(Eligibility {
+        entry_id,
+        payer: payer.to_string(),
+        status: Status::Pending,
+        detail: Detail::default(),
+        requested_at: now,
+        requested_by: by.to_string(),
+        answered_at: None,
+        override_by: None,
+        override_reason: None,
+    })
 }
 
 /// Records the answer to the inquiry `trace`; returns the entry it was about and its status
