@@ -11,7 +11,6 @@ use super::{
     AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
     RetryPolicy, Stats, StoredItem,
 };
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -235,13 +234,6 @@ impl Store {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-4096; PRAGMA temp_store=MEMORY;",
         )
         .map_err(corrupt)?;
-        // A query whose WHERE compares an indexed column to a parameter and whose ORDER BY
-        // follows the index was planned again for every new value bound (the latest inquiry of
-        // an entry, a destination's pending rows when another destination was read last): the
-        // planner's stability guarantee keeps one plan, as the partial indexes name their state
-        // as a literal.
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(corrupt)?;
         if exists && opts.verify {
             let result: String = conn
                 .query_row("PRAGMA quick_check", [], |r| r.get(0))
