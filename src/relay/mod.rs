@@ -42,6 +42,11 @@ use tokio::sync::{mpsc, watch};
 /// marks and replies get their turn during a long run of PUBACKs.
 const BURST: usize = 64;
 
+/// Rows claimed ahead, in windows: those past the window wait in rumqttc's request queue, so
+/// that the next claim's round trip to the writer (a commit) runs while the window is still
+/// full instead of after it drained.
+const AHEAD: usize = 2;
+
 /// The output of `f` if it is ready at once; `None` if it would wait (it is then dropped, as
 /// `select!` drops the branches that lose, and polled afresh on the next turn).
 fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
@@ -243,7 +248,7 @@ impl Link {
             tls: self.spawn.tls.clone(),
             credentials: cfg.username.clone().zip(self.spawn.password.clone()),
             session_expiry_secs: cfg.session_expiry_secs,
-            capacity: usize::from(window) + 64,
+            capacity: usize::from(window) * AHEAD + 64,
         }
     }
 
@@ -311,10 +316,10 @@ impl Link {
         let per_row = self.topics.events("").len();
         let end = loop {
             let outstanding = s.expect.len() + s.in_flight.len();
-            if claiming.is_none() && !idle && outstanding + chunk <= window {
+            if claiming.is_none() && !idle && outstanding + chunk <= window * AHEAD {
                 let claim = Claim {
                     destination: crate::CLOUD.into(),
-                    limit: ((window - outstanding) / per_row).max(1),
+                    limit: ((window * AHEAD - outstanding) / per_row).max(1),
                 };
                 claiming = Some(self.request(claim));
             }
