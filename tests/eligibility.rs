@@ -385,6 +385,25 @@ fn slow_unreadable_and_lying_answers_and_a_refused_password_are_told_and_the_que
 }
 
 #[test]
+fn an_inquiry_the_payer_is_slow_to_answer_holds_up_no_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "timeout_ms = 60000");
+    let slow = check_in(&gw);
+    ask(&gw, slow, "SLOW-1");
+    payer.saw("270 ok SLOW-1");
+    // Asked while the slow one is out: answered (and the next after it) without waiting for it.
+    for n in 1..=2 {
+        let entry = check_in(&gw);
+        ask(&gw, entry, &format!("ACTIVE-{n}"));
+        let e = settled(&gw, entry, None);
+        assert_eq!(e["status"], "verified", "{e}");
+    }
+    let e = gw.get_json(&format!("/api/v1/queue-entries/{slow}/eligibility"));
+    assert_eq!(e["status"], "pending", "{e}");
+}
+
+#[test]
 fn a_request_without_what_the_payer_needs_or_for_an_unknown_entry_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let payer = Payer::start("s3cret");

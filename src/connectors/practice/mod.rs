@@ -395,50 +395,58 @@ impl Client {
         .await;
         link.health.report(HealthState::Healthy, None);
         let signal = journal::signal(&journal, DESTINATION).await;
+        // Up to `CONCURRENT` inquiries are out at once, and each one answered makes room for
+        // the next: a payer slow to answer one holds up no other.
+        let mut running = tokio::task::JoinSet::new();
+        let mut idle = false;
+        // Inquiries not answered since the last that was.
+        let mut unanswered = 0usize;
         loop {
-            let claim = journal::Claim {
-                destination: DESTINATION.into(),
-                limit: CONCURRENT,
-            };
-            let rows = match journal::ask(&journal, claim).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot claim eligibility inquiries");
-                    Vec::new()
+            if !idle && running.len() < CONCURRENT {
+                let claim = journal::Claim {
+                    destination: DESTINATION.into(),
+                    limit: CONCURRENT - running.len(),
+                };
+                match journal::ask(&journal, claim).await {
+                    Ok(rows) if rows.is_empty() => idle = true,
+                    Ok(rows) => {
+                        for row in rows {
+                            let (client, journal) = (self.clone(), journal.clone());
+                            running.spawn(async move {
+                                let id = row.id;
+                                let settle = client.inquire(&journal, row).await;
+                                let answered = matches!(settle, Settle::Delivered);
+                                settle_row(&journal, id, settle).await;
+                                answered
+                            });
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim eligibility inquiries");
+                        idle = true;
+                    }
                 }
-            };
-            if rows.is_empty() {
-                tokio::select! {
-                    _ = signal.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = link.shutdown.changed() => return,
+            }
+            tokio::select! {
+                Some(done) = running.join_next() => {
+                    match done {
+                        Ok(true) => unanswered = 0,
+                        _ => unanswered += 1,
+                    }
+                    if unanswered > 0 {
+                        link.health.report(
+                            HealthState::Degraded,
+                            Some(format!("{unanswered} inquiries not answered")),
+                        );
+                    } else {
+                        link.health.report(HealthState::Healthy, None);
+                    }
+                    idle = false;
                 }
-                continue;
-            }
-            let mut running = tokio::task::JoinSet::new();
-            for row in rows {
-                let (client, journal) = (self.clone(), journal.clone());
-                running.spawn(async move {
-                    let id = row.id;
-                    let settle = client.inquire(&journal, row).await;
-                    (id, settle)
-                });
-            }
-            let mut failures = 0;
-            while let Some(done) = running.join_next().await {
-                let Ok((id, settle)) = done else { continue };
-                if !matches!(settle, Settle::Delivered) {
-                    failures += 1;
-                }
-                settle_row(&journal, id, settle).await;
-            }
-            if failures > 0 {
-                link.health.report(
-                    HealthState::Degraded,
-                    Some(format!("{failures} inquiries not answered")),
-                );
-            } else {
-                link.health.report(HealthState::Healthy, None);
+                _ = signal.notified() => idle = false,
+                _ = tokio::time::sleep(Duration::from_secs(1)), if idle => idle = false,
+                _ = link.shutdown.changed() => return,
             }
         }
     }
