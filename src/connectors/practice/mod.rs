@@ -402,10 +402,13 @@ impl Client {
         // Inquiries not answered since the last that was.
         let mut unanswered = 0usize;
         loop {
-            if !idle && running.len() < CONCURRENT {
+            // Room is claimed a half at a time (or all of it once nothing is out), so that a
+            // steady run of answers does not cost a claim, a commit, each.
+            let room = CONCURRENT - running.len();
+            if !idle && (room >= CONCURRENT / 2 || running.is_empty()) {
                 let claim = journal::Claim {
                     destination: DESTINATION.into(),
-                    limit: CONCURRENT - running.len(),
+                    limit: room,
                 };
                 match journal::ask(&journal, claim).await {
                     Ok(rows) if rows.is_empty() => idle = true,
