@@ -411,8 +411,10 @@ impl Client {
                     limit: room,
                 };
                 match journal::ask(&journal, claim).await {
-                    Ok(rows) if rows.is_empty() => idle = true,
                     Ok(rows) => {
+                        // Fewer than there was room for: nothing else can go now, and the
+                        // signal keeps a wake-up for rows committed since.
+                        idle = rows.len() < room;
                         for row in rows {
                             let (client, journal) = (self.clone(), journal.clone());
                             running.spawn(async move {
@@ -423,7 +425,6 @@ impl Client {
                                 answered
                             });
                         }
-                        continue;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot claim eligibility inquiries");
