@@ -557,3 +557,37 @@ fn marks_by_runs_touch_exactly_the_rows_named() {
         ]
     );
 }
+
+#[test]
+fn a_query_reading_its_parameters_is_planned_once_whatever_is_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    let extensions = Extensions::default();
+    let reprepared = s
+        .with_batch(|b| {
+            let tx = b.work(&extensions);
+            let latest = "SELECT id FROM outbox WHERE destination = ?1 ORDER BY id DESC LIMIT 1";
+            for (destination, now, limit) in [("cloud", 0, 1), ("ehr", 5, 500), ("cloud", 9, 2)] {
+                tx.sql()
+                    .prepare_cached(store::PEEK)?
+                    .query_map(rusqlite::params![destination, now, limit], |_| Ok(()))?
+                    .count();
+                tx.sql()
+                    .prepare_cached(latest)?
+                    .query_map([destination], |_| Ok(()))?
+                    .count();
+            }
+            let count = |sql| {
+                tx.sql()
+                    .prepare_cached(sql)
+                    .map(|s| s.get_status(rusqlite::StatementStatus::RePrepare))
+            };
+            Ok((count(store::PEEK)?, count(latest)?))
+        })
+        .expect("queries");
+    assert_eq!(
+        reprepared,
+        (0, 0),
+        "statements planned again on a new binding"
+    );
+}
