@@ -730,14 +730,48 @@ impl JournalWriter {
                 "in-flight rows from the last run put back in line"
             );
         }
+        let stats = match store.reader() {
+            Ok(reader) => Some(stats_reader(reader)?),
+            Err(e) => {
+                tracing::warn!(error = %e, "no read-only connection: the writer counts the backlog itself");
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel(65_536);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || Writer::new(store, settings).run(rx))
+            .spawn(move || Writer::new(store, settings, stats).run(rx))
             .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok((JournalWriter { tx }.start(), thread))
     }
 }
+
+/// A request for the backlog's counts, with the size limit they are reported against.
+type StatsAsk = (Reply<Stats>, u64);
+
+/// Starts the thread that answers [`GetStats`] on its own read-only connection, so that
+/// counting a large backlog never holds up a commit.
+fn stats_reader(mut reader: Store) -> Result<std::sync::mpsc::Sender<StatsAsk>, JournalError> {
+    let (tx, rx) = std::sync::mpsc::channel::<StatsAsk>();
+    std::thread::Builder::new()
+        .name("journal-reader".into())
+        .spawn(move || {
+            for (reply, max_bytes) in rx {
+                let stats = reader.with_batch(|b| b.stats()).map(|mut s| {
+                    s.max_bytes = max_bytes;
+                    s
+                });
+                let _ = reply.send(stats);
+            }
+        })
+        .map_err(|e| JournalError::Sqlite(format!("cannot start the reader thread: {e}")))?;
+    Ok(tx)
+}
+
+/// Held by a test to keep the backlog's counts from being read while it shows that the writer
+/// goes on meanwhile.
+#[cfg(feature = "fault-hooks")]
+pub static STATS_HELD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Called once the batch's fate is known: `Some(error)` when the whole batch was rolled back.
 type Done = Box<dyn FnOnce(Option<&JournalError>) + Send>;
@@ -757,6 +791,8 @@ struct Writer {
     last_prune: Instant,
     /// Each destination's wake-up signal (see [`signal`]).
     signals: HashMap<String, Arc<Notify>>,
+    /// The reader thread's queue (see [`stats_reader`]).
+    stats: Option<std::sync::mpsc::Sender<StatsAsk>>,
 }
 
 /// A batch waits for its siblings only after a batch of at least this many requests (a lone
@@ -771,12 +807,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(store: Store, settings: Settings) -> Self {
+    fn new(
+        store: Store,
+        settings: Settings,
+        stats: Option<std::sync::mpsc::Sender<StatsAsk>>,
+    ) -> Self {
         Writer {
             store,
             settings,
             last_prune: Instant::now(),
             signals: HashMap::new(),
+            stats,
         }
     }
 
@@ -978,13 +1019,32 @@ impl Writer {
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
-                Command::Stats(GetStats, reply) => {
-                    let r = tx.stats().map(|mut s| {
-                        s.max_bytes = self.settings.max_bytes;
-                        s
-                    });
-                    done(reply, r)
-                }
+                // Asked of the reader once this batch has committed, so that the counts take
+                // in every request sent before them.
+                Command::Stats(GetStats, reply) => match &self.stats {
+                    Some(reader) => {
+                        let (reader, max_bytes) = (reader.clone(), self.settings.max_bytes);
+                        Box::new(
+                            move |batch_error: Option<&JournalError>| match batch_error {
+                                Some(e) => drop(reply.send(Err(e.clone()))),
+                                None => {
+                                    if let Err(std::sync::mpsc::SendError((reply, _))) =
+                                        reader.send((reply, max_bytes))
+                                    {
+                                        drop(reply.send(Err(JournalError::Closed)));
+                                    }
+                                }
+                            },
+                        )
+                    }
+                    None => {
+                        let r = tx.stats().map(|mut s| {
+                            s.max_bytes = self.settings.max_bytes;
+                            s
+                        });
+                        done(reply, r)
+                    }
+                },
                 Command::Audit(
                     AuditRecord {
                         actor,

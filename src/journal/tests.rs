@@ -591,3 +591,36 @@ fn a_query_reading_its_parameters_is_planned_once_whatever_is_bound() {
         "statements planned again on a new binding"
     );
 }
+
+#[cfg(feature = "fault-hooks")]
+#[test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the held lock stands for a slow count on the reader's thread; what is awaited runs on the writer's"
+)]
+fn the_backlog_is_counted_beside_the_writer_and_takes_in_what_was_sent_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    actix::System::new().block_on(async move {
+        let settings = writer_settings(64 * 1024 * 1024);
+        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
+        ask(&addr, Append(item("a", None))).await.expect("append");
+        let held = STATS_HELD.lock().expect("hold the counts");
+        // Queued in the mailbox now, ahead of the append below.
+        let counting = addr.send(GetStats);
+        // Commits while the count is held: a writer counting the backlog itself would wait.
+        tokio::time::timeout(Duration::from_secs(30), ask(&addr, Append(item("b", None))))
+            .await
+            .expect("the append waited for the count")
+            .expect("append while counting");
+        drop(held);
+        let stats = counting.await.expect("mailbox").expect("stats");
+        assert!(
+            (1..=2).contains(&stats.destinations["cloud"].pending),
+            "{stats:?}"
+        );
+        let after = ask(&addr, GetStats).await.expect("stats");
+        assert_eq!(after.destinations["cloud"].pending, 2, "{after:?}");
+        ask(&addr, Close).await.expect("close");
+    });
+}
