@@ -749,11 +749,25 @@ impl JournalWriter {
 /// A request for the backlog's counts, with the size limit they are reported against.
 type StatsAsk = (Reply<Stats>, u64);
 
-/// Starts the thread that answers [`GetStats`] on its own read-only connection, so that
-/// counting a large backlog never holds up a commit.
-fn stats_reader(mut reader: Store) -> Result<std::sync::mpsc::Sender<StatsAsk>, JournalError> {
-    let (tx, rx) = std::sync::mpsc::channel::<StatsAsk>();
-    std::thread::Builder::new()
+/// The thread that answers [`GetStats`] on its own read-only connection, so that counting a
+/// large backlog never holds up a commit.
+struct StatsReader {
+    queue: std::sync::mpsc::Sender<StatsAsk>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StatsReader {
+    /// Answers what is queued and closes its connection, so that the writer's is the last one
+    /// open and a clean stop leaves no write-ahead log beside the journal.
+    fn close(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+fn stats_reader(mut reader: Store) -> Result<StatsReader, JournalError> {
+    let (queue, rx) = std::sync::mpsc::channel::<StatsAsk>();
+    let thread = std::thread::Builder::new()
         .name("journal-reader".into())
         .spawn(move || {
             for (reply, max_bytes) in rx {
@@ -765,7 +779,7 @@ fn stats_reader(mut reader: Store) -> Result<std::sync::mpsc::Sender<StatsAsk>, 
             }
         })
         .map_err(|e| JournalError::Sqlite(format!("cannot start the reader thread: {e}")))?;
-    Ok(tx)
+    Ok(StatsReader { queue, thread })
 }
 
 /// Held by a test to keep the backlog's counts from being read while it shows that the writer
@@ -791,8 +805,7 @@ struct Writer {
     last_prune: Instant,
     /// Each destination's wake-up signal (see [`signal`]).
     signals: HashMap<String, Arc<Notify>>,
-    /// The reader thread's queue (see [`stats_reader`]).
-    stats: Option<std::sync::mpsc::Sender<StatsAsk>>,
+    stats: Option<StatsReader>,
 }
 
 /// A batch waits for its siblings only after a batch of at least this many requests (a lone
@@ -807,11 +820,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(
-        store: Store,
-        settings: Settings,
-        stats: Option<std::sync::mpsc::Sender<StatsAsk>>,
-    ) -> Self {
+    fn new(store: Store, settings: Settings, stats: Option<StatsReader>) -> Self {
         Writer {
             store,
             settings,
@@ -830,6 +839,7 @@ impl Writer {
             last = batch.len();
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {
+                self.close_reader();
                 if let Err(e) = self.store.checkpoint() {
                     tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL is replayed at next start");
                 }
@@ -840,7 +850,14 @@ impl Writer {
                 self.prune(now_ms() - self.settings.retention.as_millis() as i64);
             }
         }
+        self.close_reader();
         let _ = self.store.checkpoint();
+    }
+
+    fn close_reader(&mut self) {
+        if let Some(reader) = self.stats.take() {
+            reader.close();
+        }
     }
 
     /// Takes what is queued behind the first request. When the last batch showed concurrent
@@ -1023,7 +1040,7 @@ impl Writer {
                 // in every request sent before them.
                 Command::Stats(GetStats, reply) => match &self.stats {
                     Some(reader) => {
-                        let (reader, max_bytes) = (reader.clone(), self.settings.max_bytes);
+                        let (reader, max_bytes) = (reader.queue.clone(), self.settings.max_bytes);
                         Box::new(
                             move |batch_error: Option<&JournalError>| match batch_error {
                                 Some(e) => drop(reply.send(Err(e.clone()))),

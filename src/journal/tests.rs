@@ -624,3 +624,25 @@ fn the_backlog_is_counted_beside_the_writer_and_takes_in_what_was_sent_before() 
         ask(&addr, Close).await.expect("close");
     });
 }
+
+#[test]
+fn a_clean_stop_after_counting_leaves_the_journal_one_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let store = open(&path);
+    let thread = actix::System::new().block_on(async move {
+        let settings = writer_settings(64 * 1024 * 1024);
+        let (addr, thread) = JournalWriter::start(store, settings).expect("start");
+        ask(&addr, Append(item("a", None))).await.expect("append");
+        let stats = ask(&addr, GetStats).await.expect("stats");
+        assert_eq!(stats.destinations["cloud"].pending, 1, "{stats:?}");
+        ask(&addr, Close).await.expect("close");
+        thread
+    });
+    thread.join().expect("writer thread");
+    assert!(path.exists());
+    assert!(
+        !path.with_extension("db-wal").exists(),
+        "the reader's connection outlived the writer's"
+    );
+}
