@@ -160,6 +160,25 @@ pub struct Store {
     key: Option<String>,
 }
 
+/// A connection to the journal at `path` as every one of the gateway's is set up: the key of an
+/// encrypted journal applied, a wait of up to 5 s for a lock, and plans that never read a bound
+/// value. Without the last SQLite marks a statement to be planned again when a parameter it
+/// read is rebound (a `LIMIT ?n`, or `column = ?n` that a scan it weighed would filter on), and
+/// rusqlite's statement cache clears the bindings of every statement it takes back, which
+/// expires such a statement: about a third of the queries (the outbox claim, an entry's latest
+/// inquiry, a session's lookup, the waiting list) were parsed and planned again on every use.
+/// Their plans are the same either way: no table is analysed, so no plan depends on a value.
+fn connect(path: &Path, flags: OpenFlags, key: Option<&str>) -> Result<Connection, JournalError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| io_err(path, e))?;
+    if let Some(key) = key {
+        apply_key(&conn, key).map_err(|e| io_err(path, e))?;
+    }
+    conn.busy_timeout(Duration::from_secs(5))
+        .and_then(|()| conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true))
+        .map_err(|e| io_err(path, e))?;
+    Ok(conn)
+}
+
 fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
     JournalError::Open {
         path: path.to_path_buf(),
@@ -202,17 +221,13 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| io_err(path, e))?;
-        if let Some(key) = &opts.key {
-            apply_key(&conn, key).map_err(|e| io_err(path, e))?;
-        }
+        let conn = connect(path, flags, opts.key.as_deref())?;
         let corrupt = |e: rusqlite::Error| {
             io_err(
                 path,
                 format!("not a readable clinic-gateway journal ({e}); {LEFT_UNTOUCHED}"),
             )
         };
-        conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
         // Every domain runs its SQL through this one connection: rusqlite's default of 16 cached
         // statements made the writer parse most of them again on every use.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -238,15 +253,6 @@ impl Store {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-4096; PRAGMA temp_store=MEMORY;",
         )
         .map_err(corrupt)?;
-        // Plans that never read a bound value. Without this SQLite marks a statement to be
-        // planned again when a parameter it read is rebound (a `LIMIT ?n`, or `column = ?n` that
-        // a scan it weighed would filter on), and rusqlite's statement cache clears the bindings
-        // of every statement it takes back, which expires such a statement: about a third of
-        // the queries (the outbox claim, an entry's latest inquiry, a session's lookup, the
-        // waiting list) were parsed and planned again on every use. Their plans are the same
-        // either way: no table is analysed, so no plan depends on a value.
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-            .map_err(corrupt)?;
         if exists && opts.verify {
             let result: String = conn
                 .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -361,17 +367,10 @@ impl Store {
     /// A read-only connection to the same journal, for reads that must not hold up the writer:
     /// the backlog's counts walk every pending row (about 135 ms with a million of them).
     pub fn reader(&self) -> Result<Store, JournalError> {
-        let path = &self.path;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| io_err(path, e))?;
-        if let Some(key) = &self.key {
-            apply_key(&conn, key).map_err(|e| io_err(path, e))?;
-        }
-        conn.busy_timeout(Duration::from_secs(5))?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         Ok(Store {
-            conn,
-            path: path.clone(),
+            conn: connect(&self.path, flags, self.key.as_deref())?,
+            path: self.path.clone(),
             key: self.key.clone(),
         })
     }
