@@ -115,6 +115,7 @@ crate::journal_work!(ListAlerts, AckAlert, EscalateDue);
 
 impl Work for ListAlerts {
     type Output = Vec<Alert>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::alerts(tx, self.all, self.limit)
     }

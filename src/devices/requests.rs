@@ -42,6 +42,7 @@ impl Work for ClearOverride {
 
 impl Work for ListOverrides {
     type Output = Vec<DeviceOverride>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::overrides(tx, &self.device)
     }

@@ -28,6 +28,7 @@ impl Work for SetRoomHold {
 
 impl Work for ListRoomHolds {
     type Output = Vec<RoomHold>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::room_holds(tx)
     }

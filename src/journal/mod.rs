@@ -288,6 +288,11 @@ pub trait Work: Send + 'static {
     /// True when the work commits new inbound items, so that the journal's size limit applies
     /// to it as to [`Append`].
     const LIMITED: bool = false;
+    /// True when the work only reads. It then runs on the journal's read-only connection, on
+    /// its own thread, once the batch that carried it has committed (so it sees everything
+    /// sent before it): a report over a year of visits or a staff page's list then holds up no
+    /// check-in's commit. Such work that writes fails, the connection being read-only.
+    const READ_ONLY: bool = false;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError>;
 }
 
@@ -326,6 +331,7 @@ impl std::fmt::Debug for Job {
 
 trait Runnable: Send {
     fn limited(&self) -> bool;
+    fn read_only(&self) -> bool;
     /// Runs the work; answers what to do once the batch's fate is known, and whether the work
     /// itself succeeded.
     fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>);
@@ -340,6 +346,10 @@ struct Pending<W: Work> {
 impl<W: Work> Runnable for Pending<W> {
     fn limited(&self) -> bool {
         W::LIMITED
+    }
+
+    fn read_only(&self) -> bool {
+        W::READ_ONLY
     }
 
     fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>) {
@@ -730,33 +740,46 @@ impl JournalWriter {
                 "in-flight rows from the last run put back in line"
             );
         }
-        let stats = match store.reader() {
-            Ok(reader) => Some(stats_reader(reader)?),
+        let reader = match store.reader() {
+            Ok(connection) => Some(reader(connection)?),
             Err(e) => {
-                tracing::warn!(error = %e, "no read-only connection: the writer counts the backlog itself");
+                tracing::warn!(error = %e, "no read-only connection: the writer answers reads itself");
                 None
             }
         };
         let (tx, rx) = mpsc::channel(65_536);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || Writer::new(store, settings, stats).run(rx))
+            .spawn(move || Writer::new(store, settings, reader).run(rx))
             .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok((JournalWriter { tx }.start(), thread))
     }
 }
 
-/// A request for the backlog's counts, with the size limit they are reported against.
-type StatsAsk = (Reply<Stats>, u64);
+/// What the reader thread answers: the backlog's counts (with the size limit they are
+/// reported against), or a read-only [`Work`] with the domains' settings it reads.
+enum Read {
+    Stats(Reply<Stats>, u64),
+    Work(Job, Arc<Extensions>),
+}
 
-/// The thread that answers [`GetStats`] on its own read-only connection, so that counting a
-/// large backlog never holds up a commit.
-struct StatsReader {
-    queue: std::sync::mpsc::Sender<StatsAsk>,
+/// The thread that answers reads on its own read-only connection, so that counting a large
+/// backlog or reading a report never holds up a commit.
+struct Reader {
+    queue: std::sync::mpsc::Sender<Read>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl StatsReader {
+impl Read {
+    fn refuse(self, e: &JournalError) {
+        match self {
+            Read::Stats(reply, _) => drop(reply.send(Err(e.clone()))),
+            Read::Work(job, _) => job.0.fail(e),
+        }
+    }
+}
+
+impl Reader {
     /// Answers what is queued and closes its connection, so that the writer's is the last one
     /// open and a clean stop leaves no write-ahead log beside the journal.
     fn close(self) {
@@ -765,21 +788,58 @@ impl StatsReader {
     }
 }
 
-fn stats_reader(mut reader: Store) -> Result<StatsReader, JournalError> {
-    let (queue, rx) = std::sync::mpsc::channel::<StatsAsk>();
+fn reader(mut connection: Store) -> Result<Reader, JournalError> {
+    let (queue, rx) = std::sync::mpsc::channel::<Read>();
     let thread = std::thread::Builder::new()
         .name("journal-reader".into())
         .spawn(move || {
-            for (reply, max_bytes) in rx {
-                let stats = reader.with_batch(|b| b.stats()).map(|mut s| {
-                    s.max_bytes = max_bytes;
-                    s
-                });
-                let _ = reply.send(stats);
+            for read in rx {
+                match read {
+                    Read::Stats(reply, max_bytes) => {
+                        let stats = connection.with_batch(|b| b.stats()).map(|mut s| {
+                            s.max_bytes = max_bytes;
+                            s
+                        });
+                        let _ = reply.send(stats);
+                    }
+                    Read::Work(job, extensions) => read_work(&mut connection, job, &extensions),
+                }
             }
         })
         .map_err(|e| JournalError::Sqlite(format!("cannot start the reader thread: {e}")))?;
-    Ok(StatsReader { queue, thread })
+    Ok(Reader { queue, thread })
+}
+
+/// Runs a read-only work in one read transaction, so that all it reads is one moment's.
+fn read_work(connection: &mut Store, job: Job, extensions: &Extensions) {
+    let mut job = Some(job);
+    let ran = connection.with_batch(|b| {
+        let job = job.take().expect("taken once");
+        Ok(job.0.run(&mut b.reading(now_ms(), extensions)).0)
+    });
+    match (ran, job) {
+        (Ok(done), _) => done(None),
+        (Err(e), Some(job)) => job.0.fail(&e),
+        // The read ran; only ending its transaction failed, which changes nothing it read.
+        (Err(e), None) => tracing::warn!(error = %e, "a read's transaction did not end cleanly"),
+    }
+}
+
+/// Hands `read` to the reader once the batch has committed, so that it reads everything
+/// sent before it; a batch rolled back refuses it with the batch's error.
+fn after_commit(reader: Option<&Reader>, read: Read) -> Done {
+    let queue = reader.map(|r| r.queue.clone());
+    Box::new(
+        move |batch_error: Option<&JournalError>| match (batch_error, queue) {
+            (Some(e), _) => read.refuse(e),
+            (None, Some(queue)) => {
+                if let Err(std::sync::mpsc::SendError(read)) = queue.send(read) {
+                    read.refuse(&JournalError::Closed);
+                }
+            }
+            (None, None) => read.refuse(&JournalError::Closed),
+        },
+    )
 }
 
 /// Held by a test to keep the backlog's counts from being read while it shows that the writer
@@ -805,7 +865,9 @@ struct Writer {
     last_prune: Instant,
     /// Each destination's wake-up signal (see [`signal`]).
     signals: HashMap<String, Arc<Notify>>,
-    stats: Option<StatsReader>,
+    reader: Option<Reader>,
+    /// The domains' settings as read-only work reads them, shared with the reader thread.
+    extensions: Arc<Extensions>,
 }
 
 /// A batch waits for its siblings only after a batch of at least this many requests (a lone
@@ -820,13 +882,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(store: Store, settings: Settings, stats: Option<StatsReader>) -> Self {
+    fn new(store: Store, mut settings: Settings, reader: Option<Reader>) -> Self {
+        let extensions = Arc::new(std::mem::take(&mut settings.extensions));
         Writer {
             store,
             settings,
             last_prune: Instant::now(),
             signals: HashMap::new(),
-            stats,
+            reader,
+            extensions,
         }
     }
 
@@ -855,7 +919,7 @@ impl Writer {
     }
 
     fn close_reader(&mut self) {
-        if let Some(reader) = self.stats.take() {
+        if let Some(reader) = self.reader.take() {
             reader.close();
         }
     }
@@ -1038,21 +1102,10 @@ impl Writer {
                 }
                 // Asked of the reader once this batch has committed, so that the counts take
                 // in every request sent before them.
-                Command::Stats(GetStats, reply) => match &self.stats {
-                    Some(reader) => {
-                        let (reader, max_bytes) = (reader.queue.clone(), self.settings.max_bytes);
-                        Box::new(
-                            move |batch_error: Option<&JournalError>| match batch_error {
-                                Some(e) => drop(reply.send(Err(e.clone()))),
-                                None => {
-                                    if let Err(std::sync::mpsc::SendError((reply, _))) =
-                                        reader.send((reply, max_bytes))
-                                    {
-                                        drop(reply.send(Err(JournalError::Closed)));
-                                    }
-                                }
-                            },
-                        )
+                Command::Stats(GetStats, reply) => match &self.reader {
+                    Some(_) => {
+                        let max_bytes = self.settings.max_bytes;
+                        after_commit(self.reader.as_ref(), Read::Stats(reply, max_bytes))
                     }
                     None => {
                         let r = tx.stats().map(|mut s| {
@@ -1082,6 +1135,10 @@ impl Writer {
                     let r = tx.audit_head();
                     done(reply, r)
                 }
+                Command::Work(job) if job.0.read_only() && self.reader.is_some() => after_commit(
+                    self.reader.as_ref(),
+                    Read::Work(job, self.extensions.clone()),
+                ),
                 Command::Work(job) => {
                     if job.0.limited()
                         && let Some(e) = &refused
@@ -1098,7 +1155,7 @@ impl Writer {
                             continue;
                         }
                     };
-                    let mut work = Tx::new(&savepoint, now, &self.settings.extensions);
+                    let mut work = Tx::new(&savepoint, now, &self.extensions);
                     let (d, result) = job.0.run(&mut work);
                     let (work_woken, work_appended) = (work.woken, work.appended);
                     match result {
@@ -1125,7 +1182,8 @@ impl Writer {
                     done(reply, Ok(signal))
                 }
                 Command::Ping(Ping, reply) => done(reply, Ok(())),
-                Command::Reconfigure(Reconfigure(settings), reply) => {
+                Command::Reconfigure(Reconfigure(mut settings), reply) => {
+                    self.extensions = Arc::new(std::mem::take(&mut settings.extensions));
                     self.settings = settings;
                     done(reply, Ok(()))
                 }

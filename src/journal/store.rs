@@ -555,6 +555,16 @@ impl Batch<'_> {
         super::Tx::new(&self.tx, 0, extensions)
     }
 
+    /// A domain's view of this transaction at `now` on the reader's connection, for read-only
+    /// work.
+    pub(super) fn reading<'b>(
+        &'b self,
+        now: i64,
+        extensions: &'b super::Extensions,
+    ) -> super::Tx<'b> {
+        super::Tx::new(&self.tx, now, extensions)
+    }
+
     /// A savepoint for one domain's work: rolled back alone if the work fails.
     pub fn savepoint(&mut self) -> Result<Savepoint<'_>, JournalError> {
         self.tx.prepare_cached("SAVEPOINT work")?.execute([])?;

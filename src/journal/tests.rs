@@ -646,3 +646,68 @@ fn a_clean_stop_after_counting_leaves_the_journal_one_file() {
         "the reader's connection outlived the writer's"
     );
 }
+
+/// A read that counts the inbound items, says so, and answers only once `release` is sent:
+/// it stands for a long report.
+struct HeldRead {
+    counted: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Work for HeldRead {
+    type Output = i64;
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<i64, JournalError> {
+        let n = tx
+            .sql()
+            .query_row("SELECT count(*) FROM inbound", [], |r| r.get(0))?;
+        let _ = self.counted.send(());
+        let _ = self.release.recv();
+        Ok(n)
+    }
+}
+
+/// A work that says it only reads, and writes.
+struct WritingRead;
+
+impl Work for WritingRead {
+    type Output = ();
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        tx.audit("test", "write", "from a read", tx.now())
+    }
+}
+
+crate::journal_work!(HeldRead, WritingRead);
+
+#[test]
+fn a_read_runs_beside_the_writer_and_reads_what_was_committed_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    actix::System::new().block_on(async move {
+        let settings = writer_settings(64 * 1024 * 1024);
+        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
+        ask(&addr, Append(item("a", None))).await.expect("append");
+        let (counted, counting) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let reading = addr.send(HeldRead {
+            counted,
+            release: released,
+        });
+        let counting = tokio::task::spawn_blocking(move || counting.recv());
+        counting.await.expect("join").expect("the read counted");
+        // Commits while the read is held: a writer running the read itself would wait.
+        tokio::time::timeout(Duration::from_secs(30), ask(&addr, Append(item("b", None))))
+            .await
+            .expect("the append waited for the read")
+            .expect("append while reading");
+        release.send(()).expect("release");
+        let n = reading.await.expect("mailbox").expect("read");
+        assert_eq!(n, 1, "the read saw one moment of the journal");
+        let refused = ask(&addr, WritingRead)
+            .await
+            .expect_err("a read cannot write");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        ask(&addr, Close).await.expect("close");
+    });
+}

@@ -37,6 +37,7 @@ crate::journal_work!(ListNotices, AckNotice);
 
 impl Work for ListNotices {
     type Output = Vec<Notice>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::notices(tx, self.all, self.limit)
     }

@@ -133,6 +133,7 @@ impl Work for QueueAct {
 
 impl Work for QueueList {
     type Output = Vec<Entry>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::queue_list(tx, self.queue.as_deref(), self.closed_since)
     }

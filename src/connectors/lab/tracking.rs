@@ -249,6 +249,7 @@ crate::journal_work!(ListSpecimens, CollectionsDue);
 
 impl Work for ListSpecimens {
     type Output = Vec<SpecimenRow>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::specimens_of_open_entries(tx)
     }

@@ -317,6 +317,7 @@ impl Work for RequestPayment {
 
 impl Work for GetPayment {
     type Output = Option<Payment>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::by_ref(tx, &self.reference)
     }
@@ -324,6 +325,7 @@ impl Work for GetPayment {
 
 impl Work for GetPayments {
     type Output = Vec<Payment>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::of_entry(tx, self.entry_id)
     }
@@ -331,6 +333,7 @@ impl Work for GetPayments {
 
 impl Work for ListPayments {
     type Output = Vec<Payment>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::latest_of(tx, &self.entry_ids)
     }

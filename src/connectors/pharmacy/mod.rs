@@ -287,6 +287,7 @@ crate::journal_work!(ListPrescriptions);
 
 impl Work for ListPrescriptions {
     type Output = Vec<(i64, String)>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::on_open_entries(tx)
     }

@@ -497,6 +497,7 @@ impl Work for RecordVisit {
 
 impl Work for GetVisit {
     type Output = Option<Visit>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::visit(tx, self.entry_id)
     }

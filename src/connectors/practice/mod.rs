@@ -297,6 +297,7 @@ impl Work for OverrideEligibility {
 
 impl Work for GetEligibility {
     type Output = Option<Eligibility>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::latest(tx, self.entry_id)
     }
@@ -304,6 +305,7 @@ impl Work for GetEligibility {
 
 impl Work for ListEligibility {
     type Output = Vec<Eligibility>;
+    const READ_ONLY: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         store::latest_of(tx, &self.entry_ids)
     }
