@@ -796,13 +796,19 @@ fn reader(mut connection: Store) -> Result<Reader, JournalError> {
             for read in rx {
                 match read {
                     Read::Stats(reply, max_bytes) => {
-                        let stats = connection.with_batch(|b| b.stats()).map(|mut s| {
-                            s.max_bytes = max_bytes;
-                            s
-                        });
-                        let _ = reply.send(stats);
+                        let _ = reply.send(connection.with_batch(|b| b.stats(max_bytes)));
                     }
-                    Read::Work(job, extensions) => read_work(&mut connection, job, &extensions),
+                    Read::Work(job, extensions) => {
+                        // A read that panics fails alone (its requester is answered that the
+                        // journal closed); the thread and its connection go on to the next.
+                        let read = std::panic::AssertUnwindSafe(|| {
+                            read_work(&mut connection, job, &extensions)
+                        });
+                        if let Err(panic) = std::panic::catch_unwind(read) {
+                            let message = crate::supervisor::link::panic_message(panic.as_ref());
+                            tracing::error!(%message, "a journal read panicked; its requester was refused");
+                        }
+                    }
                 }
             }
         })
@@ -1108,10 +1114,7 @@ impl Writer {
                         after_commit(self.reader.as_ref(), Read::Stats(reply, max_bytes))
                     }
                     None => {
-                        let r = tx.stats().map(|mut s| {
-                            s.max_bytes = self.settings.max_bytes;
-                            s
-                        });
+                        let r = tx.stats(self.settings.max_bytes);
                         done(reply, r)
                     }
                 },

@@ -799,8 +799,9 @@ impl Batch<'_> {
         })
     }
 
-    /// Row counts per destination and state, and the journal's totals.
-    pub fn stats(&mut self) -> Result<Stats, JournalError> {
+    /// Row counts per destination and state, and the journal's totals, reported against the
+    /// size limit `max_bytes`.
+    pub fn stats(&mut self, max_bytes: u64) -> Result<Stats, JournalError> {
         #[cfg(feature = "fault-hooks")]
         let _held = super::STATS_HELD.lock();
         let mut destinations: BTreeMap<String, DestinationStats> = BTreeMap::new();
@@ -831,7 +832,7 @@ impl Batch<'_> {
             used_bytes: ((pages - free).max(0) * size) as u64,
             file_bytes: (pages * size) as u64,
             schema_version: SCHEMA_VERSION,
-            max_bytes: 0,
+            max_bytes,
         })
     }
 

@@ -260,7 +260,7 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         acked
     });
     let mut s = open(&path);
-    let stats = s.with_batch(|b| b.stats()).expect("stats");
+    let stats = s.with_batch(|b| b.stats(0)).expect("stats");
     assert_eq!(
         stats.destinations["cloud"].pending, acked,
         "every acknowledged item is kept"
@@ -314,7 +314,7 @@ fn an_encrypted_journal_opens_only_with_its_key() {
         "no plaintext on disk"
     );
     let mut store = keyed(Some("right"), false).expect("reopen with the key");
-    let stats = store.with_batch(|b| b.stats()).expect("stats");
+    let stats = store.with_batch(|b| b.stats(0)).expect("stats");
     assert_eq!(stats.destinations["cloud"].pending, 1);
     drop(store);
     for wrong in [None, Some("wrong")] {
@@ -678,10 +678,21 @@ impl Work for WritingRead {
     }
 }
 
-crate::journal_work!(HeldRead, WritingRead);
+/// A read that panics.
+struct PanickingRead;
+
+impl Work for PanickingRead {
+    type Output = ();
+    const READ_ONLY: bool = true;
+    fn run(self, _: &mut Tx<'_>) -> Result<(), JournalError> {
+        panic!("a bug in a read")
+    }
+}
+
+crate::journal_work!(HeldRead, WritingRead, PanickingRead);
 
 #[test]
-fn a_read_runs_beside_the_writer_and_reads_what_was_committed_before_it() {
+fn a_read_runs_beside_the_writer_reads_one_moment_and_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("j.db"));
     actix::System::new().block_on(async move {
@@ -708,6 +719,13 @@ fn a_read_runs_beside_the_writer_and_reads_what_was_committed_before_it() {
             .await
             .expect_err("a read cannot write");
         assert!(refused.to_string().contains("readonly"), "{refused}");
+        ask(&addr, PanickingRead)
+            .await
+            .expect_err("a read that panics is refused");
+        let stats = ask(&addr, GetStats)
+            .await
+            .expect("reads go on after a panic");
+        assert_eq!(stats.destinations["cloud"].pending, 2, "{stats:?}");
         ask(&addr, Close).await.expect("close");
     });
 }
