@@ -794,26 +794,31 @@ fn reader(mut connection: Store) -> Result<Reader, JournalError> {
         .name("journal-reader".into())
         .spawn(move || {
             for read in rx {
-                match read {
+                // A read that panics fails alone (its requester is told the journal closed);
+                // the thread and its connection go on to the next.
+                unless_panicked(|| match read {
                     Read::Stats(reply, max_bytes) => {
                         let _ = reply.send(connection.with_batch(|b| b.stats(max_bytes)));
                     }
-                    Read::Work(job, extensions) => {
-                        // A read that panics fails alone (its requester is answered that the
-                        // journal closed); the thread and its connection go on to the next.
-                        let read = std::panic::AssertUnwindSafe(|| {
-                            read_work(&mut connection, job, &extensions)
-                        });
-                        if let Err(panic) = std::panic::catch_unwind(read) {
-                            let message = crate::supervisor::link::panic_message(panic.as_ref());
-                            tracing::error!(%message, "a journal read panicked; its requester was refused");
-                        }
-                    }
-                }
+                    Read::Work(job, extensions) => read_work(&mut connection, job, &extensions),
+                });
             }
         })
         .map_err(|e| JournalError::Sqlite(format!("cannot start the reader thread: {e}")))?;
     Ok(Reader { queue, thread })
+}
+
+/// Runs one request, catching a panic (a bug in it) so that it fails alone: `None` once the
+/// panic is logged. Its reply, dropped while unwinding, tells its requester the journal closed.
+fn unless_panicked<T>(request: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(request)) {
+        Ok(answer) => Some(answer),
+        Err(panic) => {
+            let message = crate::supervisor::link::panic_message(panic.as_ref());
+            tracing::error!(%message, "a journal request panicked; it alone was refused");
+            None
+        }
+    }
 }
 
 /// Runs a read-only work in one read transaction, so that all it reads is one moment's.
@@ -1159,7 +1164,17 @@ impl Writer {
                         }
                     };
                     let mut work = Tx::new(&savepoint, now, &self.extensions);
-                    let (d, result) = job.0.run(&mut work);
+                    // A work that panics (a bug) is refused alone, like one that failed: its
+                    // requester is told the journal closed, its savepoint is rolled back, and
+                    // the rest of the batch and every later request go on.
+                    let (d, result) =
+                        unless_panicked(|| job.0.run(&mut work)).unwrap_or_else(|| {
+                            let done: Done = Box::new(|_| {});
+                            (
+                                done,
+                                Err(JournalError::Rejected("the request panicked".into())),
+                            )
+                        });
                     let (work_woken, work_appended) = (work.woken, work.appended);
                     match result {
                         Ok(()) => match savepoint.commit() {

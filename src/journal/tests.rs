@@ -357,6 +357,42 @@ fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
     });
 }
 
+/// A domain's work that appends an item and then panics (a bug).
+struct PanicsAfterAppend;
+
+impl Work for PanicsAfterAppend {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        tx.append(&item("panicked", Some("work-2")), tx.now())?;
+        panic!("a bug in a request")
+    }
+}
+
+crate::journal_work!(PanicsAfterAppend);
+
+#[test]
+fn a_work_that_panics_is_undone_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    let settings = writer_settings(1 << 30);
+    actix::System::new().block_on(async move {
+        let (j, _thread) = JournalWriter::start(store, settings).expect("start");
+        let (panicked, appended) = tokio::join!(
+            ask(&j, PanicsAfterAppend),
+            ask(&j, Append(item("kept", Some("append-1"))))
+        );
+        assert!(
+            matches!(panicked, Err(JournalError::Closed)),
+            "{panicked:?}"
+        );
+        assert!(!appended.expect("append").duplicate);
+        ask(&j, Append(item("later", Some("append-2"))))
+            .await
+            .expect("the writer goes on after a panic");
+        assert_eq!(claimed_cloud_keys(&j).await, ["kept", "later"]);
+    });
+}
+
 /// The keys of the cloud rows the writer `j` lets a connector claim now, in order.
 async fn claimed_cloud_keys(j: &Addr<JournalWriter>) -> Vec<String> {
     let claim = Claim {
