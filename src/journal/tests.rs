@@ -340,23 +340,6 @@ impl Work for RefusedAfterAppend {
 
 crate::journal_work!(RefusedAfterAppend);
 
-#[test]
-fn a_refused_work_is_undone_alone_and_the_rest_of_its_batch_commits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir.path().join("j.db"));
-    let settings = writer_settings(1 << 30);
-    actix::System::new().block_on(async move {
-        let (j, _thread) = JournalWriter::start(store, settings).expect("start");
-        let (refused, appended) = tokio::join!(
-            ask(&j, RefusedAfterAppend),
-            ask(&j, Append(item("kept", Some("append-1"))))
-        );
-        assert!(matches!(refused, Err(JournalError::Rejected(_))));
-        assert!(!appended.expect("append").duplicate);
-        assert_eq!(claimed_cloud_keys(&j).await, ["kept"]);
-    });
-}
-
 /// A domain's work that appends an item and then panics (a bug).
 struct PanicsAfterAppend;
 
@@ -371,16 +354,18 @@ impl Work for PanicsAfterAppend {
 crate::journal_work!(PanicsAfterAppend);
 
 #[test]
-fn a_work_that_panics_is_undone_alone_and_the_writer_goes_on() {
+fn a_work_refused_or_panicking_is_undone_alone_and_the_rest_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir.path().join("j.db"));
     let settings = writer_settings(1 << 30);
     actix::System::new().block_on(async move {
         let (j, _thread) = JournalWriter::start(store, settings).expect("start");
-        let (panicked, appended) = tokio::join!(
+        let (refused, panicked, appended) = tokio::join!(
+            ask(&j, RefusedAfterAppend),
             ask(&j, PanicsAfterAppend),
             ask(&j, Append(item("kept", Some("append-1"))))
         );
+        assert!(matches!(refused, Err(JournalError::Rejected(_))));
         assert!(
             matches!(panicked, Err(JournalError::Closed)),
             "{panicked:?}"
@@ -635,20 +620,11 @@ fn a_query_reading_its_parameters_is_planned_once_whatever_is_bound() {
     reason = "the held lock stands for a slow count on the reader's thread; what is awaited runs on the writer's"
 )]
 fn the_backlog_is_counted_beside_the_writer_and_takes_in_what_was_sent_before() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir.path().join("j.db"));
-    actix::System::new().block_on(async move {
-        let settings = writer_settings(64 * 1024 * 1024);
-        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
-        ask(&addr, Append(item("a", None))).await.expect("append");
+    on_a_writer_holding_a(|addr| async move {
         let held = STATS_HELD.lock().expect("hold the counts");
         // Queued in the mailbox now, ahead of the append below.
         let counting = addr.send(GetStats);
-        // Commits while the count is held: a writer counting the backlog itself would wait.
-        tokio::time::timeout(Duration::from_secs(30), ask(&addr, Append(item("b", None))))
-            .await
-            .expect("the append waited for the count")
-            .expect("append while counting");
+        append_b_beside(&addr, "count").await;
         drop(held);
         let stats = counting.await.expect("mailbox").expect("stats");
         assert!(
@@ -657,8 +633,31 @@ fn the_backlog_is_counted_beside_the_writer_and_takes_in_what_was_sent_before() 
         );
         let after = ask(&addr, GetStats).await.expect("stats");
         assert_eq!(after.destinations["cloud"].pending, 2, "{after:?}");
+    });
+}
+
+/// Runs `body` on a writer over a fresh journal holding one cloud item ("a"), then closes it.
+fn on_a_writer_holding_a<F: std::future::Future<Output = ()>>(
+    body: impl FnOnce(Addr<JournalWriter>) -> F,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    actix::System::new().block_on(async move {
+        let settings = writer_settings(64 * 1024 * 1024);
+        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
+        ask(&addr, Append(item("a", None))).await.expect("append");
+        body(addr.clone()).await;
         ask(&addr, Close).await.expect("close");
     });
+}
+
+/// Commits a second cloud item ("b") while a `read` is held up on the reader: a writer that
+/// ran the read itself would wait for it.
+async fn append_b_beside(addr: &Addr<JournalWriter>, read: &str) {
+    tokio::time::timeout(Duration::from_secs(30), ask(addr, Append(item("b", None))))
+        .await
+        .unwrap_or_else(|_| panic!("the append waited for the {read}"))
+        .expect("append beside a read");
 }
 
 #[test]
@@ -729,12 +728,7 @@ crate::journal_work!(HeldRead, WritingRead, PanickingRead);
 
 #[test]
 fn a_read_runs_beside_the_writer_reads_one_moment_and_fails_alone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = open(&dir.path().join("j.db"));
-    actix::System::new().block_on(async move {
-        let settings = writer_settings(64 * 1024 * 1024);
-        let (addr, _thread) = JournalWriter::start(store, settings).expect("start");
-        ask(&addr, Append(item("a", None))).await.expect("append");
+    on_a_writer_holding_a(|addr| async move {
         let (counted, counting) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel();
         let reading = addr.send(HeldRead {
@@ -743,11 +737,7 @@ fn a_read_runs_beside_the_writer_reads_one_moment_and_fails_alone() {
         });
         let counting = tokio::task::spawn_blocking(move || counting.recv());
         counting.await.expect("join").expect("the read counted");
-        // Commits while the read is held: a writer running the read itself would wait.
-        tokio::time::timeout(Duration::from_secs(30), ask(&addr, Append(item("b", None))))
-            .await
-            .expect("the append waited for the read")
-            .expect("append while reading");
+        append_b_beside(&addr, "read").await;
         release.send(()).expect("release");
         let n = reading.await.expect("mailbox").expect("read");
         assert_eq!(n, 1, "the read saw one moment of the journal");
@@ -762,6 +752,5 @@ fn a_read_runs_beside_the_writer_reads_one_moment_and_fails_alone() {
             .await
             .expect("reads go on after a panic");
         assert_eq!(stats.destinations["cloud"].pending, 2, "{stats:?}");
-        ask(&addr, Close).await.expect("close");
     });
 }
