@@ -838,17 +838,16 @@ fn read_work(connection: &mut Store, job: Job, extensions: &Extensions) {
 
 /// Hands `read` to the reader once the batch has committed, so that it reads everything
 /// sent before it; a batch rolled back refuses it with the batch's error.
-fn after_commit(reader: Option<&Reader>, read: Read) -> Done {
-    let queue = reader.map(|r| r.queue.clone());
+fn after_commit(reader: &Reader, read: Read) -> Done {
+    let queue = reader.queue.clone();
     Box::new(
-        move |batch_error: Option<&JournalError>| match (batch_error, queue) {
-            (Some(e), _) => read.refuse(e),
-            (None, Some(queue)) => {
+        move |batch_error: Option<&JournalError>| match batch_error {
+            Some(e) => read.refuse(e),
+            None => {
                 if let Err(std::sync::mpsc::SendError(read)) = queue.send(read) {
                     read.refuse(&JournalError::Closed);
                 }
             }
-            (None, None) => read.refuse(&JournalError::Closed),
         },
     )
 }
@@ -1114,9 +1113,8 @@ impl Writer {
                 // Asked of the reader once this batch has committed, so that the counts take
                 // in every request sent before them.
                 Command::Stats(GetStats, reply) => match &self.reader {
-                    Some(_) => {
-                        let max_bytes = self.settings.max_bytes;
-                        after_commit(self.reader.as_ref(), Read::Stats(reply, max_bytes))
+                    Some(reader) => {
+                        after_commit(reader, Read::Stats(reply, self.settings.max_bytes))
                     }
                     None => {
                         let r = tx.stats(self.settings.max_bytes);
@@ -1143,11 +1141,16 @@ impl Writer {
                     let r = tx.audit_head();
                     done(reply, r)
                 }
-                Command::Work(job) if job.0.read_only() && self.reader.is_some() => after_commit(
-                    self.reader.as_ref(),
-                    Read::Work(job, self.extensions.clone()),
-                ),
                 Command::Work(job) => {
+                    if job.0.read_only()
+                        && let Some(reader) = &self.reader
+                    {
+                        dones.push(after_commit(
+                            reader,
+                            Read::Work(job, self.extensions.clone()),
+                        ));
+                        continue;
+                    }
                     if job.0.limited()
                         && let Some(e) = &refused
                     {
