@@ -585,10 +585,12 @@ impl Link {
             if !matches!(error, BacnetError::NotFound { .. }) {
                 state = LinkState::Lost(error.clone());
             }
-            if self.set_health(HealthState::Degraded, Some(message.clone())) {
+            // The readings are marked first, so that whoever sees the health degraded and then
+            // asks for the readings (the actor's mailbox being in order) sees them failed too.
+            actor.do_send(LinkDown(message.clone()));
+            if self.set_health(HealthState::Degraded, Some(message)) {
                 tracing::warn!(device = %self.config.name, %error, "BACnet device unreachable; looking for it again");
             }
-            actor.do_send(LinkDown(message));
             // A socket that cannot be bound may work later (an interface that comes up).
             if matches!(error, BacnetError::Socket { .. }) {
                 self.socket = None;

@@ -378,10 +378,12 @@ impl Poller {
             };
             failures += 1;
             let message = self.message(&error.to_string());
-            if self.set_health(HealthState::Degraded, Some(message.clone())) {
+            // The readings are marked first, so that whoever sees the health degraded and then
+            // asks for the readings (the actor's mailbox being in order) sees them failed too.
+            actor.do_send(LinkDown(message.clone()));
+            if self.set_health(HealthState::Degraded, Some(message)) {
                 tracing::warn!(device = %self.config.name, %error, "Modbus device unreachable; reconnecting with backoff");
             }
-            actor.do_send(LinkDown(message));
             let backoff = tokio::time::sleep(self.config.reconnect_delay(failures));
             tokio::pin!(backoff);
             loop {
