@@ -437,6 +437,80 @@ fn a_slow_command_does_not_hold_back_the_backlog() {
     assert_eq!(answered[1]["ok"], true, "{answered:?}");
 }
 
+/// A command is kept before the broker is told it arrived: one taken while another ran is
+/// carried out after a kill -9; the one that was running is answered that its outcome is
+/// unknown, not run again; and a command sent again under its `request_id` is answered with
+/// the kept reply, not run twice.
+#[test]
+fn a_command_acknowledged_before_a_kill_9_is_carried_out_after_it_and_once_per_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, consumer, mut gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
+    assert_eq!(
+        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
+    publish(
+        &broker,
+        &topic("fault-stall"),
+        r#"{"request_id":"stall-1","ms":600000}"#,
+    );
+    wait_for("the stall under way", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("cloud command under way")
+            .then_some(())
+    });
+    let suspend =
+        r#"{"request_id":"suspend-1","integration":"fhir","reason":"a leaked certificate"}"#;
+    publish(&broker, &topic("suspend-integration"), suspend);
+    wait_for("the suspension kept", Duration::from_secs(20), || {
+        let metrics = ureq::get(&gw.url("/metrics"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        metrics
+            .contains("clinic_gateway_commands_received_total 2\n")
+            .then_some(())
+    });
+    gw.kill9();
+    gw.start();
+
+    let first = wait_reply(&consumer, Some("suspend-1"), 0, REPLY).1;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["result"]["already"], false, "{first}");
+    let stall = wait_reply(&consumer, Some("stall-1"), 0, REPLY).1;
+    assert_eq!(stall["ok"], false, "{stall}");
+    assert!(
+        stall["error"].as_str().unwrap_or("").contains("unknown"),
+        "{stall}"
+    );
+    publish(&broker, &topic("suspend-integration"), suspend);
+    let again = wait_reply(&consumer, Some("suspend-1"), 1, REPLY).1;
+    assert_eq!(again, first, "answered with the kept reply, not run again");
+    publish(
+        &broker,
+        &topic("dlq-replay"),
+        r#"{"request_id":"suspend-1","destination":"cloud","all":true}"#,
+    );
+    let reused = wait_reply(&consumer, Some("suspend-1"), 2, REPLY).1;
+    assert_eq!(reused["ok"], false, "{reused}");
+    assert!(
+        reused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("earlier suspend-integration"),
+        "{reused}"
+    );
+    let runs = audit_log(&gw)
+        .into_iter()
+        .filter(|(action, _, detail)| action == "command" && detail.contains("suspend-1"))
+        .count();
+    assert_eq!(runs, 1, "suspend-1 carried out once");
+}
+
 /// During a migration (`contract = 2` with `serve_contract_1`) each event goes out under both
 /// contracts' topics, and a command is answered under the contract it came in on.
 #[test]

@@ -24,7 +24,7 @@ pub const RELAY: &str = "cloud-relay";
 pub type Child = (String, Box<dyn Spawn>);
 
 /// Every domain's tables in the journal, migrated when it is opened.
-pub fn schemas() -> [&'static Schema; 14] {
+pub fn schemas() -> [&'static Schema; 15] {
     [
         &crate::queue::store::SCHEMA,
         &crate::notices::store::SCHEMA,
@@ -40,6 +40,7 @@ pub fn schemas() -> [&'static Schema; 14] {
         &crate::messaging::store::SCHEMA,
         &crate::connectors::pharmacy::store::SCHEMA,
         &crate::connectors::payments::store::SCHEMA,
+        &crate::relay::store::SCHEMA,
     ]
 }
 

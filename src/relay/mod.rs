@@ -10,33 +10,36 @@
 //! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
 //! so the journal stays the only source of truth.
 //!
-//! Cloud commands are carried out one at a time, in the order received, by a worker task beside
-//! the connection: a slow command (a reload that restarts children, a large replay) never holds
-//! back PUBACKs or publishes. Replies wait for the next connection if the current one is lost.
+//! Cloud commands are kept in the journal before their PUBACK and carried out one at a time, in
+//! the order received, by a worker task beside the connection ([`commands`]): a slow command (a
+//! reload that restarts children, a large replay) never holds back PUBACKs or publishes. Replies
+//! wait for the next connection if the current one is lost; each is kept, and a command sent
+//! again under its `request_id` is answered with it rather than run twice.
 //!
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
+mod commands;
 pub mod config;
 pub mod mqtt;
 pub mod protocol;
+pub mod store;
 pub mod tls;
 
-use crate::journal::{
-    self, AuditRecord, Claim, Delivered, Failed, JournalWriter, OutboxRow, Replay,
-};
+use crate::journal::{self, Claim, Delivered, Failed, JournalWriter, OutboxRow};
 use crate::metrics::METRICS;
 use crate::reload::ReloadConfig;
 use crate::supervisor::link::{self, Health};
 use crate::supervisor::{HealthState, Running, Spawn, Supervisor};
 use actix::prelude::*;
+use commands::Commands;
 use config::{Protocol, RelayConfig};
 use mqtt::{Connection, Happened};
-use protocol::{Command, Contract, Topics};
+use protocol::Topics;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Connection events taken at most per turn of the session's select, so that claims, delivered
 /// marks and replies get their turn during a long run of PUBACKs.
@@ -63,9 +66,6 @@ fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
         std::task::Poll::Pending => None,
     }
 }
-
-/// Commands received and not yet carried out; beyond this a command is refused as busy.
-const COMMANDS_WAITING: usize = 32;
 
 /// How often the client certificate's file is looked at for a renewal: a stat, cheap, and a
 /// renewal is days ahead of the old certificate's expiry.
@@ -181,15 +181,7 @@ impl Link {
         let mut poison = protocol::PoisonWatch::default();
         let brokers = cfg.brokers();
         let mut broker = 0;
-        let (queue, received) = mpsc::channel(COMMANDS_WAITING);
-        let (replied, replies) = mpsc::unbounded_channel();
-        // The worker ends with `run`: when `queue` is dropped, or with the relay's arbiter.
-        actix::spawn(commands(self.spawn.clone(), received, replied));
-        let mut commands = Commands {
-            queue,
-            replies,
-            waiting: 0,
-        };
+        let mut commands = Commands::start(&self.spawn).await;
         loop {
             let (error, suspect) = match self
                 .session(
@@ -438,10 +430,25 @@ impl Link {
         subscribing: &mut usize,
     ) -> Option<SessionEnd> {
         match ev {
-            Ok(Happened::Message { topic, payload }) => {
-                if let Some((contract, name)) = self.topics.command_name(&topic)
-                    && let Some(busy) = commands.take(contract, name, payload)
-                    && let Err(e) = s.publish(self.topics.reply(contract, name), false, busy, None)
+            Ok(Happened::Message {
+                topic,
+                payload,
+                ack,
+            }) => {
+                // Acknowledged only once kept: a command the broker was told arrived is carried
+                // out even if the gateway stops now.
+                let answer = match self.topics.command_name(&topic) {
+                    Some((contract, name)) => commands
+                        .take(contract, name, payload)
+                        .await
+                        .map(|reply| (self.topics.reply(contract, name), reply)),
+                    None => None,
+                };
+                if let Err(e) = s.client.ack(&ack) {
+                    return Some(SessionEnd::Lost(e));
+                }
+                if let Some((topic, reply)) = answer
+                    && let Err(e) = s.publish(topic, false, reply, None)
                 {
                     return Some(SessionEnd::Lost(e));
                 }
@@ -638,156 +645,6 @@ impl Link {
                 }
             })
             .await;
-        }
-    }
-}
-
-/// Carries out received commands one at a time and hands their replies back.
-async fn commands(
-    spawn: RelaySpawn,
-    mut received: mpsc::Receiver<Job>,
-    replied: mpsc::UnboundedSender<Job>,
-) {
-    while let Some((contract, name, payload)) = received.recv().await {
-        let reply = command(&spawn, &name, &payload).await;
-        if replied.send((contract, name, reply)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Validates, audits and carries out a command; returns the reply payload.
-async fn command(spawn: &RelaySpawn, name: &str, payload: &[u8]) -> Vec<u8> {
-    let journal = &spawn.journal;
-    let audit = |action: &str, detail: String| AuditRecord {
-        actor: "cloud".into(),
-        action: action.into(),
-        detail,
-    };
-    let request = match protocol::parse_command(name, payload) {
-        Ok(r) => r,
-        Err(refusal) => {
-            METRICS.commands_refused.add(1);
-            tracing::warn!(command = name, reason = %refusal, "cloud command refused");
-            let detail = format!(
-                "{name} request_id={:?} refused: {refusal}",
-                refusal.request_id
-            );
-            let _ = journal::ask(journal, audit("command-refused", detail)).await;
-            return protocol::reply(refusal.request_id.as_deref(), Err(refusal.message));
-        }
-    };
-    let result = match request.command {
-        Command::DlqReplay { destination, id } => {
-            let by = format!("cloud:{}", request.request_id);
-            journal::ask(
-                journal,
-                Replay {
-                    destination,
-                    id,
-                    by,
-                },
-            )
-            .await
-            .map(|n| serde_json::json!({ "replayed": n }))
-            .map_err(|e| e.to_string())
-        }
-        Command::ReloadConfig => match &spawn.control {
-            Some(control) => control
-                .send(ReloadConfig {
-                    by: format!("cloud:{}", request.request_id),
-                })
-                .await
-                .unwrap_or_else(|_| Err("the gateway is shutting down".into())),
-            None => Err("reload is not available".into()),
-        },
-        Command::RoomState { room, hold, reason } => {
-            let set = crate::facility::SetHold {
-                room,
-                hold: hold.map(|h| (h, reason)),
-                by: format!("cloud:{}", request.request_id),
-            };
-            match spawn.rooms.addr() {
-                Some(rooms) => match rooms.send(set).await {
-                    Ok(r) => r
-                        .map(|room| serde_json::json!({ "room": room }))
-                        .map_err(|e| e.to_string()),
-                    Err(_) => Err("facility rules are restarting; try again".into()),
-                },
-                None => Err("no rooms are configured on this gateway".into()),
-            }
-        }
-        Command::SuspendIntegration {
-            integration,
-            reason,
-        } => {
-            let suspend = crate::suspension::Suspend {
-                name: integration.clone(),
-                reason,
-                by: format!("cloud:{}", request.request_id),
-            };
-            journal::ask(journal, suspend)
-                .await
-                .map(|newly| {
-                    serde_json::json!({ "integration": integration, "suspended": true, "already": !newly })
-                })
-                .map_err(|e| e.to_string())
-        }
-        #[cfg(feature = "fault-hooks")]
-        Command::Stall { ms } => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(serde_json::json!({ "stalled_ms": ms }))
-        }
-    };
-    let detail = format!(
-        "{name} request_id={} {}",
-        request.request_id,
-        match &result {
-            Ok(v) => format!("ok {v}"),
-            Err(e) => format!("failed: {e}"),
-        }
-    );
-    let _ = journal::ask(journal, audit("command", detail)).await;
-    protocol::reply(Some(&request.request_id), result)
-}
-
-/// A command for the worker, or its reply back: the contract it came under (its reply goes
-/// back under the same one), its name and the payload.
-type Job = (Contract, String, Vec<u8>);
-
-/// The relay's side of the command worker.
-struct Commands {
-    queue: mpsc::Sender<Job>,
-    replies: mpsc::UnboundedReceiver<Job>,
-    /// Commands queued whose reply has not been published yet.
-    waiting: usize,
-}
-
-impl Commands {
-    /// Queues a received command for the worker; answers the reply to send at once when it
-    /// cannot wait (too many commands waiting).
-    fn take(&mut self, contract: Contract, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
-        METRICS.commands_received.add(1);
-        match self.queue.try_send((contract, name.to_string(), payload)) {
-            Ok(()) => {
-                self.waiting += 1;
-                None
-            }
-            Err(e) => {
-                let (_, _, payload) = e.into_inner();
-                METRICS.commands_refused.add(1);
-                let request_id = match protocol::parse_command(name, &payload) {
-                    Ok(r) => Some(r.request_id),
-                    Err(r) => r.request_id,
-                };
-                tracing::warn!(command = name, "cloud command refused: too many waiting");
-                Some(protocol::reply(
-                    request_id.as_deref(),
-                    Err(format!(
-                        "busy: {COMMANDS_WAITING} commands are waiting; try again later"
-                    )),
-                ))
-            }
         }
     }
 }

@@ -67,14 +67,25 @@ pub enum Happened {
     /// message itself (an MQTT 5 reason code of 0x80 or more): the connection is fine, that
     /// message will not be taken.
     Acked { pkid: u16, refused: Option<String> },
-    /// A message on a subscribed topic.
-    Message { topic: String, payload: Vec<u8> },
+    /// A message on a subscribed topic, not acknowledged until [`Client::ack`] is given `ack`.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        ack: Ack,
+    },
     /// The broker answered a subscription (SUBACK).
     Subscribed,
     /// The DISCONNECT went out.
     Disconnected,
     /// Nothing the relay acts on (PINGRESP, SUBACK, ...).
     Other,
+}
+
+/// What acknowledges a received message (its packet id and QoS, without its topic or payload).
+#[derive(Debug)]
+pub enum Ack {
+    V311(Box<rumqttc::Publish>),
+    V5(Box<v5b::Publish>),
 }
 
 /// The connection failed or was lost.
@@ -95,7 +106,9 @@ pub fn open(o: Options) -> (Client, Connection) {
     match o.protocol {
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
+            // Received messages are acknowledged by the relay once it has kept them.
             opts.set_keep_alive(o.keep_alive)
+                .set_manual_acks(true)
                 .set_clean_session(true)
                 .set_inflight(o.inflight)
                 .set_max_packet_size(o.max_packet, o.max_packet)
@@ -120,6 +133,7 @@ pub fn open(o: Options) -> (Client, Connection) {
             // broker then still holds the command subscription and what was sent to it.
             let keep = o.session_expiry_secs > 0;
             opts.set_keep_alive(o.keep_alive)
+                .set_manual_acks(true)
                 .set_clean_start(!keep)
                 .set_session_expiry_interval(keep.then_some(o.session_expiry_secs))
                 .set_outgoing_inflight_upper_limit(o.inflight)
@@ -185,6 +199,16 @@ impl Client {
         }
     }
 
+    /// Queues the acknowledgement of a received message.
+    pub fn ack(&self, ack: &Ack) -> Result<(), String> {
+        match (self, ack) {
+            (Client::V311(c), Ack::V311(p)) => c.try_ack(p).map_err(|e| e.to_string()),
+            (Client::V5(c), Ack::V5(p)) => c.try_ack(p).map_err(|e| e.to_string()),
+            _ => Err("an acknowledgement for another MQTT version".into()),
+        }
+        .map_err(|e| format!("cannot queue an acknowledgement: {e}"))
+    }
+
     /// Queues the DISCONNECT.
     pub fn disconnect(&self) -> Result<(), String> {
         match self {
@@ -235,9 +259,10 @@ fn from_v311(ev: rumqttc::Event) -> Happened {
             pkid: ack.pkid,
             refused: None,
         },
-        Event::Incoming(Packet::Publish(p)) => Happened::Message {
-            topic: p.topic,
-            payload: p.payload.to_vec(),
+        Event::Incoming(Packet::Publish(mut p)) => Happened::Message {
+            topic: std::mem::take(&mut p.topic),
+            payload: std::mem::take(&mut p.payload).to_vec(),
+            ack: Ack::V311(Box::new(p)),
         },
         Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
@@ -260,9 +285,10 @@ fn from_v5(ev: rumqttc::v5::Event) -> Happened {
                 ack.properties.and_then(|p| p.reason_string).as_deref(),
             ),
         },
-        Event::Incoming(Packet::Publish(p)) => Happened::Message {
-            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-            payload: p.payload.to_vec(),
+        Event::Incoming(Packet::Publish(mut p)) => Happened::Message {
+            topic: String::from_utf8_lossy(&std::mem::take(&mut p.topic)).into_owned(),
+            payload: std::mem::take(&mut p.payload).to_vec(),
+            ack: Ack::V5(Box::new(p)),
         },
         Event::Incoming(Packet::SubAck(_)) => Happened::Subscribed,
         Event::Outgoing(Outgoing::Disconnect) => Happened::Disconnected,
