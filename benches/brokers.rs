@@ -12,6 +12,10 @@
 //!
 //! `BENCH_PROTOCOL=5` has the relay speak MQTT 5 (Mosquitto only).
 //!
+//! Broker, relay and probe share every CPU. `BENCH_CORES=split` runs the broker on CPU 0 and
+//! the relay or the probe on CPU 1, as if the broker were the cloud's machine: neither then
+//! takes the broker's CPU, and what is left of the gap is the relay's own pipeline.
+//!
 //! `BENCH_PART=fill|relay|probe` runs one part alone (the backlog written; written and drained;
 //! the probe), for counting instructions per event under `valgrind --tool=callgrind` on a busy
 //! machine, where wall-clock figures mean little: relay − fill and probe, each over the events.
@@ -79,6 +83,22 @@ fn nats(dir: &Path) -> Target {
         login: None,
         _peer: Box::new(server),
     }
+}
+
+/// Pins the calling thread, and so every thread and process it starts from now on, to `cpu`
+/// (`taskset` on this thread's id: only the thread, never the rest of the process).
+fn pin(cpu: usize) {
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+        .expect("this thread's id");
+    let ok = std::process::Command::new("taskset")
+        .args(["-pc", &cpu.to_string(), &tid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset")
+        .success();
+    assert!(ok, "taskset -pc {cpu} {tid}");
 }
 
 /// A journal at `path` holding a backlog of `total` events for the cloud.
@@ -261,13 +281,29 @@ fn main() {
         .unwrap_or_default()
         .to_lowercase();
     let part = std::env::var("BENCH_PART").unwrap_or_default();
+    let split = std::env::var("BENCH_CORES").as_deref() == Ok("split")
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    println!(
+        "  ({})",
+        if split {
+            "broker on CPU 0, relay and probe on CPU 1"
+        } else {
+            "broker, relay and probe sharing every CPU"
+        }
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, start) in BROKERS {
         let id = name.to_lowercase();
         if !wanted.is_empty() && !wanted.split(',').any(|w| w.trim() == id) {
             continue;
         }
+        if split {
+            pin(0);
+        }
         let target = start(&dir.path().join(&id));
+        if split {
+            pin(1);
+        }
         match part.as_str() {
             "fill" => {
                 backlog(&dir.path().join(format!("{id}.db")), total);
