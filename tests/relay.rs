@@ -511,6 +511,42 @@ fn a_command_acknowledged_before_a_kill_9_is_carried_out_after_it_and_once_per_r
     assert_eq!(runs, 1, "suspend-1 carried out once");
 }
 
+/// A reply is kept before it is published and sent again at the next start until the broker
+/// acknowledges it: one finished while the broker was down, its gateway then killed, still
+/// reaches the cloud.
+#[test]
+fn a_reply_the_broker_never_acknowledged_is_sent_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut broker, consumer, mut gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
+    assert_eq!(
+        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    publish(
+        &broker,
+        "clinic/test-clinic/commands/fault-stall",
+        r#"{"request_id":"slow-1","ms":3000}"#,
+    );
+    wait_for("the stall under way", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("cloud command under way")
+            .then_some(())
+    });
+    broker.stop();
+    wait_for("the stall done", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("cloud command done; reply kept")
+            .then_some(())
+    });
+    gw.kill9();
+    broker.restart();
+    gw.start();
+    let r = wait_reply(&consumer, Some("slow-1"), 0, REPLY).1;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["stalled_ms"], 3000, "{r}");
+}
+
 /// During a migration (`contract = 2` with `serve_contract_1`) each event goes out under both
 /// contracts' topics, and a command is answered under the contract it came in on.
 #[test]

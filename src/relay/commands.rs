@@ -2,7 +2,8 @@
 //! at a time in the order received by a worker beside the connection, their replies kept.
 //!
 //! A command is acknowledged (PUBACK) only once its row has committed, so a gateway that stops
-//! after that still carries it out when it starts again. A command that was under way when the
+//! after that still carries it out when it starts again. Its reply is kept before it is
+//! published and sent again at the next start until the broker acknowledges it. A command that was under way when the
 //! gateway stopped is not run again, as nobody knows how far it got: it is answered that its
 //! outcome is unknown. A command sent again under a `request_id` already taken is answered with
 //! the reply kept for it (or, if it is still waiting, by that reply when it comes) and not run
@@ -54,11 +55,15 @@ struct Finish {
     reply: Vec<u8>,
 }
 
+/// Records that the broker acknowledged these commands' replies.
+#[derive(Debug)]
+struct Replied(Vec<i64>);
+
 /// The commands a stopped relay left (see [`store::left_over`]).
 #[derive(Debug)]
 struct LeftOver;
 
-crate::journal_work!(Arrive, Start, Finish, LeftOver);
+crate::journal_work!(Arrive, Start, Finish, Replied, LeftOver);
 
 impl Work for Arrive {
     type Output = Arrival;
@@ -89,6 +94,14 @@ impl Work for Finish {
     fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
         let now = tx.now();
         store::finish(tx, self.id, &self.reply, now)
+    }
+}
+
+impl Work for Replied {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        let now = tx.now();
+        store::replied(tx, &self.0, now)
     }
 }
 
@@ -123,7 +136,7 @@ pub struct Commands {
 impl Commands {
     /// Starts the worker (it ends when these `Commands` are dropped, or with the relay's
     /// arbiter) and hands it what a stopped relay left: the commands it never started, and the
-    /// replies of those it never finished.
+    /// replies the broker never acknowledged (those of commands it never finished among them).
     pub async fn start(spawn: &RelaySpawn) -> Commands {
         let (queue, received) = mpsc::channel(WAITING);
         let (replied, replies) = mpsc::unbounded_channel();
@@ -173,6 +186,17 @@ impl Commands {
         let answer = self.keep(contract, name, payload).await;
         METRICS.commands_received.add(1);
         answer
+    }
+
+    /// Records, beside the connection, that the broker acknowledged these commands' replies; a
+    /// mark lost with a stop only has them sent again.
+    pub fn replied(&self, ids: Vec<i64>) {
+        let journal = self.journal.clone();
+        actix::spawn(async move {
+            if let Err(e) = journal::ask(&journal, Replied(ids)).await {
+                tracing::warn!(error = %e, "cloud command replies not marked acknowledged; sent again at the next start");
+            }
+        });
     }
 
     async fn keep(&mut self, contract: Contract, name: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
@@ -248,7 +272,8 @@ async fn work(
     replied: mpsc::UnboundedSender<Reply>,
 ) {
     while let Some(job) = received.recv().await {
-        let reply = match job.row {
+        // The reply, and the command it is kept for (none when it could not be kept).
+        let (payload, kept) = match job.row {
             Some(row) => match journal::ask(&spawn.journal, Start(row)).await {
                 Ok(true) => {
                     tracing::info!(command = %job.name, row, "cloud command under way");
@@ -257,10 +282,16 @@ async fn work(
                         id: row,
                         reply: reply.clone(),
                     };
-                    if let Err(e) = journal::ask(&spawn.journal, finish).await {
-                        tracing::error!(command = %job.name, error = %e, "cloud command's reply not kept");
+                    match journal::ask(&spawn.journal, finish).await {
+                        Ok(()) => {
+                            tracing::info!(command = %job.name, row, "cloud command done; reply kept");
+                            (reply, Some(row))
+                        }
+                        Err(e) => {
+                            tracing::error!(command = %job.name, error = %e, "cloud command's reply not kept");
+                            (reply, None)
+                        }
                     }
-                    reply
                 }
                 // Another relay of this gateway (a reload's) already took it.
                 Ok(false) => continue,
@@ -269,9 +300,15 @@ async fn work(
                     continue;
                 }
             },
-            None => command(&spawn, &job.name, &job.payload).await,
+            None => (command(&spawn, &job.name, &job.payload).await, None),
         };
-        if replied.send((job.contract, job.name, reply)).is_err() {
+        let reply = Reply {
+            id: kept,
+            contract: job.contract,
+            name: job.name,
+            payload,
+        };
+        if replied.send(reply).is_err() {
             return;
         }
     }

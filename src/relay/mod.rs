@@ -12,9 +12,9 @@
 //!
 //! Cloud commands are kept in the journal before their PUBACK and carried out one at a time, in
 //! the order received, by a worker task beside the connection ([`commands`]): a slow command (a
-//! reload that restarts children, a large replay) never holds back PUBACKs or publishes. Replies
-//! wait for the next connection if the current one is lost; each is kept, and a command sent
-//! again under its `request_id` is answered with it rather than run twice.
+//! reload that restarts children, a large replay) never holds back PUBACKs or publishes. Each
+//! reply is kept, sent again until the broker acknowledges it, and given to a command sent again
+//! under its `request_id` rather than running it twice.
 //!
 //! **Invariant:** a row is marked delivered only after the broker's PUBACK for it.
 
@@ -291,6 +291,7 @@ impl Link {
             acks: 0,
             acked: Vec::new(),
             refused: Vec::new(),
+            replied: Vec::new(),
         };
         // Asked again on a resumed session too: harmless, and the filters may have changed
         // (a contract migration) since the session began.
@@ -383,9 +384,9 @@ impl Link {
                         break end;
                     }
                 }
-                Some((contract, name, reply)) = commands.replies.recv() => {
+                Some(reply) = commands.replies.recv() => {
                     commands.waiting -= 1;
-                    if let Err(e) = s.publish(self.topics.reply(contract, &name), false, reply, None) {
+                    if let Err(e) = self.publish_reply(&mut s, reply) {
                         break SessionEnd::Lost(e);
                     }
                 }
@@ -448,7 +449,7 @@ impl Link {
                     return Some(SessionEnd::Lost(e));
                 }
                 if let Some((topic, reply)) = answer
-                    && let Err(e) = s.publish(topic, false, reply, None)
+                    && let Err(e) = s.publish(topic, false, reply, Carried::Untracked)
                 {
                     return Some(SessionEnd::Lost(e));
                 }
@@ -459,10 +460,9 @@ impl Link {
             Ok(Happened::Subscribed) => {
                 *subscribing = subscribing.saturating_sub(1);
                 if *subscribing == 0 {
-                    let online =
-                        self.topics.statuses().into_iter().try_for_each(|status| {
-                            s.publish(status, true, b"online".to_vec(), None)
-                        });
+                    let online = self.topics.statuses().into_iter().try_for_each(|status| {
+                        s.publish(status, true, b"online".to_vec(), Carried::Untracked)
+                    });
                     if let Err(e) = online {
                         return Some(SessionEnd::Lost(e));
                     }
@@ -473,6 +473,9 @@ impl Link {
                 s.on_event(ev);
                 if !s.refused.is_empty() {
                     self.dead_letter_refused(s, poison).await;
+                }
+                if !s.replied.is_empty() {
+                    commands.replied(std::mem::take(&mut s.replied));
                 }
             }
             // A broker that stopped answering (no PINGRESP) did not close the connection on a
@@ -488,6 +491,14 @@ impl Link {
             }
         }
         None
+    }
+
+    /// Publishes a command's reply under the contract the command came in on; a kept one is
+    /// marked acknowledged on its PUBACK.
+    fn publish_reply(&self, s: &mut Session, reply: store::Reply) -> Result<(), String> {
+        let carried = reply.id.map_or(Carried::Untracked, Carried::Reply);
+        let topic = self.topics.reply(reply.contract, &reply.name);
+        s.publish(topic, false, reply.payload, carried)
     }
 
     /// Sends a journal request without holding up the connection.
@@ -527,7 +538,8 @@ impl Link {
                 } else {
                     payload.clone()
                 };
-                s.publish_with(topic.clone(), false, body, Some(row.id), properties.clone())?;
+                let carried = Carried::Row(row.id);
+                s.publish_with(topic.clone(), false, body, carried, properties.clone())?;
             }
         }
         Ok(())
@@ -615,16 +627,16 @@ impl Link {
         // its reply still goes out, if it comes in time.
         let _ = tokio::time::timeout(Duration::from_millis(1500), async {
             while commands.waiting > 0 {
-                let Some((contract, name, reply)) = commands.replies.recv().await else {
+                let Some(reply) = commands.replies.recv().await else {
                     break;
                 };
                 commands.waiting -= 1;
-                let _ = s.publish(self.topics.reply(contract, &name), false, reply, None);
+                let _ = self.publish_reply(s, reply);
             }
         })
         .await;
         for status in self.topics.statuses() {
-            let _ = s.publish(status, true, b"offline".to_vec(), None);
+            let _ = s.publish(status, true, b"offline".to_vec(), Carried::Untracked);
         }
         let drain = async {
             while !(s.expect.is_empty() && s.in_flight.is_empty()) {
@@ -636,6 +648,9 @@ impl Link {
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
         self.settle(s).await;
+        if !s.replied.is_empty() {
+            commands.replied(std::mem::take(&mut s.replied));
+        }
         if s.client.disconnect().is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 while let Ok(ev) = el.poll().await {
@@ -655,8 +670,8 @@ struct Session {
     /// Publishes handed to rumqttc, in order, not yet given a packet id: the outbox row each
     /// carries (`None` for status and replies). rumqttc sends requests in order, so the n-th
     /// `Outgoing::Publish` is the n-th entry here.
-    expect: VecDeque<Option<i64>>,
-    /// Packet id → outbox row (`None` for status and replies), awaiting PUBACK. A clean close
+    expect: VecDeque<Carried>,
+    /// Packet id → what its publish carries, awaiting PUBACK. A clean close
     /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
     /// before the DISCONNECT when the next relay connected with the same client id at once.
     in_flight: InFlight,
@@ -672,6 +687,17 @@ struct Session {
     /// Rows the broker refused (MQTT 5 PUBACK reason codes), with its reason, not yet
     /// dead-lettered.
     refused: Vec<(i64, String)>,
+    /// Kept commands whose replies were PUBACKed, not yet marked.
+    replied: Vec<i64>,
+}
+
+/// What a publish carries, for its PUBACK: an outbox row, the reply of a kept command, or
+/// nothing the journal tracks (the status, a reply given at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carried {
+    Row(i64),
+    Reply(i64),
+    Untracked,
 }
 
 impl Session {
@@ -680,9 +706,9 @@ impl Session {
         topic: String,
         retain: bool,
         payload: Vec<u8>,
-        row: Option<i64>,
+        carried: Carried,
     ) -> Result<(), String> {
-        self.publish_with(topic, retain, payload, row, None)
+        self.publish_with(topic, retain, payload, carried, None)
     }
 
     fn publish_with(
@@ -690,23 +716,23 @@ impl Session {
         topic: String,
         retain: bool,
         payload: Vec<u8>,
-        row: Option<i64>,
+        carried: Carried,
         properties: Option<mqtt::Properties>,
     ) -> Result<(), String> {
         self.client.publish(topic, retain, payload, properties)?;
-        if let Some(row) = row {
+        if let Carried::Row(row) = carried {
             *self.owed.entry(row).or_default() += 1;
         }
-        self.expect.push_back(row);
+        self.expect.push_back(carried);
         Ok(())
     }
 
     fn on_event(&mut self, ev: Happened) {
         match ev {
             Happened::Written(pkid) => {
-                if let Some(row) = self.expect.pop_front() {
-                    self.in_flight.insert(pkid, row);
-                    if let Some(row) = row
+                if let Some(carried) = self.expect.pop_front() {
+                    self.in_flight.insert(pkid, carried);
+                    if let Carried::Row(row) = carried
                         && self.written.back() != Some(&row)
                     {
                         self.written.push_back(row);
@@ -715,7 +741,11 @@ impl Session {
             }
             Happened::Acked { pkid, refused } => {
                 self.acks += 1;
-                if let Some(Some(row)) = self.in_flight.remove(pkid)
+                let carried = self.in_flight.remove(pkid);
+                if let Some(Carried::Reply(id)) = carried {
+                    self.replied.push(id);
+                }
+                if let Some(Carried::Row(row)) = carried
                     && let Some(owed) = self.owed.get_mut(&row)
                 {
                     *owed -= 1;
@@ -754,27 +784,26 @@ impl Session {
     }
 }
 
-/// Packet id → the outbox row its publish carries (`None` for status and replies), for
-/// publishes awaiting PUBACK. A vector indexed by packet id, since rumqttc hands ids out from 1
+/// Packet id → what its publish carries, for publishes awaiting PUBACK. A vector indexed by packet id, since rumqttc hands ids out from 1
 /// up to the in-flight window: two lookups per event, each an index rather than a hash.
 #[derive(Default)]
 struct InFlight {
-    slots: Vec<Option<Option<i64>>>,
+    slots: Vec<Option<Carried>>,
     len: usize,
 }
 
 impl InFlight {
-    fn insert(&mut self, pkid: u16, row: Option<i64>) {
+    fn insert(&mut self, pkid: u16, carried: Carried) {
         let i = usize::from(pkid);
         if i >= self.slots.len() {
             self.slots.resize(i + 1, None);
         }
-        if self.slots[i].replace(row).is_none() {
+        if self.slots[i].replace(carried).is_none() {
             self.len += 1;
         }
     }
 
-    fn remove(&mut self, pkid: u16) -> Option<Option<i64>> {
+    fn remove(&mut self, pkid: u16) -> Option<Carried> {
         let taken = self.slots.get_mut(usize::from(pkid))?.take();
         if taken.is_some() {
             self.len -= 1;

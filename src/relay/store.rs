@@ -1,6 +1,7 @@
 //! The cloud commands table: every command the relay took (and acknowledged to the broker),
-//! whether it was started and the reply it gave, kept for [`KEPT_MS`] so that a command sent
-//! again under the same `request_id` is answered from here instead of run twice. Functions run
+//! whether it was started, the reply it gave and whether the broker acknowledged the reply,
+//! kept for [`KEPT_MS`] so that a command sent again under the same `request_id` is answered
+//! from here instead of run twice. Functions run
 //! inside the journal writer's transaction ([`Tx`]).
 
 use super::protocol::Contract;
@@ -21,7 +22,8 @@ CREATE TABLE cloud_command (
     started_at  INTEGER,
     started_run TEXT,
     reply       BLOB,
-    done_at     INTEGER
+    done_at     INTEGER,
+    replied_at  INTEGER
 );
 "#],
     legacy: &[],
@@ -39,8 +41,15 @@ pub struct Taken {
     pub payload: Vec<u8>,
 }
 
-/// A reply to publish: the contract and command name it answers, and its payload.
-pub type Reply = (Contract, String, Vec<u8>);
+/// A reply to publish: the kept command it answers (none for one refused before it was kept),
+/// the contract and command name it answers under, and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub id: Option<i64>,
+    pub contract: Contract,
+    pub name: String,
+    pub payload: Vec<u8>,
+}
 
 /// What became of a command on its arrival.
 #[derive(Debug, PartialEq, Eq)]
@@ -132,11 +141,22 @@ pub fn finish(tx: &mut Tx<'_>, id: i64, reply: &[u8], now: i64) -> Result<(), Jo
     Ok(())
 }
 
+/// Records that the broker acknowledged the replies of commands `ids`.
+pub fn replied(tx: &mut Tx<'_>, ids: &[i64], now: i64) -> Result<(), JournalError> {
+    let mut mark = tx
+        .sql()
+        .prepare_cached("UPDATE cloud_command SET replied_at = ?2 WHERE id = ?1")?;
+    for id in ids {
+        mark.execute(params![id, now])?;
+    }
+    Ok(())
+}
+
 /// Commands a stopped relay left: those never started, oldest first (at most `limit`), to be
-/// carried out now; and those an earlier run of the gateway started and never finished, whose
-/// outcome nobody knows. Each of the latter is given the reply `unknown(request_id)` and
-/// returned with it. Those started by this run (`run`) are left alone: an earlier relay of this
-/// run (one a reload replaced) may still be finishing them.
+/// carried out now; and the replies the broker never acknowledged, to be sent again. A command
+/// an earlier run of the gateway started and never finished is given the reply
+/// `unknown(request_id)` first, as nobody knows its outcome. One started by this run (`run`) is
+/// left alone: an earlier relay of this run (one a reload replaced) may still be finishing it.
 pub fn left_over(
     tx: &mut Tx<'_>,
     run: &str,
@@ -144,23 +164,32 @@ pub fn left_over(
     unknown: impl Fn(&str) -> Vec<u8>,
     now: i64,
 ) -> Result<(Vec<Taken>, Vec<Reply>), JournalError> {
-    let interrupted: Vec<(i64, String, i64, String)> = tx
+    let interrupted: Vec<(i64, String)> = tx
         .sql()
         .prepare_cached(
-            "SELECT id, request_id, contract, name FROM cloud_command
-              WHERE started_at IS NOT NULL AND done_at IS NULL AND started_run <> ?1
-              ORDER BY id",
+            "SELECT id, request_id FROM cloud_command
+              WHERE started_at IS NOT NULL AND done_at IS NULL AND started_run <> ?1",
         )?
-        .query_map(params![run], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        .query_map(params![run], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, request_id) in interrupted {
+        finish(tx, id, &unknown(&request_id), now)?;
+    }
+    let replies = tx
+        .sql()
+        .prepare_cached(
+            "SELECT id, contract, name, reply FROM cloud_command
+              WHERE done_at IS NOT NULL AND replied_at IS NULL ORDER BY id",
+        )?
+        .query_map([], |r| {
+            Ok(Reply {
+                id: Some(r.get(0)?),
+                contract: contract_of(r.get(1)?),
+                name: r.get(2)?,
+                payload: r.get(3)?,
+            })
         })?
         .collect::<Result<_, _>>()?;
-    let mut replies = Vec::with_capacity(interrupted.len());
-    for (id, request_id, contract, name) in interrupted {
-        let reply = unknown(&request_id);
-        finish(tx, id, &reply, now)?;
-        replies.push((contract_of(contract), name, reply));
-    }
     let waiting = tx
         .sql()
         .prepare_cached(
@@ -236,13 +265,20 @@ mod tests {
             other => panic!("{other:?}"),
         };
 
-        // Run 2 (a reload's relay) leaves its own under way alone; run 1's is answered.
+        // Run 2 (a reload's relay) leaves its own under way alone; run 1's is answered, and
+        // every reply the broker has not acknowledged is sent again until it does.
+        let reply = |id, payload: &[u8]| Reply {
+            id: Some(id),
+            contract: Contract::V2,
+            name: "dlq-replay".into(),
+            payload: payload.to_vec(),
+        };
         let (waiting, replies) = check(&mut s, |tx| left_over(tx, "run-2", 10, unknown, 7));
         assert_eq!(waiting.iter().map(|t| t.id).collect::<Vec<_>>(), [d]);
-        assert_eq!(
-            replies,
-            [(Contract::V2, "dlq-replay".into(), b"unknown b".to_vec())]
-        );
+        assert_eq!(replies, [reply(a, b"done a"), reply(b, b"unknown b")]);
+        check(&mut s, |tx| replied(tx, &[a], 8));
+        let (_, replies) = check(&mut s, |tx| left_over(tx, "run-2", 10, unknown, 8));
+        assert_eq!(replies, [reply(b, b"unknown b")]);
         check(&mut s, |tx| finish(tx, b, b"late b", 8));
         assert_eq!(
             arrive(&mut s, "b", "dlq-replay", 9),
