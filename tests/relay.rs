@@ -48,6 +48,48 @@ fn publish(broker: &Broker, topic: &str, payload: &str) {
     assert!(ok);
 }
 
+/// A relayed gateway whose relay is online (an event went through), carrying out a
+/// `fault-stall` of `ms` sent under `request_id`.
+#[cfg(feature = "fault-hooks")]
+fn stalling(dir: &std::path::Path, request_id: &str, ms: u64) -> (Broker, Consumer, Gateway) {
+    let (broker, consumer, gw) = relayed_gateway(dir, "clinic/test-clinic/#", "");
+    assert_eq!(
+        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
+        202
+    );
+    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    publish(
+        &broker,
+        "clinic/test-clinic/commands/fault-stall",
+        &format!(r#"{{"request_id":"{request_id}","ms":{ms}}}"#),
+    );
+    wait_for("the stall under way", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("cloud command under way")
+            .then_some(())
+    });
+    (broker, consumer, gw)
+}
+
+/// Waits until the relay has taken `n` commands (kept them, or answered them at once).
+#[cfg(feature = "fault-hooks")]
+fn wait_commands_taken(gw: &Gateway, n: usize) {
+    let line = format!("clinic_gateway_commands_received_total {n}\n");
+    wait_for(
+        "the relay to take the commands",
+        Duration::from_secs(20),
+        || {
+            let metrics = ureq::get(&gw.url("/metrics"))
+                .call()
+                .ok()?
+                .body_mut()
+                .read_to_string()
+                .ok()?;
+            metrics.contains(&line).then_some(())
+        },
+    );
+}
+
 #[test]
 fn relay_drains_in_key_order_after_broker_restart() {
     drains_in_key_order_after_broker_restart("");
@@ -372,34 +414,8 @@ fn relay_uses_mutual_tls_and_reports_an_untrusted_broker() {
 #[test]
 fn a_slow_command_does_not_hold_back_the_backlog() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, consumer, gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
-    assert_eq!(
-        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
-
+    let (broker, consumer, gw) = stalling(dir.path(), "slow-1", 20_000);
     let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
-    publish(
-        &broker,
-        &topic("fault-stall"),
-        r#"{"request_id":"slow-1","ms":20000}"#,
-    );
-    wait_for(
-        "the relay to take the command",
-        Duration::from_secs(20),
-        || {
-            let metrics = ureq::get(&gw.url("/metrics"))
-                .call()
-                .ok()?
-                .body_mut()
-                .read_to_string()
-                .ok()?;
-            metrics
-                .contains("clinic_gateway_commands_received_total 1\n")
-                .then_some(())
-        },
-    );
     publish(
         &broker,
         &topic("dlq-replay"),
@@ -441,40 +457,16 @@ fn a_slow_command_does_not_hold_back_the_backlog() {
 /// carried out after a kill -9; the one that was running is answered that its outcome is
 /// unknown, not run again; and a command sent again under its `request_id` is answered with
 /// the kept reply, not run twice.
+#[cfg(feature = "fault-hooks")]
 #[test]
 fn a_command_acknowledged_before_a_kill_9_is_carried_out_after_it_and_once_per_request_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (broker, consumer, mut gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
-    assert_eq!(
-        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    let (broker, consumer, mut gw) = stalling(dir.path(), "stall-1", 600_000);
     let topic = |name: &str| format!("clinic/test-clinic/commands/{name}");
-    publish(
-        &broker,
-        &topic("fault-stall"),
-        r#"{"request_id":"stall-1","ms":600000}"#,
-    );
-    wait_for("the stall under way", Duration::from_secs(20), || {
-        gw.log_text()
-            .contains("cloud command under way")
-            .then_some(())
-    });
     let suspend =
         r#"{"request_id":"suspend-1","integration":"fhir","reason":"a leaked certificate"}"#;
     publish(&broker, &topic("suspend-integration"), suspend);
-    wait_for("the suspension kept", Duration::from_secs(20), || {
-        let metrics = ureq::get(&gw.url("/metrics"))
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
-        metrics
-            .contains("clinic_gateway_commands_received_total 2\n")
-            .then_some(())
-    });
+    wait_commands_taken(&gw, 2);
     gw.kill9();
     gw.start();
 
@@ -514,25 +506,11 @@ fn a_command_acknowledged_before_a_kill_9_is_carried_out_after_it_and_once_per_r
 /// A reply is kept before it is published and sent again at the next start until the broker
 /// acknowledges it: one finished while the broker was down, its gateway then killed, still
 /// reaches the cloud.
+#[cfg(feature = "fault-hooks")]
 #[test]
 fn a_reply_the_broker_never_acknowledged_is_sent_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut broker, consumer, mut gw) = relayed_gateway(dir.path(), "clinic/test-clinic/#", "");
-    assert_eq!(
-        gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
-        202
-    );
-    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
-    publish(
-        &broker,
-        "clinic/test-clinic/commands/fault-stall",
-        r#"{"request_id":"slow-1","ms":3000}"#,
-    );
-    wait_for("the stall under way", Duration::from_secs(20), || {
-        gw.log_text()
-            .contains("cloud command under way")
-            .then_some(())
-    });
+    let (mut broker, consumer, mut gw) = stalling(dir.path(), "slow-1", 3000);
     broker.stop();
     wait_for("the stall done", Duration::from_secs(20), || {
         gw.log_text()
