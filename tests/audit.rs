@@ -104,6 +104,15 @@ fn audit_verify_names_a_row_changed_with_sqlite3_and_the_published_head_exposes_
         published["last_id"],
         published["hash"].as_str().expect("hash")
     );
+    // The API's list carries the chain: the newest first, or a page after a given record.
+    let newest = gw.get_json("/api/v1/audit?limit=1");
+    assert_eq!(newest[0]["id"], 3, "{newest}");
+    assert_eq!(newest[0]["hash"], published["hash"], "{newest}");
+    let after = gw.get_json("/api/v1/audit?after=1&limit=2");
+    assert_eq!(after[0]["id"], 2, "{after}");
+    assert_eq!(after[1]["id"], 3, "{after}");
+    assert_eq!(after[1]["prev_hash"], after[0]["hash"], "{after}");
+    assert_eq!(after[1]["hash"], published["hash"], "{after}");
 
     gw.signal("TERM");
     assert_eq!(gw.wait(Duration::from_secs(20)), Some(0));

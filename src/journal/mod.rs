@@ -525,24 +525,37 @@ pub struct AuditRecord {
     pub action: String,
     pub detail: String,
 }
-/// The most recent audit records, newest first.
+/// Audit records with their ids and hashes: the `limit` most recent, newest first, or with
+/// `after` the `limit` following record `after`, oldest first (a reader pulling the chain a
+/// page at a time and checking each `prev_hash`).
 #[derive(Debug)]
 pub struct ListAudit {
+    pub after: Option<i64>,
     pub limit: usize,
+}
+
+crate::journal_work!(ListAudit);
+
+impl Work for ListAudit {
+    type Output = Vec<chain::AuditRow>;
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
+        match self.after {
+            Some(after) => Ok(tx.audit_page(&AuditFilter::after(after), self.limit, 0)?.1),
+            None => {
+                let total = tx.audit_page(&AuditFilter::ALL, 0, 0)?.0;
+                let offset = total.saturating_sub(self.limit);
+                let (_, mut rows) = tx.audit_page(&AuditFilter::ALL, self.limit, offset)?;
+                rows.reverse();
+                Ok(rows)
+            }
+        }
+    }
 }
 
 /// The audit chain's last record and length (see [`chain::Head`]), for publishing.
 #[derive(Debug)]
 pub struct GetAuditHead;
-
-/// One audit record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditEntry {
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub detail: String,
-}
 
 /// The wake-up signal of a destination (see [`signal`]).
 #[derive(Debug)]
@@ -606,7 +619,6 @@ requests! {
     Replay => Replay: usize,
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
-    ListAudit => ListAudit: Vec<AuditEntry>,
     GetAuditHead => AuditHead: chain::Head,
     Subscribe => Subscribe: Arc<Notify>,
     Ping => Ping: (),
@@ -1131,10 +1143,6 @@ impl Writer {
                 ) => {
                     let r = tx.audit(&actor, &action, &detail, now);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ListAudit(ListAudit { limit }, reply) => {
-                    let r = tx.audit_log(limit);
                     done(reply, r)
                 }
                 Command::AuditHead(GetAuditHead, reply) => {

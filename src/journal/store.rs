@@ -8,8 +8,8 @@
 
 use super::chain::{self, AuditRow, Head};
 use super::{
-    AuditEntry, DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt,
-    RetryPolicy, Stats, StoredItem,
+    DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, Stats,
+    StoredItem,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
@@ -750,26 +750,6 @@ impl Batch<'_> {
     ) -> Result<(), JournalError> {
         audit(&self.tx, actor, action, detail, now)
     }
-
-    /// The most recent audit records, newest first.
-    pub fn audit_log(&mut self, limit: usize) -> Result<Vec<AuditEntry>, JournalError> {
-        let rows = self
-            .tx
-            .prepare_cached(
-                "SELECT at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?1",
-            )?
-            .query_map([limit as i64], |r| {
-                Ok(AuditEntry {
-                    at: r.get(0)?,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    detail: r.get(3)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
     /// Up to `limit` audit records with an id above `after`, oldest first, with their hashes.
     pub fn audit_rows(&mut self, after: i64, limit: usize) -> Result<Vec<AuditRow>, JournalError> {
         audit_rows(&self.tx, &AuditFilter::after(after), limit, 0)

@@ -137,7 +137,8 @@ fn dead_letter_after_max_attempts_and_replay_is_audited() {
         .expect("replay");
     assert_eq!(n, 1);
     assert_eq!(claimed_keys(&mut s, now), [(1, "k".to_string())]);
-    let audit = s.with_batch(|b| b.audit_log(10)).expect("audit");
+    let audit = s.with_batch(|b| b.audit_rows(0, 10)).expect("audit");
+    assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0].actor, "cli:test");
     assert_eq!(audit[0].action, "dlq-replay");
     assert!(audit[0].detail.contains("row 1"), "{audit:?}");

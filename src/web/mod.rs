@@ -718,11 +718,15 @@ async fn room_state(
 #[derive(Deserialize)]
 struct AuditQuery {
     limit: Option<usize>,
+    after: Option<i64>,
 }
 
 async fn audit(s: web::Data<AppState>, q: web::Query<AuditQuery>) -> HttpResponse {
-    let limit = q.limit.unwrap_or(100).min(1000);
-    match journal::ask(&s.journal, journal::ListAudit { limit }).await {
+    let list = journal::ListAudit {
+        after: q.after,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    match journal::ask(&s.journal, list).await {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => journal_error(e),
     }
