@@ -67,7 +67,6 @@ crate::journal_work!(Arrive, Start, Finish, Replied, LeftOver);
 
 impl Work for Arrive {
     type Output = Arrival;
-    const LIMITED: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Arrival, JournalError> {
         let now = tx.now();
         store::arrive(
@@ -128,8 +127,10 @@ impl Work for LeftOver {
 pub struct Commands {
     journal: actix::Addr<journal::JournalWriter>,
     queue: mpsc::Sender<Job>,
-    pub replies: mpsc::UnboundedReceiver<Reply>,
-    /// Commands queued whose reply has not been published yet.
+    /// One per job the worker finished: the reply to publish, or none (another relay of this
+    /// run had started the command; it could not be started).
+    pub replies: mpsc::UnboundedReceiver<Option<Reply>>,
+    /// Jobs queued whose end has not been taken from `replies` yet.
     pub waiting: usize,
 }
 
@@ -147,10 +148,10 @@ impl Commands {
             waiting: 0,
         };
         match journal::ask(&spawn.journal, LeftOver).await {
-            Ok((waiting, unknown)) => {
-                for reply in unknown {
+            Ok((waiting, unacknowledged)) => {
+                for reply in unacknowledged {
                     commands.waiting += 1;
-                    let _ = replied.send(reply);
+                    let _ = replied.send(Some(reply));
                 }
                 for t in waiting {
                     tracing::info!(command = %t.name, "cloud command taken before a stop; carrying it out now");
@@ -269,11 +270,12 @@ impl Commands {
 async fn work(
     spawn: RelaySpawn,
     mut received: mpsc::Receiver<Job>,
-    replied: mpsc::UnboundedSender<Reply>,
+    replied: mpsc::UnboundedSender<Option<Reply>>,
 ) {
     while let Some(job) = received.recv().await {
-        // The reply, and the command it is kept for (none when it could not be kept).
-        let (payload, kept) = match job.row {
+        // The reply and the command it is kept for (none when it could not be kept); nothing
+        // when the command was not started here.
+        let done = match job.row {
             Some(row) => match journal::ask(&spawn.journal, Start(row)).await {
                 Ok(true) => {
                     tracing::info!(command = %job.name, row, "cloud command under way");
@@ -285,29 +287,29 @@ async fn work(
                     match journal::ask(&spawn.journal, finish).await {
                         Ok(()) => {
                             tracing::info!(command = %job.name, row, "cloud command done; reply kept");
-                            (reply, Some(row))
+                            Some((reply, Some(row)))
                         }
                         Err(e) => {
                             tracing::error!(command = %job.name, error = %e, "cloud command's reply not kept");
-                            (reply, None)
+                            Some((reply, None))
                         }
                     }
                 }
                 // Another relay of this gateway (a reload's) already took it.
-                Ok(false) => continue,
+                Ok(false) => None,
                 Err(e) => {
                     tracing::error!(command = %job.name, error = %e, "cloud command not started; carried out at the next start");
-                    continue;
+                    None
                 }
             },
-            None => (command(&spawn, &job.name, &job.payload).await, None),
+            None => Some((command(&spawn, &job.name, &job.payload).await, None)),
         };
-        let reply = Reply {
-            id: kept,
+        let reply = done.map(|(payload, id)| Reply {
+            id,
             contract: job.contract,
             name: job.name,
             payload,
-        };
+        });
         if replied.send(reply).is_err() {
             return;
         }

@@ -384,9 +384,11 @@ impl Link {
                         break end;
                     }
                 }
-                Some(reply) = commands.replies.recv() => {
+                Some(done) = commands.replies.recv() => {
                     commands.waiting -= 1;
-                    if let Err(e) = self.publish_reply(&mut s, reply) {
+                    if let Some(reply) = done
+                        && let Err(e) = self.publish_reply(&mut s, reply)
+                    {
                         break SessionEnd::Lost(e);
                     }
                 }
@@ -627,11 +629,13 @@ impl Link {
         // its reply still goes out, if it comes in time.
         let _ = tokio::time::timeout(Duration::from_millis(1500), async {
             while commands.waiting > 0 {
-                let Some(reply) = commands.replies.recv().await else {
+                let Some(done) = commands.replies.recv().await else {
                     break;
                 };
                 commands.waiting -= 1;
-                let _ = self.publish_reply(s, reply);
+                if let Some(reply) = done {
+                    let _ = self.publish_reply(s, reply);
+                }
             }
         })
         .await;
