@@ -671,9 +671,8 @@ impl Link {
 /// The bookkeeping of one connection.
 struct Session {
     client: mqtt::Client,
-    /// Publishes handed to rumqttc, in order, not yet given a packet id: the outbox row each
-    /// carries (`None` for status and replies). rumqttc sends requests in order, so the n-th
-    /// `Outgoing::Publish` is the n-th entry here.
+    /// Publishes handed to rumqttc, in order, not yet given a packet id: what each carries.
+    /// rumqttc sends requests in order, so the n-th `Outgoing::Publish` is the n-th entry here.
     expect: VecDeque<Carried>,
     /// Packet id → what its publish carries, awaiting PUBACK. A clean close
     /// waits for the replies' PUBACKs too: RabbitMQ 3.10 was seen to lose a reply written just
