@@ -477,6 +477,51 @@ fn hl7_al1_allergies_meet_prescriptions_and_a_later_list_without_one_retires_it(
     assert_eq!(raised[1]["code"], "1191");
 }
 
+/// IAM segments (ADT^A60) change the list one allergy at a time: an added allergy stays active
+/// when a later message adds another, and a deleted one no longer meets a prescription.
+#[test]
+fn hl7_iam_allergies_are_added_and_deleted_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (gw, port) = hl7_gateway_with(dir.path(), PHARMACY);
+    let queued = check_in(&gw, "MRN-8");
+    let change = |control: &str, iams: &str| {
+        let a60 = format!(
+            "MSH|^~\\&|HIS|HOSP|EDGE|CLINIC|20261124150000||ADT^A60^ADT_A60|{control}|P|2.5.1\n\
+             EVN|A60|20261124150000\n\
+             PID|1||MRN-8^^^CLINIC^MR||POE^PAT\n{iams}"
+        );
+        send(dir.path(), port, &a60, control);
+    };
+    let order = |control: &str, order: &str, code: &str| {
+        send(
+            dir.path(),
+            port,
+            &rde_of(control, "MRN-8", order, code, ""),
+            control,
+        );
+    };
+    change("I-1", "IAM|1|DA|7980^Penicillin G^RXN|SV|Hives|A|AL-1\n");
+    change("I-2", "IAM|1|DA|1191^Aspirin^RXN|MO||A|AL-2\n");
+    order("R-1", "RX-1", "7980");
+    let raised = alerts_of(&gw, "allergy");
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["entry"], queued["id"]);
+    assert_eq!(raised[0]["code"], "7980");
+
+    change("I-3", "IAM|1|DA|7980^Penicillin G^RXN|SV||D|AL-1\n");
+    order("R-2", "RX-2", "7980");
+    assert_eq!(alerts_of(&gw, "allergy").len(), 1, "penicillin was deleted");
+    order("R-3", "RX-3", "1191");
+    let raised = alerts_of(&gw, "allergy");
+    assert_eq!(raised.len(), 2, "{raised:?}");
+    assert_eq!(raised[1]["code"], "1191");
+    let said = serde_json::to_string(&alerts(&gw)).expect("json");
+    assert!(
+        !said.contains("Penicillin") && !said.contains("Hives"),
+        "{said}"
+    );
+}
+
 #[test]
 fn an_interaction_committed_but_not_acknowledged_survives_kill_9_and_its_resend_alerts_once() {
     let dir = tempfile::tempdir().expect("tempdir");

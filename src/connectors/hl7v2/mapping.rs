@@ -527,6 +527,44 @@ const ALLERGY: &[Row] = &[
     ),
 ];
 
+/// The `identifier.system` of an AllergyIntolerance read from an IAM segment: IAM-7 (the
+/// allergy's unique identifier) its value when the sender gives one.
+pub const IAM_SYSTEM: &str = "urn:clinic-gateway:hl7v2:IAM";
+
+/// IAM → AllergyIntolerance, one per IAM (ADT^A60): as AL1, the allergen's code (never its
+/// text or the reaction), its type and severity. Unlike AL1s, IAMs are changes to the list,
+/// each with its action (IAM-6): added, updated or unchanged is active, deleted is not.
+const ALLERGY_IAM: &[Row] = &[
+    row("IAM-3.1", "code.coding[0].code", Conv::Text),
+    row(
+        "IAM-3.3",
+        "code.coding[0].system",
+        Conv::Code(CODING_SYSTEM),
+    ),
+    row("IAM-2.1", "category[0]", Conv::Code(ALLERGEN_TYPE)),
+    row("IAM-4.1", "criticality", Conv::Code(ALLERGY_SEVERITY)),
+    row(
+        "IAM-6.1",
+        "clinicalStatus.coding[0].code",
+        Conv::Code(ALLERGY_ACTION),
+    ),
+    row("IAM-7.1", "identifier[0].value", Conv::Text),
+    with(
+        "PID-3[1].1",
+        "patient.identifier.value",
+        Conv::Text,
+        &[("identifier[0].system", IAM_SYSTEM)],
+    ),
+];
+
+/// HL7 table 0206 (segment action code, IAM-6) → FHIR allergyintolerance-clinical.
+const ALLERGY_ACTION: &[(&str, &str)] = &[
+    ("A", "active"),
+    ("U", "active"),
+    ("X", "active"),
+    ("D", "inactive"),
+];
+
 /// HL7 table 0127 (allergen type, AL1-2) → FHIR allergy-intolerance-category; the
 /// miscellaneous types (MA, MC) have none.
 const ALLERGEN_TYPE: &[(&str, &str)] = &[
@@ -749,6 +787,7 @@ const RESOURCES: &[Resource] = &[
     ("ADT", "Encounter", &[ENCOUNTER], &[]),
     ("ADT", "Location", &[LOCATION], &[]),
     ("ADT", "AllergyIntolerance", &[ALLERGY], &["AL1"]),
+    ("ADT", "AllergyIntolerance", &[ALLERGY_IAM], &["IAM"]),
     ("SIU", "Patient", &[PATIENT], &[]),
     ("SIU", "Appointment", &[APPOINTMENT], &[]),
     ("SIU", "Location", &[LOCATION], &[]),
@@ -1142,6 +1181,35 @@ mod tests {
         assert_eq!(rds[1]["status"], "preparation");
         assert_eq!(rds[1]["whenPrepared"], "2026-11-24T15:30:00+01:00");
         assert_eq!(rds[1]["subject"]["identifier"]["value"], "MRN-1");
+    }
+
+    #[test]
+    fn each_iam_maps_to_an_allergy_active_unless_deleted_with_its_identifier() {
+        let r = mapped(
+            "MSH|^~\\&|HIS|HOSP|GW|CLINIC|2026||ADT^A60^ADT_A60|M7|P|2.5.1\r\
+             EVN|A60|2026\rPID|1||MRN-1^^^HOSP^MR\r\
+             IAM|1|DA|7980^Penicillin G^RXN|SV|Hives|A|AL-1\r\
+             IAM|2|DA|1191^Aspirin^RXN|MO||D",
+        );
+        let allergies: Vec<&Value> = r
+            .iter()
+            .filter(|v| v["resourceType"] == "AllergyIntolerance")
+            .collect();
+        assert_eq!(allergies.len(), 2, "{r:?}");
+        assert_eq!(
+            allergies[0]["clinicalStatus"]["coding"][0]["code"],
+            "active"
+        );
+        assert_eq!(allergies[0]["code"]["coding"][0]["code"], "7980");
+        assert_eq!(allergies[0]["identifier"][0]["value"], "AL-1");
+        assert_eq!(allergies[0]["identifier"][0]["system"], IAM_SYSTEM);
+        assert_eq!(allergies[0]["patient"]["identifier"]["value"], "MRN-1");
+        assert_eq!(
+            allergies[1]["clinicalStatus"]["coding"][0]["code"],
+            "inactive"
+        );
+        assert_eq!(allergies[1]["identifier"][0].get("value"), None);
+        assert!(!format!("{r:?}").contains("Hives") && !format!("{r:?}").contains("Penicillin"));
     }
 
     #[test]

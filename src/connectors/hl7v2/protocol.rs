@@ -22,6 +22,7 @@ const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ADT", "A08", "hl7.adt.update"),
     ("ADT", "A11", "hl7.adt.cancel_admit"),
     ("ADT", "A40", "hl7.adt.merge"),
+    ("ADT", "A60", "hl7.adt.allergy_update"),
     ("SIU", "S12", "hl7.siu.book"),
     ("SIU", "S13", "hl7.siu.reschedule"),
     ("SIU", "S14", "hl7.siu.modify"),

@@ -6,6 +6,7 @@
 //! clock.
 
 use super::config::AlertRule;
+use crate::connectors::hl7v2::mapping::IAM_SYSTEM;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -228,7 +229,8 @@ impl Patient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allergy {
     /// `AllergyIntolerance/<id>`, or for an HL7 v2 AL1 (which has no id)
-    /// `AL1/<patient identifier>/<system>|<code>`.
+    /// `AL1/<patient identifier>/<system>|<code>`, or for an IAM
+    /// `IAM/<patient identifier>/<IAM-7, or system|code>`.
     pub origin: String,
     pub patient: Patient,
     /// Whether it is to be matched: clinically active and not refuted.
@@ -245,6 +247,9 @@ impl Allergy {
 
 /// The origin prefix of the allergies an HL7 v2 message lists.
 pub const V2_ORIGIN: &str = "AL1/";
+
+/// The origin prefix of the allergies HL7 v2 IAM segments add, change or delete one by one.
+const IAM_ORIGIN: &str = "IAM/";
 
 /// The AllergyIntolerances among `resources` with a patient, and an id or (mapped from an
 /// AL1) a code.
@@ -265,10 +270,18 @@ pub fn allergies(resources: &[Value]) -> Vec<Allergy> {
                         .filter(|s| !s.is_empty())?;
                     let first = codes.first()?;
                     let system = first.system.as_deref().unwrap_or_default();
-                    (
-                        format!("{V2_ORIGIN}{identifier}/{system}|{}", first.code),
-                        Patient::Ref(identifier.to_string()),
-                    )
+                    let by_code = format!("{system}|{}", first.code);
+                    // An IAM names one allergy of the list, by its unique identifier when the
+                    // sender gives one; an AL1 is one line of the whole list.
+                    let origin = if r["identifier"][0]["system"] == IAM_SYSTEM {
+                        let id = r["identifier"][0]["value"]
+                            .as_str()
+                            .filter(|s| !s.is_empty());
+                        format!("{IAM_ORIGIN}{identifier}/{}", id.unwrap_or(&by_code))
+                    } else {
+                        format!("{V2_ORIGIN}{identifier}/{by_code}")
+                    };
+                    (origin, Patient::Ref(identifier.to_string()))
                 }
             };
             let status = |key: &str| self::codes(&r[key]).into_iter().next().map(|c| c.code);
