@@ -505,10 +505,21 @@ pub struct Failed {
     /// Retrying cannot help (the destination refused the item itself): dead letter at once.
     pub permanent: bool,
 }
+/// Dead letters, newest first, optionally of one destination.
 #[derive(Debug)]
 pub struct ListDead {
     pub destination: Option<String>,
     pub limit: usize,
+}
+
+crate::journal_work!(ListDead);
+
+impl Work for ListDead {
+    type Output = Vec<DeadLetter>;
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Vec<DeadLetter>, JournalError> {
+        store::dead_letters(tx.conn, self.destination.as_deref(), self.limit)
+    }
 }
 /// Put dead letters back in line (one row, or all of a destination); audited with `by`.
 #[derive(Debug)]
@@ -615,7 +626,6 @@ requests! {
     Peek => Peek: Vec<OutboxRow>,
     Delivered => Delivered: usize,
     Failed => Failed: (usize, usize),
-    ListDead => ListDead: Vec<DeadLetter>,
     Replay => Replay: usize,
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
@@ -1103,10 +1113,6 @@ impl Writer {
                         counts.dead += *dead as u64;
                     }
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::ListDead(ListDead { destination, limit }, reply) => {
-                    let r = tx.dead_letters(destination.as_deref(), limit);
                     done(reply, r)
                 }
                 Command::Replay(

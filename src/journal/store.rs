@@ -687,23 +687,7 @@ impl Batch<'_> {
         destination: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, JournalError> {
-        let rows = self
-            .tx
-            .prepare_cached(DEAD_LETTERS)?
-            .query_map(params![destination, limit as i64], |r| {
-                Ok(DeadLetter {
-                    id: r.get(0)?,
-                    destination: r.get(1)?,
-                    key: r.get(2)?,
-                    attempts: r.get(3)?,
-                    last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                    dead_since: r.get(5)?,
-                    kind: r.get(6)?,
-                    event_id: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        dead_letters(&self.tx, destination, limit)
     }
 
     /// Puts dead letters back in line with fresh attempts: one row, or every dead row of a
@@ -889,6 +873,30 @@ impl AuditFilter {
             ..AuditFilter::ALL
         }
     }
+}
+
+/// Dead letters, newest first, optionally of one destination.
+pub(super) fn dead_letters(
+    conn: &Connection,
+    destination: Option<&str>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, JournalError> {
+    let rows = conn
+        .prepare_cached(DEAD_LETTERS)?
+        .query_map(params![destination, limit as i64], |r| {
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                destination: r.get(1)?,
+                key: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                dead_since: r.get(5)?,
+                kind: r.get(6)?,
+                event_id: r.get(7)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// Up to `limit` audit records of `filter` from the `offset`th, oldest first, with their
