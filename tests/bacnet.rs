@@ -217,15 +217,9 @@ async fn writes_at_priority_8_then_relinquishes_to_the_default() {
         "{wrong:?}"
     );
 
-    let audit = journal::ask(
-        &spine.journal,
-        ListAudit {
-            after: None,
-            limit: 10,
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = journal::ask(&spine.journal, ListAudit::newest(10))
+        .await
+        .expect("audit");
     let writes: Vec<_> = audit
         .iter()
         .filter(|a| a.action == "device-write")
@@ -405,15 +399,9 @@ async fn an_override_left_by_a_stopped_gateway_is_relinquished_on_start() {
     .await;
     assert_eq!(priority_8(&slot, "setpoint").await, None);
     assert!(spine.overrides().await.is_empty());
-    let audit = journal::ask(
-        &spine.journal,
-        ListAudit {
-            after: None,
-            limit: 10,
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = journal::ask(&spine.journal, ListAudit::newest(10))
+        .await
+        .expect("audit");
     assert!(
         audit.iter().any(|a| a.actor == "gateway:start-relinquish"),
         "{audit:?}"

@@ -83,15 +83,9 @@ async fn a_schema_7_journal_migrates_forward_and_keeps_every_row() {
             .collect::<Vec<_>>(),
         [(2, "broker refused")]
     );
-    let audit = journal::ask(
-        &j,
-        ListAudit {
-            after: None,
-            limit: 10,
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = journal::ask(&j, ListAudit::newest(10))
+        .await
+        .expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "queue.call");
     // The record from before the chain existed is sealed as its first link.

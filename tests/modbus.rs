@@ -585,15 +585,9 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
         );
         assert_eq!(value_of(&r, "flow").value, Some(Value::Number(-1234.75)));
         assert_eq!(value_of(&r, "fan").value, Some(Value::Bool(true)));
-        let audit = journal::ask(
-            &spine.journal,
-            ListAudit {
-                after: None,
-                limit: 10,
-            },
-        )
-        .await
-        .expect("audit");
+        let audit = journal::ask(&spine.journal, ListAudit::newest(10))
+            .await
+            .expect("audit");
         let audited: Vec<_> = audit
             .iter()
             .rev()
@@ -639,15 +633,9 @@ fn writes_reach_the_device_and_are_read_back_and_bad_writes_are_refused() {
             "register spare (holding register 40): the device answered exception 0x04 (server device failure)"
         );
         // Refused before the wire: not audited. Refused by the device: audited, outcome reported.
-        let audit = journal::ask(
-            &spine.journal,
-            ListAudit {
-                after: None,
-                limit: 10,
-            },
-        )
-        .await
-        .expect("audit");
+        let audit = journal::ask(&spine.journal, ListAudit::newest(10))
+            .await
+            .expect("audit");
         assert_eq!(audit.len(), 4, "{audit:?}");
         assert_eq!(audit[0].detail, "ahu spare = 1.0");
         let outcomes = spine.cloud_events("device.write").await;

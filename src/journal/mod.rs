@@ -545,6 +545,13 @@ pub struct ListAudit {
     pub limit: usize,
 }
 
+impl ListAudit {
+    /// The `limit` most recent records, newest first.
+    pub fn newest(limit: usize) -> ListAudit {
+        ListAudit { after: None, limit }
+    }
+}
+
 crate::journal_work!(ListAudit);
 
 impl Work for ListAudit {
