@@ -159,6 +159,78 @@ fn drains_in_key_order_after_broker_restart(relay_extra: &str) {
     );
 }
 
+/// A connection lost with two windows claimed (the broker frozen, nothing acknowledged, then
+/// the uplink cut) is the connection's failure, not the rows': they go back in line at once
+/// with their attempts given back. Only the oldest written and unanswered (the one a broker
+/// closing on a publish would have closed on) counts one. With one attempt allowed and a
+/// ten-minute backoff, that row alone may become a dead letter; every other event arrives once
+/// the uplink is back, and the dead one when replayed.
+#[test]
+fn a_lost_connection_costs_its_rows_in_flight_no_attempt_but_the_one_it_dropped_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
+    let mut uplink = Uplink::start(broker.port);
+    let mut gw = Gateway::new(
+        dir.path(),
+        &format!(
+            "{}inflight_window = 20\n[destinations.cloud]\nmax_attempts = 1\nbackoff_initial_ms = 600000\nbackoff_max_ms = 600000\n",
+            relay_table_on(uplink.port)
+        ),
+    );
+    gw.start();
+    let healthy = |gw: &Gateway| (relay_state(gw).0 == "healthy").then_some(());
+    wait_for("the relay to connect", Duration::from_secs(20), || {
+        healthy(&gw)
+    });
+    broker.freeze();
+    let keys = ["patient-1", "patient-2", "patient-3"];
+    for i in 0..100 {
+        let (status, body) = gw.post_event(&numbered_event(i, "test.seq", keys[i % 3]));
+        assert_eq!(status, 202, "{body}");
+    }
+    let in_flight = |gw: &Gateway| {
+        gw.get_json("/api/v1/backlog")["destinations"]["cloud"]["in_flight"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // More than a window claimed: part of it never left the gateway.
+    wait_for("two windows in flight", Duration::from_secs(20), || {
+        (in_flight(&gw) > 20).then_some(())
+    });
+    uplink.cut();
+    wait_for(
+        "the relay to see the link gone",
+        Duration::from_secs(20),
+        || (relay_state(&gw).0 == "degraded").then_some(()),
+    );
+    broker.thaw();
+    uplink.restore();
+    let posted: BTreeSet<u64> = (0..100).collect();
+    wait_for("every event but at most one", ARRIVAL, || {
+        let seen: BTreeSet<u64> = consumer.events().iter().filter_map(n_of).collect();
+        (posted.difference(&seen).count() <= 1).then_some(())
+    });
+    let dead = dead_letters(&gw);
+    let dead = dead.as_array().expect("dead letters");
+    assert!(dead.len() <= 1, "only the row dropped on counts: {dead:?}");
+    if let Some(row) = dead.first() {
+        let id = row["id"].to_string();
+        let out = gw.cli(&["dlq", "replay", "--destination", "cloud", "--id", &id]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_all(&consumer, &posted, ARRIVAL);
+    wait_for(
+        "the relay to be healthy again",
+        Duration::from_secs(20),
+        || healthy(&gw),
+    );
+}
+
 #[test]
 fn acked_items_survive_kill_9_and_reach_the_consumer_once_per_id() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -505,6 +505,16 @@ pub struct Failed {
     /// Retrying cannot help (the destination refused the item itself): dead letter at once.
     pub permanent: bool,
 }
+/// A deliverer's connection was lost: every in-flight row of `destination` goes back in line
+/// at once, its claim's attempt given back (the connection failed, not the row), except
+/// `blamed`, which counts the attempt like a [`Failed`] row: the oldest row written on the
+/// connection and not confirmed, the one a peer closing the connection on a bad row closed on.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub destination: String,
+    pub blamed: Option<i64>,
+    pub error: String,
+}
 /// Dead letters, newest first, optionally of one destination.
 #[derive(Debug)]
 pub struct ListDead {
@@ -633,6 +643,7 @@ requests! {
     Peek => Peek: Vec<OutboxRow>,
     Delivered => Delivered: usize,
     Failed => Failed: (usize, usize),
+    Interrupted => Interrupted: (usize, usize),
     Replay => Replay: usize,
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
@@ -1115,6 +1126,23 @@ impl Writer {
                             .in_flight(&destination)
                             .and_then(|ids| tx.failed(&ids, &error, &policy, now)),
                     };
+                    if let Ok((retry, dead)) = &r {
+                        counts.retries += *retry as u64;
+                        counts.dead += *dead as u64;
+                    }
+                    abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
+                    done(reply, r)
+                }
+                Command::Interrupted(
+                    Interrupted {
+                        destination,
+                        blamed,
+                        error,
+                    },
+                    reply,
+                ) => {
+                    let policy = self.settings.policy(&destination);
+                    let r = tx.interrupted(&destination, blamed, &error, &policy, now);
                     if let Ok((retry, dead)) = &r {
                         counts.retries += *retry as u64;
                         counts.dead += *dead as u64;

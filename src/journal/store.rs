@@ -671,6 +671,31 @@ impl Batch<'_> {
         Ok((n_retry, n_dead))
     }
 
+    /// A lost connection's in-flight rows of `destination` back in line: `blamed` as a
+    /// [`failed`](Self::failed) attempt, the others due at once with their claim's attempt
+    /// given back. Returns (retrying, dead), the rows given back among those retrying.
+    pub fn interrupted(
+        &mut self,
+        destination: &str,
+        blamed: Option<i64>,
+        error: &str,
+        policy: &RetryPolicy,
+        now: i64,
+    ) -> Result<(usize, usize), JournalError> {
+        let (retrying, dead) = match blamed {
+            Some(id) => self.failed(&[id], error, policy, now)?,
+            None => (0, 0),
+        };
+        let given_back = self
+            .tx
+            .prepare_cached(
+                "UPDATE outbox SET state = 0, attempts = max(attempts - 1, 0), next_attempt_at = ?2, last_error = ?3, updated_at = ?2
+                  WHERE state = 1 AND destination = ?1",
+            )?
+            .execute(params![destination, now, error])?;
+        Ok((retrying + given_back, dead))
+    }
+
     /// Every in-flight row of a destination, oldest first (what a lost connection leaves behind).
     pub fn in_flight(&mut self, destination: &str) -> Result<Vec<i64>, JournalError> {
         let ids = self

@@ -110,6 +110,28 @@ fn key_waits_while_its_head_retries_and_other_keys_flow() {
 }
 
 #[test]
+fn an_interrupted_claim_gives_its_attempts_back_but_the_blamed_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["a", "b", "c"]);
+    assert_eq!(claimed_keys(&mut s, 1_000).len(), 3);
+    let (retrying, dead) = s
+        .with_batch(|b| b.interrupted("cloud", Some(2), "link lost", &policy(1), 1_001))
+        .expect("put back");
+    assert_eq!((retrying, dead), (2, 1));
+    // At once, each on its first attempt again; the blamed row used its only one.
+    let again = s
+        .with_batch(|b| b.claim("cloud", 10, 1_001))
+        .expect("claim");
+    let again: Vec<(i64, u32)> = again.iter().map(|r| (r.id, r.attempts)).collect();
+    assert_eq!(again, [(1, 1), (3, 1)]);
+    let dead = s
+        .with_batch(|b| b.dead_letters(Some("cloud"), 10))
+        .expect("dead");
+    assert_eq!((dead.len(), dead[0].id), (1, 2));
+}
+
+#[test]
 fn dead_letter_after_max_attempts_and_replay_is_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = open(&dir.path().join("j.db"));

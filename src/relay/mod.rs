@@ -6,8 +6,8 @@
 //! subscription and the commands queued for it), never the events. Rows are claimed from the
 //! journal in order, up to a window of unacknowledged publishes, and marked delivered only on
 //! their PUBACK; a PUBACK refusing one (MQTT 5 reason code) dead-letters it. When the
-//! connection drops, every row still in flight goes back to the journal as a failed attempt and
-//! is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
+//! connection drops, every row still in flight goes back to the journal, only the one it dropped
+//! on counting an attempt, and is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
 //! so the journal stays the only source of truth.
 //!
 //! Cloud commands are kept in the journal before their PUBACK and carried out one at a time, in
@@ -139,9 +139,14 @@ enum SessionEnd {
     Shutdown,
     /// The connection failed or was lost, with the reason.
     Lost(String),
-    /// The broker dropped a working connection while `suspect` was the oldest row published and
-    /// not acknowledged (see [`protocol::PoisonWatch`]).
-    Dropped { error: String, suspect: i64 },
+    /// The broker dropped the connection while `unacked` was the oldest row written and not
+    /// acknowledged; `suspect` when it had acknowledged something on it, so that the drop
+    /// counts against the row (see [`protocol::PoisonWatch`]).
+    Dropped {
+        error: String,
+        unacked: i64,
+        suspect: bool,
+    },
 }
 
 struct Link {
@@ -183,7 +188,7 @@ impl Link {
         let mut broker = 0;
         let mut commands = Commands::start(&self.spawn).await;
         loop {
-            let (error, suspect) = match self
+            let (error, blamed) = match self
                 .session(
                     &brokers[broker],
                     &mut shutdown,
@@ -195,7 +200,20 @@ impl Link {
             {
                 SessionEnd::Shutdown => return,
                 SessionEnd::Lost(error) => (error, None),
-                SessionEnd::Dropped { error, suspect } => (error, Some(suspect)),
+                SessionEnd::Dropped {
+                    error,
+                    unacked,
+                    suspect,
+                } => {
+                    if suspect {
+                        let times = poison.dropped_after(unacked);
+                        if times >= cfg.poison_after {
+                            self.dead_letter_poison(unacked, times, &error).await;
+                            poison.forget(&[unacked]);
+                        }
+                    }
+                    (error, Some(unacked))
+                }
             };
             failures += 1;
             let (host, port) = &brokers[broker];
@@ -203,19 +221,17 @@ impl Link {
             // Another node of the cluster may be up while this one is not.
             broker = (broker + 1) % brokers.len();
             self.report(HealthState::Degraded, Some(error.clone()));
-            if let Some(row) = suspect {
-                let times = poison.dropped_after(row);
-                if times >= cfg.poison_after {
-                    self.dead_letter_poison(row, times, &error).await;
-                    poison.forget(&[row]);
-                }
+            // Up to two windows were claimed, most of them never written or caught unanswered
+            // by a broker restart: only the row the connection dropped on counts an attempt,
+            // so that a flapping link neither dead-letters the backlog nor holds it in backoff.
+            let back = journal::Interrupted {
+                destination: crate::CLOUD.into(),
+                blamed,
+                error: format!("connection lost before PUBACK: {error}"),
+            };
+            if let Err(e) = journal::ask(&self.spawn.journal, back).await {
+                tracing::error!(error = %e, "cannot put in-flight cloud rows back in line");
             }
-            journal::put_back_in_flight(
-                &self.spawn.journal,
-                crate::CLOUD,
-                format!("connection lost before PUBACK: {error}"),
-            )
-            .await;
             let delay = link::backoff(
                 Duration::from_millis(cfg.reconnect_initial_ms),
                 Duration::from_millis(cfg.reconnect_max_ms),
@@ -483,10 +499,11 @@ impl Link {
             // A broker that stopped answering (no PINGRESP) did not close the connection on a
             // row: a hang blames no publish.
             Err(e) => {
-                return Some(match s.suspect() {
-                    Some(suspect) if !e.hang => SessionEnd::Dropped {
+                return Some(match s.unacked() {
+                    Some(unacked) if !e.hang => SessionEnd::Dropped {
                         error: e.error,
-                        suspect,
+                        unacked,
+                        suspect: s.acks > 0,
                     },
                     _ => SessionEnd::Lost(e.error),
                 });
@@ -774,12 +791,9 @@ impl Session {
         }
     }
 
-    /// The row a drop of this connection would count against (see [`protocol::PoisonWatch`]):
-    /// the oldest row written and not acknowledged, if the broker acknowledged anything.
-    fn suspect(&self) -> Option<i64> {
-        if self.acks == 0 {
-            return None;
-        }
+    /// The oldest row written and not acknowledged: the one a broker closing the connection on
+    /// a publish closed on.
+    fn unacked(&self) -> Option<i64> {
         self.written
             .iter()
             .find(|r| self.owed.contains_key(r))

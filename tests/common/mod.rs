@@ -344,15 +344,28 @@ impl Broker {
 
     /// Asks the broker to read its ACL and password files again (SIGHUP).
     pub fn reload(&self) {
-        if let Some(c) = &self.child {
-            let ok = Command::new("kill")
-                .arg("-HUP")
-                .arg(c.id().to_string())
-                .status()
-                .expect("kill")
-                .success();
-            assert!(ok, "SIGHUP to mosquitto");
-        }
+        self.send("-HUP");
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered.
+    pub fn freeze(&self) {
+        self.send("-STOP");
+    }
+
+    /// Lets a frozen broker go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.send("-CONT");
+    }
+
+    fn send(&self, signal: &str) {
+        let c = self.child.as_ref().expect("a running broker");
+        let ok = Command::new("kill")
+            .arg(signal)
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "{signal} to mosquitto");
     }
 
     /// Stops the broker the way an operator would (SIGTERM: it saves its sessions).
@@ -613,10 +626,72 @@ pub fn config_text(dir: &Path, web: u16, extra: &str) -> String {
 
 /// The `[relay]` table for a plain broker, with fast reconnects.
 pub fn relay_table(broker: &Broker) -> String {
+    relay_table_on(broker.port)
+}
+
+/// The `[relay]` table for a plain broker reached on `port`, with fast reconnects.
+pub fn relay_table_on(port: u16) -> String {
     format!(
-        "[relay]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\nkeep_alive_secs = 5\n",
-        broker.port
+        "[relay]\nhost = \"127.0.0.1\"\nport = {port}\nreconnect_initial_ms = 100\nreconnect_max_ms = 500\nkeep_alive_secs = 5\n"
     )
+}
+
+/// `socat` forwarding a loopback port to another, as a site's uplink joins the gateway to its
+/// broker: cutting it drops every connection through it at once, neither end told first.
+pub struct Uplink {
+    pub port: u16,
+    to: u16,
+    child: Option<Child>,
+}
+
+impl Uplink {
+    pub fn start(to: u16) -> Uplink {
+        let mut link = Uplink {
+            port: free_port(),
+            to,
+            child: None,
+        };
+        link.restore();
+        link
+    }
+
+    /// Listens again on the same port.
+    pub fn restore(&mut self) {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: each connection is a forked child, cut with the listener.
+        let child = Command::new("socat")
+            .arg(format!(
+                "TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork",
+                self.port
+            ))
+            .arg(format!("TCP:127.0.0.1:{}", self.to))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat must be installed (scripts/test-deps.sh)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("socat to listen", Duration::from_secs(10), || {
+            port_open(port).then_some(())
+        });
+    }
+
+    /// Drops every connection through it and stops listening.
+    pub fn cut(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Uplink {
+    fn drop(&mut self) {
+        self.cut();
+    }
 }
 
 impl Gateway {
