@@ -53,13 +53,21 @@ fn publish(broker: &Broker, topic: &str, payload: &str) {
 #[cfg(feature = "fault-hooks")]
 fn stalling(dir: &std::path::Path, request_id: &str, ms: u64) -> (Broker, Consumer, Gateway) {
     let (broker, consumer, gw) = relayed_gateway(dir, "clinic/test-clinic/#", "");
+    stall(&broker, &consumer, &gw, request_id, ms);
+    (broker, consumer, gw)
+}
+
+/// Waits until the relay is online, then until a `fault-stall` of `ms` sent under
+/// `request_id` is under way.
+#[cfg(feature = "fault-hooks")]
+fn stall(broker: &Broker, consumer: &Consumer, gw: &Gateway, request_id: &str, ms: u64) {
     assert_eq!(
         gw.post_event(&numbered_event(0, "test.seq", "patient-0")).0,
         202
     );
-    wait_all(&consumer, &BTreeSet::from([0]), ARRIVAL);
+    wait_all(consumer, &BTreeSet::from([0]), ARRIVAL);
     publish(
-        &broker,
+        broker,
         "clinic/test-clinic/commands/fault-stall",
         &format!(r#"{{"request_id":"{request_id}","ms":{ms}}}"#),
     );
@@ -68,7 +76,6 @@ fn stalling(dir: &std::path::Path, request_id: &str, ms: u64) -> (Broker, Consum
             .contains("cloud command under way")
             .then_some(())
     });
-    (broker, consumer, gw)
 }
 
 /// Waits until the relay has taken `n` commands (kept them, or answered them at once).
@@ -595,6 +602,36 @@ fn a_reply_the_broker_never_acknowledged_is_sent_after_a_restart() {
     let r = wait_reply(&consumer, Some("slow-1"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["result"]["stalled_ms"], 3000, "{r}");
+}
+
+/// A reply published on a connection that is then lost (the uplink frozen, so that it never
+/// reaches the broker, then cut) is sent again on the next connection, without a restart.
+#[cfg(feature = "fault-hooks")]
+#[test]
+fn a_reply_lost_with_its_connection_is_sent_on_the_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
+    let mut uplink = Uplink::start(broker.port);
+    let mut gw = Gateway::new(dir.path(), &relay_table_on(uplink.port));
+    gw.start();
+    stall(&broker, &consumer, &gw, "slow-3", 1500);
+    uplink.freeze();
+    wait_for("the reply published", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("cloud command reply published")
+            .then_some(())
+    });
+    uplink.cut();
+    wait_for(
+        "the relay to see the link gone",
+        Duration::from_secs(20),
+        || (relay_state(&gw).0 == "degraded").then_some(()),
+    );
+    uplink.restore();
+    let r = wait_reply(&consumer, Some("slow-3"), 0, REPLY).1;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["stalled_ms"], 1500, "{r}");
 }
 
 /// During a migration (`contract = 2` with `serve_contract_1`) each event goes out under both

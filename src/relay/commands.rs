@@ -3,8 +3,9 @@
 //!
 //! A command is acknowledged (PUBACK) only once its row has committed, so a gateway that stops
 //! after that still carries it out when it starts again. Its reply is kept before it is
-//! published and sent again at the next start until the broker acknowledges it. A command that was under way when the
-//! gateway stopped is not run again, as nobody knows how far it got: it is answered that its
+//! published and sent again until the broker acknowledges it: on the next connection when one
+//! is lost with it, at the next start when the gateway stops. A command that was under way when
+//! the gateway stopped is not run again, as nobody knows how far it got: it is answered that its
 //! outcome is unknown. A command sent again under a `request_id` already taken is answered with
 //! the reply kept for it (or, if it is still waiting, by that reply when it comes) and not run
 //! twice: a reply lost with a connection is had by sending the command again.
@@ -63,7 +64,19 @@ struct Replied(Vec<i64>);
 #[derive(Debug)]
 struct LeftOver;
 
-crate::journal_work!(Arrive, Start, Finish, Replied, LeftOver);
+/// The kept replies among these that the broker has not acknowledged.
+#[derive(Debug)]
+struct Unacknowledged(Vec<i64>);
+
+crate::journal_work!(Arrive, Start, Finish, Replied, LeftOver, Unacknowledged);
+
+impl Work for Unacknowledged {
+    type Output = Vec<Reply>;
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<Vec<Reply>, JournalError> {
+        store::unacknowledged(tx, &self.0)
+    }
+}
 
 impl Work for Arrive {
     type Output = Arrival;
@@ -130,6 +143,8 @@ pub struct Commands {
     /// One per job the worker finished: the reply to publish, or none (another relay of this
     /// run had started the command; it could not be started).
     pub replies: mpsc::UnboundedReceiver<Option<Reply>>,
+    /// Replies put back in `replies` without the worker: kept ones to send again.
+    again: mpsc::UnboundedSender<Option<Reply>>,
     /// Jobs queued whose end has not been taken from `replies` yet.
     pub waiting: usize,
 }
@@ -145,14 +160,12 @@ impl Commands {
             journal: spawn.journal.clone(),
             queue,
             replies,
+            again: replied.clone(),
             waiting: 0,
         };
         match journal::ask(&spawn.journal, LeftOver).await {
             Ok((waiting, unacknowledged)) => {
-                for reply in unacknowledged {
-                    commands.waiting += 1;
-                    let _ = replied.send(Some(reply));
-                }
+                commands.send_again(unacknowledged);
                 for t in waiting {
                     tracing::info!(command = %t.name, "cloud command taken before a stop; carrying it out now");
                     let job = Job {
@@ -187,6 +200,27 @@ impl Commands {
         let answer = self.keep(contract, name, payload).await;
         METRICS.commands_received.add(1);
         answer
+    }
+
+    /// Queues again, for the next connection, these kept replies that a lost connection had
+    /// taken and the broker never acknowledged (those it did meanwhile are left out).
+    pub async fn lost(&mut self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        match journal::ask(&self.journal, Unacknowledged(ids)).await {
+            Ok(replies) => self.send_again(replies),
+            Err(e) => {
+                tracing::warn!(error = %e, "cloud command replies lost with the connection; sent again at the next start")
+            }
+        }
+    }
+
+    fn send_again(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
+            self.waiting += 1;
+            let _ = self.again.send(Some(reply));
+        }
     }
 
     /// Records, beside the connection, that the broker acknowledged these commands' replies; a

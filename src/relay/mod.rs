@@ -433,7 +433,11 @@ impl Link {
         poison.forget(&s.acked);
         match end {
             SessionEnd::Shutdown => self.close(&mut s, &mut el, commands).await,
-            SessionEnd::Lost(_) | SessionEnd::Dropped { .. } => self.settle(&mut s).await,
+            SessionEnd::Lost(_) | SessionEnd::Dropped { .. } => {
+                self.settle(&mut s).await;
+                // Each connection is a fresh client: what this one held dies with it.
+                commands.lost(s.unacknowledged_replies()).await;
+            }
         }
         self.dead_letter_refused(&mut s, poison).await;
         end
@@ -517,7 +521,9 @@ impl Link {
     fn publish_reply(&self, s: &mut Session, reply: store::Reply) -> Result<(), String> {
         let carried = reply.id.map_or(Carried::Untracked, Carried::Reply);
         let topic = self.topics.reply(reply.contract, &reply.name);
-        s.publish(topic, false, reply.payload, carried)
+        s.publish(topic, false, reply.payload, carried)?;
+        tracing::info!(command = %reply.name, "cloud command reply published");
+        Ok(())
     }
 
     /// Sends a journal request without holding up the connection.
@@ -791,6 +797,19 @@ impl Session {
         }
     }
 
+    /// The kept replies published on this connection and not acknowledged.
+    fn unacknowledged_replies(&self) -> Vec<i64> {
+        self.expect
+            .iter()
+            .copied()
+            .chain(self.in_flight.carried())
+            .filter_map(|c| match c {
+                Carried::Reply(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The oldest row written and not acknowledged: the one a broker closing the connection on
     /// a publish closed on.
     fn unacked(&self) -> Option<i64> {
@@ -834,6 +853,10 @@ impl InFlight {
 
     fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    fn carried(&self) -> impl Iterator<Item = Carried> + '_ {
+        self.slots.iter().flatten().copied()
     }
 }
 

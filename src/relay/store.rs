@@ -181,14 +181,7 @@ pub fn left_over(
             "SELECT id, contract, name, reply FROM cloud_command
               WHERE done_at IS NOT NULL AND replied_at IS NULL ORDER BY id",
         )?
-        .query_map([], |r| {
-            Ok(Reply {
-                id: Some(r.get(0)?),
-                contract: contract_of(r.get(1)?),
-                name: r.get(2)?,
-                payload: r.get(3)?,
-            })
-        })?
+        .query_map([], reply_of)?
         .collect::<Result<_, _>>()?;
     let waiting = tx
         .sql()
@@ -206,6 +199,28 @@ pub fn left_over(
         })?
         .collect::<Result<_, _>>()?;
     Ok((waiting, replies))
+}
+
+/// The kept replies among `ids` that the broker has not acknowledged, in the order given.
+pub fn unacknowledged(tx: &mut Tx<'_>, ids: &[i64]) -> Result<Vec<Reply>, JournalError> {
+    let mut get = tx.sql().prepare_cached(
+        "SELECT id, contract, name, reply FROM cloud_command
+          WHERE id = ?1 AND done_at IS NOT NULL AND replied_at IS NULL",
+    )?;
+    let mut replies = Vec::new();
+    for id in ids {
+        replies.extend(get.query_row([id], reply_of).optional()?);
+    }
+    Ok(replies)
+}
+
+fn reply_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reply> {
+    Ok(Reply {
+        id: Some(r.get(0)?),
+        contract: contract_of(r.get(1)?),
+        name: r.get(2)?,
+        payload: r.get(3)?,
+    })
 }
 
 #[cfg(test)]

@@ -677,6 +677,17 @@ impl Uplink {
         });
     }
 
+    /// Freezes it (SIGSTOP): connections stay open, nothing crosses.
+    pub fn freeze(&self) {
+        let c = self.child.as_ref().expect("a running uplink");
+        let ok = Command::new("kill")
+            .args(["-STOP", "--", &format!("-{}", c.id())])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "SIGSTOP to socat");
+    }
+
     /// Drops every connection through it and stops listening.
     pub fn cut(&mut self) {
         if let Some(mut c) = self.child.take() {
