@@ -515,6 +515,26 @@ fn hl7_iam_allergies_are_added_and_deleted_one_at_a_time() {
     let raised = alerts_of(&gw, "allergy");
     assert_eq!(raised.len(), 2, "{raised:?}");
     assert_eq!(raised[1]["code"], "1191");
+
+    // IAM-17: entered in error, and confirmed but inactive, meet nothing; a suspected allergy
+    // does.
+    change(
+        "I-4",
+        "IAM|1|DA|2670^Codeine^RXN|MO||A|AL-3||||||||||E\n\
+         IAM|2|DA|5640^Ibuprofen^RXN|MO||A|AL-4||||||||||I\n\
+         IAM|3|DA|10180^Sulfa^RXN|MO||A|AL-5||||||||||S\n",
+    );
+    order("R-4", "RX-4", "2670");
+    order("R-5", "RX-5", "5640");
+    assert_eq!(
+        alerts_of(&gw, "allergy").len(),
+        2,
+        "neither codeine nor ibuprofen"
+    );
+    order("R-6", "RX-6", "10180");
+    let raised = alerts_of(&gw, "allergy");
+    assert_eq!(raised.len(), 3, "{raised:?}");
+    assert_eq!(raised[2]["code"], "10180");
     let said = serde_json::to_string(&alerts(&gw)).expect("json");
     assert!(
         !said.contains("Penicillin") && !said.contains("Hives"),

@@ -533,7 +533,9 @@ pub const IAM_SYSTEM: &str = "urn:clinic-gateway:hl7v2:IAM";
 
 /// IAM → AllergyIntolerance, one per IAM (ADT^A60): as AL1, the allergen's code (never its
 /// text or the reaction), its type and severity. Unlike AL1s, IAMs are changes to the list,
-/// each with its action (IAM-6): added, updated or unchanged is active, deleted is not.
+/// each with its action (IAM-6): added, updated or unchanged is active, deleted is not. Its
+/// clinical status (IAM-17) gives the verification status, and "confirmed but inactive" makes
+/// it inactive whatever the action.
 const ALLERGY_IAM: &[Row] = &[
     row("IAM-3.1", "code.coding[0].code", Conv::Text),
     row(
@@ -547,6 +549,16 @@ const ALLERGY_IAM: &[Row] = &[
         "IAM-6.1",
         "clinicalStatus.coding[0].code",
         Conv::Code(ALLERGY_ACTION),
+    ),
+    row(
+        "IAM-17.1",
+        "verificationStatus.coding[0].code",
+        Conv::Code(ALLERGY_VERIFICATION),
+    ),
+    row(
+        "IAM-17.1",
+        "clinicalStatus.coding[0].code",
+        Conv::Code(&[("I", "inactive")]),
     ),
     row("IAM-7.1", "identifier[0].value", Conv::Text),
     with(
@@ -563,6 +575,18 @@ const ALLERGY_ACTION: &[(&str, &str)] = &[
     ("U", "active"),
     ("X", "active"),
     ("D", "inactive"),
+];
+
+/// HL7 table 0438 (allergy clinical status, IAM-17) → FHIR R4
+/// allergyintolerance-verification: unconfirmed, pending and suspected are all unconfirmed
+/// (R4 has no "presumed"), and still meet prescriptions.
+const ALLERGY_VERIFICATION: &[(&str, &str)] = &[
+    ("U", "unconfirmed"),
+    ("P", "unconfirmed"),
+    ("S", "unconfirmed"),
+    ("C", "confirmed"),
+    ("I", "confirmed"),
+    ("E", "entered-in-error"),
 ];
 
 /// HL7 table 0127 (allergen type, AL1-2) → FHIR allergy-intolerance-category; the
@@ -873,6 +897,13 @@ fn map_one(
     }
     if resource.as_object().is_some_and(Map::is_empty) {
         return None;
+    }
+    // R4 ait-2: an allergy entered in error has no clinical status.
+    if resource.pointer("/verificationStatus/coding/0/code")
+        == Some(&Value::String("entered-in-error".into()))
+        && let Some(fields) = resource.as_object_mut()
+    {
+        fields.remove("clinicalStatus");
     }
     if let Some((_, _, _, status)) = TRIGGER_STATUS
         .iter()
@@ -1210,6 +1241,37 @@ mod tests {
         );
         assert_eq!(allergies[1]["identifier"][0].get("value"), None);
         assert!(!format!("{r:?}").contains("Hives") && !format!("{r:?}").contains("Penicillin"));
+    }
+
+    #[test]
+    fn an_iams_clinical_status_gives_its_verification_and_may_make_it_inactive() {
+        let r = mapped(
+            "MSH|^~\\&|HIS|HOSP|GW|CLINIC|2026||ADT^A60^ADT_A60|M8|P|2.5.1\r\
+             EVN|A60|2026\rPID|1||MRN-1^^^HOSP^MR\r\
+             IAM|1|DA|2670^Codeine^RXN|MO||A|AL-3||||||||||E\r\
+             IAM|2|DA|5640^Ibuprofen^RXN|MO||A|AL-4||||||||||I\r\
+             IAM|3|DA|10180^Sulfa^RXN|MO||A|AL-5||||||||||S^Suspect^HL70438",
+        );
+        let status = |v: &Value| {
+            (
+                v["clinicalStatus"]["coding"][0]["code"].clone(),
+                v["verificationStatus"]["coding"][0]["code"].clone(),
+            )
+        };
+        let allergies: Vec<_> = r
+            .iter()
+            .filter(|v| v["resourceType"] == "AllergyIntolerance")
+            .map(status)
+            .collect();
+        assert_eq!(
+            allergies,
+            [
+                (Value::Null, json!("entered-in-error")),
+                (json!("inactive"), json!("confirmed")),
+                (json!("active"), json!("unconfirmed")),
+            ],
+            "{r:?}"
+        );
     }
 
     #[test]
