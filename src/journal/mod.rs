@@ -585,6 +585,16 @@ impl Work for ListAudit {
 #[derive(Debug)]
 pub struct GetAuditHead;
 
+crate::journal_work!(GetAuditHead);
+
+impl Work for GetAuditHead {
+    type Output = chain::Head;
+    const READ_ONLY: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<chain::Head, JournalError> {
+        store::audit_head(tx.conn)
+    }
+}
+
 /// The wake-up signal of a destination (see [`signal`]).
 #[derive(Debug)]
 pub struct Subscribe {
@@ -647,7 +657,6 @@ requests! {
     Replay => Replay: usize,
     GetStats => Stats: Stats,
     AuditRecord => Audit: (),
-    GetAuditHead => AuditHead: chain::Head,
     Subscribe => Subscribe: Arc<Notify>,
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
@@ -1184,10 +1193,6 @@ impl Writer {
                 ) => {
                     let r = tx.audit(&actor, &action, &detail, now);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
-                    done(reply, r)
-                }
-                Command::AuditHead(GetAuditHead, reply) => {
-                    let r = tx.audit_head();
                     done(reply, r)
                 }
                 Command::Work(job) => {

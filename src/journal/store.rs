@@ -764,30 +764,6 @@ impl Batch<'_> {
         audit_rows(&self.tx, &AuditFilter::after(after), limit, 0)
     }
 
-    /// The audit chain's last record and length, as stored (not verified).
-    pub fn audit_head(&mut self) -> Result<Head, JournalError> {
-        let count = self
-            .tx
-            .query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))?
-            as u64;
-        let last = self
-            .tx
-            .query_row(
-                "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(match last {
-            Some((last_id, hash)) => Head {
-                last_id,
-                hash,
-                count,
-            },
-            None => Head::empty(),
-        })
-    }
-
     /// Row counts per destination and state, and the journal's totals, reported against the
     /// size limit `max_bytes`.
     pub fn stats(&mut self, max_bytes: u64) -> Result<Stats, JournalError> {
@@ -901,6 +877,26 @@ impl AuditFilter {
 }
 
 /// Dead letters, newest first, optionally of one destination.
+/// The audit chain's last record and length, as stored (not verified).
+pub(super) fn audit_head(conn: &Connection) -> Result<Head, JournalError> {
+    let count = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))? as u64;
+    let last = conn
+        .query_row(
+            "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match last {
+        Some((last_id, hash)) => Head {
+            last_id,
+            hash,
+            count,
+        },
+        None => Head::empty(),
+    })
+}
+
 pub(super) fn dead_letters(
     conn: &Connection,
     destination: Option<&str>,

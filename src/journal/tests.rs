@@ -443,7 +443,8 @@ fn the_audit_chain_continues_across_batches_and_over_a_rolled_back_one() {
     let head = check_chain(&mut s);
     assert_eq!((head.last_id, head.count), (3, 3));
     assert_eq!(
-        s.with_batch(|b| b.audit_head()).expect("head"),
+        s.with_batch(|b| GetAuditHead.run(&mut b.work(&Extensions::default())))
+            .expect("head"),
         head,
         "the stored head is the verified one"
     );
