@@ -78,6 +78,16 @@ fn stall(broker: &Broker, consumer: &Consumer, gw: &Gateway, request_id: &str, m
     });
 }
 
+/// Cuts the uplink and waits until the relay has seen it go.
+fn cut(uplink: &mut Uplink, gw: &Gateway) {
+    uplink.cut();
+    wait_for(
+        "the relay to see the link gone",
+        Duration::from_secs(20),
+        || (relay_state(gw).0 == "degraded").then_some(()),
+    );
+}
+
 /// Waits until the relay has taken `n` commands (kept them, or answered them at once).
 #[cfg(feature = "fault-hooks")]
 fn wait_commands_taken(gw: &Gateway, n: usize) {
@@ -205,12 +215,7 @@ fn a_lost_connection_costs_its_rows_in_flight_no_attempt_but_the_one_it_dropped_
     wait_for("two windows in flight", Duration::from_secs(20), || {
         (in_flight(&gw) > 20).then_some(())
     });
-    uplink.cut();
-    wait_for(
-        "the relay to see the link gone",
-        Duration::from_secs(20),
-        || (relay_state(&gw).0 == "degraded").then_some(()),
-    );
+    cut(&mut uplink, &gw);
     broker.thaw();
     uplink.restore();
     let posted: BTreeSet<u64> = (0..100).collect();
@@ -622,12 +627,7 @@ fn a_reply_lost_with_its_connection_is_sent_on_the_next_one() {
             .contains("cloud command reply published")
             .then_some(())
     });
-    uplink.cut();
-    wait_for(
-        "the relay to see the link gone",
-        Duration::from_secs(20),
-        || (relay_state(&gw).0 == "degraded").then_some(()),
-    );
+    cut(&mut uplink, &gw);
     uplink.restore();
     let r = wait_reply(&consumer, Some("slow-3"), 0, REPLY).1;
     assert_eq!(r["ok"], true, "{r}");

@@ -359,13 +359,7 @@ impl Broker {
 
     fn send(&self, signal: &str) {
         let c = self.child.as_ref().expect("a running broker");
-        let ok = Command::new("kill")
-            .arg(signal)
-            .arg(c.id().to_string())
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "{signal} to mosquitto");
+        assert!(kill(signal, &c.id().to_string()), "{signal} to mosquitto");
     }
 
     /// Stops the broker the way an operator would (SIGTERM: it saves its sessions).
@@ -680,23 +674,25 @@ impl Uplink {
     /// Freezes it (SIGSTOP): connections stay open, nothing crosses.
     pub fn freeze(&self) {
         let c = self.child.as_ref().expect("a running uplink");
-        let ok = Command::new("kill")
-            .args(["-STOP", "--", &format!("-{}", c.id())])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "SIGSTOP to socat");
+        assert!(kill("-STOP", &format!("-{}", c.id())), "SIGSTOP to socat");
     }
 
     /// Drops every connection through it and stops listening.
     pub fn cut(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .status();
+            kill("-KILL", &format!("-{}", c.id()));
             let _ = c.wait();
         }
     }
+}
+
+/// Sends `signal` to `target` (a pid, or `-pgid` for a process group); whether it went.
+fn kill(signal: &str, target: &str) -> bool {
+    Command::new("kill")
+        .args([signal, "--", target])
+        .status()
+        .expect("kill")
+        .success()
 }
 
 impl Drop for Uplink {
