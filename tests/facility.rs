@@ -497,9 +497,12 @@ value = 18.5
 #[test]
 fn a_device_reading_past_its_threshold_drives_a_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // CO2 climbs by 1 ppm every 100 ms from 990: the rule turns on once it reads 1000.
+    // CO2 holds at 990 until the test says, then climbs by 1 ppm every 100 ms: the rule turns
+    // on once it reads 1000.
+    let rise = dir.path().join("co2-rises");
     let map = json!({"unit": 1, "values": [
-        {"table": "input", "address": 0, "type": "u16", "value": 990, "tick_ms": 100},
+        {"table": "input", "address": 0, "type": "u16", "value": 990, "tick_ms": 100,
+         "start_file": rise},
         {"table": "holding", "address": 1, "type": "u16", "value": 0}]});
     let sim = Sim::tcp(dir.path(), free_port(), &map);
     let config = format!(
@@ -544,6 +547,7 @@ normal = 20
     let mut gateway = Gateway::new(dir.path(), &config);
     gateway.start();
     wait_register(&sim, 20);
+    std::fs::write(&rise, "").expect("the CO2's start");
     wait_register(&sim, 100);
     wait_for("the rule's audited write", Duration::from_secs(10), || {
         let audit = gateway.get_json("/api/v1/audit?limit=100");

@@ -14,10 +14,11 @@ Python's struct so that the gateway's decoder is checked against an independent 
      {"table": "input", "address": 100, "type": "u16", "value": 0, "tick_ms": 200}]}
 
 tables: holding, input, coil, discrete_input; types: u16 i16 u32 i32 f32 bool. An entry with
-`tick_ms` adds 1 to its value every tick_ms (a register that changes). Addresses not listed
+`tick_ms` adds 1 to its value every tick_ms (a register that changes); with `start_file` too,
+only once that file exists (a test says when the value starts to change). Addresses not listed
 answer exception 2 (illegal data address): the blocks are sparse.
 """
-import argparse, asyncio, json, logging, struct, sys
+import argparse, asyncio, json, logging, os, struct, sys
 
 import pymodbus
 from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext, ModbusSparseDataBlock
@@ -75,6 +76,8 @@ def main():
 
     async def tick(entry):
         value = entry["value"]
+        while "start_file" in entry and not os.path.exists(entry["start_file"]):
+            await asyncio.sleep(0.05)
         while True:
             await asyncio.sleep(entry["tick_ms"] / 1000)
             value += 1
