@@ -371,6 +371,9 @@ async fn publish_audit_head(journal: Addr<JournalWriter>, every: Duration) {
     }
 }
 
+/// How often the heartbeat refreshes the status line systemd shows.
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
 /// Proves the journal writer answers, and only then pets the systemd watchdog.
 async fn heartbeat(journal: Addr<JournalWriter>, every: Duration) {
     let period = match notify::watchdog_interval() {
@@ -378,11 +381,19 @@ async fn heartbeat(journal: Addr<JournalWriter>, every: Duration) {
         None => every,
     };
     let mut tick = tokio::time::interval(period);
+    // The counts walk every row waiting (some 200 ms on the reader's thread for a million
+    // buffered while the cloud is away, board lists waiting behind them): a minute old is
+    // fresh enough for `systemctl status`.
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         match tokio::time::timeout(period, journal::ask(&journal, Ping)).await {
             Ok(Ok(())) => {
                 notify::watchdog();
+                if counted.is_some_and(|at| at.elapsed() < STATUS_EVERY) {
+                    continue;
+                }
+                counted = Some(tokio::time::Instant::now());
                 if let Ok(stats) = journal::ask(&journal, journal::GetStats).await {
                     let (pending, dead) = stats.destinations.values().fold((0, 0), |(p, d), s| {
                         (p + s.pending + s.in_flight, d + s.dead)
