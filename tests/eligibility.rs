@@ -496,6 +496,47 @@ fn a_card_shown_at_check_in_is_asked_about_and_the_patient_is_queued_whatever_it
     );
 }
 
+/// A payer added to the configuration and reloaded (SIGHUP) can be named by a card at
+/// check-in at once, without a restart: the desk reads the payers as reloaded, as the
+/// connector asking them does.
+#[test]
+fn a_payer_added_by_a_reload_is_asked_about_at_check_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let gw = gateway(dir.path(), &payer, "");
+    let check_in = |member: &str| {
+        let card = json!({ "coverage": { "payer": "beta", "member_id": member, "last_name": "DOE", "first_name": "JANE", "birth_date": "1980-01-01" } });
+        let (status, body) = post(&gw.url("/api/v1/queues/general/check-in"), &card);
+        assert_eq!(status, 201, "{body}");
+        body
+    };
+    let body = check_in("ACTIVE-90");
+    assert_eq!(
+        body["eligibility"]["error"], "\"coverage.payer\": not a configured payer",
+        "{body}"
+    );
+    let config = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!(
+            "{config}\n[[connectors.eligibility.payer]]\nname = \"beta\"\npayer_name = \"BETA CARE\"\npayer_id = \"60055\"\n"
+        ),
+    )
+    .expect("config");
+    gw.signal("HUP");
+    wait_for("the reload", Duration::from_secs(20), || {
+        gw.log_text()
+            .contains("configuration reloaded")
+            .then_some(())
+    });
+    let body = check_in("ACTIVE-91");
+    assert_eq!(body["eligibility"]["status"], "pending", "{body}");
+    assert_eq!(body["eligibility"]["payer"], "beta", "{body}");
+    payer.saw("270 ok ACTIVE-91");
+    let entry = body["entry"]["id"].as_i64().expect("entry id");
+    assert_eq!(settled(&gw, entry, None)["status"], "verified");
+}
+
 #[test]
 fn the_cores_mime_multipart_form_asks_and_reads_as_the_soap_one_does() {
     let dir = tempfile::tempdir().expect("tempdir");

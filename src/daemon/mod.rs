@@ -29,6 +29,8 @@ pub struct Gateway {
     printers: crate::devices::printer::Registry,
     /// Where the web layer finds the FHIR connector.
     fhir: crate::connectors::fhir::FhirSlot,
+    /// The payers, processors and billing table the web layer reads; replaced on reload.
+    practice: web::PracticeSlot,
 }
 
 impl Actor for Gateway {
@@ -113,6 +115,8 @@ impl Gateway {
             self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir));
             applied.push("connectors");
         }
+        // Read from the connectors' sections, the facility id and the FHIR identifier system.
+        self.practice.set(wiring::practice(&new));
         if new.messaging != old.messaging {
             let before = wiring::messaging(old, &self.journal).into_iter().collect();
             let now = wiring::messaging(&new, &self.journal).into_iter().collect();
@@ -203,6 +207,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let rooms = FacilitySlot::default();
     let printers = crate::devices::printer::Registry::new(config.devices.printer.clone());
     let fhir = crate::connectors::fhir::FhirSlot::default();
+    let practice = web::PracticeSlot::new(wiring::practice(&config));
     let gateway = Gateway {
         path: path.clone(),
         config: config.clone(),
@@ -211,6 +216,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         rooms: rooms.clone(),
         printers: printers.clone(),
         fhir: fhir.clone(),
+        practice: practice.clone(),
     }
     .start();
     let started_event = gateway_event(
@@ -276,18 +282,7 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         access,
         sso,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
-        eligibility: config.connectors.eligibility.clone(),
-        payments: config
-            .connectors
-            .payments
-            .as_ref()
-            .map(|p| p.resolved(|f| config.resolve(f))),
-        payment_effects: config
-            .connectors
-            .payments
-            .as_ref()
-            .map(|p| wiring::payment_effects(&config, p)),
-        billing: wiring::billing(&config),
+        practice: practice.clone(),
     };
     let fingerprint = state.tls_fingerprint.clone();
     let server = web::server(config.web.bind, tls.map(|t| t.config), state)

@@ -285,6 +285,17 @@ pub fn payment_effects(config: &Config, p: &payments::config::PaymentsConfig) ->
     }
 }
 
+/// What the web layer reads of the practice connectors' configuration.
+pub fn practice(config: &Config) -> crate::web::Practice {
+    let payments = config.connectors.payments.as_ref();
+    crate::web::Practice {
+        eligibility: config.connectors.eligibility.clone(),
+        payments: payments.map(|p| p.resolved(|f| config.resolve(f))),
+        payment_effects: payments.map(|p| payment_effects(config, p)),
+        billing: billing(config),
+    }
+}
+
 /// Billing code suggestions, when `[connectors.billing]` is configured: the queue's hook at a
 /// visit's completion and the API's recording of its facts share it.
 pub fn billing(config: &Config) -> Option<Arc<practice::billing::Billing>> {

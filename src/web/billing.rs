@@ -18,7 +18,7 @@ async fn record(
     path: web::Path<i64>,
     body: web::Json<Facts>,
 ) -> HttpResponse {
-    let Some(billing) = s.billing.clone() else {
+    let Some(billing) = s.practice.get().billing.clone() else {
         return HttpResponse::NotFound().json(json!({ "error": "no billing table is configured" }));
     };
     let facts = body.into_inner();

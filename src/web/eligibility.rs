@@ -49,7 +49,8 @@ impl<'de> Deserialize<'de> for CheckInBody {
 
 /// The inquiry about the card shown at a check-in, or why none can be asked.
 pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility, String> {
-    let config = s
+    let practice = s.practice.get();
+    let config = practice
         .eligibility
         .as_ref()
         .ok_or("\"coverage\": no eligibility connector is configured")?;
@@ -132,7 +133,8 @@ async fn request(
     path: web::Path<i64>,
     body: web::Json<AskBody>,
 ) -> HttpResponse {
-    let Some(config) = s.eligibility.as_ref() else {
+    let practice = s.practice.get();
+    let Some(config) = practice.eligibility.as_ref() else {
         return HttpResponse::NotFound()
             .json(json!({ "error": "no eligibility connector is configured" }));
     };

@@ -62,15 +62,42 @@ pub struct AppState {
     pub sso: Option<std::sync::Arc<crate::access::oidc::Sso>>,
     /// SHA-256 fingerprint of the certificate served, when the page and API speak HTTPS.
     pub tls_fingerprint: Option<String>,
-    /// The eligibility connector's payers, when one is configured (as at start).
+    /// Payers, processors and the billing table, as last configured.
+    pub practice: PracticeSlot,
+}
+
+/// What the desk's routes read of the practice-management configuration, replaced whole when
+/// the configuration is reloaded (the connectors behind it are restarted with the same one).
+#[derive(Default)]
+pub struct Practice {
+    /// The eligibility connector's payers, when one is configured.
     pub eligibility: Option<crate::connectors::practice::config::EligibilityConfig>,
-    /// The payment processors, with their files resolved, when payments are configured (as
-    /// at start).
+    /// The payment processors, with their files resolved, when payments are configured.
     pub payments: Option<crate::connectors::payments::config::PaymentsConfig>,
     /// What a payment a webhook settles does beyond its row, when payments are configured.
     pub payment_effects: Option<crate::connectors::payments::Effects>,
-    /// The billing code table and fee schedule, when configured (as at start).
+    /// The billing code table and fee schedule, when configured.
     pub billing: Option<std::sync::Arc<crate::connectors::practice::billing::Billing>>,
+}
+
+/// Where the web layer finds the current [`Practice`]; a request keeps the one it began with.
+#[derive(Clone, Default)]
+pub struct PracticeSlot(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Practice>>>);
+
+impl PracticeSlot {
+    pub fn new(practice: Practice) -> Self {
+        PracticeSlot(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(practice),
+        )))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Practice> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, practice: Practice) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(practice);
+    }
 }
 
 /// Builds the server on `bind`, HTTPS when given a TLS configuration; the caller runs it.

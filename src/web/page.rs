@@ -115,8 +115,9 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         (Vec::new(), Vec::new())
     };
+    let practice = s.practice.get();
     // The insurance column, when an eligibility connector asks payers.
-    let insurance = if shown.queue && s.eligibility.is_some() {
+    let insurance = if shown.queue && practice.eligibility.is_some() {
         let ask = crate::connectors::practice::ListEligibility {
             entry_ids: entries.iter().map(|e| e.id).collect(),
         };
@@ -126,7 +127,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         None
     };
     // The payment column, when processors take co-pays.
-    let payments = if shown.queue && s.payments.is_some() {
+    let payments = if shown.queue && practice.payments.is_some() {
         let ask = crate::connectors::payments::ListPayments {
             entry_ids: entries.iter().map(|e| e.id).collect(),
         };
@@ -135,7 +136,7 @@ pub(super) async fn index(s: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     } else {
         None
     };
-    let left_behind = if shown.left_behind && s.payments.is_some() {
+    let left_behind = if shown.left_behind && practice.payments.is_some() {
         journal::ask(&s.journal, ListLeftBehind)
             .await
             .unwrap_or_default()

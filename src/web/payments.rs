@@ -85,7 +85,12 @@ fn alternatives(s: &AppState, latest: Option<&Payment>) -> Vec<&'static str> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    if s.payments.as_ref().is_some_and(|c| c.processor.len() > 1) {
+    if s.practice
+        .get()
+        .payments
+        .as_ref()
+        .is_some_and(|c| c.processor.len() > 1)
+    {
         out.push("another_processor");
     }
     out.extend(["another_method", "pay_later"]);
@@ -98,7 +103,8 @@ async fn request(
     path: web::Path<i64>,
     body: web::Json<RequestBody>,
 ) -> HttpResponse {
-    let Some(config) = s.payments.as_ref() else {
+    let practice = s.practice.get();
+    let Some(config) = practice.payments.as_ref() else {
         return HttpResponse::NotFound()
             .json(json!({ "error": "no payment processor is configured" }));
     };
@@ -234,7 +240,10 @@ async fn webhook(
     body: web::Bytes,
 ) -> HttpResponse {
     let name = path.into_inner();
-    let (Some(config), Some(effects)) = (s.payments.as_ref(), s.payment_effects.clone()) else {
+    let practice = s.practice.get();
+    let (Some(config), Some(effects)) =
+        (practice.payments.as_ref(), practice.payment_effects.clone())
+    else {
         return HttpResponse::NotFound()
             .json(json!({ "error": "no payment processor is configured" }));
     };

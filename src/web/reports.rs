@@ -94,7 +94,9 @@ async fn compute(
 }
 
 fn fees(s: &AppState) -> BTreeMap<String, i64> {
-    s.billing
+    s.practice
+        .get()
+        .billing
         .as_ref()
         .map(|b| b.config.fee_schedule.clone())
         .unwrap_or_default()
@@ -143,7 +145,13 @@ async fn api(
     body["from"] = json!(span.from_day);
     body["to"] = json!(span.to_day);
     body["queue"] = json!(q.queue);
-    body["currency"] = json!(s.billing.as_ref().map(|b| b.config.currency.clone()));
+    let currency = s
+        .practice
+        .get()
+        .billing
+        .as_ref()
+        .map(|b| b.config.currency.clone());
+    body["currency"] = json!(currency);
     HttpResponse::Ok().json(body)
 }
 
