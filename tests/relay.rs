@@ -78,6 +78,20 @@ fn stall(broker: &Broker, consumer: &Consumer, gw: &Gateway, request_id: &str, m
     });
 }
 
+/// As [`relayed_gateway`], the relay reaching the broker through an [`Uplink`].
+fn uplinked(
+    dir: &std::path::Path,
+    filter: &str,
+    extra: &str,
+) -> (Broker, Consumer, Uplink, Gateway) {
+    let broker = Broker::start(&dir.join("broker"));
+    let consumer = Consumer::start(&broker, filter);
+    let uplink = Uplink::start(broker.port);
+    let mut gw = Gateway::new(dir, &format!("{}{extra}", relay_table_on(uplink.port)));
+    gw.start();
+    (broker, consumer, uplink, gw)
+}
+
 /// Cuts the uplink and waits until the relay has seen it go.
 fn cut(uplink: &mut Uplink, gw: &Gateway) {
     uplink.cut();
@@ -185,17 +199,11 @@ fn drains_in_key_order_after_broker_restart(relay_extra: &str) {
 #[test]
 fn a_lost_connection_costs_its_rows_in_flight_no_attempt_but_the_one_it_dropped_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(&dir.path().join("broker"));
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/events/#");
-    let mut uplink = Uplink::start(broker.port);
-    let mut gw = Gateway::new(
+    let (broker, consumer, mut uplink, gw) = uplinked(
         dir.path(),
-        &format!(
-            "{}inflight_window = 20\n[destinations.cloud]\nmax_attempts = 1\nbackoff_initial_ms = 600000\nbackoff_max_ms = 600000\n",
-            relay_table_on(uplink.port)
-        ),
+        "clinic/test-clinic/events/#",
+        "inflight_window = 20\n[destinations.cloud]\nmax_attempts = 1\nbackoff_initial_ms = 600000\nbackoff_max_ms = 600000\n",
     );
-    gw.start();
     let healthy = |gw: &Gateway| (relay_state(gw).0 == "healthy").then_some(());
     wait_for("the relay to connect", Duration::from_secs(20), || {
         healthy(&gw)
@@ -615,11 +623,7 @@ fn a_reply_the_broker_never_acknowledged_is_sent_after_a_restart() {
 #[test]
 fn a_reply_lost_with_its_connection_is_sent_on_the_next_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start(&dir.path().join("broker"));
-    let consumer = Consumer::start(&broker, "clinic/test-clinic/#");
-    let mut uplink = Uplink::start(broker.port);
-    let mut gw = Gateway::new(dir.path(), &relay_table_on(uplink.port));
-    gw.start();
+    let (broker, consumer, mut uplink, gw) = uplinked(dir.path(), "clinic/test-clinic/#", "");
     stall(&broker, &consumer, &gw, "slow-3", 1500);
     uplink.freeze();
     wait_for("the reply published", Duration::from_secs(20), || {
