@@ -6,9 +6,9 @@
 //! subscription and the commands queued for it), never the events. Rows are claimed from the
 //! journal in order, up to a window of unacknowledged publishes, and marked delivered only on
 //! their PUBACK; a PUBACK refusing one (MQTT 5 reason code) dead-letters it. When the
-//! connection drops, every row still in flight goes back to the journal, only the one it dropped
-//! on counting an attempt, and is sent again, in key order, on the next connection; rumqttc's own resend queue is not used,
-//! so the journal stays the only source of truth.
+//! connection drops, every row still in flight goes back to the journal, only the one it
+//! dropped on counting an attempt, and is sent again, in key order, on the next connection;
+//! rumqttc's own resend queue is not used, so the journal stays the only source of truth.
 //!
 //! Cloud commands are kept in the journal before their PUBACK and carried out one at a time, in
 //! the order received, by a worker task beside the connection ([`commands`]): a slow command (a
