@@ -1135,10 +1135,7 @@ impl Writer {
                             .in_flight(&destination)
                             .and_then(|ids| tx.failed(&ids, &error, &policy, now)),
                     };
-                    if let Ok((retry, dead)) = &r {
-                        counts.retries += *retry as u64;
-                        counts.dead += *dead as u64;
-                    }
+                    counts.settled(&r);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
@@ -1152,10 +1149,7 @@ impl Writer {
                 ) => {
                     let policy = self.settings.policy(&destination);
                     let r = tx.interrupted(&destination, blamed, &error, &policy, now);
-                    if let Ok((retry, dead)) = &r {
-                        counts.retries += *retry as u64;
-                        counts.dead += *dead as u64;
-                    }
+                    counts.settled(&r);
                     abort = r.as_ref().err().filter(|e| e.aborts_batch()).cloned();
                     done(reply, r)
                 }
@@ -1303,6 +1297,16 @@ struct Outcome {
     delivered: u64,
     retries: u64,
     dead: u64,
+}
+
+impl Outcome {
+    /// Counts what a failed or interrupted delivery did: (rows retrying, rows dead).
+    fn settled(&mut self, r: &Result<(usize, usize), JournalError>) {
+        if let Ok((retry, dead)) = r {
+            self.retries += *retry as u64;
+            self.dead += *dead as u64;
+        }
+    }
 }
 
 #[cfg(test)]

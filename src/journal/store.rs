@@ -876,7 +876,6 @@ impl AuditFilter {
     }
 }
 
-/// Dead letters, newest first, optionally of one destination.
 /// The audit chain's last record and length, as stored (not verified).
 pub(super) fn audit_head(conn: &Connection) -> Result<Head, JournalError> {
     let count = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))? as u64;
@@ -897,6 +896,7 @@ pub(super) fn audit_head(conn: &Connection) -> Result<Head, JournalError> {
     })
 }
 
+/// Dead letters, newest first, optionally of one destination.
 pub(super) fn dead_letters(
     conn: &Connection,
     destination: Option<&str>,
