@@ -3,7 +3,7 @@
 //! intents left at processors (to cancel) and payments taken twice (to refund);
 //! `/api/v1/payments/webhook/{processor}`: the processors' signed confirmations.
 
-use super::{AppState, journal_error, staff_or};
+use super::{AppState, Practice, journal_error, staff_or};
 use crate::connectors::payments::protocol::{self, Method};
 use crate::connectors::payments::store::AttemptState;
 use crate::connectors::payments::store::{Payment, Status};
@@ -80,13 +80,12 @@ fn owed(payments: &[Payment]) -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// What staff can do about a failed payment.
-fn alternatives(s: &AppState, latest: Option<&Payment>) -> Vec<&'static str> {
+fn alternatives(practice: &Practice, latest: Option<&Payment>) -> Vec<&'static str> {
     if latest.is_none_or(|p| p.status != Status::Failed) {
         return Vec::new();
     }
     let mut out = Vec::new();
-    if s.practice
-        .get()
+    if practice
         .payments
         .as_ref()
         .is_some_and(|c| c.processor.len() > 1)
@@ -149,7 +148,7 @@ async fn request(
     let answer = json!({
         "payment": payment,
         "entry_payment": standing(Some(&payment)),
-        "alternatives": alternatives(&s, Some(&payment)),
+        "alternatives": alternatives(&practice, Some(&payment)),
     });
     match payment.status {
         Status::Requested => HttpResponse::Accepted().json(answer),
@@ -165,7 +164,7 @@ async fn get(s: web::Data<AppState>, path: web::Path<i64>) -> HttpResponse {
             HttpResponse::Ok().json(json!({
                 "entry": entry_id,
                 "entry_payment": standing(latest),
-                "alternatives": alternatives(&s, latest),
+                "alternatives": alternatives(&s.practice.get(), latest),
                 "owed_cents": owed(&payments),
                 "payments": payments,
             }))

@@ -2,7 +2,7 @@
 //! managers and admins: counts, durations and money per period, queue and appointment type,
 //! never a patient.
 
-use super::{AppState, journal_error};
+use super::{AppState, Practice, journal_error};
 use crate::journal;
 use crate::reports::{self, Kind, Period, ReadFacts, Report};
 use actix_web::{HttpResponse, web};
@@ -80,6 +80,7 @@ fn span(q: &Query) -> Result<Span, String> {
 
 async fn compute(
     s: &AppState,
+    practice: &Practice,
     kind: Kind,
     span: &Span,
     queue: Option<String>,
@@ -90,12 +91,11 @@ async fn compute(
         queue,
     };
     let facts = journal::ask(&s.journal, ask).await.map_err(journal_error)?;
-    Ok(reports::report(kind, span.period, &facts, &fees(s)))
+    Ok(reports::report(kind, span.period, &facts, &fees(practice)))
 }
 
-fn fees(s: &AppState) -> BTreeMap<String, i64> {
-    s.practice
-        .get()
+fn fees(practice: &Practice) -> BTreeMap<String, i64> {
+    practice
         .billing
         .as_ref()
         .map(|b| b.config.fee_schedule.clone())
@@ -123,7 +123,8 @@ async fn api(
             return HttpResponse::BadRequest().json(json!({ "error": "\"format\": json or csv" }));
         }
     };
-    let report = match compute(&s, kind, &span, q.queue.clone()).await {
+    let practice = s.practice.get();
+    let report = match compute(&s, &practice, kind, &span, q.queue.clone()).await {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -145,13 +146,7 @@ async fn api(
     body["from"] = json!(span.from_day);
     body["to"] = json!(span.to_day);
     body["queue"] = json!(q.queue);
-    let currency = s
-        .practice
-        .get()
-        .billing
-        .as_ref()
-        .map(|b| b.config.currency.clone());
-    body["currency"] = json!(currency);
+    body["currency"] = json!(practice.billing.as_ref().map(|b| b.config.currency.clone()));
     HttpResponse::Ok().json(body)
 }
 
@@ -189,8 +184,9 @@ async fn page(s: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse {
         (Kind::Revenue, 2, "Billed (cents, from suggestions)"),
         (Kind::Appointments, 0, "Appointments booked"),
     ];
+    let practice = s.practice.get();
     for (kind, column, title) in charts {
-        let report = match compute(&s, kind, &span, q.queue.clone()).await {
+        let report = match compute(&s, &practice, kind, &span, q.queue.clone()).await {
             Ok(r) => r,
             Err(e) => return e,
         };
