@@ -458,6 +458,32 @@ fn a_request_without_what_the_payer_needs_or_for_an_unknown_entry_is_refused() {
 }
 
 #[test]
+fn a_card_kept_by_a_check_in_is_asked_about_after_a_kill_9_before_the_writer_got_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut payer = Payer::start("s3cret");
+    let mut gw = gateway(dir.path(), &payer, "");
+    let (status, body) = post(&gw.url("/api/v1/faults/journal/hold-later"), &json!({}));
+    assert_eq!(status, 202, "{body}");
+    let card = json!({ "coverage": { "member_id": "ACTIVE-77", "last_name": "DOE", "first_name": "JANE", "birth_date": "1980-01-01" } });
+    let (status, body) = post(&gw.url("/api/v1/queues/general/check-in"), &card);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["eligibility"]["status"], "pending", "{body}");
+    let entry = body["entry"]["id"].as_i64().expect("entry id");
+    let kept = gw.get_json(&format!("/api/v1/queue-entries/{entry}/eligibility"));
+    assert_eq!(kept["status"], "pending", "{kept}");
+    assert_eq!(kept["requested_by"], "check-in", "{kept}");
+    gw.kill9();
+    gw.start();
+    payer.saw("270 ok ACTIVE-77");
+    let e = settled(&gw, entry, None);
+    assert_eq!(e["status"], "verified", "{e}");
+    assert_eq!(
+        e["requested_at"], kept["requested_at"],
+        "asked as at the check-in"
+    );
+}
+
+#[test]
 fn a_card_shown_at_check_in_is_asked_about_and_the_patient_is_queued_whatever_it_says() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut payer = Payer::start("s3cret");

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -338,6 +338,36 @@ trait Runnable: Send {
     fn fail(self: Box<Self>, e: &JournalError);
 }
 
+/// A work run later (see [`Tx::later`]): nobody waits on it, so its failure is logged.
+struct Later<W>(W);
+
+impl<W: Work<Output = ()>> Runnable for Later<W> {
+    fn limited(&self) -> bool {
+        W::LIMITED
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>) {
+        let result = self.0.run(tx);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, work = std::any::type_name::<W>(), "work put off by the writer failed; it is tried again when its domain next starts");
+        }
+        let done: Done = Box::new(|batch_error| {
+            if let Some(e) = batch_error {
+                tracing::warn!(error = %e, work = std::any::type_name::<W>(), "work put off by the writer was rolled back with its batch; it is tried again when its domain next starts");
+            }
+        });
+        (done, result)
+    }
+
+    fn fail(self: Box<Self>, e: &JournalError) {
+        tracing::warn!(error = %e, work = std::any::type_name::<W>(), "work put off by the writer was refused; it is tried again when its domain next starts");
+    }
+}
+
 struct Pending<W: Work> {
     work: W,
     reply: Reply<W::Output>,
@@ -373,6 +403,7 @@ pub struct Tx<'t> {
     woken: BTreeSet<String>,
     appended: u64,
     extensions: &'t Extensions,
+    later: Vec<Job>,
 }
 
 impl<'t> Tx<'t> {
@@ -383,6 +414,7 @@ impl<'t> Tx<'t> {
             woken: BTreeSet::new(),
             appended: 0,
             extensions,
+            later: Vec::new(),
         }
     }
 
@@ -449,6 +481,17 @@ impl<'t> Tx<'t> {
     /// Wakes a destination's connector after the commit (rows it delivers changed).
     pub fn wake(&mut self, destination: &str) {
         self.woken.insert(destination.to_string());
+    }
+
+    /// Runs `work` in a batch of its own once this one has committed and the writer is free
+    /// (see `LATER_IDLE`), or it has waited `LATER_LATEST`: what follows
+    /// from a request without its requester waiting on it (an inquiry a check-in's card makes)
+    /// then holds up no other request. It is not kept: the domain keeps in this transaction
+    /// what the work needs, and has it done again at its next start should the gateway stop
+    /// first; dropped with this work if it fails, or with the batch if it is rolled back. A
+    /// read-only work's later work is ignored.
+    pub fn later<W: Work<Output = ()>>(&mut self, work: W) {
+        self.later.push(Job(Box::new(Later(work))));
     }
 
     /// The domain's settings of type `T`, if the wiring gave the writer one.
@@ -661,6 +704,20 @@ requests! {
     Ping => Ping: (),
     Reconfigure => Reconfigure: (),
     Close => Close: (),
+}
+
+impl Command {
+    /// Whether the request may write: one that only reads (or subscribes, or pings) leaves the
+    /// writer free for work put off ([`Tx::later`]).
+    fn writes(&self) -> bool {
+        match self {
+            Command::Stats(..) | Command::Peek(..) | Command::Subscribe(..) | Command::Ping(..) => {
+                false
+            }
+            Command::Work(job) => !job.0.read_only(),
+            _ => true,
+        }
+    }
 }
 
 /// The actor every other part of the gateway sends journal requests to.
@@ -906,6 +963,21 @@ fn after_commit(reader: &Reader, read: Read) -> Done {
 #[cfg(feature = "fault-hooks")]
 pub static STATS_HELD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Set by a test to keep work put off ([`Tx::later`]) from running, so that it can stop the
+/// gateway before it does.
+#[cfg(feature = "fault-hooks")]
+pub static LATER_HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "fault-hooks")]
+fn later_held() -> bool {
+    LATER_HELD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(not(feature = "fault-hooks"))]
+fn later_held() -> bool {
+    false
+}
+
 /// Called once the batch's fate is known: `Some(error)` when the whole batch was rolled back.
 type Done = Box<dyn FnOnce(Option<&JournalError>) + Send>;
 
@@ -927,6 +999,8 @@ struct Writer {
     reader: Option<Reader>,
     /// The domains' settings as read-only work reads them, shared with the reader thread.
     extensions: Arc<Extensions>,
+    /// Work put off by committed requests (see [`Tx::later`]), oldest first, with when.
+    later: VecDeque<(Instant, Job)>,
 }
 
 /// A batch waits for its siblings only after a batch of at least this many requests (a lone
@@ -935,6 +1009,15 @@ struct Writer {
 const GATHER_SIBLINGS: usize = 8;
 const GATHER_QUIET: Duration = Duration::from_micros(50);
 const GATHER_MAX: Duration = Duration::from_micros(200);
+
+/// Work put off ([`Tx::later`]) runs when no request is waiting, but not within `LATER_IDLE`
+/// of a batch of concurrent requesters that wrote (a burst of check-ins at the door may not be
+/// over; reads go to the reader and do not count); or once it has itself waited
+/// `LATER_LATEST` under a steady load, then taking turns with requests. `LATER_BATCH` of it
+/// at a time, so that a request arriving meanwhile waits for little.
+const LATER_IDLE: Duration = Duration::from_millis(10);
+const LATER_LATEST: Duration = Duration::from_millis(250);
+const LATER_BATCH: usize = 16;
 
 /// How often delivered rows past retention are pruned, and how many per pass.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -950,16 +1033,65 @@ impl Writer {
             signals: HashMap::new(),
             reader,
             extensions,
+            later: VecDeque::new(),
         }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.settings.max_batch);
         let mut last = 0;
-        while let Some(first) = rx.blocking_recv() {
+        let waiting = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the journal writer cannot time its waits");
+                return;
+            }
+        };
+        // When work put off may run for want of requests (`LATER_IDLE` after the last batch of
+        // concurrent requesters that wrote, which may be a burst with more to come; lone
+        // requesters' batches, a burst's stragglers among them, do not put it off), and
+        // whether the last batch was work put off: under a steady load such batches take turns
+        // with requests.
+        let (mut quiet, mut put_off) = (Instant::now(), false);
+        loop {
+            let now = Instant::now();
+            let first = match self.later.front().filter(|_| !later_held()) {
+                None => rx.blocking_recv(),
+                Some((since, _)) => {
+                    let latest = *since + LATER_LATEST;
+                    if (latest <= now || quiet <= now)
+                        && (rx.is_empty() || (latest <= now && !put_off))
+                    {
+                        put_off = self.run_later(&mut batch);
+                        continue;
+                    }
+                    if quiet <= now || latest <= now {
+                        // Requests are waiting, and theirs is the turn.
+                        rx.blocking_recv()
+                    } else {
+                        let until = quiet.min(latest).into();
+                        let next = async { tokio::time::timeout_at(until, rx.recv()).await };
+                        match waiting.block_on(next) {
+                            Ok(next) => next,
+                            Err(_) => {
+                                put_off = self.run_later(&mut batch);
+                                continue;
+                            }
+                        }
+                    }
+                }
+            };
+            put_off = false;
+            let Some(first) = first else { break };
             batch.push(first);
             self.gather(&mut rx, &mut batch, last);
             last = batch.len();
+            if last >= GATHER_SIBLINGS && batch.iter().any(Command::writes) {
+                quiet = Instant::now() + LATER_IDLE;
+            }
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {
                 self.close_reader();
@@ -975,6 +1107,14 @@ impl Writer {
         }
         self.close_reader();
         let _ = self.store.checkpoint();
+    }
+
+    /// Runs the oldest work put off, a batch of it; true.
+    fn run_later(&mut self, batch: &mut Vec<Command>) -> bool {
+        let n = self.later.len().min(LATER_BATCH);
+        batch.extend(self.later.drain(..n).map(|(_, job)| Command::Work(job)));
+        self.execute(batch);
+        true
     }
 
     fn close_reader(&mut self) {
@@ -1063,6 +1203,7 @@ impl Writer {
         let mut appended = 0u64;
         let mut counts = Outcome::default();
         let mut woken: BTreeSet<String> = BTreeSet::new();
+        let mut later: Vec<Job> = Vec::new();
         let mut tx = match self.store.begin() {
             Ok(tx) => tx,
             Err(e) => {
@@ -1226,12 +1367,14 @@ impl Writer {
                                 Err(JournalError::Rejected("the request panicked".into())),
                             )
                         });
-                    let (work_woken, work_appended) = (work.woken, work.appended);
+                    let (work_woken, work_appended, work_later) =
+                        (work.woken, work.appended, work.later);
                     match result {
                         Ok(()) => match savepoint.commit() {
                             Ok(()) => {
                                 woken.extend(work_woken);
                                 appended += work_appended;
+                                later.extend(work_later);
                             }
                             Err(e) => abort = Some(e),
                         },
@@ -1280,6 +1423,8 @@ impl Writer {
                 for destination in woken {
                     self.signals.entry(destination).or_default().notify_one();
                 }
+                let since = Instant::now();
+                self.later.extend(later.into_iter().map(|j| (since, j)));
             }
             Some(e) => {
                 tracing::error!(error = %e, "journal batch rolled back; every request in it was refused")

@@ -778,3 +778,74 @@ fn a_read_runs_beside_the_writer_reads_one_moment_and_fails_alone() {
         assert_eq!(stats.destinations["cloud"].pending, 2, "{stats:?}");
     });
 }
+
+/// A request that appends `key` and puts off appending `then` (see [`Tx::later`]); refused
+/// after that when `refuse`.
+struct PutsOff {
+    key: &'static str,
+    then: &'static str,
+    refuse: bool,
+}
+
+struct Appends(&'static str);
+
+impl Work for PutsOff {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        tx.append(&item(self.key, Some(self.key)), tx.now())?;
+        tx.later(Appends(self.then));
+        match self.refuse {
+            true => Err(JournalError::Rejected("not in this state".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Work for Appends {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        tx.append(&item(self.0, Some(self.0)), tx.now()).map(|_| ())
+    }
+}
+
+crate::journal_work!(PutsOff);
+
+#[test]
+fn work_put_off_runs_once_the_writer_is_free_and_only_if_its_request_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir.path().join("j.db"));
+    let settings = writer_settings(1 << 30);
+    actix::System::new().block_on(async move {
+        let (j, _thread) = JournalWriter::start(store, settings).expect("start");
+        let signal = signal(&j, "cloud").await;
+        let (kept, refused) = tokio::join!(
+            ask(
+                &j,
+                PutsOff {
+                    key: "check-in",
+                    then: "inquiry",
+                    refuse: false,
+                }
+            ),
+            ask(
+                &j,
+                PutsOff {
+                    key: "refused",
+                    then: "never",
+                    refuse: true,
+                }
+            ),
+        );
+        kept.expect("committed");
+        assert!(matches!(refused, Err(JournalError::Rejected(_))));
+        let mut claimed = Vec::new();
+        while !claimed.iter().any(|k| k == "inquiry") {
+            let found = claimed_cloud_keys(&j).await;
+            if found.is_empty() {
+                signal.notified().await;
+            }
+            claimed.extend(found);
+        }
+        assert_eq!(claimed, ["check-in", "inquiry"]);
+    });
+}

@@ -66,8 +66,9 @@ pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility,
 }
 
 /// A check-in and the inquiry about its card, committed together so that the front desk waits
-/// on one commit; an inquiry is refused (a bad birth date) before it writes anything, and the
-/// patient is queued all the same. A repeated check-in asks nothing again.
+/// on one commit; the inquiry is kept there and journaled once the writer is free (see
+/// `CheckedInquiry::defer`). An inquiry is refused (a bad birth date) before it writes
+/// anything, and the patient is queued all the same. A repeated check-in asks nothing again.
 pub(super) struct CheckInAsking {
     pub check_in: QueueCheckIn,
     pub inquiry: Option<Result<RequestEligibility, String>>,
@@ -88,7 +89,7 @@ impl Work for CheckInAsking {
             Some(Ok(mut ask)) => {
                 ask.entry_id = entry.id;
                 match ask.check(tx, Some(&entry)) {
-                    Ok(checked) => Some(json!(checked.record(tx)?)),
+                    Ok(checked) => Some(json!(checked.defer(tx)?)),
                     Err(JournalError::Rejected(why)) => Some(json!({ "error": why })),
                     Err(e) => return Err(e),
                 }

@@ -3,12 +3,14 @@
 //! the CAQH CORE real-time SOAP envelope (`core.rs`), or as a FHIR R4
 //! CoverageEligibilityRequest answered by a CoverageEligibilityResponse (`fhir.rs`), all pure. The front desk asks
 //! about a queue entry (`RequestEligibility`): the inquiry, with the member's details, is an
-//! outbox row of destination [`DESTINATION`] committed with the entry's pending status; the
+//! outbox row of destination [`DESTINATION`] committed with the entry's pending status (a
+//! check-in's, kept in its commit and journaled once the writer is free: [`JournalDue`]); the
 //! connector (`EligibilitySpawn`) sends it and commits the answer (`RecordAnswer`), a staff
 //! notice when coverage is not verified, and an `eligibility.checked` event with ids only.
 //!
-//! **Invariant:** the member's id, name and birth date live in the inquiry's outbox row only:
-//! never in the eligibility table, a log line, a notice or a cloud event. A payer that does
+//! **Invariant:** the member's id, name and birth date live in the inquiry's outbox row only
+//! (and a check-in's kept inquiry until it is journaled): never in the eligibility table, a log
+//! line, a notice or a cloud event. A payer that does
 //! not answer leaves the row in the outbox (retried with backoff) and the entry's place in
 //! the queue untouched.
 
@@ -92,6 +94,7 @@ pub struct ListEligibility {
 }
 
 crate::journal_work!(
+    JournalDue,
     RequestEligibility,
     RecordAnswer,
     OverrideEligibility,
@@ -208,28 +211,81 @@ impl RequestEligibility {
 
 impl CheckedInquiry {
     /// Journals the inquiry for the connector and records it pending.
-    pub fn record(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+    fn record(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
         let now = tx.now();
-        let job = &self.job;
-        let item = NewItem {
-            source: "practice".into(),
-            source_id: None,
-            kind: "eligibility.inquiry".into(),
-            key: format!("entry:{}", job.entry_id),
-            schema: "clinic-gateway/eligibility.inquiry@1".into(),
-            payload: journal::to_json(job)?.into_bytes(),
-            reply: None,
-            occurred_at: Some(now),
-            destinations: vec![DESTINATION.into()],
+        record(tx, &self.job, journal::to_json(&self.job)?, &self.by, now)
+    }
+
+    /// Keeps the inquiry of the check-in that made its entry, pending, and journals it once the
+    /// writer is free ([`JournalDue`]): the check-in's commit then carries one small row, not the
+    /// inquiry's item, outbox row and eligibility row, and a burst of check-ins waits on no
+    /// inquiry.
+    pub fn defer(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        let due = store::Due {
+            entry_id: self.job.entry_id,
+            requested_at: tx.now(),
+            requested_by: self.by,
+            job: journal::to_json(&self.job)?,
         };
-        tx.append(&item, now)?;
-        store::request(tx, job.entry_id, &job.payer, &job.trace, &self.by, now)
+        let pending = store::due(tx, &due, &self.job.payer)?;
+        tx.later(JournalDue {
+            entry: Some(due.entry_id),
+        });
+        Ok(pending)
+    }
+}
+
+/// The inquiry's outbox row and its pending eligibility row, as asked at `at`.
+fn record(
+    tx: &mut Tx<'_>,
+    job: &Job,
+    payload: String,
+    by: &str,
+    at: i64,
+) -> Result<Eligibility, JournalError> {
+    let item = NewItem {
+        source: "practice".into(),
+        source_id: None,
+        kind: "eligibility.inquiry".into(),
+        key: format!("entry:{}", job.entry_id),
+        schema: "clinic-gateway/eligibility.inquiry@1".into(),
+        payload: payload.into_bytes(),
+        reply: None,
+        occurred_at: Some(at),
+        destinations: vec![DESTINATION.into()],
+    };
+    tx.append(&item, tx.now())?;
+    store::request(tx, job.entry_id, &job.payer, &job.trace, by, at)
+}
+
+/// Journals the inquiries check-ins kept ([`CheckedInquiry::defer`]): the one about `entry`,
+/// or, when None (the connector starting, after a gateway that stopped before the writer was
+/// free), every one.
+#[derive(Debug)]
+pub struct JournalDue {
+    pub entry: Option<i64>,
+}
+
+impl Work for JournalDue {
+    type Output = ();
+    fn run(self, tx: &mut Tx<'_>) -> Result<(), JournalError> {
+        for due in store::take_due(tx, self.entry)? {
+            let job: Job = journal::from_json(0, &due.job)
+                .map_err(|e| JournalError::Corrupt(format!("a kept inquiry: {e}")))?;
+            record(tx, &job, due.job, &due.requested_by, due.requested_at)?;
+        }
+        Ok(())
     }
 }
 
 impl Work for RequestEligibility {
     type Output = Eligibility;
     fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+        // The check-in's inquiry, if still kept, comes first.
+        JournalDue {
+            entry: Some(self.entry_id),
+        }
+        .run(tx)?;
         self.check(tx, None)?.record(tx)
     }
 }
@@ -276,6 +332,10 @@ impl Work for OverrideEligibility {
     type Output = Eligibility;
     fn run(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
         let now = tx.now();
+        JournalDue {
+            entry: Some(self.entry_id),
+        }
+        .run(tx)?;
         let reason = self.reason.trim();
         if reason.len() < 5 || reason.len() > 500 || reason.chars().any(char::is_control) {
             return Err(refused(
@@ -388,6 +448,9 @@ impl Client {
     }
 
     async fn run(self, journal: Addr<JournalWriter>, mut link: link::LinkCtx) {
+        if let Err(e) = journal::ask(&journal, JournalDue { entry: None }).await {
+            tracing::error!(error = %e, "cannot journal the inquiries check-ins kept");
+        }
         // Inquiries in flight when an earlier run ended go back in line.
         journal::put_back_in_flight(
             &journal,

@@ -1,6 +1,8 @@
 //! The eligibility table: one row per inquiry about a queue entry, its status as the front
 //! desk sees it and the payer's answer in words. The member's details travel in the
-//! inquiry's outbox row only; this table keeps no member id, name or birth date.
+//! inquiry's outbox row; this table keeps no member id, name or birth date. The inquiry a
+//! check-in's card makes waits in `eligibility_due`, details and all, from the check-in's
+//! commit until the journal's writer is free to make it an outbox row and an eligibility row.
 
 use crate::journal::{JournalError, Schema, Tx, from_json, to_json};
 use rusqlite::{OptionalExtension, params};
@@ -38,6 +40,15 @@ CREATE TABLE billing_visit (
     fee_cents    INTEGER,
     reason       TEXT,
     coded_at     INTEGER
+);
+"#,
+        r#"
+CREATE TABLE eligibility_due (
+    entry_id     INTEGER PRIMARY KEY,
+    payer        TEXT    NOT NULL,
+    requested_at INTEGER NOT NULL,
+    requested_by TEXT    NOT NULL,
+    job          TEXT    NOT NULL
 );
 "#,
     ],
@@ -150,17 +161,75 @@ pub fn request(
              VALUES (?1, ?2, ?3, 'pending', '{}', ?4, ?5)",
         )?
         .execute(params![entry_id, trace, payer, now, by])?;
-    Ok(Eligibility {
+    Ok(pending(entry_id, payer, now, by))
+}
+
+/// An inquiry kept until the writer is free to journal it (see [`due`]).
+pub struct Due {
+    pub entry_id: i64,
+    pub requested_at: i64,
+    pub requested_by: String,
+    /// The inquiry as its outbox row will carry it, the member's details included.
+    pub job: String,
+}
+
+/// Keeps the first inquiry about the entry `entry_id`, which the check-in that made the entry
+/// asked, until the writer is free to journal it ([`take_due`]); meanwhile it shows pending.
+pub fn due(tx: &mut Tx<'_>, due: &Due, payer: &str) -> Result<Eligibility, JournalError> {
+    tx.sql()
+        .prepare_cached(
+            "INSERT INTO eligibility_due (entry_id, payer, requested_at, requested_by, job)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            due.entry_id,
+            payer,
+            due.requested_at,
+            due.requested_by,
+            due.job
+        ])?;
+    Ok(pending(
+        due.entry_id,
+        payer,
+        due.requested_at,
+        &due.requested_by,
+    ))
+}
+
+/// Takes the kept inquiry about `entry` (every kept one when None), oldest first.
+pub fn take_due(tx: &mut Tx<'_>, entry: Option<i64>) -> Result<Vec<Due>, JournalError> {
+    let mut taken = tx
+        .sql()
+        .prepare_cached(
+            "DELETE FROM eligibility_due WHERE ?1 IS NULL OR entry_id = ?1
+             RETURNING entry_id, requested_at, requested_by, job",
+        )?
+        .query_map([entry], |r| {
+            Ok(Due {
+                entry_id: r.get(0)?,
+                requested_at: r.get(1)?,
+                requested_by: r.get(2)?,
+                job: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<Due>>>()?;
+    // RETURNING gives no order.
+    taken.sort_by_key(|d| d.entry_id);
+    Ok(taken)
+}
+
+fn pending(entry_id: i64, payer: &str, requested_at: i64, by: &str) -> Eligibility {
+    Eligibility {
         entry_id,
         payer: payer.to_string(),
         status: Status::Pending,
         detail: Detail::default(),
-        requested_at: now,
+        requested_at,
         requested_by: by.to_string(),
         answered_at: None,
         override_by: None,
         override_reason: None,
-    })
+    }
 }
 
 /// Records the answer to the inquiry `trace`; returns the entry it was about and its status
@@ -215,8 +284,25 @@ pub fn override_latest(
     latest(tx, entry_id)
 }
 
-/// The entry's latest inquiry.
+/// The entry's latest inquiry: one still kept ([`due`]) is its first and only one.
 pub fn latest(tx: &mut Tx<'_>, entry_id: i64) -> Result<Option<Eligibility>, JournalError> {
+    let kept = tx
+        .sql()
+        .prepare_cached(
+            "SELECT payer, requested_at, requested_by FROM eligibility_due WHERE entry_id = ?1",
+        )?
+        .query_row([entry_id], |r| {
+            Ok(pending(
+                entry_id,
+                &r.get::<_, String>(0)?,
+                r.get(1)?,
+                &r.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    if kept.is_some() {
+        return Ok(kept);
+    }
     let row = tx
         .sql()
         .prepare_cached(&format!(
