@@ -1065,7 +1065,8 @@ impl Writer {
                     if (latest <= now || quiet <= now)
                         && (rx.is_empty() || (latest <= now && !put_off))
                     {
-                        put_off = self.run_later(&mut batch);
+                        self.run_later(&mut batch);
+                        put_off = true;
                         continue;
                     }
                     if quiet <= now || latest <= now {
@@ -1077,7 +1078,8 @@ impl Writer {
                         match waiting.block_on(next) {
                             Ok(next) => next,
                             Err(_) => {
-                                put_off = self.run_later(&mut batch);
+                                self.run_later(&mut batch);
+                                put_off = true;
                                 continue;
                             }
                         }
@@ -1109,12 +1111,11 @@ impl Writer {
         let _ = self.store.checkpoint();
     }
 
-    /// Runs the oldest work put off, a batch of it; true.
-    fn run_later(&mut self, batch: &mut Vec<Command>) -> bool {
+    /// Runs the oldest work put off, a batch of it.
+    fn run_later(&mut self, batch: &mut Vec<Command>) {
         let n = self.later.len().min(LATER_BATCH);
         batch.extend(self.later.drain(..n).map(|(_, job)| Command::Work(job)));
         self.execute(batch);
-        true
     }
 
     fn close_reader(&mut self) {
