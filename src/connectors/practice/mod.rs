@@ -10,9 +10,8 @@
 //!
 //! **Invariant:** the member's id, name and birth date live in the inquiry's outbox row only
 //! (and a check-in's kept inquiry until it is journaled): never in the eligibility table, a log
-//! line, a notice or a cloud event. A payer that does
-//! not answer leaves the row in the outbox (retried with backoff) and the entry's place in
-//! the queue untouched.
+//! line, a notice or a cloud event. A payer that does not answer leaves the row in the outbox
+//! (retried with backoff) and the entry's place in the queue untouched.
 
 pub mod billing;
 pub mod config;
