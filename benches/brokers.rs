@@ -22,6 +22,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/cpu.rs"]
+mod cpu;
 mod shared;
 
 use clinic_gateway::journal::{self, JournalWriter, OpenOptions, Store};
@@ -83,22 +85,6 @@ fn nats(dir: &Path) -> Target {
         login: None,
         _peer: Box::new(server),
     }
-}
-
-/// Pins the calling thread, and so every thread and process it starts from now on, to `cpu`
-/// (`taskset` on this thread's id: only the thread, never the rest of the process).
-fn pin(cpu: usize) {
-    let tid = std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
-        .expect("this thread's id");
-    let ok = std::process::Command::new("taskset")
-        .args(["-pc", &cpu.to_string(), &tid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("taskset")
-        .success();
-    assert!(ok, "taskset -pc {cpu} {tid}");
 }
 
 /// A journal at `path` holding a backlog of `total` events for the cloud.
@@ -281,8 +267,7 @@ fn main() {
         .unwrap_or_default()
         .to_lowercase();
     let part = std::env::var("BENCH_PART").unwrap_or_default();
-    let split = std::env::var("BENCH_CORES").as_deref() == Ok("split")
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let split = cpu::split();
     println!(
         "  ({})",
         if split {
@@ -298,11 +283,11 @@ fn main() {
             continue;
         }
         if split {
-            pin(0);
+            cpu::pin(0);
         }
         let target = start(&dir.path().join(&id));
         if split {
-            pin(1);
+            cpu::pin(1);
         }
         match part.as_str() {
             "fill" => {

@@ -6,22 +6,34 @@
 //! 1. From a check-in carrying the patient's card to its entry `verified` by the API, one
 //!    check-in at a time (target p99 < 300 ms).
 //! 2. The check-in's own answer time with 100 check-ins at once, with a card (eligibility on)
-//!    and without (off), in alternating rounds on the same daemon so that both see the same
-//!    journal and machine load: a check-in must not wait for the payer. Each round waits until
-//!    the connector has answered every inquiry before the next begins. Beside it, the journal
-//!    writer's CPU per check-in during each kind of burst.
+//!    and without (off), in rounds on the same daemon so that both see the same journal and
+//!    machine load: a check-in must not wait for the payer. Each round has a burst of each
+//!    kind, and a second burst without cards ("off again": what two bursts of the same kind
+//!    differ by, the bench's own spread), in an order that turns with the round; a round's
+//!    inquiries are answered before the next burst. The 100 front desks each keep their
+//!    connection, as a desk's browser does, so that the burst is the daemon's work rather than
+//!    100 TCP handshakes. Beside the pooled percentiles: the median over rounds of each round's
+//!    p50 on minus its p50 off, with a 95 % interval (rounds resampled), beside the same for off
+//!    again minus off; and the journal writer's CPU per check-in during each kind of burst.
 //!
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
-//! 500), `BENCH_ROUNDS` the rounds of 100 of part 2 (default 20).
+//! 500), `BENCH_ROUNDS` the rounds of part 2 (default 20). `BENCH_CORES=split` runs the daemon
+//! on CPU 1 and the desks and the payer on CPU 0, as if they were other machines: the daemon's
+//! own work is then all that a check-in's answer waits for.
 
+#[path = "shared/cpu.rs"]
+mod cpu;
 #[path = "shared/daemon.rs"]
 mod daemon;
 use daemon::free_port;
 
+use rand::RngExt;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const AT_ONCE: usize = 100;
@@ -81,6 +93,8 @@ impl Drop for Payer {
 struct Daemon {
     child: Child,
     web: u16,
+    /// The bench's own connection for its polls, kept alive.
+    agent: ureq::Agent,
 }
 
 impl Daemon {
@@ -103,12 +117,16 @@ impl Daemon {
         )
         .expect("config");
         let child = daemon::start(&config, &[web]);
-        Daemon { child, web }
+        Daemon {
+            child,
+            web,
+            agent: ureq::Agent::new_with_defaults(),
+        }
     }
 
     /// Checks a patient in, with a card for the payer when `member` is given; answers the
     /// entry's id and how long the check-in's answer took.
-    fn check_in(web: u16, member: Option<&str>) -> (i64, Duration) {
+    fn check_in(agent: &ureq::Agent, web: u16, member: Option<&str>) -> (i64, Duration) {
         let url = format!("http://127.0.0.1:{web}/api/v1/queues/general/check-in");
         let body = match member {
             Some(m) => serde_json::json!({ "coverage": {
@@ -117,7 +135,8 @@ impl Daemon {
             None => serde_json::json!({}),
         };
         let sent = Instant::now();
-        let answer: serde_json::Value = ureq::post(&url)
+        let answer: serde_json::Value = agent
+            .post(&url)
             .send_json(body)
             .expect("check-in")
             .body_mut()
@@ -135,7 +154,9 @@ impl Daemon {
             "http://127.0.0.1:{}/api/v1/queue-entries/{entry}/eligibility",
             self.web
         );
-        let e: serde_json::Value = ureq::get(&url)
+        let e: serde_json::Value = self
+            .agent
+            .get(&url)
             .call()
             .expect("GET")
             .body_mut()
@@ -163,38 +184,85 @@ impl Drop for Daemon {
     }
 }
 
-/// 100 check-ins at once, each with a card when `cards`; their entries and answer times.
-fn at_once(web: u16, round: usize, cards: bool) -> Vec<(i64, Duration)> {
-    let start = Arc::new(Barrier::new(AT_ONCE));
-    let threads: Vec<_> = (0..AT_ONCE)
-        .map(|i| {
-            let start = start.clone();
-            std::thread::spawn(move || {
-                let member = format!("WAIT200-{round}-{i}");
-                start.wait();
-                Daemon::check_in(web, cards.then_some(member.as_str()))
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("check-in thread"))
-        .collect()
+/// The front desks: one thread per check-in of a burst, each keeping its connection to the
+/// daemon between bursts.
+struct Desks {
+    go: Arc<Barrier>,
+    /// The round and whether its check-ins carry cards; None ends the desks.
+    burst: Arc<Mutex<Option<(usize, bool)>>>,
+    answers: mpsc::Receiver<(i64, Duration)>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// CPU time the daemon's journal writer has used so far (its thread's schedstat): every
-/// check-in's rows, and with eligibility on its inquiry's, go through that one thread.
-fn writer_cpu(pid: u32) -> Duration {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
-        let task = task.expect("a thread").path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if name.trim() == "journal-writer" {
-            let stat = std::fs::read_to_string(task.join("schedstat")).expect("schedstat");
-            let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok());
-            return Duration::from_nanos(ns.expect("schedstat's CPU time"));
+impl Desks {
+    fn open(web: u16) -> Desks {
+        let go = Arc::new(Barrier::new(AT_ONCE + 1));
+        let burst: Arc<Mutex<Option<(usize, bool)>>> = Arc::new(Mutex::new(None));
+        let (tx, answers) = mpsc::channel();
+        let threads = (0..AT_ONCE)
+            .map(|i| {
+                let (go, burst, tx) = (go.clone(), burst.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let agent = ureq::Agent::new_with_defaults();
+                    loop {
+                        go.wait();
+                        let Some((round, cards)) = *burst.lock().expect("burst") else {
+                            return;
+                        };
+                        let member = format!("WAIT200-{round}-{i}");
+                        let answer =
+                            Daemon::check_in(&agent, web, cards.then_some(member.as_str()));
+                        tx.send(answer).expect("the bench takes the answers");
+                    }
+                })
+            })
+            .collect();
+        Desks {
+            go,
+            burst,
+            answers,
+            threads,
         }
     }
-    panic!("the daemon has no journal-writer thread")
+
+    /// 100 check-ins at once, each with a card when `cards`; their entries and answer times.
+    fn at_once(&self, round: usize, cards: bool) -> Vec<(i64, Duration)> {
+        *self.burst.lock().expect("burst") = Some((round, cards));
+        self.go.wait();
+        (0..AT_ONCE)
+            .map(|_| self.answers.recv().expect("a desk's answer"))
+            .collect()
+    }
+}
+
+impl Drop for Desks {
+    fn drop(&mut self) {
+        *self.burst.lock().expect("burst") = None;
+        self.go.wait();
+        for t in self.threads.drain(..) {
+            t.join().expect("a desk");
+        }
+    }
+}
+
+/// CPU time the daemon's threads have used so far, by thread name (their schedstat): every
+/// check-in's rows, and with eligibility on its inquiry's, go through the journal writer; its
+/// HTTP request and answer through the web server's worker.
+fn threads_cpu(pid: u32) -> BTreeMap<String, Duration> {
+    let mut used = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let task = task.expect("a thread").path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("schedstat")),
+        ) else {
+            continue; // a thread that ended meanwhile
+        };
+        let ns = stat.split_whitespace().next().and_then(|v| v.parse().ok());
+        *used.entry(name.trim().to_string()).or_default() +=
+            Duration::from_nanos(ns.expect("schedstat's CPU time"));
+    }
+    used
 }
 
 fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
@@ -204,6 +272,43 @@ fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
         ms(times[times.len() / 2]),
         ms(times[(times.len() * 99 / 100).min(times.len() - 1)]),
     )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median of per-round differences and its 95 % interval, by resampling the rounds.
+fn median_with_interval(d: &[f64]) -> (f64, f64, f64) {
+    let mut rng = rand::rng();
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            median(
+                (0..d.len())
+                    .map(|_| d[rng.random_range(0..d.len())])
+                    .collect(),
+            )
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (median(d.to_vec()), medians[50], medians[1949])
+}
+
+/// The kinds of burst in a round: with cards, without, and without again.
+const KINDS: [&str; 3] = ["on", "off", "off again"];
+
+/// The order of the kinds in round `r`: every order in turn, so that no kind always meets
+/// another's tail.
+fn order(r: usize) -> [usize; 3] {
+    [
+        [0, 1, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [0, 2, 1],
+        [2, 1, 0],
+        [1, 0, 2],
+    ][r % 6]
 }
 
 fn main() {
@@ -218,13 +323,28 @@ fn main() {
             .unwrap_or(default)
     };
     let (checkins, rounds) = (number("BENCH_CHECKINS", 500), number("BENCH_ROUNDS", 20));
+    let split = cpu::split();
+    if split {
+        cpu::pin(0);
+    }
     let payer = Payer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::start(dir.path(), &payer);
+    if split {
+        cpu::pin_process(daemon.child.id(), 1);
+    }
+    println!(
+        "  ({})",
+        if split {
+            "daemon on CPU 1, desks and payer on CPU 0"
+        } else {
+            "daemon, desks and payer sharing every CPU"
+        }
+    );
 
     let verified = |member: &str| {
         let started = Instant::now();
-        let (entry, _) = Daemon::check_in(daemon.web, Some(member));
+        let (entry, _) = Daemon::check_in(&daemon.agent, daemon.web, Some(member));
         loop {
             match daemon.eligibility(entry).as_str() {
                 "pending" => std::thread::sleep(Duration::from_millis(2)),
@@ -239,44 +359,74 @@ fn main() {
         .map(|n| verified(&format!("WAIT200-{n}")))
         .collect();
 
-    let (mut on, mut off) = (Vec::new(), Vec::new());
-    let (mut cpu_on, mut cpu_off) = (Duration::ZERO, Duration::ZERO);
+    let desks = Desks::open(daemon.web);
+    // The desks' connections opened, and the daemon's paths for both kinds warm.
+    daemon.answered(
+        desks
+            .at_once(rounds, true)
+            .into_iter()
+            .map(|a| a.0)
+            .collect(),
+    );
+    desks.at_once(rounds, false);
+
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut p50s: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [BTreeMap<String, Duration>; 3] = Default::default();
     let pid = daemon.child.id();
     for round in 0..rounds {
-        // Alternating which goes first, so that neither always meets the other's tail.
-        for cards in [round % 2 == 0, round % 2 != 0] {
-            let before = writer_cpu(pid);
-            let (entries, times): (Vec<i64>, Vec<Duration>) =
-                at_once(daemon.web, round, cards).into_iter().unzip();
-            let used = writer_cpu(pid) - before;
-            // A round's inquiries are answered before the next round: each round is a burst of
-            // check-ins meeting a connector with nothing else to ask, as at a clinic's door.
+        for kind in order(round) {
+            let cards = kind == 0;
+            let before = threads_cpu(pid);
+            let (entries, took): (Vec<i64>, Vec<Duration>) =
+                desks.at_once(round, cards).into_iter().unzip();
+            for (name, now) in threads_cpu(pid) {
+                let was = before.get(&name).copied().unwrap_or_default();
+                *cpu[kind].entry(name).or_default() += now.saturating_sub(was);
+            }
+            // A round's inquiries are answered before its next burst: each burst meets a
+            // connector with nothing else to ask, as at a clinic's door.
             if cards {
                 daemon.answered(entries);
             }
-            if cards {
-                on.extend(times);
-                cpu_on += used;
-            } else {
-                off.extend(times);
-                cpu_off += used;
-            }
+            p50s[kind].push(percentiles(took.clone()).0);
+            times[kind].extend(took);
         }
     }
     let per_checkin = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (rounds * AT_ONCE) as f64;
+    let against_off = |kind: usize| {
+        let d: Vec<f64> = (0..rounds).map(|r| p50s[kind][r] - p50s[1][r]).collect();
+        median_with_interval(&d)
+    };
 
     let (s50, s99) = percentiles(shown);
-    let (on50, on99) = percentiles(on);
-    let (off50, off99) = percentiles(off);
     println!(
         "check-in with a card -> entry verified by the API, payer answering in 200 ms ({checkins} check-ins, one at a time): p50 {s50:.1} ms, p99 {s99:.1} ms (target p99 < 300 ms)"
     );
+    let pooled: Vec<String> = (0..3)
+        .map(|k| {
+            let (p50, p99) = percentiles(times[k].clone());
+            format!("{} p50 {p50:.1} ms, p99 {p99:.1} ms", KINDS[k])
+        })
+        .collect();
     println!(
-        "check-in answer, {AT_ONCE} at once ({rounds} rounds each): eligibility on p50 {on50:.1} ms, p99 {on99:.1} ms | off p50 {off50:.1} ms, p99 {off99:.1} ms (target: unchanged)"
+        "check-in answer, {AT_ONCE} at once ({rounds} rounds): {} (target: on unchanged)",
+        pooled.join(" | ")
     );
+    let ((on, on_lo, on_hi), (again, again_lo, again_hi)) = (against_off(0), against_off(2));
     println!(
-        "journal writer CPU per check-in in those rounds: eligibility on {:.0} µs | off {:.0} µs",
-        per_checkin(cpu_on),
-        per_checkin(cpu_off)
+        "  a round's p50 minus its off p50, median over rounds [95 % interval]: on {on:+.2} ms [{on_lo:+.2}, {on_hi:+.2}] | off again {again:+.2} ms [{again_lo:+.2}, {again_hi:+.2}]"
     );
+    // The threads that did most of the bursts' work, each with its CPU per check-in by kind.
+    let mut busiest: Vec<(&String, &Duration)> = cpu[1].iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(a.1));
+    for (name, _) in busiest.into_iter().take(4) {
+        let of = |k: usize| per_checkin(cpu[k].get(name).copied().unwrap_or_default());
+        println!(
+            "  daemon thread {name}: CPU per check-in in those bursts: on {:.0} µs | off {:.0} µs | off again {:.0} µs",
+            of(0),
+            of(1),
+            of(2)
+        );
+    }
 }
