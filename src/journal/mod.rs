@@ -1010,14 +1010,42 @@ const GATHER_SIBLINGS: usize = 8;
 const GATHER_QUIET: Duration = Duration::from_micros(50);
 const GATHER_MAX: Duration = Duration::from_micros(200);
 
-/// Work put off ([`Tx::later`]) runs when no request is waiting, but not within `LATER_IDLE`
-/// of a batch of concurrent requesters that wrote (a burst of check-ins at the door may not be
-/// over; reads go to the reader and do not count); or once it has itself waited
-/// `LATER_LATEST` under a steady load, then taking turns with requests. `LATER_BATCH` of it
-/// at a time, so that a request arriving meanwhile waits for little.
+/// Work put off ([`Tx::later`]) runs when no request is waiting, but not during a burst of
+/// requests that write: `GATHER_SIBLINGS` of them within `LATER_IDLE` start one, and it lasts
+/// until `LATER_IDLE` has passed without one (a burst of check-ins at the door reaches the
+/// writer in batches of every size, with gaps, while the web server parses the rest; reads do
+/// not count). Or once it has itself waited `LATER_LATEST` under a steady load, then taking
+/// turns with requests. `LATER_BATCH` of it at a time, so that a request arriving meanwhile
+/// waits for little.
 const LATER_IDLE: Duration = Duration::from_millis(10);
 const LATER_LATEST: Duration = Duration::from_millis(250);
 const LATER_BATCH: usize = 16;
+
+/// The writing requests of the last `LATER_IDLE`, counted to tell a burst from lone requesters
+/// (see `LATER_IDLE`).
+#[derive(Default)]
+struct Writes {
+    since: Option<Instant>,
+    count: usize,
+}
+
+impl Writes {
+    /// Counts a batch's `n` writing requests, taken at `now`; answers the end of the burst they
+    /// make or carry on (`quiet`: the current burst's end, if not past), if they do.
+    fn seen(&mut self, n: usize, now: Instant, quiet: Instant) -> Option<Instant> {
+        if n == 0 {
+            return None;
+        }
+        if now < quiet {
+            return Some(now + LATER_IDLE);
+        }
+        match self.since {
+            Some(since) if now - since < LATER_IDLE => self.count += n,
+            _ => (self.since, self.count) = (Some(now), n),
+        }
+        (self.count >= GATHER_SIBLINGS).then_some(now + LATER_IDLE)
+    }
+}
 
 /// How often delivered rows past retention are pruned, and how many per pass.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -1050,12 +1078,11 @@ impl Writer {
                 return;
             }
         };
-        // When work put off may run for want of requests (`LATER_IDLE` after the last batch of
-        // concurrent requesters that wrote, which may be a burst with more to come; lone
-        // requesters' batches, a burst's stragglers among them, do not put it off), and
+        // When work put off may run for want of requests (the end of the last burst), and
         // whether the last batch was work put off: under a steady load such batches take turns
         // with requests.
         let (mut quiet, mut put_off) = (Instant::now(), false);
+        let mut writes = Writes::default();
         loop {
             let now = Instant::now();
             let first = match self.later.front().filter(|_| !later_held()) {
@@ -1091,8 +1118,9 @@ impl Writer {
             batch.push(first);
             self.gather(&mut rx, &mut batch, last);
             last = batch.len();
-            if last >= GATHER_SIBLINGS && batch.iter().any(Command::writes) {
-                quiet = Instant::now() + LATER_IDLE;
+            let writing = batch.iter().filter(|c| c.writes()).count();
+            if let Some(until) = writes.seen(writing, Instant::now(), quiet) {
+                quiet = until;
             }
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {

@@ -849,3 +849,29 @@ fn work_put_off_runs_once_the_writer_is_free_and_only_if_its_request_committed()
         assert_eq!(claimed, ["check-in", "inquiry"]);
     });
 }
+
+#[test]
+fn a_burst_of_writes_puts_off_work_until_none_came_for_a_while_and_lone_writes_do_not() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut writes = Writes::default();
+    let mut quiet = t0;
+    let mut seen = |writes: &mut Writes, n: usize, now: Instant| {
+        if let Some(until) = writes.seen(n, now, quiet) {
+            quiet = until;
+        }
+        quiet
+    };
+    // Lone requesters, and reads, start no burst.
+    assert_eq!(seen(&mut writes, 2, at(1)), t0);
+    assert_eq!(seen(&mut writes, 0, at(2)), t0);
+    assert_eq!(seen(&mut writes, 2, at(30)), t0);
+    // Small batches close together do: the web server hands a burst over a few at a time.
+    assert_eq!(seen(&mut writes, 3, at(33)), t0);
+    assert_eq!(seen(&mut writes, 3, at(35)), at(35) + LATER_IDLE);
+    // Within it, any write carries it on; a read does not.
+    assert_eq!(seen(&mut writes, 1, at(40)), at(40) + LATER_IDLE);
+    assert_eq!(seen(&mut writes, 0, at(45)), at(40) + LATER_IDLE);
+    // Once it is over, a lone write starts nothing.
+    assert_eq!(seen(&mut writes, 1, at(80)), at(40) + LATER_IDLE);
+}
