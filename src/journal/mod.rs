@@ -1099,6 +1099,8 @@ impl Writer {
                     if quiet <= now || latest <= now {
                         // Requests are waiting, and theirs is the turn.
                         rx.blocking_recv()
+                    } else if let Ok(next) = rx.try_recv() {
+                        Some(next)
                     } else {
                         let until = quiet.min(latest).into();
                         let next = async { tokio::time::timeout_at(until, rx.recv()).await };
