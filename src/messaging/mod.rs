@@ -313,7 +313,14 @@ impl journal::Work for ApplyReceipt {
         if !applied {
             // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
             tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
-            store::keep_early_receipt(tx, &self.provider, &self.of, self.receipt, now)?;
+            store::keep_early_receipt(
+                tx,
+                &self.provider,
+                &self.of,
+                self.receipt,
+                self.minutes,
+                now,
+            )?;
         }
         Ok(applied)
     }

@@ -94,6 +94,10 @@ ALTER TABLE msg_attempt ADD COLUMN minute_price REAL NOT NULL DEFAULT 0;
 ALTER TABLE msg_attempt ADD COLUMN valid_until INTEGER;
 CREATE INDEX msg_attempt_lapse ON msg_attempt(valid_until) WHERE status = 'sent' AND valid_until IS NOT NULL;
 "#,
+        // A call's receipt that overtook its attempt keeps the call's length with it.
+        r#"
+ALTER TABLE msg_early_receipt ADD COLUMN minutes INTEGER;
+"#,
     ],
     legacy: &[],
 };
@@ -456,8 +460,8 @@ pub fn record_attempt(
                 .map(|r| ReceiptFor::ProviderRef(r.clone()))
                 .chain([by_id]);
             for of in keys {
-                if let Some(receipt) = take_early_receipt(tx, &o.provider, &of)? {
-                    apply_receipt(tx, &o.provider, &of, receipt, None, now)?;
+                if let Some((receipt, minutes)) = take_early_receipt(tx, &o.provider, &of)? {
+                    apply_receipt(tx, &o.provider, &of, receipt, minutes, now)?;
                     break;
                 }
             }
@@ -467,21 +471,25 @@ pub fn record_attempt(
     }
 }
 
-/// A receipt that came before its attempt was recorded, taken out.
+/// A receipt that came before its attempt was recorded, taken out, with the call's length in
+/// started minutes when it gave one.
 fn take_early_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
-) -> Result<Option<super::protocol::Receipt>, JournalError> {
+) -> Result<Option<(super::protocol::Receipt, Option<u32>)>, JournalError> {
     let provider_ref = early_key(of);
-    let found: Option<String> = tx
+    let found: Option<(String, Option<u32>)> = tx
         .sql()
         .prepare_cached(
-            "DELETE FROM msg_early_receipt WHERE provider = ?1 AND provider_ref = ?2 RETURNING receipt",
+            "DELETE FROM msg_early_receipt WHERE provider = ?1 AND provider_ref = ?2
+             RETURNING receipt, minutes",
         )?
-        .query_row(params![provider, provider_ref], |r| r.get(0))
+        .query_row(params![provider, provider_ref], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
-    Ok(found.and_then(|r| super::protocol::Receipt::parse(&r)))
+    Ok(found.and_then(|(r, minutes)| Some((super::protocol::Receipt::parse(&r)?, minutes))))
 }
 
 /// The key an early receipt is kept under.
@@ -492,13 +500,14 @@ fn early_key(of: &ReceiptFor) -> String {
     }
 }
 
-/// Keeps a receipt that names no attempt yet, for [`record_attempt`]. Ones older than a day
-/// are dropped then: a confused provider cannot fill the table.
+/// Keeps a receipt that names no attempt yet, and a call's `minutes`, for [`record_attempt`].
+/// Ones older than a day are dropped then: a confused provider cannot fill the table.
 pub fn keep_early_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
     receipt: super::protocol::Receipt,
+    minutes: Option<u32>,
     now: i64,
 ) -> Result<(), JournalError> {
     let provider_ref = early_key(of);
@@ -507,10 +516,16 @@ pub fn keep_early_receipt(
         .execute([now - 86_400_000])?;
     tx.sql()
         .prepare_cached(
-            "INSERT INTO msg_early_receipt (provider, provider_ref, receipt, received_at)
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            "INSERT INTO msg_early_receipt (provider, provider_ref, receipt, received_at, minutes)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![provider, provider_ref, receipt.as_str(), now])?;
+        .execute(params![
+            provider,
+            provider_ref,
+            receipt.as_str(),
+            now,
+            minutes
+        ])?;
     Ok(())
 }
 
@@ -831,4 +846,62 @@ pub fn taken_since(
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Extensions, OpenOptions, Store};
+    use crate::messaging::protocol::Receipt;
+
+    #[test]
+    fn a_busy_calls_receipt_that_overtook_its_attempt_still_makes_the_call_cost_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        };
+        let mut store = Store::open(&dir.path().join("j.db"), &options, &[&SCHEMA]).expect("open");
+        let attempt = |ref_: &str, id: i64| Outcome {
+            notification: id,
+            route: 0,
+            channel: "voice",
+            provider: "calls".into(),
+            result: Ok(Some(ref_.into())),
+            segments: 1,
+            cost: 0.12,
+            minute_price: 0.12,
+            validity_ms: None,
+        };
+        let extensions = Extensions::default();
+        let costs = store
+            .with_batch(|b| {
+                let tx = &mut b.work(&extensions);
+                for id in [1, 2] {
+                    tx.sql().execute(
+                        "INSERT INTO msg_notification (id, event_id, entry_id, ticket, queue, kind, status, routes, not_before, created_at, updated_at)
+                         VALUES (?1, ?1, ?1, 'G-1', 'general', 'next', 'queued', '[]', 0, 0, 0)",
+                        [id],
+                    )?;
+                }
+                // The line was busy, and the receipt came before the attempt was recorded;
+                // the second call lasted 75 s, its receipt just as early.
+                let (busy, long) = (ReceiptFor::ProviderRef("CA1".into()), ReceiptFor::ProviderRef("CA2".into()));
+                keep_early_receipt(tx, "calls", &busy, Receipt::Failed, Some(0), 10)?;
+                keep_early_receipt(tx, "calls", &long, Receipt::Delivered, Some(2), 10)?;
+                record_attempt(tx, &attempt("CA1", 1), false, 20)?;
+                record_attempt(tx, &attempt("CA2", 2), false, 20)?;
+                tx.sql()
+                    .prepare("SELECT status, cost FROM msg_attempt ORDER BY id")?
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(JournalError::from)
+            })
+            .expect("transaction");
+        assert_eq!(
+            costs,
+            [("failed".to_string(), 0.0), ("delivered".to_string(), 0.24)]
+        );
+    }
 }
