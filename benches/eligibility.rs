@@ -17,7 +17,7 @@
 //!    again minus off; and the journal writer's CPU per check-in during each kind of burst.
 //!
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
-//! 500), `BENCH_ROUNDS` the rounds of part 2 (default 20). `BENCH_CORES=split` runs the daemon
+//! 500), `BENCH_ROUNDS` the rounds of part 2 (default 40). `BENCH_CORES=split` runs the daemon
 //! on CPU 1 and the desks and the payer on CPU 0, as if they were other machines: the daemon's
 //! own work is then all that a check-in's answer waits for.
 
@@ -322,7 +322,7 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let (checkins, rounds) = (number("BENCH_CHECKINS", 500), number("BENCH_ROUNDS", 20));
+    let (checkins, rounds) = (number("BENCH_CHECKINS", 500), number("BENCH_ROUNDS", 40));
     let split = cpu::split();
     if split {
         cpu::pin(0);
