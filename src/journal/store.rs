@@ -187,6 +187,17 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
 }
 
 impl Store {
+    /// A new journal (`j.db` in `dir`) holding the domains of `schemas`, for unit tests.
+    #[cfg(test)]
+    pub fn scratch(dir: &Path, domains: &[&Schema]) -> Store {
+        let options = OpenOptions {
+            create: true,
+            verify: true,
+            key: None,
+        };
+        Store::open(&dir.join("j.db"), &options, domains).expect("a new journal")
+    }
+
     /// Opens (or, with `create`, creates) the journal, checks that it is intact and ours, and
     /// applies pending migrations, the journal's and then each domain's in `domains`. Never
     /// recreates a file it cannot read.

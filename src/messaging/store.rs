@@ -851,18 +851,13 @@ pub fn taken_since(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Extensions, OpenOptions, Store};
+    use crate::journal::{Extensions, Store};
     use crate::messaging::protocol::Receipt;
 
     #[test]
     fn a_busy_calls_receipt_that_overtook_its_attempt_still_makes_the_call_cost_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        };
-        let mut store = Store::open(&dir.path().join("j.db"), &options, &[&SCHEMA]).expect("open");
+        let mut store = Store::scratch(dir.path(), &[&SCHEMA]);
         let attempt = |ref_: &str, id: i64| Outcome {
             notification: id,
             route: 0,

@@ -226,7 +226,7 @@ fn reply_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Extensions, OpenOptions, Store};
+    use crate::journal::{Extensions, Store};
 
     fn check<T>(store: &mut Store, f: impl FnOnce(&mut Tx<'_>) -> Result<T, JournalError>) -> T {
         store
@@ -241,12 +241,7 @@ mod tests {
     #[test]
     fn a_command_is_run_once_per_request_id_and_a_stop_leaves_each_in_its_place() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        };
-        let mut s = Store::open(&dir.path().join("j.db"), &options, &[&SCHEMA]).expect("open");
+        let mut s = Store::scratch(dir.path(), &[&SCHEMA]);
         let arrive = |s: &mut Store, id: &str, name: &str, at: i64| {
             check(s, |tx| arrive(tx, id, Contract::V2, name, b"{}", at))
         };

@@ -1,13 +1,8 @@
 use super::*;
-use crate::journal::{Extensions, OpenOptions, Store};
+use crate::journal::{Extensions, Store};
 
 fn open(dir: &std::path::Path) -> Store {
-    let options = OpenOptions {
-        create: true,
-        verify: true,
-        key: None,
-    };
-    Store::open(&dir.join("j.db"), &options, &[&SCHEMA]).expect("open")
+    Store::scratch(dir, &[&SCHEMA])
 }
 
 /// Runs `f` in one transaction of `store`.
@@ -203,12 +198,7 @@ fn a_journal_from_before_keys_gains_their_table_and_keeps_its_accounts() {
         steps: &SCHEMA.steps[..1],
         legacy: &[],
     };
-    let options = OpenOptions {
-        create: true,
-        verify: true,
-        key: None,
-    };
-    let mut old = Store::open(&dir.path().join("j.db"), &options, &[&before]).expect("open");
+    let mut old = Store::scratch(dir.path(), &[&before]);
     check(&mut old, |tx| {
         add_user(tx, "ann", Role::Admin, "h", b"k", 0)
     });

@@ -208,7 +208,7 @@ pub fn active_allergies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Extensions, OpenOptions, Store};
+    use crate::journal::{Extensions, Store};
 
     fn allergy(origin: &str, patient: Patient) -> Allergy {
         Allergy {
@@ -225,12 +225,7 @@ mod tests {
     #[test]
     fn a_v2_list_retires_only_that_patients_v2_allergies_and_old_ones_are_forgotten() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = OpenOptions {
-            create: true,
-            verify: true,
-            key: None,
-        };
-        let mut store = Store::open(&dir.path().join("j.db"), &options, &[&SCHEMA]).expect("open");
+        let mut store = Store::scratch(dir.path(), &[&SCHEMA]);
         let mrn = Patient::Ref("MRN-1".into());
         let other = Patient::Ref("MRN-10".into());
         let (kept, others, left) = store
