@@ -14,7 +14,8 @@
 //!    connection, as a desk's browser does, so that the burst is the daemon's work rather than
 //!    100 TCP handshakes. Beside the pooled percentiles: the median over rounds of each round's
 //!    p50 on minus its p50 off, with a 95 % interval (rounds resampled), beside the same for off
-//!    again minus off; and the journal writer's CPU per check-in during each kind of burst.
+//!    again minus off; and the CPU per check-in of the daemon's four busiest threads (the
+//!    journal writer, the web server's worker, ...) during each kind of burst.
 //!
 //! `cargo bench --bench eligibility`; `BENCH_CHECKINS` sets the check-ins of part 1 (default
 //! 500), `BENCH_ROUNDS` the rounds of part 2 (default 40). `BENCH_CORES=split` runs the daemon

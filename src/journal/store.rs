@@ -187,7 +187,7 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
 }
 
 impl Store {
-    /// A new journal (`j.db` in `dir`) holding the domains of `schemas`, for unit tests.
+    /// A new journal (`j.db` in `dir`) holding `domains`, for unit tests.
     #[cfg(test)]
     pub fn scratch(dir: &Path, domains: &[&Schema]) -> Store {
         let options = OpenOptions {
