@@ -189,7 +189,8 @@ pub struct DestinationStats {
     pub pending: u64,
     pub in_flight: u64,
     pub dead: u64,
-    /// Last update of the oldest pending row (ms since the epoch).
+    /// When the item of the oldest pending row (the first queued) arrived, ms since the epoch:
+    /// how long the destination has gone without it, retries and dead time included.
     pub oldest_pending_at: Option<i64>,
 }
 
@@ -293,6 +294,10 @@ pub trait Work: Send + 'static {
     /// sent before it): a report over a year of visits or a staff page's list then holds up no
     /// check-in's commit. Such work that writes fails, the connection being read-only.
     const READ_ONLY: bool = false;
+    /// True when a read-only work may take long (a report over months of visits). It then runs
+    /// on a second reader thread, beside the backlog's counts, so that no board list waits
+    /// behind it.
+    const LONG: bool = false;
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError>;
 }
 
@@ -332,6 +337,7 @@ impl std::fmt::Debug for Job {
 trait Runnable: Send {
     fn limited(&self) -> bool;
     fn read_only(&self) -> bool;
+    fn long(&self) -> bool;
     /// Runs the work; answers what to do once the batch's fate is known, and whether the work
     /// itself succeeded.
     fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>);
@@ -347,6 +353,10 @@ impl<W: Work<Output = ()>> Runnable for Later<W> {
     }
 
     fn read_only(&self) -> bool {
+        false
+    }
+
+    fn long(&self) -> bool {
         false
     }
 
@@ -380,6 +390,10 @@ impl<W: Work> Runnable for Pending<W> {
 
     fn read_only(&self) -> bool {
         W::READ_ONLY
+    }
+
+    fn long(&self) -> bool {
+        W::READ_ONLY && W::LONG
     }
 
     fn run(self: Box<Self>, tx: &mut Tx<'_>) -> (Done, Result<(), JournalError>) {
@@ -846,8 +860,14 @@ impl JournalWriter {
                 "in-flight rows from the last run put back in line"
             );
         }
-        let reader = match store.reader() {
-            Ok(connection) => Some(reader(connection)?),
+        let readers = match store
+            .reader()
+            .and_then(|quick| Ok((quick, store.reader()?)))
+        {
+            Ok((quick, long)) => Some(Readers {
+                quick: reader(quick, "journal-reader")?,
+                long: reader(long, "journal-long")?,
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "no read-only connection: the writer answers reads itself");
                 None
@@ -856,20 +876,20 @@ impl JournalWriter {
         let (tx, rx) = mpsc::channel(65_536);
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || Writer::new(store, settings, reader).run(rx))
+            .spawn(move || Writer::new(store, settings, readers).run(rx))
             .map_err(|e| JournalError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok((JournalWriter { tx }.start(), thread))
     }
 }
 
-/// What the reader thread answers: the backlog's counts (with the size limit they are
+/// What a reader thread answers: the backlog's counts (with the size limit they are
 /// reported against), or a read-only [`Work`] with the domains' settings it reads.
 enum Read {
     Stats(Reply<Stats>, u64),
     Work(Job, Arc<Extensions>),
 }
 
-/// The thread that answers reads on its own read-only connection, so that counting a large
+/// A thread that answers reads on its own read-only connection, so that counting a large
 /// backlog or reading a report never holds up a commit.
 struct Reader {
     queue: std::sync::mpsc::Sender<Read>,
@@ -894,10 +914,25 @@ impl Reader {
     }
 }
 
-fn reader(mut connection: Store) -> Result<Reader, JournalError> {
+/// The quick reads (the board's lists, a staff page's), and the long ones beside them: the
+/// backlog's counts (a million rows waiting while the cloud is away take a tenth of a second
+/// and more to count) and [`Work::LONG`] reports.
+struct Readers {
+    quick: Reader,
+    long: Reader,
+}
+
+impl Readers {
+    fn close(self) {
+        self.quick.close();
+        self.long.close();
+    }
+}
+
+fn reader(mut connection: Store, name: &str) -> Result<Reader, JournalError> {
     let (queue, rx) = std::sync::mpsc::channel::<Read>();
     let thread = std::thread::Builder::new()
-        .name("journal-reader".into())
+        .name(name.into())
         .spawn(move || {
             for read in rx {
                 // A read that panics fails alone (its requester is told the journal closed);
@@ -996,7 +1031,7 @@ struct Writer {
     last_prune: Instant,
     /// Each destination's wake-up signal (see [`signal`]).
     signals: HashMap<String, Arc<Notify>>,
-    reader: Option<Reader>,
+    readers: Option<Readers>,
     /// The domains' settings as read-only work reads them, shared with the reader thread.
     extensions: Arc<Extensions>,
     /// Work put off by committed requests (see [`Tx::later`]), oldest first, with when.
@@ -1052,14 +1087,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_LIMIT: usize = 50_000;
 
 impl Writer {
-    fn new(store: Store, mut settings: Settings, reader: Option<Reader>) -> Self {
+    fn new(store: Store, mut settings: Settings, readers: Option<Readers>) -> Self {
         let extensions = Arc::new(std::mem::take(&mut settings.extensions));
         Writer {
             store,
             settings,
             last_prune: Instant::now(),
             signals: HashMap::new(),
-            reader,
+            readers,
             extensions,
             later: VecDeque::new(),
         }
@@ -1126,7 +1161,7 @@ impl Writer {
             }
             let closing = self.execute(&mut batch);
             if let Some(reply) = closing {
-                self.close_reader();
+                self.close_readers();
                 if let Err(e) = self.store.checkpoint() {
                     tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL is replayed at next start");
                 }
@@ -1137,7 +1172,7 @@ impl Writer {
                 self.prune(now_ms() - self.settings.retention.as_millis() as i64);
             }
         }
-        self.close_reader();
+        self.close_readers();
         let _ = self.store.checkpoint();
     }
 
@@ -1148,9 +1183,9 @@ impl Writer {
         self.execute(batch);
     }
 
-    fn close_reader(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            reader.close();
+    fn close_readers(&mut self) {
+        if let Some(readers) = self.readers.take() {
+            readers.close();
         }
     }
 
@@ -1340,9 +1375,9 @@ impl Writer {
                 }
                 // Asked of the reader once this batch has committed, so that the counts take
                 // in every request sent before them.
-                Command::Stats(GetStats, reply) => match &self.reader {
-                    Some(reader) => {
-                        after_commit(reader, Read::Stats(reply, self.settings.max_bytes))
+                Command::Stats(GetStats, reply) => match &self.readers {
+                    Some(readers) => {
+                        after_commit(&readers.long, Read::Stats(reply, self.settings.max_bytes))
                     }
                     None => {
                         let r = tx.stats(self.settings.max_bytes);
@@ -1363,8 +1398,13 @@ impl Writer {
                 }
                 Command::Work(job) => {
                     if job.0.read_only()
-                        && let Some(reader) = &self.reader
+                        && let Some(readers) = &self.readers
                     {
+                        let reader = if job.0.long() {
+                            &readers.long
+                        } else {
+                            &readers.quick
+                        };
                         dones.push(after_commit(
                             reader,
                             Read::Work(job, self.extensions.clone()),

@@ -483,7 +483,13 @@ pub(super) const DEAD_LETTERS: &str =
 pub(super) const RECOVER_IN_FLIGHT: &str =
     "UPDATE outbox SET state = 0, next_attempt_at = ?1, updated_at = ?1
   WHERE id IN (SELECT id FROM outbox WHERE state = 1)";
-pub(super) const STATE_COUNTS: &str = "SELECT destination, 0, count(*), min(updated_at) FROM outbox WHERE state = 0 GROUP BY destination
+/// The oldest pending row is the first queued, whose item's arrival takes two index seeks:
+/// `min(updated_at)` over every pending row read each of them from the table (with a million
+/// rows waiting, 275 ms where counting them takes 90).
+pub(super) const STATE_COUNTS: &str = "SELECT destination, 0, count(*),
+        (SELECT i.received_at FROM outbox p JOIN inbound i ON i.id = p.inbound_id
+          WHERE p.state = 0 AND p.destination = o.destination ORDER BY p.id LIMIT 1)
+   FROM outbox o WHERE state = 0 GROUP BY destination
  UNION ALL
  SELECT destination, 1, count(*), min(updated_at) FROM outbox WHERE state = 1 GROUP BY destination
  UNION ALL

@@ -875,3 +875,61 @@ fn a_burst_of_writes_puts_off_work_until_none_came_for_a_while_and_lone_writes_d
     // Once it is over, a lone write starts nothing.
     assert_eq!(seen(&mut writes, 1, at(80)), at(40) + LATER_IDLE);
 }
+
+/// [`HeldRead`] as a long report.
+struct HeldReport(HeldRead);
+
+impl Work for HeldReport {
+    type Output = i64;
+    const READ_ONLY: bool = true;
+    const LONG: bool = true;
+    fn run(self, tx: &mut Tx<'_>) -> Result<i64, JournalError> {
+        self.0.run(tx)
+    }
+}
+
+crate::journal_work!(HeldReport);
+
+#[test]
+fn a_long_read_holds_up_neither_the_writer_nor_the_quick_reads() {
+    on_a_writer_holding_a(|addr| async move {
+        let (counted, counting) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        let reporting = addr.send(HeldReport(HeldRead {
+            counted,
+            release: released,
+        }));
+        let counting = tokio::task::spawn_blocking(move || counting.recv());
+        counting.await.expect("join").expect("the report counted");
+        append_b_beside(&addr, "report").await;
+        let quick = ListDead {
+            destination: None,
+            limit: 10,
+        };
+        let dead = tokio::time::timeout(Duration::from_secs(30), ask(&addr, quick))
+            .await
+            .expect("the board's read waited for the report")
+            .expect("dead letters");
+        assert!(dead.is_empty(), "{dead:?}");
+        release.send(()).expect("release");
+        let n = reporting.await.expect("mailbox").expect("report");
+        assert_eq!(n, 1, "the report saw one moment of the journal");
+    });
+}
+
+#[test]
+fn the_oldest_waiting_is_when_the_first_queued_row_arrived_however_often_it_was_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir.path().join("j.db"));
+    let mut b = store.begin().expect("begin");
+    b.append(&item("k1", None), 1_000).expect("first");
+    b.append(&item("k2", None), 2_000).expect("second");
+    let claimed = b.claim("cloud", 1, 3_000).expect("claim");
+    b.failed(&[claimed[0].id], "refused", &policy(5), 9_000)
+        .expect("failed");
+    let stats = b.stats(u64::MAX).expect("stats");
+    b.commit().expect("commit");
+    let cloud = &stats.destinations["cloud"];
+    assert_eq!((cloud.pending, cloud.in_flight), (2, 0), "{stats:?}");
+    assert_eq!(cloud.oldest_pending_at, Some(1_000), "{stats:?}");
+}

@@ -140,6 +140,7 @@ crate::journal_work!(ReadFacts);
 impl Work for ReadFacts {
     type Output = Facts;
     const READ_ONLY: bool = true;
+    const LONG: bool = true;
     fn run(self, tx: &mut Tx<'_>) -> Result<Facts, JournalError> {
         let filter = EntryFilter {
             queue: self.queue.as_deref(),
