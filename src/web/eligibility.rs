@@ -3,11 +3,12 @@
 
 use super::bodies::unquoted;
 use super::{AppState, journal_error, staff_or};
+use crate::connectors::practice::store::Eligibility;
 use crate::connectors::practice::{
-    GetEligibility, MemberIn, OverrideEligibility, RequestEligibility,
+    CheckedInquiry, GetEligibility, MemberIn, OverrideEligibility, RequestEligibility,
 };
 use crate::journal::{self, JournalError, Tx, Work};
-use crate::queue::{CheckIn, Entry, QueueCheckIn};
+use crate::queue::{CheckIn, Demographics, Entry, QueueCheckIn};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -47,8 +48,13 @@ impl<'de> Deserialize<'de> for CheckInBody {
     }
 }
 
-/// The inquiry about the card shown at a check-in, or why none can be asked.
-pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility, String> {
+/// The inquiry about the card shown at a check-in, checked against the patient's EHR
+/// `demographics`, or why none can be asked.
+pub(super) fn inquiry(
+    s: &AppState,
+    body: AskBody,
+    demographics: Option<&Demographics>,
+) -> Result<CheckedInquiry, String> {
     let practice = s.practice.get();
     let config = practice
         .eligibility
@@ -57,21 +63,23 @@ pub(super) fn inquiry(s: &AppState, body: AskBody) -> Result<RequestEligibility,
     let payer = config
         .payer(body.payer.as_deref())
         .ok_or("\"coverage.payer\": not a configured payer")?;
-    Ok(RequestEligibility {
+    RequestEligibility {
         entry_id: 0,
         payer: payer.name.clone(),
         member: body.member(),
         by: "check-in".into(),
-    })
+    }
+    .check_for(demographics, journal::now_ms())
+    .map_err(|e| e.to_string())
 }
 
 /// A check-in and the inquiry about its card, committed together so that the front desk waits
 /// on one commit; the inquiry is kept there and journaled once the writer is free (see
-/// `CheckedInquiry::defer`). An inquiry is refused (a bad birth date) before it writes
-/// anything, and the patient is queued all the same. A repeated check-in asks nothing again.
+/// `CheckedInquiry::defer`). An inquiry is refused (a bad birth date) before the journal is
+/// asked, and the patient is queued all the same. A repeated check-in asks nothing again.
 pub(super) struct CheckInAsking {
     pub check_in: QueueCheckIn,
-    pub inquiry: Option<Result<RequestEligibility, String>>,
+    pub inquiry: Option<Result<CheckedInquiry, String>>,
 }
 
 crate::journal_work!(CheckInAsking);
@@ -79,21 +87,14 @@ crate::journal_work!(CheckInAsking);
 impl Work for CheckInAsking {
     /// The entry, whether the check-in repeated an earlier one, and what the front desk sees
     /// of the inquiry (the pending inquiry, or why none was asked).
-    type Output = (Entry, bool, Option<serde_json::Value>);
+    type Output = (Entry, bool, Option<Result<Eligibility, String>>);
     fn run(self, tx: &mut Tx<'_>) -> Result<Self::Output, JournalError> {
         let (entry, duplicate) = self.check_in.run(tx)?;
         let eligibility = match self.inquiry {
             _ if duplicate => None,
             None => None,
-            Some(Err(why)) => Some(json!({ "error": why })),
-            Some(Ok(mut ask)) => {
-                ask.entry_id = entry.id;
-                match ask.check(tx, Some(&entry)) {
-                    Ok(checked) => Some(json!(checked.defer(tx)?)),
-                    Err(JournalError::Rejected(why)) => Some(json!({ "error": why })),
-                    Err(e) => return Err(e),
-                }
-            }
+            Some(Err(why)) => Some(Err(why)),
+            Some(Ok(checked)) => Some(Ok(checked.defer(tx, entry.id)?)),
         };
         Ok((entry, duplicate, eligibility))
     }

@@ -562,7 +562,7 @@ async fn queue_check_in(
             Found::Unknown => {}
         }
     }
-    let inquiry = coverage.map(|c| eligibility::inquiry(&s, c));
+    let inquiry = coverage.map(|c| eligibility::inquiry(&s, c, check_in.demographics.as_ref()));
     let work = eligibility::CheckInAsking {
         check_in: crate::queue::QueueCheckIn {
             queue: name,
@@ -577,7 +577,10 @@ async fn queue_check_in(
             "duplicate": duplicate,
             // A repeated request printed nothing new.
             "printer": if duplicate { None } else { printer },
-            "eligibility": eligibility,
+            "eligibility": eligibility.map(|e| match e {
+                Ok(pending) => json!(pending),
+                Err(why) => json!({ "error": why }),
+            }),
         })),
         Err(e) => journal_error(e),
     }

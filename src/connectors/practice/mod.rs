@@ -194,14 +194,28 @@ impl RequestEligibility {
         if entry.closed_at.is_some() {
             return Err(refused(format!("entry {} is closed", entry.id)));
         }
-        let member = member(&self.member, entry.demographics.as_ref())?;
+        let mut checked = self.check_for(entry.demographics.as_ref(), tx.now())?;
+        checked.job.entry_id = entry.id;
+        Ok(checked)
+    }
+
+    /// Checks the inquiry a check-in's card makes about the entry the check-in is to make, with
+    /// the EHR's `demographics` of the patient, before the journal is asked: the writer then
+    /// only keeps it ([`CheckedInquiry::defer`]), and a burst of check-ins with cards waits on
+    /// little more there than without.
+    pub fn check_for(
+        self,
+        demographics: Option<&crate::queue::Demographics>,
+        now: i64,
+    ) -> Result<CheckedInquiry, JournalError> {
+        let member = member(&self.member, demographics)?;
         Ok(CheckedInquiry {
             job: Job {
                 trace: uuid::Uuid::now_v7().simple().to_string(),
-                entry_id: entry.id,
+                entry_id: self.entry_id,
                 payer: self.payer,
                 member,
-                service_date: crate::clock::local_day(tx.now()).replace('-', ""),
+                service_date: crate::clock::local_day(now).replace('-', ""),
             },
             by: self.by,
         })
@@ -215,11 +229,12 @@ impl CheckedInquiry {
         record(tx, &self.job, journal::to_json(&self.job)?, &self.by, now)
     }
 
-    /// Keeps the inquiry of the check-in that made its entry, pending, and journals it once the
-    /// writer is free ([`JournalDue`]): the check-in's commit then carries one small row, not the
-    /// inquiry's item, outbox row and eligibility row, and a burst of check-ins waits on no
-    /// inquiry.
-    pub fn defer(self, tx: &mut Tx<'_>) -> Result<Eligibility, JournalError> {
+    /// Keeps the inquiry of the check-in that made the entry `entry_id`, pending, and journals
+    /// it once the writer is free ([`JournalDue`]): the check-in's commit then carries one small
+    /// row, not the inquiry's item, outbox row and eligibility row, and a burst of check-ins
+    /// waits on no inquiry.
+    pub fn defer(mut self, tx: &mut Tx<'_>, entry_id: i64) -> Result<Eligibility, JournalError> {
+        self.job.entry_id = entry_id;
         let due = store::Due {
             entry_id: self.job.entry_id,
             requested_at: tx.now(),
