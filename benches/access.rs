@@ -6,21 +6,16 @@
 //!
 //! `cargo bench --bench access`; `BENCH_CALLS` sets the calls per daemon (default 5 000).
 
+#[path = "shared/daemon.rs"]
+mod daemon;
+use daemon::free_port;
+
 use clinic_gateway::access::password;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const HASHES: usize = 20;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -56,23 +51,7 @@ impl Daemon {
             );
         }
         std::fs::write(&config, text).expect("config");
-        let child = Command::new(env!("CARGO_BIN_EXE_clinic-gateway"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway");
-        let start = Instant::now();
-        let health = format!("http://127.0.0.1:{port}/api/v1/health");
-        while ureq::get(&health).call().is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the web server did not answer"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = daemon::start(&config, &[port]);
         let key = access.then(|| {
             let out = Command::new(env!("CARGO_BIN_EXE_clinic-gateway"))
                 .args(["key", "add", "bench", "--scope", "queue", "--config"])
