@@ -1032,7 +1032,7 @@ struct Writer {
     /// Each destination's wake-up signal (see [`signal`]).
     signals: HashMap<String, Arc<Notify>>,
     readers: Option<Readers>,
-    /// The domains' settings as read-only work reads them, shared with the reader thread.
+    /// The domains' settings as read-only work reads them, shared with the reader threads.
     extensions: Arc<Extensions>,
     /// Work put off by committed requests (see [`Tx::later`]), oldest first, with when.
     later: VecDeque<(Instant, Job)>,
