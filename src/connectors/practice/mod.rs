@@ -175,28 +175,14 @@ pub struct CheckedInquiry {
 }
 
 impl RequestEligibility {
-    /// Checks the inquiry against its entry (`entry`, when the caller has just made or read it)
-    /// without writing anything, so that a refusal leaves the transaction as it was: a
-    /// check-in goes on without the inquiry its card could not make.
-    pub fn check(
-        self,
-        tx: &mut Tx<'_>,
-        entry: Option<&crate::queue::Entry>,
-    ) -> Result<CheckedInquiry, JournalError> {
-        let read;
-        let entry = match entry {
-            Some(e) => e,
-            None => {
-                read = crate::queue::store::queue_entry(tx, self.entry_id)?;
-                &read
-            }
-        };
+    /// Checks the inquiry against its entry without writing anything, so that a refusal (a
+    /// closed entry, a bad birth date) leaves the transaction as it was.
+    fn check(self, tx: &mut Tx<'_>) -> Result<CheckedInquiry, JournalError> {
+        let entry = crate::queue::store::queue_entry(tx, self.entry_id)?;
         if entry.closed_at.is_some() {
             return Err(refused(format!("entry {} is closed", entry.id)));
         }
-        let mut checked = self.check_for(entry.demographics.as_ref(), tx.now())?;
-        checked.job.entry_id = entry.id;
-        Ok(checked)
+        self.check_for(entry.demographics.as_ref(), tx.now())
     }
 
     /// Checks the inquiry a check-in's card makes about the entry the check-in is to make, with
@@ -300,7 +286,7 @@ impl Work for RequestEligibility {
             entry: Some(self.entry_id),
         }
         .run(tx)?;
-        self.check(tx, None)?.record(tx)
+        self.check(tx)?.record(tx)
     }
 }
 
