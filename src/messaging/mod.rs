@@ -190,8 +190,8 @@ pub struct EntriesOf(pub Vec<i64>);
 #[derive(Debug)]
 pub struct LapseOverdue;
 
-/// A delivery receipt from a provider (see [`store::apply_receipt`]); answers whether it
-/// named an attempt that waited for one.
+/// A delivery receipt from a provider (see [`store::receive`]); answers whether it named an
+/// attempt that waited for one.
 #[derive(Debug)]
 pub struct ApplyReceipt {
     pub provider: String,
@@ -302,7 +302,7 @@ impl journal::Work for ApplyReceipt {
     type Output = bool;
     fn run(self, tx: &mut Tx<'_>) -> Result<bool, JournalError> {
         let now = tx.now();
-        let applied = store::apply_receipt(
+        let applied = store::receive(
             tx,
             &self.provider,
             &self.of,
@@ -311,16 +311,7 @@ impl journal::Work for ApplyReceipt {
             now,
         )?;
         if !applied {
-            // Its attempt may not be recorded yet (the receipt overtook it): kept for it.
             tracing::info!(provider = %self.provider, "receipt for no waiting message, kept");
-            store::keep_early_receipt(
-                tx,
-                &self.provider,
-                &self.of,
-                self.receipt,
-                self.minutes,
-                now,
-            )?;
         }
         Ok(applied)
     }

@@ -500,9 +500,27 @@ fn early_key(of: &ReceiptFor) -> String {
     }
 }
 
+/// Applies a delivery receipt from `provider` to the attempt it names ([`apply_receipt`]) or,
+/// when none waits for it (its attempt may not be recorded yet: the receipt overtook it), keeps
+/// it for that attempt; answers whether it applied.
+pub fn receive(
+    tx: &mut Tx<'_>,
+    provider: &str,
+    of: &ReceiptFor,
+    receipt: super::protocol::Receipt,
+    minutes: Option<u32>,
+    now: i64,
+) -> Result<bool, JournalError> {
+    let applied = apply_receipt(tx, provider, of, receipt, minutes, now)?;
+    if !applied {
+        keep_early_receipt(tx, provider, of, receipt, minutes, now)?;
+    }
+    Ok(applied)
+}
+
 /// Keeps a receipt that names no attempt yet, and a call's `minutes`, for [`record_attempt`].
 /// Ones older than a day are dropped then: a confused provider cannot fill the table.
-pub fn keep_early_receipt(
+fn keep_early_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
@@ -547,7 +565,7 @@ pub enum ReceiptFor {
 /// only: it sends nothing again. If it says delivered, the patient got the message, so the
 /// notification is delivered unless it already was. Once a notification is delivered, no
 /// receipt of another attempt changes it.
-pub fn apply_receipt(
+fn apply_receipt(
     tx: &mut Tx<'_>,
     provider: &str,
     of: &ReceiptFor,
@@ -883,8 +901,8 @@ mod tests {
                 // The line was busy, and the receipt came before the attempt was recorded;
                 // the second call lasted 75 s, its receipt just as early.
                 let (busy, long) = (ReceiptFor::ProviderRef("CA1".into()), ReceiptFor::ProviderRef("CA2".into()));
-                keep_early_receipt(tx, "calls", &busy, Receipt::Failed, Some(0), 10)?;
-                keep_early_receipt(tx, "calls", &long, Receipt::Delivered, Some(2), 10)?;
+                receive(tx, "calls", &busy, Receipt::Failed, Some(0), 10)?;
+                receive(tx, "calls", &long, Receipt::Delivered, Some(2), 10)?;
                 record_attempt(tx, &attempt("CA1", 1), false, 20)?;
                 record_attempt(tx, &attempt("CA2", 2), false, 20)?;
                 tx.sql()
