@@ -38,48 +38,45 @@ impl Actor for Gateway {
 }
 
 impl Handler<ReloadConfig> for Gateway {
-    type Result = Result<serde_json::Value, String>;
+    /// Atomic: a second reload waits until the first has replaced its children.
+    type Result = AtomicResponse<Self, Result<serde_json::Value, String>>;
 
     fn handle(&mut self, msg: ReloadConfig, ctx: &mut Context<Self>) -> Self::Result {
         notify::reloading();
-        let result = self.reload(&msg.by, ctx);
-        let detail = match &result {
-            Ok(v) => format!("by={} ok {v}", msg.by),
-            Err(e) => format!("by={} refused: {}", msg.by, e.replace('\n', "; ")),
+        let (result, replaced) = match self.reload(ctx) {
+            Ok((summary, replaced)) => (Ok(summary), Some(replaced)),
+            Err(e) => (Err(e), None),
         };
-        let action = if result.is_ok() {
-            "config-reload"
-        } else {
-            "config-reload-refused"
+        let replaced = async move {
+            if let Some(replaced) = replaced {
+                replaced.await;
+            }
         };
-        let journal = self.journal.clone();
-        actix::spawn(async move {
-            let _ = journal::ask(
-                &journal,
-                AuditRecord {
-                    actor: "gateway".into(),
-                    action: action.into(),
-                    detail,
-                },
-            )
-            .await;
-        });
-        notify::ready(match &result {
-            Ok(_) => "running; configuration reloaded",
-            Err(_) => "running; new configuration refused, previous one kept",
-        });
-        result
+        AtomicResponse::new(Box::pin(replaced.into_actor(self).map(
+            move |(), act, _| {
+                act.reloaded(&msg.by, &result);
+                result
+            },
+        )))
     }
 }
 
 impl Gateway {
-    fn reload(&mut self, by: &str, ctx: &mut Context<Self>) -> Result<serde_json::Value, String> {
+    /// Applies the configuration file as it now reads, or refuses it whole. Answers what was
+    /// applied and the replacement of the connectors, devices and messaging under way: the
+    /// desk may name a payer or processor only once no connector with the older configuration
+    /// runs, lest one refuse a job it never heard of.
+    fn reload(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> Result<(serde_json::Value, Replacing), String> {
         let new = config::load(&self.path).map_err(|e| {
             tracing::error!(problems = %e.to_string().replace('\n', "; "), "new configuration refused; the running one is kept");
             e.to_string()
         })?;
         let old = &self.config;
         let mut applied = Vec::new();
+        let mut replacing = Vec::new();
         let mut needs_restart = Vec::new();
         // The hooks and the zone the writer holds follow the connectors' and gateway's
         // sections too; sending the settings again costs one batch.
@@ -106,21 +103,23 @@ impl Gateway {
             // Every device actor is replaced; one whose table did not change restarts too, which
             // a device tolerates (it re-reads its state on start).
             let before = wiring::devices(old, &self.journal, &self.rooms).unwrap_or_default();
-            self.replace_children(before, wiring::devices(&new, &self.journal, &self.rooms)?);
+            replacing.push(
+                self.replace_children(before, wiring::devices(&new, &self.journal, &self.rooms)?),
+            );
             self.printers.set(new.devices.printer.clone());
             applied.push("devices");
         }
         if new.connectors != old.connectors {
             let before = wiring::connectors(old, &self.journal, &self.fhir);
-            self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir));
+            replacing.push(
+                self.replace_children(before, wiring::connectors(&new, &self.journal, &self.fhir)),
+            );
             applied.push("connectors");
         }
-        // Read from the connectors' sections, the facility id and the FHIR identifier system.
-        self.practice.set(wiring::practice(&new));
         if new.messaging != old.messaging {
             let before = wiring::messaging(old, &self.journal).into_iter().collect();
             let now = wiring::messaging(&new, &self.journal).into_iter().collect();
-            self.replace_children(before, now);
+            replacing.push(self.replace_children(before, now));
             applied.push("messaging");
         }
         // The watcher is cheap to restart, and what it told is in the journal: restarting it on
@@ -145,30 +144,87 @@ impl Gateway {
         if new.journal.audit_head_interval_s != old.journal.audit_head_interval_s {
             needs_restart.push("journal.audit_head_interval_s");
         }
-        let summary = serde_json::json!({ "applied": applied, "needs_restart": needs_restart });
-        tracing::info!(by, %summary, "configuration reloaded");
-        self.journal.do_send(Append(gateway_event(
-            "gateway.config_reloaded",
-            "gateway",
-            serde_json::json!({ "by": by, "applied": applied, "needs_restart": needs_restart }),
-        )));
         self.config = new;
-        Ok(summary)
+        let summary = serde_json::json!({ "applied": applied, "needs_restart": needs_restart });
+        let replaced: Replacing = Box::pin(async move {
+            for children in replacing {
+                children.await;
+            }
+        });
+        Ok((summary, replaced))
+    }
+
+    /// Finishes a reload once its children are replaced: the desk's view, the log, the event
+    /// for the cloud, the audit and systemd.
+    fn reloaded(&self, by: &str, result: &Result<serde_json::Value, String>) {
+        if let Ok(summary) = result {
+            // Read from the connectors' sections, the facility id and the FHIR identifier system.
+            self.practice.set(wiring::practice(&self.config));
+            tracing::info!(by, %summary, "configuration reloaded");
+            self.journal.do_send(Append(gateway_event(
+                "gateway.config_reloaded",
+                "gateway",
+                serde_json::json!({
+                    "by": by,
+                    "applied": summary["applied"],
+                    "needs_restart": summary["needs_restart"],
+                }),
+            )));
+        }
+        let detail = match result {
+            Ok(v) => format!("by={by} ok {v}"),
+            Err(e) => format!("by={by} refused: {}", e.replace('\n', "; ")),
+        };
+        let action = if result.is_ok() {
+            "config-reload"
+        } else {
+            "config-reload-refused"
+        };
+        let journal = self.journal.clone();
+        actix::spawn(async move {
+            let _ = journal::ask(
+                &journal,
+                AuditRecord {
+                    actor: "gateway".into(),
+                    action: action.into(),
+                    detail,
+                },
+            )
+            .await;
+        });
+        notify::ready(match result {
+            Ok(_) => "running; configuration reloaded",
+            Err(_) => "running; new configuration refused, previous one kept",
+        });
     }
 }
 
+/// Children being stopped and started by a reload; resolves once each has been.
+type Replacing = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 impl Gateway {
     /// Starts every child of `now` (replacing a running one of the same name) and stops the
-    /// children of `before` that are no longer configured.
-    fn replace_children(&self, before: Vec<Child>, now: Vec<Child>) {
-        for (name, _) in before {
-            if !now.iter().any(|(n, _)| *n == name) {
-                self.supervisor.do_send(StopChild(name));
+    /// children of `before` that are no longer configured; resolves once the supervisor has.
+    fn replace_children(&self, before: Vec<Child>, now: Vec<Child>) -> Replacing {
+        let stops: Vec<_> = before
+            .into_iter()
+            .filter(|(name, _)| !now.iter().any(|(n, _)| n == name))
+            .map(|(name, _)| self.supervisor.send(StopChild(name)))
+            .collect();
+        let starts: Vec<_> = now
+            .into_iter()
+            .map(|(name, spawn)| self.supervisor.send(StartChild { name, spawn }))
+            .collect();
+        Box::pin(async move {
+            // Sent already, so the supervisor replaces them side by side; an error means it
+            // has stopped, and then nothing is left to wait for.
+            for stop in stops {
+                let _ = stop.await;
             }
-        }
-        for (name, spawn) in now {
-            self.supervisor.do_send(StartChild { name, spawn });
-        }
+            for start in starts {
+                let _ = start.await;
+            }
+        })
     }
 }
 
