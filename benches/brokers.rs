@@ -128,8 +128,9 @@ fn protocol() -> Protocol {
 }
 
 /// The relay, as the daemon supervises it, draining `store` to `target`: events per second
-/// until every row is marked delivered on its PUBACK.
-fn drain(store: Store, target: &Target, total: usize) -> f64 {
+/// until every row is marked delivered on its PUBACK, and the CPU it took per event (this
+/// process's: the relay, the journal writer and the actors between them).
+fn drain(store: Store, target: &Target, total: usize) -> (f64, Duration) {
     let relay = RelayConfig {
         host: "127.0.0.1".into(),
         port: target.port,
@@ -189,31 +190,40 @@ fn drain(store: Store, target: &Target, total: usize) -> f64 {
             );
         }
         let start = Instant::now();
+        let cpu = cpu::process_cpu(std::process::id());
         // The two actor-state events ride along with the backlog.
         while METRICS.relay_published.get() - before < total as u64 {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
             assert!(start.elapsed() < Duration::from_secs(1800), "drain stalled");
         }
         let rate = total as f64 / start.elapsed().as_secs_f64();
+        let cpu = (cpu::process_cpu(std::process::id()) - cpu) / total as u32;
         // The next broker's run starts with no relay of this one still connected.
         sup.send(StopAll).await.expect("stop the relay");
         let _ = journal::ask(&journal, journal::Close).await;
-        rate
+        (rate, cpu)
     })
 }
 
+/// Microseconds, for the printout.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
 /// A bare rumqttc client publishing `total` QoS 1 messages of the relay's payload size to the
-/// same broker with the same window: the ceiling for [`drain`]. `subscribed`, it first holds the
+/// same broker with the same window: the ceiling for [`drain`], in messages per second, and the
+/// CPU it took per message. `subscribed`, it first holds the
 /// relay's command subscription, as every gateway's connection does: RabbitMQ then routes each
 /// publish against that binding, which made the same publisher 15-25 % slower there than to a
 /// broker with no binding at all.
-fn probe(target: &Target, total: usize, subscribed: bool) -> f64 {
+fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Duration) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async move {
+    let cpu = cpu::process_cpu(std::process::id());
+    let rate = runtime.block_on(async move {
         let mut options = MqttOptions::new("bench-probe", "127.0.0.1", target.port);
         options.set_inflight(WINDOW);
         options.set_max_packet_size(1 << 20, 1 << 20);
@@ -264,7 +274,11 @@ fn probe(target: &Target, total: usize, subscribed: bool) -> f64 {
         }
         publisher.await.expect("publisher");
         total as f64 / start.expect("published").elapsed().as_secs_f64()
-    })
+    });
+    (
+        rate,
+        (cpu::process_cpu(std::process::id()) - cpu) / total as u32,
+    )
 }
 
 fn main() {
@@ -314,13 +328,19 @@ fn main() {
             }
             "relay" => {
                 let store = backlog(&dir.path().join(format!("{id}.db")), total);
-                let rate = drain(store, &target, total);
-                println!("relay drain to {name}: {rate:.0} msg/s");
+                let (rate, cpu) = drain(store, &target, total);
+                println!(
+                    "relay drain to {name}: {rate:.0} msg/s, {:.1} µs of CPU per event",
+                    micros(cpu)
+                );
                 continue;
             }
             "probe" => {
-                let ceiling = probe(&target, total, true);
-                println!("bare rumqttc publisher to {name}: {ceiling:.0} msg/s");
+                let (ceiling, cpu) = probe(&target, total, true);
+                println!(
+                    "bare rumqttc publisher to {name}: {ceiling:.0} msg/s, {:.1} µs of CPU per event",
+                    micros(cpu)
+                );
                 continue;
             }
             _ => {}
@@ -329,30 +349,38 @@ fn main() {
         // is set against the probe run just before it and the one just after, and the drains
         // alternate with the probes.
         let mut probes = vec![probe(&target, total, true)];
-        let mut shares = Vec::new();
+        let (mut shares, mut drain_cpu) = (Vec::new(), Vec::new());
         for pair in 0..pairs {
             let path = dir.path().join(format!("{id}-{pair}.db"));
-            let rate = drain(backlog(&path, total), &target, total);
+            let (rate, cpu) = drain(backlog(&path, total), &target, total);
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
             let after = probe(&target, total, true);
-            let before = probes[pair];
-            let share = rate / ((before + after) / 2.0) * 100.0;
+            let (before, _) = probes[pair];
+            let share = rate / ((before + after.0) / 2.0) * 100.0;
             println!(
-                "  relay drain {}: {rate:.0} msg/s; probe just before and just after: {before:.0} and {after:.0} msg/s; {share:.0} % of their mean",
-                pair + 1
+                "  relay drain {}: {rate:.0} msg/s, {:.1} µs of CPU per event; probe just before and just after: {before:.0} and {:.0} msg/s; {share:.0} % of their mean",
+                pair + 1,
+                micros(cpu),
+                after.0,
             );
             probes.push(after);
             shares.push(share);
+            drain_cpu.push(micros(cpu));
         }
-        let unbound = probe(&target, total, false);
+        let (unbound, _) = probe(&target, total, false);
         shares.sort_by(f64::total_cmp);
+        drain_cpu.sort_by(f64::total_cmp);
+        let mut probe_cpu: Vec<f64> = probes.iter().map(|&(_, cpu)| micros(cpu)).collect();
+        probe_cpu.sort_by(f64::total_cmp);
         println!(
-            "relay drain of {total} buffered events to {name}, QoS 1, marked delivered on PUBACK (window {WINDOW}), beside a bare rumqttc QoS 1 publisher (same broker, window and command subscription) just before and just after, {pairs} drains: median {:.0} % of the probes' mean (lowest {:.0} %, highest {:.0} %); the same publisher without the subscription: {unbound:.0} msg/s",
+            "relay drain of {total} buffered events to {name}, QoS 1, marked delivered on PUBACK (window {WINDOW}), beside a bare rumqttc QoS 1 publisher (same broker, window and command subscription) just before and just after, {pairs} drains: median {:.0} % of the probes' mean (lowest {:.0} %, highest {:.0} %); CPU per event, medians: relay and journal {:.1} µs, probe {:.1} µs; the same publisher without the subscription: {unbound:.0} msg/s",
             shares[shares.len() / 2],
             shares[0],
             shares[shares.len() - 1],
+            drain_cpu[drain_cpu.len() / 2],
+            probe_cpu[probe_cpu.len() / 2],
         );
     }
 }
