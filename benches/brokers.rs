@@ -27,6 +27,8 @@ mod common;
 #[path = "shared/cpu.rs"]
 mod cpu;
 mod shared;
+#[path = "shared/usage.rs"]
+mod usage;
 
 use clinic_gateway::journal::{self, JournalWriter, OpenOptions, Store};
 use clinic_gateway::metrics::METRICS;
@@ -190,14 +192,14 @@ fn drain(store: Store, target: &Target, total: usize) -> (f64, Duration) {
             );
         }
         let start = Instant::now();
-        let cpu = cpu::process_cpu(std::process::id());
+        let cpu = usage::cpu(std::process::id());
         // The two actor-state events ride along with the backlog.
         while METRICS.relay_published.get() - before < total as u64 {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
             assert!(start.elapsed() < Duration::from_secs(1800), "drain stalled");
         }
         let rate = total as f64 / start.elapsed().as_secs_f64();
-        let cpu = (cpu::process_cpu(std::process::id()) - cpu) / total as u32;
+        let cpu = (usage::cpu(std::process::id()) - cpu) / total as u32;
         // The next broker's run starts with no relay of this one still connected.
         sup.send(StopAll).await.expect("stop the relay");
         let _ = journal::ask(&journal, journal::Close).await;
@@ -222,7 +224,7 @@ fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Duration) {
         .enable_all()
         .build()
         .expect("runtime");
-    let cpu = cpu::process_cpu(std::process::id());
+    let cpu = usage::cpu(std::process::id());
     let rate = runtime.block_on(async move {
         let mut options = MqttOptions::new("bench-probe", "127.0.0.1", target.port);
         options.set_inflight(WINDOW);
@@ -275,10 +277,7 @@ fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Duration) {
         publisher.await.expect("publisher");
         total as f64 / start.expect("published").elapsed().as_secs_f64()
     });
-    (
-        rate,
-        (cpu::process_cpu(std::process::id()) - cpu) / total as u32,
-    )
+    (rate, (usage::cpu(std::process::id()) - cpu) / total as u32)
 }
 
 fn main() {

@@ -7,6 +7,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/usage.rs"]
+mod usage;
 
 use common::modbus_sim::Sim;
 use common::{Broker, Gateway, free_port, relay_table, wait_for};
@@ -19,15 +21,6 @@ const REGISTERS: usize = 10;
 const SENSORS: usize = 20;
 /// Devices served by one simulator process (one connection each).
 const DEVICES_PER_SIM: usize = 10;
-
-/// Clock ticks of user + system CPU the process used so far (`/proc/<pid>/stat` fields 14, 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
 
 fn status_line(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -142,10 +135,9 @@ fn main() {
     });
     let pid = gateway.pid();
     std::thread::sleep(Duration::from_secs(10));
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    let (t0, c0) = (Instant::now(), usage::cpu(pid));
     std::thread::sleep(Duration::from_secs(seconds));
-    let (elapsed, used) = (t0.elapsed().as_secs_f64(), cpu_ticks(pid) - c0);
+    let (elapsed, used) = (t0.elapsed().as_secs_f64(), usage::cpu(pid) - c0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = publisher.join();
     let backlog = gateway.get_json("/api/v1/backlog");
@@ -153,7 +145,7 @@ fn main() {
         "devices: {DEVICES} Modbus devices x {REGISTERS} registers at 1 Hz ({}) + {SENSORS} occupancy sensors, over {elapsed:.0} s: \
          CPU {:.2} % of one core, RSS {}, peak {}; cloud backlog {}",
         if changing { "changing" } else { "static" },
-        100.0 * used as f64 / ticks_per_s / elapsed,
+        100.0 * used.as_secs_f64() / elapsed,
         status_line(pid, "VmRSS:"),
         status_line(pid, "VmHWM:"),
         backlog["destinations"]["cloud"],

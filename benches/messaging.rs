@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "shared/usage.rs"]
+mod usage;
 
 use clinic_gateway::messaging::smpp::{self, BindKind, Pdu};
 use common::smsc::Smsc;
@@ -25,14 +27,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Clock ticks of user + system CPU the process used so far (`/proc/<pid>/stat` fields 14, 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 fn config(smsc_port: u16) -> String {
@@ -174,16 +168,15 @@ fn main() {
 /// Ten check-ins and ten calls a second for `seconds`, numbered from `from`: the daemon's CPU
 /// over them, as % of a core and ms per call.
 fn paced_cpu(gw: &Gateway, from: usize, seconds: usize) -> (f64, f64) {
-    let ticks_per_s = 100.0;
-    let (t0, c0) = (Instant::now(), cpu_ticks(gw.pid()));
+    let (t0, c0) = (Instant::now(), usage::cpu(gw.pid()));
     for second in 0..seconds {
         make_notifications(gw, from + second * 10, 10, 10);
         let next = Duration::from_secs(second as u64 + 1);
         std::thread::sleep(next.saturating_sub(t0.elapsed()));
     }
-    let (elapsed, used) = (t0.elapsed().as_secs_f64(), cpu_ticks(gw.pid()) - c0);
+    let (elapsed, used) = (t0.elapsed().as_secs_f64(), usage::cpu(gw.pid()) - c0);
     (
-        used as f64 / ticks_per_s / elapsed * 100.0,
-        used as f64 / ticks_per_s * 1000.0 / (seconds * 10) as f64,
+        used.as_secs_f64() / elapsed * 100.0,
+        used.as_secs_f64() * 1000.0 / (seconds * 10) as f64,
     )
 }

@@ -35,17 +35,3 @@ fn taskset(args: &[&str]) {
         .success();
     assert!(ok, "taskset {}", args.join(" "));
 }
-
-/// CPU time, user and system, the process `pid` has used so far, its ended threads included
-/// (`/proc/<pid>/stat` fields 14 and 15, in ticks of 10 ms).
-// The eligibility bench reads its daemon's threads one by one instead.
-#[allow(dead_code)]
-pub fn process_cpu(pid: u32) -> std::time::Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // The command name is in parentheses and may hold spaces: count fields after it.
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    std::time::Duration::from_millis(ticks * 10)
-}

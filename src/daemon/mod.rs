@@ -43,14 +43,9 @@ impl Handler<ReloadConfig> for Gateway {
 
     fn handle(&mut self, msg: ReloadConfig, ctx: &mut Context<Self>) -> Self::Result {
         notify::reloading();
-        let (result, replaced) = match self.reload(ctx) {
-            Ok((summary, replaced)) => (Ok(summary), Some(replaced)),
-            Err(e) => (Err(e), None),
-        };
-        let replaced = async move {
-            if let Some(replaced) = replaced {
-                replaced.await;
-            }
+        let (result, replaced): (_, Replacing) = match self.reload(ctx) {
+            Ok((summary, replaced)) => (Ok(summary), replaced),
+            Err(e) => (Err(e), Box::pin(std::future::ready(()))),
         };
         AtomicResponse::new(Box::pin(replaced.into_actor(self).map(
             move |(), act, _| {
