@@ -436,7 +436,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let mut store = Store::open(&c.journal_path(), &options(&c)?, &schemas())?;
-            let stats = store.with_batch(|b| b.stats(c.journal.max_bytes))?;
+            let stats = store.with_batch(|b| b.stats(c.journal.max_bytes, &Default::default()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {

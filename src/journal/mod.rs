@@ -14,6 +14,7 @@
 
 pub mod chain;
 pub mod config;
+mod lease;
 pub mod store;
 
 use crate::metrics::METRICS;
@@ -857,7 +858,7 @@ impl JournalWriter {
         if recovered > 0 {
             tracing::info!(
                 rows = recovered,
-                "in-flight rows from the last run put back in line"
+                "rows an older version left in flight put back in line"
             );
         }
         let readers = match store
@@ -885,7 +886,8 @@ impl JournalWriter {
 /// What a reader thread answers: the backlog's counts (with the size limit they are
 /// reported against), or a read-only [`Work`] with the domains' settings it reads.
 enum Read {
-    Stats(Reply<Stats>, u64),
+    /// The counts, their size limit and the rows the writer holds in flight.
+    Stats(Reply<Stats>, u64, BTreeMap<String, u64>),
     Work(Job, Arc<Extensions>),
 }
 
@@ -899,7 +901,7 @@ struct Reader {
 impl Read {
     fn refuse(self, e: &JournalError) {
         match self {
-            Read::Stats(reply, _) => drop(reply.send(Err(e.clone()))),
+            Read::Stats(reply, ..) => drop(reply.send(Err(e.clone()))),
             Read::Work(job, _) => job.0.fail(e),
         }
     }
@@ -938,8 +940,9 @@ fn reader(mut connection: Store, name: &str) -> Result<Reader, JournalError> {
                 // A read that panics fails alone (its requester is told the journal closed);
                 // the thread and its connection go on to the next.
                 unless_panicked(|| match read {
-                    Read::Stats(reply, max_bytes) => {
-                        let _ = reply.send(connection.with_batch(|b| b.stats(max_bytes)));
+                    Read::Stats(reply, max_bytes, in_flight) => {
+                        let _ =
+                            reply.send(connection.with_batch(|b| b.stats(max_bytes, &in_flight)));
                     }
                     Read::Work(job, extensions) => read_work(&mut connection, job, &extensions),
                 });
@@ -1377,10 +1380,12 @@ impl Writer {
                 // in every request sent before them.
                 Command::Stats(GetStats, reply) => match &self.readers {
                     Some(readers) => {
-                        after_commit(&readers.long, Read::Stats(reply, self.settings.max_bytes))
+                        let read = Read::Stats(reply, self.settings.max_bytes, tx.held());
+                        after_commit(&readers.long, read)
                     }
                     None => {
-                        let r = tx.stats(self.settings.max_bytes);
+                        let held = tx.held();
+                        let r = tx.stats(self.settings.max_bytes, &held);
                         done(reply, r)
                     }
                 },

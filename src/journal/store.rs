@@ -7,13 +7,14 @@
 //! [`Tx`](super::Tx); nothing else opens SQLite.
 
 use super::chain::{self, AuditRow, Head};
+use super::lease::{Leases, Ledger};
 use super::{
     DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, Stats,
     StoredItem,
 };
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -158,6 +159,8 @@ pub struct Store {
     path: PathBuf,
     /// Kept for [`reader`](Self::reader)'s connection to an encrypted journal.
     key: Option<String>,
+    /// The rows in flight, held by this connection's claims.
+    leases: Leases,
 }
 
 /// A connection to the journal at `path` as every one of the gateway's is set up: the key of an
@@ -301,6 +304,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             key: opts.key.clone(),
+            leases: Leases::default(),
         };
         store
             .migrate(version)
@@ -383,6 +387,7 @@ impl Store {
             conn: connect(&self.path, flags, self.key.as_deref())?,
             path: self.path.clone(),
             key: self.key.clone(),
+            leases: Leases::default(),
         })
     }
 
@@ -394,13 +399,20 @@ impl Store {
 
     /// Starts a transaction for one group-commit batch.
     pub fn begin(&mut self) -> Result<Batch<'_>, JournalError> {
+        let Store { conn, leases, .. } = self;
+        leases.saw(
+            conn.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?,
+        );
         Ok(Batch {
-            tx: self.conn.transaction()?,
+            tx: conn.transaction()?,
+            ledger: Ledger::new(leases),
         })
     }
 
-    /// Makes every in-flight row pending again: after a crash nothing is in flight any more.
-    /// The attempt that was under way stays counted.
+    /// Makes every row a journal of schema version 10 or older left in flight pending again:
+    /// such a journal marked rows in flight in the table, and after a stop nothing is in flight
+    /// any more. The attempt that was under way stays counted.
     pub fn recover_in_flight(&mut self, now: i64) -> Result<usize, JournalError> {
         Ok(self.conn.execute(RECOVER_IN_FLIGHT, [now])?)
     }
@@ -467,14 +479,16 @@ fn apply_key(conn: &Connection, key: &str) -> Result<(), String> {
 
 /// The reads of rows by state. Each names its state with `=`, so that it reads that state's
 /// partial index and never walks the delivered rows, the bulk of the table.
-pub(super) const PEEK: &str = "SELECT o.id, o.key, o.attempts, i.event_id, i.kind, i.schema, i.payload, i.occurred_at
+/// A destination's pending rows from just above a claim's mark, with what the relay and the
+/// connectors send of their items.
+pub(super) const PENDING_AFTER: &str =
+    "SELECT o.id, o.key, o.attempts, i.event_id, i.kind, i.schema, i.payload, i.occurred_at
    FROM outbox o JOIN inbound i ON i.id = o.inbound_id
-  WHERE o.state = 0 AND o.destination = ?1
-    AND o.key NOT IN (SELECT key FROM outbox
-                       WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2)
-  ORDER BY o.id LIMIT ?3";
-pub(super) const IN_FLIGHT: &str =
-    "SELECT id FROM outbox WHERE state = 1 AND destination = ?1 ORDER BY id";
+  WHERE o.state = 0 AND o.destination = ?1 AND o.id > ?2
+  ORDER BY o.id";
+/// The keys of a destination whose earliest pending row waits for its retry.
+pub(super) const WAITING_KEYS: &str = "SELECT DISTINCT key FROM outbox
+  WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2";
 pub(super) const DEAD_LETTERS: &str =
     "SELECT o.id, o.destination, o.key, o.attempts, o.last_error, o.updated_at, i.kind, i.event_id
    FROM outbox o JOIN inbound i ON i.id = o.inbound_id
@@ -552,14 +566,19 @@ impl Drop for Savepoint<'_> {
     }
 }
 
-/// One open transaction: the writer applies a whole batch of requests in one of these.
+/// One open transaction: the writer applies a whole batch of requests in one of these. The
+/// rows it holds in flight or lets go are as they were if it rolls back.
 pub struct Batch<'c> {
     tx: Transaction<'c>,
+    ledger: Ledger<'c>,
 }
 
 impl Batch<'_> {
     pub fn commit(self) -> Result<(), JournalError> {
-        Ok(self.tx.commit()?)
+        let Batch { tx, ledger } = self;
+        tx.commit()?;
+        ledger.keep();
+        Ok(())
     }
 
     /// Commits an inbound item (see [`append`]).
@@ -598,63 +617,94 @@ impl Batch<'_> {
         limit: usize,
         now: i64,
     ) -> Result<Vec<OutboxRow>, JournalError> {
-        let rows = self
-            .tx
-            .prepare_cached(PEEK)?
-            .query_map(params![destination, now, limit as i64], |r| {
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    key: r.get(1)?,
-                    attempts: r.get::<_, u32>(2)?,
-                    event_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    schema: r.get(5)?,
-                    payload: r.get(6)?,
-                    occurred_at: r.get(7)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let (rows, _) = self.deliverable(destination, limit, now)?;
         Ok(rows)
     }
 
-    /// Moves up to `limit` rows of `destination` to in-flight, oldest first, skipping every key
-    /// whose earliest pending row waits for a retry: a key's rows go out in order, other keys
-    /// flow meanwhile.
+    /// Hands out up to `limit` rows of `destination`, oldest first, held in flight until they
+    /// are settled, skipping every key whose earliest pending row waits for a retry: a key's
+    /// rows go out in order, other keys flow meanwhile. Each row's `attempts` counts the
+    /// attempt it is handed out for.
     pub fn claim(
         &mut self,
         destination: &str,
         limit: usize,
         now: i64,
     ) -> Result<Vec<OutboxRow>, JournalError> {
-        let mut rows = self.peek(destination, limit, now)?;
-        let mut update = self.tx.prepare_cached(
-            "UPDATE outbox SET state = 1, attempts = attempts + 1, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2",
-        )?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        for (first, last) in runs(ids) {
-            update.execute(params![first, last, now])?;
-        }
+        let (mut rows, after) = self.deliverable(destination, limit, now)?;
         for row in &mut rows {
-            // This attempt's number, as the row now counts it.
             row.attempts += 1;
         }
+        self.ledger
+            .take(destination, rows.iter().map(|r| r.id).collect(), after);
         Ok(rows)
     }
 
-    /// Marks in-flight rows delivered. Rows not in flight (e.g. replayed meanwhile) are left.
+    /// Up to `limit` pending rows of `destination` that a claim may hand out now, and the mark
+    /// below which every such row is then held: the row before the first one skipped for its
+    /// key's retry, else the last row read.
+    fn deliverable(
+        &mut self,
+        destination: &str,
+        limit: usize,
+        now: i64,
+    ) -> Result<(Vec<OutboxRow>, i64), JournalError> {
+        let waiting: HashSet<String> = self
+            .tx
+            .prepare_cached(WAITING_KEYS)?
+            .query_map(params![destination, now], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let from = self.ledger.after(destination);
+        let mut read = self.tx.prepare_cached(PENDING_AFTER)?;
+        let mut pending = read.query(params![destination, from])?;
+        let (mut rows, mut last, mut skipped) = (Vec::new(), from, None);
+        while rows.len() < limit {
+            let Some(r) = pending.next()? else { break };
+            let id: i64 = r.get(0)?;
+            last = id;
+            if self.ledger.holds(id) {
+                continue;
+            }
+            let key: String = r.get(1)?;
+            if !waiting.is_empty() && waiting.contains(&key) {
+                skipped.get_or_insert(id);
+                continue;
+            }
+            rows.push(OutboxRow {
+                id,
+                key,
+                attempts: r.get::<_, u32>(2)?,
+                event_id: r.get(3)?,
+                kind: r.get(4)?,
+                schema: r.get(5)?,
+                payload: r.get(6)?,
+                occurred_at: r.get(7)?,
+            });
+        }
+        Ok((rows, skipped.map_or(last, |id| id - 1)))
+    }
+
+    /// Marks rows in flight delivered. Rows not in flight (e.g. dead-lettered and replayed
+    /// meanwhile) are left.
     pub fn delivered(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
         let mut update = self.tx.prepare_cached(
-            "UPDATE outbox SET state = 2, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 1",
+            "UPDATE outbox SET state = 2, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 0",
         )?;
+        let held: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.ledger.holds(*id))
+            .collect();
         let mut n = 0;
-        for (first, last) in runs(ids.to_vec()) {
+        for (first, last) in runs(held.clone()) {
             n += update.execute(params![first, last, now])?;
         }
+        self.ledger.release(&held);
         Ok(n)
     }
 
-    /// Records a failed attempt for in-flight rows: back to pending after a backoff, or dead
-    /// once the destination's attempts are used up. Returns (retrying, dead).
+    /// Records a failed attempt for rows in flight: back in line after a backoff, or dead once
+    /// the destination's attempts are used up. Returns (retrying, dead).
     pub fn failed(
         &mut self,
         ids: &[i64],
@@ -664,33 +714,40 @@ impl Batch<'_> {
     ) -> Result<(usize, usize), JournalError> {
         let mut get = self
             .tx
-            .prepare_cached("SELECT attempts FROM outbox WHERE id = ?1 AND state = 1")?;
+            .prepare_cached("SELECT attempts FROM outbox WHERE id = ?1 AND state = 0")?;
         let mut retry = self.tx.prepare_cached(
-            "UPDATE outbox SET state = 0, next_attempt_at = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+            "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5 WHERE id = ?1",
         )?;
         let mut dead = self.tx.prepare_cached(
-            "UPDATE outbox SET state = 3, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            "UPDATE outbox SET state = 3, attempts = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
         )?;
         let (mut n_retry, mut n_dead) = (0, 0);
-        for id in ids {
-            let Some(attempts) = get.query_row([id], |r| r.get::<_, u32>(0)).optional()? else {
+        for &id in ids {
+            if !self.ledger.holds(id) {
+                continue;
+            }
+            let Some(before) = get.query_row([id], |r| r.get::<_, u32>(0)).optional()? else {
                 continue;
             };
+            // The attempt that failed, as its claim counted it.
+            let attempts = before + 1;
             if attempts >= policy.max_attempts {
-                dead.execute(params![id, error, now])?;
+                dead.execute(params![id, attempts, error, now])?;
+                self.ledger.release(&[id]);
                 n_dead += 1;
             } else {
                 let delay = policy.backoff(attempts).as_millis() as i64;
-                retry.execute(params![id, now + delay, error, now])?;
+                retry.execute(params![id, attempts, now + delay, error, now])?;
+                self.ledger.give_back(id);
                 n_retry += 1;
             }
         }
         Ok((n_retry, n_dead))
     }
 
-    /// A lost connection's in-flight rows of `destination` back in line: `blamed` as a
-    /// [`failed`](Self::failed) attempt, the others due at once with their claim's attempt
-    /// given back. Returns (retrying, dead), the rows given back among those retrying.
+    /// A lost connection's rows in flight of `destination` back in line: `blamed` as a
+    /// [`failed`](Self::failed) attempt, the others due at once, their attempt not counted.
+    /// Returns (retrying, dead), the rows given back among those retrying.
     pub fn interrupted(
         &mut self,
         destination: &str,
@@ -703,24 +760,16 @@ impl Batch<'_> {
             Some(id) => self.failed(&[id], error, policy, now)?,
             None => (0, 0),
         };
-        let given_back = self
-            .tx
-            .prepare_cached(
-                "UPDATE outbox SET state = 0, attempts = max(attempts - 1, 0), next_attempt_at = ?2, last_error = ?3, updated_at = ?2
-                  WHERE state = 1 AND destination = ?1",
-            )?
-            .execute(params![destination, now, error])?;
-        Ok((retrying + given_back, dead))
+        let held = self.ledger.held(destination);
+        for &id in &held {
+            self.ledger.give_back(id);
+        }
+        Ok((retrying + held.len(), dead))
     }
 
-    /// Every in-flight row of a destination, oldest first (what a lost connection leaves behind).
+    /// Every row of a destination in flight, oldest first (what a lost connection leaves behind).
     pub fn in_flight(&mut self, destination: &str) -> Result<Vec<i64>, JournalError> {
-        let ids = self
-            .tx
-            .prepare_cached(IN_FLIGHT)?
-            .query_map([destination], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+        Ok(self.ledger.held(destination))
     }
 
     /// Dead letters, newest first, optionally of one destination.
@@ -753,6 +802,9 @@ impl Batch<'_> {
                 params![destination, now],
             )?,
         };
+        // Dead rows are never held: what was replayed lies below the mark of a claim that
+        // stepped over it.
+        self.ledger.lower(destination, id.map_or(0, |id| id - 1));
         let what = match id {
             Some(id) => format!("row {id}"),
             None => "all".to_string(),
@@ -782,8 +834,13 @@ impl Batch<'_> {
     }
 
     /// Row counts per destination and state, and the journal's totals, reported against the
-    /// size limit `max_bytes`.
-    pub fn stats(&mut self, max_bytes: u64) -> Result<Stats, JournalError> {
+    /// size limit `max_bytes`. The table counts rows in flight as pending: `in_flight` says how
+    /// many of each destination's the writer holds.
+    pub fn stats(
+        &mut self,
+        max_bytes: u64,
+        in_flight: &BTreeMap<String, u64>,
+    ) -> Result<Stats, JournalError> {
         #[cfg(feature = "fault-hooks")]
         let _held = super::STATS_HELD.lock();
         let mut destinations: BTreeMap<String, DestinationStats> = BTreeMap::new();
@@ -797,12 +854,17 @@ impl Batch<'_> {
                     d.pending = n;
                     d.oldest_pending_at = r.get(3)?;
                 }
-                1 => d.in_flight = n,
+                1 => d.in_flight += n,
                 _ => d.dead = n,
             }
         }
         drop(rows);
         drop(q);
+        for (destination, &held) in in_flight {
+            let d = destinations.entry(destination.clone()).or_default();
+            d.pending = d.pending.saturating_sub(held);
+            d.in_flight += held;
+        }
         let inbound = self
             .tx
             .query_row("SELECT count(*) FROM inbound", [], |r| r.get::<_, i64>(0))?
@@ -826,6 +888,10 @@ impl Batch<'_> {
                  SELECT id FROM outbox WHERE state = 2 AND updated_at < ?1 ORDER BY id LIMIT ?2)",
             params![cutoff, limit as i64],
         )?;
+        if outbox > 0 {
+            // The newest rows gone, their ids may be given again, to rows below a mark.
+            self.ledger.lower_all(0);
+        }
         let inbound = self.tx.execute(
             "DELETE FROM inbound WHERE id IN (
                  SELECT i.id FROM inbound i
@@ -861,7 +927,15 @@ impl Batch<'_> {
                 r.get::<_, i64>(0)
             })
             .optional()?
-            .map(state_name))
+            .map(|state| match state {
+                0 if self.ledger.holds(id) => state_name(1),
+                state => state_name(state),
+            }))
+    }
+
+    /// Rows in flight per destination, as this batch leaves them.
+    pub fn held(&self) -> BTreeMap<String, u64> {
+        self.ledger.counts()
     }
 }
 

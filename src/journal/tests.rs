@@ -186,16 +186,80 @@ fn resend_of_a_source_id_gets_the_first_receipt() {
 }
 
 #[test]
-fn in_flight_rows_are_put_back_after_a_crash() {
+fn rows_in_flight_at_a_crash_are_handed_out_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     let mut s = open(&path);
-    check_append(&mut s, &["a", "b"]);
-    assert_eq!(claimed_keys(&mut s, 1_000).len(), 2);
+    check_append(&mut s, &["a", "b", "c"]);
+    assert_eq!(claimed_keys(&mut s, 1_000).len(), 3);
+    assert_eq!(claimed_keys(&mut s, 1_000).len(), 0, "all three in flight");
     drop(s);
     let mut s = open(&path);
-    assert_eq!(s.recover_in_flight(1_001).expect("recover"), 2);
-    assert_eq!(claimed_keys(&mut s, 1_001).len(), 2);
+    // A journal of schema version 10 marked rows in flight in the table: one left so.
+    s.with_batch(|b| {
+        b.work(&Extensions::default())
+            .sql()
+            .execute("UPDATE outbox SET state = 1, attempts = 1 WHERE id = 3", [])?;
+        Ok(())
+    })
+    .expect("an older journal's row in flight");
+    assert_eq!(s.recover_in_flight(1_001).expect("recover"), 1);
+    let again = s
+        .with_batch(|b| b.claim("cloud", 10, 1_001))
+        .expect("claim");
+    let again: Vec<(i64, u32)> = again.iter().map(|r| (r.id, r.attempts)).collect();
+    assert_eq!(
+        again,
+        [(1, 1), (2, 1), (3, 2)],
+        "the older journal's attempt counted"
+    );
+}
+
+#[test]
+fn a_claim_reads_from_its_mark_and_every_row_put_back_below_it_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    check_append(&mut s, &["a", "b", "c", "d", "e", "f"]);
+    let claim = |s: &mut Store, limit, now| -> Vec<i64> {
+        s.with_batch(|b| b.claim("cloud", limit, now))
+            .expect("claim")
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(claim(&mut s, 2, 1_000), [1, 2]);
+    assert_eq!(claim(&mut s, 2, 1_000), [3, 4]);
+    // Row 2 fails (its key waits), row 1 is dead, a rolled-back batch's claim never happened.
+    s.with_batch(|b| {
+        b.failed(&[2], "refused", &policy(5), 1_000)?;
+        b.failed(&[1], "refused", &policy(1), 1_000)
+    })
+    .expect("settle");
+    let rolled_back: Result<(), JournalError> = s.with_batch(|b| {
+        assert_eq!(b.claim("cloud", 10, 1_000)?.len(), 2);
+        Err(JournalError::Rejected("rolled back".into()))
+    });
+    assert!(rolled_back.is_err());
+    assert_eq!(claim(&mut s, 10, 1_000), [5, 6]);
+    // Connection lost: rows 3 to 6 back in line, each read again.
+    s.with_batch(|b| b.interrupted("cloud", None, "lost", &policy(5), 1_000))
+        .expect("interrupted");
+    assert_eq!(claim(&mut s, 10, 1_000), [3, 4, 5, 6]);
+    // Row 2 after its backoff; row 1 replayed.
+    assert_eq!(claim(&mut s, 10, 1_000 + 60_000), [2]);
+    s.with_batch(|b| b.replay("cloud", Some(1), "cli:test", 70_000))
+        .expect("replay");
+    assert_eq!(claim(&mut s, 10, 70_000), [1]);
+    check_append(&mut s, &["g"]);
+    assert_eq!(claim(&mut s, 10, 70_000), [7]);
+    let stats = s
+        .with_batch(|b| {
+            let held = b.held();
+            b.stats(u64::MAX, &held)
+        })
+        .expect("stats");
+    let cloud = &stats.destinations["cloud"];
+    assert_eq!((cloud.pending, cloud.in_flight), (0, 7), "{stats:?}");
 }
 
 #[test]
@@ -283,7 +347,9 @@ fn writer_refuses_appends_when_full_and_keeps_what_it_acknowledged() {
         acked
     });
     let mut s = open(&path);
-    let stats = s.with_batch(|b| b.stats(0)).expect("stats");
+    let stats = s
+        .with_batch(|b| b.stats(0, &Default::default()))
+        .expect("stats");
     assert_eq!(
         stats.destinations["cloud"].pending, acked,
         "every acknowledged item is kept"
@@ -337,7 +403,9 @@ fn an_encrypted_journal_opens_only_with_its_key() {
         "no plaintext on disk"
     );
     let mut store = keyed(Some("right"), false).expect("reopen with the key");
-    let stats = store.with_batch(|b| b.stats(0)).expect("stats");
+    let stats = store
+        .with_batch(|b| b.stats(0, &Default::default()))
+        .expect("stats");
     assert_eq!(stats.destinations["cloud"].pending, 1);
     drop(store);
     for wrong in [None, Some("wrong")] {
@@ -542,8 +610,8 @@ fn reads_by_state_never_walk_the_delivered_rows() {
     drop(open(&path));
     let conn = rusqlite::Connection::open(&path).expect("reopen");
     for sql in [
-        store::PEEK,
-        store::IN_FLIGHT,
+        store::PENDING_AFTER,
+        store::WAITING_KEYS,
         store::DEAD_LETTERS,
         store::STATE_COUNTS,
         store::RECOVER_IN_FLIGHT,
@@ -612,10 +680,10 @@ fn a_query_reading_its_parameters_is_planned_once_whatever_is_bound() {
         .with_batch(|b| {
             let tx = b.work(&extensions);
             let latest = "SELECT id FROM outbox WHERE destination = ?1 ORDER BY id DESC LIMIT 1";
-            for (destination, now, limit) in [("cloud", 0, 1), ("ehr", 5, 500), ("cloud", 9, 2)] {
+            for (destination, after) in [("cloud", 0), ("ehr", 5), ("cloud", 9)] {
                 tx.sql()
-                    .prepare_cached(store::PEEK)?
-                    .query_map(rusqlite::params![destination, now, limit], |_| Ok(()))?
+                    .prepare_cached(store::PENDING_AFTER)?
+                    .query_map(rusqlite::params![destination, after], |_| Ok(()))?
                     .count();
                 tx.sql()
                     .prepare_cached(latest)?
@@ -627,7 +695,7 @@ fn a_query_reading_its_parameters_is_planned_once_whatever_is_bound() {
                     .prepare_cached(sql)
                     .map(|s| s.get_status(rusqlite::StatementStatus::RePrepare))
             };
-            Ok((count(store::PEEK)?, count(latest)?))
+            Ok((count(store::PENDING_AFTER)?, count(latest)?))
         })
         .expect("queries");
     assert_eq!(
@@ -927,9 +995,27 @@ fn the_oldest_waiting_is_when_the_first_queued_row_arrived_however_often_it_was_
     let claimed = b.claim("cloud", 1, 3_000).expect("claim");
     b.failed(&[claimed[0].id], "refused", &policy(5), 9_000)
         .expect("failed");
-    let stats = b.stats(u64::MAX).expect("stats");
+    let stats = b.stats(u64::MAX, &Default::default()).expect("stats");
     b.commit().expect("commit");
     let cloud = &stats.destinations["cloud"];
     assert_eq!((cloud.pending, cloud.in_flight), (2, 0), "{stats:?}");
     assert_eq!(cloud.oldest_pending_at, Some(1_000), "{stats:?}");
+}
+
+#[test]
+fn a_replay_by_another_connection_is_claimed_while_rows_are_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let mut daemon = open(&path);
+    check_append(&mut daemon, &["a", "b"]);
+    assert_eq!(claimed_keys(&mut daemon, 1_000).len(), 2);
+    daemon
+        .with_batch(|b| b.failed(&[1], "refused", &policy(1), 1_000))
+        .expect("dead");
+    let mut cli = open(&path);
+    let n = cli
+        .with_batch(|b| b.replay("cloud", Some(1), "cli:test", 2_000))
+        .expect("replay");
+    assert_eq!(n, 1);
+    assert_eq!(claimed_keys(&mut daemon, 2_000), [(1, "a".to_string())]);
 }
