@@ -7,7 +7,8 @@
 //! A claim reads a destination's pending rows from just above its `after` mark: every pending
 //! row at or below the mark that the claim could hand out is held already. Whatever puts a row
 //! at or below the mark back in line (a failed attempt, a connection lost, a replay, pruning
-//! that may let ids be used again) lowers the mark, so that the next claim reads from there.
+//! that may let ids be used again, a commit by another connection) lowers the mark, so that the
+//! next claim reads from there.
 //!
 //! Changes made in a batch are undone if the batch rolls back ([`Ledger`]), as the table's are.
 
