@@ -130,6 +130,12 @@ impl<'l> Ledger<'l> {
         }
     }
 
+    /// Notes the file's `data_version` (see [`Leases::saw`]). Not undone with the batch: a
+    /// mark lowered is never wrong, only a longer read.
+    pub fn saw(&mut self, data_version: i64) {
+        self.leases.saw(data_version);
+    }
+
     pub fn holds(&self, id: i64) -> bool {
         self.leases.held.contains_key(&id)
     }

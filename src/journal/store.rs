@@ -400,10 +400,6 @@ impl Store {
     /// Starts a transaction for one group-commit batch.
     pub fn begin(&mut self) -> Result<Batch<'_>, JournalError> {
         let Store { conn, leases, .. } = self;
-        leases.saw(
-            conn.prepare_cached("PRAGMA data_version")?
-                .query_row([], |r| r.get(0))?,
-        );
         Ok(Batch {
             tx: conn.transaction()?,
             ledger: Ledger::new(leases),
@@ -649,6 +645,12 @@ impl Batch<'_> {
         limit: usize,
         now: i64,
     ) -> Result<(Vec<OutboxRow>, i64), JournalError> {
+        // Only a claim reads a mark, so only a claim asks whether another connection committed.
+        self.ledger.saw(
+            self.tx
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?,
+        );
         let waiting: HashSet<String> = self
             .tx
             .prepare_cached(WAITING_KEYS)?
