@@ -13,49 +13,81 @@
 //! Changes made in a batch are undone if the batch rolls back ([`Ledger`]), as the table's are.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::hash::BuildHasherDefault;
+
+/// Hashes row ids with one multiply: they are the journal's own distinct integers, not keys an
+/// attacker picks, so SipHash's cost (most of a lookup) buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub struct RowHash(u64);
+
+impl std::hash::Hasher for RowHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by row id.
+pub type RowMap<V> = HashMap<i64, V, BuildHasherDefault<RowHash>>;
 
 /// Every destination's rows in flight.
 #[derive(Debug, Default)]
 pub struct Leases {
-    /// Row id → its destination.
-    held: BTreeMap<i64, Arc<str>>,
-    destinations: HashMap<Arc<str>, Mark>,
+    /// Row id → its destination's place in `destinations`.
+    held: RowMap<Lane>,
+    /// Destinations in the order first seen: a handful, found by name faster than hashed.
+    destinations: Vec<Mark>,
     /// The file's `data_version` when this connection last looked.
     seen: Option<i64>,
 }
 
+/// A destination's place in [`Leases::destinations`].
+type Lane = u16;
+
 /// A destination's rows in flight, counted, and its claims' starting point.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Mark {
+    destination: Box<str>,
     count: u64,
     after: i64,
 }
 
 /// How to undo one change, in reverse order, when a batch rolls back.
 enum Undo {
-    Took(Arc<str>, Vec<i64>),
-    Released(Vec<(i64, Arc<str>)>),
-    After(Arc<str>, i64),
+    Took(Lane, Vec<i64>),
+    Released(Vec<(i64, Lane)>),
+    After(Lane, i64),
 }
 
 impl Leases {
-    fn mark(&mut self, destination: &str) -> &mut Mark {
-        if !self.destinations.contains_key(destination) {
-            self.destinations
-                .insert(destination.into(), Mark::default());
-        }
+    fn find(&self, destination: &str) -> Option<Lane> {
         self.destinations
-            .get_mut(destination)
-            .expect("inserted above")
+            .iter()
+            .position(|m| &*m.destination == destination)
+            .map(|i| i as Lane)
     }
 
-    fn interned(&mut self, destination: &str) -> Arc<str> {
-        self.mark(destination);
-        self.destinations
-            .get_key_value(destination)
-            .map(|(name, _)| name.clone())
-            .expect("inserted above")
+    fn lane(&mut self, destination: &str) -> Lane {
+        self.find(destination).unwrap_or_else(|| {
+            self.destinations.push(Mark {
+                destination: destination.into(),
+                count: 0,
+                after: 0,
+            });
+            Lane::try_from(self.destinations.len() - 1)
+                .expect("fewer destinations than a u16 counts")
+        })
+    }
+
+    fn mark(&mut self, lane: Lane) -> &mut Mark {
+        &mut self.destinations[usize::from(lane)]
     }
 
     /// Notes the file's `data_version`: when it changed, another connection committed (the
@@ -67,7 +99,7 @@ impl Leases {
             .replace(data_version)
             .is_some_and(|v| v != data_version)
         {
-            for mark in self.destinations.values_mut() {
+            for mark in &mut self.destinations {
                 mark.after = 0;
             }
         }
@@ -77,26 +109,26 @@ impl Leases {
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.destinations
             .iter()
-            .filter(|(_, m)| m.count > 0)
-            .map(|(d, m)| (d.to_string(), m.count))
+            .filter(|m| m.count > 0)
+            .map(|m| (m.destination.to_string(), m.count))
             .collect()
     }
 
     fn undo(&mut self, undo: Undo) {
         match undo {
-            Undo::Took(destination, ids) => {
+            Undo::Took(lane, ids) => {
                 for id in &ids {
                     self.held.remove(id);
                 }
-                self.mark(&destination).count -= ids.len() as u64;
+                self.mark(lane).count -= ids.len() as u64;
             }
             Undo::Released(rows) => {
-                for (id, destination) in rows {
-                    self.mark(&destination).count += 1;
-                    self.held.insert(id, destination);
+                for (id, lane) in rows {
+                    self.mark(lane).count += 1;
+                    self.held.insert(id, lane);
                 }
             }
-            Undo::After(destination, after) => self.mark(&destination).after = after,
+            Undo::After(lane, after) => self.mark(lane).after = after,
         }
     }
 }
@@ -124,8 +156,10 @@ impl<'l> Ledger<'l> {
     /// Where a claim of `destination` starts reading: above the mark while rows are held,
     /// from the first row when none is (nothing to step over, and no mark to trust).
     pub fn after(&self, destination: &str) -> i64 {
-        match self.leases.destinations.get(destination) {
-            Some(m) if m.count > 0 => m.after,
+        match self.leases.find(destination) {
+            Some(lane) if self.leases.destinations[usize::from(lane)].count > 0 => {
+                self.leases.destinations[usize::from(lane)].after
+            }
             _ => 0,
         }
     }
@@ -142,25 +176,26 @@ impl<'l> Ledger<'l> {
 
     /// Holds rows `ids` of `destination`, handed out by a claim that read up to `after`.
     pub fn take(&mut self, destination: &str, ids: Vec<i64>, after: i64) {
-        let destination = self.leases.interned(destination);
+        let lane = self.leases.lane(destination);
+        self.leases.held.reserve(ids.len());
         for &id in &ids {
-            self.leases.held.insert(id, destination.clone());
+            self.leases.held.insert(id, lane);
         }
-        self.leases.mark(&destination).count += ids.len() as u64;
-        self.undo.push(Undo::Took(destination.clone(), ids));
-        self.set_after(destination, after);
+        self.leases.mark(lane).count += ids.len() as u64;
+        self.undo.push(Undo::Took(lane, ids));
+        self.set_after(lane, after);
     }
 
     /// Lets rows `ids` go, settled (delivered or dead): those that were held, with their
     /// destinations.
-    pub fn release(&mut self, ids: &[i64]) -> Vec<(i64, Arc<str>)> {
-        let released: Vec<(i64, Arc<str>)> = ids
+    pub fn release(&mut self, ids: &[i64]) -> Vec<(i64, Lane)> {
+        let released: Vec<(i64, Lane)> = ids
             .iter()
             .filter_map(|id| Some((*id, self.leases.held.remove(id)?)))
             .collect();
         // A settle names one destination's rows: counted down by runs of one destination.
-        for run in released.chunk_by(|(_, a), (_, b)| Arc::ptr_eq(a, b)) {
-            self.leases.mark(&run[0].1).count -= run.len() as u64;
+        for run in released.chunk_by(|(_, a), (_, b)| a == b) {
+            self.leases.mark(run[0].1).count -= run.len() as u64;
         }
         if !released.is_empty() {
             self.undo.push(Undo::Released(released.clone()));
@@ -170,41 +205,50 @@ impl<'l> Ledger<'l> {
 
     /// Lets row `id` go back in line: the next claim of its destination reads from it again.
     pub fn give_back(&mut self, id: i64) {
-        for (id, destination) in self.release(&[id]) {
-            self.lower(&destination, id - 1);
+        for (id, lane) in self.release(&[id]) {
+            self.lower_lane(lane, id - 1);
         }
     }
 
-    fn set_after(&mut self, destination: Arc<str>, after: i64) {
-        let mark = self.leases.mark(&destination);
-        let before = std::mem::replace(&mut mark.after, after);
-        self.undo.push(Undo::After(destination, before));
+    fn set_after(&mut self, lane: Lane, after: i64) {
+        let before = std::mem::replace(&mut self.leases.mark(lane).after, after);
+        self.undo.push(Undo::After(lane, before));
+    }
+
+    fn lower_lane(&mut self, lane: Lane, after: i64) {
+        if self.leases.mark(lane).after > after {
+            self.set_after(lane, after);
+        }
     }
 
     /// Lowers `destination`'s mark to `after` if it is above it.
     pub fn lower(&mut self, destination: &str, after: i64) {
-        let destination = self.leases.interned(destination);
-        if self.leases.mark(&destination).after > after {
-            self.set_after(destination, after);
+        if let Some(lane) = self.leases.find(destination) {
+            self.lower_lane(lane, after);
         }
     }
 
     /// Lowers every destination's mark to `after`.
     pub fn lower_all(&mut self, after: i64) {
-        let names: Vec<Arc<str>> = self.leases.destinations.keys().cloned().collect();
-        for name in names {
-            self.lower(&name, after);
+        for lane in 0..self.leases.destinations.len() {
+            self.lower_lane(lane as Lane, after);
         }
     }
 
     /// The rows of `destination` held, oldest first.
     pub fn held(&self, destination: &str) -> Vec<i64> {
-        self.leases
+        let Some(lane) = self.leases.find(destination) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<i64> = self
+            .leases
             .held
             .iter()
-            .filter(|(_, d)| &***d == destination)
+            .filter(|(_, l)| **l == lane)
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Rows in flight per destination.

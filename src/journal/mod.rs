@@ -19,6 +19,7 @@ pub mod store;
 
 use crate::metrics::METRICS;
 use actix::prelude::*;
+pub use lease::RowMap;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::any::{Any, TypeId};

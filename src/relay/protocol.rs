@@ -216,7 +216,11 @@ pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
 
 /// Appends `s` as a JSON string: copied as it is when nothing in it needs escaping.
 fn json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Every byte is looked at, with no early exit, so that the check runs many bytes at a time.
+    let escaped = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escaped {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
