@@ -482,8 +482,9 @@ pub(super) const PENDING_AFTER: &str =
    FROM outbox o JOIN inbound i ON i.id = o.inbound_id
   WHERE o.state = 0 AND o.destination = ?1 AND o.id > ?2
   ORDER BY o.id";
-/// The keys of a destination whose earliest pending row waits for its retry.
-pub(super) const WAITING_KEYS: &str = "SELECT DISTINCT key FROM outbox
+/// The keys of a destination whose earliest pending row waits for its retry. Not `DISTINCT`:
+/// the caller's set drops repeats, and `DISTINCT` built a temporary b-tree on every claim.
+pub(super) const WAITING_KEYS: &str = "SELECT key FROM outbox
   WHERE state = 0 AND attempts > 0 AND destination = ?1 AND next_attempt_at > ?2";
 pub(super) const DEAD_LETTERS: &str =
     "SELECT o.id, o.destination, o.key, o.attempts, o.last_error, o.updated_at, i.kind, i.event_id
@@ -659,7 +660,7 @@ impl Batch<'_> {
         let from = self.ledger.after(destination);
         let mut read = self.tx.prepare_cached(PENDING_AFTER)?;
         let mut pending = read.query(params![destination, from])?;
-        let (mut rows, mut last, mut skipped) = (Vec::new(), from, None);
+        let (mut rows, mut last, mut skipped) = (Vec::with_capacity(limit.min(1024)), from, None);
         while rows.len() < limit {
             let Some(r) = pending.next()? else { break };
             let id: i64 = r.get(0)?;

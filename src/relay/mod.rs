@@ -327,7 +327,9 @@ impl Link {
         let mut settling: Option<Pending<usize>> = None;
         // When the oldest acknowledged row not yet in a mark arrived.
         let mut unsettled_since: Option<tokio::time::Instant> = None;
-        let chunk = (window / 4).max(1);
+        // Each claim is a round trip to the writer and a read transaction: half a window at a
+        // time, with a window and a half still queued or unacknowledged while it runs.
+        let chunk = (window / 2).max(1);
         let mut topics = TopicCache::default();
         let per_row = self.topics.events("").len();
         let end = loop {
