@@ -156,12 +156,11 @@ impl<'l> Ledger<'l> {
     /// Where a claim of `destination` starts reading: above the mark while rows are held,
     /// from the first row when none is (nothing to step over, and no mark to trust).
     pub fn after(&self, destination: &str) -> i64 {
-        match self.leases.find(destination) {
-            Some(lane) if self.leases.destinations[usize::from(lane)].count > 0 => {
-                self.leases.destinations[usize::from(lane)].after
-            }
-            _ => 0,
-        }
+        self.leases
+            .find(destination)
+            .map(|lane| &self.leases.destinations[usize::from(lane)])
+            .filter(|mark| mark.count > 0)
+            .map_or(0, |mark| mark.after)
     }
 
     /// Notes the file's `data_version` (see [`Leases::saw`]). Not undone with the batch: a

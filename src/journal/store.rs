@@ -763,9 +763,11 @@ impl Batch<'_> {
             Some(id) => self.failed(&[id], error, policy, now)?,
             None => (0, 0),
         };
+        // All of them let go at once, and the next claim reads again from the oldest.
         let held = self.ledger.held(destination);
-        for &id in &held {
-            self.ledger.give_back(id);
+        self.ledger.release(&held);
+        if let Some(first) = held.first() {
+            self.ledger.lower(destination, first - 1);
         }
         Ok((retrying + held.len(), dead))
     }
