@@ -690,8 +690,11 @@ impl Batch<'_> {
     /// Marks rows in flight delivered. Rows not in flight (e.g. dead-lettered and replayed
     /// meanwhile) are left.
     pub fn delivered(&mut self, ids: &[i64], now: i64) -> Result<usize, JournalError> {
+        // `OR FAIL`: nothing set here can break a constraint, and `ABORT`'s statement journal
+        // copied each page the mark touched before changing it. A storage error still rolls
+        // back the whole batch.
         let mut update = self.tx.prepare_cached(
-            "UPDATE outbox SET state = 2, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 0",
+            "UPDATE OR FAIL outbox SET state = 2, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 0",
         )?;
         let held: Vec<i64> = ids
             .iter()

@@ -55,12 +55,14 @@ const AHEAD: usize = 2;
 /// that waits is no risk: a row acknowledged but not yet marked is only sent again.
 const SETTLE_WAIT: Duration = Duration::from_millis(20);
 
-/// The output of `f` if it is ready at once; `None` if it would wait (it is then dropped, as
-/// `select!` drops the branches that lose, and polled afresh on the next turn).
-fn ready<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
+/// What the connection already holds, if anything; `None` if polling would wait (the poll is
+/// then dropped, as `select!` drops the branches that lose, and made afresh on the next turn).
+/// The poll is made in place: it is kilobytes, and handing it to a helper by value copied it
+/// for every event.
+fn ready(el: &mut Connection) -> Option<Result<Happened, mqtt::Lost>> {
+    let poll = std::pin::pin!(el.poll());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
+    match poll.poll(&mut cx) {
         std::task::Poll::Ready(out) => Some(out),
         std::task::Poll::Pending => None,
     }
@@ -357,7 +359,8 @@ impl Link {
             if settling.is_none() && !s.acked.is_empty() && due {
                 unsettled_since = None;
                 poison.forget(&s.acked);
-                settling = Some(self.request(Delivered(std::mem::take(&mut s.acked))));
+                let acked = std::mem::replace(&mut s.acked, Vec::with_capacity(window));
+                settling = Some(self.request(Delivered(acked)));
             }
             tokio::select! {
                 biased;
@@ -397,7 +400,7 @@ impl Link {
                         if ended.is_some() || taken == BURST {
                             break;
                         }
-                        next = ready(el.poll());
+                        next = ready(&mut el);
                     }
                     if let Some(end) = ended {
                         break end;

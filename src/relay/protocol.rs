@@ -15,6 +15,7 @@
 use crate::journal::OutboxRow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::io::Write as _;
 
 /// A version of the topic contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,15 +169,15 @@ pub fn cloud_event_attributes(facility: &str, row: &OutboxRow) -> Vec<(String, S
         ("ce_id".into(), row.event_id.clone()),
         ("ce_type".into(), row.kind.clone()),
         ("ce_source".into(), facility.into()),
-        ("ce_time".into(), occurred_at(row)),
+        ("ce_time".into(), rfc3339_millis(row).to_string()),
     ]
 }
 
 /// The row's time as the envelope's `occurred_at` (RFC 3339, UTC, milliseconds).
-fn occurred_at(row: &OutboxRow) -> String {
+fn rfc3339_millis(row: &OutboxRow) -> humantime::Rfc3339Timestamp {
     let occurred =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.occurred_at.max(0) as u64);
-    humantime::format_rfc3339_millis(occurred).to_string()
+    humantime::format_rfc3339_millis(occurred)
 }
 
 /// The JSON envelope of an outbox row:
@@ -198,7 +199,8 @@ pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
     out.extend_from_slice(b",\"key\":");
     json_string(&mut out, &row.key);
     out.extend_from_slice(b",\"occurred_at\":\"");
-    out.extend_from_slice(occurred_at(row).as_bytes());
+    // Formatted straight into the envelope: writing into a Vec cannot fail.
+    let _ = write!(out, "{}", rfc3339_millis(row));
     out.extend_from_slice(b"\",\"schema\":");
     json_string(&mut out, &row.schema);
     out.extend_from_slice(b",\"payload\":");
