@@ -150,11 +150,11 @@ async fn occupancy_events(journal: &Addr<JournalWriter>) -> Vec<(String, Value)>
     };
     let rows = journal::ask(journal, claim).await.expect("claim");
     rows.into_iter()
-        .filter(|r| r.kind.starts_with("occupancy."))
+        .filter(|r| r.kind().starts_with("occupancy."))
         .map(|r| {
-            assert_eq!(r.key, "device:occupancy");
+            assert_eq!(r.key(), "device:occupancy");
             let payload = serde_json::from_slice(&r.payload).expect("payload is JSON");
-            (r.kind, payload)
+            (r.kind().to_string(), payload)
         })
         .collect()
 }

@@ -147,18 +147,94 @@ pub struct Receipt {
     pub reply: Option<Vec<u8>>,
 }
 
-/// An outbox row handed to a connector for delivery.
-#[derive(Debug, Clone, PartialEq)]
+/// An outbox row handed to a connector for delivery. Its four texts share one allocation: a
+/// drain claims thousands of rows a second on the writer's thread and frees them on the
+/// deliverer's, and an allocation per text was a tenth of the writer's work per event.
+#[derive(Clone, PartialEq)]
 pub struct OutboxRow {
     pub id: i64,
-    pub key: String,
     /// This attempt's number, from 1.
     pub attempts: u32,
-    pub event_id: String,
-    pub kind: String,
-    pub schema: String,
     pub payload: Vec<u8>,
     pub occurred_at: i64,
+    /// `key`, `event_id`, `kind` and `schema`, one after another.
+    texts: Box<str>,
+    /// Where `key`, `event_id` and `kind` end in `texts`.
+    ends: [usize; 3],
+}
+
+/// The texts of an [`OutboxRow`], borrowed while it is built.
+pub struct RowTexts<'a> {
+    pub key: &'a str,
+    pub event_id: &'a str,
+    pub kind: &'a str,
+    pub schema: &'a str,
+}
+
+impl OutboxRow {
+    pub fn new(
+        id: i64,
+        attempts: u32,
+        texts: RowTexts<'_>,
+        payload: Vec<u8>,
+        occurred_at: i64,
+    ) -> OutboxRow {
+        let RowTexts {
+            key,
+            event_id,
+            kind,
+            schema,
+        } = texts;
+        let mut all = String::with_capacity(key.len() + event_id.len() + kind.len() + schema.len());
+        let mut ends = [0; 3];
+        for (end, text) in ends.iter_mut().zip([key, event_id, kind]) {
+            all.push_str(text);
+            *end = all.len();
+        }
+        all.push_str(schema);
+        OutboxRow {
+            id,
+            attempts,
+            payload,
+            occurred_at,
+            texts: all.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// The key whose rows go out in order.
+    pub fn key(&self) -> &str {
+        &self.texts[..self.ends[0]]
+    }
+
+    /// The inbound item's event id.
+    pub fn event_id(&self) -> &str {
+        &self.texts[self.ends[0]..self.ends[1]]
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.texts[self.ends[1]..self.ends[2]]
+    }
+
+    /// The payload's schema name and version.
+    pub fn schema(&self) -> &str {
+        &self.texts[self.ends[2]..]
+    }
+}
+
+impl std::fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("id", &self.id)
+            .field("key", &self.key())
+            .field("attempts", &self.attempts)
+            .field("event_id", &self.event_id())
+            .field("kind", &self.kind())
+            .field("schema", &self.schema())
+            .field("payload", &self.payload)
+            .field("occurred_at", &self.occurred_at)
+            .finish()
+    }
 }
 
 /// An inbound item as the journal keeps it.
@@ -852,16 +928,9 @@ impl JournalWriter {
     /// Starts the writer thread on an opened store and the actor in front of it. The returned
     /// handle finishes after [`Close`] (or once every sender is gone).
     pub fn start(
-        mut store: Store,
+        store: Store,
         settings: Settings,
     ) -> Result<(Addr<JournalWriter>, std::thread::JoinHandle<()>), JournalError> {
-        let recovered = store.recover_in_flight(now_ms())?;
-        if recovered > 0 {
-            tracing::info!(
-                rows = recovered,
-                "rows an older version left in flight put back in line"
-            );
-        }
         let readers = match store
             .reader()
             .and_then(|quick| Ok((quick, store.reader()?)))

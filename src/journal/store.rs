@@ -9,10 +9,11 @@
 use super::chain::{self, AuditRow, Head};
 use super::lease::{Leases, Ledger};
 use super::{
-    DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, Stats,
-    StoredItem,
+    DeadLetter, DestinationStats, JournalError, NewItem, OutboxRow, Receipt, RetryPolicy, RowTexts,
+    Stats, StoredItem,
 };
 use rusqlite::config::DbConfig;
+use rusqlite::types::{FromSqlError, Type};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -31,7 +32,10 @@ const APPLICATION_ID: i32 = 0x43474a31;
 /// Version 10 indexes only the rows still to be sent, in flight or dead: a delivered row, the
 /// bulk of the table, leaves every state index. In-flight and dead rows are few and keyed by id
 /// alone: an index seek that compares an integer costs a tenth of one that compares the
-/// destination's name first, and each row is claimed and marked once per delivery.
+/// destination's name first, and each row is claimed and marked once per delivery. Version 11
+/// drops the in-flight index: rows in flight are held in the writer's memory, not marked in the
+/// table, so the rows a journal of version 10 left so are put back in line (their attempt
+/// still counted), and every delivered mark no longer asks whether to drop a row from it.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbound (
@@ -91,6 +95,13 @@ DROP INDEX outbox_by_state;
 CREATE INDEX outbox_pending ON outbox(destination, id) WHERE state = 0;
 CREATE INDEX outbox_in_flight ON outbox(id) WHERE state = 1;
 CREATE INDEX outbox_dead ON outbox(id) WHERE state = 3;
+"#,
+    r#"
+UPDATE outbox SET state = 0,
+    next_attempt_at = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+    updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER)
+  WHERE state = 1;
+DROP INDEX outbox_in_flight;
 "#,
 ];
 
@@ -406,13 +417,6 @@ impl Store {
         })
     }
 
-    /// Makes every row a journal of schema version 10 or older left in flight pending again:
-    /// such a journal marked rows in flight in the table, and after a stop nothing is in flight
-    /// any more. The attempt that was under way stays counted.
-    pub fn recover_in_flight(&mut self, now: i64) -> Result<usize, JournalError> {
-        Ok(self.conn.execute(RECOVER_IN_FLIGHT, [now])?)
-    }
-
     /// Copies the write-ahead log into the main file and empties it, for a clean shutdown.
     pub fn checkpoint(&self) -> Result<(), JournalError> {
         self.conn
@@ -491,9 +495,6 @@ pub(super) const DEAD_LETTERS: &str =
    FROM outbox o JOIN inbound i ON i.id = o.inbound_id
   WHERE o.state = 3 AND (?1 IS NULL OR o.destination = ?1)
   ORDER BY o.id DESC LIMIT ?2";
-pub(super) const RECOVER_IN_FLIGHT: &str =
-    "UPDATE outbox SET state = 0, next_attempt_at = ?1, updated_at = ?1
-  WHERE id IN (SELECT id FROM outbox WHERE state = 1)";
 /// The oldest pending row is the first queued, whose item's arrival takes two index seeks:
 /// `min(updated_at)` over every pending row read each of them from the table (with a million
 /// rows waiting, 275 ms where counting them takes 90).
@@ -501,8 +502,6 @@ pub(super) const STATE_COUNTS: &str = "SELECT destination, 0, count(*),
         (SELECT i.received_at FROM outbox p JOIN inbound i ON i.id = p.inbound_id
           WHERE p.state = 0 AND p.destination = o.destination ORDER BY p.id LIMIT 1)
    FROM outbox o WHERE state = 0 GROUP BY destination
- UNION ALL
- SELECT destination, 1, count(*), min(updated_at) FROM outbox WHERE state = 1 GROUP BY destination
  UNION ALL
  SELECT destination, 3, count(*), min(updated_at) FROM outbox WHERE state = 3 GROUP BY destination";
 
@@ -668,21 +667,23 @@ impl Batch<'_> {
             if self.ledger.holds(id) {
                 continue;
             }
-            let key: String = r.get(1)?;
-            if !waiting.is_empty() && waiting.contains(&key) {
+            let key = text(r, 1)?;
+            if !waiting.is_empty() && waiting.contains(key) {
                 skipped.get_or_insert(id);
                 continue;
             }
-            rows.push(OutboxRow {
-                id,
+            let texts = RowTexts {
                 key,
-                attempts: r.get::<_, u32>(2)?,
-                event_id: r.get(3)?,
-                kind: r.get(4)?,
-                schema: r.get(5)?,
-                payload: r.get(6)?,
-                occurred_at: r.get(7)?,
-            });
+                event_id: text(r, 3)?,
+                kind: text(r, 4)?,
+                schema: text(r, 5)?,
+            };
+            let payload = r
+                .get_ref(6)?
+                .as_blob()
+                .map_err(|e| column_error(6, Type::Blob, e))?
+                .to_vec();
+            rows.push(OutboxRow::new(id, r.get(2)?, texts, payload, r.get(7)?));
         }
         Ok((rows, skipped.map_or(last, |id| id - 1)))
     }
@@ -862,7 +863,6 @@ impl Batch<'_> {
                     d.pending = n;
                     d.oldest_pending_at = r.get(3)?;
                 }
-                1 => d.in_flight += n,
                 _ => d.dead = n,
             }
         }
@@ -1174,6 +1174,22 @@ pub(super) fn append(conn: &Connection, item: &NewItem, now: i64) -> Result<Rece
         duplicate: false,
         reply: item.reply.clone(),
     })
+}
+
+/// Column `i` of `row` as text, borrowed from the statement: a claim copies it once, into the
+/// row's one allocation for its texts.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| column_error(i, Type::Text, e))
+}
+
+/// What rusqlite's own `get` says of a column it cannot convert.
+fn column_error(i: usize, ty: Type, e: FromSqlError) -> rusqlite::Error {
+    match e {
+        FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(i, String::new(), ty),
+        e => rusqlite::Error::FromSqlConversionFailure(i, ty, Box::new(e)),
+    }
 }
 
 /// The receipt of the item committed first under the same `(source, source_id)`.

@@ -557,12 +557,12 @@ impl Link {
                 continue;
             }
             let properties = (cfg.protocol == Protocol::V5).then(|| mqtt::Properties {
-                expiry_secs: cfg.message_expiry(&row.kind),
+                expiry_secs: cfg.message_expiry(row.kind()),
                 user: protocol::cloud_event_attributes(&self.spawn.facility, &row),
             });
             // Under a migration the row goes out under both contracts' topics, and is delivered
             // once both were acknowledged; the last topic takes the payload itself.
-            let under = topics.of(&self.topics, &row.kind);
+            let under = topics.of(&self.topics, row.kind());
             for (i, topic) in under.iter().enumerate() {
                 let body = if i + 1 == under.len() {
                     std::mem::take(&mut payload)

@@ -166,8 +166,8 @@ pub fn refusal_reason(reason: &str) -> String {
 pub fn cloud_event_attributes(facility: &str, row: &OutboxRow) -> Vec<(String, String)> {
     vec![
         ("ce_specversion".into(), "1.0".into()),
-        ("ce_id".into(), row.event_id.clone()),
-        ("ce_type".into(), row.kind.clone()),
+        ("ce_id".into(), row.event_id().into()),
+        ("ce_type".into(), row.kind().into()),
         ("ce_source".into(), facility.into()),
         ("ce_time".into(), rfc3339_millis(row).to_string()),
     ]
@@ -189,20 +189,21 @@ fn rfc3339_millis(row: &OutboxRow) -> humantime::Rfc3339Timestamp {
 /// relay's hot path, and strings without a character JSON must escape (ids, kinds, times: all
 /// of them in practice) are copied as they are.
 pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
-    let mut out = Vec::with_capacity(160 + row.payload.len() + row.key.len() + row.schema.len());
+    let mut out =
+        Vec::with_capacity(160 + row.payload.len() + row.key().len() + row.schema().len());
     out.extend_from_slice(b"{\"id\":");
-    json_string(&mut out, &row.event_id);
+    json_string(&mut out, row.event_id());
     out.extend_from_slice(b",\"facility\":");
     json_string(&mut out, facility);
     out.extend_from_slice(b",\"kind\":");
-    json_string(&mut out, &row.kind);
+    json_string(&mut out, row.kind());
     out.extend_from_slice(b",\"key\":");
-    json_string(&mut out, &row.key);
+    json_string(&mut out, row.key());
     out.extend_from_slice(b",\"occurred_at\":\"");
     // Formatted straight into the envelope: writing into a Vec cannot fail.
     let _ = write!(out, "{}", rfc3339_millis(row));
     out.extend_from_slice(b"\",\"schema\":");
-    json_string(&mut out, &row.schema);
+    json_string(&mut out, row.schema());
     out.extend_from_slice(b",\"payload\":");
     match std::str::from_utf8(&row.payload)
         .ok()
@@ -451,6 +452,7 @@ pub fn reply(request_id: Option<&str>, result: Result<serde_json::Value, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::RowTexts;
 
     fn check(name: &str, payload: &str) -> Result<Command, String> {
         parse_command(name, payload.as_bytes())
@@ -560,16 +562,18 @@ mod tests {
 
     #[test]
     fn envelope_carries_the_contract_fields() {
-        let row = OutboxRow {
-            id: 1,
-            key: "patient-7".into(),
-            attempts: 1,
-            event_id: "0190c7a8-0000-7000-8000-000000000001".into(),
-            kind: "gateway.started".into(),
-            schema: "clinic-gateway/gateway.started@1".into(),
-            payload: br#"{"version":"0.1.0"}"#.to_vec(),
-            occurred_at: 1_700_000_000_123,
-        };
+        let row = OutboxRow::new(
+            1,
+            1,
+            RowTexts {
+                key: "patient-7",
+                event_id: "0190c7a8-0000-7000-8000-000000000001",
+                kind: "gateway.started",
+                schema: "clinic-gateway/gateway.started@1",
+            },
+            br#"{"version":"0.1.0"}"#.to_vec(),
+            1_700_000_000_123,
+        );
         let v: serde_json::Value =
             serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
         assert_eq!(
@@ -588,25 +592,25 @@ mod tests {
 
     #[test]
     fn envelope_escapes_what_json_must_and_quotes_a_payload_that_is_not_json() {
-        let row = OutboxRow {
-            id: 2,
-            key: "queue:\"A\" \\ b\n".into(),
-            attempts: 1,
-            event_id: "e-2".into(),
-            kind: "test.seq".into(),
-            schema: "s@1".into(),
-            payload: b" {\"n\": [1, 2]} ".to_vec(),
-            occurred_at: 0,
-        };
+        let row = OutboxRow::new(
+            2,
+            1,
+            RowTexts {
+                key: "queue:\"A\" \\ b\n",
+                event_id: "e-2",
+                kind: "test.seq",
+                schema: "s@1",
+            },
+            b" {\"n\": [1, 2]} ".to_vec(),
+            0,
+        );
         let v: serde_json::Value =
             serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
         assert_eq!(v["key"], "queue:\"A\" \\ b\n");
         assert_eq!(v["payload"], serde_json::json!({ "n": [1, 2] }));
         assert_eq!(v["occurred_at"], "1970-01-01T00:00:00.000Z");
-        let not_json = OutboxRow {
-            payload: b"not {json".to_vec(),
-            ..row
-        };
+        let mut not_json = row.clone();
+        not_json.payload = b"not {json".to_vec();
         let v: serde_json::Value =
             serde_json::from_slice(&envelope("clinic-1", &not_json)).expect("json");
         assert_eq!(v["payload"], "not {json");
@@ -614,16 +618,18 @@ mod tests {
 
     #[test]
     fn cloud_event_attributes_match_the_envelope() {
-        let row = OutboxRow {
-            id: 1,
-            key: "patient-7".into(),
-            attempts: 1,
-            event_id: "0190c7a8-0000-7000-8000-000000000001".into(),
-            kind: "queue.checked_in".into(),
-            schema: "clinic-gateway/queue.checked_in@1".into(),
-            payload: br#"{}"#.to_vec(),
-            occurred_at: 1_700_000_000_123,
-        };
+        let row = OutboxRow::new(
+            1,
+            1,
+            RowTexts {
+                key: "patient-7",
+                event_id: "0190c7a8-0000-7000-8000-000000000001",
+                kind: "queue.checked_in",
+                schema: "clinic-gateway/queue.checked_in@1",
+            },
+            br#"{}"#.to_vec(),
+            1_700_000_000_123,
+        );
         let envelope: serde_json::Value =
             serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
         let attributes: std::collections::BTreeMap<String, String> =

@@ -77,7 +77,7 @@ impl Spine {
             .await
             .expect("claim")
             .into_iter()
-            .filter(|row| row.kind == kind)
+            .filter(|row| row.kind() == kind)
             .map(|row| serde_json::from_slice(&row.payload).expect("payload is JSON"))
             .collect()
     }

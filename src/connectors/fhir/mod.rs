@@ -827,7 +827,7 @@ impl Shared {
     /// Delivers one outbox row. Answers whether it is settled (`Ok`) or why it failed, and
     /// whether that is for good.
     async fn deliver(&self, row: &OutboxRow) -> Result<(), (String, bool)> {
-        match row.kind.as_str() {
+        match row.kind() {
             encounter::KIND => self.deliver_encounter(row).await,
             waits::KIND => self.deliver_suggestion(row).await,
             CREATE => self.deliver_created(row).await,

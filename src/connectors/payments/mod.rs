@@ -886,7 +886,7 @@ impl Client {
             let idle = rows.is_empty();
             for row in rows {
                 let id = row.id;
-                let settle = if row.kind == CANCEL {
+                let settle = if row.kind() == CANCEL {
                     self.cancel(&journal, row).await
                 } else {
                     self.place(&journal, row).await
@@ -1018,7 +1018,7 @@ impl Client {
             let Some(processor) = self.config.processor(name).cloned() else {
                 continue;
             };
-            let key = protocol::idempotency_key(&row.event_id, name);
+            let key = protocol::idempotency_key(row.event_id(), name);
             let asked = Asked {
                 key: key.clone(),
                 reference: job.reference.clone(),

@@ -104,7 +104,7 @@ fn a_check_in_commits_its_ticket_with_the_wait_ahead_and_peek_leaves_it_pending(
     assert!(
         peeked
             .iter()
-            .all(|r| r.key == "printer:kiosk-1" && r.kind == "printer.ticket")
+            .all(|r| r.key() == "printer:kiosk-1" && r.kind() == "printer.ticket")
     );
     assert!(!String::from_utf8_lossy(&peeked[0].payload).contains("MRN"));
     let claimed = store
@@ -228,7 +228,7 @@ fn a_due_appointment_is_queued_once_and_takes_its_priority_changes() {
         .with_batch(|b| b.peek("cloud", 100, 100))
         .expect("events")
         .into_iter()
-        .map(|r| r.kind)
+        .map(|r| r.kind().to_string())
         .filter(|k| k.starts_with("queue."))
         .collect();
     assert_eq!(
@@ -462,7 +462,7 @@ fn an_arrival_queues_the_remembered_booking_of_today_once() {
         .with_batch(|b| b.peek("cloud", 100, 100))
         .expect("events")
         .into_iter()
-        .map(|r| r.kind)
+        .map(|r| r.kind().to_string())
         .filter(|k| k.starts_with("queue."))
         .collect();
     assert_eq!(
