@@ -180,41 +180,56 @@ fn rfc3339_millis(row: &OutboxRow) -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_millis(occurred)
 }
 
-/// The JSON envelope of an outbox row:
-/// `{"id","facility","kind","key","occurred_at","schema","payload"}`, in that order. A payload
-/// that is not JSON (it should always be; the journal only takes JSON) is sent as a JSON string
-/// rather than dropped.
-///
-/// Written by hand rather than through a derived `Serialize`: it is built once per event on the
-/// relay's hot path, and strings without a character JSON must escape (ids, kinds, times: all
-/// of them in practice) are copied as they are.
-pub fn envelope(facility: &str, row: &OutboxRow) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(160 + row.payload.len() + row.key().len() + row.schema().len());
-    out.extend_from_slice(b"{\"id\":");
-    json_string(&mut out, row.event_id());
-    out.extend_from_slice(b",\"facility\":");
-    json_string(&mut out, facility);
-    out.extend_from_slice(b",\"kind\":");
-    json_string(&mut out, row.kind());
-    out.extend_from_slice(b",\"key\":");
-    json_string(&mut out, row.key());
-    out.extend_from_slice(b",\"occurred_at\":\"");
-    // Formatted straight into the envelope: writing into a Vec cannot fail.
-    let _ = write!(out, "{}", rfc3339_millis(row));
-    out.extend_from_slice(b"\",\"schema\":");
-    json_string(&mut out, row.schema());
-    out.extend_from_slice(b",\"payload\":");
-    match std::str::from_utf8(&row.payload)
-        .ok()
-        .filter(|text| serde_json::from_str::<&RawValue>(text).is_ok())
-    {
-        // Validated JSON goes in as it is, like a `RawValue`.
-        Some(text) => out.extend_from_slice(text.trim().as_bytes()),
-        None => json_string(&mut out, &String::from_utf8_lossy(&row.payload)),
+/// The JSON envelopes of one facility's events, its name written as JSON once rather than for
+/// every event.
+pub struct Envelopes {
+    facility: Vec<u8>,
+}
+
+impl Envelopes {
+    pub fn new(facility: &str) -> Envelopes {
+        let mut json = Vec::new();
+        json_string(&mut json, facility);
+        Envelopes { facility: json }
     }
-    out.push(b'}');
-    out
+
+    /// The envelope of an outbox row:
+    /// `{"id","facility","kind","key","occurred_at","schema","payload"}`, in that order. A
+    /// payload that is not JSON (it should always be; the journal only takes JSON) is sent as a
+    /// JSON string rather than dropped.
+    ///
+    /// Written by hand rather than through a derived `Serialize`: it is built once per event on
+    /// the relay's hot path, and strings without a character JSON must escape (ids, kinds,
+    /// times: all of them in practice) are copied as they are.
+    pub fn of(&self, row: &OutboxRow) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            160 + self.facility.len() + row.payload.len() + row.key().len() + row.schema().len(),
+        );
+        out.extend_from_slice(b"{\"id\":");
+        json_string(&mut out, row.event_id());
+        out.extend_from_slice(b",\"facility\":");
+        out.extend_from_slice(&self.facility);
+        out.extend_from_slice(b",\"kind\":");
+        json_string(&mut out, row.kind());
+        out.extend_from_slice(b",\"key\":");
+        json_string(&mut out, row.key());
+        out.extend_from_slice(b",\"occurred_at\":\"");
+        // Formatted straight into the envelope: writing into a Vec cannot fail.
+        let _ = write!(out, "{}", rfc3339_millis(row));
+        out.extend_from_slice(b"\",\"schema\":");
+        json_string(&mut out, row.schema());
+        out.extend_from_slice(b",\"payload\":");
+        match std::str::from_utf8(&row.payload)
+            .ok()
+            .filter(|text| serde_json::from_str::<&RawValue>(text).is_ok())
+        {
+            // Validated JSON goes in as it is, like a `RawValue`.
+            Some(text) => out.extend_from_slice(text.trim().as_bytes()),
+            None => json_string(&mut out, &String::from_utf8_lossy(&row.payload)),
+        }
+        out.push(b'}');
+        out
+    }
 }
 
 /// Appends `s` as a JSON string: copied as it is when nothing in it needs escaping.
@@ -575,7 +590,7 @@ mod tests {
             1_700_000_000_123,
         );
         let v: serde_json::Value =
-            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+            serde_json::from_slice(&Envelopes::new("clinic-1").of(&row)).expect("json");
         assert_eq!(
             v,
             serde_json::json!({
@@ -605,14 +620,14 @@ mod tests {
             0,
         );
         let v: serde_json::Value =
-            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+            serde_json::from_slice(&Envelopes::new("clinic-1").of(&row)).expect("json");
         assert_eq!(v["key"], "queue:\"A\" \\ b\n");
         assert_eq!(v["payload"], serde_json::json!({ "n": [1, 2] }));
         assert_eq!(v["occurred_at"], "1970-01-01T00:00:00.000Z");
         let mut not_json = row.clone();
         not_json.payload = b"not {json".to_vec();
         let v: serde_json::Value =
-            serde_json::from_slice(&envelope("clinic-1", &not_json)).expect("json");
+            serde_json::from_slice(&Envelopes::new("clinic-1").of(&not_json)).expect("json");
         assert_eq!(v["payload"], "not {json");
     }
 
@@ -631,7 +646,7 @@ mod tests {
             1_700_000_000_123,
         );
         let envelope: serde_json::Value =
-            serde_json::from_slice(&envelope("clinic-1", &row)).expect("json");
+            serde_json::from_slice(&Envelopes::new("clinic-1").of(&row)).expect("json");
         let attributes: std::collections::BTreeMap<String, String> =
             cloud_event_attributes("clinic-1", &row)
                 .into_iter()
