@@ -214,7 +214,8 @@ impl Envelopes {
         out.extend_from_slice(b",\"key\":");
         json_string(&mut out, row.key());
         out.extend_from_slice(b",\"occurred_at\":\"");
-        // Formatted straight into the envelope: writing into a Vec cannot fail.
+        // Formatted straight into the envelope. It cannot fail: writing into a Vec does not,
+        // and every time the journal holds was read by humantime or taken from the clock.
         let _ = write!(out, "{}", rfc3339_millis(row));
         out.extend_from_slice(b"\",\"schema\":");
         json_string(&mut out, row.schema());
