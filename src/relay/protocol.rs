@@ -15,7 +15,6 @@
 use crate::journal::OutboxRow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::io::Write as _;
 
 /// A version of the topic contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,15 +168,54 @@ pub fn cloud_event_attributes(facility: &str, row: &OutboxRow) -> Vec<(String, S
         ("ce_id".into(), row.event_id().into()),
         ("ce_type".into(), row.kind().into()),
         ("ce_source".into(), facility.into()),
-        ("ce_time".into(), rfc3339_millis(row).to_string()),
+        (
+            "ce_time".into(),
+            String::from_utf8_lossy(&rfc3339_millis(row.occurred_at)).into_owned(),
+        ),
     ]
 }
 
-/// The row's time as the envelope's `occurred_at` (RFC 3339, UTC, milliseconds).
-fn rfc3339_millis(row: &OutboxRow) -> humantime::Rfc3339Timestamp {
-    let occurred =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(row.occurred_at.max(0) as u64);
-    humantime::format_rfc3339_millis(occurred)
+/// A journal time as the envelope's `occurred_at`: RFC 3339, UTC, milliseconds
+/// (`2026-12-04T09:30:00.123Z`), a time before 1970 as 1970's first millisecond and one after
+/// 9999 as 9999's last (RFC 3339 has four-digit years). Written by hand (Howard Hinnant's
+/// `civil_from_days`): humantime's formatter through `fmt` was a sixth of the envelope's work,
+/// and failed beyond 9999. The tests hold it to humantime's output.
+fn rfc3339_millis(ms: i64) -> [u8; 24] {
+    const LAST: i64 = 253_402_300_799_999;
+    let ms = ms.clamp(0, LAST);
+    let (days, in_day) = (ms / 86_400_000, ms % 86_400_000);
+    // Days from 0000-03-01, so that a leap day ends its year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_based = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_based + 2) / 5 + 1;
+    let month = if march_based < 10 {
+        march_based + 3
+    } else {
+        march_based - 9
+    };
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    for (at, width, value) in [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, in_day / 3_600_000),
+        (14, 2, in_day / 60_000 % 60),
+        (17, 2, in_day / 1_000 % 60),
+        (20, 3, in_day % 1_000),
+    ] {
+        let mut v = value;
+        for digit in out[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    out
 }
 
 /// The JSON envelopes of one facility's events, its name written as JSON once rather than for
@@ -214,9 +252,7 @@ impl Envelopes {
         out.extend_from_slice(b",\"key\":");
         json_string(&mut out, row.key());
         out.extend_from_slice(b",\"occurred_at\":\"");
-        // Formatted straight into the envelope. It cannot fail: writing into a Vec does not,
-        // and every time the journal holds was read by humantime or taken from the clock.
-        let _ = write!(out, "{}", rfc3339_millis(row));
+        out.extend_from_slice(&rfc3339_millis(row.occurred_at));
         out.extend_from_slice(b"\",\"schema\":");
         json_string(&mut out, row.schema());
         out.extend_from_slice(b",\"payload\":");
@@ -630,6 +666,32 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&Envelopes::new("clinic-1").of(&not_json)).expect("json");
         assert_eq!(v["payload"], "not {json");
+    }
+
+    #[test]
+    fn times_read_as_humantime_writes_them_and_stay_within_rfc_3339() {
+        let humantime = |ms: i64| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+            humantime::format_rfc3339_millis(at).to_string()
+        };
+        let ours = |ms: i64| String::from_utf8(rfc3339_millis(ms).to_vec()).expect("ASCII");
+        // Every day from 1970 to 2500 at a time that moves through the day, and the last
+        // millisecond of each: month ends, leap days, the century years.
+        for day in 0..(530 * 366) {
+            let start = day * 86_400_000;
+            for ms in [start + (day * 7_919_123) % 86_400_000, start + 86_399_999] {
+                assert_eq!(ours(ms), humantime(ms), "{ms}");
+            }
+        }
+        let mut ms: i64 = 1;
+        for _ in 0..100_000 {
+            ms = (ms.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1)) & 0xffff_ffff_ffff;
+            let ms = ms % 253_402_300_800_000;
+            assert_eq!(ours(ms), humantime(ms), "{ms}");
+        }
+        assert_eq!(ours(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(ours(253_402_300_800_000), "9999-12-31T23:59:59.999Z");
+        assert_eq!(ours(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
