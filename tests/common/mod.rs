@@ -134,17 +134,36 @@ pub fn start_until_ready(
             let _ = tx.send(line);
         }
     });
+    // Each line seen is kept with when it came, so that a peer that stalls shows where.
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) if line.starts_with(ready) => return (child, rx),
-            Ok(line) => seen.push(line),
-            Err(_) => {
+            Ok(line) => seen.push(format!("{:>6} ms  {line}", started.elapsed().as_millis())),
+            Err(e) => {
+                let why = match e {
+                    mpsc::RecvTimeoutError::Timeout => {
+                        "nothing said it was ready within 60 s".into()
+                    }
+                    // A peer whose output closed has usually exited: its status, once the
+                    // kernel has it (bounded, as it may also run on without output).
+                    mpsc::RecvTimeoutError::Disconnected => (0..100)
+                        .find_map(|_| match child.try_wait() {
+                            Ok(Some(status)) => Some(format!("it exited ({status})")),
+                            Ok(None) => {
+                                std::thread::sleep(Duration::from_millis(10));
+                                None
+                            }
+                            Err(_) => Some("it closed its output".into()),
+                        })
+                        .unwrap_or_else(|| "it closed its output and runs on".into()),
+                };
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "{what} did not become ready (scripts/test-deps.sh installs tests/peers/requirements.txt): {}",
+                    "{what} did not become ready: {why} (scripts/test-deps.sh installs the test peers); its output:\n{}",
                     seen.join("\n")
                 );
             }

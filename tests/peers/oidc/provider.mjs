@@ -11,7 +11,8 @@
 // - POST /_peer/tamper with body `nonce` or `signature` spoils the next ID token the token
 //   endpoint issues: another nonce (signed with the provider's own key), or the right claims
 //   signed by a second key under the provider's key id.
-// - It prints "listening http://127.0.0.1:P" on stderr once the port is bound.
+// - It prints "listening http://127.0.0.1:P" on stderr once the port is bound, and a line before
+//   each step of its start, so that a start that stalls shows where.
 import { createSign, generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -25,8 +26,10 @@ function rsaKey() {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   return privateKey;
 }
+console.error('generating keys');
 const signing = rsaKey();
 const forger = rsaKey();
+console.error('building the provider');
 
 const accounts = settings.accounts;
 const provider = new Provider(issuer, {
@@ -118,6 +121,7 @@ provider.use(async (ctx, next) => {
   }
 });
 
+console.error('binding');
 createServer(provider.callback()).listen(settings.port, '127.0.0.1', () => {
   console.error(`listening ${issuer}`);
 });
