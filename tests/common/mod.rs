@@ -143,25 +143,20 @@ pub fn start_until_ready(
             Ok(line) if line.starts_with(ready) => return (child, rx),
             Ok(line) => seen.push(format!("{:>6} ms  {line}", started.elapsed().as_millis())),
             Err(e) => {
+                // Killed and reaped: a peer that had exited keeps its own status, one still
+                // running shows the kill.
+                let _ = child.kill();
+                let status = child
+                    .wait()
+                    .map_or_else(|e| format!("unknown: {e}"), |s| s.to_string());
                 let why = match e {
                     mpsc::RecvTimeoutError::Timeout => {
-                        "nothing said it was ready within 60 s".into()
+                        format!("nothing said it was ready within 60 s ({status})")
                     }
-                    // A peer whose output closed has usually exited: its status, once the
-                    // kernel has it (bounded, as it may also run on without output).
-                    mpsc::RecvTimeoutError::Disconnected => (0..100)
-                        .find_map(|_| match child.try_wait() {
-                            Ok(Some(status)) => Some(format!("it exited ({status})")),
-                            Ok(None) => {
-                                std::thread::sleep(Duration::from_millis(10));
-                                None
-                            }
-                            Err(_) => Some("it closed its output".into()),
-                        })
-                        .unwrap_or_else(|| "it closed its output and runs on".into()),
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        format!("its output ended ({status})")
+                    }
                 };
-                let _ = child.kill();
-                let _ = child.wait();
                 panic!(
                     "{what} did not become ready: {why} (scripts/test-deps.sh installs the test peers); its output:\n{}",
                     seen.join("\n")
