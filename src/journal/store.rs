@@ -13,7 +13,7 @@ use super::{
     Stats, StoredItem,
 };
 use rusqlite::config::DbConfig;
-use rusqlite::types::{FromSqlError, Type};
+use rusqlite::types::{FromSqlError, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -678,11 +678,7 @@ impl Batch<'_> {
                 kind: text(r, 4)?,
                 schema: text(r, 5)?,
             };
-            let payload = r
-                .get_ref(6)?
-                .as_blob()
-                .map_err(|e| column_error(6, Type::Blob, e))?
-                .to_vec();
+            let payload = blob(r, 6)?.to_vec();
             rows.push(OutboxRow::new(id, r.get(2)?, texts, payload, r.get(7)?));
         }
         Ok((rows, skipped.map_or(last, |id| id - 1)))
@@ -1179,16 +1175,32 @@ pub(super) fn append(conn: &Connection, item: &NewItem, now: i64) -> Result<Rece
 /// Column `i` of `row` as text, borrowed from the statement: a claim copies it once, into the
 /// row's one allocation for its texts.
 fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
-    row.get_ref(i)?
-        .as_str()
-        .map_err(|e| column_error(i, Type::Text, e))
+    let value = row.get_ref(i)?;
+    value.as_str().map_err(|e| column_error(row, i, value, e))
 }
 
-/// What rusqlite's own `get` says of a column it cannot convert.
-fn column_error(i: usize, ty: Type, e: FromSqlError) -> rusqlite::Error {
+/// Column `i` of `row` as a blob, borrowed from the statement.
+fn blob<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r [u8]> {
+    let value = row.get_ref(i)?;
+    value.as_blob().map_err(|e| column_error(row, i, value, e))
+}
+
+/// What rusqlite's own `Row::get` says of a column it cannot convert (its `From` for these
+/// errors knows neither the column nor its type).
+fn column_error(
+    row: &rusqlite::Row<'_>,
+    i: usize,
+    value: ValueRef<'_>,
+    e: FromSqlError,
+) -> rusqlite::Error {
     match e {
-        FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(i, String::new(), ty),
-        e => rusqlite::Error::FromSqlConversionFailure(i, ty, Box::new(e)),
+        FromSqlError::InvalidType => rusqlite::Error::InvalidColumnType(
+            i,
+            row.as_ref().column_name(i).unwrap_or_default().to_string(),
+            value.data_type(),
+        ),
+        FromSqlError::Utf8Error(e) => rusqlite::Error::Utf8Error(i, e),
+        e => rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e)),
     }
 }
 

@@ -215,6 +215,27 @@ fn rows_in_flight_at_a_crash_are_handed_out_again() {
 }
 
 #[test]
+fn a_row_whose_columns_are_not_what_the_journal_wrote_is_refused_by_name() {
+    for (spoil, column, found) in [
+        ("UPDATE inbound SET kind = X'FF'", "kind", "Blob"),
+        ("UPDATE inbound SET payload = 'text'", "payload", "Text"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.db");
+        let mut s = open(&path);
+        check_append(&mut s, &["a"]);
+        let conn = rusqlite::Connection::open(&path).expect("reopen");
+        conn.execute(spoil, []).expect("spoil the row");
+        drop(conn);
+        let claimed = s.with_batch(|b| b.claim("cloud", 1, 1_000));
+        let Err(JournalError::Sqlite(e)) = claimed else {
+            panic!("{column} read as it was: {claimed:?}");
+        };
+        assert!(e.contains(column) && e.contains(found), "{e}");
+    }
+}
+
+#[test]
 fn a_claim_reads_from_its_mark_and_every_row_put_back_below_it_is_read_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = open(&dir.path().join("j.db"));
