@@ -36,6 +36,10 @@ const APPLICATION_ID: i32 = 0x43474a31;
 /// drops the in-flight index: rows in flight are held in the writer's memory, not marked in the
 /// table, so the rows a journal of version 10 left so are put back in line (their attempt
 /// still counted), and every delivered mark no longer asks whether to drop a row from it.
+/// Version 12 writes a delivered row's state as 1 (in flight's old number, free since 11), not
+/// 2: SQLite stores 0 and 1 in no bytes and 2 in one, so a row marked delivered kept its size
+/// and was rewritten in place, where a record a byte longer was cut out of its page and put
+/// back, a tenth of the mark's work.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbound (
@@ -103,6 +107,7 @@ UPDATE outbox SET state = 0,
   WHERE state = 1;
 DROP INDEX outbox_in_flight;
 "#,
+    "UPDATE outbox SET state = 1 WHERE state = 2;",
 ];
 
 /// Statements kept prepared: more than the distinct statements the domains run (about 200).
@@ -144,12 +149,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// What the operator is told whenever an existing journal cannot be used.
 const LEFT_UNTOUCHED: &str = "the file is left untouched: move it aside and restore it from backup, or start with an empty journal";
 
-/// Name of a stored outbox state: 0 pending, 1 in flight, 2 delivered, 3 dead.
+/// Name of a stored outbox state: 0 pending, 1 delivered, 3 dead (2 was delivered until
+/// version 12).
 fn state_name(v: i64) -> &'static str {
     match v {
         0 => "pending",
-        1 => "in_flight",
-        2 => "delivered",
+        1 => "delivered",
         _ => "dead",
     }
 }
@@ -691,7 +696,7 @@ impl Batch<'_> {
         // copied each page the mark touched before changing it. A storage error still rolls
         // back the whole batch.
         let mut update = self.tx.prepare_cached(
-            "UPDATE OR FAIL outbox SET state = 2, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 0",
+            "UPDATE OR FAIL outbox SET state = 1, last_error = NULL, updated_at = ?3 WHERE id BETWEEN ?1 AND ?2 AND state = 0",
         )?;
         let held: Vec<i64> = ids
             .iter()
@@ -889,7 +894,7 @@ impl Batch<'_> {
     pub fn prune(&mut self, cutoff: i64, limit: usize) -> Result<usize, JournalError> {
         let outbox = self.tx.execute(
             "DELETE FROM outbox WHERE id IN (
-                 SELECT id FROM outbox WHERE state = 2 AND updated_at < ?1 ORDER BY id LIMIT ?2)",
+                 SELECT id FROM outbox WHERE state = 1 AND updated_at < ?1 ORDER BY id LIMIT ?2)",
             params![cutoff, limit as i64],
         )?;
         if outbox > 0 {
@@ -932,7 +937,7 @@ impl Batch<'_> {
             })
             .optional()?
             .map(|state| match state {
-                0 if self.ledger.holds(id) => state_name(1),
+                0 if self.ledger.holds(id) => "in_flight",
                 state => state_name(state),
             }))
     }

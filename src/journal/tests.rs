@@ -215,6 +215,29 @@ fn rows_in_flight_at_a_crash_are_handed_out_again() {
 }
 
 #[test]
+fn rows_an_older_journal_marked_delivered_stay_delivered_and_are_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let mut s = open(&path);
+    check_append(&mut s, &["a", "b"]);
+    claimed_keys(&mut s, 1_000);
+    s.with_batch(|b| b.delivered(&[1], 1_000)).expect("mark");
+    drop(s);
+    // A journal of schema version 11 wrote delivered as 2.
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    conn.execute_batch("UPDATE outbox SET state = 2 WHERE state = 1; PRAGMA user_version = 11;")
+        .expect("an older journal's delivered row");
+    drop(conn);
+    let mut s = open(&path);
+    let states: Vec<_> = (1..=2)
+        .map(|id| s.with_batch(|b| b.row_state(id)).expect("state"))
+        .collect();
+    assert_eq!(states, [Some("delivered"), Some("pending")]);
+    let pruned = s.with_batch(|b| b.prune(5_000, 100)).expect("prune");
+    assert_eq!(pruned, 2, "the delivered outbox row and its inbound item");
+    assert_eq!(claimed_keys(&mut s, 1_000).len(), 1, "the pending row kept");
+}
+#[test]
 fn a_row_whose_columns_are_not_what_the_journal_wrote_is_refused_by_name() {
     for (spoil, column, found) in [
         ("UPDATE inbound SET kind = X'FF'", "kind", "Blob"),
