@@ -131,6 +131,7 @@ fn bench_append_probe(dir: &Path, producers: usize) -> f64 {
         )
         .expect("pragmas");
         let mut batch = Vec::with_capacity(4096);
+        let mut numbers = std::collections::HashMap::new();
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < 4096 {
@@ -164,13 +165,26 @@ fn bench_append_probe(dir: &Path, producers: usize) -> f64 {
                 let id = t.last_insert_rowid();
                 let mut outbox = t
                     .prepare_cached(
-                        "INSERT INTO outbox (inbound_id, destination, key, state, next_attempt_at, updated_at)
-                         VALUES (?1, ?2, ?3, 0, ?4, ?4)",
+                        "INSERT INTO outbox (inbound_id, destination, destination_no, key, state, next_attempt_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
                     )
                     .expect("prepare");
                 for d in &item.destinations {
+                    let no = *numbers.entry(d.clone()).or_insert_with(|| {
+                        t.execute(
+                            "INSERT OR IGNORE INTO outbox_destination (name) VALUES (?1)",
+                            [d],
+                        )
+                        .expect("destination");
+                        t.query_row(
+                            "SELECT no FROM outbox_destination WHERE name = ?1",
+                            [d],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .expect("number")
+                    });
                     outbox
-                        .execute(params![id, d, item.key, now])
+                        .execute(params![id, d, no, item.key, now])
                         .expect("outbox");
                 }
                 ids.push(id);

@@ -491,6 +491,7 @@ impl<W: Work> Runnable for Pending<W> {
 /// What a domain's work sees of the batch's transaction.
 pub struct Tx<'t> {
     conn: &'t rusqlite::Connection,
+    numbers: &'t store::Numbers,
     now: i64,
     woken: BTreeSet<String>,
     appended: u64,
@@ -499,9 +500,15 @@ pub struct Tx<'t> {
 }
 
 impl<'t> Tx<'t> {
-    fn new(conn: &'t rusqlite::Connection, now: i64, extensions: &'t Extensions) -> Tx<'t> {
+    fn new(
+        conn: &'t rusqlite::Connection,
+        numbers: &'t store::Numbers,
+        now: i64,
+        extensions: &'t Extensions,
+    ) -> Tx<'t> {
         Tx {
             conn,
+            numbers,
             now,
             woken: BTreeSet::new(),
             appended: 0,
@@ -523,7 +530,7 @@ impl<'t> Tx<'t> {
     /// Commits an item with its outbox rows, as [`Append`] does (a resend of the same source
     /// id gets the first receipt); its destinations are woken after the commit.
     pub fn append(&mut self, item: &NewItem, now: i64) -> Result<Receipt, JournalError> {
-        let receipt = store::append(self.conn, item, now)?;
+        let receipt = store::append(self.conn, self.numbers, item, now)?;
         if !receipt.duplicate {
             self.appended += 1;
             self.woken.extend(item.destinations.iter().cloned());
@@ -1501,7 +1508,7 @@ impl Writer {
                             continue;
                         }
                     };
-                    let mut work = Tx::new(&savepoint, now, &self.extensions);
+                    let mut work = Tx::new(&savepoint, savepoint.numbers(), now, &self.extensions);
                     // A work that panics (a bug) is refused alone, like one that failed: its
                     // requester is told the journal closed, its savepoint is rolled back, and
                     // the rest of the batch and every later request go on.

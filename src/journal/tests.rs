@@ -185,6 +185,15 @@ fn resend_of_a_source_id_gets_the_first_receipt() {
     assert_eq!(claimed_keys(&mut s, 10).len(), 1, "processed once");
 }
 
+/// A journal back as version 11 wrote it: delivered rows in state 2, the pending ones indexed
+/// by their destination's name, no destination numbers.
+const BACK_TO_VERSION_11: &str = "DROP INDEX outbox_pending;
+    ALTER TABLE outbox DROP COLUMN destination_no;
+    DROP TABLE outbox_destination;
+    CREATE INDEX outbox_pending ON outbox(destination, id) WHERE state = 0;
+    UPDATE outbox SET state = 2 WHERE state = 1;
+    PRAGMA user_version = 11;";
+
 #[test]
 fn rows_in_flight_at_a_crash_are_handed_out_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -196,6 +205,7 @@ fn rows_in_flight_at_a_crash_are_handed_out_again() {
     drop(s);
     // A journal of schema version 10 marked rows in flight in the table: one left so.
     let conn = rusqlite::Connection::open(&path).expect("reopen");
+    conn.execute_batch(BACK_TO_VERSION_11).expect("version 11");
     conn.execute_batch(
         "CREATE INDEX outbox_in_flight ON outbox(id) WHERE state = 1;
          UPDATE outbox SET state = 1, attempts = 1 WHERE id = 3;
@@ -215,28 +225,111 @@ fn rows_in_flight_at_a_crash_are_handed_out_again() {
 }
 
 #[test]
-fn rows_an_older_journal_marked_delivered_stay_delivered_and_are_pruned() {
+fn an_older_journals_rows_keep_their_states_and_destinations() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
     let mut s = open(&path);
-    check_append(&mut s, &["a", "b"]);
-    claimed_keys(&mut s, 1_000);
-    s.with_batch(|b| b.delivered(&[1], 1_000)).expect("mark");
+    s.with_batch(|b| {
+        for key in ["a", "b"] {
+            let mut item = item(key, None);
+            item.destinations = vec!["ehr".into(), "cloud".into()];
+            b.append(&item, 1_000)?;
+        }
+        Ok(())
+    })
+    .expect("append");
+    // Rows 1 and 3 are ehr's, 2 and 4 the cloud's; the cloud's first delivered.
+    let cloud = s.with_batch(|b| b.claim("cloud", 1, 1_000)).expect("claim");
+    s.with_batch(|b| b.delivered(&[cloud[0].id], 1_000))
+        .expect("mark");
     drop(s);
-    // A journal of schema version 11 wrote delivered as 2.
     let conn = rusqlite::Connection::open(&path).expect("reopen");
-    conn.execute_batch("UPDATE outbox SET state = 2 WHERE state = 1; PRAGMA user_version = 11;")
+    conn.execute_batch(BACK_TO_VERSION_11)
         .expect("an older journal's delivered row");
     drop(conn);
     let mut s = open(&path);
-    let states: Vec<_> = (1..=2)
+    let states: Vec<_> = (1..=4)
         .map(|id| s.with_batch(|b| b.row_state(id)).expect("state"))
         .collect();
-    assert_eq!(states, [Some("delivered"), Some("pending")]);
+    assert_eq!(
+        states,
+        [
+            Some("pending"),
+            Some("delivered"),
+            Some("pending"),
+            Some("pending")
+        ]
+    );
+    let stats = s
+        .with_batch(|b| b.stats(u64::MAX, &BTreeMap::new()))
+        .expect("stats");
+    let pending: Vec<_> = stats
+        .destinations
+        .iter()
+        .map(|(d, s)| (d.as_str(), s.pending))
+        .collect();
+    assert_eq!(pending, [("cloud", 1), ("ehr", 2)]);
+    let ids = |s: &mut Store, destination| {
+        s.with_batch(|b| b.claim(destination, 10, 1_000))
+            .expect("claim")
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&mut s, "ehr"), [1, 3]);
+    assert_eq!(ids(&mut s, "cloud"), [4]);
+    // A destination first seen after the migration is numbered after the older ones.
+    let mut item = item("c", None);
+    item.destinations = vec!["lab".into(), "cloud".into()];
+    s.with_batch(|b| b.append(&item, 1_000)).expect("append");
+    assert_eq!(ids(&mut s, "lab"), [5]);
+    assert_eq!(ids(&mut s, "cloud"), [6]);
     let pruned = s.with_batch(|b| b.prune(5_000, 100)).expect("prune");
-    assert_eq!(pruned, 2, "the delivered outbox row and its inbound item");
-    assert_eq!(claimed_keys(&mut s, 1_000).len(), 1, "the pending row kept");
+    assert_eq!(pruned, 1, "the delivered outbox row");
 }
+
+#[test]
+fn a_destination_numbered_in_work_rolled_back_is_numbered_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = open(&dir.path().join("j.db"));
+    let to = |key: &str, destination: &str| NewItem {
+        destinations: vec![destination.into()],
+        ..item(key, None)
+    };
+    let extensions = Extensions::default();
+    let rolled_back: Result<(), JournalError> = s.with_batch(|b| {
+        b.append(&to("a", "lab"), 1_000)?;
+        Err(JournalError::Rejected("rolled back".into()))
+    });
+    assert!(rolled_back.is_err());
+    s.with_batch(|b| {
+        {
+            let work = b.savepoint()?;
+            Tx::new(&work, work.numbers(), 1_000, &extensions)
+                .append(&to("b", "pharmacy"), 1_000)?;
+        }
+        b.append(&to("c", "cloud"), 1_000).map(drop)
+    })
+    .expect("the savepoint rolled back, the batch committed");
+    s.with_batch(|b| {
+        b.append(&to("d", "lab"), 1_000)?;
+        b.append(&to("e", "pharmacy"), 1_000)?;
+        b.append(&to("f", "cloud"), 1_000).map(drop)
+    })
+    .expect("append");
+    for (destination, keys) in [
+        ("lab", ["d"].as_slice()),
+        ("pharmacy", &["e"]),
+        ("cloud", &["c", "f"]),
+    ] {
+        let claimed = s
+            .with_batch(|b| b.claim(destination, 10, 1_000))
+            .expect("claim");
+        let claimed: Vec<&str> = claimed.iter().map(|r| r.key()).collect();
+        assert_eq!(claimed, keys, "{destination}");
+    }
+}
+
 #[test]
 fn a_row_whose_columns_are_not_what_the_journal_wrote_is_refused_by_name() {
     for (spoil, column, found) in [
@@ -613,6 +706,7 @@ fn migration_chains_the_audit_rows_of_an_older_journal_in_id_order() {
     drop(open(&path));
     // Back to the journal as version 8 wrote it: audit rows without hashes.
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute_batch(BACK_TO_VERSION_11).expect("version 11");
     conn.execute_batch(
         "ALTER TABLE audit DROP COLUMN prev_hash;
          ALTER TABLE audit DROP COLUMN hash;
