@@ -21,6 +21,9 @@
 //! `BENCH_PART=fill|relay|probe` runs one part alone (the backlog written; written and drained;
 //! the probe), for counting instructions per event under `valgrind --tool=callgrind` on a busy
 //! machine, where wall-clock figures mean little: relay − fill and probe, each over the events.
+//! The relay and probe parts also print each thread's user and system time per event (in a
+//! drain, the relay's thread beside the journal writer's; rumqttc's one `writev` per publish is
+//! system time, the probe's as much as the relay's).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -38,6 +41,7 @@ use clinic_gateway::supervisor::{StartChild, StopAll, Supervisor, SupervisorConf
 use common::nats::Nats;
 use common::rabbit::Rabbit;
 use shared::{item, settings};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -132,7 +136,7 @@ fn protocol() -> Protocol {
 /// The relay, as the daemon supervises it, draining `store` to `target`: events per second
 /// until every row is marked delivered on its PUBACK, and the CPU it took per event (this
 /// process's: the relay, the journal writer and the actors between them).
-fn drain(store: Store, target: &Target, total: usize) -> (f64, Duration) {
+fn drain(store: Store, target: &Target, total: usize) -> (f64, Used) {
     let relay = RelayConfig {
         host: "127.0.0.1".into(),
         port: target.port,
@@ -192,14 +196,14 @@ fn drain(store: Store, target: &Target, total: usize) -> (f64, Duration) {
             );
         }
         let start = Instant::now();
-        let cpu = usage::cpu(std::process::id());
+        let cpu = Used::since_now();
         // The two actor-state events ride along with the backlog.
         while METRICS.relay_published.get() - before < total as u64 {
             actix_rt::time::sleep(Duration::from_millis(5)).await;
             assert!(start.elapsed() < Duration::from_secs(1800), "drain stalled");
         }
         let rate = total as f64 / start.elapsed().as_secs_f64();
-        let cpu = (usage::cpu(std::process::id()) - cpu) / total as u32;
+        let cpu = cpu.per_event(total);
         // The next broker's run starts with no relay of this one still connected.
         sup.send(StopAll).await.expect("stop the relay");
         let _ = journal::ask(&journal, journal::Close).await;
@@ -218,13 +222,13 @@ fn micros(d: Duration) -> f64 {
 /// relay's command subscription, as every gateway's connection does: RabbitMQ then routes each
 /// publish against that binding, which made the same publisher 15-25 % slower there than to a
 /// broker with no binding at all.
-fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Duration) {
+fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Used) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let cpu = usage::cpu(std::process::id());
+    let cpu = Used::since_now();
     let rate = runtime.block_on(async move {
         let mut options = MqttOptions::new("bench-probe", "127.0.0.1", target.port);
         options.set_inflight(WINDOW);
@@ -277,7 +281,76 @@ fn probe(target: &Target, total: usize, subscribed: bool) -> (f64, Duration) {
         publisher.await.expect("publisher");
         total as f64 / start.expect("published").elapsed().as_secs_f64()
     });
-    (rate, (usage::cpu(std::process::id()) - cpu) / total as u32)
+    (rate, cpu.per_event(total))
+}
+
+/// The CPU this process used per event, in all and by thread (user and system time), counted
+/// from [`since_now`](Self::since_now).
+struct Used {
+    total: Duration,
+    threads: BTreeMap<String, [Duration; 2]>,
+}
+
+impl Used {
+    fn since_now() -> Used {
+        Used {
+            total: usage::cpu(std::process::id()),
+            threads: threads(),
+        }
+    }
+
+    fn per_event(self, events: usize) -> Used {
+        let n = events as u32;
+        let mut threads = threads();
+        for (name, [user, system]) in &mut threads {
+            let [u0, s0] = self.threads.get(name).copied().unwrap_or_default();
+            *user = user.saturating_sub(u0) / n;
+            *system = system.saturating_sub(s0) / n;
+        }
+        threads.retain(|_, [user, system]| !(*user + *system).is_zero());
+        Used {
+            total: (usage::cpu(std::process::id()) - self.total) / n,
+            threads,
+        }
+    }
+
+    /// `name user+system µs` for each thread that used any, for the single-part runs.
+    fn by_thread(&self) -> String {
+        self.threads
+            .iter()
+            .map(|(name, [user, system])| {
+                format!("{name} {:.2}+{:.2}", micros(*user), micros(*system))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// User and system time of each of this process's live threads, by name and id (`/proc`'s
+/// clock ticks of 10 ms).
+fn threads() -> BTreeMap<String, [Duration; 2]> {
+    let mut used = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("this process's threads") {
+        let task = task.expect("a thread").path();
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = |i: usize| Duration::from_millis(fields[i].parse::<u64>().expect("ticks") * 10);
+        let id = task
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        used.insert(
+            format!("{}/{id}", &stat[open + 1..close]),
+            [ticks(11), ticks(12)],
+        );
+    }
+    used
 }
 
 fn main() {
@@ -329,16 +402,18 @@ fn main() {
                 let store = backlog(&dir.path().join(format!("{id}.db")), total);
                 let (rate, cpu) = drain(store, &target, total);
                 println!(
-                    "relay drain to {name}: {rate:.0} msg/s, {:.1} µs of CPU per event",
-                    micros(cpu)
+                    "relay drain to {name}: {rate:.0} msg/s, {:.1} µs of CPU per event (user+system by thread: {})",
+                    micros(cpu.total),
+                    cpu.by_thread()
                 );
                 continue;
             }
             "probe" => {
                 let (ceiling, cpu) = probe(&target, total, true);
                 println!(
-                    "bare rumqttc publisher to {name}: {ceiling:.0} msg/s, {:.1} µs of CPU per event",
-                    micros(cpu)
+                    "bare rumqttc publisher to {name}: {ceiling:.0} msg/s, {:.1} µs of CPU per event (user+system by thread: {})",
+                    micros(cpu.total),
+                    cpu.by_thread()
                 );
                 continue;
             }
@@ -351,12 +426,13 @@ fn main() {
         let (mut shares, mut drain_cpu) = (Vec::new(), Vec::new());
         for pair in 0..pairs {
             let path = dir.path().join(format!("{id}-{pair}.db"));
-            let (rate, cpu) = drain(backlog(&path, total), &target, total);
+            let (rate, used) = drain(backlog(&path, total), &target, total);
+            let cpu = used.total;
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
             let after = probe(&target, total, true);
-            let (before, _) = probes[pair];
+            let before = probes[pair].0;
             let share = rate / ((before + after.0) / 2.0) * 100.0;
             println!(
                 "  relay drain {}: {rate:.0} msg/s, {:.1} µs of CPU per event; probe just before and just after: {before:.0} and {:.0} msg/s; {share:.0} % of their mean",
@@ -371,7 +447,7 @@ fn main() {
         let (unbound, _) = probe(&target, total, false);
         shares.sort_by(f64::total_cmp);
         drain_cpu.sort_by(f64::total_cmp);
-        let mut probe_cpu: Vec<f64> = probes.iter().map(|&(_, cpu)| micros(cpu)).collect();
+        let mut probe_cpu: Vec<f64> = probes.iter().map(|(_, cpu)| micros(cpu.total)).collect();
         probe_cpu.sort_by(f64::total_cmp);
         println!(
             "relay drain of {total} buffered events to {name}, QoS 1, marked delivered on PUBACK (window {WINDOW}), beside a bare rumqttc QoS 1 publisher (same broker, window and command subscription) just before and just after, {pairs} drains: median {:.0} % of the probes' mean (lowest {:.0} %, highest {:.0} %); CPU per event, medians: relay and journal {:.1} µs, probe {:.1} µs; the same publisher without the subscription: {unbound:.0} msg/s",
