@@ -37,7 +37,7 @@ const APPLICATION_ID: i32 = 0x43474a31;
 /// drops the in-flight index: rows in flight are held in the writer's memory, not marked in the
 /// table, so the rows a journal of version 10 left so are put back in line (their attempt
 /// still counted), and every delivered mark no longer asks whether to drop a row from it.
-/// Version 12 cuts the delivered mark's work by a fifth. A delivered row's state is 1 (in
+/// Version 12 cuts the delivered mark's work by a sixth. A delivered row's state is 1 (in
 /// flight's old number, free since 11), not 2: SQLite stores 0 and 1 in no bytes and 2 in one,
 /// so a row marked delivered keeps its size and is rewritten in place, where a record a byte
 /// longer was cut out of its page and put back. And the pending rows are indexed by their
