@@ -13,6 +13,7 @@ pub mod devices;
 pub mod facility;
 pub mod fhir_api;
 pub mod journal;
+pub mod markup;
 pub mod messaging;
 pub mod metrics;
 pub mod notices;

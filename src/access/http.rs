@@ -559,10 +559,7 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 
 /// The login page's link to single sign-on, named after the provider.
 fn sso_button(name: &str) -> String {
-    let name = name
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let name = crate::markup::escape(name);
     format!("<p><a href=\"/login/oidc\">Sign in with {name}</a></p>\n")
 }
 

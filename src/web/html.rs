@@ -1,21 +1,7 @@
-//! Text for the server-rendered pages: HTML escaping and ages. A leaf the page, its sections
-//! and the previews share.
+//! Text for the server-rendered pages: HTML escaping (the crate's one, [`crate::markup`]) and
+//! ages. A leaf the page, its sections and the previews share.
 
-/// `s` safe inside HTML text and quoted attributes.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use crate::markup::escape as esc;
 
 /// "3 min ago" style age of a millisecond timestamp.
 pub(super) fn age(now: i64, at: i64) -> String {

@@ -48,7 +48,7 @@ pub struct Request<'a> {
 /// The SOAP 1.2 envelope of `r`. The payload goes as escaped text rather than CDATA, so no
 /// payload can end the section early.
 pub fn envelope(r: &Request<'_>) -> String {
-    let e = escape;
+    let e = crate::markup::escape;
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <soapenv:Envelope xmlns:soapenv="http://www.w3.org/2003/05/soap-envelope"><soapenv:Header><wsse:Security xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" soapenv:mustUnderstand="true"><wsse:UsernameToken><wsse:Username>{}</wsse:Username><wsse:Password Type="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText">{}</wsse:Password></wsse:UsernameToken></wsse:Security></soapenv:Header><soapenv:Body><cor:COREEnvelopeRealTimeRequest xmlns:cor="{NAMESPACE}"><PayloadType>{}</PayloadType><ProcessingMode>RealTime</ProcessingMode><PayloadID>{}</PayloadID><TimeStamp>{}</TimeStamp><SenderID>{}</SenderID><ReceiverID>{}</ReceiverID><CORERuleVersion>2.2.0</CORERuleVersion><Payload>{}</Payload></cor:COREEnvelopeRealTimeRequest></soapenv:Body></soapenv:Envelope>"#,
@@ -80,21 +80,6 @@ fn text(node: roxmltree::Node<'_, '_>, name: &str) -> String {
                 .collect::<String>()
         })
         .unwrap_or_default()
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The X12 payload of a successful SOAP response to the request `payload_id`.
@@ -237,7 +222,7 @@ mod tests {
 
     #[test]
     fn the_request_escapes_what_xml_would_misread() {
-        let xml = envelope(&request("ISA*00*~NM1*IL*1*O&apos;<B>]]>~"));
+        let xml = envelope(&request("ISA*00*~NM1*IL*1*O'BRIEN&apos;<B>]]>~"));
         assert!(xml.contains("<wsse:Password Type=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText\">p&lt;&amp;&gt;w</wsse:Password>"));
         let doc = roxmltree::Document::parse(&xml).expect("well-formed");
         let payload = doc
@@ -245,7 +230,7 @@ mod tests {
             .find(|n| n.tag_name().name() == "Payload")
             .and_then(|n| n.text())
             .expect("payload");
-        assert_eq!(payload, "ISA*00*~NM1*IL*1*O&apos;<B>]]>~");
+        assert_eq!(payload, "ISA*00*~NM1*IL*1*O'BRIEN&apos;<B>]]>~");
     }
 
     #[test]
