@@ -338,8 +338,6 @@ fn threads() -> BTreeMap<String, [Duration; 2]> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ticks = |i: usize| Duration::from_millis(fields[i].parse::<u64>().expect("ticks") * 10);
         let id = task
             .file_name()
             .unwrap_or_default()
@@ -347,7 +345,7 @@ fn threads() -> BTreeMap<String, [Duration; 2]> {
             .into_owned();
         used.insert(
             format!("{}/{id}", &stat[open + 1..close]),
-            [ticks(11), ticks(12)],
+            usage::times(&stat),
         );
     }
     used

@@ -233,8 +233,9 @@ impl Envelopes {
 
     /// The envelope of an outbox row:
     /// `{"id","facility","kind","key","occurred_at","schema","payload"}`, in that order. A
-    /// payload that is not JSON (it should always be; the journal only takes JSON) is sent as a
-    /// JSON string rather than dropped.
+    /// payload that is not JSON (every event for the cloud is today, but the journal holds other
+    /// payloads too, an HL7 message for the MLLP sender) is sent as a JSON string rather than
+    /// dropped.
     ///
     /// Written by hand rather than through a derived `Serialize`: it is built once per event on
     /// the relay's hot path, and strings without a character JSON must escape (ids, kinds,
