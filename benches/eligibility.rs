@@ -324,7 +324,7 @@ fn main() {
             .unwrap_or(default)
     };
     let (checkins, rounds) = (number("BENCH_CHECKINS", 500), number("BENCH_ROUNDS", 40));
-    let split = cpu::split();
+    let split = cpu::split(false);
     if split {
         cpu::pin(0);
     }

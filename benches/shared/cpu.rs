@@ -1,12 +1,18 @@
 //! Pinning a bench's parts to CPUs, so that the part measured does not share a core with the
-//! parts standing for other machines (`BENCH_CORES=split`).
+//! parts standing for other machines (`BENCH_CORES=split`; `BENCH_CORES=shared` runs every part
+//! on every CPU).
 
 use std::process::{Command, Stdio};
 
-/// Whether `BENCH_CORES=split` asks for it and the machine has two CPUs to split.
-pub fn split() -> bool {
-    std::env::var("BENCH_CORES").as_deref() == Ok("split")
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+/// Whether to split: `BENCH_CORES=split` or `BENCH_CORES=shared` says, else the bench's
+/// `default`; never on a machine with fewer than two CPUs.
+pub fn split(default: bool) -> bool {
+    let asked = match std::env::var("BENCH_CORES").as_deref() {
+        Ok("split") => true,
+        Ok("shared") => false,
+        _ => default,
+    };
+    asked && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
 /// Pins the calling thread, and so every thread and process it starts from now on, to `cpu`
