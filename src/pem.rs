@@ -165,6 +165,19 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemErro
     Ok(certs)
 }
 
+/// The certificates in the PEM file at `path` as trust roots: the CA a peer's certificate must
+/// chain to.
+pub fn roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots.add(cert).map_err(|e| PemError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
 /// The first private key in the PEM file at `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let pem = read(path)?;
@@ -183,4 +196,33 @@ fn read(path: &Path) -> Result<Vec<u8>, PemError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_hold_every_certificate_and_an_unusable_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+            params.self_signed(&key).expect("certificate").pem()
+        };
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, ca("a.test") + &ca("b.test")).expect("write");
+        assert_eq!(roots(&bundle).expect("a bundle of two").len(), 2);
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").expect("write");
+        assert!(matches!(roots(&empty), Err(PemError::NoCertificate { .. })));
+
+        // Valid PEM around three bytes that are no certificate.
+        let broken = dir.path().join("broken.pem");
+        let block = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&broken, block).expect("write");
+        let error = roots(&broken).expect_err("not a certificate").to_string();
+        assert!(error.starts_with(&broken.display().to_string()), "{error}");
+    }
 }

@@ -14,39 +14,20 @@ pub struct TlsError {
     pub message: String,
 }
 
-fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError {
-        key,
-        message: format!("cannot read {}: {e}", path.display()),
-    })
-}
-
 /// Builds the client configuration: the broker must chain to `ca_file`; with a client
 /// certificate and key, the gateway authenticates itself too (mutual TLS).
 pub fn client_config(
     tls: &TlsConfig,
     resolve: impl Fn(&Path) -> PathBuf,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let failed = |key: &'static str| {
+        move |e: PemError| TlsError {
+            key,
+            message: e.to_string(),
+        }
+    };
     let ca_key = "relay.tls.ca_file";
-    let ca_path = resolve(&tls.ca_file);
-    let pem = read(&ca_path, ca_key)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| TlsError {
-            key: ca_key,
-            message: format!("{}: {e}", ca_path.display()),
-        })?;
-        roots.add(cert).map_err(|e| TlsError {
-            key: ca_key,
-            message: format!("{}: {e}", ca_path.display()),
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError {
-            key: ca_key,
-            message: format!("{} holds no PEM certificate", ca_path.display()),
-        });
-    }
+    let roots = pem::roots(&resolve(&tls.ca_file)).map_err(failed(ca_key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -58,12 +39,6 @@ pub fn client_config(
     let config = match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(key)) => {
             let (cert_key, key_key) = ("relay.tls.client_cert_file", "relay.tls.client_key_file");
-            let failed = |key: &'static str| {
-                move |e: PemError| TlsError {
-                    key,
-                    message: e.to_string(),
-                }
-            };
             let (cert_path, key_path) = (resolve(cert), resolve(key));
             pem::certificates(&cert_path).map_err(failed(cert_key))?;
             pem::private_key(&key_path).map_err(failed(key_key))?;

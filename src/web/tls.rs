@@ -10,7 +10,7 @@
 
 use crate::access::mtls::PeerCertificate;
 pub use crate::pem::fingerprint;
-use crate::pem::{CertFiles, PemError, certificates};
+use crate::pem::{self, CertFiles, PemError, certificates};
 use crate::web::config::WebTlsConfig;
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
@@ -63,10 +63,7 @@ pub fn serving(
         .with_safe_default_protocol_versions()?;
     let builder = match tls.client_ca(base) {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates(&ca)? {
-                roots.add(cert)?;
-            }
+            let roots = pem::roots(&ca)?;
             // Browsers of staff have no client certificate and must still reach the login
             // page; a certificate that is presented must chain to the CA, or the handshake
             // fails.

@@ -5,7 +5,7 @@
 //! Only files are read here; the handshake itself runs in the listener.
 
 use super::config::ListenerTlsConfig;
-use crate::pem::{CertFiles, PemError, certificates};
+use crate::pem::{self, CertFiles, PemError};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +29,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca_file {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certificates(ca)? {
-                roots.add(cert)?;
-            }
+            let roots = pem::roots(ca)?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
