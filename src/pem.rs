@@ -4,8 +4,12 @@
 //! a restart; and when a certificate file's certificates stop being valid. A leaf: it knows
 //! files and rustls types only.
 
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -25,6 +29,8 @@ pub enum PemError {
     NoCertificate { path: PathBuf },
     #[error("{path} holds no PEM private key")]
     NoKey { path: PathBuf },
+    #[error("{path} holds no PEM certificate revocation list (X509 CRL)")]
+    NoCrl { path: PathBuf },
     #[error("{path}: the certificate cannot be read: {message}")]
     X509 { path: PathBuf, message: String },
     #[error("{cert} and {key}: {source}")]
@@ -178,6 +184,24 @@ pub fn roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
     Ok(roots)
 }
 
+/// Every certificate revocation list in the PEM file at `path`; at least one. Their contents
+/// are checked when a verifier is built from them ([`ClientVerifier`]).
+pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PemError> {
+    let pem = read(path)?;
+    let crls = rustls_pemfile::crls(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(PemError::NoCrl {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(crls)
+}
+
 /// The first private key in the PEM file at `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let pem = read(path)?;
@@ -196,6 +220,154 @@ fn read(path: &Path) -> Result<Vec<u8>, PemError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Client certificates verified against the CAs of one PEM file and, when another is given,
+/// the revocation lists (CRLs) it holds: a revoked certificate fails the handshake. The CRL
+/// file is read again whenever it has changed, so that a CA's new list counts from the next
+/// handshake without a restart; a list that cannot be used leaves the last good one in place.
+/// Only the client's own certificate is looked up, and one whose issuer has no list in the file
+/// is refused: revocation was asked for and cannot be told. A list past its next update still
+/// counts (a CA that stopped publishing must not lock every system out).
+#[derive(Debug)]
+pub struct ClientVerifier {
+    ca: PathBuf,
+    roots: Arc<rustls::RootCertStore>,
+    subjects: Vec<DistinguishedName>,
+    crl: Option<PathBuf>,
+    /// Clients without a certificate are served too (a browser at the login page); a
+    /// certificate that is presented is verified all the same.
+    optional: bool,
+    provider: Arc<CryptoProvider>,
+    current: Mutex<(Stamp, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl ClientVerifier {
+    /// Reads both files once, so that a bad one at start-up is an error and not a failing
+    /// handshake later.
+    pub fn load(
+        ca: &Path,
+        crl: Option<&Path>,
+        optional: bool,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, PemError> {
+        let roots = Arc::new(roots(ca)?);
+        let stamp = crl.and_then(stamp);
+        let verifier = build_verifier(ca, &roots, crl, optional, &provider)?;
+        Ok(ClientVerifier {
+            ca: ca.to_path_buf(),
+            subjects: roots.subjects(),
+            roots,
+            crl: crl.map(Path::to_path_buf),
+            optional,
+            provider,
+            current: Mutex::new((stamp, verifier)),
+        })
+    }
+
+    /// The verifier as last built.
+    fn kept(&self) -> Arc<dyn ClientCertVerifier> {
+        // A poisoned lock only means a handshake panicked mid-read; the verifier kept is whole.
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.1.clone()
+    }
+
+    /// The verifier with the revocation list as its file holds it now.
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        let Some(crl) = &self.crl else {
+            return self.kept();
+        };
+        let now = stamp(crl);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if now != current.0 {
+            match build_verifier(
+                &self.ca,
+                &self.roots,
+                Some(crl),
+                self.optional,
+                &self.provider,
+            ) {
+                Ok(verifier) => {
+                    tracing::info!(crl = %crl.display(), "certificate revocation list read");
+                    *current = (now, verifier);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "certificate revocation list not usable; the last good one stays"
+                ),
+            }
+        }
+        current.1.clone()
+    }
+}
+
+/// Errors name the CRL file, or the CA file when there is none.
+fn build_verifier(
+    ca: &Path,
+    roots: &Arc<rustls::RootCertStore>,
+    crl: Option<&Path>,
+    optional: bool,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, PemError> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if optional {
+        builder = builder.allow_unauthenticated();
+    }
+    if let Some(path) = crl {
+        builder = builder
+            .with_crls(crls(path)?)
+            .only_check_end_entity_revocation();
+    }
+    builder.build().map_err(|e| PemError::Pem {
+        path: crl.unwrap_or(ca).to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        !self.optional
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.kept().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.kept().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.kept().supported_verify_schemes()
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,83 @@ fn a_trusted_client_is_acked_and_an_untrusted_one_cannot_connect() {
 }
 
 #[test]
+fn a_revoked_client_certificate_cannot_connect_and_a_new_list_counts_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(dir.path());
+    certs.client("lab-2", Certs::CA);
+    let crl = certs.crl(&["lab-2.crt"]);
+    let table = format!("{}client_crl_file = {crl:?}\n", tls_table(&certs));
+    let (gw, port) = hl7_gateway_with(dir.path(), &table);
+    let lab2 = Some(("lab-2.crt", "lab-2.key"));
+
+    let acks = tls_send(&certs, port, TRUSTED, &[a04("HIS", "HOSP", "CRL-1")]);
+    assert!(acks[0].contains("MSA|AA|CRL-1"), "{acks:?}");
+    let revoked = tls_send(&certs, port, lab2, &[a04("LAB", "HOSP", "CRL-2")]);
+    assert!(revoked.iter().all(|l| l.starts_with("NONE")), "{revoked:?}");
+    wait_for(
+        "the revoked certificate's handshake refused",
+        Duration::from_secs(10),
+        || {
+            gw.log_text()
+                .lines()
+                .any(|l| {
+                    l.contains("MLLP TLS handshake refused") && l.to_lowercase().contains("revoked")
+                })
+                .then_some(())
+        },
+    );
+
+    // The CA lifts lab-2's revocation and revokes the first client's: the listener reads the
+    // new list at the next handshake.
+    certs.crl(&["client.crt"]);
+    let now_allowed = tls_send(&certs, port, lab2, &[a04("LAB", "HOSP", "CRL-3")]);
+    assert!(now_allowed[0].contains("MSA|AA|CRL-3"), "{now_allowed:?}");
+    let now_revoked = tls_send(&certs, port, TRUSTED, &[a04("HIS", "HOSP", "CRL-4")]);
+    assert!(
+        now_revoked.iter().all(|l| l.starts_with("NONE")),
+        "{now_revoked:?}"
+    );
+
+    // A list that cannot be read leaves the last good one in place.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .expect("crl");
+    let still_revoked = tls_send(&certs, port, TRUSTED, &[a04("HIS", "HOSP", "CRL-5")]);
+    assert!(
+        still_revoked.iter().all(|l| l.starts_with("NONE")),
+        "{still_revoked:?}"
+    );
+    wait_for(
+        "the unusable list reported",
+        Duration::from_secs(10),
+        || {
+            gw.log_text()
+                .contains("certificate revocation list not usable")
+                .then_some(())
+        },
+    );
+    let still_allowed = tls_send(&certs, port, lab2, &[a04("LAB", "HOSP", "CRL-6")]);
+    assert!(
+        still_allowed[0].contains("MSA|AA|CRL-6"),
+        "{still_allowed:?}"
+    );
+    // The CLI reading the journal checks the config, which would name the broken list.
+    certs.crl(&["client.crt"]);
+    for (control, want) in [
+        ("CRL-1", 1),
+        ("CRL-2", 0),
+        ("CRL-3", 1),
+        ("CRL-4", 0),
+        ("CRL-5", 0),
+        ("CRL-6", 1),
+    ] {
+        assert_eq!(committed(&gw, control), want, "{control}");
+    }
+}
+
+#[test]
 fn an_allowed_certificate_with_a_disallowed_msh3_is_not_acked_and_is_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = Certs::generate(dir.path());

@@ -12,34 +12,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs `args` in `dir` with sh; panics if it fails.
-fn sh(dir: &Path, args: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("cd {} && {args}", dir.display()))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("sh")
-        .success();
-    assert!(ok, "failed: {args}");
-}
-
-/// A client certificate `name.crt` (and `name.key`) signed by the CA `ca`.
-fn client_certificate(dir: &Path, name: &str, ca: &str, ca_key: &str) {
-    sh(
-        dir,
-        &format!(
-            "openssl req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr"
-        ),
-    );
-    sh(
-        dir,
-        &format!(
-            "openssl x509 -req -in {name}.csr -CA {ca} -CAkey {ca_key} -CAcreateserial -days 30 -extfile client.ext -out {name}.crt"
-        ),
-    );
-}
-
 /// What curl got: none when the TLS handshake (or the connection) failed, else the status and
 /// the body.
 struct Answer(Option<(u16, String)>);
@@ -168,9 +140,13 @@ fn refusals(rows: &[Value]) -> Vec<(String, Value)> {
 /// client certificates against that CA; `access` is appended to `[access]`. Running, with
 /// its certificates.
 fn start(dir: &Path, access: &str) -> (Gateway, Certs) {
-    let certs = Certs::generate(dir);
+    serve(dir, Certs::generate(dir), access, "")
+}
+
+/// As [`start`], with `certs` made beforehand and `tls` added to `[web.tls]`.
+fn serve(dir: &Path, certs: Certs, access: &str, tls: &str) -> (Gateway, Certs) {
     let tls = format!(
-        "[access]\nenabled = true\n{access}\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+        "[access]\nenabled = true\n{access}\n[web.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{tls}",
         certs.path("server.crt").display(),
         certs.path("server.key").display(),
         certs.path("ca.crt").display(),
@@ -189,8 +165,8 @@ fn start(dir: &Path, access: &str) -> (Gateway, Certs) {
 fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passes_for_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (gw, certs) = start(dir.path(), "");
-    client_certificate(dir.path(), "stray", "ca.crt", "ca.key");
-    client_certificate(dir.path(), "stranger", "other-ca.crt", "other.key");
+    certs.client("stray", Certs::CA);
+    certs.client("stranger", Certs::OTHER_CA);
     let (admin, _) = add_key(&gw, "ops-console", &["--scope", "admin"]);
     let client = certs.path("client.crt");
     let (bound, printed) = add_key(
@@ -338,6 +314,48 @@ fn a_system_with_its_bound_certificate_is_its_keys_client_and_nothing_else_passe
             .iter()
             .any(|(who, d)| who == "key:lab-analyser" && d["reason"] == "key_revoked"),
         "{refused:?}"
+    );
+}
+
+#[test]
+fn a_revoked_certificate_never_completes_the_handshake_and_a_new_list_counts_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(dir.path());
+    certs.client("analyser-2", Certs::CA);
+    let crl = certs.crl(&["analyser-2.crt"]);
+    let (gw, certs) = serve(
+        dir.path(),
+        certs,
+        "",
+        &format!("client_crl_file = {crl:?}\n"),
+    );
+    for (name, cert) in [
+        ("analyser-1", "client.crt"),
+        ("analyser-2", "analyser-2.crt"),
+    ] {
+        let cert = certs.path(cert);
+        add_key(
+            &gw,
+            name,
+            &["--scope", "queue", "--certificate", &cert.to_string_lossy()],
+        );
+    }
+    let queues = |cert: &str| curl(&gw, &certs, Some(cert), "GET", "/api/v1/queues", &[]);
+    assert_eq!(queues("client").status(), 200);
+    assert!(
+        queues("analyser-2").0.is_none(),
+        "a revoked certificate completed the handshake"
+    );
+    // A browser, with no certificate, is still served.
+    let page = curl(&gw, &certs, None, "GET", "/", &[]);
+    assert!(page.0.is_some(), "the page without a certificate");
+
+    // The CA lifts analyser-2's revocation and revokes analyser-1's; no restart.
+    certs.crl(&["client.crt"]);
+    assert_eq!(queues("analyser-2").status(), 200);
+    assert!(
+        queues("client").0.is_none(),
+        "a certificate revoked by the new list completed the handshake"
     );
 }
 

@@ -40,6 +40,11 @@ pub struct WebTlsConfig {
     /// credential. Clients without a certificate, browsers, are still served.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists (CRLs) of the CA of `client_ca_file`: a revoked client
+    /// certificate fails the handshake. Read again whenever the file changes; see
+    /// docs/access.md.
+    #[serde(default)]
+    pub client_crl_file: Option<PathBuf>,
 }
 
 /// File name of the self-signed certificate in the data directory.
@@ -67,6 +72,13 @@ impl WebTlsConfig {
         self.client_ca_file
             .as_ref()
             .map(|ca| settings::resolve(base, ca))
+    }
+
+    /// The client CRL file resolved against `base`, if there is one.
+    pub fn client_crl(&self, base: &Path) -> Option<PathBuf> {
+        self.client_crl_file
+            .as_ref()
+            .map(|crl| settings::resolve(base, crl))
     }
 }
 
@@ -118,8 +130,16 @@ impl WebConfig {
                         "needs cert_file and key_file, or self_signed = true".into(),
                     ),
                 }
-                if let Some(ca) = tls.client_ca(base) {
-                    check_ca(&ca, bad);
+                let ca = tls.client_ca(base);
+                if let Some(ca) = &ca {
+                    check_ca(ca, bad);
+                }
+                if let Some(crl) = tls.client_crl(base) {
+                    settings::check_crl(
+                        ("web.tls.client_crl_file", &crl),
+                        ("web.tls.client_ca_file", ca.as_deref()),
+                        bad,
+                    );
                 }
             }
             if !self.bind.ip().is_loopback() {
@@ -263,12 +283,62 @@ mod tests {
     }
 
     #[test]
+    fn a_client_crl_file_needs_the_client_ca_and_a_usable_list() {
+        let alone = check(
+            "[web.tls]\nself_signed = true\nclient_crl_file = \"ca.crl\"\n",
+            false,
+        );
+        assert_eq!(
+            alone,
+            [
+                "web.tls.client_crl_file: needs web.tls.client_ca_file: revocation is checked only \
+              for client certificates"
+            ]
+        );
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("written");
+        let crl = dir.path().join("ca.crl");
+        let problems = |list: &str| {
+            std::fs::write(&crl, list).expect("written");
+            let web: WebConfig = settings::section(
+                "[web.tls]\nself_signed = true\nclient_ca_file = \"ca.pem\"\nclient_crl_file = \"ca.crl\"\n",
+                "web",
+            )
+            .expect("a [web] table");
+            web.validate(dir.path(), false)
+                .into_iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            problems("no list here\n"),
+            [format!(
+                "web.tls.client_crl_file: {} holds no PEM certificate revocation list (X509 CRL)",
+                crl.display()
+            )]
+        );
+        let broken = problems("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert!(
+            broken[0].starts_with(&format!("web.tls.client_crl_file: {}: ", crl.display())),
+            "{broken:?}"
+        );
+    }
+
+    #[test]
     fn self_signed_files_live_in_the_data_dir() {
         let tls = WebTlsConfig {
             cert_file: None,
             key_file: None,
             self_signed: true,
             client_ca_file: None,
+            client_crl_file: None,
         };
         assert_eq!(
             tls.files(Path::new("/etc/cg"), Path::new("/var/lib/cg")),
@@ -282,6 +352,7 @@ mod tests {
             key_file: Some("/k.pem".into()),
             self_signed: false,
             client_ca_file: None,
+            client_crl_file: None,
         };
         assert_eq!(
             files.files(Path::new("/etc/cg"), Path::new("/var/lib/cg")),

@@ -10,7 +10,7 @@
 
 use crate::access::mtls::PeerCertificate;
 pub use crate::pem::fingerprint;
-use crate::pem::{self, CertFiles, PemError, certificates};
+use crate::pem::{CertFiles, ClientVerifier, PemError, certificates};
 use crate::web::config::WebTlsConfig;
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
@@ -31,8 +31,6 @@ pub enum WebTlsError {
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key cannot be served: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("the client CA certificates cannot be used: {0}")]
-    ClientCa(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// What the HTTPS listener needs, and the fingerprint it reports.
@@ -63,17 +61,12 @@ pub fn serving(
         .with_safe_default_protocol_versions()?;
     let builder = match tls.client_ca(base) {
         Some(ca) => {
-            let roots = pem::roots(&ca)?;
             // Browsers of staff have no client certificate and must still reach the login
-            // page; a certificate that is presented must chain to the CA, or the handshake
-            // fails.
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
+            // page; a certificate that is presented must chain to the CA and not be revoked,
+            // or the handshake fails.
+            let crl = tls.client_crl(base);
+            let verifier = ClientVerifier::load(&ca, crl.as_deref(), true, provider)?;
+            builder.with_client_cert_verifier(Arc::new(verifier))
         }
         None => builder.with_no_client_auth(),
     };
@@ -162,6 +155,7 @@ mod tests {
             key_file: None,
             self_signed: true,
             client_ca_file: None,
+            client_crl_file: None,
         }
     }
 

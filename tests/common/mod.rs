@@ -231,6 +231,11 @@ pub struct Certs {
 }
 
 impl Certs {
+    /// The test CA's certificate and key files, which every listener trusts.
+    pub const CA: (&str, &str) = ("ca.crt", "ca.key");
+    /// Another CA's, which none trusts.
+    pub const OTHER_CA: (&str, &str) = ("other-ca.crt", "other.key");
+
     pub fn generate(dir: &Path) -> Certs {
         let run = |args: &str| {
             let ok = Command::new("sh")
@@ -276,6 +281,57 @@ impl Certs {
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Another client certificate, CN `name`, `{name}.crt` and `{name}.key`, issued by the CA
+    /// whose certificate and key files are `issuer` ([`Certs::CA`] or [`Certs::OTHER_CA`]).
+    pub fn client(&self, name: &str, (ca, ca_key): (&str, &str)) {
+        self.openssl(&format!(
+            "openssl req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr"
+        ));
+        self.openssl(&format!(
+            "openssl x509 -req -in {name}.csr -CA {ca} -CAkey {ca_key} -CAcreateserial -days 30 -extfile client.ext -out {name}.crt"
+        ));
+    }
+
+    /// Writes `ca.crl`, the test CA's revocation list (v2, with a CRL number, as `openssl ca`
+    /// issues it) naming the certificates in the files `revoked` of this folder, and returns
+    /// its path. Each call writes a whole new list in its place.
+    pub fn crl(&self, revoked: &[&str]) -> PathBuf {
+        let run = |args: &str| self.openssl(args);
+        std::fs::write(
+            self.path("crl.cnf"),
+            "[ca]\ndefault_ca = test\n[test]\ndatabase = crl-index.txt\ncrlnumber = crl-number\n\
+             default_md = sha256\ndefault_crl_days = 30\n",
+        )
+        .expect("crl.cnf");
+        std::fs::write(self.path("crl-index.txt"), "").expect("index");
+        if !self.path("crl-number").exists() {
+            std::fs::write(self.path("crl-number"), "01\n").expect("crl number");
+        }
+        for cert in revoked {
+            run(&format!(
+                "openssl ca -config crl.cnf -keyfile ca.key -cert ca.crt -revoke {cert}"
+            ));
+        }
+        run("openssl ca -config crl.cnf -keyfile ca.key -cert ca.crt -gencrl -out ca.crl.new");
+        // Replaced in one step, as a CA's publishing script would, so that a listener never
+        // reads half a list.
+        std::fs::rename(self.path("ca.crl.new"), self.path("ca.crl")).expect("ca.crl");
+        self.path("ca.crl")
+    }
+
+    fn openssl(&self, args: &str) {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && {args}", self.dir.display()))
+            .output()
+            .expect("openssl must be installed (scripts/test-deps.sh)");
+        assert!(
+            out.status.success(),
+            "openssl failed: {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! `[connectors.hl7v2]`: the HL7 v2 MLLP listener.
 
 use crate::queue::{CheckInWhen, Schedule, schedule};
-use crate::settings::{check_readable, resolve};
+use crate::settings::{self, check_readable, resolve};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,10 @@ pub struct ListenerTlsConfig {
     /// present one (ATNA node authentication).
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
+    /// PEM certificate revocation lists (CRLs) of the CA of `client_ca_file`: a sender whose
+    /// certificate is revoked fails the handshake. Read again whenever the file changes.
+    #[serde(default)]
+    pub client_crl_file: Option<PathBuf>,
 }
 
 /// One `[[connectors.hl7v2.allow]]` entry: a sender matches it when it matches every field
@@ -183,6 +187,7 @@ impl Hl7Config {
             t.cert_file = resolve(&t.cert_file);
             t.key_file = resolve(&t.key_file);
             t.client_ca_file = t.client_ca_file.as_deref().map(&resolve);
+            t.client_crl_file = t.client_crl_file.as_deref().map(&resolve);
         }
         c
     }
@@ -209,8 +214,16 @@ impl Hl7Config {
             let key = |field: &str| format!("connectors.hl7v2.tls.{field}");
             check_readable(&resolve(base, &t.cert_file), &key("cert_file"), bad);
             check_readable(&resolve(base, &t.key_file), &key("key_file"), bad);
-            if let Some(ca) = &t.client_ca_file {
-                check_readable(&resolve(base, ca), &key("client_ca_file"), bad);
+            let ca = t.client_ca_file.as_deref().map(|ca| resolve(base, ca));
+            if let Some(ca) = &ca {
+                check_readable(ca, &key("client_ca_file"), bad);
+            }
+            if let Some(crl) = &t.client_crl_file {
+                settings::check_crl(
+                    (&key("client_crl_file"), &resolve(base, crl)),
+                    (&key("client_ca_file"), ca.as_deref()),
+                    bad,
+                );
             }
         }
         for (i, entry) in self.allow.iter().enumerate() {
@@ -394,6 +407,16 @@ mod tests {
             ]
         );
         assert!(err[0].contains("/nonexistent/s.crt"), "{err:?}");
+
+        let crl_alone = check_listener(
+            "[connectors.hl7v2.tls]\ncert_file = \"s.crt\"\nkey_file = \"s.key\"\nclient_crl_file = \"ca.crl\"\n",
+        )
+        .expect_err("refused");
+        assert_eq!(
+            crl_alone[2],
+            "connectors.hl7v2.tls.client_crl_file: needs connectors.hl7v2.tls.client_ca_file: \
+             revocation is checked only for client certificates"
+        );
     }
 
     #[test]

@@ -5,15 +5,13 @@
 //! Only files are read here; the handshake itself runs in the listener.
 
 use super::config::ListenerTlsConfig;
-use crate::pem::{self, CertFiles, PemError};
+use crate::pem::{CertFiles, ClientVerifier, PemError};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerTlsError {
     #[error(transparent)]
     Pem(#[from] PemError),
-    #[error("the client CA certificates cannot be used: {0}")]
-    ClientCa(#[from] rustls::server::VerifierBuilderError),
     #[error("the certificate and key cannot be served: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -29,13 +27,9 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?;
     let builder = match &tls.client_ca_file {
         Some(ca) => {
-            let roots = pem::roots(ca)?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
+            let verifier =
+                ClientVerifier::load(ca, tls.client_crl_file.as_deref(), false, provider)?;
+            builder.with_client_cert_verifier(Arc::new(verifier))
         }
         None => builder.with_no_client_auth(),
     };
