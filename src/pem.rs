@@ -1,8 +1,9 @@
-//! TLS certificates and private keys read from PEM files, for the servers the gateway runs
-//! (the page and API, the MLLP listener) and the relay's client certificate; the pair a
-//! handshake presents, read again when its files change so that a renewal is picked up without
-//! a restart; and when a certificate file's certificates stop being valid. A leaf: it knows
-//! files and rustls types only.
+//! TLS certificates, private keys and revocation lists read from PEM files, for the servers the
+//! gateway runs (the page and API, the MLLP listener) and the relay's client certificate; the
+//! pair a handshake presents, read again when its files change so that a renewal is picked up
+//! without a restart; the client certificates a listener accepts, its revocation lists read
+//! again the same way; and when a certificate file's certificates stop being valid. A leaf: it
+//! knows files and rustls types only.
 
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -156,19 +157,11 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 
 /// Every certificate in the PEM file at `path`; at least one.
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let pem = read(path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PemError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(PemError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
+    every(
+        path,
+        |pem| rustls_pemfile::certs(pem).collect(),
+        |path| PemError::NoCertificate { path },
+    )
 }
 
 /// The certificates in the PEM file at `path` as trust roots: the CA a peer's certificate must
@@ -187,19 +180,28 @@ pub fn roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
 /// Every certificate revocation list in the PEM file at `path`; at least one. Their contents
 /// are checked when a verifier is built from them ([`ClientVerifier`]).
 pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PemError> {
+    every(
+        path,
+        |pem| rustls_pemfile::crls(pem).collect(),
+        |path| PemError::NoCrl { path },
+    )
+}
+
+/// Every item `parse` takes from the PEM file at `path`; `none` is the error when it takes none.
+fn every<T>(
+    path: &Path,
+    parse: impl FnOnce(&mut dyn std::io::BufRead) -> std::io::Result<Vec<T>>,
+    none: fn(PathBuf) -> PemError,
+) -> Result<Vec<T>, PemError> {
     let pem = read(path)?;
-    let crls = rustls_pemfile::crls(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PemError::Pem {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(PemError::NoCrl {
-            path: path.to_path_buf(),
-        });
+    let items = parse(&mut pem.as_slice()).map_err(|e| PemError::Pem {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if items.is_empty() {
+        return Err(none(path.to_path_buf()));
     }
-    Ok(crls)
+    Ok(items)
 }
 
 /// The first private key in the PEM file at `path`.
