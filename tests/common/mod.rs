@@ -115,13 +115,48 @@ pub fn peer_script(script: &str) -> Command {
 /// Starts `peer` and waits for a line on its stderr starting with `ready`; returns the child and
 /// the lines it writes after that one. Its stderr is drained for its whole life so that a
 /// chatty peer never blocks on a full pipe. A peer not ready within 60 s (Node peers take
-/// seconds to start on a loaded 2-core machine) is killed and fails the test with what it
-/// printed.
+/// seconds to start on a loaded 2-core machine) is killed and started once more, what it
+/// printed going to the test's output: the OpenID provider (oidc-provider 9 on Node 20) was
+/// seen, once in several runs of the suite, to stop inside its constructor for good. A peer
+/// that exits, or stalls twice, fails the test with what it printed.
 pub fn start_until_ready(
     peer: &mut Command,
     what: &str,
     ready: &str,
 ) -> (Child, mpsc::Receiver<String>) {
+    match attempt(peer, what, ready) {
+        Ok(started) => started,
+        Err(Failed::Stalled(printed)) => {
+            eprintln!("{what} stalled; starting it once more. Its output:\n{printed}");
+            attempt(peer, what, ready).unwrap_or_else(|failed| failed.fail(what))
+        }
+        Err(failed) => failed.fail(what),
+    }
+}
+
+/// Why a peer did not become ready, with what it printed.
+enum Failed {
+    Stalled(String),
+    Exited(String),
+}
+
+impl Failed {
+    fn fail(self, what: &str) -> ! {
+        let (why, printed) = match self {
+            Failed::Stalled(printed) => ("nothing said it was ready within 60 s", printed),
+            Failed::Exited(printed) => ("its output ended", printed),
+        };
+        panic!(
+            "{what} did not become ready: {why} (scripts/test-deps.sh installs the test peers); its output:\n{printed}"
+        );
+    }
+}
+
+fn attempt(
+    peer: &mut Command,
+    what: &str,
+    ready: &str,
+) -> Result<(Child, mpsc::Receiver<String>), Failed> {
     let mut child = peer
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -140,7 +175,7 @@ pub fn start_until_ready(
     let deadline = started + Duration::from_secs(60);
     loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.starts_with(ready) => return (child, rx),
+            Ok(line) if line.starts_with(ready) => return Ok((child, rx)),
             Ok(line) => seen.push(format!("{:>6} ms  {line}", started.elapsed().as_millis())),
             Err(e) => {
                 // Killed and reaped: a peer that had exited keeps its own status, one still
@@ -149,18 +184,12 @@ pub fn start_until_ready(
                 let status = child
                     .wait()
                     .map_or_else(|e| format!("unknown: {e}"), |s| s.to_string());
-                let why = match e {
-                    mpsc::RecvTimeoutError::Timeout => {
-                        format!("nothing said it was ready within 60 s ({status})")
-                    }
-                    mpsc::RecvTimeoutError::Disconnected => {
-                        format!("its output ended ({status})")
-                    }
-                };
-                panic!(
-                    "{what} did not become ready: {why} (scripts/test-deps.sh installs the test peers); its output:\n{}",
-                    seen.join("\n")
-                );
+                seen.push(format!("({status})"));
+                let printed = seen.join("\n");
+                return Err(match e {
+                    mpsc::RecvTimeoutError::Timeout => Failed::Stalled(printed),
+                    mpsc::RecvTimeoutError::Disconnected => Failed::Exited(printed),
+                });
             }
         }
     }
