@@ -303,6 +303,14 @@ impl ClientVerifier {
     }
 }
 
+/// Turns session resumption off: a resumed session skips the client certificate's check, so a
+/// certificate revoked since would still get in. With revocation asked for, every connection
+/// shows its certificate again (a full handshake each; MLLP and browser connections are
+/// long-lived).
+pub fn check_every_handshake(config: &mut rustls::ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+}
+
 /// Errors name the CRL file, or the CA file when there is none.
 fn build_verifier(
     ca: &Path,

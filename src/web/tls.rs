@@ -10,7 +10,7 @@
 
 use crate::access::mtls::PeerCertificate;
 pub use crate::pem::fingerprint;
-use crate::pem::{CertFiles, ClientVerifier, PemError, certificates};
+use crate::pem::{self, CertFiles, ClientVerifier, PemError, certificates};
 use crate::web::config::WebTlsConfig;
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::dev::Extensions;
@@ -59,18 +59,21 @@ pub fn serving(
     let files = CertFiles::load(&cert_path, &key_path, provider.clone())?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
+    let crl = tls.client_crl(base);
     let builder = match tls.client_ca(base) {
         Some(ca) => {
             // Browsers of staff have no client certificate and must still reach the login
             // page; a certificate that is presented must chain to the CA and not be revoked,
             // or the handshake fails.
-            let crl = tls.client_crl(base);
             let verifier = ClientVerifier::load(&ca, crl.as_deref(), true, provider)?;
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
         None => builder.with_no_client_auth(),
     };
-    let config = builder.with_cert_resolver(Arc::new(files));
+    let mut config = builder.with_cert_resolver(Arc::new(files));
+    if crl.is_some() {
+        pem::check_every_handshake(&mut config);
+    }
     Ok(Serving {
         config,
         fingerprint,
