@@ -303,6 +303,33 @@ impl ClientVerifier {
     }
 }
 
+/// The config check of a client revocation list file, `(key, path)`, beside its client CA file,
+/// `(key, path if set)`: revocation is checked only for client certificates, and the lists must
+/// be readable and usable with that CA's certificates. A CA file's own problems are its key's.
+pub fn check_crl(
+    (key, crl): (&str, &Path),
+    (ca_key, ca): (&str, Option<&Path>),
+    bad: &mut dyn FnMut(&str, String),
+) {
+    let Some(ca) = ca else {
+        bad(
+            key,
+            format!("needs {ca_key}: revocation is checked only for client certificates"),
+        );
+        return;
+    };
+    if certificates(ca).is_ok()
+        && let Err(e) = ClientVerifier::load(
+            ca,
+            Some(crl),
+            false,
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+    {
+        bad(key, e.to_string());
+    }
+}
+
 /// Turns session resumption off: a resumed session skips the client certificate's check, so a
 /// certificate revoked since would still get in. With revocation asked for, every connection
 /// shows its certificate again (a full handshake each; MLLP and browser connections are

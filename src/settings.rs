@@ -57,36 +57,6 @@ pub fn check_readable(path: &Path, key: &str, bad: &mut dyn FnMut(&str, String))
     }
 }
 
-/// A client CRL file, `(key, path)`, beside its client CA file, `(key, path if set)`: revocation
-/// is checked only for client certificates, and the lists must be usable with that CA's
-/// certificates (each a PEM `X509 CRL`).
-pub fn check_crl(
-    (key, crl): (&str, &Path),
-    (ca_key, ca): (&str, Option<&Path>),
-    bad: &mut dyn FnMut(&str, String),
-) {
-    let Some(ca) = ca else {
-        bad(
-            key,
-            format!("needs {ca_key}: revocation is checked only for client certificates"),
-        );
-        return;
-    };
-    check_readable(crl, key, bad);
-    if crl.is_file()
-        && ca.is_file()
-        && crate::pem::certificates(ca).is_ok()
-        && let Err(e) = crate::pem::ClientVerifier::load(
-            ca,
-            Some(crl),
-            false,
-            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
-        )
-    {
-        bad(key, e.to_string());
-    }
-}
-
 /// A doubling delay needs a first step above zero that does not exceed its cap; the key
 /// reported is `{prefix}{initial}`.
 pub fn check_delays(

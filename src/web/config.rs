@@ -135,7 +135,7 @@ impl WebConfig {
                     check_ca(ca, bad);
                 }
                 if let Some(crl) = tls.client_crl(base) {
-                    settings::check_crl(
+                    crate::pem::check_crl(
                         ("web.tls.client_crl_file", &crl),
                         ("web.tls.client_ca_file", ca.as_deref()),
                         bad,

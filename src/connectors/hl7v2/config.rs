@@ -1,7 +1,7 @@
 //! `[connectors.hl7v2]`: the HL7 v2 MLLP listener.
 
 use crate::queue::{CheckInWhen, Schedule, schedule};
-use crate::settings::{self, check_readable, resolve};
+use crate::settings::{check_readable, resolve};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ impl Hl7Config {
                 check_readable(ca, &key("client_ca_file"), bad);
             }
             if let Some(crl) = &t.client_crl_file {
-                settings::check_crl(
+                crate::pem::check_crl(
                     (&key("client_crl_file"), &resolve(base, crl)),
                     (&key("client_ca_file"), ca.as_deref()),
                     bad,
