@@ -266,16 +266,10 @@ impl Certs {
     pub const OTHER_CA: (&str, &str) = ("other-ca.crt", "other.key");
 
     pub fn generate(dir: &Path) -> Certs {
-        let run = |args: &str| {
-            let ok = Command::new("sh")
-                .arg("-c")
-                .arg(format!("cd {} && {args}", dir.display()))
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl must be installed (scripts/test-deps.sh)")
-                .success();
-            assert!(ok, "openssl failed: {args}");
+        let certs = Certs {
+            dir: dir.to_path_buf(),
         };
+        let run = |args: &str| certs.openssl(args);
         run(
             "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=test-ca -keyout ca.key -out ca.crt",
         );
@@ -304,9 +298,7 @@ impl Certs {
         run(
             "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=other-ca -keyout other.key -out other-ca.crt",
         );
-        Certs {
-            dir: dir.to_path_buf(),
-        }
+        certs
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -327,7 +319,6 @@ impl Certs {
     /// issues it) naming the certificates in the files `revoked` of this folder, and returns
     /// its path. Each call writes a whole new list in its place.
     pub fn crl(&self, revoked: &[&str]) -> PathBuf {
-        let run = |args: &str| self.openssl(args);
         std::fs::write(
             self.path("crl.cnf"),
             "[ca]\ndefault_ca = test\n[test]\ndatabase = crl-index.txt\ncrlnumber = crl-number\n\
@@ -339,11 +330,13 @@ impl Certs {
             std::fs::write(self.path("crl-number"), "01\n").expect("crl number");
         }
         for cert in revoked {
-            run(&format!(
+            self.openssl(&format!(
                 "openssl ca -config crl.cnf -keyfile ca.key -cert ca.crt -revoke {cert}"
             ));
         }
-        run("openssl ca -config crl.cnf -keyfile ca.key -cert ca.crt -gencrl -out ca.crl.new");
+        self.openssl(
+            "openssl ca -config crl.cnf -keyfile ca.key -cert ca.crt -gencrl -out ca.crl.new",
+        );
         // Replaced in one step, as a CA's publishing script would, so that a listener never
         // reads half a list.
         std::fs::rename(self.path("ca.crl.new"), self.path("ca.crl")).expect("ca.crl");
